@@ -1,0 +1,281 @@
+"""Configuration: TOML or a mapping in, a frozen and validated :class:`Config` out.
+
+The core knows only the keys of the ``[jobwatch]`` table. Every transport, provider and store
+reads the sub-table named after it (``[jobwatch.poll]``, ``[jobwatch.sqlite]``, a plugin's
+``[jobwatch.redis]``) through :meth:`Config.options`, which structures it strictly into the
+component's own attrs class.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args
+
+import attrs
+import cattrs
+
+from ._errors import ConfigError
+
+__all__ = ["Config", "Secret", "load_config"]
+
+T = TypeVar("T")
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_CORE_KEYS = ("provider", "base_url", "api_key", "transport", "store", "safety_poll")
+
+
+class Secret(str):
+    """A string that never shows itself in a repr, a log line or ``jobwatch doctor``."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def reveal(self) -> str:
+        """The secret's value, for the one place that must send it."""
+        return str.__str__(self)
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+
+def _strict(kind: type[Any]) -> Any:
+    def structure(value: Any, _: Any) -> Any:
+        # TOML already has exact types: accept an int for a float, nothing else loosely.
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if type(value) is not kind and not (kind is str and isinstance(value, str)):
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+        return value
+
+    return structure
+
+
+def _structure_literal(value: Any, literal: Any) -> Any:
+    allowed = get_args(literal)
+    if value not in allowed:
+        raise ValueError(f"expected one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value
+
+
+def _structure_str_tuple(value: Any, _: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _structure_secret_tuple(value: Any, _: Any) -> tuple[Secret, ...]:
+    return tuple(Secret(v) for v in _structure_str_tuple(value, None))
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    for kind in (int, float, str, bool):
+        conv.register_structure_hook(kind, _strict(kind))
+    conv.register_structure_hook(Secret, lambda v, _: Secret(_strict(str)(v, None)))
+    conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _structure_str_tuple)
+    conv.register_structure_hook_func(lambda t: t == tuple[Secret, ...], _structure_secret_tuple)
+    conv.register_structure_hook_func(
+        lambda t: getattr(t, "__origin__", None) is Literal, _structure_literal
+    )
+    return conv
+
+
+_converter = _make_converter()
+
+
+def _problems(exc: BaseException, where: str) -> str:
+    lines = cattrs.transform_error(exc, path=where) if isinstance(exc, cattrs.BaseValidationError) \
+        else [f"{exc} @ {where}"]
+    return "; ".join(lines)
+
+
+def structure(data: Mapping[str, Any], cls: type[T], where: str) -> T:
+    """Structure a config table into the attrs class ``cls``; errors name table and key."""
+    try:
+        return _converter.structure(dict(data), cls)
+    except (cattrs.BaseValidationError, TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid configuration: {_problems(exc, where)}") from None
+
+
+def _expand(value: Any, where: str, environ: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                raise ConfigError(
+                    f"{where} refers to ${{{name}}}, but the environment variable {name} is not "
+                    f"set; export it or write the value into the configuration"
+                )
+            return environ[name]
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, Mapping):
+        return {k: _expand(v, f"{where}.{k}", environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{where}[{i}]", environ) for i, v in enumerate(value)]
+    return value
+
+
+def _transport(value: Any) -> str | tuple[str, ...]:
+    if isinstance(value, str):
+        return value
+    return _structure_str_tuple(value, None)
+
+
+@attrs.frozen(kw_only=True)
+class _Core:
+    provider: str = "reader"
+    base_url: str = "https://api.reader.dev"
+    api_key: Secret | None = None
+    transport: str | tuple[str, ...] = "auto"
+    store: str = "sqlite"
+    safety_poll: float = 600.0
+
+
+_converter.register_structure_hook_func(
+    lambda t: t == (str | tuple[str, ...]), lambda v, _: _transport(v)
+)
+_converter.register_structure_hook_func(
+    lambda t: t == (Secret | None), lambda v, _: None if v is None else Secret(_strict(str)(v, None))
+)
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """The resolved configuration of a Watcher.
+
+    Build it with :func:`load_config` or :meth:`Config.from_mapping`; both take the document
+    shape of the TOML file, ``{"jobwatch": {...}}``. ``tables`` holds the sub-tables
+    (``poll``, ``sse``, ``webhook``, a plugin's own) for the components to structure.
+    """
+
+    provider: str = "reader"
+    base_url: str = "https://api.reader.dev"
+    api_key: Secret | None = None
+    transport: str | tuple[str, ...] = "auto"
+    store: str = "sqlite"
+    safety_poll: float = 600.0
+    tables: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, repr=False)
+
+    @classmethod
+    def from_mapping(
+        cls, document: Mapping[str, Any], *, environ: Mapping[str, str] | None = None
+    ) -> Config:
+        """Validate a ``{"jobwatch": {...}}`` document, expanding ``${VAR}`` from ``environ``."""
+        env = os.environ if environ is None else environ
+        if not isinstance(document, Mapping) or set(document) - {"jobwatch"}:
+            extra = sorted(set(document) - {"jobwatch"}) if isinstance(document, Mapping) else []
+            raise ConfigError(
+                "a jobwatch configuration is a mapping with one key, 'jobwatch' "
+                f"(the [jobwatch] table); found {extra or type(document).__name__}"
+            )
+        body = document.get("jobwatch", {})
+        if not isinstance(body, Mapping):
+            raise ConfigError("[jobwatch] must be a table")
+        body = _expand(body, "[jobwatch]", env)
+        tables = {k: v for k, v in body.items() if isinstance(v, Mapping)}
+        scalars = {k: v for k, v in body.items() if k not in tables}
+        core = structure(scalars, _Core, "[jobwatch]")
+        _check_core(core)
+        return cls(**attrs.asdict(core, recurse=False), tables=tables)
+
+    @property
+    def transports(self) -> tuple[str, ...] | None:
+        """The transports named explicitly, or None for ``auto``."""
+        if self.transport == "auto":
+            return None
+        return (self.transport,) if isinstance(self.transport, str) else self.transport
+
+    def table(self, name: str) -> Mapping[str, Any]:
+        """The raw ``[jobwatch.<name>]`` table (empty when absent)."""
+        return self.tables.get(name, {})
+
+    def options(self, name: str, cls: type[T]) -> T:
+        """Structure ``[jobwatch.<name>]`` strictly into the attrs class ``cls``."""
+        return structure(self.table(name), cls, f"[jobwatch.{name}]")
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with core keys changed, e.g. ``config.replace(transport="poll")``."""
+        return attrs.evolve(self, **changes)
+
+    def with_table(self, name: str, **values: Any) -> Config:
+        """A copy whose ``[jobwatch.<name>]`` table is updated with ``values``."""
+        tables = {**self.tables, name: {**self.table(name), **values}}
+        return attrs.evolve(self, tables=tables)
+
+    def redacted(self) -> dict[str, Any]:
+        """The configuration as a document, with every secret replaced by ``***``."""
+        core = {k: getattr(self, k) for k in _CORE_KEYS}
+        core["transport"] = list(self.transport) if isinstance(self.transport, tuple) \
+            else self.transport
+        return {"jobwatch": _redact({**core, **self.tables})}
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return "***"
+    if isinstance(value, Mapping):
+        return {k: "***" if _is_secret_key(k) and v else _redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(v) for v in value]
+    return value
+
+
+def _is_secret_key(key: str) -> bool:
+    return any(word in key.lower() for word in ("secret", "key", "password", "token"))
+
+
+def _check_core(core: _Core) -> None:
+    if core.safety_poll < 0:
+        raise ConfigError("[jobwatch] safety_poll must be >= 0 seconds (0 turns it off)")
+    if not core.base_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"[jobwatch] base_url must start with http:// or https://, got {core.base_url!r}"
+        )
+    if isinstance(core.transport, tuple) and not core.transport:
+        raise ConfigError("[jobwatch] transport is an empty list; name at least one transport")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Load a configuration file.
+
+    With no ``path``: the file named by ``JOBWATCH_CONFIG``, else ``jobwatch.toml`` in the
+    current directory, else ``[tool.jobwatch]`` of ``pyproject.toml`` there, else the defaults.
+    """
+    env = os.environ if environ is None else environ
+    if path is None and env.get("JOBWATCH_CONFIG"):
+        path = env["JOBWATCH_CONFIG"]
+    if path is None:
+        for candidate in (Path("jobwatch.toml"), Path("pyproject.toml")):
+            if candidate.is_file():
+                return _load_file(candidate, env, required=candidate.name == "jobwatch.toml")
+        return Config.from_mapping({"jobwatch": {}}, environ=env)
+    return _load_file(Path(path), env, required=True)
+
+
+def _load_file(path: Path, env: Mapping[str, str], *, required: bool) -> Config:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration file {str(path)!r}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if path.name == "pyproject.toml":
+        document = {"jobwatch": document.get("tool", {}).get("jobwatch", {})}
+        if not document["jobwatch"] and required:
+            raise ConfigError(f"{path} has no [tool.jobwatch] table")
+    try:
+        return Config.from_mapping(document, environ=env)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

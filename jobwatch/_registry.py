@@ -1,0 +1,54 @@
+"""Entry-point registry: one group per seam, built-ins included, loaded lazily."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, TypeVar
+
+from ._errors import PluginError
+
+__all__ = ["GROUPS", "installed", "load"]
+
+T = TypeVar("T")
+
+GROUPS = {
+    "transport": "jobwatch.transports",
+    "provider": "jobwatch.providers",
+    "store": "jobwatch.stores",
+}
+
+
+def _points(group: str) -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
+def installed(kind: str) -> list[str]:
+    """The names installed under the entry point group of ``kind``, sorted."""
+    return sorted(_points(GROUPS[kind]))
+
+
+def load(kind: str, name: str, base: type[T]) -> type[T]:
+    """Import the ``kind`` named ``name`` and check that it subclasses ``base``."""
+    group = GROUPS[kind]
+    points = _points(group)
+    if name not in points:
+        names = ", ".join(sorted(points)) or "none"
+        raise PluginError(
+            f"unknown {kind} {name!r}: installed {kind}s are {names} (entry point group "
+            f"{group}); check the spelling, or install the package that provides it"
+        )
+    point = points[name]
+    try:
+        loaded: Any = point.load()
+    except Exception as exc:
+        dist = point.dist.name if point.dist is not None else "its package"
+        raise PluginError(
+            f"the {kind} {name!r} ({point.value}) failed to import: {exc!r}; "
+            f"reinstall {dist} or its dependencies"
+        ) from exc
+    if not (isinstance(loaded, type) and issubclass(loaded, base)):
+        raise PluginError(
+            f"the {kind} {name!r} ({point.value}) is {loaded!r}, not a subclass of "
+            f"jobwatch.abc.{base.__name__}"
+        )
+    return loaded

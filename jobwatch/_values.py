@@ -1,0 +1,112 @@
+"""Values that cross the seams between the core, transports, providers and stores."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ._events import JobStatus
+
+__all__ = ["Capabilities", "JobState", "Request", "Response", "ResultsPage", "Snapshot"]
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    """An HTTP request a provider asks a transport to make, relative to ``base_url``."""
+
+    method: str = "GET"
+    path: str
+    params: Mapping[str, str] = attrs.field(factory=dict)
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class Response:
+    """An HTTP response as the core hands it to a provider: status, headers, body bytes."""
+
+    status: int
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    body: bytes = b""
+
+
+@attrs.frozen(kw_only=True)
+class Capabilities:
+    """What an API offers; transports ask this instead of assuming one API's shape.
+
+    - ``job_stream`` / ``workspace_stream``: a per-job / a workspace-wide event stream exists.
+    - ``stream_event_ids``: the streams send ``id:`` and resume from ``Last-Event-ID``.
+    - ``batch_status``: one status request can answer for many jobs.
+    - ``webhook_scheme``: the signature scheme its webhook deliveries use.
+    - ``results_page_size``: the largest page of results one request returns.
+    - ``announces_cancellation``: push channels report cancelled jobs (if not, the safety net
+      must poll).
+    """
+
+    job_stream: bool = False
+    workspace_stream: bool = False
+    stream_event_ids: bool = False
+    batch_status: bool = False
+    webhook_scheme: str = "standard-webhooks"
+    results_page_size: int = 100
+    announces_cancellation: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class Snapshot:
+    """A job's state as one status request showed it (what polling compares)."""
+
+    job_id: str
+    status: JobStatus | None
+    raw_status: str
+    completed: int | None = None
+    total: int | None = None
+    data: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the snapshot shows a job that has stopped."""
+        return self.status is not None and self.status.terminal
+
+
+@attrs.frozen(kw_only=True)
+class ResultsPage:
+    """One page of a job's results and the request for the next page, if any."""
+
+    items: tuple[Mapping[str, Any], ...]
+    next: Request | None = None
+
+
+@attrs.frozen(kw_only=True)
+class JobState:
+    """What the core remembers of one job: the ordering guard's state, kept by the Store.
+
+    ``run`` counts runs of the job (a retried job starts run 2). ``completed`` is the highest
+    progress count delivered in this run, ``status`` the furthest status, ``terminal`` whether
+    the run's terminal event was delivered. ``watched`` marks jobs an application asked about,
+    which a restarted Watcher reconciles.
+    """
+
+    job_id: str
+    run: int = 1
+    status: JobStatus | None = None
+    completed: int | None = None
+    total: int | None = None
+    started: bool = False
+    terminal: bool = False
+    watched: bool = False
+    updated_at: float = 0.0
+
+
+def state_to_dict(state: JobState) -> dict[str, Any]:
+    """The JSON-ready form of a JobState (for stores that keep text)."""
+    out = attrs.asdict(state)
+    out["status"] = None if state.status is None else state.status.value
+    return out
+
+
+def state_from_dict(obj: Mapping[str, Any]) -> JobState:
+    """Rebuild a JobState from :func:`state_to_dict` output."""
+    status = obj.get("status")
+    return JobState(**{**obj, "status": None if status is None else JobStatus(status)})

@@ -1,0 +1,529 @@
+"""The Watcher: one task group owning the transports, the pipeline and the dispatcher."""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+import math
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import attrs
+import httpx
+from anyio.abc import TaskGroup
+
+from ._config import Config, load_config
+from ._dispatch import Callback, Dispatcher, Subscription
+from ._errors import (
+    AuthenticationError,
+    ConfigError,
+    JobNotFound,
+    JobwatchError,
+    NetworkError,
+    WatcherClosed,
+    WatchTimeout,
+)
+from ._events import JobEvent
+from ._pipeline import decide
+from ._policy import Decision, Signals, check_names, choose_transport
+from ._registry import installed, load
+from ._values import Request, Response, Snapshot
+from .abc import Provider, Store, Transport, TransportHost
+
+__all__ = ["Statistics", "Watcher"]
+
+log = logging.getLogger("jobwatch")
+
+DEDUP_TTL = 7 * 24 * 3600.0
+DEFAULT_TIMEOUT = 3600.0
+_RECONCILE_ATTEMPTS = 4
+
+
+@attrs.frozen(kw_only=True)
+class Statistics:
+    """A snapshot of a Watcher's counters.
+
+    ``events_in`` counts events the transports decoded, ``events_out`` those delivered after
+    dedup; ``dropped`` says why the rest were dropped. ``transports`` holds each transport's
+    own counters (requests, reconnects, fallbacks, ...).
+    """
+
+    events_in: int
+    events_out: int
+    duplicates: int
+    dropped: Mapping[str, int]
+    requests: int
+    rate_limited: int
+    reconnects: int
+    reconciles: int
+    safety_polls: int
+    callback_errors: int
+    dead_letters: int
+    transports: Mapping[str, Mapping[str, int]]
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class _JobQueue:
+    """One ``watch()`` iterator's queue: events, then maybe an error."""
+
+    def __init__(self) -> None:
+        self.send, self.receive = anyio.create_memory_object_stream[JobEvent | JobwatchError](
+            1000
+        )
+
+
+class Watcher(TransportHost):
+    """Watches jobs through the transports the policy (or the configuration) chose.
+
+    Use it as an async context manager; register callbacks before the block's first ``await``
+    (or before entering) so that events replayed from the store's inbox reach them::
+
+        async with jobwatch.Watcher(config) as watcher:
+            final = await watcher.wait(job_id)
+
+    ``transports``, ``store`` and ``provider`` take ready instances instead of the names in
+    the configuration (tests, embedding); ``environ`` and ``signals`` feed the policy.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        transports: Sequence[Transport] | None = None,
+        store: Store | None = None,
+        provider: Provider | None = None,
+        environ: Mapping[str, str] | None = None,
+        signals: Signals | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config if config is not None else load_config()
+        self.provider = provider or load("provider", self.config.provider, Provider).from_config(
+            self.config
+        )
+        self.decision = self._decide(transports, environ, signals)
+        self._transports = list(transports) if transports is not None else self._build()
+        self.store = store or load("store", self.config.store, Store).from_config(self.config)
+        self._http_transport = http_transport
+        self._budget = _make_budget(self.config)
+        self._dispatcher = Dispatcher(self.store, on_unsubscribe=self._on_unsubscribe)
+        self._state = _State.NEW
+        self._tg: TaskGroup | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._lock = anyio.Lock()
+        self._gate = anyio.Event()
+        self._watch_counts: dict[str, int] = defaultdict(int)
+        self._queues: dict[str, set[_JobQueue]] = defaultdict(set)
+        self._finals: dict[str, JobEvent] = {}
+        self._errors: dict[str, JobwatchError] = {}
+        self._snapshots: dict[str, Snapshot] = {}
+        self._heard: dict[str, float] = {}
+        self._checking: set[str] = set()
+        self._counters: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self._dropped: dict[str, int] = defaultdict(int)
+        self._totals: dict[str, int] = defaultdict(int)
+
+    # -- construction --------------------------------------------------------------------
+
+    def _decide(self, transports: Sequence[Transport] | None, environ: Mapping[str, str] | None,
+                signals: Signals | None) -> Decision:
+        if transports is not None:
+            names = tuple(t.name for t in transports)
+            push = any(t.push for t in transports) and not any(not t.push for t in transports)
+            return Decision(transports=names, reasons=("transports given to the Watcher",),
+                            safety_poll=self.config.safety_poll if push else 0.0)
+        decision = choose_transport(self.config, environ, signals)
+        check_names(decision.transports, installed("transport"))
+        return decision
+
+    def _build(self) -> list[Transport]:
+        config = self.config
+        if self.decision.scope is not None and "scope" not in config.table("sse"):
+            config = config.with_table("sse", scope=self.decision.scope)
+        return [load("transport", name, Transport).from_config(config)
+                for name in self.decision.transports]
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._state is not _State.NEW:
+            raise WatcherClosed("this Watcher was already used; create a new Watcher")
+        self._state = _State.OPEN
+        await self.store.open()
+        self._http = httpx.AsyncClient(
+            base_url=self.config.base_url,
+            headers=dict(self.provider.headers()),
+            timeout=httpx.Timeout(30.0, connect=10.0),
+            transport=self._http_transport,
+        )
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        try:
+            self._dispatcher.start(tg)
+            for transport in self._transports:
+                await tg.start(transport.run, self)
+            for job_id in self._watch_counts:
+                self._watch_transports(job_id)
+            tg.start_soon(self._open_gate)
+            if self.decision.safety_poll > 0:
+                tg.start_soon(self._safety_net, self.decision.safety_poll)
+        except BaseException as exc:
+            await self._shutdown(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> bool | None:
+        return await self._shutdown(exc_type, exc, tb)
+
+    async def aclose(self) -> None:
+        """Stop every transport and task, and close the store (same as leaving the block)."""
+        if self._state is _State.OPEN:
+            await self._shutdown(None, None, None)
+
+    async def _shutdown(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool | None:
+        self._state = _State.CLOSED
+        result = None
+        try:
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
+                result = await self._tg.__aexit__(exc_type, exc, tb)
+        finally:
+            with anyio.CancelScope(shield=True):
+                if self._http is not None:
+                    await self._http.aclose()
+                await self.store.aclose()
+        return result
+
+    def _check_open(self) -> None:
+        if self._state is _State.CLOSED:
+            raise WatcherClosed("this Watcher is closed; create a new Watcher")
+
+    async def _open_gate(self) -> None:
+        # Runs at the first checkpoint of the `async with` body, after its callbacks are on.
+        async with self._lock:
+            for event in await self.store.pending():
+                self._totals["replayed"] += 1
+                await self._dispatcher.dispatch(event)
+            self._gate.set()
+        active = await self.store.active_jobs()
+        for state in active:
+            self._watch_counts[state.job_id] += 0
+            self._watch_transports(state.job_id)
+        if active:
+            await self.reconcile([s.job_id for s in active], reason="start")
+
+    # -- the application's API -----------------------------------------------------------
+
+    def on(self, *kinds: str) -> Callable[[Callback], Callback]:
+        """Decorator: call the function for events of these kinds (``"*"`` = every kind)."""
+        def register(callback: Callback) -> Callback:
+            self.subscribe(callback, kinds=kinds or None)
+            return callback
+        return register
+
+    def subscribe(self, callback: Callback, *, kinds: Collection[str] | None = None,
+                  job_id: str | None = None) -> Subscription:
+        """Call ``callback`` (sync or async) for matching events; ``job_id=None``: every job."""
+        self._check_open()
+        sub = self._dispatcher.subscribe(callback, kinds=kinds, job_id=job_id)
+        if job_id is not None:
+            self._add_watch(job_id)
+        return sub
+
+    def _on_unsubscribe(self, sub: Subscription) -> None:
+        if sub.job_id is not None and sub.retry:
+            self._drop_watch(sub.job_id)
+
+    async def watch(self, job_id: str) -> AsyncIterator[JobEvent]:
+        """This job's events as they arrive; ends after its terminal event."""
+        self._check_open()
+        queue = _JobQueue()
+        self._queues[job_id].add(queue)
+        sub = self._dispatcher.subscribe(queue.send.send, job_id=job_id, retry=False)
+        self._add_watch(job_id)
+        try:
+            async for item in self._replay_final(job_id, queue):
+                if isinstance(item, JobwatchError):
+                    raise item
+                yield item
+                if item.terminal:
+                    return
+        finally:
+            sub.cancel()
+            self._queues[job_id].discard(queue)
+            self._drop_watch(job_id)
+
+    async def _replay_final(self, job_id: str, queue: _JobQueue
+                            ) -> AsyncIterator[JobEvent | JobwatchError]:
+        final = self._finals.get(job_id) or await self._final_from_store(job_id)
+        if final is not None:
+            yield final
+            return
+        if job_id in self._errors:
+            yield self._errors[job_id]
+            return
+        async for item in queue.receive:
+            yield item
+
+    async def _final_from_store(self, job_id: str) -> JobEvent | None:
+        state = await self.store.get_job(job_id)
+        if state is None or not state.terminal:
+            return None
+        # Finished before this process knew it: the snapshot shows the terminal state again.
+        response = await self.request(self.provider.status_request(job_id))
+        if response.status >= 300:
+            raise self.provider.error_for(response)
+        _, events = self.provider.decode_status(job_id, response, None, source="store")
+        return next((e for e in events if e.terminal), None)
+
+    async def wait(self, job_id: str, timeout: float | None = DEFAULT_TIMEOUT) -> JobEvent:
+        """The job's terminal event; raises WatchTimeout after ``timeout`` seconds."""
+        last: JobEvent | None = None
+        deadline = math.inf if timeout is None else timeout
+        with anyio.move_on_after(deadline):
+            async for event in self.watch(job_id):
+                last = event
+                if event.terminal:
+                    return event
+        raise WatchTimeout(
+            f"job {job_id} did not finish within {timeout} s (last event: "
+            f"{last.kind if last else 'none'}); pass a longer timeout, or check the job",
+            job_id=job_id, last_event=last,
+        )
+
+    async def results(self, job_id: str) -> AsyncIterator[Mapping[str, Any]]:
+        """Every result entry of a job, following the API's pagination within the budget."""
+        self._check_open()
+        request: Request | None = self.provider.results_request(job_id)
+        while request is not None:
+            response = await self._request_with_retry(request)
+            page = self.provider.decode_results(job_id, response)
+            for item in page.items:
+                yield item
+            request = page.next
+
+    def asgi_app(self) -> Any:
+        """The webhook receiver as an ASGI app, to mount in your own server."""
+        for transport in self._transports:
+            if transport.name == "webhook":
+                return transport.asgi_app()  # type: ignore[attr-defined]
+        raise ConfigError(
+            "asgi_app() needs the webhook transport; set transport = \"webhook\" (or a list "
+            "with it) and configure [jobwatch.webhook]"
+        )
+
+    def statistics(self) -> Statistics:
+        """A frozen snapshot of the counters."""
+        per = {name: dict(c) for name, c in self._counters.items()}
+        counts = self._dispatcher.counts
+        return Statistics(
+            events_in=self._totals["events_in"], events_out=self._totals["events_out"],
+            duplicates=self._dropped.get("duplicate", 0), dropped=dict(self._dropped),
+            requests=self._totals["requests"], rate_limited=self._totals["rate_limited"],
+            reconnects=sum(c.get("reconnects", 0) for c in per.values()),
+            reconciles=self._totals["reconciles"], safety_polls=self._totals["safety_polls"],
+            callback_errors=counts.callback_errors, dead_letters=counts.dead_letters,
+            transports=per,
+        )
+
+    # -- watched jobs ----------------------------------------------------------------------
+
+    def _add_watch(self, job_id: str) -> None:
+        self._watch_counts[job_id] += 1
+        self._heard.setdefault(job_id, anyio.current_time() if self._state is _State.OPEN else 0)
+        if self._state is _State.OPEN and self._watch_counts[job_id] == 1:
+            self._watch_transports(job_id)
+            self._tg.start_soon(self._mark_watched, job_id)  # type: ignore[union-attr]
+
+    def _drop_watch(self, job_id: str) -> None:
+        self._watch_counts[job_id] -= 1
+        if self._watch_counts[job_id] <= 0:
+            del self._watch_counts[job_id]
+            self._unwatch_transports(job_id)
+
+    def _watch_transports(self, job_id: str) -> None:
+        if job_id in self._finals or job_id in self._errors:
+            return
+        self._heard[job_id] = anyio.current_time()
+        for transport in self._transports:
+            transport.watch(job_id)
+
+    def _unwatch_transports(self, job_id: str) -> None:
+        self._heard.pop(job_id, None)
+        for transport in self._transports:
+            transport.unwatch(job_id)
+
+    async def _mark_watched(self, job_id: str) -> None:
+        state = await self.store.get_job(job_id)
+        if state is None or not state.watched:
+            from ._values import JobState
+
+            base = state or JobState(job_id=job_id)
+            await self.store.put_job(attrs.evolve(base, watched=True))
+
+    def watched(self) -> frozenset[str]:
+        return frozenset(j for j in self._watch_counts
+                         if j not in self._finals and j not in self._errors)
+
+    def end_job(self, job_id: str, error: JobwatchError) -> None:
+        log.warning("stopped watching job %s: %s", job_id, error)
+        self._errors[job_id] = error
+        self._unwatch_transports(job_id)
+        for queue in list(self._queues.get(job_id, ())):
+            try:
+                queue.send.send_nowait(error)
+            except anyio.WouldBlock:
+                pass
+
+    # -- TransportHost ---------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return self.config.base_url
+
+    def count(self, transport: str, name: str, n: int = 1) -> None:
+        self._counters[transport][name] += n
+
+    async def spend(self) -> None:
+        await self._budget.acquire()
+        self._totals["requests"] += 1
+
+    async def request(self, request: Request) -> Response:
+        if self._http is None:
+            raise WatcherClosed("the Watcher is not running; use it inside `async with`")
+        await self.spend()
+        try:
+            reply = await self._http.request(
+                request.method, request.path, params=dict(request.params),
+                headers=dict(request.headers),
+            )
+        except httpx.HTTPError as exc:
+            raise NetworkError(
+                f"{request.method} {self.config.base_url}{request.path} failed: "
+                f"{type(exc).__name__}: {exc}; jobwatch retries with backoff"
+            ) from exc
+        response = Response(status=reply.status_code, headers=dict(reply.headers),
+                            body=reply.content)
+        if response.status == 429:
+            self._note_rate_limit(response)
+        return response
+
+    def _note_rate_limit(self, response: Response) -> None:
+        self._totals["rate_limited"] += 1
+        error = self.provider.error_for(response)
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            self._budget.pause(anyio.current_time() + retry_after)
+
+    async def _request_with_retry(self, request: Request) -> Response:
+        for attempt in range(_RECONCILE_ATTEMPTS):
+            try:
+                response = await self.request(request)
+            except NetworkError:
+                if attempt + 1 == _RECONCILE_ATTEMPTS:
+                    raise
+                await anyio.sleep(2.0**attempt)
+                continue
+            if response.status < 300:
+                return response
+            error = self.provider.error_for(response)
+            if response.status != 429 and response.status < 500 or \
+                    attempt + 1 == _RECONCILE_ATTEMPTS:
+                raise error
+            await anyio.sleep(0 if response.status == 429 else 2.0**attempt)
+        raise AssertionError("unreachable")
+
+    async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False) -> None:
+        if not self._gate.is_set():
+            await self._gate.wait()
+        async with self._lock:
+            for event in events:
+                await self._deliver_one(event, authoritative)
+
+    async def _deliver_one(self, event: JobEvent, authoritative: bool) -> None:
+        self._totals["events_in"] += 1
+        if event.job_id is not None and event.job_id in self._heard:
+            self._heard[event.job_id] = anyio.current_time()
+        verdict = await self.store.record(
+            event.job_id, functools.partial(decide, event=event, authoritative=authoritative),
+            ttl=DEDUP_TTL,
+        )
+        if verdict.check and event.job_id is not None:
+            self._check(event.job_id)
+        if verdict.event is None:
+            self._dropped[verdict.dropped or "dropped"] += 1
+            return
+        self._totals["events_out"] += 1
+        if verdict.event.terminal and verdict.event.job_id is not None:
+            self._finals[verdict.event.job_id] = verdict.event
+            self._unwatch_transports(verdict.event.job_id)
+        elif verdict.event.job_id in self._finals and not verdict.event.kind.startswith("page"):
+            del self._finals[verdict.event.job_id]  # a new run began
+        await self._dispatcher.dispatch(verdict.event)
+
+    def _check(self, job_id: str) -> None:
+        if job_id not in self._checking and self._tg is not None:
+            self._checking.add(job_id)
+            self._tg.start_soon(self._run_check, job_id)
+
+    async def _run_check(self, job_id: str) -> None:
+        try:
+            await self.reconcile([job_id], reason="pushed event contradicts a terminal state")
+        finally:
+            self._checking.discard(job_id)
+
+    async def reconcile(self, job_ids: Iterable[str], *, reason: str) -> None:
+        for job_id in job_ids:
+            self._totals["reconciles"] += 1
+            log.debug("reconciling job %s by one poll: %s", job_id, reason)
+            await self._poll_once(job_id)
+
+    async def _poll_once(self, job_id: str) -> None:
+        try:
+            response = await self._request_with_retry(self.provider.status_request(job_id))
+        except (JobNotFound, AuthenticationError) as exc:
+            self.end_job(job_id, exc)
+            return
+        except JobwatchError as exc:
+            log.warning("could not poll job %s: %s", job_id, exc)
+            return
+        try:
+            snapshot, events = self.provider.decode_status(
+                job_id, response, self._snapshots.get(job_id), source="poll")
+        except JobwatchError as exc:
+            log.warning("could not decode job %s: %s", job_id, exc)
+            return
+        self._snapshots[job_id] = snapshot
+        await self.deliver(events, authoritative=True)
+
+    async def _safety_net(self, seconds: float) -> None:
+        tick = max(min(seconds / 4, 5.0), 0.05)
+        while True:
+            await anyio.sleep(tick)
+            now = anyio.current_time()
+            silent = [j for j in self.watched() if now - self._heard.get(j, now) >= seconds]
+            for job_id in silent:
+                self._heard[job_id] = now
+                self._totals["safety_polls"] += 1
+                await self.reconcile([job_id], reason=f"silent for {seconds:g} s (safety net)")
+
+
+def _make_budget(config: Config) -> Any:
+    from .transports._budget import RequestBudget
+
+    try:  # TEMP until poll lands
+        from .transports.poll import PollOptions
+    except ImportError:
+        return RequestBudget(int(config.table("poll").get("rpm", 60)))
+    return RequestBudget(config.options("poll", PollOptions).rpm)

@@ -1,0 +1,290 @@
+"""Base classes for plugin authors: the three seams of jobwatch.
+
+A **provider** knows one API's wire formats and turns them into :class:`~jobwatch.JobEvent`
+values (pure functions, no I/O). A **transport** moves bytes — polls, holds streams open,
+receives webhooks — and hands what it decoded to its :class:`TransportHost`. A **store** keeps
+what must survive a restart: dedup keys, per-job state, stream checkpoints and the inbox of
+events received but not yet dispatched.
+
+Each implementation, the built-in ones too, is registered under an entry point group
+(``jobwatch.providers``, ``jobwatch.transports``, ``jobwatch.stores``) and reads only the
+configuration table named after it (``[jobwatch.<name>]``) in ``from_config``.
+``jobwatch.testing`` has a conformance suite for each seam.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import anyio
+import attrs
+from anyio.abc import TaskStatus
+
+from ._config import Config
+from ._errors import JobwatchError
+from ._events import JobEvent
+from ._values import Capabilities, JobState, Request, Response, ResultsPage, Snapshot
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from ._policy import Signals
+
+__all__ = [
+    "Capabilities",
+    "JobState",
+    "Provider",
+    "Request",
+    "Response",
+    "ResultsPage",
+    "Snapshot",
+    "Store",
+    "Transport",
+    "TransportHost",
+    "Verdict",
+    "WebhookDelivery",
+]
+
+
+@attrs.frozen(kw_only=True)
+class WebhookDelivery:
+    """A decoded webhook delivery: the sender's delivery id (if any) and its events."""
+
+    delivery_id: str | None
+    event_name: str
+    events: tuple[JobEvent, ...]
+
+
+@attrs.frozen(kw_only=True)
+class Verdict:
+    """The ordering guard's answer for one event, applied atomically by :meth:`Store.record`.
+
+    ``event`` is what to deliver (with its final key), or None to drop; ``state`` the job state
+    to save (None: unchanged); ``check`` asks for one confirming poll of the job; ``dropped``
+    names why an event was not delivered (``duplicate``, ``stale``, ``backwards``,
+    ``after-terminal``).
+    """
+
+    event: JobEvent | None
+    state: JobState | None = None
+    check: bool = False
+    dropped: str | None = None
+
+
+class Provider(abc.ABC):
+    """One API's knowledge: which requests to make and how to decode every answer.
+
+    Every method is a pure function of its arguments: no I/O, no clock. Decoders raise
+    :class:`~jobwatch.DecodeError` for a payload that does not match the wire format (never a
+    half-filled event) and :class:`~jobwatch.APIError` subclasses for error responses.
+    Events carry a ``key`` that is equal for the same fact whichever channel reported it; the
+    core qualifies it with the job's run.
+    """
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    @classmethod
+    def from_config(cls, config: Config) -> Self:
+        """Build the provider from the ``[jobwatch]`` table and its own ``[jobwatch.<name>]``."""
+        return cls(config)  # type: ignore[call-arg]
+
+    @abc.abstractmethod
+    def headers(self) -> Mapping[str, str]:
+        """Headers every request carries (authentication)."""
+
+    @abc.abstractmethod
+    def status_request(self, job_id: str) -> Request:
+        """The cheapest request that shows a job's status and progress."""
+
+    @abc.abstractmethod
+    def decode_status(
+        self, job_id: str, response: Response, previous: Snapshot | None, *, source: str
+    ) -> tuple[Snapshot, list[JobEvent]]:
+        """Decode a status response, and derive the events since the ``previous`` snapshot."""
+
+    @abc.abstractmethod
+    def results_request(self, job_id: str) -> Request:
+        """The request for the first page of a job's results."""
+
+    @abc.abstractmethod
+    def decode_results(self, job_id: str, response: Response) -> ResultsPage:
+        """Decode one page of results and the request for the next."""
+
+    def job_stream_request(self, job_id: str) -> Request:
+        """The request that opens a job's own event stream (``capabilities.job_stream``)."""
+        raise NotImplementedError(f"the {self.name} provider has no per-job stream")
+
+    def workspace_stream_request(self) -> Request:
+        """The request that opens the workspace stream (``capabilities.workspace_stream``)."""
+        raise NotImplementedError(f"the {self.name} provider has no workspace stream")
+
+    def decode_stream_event(
+        self, job_id: str | None, event: str, data: str, *, source: str
+    ) -> list[JobEvent]:
+        """Decode one stream frame; ``job_id`` is None on the workspace stream.
+
+        An empty list means a frame that carries nothing to deliver (a ping, say).
+        """
+        raise NotImplementedError(f"the {self.name} provider has no event stream")
+
+    def decode_webhook(
+        self, headers: Mapping[str, str], body: bytes, *, source: str
+    ) -> WebhookDelivery:
+        """Decode a verified webhook delivery (headers with lower-case names)."""
+        raise NotImplementedError(f"the {self.name} provider receives no webhooks")
+
+    @abc.abstractmethod
+    def error_for(self, response: Response) -> JobwatchError:
+        """The jobwatch error for a non-2xx response (an APIError subclass)."""
+
+
+class TransportHost(abc.ABC):
+    """What a Watcher offers its transports. Transports call it; they never reach past it.
+
+    ``request`` makes one HTTP request within the Watcher's shared request budget (a 429 pauses
+    every caller for ``Retry-After``) and returns the response whatever its status; network
+    failures raise :class:`~jobwatch.NetworkError`. ``deliver`` feeds decoded events into the
+    dedup and ordering pipeline; ``authoritative`` marks a polled snapshot, the only evidence
+    that may begin a new run of a finished job.
+    """
+
+    provider: Provider
+    store: Store
+    config: Config
+
+    @abc.abstractmethod
+    async def request(self, request: Request) -> Response:
+        """Make one budgeted request relative to the API's base URL."""
+
+    @abc.abstractmethod
+    async def spend(self) -> None:
+        """Take one request from the budget without making it (opening a stream, say)."""
+
+    @abc.abstractmethod
+    async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False) -> None:
+        """Hand decoded events to the pipeline; returns once they are recorded."""
+
+    @abc.abstractmethod
+    async def reconcile(self, job_ids: Iterable[str], *, reason: str) -> None:
+        """Poll each job once within the budget and deliver what its snapshot shows."""
+
+    @abc.abstractmethod
+    def watched(self) -> frozenset[str]:
+        """The jobs some subscriber is waiting on and that have not ended."""
+
+    @abc.abstractmethod
+    def end_job(self, job_id: str, error: JobwatchError) -> None:
+        """Stop watching a job because of ``error``; its ``watch()``/``wait()`` raise it."""
+
+    @abc.abstractmethod
+    def count(self, transport: str, name: str, n: int = 1) -> None:
+        """Add ``n`` to the transport's counter ``name`` in ``Watcher.statistics()``."""
+
+    @property
+    @abc.abstractmethod
+    def base_url(self) -> str:
+        """The API's base URL, for transports that open their own connections."""
+
+
+class Transport(abc.ABC):
+    """A way of learning about jobs: poll, stream, webhook, or a plugin's own.
+
+    The Watcher builds it with :meth:`from_config`, runs :meth:`run` in its task group until
+    it closes, and tells it which jobs the application watches through :meth:`watch` and
+    :meth:`unwatch`. ``run`` calls ``task_status.started()`` once it is ready to receive.
+    """
+
+    name: ClassVar[str]
+    #: A push transport reports on its own; the Watcher's safety net polls jobs it left silent.
+    push: ClassVar[bool] = True
+
+    @classmethod
+    def from_config(cls, config: Config) -> Self:
+        """Build the transport from its ``[jobwatch.<name>]`` table."""
+        return cls()
+
+    @classmethod
+    def fits(cls, signals: Signals, config: Config) -> str | None:
+        """For the policy: a reason this transport fits the environment, or None."""
+        return None
+
+    @abc.abstractmethod
+    async def run(
+        self, host: TransportHost, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Move bytes until cancelled, handing decoded events to ``host.deliver``."""
+
+    def watch(self, job_id: str) -> None:  # noqa: B027 - optional hook
+        """The application started watching ``job_id``."""
+
+    def unwatch(self, job_id: str) -> None:  # noqa: B027 - optional hook
+        """Nobody watches ``job_id`` any more (it ended, or its watchers left)."""
+
+
+class Store(abc.ABC):
+    """What must survive a restart, and be shared by receivers that deduplicate together.
+
+    :meth:`record` is the heart: it loads a job's state, asks ``decide`` (the pure ordering
+    guard) for a :class:`Verdict`, and — atomically — drops the event if its key was seen
+    within ``ttl`` seconds, else claims the key, saves the state and appends the event to the
+    inbox. Events leave the inbox through :meth:`ack` once every subscriber has handled them;
+    :meth:`pending` replays what is left after a restart. Implementations must not block the
+    event loop.
+    """
+
+    name: ClassVar[str]
+
+    @classmethod
+    def from_config(cls, config: Config) -> Self:
+        """Build the store from its ``[jobwatch.<name>]`` table."""
+        return cls()
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect or create files; called once before use."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and files."""
+
+    @abc.abstractmethod
+    async def record(
+        self, job_id: str | None, decide: Callable[[JobState | None], Verdict], *, ttl: float
+    ) -> Verdict:
+        """Apply the verdict of ``decide`` atomically; a seen key becomes ``duplicate``."""
+
+    @abc.abstractmethod
+    async def get_job(self, job_id: str) -> JobState | None:
+        """The saved state of a job, if any."""
+
+    @abc.abstractmethod
+    async def put_job(self, state: JobState) -> None:
+        """Save a job's state (creating it)."""
+
+    @abc.abstractmethod
+    async def active_jobs(self) -> list[JobState]:
+        """Watched jobs whose current run has not ended (reconciled on start)."""
+
+    @abc.abstractmethod
+    async def pending(self) -> list[JobEvent]:
+        """Events recorded but not yet acknowledged, oldest first."""
+
+    @abc.abstractmethod
+    async def ack(self, key: str) -> None:
+        """Remove a dispatched event from the inbox."""
+
+    @abc.abstractmethod
+    async def get_checkpoint(self, name: str) -> str | None:
+        """A transport's saved position (an SSE stream's last event id, say)."""
+
+    @abc.abstractmethod
+    async def put_checkpoint(self, name: str, value: str) -> None:
+        """Save a transport's position."""
+
+    async def dead_letter(self, event: JobEvent, subscriber: str, error: str) -> None:  # noqa: B027
+        """Keep an event whose callback kept failing (default: not kept beyond the log)."""
+
+    def describe(self) -> Mapping[str, Any]:
+        """Non-secret facts for ``jobwatch doctor`` (path, URL without password, ...)."""
+        return {"name": self.name}

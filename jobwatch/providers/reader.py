@@ -1,0 +1,359 @@
+"""The ``reader`` provider: every Reader wire format, decoded into JobEvents.
+
+Keys are semantic so that the same fact from a poll, a stream or a webhook collapses:
+``{job}:started``, ``{job}:progress:{completed}``, ``{job}:page:{url}``,
+``{job}:page_failed:{url}``, ``{job}:terminal`` and ``workspace:credit_low:{delivery}``.
+Reader facts: ``reference/reader-api.md`` of the jobwatch design.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from .._config import Config
+from .._errors import (
+    APIError,
+    AuthenticationError,
+    DecodeError,
+    JobNotFound,
+    JobwatchError,
+    RateLimited,
+)
+from .._events import EventKind, JobEvent, JobStatus
+from ..abc import Capabilities, Provider, Request, Response, ResultsPage, Snapshot, WebhookDelivery
+
+__all__ = ["ReaderProvider"]
+
+log = logging.getLogger("jobwatch.reader")
+
+PAGE_SIZE = 100
+_TERMINAL_KIND = {
+    JobStatus.COMPLETED: EventKind.COMPLETED,
+    JobStatus.FAILED: EventKind.FAILED,
+    JobStatus.CANCELLED: EventKind.CANCELLED,
+}
+_JOB_STREAM_ALIASES = {
+    "job:progress": "progress",
+    "job:page": "page",
+    "job:error": "error",
+    "job:completed": "done",
+    "job:failed": "done",
+    "job:cancelled": "done",
+}
+
+
+def _json_object(body: bytes | str, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise DecodeError(f"{what} must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _get(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str,
+         *, required: bool = True) -> Any:
+    if name not in obj or obj[name] is None:
+        if required:
+            raise DecodeError(f"{what} has no {name!r} field")
+        return None
+    value = obj[name]
+    if isinstance(value, bool) and kind is int or not isinstance(value, kind):
+        raise DecodeError(f"{what}: {name!r} must be {_kind_name(kind)}, got {value!r}")
+    if kind is int and value < 0:
+        raise DecodeError(f"{what}: {name!r} must not be negative, got {value!r}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    return {int: "an integer", str: "a string", dict: "an object"}.get(kind, str(kind))  # type: ignore[call-overload]
+
+
+def _status(obj: Mapping[str, Any], what: str, *, required: bool = True) -> tuple[JobStatus | None, str]:
+    raw = _get(obj, "status", str, what, required=required)
+    if raw is None:
+        return None, ""
+    try:
+        return JobStatus(raw), raw
+    except ValueError:
+        log.warning("%s: unknown job status %r; the job is not taken as running", what, raw)
+        return None, raw
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+class ReaderProvider(Provider):
+    """Reader (api.reader.dev): batch and crawl jobs, two SSE streams, signed webhooks."""
+
+    name = "reader"
+    capabilities = Capabilities(
+        job_stream=True,
+        workspace_stream=True,
+        stream_event_ids=False,
+        batch_status=False,
+        webhook_scheme="reader",
+        results_page_size=PAGE_SIZE,
+        announces_cancellation=False,
+    )
+
+    def __init__(self, config: Config | None = None) -> None:
+        key = None if config is None else config.api_key
+        self._headers = {} if key is None else {"x-api-key": key.reveal()}
+
+    @classmethod
+    def from_config(cls, config: Config) -> ReaderProvider:
+        return cls(config)
+
+    def headers(self) -> Mapping[str, str]:
+        return self._headers
+
+    # -- polling -------------------------------------------------------------------------
+
+    def status_request(self, job_id: str) -> Request:
+        return Request(path=f"/v1/jobs/{job_id}", params={"limit": "1"})
+
+    def decode_status(
+        self, job_id: str, response: Response, previous: Snapshot | None, *, source: str
+    ) -> tuple[Snapshot, list[JobEvent]]:
+        data = self._data(response, f"GET /v1/jobs/{job_id}")
+        what = f"job {job_id} snapshot"
+        status, raw = _status(data, what)
+        snap = Snapshot(
+            job_id=job_id,
+            status=status,
+            raw_status=raw,
+            completed=_get(data, "completed", int, what, required=False),
+            total=_get(data, "total", int, what, required=False),
+            data=data,
+        )
+        return snap, self._snapshot_events(snap, previous, source)
+
+    def _snapshot_events(
+        self, snap: Snapshot, previous: Snapshot | None, source: str
+    ) -> list[JobEvent]:
+        common = dict(job_id=snap.job_id, status=snap.status, completed=snap.completed,
+                      total=snap.total, source=source, data=snap.data)
+        events = []
+        if snap.status is JobStatus.PROCESSING:
+            when = _timestamp(snap.data.get("startedAt"))
+            events.append(JobEvent(kind=EventKind.STARTED, key=f"{snap.job_id}:started",
+                                   occurred_at=when, **common))
+        moved = previous is None or (previous.completed, previous.total, previous.status) != (
+            snap.completed, snap.total, snap.status)
+        if not snap.terminal and snap.completed is not None and moved:
+            events.append(self._progress(snap.job_id, common))
+        if snap.status is not None and snap.status.terminal:
+            when = _timestamp(snap.data.get("completedAt"))
+            events.append(JobEvent(kind=_TERMINAL_KIND[snap.status],
+                                   key=f"{snap.job_id}:terminal", occurred_at=when, **common))
+        return events
+
+    @staticmethod
+    def _progress(job_id: str, common: Mapping[str, Any]) -> JobEvent:
+        return JobEvent(kind=EventKind.PROGRESS, key=f"{job_id}:progress:{common['completed']}",
+                        **common)
+
+    def results_request(self, job_id: str) -> Request:
+        return Request(path=f"/v1/jobs/{job_id}", params={"skip": "0", "limit": str(PAGE_SIZE)})
+
+    def decode_results(self, job_id: str, response: Response) -> ResultsPage:
+        where = f"GET /v1/jobs/{job_id}"
+        envelope = self._envelope(response, where)
+        results = _get(envelope["data"], "results", list, f"{where} data")
+        if not all(isinstance(item, dict) for item in results):
+            raise DecodeError(f"{where}: every entry of 'results' must be an object")
+        pagination = _get(envelope, "pagination", dict, where, required=False) or {}
+        skip = pagination.get("skip", 0)
+        if pagination.get("hasMore") is True and results and isinstance(skip, int):
+            params = {"skip": str(skip + len(results)), "limit": str(PAGE_SIZE)}
+            return ResultsPage(items=tuple(results),
+                               next=Request(path=f"/v1/jobs/{job_id}", params=params))
+        return ResultsPage(items=tuple(results))
+
+    # -- streams -------------------------------------------------------------------------
+
+    def job_stream_request(self, job_id: str) -> Request:
+        return Request(path=f"/v1/jobs/{job_id}/stream", headers={"accept": "text/event-stream"})
+
+    def workspace_stream_request(self) -> Request:
+        return Request(path="/v1/events", headers={"accept": "text/event-stream"})
+
+    def decode_stream_event(
+        self, job_id: str | None, event: str, data: str, *, source: str
+    ) -> list[JobEvent]:
+        if job_id is None:
+            return self._workspace_frame(event, data, source)
+        return self._job_frame(job_id, _JOB_STREAM_ALIASES.get(event, event), data, source)
+
+    def _job_frame(self, job_id: str, event: str, data: str, source: str) -> list[JobEvent]:
+        what = f"job {job_id} stream {event!r} frame"
+        if event not in ("progress", "page", "error", "done"):
+            raise DecodeError(
+                f"job {job_id} stream: unknown event {event!r} "
+                "(Reader's per-job stream sends progress, page, error and done)"
+            )
+        payload = _json_object(data, what)
+        if event in ("page", "error"):
+            return [self._page(job_id, payload, what, source)]
+        return self._state_events(job_id, payload, what, source, final=event == "done")
+
+    def _workspace_frame(self, event: str, data: str, source: str) -> list[JobEvent]:
+        what = f"workspace stream {event!r} frame"
+        if event not in ("job:progress", "job:completed", "job:failed"):
+            raise DecodeError(
+                f"workspace stream: unknown event {event!r} (Reader's /v1/events sends "
+                "job:progress, job:completed and job:failed)"
+            )
+        payload = _json_object(data, what)
+        job_id = _get(payload, "jobId", str, what)
+        if event == "job:failed":
+            payload = {"status": "failed", **payload}
+        return self._state_events(job_id, payload, what, source, final=event != "job:progress")
+
+    def _state_events(self, job_id: str, payload: Mapping[str, Any], what: str, source: str,
+                      *, final: bool, when: datetime | None = None) -> list[JobEvent]:
+        status, raw = _status(payload, what)
+        common = dict(job_id=job_id, status=status, source=source, data=payload,
+                      completed=_get(payload, "completed", int, what, required=False),
+                      total=_get(payload, "total", int, what, required=False), occurred_at=when)
+        if final:
+            if status is None or not status.terminal:
+                raise DecodeError(f"{what}: a final frame needs a terminal status, got {raw!r}")
+            return [JobEvent(kind=_TERMINAL_KIND[status], key=f"{job_id}:terminal", **common)]
+        events = []
+        if status is JobStatus.PROCESSING:
+            events.append(JobEvent(kind=EventKind.STARTED, key=f"{job_id}:started", **common))
+        if status is not None and status.terminal:
+            raise DecodeError(f"{what}: a progress frame cannot carry the final status {raw!r}")
+        if common["completed"] is not None:
+            events.append(self._progress(job_id, common))
+        return events
+
+    def _page(self, job_id: str, payload: Mapping[str, Any], what: str, source: str,
+              when: datetime | None = None) -> JobEvent:
+        url = _get(payload, "url", str, what)
+        failed = payload.get("error") is not None
+        kind = EventKind.PAGE_FAILED if failed else EventKind.PAGE
+        return JobEvent(kind=kind, job_id=job_id, key=f"{job_id}:{kind.value}:{url}",
+                        source=source, data=payload, occurred_at=when)
+
+    # -- webhooks ------------------------------------------------------------------------
+
+    def decode_webhook(
+        self, headers: Mapping[str, str], body: bytes, *, source: str
+    ) -> WebhookDelivery:
+        payload = _json_object(body, "webhook body")
+        name = headers.get("x-reader-event") or payload.get("event") or payload.get("type")
+        if not isinstance(name, str) or not name:
+            raise DecodeError("webhook delivery names no event: no X-Reader-Event header and "
+                              "no 'event' or 'type' field in the body")
+        delivery = headers.get("x-reader-delivery") or None
+        when = _unix_time(headers.get("x-reader-timestamp"))
+        events = self._webhook_events(name, payload, delivery, body, when, source)
+        return WebhookDelivery(delivery_id=delivery, event_name=name, events=tuple(events))
+
+    def _webhook_events(self, name: str, payload: dict[str, Any], delivery: str | None,
+                        body: bytes, when: datetime | None, source: str) -> list[JobEvent]:
+        what = f"webhook {name!r} body"
+        if name == "credit.low":
+            ident = delivery or hashlib.sha256(body).hexdigest()[:32]
+            return [JobEvent(kind=EventKind.CREDIT_LOW, job_id=None,
+                             key=f"workspace:credit_low:{ident}", source=source, data=payload,
+                             occurred_at=when)]
+        if name not in ("job.started", "job.page", "job.completed", "job.failed"):
+            raise DecodeError(
+                f"unknown webhook event {name!r} (Reader sends job.started, job.page, "
+                "job.completed, job.failed and credit.low)"
+            )
+        job_id = _get(payload, "jobId", str, what)
+        if name == "job.page":
+            return [self._page(job_id, payload, what, source, when)]
+        if name == "job.started":
+            status, _ = _status(payload, what, required=False)
+            return [JobEvent(kind=EventKind.STARTED, job_id=job_id, key=f"{job_id}:started",
+                             status=status or JobStatus.PROCESSING, source=source, data=payload,
+                             completed=_get(payload, "completed", int, what, required=False),
+                             total=_get(payload, "total", int, what, required=False),
+                             occurred_at=when)]
+        default = "completed" if name == "job.completed" else "failed"
+        return self._state_events(job_id, {"status": default, **payload}, what, source,
+                                  final=True, when=when)
+
+    # -- errors --------------------------------------------------------------------------
+
+    def _envelope(self, response: Response, where: str) -> dict[str, Any]:
+        if not 200 <= response.status < 300:
+            raise self.error_for(response)
+        envelope = _json_object(response.body, f"{where} response")
+        if envelope.get("success") is not True or not isinstance(envelope.get("data"), dict):
+            raise DecodeError(f"{where} response is not Reader's success envelope")
+        return envelope
+
+    def _data(self, response: Response, where: str) -> dict[str, Any]:
+        data: dict[str, Any] = self._envelope(response, where)["data"]
+        return data
+
+    def error_for(self, response: Response) -> JobwatchError:
+        code, message, details = _error_fields(response.body)
+        request_id = response.headers.get("x-request-id")
+        status = response.status
+        text = f"Reader answered HTTP {status}" + (f" {code}" if code else "") + \
+            (f": {message}" if message else "")
+        if status == 401:
+            return AuthenticationError(
+                f"{text}; check api_key in [jobwatch] (Reader keys begin with rdr_)",
+                status=status, code=code, request_id=request_id)
+        if status == 404:
+            return JobNotFound(f"{text}; check the job id", status=status, code=code,
+                               request_id=request_id)
+        if status == 429:
+            retry = _retry_after(response.headers.get("retry-after"), details)
+            return RateLimited(f"{text}; jobwatch waits and retries", status=status, code=code,
+                               retry_after=retry, request_id=request_id)
+        return APIError(text, status=status, code=code, request_id=request_id)
+
+
+def _error_fields(body: bytes) -> tuple[str | None, str | None, Mapping[str, Any]]:
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return None, None, {}
+    if not isinstance(error, dict):
+        return None, None, {}
+    code, message, details = error.get("code"), error.get("message"), error.get("details")
+    return (code if isinstance(code, str) else None,
+            message if isinstance(message, str) else None,
+            details if isinstance(details, dict) else {})
+
+
+def _retry_after(header: str | None, details: Mapping[str, Any]) -> float | None:
+    for value in (header, details.get("retryAfterSeconds")):
+        try:
+            seconds = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if seconds >= 0:
+            return seconds
+    return None
+
+
+def _unix_time(value: str | None) -> datetime | None:
+    if value is None or not value.isdigit():
+        return None
+    try:
+        return datetime.fromtimestamp(int(value), UTC)
+    except (OverflowError, ValueError, OSError):
+        return None

@@ -1,0 +1,1 @@
+"""The built-in stores: ``memory`` (one process, nothing survives) and ``sqlite`` (durable)."""

@@ -1,0 +1,79 @@
+"""The ``memory`` store: everything in dictionaries, gone when the process ends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .._events import JobEvent
+from ..abc import JobState, Store, Verdict
+
+__all__ = ["MemoryStore"]
+
+_PURGE_EVERY = 1024
+
+
+class MemoryStore(Store):
+    """A store for one process: fast, and forgets everything on exit.
+
+    ``clock`` gives the time (seconds) that dedup keys expire against.
+    """
+
+    name = "memory"
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._seen: dict[str, float] = {}
+        self._jobs: dict[str, JobState] = {}
+        self._inbox: dict[str, JobEvent] = {}
+        self._checkpoints: dict[str, str] = {}
+        self._records = 0
+        self.dead_letters: list[tuple[JobEvent, str, str]] = []
+
+    def _fresh(self, key: str, now: float) -> bool:
+        expires = self._seen.get(key)
+        return expires is not None and expires > now
+
+    def _purge(self, now: float) -> None:
+        self._seen = {k: t for k, t in self._seen.items() if t > now}
+
+    async def record(
+        self, job_id: str | None, decide: Callable[[JobState | None], Verdict], *, ttl: float
+    ) -> Verdict:
+        now = self._clock()
+        self._records += 1
+        if self._records % _PURGE_EVERY == 0:
+            self._purge(now)
+        verdict = decide(None if job_id is None else self._jobs.get(job_id))
+        if verdict.event is not None and self._fresh(verdict.event.key, now):
+            return Verdict(event=None, check=verdict.check, dropped="duplicate")
+        if verdict.state is not None:
+            self._jobs[verdict.state.job_id] = verdict.state
+        if verdict.event is not None:
+            self._seen[verdict.event.key] = now + ttl
+            self._inbox[verdict.event.key] = verdict.event
+        return verdict
+
+    async def get_job(self, job_id: str) -> JobState | None:
+        return self._jobs.get(job_id)
+
+    async def put_job(self, state: JobState) -> None:
+        self._jobs[state.job_id] = state
+
+    async def active_jobs(self) -> list[JobState]:
+        return [s for s in self._jobs.values() if s.watched and not s.terminal]
+
+    async def pending(self) -> list[JobEvent]:
+        return list(self._inbox.values())
+
+    async def ack(self, key: str) -> None:
+        self._inbox.pop(key, None)
+
+    async def get_checkpoint(self, name: str) -> str | None:
+        return self._checkpoints.get(name)
+
+    async def put_checkpoint(self, name: str, value: str) -> None:
+        self._checkpoints[name] = value
+
+    async def dead_letter(self, event: JobEvent, subscriber: str, error: str) -> None:
+        self.dead_letters.append((event, subscriber, error))

@@ -1,0 +1,1 @@
+"""Built-in transports: ``poll``, ``sse`` and ``webhook``."""
