@@ -143,7 +143,8 @@ _converter.register_structure_hook_func(
     lambda t: t == (str | tuple[str, ...]), lambda v, _: _transport(v)
 )
 _converter.register_structure_hook_func(
-    lambda t: t == (Secret | None), lambda v, _: None if v is None else Secret(_strict(str)(v, None))
+    lambda t: t == (Secret | None),
+    lambda v, _: None if v is None else Secret(_strict(str)(v, None)),
 )
 
 

@@ -98,6 +98,12 @@ class Dispatcher:
         for sub in self._subs:
             self._start_worker(sub)
 
+    def close(self) -> None:
+        """Close every subscription's queue (the Watcher is shutting down)."""
+        for sub in self._subs:
+            if sub._send is not None:
+                sub._send.close()
+
     def subscribe(
         self,
         callback: Callback,
@@ -146,12 +152,11 @@ class Dispatcher:
     async def _work(self, sub: Subscription, receive: MemoryObjectReceiveStream[JobEvent]) -> None:
         async with receive:
             async for event in receive:
-                try:
-                    if not sub.cancelled:
-                        await self._call(sub, event)
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await self._done(event.key)
+                # Cancelled mid-callback (shutdown, crash): the event stays in the inbox and
+                # is replayed by the next Watcher on this store.
+                if not sub.cancelled:
+                    await self._call(sub, event)
+                await self._done(event.key)
 
     async def _done(self, key: str) -> None:
         left = self._outstanding.get(key, 1) - 1

@@ -14,11 +14,13 @@ keys it has already seen. Rules, per job and run:
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from ._events import EventKind, JobEvent
-from .abc import Verdict
 from ._values import JobState
+from .abc import Verdict
 
 __all__ = ["decide", "qualify"]
 
@@ -35,12 +37,14 @@ def _new_run(state: JobState) -> JobState:
 
 
 def _advance(state: JobState, event: JobEvent) -> JobState:
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if event.kind is EventKind.STARTED:
         changes["started"] = True
     if event.status is not None and (state.status is None or event.status.rank > state.status.rank):
         changes["status"] = event.status
-    if event.completed is not None and (state.completed is None or event.completed > state.completed):
+    if event.completed is not None and (
+        state.completed is None or event.completed > state.completed
+    ):
         changes["completed"] = event.completed
     if event.total is not None:
         changes["total"] = event.total

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, TypeVar
+from typing import Any
 
 from ._errors import PluginError
 
 __all__ = ["GROUPS", "installed", "load"]
-
-T = TypeVar("T")
 
 GROUPS = {
     "transport": "jobwatch.transports",
@@ -27,7 +25,7 @@ def installed(kind: str) -> list[str]:
     return sorted(_points(GROUPS[kind]))
 
 
-def load(kind: str, name: str, base: type[T]) -> type[T]:
+def load(kind: str, name: str, base: type[Any]) -> Any:
     """Import the ``kind`` named ``name`` and check that it subclasses ``base``."""
     group = GROUPS[kind]
     points = _points(group)

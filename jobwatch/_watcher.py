@@ -7,7 +7,16 @@ import functools
 import logging
 import math
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Self
 
@@ -193,6 +202,7 @@ class Watcher(TransportHost):
     async def _shutdown(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> bool | None:
         self._state = _State.CLOSED
+        self._dispatcher.close()
         result = None
         try:
             if self._tg is not None:
@@ -245,7 +255,7 @@ class Watcher(TransportHost):
         if sub.job_id is not None and sub.retry:
             self._drop_watch(sub.job_id)
 
-    async def watch(self, job_id: str) -> AsyncIterator[JobEvent]:
+    async def watch(self, job_id: str) -> AsyncGenerator[JobEvent, None]:
         """This job's events as they arrive; ends after its terminal event."""
         self._check_open()
         queue = _JobQueue()
@@ -253,19 +263,22 @@ class Watcher(TransportHost):
         sub = self._dispatcher.subscribe(queue.send.send, job_id=job_id, retry=False)
         self._add_watch(job_id)
         try:
-            async for item in self._replay_final(job_id, queue):
-                if isinstance(item, JobwatchError):
-                    raise item
-                yield item
-                if item.terminal:
-                    return
+            async with aclosing(self._replay_final(job_id, queue)) as items:
+                async for item in items:
+                    if isinstance(item, JobwatchError):
+                        raise item
+                    yield item
+                    if item.terminal:
+                        return
         finally:
             sub.cancel()
+            queue.send.close()
+            queue.receive.close()
             self._queues[job_id].discard(queue)
             self._drop_watch(job_id)
 
     async def _replay_final(self, job_id: str, queue: _JobQueue
-                            ) -> AsyncIterator[JobEvent | JobwatchError]:
+                            ) -> AsyncGenerator[JobEvent | JobwatchError, None]:
         final = self._finals.get(job_id) or await self._final_from_store(job_id)
         if final is not None:
             yield final
@@ -287,15 +300,18 @@ class Watcher(TransportHost):
         _, events = self.provider.decode_status(job_id, response, None, source="store")
         return next((e for e in events if e.terminal), None)
 
-    async def wait(self, job_id: str, timeout: float | None = DEFAULT_TIMEOUT) -> JobEvent:
+    async def wait(
+        self, job_id: str, timeout: float | None = DEFAULT_TIMEOUT  # noqa: ASYNC109 - DESIGN §4
+    ) -> JobEvent:
         """The job's terminal event; raises WatchTimeout after ``timeout`` seconds."""
         last: JobEvent | None = None
         deadline = math.inf if timeout is None else timeout
         with anyio.move_on_after(deadline):
-            async for event in self.watch(job_id):
-                last = event
-                if event.terminal:
-                    return event
+            async with aclosing(self.watch(job_id)) as events:
+                async for event in events:
+                    last = event
+                    if event.terminal:
+                        return event
         raise WatchTimeout(
             f"job {job_id} did not finish within {timeout} s (last event: "
             f"{last.kind if last else 'none'}); pass a longer timeout, or check the job",
@@ -322,6 +338,15 @@ class Watcher(TransportHost):
             "asgi_app() needs the webhook transport; set transport = \"webhook\" (or a list "
             "with it) and configure [jobwatch.webhook]"
         )
+
+    def bound_url(self, transport: str) -> str:
+        """The address a receiving transport (``webhook``) listens on, once started."""
+        for candidate in self._transports:
+            url = getattr(candidate, "bound_url", None)
+            if candidate.name == transport and url:
+                return str(url)
+        raise ConfigError(f"no running {transport!r} transport listens on an address; set "
+                          f"[jobwatch.{transport}] listen")
 
     def statistics(self) -> Statistics:
         """A frozen snapshot of the counters."""

@@ -66,16 +66,19 @@ def _get(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what:
     value = obj[name]
     if isinstance(value, bool) and kind is int or not isinstance(value, kind):
         raise DecodeError(f"{what}: {name!r} must be {_kind_name(kind)}, got {value!r}")
-    if kind is int and value < 0:
+    if kind is int and isinstance(value, int) and value < 0:
         raise DecodeError(f"{what}: {name!r} must not be negative, got {value!r}")
     return value
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
-    return {int: "an integer", str: "a string", dict: "an object"}.get(kind, str(kind))  # type: ignore[call-overload]
+    names: dict[Any, str] = {int: "an integer", str: "a string", dict: "an object", list: "a list"}
+    return names.get(kind, str(kind))
 
 
-def _status(obj: Mapping[str, Any], what: str, *, required: bool = True) -> tuple[JobStatus | None, str]:
+def _status(
+    obj: Mapping[str, Any], what: str, *, required: bool = True
+) -> tuple[JobStatus | None, str]:
     raw = _get(obj, "status", str, what, required=required)
     if raw is None:
         return None, ""
@@ -144,8 +147,9 @@ class ReaderProvider(Provider):
     def _snapshot_events(
         self, snap: Snapshot, previous: Snapshot | None, source: str
     ) -> list[JobEvent]:
-        common = dict(job_id=snap.job_id, status=snap.status, completed=snap.completed,
-                      total=snap.total, source=source, data=snap.data)
+        common: dict[str, Any] = dict(
+            job_id=snap.job_id, status=snap.status, completed=snap.completed,
+            total=snap.total, source=source, data=snap.data)
         events = []
         if snap.status is JobStatus.PROCESSING:
             when = _timestamp(snap.data.get("startedAt"))
@@ -226,7 +230,7 @@ class ReaderProvider(Provider):
     def _state_events(self, job_id: str, payload: Mapping[str, Any], what: str, source: str,
                       *, final: bool, when: datetime | None = None) -> list[JobEvent]:
         status, raw = _status(payload, what)
-        common = dict(job_id=job_id, status=status, source=source, data=payload,
+        common: dict[str, Any] = dict(job_id=job_id, status=status, source=source, data=payload,
                       completed=_get(payload, "completed", int, what, required=False),
                       total=_get(payload, "total", int, what, required=False), occurred_at=when)
         if final:

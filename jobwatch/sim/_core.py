@@ -19,7 +19,7 @@ import anyio
 import anyio.abc
 import attrs
 
-from ._clock import ManualClock, Timers
+from ._clock import ManualClock, TimerHandle, Timers
 from ._engine import Engine, Notice, Step, Tier
 from ._faults import Faults
 from ._limits import IdempotencyCache, RateWindow
@@ -38,11 +38,19 @@ __all__ = ["Core", "RequestCounts"]
 INLINE_DEFAULT_EVENTS = ("job.completed", "job.failed")
 
 _JOB_FRAMES = {"progress": "progress", "page": "page", "page_error": "error"}
-_WORKSPACE_FRAMES = {"progress": "job:progress", "completed": "job:completed",
-                     "failed": "job:failed"}
-_WEBHOOK_EVENTS = {"started": "job.started", "page": "job.page", "page_error": "job.page",
-                   "completed": "job.completed", "failed": "job.failed",
-                   "credit_low": "credit.low"}
+_WORKSPACE_FRAMES = {
+    "progress": "job:progress",
+    "completed": "job:completed",
+    "failed": "job:failed",
+}
+_WEBHOOK_EVENTS = {
+    "started": "job.started",
+    "page": "job.page",
+    "page_error": "job.page",
+    "completed": "job.completed",
+    "failed": "job.failed",
+    "credit_low": "credit.low",
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -99,11 +107,20 @@ class Core:
         self.counters: Counter[str] = Counter()
         self.registry = WebhookRegistry(random.Random(f"{seed}/webhooks"))
         self.sender = WebhookSender(
-            hooks=SenderHooks(now=self.now, sleep_until=self.sleep_until, faults=self.get_faults,
-                              receiver_down=self.receiver_down, timestamp=self.timestamp,
-                              iso=engine.iso),
-            registry=self.registry, rng=self.fault_rng, counters=self.counters,
-            attempts=webhook_attempts, waits=webhook_waits, timeout=webhook_timeout,
+            hooks=SenderHooks(
+                now=self.now,
+                sleep_until=self.sleep_until,
+                faults=self.get_faults,
+                receiver_down=self.receiver_down,
+                timestamp=self.timestamp,
+                iso=engine.iso,
+            ),
+            registry=self.registry,
+            rng=self.fault_rng,
+            counters=self.counters,
+            attempts=webhook_attempts,
+            waits=webhook_waits,
+            timeout=webhook_timeout,
         )
         self._requests: dict[str, Counter[str]] = {k: Counter() for k in ("key", "ua", "endpoint")}
         self._subscriptions: dict[str | None, set[Subscription]] = {}
@@ -147,10 +164,11 @@ class Core:
         if self._kick is not None:
             self._kick.set()
 
-    def call_at(self, when: float, callback: Callable[[], None]) -> None:
+    def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
         """Run `callback` at simulated time `when`."""
-        self.timers.call_at(when, callback)
+        handle = self.timers.call_at(when, callback)
         self.wake()
+        return handle
 
     async def sleep_until(self, when: float) -> None:
         """Sleep until simulated time `when` (needs `run()` running, or a `ManualClock`)."""
@@ -165,8 +183,9 @@ class Core:
         finally:
             handle.cancel()
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Move time on by itself and deliver webhooks, until cancelled."""
         if self._running:
             raise RuntimeError("this simulator is already running")
@@ -180,6 +199,7 @@ class Core:
         finally:
             self._running = False
             self._kick = None
+            self.close_streams()
 
     async def _drive(self) -> None:
         while True:
@@ -189,8 +209,9 @@ class Core:
                 await self._kick.wait()
 
     def _real_delay(self) -> float:
-        deadlines = [d for d in (self.engine.next_deadline(), self.timers.next_deadline())
-                     if d is not None]
+        deadlines = [
+            d for d in (self.engine.next_deadline(), self.timers.next_deadline()) if d is not None
+        ]
         if isinstance(self.clock, ManualClock):
             return math.inf
         if self.clock is not None:
@@ -267,8 +288,13 @@ class Core:
         """Queue a job (see `Engine.create_job`) and return its id."""
         self.pump()
         job_id = self.engine.create_job(
-            self.now(), urls=urls, crawl=crawl, formats=formats, page_interval=page_interval,
-            steps=steps, webhook=webhook,
+            self.now(),
+            urls=urls,
+            crawl=crawl,
+            formats=formats,
+            page_interval=page_interval,
+            steps=steps,
+            webhook=webhook,
         )
         self.wake()
         return job_id
@@ -292,6 +318,12 @@ class Core:
         self._subscriptions.setdefault(job_id, set()).add(subscription)
         return subscription
 
+    def close_streams(self) -> None:
+        """End every open SSE connection (the server is shutting down)."""
+        for subscriptions in list(self._subscriptions.values()):
+            for subscription in list(subscriptions):
+                subscription.close()
+
     def unsubscribe(self, subscription: Subscription) -> None:
         """Stop feeding a subscription."""
         self._subscriptions.get(subscription.job_id, set()).discard(subscription)
@@ -307,8 +339,9 @@ class Core:
         if notice.kind in ("completed", "failed", "cancelled"):
             frame = Frame(name="done", data=self.engine.snapshot(notice.job_id), final=True)
         elif notice.kind == "page_error":
-            frame = Frame(name="error", data={"url": notice.data["url"],
-                                              "error": notice.data["error"]})
+            frame = Frame(
+                name="error", data={"url": notice.data["url"], "error": notice.data["error"]}
+            )
         elif notice.kind in _JOB_FRAMES:
             frame = Frame(name=_JOB_FRAMES[notice.kind], data=notice.data)
         else:
@@ -331,8 +364,9 @@ class Core:
         event = _WEBHOOK_EVENTS.get(notice.kind)
         if event is None:
             return
-        payload = dict(notice.data) if notice.job_id is None else {"jobId": notice.job_id,
-                                                                    **notice.data}
+        payload = (
+            dict(notice.data) if notice.job_id is None else {"jobId": notice.job_id, **notice.data}
+        )
         for target in self._targets(event, notice.job_id):
             self.sender.enqueue(new_delivery(self.rng, event, payload, target, now))
 

@@ -66,7 +66,9 @@ class Step:
         error: the message of a failed page or job; None = a default message.
     """
 
-    kind: StepKind = attrs.field(validator=attrs.validators.in_(("page", "page_error", "fail", "pause")))
+    kind: StepKind = attrs.field(
+        validator=attrs.validators.in_(("page", "page_error", "fail", "pause"))
+    )
     delay: float | None = None
     url: str | None = None
     error: str | None = None
@@ -294,8 +296,11 @@ class Engine:
         metadata = page.pop("metadata")
         metadata.update(cached=False, proxyEscalated=False, description=None)
         self._charge(1)
-        return {"url": url, **{k: page[k] for k in ("markdown", "html") if k in page},
-                "metadata": metadata}
+        return {
+            "url": url,
+            **{k: page[k] for k in ("markdown", "html") if k in page},
+            "metadata": metadata,
+        }
 
     def set_credits(self, *, used: int | None = None, limit: int | None = None) -> None:
         """Override the credit counters (an admin control)."""
@@ -387,8 +392,12 @@ class Engine:
             self._charge(1)
             kind: NoticeKind = "page"
         else:
-            entry = {"url": url, "error": error, "credits": 0,
-                     "metadata": {"scrapedAt": self.iso(at)}}
+            entry = {
+                "url": url,
+                "error": error,
+                "credits": 0,
+                "metadata": {"scrapedAt": self.iso(at)},
+            }
             kind = "page_error"
         job.results.append(entry)
         self._notify(kind, job, entry)
@@ -419,8 +428,9 @@ class Engine:
 
 def _scripted_urls(steps: Sequence[Step]) -> list[str]:
     pages = [step for step in steps if step.kind in ("page", "page_error")]
-    return [step.url or f"https://example.com/scripted/page-{n + 1}" for n, step in
-            enumerate(pages)]
+    return [
+        step.url or f"https://example.com/scripted/page-{n + 1}" for n, step in enumerate(pages)
+    ]
 
 
 _WORDS = (
@@ -429,17 +439,23 @@ _WORDS = (
 ).split()
 
 
-def _page(url: str, rng: random.Random, scraped_at: str, formats: tuple[str, ...]) -> dict[str, Any]:
+def _page(
+    url: str, rng: random.Random, scraped_at: str, formats: tuple[str, ...]
+) -> dict[str, Any]:
     path = urlsplit(url).path.strip("/") or "home"
     title = path.rsplit("/", 1)[-1].replace("-", " ").title()
-    paragraphs = [" ".join(rng.choices(_WORDS, k=rng.randint(12, 30))).capitalize() + "."
-                  for _ in range(rng.randint(1, 3))]
+    paragraphs = [
+        " ".join(rng.choices(_WORDS, k=rng.randint(12, 30))).capitalize() + "."
+        for _ in range(rng.randint(1, 3))
+    ]
     entry: dict[str, Any] = {"url": url}
     if "markdown" in formats:
         entry["markdown"] = f"# {title}\n\n" + "\n\n".join(paragraphs) + "\n"
     if "html" in formats:
         body = "".join(f"<p>{text}</p>" for text in paragraphs)
-        entry["html"] = f"<html><head><title>{title}</title></head><body><h1>{title}</h1>{body}</body></html>"
+        entry["html"] = (
+            f"<html><head><title>{title}</title></head><body><h1>{title}</h1>{body}</body></html>"
+        )
     entry.update(
         statusCode=200,
         proxyMode="standard",

@@ -55,9 +55,13 @@ def _string(low: int = 0, high: int = 10_000) -> Checker:
         if not isinstance(value, str):
             return _issue(path, "invalid_type", "Expected string")
         if not low <= len(value) <= high:
-            return _issue(path, "too_small" if len(value) < low else "too_big",
-                          f"String must contain {low} to {high} character(s)")
+            return _issue(
+                path,
+                "too_small" if len(value) < low else "too_big",
+                f"String must contain {low} to {high} character(s)",
+            )
         return []
+
     return check
 
 
@@ -66,9 +70,13 @@ def _integer(low: int, high: int) -> Checker:
         if type(value) is not int:
             return _issue(path, "invalid_type", "Expected integer")
         if not low <= value <= high:
-            return _issue(path, "too_small" if value < low else "too_big",
-                          f"Number must be between {low} and {high}")
+            return _issue(
+                path,
+                "too_small" if value < low else "too_big",
+                f"Number must be between {low} and {high}",
+            )
         return []
+
     return check
 
 
@@ -81,6 +89,7 @@ def _one_of(*choices: str) -> Checker:
         if value in choices and isinstance(value, str):
             return []
         return _issue(path, "invalid_enum_value", f"Expected one of {', '.join(choices)}")
+
     return check
 
 
@@ -89,29 +98,41 @@ def _array(item: Checker, low: int = 0, high: int = 10_000) -> Checker:
         if not isinstance(value, list):
             return _issue(path, "invalid_type", "Expected array")
         if not low <= len(value) <= high:
-            return _issue(path, "too_small" if len(value) < low else "too_big",
-                          f"Array must contain {low} to {high} element(s)")
+            return _issue(
+                path,
+                "too_small" if len(value) < low else "too_big",
+                f"Array must contain {low} to {high} element(s)",
+            )
         return [issue for n, element in enumerate(value) for issue in item(element, _join(path, n))]
+
     return check
 
 
 def _string_map(value: Any, path: str) -> list[Issue]:
     if not isinstance(value, dict):
         return _issue(path, "invalid_type", "Expected object")
-    return [issue for key, element in value.items()
-            for issue in _string(0, 8192)(element, _join(path, key))]
+    return [
+        issue
+        for key, element in value.items()
+        for issue in _string(0, 8192)(element, _join(path, key))
+    ]
 
 
 def _fields(spec: Mapping[str, Checker], required: tuple[str, ...] = ()) -> Checker:
     def check(value: Any, path: str) -> list[Issue]:
         if not isinstance(value, dict):
             return _issue(path, "invalid_type", "Expected object")
-        issues = [issue for name in required if name not in value
-                  for issue in _issue(_join(path, name), "invalid_type", "Required")]
+        issues = [
+            issue
+            for name in required
+            if name not in value
+            for issue in _issue(_join(path, name), "invalid_type", "Required")
+        ]
         for name, checker in spec.items():
             if name in value:
                 issues += checker(value[name], _join(path, name))
         return issues
+
     return check
 
 
@@ -120,22 +141,24 @@ _INLINE_WEBHOOK = _fields(
     required=("url",),
 )
 
-_READ = _fields({
-    "url": _url,
-    "urls": _array(_url, 1, 1000),
-    "formats": _array(_one_of("markdown", "html")),
-    "onlyMainContent": _boolean,
-    "includeTags": _array(_string()),
-    "excludeTags": _array(_string()),
-    "waitForSelector": _string(),
-    "timeoutMs": _integer(1000, 120_000),
-    "proxyMode": _one_of("standard", "stealth", "auto"),
-    "batchConcurrency": _integer(1, 20),
-    "maxDepth": _integer(1, 10),
-    "maxPages": _integer(1, 10_000),
-    "cache": _boolean,
-    "webhook": _INLINE_WEBHOOK,
-})
+_READ = _fields(
+    {
+        "url": _url,
+        "urls": _array(_url, 1, 1000),
+        "formats": _array(_one_of("markdown", "html")),
+        "onlyMainContent": _boolean,
+        "includeTags": _array(_string()),
+        "excludeTags": _array(_string()),
+        "waitForSelector": _string(),
+        "timeoutMs": _integer(1000, 120_000),
+        "proxyMode": _one_of("standard", "stealth", "auto"),
+        "batchConcurrency": _integer(1, 20),
+        "maxDepth": _integer(1, 10),
+        "maxPages": _integer(1, 10_000),
+        "cache": _boolean,
+        "webhook": _INLINE_WEBHOOK,
+    }
+)
 
 
 def check_read(body: Any) -> list[Issue]:
@@ -146,8 +169,11 @@ def check_read(body: Any) -> list[Issue]:
     if ("url" in body) == ("urls" in body):
         return _issue("url", "invalid_union", "Provide exactly one of url or urls")
     if "urls" in body and ("maxDepth" in body or "maxPages" in body):
-        return _issue("maxDepth", "unrecognized_keys",
-                      "maxDepth and maxPages apply to a crawl of a single url")
+        return _issue(
+            "maxDepth",
+            "unrecognized_keys",
+            "maxDepth and maxPages apply to a crawl of a single url",
+        )
     return []
 
 
@@ -170,8 +196,11 @@ def check_webhook_update(body: Any) -> list[Issue]:
     spec = {**_WEBHOOK_FIELDS, "active": _boolean}
     issues = _fields(spec)(body, "")
     if not issues and "secret" in body:
-        return _issue("secret", "unrecognized_keys",
-                      "The secret cannot be changed; delete and recreate the webhook to rotate it")
+        return _issue(
+            "secret",
+            "unrecognized_keys",
+            "The secret cannot be changed; delete and recreate the webhook to rotate it",
+        )
     return issues
 
 
@@ -187,6 +216,9 @@ def query_int(
         return _issue(name, "invalid_type", "Expected integer")
     value = int(text)
     if not low <= value <= high:
-        return _issue(name, "too_small" if value < low else "too_big",
-                      f"Number must be between {low} and {high}")
+        return _issue(
+            name,
+            "too_small" if value < low else "too_big",
+            f"Number must be between {low} and {high}",
+        )
     return value

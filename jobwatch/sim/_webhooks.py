@@ -37,10 +37,18 @@ __all__ = [
 
 MAX_WEBHOOKS = 10
 USER_AGENT = "Reader-Webhook/1.0"
-_RESERVED = frozenset({
-    "content-type", "content-length", "host", "user-agent", "x-reader-event", "x-reader-delivery",
-    "x-reader-signature", "x-reader-timestamp",
-})
+_RESERVED = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "host",
+        "user-agent",
+        "x-reader-event",
+        "x-reader-delivery",
+        "x-reader-signature",
+        "x-reader-timestamp",
+    }
+)
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -169,7 +177,9 @@ class WebhookRegistry:
         hook = self._hooks.get(webhook_id)
         return None if hook is None else hook.public()
 
-    def update(self, webhook_id: str, body: Mapping[str, Any], now_iso: str) -> dict[str, Any] | None:
+    def update(
+        self, webhook_id: str, body: Mapping[str, Any], now_iso: str
+    ) -> dict[str, Any] | None:
         """Apply a validated PATCH body; None when there is no such webhook."""
         hook = self._hooks.get(webhook_id)
         if hook is None:
@@ -272,8 +282,9 @@ class WebhookSender:
             self._tg.start_soon(self._worker, receive)
         queue.send_nowait(delivery)
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Deliver until cancelled."""
         async with httpx.AsyncClient(trust_env=False) as client, anyio.create_task_group() as tg:
             self._client, self._tg = client, tg
@@ -340,15 +351,24 @@ class WebhookSender:
         headers, signature = self._headers(delivery)
         status, error = await self._post(delivery, headers)
         attempt = DeliveryAttempt(
-            delivery_id=delivery.id, webhook_id=delivery.target.webhook_id, event=delivery.event,
-            url=delivery.target.url, attempt=number, at=now, status_code=status, error=error,
-            body=delivery.body, signature=signature,
+            delivery_id=delivery.id,
+            webhook_id=delivery.target.webhook_id,
+            event=delivery.event,
+            url=delivery.target.url,
+            attempt=number,
+            at=now,
+            status_code=status,
+            error=error,
+            body=delivery.body,
+            signature=signature,
         )
         self.log.append(attempt)
         self._registry.record_attempt(attempt, self._hooks.iso(now))
         return attempt.ok
 
-    async def _post(self, delivery: Delivery, headers: dict[str, str]) -> tuple[int | None, str | None]:
+    async def _post(
+        self, delivery: Delivery, headers: dict[str, str]
+    ) -> tuple[int | None, str | None]:
         if self._hooks.receiver_down():
             self._counters["receiver_down"] += 1
             return None, "connection refused (receiver_down fault)"
@@ -366,12 +386,14 @@ class WebhookSender:
     def _headers(self, delivery: Delivery) -> tuple[dict[str, str], str | None]:
         target = delivery.target
         headers = {k: v for k, v in target.headers.items() if k.lower() not in _RESERVED}
-        headers.update({
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            "X-Reader-Event": delivery.event,
-            "X-Reader-Delivery": delivery.id,
-        })
+        headers.update(
+            {
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+                "X-Reader-Event": delivery.event,
+                "X-Reader-Delivery": delivery.id,
+            }
+        )
         if target.secret is None:
             return headers, None
         timestamp = self._hooks.timestamp()

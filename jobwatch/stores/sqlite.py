@@ -192,9 +192,8 @@ class SQLiteStore(Store):
         return None if row is None else str(row[0])
 
     async def put_checkpoint(self, name: str, value: str) -> None:
-        await self._run(
-            lambda: self.db.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", (name, value))
-        )
+        sql = "INSERT OR REPLACE INTO checkpoints VALUES (?, ?)"
+        await self._run(lambda: self.db.execute(sql, (name, value)))
 
     async def dead_letter(self, event: JobEvent, subscriber: str, error: str) -> None:
         await self._run(

@@ -1,0 +1,122 @@
+"""``jobwatch demo``: the simulator in-process, one job, watched live. No account, no network."""
+
+from __future__ import annotations
+
+import secrets
+from contextlib import AsyncExitStack
+from typing import Any, TextIO
+
+import anyio
+import httpx
+
+from ._config import Config
+from ._events import JobEvent
+from ._watcher import Watcher
+
+__all__ = ["demo"]
+
+_HOOK_PATH = "/hooks/reader"
+
+
+def _config(url: str, api_key: str, transport: str, **tables: Any) -> Config:
+    body: dict[str, Any] = {"base_url": url, "api_key": api_key, "store": "memory",
+                            "transport": transport, "poll": {"interval": 1.0}, **tables}
+    return Config.from_mapping({"jobwatch": body}, environ={})
+
+
+async def _submit(url: str, api_key: str, pages: int, webhook: dict[str, Any] | None) -> str:
+    body: dict[str, Any] = {"urls": [f"https://example.com/docs/{n}" for n in range(pages)]}
+    if webhook is not None:
+        body["webhook"] = webhook
+    async with httpx.AsyncClient(base_url=url, headers={"x-api-key": api_key}) as client:
+        reply = await client.post("/v1/read", json=body)
+    reply.raise_for_status()
+    return str(reply.json()["data"]["id"])
+
+
+async def demo(transport: str | None, compare: bool, pages: int, time_scale: float,
+               out: TextIO) -> int:
+    """Run the demo; returns the exit code of ``jobwatch watch`` for the job."""
+    from . import _cli
+    from .sim import Simulator, running
+
+    sim = Simulator(time_scale=time_scale, seed=7, page_failure_p=0.05)
+    async with running(sim) as url:
+        print(f"simulator listening on {url} (time x{time_scale:g}); no account, no network",
+              file=out, flush=True)
+        if compare:
+            return await _compare(sim, url, pages, out)
+        config = _config(url, sim.api_key, transport or "auto")
+        job_id = await _submit(url, sim.api_key, pages, None)
+        watcher = Watcher(config)
+        print(f"submitted batch job {job_id} ({pages} pages); watching with "
+              f"{', '.join(watcher.decision.transports)}: {'; '.join(watcher.decision.reasons)}",
+              file=out, flush=True)
+        code = await _cli._watch(config, [job_id], 600.0, _cli._renderer(False, out), watcher)
+        stats = watcher.statistics()
+        print(f"done: {stats.events_out} events, {stats.requests} requests", file=out)
+        return code
+
+
+async def _compare(sim: Any, url: str, pages: int, out: TextIO) -> int:
+    secret = "whsec-demo-" + secrets.token_hex(12)
+    configs = {
+        "poll": _config(url, sim.api_key, "poll"),
+        "sse": _config(url, sim.api_key, "sse", sse={"scope": "job"}),
+        "webhook": _config(url, sim.api_key, "webhook", safety_poll=0,
+                           webhook={"listen": "127.0.0.1:0", "path": _HOOK_PATH,
+                                    "secrets": [secret]}),
+    }
+    finished: dict[str, float] = {}
+    async with AsyncExitStack() as stack:
+        watchers = {name: Watcher(c) for name, c in configs.items()}
+        for name, watcher in watchers.items():
+            watcher.subscribe(_stamp(finished, name), kinds=("completed", "failed", "cancelled"))
+            await stack.enter_async_context(watcher)
+        hook = watchers["webhook"].bound_url("webhook")
+        job_id = await _submit(url, sim.api_key, pages, {
+            "url": hook.rstrip("/") + _HOOK_PATH, "secret": secret,
+            "events": ["job.started", "job.page", "job.completed", "job.failed"]})
+        print(f"submitted batch job {job_id} ({pages} pages); watching it with poll, sse and "
+              "webhook at once", file=out, flush=True)
+        done_at = await _watch_all(sim, job_id, watchers, finished)
+        _table(out, watchers, finished, done_at)
+    return 0
+
+
+def _stamp(finished: dict[str, float], name: str) -> Any:
+    def record(event: JobEvent) -> None:
+        finished.setdefault(name, anyio.current_time())
+    return record
+
+
+async def _watch_all(sim: Any, job_id: str, watchers: dict[str, Watcher],
+                     finished: dict[str, float]) -> float:
+    done_at: float | None = None
+    with anyio.fail_after(600):
+        async with anyio.create_task_group() as tg:
+            for watcher in watchers.values():
+                tg.start_soon(watcher.wait, job_id)
+            # The simulator runs in this process: look at the job directly, every 5 ms, to
+            # know the true moment it finished.
+            while done_at is None:
+                if sim.job(job_id)["status"] in ("completed", "failed", "cancelled"):
+                    done_at = anyio.current_time()
+                await anyio.sleep(0.005)
+    assert done_at is not None
+    return done_at
+
+
+def _table(out: TextIO, watchers: dict[str, Watcher], finished: dict[str, float],
+           done_at: float) -> None:
+    connections = {"poll": "0 held (one request at a time)",
+                   "sse": "1 stream held per job", "webhook": "0 outgoing; 1 port listening"}
+    print(f"\n{'transport':<10}{'requests':>10}  {'detection latency':>18}  connections",
+          file=out)
+    for name, watcher in watchers.items():
+        stats = watcher.statistics()
+        latency = finished.get(name)
+        shown = "n/a" if latency is None else f"{max(0.0, latency - done_at) * 1000:.0f} ms"
+        print(f"{name:<10}{stats.requests:>10}  {shown:>18}  {connections[name]}", file=out)
+    print("\nrequests count against Reader's per-minute budget (rpm); webhooks cost none.",
+          file=out)

@@ -1,0 +1,261 @@
+"""Webhook handlers for serverless functions: verify, record, dispatch — no server, no stream.
+
+A serverless function lives for one request, so there is no Watcher running in the
+background: each invocation opens the store, checks and verifies the delivery exactly as the
+webhook receiver does (``[jobwatch.webhook]``: scheme, secrets, tolerance, max_body), records
+its events through the same dedup and ordering guard, answers, calls ``on_event`` for each
+new event, and closes the store again::
+
+    import jobwatch
+
+    config = jobwatch.load_config()
+
+    def on_event(event: jobwatch.JobEvent) -> None:
+        print(event.kind, event.job_id)
+
+    handler = jobwatch.serverless.lambda_handler(config, on_event=on_event)
+    # AWS Lambda: set the function's handler to this module's `handler`
+
+An event whose callback raised stays in the store's inbox and is offered again at the start of
+the next invocation (``attempts`` times in one process, then kept as a dead letter). Dedup
+across function instances needs a store they share (``store = "redis"``, say); the default
+sqlite file in a function's ``/tmp`` deduplicates only within one instance.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import inspect
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import anyio
+
+from ._config import Config
+from ._errors import JobwatchError
+from ._events import JobEvent
+from ._pipeline import decide
+from ._registry import load
+from ._watcher import DEDUP_TTL
+from .abc import Provider, Request, Response, Store, TransportHost
+from .transports._receiver import Receiver, Reply
+from .transports.webhook import WebhookTransport
+
+__all__ = ["Handler", "lambda_handler"]
+
+log = logging.getLogger("jobwatch.serverless")
+
+OnEvent = Callable[[JobEvent], Awaitable[None] | None]
+LambdaFunction = Callable[[Mapping[str, Any], Any], dict[str, Any]]
+
+
+class _HandlerHost(TransportHost):
+    """The TransportHost of one invocation: records through the store; makes no requests."""
+
+    def __init__(self, config: Config, provider: Provider, store: Store) -> None:
+        self.config = config
+        self.provider = provider
+        self.store = store
+        self.recorded: list[JobEvent] = []
+        self.counters: dict[str, int] = defaultdict(int)
+
+    async def request(self, request: Request) -> Response:
+        raise JobwatchError("a serverless handler makes no API requests")
+
+    async def spend(self) -> None:
+        raise JobwatchError("a serverless handler makes no API requests")
+
+    async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False) -> None:
+        for event in events:
+            verdict = await self.store.record(
+                event.job_id, functools.partial(decide, event=event, authoritative=authoritative),
+                ttl=DEDUP_TTL,
+            )
+            if verdict.event is not None:
+                self.recorded.append(verdict.event)
+            else:
+                self.counters[f"dropped_{verdict.dropped}"] += 1
+
+    async def reconcile(self, job_ids: Iterable[str], *, reason: str) -> None:
+        log.debug("no reconcile in a serverless handler (%s)", reason)
+
+    def watched(self) -> frozenset[str]:
+        return frozenset()
+
+    def end_job(self, job_id: str, error: JobwatchError) -> None:
+        log.warning("job %s: %s", job_id, error)
+
+    def count(self, transport: str, name: str, n: int = 1) -> None:
+        self.counters[name] += n
+
+    @property
+    def base_url(self) -> str:
+        return self.config.base_url
+
+
+class Handler:
+    """Handles webhook deliveries one request at a time, for any serverless platform.
+
+    ``on_event`` (sync or async) is called once per new event, after the delivery was
+    recorded. ``store`` and ``provider`` replace the configured ones (tests); ``check_path``
+    also requires the request path to be ``[jobwatch.webhook] path`` (platforms route by
+    function, and add stage prefixes, so it is off by default). ``backend`` is the event loop
+    :meth:`handle` runs on.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        on_event: OnEvent,
+        store: Store | None = None,
+        provider: Provider | None = None,
+        check_path: bool = False,
+        attempts: int = 3,
+        backend: str = "asyncio",
+    ) -> None:
+        transport = WebhookTransport.from_config(config)
+        self.config = config
+        self.on_event = on_event
+        self.provider = provider or load("provider", config.provider, Provider).from_config(config)
+        self.store = store or load("store", config.store, Store).from_config(config)
+        self._options = transport.options
+        self._scheme = transport.scheme
+        self._check_path = check_path
+        self._attempts = attempts
+        self._failures: dict[str, int] = defaultdict(int)
+        self._inflight: set[str] = set()
+        self.backend = backend
+
+    def handle(
+        self, method: str, path: str, headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        body: bytes,
+    ) -> Reply:
+        """Handle one request from synchronous code; returns (status, headers, body)."""
+        return anyio.run(self.handle_async, method, path, headers, body, backend=self.backend)
+
+    async def handle_async(
+        self, method: str, path: str, headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        body: bytes,
+    ) -> Reply:
+        """Handle one request inside a running event loop."""
+        await self.store.open()
+        try:
+            await self._dispatch(await self.store.pending())
+            host = _HandlerHost(self.config, self.provider, self.store)
+            reply = await self._receiver(host).handle(method, path, headers, body)
+            if reply.status == 200:
+                await self._dispatch(host.recorded)
+            return reply
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.store.aclose()
+
+    def _receiver(self, host: _HandlerHost) -> Receiver:
+        options = self._options
+        return Receiver(
+            host, scheme=self._scheme, path=options.path if self._check_path else None,
+            max_body=options.max_body, allow_unsigned=options.allow_unsigned,
+        )
+
+    async def _dispatch(self, events: Sequence[JobEvent]) -> None:
+        for event in events:
+            if event.key in self._inflight:
+                continue
+            self._inflight.add(event.key)
+            try:
+                await self._call(event)
+            finally:
+                self._inflight.discard(event.key)
+
+    async def _call(self, event: JobEvent) -> None:
+        try:
+            result = self.on_event(event)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:  # the event stays in the inbox for the next invocation
+            self._failures[event.key] += 1
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("on_event failed on %s (attempt %d): %s",
+                        event.key, self._failures[event.key], error)
+            if self._failures[event.key] >= self._attempts:
+                log.error("on_event gave up on %s; kept as a dead letter", event.key)
+                await self.store.dead_letter(event, "on_event", error)
+                await self.store.ack(event.key)
+            return
+        self._failures.pop(event.key, None)
+        await self.store.ack(event.key)
+
+    def lambda_event(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+        """An AWS Lambda handler: API Gateway REST (v1) or HTTP (v2) events, function URLs."""
+        try:
+            method, path, headers, body = _from_lambda(event)
+        except ValueError as exc:
+            return _to_lambda(Reply(400, (("content-type", "text/plain"),), f"{exc}\n".encode()))
+        return _to_lambda(self.handle(method, path, headers, body))
+
+
+def lambda_handler(
+    config: Config, *, on_event: OnEvent, store: Store | None = None
+) -> LambdaFunction:
+    """A function ``(event, context) -> dict`` for AWS Lambda that handles webhook deliveries.
+
+    It takes API Gateway REST API (payload 1.0) and HTTP API (payload 2.0) events and Lambda
+    function URL events, base64-encoded bodies included, and returns the matching response.
+    """
+    return Handler(config, on_event=on_event, store=store).lambda_event
+
+
+def _from_lambda(event: Mapping[str, Any]) -> tuple[str, str, list[tuple[str, str]], bytes]:
+    if not isinstance(event, Mapping):
+        raise ValueError("not an API Gateway or function URL event")
+    context = event.get("requestContext")
+    http = context.get("http") if isinstance(context, Mapping) and event.get("version") == "2.0" \
+        else None
+    if isinstance(http, Mapping):
+        method, path = http.get("method"), event.get("rawPath", http.get("path", "/"))
+        headers = _pairs(event.get("headers"), multi=False)
+    else:
+        method, path = event.get("httpMethod"), event.get("path", "/")
+        multi = event.get("multiValueHeaders")
+        headers = _pairs(multi, multi=True) if multi else _pairs(event.get("headers"), multi=False)
+    if not isinstance(method, str) or not isinstance(path, str):
+        raise ValueError("the event names no HTTP method and path (not an API Gateway event)")
+    return method, path, headers, _body(event)
+
+
+def _pairs(headers: Any, *, multi: bool) -> list[tuple[str, str]]:
+    if not isinstance(headers, Mapping):
+        return []
+    pairs: list[tuple[str, str]] = []
+    for name, value in headers.items():
+        values = value if multi and isinstance(value, list) else [value]
+        pairs.extend((str(name), str(v)) for v in values)
+    return pairs
+
+
+def _body(event: Mapping[str, Any]) -> bytes:
+    body = event.get("body")
+    if body is None:
+        return b""
+    if not isinstance(body, str):
+        raise ValueError("the event's body is not a string")
+    if event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("the event's body is marked base64 but does not decode") from None
+    return body.encode("utf-8", "surrogatepass")
+
+
+def _to_lambda(reply: Reply) -> dict[str, Any]:
+    return {
+        "statusCode": reply.status,
+        "headers": dict(reply.headers),
+        "body": reply.body.decode("utf-8", "replace"),
+        "isBase64Encoded": False,
+    }

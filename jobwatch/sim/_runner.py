@@ -1,0 +1,211 @@
+"""Serving the simulator: `serve`, `running` and the ``jobwatch sim`` entry point `main`."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import anyio
+import anyio.abc
+import sniffio
+import trio
+from hypercorn.config import Config
+
+from ._engine import TIERS
+from ._faults import Faults
+from ._simulator import Simulator
+
+__all__ = ["main", "running", "serve"]
+
+
+async def serve(
+    simulator: Simulator,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `simulator` over HTTP on `host`:`port` until cancelled.
+
+    Runs hypercorn (its trio or asyncio flavour, whichever loop is running) and the
+    simulator's clock. Reports ``http://HOST:PORT`` through `task_status` once the socket
+    listens; with ``port=0`` that is the port the system chose.
+    """
+    async with anyio.create_task_group() as tg:
+        await tg.start(simulator.run)
+        url = await tg.start(partial(serve_asgi, simulator.app, host=host, port=port))
+        task_status.started(url)
+
+
+async def serve_asgi(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve any ASGI `app` with hypercorn until cancelled; report ``http://HOST:PORT``."""
+    sock = _listen(host, port)
+    url = f"http://{_url_host(host)}:{sock.getsockname()[1]}"
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]  # hypercorn takes the socket over
+    config.loglevel = "WARNING"
+    config.graceful_timeout = 1.0
+    shutdown = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_hypercorn, app, config, shutdown.wait)
+        task_status.started(url)
+        try:
+            await anyio.sleep_forever()
+        finally:
+            # A graceful shutdown, not cancellation, lets hypercorn close its sockets cleanly.
+            shutdown.set()
+
+
+async def _hypercorn(app: Any, config: Config, trigger: Callable[[], Awaitable[Any]]) -> None:
+    # Shielded: hypercorn ends through its shutdown trigger, never by cancellation.
+    with anyio.CancelScope(shield=True):
+        if sniffio.current_async_library() == "trio":
+            from hypercorn.trio import serve as serve_trio
+
+            await serve_trio(app, config, shutdown_trigger=trigger)
+        else:
+            from hypercorn.asyncio import serve as serve_asyncio
+
+            await serve_asyncio(app, config, shutdown_trigger=trigger)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+@asynccontextmanager
+async def running(
+    simulator: Simulator, *, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[str]:
+    """Serve `simulator` for the duration of the block; yield its base URL::
+
+    async with running(Simulator(time_scale=100)) as url:
+        ...  # e.g. httpx.AsyncClient(base_url=url, headers={"x-api-key": "rdr_sim"})
+    """
+    async with anyio.create_task_group() as tg:
+        url = await tg.start(partial(serve, simulator, host=host, port=port))
+        try:
+            yield url
+        finally:
+            tg.cancel_scope.cancel()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobwatch sim", description="Run the local Reader API simulator."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 = any free port")
+    parser.add_argument("--api-key", default="rdr_sim", help="the accepted key (default rdr_sim)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    parser.add_argument("--tier", default="pro", choices=list(TIERS), help="plan (default pro)")
+    parser.add_argument(
+        "--faults",
+        default="",
+        type=_faults,
+        help="fault spec, e.g. 'drop_sse_after=5,webhook_dup_p=0.3' (see docs/simulator.md)",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="simulated seconds per real second (default 1)",
+    )
+    parser.add_argument(
+        "--page-interval",
+        type=float,
+        default=0.5,
+        help="mean simulated seconds per page (default 0.5)",
+    )
+    parser.add_argument(
+        "--page-failure-p",
+        type=float,
+        default=0.0,
+        help="probability that a page fails (default 0)",
+    )
+    parser.add_argument(
+        "--job-failure-p",
+        type=float,
+        default=0.0,
+        help="probability that a whole job fails (default 0)",
+    )
+    return parser
+
+
+def _faults(spec: str) -> Faults:
+    try:
+        return Faults.parse(spec)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``jobwatch sim``: serve a simulator until Ctrl-C; print ``listening on URL`` first."""
+    args = _parser().parse_args(argv)
+    try:
+        simulator = Simulator(
+            api_key=args.api_key,
+            seed=args.seed,
+            tier=args.tier,
+            faults=args.faults,
+            time_scale=args.time_scale,
+            page_interval=args.page_interval,
+            page_failure_p=args.page_failure_p,
+            job_failure_p=args.job_failure_p,
+        )
+    except ValueError as exc:
+        print(f"jobwatch sim: {exc}", file=sys.stderr)
+        return 2
+    try:
+        trio.run(_main, simulator, args.host, args.port)
+    except BaseException as exc:  # noqa: B036 - Ctrl-C arrives wrapped in exception groups
+        return _exit_code(exc, args.host, args.port)
+    return 0
+
+
+def _exit_code(exc: BaseException, host: str, port: int) -> int:
+    leaves = _leaves(exc)
+    if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+        return 0
+    oserrors = [leaf for leaf in leaves if isinstance(leaf, OSError)]
+    if oserrors:
+        print(f"jobwatch sim: cannot listen on {host}:{port}: {oserrors[0]}", file=sys.stderr)
+        return 1
+    raise exc
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+async def _main(simulator: Simulator, host: str, port: int) -> None:
+    async with running(simulator, host=host, port=port) as url:
+        print(f"listening on {url}", flush=True)
+        await anyio.sleep_forever()

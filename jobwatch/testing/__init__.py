@@ -1,0 +1,15 @@
+"""What users need to test their own code against jobwatch.
+
+- :class:`ScriptedTransport` delivers scripted events to a Watcher, with no network;
+  :func:`make_event` builds events with the keys the built-in providers give them.
+- The ``reader_sim`` pytest fixture serves the Reader simulator on a loopback port
+  (load it with ``pytest_plugins = ["jobwatch.testing"]``, or rely on the ``jobwatch``
+  pytest plugin that installing jobwatch registers).
+- :class:`StoreConformance` and :class:`TransportConformance` are suites a plugin's tests
+  subclass.
+"""
+
+from ._conformance import StoreConformance, TransportConformance
+from ._scripted import ScriptedTransport, make_event
+
+__all__ = ["ScriptedTransport", "StoreConformance", "TransportConformance", "make_event"]

@@ -1,0 +1,167 @@
+"""Conformance suites for plugin authors: subclass, provide a fixture, run with pytest.
+
+::
+
+    from jobwatch.testing import StoreConformance
+
+    class TestMyStore(StoreConformance):
+        @pytest.fixture
+        def make_store(self):
+            return lambda clock: MyStore(clock=clock)
+
+The built-in stores and transports run the same suites.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from .._config import Config
+from .._errors import ConfigError
+from .._events import EventKind
+from .._pipeline import decide
+from ..abc import JobState, Store, Transport
+from ._scripted import make_event
+
+__all__ = ["StoreConformance", "TransportConformance"]
+
+StoreFactory = Callable[[Callable[[], float]], Store]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.anyio
+class StoreConformance:
+    """Behaviour every Store must show. Provide ``make_store(clock) -> Store`` as a fixture;
+    ``clock`` is the time the store must expire dedup keys against."""
+
+    @pytest.fixture
+    def make_store(self) -> StoreFactory:
+        raise NotImplementedError("override the make_store fixture")
+
+    @pytest.fixture
+    def clock(self) -> _Clock:
+        return _Clock()
+
+    @pytest.fixture
+    async def store(self, make_store: StoreFactory, clock: _Clock) -> AsyncIterator[Store]:
+        store = make_store(clock)
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.aclose()
+
+    async def _record(self, store: Store, kind: str, job: str = "j1", **kw: Any) -> bool:
+        event = make_event(kind, job, **kw)
+        verdict = await store.record(job, lambda s: decide(s, event), ttl=60)
+        return verdict.event is not None
+
+    async def test_first_event_is_recorded_and_pending(self, store: Store) -> None:
+        assert await self._record(store, "started")
+        pending = await store.pending()
+        assert [e.key for e in pending] == ["j1:started#1"]
+
+    async def test_duplicate_key_is_dropped(self, store: Store) -> None:
+        assert await self._record(store, "progress", completed=3)
+        event = make_event("progress", "j2", completed=3, key="j1:progress:3")
+        verdict = await store.record("j2", lambda s: decide(s, event), ttl=60)
+        assert verdict.event is None and verdict.dropped == "duplicate"
+
+    async def test_key_expires_after_ttl(self, store: Store, clock: _Clock) -> None:
+        event = make_event("credit_low", None, key="workspace:credit_low:d1")
+        assert (await store.record(None, lambda s: decide(s, event), ttl=10)).event is not None
+        assert (await store.record(None, lambda s: decide(s, event), ttl=10)).event is None
+        clock.now += 11
+        assert (await store.record(None, lambda s: decide(s, event), ttl=10)).event is not None
+
+    async def test_state_is_saved_with_the_event(self, store: Store) -> None:
+        await self._record(store, "progress", completed=4, total=9)
+        state = await store.get_job("j1")
+        assert state is not None and (state.completed, state.total) == (4, 9)
+
+    async def test_ack_removes_from_inbox_in_order(self, store: Store) -> None:
+        for n in range(5):
+            await self._record(store, "progress", completed=n)
+        await store.ack("j1:progress:2#1")
+        keys = [e.key for e in await store.pending()]
+        assert keys == [f"j1:progress:{n}#1" for n in (0, 1, 3, 4)]
+
+    async def test_pending_events_round_trip(self, store: Store) -> None:
+        await self._record(store, "page", url="https://example.com/a", data={"markdown": "# a"})
+        (event,) = await store.pending()
+        assert event.kind is EventKind.PAGE and event.data["markdown"] == "# a"
+
+    async def test_active_jobs_are_watched_and_not_terminal(self, store: Store) -> None:
+        await store.put_job(JobState(job_id="a", watched=True))
+        await store.put_job(JobState(job_id="b", watched=True, terminal=True))
+        await store.put_job(JobState(job_id="c"))
+        assert [s.job_id for s in await store.active_jobs()] == ["a"]
+
+    async def test_put_and_get_job(self, store: Store) -> None:
+        state = JobState(job_id="x", run=2, completed=5, watched=True)
+        await store.put_job(state)
+        assert await store.get_job("x") == state
+        assert await store.get_job("nope") is None
+
+    async def test_checkpoints(self, store: Store) -> None:
+        assert await store.get_checkpoint("sse:workspace") is None
+        await store.put_checkpoint("sse:workspace", "42")
+        await store.put_checkpoint("sse:workspace", "43")
+        assert await store.get_checkpoint("sse:workspace") == "43"
+
+    async def test_terminal_state_survives(self, store: Store) -> None:
+        await store.put_job(JobState(job_id="j1", watched=True))
+        await self._record(store, "completed")
+        state = await store.get_job("j1")
+        assert state is not None and state.terminal and state.watched
+        assert await store.active_jobs() == []
+
+    async def test_concurrent_records_claim_a_key_once(self, store: Store) -> None:
+        results: list[bool] = []
+
+        async def one() -> None:
+            results.append(await self._record(store, "progress", completed=7))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(one)
+        assert results.count(True) == 1
+
+
+@pytest.mark.anyio
+class TransportConformance:
+    """Behaviour every Transport must show. Provide ``transport`` as a fixture returning a
+    new, not yet running instance."""
+
+    @pytest.fixture
+    def transport(self) -> Transport:
+        raise NotImplementedError("override the transport fixture")
+
+    def test_has_a_name(self, transport: Transport) -> None:
+        assert isinstance(transport.name, str) and transport.name
+
+    def test_push_is_a_bool(self, transport: Transport) -> None:
+        assert isinstance(transport.push, bool)
+
+    def test_watch_and_unwatch_before_running(self, transport: Transport) -> None:
+        transport.watch("job_x")
+        transport.unwatch("job_x")
+
+    def test_from_config_builds_an_instance(self, transport: Transport) -> None:
+        config = Config.from_mapping({"jobwatch": {}}, environ={})
+        try:
+            built = type(transport).from_config(config)
+        except ConfigError:
+            return  # a transport may need options the empty configuration lacks
+        assert isinstance(built, type(transport))

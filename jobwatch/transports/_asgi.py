@@ -1,0 +1,123 @@
+"""The webhook receiver as an ASGI 3 application, for any ASGI server on asyncio or trio.
+
+:class:`WebhookApp` answers the early checks (404, 405, 413 from ``Content-Length``, 415)
+before reading the body, reads at most ``max_body`` bytes of it, and hands the rest to the
+shared :class:`~jobwatch.transports._receiver.Receiver`. It answers ``lifespan`` messages so
+that a server may run it alone, and refuses websockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ._receiver import Receiver, Reply, normalize_headers
+
+__all__ = ["ASGIApp", "WebhookApp"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+def _path(scope: Scope) -> str:
+    # Mounted under a prefix, a server puts the prefix in root_path; the receiver's path is
+    # what follows it (some frameworks strip it from `path` already, some do not).
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        return path[len(root):] or "/"
+    return path
+
+
+def _length(headers: dict[str, str]) -> int | None:
+    value = headers.get("content-length", "")
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+class WebhookApp:
+    """An ASGI app around a :class:`Receiver`; ``receiver`` may be attached later.
+
+    Until the Watcher starts and attaches its receiver, every delivery is answered 503, so
+    that the sender retries (mounting the app before the Watcher runs is fine).
+    """
+
+    def __init__(self, receiver: Receiver | None = None) -> None:
+        self.receiver = receiver
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope.get("type")
+        if kind == "lifespan":
+            await _lifespan(receive, send)
+        elif kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        receiver = self.receiver
+        if receiver is None:
+            await _send(send, Reply(503, (("retry-after", "1"),), b"receiver not started\n"))
+            return
+        method: str = scope.get("method", "GET")
+        path = _path(scope)
+        headers = normalize_headers(
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())
+        )
+        early = receiver.check(method, path, headers, _length(headers))
+        if early is not None:
+            await _send(send, receiver.rejected(early))
+            return
+        try:
+            body = await _read_body(receive, receiver.max_body)
+        except _TooLarge:
+            too_large = receiver.check(method, path, headers, receiver.max_body + 1)
+            assert too_large is not None
+            await _send(send, receiver.rejected(too_large))
+            return
+        except _Disconnected:
+            return  # the sender gave up; it retries, and nothing was recorded
+        await _send(send, await receiver.handle(method, path, headers, body))
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send(send: Send, reply: Reply) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+    headers.append((b"content-length", str(len(reply.body)).encode()))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

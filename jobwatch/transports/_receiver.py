@@ -1,0 +1,197 @@
+"""The webhook receiver's request handling, shared by the ASGI app, the server and serverless.
+
+:meth:`Receiver.handle` takes one request — method, path, headers, body — and returns the
+:class:`Reply` to send. It checks, in this order, and answers:
+
+=====  =======================================================================
+404    the path is not the receiver's
+405    the method is not POST
+413    the body is larger than ``max_body``
+415    the content type is not JSON
+401    the signature is missing or wrong
+400    the signed timestamp is stale, in the future or malformed; the body does
+       not decode
+503    the events could not be recorded (the store failed): the sender retries
+200    the events are durably recorded (``{"ok": true, "duplicate": ...}``)
+=====  =======================================================================
+
+Nothing is dispatched before it is recorded, nothing that failed a check is dispatched, and
+no input makes it answer a 5xx or raise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple
+
+import anyio
+
+from .._errors import DecodeError, WebhookVerificationError
+from ..abc import TransportHost
+from ._signatures import Scheme
+
+__all__ = ["Reply", "Receiver", "normalize_headers"]
+
+log = logging.getLogger("jobwatch.webhook")
+
+#: The sender (Reader) gives up on an attempt after 10 s; answer 503 well before that.
+ANSWER_WITHIN = 8.0
+_RECENT_DELIVERIES = 10_000
+_JSON_TYPES = ("application/json",)
+
+
+class Reply(NamedTuple):
+    """What to answer: HTTP status, headers (lower-case names) and body."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+def _reply(status: int, payload: Mapping[str, object], *extra: tuple[str, str]) -> Reply:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return Reply(status, (("content-type", "application/json"), *extra), body)
+
+
+def _error(status: int, message: str, *extra: tuple[str, str]) -> Reply:
+    return _reply(status, {"ok": False, "error": message}, *extra)
+
+
+def normalize_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Headers with lower-case names; a repeated header's values joined by ``", "``."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.lower()
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether a Content-Type names JSON (``application/json`` or a ``+json`` type)."""
+    if content_type is None:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in _JSON_TYPES or (media.startswith("application/") and media.endswith("+json"))
+
+
+class Receiver:
+    """Checks, verifies, decodes and records webhook deliveries for one :class:`TransportHost`.
+
+    ``scheme`` verifies signatures (None: accept unsigned deliveries, which takes
+    ``allow_unsigned``); with ``allow_unsigned`` and a scheme, a delivery that carries no
+    signature header at all is accepted and one that carries a wrong signature is not.
+    ``path`` None accepts any path (a serverless platform has routed already). ``clock`` gives
+    unix time for the signatures' timestamp window.
+    """
+
+    def __init__(
+        self,
+        host: TransportHost | None,
+        *,
+        scheme: Scheme | None,
+        path: str | None = "/hooks/reader",
+        max_body: int = 1_048_576,
+        allow_unsigned: bool = False,
+        clock: Callable[[], float] = time.time,
+        name: str = "webhook",
+    ) -> None:
+        if scheme is None and not allow_unsigned:
+            raise ValueError("a receiver without a signature scheme needs allow_unsigned=True")
+        self.host = host
+        self.scheme = scheme
+        self.path = path
+        self.max_body = max_body
+        self.allow_unsigned = allow_unsigned
+        self._clock = clock
+        self._name = name
+        self._recent: OrderedDict[str, None] = OrderedDict()
+
+    async def handle(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        body: bytes,
+    ) -> Reply:
+        """Answer one request; never raises for any input (cancellation aside)."""
+        fields = normalize_headers(headers)
+        checked = self.check(method, path, fields, len(body))
+        if checked is not None:
+            return self.rejected(checked)
+        try:
+            self.verify(fields, body)
+        except WebhookVerificationError as exc:
+            return self.rejected(_error(exc.status, str(exc)))
+        return await self._record(fields, body)
+
+    def check(self, method: str, path: str, headers: Mapping[str, str],
+              length: int | None) -> Reply | None:
+        """The early answers (404, 405, 413, 415) that need no body, or None to go on."""
+        if self.path is not None and path != self.path:
+            return _error(404, f"no webhook receiver at {path!r}")
+        if method.upper() != "POST":
+            return _error(405, "webhook deliveries are POST requests", ("allow", "POST"))
+        if length is not None and length > self.max_body:
+            return _error(413, f"the body is larger than max_body ({self.max_body} bytes)")
+        if not is_json(headers.get("content-type")):
+            return _error(415, "webhook deliveries must have Content-Type: application/json")
+        return None
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        """Check the signature; raise WebhookVerificationError (401 or 400) if it fails."""
+        if self.scheme is None:
+            return
+        if self.allow_unsigned and not self.scheme.signed(headers):
+            return
+        self.scheme.verify(headers, body, now=self._clock())
+
+    def rejected(self, reply: Reply) -> Reply:
+        """Count and log a refused delivery; returns ``reply``."""
+        self._count("rejected")
+        log.info("webhook delivery rejected with %d: %s", reply.status, reply.body.decode())
+        return reply
+
+    async def _record(self, headers: Mapping[str, str], body: bytes) -> Reply:
+        host = self.host
+        if host is None:
+            return _error(503, "the webhook receiver is not running yet; retry later")
+        try:
+            delivery = host.provider.decode_webhook(headers, body, source=self._name)
+        except DecodeError as exc:
+            return self.rejected(_error(400, str(exc)))
+        except Exception as exc:  # a provider's bug on odd input is still the input's fault
+            log.exception("the %s provider failed to decode a webhook", host.provider.name)
+            return self.rejected(_error(400, f"the delivery could not be decoded: {exc!r}"))
+        ident = delivery.delivery_id
+        if ident is not None and ident in self._recent:
+            self._count("duplicates")
+            return _reply(200, {"ok": True, "duplicate": True})
+        with anyio.move_on_after(ANSWER_WITHIN) as scope:
+            try:
+                await host.deliver(delivery.events)
+            except Exception as exc:  # the sender must retry: the delivery was not recorded
+                log.warning("could not record a webhook delivery, answering 503: %s", exc)
+                self._count("unrecorded")
+                return _error(503, "the delivery could not be recorded; retry later")
+        if scope.cancelled_caught:
+            self._count("unrecorded")
+            return _error(503, "recording the delivery took too long; retry later")
+        self._remember(ident)
+        self._count("deliveries")
+        return _reply(200, {"ok": True, "duplicate": False})
+
+    def _remember(self, ident: str | None) -> None:
+        if ident is None:
+            return
+        self._recent[ident] = None
+        if len(self._recent) > _RECENT_DELIVERIES:
+            self._recent.popitem(last=False)
+
+    def _count(self, name: str) -> None:
+        if self.host is not None:
+            self.host.count(self._name, name)

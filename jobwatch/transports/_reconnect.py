@@ -1,0 +1,218 @@
+"""Reconnection of one event stream, as a sans-I/O state machine.
+
+:class:`Reconnector` follows one stream through its life: connection attempts, the frames it
+carries, the ways it ends, and the fallback to polling when the stream cannot be had. It reads
+no clock and does no I/O: the SSE transport's async shell tells it what happened (with ``now``
+from anyio's clock) and it answers with values — the headers to send, whether to reconcile,
+and a :class:`Plan` saying when to try again or whether to fall back::
+
+    machine = Reconnector(Backoff(initial=1.0, maximum=30.0), max_failures=5,
+                          probe_interval=60.0, rng=random.Random(7))
+    headers = machine.request_headers()            # Last-Event-ID once the server sent ids
+    opened = machine.opened()                      # 200 text/event-stream
+    machine.received()                             # a byte arrived: the stream is healthy
+    machine.event(event_id="42", retry_ms=None)    # one dispatched frame
+    plan = machine.ended(now, Cause.DROPPED)       # Plan(action=RECONNECT, at=now + ~1 s)
+
+Rules (WHATWG EventSource, plus what jobwatch adds):
+
+- ``id:`` sets the last event id, sent back as ``Last-Event-ID`` on the next connection; an
+  empty id clears it. ``retry:`` (milliseconds) sets the reconnection time.
+- A connection attempt *fails* when it ends before a single byte arrived. The delay before the
+  next attempt is ``base · multiplier^failures`` (``base`` is the server's ``retry:`` if it
+  sent one, else ``Backoff.initial``), capped at ``max(Backoff.maximum, retry)``, with up to
+  ``Backoff.jitter`` of it taken off at random — but never below the server's ``retry:``.
+  A 429 waits at least its ``Retry-After``.
+- ``max_failures`` failed attempts in a row, or an endpoint that does not serve a stream (404,
+  405, another 4xx, a content type that is not ``text/event-stream``), fall back to polling;
+  the stream is probed again every ``probe_interval`` seconds, and a probe that opens ends
+  the fallback. A 401 ends the stream: retrying with a refused key cannot succeed.
+- A connection that opens without sending ``Last-Event-ID`` cannot have been resumed, so its
+  jobs must be reconciled by one poll each; one that sent it is resumed by the server.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+
+import attrs
+
+__all__ = ["Action", "Backoff", "Cause", "Opened", "Plan", "Reconnector"]
+
+
+def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _at_least_one(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value >= 1.0:
+        raise ValueError(f"{attribute.name} must be >= 1, got {value!r}")
+
+
+def _fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{attribute.name} must be in [0, 1), got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Backoff:
+    """Exponential backoff with jitter: the delays between failed connection attempts."""
+
+    initial: float = attrs.field(default=1.0, validator=_positive)
+    maximum: float = attrs.field(default=30.0, validator=_positive)
+    multiplier: float = attrs.field(default=2.0, validator=_at_least_one)
+    jitter: float = attrs.field(default=0.5, validator=_fraction)
+
+
+class Cause(enum.Enum):
+    """Why a connection ended, as the async shell saw it."""
+
+    #: The server ended the response (a clean end of the body).
+    CLOSED = "closed"
+    #: The connection broke while the stream was being read.
+    DROPPED = "dropped"
+    #: Nothing arrived for the heartbeat timeout: the stream went silent.
+    STALLED = "stalled"
+    #: No response: connection refused, reset or timed out before the headers.
+    REFUSED = "refused"
+    #: An answer worth retrying: 5xx or 429.
+    RETRYABLE = "retryable"
+    #: The endpoint does not serve a stream: 404, 405, another 4xx, or not text/event-stream.
+    UNSUPPORTED = "unsupported"
+    #: 401: the API refused the credentials.
+    UNAUTHORIZED = "unauthorized"
+
+
+class Action(enum.Enum):
+    """What to do after a connection ended."""
+
+    RECONNECT = "reconnect"
+    FALLBACK = "fallback"
+    END = "end"
+
+
+@attrs.frozen(kw_only=True)
+class Plan:
+    """The answer to :meth:`Reconnector.ended`.
+
+    ``action`` says what to do, ``at`` when: the time of the next connection attempt for
+    ``RECONNECT``, of the next probe for ``FALLBACK`` (meanwhile, poll). ``fell_back`` is true
+    when this plan begins a fallback (it was streaming before), for the statistics and the log.
+    """
+
+    action: Action
+    at: float
+    fell_back: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Opened:
+    """The answer to :meth:`Reconnector.opened`.
+
+    ``reconcile``: the connection was not resumed with ``Last-Event-ID``, so what happened
+    while it was down must be learnt by polling. ``recovered``: this connection ends a fallback.
+    ``reconnected``: it follows an earlier connection (a reconnect, not the first open).
+    """
+
+    reconcile: bool
+    recovered: bool
+    reconnected: bool
+
+
+class Reconnector:
+    """The reconnection state of one stream; see the module docstring for the rules.
+
+    ``rng`` draws the jitter (inject a seeded ``random.Random`` for reproducible delays);
+    ``last_event_id`` resumes a stream whose position was saved before a restart.
+    """
+
+    def __init__(
+        self,
+        backoff: Backoff,
+        *,
+        max_failures: int,
+        probe_interval: float,
+        rng: random.Random | None = None,
+        last_event_id: str | None = None,
+    ) -> None:
+        if max_failures < 1:
+            raise ValueError(f"max_failures must be >= 1, got {max_failures!r}")
+        self.backoff = backoff
+        self.max_failures = max_failures
+        self.probe_interval = probe_interval
+        self._rng = rng if rng is not None else random.Random()
+        self.last_event_id: str = last_event_id or ""
+        #: The server's reconnection time (``retry:``), seconds; None until it sends one.
+        self.retry: float | None = None
+        #: Connection attempts in a row that ended before a byte arrived.
+        self.failures = 0
+        self.in_fallback = False
+        self._connections = 0
+        self._healthy = False
+
+    # -- what the shell reports -----------------------------------------------------------
+
+    def request_headers(self) -> dict[str, str]:
+        """Headers for the next connection attempt: ``Last-Event-ID`` once there is one."""
+        return {"last-event-id": self.last_event_id} if self.last_event_id else {}
+
+    def opened(self) -> Opened:
+        """The server answered 200 with ``text/event-stream``."""
+        result = Opened(reconcile=not self.last_event_id, recovered=self.in_fallback,
+                        reconnected=self._connections > 0)
+        self._connections += 1
+        self._healthy = False
+        self.in_fallback = False
+        return result
+
+    def received(self) -> None:
+        """Bytes arrived on the open stream (an event, a comment, a blank line)."""
+        if not self._healthy:
+            self._healthy = True
+            self.failures = 0
+
+    def event(self, *, event_id: str | None, retry_ms: int | None) -> None:
+        """A frame was dispatched with these ``id:`` / ``retry:`` values (None: absent)."""
+        if event_id is not None and "\0" not in event_id:
+            self.last_event_id = event_id
+        if retry_ms is not None and retry_ms >= 0:
+            self.retry = retry_ms / 1000.0
+
+    def ended(self, now: float, cause: Cause, *, retry_after: float | None = None) -> Plan:
+        """The connection (or attempt) ended for ``cause``; plan the next move."""
+        healthy, self._healthy = self._healthy, False
+        if cause is Cause.UNAUTHORIZED:
+            return Plan(action=Action.END, at=now)
+        if self.in_fallback or cause is Cause.UNSUPPORTED:
+            return self._fall_back(now)
+        if not healthy:
+            self.failures += 1
+            if self.failures >= self.max_failures:
+                return self._fall_back(now)
+        wait = self.delay()
+        if retry_after is not None:
+            wait = max(wait, retry_after)
+        return Plan(action=Action.RECONNECT, at=now + wait)
+
+    # -- the arithmetic -------------------------------------------------------------------
+
+    def delay(self) -> float:
+        """Seconds before the next attempt, after ``failures`` failed attempts in a row."""
+        base = self.retry if self.retry is not None else self.backoff.initial
+        ceiling = max(self.backoff.maximum, self.retry or 0.0)
+        try:
+            grown = base * self.backoff.multiplier**self.failures
+        except OverflowError:
+            grown = math.inf
+        bound = min(ceiling, grown)
+        jittered = bound * (1.0 - self.backoff.jitter * self._rng.random())
+        return max(jittered, self.retry or 0.0)
+
+    def _fall_back(self, now: float) -> Plan:
+        began = not self.in_fallback
+        self.in_fallback = True
+        self.failures = 0
+        return Plan(action=Action.FALLBACK, at=now + self.probe_interval, fell_back=began)

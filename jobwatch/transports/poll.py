@@ -1,0 +1,223 @@
+"""The ``poll`` transport: ask the API for each watched job's status, as rarely as will do.
+
+Each poll is the provider's cheapest status request (for Reader, ``GET /v1/jobs/{id}?limit=1``),
+made through :meth:`TransportHost.request` and so drawn from the Watcher's one request budget.
+The provider decodes the answer into a :class:`~jobwatch.abc.Snapshot` and the events since the
+previous snapshot of that job, which are delivered as authoritative. When to poll which job is
+decided by the sans-I/O :class:`~jobwatch.transports._schedule.PollSchedule` (see
+``docs/polling.md``).
+
+Errors stay per job: a 429 ``rate_limited`` defers the poll (the host pauses the whole budget
+for ``Retry-After``); ``concurrency_limited``, 5xx, network failures and undecodable answers
+back that job off exponentially; 401, 404 and other 4xx end that job's watch with the API's
+error, so that its ``watch()``/``wait()`` raise it — never the Watcher.
+
+Configuration, ``[jobwatch.poll]``::
+
+    interval = 2.0       # first gap between polls of a job, and the longest near its end
+    max_interval = 30.0  # longest gap otherwise (unless the budget cannot carry it)
+    rpm = 60             # the Watcher's request budget, shared by every request it makes
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from typing import Any
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup, TaskStatus
+
+from .._config import Config
+from .._errors import JobwatchError, NetworkError
+from .._values import Response, Snapshot
+from ..abc import Transport, TransportHost
+from ._budget import RequestBudget
+from ._schedule import PollSchedule
+
+__all__ = ["PollOptions", "PollTransport"]
+
+log = logging.getLogger("jobwatch.poll")
+
+#: Polls waiting on the budget or the network at once; more would only pin stale choices.
+MAX_IN_FLIGHT = 4
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class PollOptions:
+    """The ``[jobwatch.poll]`` table.
+
+    ``interval``: seconds between the first polls of a job, and the longest gap near its
+    predicted end. ``max_interval``: the longest gap otherwise. ``rpm``: requests per minute
+    the Watcher may make in all (polls, results, reconciles, stream openings); set it to your
+    plan's limit (Reader: free 10, pro 60, business 200, enterprise 1000).
+    """
+
+    interval: float = attrs.field(default=2.0, validator=_positive)
+    max_interval: float = attrs.field(default=30.0, validator=_positive)
+    rpm: int = attrs.field(default=60, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_interval < self.interval:
+            raise ValueError(
+                f"max_interval ({self.max_interval}) must be >= interval ({self.interval})"
+            )
+
+
+class PollTransport(Transport):
+    """Polls every watched job on a schedule that closes in on its predicted end.
+
+    ``rng`` seeds the schedule's jitter (tests). Counters in ``Watcher.statistics()``, under
+    ``transports["poll"]``: ``requests``, ``errors``, ``rate_limited``, ``ended``.
+    """
+
+    name = "poll"
+    push = False
+
+    def __init__(self, options: PollOptions | None = None, *,
+                 rng: random.Random | None = None) -> None:
+        self.options = options if options is not None else PollOptions()
+        self.schedule = PollSchedule(
+            interval=self.options.interval, max_interval=self.options.max_interval,
+            rpm=self.options.rpm, rng=rng,
+        )
+        self._snapshots: dict[str, Snapshot] = {}
+        self._arrived: set[str] = set()
+        self._in_flight = 0
+        self._wakeup: anyio.Event | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> PollTransport:
+        return cls(config.options("poll", PollOptions))
+
+    def watch(self, job_id: str) -> None:
+        if job_id not in self.schedule:
+            self._arrived.add(job_id)
+            self._wake()
+
+    def unwatch(self, job_id: str) -> None:
+        self._arrived.discard(job_id)
+        self.schedule.remove(job_id)
+        self._snapshots.pop(job_id, None)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep up to ``seconds``; a new job, a removed one or a finished poll cut it short."""
+        self._wakeup = anyio.Event()
+        with anyio.move_on_after(seconds):
+            await self._wakeup.wait()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def run(
+        self, host: TransportHost, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        budget = getattr(host, "budget", None)
+        async with anyio.create_task_group() as tg:
+            task_status.started()
+            while True:
+                await self._step(host, tg, budget if isinstance(budget, RequestBudget) else None)
+
+    async def _step(self, host: TransportHost, tg: TaskGroup, budget: RequestBudget | None
+                    ) -> None:
+        now = anyio.current_time()
+        for job_id in self._arrived:
+            self.schedule.add(job_id, now)
+        self._arrived.clear()
+        if self._in_flight >= MAX_IN_FLIGHT:
+            await self._sleep(math.inf)
+            return
+        # Choose only when the budget has room, so that a scarce budget goes to the most
+        # urgent job of that moment, not of the moment a poll was queued.
+        wait = 0.0 if budget is None else budget.delay(now)
+        job_id = self.schedule.pick(now) if wait <= 0 else None
+        if job_id is None:
+            due = self.schedule.next_due()
+            await self._sleep(max(wait, (math.inf if due is None else due - now), 0.0))
+            return
+        self._in_flight += 1
+        tg.start_soon(self._poll, host, job_id)
+        await anyio.lowlevel.checkpoint()
+
+    async def _poll(self, host: TransportHost, job_id: str) -> None:
+        try:
+            response = await self._request(host, job_id)
+        finally:
+            self._in_flight -= 1
+            self._wake()
+        if response is not None and job_id in self.schedule:
+            await self._handle(host, job_id, response)
+
+    async def _request(self, host: TransportHost, job_id: str) -> Response | None:
+        try:
+            response = await host.request(host.provider.status_request(job_id))
+        except NetworkError as exc:
+            host.count(self.name, "errors")
+            log.info("poll of job %s failed, backing off: %s", job_id, exc)
+            self.schedule.failed(job_id, anyio.current_time())
+            return None
+        host.count(self.name, "requests")
+        return response
+
+    # -- outcomes -----------------------------------------------------------------------------
+
+    async def _handle(self, host: TransportHost, job_id: str, response: Response) -> None:
+        now = anyio.current_time()
+        if not 200 <= response.status < 300:
+            self._refused(host, job_id, response, now)
+            return
+        try:
+            snapshot, events = host.provider.decode_status(
+                job_id, response, self._snapshots.get(job_id), source=self.name)
+        except JobwatchError as exc:
+            # DecodeError, or an error envelope behind a 2xx: retry later, it may pass.
+            host.count(self.name, "errors")
+            log.warning("poll of job %s: %s; retrying with backoff", job_id, exc)
+            self.schedule.failed(job_id, now)
+            return
+        self._snapshots[job_id] = snapshot
+        await host.deliver(events, authoritative=True)
+        self.schedule.observe(job_id, now, snapshot)
+
+    def _refused(self, host: TransportHost, job_id: str, response: Response, now: float) -> None:
+        error = host.provider.error_for(response)
+        verdict = classify(response.status, getattr(error, "code", None))
+        if verdict == "defer":
+            host.count(self.name, "rate_limited")
+            retry_after = getattr(error, "retry_after", None)
+            # The host paused the whole budget; the job simply waits its turn.
+            self.schedule.defer(job_id, now + (retry_after or 0.0))
+        elif verdict == "backoff":
+            host.count(self.name, "errors")
+            log.info("poll of job %s: %s; backing off", job_id, error)
+            self.schedule.failed(job_id, now)
+        else:
+            host.count(self.name, "ended")
+            self.unwatch(job_id)
+            host.end_job(job_id, error)
+
+
+def classify(status: int, code: str | None) -> str:
+    """What a non-2xx status answer means for the job: ``defer``, ``backoff`` or ``end``.
+
+    ``defer``: a 429 ``rate_limited`` (or a 429 without a code) — the budget pauses, the poll
+    is simply moved. ``backoff``: ``concurrency_limited``, 5xx, 408 — try again later.
+    ``end``: 401, 404 and any other 4xx — trying again cannot help.
+    """
+    if status == 429:
+        return "backoff" if code == "concurrency_limited" else "defer"
+    if status >= 500 or status == 408:
+        return "backoff"
+    return "end"
+

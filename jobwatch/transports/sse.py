@@ -1,0 +1,512 @@
+"""The ``sse`` transport: Server-Sent Events streams, as reliable as a webhook.
+
+Two scopes (``[jobwatch.sse] scope``):
+
+- ``job``: one stream per watched job (``Provider.job_stream_request``); it ends after the
+  job's terminal frame.
+- ``workspace``: one stream for every job (``Provider.workspace_stream_request``); the
+  Watcher's pipeline and dispatcher route its events, so 10,000 watched jobs cost one
+  connection.
+
+What makes a stream reliable (details in ``docs/streaming.md``):
+
+- **Reconnection** by :class:`~jobwatch.transports._reconnect.Reconnector`: exponential backoff
+  with jitter, the server's ``retry:`` honoured, ``Last-Event-ID`` sent once the server sent
+  ids, the last id checkpointed in the Store so a restarted process resumes where it stopped.
+- **A heartbeat watchdog**: ``heartbeat_timeout`` seconds without a byte (an event, or a
+  ``: ping`` comment, which httpx-sse does not surface — so the transport reads the text itself
+  and feeds httpx-sse's decoder) and the stream is reconnected.
+- **Reconcile**: a connection that was not resumed with ``Last-Event-ID`` (the first one, and
+  every reconnect to a server without ids, such as Reader) polls each of its watched jobs once,
+  within the request budget, so nothing that happened while it was down is lost.
+- **Fallback**: an endpoint that answers 404/405 (or another 4xx), a content type that is not
+  ``text/event-stream``, or ``max_failures`` failed attempts in a row degrade the stream's jobs
+  to polling every ``fallback_interval`` seconds; every ``probe_interval`` seconds the stream is
+  tried again, and the transport returns to it once it opens.
+- **Errors** of httpx and httpx-sse are translated into jobwatch's tree at this seam; a 401
+  ends the affected jobs (their ``wait()`` raises AuthenticationError) instead of retrying a
+  refused key forever.
+
+Counters in ``Watcher.statistics().transports["sse"]``: ``streams_opened``, ``reconnects``,
+``stalls``, ``fallbacks``, ``recoveries``, ``malformed``, ``events``, ``requests``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Iterable
+from typing import Literal
+
+import anyio
+import attrs
+import httpx
+from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+# The decoders are what httpx-sse's own EventSource uses; the transport drives them itself to
+# see every byte (comments included) for the heartbeat watchdog.
+from httpx_sse import ServerSentEvent
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+
+from .._config import Config
+from .._errors import ConfigError, DecodeError, JobwatchError, NetworkError, StreamError
+from .._events import JobEvent
+from ..abc import Capabilities, Request, Response, Transport, TransportHost
+from ._reconnect import Action, Backoff, Cause, Reconnector
+
+__all__ = ["SSEOptions", "SSETransport"]
+
+log = logging.getLogger("jobwatch.sse")
+
+_ERROR_BODY_LIMIT = 65_536
+_QUEUE = 1024
+
+
+def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class SSEOptions:
+    """The ``[jobwatch.sse]`` table.
+
+    Attributes:
+        scope: ``job`` (one stream per watched job) or ``workspace`` (one for all jobs).
+        heartbeat_timeout: seconds without a byte before the stream is taken as stalled and
+            reconnected (Reader pings every 30 s).
+        connect_timeout: seconds to wait for a connection to the server.
+        backoff_initial: the first delay before reconnecting, seconds (the server's ``retry:``
+            replaces it).
+        backoff_max: the longest delay between attempts, seconds.
+        max_failures: failed connection attempts in a row before falling back to polling.
+        fallback_interval: while fallen back, poll the stream's jobs every this many seconds.
+        probe_interval: while fallen back, try the stream again every this many seconds.
+        reconcile_on_watch: workspace scope: poll a job once when it is watched while the
+            stream is open, in case it changed before the stream could report it.
+    """
+
+    scope: Literal["job", "workspace"] = "job"
+    heartbeat_timeout: float = attrs.field(default=75.0, validator=_positive)
+    connect_timeout: float = attrs.field(default=10.0, validator=_positive)
+    backoff_initial: float = attrs.field(default=1.0, validator=_positive)
+    backoff_max: float = attrs.field(default=30.0, validator=_positive)
+    max_failures: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    fallback_interval: float = attrs.field(default=5.0, validator=_positive)
+    probe_interval: float = attrs.field(default=60.0, validator=_positive)
+    reconcile_on_watch: bool = True
+
+    def backoff(self) -> Backoff:
+        """The reconnection backoff these options describe."""
+        return Backoff(initial=self.backoff_initial,
+                       maximum=max(self.backoff_max, self.backoff_initial))
+
+
+@attrs.frozen(kw_only=True)
+class _Ending:
+    """How one connection ended: the cause for the state machine, the error for logs."""
+
+    cause: Cause
+    error: JobwatchError
+    retry_after: float | None = None
+
+
+@attrs.define(eq=False)
+class _Stream:
+    """One stream's identity and state: a job's own stream, or the workspace stream."""
+
+    job_id: str | None
+    request: Request
+    machine: Reconnector
+    scope: anyio.CancelScope = attrs.Factory(anyio.CancelScope)
+    open: bool = False
+
+    @property
+    def checkpoint(self) -> str:
+        return "sse:workspace" if self.job_id is None else f"sse:job:{self.job_id}"
+
+    @property
+    def label(self) -> str:
+        return "the workspace stream" if self.job_id is None else f"job {self.job_id}'s stream"
+
+
+@attrs.frozen(slots=True)
+class _Batch:
+    """Events decoded from one frame, with the stream position to checkpoint after them."""
+
+    events: list[JobEvent]
+    checkpoint: str
+    event_id: str | None
+
+
+class SSETransport(Transport):
+    """Watch jobs through Server-Sent Events streams; see the module docstring.
+
+    ``rng`` draws the reconnection jitter (seed it for reproducible tests).
+    """
+
+    name = "sse"
+    push = True
+
+    def __init__(self, options: SSEOptions | None = None, *,
+                 rng: random.Random | None = None) -> None:
+        self.options = options or SSEOptions()
+        self._rng = rng or random.Random()
+        self._host: TransportHost | None = None
+        self._tg: TaskGroup | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._send: MemoryObjectSendStream[_Batch] | None = None
+        self._scope: Literal["job", "workspace"] = self.options.scope
+        self._streams: dict[str | None, _Stream] = {}
+        self._pending: set[str] = set()
+        self._to_reconcile: dict[str, str] = {}
+        self._reconcile_wake = anyio.Event()
+
+    @classmethod
+    def from_config(cls, config: Config) -> SSETransport:
+        return cls(config.options("sse", SSEOptions))
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def run(
+        self, host: TransportHost, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        if self._host is not None:
+            raise RuntimeError("this SSETransport is already running; create another one")
+        self._host = host
+        self._scope = _pick_scope(self.options.scope, host.provider.capabilities,
+                                  host.provider.name)
+        send, receive = anyio.create_memory_object_stream[_Batch](_QUEUE)
+        self._send = send
+        try:
+            async with self._make_client(host) as client, anyio.create_task_group() as tg:
+                self._client, self._tg = client, tg
+                tg.start_soon(self._deliver_loop, receive)
+                tg.start_soon(self._reconcile_loop)
+                self._start_streams(host)
+                task_status.started()
+        finally:
+            self._host = self._tg = self._client = self._send = None
+            self._streams.clear()
+
+    def _make_client(self, host: TransportHost) -> httpx.AsyncClient:
+        timeout = httpx.Timeout(None, connect=self.options.connect_timeout)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=20)
+        return httpx.AsyncClient(base_url=host.base_url, headers=dict(host.provider.headers()),
+                                 timeout=timeout, limits=limits, follow_redirects=True)
+
+    def _start_streams(self, host: TransportHost) -> None:
+        if self._scope == "workspace":
+            request = host.provider.workspace_stream_request()
+            self._spawn(_Stream(job_id=None, request=request, machine=self._machine()))
+            return
+        for job_id in sorted(host.watched() | self._pending):
+            self.watch(job_id)
+        self._pending.clear()
+
+    def _machine(self) -> Reconnector:
+        return Reconnector(self.options.backoff(), max_failures=self.options.max_failures,
+                           probe_interval=self.options.probe_interval, rng=self._rng)
+
+    def _spawn(self, stream: _Stream) -> None:
+        assert self._tg is not None
+        self._streams[stream.job_id] = stream
+        self._tg.start_soon(self._run_stream, stream)
+
+    def watch(self, job_id: str) -> None:
+        if self._tg is None or self._host is None:
+            self._pending.add(job_id)
+        elif self._scope == "job":
+            if job_id not in self._streams:
+                request = self._host.provider.job_stream_request(job_id)
+                self._spawn(_Stream(job_id=job_id, request=request, machine=self._machine()))
+        elif self.options.reconcile_on_watch and self._workspace_open():
+            self._reconcile([job_id], "sse watch")
+
+    def _workspace_open(self) -> bool:
+        stream = self._streams.get(None)
+        return stream is not None and stream.open
+
+    def unwatch(self, job_id: str) -> None:
+        self._pending.discard(job_id)
+        stream = self._streams.pop(job_id, None) if self._scope == "job" else None
+        if stream is not None:
+            stream.scope.cancel()
+
+    # -- one stream, across its connections -----------------------------------------------
+
+    async def _run_stream(self, stream: _Stream) -> None:
+        host = self._require_host()
+        with stream.scope:
+            try:
+                saved = await host.store.get_checkpoint(stream.checkpoint)
+                if saved and not stream.machine.last_event_id:
+                    stream.machine.last_event_id = saved
+                await self._stream_loop(stream)
+            finally:
+                if self._streams.get(stream.job_id) is stream:
+                    del self._streams[stream.job_id]
+
+    async def _stream_loop(self, stream: _Stream) -> None:
+        host = self._require_host()
+        while True:
+            ending = await self._connect(stream)
+            if ending is None:
+                return  # the job's stream delivered its terminal frame
+            plan = stream.machine.ended(anyio.current_time(), ending.cause,
+                                        retry_after=ending.retry_after)
+            if plan.action is Action.END:
+                await self._refused(stream, ending.error)
+                if stream.job_id is not None:
+                    return
+            elif plan.action is Action.FALLBACK:
+                if plan.fell_back:
+                    host.count(self.name, "fallbacks")
+                    log.warning("%s: %s; falling back to polling, and trying the stream again "
+                                "in %g s", stream.label, ending.error, plan.at - _now())
+                await self._fallback(stream, until=plan.at)
+            else:
+                host.count(self.name, "reconnects")
+                log.info("%s: %s; reconnecting in %.2f s", stream.label, ending.error,
+                         max(0.0, plan.at - _now()))
+                await anyio.sleep_until(plan.at)
+
+    async def _refused(self, stream: _Stream, error: JobwatchError) -> None:
+        host = self._require_host()
+        jobs = [stream.job_id] if stream.job_id is not None else sorted(host.watched())
+        log.error("%s: %s; ending %d watched job(s)", stream.label, error, len(jobs))
+        for job_id in jobs:
+            host.end_job(job_id, error)
+        if stream.job_id is None:
+            # The workspace stream stays: try again later, for jobs watched since.
+            await anyio.sleep(self.options.probe_interval)
+
+    async def _fallback(self, stream: _Stream, *, until: float) -> None:
+        while True:
+            jobs = self._jobs_of(stream)
+            if jobs:
+                await self._poll(jobs, "sse fallback")
+            if _now() >= until:
+                return
+            await anyio.sleep(min(self.options.fallback_interval, until - _now()))
+
+    def _jobs_of(self, stream: _Stream) -> list[str]:
+        watched = self._require_host().watched()
+        if stream.job_id is None:
+            return sorted(watched)
+        return [stream.job_id] if stream.job_id in watched else []
+
+    # -- one connection -------------------------------------------------------------------
+
+    async def _connect(self, stream: _Stream) -> _Ending | None:
+        host, client = self._require_host(), self._client
+        assert client is not None
+        await host.spend()
+        host.count(self.name, "requests")
+        request = client.build_request(
+            stream.request.method, stream.request.path, params=dict(stream.request.params),
+            headers={**stream.request.headers, "accept": "text/event-stream",
+                     "cache-control": "no-store", **stream.machine.request_headers()},
+        )
+        response: httpx.Response | None = None
+        try:
+            with anyio.move_on_after(self.options.heartbeat_timeout):
+                response = await client.send(request, stream=True)
+            if response is None:
+                return _Ending(cause=Cause.STALLED, error=StreamError(
+                    f"{_where(request)} sent no response headers within "
+                    f"{self.options.heartbeat_timeout:g} s"))
+            refused = await self._check(response)
+            if refused is not None:
+                return refused
+            return await self._consume(stream, response)
+        except httpx.HTTPError as exc:
+            cause = Cause.DROPPED if stream.open else Cause.REFUSED
+            return _Ending(cause=cause, error=_network_error(request, exc))
+        finally:
+            stream.open = False
+            if response is not None:
+                with anyio.move_on_after(1.0, shield=True):
+                    await response.aclose()
+
+    async def _check(self, response: httpx.Response) -> _Ending | None:
+        """None if the response is an event stream; else how the attempt ended."""
+        status = response.status_code
+        if 200 <= status < 300:
+            kind = response.headers.get("content-type", "").partition(";")[0].strip()
+            if kind.lower() == "text/event-stream":
+                return None
+            return _Ending(cause=Cause.UNSUPPORTED, error=StreamError(
+                f"{_where(response.request)} answered {status} with content type "
+                f"{kind or 'none'!r}, not text/event-stream; is base_url right?"))
+        error = self._require_host().provider.error_for(await _error_response(response))
+        if status == 401:
+            return _Ending(cause=Cause.UNAUTHORIZED, error=error)
+        if status == 429 or status >= 500:
+            return _Ending(cause=Cause.RETRYABLE, error=error,
+                           retry_after=getattr(error, "retry_after", None))
+        return _Ending(cause=Cause.UNSUPPORTED, error=error)
+
+    async def _consume(self, stream: _Stream, response: httpx.Response) -> _Ending | None:
+        host = self._require_host()
+        stream.open = True
+        host.count(self.name, "streams_opened")
+        opened = stream.machine.opened()
+        if opened.recovered:
+            host.count(self.name, "recoveries")
+            log.warning("%s is back; leaving the polling fallback", stream.label)
+        if opened.reconcile:
+            reason = "sse reconnect" if opened.reconnected else "sse start"
+            self._reconcile(self._jobs_of(stream), reason)
+        return await self._read(stream, response)
+
+    async def _read(self, stream: _Stream, response: httpx.Response) -> _Ending | None:
+        """Read frames until the stream ends; None once a job's terminal frame arrived."""
+        timeout = self.options.heartbeat_timeout
+        lines, decoder = SSELineDecoder(), SSEDecoder()
+        ids = False
+        with anyio.CancelScope(deadline=_now() + timeout) as watchdog:
+            async for text in response.aiter_text():
+                watchdog.deadline = _now() + timeout
+                stream.machine.received()
+                for line in lines.decode(text):
+                    if not ids and (line.startswith("id:") or line == "id"):
+                        ids = True
+                    sse = decoder.decode(line)
+                    if sse is not None and await self._frame(stream, sse, ids, watchdog):
+                        return None
+            return _Ending(cause=Cause.CLOSED, error=StreamError(
+                f"{_where(response.request)}: the server closed the stream"))
+        self._require_host().count(self.name, "stalls")
+        return _Ending(cause=Cause.STALLED, error=StreamError(
+            f"{_where(response.request)}: no byte for {timeout:g} s (heartbeat timeout)"))
+
+    async def _frame(self, stream: _Stream, sse: ServerSentEvent, ids: bool,
+                     watchdog: anyio.CancelScope) -> bool:
+        """Handle one dispatched frame; True when it ended the job's stream."""
+        # httpx-sse reports "" when no id was seen; only a connection that carried `id:`
+        # lines may change the id (an empty one clears it, as WHATWG says).
+        event_id = sse.id if ids else None
+        stream.machine.event(event_id=event_id, retry_ms=sse.retry)
+        if not sse.data:
+            return False  # WHATWG: a frame without data dispatches nothing
+        events = self._decode(stream, sse.event or "message", sse.data)
+        if events is None:
+            return False
+        batch = _Batch(events, stream.checkpoint, event_id)
+        try:
+            self._require_send().send_nowait(batch)
+        except anyio.WouldBlock:
+            # Waiting for the pipeline is not silence on the wire: pause the watchdog.
+            watchdog.deadline = math.inf
+            await self._require_send().send(batch)
+            watchdog.deadline = _now() + self.options.heartbeat_timeout
+        return stream.job_id is not None and any(e.terminal for e in events)
+
+    def _decode(self, stream: _Stream, name: str, data: str) -> list[JobEvent] | None:
+        host = self._require_host()
+        try:
+            return host.provider.decode_stream_event(stream.job_id, name, data,
+                                                     source=self.name)
+        except DecodeError as exc:
+            host.count(self.name, "malformed")
+            log.warning("%s: dropped a malformed %r frame: %s", stream.label, name, exc)
+            return None
+
+    # -- delivery and reconciliation ------------------------------------------------------
+
+    async def _deliver_loop(self, receive: MemoryObjectReceiveStream[_Batch]) -> None:
+        host = self._require_host()
+        async with receive:
+            async for first in receive:
+                batches = [first]
+                while len(batches) < _QUEUE:
+                    try:
+                        batches.append(receive.receive_nowait())
+                    except anyio.WouldBlock:
+                        break
+                events = [event for batch in batches for event in batch.events]
+                await host.deliver(events)
+                host.count(self.name, "events", len(events))
+                positions = {b.checkpoint: b.event_id for b in batches if b.event_id is not None}
+                for name, value in positions.items():
+                    await host.store.put_checkpoint(name, value)
+
+    def _reconcile(self, job_ids: Iterable[str], reason: str) -> None:
+        for job_id in job_ids:
+            self._to_reconcile[job_id] = reason
+        if self._to_reconcile:
+            self._reconcile_wake.set()
+
+    async def _reconcile_loop(self) -> None:
+        host = self._require_host()
+        while True:
+            await self._reconcile_wake.wait()
+            self._reconcile_wake = anyio.Event()
+            jobs, self._to_reconcile = self._to_reconcile, {}
+            watched = host.watched()
+            for reason in sorted(set(jobs.values())):
+                await self._poll([j for j, r in jobs.items() if r == reason and j in watched],
+                                 reason)
+
+    async def _poll(self, job_ids: list[str], reason: str) -> None:
+        if not job_ids:
+            return
+        try:
+            await self._require_host().reconcile(job_ids, reason=reason)
+        except JobwatchError as exc:
+            log.warning("could not poll %d job(s) (%s): %s", len(job_ids), reason, exc)
+
+    # -- small helpers ---------------------------------------------------------------------
+
+    def _require_host(self) -> TransportHost:
+        if self._host is None:
+            raise RuntimeError("the SSE transport is not running")
+        return self._host
+
+    def _require_send(self) -> MemoryObjectSendStream[_Batch]:
+        if self._send is None:
+            raise RuntimeError("the SSE transport is not running")
+        return self._send
+
+
+def _now() -> float:
+    return anyio.current_time()
+
+
+def _pick_scope(wanted: Literal["job", "workspace"], caps: Capabilities,
+                provider: str) -> Literal["job", "workspace"]:
+    offered = {"job": caps.job_stream, "workspace": caps.workspace_stream}
+    if offered[wanted]:
+        return wanted
+    other: Literal["job", "workspace"] = "workspace" if wanted == "job" else "job"
+    if offered[other]:
+        log.warning("the %s provider has no %s stream; using its %s stream instead",
+                    provider, wanted, other)
+        return other
+    raise ConfigError(
+        f"[jobwatch.sse] the {provider} provider offers no event stream; use transport = "
+        f"\"poll\" or \"webhook\" with it"
+    )
+
+
+def _where(request: httpx.Request) -> str:
+    return f"GET {request.url.copy_with(query=None)}"
+
+
+def _network_error(request: httpx.Request, exc: httpx.HTTPError) -> NetworkError:
+    error = NetworkError(f"{_where(request)} failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+async def _error_response(response: httpx.Response) -> Response:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= _ERROR_BODY_LIMIT:
+            break
+    return Response(status=response.status_code, headers=dict(response.headers),
+                    body=bytes(body[:_ERROR_BODY_LIMIT]))

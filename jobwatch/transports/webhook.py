@@ -1,0 +1,182 @@
+"""The ``webhook`` transport: receive signed deliveries, record them, then dispatch.
+
+Configured by ``[jobwatch.webhook]`` (see :class:`WebhookOptions`). With ``listen`` set the
+transport serves its own receiver with hypercorn; without it, mount
+``watcher.asgi_app()`` in your own ASGI server, or run ``jobwatch listen``. Every delivery is
+verified (:mod:`._signatures`), decoded by the provider and recorded durably in the store
+before it is answered 2xx (:mod:`._receiver`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import attrs
+from anyio.abc import TaskStatus
+
+from .._config import Config, Secret
+from .._errors import ConfigError
+from .._registry import load
+from ..abc import Provider, Transport, TransportHost
+from ._asgi import ASGIApp, WebhookApp
+from ._receiver import Receiver
+from ._serve import serve_app
+from ._signatures import Scheme, scheme_class
+
+__all__ = ["WebhookOptions", "WebhookTransport", "parse_listen"]
+
+log = logging.getLogger("jobwatch.webhook")
+
+_LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>[0-9]{1,5})")
+
+
+@attrs.frozen(kw_only=True)
+class WebhookOptions:
+    """``[jobwatch.webhook]``.
+
+    - ``listen``: ``"HOST:PORT"`` to serve the receiver from the Watcher itself (port 0: any
+      free port); leave it out to mount ``watcher.asgi_app()`` in your own server.
+    - ``path``: where deliveries arrive.
+    - ``scheme``: the signature scheme (``reader``, ``standard-webhooks``, ``github``,
+      ``stripe``); default: the provider's.
+    - ``secrets``: the signing secrets; several while rotating, any one verifies.
+    - ``allow_unsigned``: accept deliveries without a signature (never in production).
+    - ``tolerance``: seconds a signed timestamp may be off, in both directions.
+    - ``max_body``: the largest body accepted, in bytes.
+    """
+
+    listen: str | None = None
+    path: str = "/hooks/reader"
+    scheme: str | None = None
+    secrets: tuple[Secret, ...] = ()
+    allow_unsigned: bool = False
+    tolerance: float = 300.0
+    max_body: int = 1_048_576
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (``"[::1]:8787"`` for IPv6) as ``(host, port)``; ConfigError if bad."""
+    match = _LISTEN.fullmatch(value.strip())
+    port = int(match["port"]) if match else -1
+    if match is None or not 0 <= port <= 65535:
+        raise ConfigError(
+            f"[jobwatch.webhook] listen must be 'HOST:PORT' (e.g. '127.0.0.1:8787', "
+            f"'[::1]:8787', port 0 for any free port), got {value!r}"
+        )
+    return match["v6"] or match["host"], port
+
+
+def _check(options: WebhookOptions) -> None:
+    if not options.path.startswith("/"):
+        raise ConfigError(f"[jobwatch.webhook] path must begin with '/', got {options.path!r}")
+    if not options.tolerance > 0:
+        raise ConfigError("[jobwatch.webhook] tolerance must be > 0 seconds")
+    if options.max_body <= 0:
+        raise ConfigError("[jobwatch.webhook] max_body must be > 0 bytes")
+    if not options.secrets and not options.allow_unsigned:
+        raise ConfigError(
+            "[jobwatch.webhook] secrets is empty: set secrets = [\"${READER_WEBHOOK_SECRET}\"] "
+            "(the webhook's signing secret), or allow_unsigned = true for local testing only"
+        )
+    if options.listen is not None:
+        parse_listen(options.listen)
+
+
+def build_scheme(options: WebhookOptions, default: str) -> Scheme | None:
+    """The verifier the options ask for; None when no secret is configured (unsigned)."""
+    kind = scheme_class(options.scheme or default)
+    if not options.secrets:
+        return None
+    return kind([s.reveal() for s in options.secrets], tolerance=options.tolerance)
+
+
+class WebhookTransport(Transport):
+    """Receives webhook deliveries; the only push transport that needs no open connection.
+
+    After :meth:`run` has started, ``bound_url`` is the base URL the transport's own server
+    listens on (``listen`` configured) and :attr:`url` the full receiver URL.
+    """
+
+    name = "webhook"
+    push = True
+
+    def __init__(
+        self,
+        options: WebhookOptions | None = None,
+        *,
+        default_scheme: str = "standard-webhooks",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.options = options if options is not None else WebhookOptions(allow_unsigned=True)
+        _check(self.options)
+        self.scheme = build_scheme(self.options, default_scheme)
+        self._clock = clock
+        self._app = WebhookApp()
+        self.bound_url: str | None = None
+        self.receiver: Receiver | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> WebhookTransport:
+        options = config.options("webhook", WebhookOptions)
+        default = "standard-webhooks"
+        if options.scheme is None:
+            default = load("provider", config.provider, Provider).capabilities.webhook_scheme
+        return cls(options, default_scheme=default)
+
+    @property
+    def url(self) -> str | None:
+        """The receiver's full URL once its own server listens, else None."""
+        return None if self.bound_url is None else self.bound_url + self.options.path
+
+    def asgi_app(self) -> ASGIApp:
+        """The receiver as an ASGI app; it answers 503 until :meth:`run` has started."""
+        return self._app
+
+    async def run(
+        self, host: TransportHost, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        self.receiver = Receiver(
+            host, scheme=self.scheme, path=self.options.path, max_body=self.options.max_body,
+            allow_unsigned=self.options.allow_unsigned, clock=self._clock, name=self.name,
+        )
+        self._warn_unsigned()
+        self._app.receiver = self.receiver
+        try:
+            if self.options.listen is None:
+                task_status.started()
+                await anyio.sleep_forever()
+            await self._serve(task_status)
+        finally:
+            self._app.receiver = None
+
+    async def _serve(self, task_status: TaskStatus[None]) -> None:
+        assert self.options.listen is not None
+        address, port = parse_listen(self.options.listen)
+        async with anyio.create_task_group() as tg:
+            self.bound_url = await tg.start(serve_app, self._app, address, port)
+            log.info("webhook receiver listening on %s", self.url)
+            task_status.started()
+
+    def _warn_unsigned(self) -> None:
+        if not self.options.allow_unsigned:
+            return
+        if self.scheme is None:
+            log.warning("UNSIGNED webhook receiver: [jobwatch.webhook] has no secrets and "
+                        "allow_unsigned = true, so anyone who can reach %s can inject job "
+                        "events; configure secrets before exposing it", self.options.path)
+        else:
+            log.warning("[jobwatch.webhook] allow_unsigned = true: deliveries without a "
+                        "signature are accepted (signed ones are still verified)")
+
+    def describe(self) -> dict[str, Any]:
+        """Non-secret facts for ``jobwatch doctor``."""
+        return {
+            "listen": self.options.listen, "path": self.options.path,
+            "scheme": None if self.scheme is None else self.scheme.name,
+            "secrets": len(self.options.secrets), "allow_unsigned": self.options.allow_unsigned,
+        }

@@ -1,0 +1,229 @@
+"""A small scriptable SSE server for the SSE transport's tests, served on a loopback port.
+
+``FakeReader`` speaks just enough of Reader's API: ``GET /v1/jobs/{id}`` (the snapshot the
+test set), ``GET /v1/jobs/{id}/stream`` and ``GET /v1/events``. Unlike Reader (and unlike the
+simulator) it can send ``id:`` and ``retry:`` fields and replay from ``Last-Event-ID``, drop
+every connection after a few frames, or refuse the stream (404, 405, text/html, 401).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import attrs
+import sniffio
+from hypercorn.config import Config as HypercornConfig
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+@attrs.define
+class Frame:
+    """One SSE event as the server writes it; ``job_id`` None = a workspace frame."""
+
+    event: str
+    data: str
+    id: str | None = None
+    job_id: str | None = None
+
+    def encode(self, retry_ms: int | None) -> bytes:
+        lines = [f"id: {self.id}"] if self.id is not None else []
+        if retry_ms is not None:
+            lines.append(f"retry: {retry_ms}")
+        lines += [f"event: {self.event}", f"data: {self.data}"]
+        return ("\n".join(lines) + "\n\n").encode()
+
+
+@attrs.define
+class FakeReader:
+    """A scriptable ASGI server; tests change its attributes while it serves.
+
+    ``stream_mode``: ``"sse"`` serves streams, an int answers that status with a Reader error
+    envelope, ``"html"`` answers 200 text/html. ``drop_after``: close each stream connection
+    abruptly after this many frames. ``replay``: honour Last-Event-ID (ids are the frames'
+    positions). ``retry_ms``: a ``retry:`` field on every frame.
+    """
+
+    snapshots: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    frames: list[Frame] = attrs.Factory(list)
+    stream_mode: str | int = "sse"
+    drop_after: int | None = None
+    replay: bool = True
+    retry_ms: int | None = None
+    ping_every: float = 0.05
+    last_event_ids: list[str | None] = attrs.Factory(list)
+    stream_opens: list[float] = attrs.Factory(list)
+    polls: dict[str, int] = attrs.Factory(dict)
+    _changed: anyio.Event = attrs.Factory(anyio.Event)
+
+    def add(self, event: str, payload: dict[str, Any], *, job_id: str | None = None,
+            with_id: bool = True, raw: str | None = None) -> None:
+        """Append a frame (its id is its position, from 1) and wake every open stream."""
+        data = raw if raw is not None else json.dumps(payload)
+        ident = str(len(self.frames) + 1) if with_id else None
+        self.frames.append(Frame(event=event, data=data, id=ident, job_id=job_id))
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        path: str = scope["path"]
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        if path == "/v1/events":
+            await self._stream(None, headers, receive, send)
+        elif path.startswith("/v1/jobs/") and path.endswith("/stream"):
+            await self._stream(path.split("/")[3], headers, receive, send)
+        elif path.startswith("/v1/jobs/"):
+            await self._poll(path.split("/")[3], send)
+        else:
+            await _json(send, 404, _error("not_found", "no such route"))
+
+    async def _poll(self, job_id: str, send: Send) -> None:
+        self.polls[job_id] = self.polls.get(job_id, 0) + 1
+        snapshot = self.snapshots.get(job_id)
+        if snapshot is None:
+            await _json(send, 404, _error("not_found", "Job not found"))
+            return
+        data = {"id": job_id, "mode": "batch", "creditsUsed": 0, "error": None,
+                "results": [], "startedAt": None, "completedAt": None,
+                "createdAt": "2026-01-01T00:00:00Z", **snapshot}
+        await _json(send, 200, {"success": True, "data": data,
+                                "pagination": {"total": 0, "skip": 0, "limit": 1,
+                                               "hasMore": False}})
+
+    async def _stream(self, job_id: str | None, headers: dict[str, str], receive: Receive,
+                      send: Send) -> None:
+        self.last_event_ids.append(headers.get("last-event-id"))
+        self.stream_opens.append(anyio.current_time())
+        if self.stream_mode == "html":
+            await _send(send, 200, b"<html>no stream here</html>", b"text/html")
+            return
+        if isinstance(self.stream_mode, int):
+            codes = {401: "unauthenticated", 404: "not_found", 405: "method_not_allowed"}
+            body = _error(codes.get(self.stream_mode, "internal_error"), "refused")
+            await _json(send, self.stream_mode, body)
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        start = self._start(headers.get("last-event-id"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+            await self._write(job_id, start, send)
+            tg.cancel_scope.cancel()
+
+    def _start(self, last_event_id: str | None) -> int:
+        if self.replay and last_event_id and last_event_id.isdigit():
+            return int(last_event_id)
+        return len(self.frames)  # a server without replay sends only what comes next
+
+    async def _write(self, job_id: str | None, position: int, send: Send) -> None:
+        sent = 0
+        while True:
+            while position < len(self.frames):
+                frame = self.frames[position]
+                position += 1
+                if frame.job_id != job_id:
+                    continue
+                if self.drop_after is not None and sent >= self.drop_after:
+                    return  # an unfinished body: the client sees the connection drop
+                await _body(send, frame.encode(self.retry_ms))
+                sent += 1
+                if job_id is not None and frame.event == "done":
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+            with anyio.move_on_after(self.ping_every):
+                await self._changed.wait()
+            if position >= len(self.frames):
+                await _body(send, b": ping\n\n")
+
+
+async def _body(send: Send, data: bytes) -> None:
+    await send({"type": "http.response.body", "body": data, "more_body": True})
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"success": False, "error": {"code": code, "message": message,
+                                        "docsUrl": "https://reader.dev/docs"}}
+
+
+async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
+    await _send(send, status, json.dumps(body).encode(), b"application/json")
+
+
+async def _send(send: Send, status: int, body: bytes, kind: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", kind),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+@asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app with hypercorn on 127.0.0.1, port 0; yield its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.setblocking(False)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    config = HypercornConfig()
+    config.bind = [f"fd://{sock.detach()}"]
+    config.loglevel = "WARNING"
+    config.graceful_timeout = 0.5
+    shutdown = anyio.Event()
+
+    async def serve() -> None:
+        if sniffio.current_async_library() == "trio":
+            from hypercorn.trio import serve as serve_trio
+
+            await serve_trio(app, config, shutdown_trigger=shutdown.wait)
+        else:
+            from hypercorn.asyncio import serve as serve_asyncio
+
+            await serve_asyncio(app, config, shutdown_trigger=shutdown.wait)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve)
+        await _until_listening(url)
+        try:
+            yield url
+        finally:
+            shutdown.set()
+
+
+async def _until_listening(url: str) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url) as client:
+        for _ in range(200):
+            try:
+                await client.get("/ready")
+                return
+            except httpx.TransportError:
+                await anyio.sleep(0.01)
+    raise RuntimeError(f"the test server at {url} did not start")

@@ -1,0 +1,353 @@
+"""The receiver behind a real Watcher: exact statuses, dedup, 503 on store failure, fuzzing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from _webhook_helpers import PATH, SECRET, config, delivery, receiving, until
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import jobwatch
+from jobwatch.abc import JobState, Verdict
+from jobwatch.stores.memory import MemoryStore
+from jobwatch.transports._asgi import WebhookApp
+from jobwatch.transports._receiver import is_json
+from jobwatch.transports.webhook import WebhookTransport, parse_listen
+
+pytestmark = pytest.mark.anyio
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose ``record`` fails while ``broken`` is set."""
+
+    broken = False
+
+    async def record(self, job_id: str | None, decide: Callable[[JobState | None], Verdict], *,
+                     ttl: float) -> Verdict:
+        if self.broken:
+            raise jobwatch.JobwatchError("the store is down")
+        return await super().record(job_id, decide, ttl=ttl)
+
+
+async def test_a_signed_delivery_is_recorded_then_dispatched_once() -> None:
+    async with receiving() as running, running.client() as client:
+        headers, body = delivery()
+        first = await client.post(PATH, content=body, headers=headers)
+        again = await client.post(PATH, content=body, headers=headers)
+        await until(lambda: len(running.events) == 1)
+        await anyio.sleep(0.05)
+    assert (first.status_code, first.json()) == (200, {"ok": True, "duplicate": False})
+    assert (again.status_code, again.json()) == (200, {"ok": True, "duplicate": True})
+    assert [e.kind for e in running.events] == [jobwatch.EventKind.COMPLETED]
+    assert running.events[0].source == "webhook"
+    stats = running.watcher.statistics().transports["webhook"]
+    assert stats["deliveries"] == 1 and stats["duplicates"] == 1
+
+
+async def test_same_fact_under_another_delivery_id_is_deduplicated() -> None:
+    async with receiving() as running, running.client() as client:
+        for ident in ("d-1", "d-2"):
+            headers, body = delivery(delivery_id=ident)
+            assert (await client.post(PATH, content=body, headers=headers)).status_code == 200
+        await until(lambda: len(running.events) == 1)
+        await anyio.sleep(0.05)
+    assert len(running.events) == 1
+    assert running.watcher.statistics().duplicates == 1
+
+
+def _signed(**kw: Any) -> tuple[dict[str, str], bytes]:
+    return delivery(**kw)
+
+
+CASES: list[tuple[str, str, str, Callable[[], tuple[dict[str, str], bytes]], int]] = [
+    ("wrong path", "POST", "/hooks/other", _signed, 404),
+    ("GET", "GET", PATH, _signed, 405),
+    ("PUT", "PUT", PATH, _signed, 405),
+    ("too large", "POST", PATH, lambda: _signed(body=b"{" + b" " * 2000 + b"}"), 413),
+    ("text/plain", "POST", PATH,
+     lambda: ({**_signed()[0], "content-type": "text/plain"}, _signed()[1]), 415),
+    ("form", "POST", PATH,
+     lambda: ({**_signed()[0], "content-type": "application/x-www-form-urlencoded"},
+              _signed()[1]), 415),
+    ("no signature", "POST", PATH,
+     lambda: ({"content-type": "application/json", "x-reader-event": "job.completed"},
+              _signed()[1]), 401),
+    ("wrong secret", "POST", PATH, lambda: _signed(secret="not-the-secret-0123456"), 401),
+    ("tampered", "POST", PATH, lambda: (_signed()[0], _signed()[1] + b" "), 401),
+    ("stale", "POST", PATH, lambda: _signed(now=time.time() - 3600), 400),
+    ("future", "POST", PATH, lambda: _signed(now=time.time() + 3600), 400),
+    ("bad json", "POST", PATH, lambda: _signed(body=b"{not json"), 400),
+    ("json array", "POST", PATH, lambda: _signed(body=b"[1, 2]"), 400),
+    ("unknown event", "POST", PATH, lambda: _signed(event="job.exploded"), 400),
+    ("no job id", "POST", PATH, lambda: _signed(payload={"status": "completed"}), 400),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "make", "status"),
+                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+async def test_exact_statuses(method: str, path: str,
+                              make: Callable[[], tuple[dict[str, str], bytes]],
+                              status: int) -> None:
+    async with receiving(config(max_body=1024)) as running, running.client() as client:
+        headers, body = make()
+        via_app = await client.request(method, path, content=body, headers=headers)
+        receiver = running.transport.receiver
+        assert receiver is not None
+        via_handler = await receiver.handle(method, path, headers, body)
+        await anyio.sleep(0.05)
+    assert via_app.status_code == status, via_app.text
+    assert via_handler.status == status
+    assert via_app.json()["ok"] is False
+    assert SECRET not in via_app.text
+    assert running.events == []
+    if status == 405:
+        assert via_app.headers["allow"] == "POST"
+
+
+async def test_content_length_over_the_limit_is_refused_before_reading() -> None:
+    received: list[dict[str, Any]] = []
+    async with receiving(config(max_body=1024)) as running:
+        app: Any = running.watcher.asgi_app()
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            received.append({})
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": PATH, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", b"999999")]}
+        await app(scope, receive, send)
+    assert sent[0]["status"] == 413 and received == []
+
+
+async def test_a_body_streamed_past_the_limit_is_413() -> None:
+    async with receiving(config(max_body=100)) as running:
+        app: Any = running.watcher.asgi_app()
+        sent: list[dict[str, Any]] = []
+        chunks = iter([b"{" + b" " * 60, b" " * 60 + b"}"])
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": next(chunks), "more_body": True}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": PATH,
+                 "headers": [(b"content-type", b"application/json")]}
+        await app(scope, receive, send)
+    assert sent[0]["status"] == 413
+
+
+async def test_a_store_failure_answers_503_and_the_retry_is_dispatched() -> None:
+    store = FlakyStore()
+    async with receiving(store=store) as running, running.client() as client:
+        headers, body = delivery()
+        store.broken = True
+        failed = await client.post(PATH, content=body, headers=headers)
+        await anyio.sleep(0.05)
+        assert running.events == []
+        store.broken = False
+        retried = await client.post(PATH, content=body, headers=headers)
+        await until(lambda: len(running.events) == 1)
+    assert failed.status_code == 503 and retried.status_code == 200
+    assert retried.json() == {"ok": True, "duplicate": False}
+
+
+async def test_the_app_answers_503_until_the_watcher_runs() -> None:
+    transport = WebhookTransport.from_config(config())
+    app: Any = transport.asgi_app()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://hook") as client:
+        headers, body = delivery()
+        reply = await client.post(PATH, content=body, headers=headers)
+    assert reply.status_code == 503
+
+
+async def test_mounted_under_a_prefix() -> None:
+    async with receiving() as running:
+        app: Any = running.watcher.asgi_app()
+        sent: list[dict[str, Any]] = []
+        headers, body = delivery()
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/api" + PATH, "root_path": "/api",
+                 "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+        await app(scope, receive, send)
+        await until(lambda: len(running.events) == 1)
+    assert sent[0]["status"] == 200
+
+
+async def test_lifespan_and_websocket_scopes() -> None:
+    app = WebhookApp()
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app({"type": "lifespan"}, receive, send)
+    await app({"type": "websocket", "path": PATH}, receive, send)
+    assert [m["type"] for m in sent] == [
+        "lifespan.startup.complete", "lifespan.shutdown.complete", "websocket.close"]
+
+
+# -- unsigned receivers ------------------------------------------------------------------
+
+
+async def test_unsigned_receiver_warns_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="jobwatch.webhook")
+    cfg = config(secrets=[], allow_unsigned=True)
+    async with receiving(cfg) as running, running.client() as client:
+        headers, body = delivery()
+        headers.pop("x-reader-signature")
+        reply = await client.post(PATH, content=body, headers=headers)
+        await until(lambda: len(running.events) == 1)
+    assert reply.status_code == 200
+    assert any("UNSIGNED" in r.message for r in caplog.records)
+
+
+async def test_allow_unsigned_with_secrets_still_rejects_a_wrong_signature() -> None:
+    cfg = config(allow_unsigned=True)
+    async with receiving(cfg) as running, running.client() as client:
+        headers, body = delivery(secret="wrong-secret-0123456789")
+        wrong = await client.post(PATH, content=body, headers=headers)
+        del headers["x-reader-signature"], headers["x-reader-timestamp"]
+        unsigned = await client.post(PATH, content=body, headers=headers)
+    assert (wrong.status_code, unsigned.status_code) == (401, 200)
+
+
+# -- configuration -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("table", "match"), [
+    ({"secrets": []}, "secrets is empty"),
+    ({"scheme": "svix"}, "known schemes: github, reader, standard-webhooks, stripe"),
+    ({"listen": "localhost"}, "HOST:PORT"),
+    ({"listen": "127.0.0.1:99999"}, "HOST:PORT"),
+    ({"path": "hooks"}, "path must begin"),
+    ({"tolerance": 0}, "tolerance"),
+    ({"max_body": 0}, "max_body"),
+    ({"secrets": "one"}, r"\[jobwatch.webhook\]"),
+    ({"secret": "x"}, "secret"),
+])
+def test_configuration_errors(table: dict[str, Any], match: str) -> None:
+    with pytest.raises(jobwatch.ConfigError, match=match):
+        WebhookTransport.from_config(config(**table))
+
+
+def test_scheme_defaults_to_the_providers() -> None:
+    transport = WebhookTransport.from_config(config())
+    assert transport.scheme is not None and transport.scheme.name == "reader"
+    assert SECRET not in repr(transport.describe())
+
+
+def test_parse_listen() -> None:
+    assert parse_listen("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert parse_listen("[::1]:8787") == ("::1", 8787)
+    assert parse_listen("localhost:80") == ("localhost", 80)
+
+
+def test_json_content_types() -> None:
+    assert is_json("application/json; charset=utf-8")
+    assert is_json("Application/JSON")
+    assert is_json("application/cloudevents+json")
+    assert not is_json("text/json-ish") and not is_json(None) and not is_json("")
+
+
+# -- arbitrary input ---------------------------------------------------------------------
+
+_TOKEN = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-0123456789", min_size=1, max_size=20)
+_VALUE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80)
+_NAMES = st.one_of(_TOKEN, st.sampled_from([
+    "content-type", "content-length", "x-reader-signature", "x-reader-timestamp",
+    "x-reader-event", "x-reader-delivery"]))
+_HEADERS = st.dictionaries(_NAMES, _VALUE, max_size=8).map(
+    lambda h: {k: v for k, v in h.items() if k != "content-length"})
+_REQUEST = st.fixed_dictionaries({
+    "method": st.sampled_from(["POST", "GET", "PUT", "DELETE", "PATCH"]),
+    "path": st.one_of(st.just(PATH), st.just("/"), st.text(max_size=30).map(lambda p: "/" + p)),
+    "headers": st.one_of(
+        _HEADERS,
+        _HEADERS.map(lambda h: {**h, "content-type": "application/json"}),
+        _HEADERS.map(lambda h: {**h, **delivery()[0]}),
+    ),
+    "body": st.one_of(st.binary(max_size=300), st.just(delivery()[1]),
+                      st.recursive(st.none() | st.integers() | st.text(max_size=10),
+                                   lambda c: st.lists(c, max_size=3)
+                                   | st.dictionaries(st.text(max_size=8), c, max_size=3),
+                                   max_leaves=8).map(lambda v: json.dumps(v).encode())),
+})
+
+_FUZZ = settings(max_examples=60, deadline=None,
+                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@_FUZZ
+@given(requests=st.lists(_REQUEST, min_size=1, max_size=6))
+async def test_arbitrary_requests_through_the_handler(requests: list[dict[str, Any]]) -> None:
+    async with receiving() as running:
+        receiver = running.transport.receiver
+        assert receiver is not None
+        for request in requests:
+            reply = await receiver.handle(**request)
+            assert reply.status in (400, 401, 404, 405, 413, 415), reply
+        await anyio.sleep(0)
+    assert running.events == []
+
+
+@_FUZZ
+@given(requests=st.lists(_REQUEST, min_size=1, max_size=6))
+async def test_arbitrary_requests_through_the_asgi_app(requests: list[dict[str, Any]]) -> None:
+    async with receiving() as running, running.client() as client:
+        for request in requests:
+            reply = await client.request(request["method"], request["path"],
+                                         headers=request["headers"], content=request["body"])
+            assert reply.status_code in (400, 401, 404, 405, 413, 415), reply.text
+        await anyio.sleep(0)
+    assert running.events == []
+
+
+_PAYLOAD = st.fixed_dictionaries({}, optional={
+    "jobId": st.one_of(st.text(max_size=8), st.integers(), st.none()),
+    "status": st.one_of(st.sampled_from(["queued", "processing", "completed", "failed",
+                                         "cancelled", "aborted"]), st.integers()),
+    "completed": st.one_of(st.integers(min_value=-3, max_value=5), st.text(max_size=3)),
+    "total": st.one_of(st.integers(min_value=-3, max_value=5), st.none()),
+    "url": st.one_of(st.text(max_size=10), st.integers()),
+    "error": st.one_of(st.none(), st.text(max_size=5)),
+})
+
+
+@_FUZZ
+@given(event=st.one_of(st.sampled_from(["job.started", "job.page", "job.completed",
+                                        "job.failed", "credit.low"]), st.text(max_size=12)),
+       payload=_PAYLOAD)
+async def test_signed_arbitrary_payloads_never_5xx(event: str, payload: dict[str, Any]) -> None:
+    async with receiving() as running:
+        receiver = running.transport.receiver
+        assert receiver is not None
+        headers, body = delivery(event, payload)
+        reply = await receiver.handle("POST", PATH, headers, body)
+        assert reply.status in (200, 400), reply
+        if reply.status == 400:
+            await anyio.sleep(0.01)
+            assert running.events == []
