@@ -45,8 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="show configuration, environment and policy")
     doctor.add_argument("--config", metavar="F", help="configuration file")
 
-    sim = sub.add_parser("sim", help="run the local Reader simulator", add_help=False)
-    sim.add_argument("args", nargs=argparse.REMAINDER)
+    sub.add_parser("sim", help="run the local Reader simulator (jobwatch sim --help)")
 
     demo = sub.add_parser("demo", help="watch a job on the built-in simulator (no account)")
     group = demo.add_mutually_exclusive_group()
@@ -66,10 +65,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sim"]:
+        # The simulator has its own options and --help; hand it the rest untouched.
+        from .sim import main as sim_main
+
+        return sim_main(argv[1:])
     args = _parser().parse_args(argv)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "watch": _watch_command, "listen": _listen_command, "doctor": _doctor_command,
-        "sim": _sim_command, "demo": _demo_command,
+        "demo": _demo_command,
     }
     try:
         return commands[args.command](args)
@@ -310,13 +315,7 @@ def _doctor_command(args: argparse.Namespace) -> int:
     return trio.run(doctor, config, sys.stdout)
 
 
-# -- sim and demo ----------------------------------------------------------------------------
-
-
-def _sim_command(args: argparse.Namespace) -> int:
-    from .sim import main as sim_main
-
-    return sim_main(list(args.args))
+# -- demo ----------------------------------------------------------------------------
 
 
 def _demo_command(args: argparse.Namespace) -> int:

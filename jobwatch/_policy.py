@@ -111,7 +111,27 @@ def choose_transport(
     return _table(config, env, signals or Signals.detect())
 
 
+_BUILTIN = ("poll", "sse", "webhook")
+
+
+def _plugin_choice(config: Config, env: Mapping[str, str], signals: Signals) -> Decision | None:
+    from ._registry import installed, load
+    from .abc import Transport
+
+    for name in installed("transport"):
+        if name in _BUILTIN or name not in config.tables:
+            continue
+        reason = load("transport", name, Transport).fits(config, env, signals)
+        if reason:
+            return Decision(transports=(name,), safety_poll=config.safety_poll,
+                            reasons=(f"the {name} plugin fits: {reason}",))
+    return None
+
+
 def _table(config: Config, env: Mapping[str, str], signals: Signals) -> Decision:
+    plugin = _plugin_choice(config, env, signals)
+    if plugin is not None:
+        return plugin
     hook = _webhook_configured(config)
     for var, platform in _SERVERLESS:
         if env.get(var):

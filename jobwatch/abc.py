@@ -207,8 +207,12 @@ class Transport(abc.ABC):
         return cls()
 
     @classmethod
-    def fits(cls, signals: Signals, config: Config) -> str | None:
-        """For the policy: a reason this transport fits the environment, or None."""
+    def fits(cls, config: Config, environ: Mapping[str, str], signals: Signals) -> str | None:
+        """For the policy: a reason this transport fits the environment, or None.
+
+        The policy asks plugin transports whose ``[jobwatch.<name>]`` table is present, before
+        its own table; the first that answers with a reason is chosen.
+        """
         return None
 
     @abc.abstractmethod

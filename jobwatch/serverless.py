@@ -29,7 +29,7 @@ import binascii
 import functools
 import inspect
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -129,6 +129,7 @@ class Handler:
         self._attempts = attempts
         self._failures: dict[str, int] = defaultdict(int)
         self._inflight: set[str] = set()
+        self._recent: OrderedDict[str, None] = OrderedDict()
         self.backend = backend
 
     def handle(
@@ -160,6 +161,7 @@ class Handler:
         return Receiver(
             host, scheme=self._scheme, path=options.path if self._check_path else None,
             max_body=options.max_body, allow_unsigned=options.allow_unsigned,
+            recent=self._recent,
         )
 
     async def _dispatch(self, events: Sequence[JobEvent]) -> None:

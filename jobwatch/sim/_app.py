@@ -123,10 +123,9 @@ class Reply:
 
 @attrs.frozen(kw_only=True)
 class StreamReply:
-    """An SSE answer: a subscription and the frames to send first."""
+    """An SSE answer."""
 
     subscription: Subscription
-    initial: tuple[Frame, ...]
 
 
 Handler = Callable[[Core, Request], Reply | StreamReply]
@@ -271,12 +270,12 @@ def job_stream(core: Core, request: Request) -> StreamReply:
         first = Frame(name="done", data=snapshot, final=True)
     else:
         first = Frame(name="progress", data=snapshot)
-    return StreamReply(subscription=core.subscribe(job_id), initial=(first,))
+    return StreamReply(subscription=core.subscribe(job_id, [first]))
 
 
 def events(core: Core, request: Request) -> StreamReply:
     """``GET /v1/events``: the workspace stream; never ends by itself."""
-    return StreamReply(subscription=core.subscribe(None), initial=())
+    return StreamReply(subscription=core.subscribe(None))
 
 
 def create_webhook(core: Core, request: Request) -> Reply:
@@ -673,7 +672,7 @@ async def _send_stream(reply: StreamReply, request_id: str, receive: Receive, se
     finished = False
     async with anyio.create_task_group() as tg:
         tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
-        finished = await reply.subscription.write(write, reply.initial)
+        finished = await reply.subscription.write(write)
         tg.cancel_scope.cancel()
     if finished:
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -312,9 +312,12 @@ class Core:
 
     # -- streams and webhooks ----------------------------------------------------------------
 
-    def subscribe(self, job_id: str | None) -> Subscription:
-        """Open a subscription to one job's frames, or the workspace's (None)."""
+    def subscribe(self, job_id: str | None, first: Sequence[Frame] = ()) -> Subscription:
+        """Open a subscription to one job's frames, or the workspace's (None), that starts
+        with the `first` frames."""
         subscription = Subscription(self, job_id)
+        for frame in first:
+            subscription.push(frame)
         self._subscriptions.setdefault(job_id, set()).add(subscription)
         return subscription
 

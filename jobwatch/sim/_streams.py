@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -43,6 +43,7 @@ class Subscription:
         # A float in the queue is a ping that fell due at that simulated time.
         self._send, self._receive = anyio.create_memory_object_stream[Frame | float](math.inf)
         self._ping_handle: TimerHandle | None = None
+        self._schedule_ping(core.now())
 
     def push(self, frame: Frame | float) -> None:
         """Queue a frame (or a ping) for the connection."""
@@ -55,14 +56,9 @@ class Subscription:
         """End the connection after the frames already queued."""
         self._send.close()
 
-    async def write(
-        self, write: Callable[[bytes], Awaitable[None]], initial: Iterable[Frame]
-    ) -> bool:
-        """Write the `initial` frames, then every frame pushed, with pings, until a final
-        frame (True) or until a fault drops the connection (False)."""
-        for frame in initial:
-            self.push(frame)
-        self._schedule_ping()
+    async def write(self, write: Callable[[bytes], Awaitable[None]]) -> bool:
+        """Write every frame pushed, with pings, until a final frame (True) or until a fault
+        drops the connection (False)."""
         try:
             return await self._write_all(write)
         finally:
@@ -107,10 +103,10 @@ class Subscription:
         await self._core.sleep_until(until)
         return until
 
-    def _schedule_ping(self) -> None:
-        when = self._core.now() + self._core.ping_interval
+    def _schedule_ping(self, after: float) -> None:
+        when = after + self._core.ping_interval
         self._ping_handle = self._core.call_at(when, lambda: self._ping(when))
 
     def _ping(self, when: float) -> None:
         self.push(when)
-        self._schedule_ping()
+        self._schedule_ping(when)

@@ -327,17 +327,17 @@ class WebhookSender:
         if await self._attempt(delivery, 1):
             await self._maybe_duplicate(delivery)
         elif self._tg is not None:
-            self._tg.start_soon(self._retry, delivery)
-        else:
-            self._registry.record_failure(delivery.target.webhook_id)
+            # The wait counts from now, not from when the retry task gets to run.
+            self._tg.start_soon(self._retry, delivery, self._hooks.now())
 
-    async def _retry(self, delivery: Delivery) -> None:
+    async def _retry(self, delivery: Delivery, failed_at: float) -> None:
         for number in range(2, self._attempts + 1):
             wait = self._waits[min(number - 2, len(self._waits) - 1)] if self._waits else 0.0
-            await self._hooks.sleep_until(self._hooks.now() + wait)
+            await self._hooks.sleep_until(failed_at + wait)
             if await self._attempt(delivery, number):
                 await self._maybe_duplicate(delivery)
                 return
+            failed_at = self._hooks.now()
         self._registry.record_failure(delivery.target.webhook_id)
 
     async def _maybe_duplicate(self, delivery: Delivery) -> None:

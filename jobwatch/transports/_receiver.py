@@ -86,7 +86,8 @@ class Receiver:
     ``allow_unsigned``); with ``allow_unsigned`` and a scheme, a delivery that carries no
     signature header at all is accepted and one that carries a wrong signature is not.
     ``path`` None accepts any path (a serverless platform has routed already). ``clock`` gives
-    unix time for the signatures' timestamp window.
+    unix time for the signatures' timestamp window. ``recent`` holds the delivery ids answered
+    lately (shared by receivers that take turns, e.g. one per serverless invocation).
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class Receiver:
         allow_unsigned: bool = False,
         clock: Callable[[], float] = time.time,
         name: str = "webhook",
+        recent: OrderedDict[str, None] | None = None,
     ) -> None:
         if scheme is None and not allow_unsigned:
             raise ValueError("a receiver without a signature scheme needs allow_unsigned=True")
@@ -109,7 +111,7 @@ class Receiver:
         self.allow_unsigned = allow_unsigned
         self._clock = clock
         self._name = name
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._recent: OrderedDict[str, None] = OrderedDict() if recent is None else recent
 
     async def handle(
         self,

@@ -249,7 +249,8 @@ class StandardWebhooksScheme(Scheme):
         self._check_time(raw, "webhook-timestamp", now)
         assert raw is not None  # checked above
         signatures = self._parse(value)
-        self._match(signatures, ident.encode("utf-8", "surrogatepass"), b".", raw.encode("ascii"), b".", body)
+        signed_id = ident.encode("utf-8", "surrogatepass")
+        self._match(signatures, signed_id, b".", raw.encode("ascii"), b".", body)
 
     @staticmethod
     def _parse(value: str) -> list[bytes]:

@@ -24,14 +24,13 @@ from __future__ import annotations
 import logging
 import math
 import random
-from typing import Any
 
 import anyio
 import attrs
 from anyio.abc import TaskGroup, TaskStatus
 
 from .._config import Config
-from .._errors import JobwatchError, NetworkError
+from .._errors import APIError, ConfigError, JobwatchError, NetworkError
 from .._values import Response, Snapshot
 from ..abc import Transport, TransportHost
 from ._budget import RequestBudget
@@ -45,11 +44,6 @@ log = logging.getLogger("jobwatch.poll")
 MAX_IN_FLIGHT = 4
 
 
-def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class PollOptions:
     """The ``[jobwatch.poll]`` table.
@@ -60,15 +54,20 @@ class PollOptions:
     plan's limit (Reader: free 10, pro 60, business 200, enterprise 1000).
     """
 
-    interval: float = attrs.field(default=2.0, validator=_positive)
-    max_interval: float = attrs.field(default=30.0, validator=_positive)
-    rpm: int = attrs.field(default=60, validator=_positive)
+    interval: float = 2.0
+    max_interval: float = 30.0
+    rpm: int = 60
 
-    def __attrs_post_init__(self) -> None:
+    def check(self) -> PollOptions:
+        """Return the options, or raise ConfigError naming the key that is out of range."""
+        for key in ("interval", "max_interval", "rpm"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"[jobwatch.poll] {key} must be positive, got "
+                                  f"{getattr(self, key)!r}")
         if self.max_interval < self.interval:
-            raise ValueError(
-                f"max_interval ({self.max_interval}) must be >= interval ({self.interval})"
-            )
+            raise ConfigError(f"[jobwatch.poll] max_interval ({self.max_interval}) must be >= "
+                              f"interval ({self.interval})")
+        return self
 
 
 class PollTransport(Transport):
@@ -83,7 +82,7 @@ class PollTransport(Transport):
 
     def __init__(self, options: PollOptions | None = None, *,
                  rng: random.Random | None = None) -> None:
-        self.options = options if options is not None else PollOptions()
+        self.options = (options if options is not None else PollOptions()).check()
         self.schedule = PollSchedule(
             interval=self.options.interval, max_interval=self.options.max_interval,
             rpm=self.options.rpm, rng=rng,
@@ -141,23 +140,23 @@ class PollTransport(Transport):
         # Choose only when the budget has room, so that a scarce budget goes to the most
         # urgent job of that moment, not of the moment a poll was queued.
         wait = 0.0 if budget is None else budget.delay(now)
-        job_id = self.schedule.pick(now) if wait <= 0 else None
-        if job_id is None:
+        picked = self.schedule.pick(now) if wait <= 0 else None
+        if picked is None:
             due = self.schedule.next_due()
             await self._sleep(max(wait, (math.inf if due is None else due - now), 0.0))
             return
         self._in_flight += 1
-        tg.start_soon(self._poll, host, job_id)
+        tg.start_soon(self._poll, host, picked)
         await anyio.lowlevel.checkpoint()
 
     async def _poll(self, host: TransportHost, job_id: str) -> None:
         try:
             response = await self._request(host, job_id)
+            if response is not None and job_id in self.schedule:
+                await self._handle(host, job_id, response)
         finally:
             self._in_flight -= 1
             self._wake()
-        if response is not None and job_id in self.schedule:
-            await self._handle(host, job_id, response)
 
     async def _request(self, host: TransportHost, job_id: str) -> Response | None:
         try:
@@ -205,7 +204,16 @@ class PollTransport(Transport):
         else:
             host.count(self.name, "ended")
             self.unwatch(job_id)
-            host.end_job(job_id, error)
+            host.end_job(job_id, _for_job(job_id, error))
+
+
+def _for_job(job_id: str, error: JobwatchError) -> JobwatchError:
+    """The API's error, its message naming the job (what a script's traceback shows)."""
+    if isinstance(error, APIError):
+        named = type(error)(f"job {job_id}: {error}", status=error.status, code=error.code,
+                            retry_after=error.retry_after, request_id=error.request_id)
+        return named
+    return error
 
 
 def classify(status: int, code: str | None) -> str:

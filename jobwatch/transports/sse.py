@@ -60,7 +60,6 @@ __all__ = ["SSEOptions", "SSETransport"]
 
 log = logging.getLogger("jobwatch.sse")
 
-_ERROR_BODY_LIMIT = 65_536
 _QUEUE = 1024
 
 
@@ -139,6 +138,7 @@ class _Batch:
     events: list[JobEvent]
     checkpoint: str
     event_id: str | None
+    terminal: bool
 
 
 class SSETransport(Transport):
@@ -188,6 +188,7 @@ class SSETransport(Transport):
                 self._start_streams(host)
                 task_status.started()
         finally:
+            send.close()
             self._host = self._tg = self._client = self._send = None
             self._streams.clear()
 
@@ -363,10 +364,16 @@ class SSETransport(Transport):
         return await self._read(stream, response)
 
     async def _read(self, stream: _Stream, response: httpx.Response) -> _Ending | None:
-        """Read frames until the stream ends; None once a job's terminal frame arrived."""
+        """Read frames until the stream ends; None if it ended after a job's terminal frame.
+
+        The loop never leaves the body iterator early (no ``break``, no cancellation outside
+        it): httpx's nested async generators are only finalized cleanly when they run out or
+        raise, so a stream ends by the server closing it, a network error, or a cancellation
+        (the watchdog, ``unwatch``) that strikes while the iterator waits for bytes.
+        """
         timeout = self.options.heartbeat_timeout
         lines, decoder = SSELineDecoder(), SSEDecoder()
-        ids = False
+        ids = finished = False
         with anyio.CancelScope(deadline=_now() + timeout) as watchdog:
             async for text in response.aiter_text():
                 watchdog.deadline = _now() + timeout
@@ -375,35 +382,46 @@ class SSETransport(Transport):
                     if not ids and (line.startswith("id:") or line == "id"):
                         ids = True
                     sse = decoder.decode(line)
-                    if sse is not None and await self._frame(stream, sse, ids, watchdog):
-                        return None
-            return _Ending(cause=Cause.CLOSED, error=StreamError(
-                f"{_where(response.request)}: the server closed the stream"))
-        self._require_host().count(self.name, "stalls")
-        return _Ending(cause=Cause.STALLED, error=StreamError(
-            f"{_where(response.request)}: no byte for {timeout:g} s (heartbeat timeout)"))
+                    batch = None if sse is None else self._frame(stream, sse, ids)
+                    if batch is not None:
+                        finished = finished or batch.terminal
+                        await self._enqueue(batch, watchdog)
+        if finished:
+            return None
+        if watchdog.cancelled_caught:
+            self._require_host().count(self.name, "stalls")
+            return _Ending(cause=Cause.STALLED, error=StreamError(
+                f"{_where(response.request)}: no byte for {timeout:g} s (heartbeat timeout)"))
+        return _Ending(cause=Cause.CLOSED, error=StreamError(
+            f"{_where(response.request)}: the server closed the stream"))
 
-    async def _frame(self, stream: _Stream, sse: ServerSentEvent, ids: bool,
-                     watchdog: anyio.CancelScope) -> bool:
-        """Handle one dispatched frame; True when it ended the job's stream."""
+    def _frame(self, stream: _Stream, sse: ServerSentEvent, ids: bool) -> _Batch | None:
+        """The events of one dispatched frame, or None when it carries none."""
         # httpx-sse reports "" when no id was seen; only a connection that carried `id:`
         # lines may change the id (an empty one clears it, as WHATWG says).
         event_id = sse.id if ids else None
         stream.machine.event(event_id=event_id, retry_ms=sse.retry)
         if not sse.data:
-            return False  # WHATWG: a frame without data dispatches nothing
+            return None  # WHATWG: a frame without data dispatches nothing
         events = self._decode(stream, sse.event or "message", sse.data)
         if events is None:
-            return False
-        batch = _Batch(events, stream.checkpoint, event_id)
+            return None
+        terminal = stream.job_id is not None and any(e.terminal for e in events)
+        return _Batch(events, stream.checkpoint, event_id, terminal)
+
+    async def _enqueue(self, batch: _Batch, watchdog: anyio.CancelScope) -> None:
+        send = self._require_send()
         try:
-            self._require_send().send_nowait(batch)
+            send.send_nowait(batch)
+            return
         except anyio.WouldBlock:
-            # Waiting for the pipeline is not silence on the wire: pause the watchdog.
-            watchdog.deadline = math.inf
-            await self._require_send().send(batch)
-            watchdog.deadline = _now() + self.options.heartbeat_timeout
-        return stream.job_id is not None and any(e.terminal for e in events)
+            pass
+        # Waiting for the pipeline is not silence on the wire: pause the watchdog. Shielded,
+        # so that a cancellation lands in the body iterator instead (see _read).
+        watchdog.deadline = math.inf
+        with anyio.CancelScope(shield=True):
+            await send.send(batch)
+        watchdog.deadline = _now() + self.options.heartbeat_timeout
 
     def _decode(self, stream: _Stream, name: str, data: str) -> list[JobEvent] | None:
         host = self._require_host()
@@ -503,10 +521,5 @@ def _network_error(request: httpx.Request, exc: httpx.HTTPError) -> NetworkError
 
 
 async def _error_response(response: httpx.Response) -> Response:
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) >= _ERROR_BODY_LIMIT:
-            break
-    return Response(status=response.status_code, headers=dict(response.headers),
-                    body=bytes(body[:_ERROR_BODY_LIMIT]))
+    body = await response.aread()  # an error envelope: small, and read to its end
+    return Response(status=response.status_code, headers=dict(response.headers), body=body)

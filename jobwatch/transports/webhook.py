@@ -32,7 +32,9 @@ __all__ = ["WebhookOptions", "WebhookTransport", "parse_listen"]
 
 log = logging.getLogger("jobwatch.webhook")
 
-_LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>[0-9]{1,5})")
+_LISTEN = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>[0-9]{1,5})"
+)
 
 
 @attrs.frozen(kw_only=True)

@@ -68,7 +68,7 @@ def test_rpm_must_be_a_positive_int(bad: object) -> None:
         RequestBudget(bad)  # type: ignore[arg-type]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     rpm=st.integers(1, 30),
     gaps=st.lists(st.floats(0, 20, allow_nan=False), min_size=1, max_size=200),

@@ -10,6 +10,7 @@ import pytest
 from jobwatch.sim import ManualClock, Simulator
 from jobwatch.testing._sim import reader_sim, reader_sim_options  # noqa: F401 - fixtures
 
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()

@@ -68,10 +68,10 @@ async def receiving(cfg: jobwatch.Config | None = None, *,
         yield Running(watcher, transport, events)
 
 
-async def until(predicate: Any, timeout: float = 5.0) -> None:
+async def until(predicate: Any, within: float = 5.0) -> None:
     """Wait (checking every few ms) until ``predicate()`` is true."""
     import anyio
 
-    with anyio.fail_after(timeout):
-        while not predicate():
+    with anyio.fail_after(within):
+        while not predicate():  # noqa: ASYNC110 - the predicate has no event to wait on
             await anyio.sleep(0.005)

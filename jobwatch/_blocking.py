@@ -1,0 +1,178 @@
+"""Blocking helpers for scripts and notebooks: :func:`wait` and :func:`iter_events`.
+
+Both create a :class:`~jobwatch.Watcher` for one job, run it on trio, and hand back plain
+values. They work from a plain script and from a thread where an event loop already runs (a
+Jupyter notebook's asyncio loop, a trio program): there the Watcher runs on trio in a worker
+thread while the caller's thread waits — blocking the caller, as a blocking call should, without
+nesting event loops.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import aclosing
+from typing import Any, TypeVar, cast
+
+import sniffio
+import trio
+
+from ._config import Config, load_config
+from ._errors import WatchTimeout
+from ._events import JobEvent
+from ._watcher import DEFAULT_TIMEOUT, Watcher
+
+__all__ = ["iter_events", "wait"]
+
+T = TypeVar("T")
+
+_END = object()
+
+
+def wait(
+    job_id: str,
+    *,
+    config: Config | None = None,
+    timeout: float | None = None,
+    transport: str | Sequence[str] | None = None,
+) -> JobEvent:
+    """Block until ``job_id`` reaches a terminal state and return that event.
+
+    ``config`` defaults to :func:`~jobwatch.load_config` (``jobwatch.toml`` or
+    ``JOBWATCH_CONFIG``); ``transport`` overrides its ``transport`` (``"poll"``, ``"sse"``, a
+    list). Raises :class:`~jobwatch.WatchTimeout` after ``timeout`` seconds (default: one hour),
+    and the job's own error (``JobNotFound``, ``AuthenticationError``) if its watch ends.
+    """
+    resolved = _resolve(config, transport)
+    deadline = DEFAULT_TIMEOUT if timeout is None else timeout
+
+    async def main() -> JobEvent:
+        async with Watcher(resolved) as watcher:
+            return await watcher.wait(job_id, timeout=deadline)
+
+    return _run(main)
+
+
+def iter_events(
+    job_id: str, *, config: Config | None = None, timeout: float | None = None
+) -> Iterator[JobEvent]:
+    """Yield ``job_id``'s events as they arrive, ending after its terminal event.
+
+    Raises :class:`~jobwatch.WatchTimeout` if the job has not finished after ``timeout``
+    seconds (default: one hour). Leaving the loop early stops the Watcher.
+    """
+    resolved = _resolve(config, None)
+    deadline = DEFAULT_TIMEOUT if timeout is None else timeout
+    items: queue.Queue[Any] = queue.Queue()
+    stop = _Stopper()
+    thread = threading.Thread(
+        target=_produce, args=(job_id, resolved, deadline, items, stop),
+        name=f"jobwatch-iter-{job_id}", daemon=True,
+    )
+    thread.start()
+    try:
+        while (item := items.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.stop()
+        thread.join()
+
+
+def _resolve(config: Config | None, transport: str | Sequence[str] | None) -> Config:
+    resolved = config if config is not None else load_config()
+    if transport is not None:
+        resolved = resolved.replace(
+            transport=transport if isinstance(transport, str) else tuple(transport))
+    return resolved
+
+
+def _in_event_loop() -> bool:
+    try:
+        sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return False
+    return True
+
+
+def _run(main: Callable[[], Awaitable[T]]) -> T:
+    """Run ``main`` on trio here, or in a worker thread when this thread runs a loop."""
+    if not _in_event_loop():
+        try:
+            return trio.run(main)
+        except BaseExceptionGroup as group:
+            raise _unwrap(group) from None
+    outcome: list[Any] = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, trio.run(main)))
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome.append((False, _unwrap(exc)))
+
+    thread = threading.Thread(target=target, name="jobwatch-wait", daemon=True)
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return cast(T, value)
+
+
+class _Stopper:
+    """Lets the consuming thread cancel the producer's trio run, before or after it starts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._scope: trio.CancelScope | None = None
+        self._stopped = False
+
+    def attach(self, scope: trio.CancelScope) -> None:
+        with self._lock:
+            self._token, self._scope = trio.lowlevel.current_trio_token(), scope
+            if self._stopped:
+                scope.cancel()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            if self._token is not None and self._scope is not None:
+                try:
+                    self._token.run_sync_soon(self._scope.cancel)
+                except trio.RunFinishedError:
+                    pass
+
+
+def _produce(job_id: str, config: Config, deadline: float, items: queue.Queue[Any],
+             stop: _Stopper) -> None:
+    async def main() -> None:
+        with trio.CancelScope() as scope:
+            stop.attach(scope)
+            async with Watcher(config) as watcher:
+                with trio.move_on_after(deadline) as timer:
+                    async with aclosing(watcher.watch(job_id)) as events:
+                        async for event in events:
+                            items.put(event)
+                            if event.terminal:
+                                return
+                if timer.cancelled_caught:
+                    raise WatchTimeout(
+                        f"job {job_id} did not finish within {deadline} s; pass a longer "
+                        "timeout, or check the job", job_id=job_id)
+
+    try:
+        trio.run(main)
+    except BaseException as exc:  # handed to the consuming thread
+        items.put(_unwrap(exc))
+    finally:
+        items.put(_END)
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The one error inside nested single-member exception groups (a task group's wrapping)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

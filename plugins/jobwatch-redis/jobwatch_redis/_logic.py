@@ -1,0 +1,204 @@
+"""The sans-I/O parts of the plugin: key names, value encodings, backoff, in-flight tracking.
+
+Nothing here talks to Redis or reads a clock; the async shells in :mod:`._store` and
+:mod:`._relay` call these with values and act on what they return.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+from jobwatch import DecodeError, JobEvent, JobStatus
+from jobwatch.abc import JobState
+
+__all__ = [
+    "Backoff",
+    "InFlight",
+    "Keys",
+    "decode_entry",
+    "encode_entry",
+    "is_fresh",
+    "seen_value",
+    "state_from_json",
+    "state_to_json",
+    "unqualify",
+]
+
+_RUN_SUFFIX = re.compile(r"#[0-9]+\Z")
+
+
+@attrs.frozen(kw_only=True)
+class Keys:
+    """The Redis key names of one store namespace (``prefix``) and one inbox ``owner``.
+
+    Every key of a namespace starts with ``{prefix}:`` so that several namespaces (tests,
+    tenants, the receivers' and the workers' stores) share one Redis without meeting.
+    """
+
+    prefix: str
+    owner: str
+
+    def seen(self, key: str) -> str:
+        """A dedup key: its value is ``"{expires}|{nonce}"``."""
+        return f"{self.prefix}:seen:{key}"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    @property
+    def no_job(self) -> str:
+        """A placeholder key for records of workspace events (no job state)."""
+        return f"{self.prefix}:job:"
+
+    @property
+    def active(self) -> str:
+        """Set of job ids whose state is watched and not terminal."""
+        return f"{self.prefix}:active"
+
+    def inbox(self, owner: str | None = None) -> str:
+        """Hash of event key -> event JSON: recorded by ``owner``, not yet dispatched."""
+        return f"{self.prefix}:inbox:{owner or self.owner}"
+
+    def order(self, owner: str | None = None) -> str:
+        """Sorted set of the inbox's keys, scored by the namespace-wide record sequence."""
+        return f"{self.prefix}:order:{owner or self.owner}"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.prefix}:seq"
+
+    @property
+    def owners(self) -> str:
+        """Set of every owner that ever held an inbox in this namespace."""
+        return f"{self.prefix}:owners"
+
+    def lease(self, owner: str | None = None) -> str:
+        """Present (with a TTL) while ``owner``'s process is alive."""
+        return f"{self.prefix}:lease:{owner or self.owner}"
+
+    @property
+    def checkpoints(self) -> str:
+        """Hash of this owner's stream checkpoints (each process has its own streams)."""
+        return f"{self.prefix}:checkpoints:{self.owner}"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}:dead"
+
+
+def seen_value(expires: float, nonce: str) -> str:
+    """The value of a dedup key: when it expires on the store's clock, and who claimed it."""
+    return f"{expires!r}|{nonce}"
+
+
+def is_fresh(value: str | None, now: float) -> bool:
+    """Whether a dedup key's value still holds its key at ``now`` (store clock)."""
+    if not value:
+        return False
+    expires, _, _ = value.partition("|")
+    try:
+        return float(expires) > now
+    except ValueError:
+        return True  # not ours to judge: keep the key rather than deliver twice
+
+
+def state_to_json(state: JobState) -> str:
+    """A JobState as compact JSON (what the store keeps per job)."""
+    out = attrs.asdict(state)
+    out["status"] = None if state.status is None else state.status.value
+    return json.dumps(out, separators=(",", ":"), sort_keys=True)
+
+
+def state_from_json(text: str | bytes) -> JobState:
+    """Rebuild a JobState from :func:`state_to_json` output."""
+    obj = json.loads(text)
+    status = obj.get("status")
+    return JobState(**{**obj, "status": None if status is None else JobStatus(status)})
+
+
+def unqualify(key: str) -> str:
+    """An event key without the ``#run`` suffix the pipeline appended to a job event's key.
+
+    A relayed event is decided again by the worker's own pipeline, which appends the run it
+    knows; without this the key would read ``j1:terminal#1#1``.
+    """
+    return _RUN_SUFFIX.sub("", key)
+
+
+def encode_entry(event: JobEvent) -> dict[str, str]:
+    """The fields of the stream entry that relays ``event``."""
+    return {"key": event.key, "event": event.to_json()}
+
+
+def decode_entry(fields: Mapping[bytes | str, bytes | str]) -> JobEvent:
+    """The event a stream entry relays, its key unqualified; DecodeError if malformed."""
+    text = fields.get(b"event", fields.get("event"))
+    if text is None:
+        raise DecodeError("relay stream entry has no 'event' field")
+    event = JobEvent.from_json(text)
+    if event.job_id is None:
+        return event
+    return attrs.evolve(event, key=unqualify(event.key))
+
+
+@attrs.define
+class Backoff:
+    """Exponential backoff with full jitter: ``initial`` doubling up to ``maximum`` seconds."""
+
+    initial: float = 0.05
+    maximum: float = 5.0
+    attempt: int = 0
+
+    def next_delay(self, rng: random.Random | None = None) -> float:
+        """The next delay to wait; each call doubles the ceiling."""
+        ceiling = min(self.maximum, self.initial * 2.0**self.attempt)
+        self.attempt += 1
+        return (rng or random).uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        """Start over after a success."""
+        self.attempt = 0
+
+
+@attrs.define
+class InFlight:
+    """Stream entries handed to the pipeline whose callbacks have not all finished.
+
+    The relay adds each entry id with its event key; :meth:`settled` takes the keys still in
+    the store's inbox and returns the entry ids that may be acknowledged now.
+    """
+
+    _keys: dict[str, str] = attrs.field(factory=dict)
+
+    def add(self, entry_id: str, key: str) -> None:
+        self._keys[entry_id] = unqualify(key)
+
+    def settled(self, pending_keys: Iterable[str]) -> list[str]:
+        """Entry ids whose key is no longer pending; they leave the tracker."""
+        waiting = {unqualify(k) for k in pending_keys}
+        done = [i for i, k in self._keys.items() if k not in waiting]
+        for entry_id in done:
+            del self._keys[entry_id]
+        return done
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def describe_url(url: str) -> str:
+    """A Redis URL without its password, for logs and ``jobwatch doctor``."""
+    return re.sub(r"(://[^:@/]*:)[^@/]*@", r"\1***@", url)
+
+
+def as_str(value: Any) -> str:
+    """A Redis reply (bytes or str) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,77 @@
+"""Lua scripts: each runs atomically on the Redis server, so N processes never interleave."""
+
+from __future__ import annotations
+
+__all__ = ["ADOPT", "COMMIT", "PUBLISH"]
+
+#: Commit a record, compare-and-set on the job's state.
+#: KEYS: job state, dedup key, inbox hash, inbox order, sequence, active set.
+#: ARGV: has_job, expected state ('' = absent), new state ('' = unchanged), active ('1'/'0'),
+#:       job id, event key ('' = no event), event JSON, now, dedup value, EX seconds, nonce.
+#: Returns 'ok' (also when this very commit, same nonce, ran before: a retry after a lost
+#: reply), 'duplicate', or 'conflict' (the state changed since it was read: decide again).
+COMMIT = """
+local seen = false
+if ARGV[6] ~= '' then
+  seen = redis.call('GET', KEYS[2])
+  if seen and string.sub(seen, -string.len(ARGV[11]) - 1) == '|' .. ARGV[11] then
+    return 'ok'
+  end
+end
+if ARGV[1] == '1' then
+  local current = redis.call('GET', KEYS[1])
+  if (current or '') ~= ARGV[2] then return 'conflict' end
+end
+if ARGV[6] ~= '' then
+  if seen then
+    local sep = string.find(seen, '|', 1, true)
+    local expires = tonumber(sep and string.sub(seen, 1, sep - 1) or seen)
+    if expires == nil or expires > tonumber(ARGV[8]) then return 'duplicate' end
+  end
+  redis.call('SET', KEYS[2], ARGV[9], 'EX', ARGV[10])
+  local seq = redis.call('INCR', KEYS[5])
+  redis.call('HSET', KEYS[3], ARGV[6], ARGV[7])
+  redis.call('ZADD', KEYS[4], seq, ARGV[6])
+end
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[3])
+  if ARGV[4] == '1' then
+    redis.call('SADD', KEYS[6], ARGV[5])
+  else
+    redis.call('SREM', KEYS[6], ARGV[5])
+  end
+end
+return 'ok'
+"""
+
+#: Move a dead owner's inbox into ours, keeping the record order; only if its lease is gone.
+#: KEYS: their lease, their inbox, their order, our inbox, our order, owners set.
+#: ARGV: their owner name. Returns how many events moved, or -1 if the owner is alive.
+ADOPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local entries = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
+local moved = 0
+for i = 1, #entries, 2 do
+  local value = redis.call('HGET', KEYS[2], entries[i])
+  if value then
+    redis.call('HSET', KEYS[4], entries[i], value)
+    redis.call('ZADD', KEYS[5], entries[i + 1], entries[i])
+    moved = moved + 1
+  end
+end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('SREM', KEYS[6], ARGV[1])
+return moved
+"""
+
+#: Append an event to the relay stream once per key, however often it is published.
+#: KEYS: the published-marker key, the stream. ARGV: marker TTL seconds, MAXLEN (0 = none),
+#: event key, event JSON. Returns the entry id, or false when it was published before.
+PUBLISH = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return false end
+if tonumber(ARGV[2]) > 0 then
+  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'key', ARGV[3],
+                    'event', ARGV[4])
+end
+return redis.call('XADD', KEYS[2], '*', 'key', ARGV[3], 'event', ARGV[4])
+"""

@@ -1,0 +1,377 @@
+"""The ``redis`` store: dedup, job state and inboxes shared by a fleet of receivers.
+
+Layout (every key under ``{prefix}:``; see :class:`~._logic.Keys`):
+
+- ``seen:{key}`` — a dedup key. Its value is ``"{expires}|{nonce}"``: the expiry on the
+  *store's clock* (the injected one in tests, ``time.time`` otherwise) decides whether the key
+  is still held; Redis' own ``EX`` (the TTL plus a grace minute) only collects the garbage.
+- ``job:{id}`` — the ordering guard's state of a job; ``active`` — the ids of watched jobs
+  whose run has not ended.
+- ``inbox:{owner}`` / ``order:{owner}`` — the events one receiver process (``owner``) recorded
+  and has not yet dispatched, in record order. Each process has its own inbox, because only
+  it knows when its callbacks are done. ``lease:{owner}`` exists while that process lives
+  (a heartbeat renews it); a process that starts — or restarts under the same owner name —
+  replays its own inbox and adopts the inbox of every owner whose lease has expired.
+- ``checkpoints:{owner}`` — stream positions, per process (each holds its own streams).
+
+:meth:`RedisStore.record` reads the job's state, calls the pure ``decide``, and commits with
+one Lua script that compares the state it read (compare-and-set) and claims the dedup key;
+when another receiver changed the state in between, it decides again. Two receivers given the
+same delivery therefore never both claim it, and never clobber each other's state.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import anyio
+import attrs
+import redis
+from jobwatch import Config, ConfigError, JobEvent, JobwatchError
+from jobwatch.abc import JobState, Store, Verdict
+
+from . import _scripts
+from ._client import RedisClient, RedisUnavailable
+from ._logic import Backoff, Keys, as_str, describe_url, seen_value, state_from_json, state_to_json
+
+__all__ = ["RedisOptions", "RedisStore"]
+
+log = logging.getLogger("jobwatch.redis")
+
+T = TypeVar("T")
+
+#: Redis keeps a dedup key this much longer than its TTL, so that clock skew between the
+#: store's clock and Redis' never drops a key early.
+_GRACE = 60
+_DEAD_LETTERS_KEPT = 10_000
+
+
+@attrs.frozen(kw_only=True)
+class RedisOptions:
+    """``[jobwatch.redis]``.
+
+    - ``url``: the Redis server (``redis://[:password@]host:port/db``, ``rediss://`` for TLS).
+    - ``prefix``: the namespace of every key; receivers that deduplicate together share it.
+    - ``owner``: this process's inbox name, unique among live processes and stable across a
+      restart (default: the host name; set it when one host runs several receivers).
+    - ``lease``: seconds after a process's last heartbeat before others adopt its inbox.
+    - ``connections``: the size of the connection pool (and of the thread pool using it).
+    - ``timeout``: seconds for one command, a connection, or a free pooled connection.
+    - ``record_deadline``: seconds ``record`` keeps retrying before it gives up (the webhook
+      receiver then answers 503 and the sender retries).
+    - ``write_deadline``: seconds an acknowledgement or state write keeps retrying.
+    """
+
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "jobwatch"
+    owner: str | None = None
+    lease: float = 15.0
+    connections: int = 16
+    timeout: float = 2.0
+    record_deadline: float = 3.0
+    write_deadline: float = 30.0
+
+
+def _check(options: RedisOptions) -> None:
+    for name in ("lease", "timeout", "record_deadline", "write_deadline"):
+        if not getattr(options, name) > 0:
+            raise ConfigError(f"[jobwatch.redis] {name} must be > 0 seconds")
+    if options.connections < 1:
+        raise ConfigError("[jobwatch.redis] connections must be >= 1")
+    if not options.prefix or options.owner == "":
+        raise ConfigError("[jobwatch.redis] prefix and owner must not be empty")
+    if not options.url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"[jobwatch.redis] url must start with redis://, rediss:// or unix://, "
+            f"got {describe_url(options.url)!r}"
+        )
+
+
+class RedisStore(Store):
+    """A store on Redis, shared by every receiver process of a fleet.
+
+    ``clock`` gives the time (seconds) that dedup keys expire against.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self, options: RedisOptions | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.options = options or RedisOptions()
+        _check(self.options)
+        self.owner = self.options.owner or socket.gethostname()
+        self.keys = Keys(prefix=self.options.prefix, owner=self.owner)
+        self._clock = clock
+        self._client = RedisClient(
+            self.options.url, connections=self.options.connections, timeout=self.options.timeout
+        )
+        self._token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        self._adopted = False
+
+    @classmethod
+    def from_config(cls, config: Config) -> RedisStore:
+        return cls(config.options("redis", RedisOptions))
+
+    def describe(self) -> Mapping[str, Any]:
+        return {"name": self.name, "url": describe_url(self.options.url),
+                "prefix": self.options.prefix, "owner": self.owner}
+
+    @property
+    def client(self) -> RedisClient:
+        """The pooled client (shared with a relay transport that reuses this store's Redis)."""
+        return self._client
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, take this owner's lease, and start renewing it."""
+        deadline = anyio.current_time() + self.options.lease * 1.5
+        while not await self._client.call(self._take_lease):
+            if anyio.current_time() > deadline:
+                raise ConfigError(
+                    f"[jobwatch.redis] owner {self.owner!r} is in use by another live process; "
+                    "give each receiver its own owner name"
+                )
+            # The lease of a process that crashed under this owner name runs out soon.
+            await anyio.sleep(min(0.5, self.options.lease / 10))
+        self._stop.clear()
+        self._adopted = False
+        self._heartbeat = threading.Thread(
+            target=self._renew, name=f"jobwatch-redis-lease-{self.owner}", daemon=True
+        )
+        self._heartbeat.start()
+
+    def _take_lease(self, r: redis.Redis) -> bool:
+        ms = int(self.options.lease * 1000)
+        with r.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.lease(), self._token, nx=True, px=ms)
+            pipe.sadd(self.keys.owners, self.owner)
+            taken, _ = pipe.execute()
+        return bool(taken)
+
+    def _renew(self) -> None:
+        # A thread, not a task: the store has no task group, and the lease must be renewed
+        # even while the event loop is busy.
+        ms = int(self.options.lease * 1000)
+        while not self._stop.wait(self.options.lease / 3):
+            try:
+                self._client.redis.set(self.keys.lease(), self._token, px=ms)
+            except redis.RedisError as exc:
+                log.warning("could not renew the lease of owner %s: %s", self.owner, exc)
+
+    async def aclose(self) -> None:
+        """Stop renewing, give the lease back (others may adopt what is left), disconnect."""
+        self._stop.set()
+        if self._heartbeat is not None:
+            thread, self._heartbeat = self._heartbeat, None
+            await anyio.to_thread.run_sync(thread.join)
+        try:
+            await self._client.call(self._release_lease)
+        except JobwatchError as exc:
+            log.warning("could not release the lease of owner %s: %s", self.owner, exc)
+        finally:
+            self._client.close()
+
+    def _release_lease(self, r: redis.Redis) -> None:
+        if r.get(self.keys.lease()) == self._token.encode():
+            r.delete(self.keys.lease())
+
+    # -- retries ---------------------------------------------------------------------------
+
+    async def _retrying(self, fn: Callable[[], Awaitable[T]], deadline: float, what: str) -> T:
+        """``fn()``, retried with backoff while Redis is unavailable, for ``deadline`` s."""
+        backoff = Backoff(initial=0.05, maximum=1.0)
+        give_up = anyio.current_time() + deadline
+        while True:
+            try:
+                return await fn()
+            except RedisUnavailable as exc:
+                delay = backoff.next_delay()
+                if anyio.current_time() + delay > give_up:
+                    raise RedisUnavailable(f"{what} failed: {exc}") from exc
+                await anyio.sleep(delay)
+
+    async def _read(self, fn: Callable[[redis.Redis], T], what: str) -> T:
+        return await self._retrying(
+            lambda: self._client.call(fn), self.options.record_deadline, what
+        )
+
+    async def _write(self, fn: Callable[[redis.Redis], T], what: str) -> T:
+        return await self._retrying(
+            lambda: self._client.call(fn), self.options.write_deadline, what
+        )
+
+    # -- record ----------------------------------------------------------------------------
+
+    async def record(
+        self, job_id: str | None, decide: Callable[[JobState | None], Verdict], *, ttl: float
+    ) -> Verdict:
+        """Decide and commit atomically across processes; RedisUnavailable if Redis is gone."""
+        give_up = anyio.current_time() + self.options.record_deadline
+        while True:
+            current = None
+            if job_id is not None:
+                current = await self._until(give_up, functools.partial(_get, self.keys.job(job_id)))
+            verdict = decide(None if current is None else state_from_json(current))
+            args = self._commit_args(job_id, current, verdict, ttl)
+            outcome = await self._until(give_up, functools.partial(_commit, args))
+            if outcome == b"duplicate":
+                return Verdict(event=None, check=verdict.check, dropped="duplicate")
+            if outcome == b"ok":
+                return verdict
+            # b"conflict": another receiver changed the job meanwhile; decide on its state.
+
+    async def _until(self, give_up: float, fn: Callable[[redis.Redis], T]) -> T:
+        remaining = max(give_up - anyio.current_time(), 0.01)
+        return await self._retrying(lambda: self._client.call(fn), remaining, "recording")
+
+    def _commit_args(
+        self, job_id: str | None, current: bytes | None, verdict: Verdict, ttl: float
+    ) -> list[str | bytes]:
+        keys, state, event = self.keys, verdict.state, verdict.event
+        now = self._clock()
+        nonce = uuid.uuid4().hex
+        return [
+            keys.job(job_id) if job_id is not None else keys.no_job,
+            keys.seen(event.key) if event is not None else keys.seen(""),
+            keys.inbox(), keys.order(), keys.seq, keys.active,
+            "1" if job_id is not None else "0",
+            current or b"",
+            state_to_json(state) if state is not None else "",
+            "1" if state is not None and state.watched and not state.terminal else "0",
+            state.job_id if state is not None else "",
+            event.key if event is not None else "",
+            event.to_json() if event is not None else "",
+            repr(now),
+            seen_value(now + ttl, nonce),
+            str(max(1, math.ceil(ttl)) + _GRACE),
+            nonce,
+        ]
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> JobState | None:
+        raw = await self._read(lambda r: r.get(self.keys.job(job_id)), "reading a job")
+        return None if raw is None else state_from_json(raw)
+
+    async def put_job(self, state: JobState) -> None:
+        def put(r: redis.Redis) -> None:
+            with r.pipeline(transaction=True) as pipe:
+                pipe.set(self.keys.job(state.job_id), state_to_json(state))
+                if state.watched and not state.terminal:
+                    pipe.sadd(self.keys.active, state.job_id)
+                else:
+                    pipe.srem(self.keys.active, state.job_id)
+                pipe.execute()
+
+        await self._write(put, "saving a job")
+
+    async def active_jobs(self) -> list[JobState]:
+        def load(r: redis.Redis) -> list[bytes | None]:
+            ids = sorted(as_str(i) for i in r.smembers(self.keys.active))
+            return list(r.mget([self.keys.job(i) for i in ids])) if ids else []
+
+        raws = await self._read(load, "listing active jobs")
+        states = [state_from_json(raw) for raw in raws if raw is not None]
+        return [s for s in states if s.watched and not s.terminal]
+
+    # -- inbox -----------------------------------------------------------------------------
+
+    async def pending(self) -> list[JobEvent]:
+        """This owner's inbox, oldest first.
+
+        The first call after :meth:`open` (the Watcher's replay at start) first adopts the
+        inboxes of owners whose lease expired, so that what they left is dispatched here.
+        """
+        if not self._adopted:
+            await self._read(self._adopt_orphans, "adopting inboxes")
+            self._adopted = True
+        raws = await self._read(self._inbox, "reading the inbox")
+        return [JobEvent.from_json(raw) for raw in raws]
+
+    async def pending_keys(self) -> list[str]:
+        """The keys of this owner's inbox (cheaper than :meth:`pending`; adopts nothing)."""
+        names = await self._read(lambda r: r.zrange(self.keys.order(), 0, -1), "reading")
+        return [as_str(n) for n in names]
+
+    def _adopt_orphans(self, r: redis.Redis) -> None:
+        keys = self.keys
+        for raw in r.smembers(keys.owners):
+            other = as_str(raw)
+            if other == self.owner:
+                continue
+            moved = r.eval(
+                _scripts.ADOPT, 6, keys.lease(other), keys.inbox(other), keys.order(other),
+                keys.inbox(), keys.order(), keys.owners, other,
+            )
+            if isinstance(moved, int) and moved > 0:
+                log.warning("adopted %d undispatched events of the expired owner %s",
+                            moved, other)
+
+    def _inbox(self, r: redis.Redis) -> list[bytes]:
+        names = r.zrange(self.keys.order(), 0, -1)
+        if not names:
+            return []
+        return [raw for raw in r.hmget(self.keys.inbox(), names) if raw is not None]
+
+    async def ack(self, key: str) -> None:
+        def ack(r: redis.Redis) -> None:
+            with r.pipeline(transaction=True) as pipe:
+                pipe.hdel(self.keys.inbox(), key)
+                pipe.zrem(self.keys.order(), key)
+                pipe.execute()
+
+        try:
+            await self._write(ack, "acknowledging an event")
+        except RedisUnavailable as exc:
+            # Not fatal: the event stays in the inbox and is dispatched again after a restart.
+            log.error("could not remove %s from the inbox: %s", key, exc)
+
+    # -- checkpoints and dead letters ------------------------------------------------------
+
+    async def get_checkpoint(self, name: str) -> str | None:
+        raw = await self._read(lambda r: r.hget(self.keys.checkpoints, name), "reading")
+        return None if raw is None else as_str(raw)
+
+    async def put_checkpoint(self, name: str, value: str) -> None:
+        await self._write(lambda r: r.hset(self.keys.checkpoints, name, value), "checkpointing")
+
+    async def dead_letter(self, event: JobEvent, subscriber: str, error: str) -> None:
+        entry = f'{{"subscriber":{_q(subscriber)},"error":{_q(error)},"event":{event.to_json()}}}'
+
+        def push(r: redis.Redis) -> None:
+            with r.pipeline(transaction=True) as pipe:
+                pipe.rpush(self.keys.dead_letters, entry)
+                pipe.ltrim(self.keys.dead_letters, -_DEAD_LETTERS_KEPT, -1)
+                pipe.execute()
+
+        try:
+            await self._write(push, "keeping a dead letter")
+        except RedisUnavailable as exc:
+            log.error("could not keep the dead letter of %s: %s", event.key, exc)
+
+
+def _q(text: str) -> str:
+    return json.dumps(text)
+
+
+def _get(key: str, r: redis.Redis) -> bytes | None:
+    raw: bytes | None = r.get(key)
+    return raw
+
+
+def _commit(args: list[str | bytes], r: redis.Redis) -> bytes:
+    outcome: bytes = r.eval(_scripts.COMMIT, 6, *args)
+    return outcome

@@ -1,0 +1,187 @@
+"""The redis store: jobwatch's store conformance suite, and what a fleet adds to it."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+import pytest
+import redis
+from jobwatch import Config, ConfigError, Watcher
+from jobwatch._pipeline import decide
+from jobwatch.abc import JobState, Store
+from jobwatch.stores.memory import MemoryStore
+from jobwatch.testing import ScriptedTransport, StoreConformance, make_event
+from jobwatch_redis import RedisOptions, RedisStore, RedisUnavailable
+
+pytestmark = pytest.mark.redis
+
+
+class TestRedisStoreConformance(StoreConformance):
+    @pytest.fixture
+    def make_store(self, redis_url: str, prefix: str) -> Callable[..., Store]:
+        options = RedisOptions(url=redis_url, prefix=prefix, owner="conformance")
+        return lambda clock: RedisStore(options, clock=clock)
+
+
+@pytest.fixture
+def options(redis_url: str, prefix: str) -> RedisOptions:
+    return RedisOptions(url=redis_url, prefix=prefix, owner="r1", lease=0.6)
+
+
+@pytest.fixture
+async def fleet(options: RedisOptions) -> AsyncIterator[list[RedisStore]]:
+    """Three stores of one namespace, each with its own owner and connection pool."""
+    stores = [RedisStore(RedisOptions(**{**_fields(options), "owner": f"r{n}"}))
+              for n in (1, 2, 3)]
+    for store in stores:
+        await store.open()
+    try:
+        yield stores
+    finally:
+        for store in stores:
+            await store.aclose()
+
+
+def _fields(options: RedisOptions) -> dict[str, object]:
+    import attrs
+
+    return attrs.asdict(options)
+
+
+async def _record(store: Store, kind: str, job: str = "j1", **kw: object) -> bool:
+    event = make_event(kind, job, **kw)  # type: ignore[arg-type]
+    verdict = await store.record(job, functools.partial(decide, event=event), ttl=60)
+    return verdict.event is not None
+
+
+@pytest.mark.anyio
+async def test_receivers_claim_each_key_once_between_them(fleet: list[RedisStore]) -> None:
+    claimed: list[str] = []
+
+    async def receive(store: RedisStore, n: int) -> None:
+        if await _record(store, "page", url=f"https://example.com/{n}"):
+            claimed.append(store.owner)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(30):
+            for store in fleet:  # every delivery reaches all three receivers at once
+                tg.start_soon(receive, store, n)
+    assert len(claimed) == 30
+    inboxes = [len(await store.pending()) for store in fleet]
+    assert sum(inboxes) == 30
+
+
+@pytest.mark.anyio
+async def test_concurrent_progress_never_clobbers_state(fleet: list[RedisStore]) -> None:
+    async with anyio.create_task_group() as tg:
+        for n in range(1, 25):
+            tg.start_soon(functools.partial(_record, fleet[n % 3], "progress", "j9", completed=n))
+    state = await fleet[0].get_job("j9")
+    assert state is not None and state.completed == 24
+
+
+@pytest.mark.anyio
+async def test_dead_owner_inbox_is_adopted_in_order(options: RedisOptions) -> None:
+    first = RedisStore(options)
+    await first.open()
+    for n in range(3):
+        await _record(first, "progress", completed=n)
+    await first.aclose()  # gone without dispatching: its lease is given back
+    second = RedisStore(RedisOptions(**{**_fields(options), "owner": "r2"}))
+    await second.open()
+    try:
+        keys = [e.key for e in await second.pending()]
+        assert keys == [f"j1:progress:{n}#1" for n in range(3)]
+        await second.ack(keys[0])
+        assert [e.key for e in await second.pending()] == keys[1:]
+    finally:
+        await second.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_live_owner_keeps_its_inbox(fleet: list[RedisStore]) -> None:
+    await _record(fleet[0], "started")
+    await anyio.sleep(0.8)  # longer than the lease: only the heartbeat keeps it
+    assert await fleet[1].pending() == []
+    assert [e.key for e in await fleet[0].pending()] == ["j1:started#1"]
+
+
+@pytest.mark.anyio
+async def test_an_owner_name_in_use_is_refused(options: RedisOptions) -> None:
+    first = RedisStore(options)
+    await first.open()
+    try:
+        with pytest.raises(ConfigError, match="in use by another live process"):
+            await RedisStore(options).open()
+    finally:
+        await first.aclose()
+
+
+@pytest.mark.anyio
+async def test_unreachable_redis_fails_record_quickly() -> None:
+    store = RedisStore(RedisOptions(url="redis://127.0.0.1:1/0", owner="x", timeout=0.2,
+                                    record_deadline=0.3))
+    with anyio.fail_after(5):
+        with pytest.raises(RedisUnavailable, match="unavailable"):
+            await store.record("j1", functools.partial(decide, event=make_event("started")),
+                               ttl=60)
+    store.client.close()
+
+
+@pytest.mark.anyio
+async def test_watchers_sharing_the_store_dispatch_each_event_once(
+    options: RedisOptions,
+) -> None:
+    events = [make_event("page", f"j{n % 4}", url=f"https://e/{n}") for n in range(40)]
+    events += [make_event("completed", f"j{n}") for n in range(4)]
+    seen: list[str] = []
+    config = Config.from_mapping({"jobwatch": {"transport": "poll"}})
+    async with anyio.create_task_group() as tg:
+        for n in (1, 2, 3):
+            store = RedisStore(RedisOptions(**{**_fields(options), "owner": f"w{n}"}))
+            tg.start_soon(_run_watcher, config, store, events, seen)
+    assert sorted(seen) == sorted(e.key + "#1" for e in events)
+
+
+async def _run_watcher(config: Config, store: RedisStore, events: list[object],
+                       seen: list[str]) -> None:
+    transport = ScriptedTransport(events)  # type: ignore[arg-type]
+    async with Watcher(config, transports=[transport], store=store) as watcher:
+        watcher.subscribe(lambda e: seen.append(e.key))
+        with anyio.fail_after(10):
+            while watcher.statistics().events_in < len(events) or await store.pending_keys():
+                await anyio.sleep(0.02)
+
+
+def test_options_come_from_the_redis_table(redis_url: str) -> None:
+    config = Config.from_mapping({"jobwatch": {"store": "redis", "redis": {
+        "url": redis_url, "prefix": "svc", "owner": "r7", "lease": 5}}})
+    store = RedisStore.from_config(config)
+    assert (store.owner, store.keys.prefix, store.options.lease) == ("r7", "svc", 5.0)
+    assert store.describe()["url"] == redis_url
+    with pytest.raises(ConfigError, match=r"\[jobwatch.redis\]"):
+        RedisStore.from_config(Config.from_mapping({"jobwatch": {"redis": {"port": 1}}}))
+    with pytest.raises(ConfigError, match="url must start"):
+        RedisStore(RedisOptions(url="http://x"))
+
+
+def test_the_entry_point_resolves() -> None:
+    from jobwatch._registry import load
+
+    assert load("store", "redis", Store) is RedisStore
+    assert MemoryStore.name != RedisStore.name
+    assert isinstance(redis.Redis, type)
+
+
+@pytest.mark.anyio
+async def test_put_job_keeps_the_active_index(options: RedisOptions) -> None:
+    store = RedisStore(options)
+    await store.open()
+    try:
+        await store.put_job(JobState(job_id="a", watched=True))
+        await store.put_job(JobState(job_id="a", watched=True, terminal=True))
+        assert await store.active_jobs() == []
+    finally:
+        await store.aclose()

@@ -1,0 +1,155 @@
+"""The command line, in-process against the simulator served on a loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio.from_thread
+import httpx
+import pytest
+
+import jobwatch
+from jobwatch._cli import main
+from jobwatch.sim import Simulator, Step, running
+
+
+class Sim:
+    def __init__(self, portal: anyio.from_thread.BlockingPortal, sim: Simulator, url: str):
+        self.portal, self.sim, self.url = portal, sim, url
+
+    def job(self, *steps: str, delay: float | None = None) -> str:
+        timeline = [Step(kind=s, delay=delay) for s in steps]  # type: ignore[arg-type]
+        return self.portal.call(lambda: self.sim.create_job(steps=timeline))
+
+    def cancel(self, job_id: str) -> None:
+        self.portal.call(self.sim.cancel_job, job_id)
+
+
+@pytest.fixture
+def sim() -> Iterator[Sim]:
+    simulator = Simulator(time_scale=50.0)
+    with anyio.from_thread.start_blocking_portal("trio") as portal:
+        with portal.wrap_async_context_manager(running(simulator)) as url:
+            yield Sim(portal, simulator, url)
+
+
+@pytest.fixture
+def config(sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SIM_KEY", sim.sim.api_key)
+    path = tmp_path / "jobwatch.toml"
+    path.write_text(
+        f'[jobwatch]\nbase_url = "{sim.url}"\napi_key = "${{SIM_KEY}}"\ntransport = "poll"\n'
+        '[jobwatch.poll]\ninterval = 0.2\nmax_interval = 1.0\n'
+    )
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_watch_json_prints_events_and_exits_0(sim: Sim, config: Path, capsys) -> None:
+    job = sim.job("page", "page", "page")
+    code, out, err = run(capsys, "watch", job, "--config", str(config), "--json")
+    events = [jobwatch.JobEvent.from_json(line) for line in out.splitlines()]
+    assert code == 0, err
+    assert events[-1].kind is jobwatch.EventKind.COMPLETED and events[-1].job_id == job
+    assert len({e.key for e in events}) == len(events)
+
+
+@pytest.mark.parametrize(("steps", "expected"), [
+    (("page", "fail"), 1),
+    (("page", "page_error", "page"), 0),
+])
+def test_watch_exit_codes(sim: Sim, config: Path, capsys, steps: tuple[str, ...],
+                          expected: int) -> None:
+    job = sim.job(*steps)
+    code, _, err = run(capsys, "watch", job, "--config", str(config))
+    assert code == expected, err
+
+
+def test_watch_cancelled_exits_3(sim: Sim, config: Path, capsys) -> None:
+    job = sim.job(*["page"] * 200, delay=5.0)
+    sim.cancel(job)
+    code, out, _ = run(capsys, "watch", job, "--config", str(config))
+    assert code == 3 and "cancelled" in out
+
+
+def test_watch_timeout_exits_4_and_wins(sim: Sim, config: Path, capsys) -> None:
+    slow = sim.job(*["page"] * 500, delay=50.0)
+    failed = sim.job("fail")
+    code, out, _ = run(capsys, "watch", slow, failed, "--config", str(config),
+                       "--timeout", "1.5")
+    assert code == 4
+    assert "timeout" in out and "failed" in out
+
+
+def test_watch_unknown_job_is_one_clear_line(sim: Sim, config: Path, capsys) -> None:
+    code, out, err = run(capsys, "watch", "job_nope", "--config", str(config))
+    assert code == 1
+    assert "job_nope" in out and "404" in out and "Traceback" not in out + err
+
+
+def test_bad_config_is_usage_error_without_traceback(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[jobwatch]\nbogus = 1\n")
+    code, _, err = run(capsys, "watch", "job_1", "--config", str(path))
+    assert code == 2
+    assert err.count("\n") == 1 and "bogus" in err and "Traceback" not in err
+
+
+def test_unknown_transport_lists_installed(config: Path, capsys) -> None:
+    code, _, err = run(capsys, "watch", "j", "--config", str(config), "--transport", "carrier")
+    assert code == 2 and "'carrier'" in err and "poll" in err
+
+
+def test_doctor_redacts_and_reports(sim: Sim, config: Path, capsys) -> None:
+    code, out, _ = run(capsys, "doctor", "--config", str(config))
+    assert code == 0, out
+    assert sim.sim.api_key not in out and '"api_key": "***"' in out
+    assert "policy: transports poll" in out and "transport = poll" in out
+    assert "jobwatch.transports: sse" in out and "HTTP 404" in out
+
+
+def test_doctor_flags_a_refused_key(sim: Sim, config: Path, capsys,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIM_KEY", "rdr_wrong")
+    code, out, _ = run(capsys, "doctor", "--config", str(config))
+    assert code == 1 and "refused the api_key" in out and "rdr_wrong" not in out
+
+
+def test_demo_poll_completes(capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "demo", "--transport", "poll", "--pages", "6",
+                       "--time-scale", "60")
+    assert code == 0, out
+    assert "submitted batch job" in out and "completed" in out
+
+
+def test_sim_command_prints_its_address_first(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobwatch", "sim", "--port", "0", "--api-key", "rdr_cli"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().strip()
+        assert first.startswith("listening on http://127.0.0.1:")
+        url = first.removeprefix("listening on ")
+        ok = httpx.get(f"{url}/v1/usage/credits", headers={"x-api-key": "rdr_cli"})
+        refused = httpx.get(f"{url}/v1/usage/credits", headers={"x-api-key": "rdr_other"})
+        assert ok.status_code == 200 and refused.status_code == 401
+        assert json.loads(refused.text)["error"]["code"] == "unauthenticated"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        assert proc.stdout is not None
+        proc.stdout.close()

@@ -1,0 +1,249 @@
+"""The sans-I/O poll scheduler, with explicit ``now`` values, alone and with the budget."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jobwatch import JobStatus
+from jobwatch.abc import Snapshot
+from jobwatch.transports._budget import RequestBudget
+from jobwatch.transports._schedule import PollSchedule
+
+
+def snap(status: str, completed: int | None = None, total: int | None = None) -> Snapshot:
+    return Snapshot(job_id="j", status=JobStatus(status), raw_status=status,
+                    completed=completed, total=total)
+
+
+def schedule(**kw: float) -> PollSchedule:
+    return PollSchedule(rng=random.Random(7), jitter=0.0, **kw)  # type: ignore[arg-type]
+
+
+def test_first_poll_is_due_at_once() -> None:
+    s = schedule()
+    s.add("j", 5.0)
+    assert s.next_due() == 5.0
+    assert s.pick(4.9) is None
+    assert s.pick(5.0) == "j"
+    assert s.next_due() is None  # being polled
+
+
+def test_gap_grows_to_max_interval_without_progress() -> None:
+    s = schedule(interval=2.0, max_interval=10.0)
+    s.add("j", 0.0)
+    now, gaps = 0.0, []
+    for _ in range(7):
+        assert s.pick(now) == "j"
+        due = s.observe("j", now, snap("queued", 0, 10))
+        assert due is not None
+        gaps.append(round(due - now, 3))
+        now = due
+    assert gaps == [2.0, 3.0, 4.5, 6.75, 10.0, 10.0, 10.0]
+
+
+def test_prediction_places_polls_near_the_end() -> None:
+    """A steady job of 200 units at 0.5 s each ends at 100 s: a handful of polls, the
+    last one shortly after the end."""
+    s = schedule(interval=2.0, max_interval=30.0)
+    s.add("j", 0.0)
+    end, now, polls = 100.0, 0.0, 0
+    while True:
+        assert s.pick(now) == "j"
+        polls += 1
+        done = min(200, int(now / 0.5))
+        status = "completed" if now >= end else "processing"
+        due = s.observe("j", now, snap(status, done, 200))
+        if due is None:
+            break
+        now = due
+    assert now - end <= 2.0
+    assert polls <= 14  # fixed 2 s polling: 51
+
+
+def test_tail_gap_never_exceeds_interval_and_backs_off_when_overrun() -> None:
+    s = schedule(interval=2.0, max_interval=30.0)
+    s.add("j", 0.0)
+    s.pick(0.0)
+    s.observe("j", 0.0, snap("processing", 0, 10))
+    s.pick(5.0)
+    due = s.observe("j", 5.0, snap("processing", 9, 10))  # the end is about 5.3 s
+    assert due is not None and due - 5.0 <= 2.0
+    gaps = []
+    now = due
+    for _ in range(8):  # the job stalls on its last unit
+        s.pick(now)
+        nxt = s.observe("j", now, snap("processing", 9, 10))
+        assert nxt is not None
+        gaps.append(nxt - now)
+        now = nxt
+    assert gaps[0] <= 2.0
+    assert gaps[-1] > gaps[0]  # a stalled job stops costing a fast poll
+    assert max(gaps) <= 30.0
+
+
+def test_jitter_only_shortens_and_is_reproducible() -> None:
+    def gaps(seed: int) -> list[float]:
+        s = PollSchedule(interval=2.0, jitter=0.2, rpm=1000, rng=random.Random(seed))
+        out = []
+        for n in range(20):
+            s.add(f"j{n}", 0.0)
+            s.pick(0.0)
+            due = s.observe(f"j{n}", 0.0, snap("queued", 0, 1))
+            assert due is not None
+            out.append(due)
+        return out
+
+    first = gaps(1)
+    assert first == gaps(1)
+    assert all(1.6 <= g <= 2.0 for g in first)
+    assert len(set(first)) == 20  # no lockstep
+
+
+def test_failures_back_off_exponentially_with_jitter_up_to_max() -> None:
+    s = PollSchedule(interval=2.0, max_interval=30.0, rng=random.Random(3))
+    s.add("j", 0.0)
+    now, steps = 0.0, []
+    for _ in range(7):
+        s.pick(now)
+        due = s.failed("j", now)
+        assert due is not None
+        steps.append(due - now)
+        now = due
+    bounds = [2, 4, 8, 16, 30, 30, 30]
+    assert all(b / 2 <= step <= b for step, b in zip(steps, bounds, strict=True))
+    s.pick(now)
+    assert s.observe("j", now, snap("queued", 0, 1)) == pytest.approx(now + 2.0, abs=0.2)
+
+
+def test_defer_moves_the_poll_without_counting_an_error() -> None:
+    s = schedule()
+    s.add("j", 0.0)
+    s.pick(0.0)
+    s.defer("j", 12.0)
+    assert s.next_due() == 12.0
+    s.pick(12.0)
+    assert s.failed("j", 12.0) == pytest.approx(12.0 + 2.0 * 0.5, abs=1.0)
+
+
+def test_terminal_snapshot_and_remove_forget_the_job() -> None:
+    s = schedule()
+    s.add("a", 0.0)
+    s.add("b", 0.0)
+    s.pick(0.0)
+    assert s.observe("a", 0.0, snap("completed", 3, 3)) is None
+    assert "a" not in s
+    s.remove("b")
+    assert len(s) == 0 and s.next_due() is None
+    assert s.observe("b", 1.0, snap("processing", 1, 3)) is None
+    assert s.failed("b", 1.0) is None
+
+
+def test_pick_prefers_jobs_near_their_predicted_end() -> None:
+    s = schedule(interval=2.0, max_interval=30.0)
+    for job in ("far", "near"):
+        s.add(job, 0.0)
+        s.pick(0.0)
+        s.observe(job, 0.0, snap("processing", 0, 100))
+    s.pick(10.0)
+    s.observe("far", 10.0, snap("processing", 10, 100))  # ~90 s to go
+    s.pick(10.0)
+    s.observe("near", 10.0, snap("processing", 98, 100))  # ~0.2 s to go
+    assert s.due(200.0) == ["near", "far"]
+
+
+def test_many_jobs_stretch_to_their_fair_share_of_the_budget() -> None:
+    s = schedule(interval=2.0, max_interval=30.0, rpm=10)
+    for n in range(20):
+        s.add(f"j{n}", 0.0)
+    s.pick(0.0)
+    due = s.observe("j0", 0.0, snap("queued", 0, 5))
+    # 20 jobs in 10 requests a minute (90 % planned): one poll each per 133 s.
+    assert due == pytest.approx(20 * 60 / 9)
+
+
+def test_invalid_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="interval"):
+        PollSchedule(interval=5.0, max_interval=1.0)
+    with pytest.raises(ValueError, match="growth"):
+        PollSchedule(jitter=1.0)
+
+
+# -- the budget and the scheduler together --------------------------------------------------
+
+
+def _job_model(rng: random.Random, duration: float, unit: float) -> list[float]:
+    times, t = [], rng.uniform(0, 3)
+    for _ in range(max(1, round(duration / unit))):
+        t += unit * rng.uniform(0.5, 1.5)
+        times.append(t)
+    return times
+
+
+def _snapshot(times: list[float], now: float, start: float) -> Snapshot:
+    if now < start:
+        return snap("queued", 0, len(times))
+    done = sum(1 for t in times if t <= now)
+    return snap("completed" if done == len(times) else "processing", done, len(times))
+
+
+def drive(rpm: int, jobs: list[tuple[float, float, float]], seed: int
+          ) -> tuple[list[float], dict[str, float]]:
+    """Run many jobs (added at, duration, unit) through one schedule and one budget in
+    virtual time, as the poll transport does; return the request times and detections."""
+    rng = random.Random(seed)
+    budget = RequestBudget(rpm)
+    s = PollSchedule(rpm=rpm, rng=random.Random(seed))
+    models = {f"j{n}": (added, added + 0.1, [added + t for t in _job_model(rng, d, u)])
+              for n, (added, d, u) in enumerate(jobs)}
+    pending = sorted((added, job) for job, (added, _, _) in models.items())
+    sent: list[float] = []
+    detected: dict[str, float] = {}
+    now = 0.0
+    while len(detected) < len(models):
+        while pending and pending[0][0] <= now:
+            s.add(pending.pop(0)[1], now)
+        job = s.pick(now) if budget.delay(now) == 0 else None
+        if job is not None:
+            budget.take(now)
+            sent.append(now)
+            _, start, times = models[job]
+            shot = _snapshot(times, now, start)
+            if s.observe(job, now, shot) is None:
+                detected[job] = now - times[-1]
+            continue
+        due = s.next_due()
+        candidates = [t for t in (due, pending[0][0] if pending else None) if t is not None]
+        now = max(now + budget.delay(now), min(candidates, default=now))
+    return sent, detected
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rpm=st.sampled_from([10, 60, 200]),
+    jobs=st.lists(
+        st.tuples(st.floats(0, 300), st.floats(1, 900), st.floats(0.05, 20)),
+        min_size=1, max_size=40,
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_budget_is_never_exceeded_for_any_mix_of_jobs(
+    rpm: int, jobs: list[tuple[float, float, float]], seed: int
+) -> None:
+    sent, detected = drive(rpm, jobs, seed)
+    assert len(detected) == len(jobs)  # every completion is reported
+    for i, t in enumerate(sent):
+        in_window = sum(1 for u in sent[i:] if u < t + 60.0)
+        assert in_window <= rpm
+
+
+def test_a_light_load_detects_completions_quickly() -> None:
+    rng = random.Random(5)
+    jobs = [(0.0, rng.uniform(10, 120), 0.5) for _ in range(10)]
+    sent, detected = drive(1000, jobs, 5)
+    fixed = sum(int((d + 3) / 2) + 1 for _, d, _ in jobs)  # polling every 2 s
+    assert len(sent) <= fixed / 4
+    assert sum(detected.values()) / len(detected) <= 1.0

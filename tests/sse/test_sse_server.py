@@ -1,0 +1,220 @@
+"""The SSE transport against a scriptable server: ids and replay, fallback and recovery."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from typing import Any
+
+import anyio
+import pytest
+from _sse_support import FakeReader, serving
+
+import jobwatch
+from jobwatch import JobEvent
+from jobwatch.abc import Capabilities
+from jobwatch.providers.reader import ReaderProvider
+from jobwatch.stores.memory import MemoryStore
+from jobwatch.transports.sse import SSEOptions, SSETransport
+
+pytestmark = pytest.mark.anyio
+
+JOB = "job_1"
+
+
+class ReaderWithIds(ReaderProvider):
+    """Reader's wire formats, from a server that does send ids and replays (unlike Reader)."""
+
+    capabilities = Capabilities(job_stream=True, workspace_stream=True, stream_event_ids=True,
+                                webhook_scheme="reader")
+
+
+def config(url: str, **sse: Any) -> jobwatch.Config:
+    options = {"backoff_initial": 0.01, "backoff_max": 0.05, "heartbeat_timeout": 5.0, **sse}
+    return jobwatch.Config.from_mapping({"jobwatch": {
+        "base_url": url, "api_key": "rdr_test", "store": "memory", "safety_poll": 0,
+        "poll": {"rpm": 100_000}, "sse": options,
+    }})
+
+
+def watcher(cfg: jobwatch.Config, store: MemoryStore | None = None,
+            provider: ReaderProvider | None = None) -> jobwatch.Watcher:
+    transport = SSETransport(cfg.options("sse", SSEOptions), rng=random.Random(0))
+    return jobwatch.Watcher(cfg, transports=[transport], store=store or MemoryStore(),
+                            provider=provider or ReaderProvider(cfg))
+
+
+def progress(server: FakeReader, job: str, completed: int, total: int = 50,
+             status: str = "processing") -> None:
+    server.add("job:progress", {"jobId": job, "status": status, "completed": completed,
+                                "total": total})
+
+
+def completed(server: FakeReader, job: str, total: int = 50) -> None:
+    server.add("job:completed", {"jobId": job, "status": "completed", "completed": total,
+                                 "total": total, "creditsUsed": total})
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.events: dict[str, list[JobEvent]] = defaultdict(list)
+
+    def __call__(self, event: JobEvent) -> None:
+        assert event.job_id is not None
+        self.events[event.job_id].append(event)
+
+    def progress(self, job: str) -> list[int | None]:
+        return [e.completed for e in self.events[job] if e.kind == "progress"]
+
+
+async def until(condition: Any, timeout: float = 10.0) -> None:
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.01)
+
+
+async def test_a_server_with_ids_is_resumed_with_last_event_id_and_not_polled() -> None:
+    server = FakeReader(snapshots={JOB: {"status": "processing", "completed": 0, "total": 50}},
+                        drop_after=4, retry_ms=30)
+    async with serving(server) as url:
+        cfg = config(url, scope="workspace")
+        seen = Seen()
+        store = MemoryStore()
+        async with watcher(cfg, store, ReaderWithIds(cfg)) as w:
+            w.subscribe(seen)
+            waiting = w.subscribe(lambda e: None, job_id=JOB)  # watched from the start
+            await until(lambda: len(server.stream_opens) >= 1)
+            for n in range(1, 50):
+                progress(server, JOB, n)
+            completed(server, JOB)
+            with anyio.fail_after(10):
+                final = await w.wait(JOB)
+            waiting.cancel()
+            stats = w.statistics().transports["sse"]
+        checkpoint = await store.get_checkpoint("sse:workspace")
+    assert final.kind == "completed"
+    # Every frame arrived once, in order, across a dozen reconnects: no gap, no duplicate.
+    assert seen.progress(JOB) == list(range(0, 50))  # 0 from the poll on start
+    assert stats["reconnects"] >= 10
+    sent = server.last_event_ids
+    assert sent[0] is None and all(ident is not None for ident in sent[1:])
+    assert [int(ident) for ident in sent[1:]] == sorted(int(i) for i in sent[1:])
+    # Resumed, not reconciled: the only poll is the one on the first connection.
+    assert server.polls.get(JOB, 0) == 1
+    assert checkpoint == "50"
+    gaps = [b - a for a, b in zip(server.stream_opens, server.stream_opens[1:], strict=False)]
+    assert min(gaps) >= 0.03 - 0.005, "retry: 30 ms was not honoured"
+
+
+async def test_a_restarted_process_resumes_from_its_checkpoint() -> None:
+    server = FakeReader(snapshots={JOB: {"status": "processing", "completed": 0, "total": 50}})
+    store = MemoryStore()
+    await store.put_checkpoint("sse:workspace", "3")
+    for n in range(1, 7):
+        progress(server, JOB, n)
+    async with serving(server) as url:
+        cfg = config(url, scope="workspace")
+        seen = Seen()
+        async with watcher(cfg, store, ReaderWithIds(cfg)) as w:
+            w.subscribe(seen)
+            await until(lambda: seen.progress(JOB) == [4, 5, 6])
+    assert server.last_event_ids[0] == "3"
+    assert server.polls == {}  # resumed by the server: nothing to reconcile
+
+
+async def test_a_server_without_ids_gets_one_poll_per_job_after_each_reconnect() -> None:
+    server = FakeReader(snapshots={JOB: {"status": "processing", "completed": 0, "total": 9}},
+                        drop_after=2)
+    async with serving(server) as url:
+        cfg = config(url, scope="workspace")
+        seen = Seen()
+        async with watcher(cfg) as w:
+            w.subscribe(seen)
+            sub = w.subscribe(lambda e: None, job_id=JOB)
+            await until(lambda: len(server.stream_opens) >= 1)
+            for n in range(1, 6):
+                server.add("job:progress", {"jobId": JOB, "status": "processing",
+                                            "completed": n, "total": 9}, with_id=False)
+                await until(lambda n=n: len(server.stream_opens) >= 1 + n // 2)
+            # The terminal frame is lost in a drop; the reconcile poll finds it.
+            server.snapshots[JOB] = {"status": "completed", "completed": 9, "total": 9}
+            with anyio.fail_after(10):
+                final = await w.wait(JOB)
+            sub.cancel()
+    assert final.kind == "completed" and final.source == "poll"
+    assert all(ident is None for ident in server.last_event_ids)
+    assert server.polls[JOB] >= 3
+    assert seen.progress(JOB) == sorted(set(seen.progress(JOB)))
+
+
+@pytest.mark.parametrize("refusal", [404, 405, "html"])
+@pytest.mark.parametrize("scope", ["job", "workspace"])
+async def test_fallback_to_polling_and_back(scope: str, refusal: str | int) -> None:
+    server = FakeReader(snapshots={JOB: {"status": "processing", "completed": 1, "total": 10}},
+                        stream_mode=refusal)
+    async with serving(server) as url:
+        cfg = config(url, scope=scope, fallback_interval=0.05, probe_interval=0.3)
+        seen = Seen()
+        async with watcher(cfg) as w:
+            w.subscribe(seen)
+            sub = w.subscribe(lambda e: None, job_id=JOB)
+            # Fallen back: the job's progress arrives by polling.
+            server.snapshots[JOB] = {"status": "processing", "completed": 5, "total": 10}
+            await until(lambda: 5 in seen.progress(JOB))
+            stats = w.statistics().transports["sse"]
+            assert stats["fallbacks"] == 1 and stats.get("streams_opened", 0) == 0
+            assert seen.events[JOB][-1].source == "poll"
+            # The stream comes back: the next probe returns to it.
+            server.stream_mode = "sse"
+            await until(lambda: w.statistics().transports["sse"].get("recoveries") == 1)
+            polls = server.polls[JOB]
+            if scope == "job":
+                server.add("progress", {"status": "processing", "completed": 8, "total": 10},
+                           job_id=JOB, with_id=False)
+                server.add("done", {"status": "completed", "completed": 10, "total": 10},
+                           job_id=JOB, with_id=False)
+            else:
+                progress(server, JOB, 8, total=10)
+                completed(server, JOB, total=10)
+            with anyio.fail_after(10):
+                final = await w.wait(JOB)
+            sub.cancel()
+    assert final.source == "sse" and seen.progress(JOB)[-1] == 8
+    # Back on the stream, polling stopped (one reconcile poll when it reopened at most).
+    assert server.polls[JOB] <= polls + 1
+
+
+async def test_a_malformed_frame_is_counted_and_the_stream_goes_on() -> None:
+    server = FakeReader(snapshots={JOB: {"status": "processing", "completed": 0, "total": 3}})
+    async with serving(server) as url:
+        cfg = config(url, scope="workspace")
+        seen = Seen()
+        async with watcher(cfg) as w:
+            w.subscribe(seen)
+            await until(lambda: len(server.stream_opens) >= 1)
+            progress(server, JOB, 1, total=3)
+            server.add("job:progress", {}, raw='{"jobId": "job_1", "completed": "two"')
+            server.add("job:teleported", {"jobId": JOB})
+            progress(server, JOB, 2, total=3)
+            completed(server, JOB, total=3)
+            await until(lambda: any(e.terminal for e in seen.events[JOB]))
+            stats = w.statistics().transports["sse"]
+    assert stats["malformed"] == 2
+    assert stats["streams_opened"] == 1 and stats.get("reconnects", 0) == 0
+    assert seen.progress(JOB) == [1, 2]
+
+
+async def test_repeated_failures_fall_back_and_a_401_ends_the_jobs() -> None:
+    server = FakeReader(snapshots={JOB: {"status": "processing", "completed": 0, "total": 3}},
+                        stream_mode=503)
+    async with serving(server) as url:
+        cfg = config(url, scope="workspace", max_failures=3, fallback_interval=0.05,
+                     probe_interval=0.2)
+        async with watcher(cfg) as w:
+            sub = w.subscribe(lambda e: None, job_id=JOB)
+            await until(lambda: w.statistics().transports["sse"].get("fallbacks") == 1)
+            assert len(server.stream_opens) == 3
+            server.stream_mode = 401
+            with anyio.fail_after(10), pytest.raises(jobwatch.AuthenticationError):
+                await w.wait(JOB)
+            sub.cancel()

@@ -1,0 +1,137 @@
+"""The SSE transport end to end: the real Watcher against the simulator on a loopback port."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from typing import Any
+
+import anyio
+import pytest
+
+import jobwatch
+from jobwatch import JobEvent
+from jobwatch.sim import Faults, Simulator, Step, running
+from jobwatch.stores.memory import MemoryStore
+from jobwatch.transports.sse import SSEOptions, SSETransport
+
+pytestmark = pytest.mark.anyio
+
+
+def config(url: str, *, api_key: str = "rdr_sim", **sse: Any) -> jobwatch.Config:
+    return jobwatch.Config.from_mapping({"jobwatch": {
+        "base_url": url, "api_key": api_key, "store": "memory", "safety_poll": 0,
+        "poll": {"rpm": 100_000}, "sse": sse,
+    }})
+
+
+def transport(cfg: jobwatch.Config, seed: int = 0) -> SSETransport:
+    return SSETransport(cfg.options("sse", SSEOptions), rng=random.Random(seed))
+
+
+class Recorder:
+    """Every event the application saw, per job."""
+
+    def __init__(self) -> None:
+        self.terminal: dict[str, list[JobEvent]] = defaultdict(list)
+        self.progress: dict[str, list[int]] = defaultdict(list)
+
+    def __call__(self, event: JobEvent) -> None:
+        assert event.job_id is not None
+        if event.terminal:
+            self.terminal[event.job_id].append(event)
+        elif event.completed is not None and event.kind == "progress":
+            self.progress[event.job_id].append(event.completed)
+
+
+async def wait_all(watcher: jobwatch.Watcher, jobs: list[str], *,
+                   timeout: float) -> list[JobEvent]:
+    """Wait for every job at once (each is watched from the start)."""
+    finals: dict[str, JobEvent] = {}
+
+    async def wait(job: str) -> None:
+        finals[job] = await watcher.wait(job)
+
+    with anyio.fail_after(timeout):
+        async with anyio.create_task_group() as tg:
+            for job in jobs:
+                tg.start_soon(wait, job)
+    return [finals[job] for job in jobs]
+
+
+def pages(n: int) -> list[Step]:
+    return [Step(kind="page") for _ in range(n)]
+
+
+@pytest.mark.parametrize(("scope", "drop_p", "n_pages", "min_drops"), [
+    ("job", 0.25, 30, 100),
+    # Every reconnect of the workspace stream polls each of the 20 jobs (Reader cannot
+    # replay): fewer drops keep those polls within the simulator's rate limit.
+    ("workspace", 0.1, 40, 25),
+])
+async def test_a_hundred_drops_lose_no_terminal_event(scope: str, drop_p: float, n_pages: int,
+                                                      min_drops: int) -> None:
+    sim = Simulator(seed=7, tier="enterprise", time_scale=20.0, page_interval=1.0,
+                    faults=Faults(drop_sse_p=drop_p))
+    async with running(sim) as url:
+        cfg = config(url, scope=scope, backoff_initial=0.005, backoff_max=0.05,
+                     max_failures=50, heartbeat_timeout=5.0)
+        seen = Recorder()
+        async with jobwatch.Watcher(cfg, transports=[transport(cfg)],
+                                    store=MemoryStore()) as watcher:
+            watcher.subscribe(seen)
+            jobs = [sim.create_job(steps=pages(n_pages))
+                    for _ in range(20)]
+            finals = await wait_all(watcher, jobs, timeout=60)
+            stats = watcher.statistics()
+    drops = sim.fault_counts()["drop_sse_p"]
+    assert drops >= min_drops, f"only {drops} drops were injected"
+    assert all(final.kind == "completed" for final in finals)
+    for job in jobs:
+        assert len(seen.terminal[job]) == 1, f"{job}: {seen.terminal[job]}"
+        assert seen.progress[job] == sorted(set(seen.progress[job])), f"{job} went backwards"
+    sse = stats.transports["sse"]
+    assert sse["reconnects"] >= min_drops
+    assert stats.reconciles >= 1
+
+
+async def test_a_stalled_stream_is_detected_and_recovered() -> None:
+    # Every connection goes silent (no events, no pings) after 3 events, for far longer than
+    # the test may take: only the heartbeat watchdog can get the job to its end.
+    sim = Simulator(seed=3, time_scale=20.0, page_interval=1.0, faults="stall_sse=3@1h")
+    async with running(sim) as url:
+        cfg = config(url, scope="job", heartbeat_timeout=0.3, backoff_initial=0.01,
+                     backoff_max=0.05)
+        async with jobwatch.Watcher(cfg, transports=[transport(cfg)],
+                                    store=MemoryStore()) as watcher:
+            job = sim.create_job(steps=pages(12))
+            with anyio.fail_after(30):
+                final = await watcher.wait(job)
+            stats = watcher.statistics().transports["sse"]
+    assert final.kind == "completed"
+    assert sim.fault_counts()["stall_sse"] >= 1
+    assert stats["stalls"] >= 1 and stats["reconnects"] >= 1
+
+
+async def test_a_refused_key_ends_the_job_instead_of_retrying() -> None:
+    sim = Simulator(seed=1)
+    async with running(sim) as url:
+        cfg = config(url, api_key="rdr_wrong", scope="job", backoff_initial=0.01)
+        async with jobwatch.Watcher(cfg, transports=[transport(cfg)],
+                                    store=MemoryStore()) as watcher:
+            job = sim.create_job(steps=pages(3))
+            with anyio.fail_after(10), pytest.raises(jobwatch.AuthenticationError):
+                await watcher.wait(job)
+    assert sim.request_counts().by_endpoint.get("GET /v1/jobs/{id}/stream", 0) == 1
+
+
+async def test_a_job_unknown_to_the_api_ends_with_job_not_found() -> None:
+    sim = Simulator(seed=1)
+    async with running(sim) as url:
+        cfg = config(url, scope="job", backoff_initial=0.01)
+        async with jobwatch.Watcher(cfg, transports=[transport(cfg)],
+                                    store=MemoryStore()) as watcher:
+            with anyio.fail_after(10), pytest.raises(jobwatch.JobNotFound):
+                await watcher.wait("job_does_not_exist")
+            stats = watcher.statistics().transports["sse"]
+    assert stats["fallbacks"] == 1

@@ -1,0 +1,160 @@
+"""The serverless handler: AWS Lambda event shapes, dedup across invocations, failing callbacks."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _webhook_helpers import PATH, SECRET, delivery
+
+import jobwatch
+import jobwatch.serverless
+from jobwatch.serverless import Handler, lambda_handler
+from jobwatch.stores.memory import MemoryStore
+
+
+def config(store: str = "memory", **tables: Any) -> jobwatch.Config:
+    return jobwatch.Config.from_mapping({"jobwatch": {
+        "api_key": "rdr_sim", "store": store, "webhook": {"secrets": [SECRET]}, **tables}})
+
+
+def v1_event(headers: dict[str, str], body: bytes, *, b64: bool = False,
+             multi: bool = False) -> dict[str, Any]:
+    """An API Gateway REST API (payload format 1.0) proxy event."""
+    wire = {k.title(): v for k, v in headers.items()}  # API Gateway v1 keeps the sender's case
+    return {
+        "resource": PATH, "path": PATH, "httpMethod": "POST",
+        "headers": None if multi else wire,
+        "multiValueHeaders": {k: [v] for k, v in wire.items()} if multi else None,
+        "queryStringParameters": None, "pathParameters": None, "stageVariables": None,
+        "requestContext": {"resourcePath": PATH, "httpMethod": "POST", "stage": "prod",
+                           "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"},
+        "body": base64.b64encode(body).decode() if b64 else body.decode(),
+        "isBase64Encoded": b64,
+    }
+
+
+def v2_event(headers: dict[str, str], body: bytes, *, b64: bool = True,
+             path: str = "/prod" + PATH) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload format 2.0) event; function URLs send the same shape."""
+    return {
+        "version": "2.0", "routeKey": f"POST {PATH}", "rawPath": path, "rawQueryString": "",
+        "headers": {k.lower(): v for k, v in headers.items()},
+        "requestContext": {"http": {"method": "POST", "path": path, "protocol": "HTTP/1.1",
+                                    "sourceIp": "192.0.2.1", "userAgent": "Reader-Webhook/1.0"},
+                           "requestId": "JKJaXmPLvHcESHA=", "stage": "prod"},
+        "body": base64.b64encode(body).decode() if b64 else body.decode(),
+        "isBase64Encoded": b64,
+    }
+
+
+@pytest.fixture
+def received() -> list[jobwatch.JobEvent]:
+    return []
+
+
+def test_v1_event_is_verified_recorded_and_dispatched_once(
+        received: list[jobwatch.JobEvent]) -> None:
+    handler = lambda_handler(config(), on_event=received.append, store=MemoryStore())
+    headers, body = delivery()
+    first = handler(v1_event(headers, body), None)
+    again = handler(v1_event(headers, body, multi=True), None)
+    assert first["statusCode"] == 200 and again["statusCode"] == 200
+    assert first["headers"]["content-type"] == "application/json"
+    assert [e.kind for e in received] == [jobwatch.EventKind.COMPLETED]
+
+
+def test_v2_event_with_base64_body_and_a_stage_prefix(received: list[jobwatch.JobEvent]) -> None:
+    handler = lambda_handler(config(), on_event=received.append, store=MemoryStore())
+    headers, body = delivery("job.page", {"jobId": "job_9", "url": "https://example.com/a"})
+    reply = handler(v2_event(headers, body), None)
+    assert reply["statusCode"] == 200, reply
+    assert [(e.kind, e.job_id) for e in received] == [(jobwatch.EventKind.PAGE, "job_9")]
+
+
+def test_function_url_event(received: list[jobwatch.JobEvent]) -> None:
+    handler = lambda_handler(config(), on_event=received.append, store=MemoryStore())
+    headers, body = delivery()
+    assert handler(v2_event(headers, body, b64=False, path="/"), None)["statusCode"] == 200
+    assert len(received) == 1
+
+
+@pytest.mark.parametrize(("change", "status"), [
+    (lambda h, b: (h, b + b" "), 401),
+    (lambda h, b: ({**h, "x-reader-timestamp": str(int(time.time()) - 3600)}, b), 400),
+    (lambda h, b: ({k: v for k, v in h.items() if k != "x-reader-signature"}, b), 401),
+    (lambda h, b: ({**h, "content-type": "text/plain"}, b), 415),
+])
+def test_bad_deliveries_are_refused(change: Any, status: int,
+                                    received: list[jobwatch.JobEvent]) -> None:
+    handler = lambda_handler(config(), on_event=received.append, store=MemoryStore())
+    headers, body = change(*delivery())
+    assert handler(v2_event(headers, body), None)["statusCode"] == status
+    assert received == []
+
+
+@pytest.mark.parametrize("event", [
+    {}, {"httpMethod": 5}, {"version": "2.0", "requestContext": "x"},
+    {"httpMethod": "POST", "path": PATH, "body": "%%%", "isBase64Encoded": True},
+    {"httpMethod": "POST", "path": PATH, "body": 12},
+])
+def test_malformed_platform_events_are_400(event: dict[str, Any]) -> None:
+    handler = lambda_handler(config(), on_event=lambda e: None, store=MemoryStore())
+    assert handler(event, None)["statusCode"] == 400
+
+
+def test_a_failing_callback_is_retried_on_the_next_invocation_then_dead_lettered() -> None:
+    calls: list[str] = []
+
+    def flaky(event: jobwatch.JobEvent) -> None:
+        calls.append(event.key)
+        raise RuntimeError("downstream is down")
+
+    store = MemoryStore()
+    handler = Handler(config(), on_event=flaky, store=store, attempts=2)
+    headers, body = delivery()
+    assert handler.handle("POST", PATH, headers, body).status == 200  # recorded durably
+    other_headers, other_body = delivery("job.started", {"jobId": "job_2"}, delivery_id="d-2")
+    handler.handle("POST", PATH, other_headers, other_body)
+    assert calls.count("job_1:terminal#1") == 2
+    assert [e.key for e, _, _ in store.dead_letters] == ["job_1:terminal#1"]
+
+
+def test_async_callbacks_and_the_platform_neutral_handle() -> None:
+    seen: list[str] = []
+
+    async def on_event(event: jobwatch.JobEvent) -> None:
+        seen.append(event.kind)
+
+    handler = jobwatch.serverless.Handler(config(), on_event=on_event, store=MemoryStore(),
+                                          backend="trio")
+    headers, body = delivery()
+    status, reply_headers, reply_body = handler.handle("POST", "/anything", headers, body)
+    assert status == 200 and reply_body == b'{"ok":true,"duplicate":false}'
+    assert seen == ["completed"]
+
+
+def test_check_path_turns_path_matching_on() -> None:
+    handler = Handler(config(), on_event=lambda e: None, store=MemoryStore(), check_path=True)
+    headers, body = delivery()
+    assert handler.handle("POST", "/elsewhere", headers, body).status == 404
+    assert handler.handle("POST", PATH, headers, body).status == 200
+
+
+def test_sqlite_dedup_survives_a_cold_start(tmp_path: Path) -> None:
+    cfg = config("sqlite", sqlite={"path": str(tmp_path / "state.db")})
+    seen: list[jobwatch.JobEvent] = []
+    headers, body = delivery()
+    for _ in range(2):  # a new handler: what a new function instance builds
+        reply = lambda_handler(cfg, on_event=seen.append)(v1_event(headers, body), None)
+        assert reply["statusCode"] == 200
+    assert len(seen) == 1
+
+
+def test_configuration_errors_surface_when_the_handler_is_built() -> None:
+    bad = jobwatch.Config.from_mapping({"jobwatch": {"webhook": {"scheme": "reader"}}})
+    with pytest.raises(jobwatch.ConfigError, match="secrets is empty"):
+        lambda_handler(bad, on_event=lambda e: None)
