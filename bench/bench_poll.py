@@ -138,7 +138,8 @@ def report(who: str, sim: Simulator, counter: StatusCounter, jobs: list[str],
         if job_id in seen and detail["completedAt"]:
             ended = zero + sim_seconds(detail["completedAt"]) / scale
             delays.append((seen[job_id] - ended) * scale)  # in simulated seconds
-        results += max(1, math.ceil(len(detail["results"]) / 100)) if who == "sdk" else 0
+        if who == "sdk" and job_id in seen:  # wait_for_job then fetched every result page
+            results += max(1, math.ceil(len(detail["results"]) / 100))
     outcome = Outcome(name=who, requests=sim.request_counts().total,
                       results_requests=results if who == "sdk" else 0,
                       status_429=counter.statuses[429], reported=len(seen), jobs=len(jobs),

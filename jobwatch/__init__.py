@@ -9,10 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-try:  # TEMP until _blocking lands
-    from ._blocking import iter_events, wait
-except ImportError:  # pragma: no cover
-    pass
+from ._blocking import iter_events, wait
 from ._config import Config, Secret, load_config
 from ._dispatch import Subscription
 from ._errors import (

@@ -90,9 +90,22 @@ def _make_converter() -> cattrs.Converter:
 _converter = _make_converter()
 
 
+def _describe(exc: BaseException, kind: type | None) -> str:
+    # cattrs says only "invalid value" for a validator's error; say what the validator said.
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        known = sorted(a.name for a in attrs.fields(exc.cl)) if attrs.has(exc.cl) else []
+        return (f"unknown key(s) {', '.join(sorted(exc.extra_fields))}; known keys are "
+                f"{', '.join(known)}")
+    if isinstance(exc, TypeError | ValueError) and str(exc):
+        return f"invalid value: {exc}"
+    return cattrs.v.format_exception(exc, kind)
+
+
 def _problems(exc: BaseException, where: str) -> str:
-    lines = cattrs.transform_error(exc, path=where) if isinstance(exc, cattrs.BaseValidationError) \
-        else [f"{exc} @ {where}"]
+    if isinstance(exc, cattrs.BaseValidationError):
+        lines = cattrs.transform_error(exc, path=where, format_exception=_describe)
+    else:
+        lines = [f"{exc} @ {where}"]
     return "; ".join(lines)
 
 
@@ -183,6 +196,7 @@ class Config:
         body = _expand(body, "[jobwatch]", env)
         tables = {k: v for k, v in body.items() if isinstance(v, Mapping)}
         scalars = {k: v for k, v in body.items() if k not in tables}
+        _check_tables(tables)
         core = structure(scalars, _Core, "[jobwatch]")
         _check_core(core)
         return cls(**attrs.asdict(core, recurse=False), tables=tables)
@@ -231,6 +245,22 @@ def _redact(value: Any) -> Any:
 
 def _is_secret_key(key: str) -> bool:
     return any(word in key.lower() for word in ("secret", "key", "password", "token"))
+
+
+def _check_tables(tables: Mapping[str, Any]) -> None:
+    from ._registry import GROUPS, installed
+
+    known = sorted({name for kind in GROUPS for name in installed(kind)})
+    for name in tables:
+        if name in _CORE_KEYS:
+            raise ConfigError(f"[jobwatch.{name}] must not be a table: {name} is a key of "
+                              f"[jobwatch] (write `{name} = ...` under [jobwatch])")
+        if name not in known:
+            raise ConfigError(
+                f"unknown table [jobwatch.{name}]: tables are named after an installed "
+                f"transport, store or provider ({', '.join(known)}); check the spelling, or "
+                "install the plugin that reads it"
+            )
 
 
 def _check_core(core: _Core) -> None:

@@ -151,6 +151,8 @@ class JobEvent:
             obj = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
             raise DecodeError(f"event is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise DecodeError("event JSON is nested too deeply") from None
         if not isinstance(obj, dict):
             raise DecodeError("event JSON must be an object")
         return cls.from_dict(obj)

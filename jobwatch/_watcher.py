@@ -42,6 +42,7 @@ from ._policy import Decision, Signals, check_names, choose_transport
 from ._registry import installed, load
 from ._values import Request, Response, Snapshot
 from .abc import Provider, Store, Transport, TransportHost
+from .transports._budget import RequestBudget
 
 __all__ = ["Statistics", "Watcher"]
 
@@ -136,6 +137,7 @@ class Watcher(TransportHost):
         self._snapshots: dict[str, Snapshot] = {}
         self._heard: dict[str, float] = {}
         self._checking: set[str] = set()
+        self._inherited: list[str] = []
         self._counters: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._dropped: dict[str, int] = defaultdict(int)
         self._totals: dict[str, int] = defaultdict(int)
@@ -173,6 +175,9 @@ class Watcher(TransportHost):
             timeout=httpx.Timeout(30.0, connect=10.0),
             transport=self._http_transport,
         )
+        # Read before anything of this process marks jobs watched: these are the jobs an
+        # earlier process left unfinished.
+        self._inherited = [s.job_id for s in await self.store.active_jobs()]
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
@@ -207,7 +212,16 @@ class Watcher(TransportHost):
         try:
             if self._tg is not None:
                 self._tg.cancel_scope.cancel()
-                result = await self._tg.__aexit__(exc_type, exc, tb)
+                try:
+                    result = await self._tg.__aexit__(exc_type, exc, tb)
+                except BaseExceptionGroup as group:
+                    # The block's own error, or a single failure, is raised as itself.
+                    leaves = _leaves(group)
+                    if exc is not None and all(e is exc for e in leaves):
+                        raise exc from None
+                    if len(leaves) == 1:
+                        raise leaves[0] from None
+                    raise
         finally:
             with anyio.CancelScope(shield=True):
                 if self._http is not None:
@@ -226,12 +240,11 @@ class Watcher(TransportHost):
                 self._totals["replayed"] += 1
                 await self._dispatcher.dispatch(event)
             self._gate.set()
-        active = await self.store.active_jobs()
-        for state in active:
-            self._watch_counts[state.job_id] += 0
-            self._watch_transports(state.job_id)
-        if active:
-            await self.reconcile([s.job_id for s in active], reason="start")
+        for job_id in self._inherited:
+            self._watch_counts[job_id] += 0
+            self._watch_transports(job_id)
+        if self._inherited:
+            await self.reconcile(self._inherited, reason="start")
 
     # -- the application's API -----------------------------------------------------------
 
@@ -417,6 +430,11 @@ class Watcher(TransportHost):
     def base_url(self) -> str:
         return self.config.base_url
 
+    @property
+    def budget(self) -> RequestBudget:
+        """The request budget every request of this Watcher draws from (``rpm``)."""
+        return self._budget
+
     def count(self, transport: str, name: str, n: int = 1) -> None:
         self._counters[transport][name] += n
 
@@ -544,11 +562,15 @@ class Watcher(TransportHost):
                 await self.reconcile([job_id], reason=f"silent for {seconds:g} s (safety net)")
 
 
-def _make_budget(config: Config) -> Any:
+def _make_budget(config: Config) -> RequestBudget:
     from .transports._budget import RequestBudget
+    from .transports.poll import PollOptions
 
-    try:  # TEMP until poll lands
-        from .transports.poll import PollOptions
-    except ImportError:
-        return RequestBudget(int(config.table("poll").get("rpm", 60)))
-    return RequestBudget(config.options("poll", PollOptions).rpm)
+    return RequestBudget(config.options("poll", PollOptions).check().rpm)
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out

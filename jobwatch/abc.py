@@ -188,6 +188,10 @@ class TransportHost(abc.ABC):
     def base_url(self) -> str:
         """The API's base URL, for transports that open their own connections."""
 
+    #: The shared request budget, where the host has one: a transport may consult
+    #: ``budget.delay(now)`` to plan, but takes requests only through :meth:`request`.
+    budget: Any = None
+
 
 class Transport(abc.ABC):
     """A way of learning about jobs: poll, stream, webhook, or a plugin's own.

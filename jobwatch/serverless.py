@@ -3,8 +3,8 @@
 A serverless function lives for one request, so there is no Watcher running in the
 background: each invocation opens the store, checks and verifies the delivery exactly as the
 webhook receiver does (``[jobwatch.webhook]``: scheme, secrets, tolerance, max_body), records
-its events through the same dedup and ordering guard, answers, calls ``on_event`` for each
-new event, and closes the store again::
+its events through the same dedup and ordering guard, calls ``on_event`` for each new event,
+closes the store again and returns the answer::
 
     import jobwatch
 

@@ -9,6 +9,7 @@ Reader facts: ``reference/reader-api.md`` of the jobwatch design.
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 import logging
 from collections.abc import Mapping
@@ -45,6 +46,9 @@ _JOB_STREAM_ALIASES = {
     "job:failed": "done",
     "job:cancelled": "done",
 }
+# The status a `job:`-named final frame implies when its payload carries none.
+_IMPLIED_STATUS = {"job:completed": "completed", "job:failed": "failed",
+                   "job:cancelled": "cancelled"}
 
 
 def _json_object(body: bytes | str, what: str) -> dict[str, Any]:
@@ -52,6 +56,8 @@ def _json_object(body: bytes | str, what: str) -> dict[str, Any]:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise DecodeError(f"{what} is nested too deeply to decode") from None
     if not isinstance(obj, dict):
         raise DecodeError(f"{what} must be a JSON object, got {type(obj).__name__}")
     return obj
@@ -200,18 +206,21 @@ class ReaderProvider(Provider):
     ) -> list[JobEvent]:
         if job_id is None:
             return self._workspace_frame(event, data, source)
-        return self._job_frame(job_id, _JOB_STREAM_ALIASES.get(event, event), data, source)
+        return self._job_frame(job_id, event, data, source)
 
-    def _job_frame(self, job_id: str, event: str, data: str, source: str) -> list[JobEvent]:
-        what = f"job {job_id} stream {event!r} frame"
+    def _job_frame(self, job_id: str, name: str, data: str, source: str) -> list[JobEvent]:
+        event = _JOB_STREAM_ALIASES.get(name, name)
+        what = f"job {job_id} stream {name!r} frame"
         if event not in ("progress", "page", "error", "done"):
             raise DecodeError(
-                f"job {job_id} stream: unknown event {event!r} "
+                f"job {job_id} stream: unknown event {name!r} "
                 "(Reader's per-job stream sends progress, page, error and done)"
             )
         payload = _json_object(data, what)
+        if name in _IMPLIED_STATUS:
+            payload = {"status": _IMPLIED_STATUS[name], **payload}
         if event in ("page", "error"):
-            return [self._page(job_id, payload, what, source)]
+            return [self._page(job_id, payload, what, source, failed=event == "error")]
         return self._state_events(job_id, payload, what, source, final=event == "done")
 
     def _workspace_frame(self, event: str, data: str, source: str) -> list[JobEvent]:
@@ -247,9 +256,9 @@ class ReaderProvider(Provider):
         return events
 
     def _page(self, job_id: str, payload: Mapping[str, Any], what: str, source: str,
-              when: datetime | None = None) -> JobEvent:
+              when: datetime | None = None, *, failed: bool = False) -> JobEvent:
         url = _get(payload, "url", str, what)
-        failed = payload.get("error") is not None
+        failed = failed or payload.get("error") is not None
         kind = EventKind.PAGE_FAILED if failed else EventKind.PAGE
         return JobEvent(kind=kind, job_id=job_id, key=f"{job_id}:{kind.value}:{url}",
                         source=source, data=payload, occurred_at=when)
@@ -286,9 +295,12 @@ class ReaderProvider(Provider):
         if name == "job.page":
             return [self._page(job_id, payload, what, source, when)]
         if name == "job.started":
-            status, _ = _status(payload, what, required=False)
+            # A started job is processing whatever known status the body says; an unknown one
+            # is never taken as running. The raw value stays in data.
+            status, raw = _status(payload, what, required=False)
+            started = None if raw and status is None else JobStatus.PROCESSING
             return [JobEvent(kind=EventKind.STARTED, job_id=job_id, key=f"{job_id}:started",
-                             status=status or JobStatus.PROCESSING, source=source, data=payload,
+                             status=started, source=source, data=payload,
                              completed=_get(payload, "completed", int, what, required=False),
                              total=_get(payload, "total", int, what, required=False),
                              occurred_at=when)]
@@ -333,7 +345,7 @@ class ReaderProvider(Provider):
 def _error_fields(body: bytes) -> tuple[str | None, str | None, Mapping[str, Any]]:
     try:
         error = json.loads(body).get("error")
-    except (ValueError, UnicodeDecodeError, AttributeError):
+    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
         return None, None, {}
     if not isinstance(error, dict):
         return None, None, {}
@@ -343,14 +355,19 @@ def _error_fields(body: bytes) -> tuple[str | None, str | None, Mapping[str, Any
             details if isinstance(details, dict) else {})
 
 
+MAX_RETRY_AFTER = 3600.0
+
+
 def _retry_after(header: str | None, details: Mapping[str, Any]) -> float | None:
+    # A Retry-After that is not a finite, non-negative number of seconds is ignored; a huge one
+    # is capped so that one bad header cannot stop a Watcher for good.
     for value in (header, details.get("retryAfterSeconds")):
         try:
             seconds = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             continue
-        if seconds >= 0:
-            return seconds
+        if math.isfinite(seconds) and seconds >= 0:
+            return min(seconds, MAX_RETRY_AFTER)
     return None
 
 

@@ -8,6 +8,7 @@ handler per route. Handlers raise `ApiError` for any error, which becomes Reader
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -17,6 +18,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from ._clock import ManualClock
 from ._core import Core
 from ._engine import TERMINAL, Step
 from ._faults import Faults
@@ -38,6 +40,8 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_log = logging.getLogger("jobwatch.sim")
 
 DOCS_URL = "https://reader.dev/docs/home/concepts/errors#"
 MAX_BODY = 10 * 1024 * 1024
@@ -389,8 +393,6 @@ def admin_set_faults(core: Core, request: Request) -> Reply:
 
 def admin_advance(core: Core, request: Request) -> Reply:
     """``POST /_sim/advance`` with ``{"seconds": N}``: move a manual clock."""
-    from ._clock import ManualClock
-
     body = request.json()
     seconds = body.get("seconds") if isinstance(body, dict) else None
     if not isinstance(core.clock, ManualClock):
@@ -585,11 +587,12 @@ def make_app(core: Core) -> ASGIApp:
             return
         request_id = core.request_id()
         try:
-            request = await _read_request(scope, receive)
+            reply = _handle(core, await _read_request(scope, receive))
         except ApiError as error:
-            reply: Reply | StreamReply = Reply(status=error.status, body=error.body())
-        else:
-            reply = _handle(core, request)
+            reply = Reply(status=error.status, body=error.body())
+        except Exception:  # a simulator bug: still answer like Reader would
+            _log.exception("the simulator failed to handle %s %s", scope["method"], scope["path"])
+            reply = Reply(status=500, body=ApiError("internal_error", "Internal error").body())
         if isinstance(reply, StreamReply):
             await _send_stream(reply, request_id, receive, send)
         else:

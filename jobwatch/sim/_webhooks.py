@@ -295,7 +295,7 @@ class WebhookSender:
                 task_status.started()
                 await anyio.sleep_forever()
             finally:
-                self._tg = None
+                self._tg = self._client = None
                 for queue in self._queues.values():
                     queue.close()
                 self._queues.clear()

@@ -16,7 +16,7 @@ from anyio.abc import TaskStatus
 
 from .._errors import ConfigError
 
-__all__ = ["format_url", "serve_app"]
+__all__ = ["bind", "format_url", "serve_app", "serve_socket"]
 
 log = logging.getLogger("jobwatch.webhook.server")
 
@@ -30,7 +30,8 @@ def format_url(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://{shown}:{port}"
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port); ConfigError if not."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -78,7 +79,19 @@ async def serve_app(
     With ``certfile`` and ``keyfile`` the server speaks HTTPS. Port 0 binds a free port, and
     the URL handed to ``task_status`` names it.
     """
-    sock = _bind(host, port)
+    await serve_socket(app, bind(host, port), certfile=certfile, keyfile=keyfile,
+                       task_status=task_status)
+
+
+async def serve_socket(
+    app: Any,
+    sock: socket.socket,
+    *,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on a socket from :func:`bind` (which it takes over) until cancelled."""
     bound_host, bound_port = sock.getsockname()[:2]
     url = format_url("https" if certfile else "http", bound_host, bound_port)
     try:

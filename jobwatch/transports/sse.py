@@ -61,6 +61,8 @@ __all__ = ["SSEOptions", "SSETransport"]
 log = logging.getLogger("jobwatch.sse")
 
 _QUEUE = 1024
+#: Polls that reconcile may have in flight at once (all within the Watcher's budget).
+_RECONCILERS = 4
 
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -184,7 +186,8 @@ class SSETransport(Transport):
             async with self._make_client(host) as client, anyio.create_task_group() as tg:
                 self._client, self._tg = client, tg
                 tg.start_soon(self._deliver_loop, receive)
-                tg.start_soon(self._reconcile_loop)
+                for _ in range(_RECONCILERS):
+                    tg.start_soon(self._reconciler)
                 self._start_streams(host)
                 task_status.started()
         finally:
@@ -458,16 +461,18 @@ class SSETransport(Transport):
         if self._to_reconcile:
             self._reconcile_wake.set()
 
-    async def _reconcile_loop(self) -> None:
+    async def _reconciler(self) -> None:
+        """One of a few workers that poll the jobs queued by ``_reconcile``, oldest first."""
         host = self._require_host()
         while True:
-            await self._reconcile_wake.wait()
-            self._reconcile_wake = anyio.Event()
-            jobs, self._to_reconcile = self._to_reconcile, {}
-            watched = host.watched()
-            for reason in sorted(set(jobs.values())):
-                await self._poll([j for j, r in jobs.items() if r == reason and j in watched],
-                                 reason)
+            while not self._to_reconcile:
+                if self._reconcile_wake.is_set():
+                    self._reconcile_wake = anyio.Event()
+                await self._reconcile_wake.wait()
+            job_id = next(iter(self._to_reconcile))
+            reason = self._to_reconcile.pop(job_id)
+            if job_id in host.watched():
+                await self._poll([job_id], reason)
 
     async def _poll(self, job_ids: list[str], reason: str) -> None:
         if not job_ids:

@@ -25,7 +25,7 @@ from .._registry import load
 from ..abc import Provider, Transport, TransportHost
 from ._asgi import ASGIApp, WebhookApp
 from ._receiver import Receiver
-from ._serve import serve_app
+from ._serve import bind, serve_socket
 from ._signatures import Scheme, scheme_class
 
 __all__ = ["WebhookOptions", "WebhookTransport", "parse_listen"]
@@ -100,8 +100,12 @@ def build_scheme(options: WebhookOptions, default: str) -> Scheme | None:
 class WebhookTransport(Transport):
     """Receives webhook deliveries; the only push transport that needs no open connection.
 
+    Build it with :meth:`from_config`, or from :class:`WebhookOptions` (``default_scheme`` is
+    used when ``options.scheme`` is None; ``clock`` gives unix time for timestamp checks).
     After :meth:`run` has started, ``bound_url`` is the base URL the transport's own server
-    listens on (``listen`` configured) and :attr:`url` the full receiver URL.
+    listens on (``listen`` configured) and :attr:`url` the full receiver URL. Counters in
+    ``Watcher.statistics()``: ``deliveries`` (recorded), ``duplicates`` (delivery id already
+    answered), ``rejected`` (any 4xx), ``unrecorded`` (503: the store failed).
     """
 
     name = "webhook"
@@ -109,12 +113,12 @@ class WebhookTransport(Transport):
 
     def __init__(
         self,
-        options: WebhookOptions | None = None,
+        options: WebhookOptions,
         *,
         default_scheme: str = "standard-webhooks",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.options = options if options is not None else WebhookOptions(allow_unsigned=True)
+        self.options = options
         _check(self.options)
         self.scheme = build_scheme(self.options, default_scheme)
         self._clock = clock
@@ -152,15 +156,17 @@ class WebhookTransport(Transport):
             if self.options.listen is None:
                 task_status.started()
                 await anyio.sleep_forever()
-            await self._serve(task_status)
+            else:
+                await self._serve(task_status)
         finally:
             self._app.receiver = None
 
     async def _serve(self, task_status: TaskStatus[None]) -> None:
         assert self.options.listen is not None
-        address, port = parse_listen(self.options.listen)
+        # Bound here, outside the task group, so that a taken port raises a plain ConfigError.
+        sock = bind(*parse_listen(self.options.listen))
         async with anyio.create_task_group() as tg:
-            self.bound_url = await tg.start(serve_app, self._app, address, port)
+            self.bound_url = await tg.start(serve_socket, self._app, sock)
             log.info("webhook receiver listening on %s", self.url)
             task_status.started()
 

@@ -11,10 +11,12 @@ per run and every page.
 from __future__ import annotations
 
 import functools
+import random
 from collections import defaultdict
 from collections.abc import Sequence
 
 import attrs
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -25,6 +27,7 @@ import jobwatch
 from jobwatch import EventKind, JobEvent, JobStatus
 from jobwatch._pipeline import decide, qualify
 from jobwatch.abc import JobState, Verdict
+from jobwatch.providers.reader import ReaderProvider
 from jobwatch.stores.memory import MemoryStore
 from jobwatch.testing import ScriptedTransport, make_event
 
@@ -83,13 +86,27 @@ def lifecycles(draw: st.DrawFn, job_id: str) -> Lifecycle:
 
 @st.composite
 def deliveries(draw: st.DrawFn, facts: Sequence[JobEvent]) -> list[JobEvent]:
-    """Every fact from one to three sources, some twice, in any order."""
+    """Every fact from one to three sources, some twice, in some order.
+
+    The order is drawn from a seed (hypothesis shrinks the jobs; drawing hundreds of swaps
+    one by one would cost more than the check). ``order`` biases it: fully shuffled, in
+    lifecycle order with a few swaps, or reversed.
+    """
+    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
     out = []
     for fact in facts:
-        for source in draw(st.sets(st.sampled_from(SOURCES), min_size=1)):
-            copies = draw(st.integers(1, 2))
-            out += [attrs.evolve(fact, source=source)] * copies
-    return draw(st.permutations(out))
+        for source in rng.sample(SOURCES, rng.randint(1, len(SOURCES))):
+            out += [attrs.evolve(fact, source=source)] * rng.randint(1, 2)
+    order = draw(st.sampled_from(["shuffled", "nearly", "reversed"]))
+    if order == "shuffled":
+        rng.shuffle(out)
+    elif order == "reversed":
+        out.reverse()
+    else:
+        for _ in range(max(1, len(out) // 8)):
+            i, j = rng.randrange(len(out)), rng.randrange(len(out))
+            out[i], out[j] = out[j], out[i]
+    return out
 
 
 @st.composite
@@ -208,38 +225,19 @@ def check_view(jobs: Sequence[Lifecycle], inputs: Sequence[JobEvent],
 
 @PROPERTY
 @given(scenarios())
-def test_any_interleaving_through_the_model_store(
-    scenario: tuple[list[Lifecycle], list[JobEvent]],
-) -> None:
+def test_any_interleaving(scenario: tuple[list[Lifecycle], list[JobEvent]]) -> None:
     jobs, inputs = scenario
-    check_view(jobs, inputs, run_model(inputs))
-
-
-@PROPERTY
-@given(scenarios())
-def test_any_interleaving_through_the_memory_store(
-    scenario: tuple[list[Lifecycle], list[JobEvent]],
-) -> None:
-    jobs, inputs = scenario
-    verdicts = run_memory_store(inputs)
+    verdicts = run_model(inputs)
     check_view(jobs, inputs, verdicts)
-    # The real store agrees with the model, verdict by verdict.
-    assert verdicts == run_model(inputs)
-
-
-@PROPERTY
-@given(scenarios())
-def test_the_first_report_of_a_fact_names_its_source(
-    scenario: tuple[list[Lifecycle], list[JobEvent]],
-) -> None:
-    _, inputs = scenario
+    # The first report of a fact names its source.
     first: dict[str, str] = {}
     for event in inputs:
         first.setdefault(event.key, event.source)
-    for verdict in run_model(inputs):
-        if verdict.event is not None and verdict.event.kind in (EventKind.PAGE,
-                                                                EventKind.PAGE_FAILED):
+    for verdict in verdicts:
+        if verdict.event is not None:
             assert verdict.event.source == first[verdict.event.key.rsplit("#", 1)[0]]
+    # The real MemoryStore agrees with the model, verdict by verdict.
+    assert run_memory_store(inputs) == verdicts
 
 
 # -- runs: a retried job ---------------------------------------------------------------------
@@ -255,7 +253,7 @@ def snapshot(job_id: str, status: str, completed: int = 0) -> list[JobEvent]:
     return events
 
 
-@PROPERTY
+@settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_each_run_of_a_retried_job_is_new(data: st.DataObject) -> None:
     runs = data.draw(st.integers(1, 3))
@@ -368,13 +366,15 @@ def test_drop_reasons(first: JobEvent, second: JobEvent, dropped: str) -> None:
 # -- the same, end to end through the Watcher ------------------------------------------------
 
 CONFIG = jobwatch.Config.from_mapping({"jobwatch": {"store": "memory", "safety_poll": 0}})
+NO_HTTP = httpx.MockTransport(lambda request: httpx.Response(500))
 
 
 async def through_watcher(inputs: Sequence[JobEvent]) -> list[JobEvent]:
     transports = {name: ScriptedTransport(name=name) for name in SOURCES}
     seen: list[JobEvent] = []
-    watcher = jobwatch.Watcher(CONFIG, transports=list(transports.values()),
-                               store=MemoryStore())
+    # No network here: a mock HTTP transport (also spares the TLS setup) and a ready provider.
+    watcher = jobwatch.Watcher(CONFIG, transports=list(transports.values()), store=MemoryStore(),
+                               provider=ReaderProvider(), http_transport=NO_HTTP)
     watcher.subscribe(seen.append)
     async with watcher:
         for event in inputs:
@@ -387,7 +387,7 @@ async def through_watcher(inputs: Sequence[JobEvent]) -> list[JobEvent]:
     return seen
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(scenarios())
 def test_any_interleaving_through_the_watcher(
     scenario: tuple[list[Lifecycle], list[JobEvent]],

@@ -18,7 +18,7 @@ async def test_rpm_sliding_window(make_client: MakeClient) -> None:
     clock = ManualClock()
     simulator = Simulator(clock=clock, tier="free")
     async with make_client(simulator) as client:
-        for second in range(10):
+        for _ in range(10):
             assert (await client.get("/v1/usage/credits")).status_code == 200
             clock.advance(1)
         limited = await client.get("/v1/usage/credits")

@@ -7,6 +7,7 @@ called from the test's thread.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -14,18 +15,25 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from reader_py import ConflictError, NotFoundError, ReaderClient, UnauthenticatedError
 from reader_py.types import DoneEvent, ErrorEvent, PageEvent, ProgressEvent
 
-from jobwatch.sim import Simulator, Step, running
+from jobwatch.sim import ManualClock, Simulator, Step, running
 
 URLS = [f"https://example.com/blog/post-{n}" for n in range(6)]
+
+
+@contextmanager
+def in_thread(simulator: Simulator, backend: str) -> Iterator[tuple[str, BlockingPortal]]:
+    """Serve `simulator` from an event loop in another thread."""
+    with start_blocking_portal(backend) as portal:
+        with portal.wrap_async_context_manager(running(simulator)) as url:
+            yield url, portal
 
 
 @pytest.fixture
 def served(anyio_backend: str) -> Iterator[tuple[Simulator, str, BlockingPortal]]:
     # Fast pages, so that the SDK's first poll already sees a finished job (it then sleeps 2 s).
     simulator = Simulator(time_scale=1000.0, page_interval=0.01, start_delay=0.0, seed=7)
-    with start_blocking_portal(anyio_backend) as portal:
-        with portal.wrap_async_context_manager(running(simulator)) as url:
-            yield simulator, url, portal
+    with in_thread(simulator, anyio_backend) as (url, portal):
+        yield simulator, url, portal
 
 
 @pytest.fixture
@@ -62,16 +70,18 @@ def test_scrape_and_credits(client: ReaderClient) -> None:
     assert credits.tier == "pro" and credits.used == 1
 
 
-def test_stream(client: ReaderClient, served: tuple[Simulator, str, BlockingPortal]) -> None:
-    steps = [
-        Step(kind="pause", delay=500),  # time to open the stream: half a second real time
-        Step(kind="page", delay=20),
-        Step(kind="page_error", delay=20, error="HTTP 404"),
-        Step(kind="page", delay=20),
-    ]
-    job_id = served[2].call(lambda: served[0].create_job(steps=steps))
-    events = list(client.stream(job_id))
-    assert isinstance(events[0], ProgressEvent)
+def test_stream(anyio_backend: str) -> None:
+    clock = ManualClock()
+    simulator = Simulator(clock=clock)
+    steps = [Step(kind="page"), Step(kind="page_error", error="HTTP 404"), Step(kind="page")]
+    with in_thread(simulator, anyio_backend) as (url, portal):
+        job_id = portal.call(lambda: simulator.create_job(steps=steps))
+        with ReaderClient(api_key="rdr_sim", base_url=url, max_retries=0) as client:
+            stream = client.stream(job_id)
+            events = [next(stream)]  # the snapshot: the stream is open
+            portal.call(clock.advance, 10)
+            events += list(stream)
+    assert isinstance(events[0], ProgressEvent) and events[0].status == "queued"
     assert [type(e) for e in events if not isinstance(e, ProgressEvent)] == [
         PageEvent,
         ErrorEvent,

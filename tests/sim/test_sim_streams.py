@@ -73,11 +73,16 @@ def _parse(raw: str) -> tuple[str, Any]:
 
 
 async def test_job_stream_wire_format() -> None:
-    simulator = Simulator(time_scale=100, start_delay=20)  # queued long enough to connect
+    clock = ManualClock()
+    simulator = Simulator(clock=clock)
     async with served(simulator) as client:
         steps = [Step(kind="page"), Step(kind="page_error", error="HTTP 500"), Step(kind="page")]
         job_id = simulator.create_job(steps=steps)
-        frames = await read_frames(client, f"/v1/jobs/{job_id}/stream")
+        frames: list[tuple[str, Any]] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_frames, client, f"/v1/jobs/{job_id}/stream", frames)
+            await wait_until(lambda: len(frames) == 1)
+            clock.advance(10)
     names = [name for name, _ in frames]
     assert names == [
         "progress",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ssl
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -139,3 +141,40 @@ async def test_listen_on_a_taken_port_is_a_config_error() -> None:
         with pytest.raises(jobwatch.ConfigError, match="cannot listen"):
             await serve_app(WebhookApp(), "127.0.0.1", port)
         tg.cancel_scope.cancel()
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1, made with the openssl command."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+async def test_serve_app_speaks_https_with_a_certificate(certificate: tuple[str, str]) -> None:
+    cert, key = certificate
+    async with anyio.create_task_group() as tg:
+        url = await tg.start(functools.partial(serve_app, WebhookApp(), "127.0.0.1", 0,
+                                               certfile=cert, keyfile=key))
+        assert url.startswith("https://127.0.0.1:")
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=cert)) as client:
+            reply = await client.post(url + PATH, content=b"{}")
+        assert reply.status_code == 503
+        tg.cancel_scope.cancel()
+
+
+async def test_a_bad_certificate_is_a_config_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.pem"
+    bogus.write_text("not a certificate")
+    with pytest.raises(jobwatch.ConfigError, match="TLS certificate"):
+        await serve_app(WebhookApp(), "127.0.0.1", 0, certfile=str(bogus), keyfile=str(bogus))

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import jobwatch
 from jobwatch.abc import JobState, Verdict
 from jobwatch.stores.memory import MemoryStore
+from jobwatch.testing import TransportConformance
 from jobwatch.transports._asgi import WebhookApp
 from jobwatch.transports._receiver import is_json
 from jobwatch.transports.webhook import WebhookTransport, parse_listen
@@ -371,3 +372,9 @@ async def test_signed_arbitrary_payloads_never_5xx_and_400s_never_dispatch() -> 
                 assert running.watcher.statistics().events_in == before
 
         await anyio.to_thread.run_sync(check)
+
+
+class TestWebhookConformance(TransportConformance):
+    @pytest.fixture
+    def transport(self) -> WebhookTransport:
+        return WebhookTransport.from_config(config())

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import anyio
-import redis
 import redis.exceptions as rex
-from jobwatch import ConfigError, JobwatchError
+from redis import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from jobwatch import ConfigError, JobwatchError
 
 from ._logic import describe_url
 
@@ -49,30 +50,30 @@ class RedisClient:
         self._connections = connections
         self._timeout = timeout
         self._limiter = anyio.CapacityLimiter(connections)
-        self._redis: redis.Redis | None = None
+        self._redis: Redis | None = None
 
     def __repr__(self) -> str:
         return f"RedisClient({describe_url(self.url)!r})"
 
     @property
-    def redis(self) -> redis.Redis:
+    def redis(self) -> Redis:
         """The sync client (for calls already running in a worker thread)."""
         if self._redis is None:
             self._redis = self._connect()
         return self._redis
 
-    def _connect(self) -> redis.Redis:
+    def _connect(self) -> Redis:
         try:
-            pool = redis.BlockingConnectionPool.from_url(
+            pool = BlockingConnectionPool.from_url(
                 self.url, max_connections=self._connections, timeout=self._timeout,
                 socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
                 retry=Retry(NoBackoff(), 1), health_check_interval=0,
             )
         except ValueError as exc:
             raise ConfigError(f"not a usable Redis URL {describe_url(self.url)!r}: {exc}") from None
-        return redis.Redis(connection_pool=pool)
+        return Redis(connection_pool=pool)
 
-    async def call(self, fn: Callable[[redis.Redis], T], *, abandon: bool = False) -> T:
+    async def call(self, fn: Callable[[Redis], T], *, abandon: bool = False) -> T:
         """Run ``fn(client)`` in a worker thread; ``abandon``: do not wait for it on cancel
         (blocking reads, which end on their own within their block time)."""
         client = self.redis
@@ -88,7 +89,7 @@ class RedisClient:
             client.connection_pool.disconnect()
 
 
-def _translated(fn: Callable[[redis.Redis], T], client: redis.Redis, url: str) -> T:
+def _translated(fn: Callable[[Redis], T], client: Redis, url: str) -> T:
     try:
         return fn(client)
     except (rex.ConnectionError, rex.TimeoutError, TimeoutError, OSError) as exc:

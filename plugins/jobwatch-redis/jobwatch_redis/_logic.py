@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
+
 from jobwatch import DecodeError, JobEvent, JobStatus
 from jobwatch.abc import JobState
 

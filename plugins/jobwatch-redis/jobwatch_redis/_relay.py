@@ -33,6 +33,7 @@ import anyio
 import attrs
 import redis
 from anyio.abc import TaskStatus
+
 from jobwatch import Config, ConfigError, DecodeError, JobEvent, JobwatchError, PluginError
 from jobwatch.abc import Transport, TransportHost
 
@@ -223,8 +224,8 @@ class RelayTransport(Transport):
 
     def _read(self, after: str, block_ms: int | None, r: redis.Redis) -> list[Entry]:
         o = self.options
-        reply = r.xreadgroup(o.group, self.consumer, {o.stream: after}, count=o.batch,
-                             block=block_ms)
+        reply: Any = r.xreadgroup(o.group, self.consumer, {o.stream: after}, count=o.batch,
+                                  block=block_ms)
         return list(reply[0][1]) if reply else []
 
     async def _claim_idle(self, host: TransportHost) -> None:
@@ -291,7 +292,7 @@ class RelayTransport(Transport):
 
     def _renew(self, ids: list[str], r: redis.Redis) -> None:
         o = self.options
-        r.xclaim(o.stream, o.group, self.consumer, 0, ids, justid=True)
+        r.xclaim(o.stream, o.group, self.consumer, 0, list[Any](ids), justid=True)
 
 
 async def _pending_keys(host: TransportHost) -> list[str]:
@@ -302,5 +303,6 @@ async def _pending_keys(host: TransportHost) -> list[str]:
 
 
 def _eval_publish(args: list[str], r: redis.Redis) -> bytes | None:
-    entry: bytes | None = r.eval(_scripts.PUBLISH, 2, *args)
+    publish = _scripts.script(r, _scripts.PUBLISH)
+    entry: bytes | None = publish(keys=args[:2], args=args[2:], client=r)
     return entry

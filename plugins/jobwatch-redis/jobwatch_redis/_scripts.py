@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["ADOPT", "COMMIT", "PUBLISH"]
+import redis
+from redis.commands.core import Script
+
+__all__ = ["ADOPT", "COMMIT", "PUBLISH", "script"]
+
+
+def script(client: redis.Redis, text: str) -> Script:
+    """The script, run by its SHA1 on ``client`` (and loaded again on NOSCRIPT, after a
+    Redis restart); call it with ``keys=``, ``args=`` and ``client=``."""
+    return _SCRIPTS[text]
+
 
 #: Commit a record, compare-and-set on the job's state.
 #: KEYS: job state, dedup key, inbox hash, inbox order, sequence, active set.
@@ -75,3 +85,6 @@ if tonumber(ARGV[2]) > 0 then
 end
 return redis.call('XADD', KEYS[2], '*', 'key', ARGV[3], 'event', ARGV[4])
 """
+
+# Script objects only hash the text here; every call names the client that runs it.
+_SCRIPTS = {text: Script(redis.Redis(), text) for text in (ADOPT, COMMIT, PUBLISH)}

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import anyio
 import attrs
 import redis
+
 from jobwatch import Config, ConfigError, JobEvent, JobwatchError
 from jobwatch.abc import JobState, Store, Verdict
 
@@ -279,7 +280,7 @@ class RedisStore(Store):
         await self._write(put, "saving a job")
 
     async def active_jobs(self) -> list[JobState]:
-        def load(r: redis.Redis) -> list[bytes | None]:
+        def load(r: redis.Redis) -> list[Any]:
             ids = sorted(as_str(i) for i in r.smembers(self.keys.active))
             return list(r.mget([self.keys.job(i) for i in ids])) if ids else []
 
@@ -312,16 +313,15 @@ class RedisStore(Store):
             other = as_str(raw)
             if other == self.owner:
                 continue
-            moved = r.eval(
-                _scripts.ADOPT, 6, keys.lease(other), keys.inbox(other), keys.order(other),
-                keys.inbox(), keys.order(), keys.owners, other,
-            )
+            adopt = _scripts.script(r, _scripts.ADOPT)
+            moved = adopt(keys=[keys.lease(other), keys.inbox(other), keys.order(other),
+                                keys.inbox(), keys.order(), keys.owners], args=[other], client=r)
             if isinstance(moved, int) and moved > 0:
                 log.warning("adopted %d undispatched events of the expired owner %s",
                             moved, other)
 
-    def _inbox(self, r: redis.Redis) -> list[bytes]:
-        names = r.zrange(self.keys.order(), 0, -1)
+    def _inbox(self, r: redis.Redis) -> list[Any]:
+        names: list[Any] = list(r.zrange(self.keys.order(), 0, -1))
         if not names:
             return []
         return [raw for raw in r.hmget(self.keys.inbox(), names) if raw is not None]
@@ -368,10 +368,11 @@ def _q(text: str) -> str:
 
 
 def _get(key: str, r: redis.Redis) -> bytes | None:
-    raw: bytes | None = r.get(key)
-    return raw
+    raw: Any = r.get(key)
+    return raw if raw is None else bytes(raw)
 
 
 def _commit(args: list[str | bytes], r: redis.Redis) -> bytes:
-    outcome: bytes = r.eval(_scripts.COMMIT, 6, *args)
+    # EVALSHA, loading the script on NOSCRIPT (a restarted Redis has forgotten it).
+    outcome: bytes = _scripts.script(r, _scripts.COMMIT)(keys=args[:6], args=args[6:], client=r)
     return outcome

@@ -7,9 +7,6 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from jobwatch import DecodeError, JobStatus
-from jobwatch.abc import JobState
-from jobwatch.testing import make_event
 from jobwatch_redis._logic import (
     Backoff,
     InFlight,
@@ -23,6 +20,10 @@ from jobwatch_redis._logic import (
     state_to_json,
     unqualify,
 )
+
+from jobwatch import DecodeError, JobStatus
+from jobwatch.abc import JobState
+from jobwatch.testing import make_event
 
 
 def test_keys_share_a_prefix_and_split_inboxes_by_owner() -> None:

@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 import pytest
 import redis
+from jobwatch_redis import RedisOptions, RedisStore, RedisUnavailable
+
 from jobwatch import Config, ConfigError, Watcher
 from jobwatch._pipeline import decide
 from jobwatch.abc import JobState, Store
 from jobwatch.stores.memory import MemoryStore
 from jobwatch.testing import ScriptedTransport, StoreConformance, make_event
-from jobwatch_redis import RedisOptions, RedisStore, RedisUnavailable
 
 pytestmark = pytest.mark.redis
 

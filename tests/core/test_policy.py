@@ -1,0 +1,275 @@
+"""The policy (DESIGN §6): every row of the table, conflicts, overrides and the safety net."""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+import pytest
+
+from jobwatch import Config, Decision, Signals, choose_transport
+
+PLAIN = Config.from_mapping({"jobwatch": {"safety_poll": 300}}, environ={})
+HOOKED = Config.from_mapping(
+    {"jobwatch": {"safety_poll": 300, "webhook": {"secrets": ["whsec_0123456789abcdef"]}}},
+    environ={},
+)
+NOTHING = Signals()
+SERVERLESS = ["AWS_LAMBDA_FUNCTION_NAME", "FUNCTIONS_WORKER_RUNTIME", "K_SERVICE",
+              "FUNCTION_TARGET", "VERCEL", "NETLIFY"]
+SERVICES = ["KUBERNETES_SERVICE_HOST", "INVOCATION_ID", "DYNO", "SERVER_SOFTWARE"]
+
+
+def choose(config: Config = PLAIN, signals: Signals = NOTHING, **environ: str) -> Decision:
+    return choose_transport(config, environ=environ, signals=signals)
+
+
+def reasons(decision: Decision) -> str:
+    return " | ".join(decision.reasons)
+
+
+# -- the table, row by row ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("var", SERVERLESS)
+def test_serverless_with_a_webhook_is_handler_mode(var: str) -> None:
+    decision = choose(HOOKED, **{var: "1"})
+    assert decision.transports == ("webhook",)
+    assert decision.handler_mode and decision.safety_poll == 0
+    assert var in reasons(decision) and "handler mode" in reasons(decision)
+
+
+@pytest.mark.parametrize("var", SERVERLESS)
+def test_serverless_without_a_webhook_polls_with_a_warning(var: str) -> None:
+    decision = choose(PLAIN, **{var: "my-function"})
+    assert decision.transports == ("poll",)
+    assert not decision.handler_mode and decision.safety_poll == 0
+    assert var in reasons(decision)
+    assert any(r.startswith("warning:") and "webhook" in r for r in decision.reasons)
+
+
+def test_notebook_polls() -> None:
+    decision = choose(HOOKED, Signals(notebook=True))
+    assert (decision.transports, decision.safety_poll) == (("poll",), 0)
+    assert "notebook" in reasons(decision)
+
+
+@pytest.mark.parametrize("var", SERVICES)
+def test_service_with_a_webhook(var: str) -> None:
+    decision = choose(HOOKED, **{var: "x"})
+    assert (decision.transports, decision.safety_poll) == (("webhook",), 300)
+    assert var in reasons(decision) and "safety net on" in reasons(decision)
+
+
+@pytest.mark.parametrize("var", SERVICES)
+def test_service_without_a_webhook_uses_the_workspace_stream(var: str) -> None:
+    decision = choose(PLAIN, **{var: "x"})
+    assert (decision.transports, decision.scope, decision.safety_poll) == (
+        ("sse",), "workspace", 300)
+    assert var in reasons(decision) and "workspace" in reasons(decision)
+
+
+def test_web_server_signal_is_a_service() -> None:
+    hooked = choose(HOOKED, Signals(web_server=True))
+    assert (hooked.transports, hooked.safety_poll) == (("webhook",), 300)
+    plain = choose(PLAIN, Signals(web_server=True))
+    assert (plain.transports, plain.scope) == (("sse",), "workspace")
+    assert "ASGI/WSGI server" in reasons(plain)
+
+
+def test_terminal_without_ci_streams_per_job() -> None:
+    decision = choose(PLAIN, Signals(tty=True))
+    assert (decision.transports, decision.scope, decision.safety_poll) == (("sse",), "job", 300)
+    assert "terminal" in reasons(decision) and "falling back to polling" in reasons(decision)
+
+
+def test_terminal_with_ci_polls() -> None:
+    decision = choose(PLAIN, Signals(tty=True), CI="true")
+    assert (decision.transports, decision.safety_poll) == (("poll",), 0)
+    assert "CI is set" in reasons(decision)
+
+
+def test_anything_else_polls() -> None:
+    decision = choose(HOOKED)
+    assert (decision.transports, decision.safety_poll, decision.handler_mode) == (
+        ("poll",), 0, False)
+    assert decision.reasons
+
+
+def test_empty_variables_are_not_signals() -> None:
+    assert choose(HOOKED, AWS_LAMBDA_FUNCTION_NAME="", KUBERNETES_SERVICE_HOST="").transports \
+        == ("poll",)
+
+
+@pytest.mark.parametrize(("table", "configured"), [
+    ({"secrets": ["whsec_0123456789abcdef"]}, True),
+    ({"allow_unsigned": True}, True),
+    ({"listen": "127.0.0.1:0"}, True),
+    ({"path": "/hooks"}, False),
+    ({"secrets": []}, False),
+])
+def test_what_counts_as_a_configured_webhook(table: dict[str, Any], configured: bool) -> None:
+    config = Config.from_mapping({"jobwatch": {"webhook": table}}, environ={})
+    assert (choose(config, KUBERNETES_SERVICE_HOST="x").transports == ("webhook",)) is configured
+
+
+# -- first match wins ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("signals", "environ", "expected", "why"), [
+    (Signals(notebook=True, tty=True, web_server=True),
+     {"VERCEL": "1", "DYNO": "web.1"}, ("webhook",), "VERCEL"),
+    (Signals(notebook=True, tty=True), {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, ("poll",),
+     "notebook"),
+    (Signals(tty=True, web_server=True), {}, ("webhook",), "ASGI/WSGI"),
+    (Signals(tty=True), {"INVOCATION_ID": "abc", "CI": "1"}, ("webhook",), "INVOCATION_ID"),
+    (Signals(tty=True), {"CI": "1"}, ("poll",), "CI"),
+])
+def test_first_match_wins(signals: Signals, environ: dict[str, str],
+                          expected: tuple[str, ...], why: str) -> None:
+    decision = choose(HOOKED, signals, **environ)
+    assert decision.transports == expected and why in reasons(decision)
+
+
+def test_serverless_variables_in_table_order() -> None:
+    decision = choose(HOOKED, NOTHING, NETLIFY="1", AWS_LAMBDA_FUNCTION_NAME="f")
+    assert "AWS_LAMBDA_FUNCTION_NAME" in reasons(decision)
+
+
+# -- explicit choices ---------------------------------------------------------------------------
+
+
+def configured(transport: object, safety_poll: float = 300) -> Config:
+    return Config.from_mapping(
+        {"jobwatch": {"transport": transport, "safety_poll": safety_poll}}, environ={})
+
+
+@pytest.mark.parametrize(("transport", "expected", "safety"), [
+    ("poll", ("poll",), 0),
+    ("sse", ("sse",), 300),
+    ("webhook", ("webhook",), 300),
+    (["webhook", "sse"], ("webhook", "sse"), 300),
+    (["webhook", "poll"], ("webhook", "poll"), 0),
+])
+def test_transport_in_the_configuration_overrides_the_table(transport: object,
+                                                            expected: tuple[str, ...],
+                                                            safety: float) -> None:
+    # Even where the table would choose otherwise (serverless, a terminal).
+    decision = choose(configured(transport), Signals(tty=True), AWS_LAMBDA_FUNCTION_NAME="f")
+    assert (decision.transports, decision.safety_poll) == (expected, safety)
+    assert decision.reasons == (f"transport = {', '.join(expected)} set in the configuration",)
+
+
+def test_environment_variable_beats_the_file() -> None:
+    decision = choose(configured("poll"), JOBWATCH_TRANSPORT="sse")
+    assert (decision.transports, decision.safety_poll) == (("sse",), 300)
+    assert "JOBWATCH_TRANSPORT=sse overrides" in reasons(decision)
+
+
+def test_environment_variable_takes_a_list() -> None:
+    decision = choose(PLAIN, JOBWATCH_TRANSPORT=" webhook, sse ,")
+    assert decision.transports == ("webhook", "sse")
+
+
+def test_environment_variable_beats_the_table() -> None:
+    decision = choose(HOOKED, Signals(notebook=True), JOBWATCH_TRANSPORT="webhook",
+                      VERCEL="1")
+    assert decision.transports == ("webhook",) and not decision.handler_mode
+    assert "JOBWATCH_TRANSPORT" in reasons(decision)
+
+
+@pytest.mark.parametrize("value", ["auto", "", "  "])
+def test_environment_variable_auto_defers(value: str) -> None:
+    assert choose(configured("sse"), JOBWATCH_TRANSPORT=value).transports == ("sse",)
+    assert choose(PLAIN, Signals(tty=True), JOBWATCH_TRANSPORT=value).transports == ("sse",)
+    assert choose(PLAIN, JOBWATCH_TRANSPORT=value).transports == ("poll",)
+
+
+# -- the safety net -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seconds", [0, 30, 600, 3600.5])
+def test_safety_poll_comes_from_the_configuration(seconds: float) -> None:
+    config = Config.from_mapping({"jobwatch": {"safety_poll": seconds}}, environ={})
+    assert choose(config, Signals(tty=True)).safety_poll == seconds
+    assert choose(config, DYNO="web.1").safety_poll == seconds
+    assert choose(config.replace(transport="sse")).safety_poll == seconds
+    # Polling needs no net, and serverless has no process that outlives a request.
+    assert choose(config).safety_poll == 0
+    assert choose(config, K_SERVICE="svc").safety_poll == 0
+
+
+def test_decision_is_frozen() -> None:
+    decision = choose()
+    with pytest.raises(AttributeError):
+        decision.transports = ("sse",)  # type: ignore[misc]
+
+
+# -- defaults read the current process -------------------------------------------------------
+
+
+def test_environ_defaults_to_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBWATCH_TRANSPORT", "webhook")
+    assert choose_transport(PLAIN, signals=NOTHING).transports == ("webhook",)
+
+
+class _Shell:
+    pass
+
+
+def fake_ipython(monkeypatch: pytest.MonkeyPatch, shell_class: str | None) -> None:
+    module = types.ModuleType("IPython")
+    shell = type(shell_class, (), {})() if shell_class else None
+    module.get_ipython = lambda: shell  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "IPython", module)
+
+
+@pytest.mark.parametrize(("shell", "notebook"), [
+    ("ZMQInteractiveShell", True), ("TerminalInteractiveShell", False), (None, False)])
+def test_detects_a_notebook_kernel(monkeypatch: pytest.MonkeyPatch, shell: str | None,
+                                   notebook: bool) -> None:
+    fake_ipython(monkeypatch, shell)
+    assert Signals.detect().notebook is notebook
+
+
+def test_detects_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdout", Tty())
+    assert Signals.detect().tty
+    monkeypatch.setattr(sys, "stdout", None)
+    assert not Signals.detect().tty
+
+
+@pytest.mark.parametrize(("argv0", "server"), [
+    ("/usr/local/bin/uvicorn", True), ("/srv/venv/bin/gunicorn", True),
+    ("hypercorn", True), ("/home/me/script.py", False), ("", False),
+])
+def test_detects_a_web_server_entry_point(monkeypatch: pytest.MonkeyPatch, argv0: str,
+                                          server: bool) -> None:
+    monkeypatch.setattr(sys, "argv", [argv0, "app:app"])
+    main = types.ModuleType("__main__")
+    main.__spec__ = None
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    assert Signals.detect().web_server is server
+
+
+def test_python_dash_m_server_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["/x/__main__.py", "app:app"])
+    main = types.ModuleType("__main__")
+    main.__spec__ = types.SimpleNamespace(name="uvicorn.__main__")  # type: ignore[assignment]
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    assert Signals.detect().web_server
+
+
+def test_importing_a_server_does_not_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hypercorn  # noqa: F401 - imported, not the entry point
+
+    monkeypatch.setattr(sys, "argv", ["/home/me/script.py"])
+    main = types.ModuleType("__main__")
+    main.__spec__ = None
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    assert not Signals.detect().web_server
