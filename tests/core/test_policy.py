@@ -273,3 +273,61 @@ def test_importing_a_server_does_not_count(monkeypatch: pytest.MonkeyPatch) -> N
     main.__spec__ = None
     monkeypatch.setitem(sys.modules, "__main__", main)
     assert not Signals.detect().web_server
+
+
+# -- plugin transports take part ----------------------------------------------------------------
+
+PLUGIN = '''
+from jobwatch.abc import Transport
+
+
+class Pigeon(Transport):
+    name = "pigeon"
+
+    async def run(self, host, *, task_status=None):
+        raise NotImplementedError
+
+    @classmethod
+    def fits(cls, config, environ, signals):
+        if environ.get("PIGEON_LOFT"):
+            return "a loft is configured"
+        return None
+'''
+
+
+@pytest.fixture
+def pigeon(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    info = tmp_path / "fake_pigeon-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-pigeon\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[jobwatch.transports]\npigeon = fake_jw_pigeon:Pigeon\n")
+    (tmp_path / "fake_jw_pigeon.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    sys.modules.pop("fake_jw_pigeon", None)
+
+
+def with_pigeon() -> Config:
+    # Built once the plugin is installed: a table must be named after an installed component.
+    return Config.from_mapping({"jobwatch": {"safety_poll": 60, "pigeon": {"loft": "roof"}}},
+                               environ={})
+
+
+def test_a_fitting_plugin_is_chosen_before_the_table(pigeon: None) -> None:
+    decision = choose(with_pigeon(), Signals(tty=True), PIGEON_LOFT="1", VERCEL="1")
+    assert (decision.transports, decision.safety_poll) == (("pigeon",), 60)
+    assert reasons(decision) == "the pigeon plugin fits: a loft is configured"
+
+
+def test_a_plugin_that_does_not_fit_leaves_the_table(pigeon: None) -> None:
+    assert choose(with_pigeon(), Signals(tty=True)).transports == ("sse",)
+
+
+def test_a_plugin_without_its_table_is_not_asked(pigeon: None) -> None:
+    assert choose(PLAIN, Signals(tty=True), PIGEON_LOFT="1").transports == ("sse",)
+
+
+def test_an_explicit_choice_beats_a_fitting_plugin(pigeon: None) -> None:
+    config = with_pigeon().replace(transport="poll")
+    assert choose(config, PIGEON_LOFT="1").transports == ("poll",)

@@ -73,7 +73,7 @@ class RelayOptions:
     batch: int = 100
     block: float = 1.0
     maxlen: int = 1_000_000
-    published_ttl: float = 7 * 24 * 3600.0
+    published_ttl: float = 24 * 3600.0
     connections: int = 4
     timeout: float = 5.0
 
