@@ -25,7 +25,8 @@ __all__ = ["Config", "Secret", "load_config"]
 T = TypeVar("T")
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_CORE_KEYS = ("provider", "base_url", "api_key", "transport", "store", "safety_poll")
+_CORE_KEYS = ("provider", "base_url", "api_key", "transport", "store", "safety_poll", "dedup_ttl")
+DEFAULT_DEDUP_TTL = 7 * 24 * 3600.0
 
 
 class Secret(str):
@@ -150,6 +151,7 @@ class _Core:
     transport: str | tuple[str, ...] = "auto"
     store: str = "sqlite"
     safety_poll: float = 600.0
+    dedup_ttl: float = DEFAULT_DEDUP_TTL
 
 
 _converter.register_structure_hook_func(
@@ -176,6 +178,7 @@ class Config:
     transport: str | tuple[str, ...] = "auto"
     store: str = "sqlite"
     safety_poll: float = 600.0
+    dedup_ttl: float = DEFAULT_DEDUP_TTL
     tables: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, repr=False)
 
     @classmethod
@@ -264,6 +267,9 @@ def _check_tables(tables: Mapping[str, Any]) -> None:
 
 
 def _check_core(core: _Core) -> None:
+    if not core.dedup_ttl > 0:
+        raise ConfigError("[jobwatch] dedup_ttl must be > 0 seconds (how long a seen event "
+                          "key is remembered; default 604800, one week)")
     if core.safety_poll < 0:
         raise ConfigError("[jobwatch] safety_poll must be >= 0 seconds (0 turns it off)")
     if not core.base_url.startswith(("http://", "https://")):

@@ -19,6 +19,7 @@ import attrs
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._errors import JobwatchError
 from ._events import EventKind, JobEvent
 from .abc import Store
 
@@ -139,7 +140,8 @@ class Dispatcher:
         targets = [s for s in self._subs if s.matches(event)]
         self.counts.delivered += 1
         if not targets:
-            await self._store.ack(event.key)
+            self._outstanding[event.key] = 1
+            await self._done(event.key)
             return
         self._outstanding[event.key] = self._outstanding.get(event.key, 0) + len(targets)
         for sub in targets:
@@ -164,7 +166,12 @@ class Dispatcher:
             self._outstanding[key] = left
             return
         self._outstanding.pop(key, None)
-        await self._store.ack(key)
+        try:
+            await self._store.ack(key)
+        except JobwatchError as exc:
+            # Handled but still in the inbox: it is replayed after a restart, which callbacks
+            # that are idempotent by event.key absorb.
+            log.warning("could not remove %s from the store's inbox: %s", key, exc)
 
     async def _call(self, sub: Subscription, event: JobEvent) -> None:
         for attempt in range(self._attempts if sub.retry else 1):

@@ -25,7 +25,7 @@ import attrs
 import httpx
 from anyio.abc import TaskGroup
 
-from ._config import Config, load_config
+from ._config import DEFAULT_DEDUP_TTL, Config, load_config
 from ._dispatch import Callback, Dispatcher, Subscription
 from ._errors import (
     AuthenticationError,
@@ -40,7 +40,7 @@ from ._events import JobEvent
 from ._pipeline import decide
 from ._policy import Decision, Signals, check_names, choose_transport
 from ._registry import installed, load
-from ._values import Request, Response, Snapshot
+from ._values import JobState, Request, Response, Snapshot
 from .abc import Provider, Store, Transport, TransportHost
 from .transports._budget import RequestBudget
 
@@ -48,8 +48,8 @@ __all__ = ["Statistics", "Watcher"]
 
 log = logging.getLogger("jobwatch")
 
-DEDUP_TTL = 7 * 24 * 3600.0
 DEFAULT_TIMEOUT = 3600.0
+DEDUP_TTL = DEFAULT_DEDUP_TTL  # the default of [jobwatch] dedup_ttl
 _RECONCILE_ATTEMPTS = 4
 
 
@@ -403,12 +403,15 @@ class Watcher(TransportHost):
             transport.unwatch(job_id)
 
     async def _mark_watched(self, job_id: str) -> None:
-        state = await self.store.get_job(job_id)
-        if state is None or not state.watched:
-            from ._values import JobState
-
-            base = state or JobState(job_id=job_id)
-            await self.store.put_job(attrs.evolve(base, watched=True))
+        # Durable only so that a restarted Watcher reconciles the job; a store failure here
+        # costs that, never the Watcher.
+        try:
+            state = await self.store.get_job(job_id)
+            if state is None or not state.watched:
+                base = state or JobState(job_id=job_id)
+                await self.store.put_job(attrs.evolve(base, watched=True))
+        except JobwatchError as exc:
+            log.warning("could not mark job %s as watched in the store: %s", job_id, exc)
 
     def watched(self) -> frozenset[str]:
         return frozenset(j for j in self._watch_counts
@@ -429,6 +432,10 @@ class Watcher(TransportHost):
     @property
     def base_url(self) -> str:
         return self.config.base_url
+
+    @property
+    def transports(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self._transports)
 
     @property
     def budget(self) -> RequestBudget:
@@ -500,7 +507,7 @@ class Watcher(TransportHost):
             self._heard[event.job_id] = anyio.current_time()
         verdict = await self.store.record(
             event.job_id, functools.partial(decide, event=event, authoritative=authoritative),
-            ttl=DEDUP_TTL,
+            ttl=self.config.dedup_ttl,
         )
         if verdict.check and event.job_id is not None:
             self._check(event.job_id)

@@ -15,7 +15,7 @@ configuration table named after it (``[jobwatch.<name>]``) in ``from_config``.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
@@ -178,6 +178,17 @@ class TransportHost(abc.ABC):
     @abc.abstractmethod
     def end_job(self, job_id: str, error: JobwatchError) -> None:
         """Stop watching a job because of ``error``; its ``watch()``/``wait()`` raise it."""
+
+    def subscribe(self, callback: Callable[[JobEvent], Any], *,
+                  kinds: Collection[str] | None = None, job_id: str | None = None) -> Any:
+        """Call ``callback`` for matching dispatched events, like ``Watcher.subscribe``
+        (a relay publishes what a receiver dispatches this way)."""
+        raise NotImplementedError(f"{type(self).__name__} dispatches to no subscribers")
+
+    @property
+    def transports(self) -> tuple[str, ...]:
+        """The names of the transports this host runs."""
+        return ()
 
     @abc.abstractmethod
     def count(self, transport: str, name: str, n: int = 1) -> None:

@@ -191,11 +191,19 @@ def test_safety_poll_accepts_an_integer() -> None:
     assert Config.from_mapping(doc(safety_poll=0), environ={}).safety_poll == 0.0
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: a core key given as a table is taken for a "
-                                       "component's table and silently ignored")
 @pytest.mark.parametrize("key", ["base_url", "api_key", "store", "safety_poll"])
 def test_core_key_given_as_a_table_is_an_error(key: str) -> None:
-    assert key in error({"jobwatch": {key: {"value": 1}}})
+    assert f"[jobwatch.{key}] must not be a table" in error({"jobwatch": {key: {"value": 1}}})
+
+
+def test_unknown_table_lists_the_installed_components() -> None:
+    from jobwatch._registry import GROUPS, installed
+
+    message = error({"jobwatch": {"pol": {"rpm": 10}}})
+    assert "unknown table [jobwatch.pol]" in message
+    for kind in GROUPS:
+        for name in installed(kind):
+            assert name in message
 
 
 # -- component tables through config.options ----------------------------------------------------
