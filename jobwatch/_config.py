@@ -25,7 +25,9 @@ __all__ = ["Config", "Secret", "load_config"]
 T = TypeVar("T")
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_CORE_KEYS = ("provider", "base_url", "api_key", "transport", "store", "safety_poll", "dedup_ttl")
+_CORE_KEYS = (
+    "provider", "base_url", "api_key", "transport", "store", "safety_poll", "dedup_ttl"
+)
 DEFAULT_DEDUP_TTL = 7 * 24 * 3600.0
 
 
@@ -173,7 +175,9 @@ class Config:
     """
 
     provider: str = "reader"
-    base_url: str = "https://api.reader.dev"
+    base_url: str = attrs.field(
+        default="https://api.reader.dev", repr=lambda url: repr(redact_url(url))
+    )
     api_key: Secret | None = None
     transport: str | tuple[str, ...] = "auto"
     store: str = "sqlite"
@@ -236,9 +240,19 @@ class Config:
         return {"jobwatch": _redact({**core, **self.tables})}
 
 
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", re.I)
+
+
+def redact_url(url: str) -> str:
+    """The URL with the password of its user part (``scheme://user:pw@host``) as ``***``."""
+    return _URL_PASSWORD.sub(r"\1:***@", url)
+
+
 def _redact(value: Any) -> Any:
     if isinstance(value, Secret):
         return "***"
+    if isinstance(value, str):
+        return redact_url(value)
     if isinstance(value, Mapping):
         return {k: "***" if _is_secret_key(k) and v else _redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

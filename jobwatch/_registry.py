@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from ._errors import PluginError
+from ._errors import ConfigError, PluginError
 
 __all__ = ["GROUPS", "installed", "load"]
 
@@ -14,6 +14,10 @@ GROUPS = {
     "provider": "jobwatch.providers",
     "store": "jobwatch.stores",
 }
+
+
+class UnknownPlugin(PluginError, ConfigError):
+    """A configuration names a component that is not installed."""
 
 
 def _points(group: str) -> dict[str, EntryPoint]:
@@ -31,7 +35,7 @@ def load(kind: str, name: str, base: type[Any]) -> Any:
     points = _points(group)
     if name not in points:
         names = ", ".join(sorted(points)) or "none"
-        raise PluginError(
+        raise UnknownPlugin(
             f"unknown {kind} {name!r}: installed {kind}s are {names} (entry point group "
             f"{group}); check the spelling, or install the package that provides it"
         )

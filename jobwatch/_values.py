@@ -29,6 +29,8 @@ class Response:
     status: int
     headers: Mapping[str, str] = attrs.field(factory=dict)
     body: bytes = b""
+    #: When the request left (the host's clock): what a snapshot in the body is as of.
+    sent_at: float | None = None
 
 
 @attrs.frozen(kw_only=True)

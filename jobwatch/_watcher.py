@@ -37,7 +37,7 @@ from ._errors import (
     WatchTimeout,
 )
 from ._events import JobEvent
-from ._pipeline import decide
+from ._pipeline import decide, qualify
 from ._policy import Decision, Signals, check_names, choose_transport
 from ._registry import installed, load
 from ._values import JobState, Request, Response, Snapshot
@@ -138,6 +138,7 @@ class Watcher(TransportHost):
         self._heard: dict[str, float] = {}
         self._checking: set[str] = set()
         self._inherited: list[str] = []
+        self._terminal_at: dict[str, float] = {}
         self._counters: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._dropped: dict[str, int] = defaultdict(int)
         self._totals: dict[str, int] = defaultdict(int)
@@ -307,11 +308,10 @@ class Watcher(TransportHost):
         if state is None or not state.terminal:
             return None
         # Finished before this process knew it: the snapshot shows the terminal state again.
-        response = await self.request(self.provider.status_request(job_id))
-        if response.status >= 300:
-            raise self.provider.error_for(response)
+        response = await self._request_with_retry(self.provider.status_request(job_id))
         _, events = self.provider.decode_status(job_id, response, None, source="store")
-        return next((e for e in events if e.terminal), None)
+        final = next((e for e in events if e.terminal), None)
+        return None if final is None else qualify(final, state.run)
 
     async def wait(
         self, job_id: str, timeout: float | None = DEFAULT_TIMEOUT  # noqa: ASYNC109 - DESIGN §4
@@ -453,6 +453,7 @@ class Watcher(TransportHost):
         if self._http is None:
             raise WatcherClosed("the Watcher is not running; use it inside `async with`")
         await self.spend()
+        sent_at = anyio.current_time()
         try:
             reply = await self._http.request(
                 request.method, request.path, params=dict(request.params),
@@ -464,7 +465,7 @@ class Watcher(TransportHost):
                 f"{type(exc).__name__}: {exc}; jobwatch retries with backoff"
             ) from exc
         response = Response(status=reply.status_code, headers=dict(reply.headers),
-                            body=reply.content)
+                            body=reply.content, sent_at=sent_at)
         if response.status == 429:
             self._note_rate_limit(response)
         return response
@@ -494,14 +495,23 @@ class Watcher(TransportHost):
             await anyio.sleep(0 if response.status == 429 else 2.0**attempt)
         raise AssertionError("unreachable")
 
-    async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False) -> None:
+    async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False,
+                      as_of: float | None = None) -> None:
         if not self._gate.is_set():
             await self._gate.wait()
         async with self._lock:
             for event in events:
-                await self._deliver_one(event, authoritative)
+                stale = authoritative and not self._fresh(event, as_of)
+                await self._deliver_one(event, authoritative and not stale, check=not stale)
 
-    async def _deliver_one(self, event: JobEvent, authoritative: bool) -> None:
+    def _fresh(self, event: JobEvent, as_of: float | None) -> bool:
+        # A poll answered after a pushed terminal event, but asked before it, shows the old
+        # run still going: it is no evidence of a new run.
+        ended = self._terminal_at.get(event.job_id or "")
+        return as_of is None or ended is None or as_of >= ended
+
+    async def _deliver_one(self, event: JobEvent, authoritative: bool, *,
+                           check: bool = True) -> None:
         self._totals["events_in"] += 1
         if event.job_id is not None and event.job_id in self._heard:
             self._heard[event.job_id] = anyio.current_time()
@@ -509,7 +519,7 @@ class Watcher(TransportHost):
             event.job_id, functools.partial(decide, event=event, authoritative=authoritative),
             ttl=self.config.dedup_ttl,
         )
-        if verdict.check and event.job_id is not None:
+        if verdict.check and check and event.job_id is not None:
             self._check(event.job_id)
         if verdict.event is None:
             self._dropped[verdict.dropped or "dropped"] += 1
@@ -517,6 +527,7 @@ class Watcher(TransportHost):
         self._totals["events_out"] += 1
         if verdict.event.terminal and verdict.event.job_id is not None:
             self._finals[verdict.event.job_id] = verdict.event
+            self._terminal_at[verdict.event.job_id] = anyio.current_time()
             self._unwatch_transports(verdict.event.job_id)
         elif verdict.event.job_id in self._finals and not verdict.event.kind.startswith("page"):
             del self._finals[verdict.event.job_id]  # a new run began
@@ -555,7 +566,7 @@ class Watcher(TransportHost):
             log.warning("could not decode job %s: %s", job_id, exc)
             return
         self._snapshots[job_id] = snapshot
-        await self.deliver(events, authoritative=True)
+        await self.deliver(events, authoritative=True, as_of=response.sent_at)
 
     async def _safety_net(self, seconds: float) -> None:
         tick = max(min(seconds / 4, 5.0), 0.05)

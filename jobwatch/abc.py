@@ -164,8 +164,14 @@ class TransportHost(abc.ABC):
         """Take one request from the budget without making it (opening a stream, say)."""
 
     @abc.abstractmethod
-    async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False) -> None:
-        """Hand decoded events to the pipeline; returns once they are recorded."""
+    async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False,
+                      as_of: float | None = None) -> None:
+        """Hand decoded events to the pipeline; returns once they are recorded.
+
+        ``as_of`` is when the snapshot behind authoritative events was requested
+        (``Response.sent_at``): a snapshot requested before the job's terminal event was
+        recorded is stale, and may not begin a new run.
+        """
 
     @abc.abstractmethod
     async def reconcile(self, job_ids: Iterable[str], *, reason: str) -> None:

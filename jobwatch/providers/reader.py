@@ -9,9 +9,9 @@ Reader facts: ``reference/reader-api.md`` of the jobwatch design.
 from __future__ import annotations
 
 import hashlib
-import math
 import json
 import logging
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -74,6 +74,11 @@ def _get(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what:
         raise DecodeError(f"{what}: {name!r} must be {_kind_name(kind)}, got {value!r}")
     if kind is int and isinstance(value, int) and value < 0:
         raise DecodeError(f"{what}: {name!r} must not be negative, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DecodeError(f"{what}: {name!r} is not valid Unicode text") from None
     return value
 
 

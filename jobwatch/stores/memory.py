@@ -51,6 +51,7 @@ class MemoryStore(Store):
             self._jobs[verdict.state.job_id] = verdict.state
         if verdict.event is not None:
             self._seen[verdict.event.key] = now + ttl
+            self._inbox.pop(verdict.event.key, None)  # re-recorded: newest, like sqlite
             self._inbox[verdict.event.key] = verdict.event
         return verdict
 

@@ -186,7 +186,7 @@ class PollTransport(Transport):
             self.schedule.failed(job_id, now)
             return
         self._snapshots[job_id] = snapshot
-        await host.deliver(events, authoritative=True)
+        await host.deliver(events, authoritative=True, as_of=response.sent_at)
         self.schedule.observe(job_id, now, snapshot)
 
     def _refused(self, host: TransportHost, job_id: str, response: Response, now: float) -> None:

@@ -191,6 +191,14 @@ def test_safety_poll_accepts_an_integer() -> None:
     assert Config.from_mapping(doc(safety_poll=0), environ={}).safety_poll == 0.0
 
 
+def test_dedup_ttl() -> None:
+    assert Config.from_mapping(doc(), environ={}).dedup_ttl == 7 * 24 * 3600.0
+    assert Config.from_mapping(doc(dedup_ttl=60), environ={}).dedup_ttl == 60.0
+    for bad in (0, -1):
+        assert "[jobwatch] dedup_ttl must be > 0" in error(doc(dedup_ttl=bad))
+    assert "[jobwatch].dedup_ttl" in error(doc(dedup_ttl="1d"))
+
+
 @pytest.mark.parametrize("key", ["base_url", "api_key", "store", "safety_poll"])
 def test_core_key_given_as_a_table_is_an_error(key: str) -> None:
     assert f"[jobwatch.{key}] must not be a table" in error({"jobwatch": {key: {"value": 1}}})
@@ -365,9 +373,11 @@ def secret_config() -> Config:
 
 def test_secret_never_shows_itself() -> None:
     secret = Secret("rdr_live_123")
+    # Every way Python turns a value into text, %-formatting and str.format included.
+    percent = ("%s" % secret, "%r" % (secret,))  # noqa: UP031
+    braces = "{}".format(secret)  # noqa: UP032
     for text in (repr(secret), str(secret), f"{secret}", f"{secret!s}", f"{secret!r}",
-                 f"{secret:>20}", "%s" % secret, "%r" % (secret,), format(secret),
-                 "{}".format(secret)):
+                 f"{secret:>20}", *percent, format(secret), braces):
         assert "rdr_live_123" not in text
     assert secret.reveal() == "rdr_live_123"
     assert secret == "rdr_live_123"  # still a string for the one place that sends it
@@ -389,6 +399,16 @@ def test_redacted_hides_every_secret() -> None:
     assert body["webhook"] == {"secrets": "***", "path": "/hooks"}
     assert body["redis"]["url"] == "redis://localhost"
     assert body["base_url"] == "https://api.reader.dev"
+
+
+def test_redacted_hides_passwords_in_urls() -> None:
+    config = Config.from_mapping({"jobwatch": {
+        "base_url": "https://user:s3cret-base@api.example.com",
+        "redis": {"url": "redis://:hunter2@cache.internal:6379/0"},
+    }}, environ={})
+    text = repr(config.redacted())
+    assert "hunter2" not in text and "s3cret-base" not in text
+    assert "cache.internal:6379" in text  # the rest of the URL stays readable
 
 
 def test_redacted_is_a_document_that_loads_again() -> None:

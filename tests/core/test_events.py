@@ -58,7 +58,7 @@ def full_event(**changes: Any) -> JobEvent:
 
 def test_is_keyword_only() -> None:
     with pytest.raises(TypeError):
-        JobEvent("started", "job_1", None, None, None, "k", "poll")  # type: ignore[misc]
+        JobEvent("started", "job_1", None, None, None, "k", "poll")  # type: ignore[call-arg]
 
 
 def test_is_frozen() -> None:
@@ -77,10 +77,10 @@ def test_data_is_read_only_and_a_copy() -> None:
 
 
 def test_kind_is_converted_from_its_value() -> None:
-    event = JobEvent(kind="completed", job_id="j", key="j:terminal", source="poll")  # type: ignore[arg-type]
+    event = JobEvent(kind="completed", job_id="j", key="j:terminal", source="poll")
     assert event.kind is EventKind.COMPLETED
     with pytest.raises(ValueError):
-        JobEvent(kind="exploded", job_id="j", key="k", source="poll")  # type: ignore[arg-type]
+        JobEvent(kind="exploded", job_id="j", key="k", source="poll")
 
 
 def test_defaults() -> None:
@@ -114,7 +114,8 @@ def test_status_terminal_and_rank(status: JobStatus, terminal: bool, rank: int) 
 
 
 def test_enums_are_strings() -> None:
-    assert EventKind.PAGE_FAILED == "page_failed"
+    kind: str = EventKind.PAGE_FAILED  # compares equal to its value, as a str
+    assert kind == "page_failed"
     assert JobStatus("cancelled") is JobStatus.CANCELLED
     assert [k.value for k in EventKind] == [
         "started", "progress", "page", "page_failed", "completed", "failed", "cancelled",

@@ -18,11 +18,7 @@ def defined_in_jobwatch(value: object) -> bool:
     return (getattr(value, "__module__", None) or "").split(".")[0] == "jobwatch"
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param("jobwatch", marks=pytest.mark.xfail(
-        strict=True, reason="core bug: jobwatch.__all__ has DecodeError before Decision")),
-    *NAMESPACES[1:],
-])
+@pytest.mark.parametrize("name", NAMESPACES)
 def test_all_is_sorted_and_unique(name: str) -> None:
     exported = importlib.import_module(name).__all__
     assert list(exported) == sorted(set(exported))

@@ -400,8 +400,6 @@ def test_any_interleaving_through_the_watcher(
         check_run(job, views[job.job_id], arrivals[job.job_id])
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: a poll sent before a pushed terminal event "
-                                       "and delivered after it begins a phantom run 2")
 def test_a_poll_answered_before_the_end_does_not_begin_a_run() -> None:
     # The race: a poll leaves while the job is processing; before its answer is delivered, a
     # pushed terminal event arrives. The stale "processing" snapshot is authoritative, but it

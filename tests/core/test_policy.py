@@ -21,7 +21,7 @@ SERVERLESS = ["AWS_LAMBDA_FUNCTION_NAME", "FUNCTIONS_WORKER_RUNTIME", "K_SERVICE
 SERVICES = ["KUBERNETES_SERVICE_HOST", "INVOCATION_ID", "DYNO", "SERVER_SOFTWARE"]
 
 
-def choose(config: Config = PLAIN, signals: Signals = NOTHING, **environ: str) -> Decision:
+def choose(config: Config = PLAIN, signals: Signals = NOTHING, /, **environ: str) -> Decision:
     return choose_transport(config, environ=environ, signals=signals)
 
 

@@ -410,7 +410,8 @@ def test_one_terminal_key_whatever_the_terminal_status() -> None:
 # -- errors ---------------------------------------------------------------------------------
 
 RATE_LIMITED = {
-    "code": "rate_limited", "message": "Rate limit of 60 requests per 60s exceeded. Retry after 12s.",
+    "code": "rate_limited",
+    "message": "Rate limit of 60 requests per 60s exceeded. Retry after 12s.",
     "details": {"limit": 60, "windowSeconds": 60, "retryAfterSeconds": 12},
     "docsUrl": "https://reader.dev/docs/home/concepts/errors#rate-limited",
 }
@@ -547,9 +548,19 @@ def test_malformed_payloads(call: Any, message: str) -> None:
     lambda: frame("job:progress", "{\"a\":" * 50_000, job_id=None),
     lambda: READER.decode_status(JOB, Response(status=200, body=b"[" * 100_000), None,
                                  source="poll"),
-])
+], ids=["webhook", "job-stream", "workspace-stream", "snapshot"])
 def test_deeply_nested_json_is_a_decode_error(call: Any) -> None:
     with pytest.raises(DecodeError, match="nested too deeply"):
+        call()
+
+
+@pytest.mark.parametrize("call", [
+    lambda: frame("page", '{"url": "https://example.com/\\ud800"}'),
+    lambda: frame("job:progress", '{"jobId": "job_\\udfff", "status": "queued"}', job_id=None),
+    lambda: hook("job.page", b'{"jobId": "job_1", "url": "https://example.com/\\ud800"}'),
+], ids=["job-stream-url", "workspace-job-id", "webhook-url"])
+def test_text_that_is_not_unicode_is_a_decode_error(call: Any) -> None:
+    with pytest.raises(DecodeError):
         call()
 
 
@@ -586,7 +597,7 @@ def test_unknown_status_on_the_streams(caplog: pytest.LogCaptureFixture) -> None
     lambda: frame("job:completed", {"jobId": JOB, "status": "aborted"}, job_id=None),
     lambda: frame("job:failed", {"jobId": JOB, "status": "aborted"}, job_id=None),
     lambda: hook("job.completed", {"jobId": JOB, "status": "aborted"}),
-])
+], ids=["done", "job:completed", "job:failed", "job.completed"])
 def test_unknown_status_never_ends_a_job(call: Any, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="jobwatch.reader"), \
             pytest.raises(DecodeError, match="'aborted'"):
@@ -671,8 +682,8 @@ def check_events(events: list[JobEvent], job_id: str | None = None) -> None:
         if event.kind is EventKind.STARTED:
             # Unknown statuses aside (None), a started event is processing, whatever the body.
             assert event.status in (JobStatus.PROCESSING, None)
-            assert event.status is not None or event.data.get("status") not in (
-                s.value for s in JobStatus)
+            assert event.status is not None or event.data.get("status") not in [
+                s.value for s in JobStatus]
         for count in (event.completed, event.total):
             assert count is None or (type(count) is int and count >= 0)
 
@@ -715,7 +726,8 @@ def test_fuzz_webhook(event: str | None, delivery: str | None, stamp: str | None
     expect_events_or_error(lambda: READER.decode_webhook(headers, body, source="webhook"))
 
 
-snapshot_bodies = (typed_payloads | payloads).map(lambda d: json.dumps({"success": True, "data": d})) | bodies
+snapshot_bodies = (typed_payloads | payloads).map(
+    lambda d: json.dumps({"success": True, "data": d})) | bodies
 statuses_http = st.sampled_from([200, 200, 200, 201, 401, 404, 409, 429, 500, 502]) | \
     st.integers(100, 599)
 

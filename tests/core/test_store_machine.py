@@ -219,7 +219,7 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.call(self.store.get_checkpoint, name) == self.model.checkpoints.get(name)
 
 
-MACHINE = settings(max_examples=35, stateful_step_count=35, deadline=None)
+MACHINE = settings(max_examples=50, stateful_step_count=40, deadline=None)
 
 
 class MemoryStoreMachine(StoreMachine):

@@ -62,8 +62,6 @@ async def test_wait_on_a_job_finished_before_the_restart() -> None:
     assert calls == ["/v1/jobs/job_1"]
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: the terminal event re-read after a restart "
-                                       "has the provider's key, not the run-bound key")
 @pytest.mark.parametrize("anyio_backend", MOCK)
 async def test_re_read_terminal_event_has_the_delivered_key() -> None:
     transport, _ = api(ok(DONE))
@@ -72,8 +70,6 @@ async def test_re_read_terminal_event_has_the_delivered_key() -> None:
     assert final.key == "job_1:terminal#1"
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: the one poll that re-reads a finished job "
-                                       "is not retried; a transient 503 fails wait()")
 @pytest.mark.parametrize("anyio_backend", MOCK)
 async def test_re_read_survives_a_transient_error() -> None:
     transport, calls = api(httpx.Response(503, json={"success": False, "error": {
