@@ -69,7 +69,9 @@ class _HandlerHost(TransportHost):
     async def spend(self) -> None:
         raise JobwatchError("a serverless handler makes no API requests")
 
-    async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False) -> None:
+    async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False,
+                      as_of: float | None = None) -> None:
+        # A handler never polls, so nothing it records is a (possibly stale) snapshot.
         for event in events:
             verdict = await self.store.record(
                 event.job_id, functools.partial(decide, event=event, authoritative=authoritative),

@@ -1,8 +1,10 @@
 """The ``sqlite`` store: the embedded, durable default.
 
 One SQLite file in WAL mode holds dedup keys (with expiry), per-job state, stream checkpoints,
-the inbox of recorded-but-undispatched events and dead letters. Every call runs in a worker
-thread, one at a time, so the event loop never waits on the disk.
+the inbox of recorded-but-undispatched events and dead letters. Calls never run on the event
+loop: they queue up, and one worker-thread trip runs every queued call in one transaction and
+commits once (a group commit). Under load, a burst of webhook deliveries costs one thread hop
+and one commit instead of one each; each call still returns only after its commit.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import anyio
 import attrs
@@ -67,6 +69,9 @@ class SQLiteStore(Store):
         self._db: sqlite3.Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
         self._records = 0
+        self._queue: list[_Call[Any]] = []
+        self._leading = False
+        self._batch_done = anyio.Event()
 
     @classmethod
     def from_config(cls, config: Config) -> SQLiteStore:
@@ -104,10 +109,55 @@ class SQLiteStore(Store):
             await self._run(db.close)
 
     async def _run(self, fn: Callable[[], T]) -> T:
+        # Connection-level work (open, close): alone, outside any batch.
         try:
             return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
         except sqlite3.Error as exc:
             raise JobwatchError(f"the sqlite store at {self.path!r} failed: {exc}") from exc
+
+    async def _tx(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` inside the next group commit; return once that commit is done."""
+        call = _Call(fn)
+        self._queue.append(call)
+        while not call.done:
+            if self._leading:
+                await self._batch_done.wait()
+                continue
+            # No batch is running: this caller runs batches until the queue is empty.
+            self._leading = True
+            try:
+                while self._queue:
+                    batch, self._queue = self._queue, []
+                    await anyio.to_thread.run_sync(self._commit, batch, limiter=self._limiter)
+                    self._batch_done.set()
+                    self._batch_done = anyio.Event()
+            finally:
+                self._leading = False
+                self._batch_done.set()
+                self._batch_done = anyio.Event()
+        return call.result()
+
+    def _commit(self, batch: list[_Call[Any]]) -> None:
+        try:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for call in batch:
+                    call.run_in(db)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except Exception as exc:
+            # Nothing of the batch was committed: every call in it fails.
+            error = exc if isinstance(exc, JobwatchError) else JobwatchError(
+                f"the sqlite store at {self.path!r} failed: {exc}")
+            for call in batch:
+                call.fail(error)
+        finally:
+            for call in batch:
+                call.done = True
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -118,33 +168,25 @@ class SQLiteStore(Store):
     async def record(
         self, job_id: str | None, decide: Callable[[JobState | None], Verdict], *, ttl: float
     ) -> Verdict:
-        return await self._run(lambda: self._record(job_id, decide, ttl))
+        return await self._tx(lambda: self._record(job_id, decide, ttl))
 
     def _record(
         self, job_id: str | None, decide: Callable[[JobState | None], Verdict], ttl: float
     ) -> Verdict:
         db, now = self.db, self._clock()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            verdict = decide(None if job_id is None else self._get_job(job_id))
-            event = verdict.event
-            if event is not None:
-                row = db.execute("SELECT expires FROM seen WHERE key=?", (event.key,)).fetchone()
-                if row is not None and row[0] > now:
-                    db.execute("ROLLBACK")
-                    return Verdict(event=None, check=verdict.check, dropped="duplicate")
-                db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?)", (event.key, now + ttl))
-                db.execute(
-                    "INSERT OR REPLACE INTO inbox (key, event) VALUES (?, ?)",
-                    (event.key, event.to_json()),
-                )
-            if verdict.state is not None:
-                self._put_job(verdict.state)
-            self._maybe_purge(now)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        verdict = decide(None if job_id is None else self._get_job(job_id))
+        event = verdict.event
+        if event is not None:
+            row = db.execute("SELECT expires FROM seen WHERE key=?", (event.key,)).fetchone()
+            if row is not None and row[0] > now:
+                return Verdict(event=None, check=verdict.check, dropped="duplicate")
+            db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?)", (event.key, now + ttl))
+            db.execute("DELETE FROM inbox WHERE key=?", (event.key,))
+            db.execute("INSERT INTO inbox (key, event) VALUES (?, ?)",
+                       (event.key, event.to_json()))
+        if verdict.state is not None:
+            self._put_job(verdict.state)
+        self._maybe_purge(now)
         return verdict
 
     def _maybe_purge(self, now: float) -> None:
@@ -163,28 +205,28 @@ class SQLiteStore(Store):
         )
 
     async def get_job(self, job_id: str) -> JobState | None:
-        return await self._run(lambda: self._get_job(job_id))
+        return await self._tx(lambda: self._get_job(job_id))
 
     async def put_job(self, state: JobState) -> None:
-        await self._run(lambda: self._put_job(state))
+        await self._tx(lambda: self._put_job(state))
 
     async def active_jobs(self) -> list[JobState]:
-        rows = await self._run(
+        rows = await self._tx(
             lambda: self.db.execute("SELECT state FROM jobs WHERE active").fetchall()
         )
         return [state_from_dict(json.loads(r[0])) for r in rows]
 
     async def pending(self) -> list[JobEvent]:
-        rows = await self._run(
+        rows = await self._tx(
             lambda: self.db.execute("SELECT event FROM inbox ORDER BY seq").fetchall()
         )
         return [JobEvent.from_json(r[0]) for r in rows]
 
     async def ack(self, key: str) -> None:
-        await self._run(lambda: self.db.execute("DELETE FROM inbox WHERE key=?", (key,)))
+        await self._tx(lambda: self.db.execute("DELETE FROM inbox WHERE key=?", (key,)))
 
     async def get_checkpoint(self, name: str) -> str | None:
-        row = await self._run(
+        row = await self._tx(
             lambda: self.db.execute(
                 "SELECT value FROM checkpoints WHERE name=?", (name,)
             ).fetchone()
@@ -193,10 +235,10 @@ class SQLiteStore(Store):
 
     async def put_checkpoint(self, name: str, value: str) -> None:
         sql = "INSERT OR REPLACE INTO checkpoints VALUES (?, ?)"
-        await self._run(lambda: self.db.execute(sql, (name, value)))
+        await self._tx(lambda: self.db.execute(sql, (name, value)))
 
     async def dead_letter(self, event: JobEvent, subscriber: str, error: str) -> None:
-        await self._run(
+        await self._tx(
             lambda: self.db.execute(
                 "INSERT INTO dead_letters (subscriber, error, event) VALUES (?, ?, ?)",
                 (subscriber, error, event.to_json()),
@@ -205,9 +247,39 @@ class SQLiteStore(Store):
 
     async def dead_letters(self) -> list[tuple[JobEvent, str, str]]:
         """Events whose callback kept failing: (event, subscriber, error), oldest first."""
-        rows = await self._run(
+        rows = await self._tx(
             lambda: self.db.execute(
                 "SELECT event, subscriber, error FROM dead_letters ORDER BY seq"
             ).fetchall()
         )
         return [(JobEvent.from_json(e), s, err) for e, s, err in rows]
+
+
+class _Call(Generic[T]):
+    """One store call waiting for its group commit."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self.fn = fn
+        self.done = False
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+    def run_in(self, db: sqlite3.Connection) -> None:
+        # A savepoint per call: a call that raises undoes only its own writes.
+        db.execute("SAVEPOINT call")
+        try:
+            self._value = self.fn()
+        except Exception as exc:
+            db.execute("ROLLBACK TO call")
+            self._error = exc
+        db.execute("RELEASE call")
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+
+    def result(self) -> T:
+        if self._error is not None:
+            if isinstance(self._error, sqlite3.Error):
+                raise JobwatchError(f"the sqlite store failed: {self._error}") from self._error
+            raise self._error
+        return self._value  # type: ignore[return-value]

@@ -16,7 +16,7 @@ from anyio.abc import TaskStatus
 
 from .._errors import ConfigError
 
-__all__ = ["bind", "format_url", "serve_app", "serve_socket"]
+__all__ = ["bind", "check_tls", "format_url", "serve_app", "serve_socket"]
 
 log = logging.getLogger("jobwatch.webhook.server")
 
@@ -45,7 +45,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _config(fd: int, certfile: str | None, keyfile: str | None) -> Any:
+def _hypercorn_config(fd: int, certfile: str | None, keyfile: str | None) -> Any:
     from hypercorn.config import Config as HypercornConfig
 
     config = HypercornConfig()
@@ -55,14 +55,23 @@ def _config(fd: int, certfile: str | None, keyfile: str | None) -> Any:
     config.graceful_timeout = GRACEFUL_TIMEOUT
     config.include_server_header = False
     if certfile is not None or keyfile is not None:
-        if certfile is None or keyfile is None:
-            raise ConfigError("TLS needs both a certificate file and a key file")
+        check_tls(certfile, keyfile)
         config.certfile, config.keyfile = certfile, keyfile
-        try:
-            config.create_ssl_context()
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot use the TLS certificate {certfile!r}: {exc}") from None
     return config
+
+
+def check_tls(certfile: str | None, keyfile: str | None) -> None:
+    """Raise ConfigError unless both files are given and load as a certificate and its key."""
+    from hypercorn.config import Config as HypercornConfig
+
+    if certfile is None or keyfile is None:
+        raise ConfigError("TLS needs both a certificate file and a key file")
+    config = HypercornConfig()
+    config.certfile, config.keyfile = certfile, keyfile
+    try:
+        config.create_ssl_context()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot use the TLS certificate {certfile!r}: {exc}") from None
 
 
 async def serve_app(
@@ -95,7 +104,7 @@ async def serve_socket(
     bound_host, bound_port = sock.getsockname()[:2]
     url = format_url("https" if certfile else "http", bound_host, bound_port)
     try:
-        config = _config(sock.fileno(), certfile, keyfile)
+        config = _hypercorn_config(sock.fileno(), certfile, keyfile)
     except BaseException:
         sock.close()
         raise

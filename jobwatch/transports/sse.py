@@ -60,7 +60,8 @@ __all__ = ["SSEOptions", "SSETransport"]
 
 log = logging.getLogger("jobwatch.sse")
 
-_QUEUE = 1024
+#: Reads of the streams (each a batch of events) waiting for the pipeline.
+_QUEUE = 64
 #: Polls that reconcile may have in flight at once (all within the Watcher's budget).
 _RECONCILERS = 4
 
@@ -135,12 +136,11 @@ class _Stream:
 
 @attrs.frozen(slots=True)
 class _Batch:
-    """Events decoded from one frame, with the stream position to checkpoint after them."""
+    """Events decoded from one read of a stream, and the position to checkpoint after them."""
 
     events: list[JobEvent]
     checkpoint: str
     event_id: str | None
-    terminal: bool
 
 
 class SSETransport(Transport):
@@ -381,14 +381,21 @@ class SSETransport(Transport):
             async for text in response.aiter_text():
                 watchdog.deadline = _now() + timeout
                 stream.machine.received()
+                # The frames of one read go to the pipeline together, as one batch.
+                events: list[JobEvent] = []
+                position = stream.machine.last_event_id
                 for line in lines.decode(text):
                     if not ids and (line.startswith("id:") or line == "id"):
                         ids = True
                     sse = decoder.decode(line)
-                    batch = None if sse is None else self._frame(stream, sse, ids)
-                    if batch is not None:
-                        finished = finished or batch.terminal
-                        await self._enqueue(batch, watchdog)
+                    if sse is not None:
+                        self._frame(stream, sse, ids, events)
+                if events or position != stream.machine.last_event_id:
+                    batch = _Batch(events, stream.checkpoint,
+                                   stream.machine.last_event_id if ids else None)
+                    finished = finished or (stream.job_id is not None
+                                            and any(e.terminal for e in events))
+                    await self._enqueue(batch, watchdog)
         if finished:
             return None
         if watchdog.cancelled_caught:
@@ -398,19 +405,17 @@ class SSETransport(Transport):
         return _Ending(cause=Cause.CLOSED, error=StreamError(
             f"{_where(response.request)}: the server closed the stream"))
 
-    def _frame(self, stream: _Stream, sse: ServerSentEvent, ids: bool) -> _Batch | None:
-        """The events of one dispatched frame, or None when it carries none."""
+    def _frame(self, stream: _Stream, sse: ServerSentEvent, ids: bool,
+               events: list[JobEvent]) -> None:
+        """Decode one dispatched frame, adding its events to ``events``."""
         # httpx-sse reports "" when no id was seen; only a connection that carried `id:`
         # lines may change the id (an empty one clears it, as WHATWG says).
-        event_id = sse.id if ids else None
-        stream.machine.event(event_id=event_id, retry_ms=sse.retry)
+        stream.machine.event(event_id=sse.id if ids else None, retry_ms=sse.retry)
         if not sse.data:
-            return None  # WHATWG: a frame without data dispatches nothing
-        events = self._decode(stream, sse.event or "message", sse.data)
-        if events is None:
-            return None
-        terminal = stream.job_id is not None and any(e.terminal for e in events)
-        return _Batch(events, stream.checkpoint, event_id, terminal)
+            return  # WHATWG: a frame without data dispatches nothing
+        decoded = self._decode(stream, sse.event or "message", sse.data)
+        if decoded:
+            events.extend(decoded)
 
     async def _enqueue(self, batch: _Batch, watchdog: anyio.CancelScope) -> None:
         send = self._require_send()
@@ -449,8 +454,9 @@ class SSETransport(Transport):
                     except anyio.WouldBlock:
                         break
                 events = [event for batch in batches for event in batch.events]
-                await host.deliver(events)
-                host.count(self.name, "events", len(events))
+                if events:
+                    await host.deliver(events)
+                    host.count(self.name, "events", len(events))
                 positions = {b.checkpoint: b.event_id for b in batches if b.event_id is not None}
                 for name, value in positions.items():
                     await host.store.put_checkpoint(name, value)

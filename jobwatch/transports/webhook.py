@@ -9,6 +9,7 @@ before it is answered 2xx (:mod:`._receiver`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -25,7 +26,7 @@ from .._registry import load
 from ..abc import Provider, Transport, TransportHost
 from ._asgi import ASGIApp, WebhookApp
 from ._receiver import Receiver
-from ._serve import bind, serve_socket
+from ._serve import bind, check_tls, serve_socket
 from ._signatures import Scheme, scheme_class
 
 __all__ = ["WebhookOptions", "WebhookTransport", "parse_listen"]
@@ -50,6 +51,7 @@ class WebhookOptions:
     - ``allow_unsigned``: accept deliveries without a signature (never in production).
     - ``tolerance``: seconds a signed timestamp may be off, in both directions.
     - ``max_body``: the largest body accepted, in bytes.
+    - ``certfile``, ``keyfile``: PEM files; with both, the ``listen`` server speaks HTTPS.
     """
 
     listen: str | None = None
@@ -59,6 +61,8 @@ class WebhookOptions:
     allow_unsigned: bool = False
     tolerance: float = 300.0
     max_body: int = 1_048_576
+    certfile: str | None = None
+    keyfile: str | None = None
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -87,6 +91,13 @@ def _check(options: WebhookOptions) -> None:
         )
     if options.listen is not None:
         parse_listen(options.listen)
+    if (options.certfile is None) != (options.keyfile is None):
+        raise ConfigError("[jobwatch.webhook] certfile and keyfile go together: set both or none")
+    if options.certfile is not None:
+        try:
+            check_tls(options.certfile, options.keyfile)
+        except ConfigError as exc:
+            raise ConfigError(f"[jobwatch.webhook] certfile/keyfile: {exc}") from None
 
 
 def build_scheme(options: WebhookOptions, default: str) -> Scheme | None:
@@ -166,7 +177,9 @@ class WebhookTransport(Transport):
         # Bound here, outside the task group, so that a taken port raises a plain ConfigError.
         sock = bind(*parse_listen(self.options.listen))
         async with anyio.create_task_group() as tg:
-            self.bound_url = await tg.start(serve_socket, self._app, sock)
+            self.bound_url = await tg.start(functools.partial(
+                serve_socket, self._app, sock, certfile=self.options.certfile,
+                keyfile=self.options.keyfile))
             log.info("webhook receiver listening on %s", self.url)
             task_status.started()
 

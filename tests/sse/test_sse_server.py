@@ -63,17 +63,19 @@ class Seen:
         assert event.job_id is not None
         self.events[event.job_id].append(event)
 
-    def progress(self, job: str) -> list[int | None]:
-        return [e.completed for e in self.events[job] if e.kind == "progress"]
+    def progress(self, job: str) -> list[int]:
+        return [e.completed for e in self.events[job]
+                if e.kind == "progress" and e.completed is not None]
 
 
 def sse_stats(w: jobwatch.Watcher) -> dict[str, int]:
     return dict(w.statistics().transports.get("sse", {}))
 
 
-async def until(condition: Any, timeout: float = 10.0) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():
+async def until(condition: Any, limit: float = 10.0) -> None:
+    """Wait until ``condition()`` holds, at most ``limit`` seconds."""
+    with anyio.fail_after(limit):
+        while not condition():  # noqa: ASYNC110 - no event to wait on: a predicate to poll
             await anyio.sleep(0.01)
 
 
@@ -103,7 +105,8 @@ async def test_a_server_with_ids_is_resumed_with_last_event_id_and_not_polled() 
     assert stats["reconnects"] >= 10
     sent = server.last_event_ids
     assert sent[0] is None and all(ident is not None for ident in sent[1:])
-    assert [int(ident) for ident in sent[1:]] == sorted(int(i) for i in sent[1:])
+    resumed = [int(ident or 0) for ident in sent[1:]]
+    assert resumed == sorted(resumed)
     # Resumed, not reconciled: no poll per reconnect, only those on start (the Watcher's
     # and the stream's first connection).
     assert server.polls.get(JOB, 0) <= 2

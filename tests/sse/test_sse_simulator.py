@@ -45,7 +45,7 @@ class Recorder:
             self.progress[event.job_id].append(event.completed)
 
 
-async def wait_all(watcher: jobwatch.Watcher, jobs: list[str], *, timeout: float,
+async def wait_all(watcher: jobwatch.Watcher, jobs: list[str], *, limit: float,
                    tick: Callable[[], None]) -> list[JobEvent]:
     """Wait for every job at once (each is watched from the start), calling ``tick`` and
     sleeping a little until they are all done."""
@@ -54,7 +54,7 @@ async def wait_all(watcher: jobwatch.Watcher, jobs: list[str], *, timeout: float
     async def wait(job: str) -> None:
         finals[job] = await watcher.wait(job)
 
-    with anyio.fail_after(timeout):
+    with anyio.fail_after(limit):
         async with anyio.create_task_group() as tg:
             for job in jobs:
                 tg.start_soon(wait, job)
@@ -102,7 +102,7 @@ async def test_random_drops_lose_no_terminal_event(scope: str, drop_p: float, in
             watcher.subscribe(seen)
             pace = random.Random(5)
             jobs = [sim.create_job(steps=pages(25, pace, interval)) for _ in range(20)]
-            finals = await wait_all(watcher, jobs, timeout=60, tick=tick)
+            finals = await wait_all(watcher, jobs, limit=60, tick=tick)
             stats = watcher.statistics()
     drops = sim.fault_counts()["drop_sse_p"]
     assert drops >= min_drops, f"only {drops} drops were injected"

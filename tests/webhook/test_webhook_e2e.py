@@ -178,3 +178,21 @@ async def test_a_bad_certificate_is_a_config_error(tmp_path: Path) -> None:
     bogus.write_text("not a certificate")
     with pytest.raises(jobwatch.ConfigError, match="TLS certificate"):
         await serve_app(WebhookApp(), "127.0.0.1", 0, certfile=str(bogus), keyfile=str(bogus))
+
+
+async def test_the_watchers_own_server_speaks_https(certificate: tuple[str, str]) -> None:
+    cert, key = certificate
+    config = jobwatch.Config.from_mapping({"jobwatch": {
+        "api_key": "rdr_sim", "transport": "webhook", "store": "memory", "safety_poll": 0,
+        "webhook": {"listen": "127.0.0.1:0", "secrets": [SECRET], "certfile": cert,
+                    "keyfile": key}}})
+    transport = WebhookTransport.from_config(config)
+    seen: list[jobwatch.JobEvent] = []
+    async with jobwatch.Watcher(config, transports=[transport], store=MemoryStore()) as w:
+        w.subscribe(seen.append)
+        assert transport.url is not None and transport.url.startswith("https://")
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=cert)) as client:
+            headers, body = delivery()
+            reply = await client.post(transport.url, content=body, headers=headers)
+        await until(lambda: len(seen) == 1)
+    assert reply.status_code == 200

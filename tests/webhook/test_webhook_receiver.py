@@ -250,6 +250,8 @@ async def test_allow_unsigned_with_secrets_still_rejects_a_wrong_signature() -> 
     ({"max_body": 0}, "max_body"),
     ({"secrets": "one"}, r"\[jobwatch.webhook\]"),
     ({"secret": "x"}, "secret"),
+    ({"certfile": "cert.pem"}, "certfile and keyfile go together"),
+    ({"certfile": "/nonexistent.pem", "keyfile": "/nonexistent.pem"}, "cannot use the TLS"),
 ])
 def test_configuration_errors(table: dict[str, Any], match: str) -> None:
     with pytest.raises(jobwatch.ConfigError, match=match):
@@ -287,7 +289,9 @@ _HEADERS = st.dictionaries(_NAMES, _VALUE, max_size=8).map(
 _REQUEST = st.fixed_dictionaries({
     "method": st.sampled_from(["POST", "GET", "PUT", "DELETE", "PATCH"]),
     "path": st.one_of(st.just(PATH), st.just("/"),
-                      st.text(alphabet="abcxyz/-_.~%09", max_size=30).map(lambda p: "/" + p)),
+                      # httpx refuses a relative URL that begins with "//"
+                      st.text(alphabet="abcxyz/-_.~%09", max_size=30)
+                      .map(lambda p: "/" + p.lstrip("/"))),
     "headers": st.one_of(
         _HEADERS,
         _HEADERS.map(lambda h: {**h, "content-type": "application/json"}),
