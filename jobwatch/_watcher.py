@@ -16,7 +16,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from types import TracebackType
 from typing import Any, Self
 
@@ -82,6 +82,12 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
+class _JobLock:
+    def __init__(self) -> None:
+        self.lock = anyio.Lock()
+        self.users = 0
+
+
 class _JobQueue:
     """One ``watch()`` iterator's queue: events, then maybe an error."""
 
@@ -128,7 +134,7 @@ class Watcher(TransportHost):
         self._state = _State.NEW
         self._tg: TaskGroup | None = None
         self._http: httpx.AsyncClient | None = None
-        self._lock = anyio.Lock()
+        self._locks: dict[str | None, _JobLock] = {}
         self._gate = anyio.Event()
         self._watch_counts: dict[str, int] = defaultdict(int)
         self._queues: dict[str, set[_JobQueue]] = defaultdict(set)
@@ -236,11 +242,11 @@ class Watcher(TransportHost):
 
     async def _open_gate(self) -> None:
         # Runs at the first checkpoint of the `async with` body, after its callbacks are on.
-        async with self._lock:
-            for event in await self.store.pending():
-                self._totals["replayed"] += 1
-                await self._dispatcher.dispatch(event)
-            self._gate.set()
+        # Deliveries wait for the gate, so nothing new is recorded while the inbox replays.
+        for event in await self.store.pending():
+            self._totals["replayed"] += 1
+            await self._dispatcher.dispatch(event)
+        self._gate.set()
         for job_id in self._inherited:
             self._watch_counts[job_id] += 0
             self._watch_transports(job_id)
@@ -499,10 +505,24 @@ class Watcher(TransportHost):
                       as_of: float | None = None) -> None:
         if not self._gate.is_set():
             await self._gate.wait()
-        async with self._lock:
-            for event in events:
+        for event in events:
+            # One job at a time keeps its order; different jobs record concurrently, which
+            # lets the store commit them together.
+            async with self._job_lock(event.job_id):
                 stale = authoritative and not self._fresh(event, as_of)
                 await self._deliver_one(event, authoritative and not stale, check=not stale)
+
+    @asynccontextmanager
+    async def _job_lock(self, job_id: str | None) -> AsyncIterator[None]:
+        entry = self._locks.setdefault(job_id, _JobLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[job_id]
 
     def _fresh(self, event: JobEvent, as_of: float | None) -> bool:
         # A poll answered after a pushed terminal event, but asked before it, shows the old

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (seq INTEGER PRIMARY KEY AUTOINCREMENT,
     subscriber TEXT NOT NULL, error TEXT NOT NULL, event TEXT NOT NULL);
 """
 _PURGE_EVERY = 4096
+_ACK_FLUSH = 256
 
 
 @attrs.frozen(kw_only=True)
@@ -70,6 +71,7 @@ class SQLiteStore(Store):
         self._limiter = anyio.CapacityLimiter(1)
         self._records = 0
         self._queue: list[_Call[Any]] = []
+        self._acks: list[str] = []
         self._leading = False
         self._batch_done = anyio.Event()
 
@@ -104,6 +106,9 @@ class SQLiteStore(Store):
         self._db = db
 
     async def aclose(self) -> None:
+        if self._db is not None and self._acks:
+            with anyio.CancelScope(shield=True):
+                await self._tx(lambda: None)
         if self._db is not None:
             db, self._db = self._db, None
             await self._run(db.close)
@@ -138,10 +143,12 @@ class SQLiteStore(Store):
         return call.result()
 
     def _commit(self, batch: list[_Call[Any]]) -> None:
+        acks, self._acks = self._acks, []
         try:
             db = self.db
             db.execute("BEGIN IMMEDIATE")
             try:
+                db.executemany("DELETE FROM inbox WHERE key=?", [(k,) for k in acks])
                 for call in batch:
                     call.run_in(db)
                 db.execute("COMMIT")
@@ -150,7 +157,9 @@ class SQLiteStore(Store):
                     db.execute("ROLLBACK")
                 raise
         except Exception as exc:
-            # Nothing of the batch was committed: every call in it fails.
+            # Nothing of the batch was committed: every call in it fails, and the acks wait
+            # for the next batch.
+            self._acks[:0] = acks
             error = exc if isinstance(exc, JobwatchError) else JobwatchError(
                 f"the sqlite store at {self.path!r} failed: {exc}")
             for call in batch:
@@ -223,7 +232,11 @@ class SQLiteStore(Store):
         return [JobEvent.from_json(r[0]) for r in rows]
 
     async def ack(self, key: str) -> None:
-        await self._tx(lambda: self.db.execute("DELETE FROM inbox WHERE key=?", (key,)))
+        # Acks ride along with the next group commit: until then the event would only be
+        # replayed once more after a crash, which at-least-once dispatch allows anyway.
+        self._acks.append(key)
+        if len(self._acks) >= _ACK_FLUSH:
+            await self._tx(lambda: None)
 
     async def get_checkpoint(self, name: str) -> str | None:
         row = await self._tx(

@@ -420,16 +420,21 @@ class SSETransport(Transport):
     async def _enqueue(self, batch: _Batch, watchdog: anyio.CancelScope) -> None:
         send = self._require_send()
         try:
-            send.send_nowait(batch)
-            return
-        except anyio.WouldBlock:
+            try:
+                send.send_nowait(batch)
+                return
+            except anyio.WouldBlock:
+                pass
+            # Waiting for the pipeline is not silence on the wire: pause the watchdog.
+            # Shielded, so that a cancellation lands in the body iterator instead (_read).
+            watchdog.deadline = math.inf
+            with anyio.CancelScope(shield=True):
+                await send.send(batch)
+            watchdog.deadline = _now() + self.options.heartbeat_timeout
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            # The transport is closing and the delivery loop is gone: nothing was recorded
+            # or checkpointed past these events, so a restart gets them again.
             pass
-        # Waiting for the pipeline is not silence on the wire: pause the watchdog. Shielded,
-        # so that a cancellation lands in the body iterator instead (see _read).
-        watchdog.deadline = math.inf
-        with anyio.CancelScope(shield=True):
-            await send.send(batch)
-        watchdog.deadline = _now() + self.options.heartbeat_timeout
 
     def _decode(self, stream: _Stream, name: str, data: str) -> list[JobEvent] | None:
         host = self._require_host()

@@ -153,3 +153,60 @@ def test_sim_command_prints_its_address_first(tmp_path: Path) -> None:
         proc.wait(10)
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+def _signed(secret: str, event: str, body: dict[str, object], delivery: str) -> tuple[bytes, dict]:
+    import hashlib
+    import hmac
+    import time
+
+    raw = json.dumps(body).encode()
+    stamp = str(int(time.time()))
+    digest = hmac.new(secret.encode(), f"{stamp}.".encode() + raw, hashlib.sha256).hexdigest()
+    return raw, {"content-type": "application/json", "x-reader-event": event,
+                 "x-reader-delivery": delivery, "x-reader-timestamp": stamp,
+                 "x-reader-signature": f"sha256={digest}"}
+
+
+def test_listen_prints_its_address_then_each_event_once(tmp_path: Path) -> None:
+    secret = "whsec-cli-test-0123456789"
+    config = tmp_path / "jobwatch.toml"
+    config.write_text(
+        '[jobwatch]\nstore = "memory"\ntransport = "webhook"\nsafety_poll = 0\n'
+        f'[jobwatch.webhook]\nsecrets = ["{secret}"]\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobwatch", "listen", "--config", str(config), "--json",
+         "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().strip()
+        assert first.startswith("listening on http://127.0.0.1:"), first
+        url = first.removeprefix("listening on ").rstrip("/") + "/hooks/reader"
+        body, headers = _signed(secret, "job.completed", {
+            "jobId": "job_cli", "status": "completed", "completed": 2, "total": 2,
+            "creditsUsed": 2}, "d-1")
+        for _ in range(2):  # a retried delivery is dispatched once
+            assert httpx.post(url, content=body, headers=headers).status_code == 200
+        forged = {**headers, "x-reader-signature": "sha256=" + "0" * 64}
+        assert httpx.post(url, content=body, headers=forged).status_code == 401
+        event = jobwatch.JobEvent.from_json(proc.stdout.readline())
+        assert (event.kind, event.job_id, event.source) == ("completed", "job_cli", "webhook")
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert out.strip() == ""  # nothing more was dispatched
+
+
+def test_demo_compare_prints_the_table(capsys, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "demo", "--compare", "--pages", "6", "--time-scale", "30")
+    assert code == 0, out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.split()[:1] in (["poll"], ["sse"], ["webhook"])}
+    assert set(rows) == {"poll", "sse", "webhook"}
+    assert all(row[2] != "n/a" for row in rows.values()), out
+    assert rows["webhook"][1] == "0"  # webhooks cost no request
