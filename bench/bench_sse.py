@@ -181,6 +181,60 @@ async def _jobwatch(url: str, frames: int, store: str) -> float:
     return frames / elapsed
 
 
+async def _transport_only(url: str, frames: int) -> float:
+    """The SSE transport and Reader's decoders feeding a host that only counts: no pipeline."""
+    import jobwatch
+    from jobwatch.abc import TransportHost
+    from jobwatch.providers.reader import ReaderProvider
+    from jobwatch.stores.memory import MemoryStore
+    from jobwatch.transports.sse import SSEOptions, SSETransport
+
+    config = _config(url, "memory", "")
+    done = anyio.Event()
+
+    class CountingHost(TransportHost):
+        provider = ReaderProvider(config)
+        store = MemoryStore()
+        seen = 0
+
+        async def request(self, request: Any) -> Any:
+            raise NotImplementedError
+
+        async def spend(self) -> None:
+            pass
+
+        async def deliver(self, events: Any, *, authoritative: bool = False) -> None:
+            self.seen += sum(1 for e in events if e.kind == "progress")
+            if self.seen >= frames:
+                done.set()
+
+        async def reconcile(self, job_ids: Any, *, reason: str) -> None:
+            pass
+
+        def watched(self) -> frozenset[str]:
+            return frozenset()
+
+        def end_job(self, job_id: str, error: jobwatch.JobwatchError) -> None:
+            pass
+
+        def count(self, transport: str, name: str, n: int = 1) -> None:
+            pass
+
+        @property
+        def base_url(self) -> str:
+            return url
+
+    host = CountingHost()
+    host.config = config
+    transport = SSETransport(config.options("sse", SSEOptions))
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        await tg.start(transport.run, host)
+        await done.wait()
+        tg.cancel_scope.cancel()
+    return frames / (time.perf_counter() - started)
+
+
 async def _latency(url: str, samples: int) -> list[float]:
     import jobwatch
 
@@ -231,12 +285,14 @@ async def _memory(url: str) -> tuple[float, float, float, int]:
 
 
 def _throughput(args: argparse.Namespace) -> None:
-    rounds: dict[str, list[float]] = {"plain": [], "memory": [], "sqlite": []}
+    rounds: dict[str, list[float]] = {"plain": [], "decode": [], "memory": [], "sqlite": []}
     for number in range(args.rounds):
         for name in rounds:
             with _Server("flood", args) as url:
                 if name == "plain":
                     rate = anyio.run(_plain, url, args.frames, backend=args.backend)
+                elif name == "decode":
+                    rate = anyio.run(_transport_only, url, args.frames, backend=args.backend)
                 else:
                     # The sqlite store is slower: a prefix of the same stream is enough.
                     frames = args.frames if name == "memory" else min(args.frames,
@@ -246,6 +302,9 @@ def _throughput(args: argparse.Namespace) -> None:
             print(f"  round {number + 1} {name:6s}: {rate:9.0f} events/s", flush=True)
     plain = max(rounds["plain"])
     print(f"  plain httpx-sse iteration       {plain:9.0f} events/s")
+    decode = max(rounds["decode"])
+    print(f"  sse transport + Reader decoding {decode:9.0f} events/s   {decode / plain:.0%} of "
+          f"plain (a host that only counts: no dedup, store or dispatch)")
     for name in ("memory", "sqlite"):
         best = max(rounds[name])
         print(f"  jobwatch sse ({name} store)    {best:9.0f} events/s   "

@@ -46,6 +46,7 @@ class Subscription:
     name: str
     retry: bool = True
     cancelled: bool = False
+    is_async: bool = False
     _send: MemoryObjectSendStream[JobEvent] | None = None
     _on_cancel: Callable[[Subscription], None] | None = None
 
@@ -114,7 +115,8 @@ class Dispatcher:
         retry: bool = True,
     ) -> Subscription:
         name = getattr(callback, "__qualname__", None) or repr(callback)
-        sub = Subscription(callback, _kinds(kinds), job_id, name, retry)
+        sub = Subscription(callback, _kinds(kinds), job_id, name, retry,
+                           is_async=_is_async(callback))
         sub._on_cancel = self._unsubscribe
         self._subs.append(sub)
         if self._tg is not None:
@@ -176,7 +178,10 @@ class Dispatcher:
     async def _call(self, sub: Subscription, event: JobEvent) -> None:
         for attempt in range(self._attempts if sub.retry else 1):
             try:
-                await _invoke(sub.callback, event)
+                if sub.is_async:
+                    await sub.callback(event)  # type: ignore[misc]
+                else:
+                    await _invoke(sub.callback, event)
                 return
             except Exception as exc:  # a callback's failure must never stop the others
                 self.counts.callback_errors += 1
@@ -190,12 +195,13 @@ class Dispatcher:
         await self._store.dead_letter(event, sub.name, error)
 
 
-async def _invoke(callback: Callback, event: JobEvent) -> None:
-    if inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
+def _is_async(callback: Callback) -> bool:
+    return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
         getattr(callback, "__call__", None)  # noqa: B004 - async callable objects
-    ):
-        await callback(event)  # type: ignore[misc]
-        return
+    )
+
+
+async def _invoke(callback: Callback, event: JobEvent) -> None:
     result: Any = callback(event)
     if inspect.isawaitable(result):
         await result

@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (name TEXT PRIMARY KEY, value TEXT NOT NU
 CREATE TABLE IF NOT EXISTS dead_letters (seq INTEGER PRIMARY KEY AUTOINCREMENT,
     subscriber TEXT NOT NULL, error TEXT NOT NULL, event TEXT NOT NULL);
 """
+_CLAIM = ("INSERT INTO seen VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE "
+          "SET expires = ?2 WHERE seen.expires <= ?3")
 _PURGE_EVERY = 4096
 _ACK_FLUSH = 256
 
@@ -186,12 +188,12 @@ class SQLiteStore(Store):
         verdict = decide(None if job_id is None else self._get_job(job_id))
         event = verdict.event
         if event is not None:
-            row = db.execute("SELECT expires FROM seen WHERE key=?", (event.key,)).fetchone()
-            if row is not None and row[0] > now:
+            # Claim the key unless a live claim exists: one statement, its row count says.
+            claimed = db.execute(_CLAIM, (event.key, now + ttl, now)).rowcount
+            if not claimed:
                 return Verdict(event=None, check=verdict.check, dropped="duplicate")
-            db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?)", (event.key, now + ttl))
-            db.execute("DELETE FROM inbox WHERE key=?", (event.key,))
-            db.execute("INSERT INTO inbox (key, event) VALUES (?, ?)",
+            # REPLACE gives a re-recorded key a new row at the end of the inbox.
+            db.execute("INSERT OR REPLACE INTO inbox (key, event) VALUES (?, ?)",
                        (event.key, event.to_json()))
         if verdict.state is not None:
             self._put_job(verdict.state)
