@@ -203,7 +203,8 @@ async def _transport_only(url: str, frames: int) -> float:
         async def spend(self) -> None:
             pass
 
-        async def deliver(self, events: Any, *, authoritative: bool = False) -> None:
+        async def deliver(self, events: Any, *, authoritative: bool = False,
+                          as_of: float | None = None) -> None:
             self.seen += sum(1 for e in events if e.kind == "progress")
             if self.seen >= frames:
                 done.set()
