@@ -1,9 +1,10 @@
 """The dispatcher: hands each delivered event to every matching subscriber.
 
-Each subscription has its own bounded queue and task, so a slow callback delays only itself
-until its queue is full. A callback that raises is retried with backoff and then kept as a
-dead letter; it never stops the other callbacks or the transports. An event leaves the store's
-inbox once every subscriber it went to has handled it.
+Each subscription has its own bounded queue, drained by a task of its own that exists only
+while the queue holds events, so a slow callback delays only itself until its queue is full,
+and ten thousand idle subscriptions cost no task. A callback that raises is retried with
+backoff and then kept as a dead letter; it never stops the other callbacks or the
+transports. An event leaves the store's inbox once every subscriber it went to has handled it.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import anyio
 import attrs
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._errors import JobwatchError
 from ._events import EventKind, JobEvent
@@ -36,6 +37,12 @@ def _kinds(kinds: Collection[str] | None) -> frozenset[EventKind] | None:
     return frozenset(EventKind(k) for k in kinds)
 
 
+def _is_async(callback: Callback) -> bool:
+    return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
+        getattr(callback, "__call__", None)  # noqa: B004 - async callable objects
+    )
+
+
 @attrs.define(eq=False)
 class Subscription:
     """A registered callback; :meth:`cancel` stops further calls."""
@@ -47,20 +54,20 @@ class Subscription:
     retry: bool = True
     cancelled: bool = False
     is_async: bool = False
-    _send: MemoryObjectSendStream[JobEvent] | None = None
+    _queue: deque[JobEvent] = attrs.field(factory=deque)
+    _running: bool = False
+    _space: anyio.Event | None = None
     _on_cancel: Callable[[Subscription], None] | None = None
 
-    def matches(self, event: JobEvent) -> bool:
-        if self.cancelled:
-            return False
-        if self.kinds is not None and event.kind not in self.kinds:
-            return False
-        return self.job_id is None or self.job_id == event.job_id
+    def wants(self, event: JobEvent) -> bool:
+        return not self.cancelled and (self.kinds is None or event.kind in self.kinds)
 
     def cancel(self) -> None:
         """Stop calling this subscription's callback; events already queued are skipped."""
         if not self.cancelled:
             self.cancelled = True
+            if self._space is not None:
+                self._space.set()
             if self._on_cancel is not None:
                 self._on_cancel(self)
 
@@ -73,7 +80,7 @@ class _Counts:
 
 
 class Dispatcher:
-    """Fans events out to subscriptions, each on its own task with a bounded queue."""
+    """Fans events out to subscriptions, indexed by job, each drained by its own task."""
 
     def __init__(
         self,
@@ -88,23 +95,19 @@ class Dispatcher:
         self._queue_size = queue_size
         self._attempts = attempts
         self._backoff = backoff
-        self._subs: list[Subscription] = []
+        self._by_job: dict[str | None, list[Subscription]] = {}
         self._outstanding: dict[str, int] = {}
         self._tg: TaskGroup | None = None
         self._on_unsubscribe = on_unsubscribe
         self.counts = _Counts()
 
     def start(self, tg: TaskGroup) -> None:
-        """Start the workers of the subscriptions made so far, and of later ones, in ``tg``."""
+        """Run subscription tasks in ``tg`` from now on."""
         self._tg = tg
-        for sub in self._subs:
-            self._start_worker(sub)
 
     def close(self) -> None:
-        """Close every subscription's queue (the Watcher is shutting down)."""
-        for sub in self._subs:
-            if sub._send is not None:
-                sub._send.close()
+        """Stop dispatching (the Watcher is shutting down); queued events stay in the inbox."""
+        self._tg = None
 
     def subscribe(
         self,
@@ -118,49 +121,55 @@ class Dispatcher:
         sub = Subscription(callback, _kinds(kinds), job_id, name, retry,
                            is_async=_is_async(callback))
         sub._on_cancel = self._unsubscribe
-        self._subs.append(sub)
-        if self._tg is not None:
-            self._start_worker(sub)
+        self._by_job.setdefault(job_id, []).append(sub)
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
-        if sub in self._subs:
-            self._subs.remove(sub)
-        if sub._send is not None:
-            sub._send.close()
+        subs = self._by_job.get(sub.job_id, [])
+        if sub in subs:
+            subs.remove(sub)
+            if not subs:
+                del self._by_job[sub.job_id]
         if self._on_unsubscribe is not None:
             self._on_unsubscribe(sub)
 
-    def _start_worker(self, sub: Subscription) -> None:
-        assert self._tg is not None
-        send, receive = anyio.create_memory_object_stream[JobEvent](self._queue_size)
-        sub._send = send
-        self._tg.start_soon(self._work, sub, receive)
+    def _targets(self, event: JobEvent) -> list[Subscription]:
+        everyone = self._by_job.get(None, ())
+        mine = self._by_job.get(event.job_id, ()) if event.job_id is not None else ()
+        return [s for group in (mine, everyone) for s in group if s.wants(event)]
 
     async def dispatch(self, event: JobEvent) -> None:
         """Queue ``event`` for every matching subscription (waits while a queue is full)."""
-        targets = [s for s in self._subs if s.matches(event)]
+        targets = self._targets(event)
         self.counts.delivered += 1
+        self._outstanding[event.key] = self._outstanding.get(event.key, 0) + max(1, len(targets))
         if not targets:
-            self._outstanding[event.key] = 1
             await self._done(event.key)
             return
-        self._outstanding[event.key] = self._outstanding.get(event.key, 0) + len(targets)
         for sub in targets:
-            try:
-                assert sub._send is not None
-                await sub._send.send(event)
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                await self._done(event.key)
+            while len(sub._queue) >= self._queue_size and not sub.cancelled:
+                sub._space = anyio.Event()
+                await sub._space.wait()
+            sub._queue.append(event)
+            if not sub._running and self._tg is not None:
+                sub._running = True
+                self._tg.start_soon(self._drain, sub)
 
-    async def _work(self, sub: Subscription, receive: MemoryObjectReceiveStream[JobEvent]) -> None:
-        async with receive:
-            async for event in receive:
+    async def _drain(self, sub: Subscription) -> None:
+        try:
+            while sub._queue:
+                event = sub._queue[0]
                 # Cancelled mid-callback (shutdown, crash): the event stays in the inbox and
                 # is replayed by the next Watcher on this store.
                 if not sub.cancelled:
                     await self._call(sub, event)
+                sub._queue.popleft()
+                if sub._space is not None:
+                    sub._space.set()
+                    sub._space = None
                 await self._done(event.key)
+        finally:
+            sub._running = False
 
     async def _done(self, key: str) -> None:
         left = self._outstanding.get(key, 1) - 1
@@ -176,7 +185,8 @@ class Dispatcher:
             log.warning("could not remove %s from the store's inbox: %s", key, exc)
 
     async def _call(self, sub: Subscription, event: JobEvent) -> None:
-        for attempt in range(self._attempts if sub.retry else 1):
+        attempts = self._attempts if sub.retry else 1
+        for attempt in range(attempts):
             try:
                 if sub.is_async:
                     await sub.callback(event)  # type: ignore[misc]
@@ -188,17 +198,11 @@ class Dispatcher:
                 error = f"{type(exc).__name__}: {exc}"
                 log.warning("callback %s failed on %s (attempt %d): %s",
                             sub.name, event.key, attempt + 1, error)
-                if attempt + 1 < self._attempts and sub.retry:
+                if attempt + 1 < attempts:
                     await anyio.sleep(self._backoff * math.pow(4, attempt))
         self.counts.dead_letters += 1
         log.error("callback %s gave up on %s; kept as a dead letter", sub.name, event.key)
         await self._store.dead_letter(event, sub.name, error)
-
-
-def _is_async(callback: Callback) -> bool:
-    return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
-        getattr(callback, "__call__", None)  # noqa: B004 - async callable objects
-    )
 
 
 async def _invoke(callback: Callback, event: JobEvent) -> None:

@@ -51,14 +51,22 @@ class JobStatus(enum.StrEnum):
     @property
     def rank(self) -> int:
         """Position in the lifecycle: 0 queued, 1 processing, 2 terminal."""
-        return 2 if self.terminal else (0 if self is JobStatus.QUEUED else 1)
+        return _RANK[self]
 
 
 _TERMINAL_KINDS = frozenset({EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED})
 _TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+_RANK = {status: 2 if status in _TERMINAL_STATUSES else int(status is not JobStatus.QUEUED)
+         for status in JobStatus}
+
+
+def _kind(value: EventKind | str) -> EventKind:
+    return value if type(value) is EventKind else EventKind(value)
 
 
 def _freeze(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    if type(data) is types.MappingProxyType:
+        return data  # already read-only: events of one payload share it
     return types.MappingProxyType(dict(data))
 
 
@@ -80,7 +88,7 @@ class JobEvent:
     first. ``data`` is the payload as the API sent it, read-only.
     """
 
-    kind: EventKind = attrs.field(converter=EventKind)
+    kind: EventKind = attrs.field(converter=_kind)
     job_id: str | None
     status: JobStatus | None = None
     completed: int | None = None
@@ -93,7 +101,13 @@ class JobEvent:
     @property
     def terminal(self) -> bool:
         """Whether this event ends a run of its job (completed, failed or cancelled)."""
-        return self.kind.terminal
+        return self.kind in _TERMINAL_KINDS
+
+    def with_key(self, key: str) -> JobEvent:
+        """The same event under another key (cheaper than ``attrs.evolve``)."""
+        return JobEvent(kind=self.kind, job_id=self.job_id, status=self.status,
+                        completed=self.completed, total=self.total, key=key, source=self.source,
+                        occurred_at=self.occurred_at, data=self.data)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form: field names of JobEvent, ``occurred_at`` in ISO 8601."""

@@ -14,10 +14,6 @@ keys it has already seen. Rules, per job and run:
 
 from __future__ import annotations
 
-from typing import Any
-
-import attrs
-
 from ._events import EventKind, JobEvent
 from ._values import JobState
 from .abc import Verdict
@@ -29,7 +25,7 @@ def qualify(event: JobEvent, run: int) -> JobEvent:
     """The event with its key bound to the job's run, so a retried job's events are new."""
     if event.job_id is None:
         return event
-    return attrs.evolve(event, key=f"{event.key}#{run}")
+    return event.with_key(f"{event.key}#{run}")
 
 
 def _new_run(state: JobState) -> JobState:
@@ -37,20 +33,22 @@ def _new_run(state: JobState) -> JobState:
 
 
 def _advance(state: JobState, event: JobEvent) -> JobState:
-    changes: dict[str, Any] = {}
-    if event.kind is EventKind.STARTED:
-        changes["started"] = True
-    if event.status is not None and (state.status is None or event.status.rank > state.status.rank):
-        changes["status"] = event.status
-    if event.completed is not None and (
-        state.completed is None or event.completed > state.completed
-    ):
-        changes["completed"] = event.completed
-    if event.total is not None:
-        changes["total"] = event.total
-    if event.terminal:
-        changes.update(terminal=True, status=event.status)
-    return attrs.evolve(state, **changes)
+    status = state.status
+    if event.status is not None and (status is None or event.status.rank > status.rank):
+        status = event.status
+    completed = state.completed
+    if event.completed is not None and (completed is None or event.completed > completed):
+        completed = event.completed
+    terminal = event.terminal
+    return JobState(
+        job_id=state.job_id, run=state.run,
+        status=event.status if terminal else status,
+        completed=completed,
+        total=state.total if event.total is None else event.total,
+        started=state.started or event.kind is EventKind.STARTED,
+        terminal=state.terminal or terminal,
+        watched=state.watched, updated_at=state.updated_at,
+    )
 
 
 def decide(state: JobState | None, event: JobEvent, *, authoritative: bool = False) -> Verdict:

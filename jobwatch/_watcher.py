@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import logging
 import math
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -16,7 +17,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import aclosing, asynccontextmanager
+from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Self
 
@@ -36,7 +37,7 @@ from ._errors import (
     WatcherClosed,
     WatchTimeout,
 )
-from ._events import JobEvent
+from ._events import EventKind, JobEvent
 from ._pipeline import decide, qualify
 from ._policy import Decision, Signals, check_names, choose_transport
 from ._registry import installed, load
@@ -80,12 +81,6 @@ class _State(enum.Enum):
     NEW = "new"
     OPEN = "open"
     CLOSED = "closed"
-
-
-class _JobLock:
-    def __init__(self) -> None:
-        self.lock = anyio.Lock()
-        self.users = 0
 
 
 class _JobQueue:
@@ -134,7 +129,8 @@ class Watcher(TransportHost):
         self._state = _State.NEW
         self._tg: TaskGroup | None = None
         self._http: httpx.AsyncClient | None = None
-        self._locks: dict[str | None, _JobLock] = {}
+        self._locks: dict[str | None, deque[anyio.Event]] = {}
+        self._started: set[str] = set()
         self._gate = anyio.Event()
         self._watch_counts: dict[str, int] = defaultdict(int)
         self._queues: dict[str, set[_JobQueue]] = defaultdict(set)
@@ -280,7 +276,12 @@ class Watcher(TransportHost):
         self._check_open()
         queue = _JobQueue()
         self._queues[job_id].add(queue)
-        sub = self._dispatcher.subscribe(queue.send.send, job_id=job_id, retry=False)
+
+        async def put(event: JobEvent) -> None:
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                await queue.send.send(event)  # closed: the iterator has ended
+
+        sub = self._dispatcher.subscribe(put, job_id=job_id, retry=False)
         self._add_watch(job_id)
         try:
             async with aclosing(self._replay_final(job_id, queue)) as items:
@@ -507,22 +508,37 @@ class Watcher(TransportHost):
             await self._gate.wait()
         for event in events:
             # One job at a time keeps its order; different jobs record concurrently, which
-            # lets the store commit them together.
-            async with self._job_lock(event.job_id):
+            # lets the store commit them together. The lock costs a dict entry when nobody
+            # waits for it.
+            job_id = event.job_id
+            if job_id in self._locks:
+                await self._wait_turn(job_id)
+            else:
+                self._locks[job_id] = deque()
+            try:
                 stale = authoritative and not self._fresh(event, as_of)
                 await self._deliver_one(event, authoritative and not stale, check=not stale)
+            finally:
+                self._unlock(job_id)
 
-    @asynccontextmanager
-    async def _job_lock(self, job_id: str | None) -> AsyncIterator[None]:
-        entry = self._locks.setdefault(job_id, _JobLock())
-        entry.users += 1
+    async def _wait_turn(self, job_id: str | None) -> None:
+        turn = anyio.Event()
+        self._locks[job_id].append(turn)
         try:
-            async with entry.lock:
-                yield
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                del self._locks[job_id]
+            await turn.wait()
+        except BaseException:
+            if turn.is_set():
+                self._unlock(job_id)  # the turn came with the cancellation: pass it on
+            else:
+                self._locks[job_id].remove(turn)
+            raise
+
+    def _unlock(self, job_id: str | None) -> None:
+        waiters = self._locks[job_id]
+        if waiters:
+            waiters.popleft().set()  # ownership passes to the next in line
+        else:
+            del self._locks[job_id]
 
     def _fresh(self, event: JobEvent, as_of: float | None) -> bool:
         # A poll answered after a pushed terminal event, but asked before it, shows the old
@@ -533,19 +549,29 @@ class Watcher(TransportHost):
     async def _deliver_one(self, event: JobEvent, authoritative: bool, *,
                            check: bool = True) -> None:
         self._totals["events_in"] += 1
-        if event.job_id is not None and event.job_id in self._heard:
-            self._heard[event.job_id] = anyio.current_time()
+        job_id = event.job_id
+        if job_id is not None and job_id in self._heard:
+            self._heard[job_id] = anyio.current_time()
+        if event.kind is EventKind.STARTED and job_id in self._started:
+            # Streams repeat `started` with every progress frame: known here, no store trip.
+            self._dropped["duplicate"] += 1
+            return
         verdict = await self.store.record(
             event.job_id, functools.partial(decide, event=event, authoritative=authoritative),
             ttl=self.config.dedup_ttl,
         )
         if verdict.check and check and event.job_id is not None:
             self._check(event.job_id)
+        if event.kind is EventKind.STARTED and job_id is not None and (
+            verdict.event is not None or verdict.dropped == "duplicate" and not verdict.check
+        ):
+            self._started.add(job_id)
         if verdict.event is None:
             self._dropped[verdict.dropped or "dropped"] += 1
             return
         self._totals["events_out"] += 1
         if verdict.event.terminal and verdict.event.job_id is not None:
+            self._started.discard(verdict.event.job_id)
             self._finals[verdict.event.job_id] = verdict.event
             self._terminal_at[verdict.event.job_id] = anyio.current_time()
             self._unwatch_transports(verdict.event.job_id)

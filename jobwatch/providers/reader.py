@@ -14,6 +14,7 @@ import logging
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from .._config import Config
@@ -160,7 +161,7 @@ class ReaderProvider(Provider):
     ) -> list[JobEvent]:
         common: dict[str, Any] = dict(
             job_id=snap.job_id, status=snap.status, completed=snap.completed,
-            total=snap.total, source=source, data=snap.data)
+            total=snap.total, source=source, data=MappingProxyType(dict(snap.data)))
         events = []
         if snap.status is JobStatus.PROCESSING:
             when = _timestamp(snap.data.get("startedAt"))
@@ -244,7 +245,9 @@ class ReaderProvider(Provider):
     def _state_events(self, job_id: str, payload: Mapping[str, Any], what: str, source: str,
                       *, final: bool, when: datetime | None = None) -> list[JobEvent]:
         status, raw = _status(payload, what)
-        common: dict[str, Any] = dict(job_id=job_id, status=status, source=source, data=payload,
+        # Frozen once, shared by the events of this payload (it is ours: fresh from JSON).
+        frozen = MappingProxyType(dict(payload))
+        common: dict[str, Any] = dict(job_id=job_id, status=status, source=source, data=frozen,
                       completed=_get(payload, "completed", int, what, required=False),
                       total=_get(payload, "total", int, what, required=False), occurred_at=when)
         if final:

@@ -35,7 +35,15 @@ class MemoryStore(Store):
         return expires is not None and expires > now
 
     def _purge(self, now: float) -> None:
-        self._seen = {k: t for k, t in self._seen.items() if t > now}
+        # Keys are (re)inserted at the end with now + ttl, so with one ttl the oldest expire
+        # first: stop at the first live key instead of scanning them all.
+        expired = []
+        for key, expires in self._seen.items():
+            if expires > now:
+                break
+            expired.append(key)
+        for key in expired:
+            del self._seen[key]
 
     async def record(
         self, job_id: str | None, decide: Callable[[JobState | None], Verdict], *, ttl: float
@@ -50,6 +58,7 @@ class MemoryStore(Store):
         if verdict.state is not None:
             self._jobs[verdict.state.job_id] = verdict.state
         if verdict.event is not None:
+            self._seen.pop(verdict.event.key, None)
             self._seen[verdict.event.key] = now + ttl
             self._inbox.pop(verdict.event.key, None)  # re-recorded: newest, like sqlite
             self._inbox[verdict.event.key] = verdict.event
