@@ -26,7 +26,7 @@ import attrs
 import httpx
 from anyio.abc import TaskGroup
 
-from ._config import DEFAULT_DEDUP_TTL, Config, load_config
+from ._config import Config, load_config
 from ._dispatch import Callback, Dispatcher, Subscription
 from ._errors import (
     AuthenticationError,
@@ -50,7 +50,6 @@ __all__ = ["Statistics", "Watcher"]
 log = logging.getLogger("jobwatch")
 
 DEFAULT_TIMEOUT = 3600.0
-DEDUP_TTL = DEFAULT_DEDUP_TTL  # the default of [jobwatch] dedup_ttl
 _RECONCILE_ATTEMPTS = 4
 
 
@@ -478,9 +477,10 @@ class Watcher(TransportHost):
         return response
 
     def _note_rate_limit(self, response: Response) -> None:
+        self.rate_limited(getattr(self.provider.error_for(response), "retry_after", None))
+
+    def rate_limited(self, retry_after: float | None) -> None:
         self._totals["rate_limited"] += 1
-        error = self.provider.error_for(response)
-        retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:
             self._budget.pause(anyio.current_time() + retry_after)
 

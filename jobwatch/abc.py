@@ -196,6 +196,10 @@ class TransportHost(abc.ABC):
         """The names of the transports this host runs."""
         return ()
 
+    def rate_limited(self, retry_after: float | None) -> None:  # noqa: B027 - optional hook
+        """A 429 came back outside :meth:`request` (a stream opening, say): pause the budget
+        for ``retry_after`` seconds, as :meth:`request` does by itself."""
+
     @abc.abstractmethod
     def count(self, transport: str, name: str, n: int = 1) -> None:
         """Add ``n`` to the transport's counter ``name`` in ``Watcher.statistics()``."""

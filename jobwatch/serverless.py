@@ -40,7 +40,6 @@ from ._errors import JobwatchError
 from ._events import JobEvent
 from ._pipeline import decide
 from ._registry import load
-from ._watcher import DEDUP_TTL
 from .abc import Provider, Request, Response, Store, TransportHost
 from .transports._receiver import Receiver, Reply
 from .transports.webhook import WebhookTransport
@@ -75,7 +74,7 @@ class _HandlerHost(TransportHost):
         for event in events:
             verdict = await self.store.record(
                 event.job_id, functools.partial(decide, event=event, authoritative=authoritative),
-                ttl=DEDUP_TTL,
+                ttl=self.config.dedup_ttl,
             )
             if verdict.event is not None:
                 self.recorded.append(verdict.event)

@@ -349,8 +349,10 @@ class SSETransport(Transport):
         if status == 401:
             return _Ending(cause=Cause.UNAUTHORIZED, error=error)
         if status == 429 or status >= 500:
-            return _Ending(cause=Cause.RETRYABLE, error=error,
-                           retry_after=getattr(error, "retry_after", None))
+            retry_after = getattr(error, "retry_after", None)
+            if status == 429:
+                self._require_host().rate_limited(retry_after)  # every request waits
+            return _Ending(cause=Cause.RETRYABLE, error=error, retry_after=retry_after)
         return _Ending(cause=Cause.UNSUPPORTED, error=error)
 
     async def _consume(self, stream: _Stream, response: httpx.Response) -> _Ending | None:
