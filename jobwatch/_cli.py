@@ -52,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--transport", help="poll, sse or webhook (default: the policy's choice)")
     group.add_argument("--compare", action="store_true",
                        help="watch one job with every transport at once and compare them")
-    demo.add_argument("--pages", type=int, default=40, help="pages in the demo job")
-    demo.add_argument("--time-scale", type=float, default=10.0,
+    demo.add_argument("--pages", type=int, default=50, help="pages in the demo job")
+    demo.add_argument("--time-scale", type=float, default=5.0,
                       help="simulated seconds per real second")
     return parser
 
