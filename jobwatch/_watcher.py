@@ -506,6 +506,19 @@ class Watcher(TransportHost):
                       as_of: float | None = None) -> None:
         if not self._gate.is_set():
             await self._gate.wait()
+        if self.store.concurrent and len(events) > 1:
+            by_job: dict[str | None, list[JobEvent]] = {}
+            for event in events:
+                by_job.setdefault(event.job_id, []).append(event)
+            if len(by_job) > 1:
+                async with anyio.create_task_group() as tg:
+                    for group in by_job.values():
+                        tg.start_soon(self._deliver_in_order, group, authoritative, as_of)
+                return
+        await self._deliver_in_order(events, authoritative, as_of)
+
+    async def _deliver_in_order(self, events: Sequence[JobEvent], authoritative: bool,
+                                as_of: float | None) -> None:
         for event in events:
             # One job at a time keeps its order; different jobs record concurrently, which
             # lets the store commit them together. The lock costs a dict entry when nobody

@@ -265,6 +265,9 @@ class Store(abc.ABC):
     """
 
     name: ClassVar[str]
+    #: A store whose ``record`` waits on I/O gains from concurrent calls (it can commit them
+    #: together): the Watcher then records a batch's jobs concurrently, each job in order.
+    concurrent: ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, config: Config) -> Self:

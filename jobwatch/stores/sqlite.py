@@ -58,6 +58,7 @@ class SQLiteStore(Store):
     """A durable store in one SQLite file; ``path=":memory:"`` keeps it in memory."""
 
     name = "sqlite"
+    concurrent = True
 
     def __init__(
         self,

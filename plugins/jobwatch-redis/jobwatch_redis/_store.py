@@ -104,6 +104,7 @@ class RedisStore(Store):
     """
 
     name = "redis"
+    concurrent = True  # record waits on the network: a batch's jobs go in parallel
 
     def __init__(
         self, options: RedisOptions | None = None, *, clock: Callable[[], float] = time.time
