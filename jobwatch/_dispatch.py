@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import attrs
 from anyio.abc import TaskGroup
 
@@ -168,6 +169,10 @@ class Dispatcher:
                     sub._space.set()
                     sub._space = None
                 await self._done(event.key)
+                if not sub._queue and sub.job_id is None and not sub.cancelled:
+                    # A subscription to every job sees a steady flow: one checkpoint for
+                    # the next event costs less than a new task for it.
+                    await anyio.lowlevel.checkpoint()
         finally:
             sub._running = False
 

@@ -9,7 +9,6 @@ and one commit instead of one each; each call still returns only after its commi
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
@@ -21,8 +20,7 @@ import attrs
 
 from .._config import Config
 from .._errors import ConfigError, JobwatchError
-from .._events import JobEvent
-from .._values import state_from_dict, state_to_dict
+from .._events import JobEvent, JobStatus
 from ..abc import JobState, Store, Verdict
 
 __all__ = ["SQLiteOptions", "SQLiteStore"]
@@ -31,8 +29,10 @@ T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, expires REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, state TEXT NOT NULL,
-                                 active INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, run INTEGER NOT NULL,
+    status TEXT, completed INTEGER, total INTEGER, started INTEGER NOT NULL,
+    terminal INTEGER NOT NULL, watched INTEGER NOT NULL, updated_at REAL NOT NULL,
+    active INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE,
                                   event TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -148,17 +148,12 @@ class SQLiteStore(Store):
     def _commit(self, batch: list[_Call[Any]]) -> None:
         acks, self._acks = self._acks, []
         try:
-            db = self.db
-            db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany("DELETE FROM inbox WHERE key=?", [(k,) for k in acks])
-                for call in batch:
-                    call.run_in(db)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+                self._transaction(batch, acks, careful=False)
+            except _CallFailed:
+                # One call raised: run the batch again, each call in a savepoint of its own,
+                # so that only the failing call loses its writes.
+                self._transaction(batch, acks, careful=True)
         except Exception as exc:
             # Nothing of the batch was committed: every call in it fails, and the acks wait
             # for the next batch.
@@ -176,6 +171,22 @@ class SQLiteStore(Store):
         if self._db is None:
             raise JobwatchError("the sqlite store is not open; use it inside a Watcher")
         return self._db
+
+    def _transaction(self, batch: list[_Call[Any]], acks: list[str], *, careful: bool) -> None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("DELETE FROM inbox WHERE key=?", [(k,) for k in acks])
+            for call in batch:
+                if careful:
+                    call.run_in(db)
+                else:
+                    call.run(db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     async def record(
         self, job_id: str | None, decide: Callable[[JobState | None], Verdict], *, ttl: float
@@ -207,13 +218,16 @@ class SQLiteStore(Store):
             self.db.execute("DELETE FROM seen WHERE expires <= ?", (now,))
 
     def _get_job(self, job_id: str) -> JobState | None:
-        row = self.db.execute("SELECT state FROM jobs WHERE job_id=?", (job_id,)).fetchone()
-        return None if row is None else state_from_dict(json.loads(row[0]))
+        row = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id=?",
+                              (job_id,)).fetchone()
+        return None if row is None else _state(row)
 
     def _put_job(self, state: JobState) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?)",
-            (state.job_id, json.dumps(state_to_dict(state)), state.watched and not state.terminal),
+            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (state.job_id, state.run, None if state.status is None else state.status.value,
+             state.completed, state.total, state.started, state.terminal, state.watched,
+             state.updated_at, state.watched and not state.terminal),
         )
 
     async def get_job(self, job_id: str) -> JobState | None:
@@ -224,9 +238,9 @@ class SQLiteStore(Store):
 
     async def active_jobs(self) -> list[JobState]:
         rows = await self._tx(
-            lambda: self.db.execute("SELECT state FROM jobs WHERE active").fetchall()
+            lambda: self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE active").fetchall()
         )
-        return [state_from_dict(json.loads(r[0])) for r in rows]
+        return [_state(row) for row in rows]
 
     async def pending(self) -> list[JobEvent]:
         rows = await self._tx(
@@ -271,6 +285,21 @@ class SQLiteStore(Store):
         return [(JobEvent.from_json(e), s, err) for e, s, err in rows]
 
 
+_JOB_COLUMNS = "job_id, run, status, completed, total, started, terminal, watched, updated_at"
+
+
+def _state(row: tuple[Any, ...]) -> JobState:
+    job_id, run, status, completed, total, started, terminal, watched, updated_at = row
+    return JobState(job_id=job_id, run=run,
+                    status=None if status is None else JobStatus(status),
+                    completed=completed, total=total, started=bool(started),
+                    terminal=bool(terminal), watched=bool(watched), updated_at=updated_at)
+
+
+class _CallFailed(Exception):
+    """A call of a batch raised; the batch is run again with a savepoint per call."""
+
+
 class _Call(Generic[T]):
     """One store call waiting for its group commit."""
 
@@ -279,6 +308,13 @@ class _Call(Generic[T]):
         self.done = False
         self._value: T | None = None
         self._error: BaseException | None = None
+
+    def run(self, db: sqlite3.Connection) -> None:
+        """Run without a savepoint; a failure aborts the batch (which then runs carefully)."""
+        try:
+            self._value = self.fn()
+        except Exception as exc:
+            raise _CallFailed from exc
 
     def run_in(self, db: sqlite3.Connection) -> None:
         # A savepoint per call: a call that raises undoes only its own writes.
