@@ -210,3 +210,32 @@ def test_demo_compare_prints_the_table(capsys, tmp_path: Path,
     assert set(rows) == {"poll", "sse", "webhook"}
     assert all(row[2] != "n/a" for row in rows.values()), out
     assert rows["webhook"][1] == "0"  # webhooks cost no request
+
+
+def test_ctrl_c_leaves_cleanly(tmp_path: Path) -> None:
+    import signal
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    sim = subprocess.Popen([sys.executable, "-m", "jobwatch", "sim", "--port", "0"],
+                           stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert sim.stdout is not None
+        url = sim.stdout.readline().strip().removeprefix("listening on ")
+        reply = httpx.post(f"{url}/v1/read", headers={"x-api-key": "rdr_sim"},
+                           json={"urls": [f"https://example.com/{n}" for n in range(500)]})
+        job = reply.json()["data"]["id"]
+        (tmp_path / "jobwatch.toml").write_text(
+            f'[jobwatch]\nbase_url = "{url}"\napi_key = "rdr_sim"\ntransport = "poll"\n'
+            'store = "memory"\n')
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "jobwatch", "watch", job], cwd=tmp_path, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert watch.stdout is not None
+        assert job in watch.stdout.readline()  # watching
+        watch.send_signal(signal.SIGINT)
+        out, err = watch.communicate(timeout=20)
+        assert watch.returncode == 130, err
+        assert err.strip() == "jobwatch: interrupted"
+    finally:
+        sim.terminate()
+        sim.communicate(timeout=10)
