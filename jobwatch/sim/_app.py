@@ -18,6 +18,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from ..transports._serve import lifespan
 from ._clock import ManualClock
 from ._core import Core
 from ._engine import TERMINAL, Step
@@ -581,7 +582,7 @@ def make_app(core: Core) -> ASGIApp:
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -599,16 +600,6 @@ def make_app(core: Core) -> ASGIApp:
             await _send_json(reply, request_id, send)
 
     return app
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def _read_request(scope: Scope, receive: Receive) -> Request:

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
 import anyio
 import anyio.abc
-import sniffio
 import trio
-from hypercorn.config import Config
 
+from ..transports._serve import serve_app
 from ._engine import TIERS
 from ._faults import Faults
 from ._simulator import Simulator
@@ -50,52 +48,7 @@ async def serve_asgi(
     task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve any ASGI `app` with hypercorn until cancelled; report ``http://HOST:PORT``."""
-    sock = _listen(host, port)
-    url = f"http://{_url_host(host)}:{sock.getsockname()[1]}"
-    config = Config()
-    config.bind = [f"fd://{sock.detach()}"]  # hypercorn takes the socket over
-    config.loglevel = "WARNING"
-    config.graceful_timeout = 1.0
-    shutdown = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_hypercorn, app, config, shutdown.wait)
-        task_status.started(url)
-        try:
-            await anyio.sleep_forever()
-        finally:
-            # A graceful shutdown, not cancellation, lets hypercorn close its sockets cleanly.
-            shutdown.set()
-
-
-async def _hypercorn(app: Any, config: Config, trigger: Callable[[], Awaitable[Any]]) -> None:
-    # Shielded: hypercorn ends through its shutdown trigger, never by cancellation.
-    with anyio.CancelScope(shield=True):
-        if sniffio.current_async_library() == "trio":
-            from hypercorn.trio import serve as serve_trio
-
-            await serve_trio(app, config, shutdown_trigger=trigger)
-        else:
-            from hypercorn.asyncio import serve as serve_asyncio
-
-            await serve_asyncio(app, config, shutdown_trigger=trigger)
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+    await serve_app(app, host, port, task_status=task_status)
 
 
 @asynccontextmanager

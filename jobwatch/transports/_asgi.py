@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ._receiver import Receiver, Reply, normalize_headers
+from ._serve import lifespan
 
 __all__ = ["ASGIApp", "WebhookApp"]
 
@@ -58,7 +59,7 @@ class WebhookApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
         if kind == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
         elif kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
@@ -111,13 +112,3 @@ async def _send(send: Send, reply: Reply) -> None:
     headers.append((b"content-length", str(len(reply.body)).encode()))
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": reply.body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -16,9 +16,9 @@ from anyio.abc import TaskStatus
 
 from .._errors import ConfigError
 
-__all__ = ["bind", "check_tls", "format_url", "serve_app", "serve_socket"]
+__all__ = ["bind", "check_tls", "format_url", "lifespan", "serve_app", "serve_socket"]
 
-log = logging.getLogger("jobwatch.webhook.server")
+log = logging.getLogger("jobwatch.server")
 
 #: Seconds a closing server waits for requests in flight.
 GRACEFUL_TIMEOUT = 2.0
@@ -112,7 +112,7 @@ async def serve_socket(
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(_run_shielded, app, config, stop)
-        log.info("webhook receiver listening on %s", url)
+        log.info("serving on %s", url)
         task_status.started(url)
         try:
             await anyio.sleep_forever()
@@ -132,3 +132,14 @@ async def _run_shielded(app: Any, config: Any, stop: anyio.Event) -> None:
             from hypercorn.asyncio import serve as asyncio_serve
 
             await asyncio_serve(app, config, shutdown_trigger=stop.wait, mode="asgi")
+
+
+async def lifespan(receive: Any, send: Any) -> None:
+    """Answer an ASGI server's lifespan messages for an app that needs no start-up work."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

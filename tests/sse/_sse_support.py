@@ -9,15 +9,14 @@ every connection after a few frames, or refuse the stream (404, 405, text/html, 
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import attrs
-import sniffio
-from hypercorn.config import Config as HypercornConfig
+
+from jobwatch.transports._serve import lifespan, serve_app
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -74,7 +73,7 @@ class FakeReader:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         path: str = scope["path"]
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
@@ -172,58 +171,12 @@ async def _send(send: Send, status: int, body: bytes, kind: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
 @asynccontextmanager
 async def serving(app: Any) -> AsyncIterator[str]:
     """Serve an ASGI app with hypercorn on 127.0.0.1, port 0; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    sock.setblocking(False)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    config = HypercornConfig()
-    config.bind = [f"fd://{sock.detach()}"]
-    config.loglevel = "WARNING"
-    config.graceful_timeout = 0.5
-    shutdown = anyio.Event()
-
-    async def serve() -> None:
-        if sniffio.current_async_library() == "trio":
-            from hypercorn.trio import serve as serve_trio
-
-            await serve_trio(app, config, shutdown_trigger=shutdown.wait)
-        else:
-            from hypercorn.asyncio import serve as serve_asyncio
-
-            await serve_asyncio(app, config, shutdown_trigger=shutdown.wait)
-
     async with anyio.create_task_group() as tg:
-        tg.start_soon(serve)
-        await _until_listening(url)
+        url = await tg.start(serve_app, app, "127.0.0.1", 0)
         try:
             yield url
         finally:
-            shutdown.set()
-
-
-async def _until_listening(url: str) -> None:
-    import httpx
-
-    async with httpx.AsyncClient(base_url=url) as client:
-        for _ in range(200):
-            try:
-                await client.get("/ready")
-                return
-            except httpx.TransportError:
-                await anyio.sleep(0.01)
-    raise RuntimeError(f"the test server at {url} did not start")
+            tg.cancel_scope.cancel()
