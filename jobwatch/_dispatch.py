@@ -149,7 +149,8 @@ class Dispatcher:
             return
         for sub in targets:
             while len(sub._queue) >= self._queue_size and not sub.cancelled:
-                sub._space = anyio.Event()
+                if sub._space is None:  # one event for every dispatch waiting on this queue
+                    sub._space = anyio.Event()
                 await sub._space.wait()
             sub._queue.append(event)
             if not sub._running and self._tg is not None:
@@ -207,7 +208,10 @@ class Dispatcher:
                     await anyio.sleep(self._backoff * math.pow(4, attempt))
         self.counts.dead_letters += 1
         log.error("callback %s gave up on %s; kept as a dead letter", sub.name, event.key)
-        await self._store.dead_letter(event, sub.name, error)
+        try:
+            await self._store.dead_letter(event, sub.name, error)
+        except JobwatchError as exc:  # the log line above is then all that is kept
+            log.warning("could not keep the dead letter of %s in the store: %s", event.key, exc)
 
 
 async def _invoke(callback: Callback, event: JobEvent) -> None:

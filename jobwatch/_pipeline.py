@@ -58,7 +58,7 @@ def decide(state: JobState | None, event: JobEvent, *, authoritative: bool = Fal
     if state is None:
         state = JobState(job_id=event.job_id)
     if event.kind in (EventKind.PAGE, EventKind.PAGE_FAILED):
-        return Verdict(event=qualify(event, state.run), state=state)
+        return Verdict(event=qualify(event, state.run))  # pages leave the job's state as it is
     reopens = event.status is not None and not event.status.terminal
     if state.terminal and authoritative and reopens:
         state = _new_run(state)

@@ -42,7 +42,7 @@ from ._pipeline import decide, qualify
 from ._policy import Decision, Signals, check_names, choose_transport
 from ._registry import installed, load
 from ._values import JobState, Request, Response, Snapshot
-from .abc import Provider, Store, Transport, TransportHost
+from .abc import Provider, Store, Transport, TransportHost, Verdict
 from .transports._budget import RequestBudget
 
 __all__ = ["Statistics", "Watcher"]
@@ -150,7 +150,7 @@ class Watcher(TransportHost):
                 signals: Signals | None) -> Decision:
         if transports is not None:
             names = tuple(t.name for t in transports)
-            push = any(t.push for t in transports) and not any(not t.push for t in transports)
+            push = bool(transports) and all(t.push for t in transports)
             return Decision(transports=names, reasons=("transports given to the Watcher",),
                             safety_poll=self.config.safety_poll if push else 0.0)
         decision = choose_transport(self.config, environ, signals)
@@ -170,25 +170,26 @@ class Watcher(TransportHost):
         if self._state is not _State.NEW:
             raise WatcherClosed("this Watcher was already used; create a new Watcher")
         self._state = _State.OPEN
-        await self.store.open()
-        self._http = httpx.AsyncClient(
-            base_url=self.config.base_url,
-            headers=dict(self.provider.headers()),
-            timeout=httpx.Timeout(30.0, connect=10.0),
-            transport=self._http_transport,
-        )
-        # Read before anything of this process marks jobs watched: these are the jobs an
-        # earlier process left unfinished.
-        self._inherited = [s.job_id for s in await self.store.active_jobs()]
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
         try:
+            await self.store.open()
+            self._http = httpx.AsyncClient(
+                base_url=self.config.base_url,
+                headers=dict(self.provider.headers()),
+                timeout=httpx.Timeout(30.0, connect=10.0),
+                transport=self._http_transport,
+            )
+            # Read before anything of this process marks jobs watched: these are the jobs an
+            # earlier process left unfinished.
+            self._inherited = [s.job_id for s in await self.store.active_jobs()]
+            tg = anyio.create_task_group()
+            await tg.__aenter__()
+            self._tg = tg
             self._dispatcher.start(tg)
             for transport in self._transports:
                 await tg.start(transport.run, self)
-            for job_id in self._watch_counts:
+            for job_id in self._watch_counts:  # subscribed before the Watcher started
                 self._watch_transports(job_id)
+                tg.start_soon(self._mark_watched, job_id)
             tg.start_soon(self._open_gate)
             if self.decision.safety_poll > 0:
                 tg.start_soon(self._safety_net, self.decision.safety_poll)
@@ -273,6 +274,13 @@ class Watcher(TransportHost):
     async def watch(self, job_id: str) -> AsyncGenerator[JobEvent, None]:
         """This job's events as they arrive; ends after its terminal event."""
         self._check_open()
+        if job_id not in self._finals:
+            # Finished before this process knew of it: answer from the store and one poll,
+            # without opening a stream or a poll schedule for it.
+            stored = await self._final_from_store(job_id)
+            if stored is not None:
+                yield stored
+                return
         queue = _JobQueue()
         self._queues[job_id].add(queue)
 
@@ -299,7 +307,7 @@ class Watcher(TransportHost):
 
     async def _replay_final(self, job_id: str, queue: _JobQueue
                             ) -> AsyncGenerator[JobEvent | JobwatchError, None]:
-        final = self._finals.get(job_id) or await self._final_from_store(job_id)
+        final = self._finals.get(job_id)
         if final is not None:
             yield final
             return
@@ -410,12 +418,16 @@ class Watcher(TransportHost):
 
     async def _mark_watched(self, job_id: str) -> None:
         # Durable only so that a restarted Watcher reconciles the job; a store failure here
-        # costs that, never the Watcher.
+        # costs that, never the Watcher. Through record(), so that it is atomic with the
+        # job's events: a read-then-write could put back a state older than a terminal one.
+        def watched(state: JobState | None) -> Verdict:
+            if state is not None and state.watched:
+                return Verdict(event=None)
+            return Verdict(event=None, state=attrs.evolve(state or JobState(job_id=job_id),
+                                                          watched=True))
+
         try:
-            state = await self.store.get_job(job_id)
-            if state is None or not state.watched:
-                base = state or JobState(job_id=job_id)
-                await self.store.put_job(attrs.evolve(base, watched=True))
+            await self.store.record(job_id, watched, ttl=self.config.dedup_ttl)
         except JobwatchError as exc:
             log.warning("could not mark job %s as watched in the store: %s", job_id, exc)
 
@@ -640,7 +652,6 @@ class Watcher(TransportHost):
 
 
 def _make_budget(config: Config) -> RequestBudget:
-    from .transports._budget import RequestBudget
     from .transports.poll import PollOptions
 
     return RequestBudget(config.options("poll", PollOptions).check().rpm)

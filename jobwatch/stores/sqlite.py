@@ -131,22 +131,32 @@ class SQLiteStore(Store):
             if self._leading:
                 await self._batch_done.wait()
                 continue
-            # No batch is running: this caller runs batches until the queue is empty.
+            # No batch is running: this caller runs batches until the queue is empty. A batch
+            # once taken always runs to its end (shielded): its callers wait on it, and a
+            # cancelled leader must not leave them with calls nobody will run.
             self._leading = True
             try:
                 while self._queue:
                     batch, self._queue = self._queue, []
-                    await anyio.to_thread.run_sync(self._commit, batch, limiter=self._limiter)
-                    self._batch_done.set()
-                    self._batch_done = anyio.Event()
+                    acks, self._acks = self._acks, []
+                    with anyio.CancelScope(shield=True):
+                        failed = await anyio.to_thread.run_sync(
+                            self._commit, batch, acks, limiter=self._limiter)
+                    if failed:
+                        self._acks[:0] = acks  # they wait for the next batch
+                    self._wake_followers()
             finally:
                 self._leading = False
-                self._batch_done.set()
-                self._batch_done = anyio.Event()
+                self._wake_followers()
         return call.result()
 
-    def _commit(self, batch: list[_Call[Any]]) -> None:
-        acks, self._acks = self._acks, []
+    def _wake_followers(self) -> None:
+        self._batch_done.set()
+        self._batch_done = anyio.Event()
+
+    def _commit(self, batch: list[_Call[Any]], acks: list[str]) -> bool:
+        """Run a batch in one transaction (in the worker thread); True if nothing committed."""
+        failed = False
         try:
             try:
                 self._transaction(batch, acks, careful=False)
@@ -157,7 +167,7 @@ class SQLiteStore(Store):
         except Exception as exc:
             # Nothing of the batch was committed: every call in it fails, and the acks wait
             # for the next batch.
-            self._acks[:0] = acks
+            failed = True
             error = exc if isinstance(exc, JobwatchError) else JobwatchError(
                 f"the sqlite store at {self.path!r} failed: {exc}")
             for call in batch:
@@ -165,6 +175,7 @@ class SQLiteStore(Store):
         finally:
             for call in batch:
                 call.done = True
+        return failed
 
     @property
     def db(self) -> sqlite3.Connection:

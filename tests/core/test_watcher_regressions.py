@@ -1,0 +1,130 @@
+"""Regressions: hangs, lost events and overwritten state found in review, each pinned here."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+import jobwatch
+from jobwatch._dispatch import Dispatcher
+from jobwatch.stores.memory import MemoryStore
+from jobwatch.stores.sqlite import SQLiteStore
+from jobwatch.testing import ScriptedTransport, make_event
+
+pytestmark = pytest.mark.anyio
+
+CONFIG = jobwatch.Config.from_mapping({"jobwatch": {"store": "memory", "safety_poll": 0}},
+                                      environ={})
+
+
+async def test_a_cancelled_group_commit_leader_leaves_no_caller_waiting() -> None:
+    store = SQLiteStore(":memory:")
+    await store.open()
+    results: list[int] = []
+
+    async def leader() -> None:
+        with anyio.move_on_after(0.05):
+            await store._tx(lambda: time.sleep(0.3))  # a slow batch, cancelled meanwhile
+
+    async def follower() -> None:
+        await anyio.sleep(0.01)
+        results.append(await store._tx(lambda: 42))  # queued behind the leader's batch
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(leader)
+            tg.start_soon(follower)
+    await store.aclose()
+    assert results == [42]
+
+
+async def test_dispatches_waiting_on_one_full_queue_all_get_through() -> None:
+    dispatcher = Dispatcher(MemoryStore(), queue_size=1)
+    gate, got = anyio.Event(), []
+
+    async def slow(event: jobwatch.JobEvent) -> None:
+        await gate.wait()
+        got.append(event.key)
+
+    dispatcher.subscribe(slow)
+    async with anyio.create_task_group() as tg:
+        dispatcher.start(tg)
+        await dispatcher.dispatch(make_event("progress", "j1", completed=1))
+        for job in ("j2", "j3"):  # both wait for room in the same queue
+            tg.start_soon(dispatcher.dispatch, make_event("progress", job, completed=1))
+        await anyio.sleep(0.05)
+        gate.set()
+        with anyio.fail_after(2):
+            while len(got) < 3:  # noqa: ASYNC110 - the dispatcher offers nothing to wait on
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert sorted(got) == ["j1:progress:1", "j2:progress:1", "j3:progress:1"]
+
+
+async def test_marking_a_job_watched_never_undoes_its_terminal_state() -> None:
+    store = SQLiteStore(":memory:")
+    transport = ScriptedTransport(handler=lambda job: [make_event("completed", job)])
+    seen: list[str] = []
+    async with jobwatch.Watcher(CONFIG, transports=[transport], store=store) as watcher:
+        watcher.subscribe(lambda e: seen.append(e.kind.value))
+        watcher.subscribe(lambda e: None, job_id="j1")  # watching makes it complete at once
+        await anyio.sleep(0.2)
+        await transport.send(make_event("progress", "j1", completed=2, total=3))  # late
+        await anyio.sleep(0.1)
+        state = await store.get_job("j1")
+    assert state is not None and state.terminal and state.watched
+    assert seen == ["completed"]
+
+
+async def test_a_failing_dead_letter_store_stops_nothing() -> None:
+    class DiskFull(MemoryStore):
+        async def dead_letter(self, event: jobwatch.JobEvent, subscriber: str,
+                              error: str) -> None:
+            raise jobwatch.JobwatchError("disk full")
+
+    transport = ScriptedTransport()
+    watcher = jobwatch.Watcher(CONFIG, transports=[transport], store=DiskFull())
+    watcher._dispatcher._backoff = 0.0
+    other: list[str] = []
+
+    def broken(event: jobwatch.JobEvent) -> None:
+        raise ValueError("boom")
+
+    watcher.subscribe(broken, kinds=("progress",))
+    watcher.subscribe(lambda e: other.append(e.kind.value), kinds=("completed",))
+    async with watcher:
+        await transport.send(make_event("progress", "j1", completed=1))
+        await anyio.sleep(0.1)
+        await transport.send(make_event("completed", "j1"))
+        await anyio.sleep(0.1)
+    assert other == ["completed"]
+
+
+async def test_jobs_subscribed_before_entering_are_durably_watched() -> None:
+    store = MemoryStore()
+    watcher = jobwatch.Watcher(CONFIG, transports=[ScriptedTransport()], store=store)
+    watcher.subscribe(lambda e: None, job_id="early")
+    async with watcher:
+        watcher.subscribe(lambda e: None, job_id="late")
+        await anyio.sleep(0.05)
+        active = {s.job_id for s in await store.active_jobs()}
+    assert active == {"early", "late"}
+
+
+async def test_a_store_that_fails_to_open_closes_what_was_opened() -> None:
+    class Broken(MemoryStore):
+        closed = False
+
+        async def active_jobs(self) -> list[jobwatch.abc.JobState]:
+            raise jobwatch.JobwatchError("cannot read")
+
+        async def aclose(self) -> None:
+            Broken.closed = True
+
+    watcher = jobwatch.Watcher(CONFIG, transports=[ScriptedTransport()], store=Broken())
+    with pytest.raises(jobwatch.JobwatchError, match="cannot read"):
+        async with watcher:
+            pass
+    assert Broken.closed and watcher._http is not None and watcher._http.is_closed
