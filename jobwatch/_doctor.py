@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from importlib.metadata import entry_points
-from typing import TextIO
+from typing import Any, TextIO
 
 import httpx
 
@@ -60,8 +60,27 @@ async def doctor(config: Config, out: TextIO, *, environ: dict[str, str] | None 
             except JobwatchError as exc:
                 ok, state = False, f"FAILS: {exc}"
             say(f"  {group}: {point.name} ({point.value}) {state}")
+    ok = _components(config, say) and ok
     ok = await _reachability(config, say) and ok
     return 0 if ok else 1
+
+
+def _components(config: Config, say: Any) -> bool:
+    """Build every component whose table is configured, so that its options are checked."""
+    ok = True
+    say("configured components:")
+    for kind, group in GROUPS.items():
+        for point in sorted(entry_points(group=group), key=lambda p: p.name):
+            named = point.name in config.tables or point.name in (config.store, config.provider)
+            if not named:
+                continue
+            try:
+                load(kind, point.name, _BASES[kind]).from_config(config)
+                say(f"  {kind} {point.name}: options ok")
+            except JobwatchError as exc:
+                ok = False
+                say(f"  {kind} {point.name}: {exc}")
+    return ok
 
 
 def _indent(text: str) -> str:

@@ -239,3 +239,11 @@ def test_ctrl_c_leaves_cleanly(tmp_path: Path) -> None:
     finally:
         sim.terminate()
         sim.communicate(timeout=10)
+
+
+def test_doctor_checks_each_configured_table(sim: Sim, config: Path, capsys) -> None:
+    config.write_text(config.read_text() + '[jobwatch.sse]\nscope = "galaxy"\n')
+    code, out, _ = run(capsys, "doctor", "--config", str(config))
+    assert code == 1
+    assert "transport sse: invalid configuration" in out and "galaxy" in out
+    assert "transport poll: options ok" in out
