@@ -129,6 +129,10 @@ class Watcher(TransportHost):
         self._tg: TaskGroup | None = None
         self._http: httpx.AsyncClient | None = None
         self._locks: dict[str | None, deque[anyio.Event]] = {}
+        # Jobs whose current run's `started` was recorded: a stream repeats `started` with
+        # every progress frame, and a repeat needs no store trip. Every terminal event passes
+        # through this process and forgets the job (a retry may follow) — unless other
+        # processes record into the same store, where this cache is not used.
         self._started: set[str] = set()
         self._gate = anyio.Event()
         self._watch_counts: dict[str, int] = defaultdict(int)
@@ -577,8 +581,9 @@ class Watcher(TransportHost):
         job_id = event.job_id
         if job_id is not None and job_id in self._heard:
             self._heard[job_id] = anyio.current_time()
-        if event.kind is EventKind.STARTED and job_id in self._started:
-            # Streams repeat `started` with every progress frame: known here, no store trip.
+        if job_id is not None and event.terminal:
+            self._started.discard(job_id)
+        elif event.kind is EventKind.STARTED and job_id in self._started:
             self._dropped["duplicate"] += 1
             return
         verdict = await self.store.record(
@@ -587,16 +592,15 @@ class Watcher(TransportHost):
         )
         if verdict.check and check and event.job_id is not None:
             self._check(event.job_id)
-        if event.kind is EventKind.STARTED and job_id is not None and (
-            verdict.event is not None or verdict.dropped == "duplicate" and not verdict.check
-        ):
+        if event.kind is EventKind.STARTED and job_id is not None and not self.store.shared \
+                and (verdict.event is not None or verdict.dropped == "duplicate"
+                     and not verdict.check):
             self._started.add(job_id)
         if verdict.event is None:
             self._dropped[verdict.dropped or "dropped"] += 1
             return
         self._totals["events_out"] += 1
         if verdict.event.terminal and verdict.event.job_id is not None:
-            self._started.discard(verdict.event.job_id)
             self._finals[verdict.event.job_id] = verdict.event
             self._terminal_at[verdict.event.job_id] = anyio.current_time()
             self._unwatch_transports(verdict.event.job_id)

@@ -268,6 +268,9 @@ class Store(abc.ABC):
     #: A store whose ``record`` waits on I/O gains from concurrent calls (it can commit them
     #: together): the Watcher then records a batch's jobs concurrently, each job in order.
     concurrent: ClassVar[bool] = False
+    #: Other processes record into the same store (a fleet): a process then keeps no
+    #: shortcut of its own about a job's state.
+    shared: ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, config: Config) -> Self:

@@ -128,3 +128,21 @@ async def test_a_store_that_fails_to_open_closes_what_was_opened() -> None:
         async with watcher:
             pass
     assert Broken.closed and watcher._http is not None and watcher._http.is_closed
+
+
+async def test_a_fleet_member_never_hides_a_new_runs_started() -> None:
+    class Shared(MemoryStore):
+        shared = True  # as the Redis store: other processes record into it too
+
+    store = Shared()
+    a, b = ScriptedTransport(name="a"), ScriptedTransport(name="b", authoritative=True)
+    seen_a: list[str] = []
+    async with jobwatch.Watcher(CONFIG, transports=[a], store=store) as first, \
+            jobwatch.Watcher(CONFIG, transports=[b], store=store):
+        first.subscribe(lambda e: seen_a.append(e.key))
+        await a.send(make_event("started", "j1"))           # run 1, through this member
+        await b.send(make_event("completed", "j1"))         # the other member ends run 1
+        await b.send(make_event("progress", "j1", status="queued", completed=0))  # retried
+        await a.send(make_event("started", "j1"))           # run 2 starts, seen here
+        await anyio.sleep(0.05)
+    assert seen_a == ["j1:started#1", "j1:started#2"]

@@ -105,6 +105,7 @@ class RedisStore(Store):
 
     name = "redis"
     concurrent = True  # record waits on the network: a batch's jobs go in parallel
+    shared = True  # several receivers and workers record into one Redis
 
     def __init__(
         self, options: RedisOptions | None = None, *, clock: Callable[[], float] = time.time
