@@ -12,7 +12,7 @@ import anyio
 import trio
 
 from ._config import Config, load_config
-from ._errors import ConfigError, JobwatchError, PluginError, WatchTimeout
+from ._errors import ConfigError, JobwatchError, PluginError, WatchTimeout, leaves
 from ._events import EventKind, JobEvent
 from ._watcher import DEFAULT_TIMEOUT, Watcher
 
@@ -94,14 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _first_jobwatch_error(group: BaseExceptionGroup) -> JobwatchError | None:
-    for exc in group.exceptions:
-        if isinstance(exc, JobwatchError):
-            return exc
-        if isinstance(exc, BaseExceptionGroup):
-            found = _first_jobwatch_error(exc)
-            if found is not None:
-                return found
-    return None
+    return next((e for e in leaves(group) if isinstance(e, JobwatchError)), None)
 
 
 def _fail(args: argparse.Namespace, exc: BaseException, code: int) -> int:

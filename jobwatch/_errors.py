@@ -129,3 +129,10 @@ class WatchTimeout(JobwatchError, TimeoutError):
 
 class WatcherClosed(JobwatchError):
     """The Watcher was used after it was closed; create a new one."""
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The errors inside (nested) exception groups, or ``[exc]`` for a plain one."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]

@@ -100,15 +100,3 @@ class JobState:
     watched: bool = False
     updated_at: float = 0.0
 
-
-def state_to_dict(state: JobState) -> dict[str, Any]:
-    """The JSON-ready form of a JobState (for stores that keep text)."""
-    out = attrs.asdict(state)
-    out["status"] = None if state.status is None else state.status.value
-    return out
-
-
-def state_from_dict(obj: Mapping[str, Any]) -> JobState:
-    """Rebuild a JobState from :func:`state_to_dict` output."""
-    status = obj.get("status")
-    return JobState(**{**obj, "status": None if status is None else JobStatus(status)})

@@ -36,6 +36,7 @@ from ._errors import (
     NetworkError,
     WatcherClosed,
     WatchTimeout,
+    leaves,
 )
 from ._events import EventKind, JobEvent
 from ._pipeline import decide, qualify
@@ -223,11 +224,11 @@ class Watcher(TransportHost):
                     result = await self._tg.__aexit__(exc_type, exc, tb)
                 except BaseExceptionGroup as group:
                     # The block's own error, or a single failure, is raised as itself.
-                    leaves = _leaves(group)
-                    if exc is not None and all(e is exc for e in leaves):
+                    inner = leaves(group)
+                    if exc is not None and all(e is exc for e in inner):
                         raise exc from None
-                    if len(leaves) == 1:
-                        raise leaves[0] from None
+                    if len(inner) == 1:
+                        raise inner[0] from None
                     raise
         finally:
             with anyio.CancelScope(shield=True):
@@ -660,9 +661,3 @@ def _make_budget(config: Config) -> RequestBudget:
 
     return RequestBudget(config.options("poll", PollOptions).check().rpm)
 
-
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out

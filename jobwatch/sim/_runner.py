@@ -13,6 +13,7 @@ import anyio
 import anyio.abc
 import trio
 
+from .._errors import leaves
 from ..transports._serve import serve_app
 from ._engine import TIERS
 from ._faults import Faults
@@ -142,20 +143,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _exit_code(exc: BaseException, host: str, port: int) -> int:
-    leaves = _leaves(exc)
-    if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+    errors = leaves(exc)
+    if all(isinstance(leaf, KeyboardInterrupt) for leaf in errors):
         return 0
-    oserrors = [leaf for leaf in leaves if isinstance(leaf, OSError)]
+    oserrors = [leaf for leaf in errors if isinstance(leaf, OSError)]
     if oserrors:
         print(f"jobwatch sim: cannot listen on {host}:{port}: {oserrors[0]}", file=sys.stderr)
         return 1
     raise exc
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
 
 
 async def _main(simulator: Simulator, host: str, port: int) -> None:
