@@ -8,7 +8,7 @@ that a server may run it alone, and refuses websockets.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from ._receiver import Receiver, Reply, normalize_headers
@@ -39,6 +39,13 @@ def _path(scope: Scope) -> str:
     if root and path.startswith(root):
         return path[len(root):] or "/"
     return path
+
+
+def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    pairs = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
+    headers = dict(pairs)
+    # A repeated header (rare) is joined the way normalize_headers joins it.
+    return headers if len(headers) == len(pairs) else normalize_headers(pairs)
 
 
 def _length(headers: dict[str, str]) -> int | None:
@@ -72,9 +79,7 @@ class WebhookApp:
             return
         method: str = scope.get("method", "GET")
         path = _path(scope)
-        headers = normalize_headers(
-            (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())
-        )
+        headers = _headers(scope.get("headers", ()))
         early = receiver.check(method, path, headers, _length(headers))
         if early is not None:
             await _send(send, receiver.rejected(early))
@@ -88,7 +93,7 @@ class WebhookApp:
             return
         except _Disconnected:
             return  # the sender gave up; it retries, and nothing was recorded
-        await _send(send, await receiver.handle(method, path, headers, body))
+        await _send(send, await receiver.accept(headers, body))
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

@@ -57,6 +57,11 @@ def _error(status: int, message: str, *extra: tuple[str, str]) -> Reply:
     return _reply(status, {"ok": False, "error": message}, *extra)
 
 
+#: The two answers of a recorded delivery, built once: they are sent for nearly every request.
+_RECORDED = _reply(200, {"ok": True, "duplicate": False})
+_DUPLICATE = _reply(200, {"ok": True, "duplicate": True})
+
+
 def normalize_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
     """Headers with lower-case names; a repeated header's values joined by ``", "``."""
     pairs = headers.items() if isinstance(headers, Mapping) else headers
@@ -121,11 +126,18 @@ class Receiver:
         checked = self.check(method, path, fields, len(body))
         if checked is not None:
             return self.rejected(checked)
+        return await self.accept(fields, body)
+
+    async def accept(self, headers: Mapping[str, str], body: bytes) -> Reply:
+        """Verify, decode and record a request that passed :meth:`check`.
+
+        ``headers`` have lower-case names (:func:`normalize_headers`).
+        """
         try:
-            self.verify(fields, body)
+            self.verify(headers, body)
         except WebhookVerificationError as exc:
             return self.rejected(_error(exc.status, str(exc)))
-        return await self._record(fields, body)
+        return await self._record(headers, body)
 
     def check(self, method: str, path: str, headers: Mapping[str, str],
               length: int | None) -> Reply | None:
@@ -168,7 +180,7 @@ class Receiver:
         ident = delivery.delivery_id
         if ident is not None and ident in self._recent:
             self._count("duplicates")
-            return _reply(200, {"ok": True, "duplicate": True})
+            return _DUPLICATE
         # No deadline here: cut short between recording and queueing, an event would wait in
         # the inbox for the next start, and the sender's retry would be dropped as a duplicate.
         try:
@@ -179,7 +191,7 @@ class Receiver:
             return _error(503, "the delivery could not be recorded; retry later")
         self._remember(ident)
         self._count("deliveries")
-        return _reply(200, {"ok": True, "duplicate": False})
+        return _RECORDED
 
     def _remember(self, ident: str | None) -> None:
         if ident is None:
