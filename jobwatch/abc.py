@@ -50,7 +50,12 @@ __all__ = [
 
 @attrs.frozen(kw_only=True)
 class WebhookDelivery:
-    """A decoded webhook delivery: the sender's delivery id (if any) and its events."""
+    """A decoded webhook delivery: the sender's delivery id (if any) and its events.
+
+    ``events`` is empty for a delivery of an event the provider does not translate (one that
+    is not about jobs, or that a later revision of the API added): the receiver acknowledges
+    it, logs it and counts it as ``ignored``, and dispatches nothing.
+    """
 
     delivery_id: str | None
     event_name: str

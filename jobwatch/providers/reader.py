@@ -295,10 +295,9 @@ class ReaderProvider(Provider):
                              key=f"workspace:credit_low:{ident}", source=source, data=payload,
                              occurred_at=when)]
         if name not in ("job.started", "job.page", "job.completed", "job.failed"):
-            raise DecodeError(
-                f"unknown webhook event {name!r} (Reader sends job.started, job.page, "
-                "job.completed, job.failed and credit.low)"
-            )
+            # Not about jobs (a later revision's session.created, say): nothing to deliver,
+            # and nothing wrong with the delivery, which Reader would only retry if refused.
+            return []
         job_id = _get(payload, "jobId", str, what)
         if name == "job.page":
             return [self._page(job_id, payload, what, source, when)]

@@ -12,7 +12,9 @@
 400    the signed timestamp is stale, in the future or malformed; the body does
        not decode
 503    the events could not be recorded (the store failed): the sender retries
-200    the events are durably recorded (``{"ok": true, "duplicate": ...}``)
+200    the events are durably recorded (``{"ok": true, "duplicate": ...}``), or the
+       delivery is of an event the provider has no job event for (``{"ok": true,
+       "ignored": true}``, logged and counted as ``ignored``)
 =====  =======================================================================
 
 Nothing is dispatched before it is recorded, nothing that failed a check is dispatched, and
@@ -60,6 +62,7 @@ def _error(status: int, message: str, *extra: tuple[str, str]) -> Reply:
 #: The two answers of a recorded delivery, built once: they are sent for nearly every request.
 _RECORDED = _reply(200, {"ok": True, "duplicate": False})
 _DUPLICATE = _reply(200, {"ok": True, "duplicate": True})
+_IGNORED = _reply(200, {"ok": True, "ignored": True})
 
 
 def normalize_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -177,6 +180,11 @@ class Receiver:
         except Exception as exc:  # a provider's bug on odd input is still the input's fault
             log.exception("the %s provider failed to decode a webhook", host.provider.name)
             return self.rejected(_error(400, f"the delivery could not be decoded: {exc!r}"))
+        if not delivery.events:
+            self._count("ignored")
+            log.warning("webhook event %r ignored: the %s provider has no job event for it",
+                        delivery.event_name, host.provider.name)
+            return _IGNORED
         ident = delivery.delivery_id
         if ident is not None and ident in self._recent:
             self._count("duplicates")

@@ -116,7 +116,8 @@ class WebhookTransport(Transport):
     After :meth:`run` has started, ``bound_url`` is the base URL the transport's own server
     listens on (``listen`` configured) and :attr:`url` the full receiver URL. Counters in
     ``Watcher.statistics()``: ``deliveries`` (recorded), ``duplicates`` (delivery id already
-    answered), ``rejected`` (any 4xx), ``unrecorded`` (503: the store failed).
+    answered), ``ignored`` (verified, no job event in it), ``rejected`` (any 4xx),
+    ``unrecorded`` (503: the store failed).
     """
 
     name = "webhook"
