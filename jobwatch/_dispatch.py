@@ -14,7 +14,6 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -135,17 +134,24 @@ class Dispatcher:
             self._on_unsubscribe(sub)
 
     def _targets(self, event: JobEvent) -> list[Subscription]:
-        everyone = self._by_job.get(None, ())
-        mine = self._by_job.get(event.job_id, ()) if event.job_id is not None else ()
-        return [s for group in (mine, everyone) for s in group if s.wants(event)]
+        """The subscriptions that want ``event``: the job's own first, then everyone's."""
+        kind, by_job = event.kind, self._by_job
+        targets = []
+        for group in (by_job.get(event.job_id, ()) if event.job_id is not None else (),
+                      by_job.get(None, ())):
+            for sub in group:  # Subscription.wants, inlined: this runs for every event
+                if not sub.cancelled and (sub.kinds is None or kind in sub.kinds):
+                    targets.append(sub)
+        return targets
 
     async def dispatch(self, event: JobEvent) -> None:
         """Queue ``event`` for every matching subscription (waits while a queue is full)."""
         targets = self._targets(event)
         self.counts.delivered += 1
-        self._outstanding[event.key] = self._outstanding.get(event.key, 0) + max(1, len(targets))
+        key = event.key
+        self._outstanding[key] = self._outstanding.get(key, 0) + (len(targets) or 1)
         if not targets:
-            await self._done(event.key)
+            await self._done(key)
             return
         for sub in targets:
             while len(sub._queue) >= self._queue_size and not sub.cancelled:
@@ -194,10 +200,11 @@ class Dispatcher:
         attempts = self._attempts if sub.retry else 1
         for attempt in range(attempts):
             try:
-                if sub.is_async:
-                    await sub.callback(event)  # type: ignore[misc]
-                else:
-                    await _invoke(sub.callback, event)
+                # What an async callback returns is awaited, and so is an awaitable that a
+                # sync one returns.
+                result = sub.callback(event)
+                if sub.is_async or result is not None and inspect.isawaitable(result):
+                    await result  # type: ignore[misc]
                 return
             except Exception as exc:  # a callback's failure must never stop the others
                 self.counts.callback_errors += 1
@@ -213,8 +220,3 @@ class Dispatcher:
         except JobwatchError as exc:  # the log line above is then all that is kept
             log.warning("could not keep the dead letter of %s in the store: %s", event.key, exc)
 
-
-async def _invoke(callback: Callback, event: JobEvent) -> None:
-    result: Any = callback(event)
-    if inspect.isawaitable(result):
-        await result

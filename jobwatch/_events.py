@@ -105,9 +105,8 @@ class JobEvent:
 
     def with_key(self, key: str) -> JobEvent:
         """The same event under another key (cheaper than ``attrs.evolve``)."""
-        return JobEvent(kind=self.kind, job_id=self.job_id, status=self.status,
-                        completed=self.completed, total=self.total, key=key, source=self.source,
-                        occurred_at=self.occurred_at, data=self.data)
+        return _make_event(self.kind, self.job_id, self.status, self.completed, self.total, key,
+                           self.source, self.occurred_at, self.data)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form: field names of JobEvent, ``occurred_at`` in ISO 8601."""
@@ -170,3 +169,44 @@ class JobEvent:
         if not isinstance(obj, dict):
             raise DecodeError("event JSON must be an object")
         return cls.from_dict(obj)
+
+
+def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Any, ...]:
+    """The setters of a frozen, slotted attrs class's fields ``names`` (all of them, in order).
+
+    Writing through a slot's own setter skips the frozen ``__setattr__`` and the converters:
+    for values that are already what the converters would make of them, on hot paths.
+    """
+    if names != tuple(field.name for field in attrs.fields(cls)):
+        raise AssertionError(f"the fast constructor of {cls.__name__} must set every field, "
+                             "in order")
+    return tuple(getattr(cls, name).__set__ for name in names)
+
+
+_SETTERS = _slot_setters(JobEvent, ("kind", "job_id", "status", "completed", "total", "key",
+                                    "source", "occurred_at", "data"))
+_new = object.__new__
+
+
+def _make_event(kind: EventKind, job_id: str | None, status: JobStatus | None,
+                completed: int | None, total: int | None, key: str, source: str,
+                occurred_at: datetime | None, data: Mapping[str, Any]) -> JobEvent:
+    """A JobEvent from values that are already what the converters would make of them.
+
+    For jobwatch's own decoders and pipeline, on the path of every event: ``kind`` is an
+    :class:`EventKind`, ``data`` a :class:`types.MappingProxyType` nobody else can change.
+    The result is equal to ``JobEvent(kind=kind, ...)`` with the same values.
+    """
+    event = _new(JobEvent)
+    set_kind, set_job, set_status, set_completed, set_total, set_key, set_source, set_when, \
+        set_data = _SETTERS
+    set_kind(event, kind)
+    set_job(event, job_id)
+    set_status(event, status)
+    set_completed(event, completed)
+    set_total(event, total)
+    set_key(event, key)
+    set_source(event, source)
+    set_when(event, occurred_at)
+    set_data(event, data)
+    return event

@@ -26,7 +26,7 @@ from .._errors import (
     JobwatchError,
     RateLimited,
 )
-from .._events import EventKind, JobEvent, JobStatus
+from .._events import EventKind, JobEvent, JobStatus, _make_event
 from ..abc import Capabilities, Provider, Request, Response, ResultsPage, Snapshot, WebhookDelivery
 
 __all__ = ["ReaderProvider"]
@@ -50,9 +50,26 @@ _JOB_STREAM_ALIASES = {
 # The status a `job:`-named final frame implies when its payload carries none.
 _IMPLIED_STATUS = {"job:completed": "completed", "job:failed": "failed",
                    "job:cancelled": "cancelled"}
+_WORKSPACE_EVENTS = ("job:progress", "job:completed", "job:failed")
+#: How errors name a frame of each event the workspace stream sends.
+_WORKSPACE_WHAT = {name: f"workspace stream {name!r} frame" for name in _WORKSPACE_EVENTS}
+_STATUS_BY_VALUE = {status.value: status for status in JobStatus}
+_STARTED, _PROGRESS, _PROCESSING = EventKind.STARTED, EventKind.PROGRESS, JobStatus.PROCESSING
+# The C scanner behind json.loads, without its Python layers: it parses one value at an index.
+_scan: Any = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _json_object(body: bytes | str, what: str) -> dict[str, Any]:
+    if type(body) is str:
+        # A text that is one JSON object and nothing else (no BOM, no whitespace around it),
+        # as stream frames are: what json.loads would return, without its Python layers.
+        # Anything else takes json.loads, which also words the errors.
+        try:
+            obj, end = _scan(body, 0)
+        except (StopIteration, ValueError, RecursionError):
+            end = -1
+        if end == len(body) and type(obj) is dict:
+            return obj
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -83,6 +100,22 @@ def _get(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what:
     return value
 
 
+def _count(obj: Mapping[str, Any], name: str, what: str) -> int | None:
+    """An optional count field: ``_get(obj, name, int, what, required=False)``, faster."""
+    value = obj.get(name)
+    if value is None or type(value) is int and value >= 0:
+        return value
+    return _get(obj, name, int, what, required=False)  # type: ignore[no-any-return]
+
+
+def _text(obj: Mapping[str, Any], name: str, what: str) -> str:
+    """A required text field: ``_get(obj, name, str, what)``, faster for ASCII text."""
+    value = obj.get(name)
+    if type(value) is str and value.isascii():
+        return value
+    return _get(obj, name, str, what)  # type: ignore[no-any-return]
+
+
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     names: dict[Any, str] = {int: "an integer", str: "a string", dict: "an object", list: "a list"}
     return names.get(kind, str(kind))
@@ -91,6 +124,9 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 def _status(
     obj: Mapping[str, Any], what: str, *, required: bool = True
 ) -> tuple[JobStatus | None, str]:
+    raw = obj.get("status")
+    if type(raw) is str and raw in _STATUS_BY_VALUE:
+        return _STATUS_BY_VALUE[raw], raw
     raw = _get(obj, "status", str, what, required=required)
     if raw is None:
         return None, ""
@@ -230,37 +266,43 @@ class ReaderProvider(Provider):
         return self._state_events(job_id, payload, what, source, final=event == "done")
 
     def _workspace_frame(self, event: str, data: str, source: str) -> list[JobEvent]:
-        what = f"workspace stream {event!r} frame"
-        if event not in ("job:progress", "job:completed", "job:failed"):
+        what = _WORKSPACE_WHAT.get(event)
+        if what is None:
             raise DecodeError(
                 f"workspace stream: unknown event {event!r} (Reader's /v1/events sends "
                 "job:progress, job:completed and job:failed)"
             )
         payload = _json_object(data, what)
-        job_id = _get(payload, "jobId", str, what)
+        job_id = _text(payload, "jobId", what)
         if event == "job:failed":
             payload = {"status": "failed", **payload}
         return self._state_events(job_id, payload, what, source, final=event != "job:progress")
 
-    def _state_events(self, job_id: str, payload: Mapping[str, Any], what: str, source: str,
+    def _state_events(self, job_id: str, payload: dict[str, Any], what: str, source: str,
                       *, final: bool, when: datetime | None = None) -> list[JobEvent]:
+        """The events of one state payload: ``started`` and ``progress``, or the terminal one.
+
+        ``payload`` is a dict of the caller's own (fresh from JSON): it is frozen without a
+        copy, and shared by the events.
+        """
         status, raw = _status(payload, what)
-        # Frozen once, shared by the events of this payload (it is ours: fresh from JSON).
-        frozen = MappingProxyType(dict(payload))
-        common: dict[str, Any] = dict(job_id=job_id, status=status, source=source, data=frozen,
-                      completed=_get(payload, "completed", int, what, required=False),
-                      total=_get(payload, "total", int, what, required=False), occurred_at=when)
+        completed = _count(payload, "completed", what)
+        total = _count(payload, "total", what)
+        frozen = MappingProxyType(payload)
         if final:
             if status is None or not status.terminal:
                 raise DecodeError(f"{what}: a final frame needs a terminal status, got {raw!r}")
-            return [JobEvent(kind=_TERMINAL_KIND[status], key=f"{job_id}:terminal", **common)]
+            return [_make_event(_TERMINAL_KIND[status], job_id, status, completed, total,
+                                f"{job_id}:terminal", source, when, frozen)]
         events = []
-        if status is JobStatus.PROCESSING:
-            events.append(JobEvent(kind=EventKind.STARTED, key=f"{job_id}:started", **common))
-        if status is not None and status.terminal:
+        if status is _PROCESSING:
+            events.append(_make_event(_STARTED, job_id, status, completed, total,
+                                      f"{job_id}:started", source, when, frozen))
+        elif status is not None and status.terminal:
             raise DecodeError(f"{what}: a progress frame cannot carry the final status {raw!r}")
-        if common["completed"] is not None:
-            events.append(self._progress(job_id, common))
+        if completed is not None:
+            events.append(_make_event(_PROGRESS, job_id, status, completed, total,
+                                      f"{job_id}:progress:{completed}", source, when, frozen))
         return events
 
     def _page(self, job_id: str, payload: Mapping[str, Any], what: str, source: str,

@@ -30,10 +30,6 @@ class MemoryStore(Store):
         self._records = 0
         self.dead_letters: list[tuple[JobEvent, str, str]] = []
 
-    def _fresh(self, key: str, now: float) -> bool:
-        expires = self._seen.get(key)
-        return expires is not None and expires > now
-
     def _purge(self, now: float) -> None:
         # Keys are (re)inserted at the end with now + ttl, so with one ttl the oldest expire
         # first: stop at the first live key instead of scanning them all.
@@ -53,15 +49,19 @@ class MemoryStore(Store):
         if self._records % _PURGE_EVERY == 0:
             self._purge(now)
         verdict = decide(None if job_id is None else self._jobs.get(job_id))
-        if verdict.event is not None and self._fresh(verdict.event.key, now):
-            return Verdict(event=None, check=verdict.check, dropped="duplicate")
+        event = verdict.event
+        if event is not None:
+            expires = self._seen.get(event.key)
+            if expires is not None and expires > now:
+                return Verdict(event=None, check=verdict.check, dropped="duplicate")
         if verdict.state is not None:
             self._jobs[verdict.state.job_id] = verdict.state
-        if verdict.event is not None:
-            self._seen.pop(verdict.event.key, None)
-            self._seen[verdict.event.key] = now + ttl
-            self._inbox.pop(verdict.event.key, None)  # re-recorded: newest, like sqlite
-            self._inbox[verdict.event.key] = verdict.event
+        if event is not None:
+            key = event.key
+            self._seen.pop(key, None)  # (re)inserted last: _purge relies on this order
+            self._seen[key] = now + ttl
+            self._inbox.pop(key, None)  # re-recorded: newest, like sqlite
+            self._inbox[key] = event
         return verdict
 
     async def get_job(self, job_id: str) -> JobState | None:

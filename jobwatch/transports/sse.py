@@ -47,7 +47,6 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 # The decoders are what httpx-sse's own EventSource uses; the transport drives them itself to
 # see every byte (comments included) for the heartbeat watchdog.
-from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 from .._config import Config
@@ -377,24 +376,37 @@ class SSETransport(Transport):
         (the watchdog, ``unwatch``) that strikes while the iterator waits for bytes.
         """
         timeout = self.options.heartbeat_timeout
-        lines, decoder = SSELineDecoder(), SSEDecoder()
+        lines, frames = SSELineDecoder(), SSEDecoder()
+        decode = self._require_host().provider.decode_stream_event
+        machine, job_id = stream.machine, stream.job_id
         ids = finished = False
         with anyio.CancelScope(deadline=_now() + timeout) as watchdog:
             async for text in response.aiter_text():
                 watchdog.deadline = _now() + timeout
-                stream.machine.received()
+                machine.received()
                 # The frames of one read go to the pipeline together, as one batch.
                 events: list[JobEvent] = []
-                position = stream.machine.last_event_id
+                position = machine.last_event_id
                 for line in lines.decode(text):
                     if not ids and (line.startswith("id:") or line == "id"):
                         ids = True
-                    sse = decoder.decode(line)
-                    if sse is not None:
-                        self._frame(stream, sse, ids, events)
-                if events or position != stream.machine.last_event_id:
+                    sse = frames.decode(line)
+                    if sse is None:
+                        continue
+                    # httpx-sse reports "" when no id was seen; only a connection that carried
+                    # `id:` lines may change the id (an empty one clears it, as WHATWG says).
+                    if ids or sse.retry is not None:
+                        machine.event(event_id=sse.id if ids else None, retry_ms=sse.retry)
+                    if not sse.data:
+                        continue  # WHATWG: a frame without data dispatches nothing
+                    name = sse.event or "message"
+                    try:
+                        events += decode(job_id, name, sse.data, source=self.name)
+                    except DecodeError as exc:
+                        self._malformed(stream, name, exc)
+                if events or position != machine.last_event_id:
                     batch = _Batch(events, stream.checkpoint,
-                                   stream.machine.last_event_id if ids else None)
+                                   machine.last_event_id if ids else None)
                     finished = finished or (stream.job_id is not None
                                             and any(e.terminal for e in events))
                     await self._enqueue(batch, watchdog)
@@ -406,18 +418,6 @@ class SSETransport(Transport):
                 f"{_where(response.request)}: no byte for {timeout:g} s (heartbeat timeout)"))
         return _Ending(cause=Cause.CLOSED, error=StreamError(
             f"{_where(response.request)}: the server closed the stream"))
-
-    def _frame(self, stream: _Stream, sse: ServerSentEvent, ids: bool,
-               events: list[JobEvent]) -> None:
-        """Decode one dispatched frame, adding its events to ``events``."""
-        # httpx-sse reports "" when no id was seen; only a connection that carried `id:`
-        # lines may change the id (an empty one clears it, as WHATWG says).
-        stream.machine.event(event_id=sse.id if ids else None, retry_ms=sse.retry)
-        if not sse.data:
-            return  # WHATWG: a frame without data dispatches nothing
-        decoded = self._decode(stream, sse.event or "message", sse.data)
-        if decoded:
-            events.extend(decoded)
 
     async def _enqueue(self, batch: _Batch, watchdog: anyio.CancelScope) -> None:
         send = self._require_send()
@@ -438,15 +438,10 @@ class SSETransport(Transport):
             # or checkpointed past these events, so a restart gets them again.
             pass
 
-    def _decode(self, stream: _Stream, name: str, data: str) -> list[JobEvent] | None:
-        host = self._require_host()
-        try:
-            return host.provider.decode_stream_event(stream.job_id, name, data,
-                                                     source=self.name)
-        except DecodeError as exc:
-            host.count(self.name, "malformed")
-            log.warning("%s: dropped a malformed %r frame: %s", stream.label, name, exc)
-            return None
+    def _malformed(self, stream: _Stream, name: str, error: DecodeError) -> None:
+        """A frame the provider could not decode is dropped: counted and logged."""
+        self._require_host().count(self.name, "malformed")
+        log.warning("%s: dropped a malformed %r frame: %s", stream.label, name, error)
 
     # -- delivery and reconciliation ------------------------------------------------------
 
@@ -460,7 +455,8 @@ class SSETransport(Transport):
                         batches.append(receive.receive_nowait())
                     except anyio.WouldBlock:
                         break
-                events = [event for batch in batches for event in batch.events]
+                events = batches[0].events if len(batches) == 1 else [
+                    event for batch in batches for event in batch.events]
                 if events:
                     await host.deliver(events)
                     host.count(self.name, "events", len(events))

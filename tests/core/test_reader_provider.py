@@ -29,7 +29,7 @@ from jobwatch import (
     RateLimited,
 )
 from jobwatch.abc import Provider, Request, Response, Snapshot, WebhookDelivery
-from jobwatch.providers.reader import ReaderProvider
+from jobwatch.providers.reader import ReaderProvider, _json_object
 
 READER = ReaderProvider()
 JOB = "job_9fba2"
@@ -782,3 +782,19 @@ def test_is_a_provider() -> None:
     assert not ReaderProvider.capabilities.stream_event_ids
     assert not ReaderProvider.capabilities.announces_cancellation
     assert ReaderProvider.capabilities.webhook_scheme == "reader"
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(text=bodies | st.text(max_size=40).map(lambda t: f" {t}") | bodies.map(lambda b: b + " "))
+def test_the_fast_json_path_agrees_with_json_loads(text: str) -> None:
+    # Stream frames skip json.loads' Python layers when they are exactly one object; the
+    # answer (or the error) must be what json.loads would give.
+    try:
+        expected: Any = json.loads(text)
+    except (ValueError, RecursionError):
+        expected = DecodeError
+    if not isinstance(expected, dict):
+        with pytest.raises(DecodeError):
+            _json_object(text, "frame")
+    else:
+        assert _json_object(text, "frame") == expected
