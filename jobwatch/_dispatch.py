@@ -1,8 +1,10 @@
 """The dispatcher: hands each delivered event to every matching subscriber.
 
-Each subscription has its own bounded queue, drained by a task of its own that exists only
-while the queue holds events, so a slow callback delays only itself until its queue is full,
-and ten thousand idle subscriptions cost no task. A callback that raises is retried with
+Each subscription has its own bounded queue, drained by a task of its own, so a slow callback
+delays only itself until its queue is full. A subscription to one job has that task only while
+its queue holds events, so ten thousand idle subscriptions cost no task; a subscription to
+every job sees a steady flow and keeps its task, parked between events (starting a task costs
+several times more than waking one). A callback that raises is retried with
 backoff and then kept as a dead letter; it never stops the other callbacks or the
 transports. An event leaves the store's inbox once every subscriber it went to has handled it.
 """
@@ -16,7 +18,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 
 import anyio
-import anyio.lowlevel
 import attrs
 from anyio.abc import TaskGroup
 
@@ -57,6 +58,7 @@ class Subscription:
     _queue: deque[JobEvent] = attrs.field(factory=deque)
     _running: bool = False
     _space: anyio.Event | None = None
+    _idle: anyio.Event | None = None
     _on_cancel: Callable[[Subscription], None] | None = None
 
     def wants(self, event: JobEvent) -> bool:
@@ -68,6 +70,8 @@ class Subscription:
             self.cancelled = True
             if self._space is not None:
                 self._space.set()
+            if self._idle is not None:
+                self._idle.set()
             if self._on_cancel is not None:
                 self._on_cancel(self)
 
@@ -159,29 +163,35 @@ class Dispatcher:
                     sub._space = anyio.Event()
                 await sub._space.wait()
             sub._queue.append(event)
-            if not sub._running and self._tg is not None:
+            if sub._running:
+                if sub._idle is not None:
+                    sub._idle.set()
+            elif self._tg is not None:
                 sub._running = True
                 self._tg.start_soon(self._drain, sub)
 
     async def _drain(self, sub: Subscription) -> None:
         try:
-            while sub._queue:
-                event = sub._queue[0]
-                # Cancelled mid-callback (shutdown, crash): the event stays in the inbox and
-                # is replayed by the next Watcher on this store.
-                if not sub.cancelled:
-                    await self._call(sub, event)
-                sub._queue.popleft()
-                if sub._space is not None:
-                    sub._space.set()
-                    sub._space = None
-                await self._done(event.key)
-                if not sub._queue and sub.job_id is None and not sub.cancelled:
-                    # A subscription to every job sees a steady flow: one checkpoint for
-                    # the next event costs less than a new task for it.
-                    await anyio.lowlevel.checkpoint()
+            while True:
+                while sub._queue:
+                    event = sub._queue[0]
+                    # Cancelled mid-callback (shutdown, crash): the event stays in the inbox
+                    # and is replayed by the next Watcher on this store.
+                    if not sub.cancelled:
+                        await self._call(sub, event)
+                    sub._queue.popleft()
+                    if sub._space is not None:
+                        sub._space.set()
+                        sub._space = None
+                    await self._done(event.key)
+                if sub.job_id is not None or sub.cancelled or self._tg is None:
+                    return
+                sub._idle = anyio.Event()  # a subscription to every job waits for more
+                await sub._idle.wait()
+                sub._idle = None
         finally:
             sub._running = False
+            sub._idle = None
 
     async def _done(self, key: str) -> None:
         left = self._outstanding.get(key, 1) - 1
