@@ -15,6 +15,9 @@ from ._errors import DecodeError
 
 __all__ = ["EventKind", "JobEvent", "JobStatus"]
 
+# json.dumps with options builds an encoder per call; events are encoded on every record.
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
 
 class EventKind(enum.StrEnum):
     """What happened to a job."""
@@ -124,7 +127,7 @@ class JobEvent:
 
     def to_json(self) -> str:
         """One line of JSON (the NDJSON form used by the CLI, the relay and the logs)."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), default=str)
+        return _encode(self.to_dict())
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any]) -> JobEvent:
