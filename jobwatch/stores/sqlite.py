@@ -83,7 +83,7 @@ class SQLiteStore(Store):
         self._queue: list[_Call[Any]] = []
         self._acks: list[str] = []
         self._leading = False
-        self._batch_done = anyio.Event()
+        self._batch_done: anyio.Event | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> SQLiteStore:
@@ -126,20 +126,21 @@ class SQLiteStore(Store):
 
     async def _run(self, fn: Callable[[], T]) -> T:
         # Connection-level work (open, close): alone, outside any batch.
-        call = _Call(fn)
+        call = _Call(fn, self.path)
         with anyio.CancelScope(shield=True):
             await self._thread.run(call.settle)
-        try:
-            return call.result()
-        except sqlite3.Error as exc:
-            raise JobwatchError(f"the sqlite store at {self.path!r} failed: {exc}") from exc
+        return call.result()
 
     async def _tx(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` inside the next group commit; return once that commit is done."""
-        call = _Call(fn)
+        call = _Call(fn, self.path)
         self._queue.append(call)
         while not call.done:
             if self._leading:
+                # Made by the first follower of a batch, on its loop: a store may serve one
+                # event loop after another.
+                if self._batch_done is None:
+                    self._batch_done = anyio.Event()
                 await self._batch_done.wait()
                 continue
             # No batch is running: this caller runs batches until the queue is empty. A batch
@@ -154,7 +155,11 @@ class SQLiteStore(Store):
                 while self._queue:
                     batch, self._queue = self._queue, []
                     acks, self._acks = self._acks, []
-                    commit = _Call(functools.partial(self._commit, batch, acks))
+                    if self._db is None:  # closed: no thread is started again for this
+                        self._acks[:0] = acks
+                        _not_open(batch)
+                        continue
+                    commit = _Call(functools.partial(self._commit, batch, acks), self.path)
                     with anyio.CancelScope(shield=True):
                         await self._thread.run(commit.settle)
                     if commit.result():
@@ -166,8 +171,9 @@ class SQLiteStore(Store):
         return call.result()
 
     def _wake_followers(self) -> None:
-        self._batch_done.set()
-        self._batch_done = anyio.Event()
+        if self._batch_done is not None:
+            self._batch_done.set()
+            self._batch_done = None
 
     def _commit(self, batch: list[_Call[Any]], acks: list[str]) -> bool:
         """Run a batch in one transaction (in the worker thread); True if nothing committed."""
@@ -179,12 +185,12 @@ class SQLiteStore(Store):
                 # One call raised: run the batch again, each call in a savepoint of its own,
                 # so that only the failing call loses its writes.
                 self._transaction(batch, acks, careful=True)
-        except Exception as exc:
-            # Nothing of the batch was committed: every call in it fails, and the acks wait
-            # for the next batch.
+        except BaseException as exc:
+            # Nothing of the batch was committed: every call in it fails (with the error
+            # itself when it is not a plain Exception), and the acks wait for the next batch.
             failed = True
-            error = exc if isinstance(exc, JobwatchError) else JobwatchError(
-                f"the sqlite store at {self.path!r} failed: {exc}")
+            error = exc if isinstance(exc, JobwatchError) or not isinstance(exc, Exception) \
+                else JobwatchError(f"the sqlite store at {self.path!r} failed: {exc}")
             for call in batch:
                 call.fail(error)
         finally:
@@ -331,14 +337,16 @@ class _Thread:
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._work: queue.SimpleQueue[tuple[Callable[[], object], Callable[[], object]] | None]
-        self._work = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._work: _WorkQueue = queue.SimpleQueue()
 
     async def run(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` in the thread and wait until it returns; ``fn`` handles its errors."""
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+            # A queue of its own: no thread ever takes another's work or its stop signal.
+            self._work = queue.SimpleQueue()
+            self._thread = threading.Thread(target=_serve, args=(self._work,), name=self._name,
+                                            daemon=True)
             self._thread.start()
         done = anyio.Event()
         self._work.put((fn, _from_thread(done.set)))
@@ -351,13 +359,18 @@ class _Thread:
             self._work.put(None)
             await anyio.to_thread.run_sync(thread.join)
 
-    def _serve(self) -> None:
-        while (item := self._work.get()) is not None:
-            fn, done = item
-            try:
-                fn()
-            except Exception:  # fn's own bug: say so, and keep serving
-                logging.getLogger("jobwatch.sqlite").exception("the sqlite store's work failed")
+
+_WorkQueue = queue.SimpleQueue[tuple[Callable[[], object], Callable[[], object]] | None]
+
+
+def _serve(work: _WorkQueue) -> None:
+    while (item := work.get()) is not None:
+        fn, done = item
+        try:
+            fn()
+        except BaseException:  # fn's own bug: say so, and still answer its caller
+            logging.getLogger("jobwatch.sqlite").exception("the sqlite store's work failed")
+        finally:
             try:
                 done()
             except Exception:  # the loop that waited has ended; nobody is left to wake
@@ -373,6 +386,13 @@ def _from_thread(callback: Callable[[], None]) -> Callable[[], object]:
     return functools.partial(asyncio.get_running_loop().call_soon_threadsafe, callback)
 
 
+def _not_open(batch: list[_Call[Any]]) -> None:
+    error = JobwatchError("the sqlite store is not open; use it inside a Watcher")
+    for call in batch:
+        call.fail(error)
+        call.done = True
+
+
 class _CallFailed(Exception):
     """A call of a batch raised; the batch is run again with a savepoint per call."""
 
@@ -380,8 +400,9 @@ class _CallFailed(Exception):
 class _Call(Generic[T]):
     """One store call waiting for its group commit."""
 
-    def __init__(self, fn: Callable[[], T]) -> None:
+    def __init__(self, fn: Callable[[], T], path: str) -> None:
         self.fn = fn
+        self.path = path
         self.done = False
         self._value: T | None = None
         self._error: BaseException | None = None
@@ -397,7 +418,7 @@ class _Call(Generic[T]):
         """Run alone, outside any transaction, keeping the outcome for :meth:`result`."""
         try:
             self._value = self.fn()
-        except Exception as exc:
+        except BaseException as exc:  # raised again by result(), in the caller's task
             self._error = exc
         self.done = True
 
@@ -417,6 +438,8 @@ class _Call(Generic[T]):
     def result(self) -> T:
         if self._error is not None:
             if isinstance(self._error, sqlite3.Error):
-                raise JobwatchError(f"the sqlite store failed: {self._error}") from self._error
+                raise JobwatchError(
+                    f"the sqlite store at {self.path!r} failed: {self._error}"
+                ) from self._error
             raise self._error
         return self._value  # type: ignore[return-value]

@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from jobwatch import JobwatchError
 from jobwatch.abc import JobState
 from jobwatch.stores.sqlite import SQLiteStore
 
@@ -53,16 +54,51 @@ def test_one_store_serves_event_loops_one_after_another(
     store = SQLiteStore(tmp_path / "state.db")
     first, second = backends
 
-    async def write() -> None:
-        await store.open()
-        await store.put_job(JobState(job_id="job_1", watched=True))
+    async def write(prefix: str) -> None:
+        async with anyio.create_task_group() as tg:  # calls that wait for one another's batch
+            for n in range(5):
+                tg.start_soon(store.put_job, JobState(job_id=f"{prefix}{n}", watched=True))
 
-    async def read_and_close() -> JobState | None:
+    async def first_loop() -> None:
+        await store.open()
+        await write("a")
+
+    async def second_loop() -> list[JobState]:
         try:
-            return await store.get_job("job_1")
+            await write("b")
+            return await store.active_jobs()
         finally:
             await store.aclose()
 
-    anyio.run(write, backend=first)
-    state = anyio.run(read_and_close, backend=second)
-    assert state is not None and state.watched
+    anyio.run(first_loop, backend=first)
+    states = anyio.run(second_loop, backend=second)
+    assert sorted(s.job_id for s in states) == [f"{p}{n}" for p in "ab" for n in range(5)]
+
+
+class Interrupted(BaseException):
+    """Not an Exception: what a KeyboardInterrupt-like failure inside a call looks like."""
+
+
+@pytest.mark.anyio
+async def test_a_call_that_raises_a_base_exception_fails_its_caller_without_a_hang() -> None:
+    def clock() -> float:
+        raise Interrupted
+
+    store = SQLiteStore(":memory:", clock=clock)
+    await store.open()
+    with anyio.fail_after(5), pytest.raises(Interrupted):
+        await store.record("job_1", lambda state: pytest.fail("not reached"), ttl=60)
+    await store.put_job(JobState(job_id="job_1", watched=True))  # the store still works
+    assert [s.job_id for s in await store.active_jobs()] == ["job_1"]
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_call_after_closing_fails_and_starts_no_thread() -> None:
+    before = len(_store_threads())
+    store = SQLiteStore(":memory:")
+    await store.open()
+    await store.aclose()
+    with pytest.raises(JobwatchError, match="not open"):
+        await store.put_job(JobState(job_id="job_1", watched=True))
+    assert len(_store_threads()) == before
