@@ -112,6 +112,9 @@ class Dispatcher:
     def close(self) -> None:
         """Stop dispatching (the Watcher is shutting down); queued events stay in the inbox."""
         self._tg = None
+        for sub in self._by_job.get(None, ()):
+            if sub._idle is not None:
+                sub._idle.set()  # a parked task ends instead of waiting for more
 
     def subscribe(
         self,
@@ -213,7 +216,7 @@ class Dispatcher:
                 # What an async callback returns is awaited, and so is an awaitable that a
                 # sync one returns.
                 result = sub.callback(event)
-                if sub.is_async or result is not None and inspect.isawaitable(result):
+                if sub.is_async or (result is not None and inspect.isawaitable(result)):
                     await result  # type: ignore[misc]
                 return
             except Exception as exc:  # a callback's failure must never stop the others

@@ -196,6 +196,9 @@ def _make_event(kind: EventKind, job_id: str | None, status: JobStatus | None,
                 occurred_at: datetime | None, data: Mapping[str, Any]) -> JobEvent:
     """A JobEvent from values that are already what the converters would make of them.
 
+    Nothing is checked: a wrong value makes a wrong event. Callers outside jobwatch use the
+    public constructor.
+
     For jobwatch's own decoders and pipeline, on the path of every event: ``kind`` is an
     :class:`EventKind`, ``data`` a :class:`types.MappingProxyType` nobody else can change.
     The result is equal to ``JobEvent(kind=kind, ...)`` with the same values.

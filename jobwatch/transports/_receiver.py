@@ -59,7 +59,7 @@ def _error(status: int, message: str, *extra: tuple[str, str]) -> Reply:
     return _reply(status, {"ok": False, "error": message}, *extra)
 
 
-#: The two answers of a recorded delivery, built once: they are sent for nearly every request.
+#: The answers to an accepted delivery, built once: one of them is sent for nearly every request.
 _RECORDED = _reply(200, {"ok": True, "duplicate": False})
 _DUPLICATE = _reply(200, {"ok": True, "duplicate": True})
 _IGNORED = _reply(200, {"ok": True, "ignored": True})

@@ -56,3 +56,14 @@ async def test_a_subscription_to_one_job_has_a_task_only_while_it_has_events() -
             await anyio.sleep(0.01)
             assert not mine._running  # drained: its task has ended
         assert [e.completed for e in got] == [1, 2, 3] and counting.started == 3
+
+
+async def test_closing_ends_a_parked_task_without_cancelling_anything() -> None:
+    dispatcher = Dispatcher(MemoryStore())
+    dispatcher.subscribe(lambda event: None)
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:  # exits only once every task has ended
+            dispatcher.start(tg)
+            await dispatcher.dispatch(make_event("progress", "job_1", completed=1))
+            await anyio.sleep(0.01)  # handled; the task is parked
+            dispatcher.close()
