@@ -52,9 +52,9 @@ __all__ = [
 class WebhookDelivery:
     """A decoded webhook delivery: the sender's delivery id (if any) and its events.
 
-    ``events`` is empty for a delivery of an event the provider does not translate (one that
-    is not about jobs, or that a later revision of the API added): the receiver acknowledges
-    it, logs it and counts it as ``ignored``, and dispatches nothing.
+    ``events`` is empty for a delivery of an event the provider has no job event for (one not
+    about jobs, or a name the API's documentation does not list, such as a later revision's):
+    the receiver acknowledges it, logs it and counts it as ``ignored``, and dispatches nothing.
     """
 
     delivery_id: str | None

@@ -50,6 +50,11 @@ _JOB_STREAM_ALIASES = {
 # The status a `job:`-named final frame implies when its payload carries none.
 _IMPLIED_STATUS = {"job:completed": "completed", "job:failed": "failed",
                    "job:cancelled": "cancelled"}
+# Webhook events about jobs; the final ones with the status they imply when the body has
+# none. Reader documents no job.cancelled; should one come, it is the terminal event it names.
+_JOB_WEBHOOKS: dict[str, str | None] = {"job.started": None, "job.page": None,
+                                        "job.completed": "completed", "job.failed": "failed",
+                                        "job.cancelled": "cancelled"}
 _WORKSPACE_EVENTS = ("job:progress", "job:completed", "job:failed")
 #: How errors name a frame of each event the workspace stream sends.
 _WORKSPACE_WHAT = {name: f"workspace stream {name!r} frame" for name in _WORKSPACE_EVENTS}
@@ -336,9 +341,10 @@ class ReaderProvider(Provider):
             return [JobEvent(kind=EventKind.CREDIT_LOW, job_id=None,
                              key=f"workspace:credit_low:{ident}", source=source, data=payload,
                              occurred_at=when)]
-        if name not in ("job.started", "job.page", "job.completed", "job.failed"):
-            # Not about jobs (a later revision's session.created, say): nothing to deliver,
-            # and nothing wrong with the delivery, which Reader would only retry if refused.
+        if name not in _JOB_WEBHOOKS:
+            # No job event in it (a later revision's session.created, say): nothing to
+            # deliver, and nothing wrong with the delivery, which Reader would only retry if
+            # refused.
             return []
         job_id = _get(payload, "jobId", str, what)
         if name == "job.page":
@@ -353,7 +359,7 @@ class ReaderProvider(Provider):
                              completed=_get(payload, "completed", int, what, required=False),
                              total=_get(payload, "total", int, what, required=False),
                              occurred_at=when)]
-        default = "completed" if name == "job.completed" else "failed"
+        default = _JOB_WEBHOOKS[name]  # the terminal status a final event implies
         return self._state_events(job_id, {"status": default, **payload}, what, source,
                                   final=True, when=when)
 

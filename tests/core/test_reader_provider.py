@@ -326,7 +326,13 @@ def test_webhook_credit_low_is_keyed_by_delivery() -> None:
     assert hook("credit.low", body, delivery="other").events[0].key != event.key
 
 
-@pytest.mark.parametrize("name", ["session.created", "session.stopped", "job.cancelled"])
+def test_webhook_job_cancelled_is_the_terminal_event_it_names() -> None:
+    (event,) = hook("job.cancelled", {"jobId": JOB}).events
+    assert (event.kind, event.status, event.key) == (
+        EventKind.CANCELLED, JobStatus.CANCELLED, f"{JOB}:terminal")
+
+
+@pytest.mark.parametrize("name", ["session.created", "session.stopped", "job.exploded"])
 def test_webhook_event_without_a_job_event_decodes_to_no_events(name: str) -> None:
     delivery = hook(name, {"sessionId": "s_1"})
     assert (delivery.event_name, delivery.delivery_id, delivery.events) == (name, "d-1", ())
