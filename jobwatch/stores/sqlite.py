@@ -17,6 +17,7 @@ import queue
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
@@ -348,6 +349,8 @@ class _Thread:
             self._thread = threading.Thread(target=_serve, args=(self._work,), name=self._name,
                                             daemon=True)
             self._thread.start()
+            # A store dropped without aclose() lets its thread end with it.
+            weakref.finalize(self, self._work.put, None)
         done = anyio.Event()
         self._work.put((fn, _from_thread(done.set)))
         await done.wait()
@@ -365,16 +368,20 @@ _WorkQueue = queue.SimpleQueue[tuple[Callable[[], object], Callable[[], object]]
 
 def _serve(work: _WorkQueue) -> None:
     while (item := work.get()) is not None:
-        fn, done = item
+        _serve_one(*item)
+        del item  # holding the last work while waiting would keep its store alive
+
+
+def _serve_one(fn: Callable[[], object], done: Callable[[], object]) -> None:
+    try:
+        fn()
+    except BaseException:  # fn's own bug: say so, and still answer its caller
+        logging.getLogger("jobwatch.sqlite").exception("the sqlite store's work failed")
+    finally:
         try:
-            fn()
-        except BaseException:  # fn's own bug: say so, and still answer its caller
-            logging.getLogger("jobwatch.sqlite").exception("the sqlite store's work failed")
-        finally:
-            try:
-                done()
-            except Exception:  # the loop that waited has ended; nobody is left to wake
-                pass
+            done()
+        except Exception:  # the loop that waited has ended; nobody is left to wake
+            pass
 
 
 def _from_thread(callback: Callable[[], None]) -> Callable[[], object]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from pathlib import Path
 
@@ -102,3 +103,16 @@ async def test_a_call_after_closing_fails_and_starts_no_thread() -> None:
     with pytest.raises(JobwatchError, match="not open"):
         await store.put_job(JobState(job_id="job_1", watched=True))
     assert len(_store_threads()) == before
+
+
+@pytest.mark.anyio
+async def test_a_store_dropped_without_closing_lets_its_thread_end() -> None:
+    before = len(_store_threads())
+    store = SQLiteStore(":memory:")
+    await store.open()
+    await store.put_job(JobState(job_id="job_1", watched=True))
+    del store
+    gc.collect()
+    with anyio.fail_after(5):
+        while len(_store_threads()) > before:  # noqa: ASYNC110 - a thread's end has no event
+            await anyio.sleep(0.01)
