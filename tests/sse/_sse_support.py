@@ -101,6 +101,9 @@ class FakeReader:
 
     async def _stream(self, job_id: str | None, headers: dict[str, str], receive: Receive,
                       send: Send) -> None:
+        # The position is taken before the open is announced: a test that adds frames once it
+        # sees the open must find them sent on this connection, however late it gets going.
+        start = self._start(headers.get("last-event-id"))
         self.last_event_ids.append(headers.get("last-event-id"))
         self.stream_opens.append(anyio.current_time())
         if self.stream_mode == "html":
@@ -113,7 +116,6 @@ class FakeReader:
             return
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})
-        start = self._start(headers.get("last-event-id"))
         async with anyio.create_task_group() as tg:
             tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
             await self._write(job_id, start, send)
