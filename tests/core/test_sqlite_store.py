@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import threading
 from pathlib import Path
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from jobwatch import JobwatchError
-from jobwatch.abc import JobState
+from jobwatch import JobEvent, JobwatchError
+from jobwatch._pipeline import decide
+from jobwatch.abc import JobState, Store, Verdict
+from jobwatch.stores.memory import MemoryStore
 from jobwatch.stores.sqlite import SQLiteStore
+from jobwatch.testing import make_event
 
 
 def _store_threads() -> list[threading.Thread]:
@@ -116,3 +122,47 @@ async def test_a_store_dropped_without_closing_lets_its_thread_end() -> None:
     with anyio.fail_after(5):
         while len(_store_threads()) > before:  # noqa: ASYNC110 - a thread's end has no event
             await anyio.sleep(0.01)
+
+
+_KINDS = st.sampled_from(["started", "progress", "completed", "failed", "page"])
+_STEPS = st.lists(st.tuples(st.sampled_from(["a", "b", "c", None, None]), _KINDS,
+                            st.integers(0, 3)), max_size=24)
+
+
+@settings(max_examples=100, deadline=None)
+@given(steps=_STEPS)
+def test_records_committed_together_decide_as_one_at_a_time(steps: list) -> None:  # type: ignore[type-arg]
+    # Calls that meet in one group commit are recorded with a few statements for all of
+    # them; the verdicts and the saved state must be those of recording them in turn.
+    events = []
+    for job_id, kind, n in steps:
+        if job_id is None:
+            events.append(make_event("credit_low", None, key=f"workspace:credit_low:{n}"))
+        elif kind == "page":
+            events.append(make_event("page", job_id, url=f"https://example.com/{n}"))
+        else:
+            events.append(make_event(kind, job_id, completed=n, total=5))
+
+    async def run(store: Store, together: bool) -> tuple[list[Verdict], list[JobEvent]]:
+        await store.open()
+        verdicts: list[Verdict | None] = [None] * len(events)
+
+        async def one(i: int) -> None:
+            event = events[i]
+            verdicts[i] = await store.record(event.job_id, functools.partial(decide, event=event),
+                                             ttl=60)
+
+        if together:
+            async with anyio.create_task_group() as tg:
+                for i in range(len(events)):
+                    tg.start_soon(one, i)  # queued in this order, committed together
+        else:
+            for i in range(len(events)):
+                await one(i)
+        pending = await store.pending()
+        await store.aclose()
+        return [v for v in verdicts if v is not None], pending
+
+    together = anyio.run(run, SQLiteStore(":memory:"), True)
+    in_turn = anyio.run(run, MemoryStore(), False)
+    assert together == in_turn
