@@ -220,7 +220,10 @@ class SQLiteStore(Store):
             else:
                 for run in _runs(batch):
                     if isinstance(run, list):
-                        self._record_all(run)
+                        try:
+                            self._record_all(run)
+                        except Exception as exc:  # run again a call at a time: who failed?
+                            raise _CallFailed from exc
                     else:
                         run.run(db)
             db.execute("COMMIT")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gc
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -166,3 +167,30 @@ def test_records_committed_together_decide_as_one_at_a_time(steps: list) -> None
     together = anyio.run(run, SQLiteStore(":memory:"), True)
     in_turn = anyio.run(run, MemoryStore(), False)
     assert together == in_turn
+
+
+@pytest.mark.anyio
+async def test_a_record_sqlite_refuses_fails_alone_in_its_batch() -> None:
+    store = SQLiteStore(":memory:")
+    await store.open()
+
+    def saving(state: JobState) -> Callable[[JobState | None], Verdict]:
+        return lambda _: Verdict(event=None, state=state)
+
+    huge = JobState(job_id="huge", completed=2**70)  # more than SQLite's integers hold
+    fine = JobState(job_id="fine", completed=3, watched=True)
+    results: dict[str, object] = {}
+
+    async def record(state: JobState) -> None:
+        try:
+            results[state.job_id] = await store.record(state.job_id, saving(state), ttl=60)
+        except Exception as exc:
+            results[state.job_id] = exc
+
+    async with anyio.create_task_group() as tg:  # one group commit for both
+        tg.start_soon(record, huge)
+        tg.start_soon(record, fine)
+    assert isinstance(results["huge"], OverflowError)
+    assert isinstance(results["fine"], Verdict)
+    assert await store.get_job("fine") == fine and await store.get_job("huge") is None
+    await store.aclose()
