@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _exit_code(exc: BaseException, host: str, port: int) -> int:
     errors = leaves(exc)
-    if all(isinstance(leaf, KeyboardInterrupt) for leaf in errors):
+    if any(isinstance(leaf, KeyboardInterrupt) for leaf in errors):
+        # Ctrl-C decides; a connection reset while serving stops with it is no failure.
         return 0
     oserrors = [leaf for leaf in errors if isinstance(leaf, OSError)]
     if oserrors:

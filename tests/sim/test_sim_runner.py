@@ -49,7 +49,8 @@ def test_cli_prints_its_address_and_stops_on_ctrl_c() -> None:
         credits = httpx.get(f"{url}/v1/usage/credits", headers=headers).json()["data"]
         assert credits["tier"] == "free"
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=15) == 0
+        code = process.wait(timeout=15)
+        assert code == 0, process.stderr.read() if process.stderr else code
     finally:
         process.kill()
         process.communicate()
