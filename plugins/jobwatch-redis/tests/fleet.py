@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import attrs
 import httpx
@@ -135,3 +136,15 @@ def wait_for(check: object, timeout: float, what: str) -> None:
         if time.monotonic() > give_up:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def assert_each_handled_once(client: Any, prefix: str, stream: str,
+                             items: Sequence[Delivery]) -> None:
+    """Wait until the workers handled and acknowledged every delivery; each exactly once."""
+    expected = {item.key for item in items}
+    handled = f"{prefix}:handled"
+    wait_for(lambda: client.hlen(handled) >= len(expected), 30, "every event to be handled")
+    wait_for(lambda: client.xpending(stream, "g")["pending"] == 0, 10, "every ack")
+    counts = {k.decode(): int(v) for k, v in client.hgetall(handled).items()}
+    assert set(counts) == expected
+    assert {k: n for k, n in counts.items() if n != 1} == {}

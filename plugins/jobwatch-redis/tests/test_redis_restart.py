@@ -17,7 +17,17 @@ from pathlib import Path
 
 import pytest
 import redis
-from fleet import SECRET, deliveries, fan_out, first_line, send_all, spawn, stop, wait_for
+from fleet import (
+    SECRET,
+    assert_each_handled_once,
+    deliveries,
+    fan_out,
+    first_line,
+    send_all,
+    spawn,
+    stop,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.redis,
@@ -101,13 +111,7 @@ def test_nothing_is_lost_when_redis_restarts(server: RedisServer, tmp_path: Path
         send_all(sends[2 * third:], urls)
 
         client = redis.Redis.from_url(url)
-        expected = {item.key for item in items}
-        handled = f"{prefix}:handled"
-        wait_for(lambda: client.hlen(handled) >= len(expected), 30, "every event to be handled")
-        wait_for(lambda: client.xpending(stream, "g")["pending"] == 0, 10, "every ack")
-        counts = {k.decode(): int(v) for k, v in client.hgetall(handled).items()}
-        assert set(counts) == expected
-        assert {k: n for k, n in counts.items() if n != 1} == {}
+        assert_each_handled_once(client, prefix, stream, items)
         assert statuses.get(503, 0) > 0 and not during.is_alive()
         client.close()
     finally:
