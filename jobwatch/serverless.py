@@ -1,10 +1,10 @@
 """Webhook handlers for serverless functions: verify, record, dispatch — no server, no stream.
 
 A serverless function lives for one request, so there is no Watcher running in the
-background: each invocation opens the store, checks and verifies the delivery exactly as the
-webhook receiver does (``[jobwatch.webhook]``: scheme, secrets, tolerance, max_body), records
-its events through the same dedup and ordering guard, calls ``on_event`` for each new event,
-closes the store again and returns the answer::
+background: each invocation checks and verifies the delivery exactly as the webhook receiver
+does (``[jobwatch.webhook]``: scheme, secrets, tolerance, max_body), then opens the store,
+records its events through the same dedup and ordering guard, calls ``on_event`` for each new
+event, closes the store again and returns the answer::
 
     import jobwatch
 
@@ -41,7 +41,7 @@ from ._events import JobEvent
 from ._pipeline import decide
 from ._registry import load
 from .abc import Provider, Request, Response, Store, TransportHost
-from .transports._receiver import Receiver, Reply
+from .transports._receiver import Receiver, Reply, normalize_headers
 from .transports.webhook import WebhookTransport
 
 __all__ = ["Handler", "lambda_handler"]
@@ -49,6 +49,9 @@ __all__ = ["Handler", "lambda_handler"]
 log = logging.getLogger("jobwatch.serverless")
 
 OnEvent = Callable[[JobEvent], Awaitable[None] | None]
+_HANDLED = 10_000
+_UNAVAILABLE = Reply(503, (("content-type", "application/json"),),
+                     b'{"ok":false,"error":"the store is unavailable; retry later"}')
 LambdaFunction = Callable[[Mapping[str, Any], Any], dict[str, Any]]
 
 
@@ -130,7 +133,15 @@ class Handler:
         self._attempts = attempts
         self._failures: dict[str, int] = defaultdict(int)
         self._inflight: set[str] = set()
+        # Keys this process has handed to on_event (or given up on): their inbox rows may
+        # outlive the call that acked them by a commit, and must not be offered twice.
+        self._handled: OrderedDict[str, None] = OrderedDict()
         self._recent: OrderedDict[str, None] = OrderedDict()
+        # Invocations running at once in this process (handle_async in an async runtime)
+        # share one opening of the store: the last one to finish closes it.
+        self._users = 0
+        self._opened: anyio.Event | None = None
+        self._open_error: BaseException | None = None
         self.backend = backend
 
     def handle(
@@ -144,20 +155,70 @@ class Handler:
         self, method: str, path: str, headers: Mapping[str, str] | Iterable[tuple[str, str]],
         body: bytes,
     ) -> Reply:
-        """Handle one request inside a running event loop."""
-        await self.store.open()
+        """Handle one request inside a running event loop; requests may overlap.
+
+        A request that fails a check or its signature is answered without the store; a
+        verified one opens it, and a store that cannot be opened or read answers 503, so that
+        the sender retries.
+        """
+        fields = normalize_headers(headers)
+        checker = self._receiver(None)
+        early = checker.check(method, path, fields, len(body))
+        if early is None:
+            early = checker.refusal(fields, body)
+        if early is not None:
+            return checker.rejected(early)
         try:
-            await self._dispatch(await self.store.pending())
+            await self._open()
+        except Exception as exc:
+            log.warning("the %s store could not be opened, answering 503: %s",
+                        self.store.name, exc)
+            return _UNAVAILABLE
+        try:
+            try:
+                pending = await self.store.pending()
+            except Exception as exc:
+                log.warning("the %s store could not be read, answering 503: %s",
+                            self.store.name, exc)
+                return _UNAVAILABLE
+            await self._dispatch(pending)
             host = _HandlerHost(self.config, self.provider, self.store)
-            reply = await self._receiver(host).handle(method, path, headers, body)
+            reply = await self._receiver(host).record(fields, body)
             if reply.status == 200:
                 await self._dispatch(host.recorded)
             return reply
         finally:
             with anyio.CancelScope(shield=True):
-                await self.store.aclose()
+                await self._close()
 
-    def _receiver(self, host: _HandlerHost) -> Receiver:
+    async def _open(self) -> None:
+        self._users += 1
+        try:
+            if self._users == 1:
+                self._opened, self._open_error = anyio.Event(), None
+                try:
+                    await self.store.open()
+                except BaseException as exc:
+                    self._open_error = exc
+                    raise
+                finally:
+                    self._opened.set()
+            else:
+                assert self._opened is not None
+                await self._opened.wait()
+                if self._open_error is not None:
+                    raise JobwatchError(f"the {self.store.name} store could not be opened: "
+                                        f"{self._open_error}")
+        except BaseException:
+            self._users -= 1
+            raise
+
+    async def _close(self) -> None:
+        self._users -= 1
+        if self._users == 0 and self._open_error is None:
+            await self.store.aclose()
+
+    def _receiver(self, host: _HandlerHost | None) -> Receiver:
         options = self._options
         return Receiver(
             host, scheme=self._scheme, path=options.path if self._check_path else None,
@@ -167,7 +228,7 @@ class Handler:
 
     async def _dispatch(self, events: Sequence[JobEvent]) -> None:
         for event in events:
-            if event.key in self._inflight:
+            if event.key in self._inflight or event.key in self._handled:
                 continue
             self._inflight.add(event.key)
             try:
@@ -188,10 +249,17 @@ class Handler:
             if self._failures[event.key] >= self._attempts:
                 log.error("on_event gave up on %s; kept as a dead letter", event.key)
                 await self.store.dead_letter(event, "on_event", error)
+                self._remember(event.key)
                 await self.store.ack(event.key)
             return
         self._failures.pop(event.key, None)
+        self._remember(event.key)
         await self.store.ack(event.key)
+
+    def _remember(self, key: str) -> None:
+        self._handled[key] = None
+        if len(self._handled) > _HANDLED:
+            self._handled.popitem(last=False)
 
     def lambda_event(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         """An AWS Lambda handler: API Gateway REST (v1) or HTTP (v2) events, function URLs."""

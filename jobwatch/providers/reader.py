@@ -121,6 +121,14 @@ def _text(obj: Mapping[str, Any], name: str, what: str) -> str:
     return _get(obj, name, str, what)  # type: ignore[no-any-return]
 
 
+def _job_id(obj: Mapping[str, Any], what: str) -> str:
+    """The required ``jobId``: text, and not empty (an empty id names no job)."""
+    value = _text(obj, "jobId", what)
+    if not value:
+        raise DecodeError(f"{what}: 'jobId' is empty")
+    return value
+
+
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     names: dict[Any, str] = {int: "an integer", str: "a string", dict: "an object", list: "a list"}
     return names.get(kind, str(kind))
@@ -278,7 +286,7 @@ class ReaderProvider(Provider):
                 "job:progress, job:completed and job:failed)"
             )
         payload = _json_object(data, what)
-        job_id = _text(payload, "jobId", what)
+        job_id = _job_id(payload, what)
         if event == "job:failed":
             payload = {"status": "failed", **payload}
         return self._state_events(job_id, payload, what, source, final=event != "job:progress")
@@ -346,7 +354,7 @@ class ReaderProvider(Provider):
             # deliver, and nothing wrong with the delivery, which Reader would only retry if
             # refused.
             return []
-        job_id = _get(payload, "jobId", str, what)
+        job_id = _job_id(payload, what)
         if name == "job.page":
             return [self._page(job_id, payload, what, source, when)]
         if name == "job.started":

@@ -136,23 +136,30 @@ class Receiver:
 
         ``headers`` have lower-case names (:func:`normalize_headers`).
         """
-        try:
-            self.verify(headers, body)
-        except WebhookVerificationError as exc:
-            return self.rejected(_error(exc.status, str(exc)))
-        return await self._record(headers, body)
+        refusal = self.refusal(headers, body)
+        if refusal is not None:
+            return self.rejected(refusal)
+        return await self.record(headers, body)
 
     def check(self, method: str, path: str, headers: Mapping[str, str],
               length: int | None) -> Reply | None:
         """The early answers (404, 405, 413, 415) that need no body, or None to go on."""
         if self.path is not None and path != self.path:
             return _error(404, f"no webhook receiver at {path!r}")
-        if method.upper() != "POST":
+        if method != "POST":  # methods are case-sensitive: "post" is not POST
             return _error(405, "webhook deliveries are POST requests", ("allow", "POST"))
         if length is not None and length > self.max_body:
             return _error(413, f"the body is larger than max_body ({self.max_body} bytes)")
         if not is_json(headers.get("content-type")):
             return _error(415, "webhook deliveries must have Content-Type: application/json")
+        return None
+
+    def refusal(self, headers: Mapping[str, str], body: bytes) -> Reply | None:
+        """The answer (401 or 400) to a request whose signature fails, or None to go on."""
+        try:
+            self.verify(headers, body)
+        except WebhookVerificationError as exc:
+            return _error(exc.status, str(exc))
         return None
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> None:
@@ -169,7 +176,8 @@ class Receiver:
         log.info("webhook delivery rejected with %d: %s", reply.status, reply.body.decode())
         return reply
 
-    async def _record(self, headers: Mapping[str, str], body: bytes) -> Reply:
+    async def record(self, headers: Mapping[str, str], body: bytes) -> Reply:
+        """Decode and record a request that passed :meth:`check` and :meth:`refusal`."""
         host = self.host
         if host is None:
             return _error(503, "the webhook receiver is not running yet; retry later")
@@ -189,6 +197,16 @@ class Receiver:
         if ident is not None and ident in self._recent:
             self._count("duplicates")
             return _DUPLICATE
+        # The same signed content again, under any delivery id or event name: a duplicate,
+        # or a captured delivery sent again with its unsigned headers changed.
+        signed = None if self.scheme is None else self.scheme.replay_key(headers, body)
+        if signed is not None:
+            signed = f"signed:{signed}"
+            if signed in self._recent:
+                self._count("duplicates")
+                log.info("webhook delivery %r repeats content already delivered; a duplicate",
+                         ident)
+                return _DUPLICATE
         # No deadline here: cut short between recording and queueing, an event would wait in
         # the inbox for the next start, and the sender's retry would be dropped as a duplicate.
         try:
@@ -198,6 +216,7 @@ class Receiver:
             self._count("unrecorded")
             return _error(503, "the delivery could not be recorded; retry later")
         self._remember(ident)
+        self._remember(signed)
         self._count("deliveries")
         return _RECORDED
 

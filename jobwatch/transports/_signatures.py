@@ -62,6 +62,13 @@ def _hmac(keyed: hmac.HMAC, *parts: bytes) -> bytes:
     return mac.digest()
 
 
+def _digest(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
+
+
 def _reject(message: str) -> WebhookVerificationError:
     return WebhookVerificationError(message, status=401)
 
@@ -107,7 +114,19 @@ class Scheme(abc.ABC):
 
     @abc.abstractmethod
     def sign(self, body: bytes, *, now: float, delivery_id: str = "") -> dict[str, str]:
-        """The signature headers a sender would add, with the first secret (tests, benches)."""
+        """The signature headers a sender would add, with the first secret (tests, benches).
+        """
+
+    def replay_key(self, headers: Mapping[str, str], body: bytes) -> str | None:
+        """What identifies the signed content of a verified delivery, or None.
+
+        Where a scheme signs the body and timestamp but not the headers that name the event
+        and the delivery, a captured delivery could be sent again under another event name
+        or delivery id; the receiver answers a second delivery of the same signed content as
+        a duplicate. None: the scheme signs the delivery id too (``standard-webhooks``), whose
+        dedup covers it.
+        """
+        return None
 
     def _check_time(self, value: str | None, header: str, now: float) -> int:
         if value is None:
@@ -163,6 +182,11 @@ class ReaderScheme(Scheme):
         assert raw is not None  # checked above
         self._match([signature], raw.encode("ascii"), b".", body)
 
+    def replay_key(self, headers: Mapping[str, str], body: bytes) -> str | None:
+        # X-Reader-Event and X-Reader-Delivery are not signed.
+        stamp = headers.get("x-reader-timestamp")
+        return None if stamp is None else _digest(stamp.encode("ascii"), b".", body)
+
     def sign(self, body: bytes, *, now: float, delivery_id: str = "") -> dict[str, str]:
         stamp = str(int(now))
         digest = _hmac(self._macs[0], stamp.encode(), b".", body).hex()
@@ -178,6 +202,9 @@ class GitHubScheme(Scheme):
     def verify(self, headers: Mapping[str, str], body: bytes, *, now: float) -> None:
         signature = _hex_signature(headers.get("x-hub-signature-256"), "X-Hub-Signature-256")
         self._match([signature], body)
+
+    def replay_key(self, headers: Mapping[str, str], body: bytes) -> str | None:
+        return _digest(body)  # X-GitHub-Event and X-GitHub-Delivery are not signed
 
     def sign(self, body: bytes, *, now: float, delivery_id: str = "") -> dict[str, str]:
         return {"x-hub-signature-256": f"sha256={_hmac(self._macs[0], body).hex()}"}
@@ -198,6 +225,10 @@ class StripeScheme(Scheme):
             raise _bad_time("the Stripe-Signature header needs exactly one t= timestamp")
         self._check_time(stamps[0], "Stripe-Signature timestamp", now)
         self._match(signatures, stamps[0].encode("ascii"), b".", body)
+
+    def replay_key(self, headers: Mapping[str, str], body: bytes) -> str | None:
+        stamps, _ = self._parse(headers.get("stripe-signature", ""))
+        return _digest(stamps[0].encode("ascii"), b".", body) if len(stamps) == 1 else None
 
     @staticmethod
     def _parse(value: str) -> tuple[list[str], list[bytes]]:
@@ -255,6 +286,19 @@ class StandardWebhooksScheme(Scheme):
         assert raw is not None  # checked above
         signatures = self._parse(value)
         signed_id = ident.encode("utf-8", "surrogatepass")
+        if not ident.isascii():
+            # The id's bytes as sent: an ASGI server hands header bytes over as latin-1 text,
+            # a serverless platform as UTF-8 text. Either way only the secret makes a match.
+            try:
+                as_sent = ident.encode("latin-1")
+            except UnicodeEncodeError:
+                pass
+            else:
+                try:
+                    self._match(signatures, as_sent, b".", raw.encode("ascii"), b".", body)
+                    return
+                except WebhookVerificationError:
+                    pass
         self._match(signatures, signed_id, b".", raw.encode("ascii"), b".", body)
 
     @staticmethod
@@ -265,7 +309,8 @@ class StandardWebhooksScheme(Scheme):
             if version != "v1":
                 continue  # another version (v1a: asymmetric) is not ours to check
             try:
-                signatures.append(base64.b64decode(text, validate=True))
+                # A header sent on two lines arrives joined by ", ": the comma is not base64.
+                signatures.append(base64.b64decode(text.removesuffix(","), validate=True))
             except (binascii.Error, ValueError):
                 continue
         if not signatures:

@@ -56,8 +56,11 @@ async def test_a_signed_delivery_is_recorded_then_dispatched_once() -> None:
 
 async def test_same_fact_under_another_delivery_id_is_deduplicated() -> None:
     async with receiving() as running, running.client() as client:
-        for ident in ("d-1", "d-2"):
-            headers, body = delivery(delivery_id=ident)
+        for ident, credits in (("d-1", 3), ("d-2", 4)):
+            # Another body too (not merely the same signed content sent again): the fact
+            # itself, job_1 completed, is what repeats.
+            payload = {"jobId": "job_1", "status": "completed", "creditsUsed": credits}
+            headers, body = delivery(payload=payload, delivery_id=ident)
             assert (await client.post(PATH, content=body, headers=headers)).status_code == 200
         await until(lambda: len(running.events) == 1)
         await anyio.sleep(0.05)
@@ -89,6 +92,8 @@ CASES: list[tuple[str, str, str, Callable[[], tuple[dict[str, str], bytes]], int
     ("bad json", "POST", PATH, lambda: _signed(body=b"{not json"), 400),
     ("json array", "POST", PATH, lambda: _signed(body=b"[1, 2]"), 400),
     ("no job id", "POST", PATH, lambda: _signed(payload={"status": "completed"}), 400),
+    ("empty job id", "POST", PATH, lambda: _signed(payload={"jobId": "", "status": "completed"}),
+     400),
 ]
 
 
@@ -111,6 +116,40 @@ async def test_exact_statuses(method: str, path: str,
     assert running.events == []
     if status == 405:
         assert via_app.headers["allow"] == "POST"
+
+
+async def test_a_lower_case_method_is_not_post() -> None:
+    # Methods are case-sensitive (RFC 9110); an ASGI server hands them over upper-cased.
+    async with receiving() as running:
+        receiver = running.transport.receiver
+        assert receiver is not None
+        headers, body = delivery()
+        reply = await receiver.handle("post", PATH, headers, body)
+        await anyio.sleep(0.05)
+    assert reply.status == 405 and running.events == []
+
+
+async def test_signed_content_sent_again_under_other_unsigned_headers_is_a_duplicate() -> None:
+    # Reader signs the timestamp and the body, not X-Reader-Event nor X-Reader-Delivery: a
+    # captured delivery sent again relabelled must not become another event.
+    page = {"jobId": "job_9", "url": "https://example.com/p1", "markdown": "# p1"}
+    async with receiving() as running, running.client() as client:
+        headers, body = delivery("job.page", page, delivery_id="d-page")
+        first = await client.post(PATH, content=body, headers=headers)
+        forged = {**headers, "x-reader-event": "job.failed", "x-reader-delivery": "d-forged"}
+        again = await client.post(PATH, content=body, headers=forged)
+        headers, body = delivery("credit.low", {"balance": 5}, delivery_id="d-credit-0")
+        for n in range(3):
+            replay = {**headers, "x-reader-delivery": f"d-credit-{n}"}
+            assert (await client.post(PATH, content=body, headers=replay)).status_code == 200
+        await until(lambda: len(running.events) >= 2)
+        await anyio.sleep(0.05)
+    assert first.json() == {"ok": True, "duplicate": False}
+    assert again.json() == {"ok": True, "duplicate": True}
+    kinds = [e.kind for e in running.events]
+    assert jobwatch.EventKind.FAILED not in kinds
+    assert kinds.count(jobwatch.EventKind.PAGE) == 1
+    assert kinds.count(jobwatch.EventKind.CREDIT_LOW) == 1
 
 
 @pytest.mark.parametrize("event", ["session.created", "job.exploded"])

@@ -158,3 +158,72 @@ def test_configuration_errors_surface_when_the_handler_is_built() -> None:
     bad = jobwatch.Config.from_mapping({"jobwatch": {"webhook": {"scheme": "reader"}}})
     with pytest.raises(jobwatch.ConfigError, match="secrets is empty"):
         lambda_handler(bad, on_event=lambda e: None)
+
+
+class _Unreachable(MemoryStore):
+    """A store whose server is down: opening it (or reading its inbox) fails."""
+
+    def __init__(self, *, fail: str) -> None:
+        super().__init__()
+        self.fail = fail
+        self.opened = 0
+
+    async def open(self) -> None:
+        self.opened += 1
+        if self.fail == "open":
+            raise jobwatch.JobwatchError("store unreachable")
+
+    async def pending(self) -> list[jobwatch.JobEvent]:
+        if self.fail == "pending":
+            raise jobwatch.JobwatchError("store unreachable")
+        return await super().pending()
+
+
+@pytest.mark.parametrize("fail", ["open", "pending"])
+def test_a_store_that_is_down_answers_503_and_bad_input_never_reaches_it(fail: str) -> None:
+    store = _Unreachable(fail=fail)
+    seen: list[jobwatch.JobEvent] = []
+    handler = Handler(config(), on_event=seen.append, store=store)
+    headers, body = delivery()
+    reply = handler.handle("POST", PATH, headers, body)
+    assert reply.status == 503 and b"retry later" in reply.body  # the sender retries
+    opened = store.opened
+    assert handler.handle("GET", PATH, headers, body).status == 405
+    assert handler.handle("POST", PATH, {**headers, "x-reader-signature": "sha256=" + "0" * 64},
+                          body).status == 401
+    assert store.opened == opened and seen == []
+
+
+@pytest.mark.anyio
+async def test_overlapping_invocations_share_the_store_and_dispatch_each_event_once(
+        tmp_path: Path) -> None:
+    # An async runtime (Cloud Run, an ASGI function) runs invocations at once: the first to
+    # finish must not close the store under the others, nor offer their events again.
+    import anyio
+
+    seen: list[str | None] = []
+
+    async def on_event(event: jobwatch.JobEvent) -> None:
+        await anyio.sleep(0.01 * (hash(event.job_id) % 3))
+        seen.append(event.job_id)
+
+    handler = Handler(config("sqlite", sqlite={"path": str(tmp_path / "state.db")}),
+                      on_event=on_event)
+    statuses: list[int] = []
+
+    async def invoke(n: int) -> None:
+        await anyio.sleep(0.002 * (n % 5))
+        headers, body = delivery(payload={"jobId": f"job_{n}", "status": "completed"},
+                                 delivery_id=f"d-{n}")
+        statuses.append((await handler.handle_async("POST", PATH, headers, body)).status)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(20):
+            tg.start_soon(invoke, n)
+    assert statuses == [200] * 20
+    assert sorted(seen, key=str) == sorted((f"job_{n}" for n in range(20)), key=str)
+    # The last invocation closed the store: a later one opens it again.
+    headers, body = delivery(payload={"jobId": "job_late", "status": "completed"},
+                             delivery_id="d-late")
+    assert (await handler.handle_async("POST", PATH, headers, body)).status == 200
+    assert seen[-1] == "job_late"

@@ -170,6 +170,45 @@ def test_standard_webhooks_several_signatures_in_one_header() -> None:
     StandardWebhooksScheme([WHSEC]).verify(headers, BODY, now=NOW)
 
 
+def test_standard_webhooks_signatures_on_two_header_lines() -> None:
+    # Two webhook-signature lines reach the receiver joined by ", " (RFC 9110).
+    ours = _library_headers(WHSEC, "m1", NOW, BODY)["webhook-signature"]
+    theirs = _library_headers(WHSEC_OTHER, "m1", NOW, BODY)["webhook-signature"]
+    for value in (f"{ours}, {theirs}", f"{theirs}, {ours}"):
+        headers = {"webhook-id": "m1", "webhook-timestamp": str(int(NOW)),
+                   "webhook-signature": value}
+        StandardWebhooksScheme([WHSEC]).verify(headers, BODY, now=NOW)
+
+
+def test_standard_webhooks_id_that_is_not_ascii() -> None:
+    # Signed over the id's UTF-8 bytes; an ASGI server hands those bytes over as latin-1 text,
+    # a serverless platform as the text itself. Both verify; another id does not.
+    headers = _library_headers(WHSEC, "msg_ü", NOW, BODY)
+    scheme = StandardWebhooksScheme([WHSEC])
+    scheme.verify(headers, BODY, now=NOW)
+    as_asgi = {**headers, "webhook-id": "msg_ü".encode().decode("latin-1")}
+    scheme.verify(as_asgi, BODY, now=NOW)
+    fails(401, lambda: scheme.verify({**headers, "webhook-id": "msg_ü".encode("latin-1")
+                                      .decode("latin-1") + "x"}, BODY, now=NOW))
+
+
+def test_replay_key_names_the_signed_content_not_the_unsigned_headers(name: str) -> None:
+    scheme = make(name, SECRETS[name][0])
+    headers = scheme.sign(BODY, now=NOW, delivery_id="msg_1")
+    key = scheme.replay_key(headers, BODY)
+    relabelled = {**headers, "x-reader-event": "job.failed", "x-reader-delivery": "other"}
+    assert scheme.replay_key(relabelled, BODY) == key
+    later = scheme.sign(BODY, now=NOW + 1, delivery_id="msg_1")
+    if name == "standard-webhooks":
+        assert key is None  # the delivery id is signed: its own dedup covers a replay
+    elif name == "github":
+        assert key is not None  # no timestamp: the body alone is the signed content
+        assert scheme.replay_key(headers, BODY + b" ") != key
+    else:
+        assert key is not None and scheme.replay_key(later, BODY) != key
+        assert scheme.replay_key(headers, BODY + b" ") != key
+
+
 def test_standardwebhooks_package_verifies_our_signatures() -> None:
     headers = StandardWebhooksScheme([WHSEC]).sign(BODY, now=datetime.now(UTC).timestamp(),
                                                    delivery_id="msg_x")
