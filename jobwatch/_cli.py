@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("jobs", nargs="+", metavar="JOB_ID")
     _common(watch)
     watch.add_argument("--transport", help="poll, sse, webhook or a comma-separated list")
-    watch.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+    watch.add_argument("--timeout", type=_positive(float), default=DEFAULT_TIMEOUT,
                        help="seconds to wait for each job (default 3600)")
 
     listen = sub.add_parser("listen", help="run the webhook receiver and print each event")
@@ -52,10 +52,24 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--transport", help="poll, sse or webhook (default: the policy's choice)")
     group.add_argument("--compare", action="store_true",
                        help="watch one job with every transport at once and compare them")
-    demo.add_argument("--pages", type=int, default=50, help="pages in the demo job")
-    demo.add_argument("--time-scale", type=float, default=5.0,
+    demo.add_argument("--pages", type=_positive(int), default=50, help="pages in the demo job")
+    demo.add_argument("--time-scale", type=_positive(float), default=5.0,
                       help="simulated seconds per real second")
     return parser
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` greater than zero."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -66,11 +80,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["sim"]:
+    command = [a for a in argv[:2] if a != "--debug"][:1]
+    if command == ["sim"]:
         # The simulator has its own options and --help; hand it the rest untouched.
         from .sim import main as sim_main
 
-        return sim_main(argv[1:])
+        return sim_main(argv[argv.index("sim") + 1:])
     args = _parser().parse_args(argv)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "watch": _watch_command, "listen": _listen_command, "doctor": _doctor_command,
@@ -106,8 +121,11 @@ def _fail(args: argparse.Namespace, exc: BaseException, code: int) -> int:
 
 def _load(args: argparse.Namespace, transport: str | None = None) -> Config:
     config = load_config(args.config)
-    if transport:
+    if transport is not None:
         names = tuple(n.strip() for n in transport.split(",") if n.strip())
+        if not names:
+            raise ConfigError(f"--transport {transport!r} names no transport; give poll, sse, "
+                              "webhook or a comma-separated list")
         config = config.replace(transport=names[0] if len(names) == 1 else names)
     return config
 
@@ -137,12 +155,16 @@ def _watch_command(args: argparse.Namespace) -> int:
 
 async def _watch(config: Config, jobs: list[str], deadline: float, renderer: Any,
                  watcher: Watcher | None = None) -> int:
+    """Watch ``jobs``; returns the exit code. ``watcher``: one already running, else one is
+    made from ``config`` for the duration."""
+    if watcher is None:
+        async with Watcher(config) as running:
+            return await _watch(config, jobs, deadline, renderer, running)
     outcomes = _Outcomes()
-    async with watcher or Watcher(config) as w:
-        with renderer:
-            async with anyio.create_task_group() as tg:
-                for job_id in jobs:
-                    tg.start_soon(_watch_one, w, job_id, deadline, renderer, outcomes)
+    with renderer:
+        async with anyio.create_task_group() as tg:
+            for job_id in jobs:
+                tg.start_soon(_watch_one, watcher, job_id, deadline, renderer, outcomes)
     return outcomes.exit_code()
 
 

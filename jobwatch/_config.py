@@ -224,8 +224,11 @@ class Config:
         return structure(self.table(name), cls, f"[jobwatch.{name}]")
 
     def replace(self, **changes: Any) -> Config:
-        """A copy with core keys changed, e.g. ``config.replace(transport="poll")``."""
-        return attrs.evolve(self, **changes)
+        """A copy with core keys changed, e.g. ``config.replace(transport="poll")``; the
+        changed values are checked as the file's would be."""
+        changed = attrs.evolve(self, **changes)
+        _check_core(changed)
+        return changed
 
     def with_table(self, name: str, **values: Any) -> Config:
         """A copy whose ``[jobwatch.<name>]`` table is updated with ``values``."""
@@ -280,7 +283,7 @@ def _check_tables(tables: Mapping[str, Any]) -> None:
             )
 
 
-def _check_core(core: _Core) -> None:
+def _check_core(core: _Core | Config) -> None:
     if not core.dedup_ttl > 0:
         raise ConfigError("[jobwatch] dedup_ttl must be > 0 seconds (how long a seen event "
                           "key is remembered; default 604800, one week)")

@@ -46,16 +46,34 @@ async def demo(transport: str | None, compare: bool, pages: int, time_scale: flo
               file=out, flush=True)
         if compare:
             return await _compare(sim, url, pages, out)
-        config = _config(url, sim.api_key, transport or "auto")
-        job_id = await _submit(url, sim.api_key, pages, None)
+        # A receiver on a free local port with a secret of its own, used if webhooks are
+        # among the transports: the job is submitted with a webhook pointing at it.
+        secret = "whsec-demo-" + secrets.token_hex(12)
+        config = _config(url, sim.api_key, transport or "auto", webhook=_receiver(secret))
         watcher = Watcher(config)
-        print(f"submitted batch job {job_id} ({pages} pages); watching with "
-              f"{', '.join(watcher.decision.transports)}: {'; '.join(watcher.decision.reasons)}",
-              file=out, flush=True)
-        code = await _cli._watch(config, [job_id], 600.0, _cli._renderer(False, out), watcher)
+        async with watcher:
+            hook = _hook(watcher, secret) if "webhook" in watcher.decision.transports else None
+            job_id = await _submit(url, sim.api_key, pages, hook)
+            print(f"submitted batch job {job_id} ({pages} pages); watching with "
+                  f"{', '.join(watcher.decision.transports)}: "
+                  f"{'; '.join(watcher.decision.reasons)}", file=out, flush=True)
+            code = await _cli._watch(config, [job_id], 600.0, _cli._renderer(False, out),
+                                     watcher)
         stats = watcher.statistics()
         print(f"done: {stats.events_out} events, {stats.requests} requests", file=out)
         return code
+
+
+def _receiver(secret: str) -> dict[str, Any]:
+    """``[jobwatch.webhook]`` of a demo receiver: a free loopback port, a fresh secret."""
+    return {"listen": "127.0.0.1:0", "path": _HOOK_PATH, "secrets": [secret]}
+
+
+def _hook(watcher: Watcher, secret: str) -> dict[str, Any]:
+    """The per-request ``webhook`` of a job, pointing at ``watcher``'s running receiver."""
+    url = watcher.bound_url("webhook").rstrip("/") + _HOOK_PATH
+    return {"url": url, "secret": secret,
+            "events": ["job.started", "job.page", "job.completed", "job.failed"]}
 
 
 async def _compare(sim: Any, url: str, pages: int, out: TextIO) -> int:
@@ -64,8 +82,7 @@ async def _compare(sim: Any, url: str, pages: int, out: TextIO) -> int:
         "poll": _config(url, sim.api_key, "poll"),
         "sse": _config(url, sim.api_key, "sse", sse={"scope": "job"}),
         "webhook": _config(url, sim.api_key, "webhook", safety_poll=0,
-                           webhook={"listen": "127.0.0.1:0", "path": _HOOK_PATH,
-                                    "secrets": [secret]}),
+                           webhook=_receiver(secret)),
     }
     finished: dict[str, float] = {}
     async with AsyncExitStack() as stack:
@@ -73,10 +90,7 @@ async def _compare(sim: Any, url: str, pages: int, out: TextIO) -> int:
         for name, watcher in watchers.items():
             watcher.subscribe(_stamp(finished, name), kinds=("completed", "failed", "cancelled"))
             await stack.enter_async_context(watcher)
-        hook = watchers["webhook"].bound_url("webhook")
-        job_id = await _submit(url, sim.api_key, pages, {
-            "url": hook.rstrip("/") + _HOOK_PATH, "secret": secret,
-            "events": ["job.started", "job.page", "job.completed", "job.failed"]})
+        job_id = await _submit(url, sim.api_key, pages, _hook(watchers["webhook"], secret))
         print(f"submitted batch job {job_id} ({pages} pages); watching it with poll, sse and "
               "webhook at once", file=out, flush=True)
         done_at = await _watch_all(sim, job_id, watchers, finished)

@@ -42,8 +42,10 @@ async def doctor(config: Config, out: TextIO, *, environ: dict[str, str] | None 
         if env.get(name):
             shown = env[name] if name in ("JOBWATCH_TRANSPORT", "JOBWATCH_CONFIG", "CI") else "set"
             say(f"  {name}: {shown}")
+    chosen: tuple[str, ...] = ()
     try:
         decision = choose_transport(config, env, signals)
+        chosen = decision.transports
         say(f"policy: transports {', '.join(decision.transports)}; safety net "
             f"{'off' if not decision.safety_poll else f'{decision.safety_poll:g} s'}")
         for reason in decision.reasons:
@@ -60,26 +62,28 @@ async def doctor(config: Config, out: TextIO, *, environ: dict[str, str] | None 
             except JobwatchError as exc:
                 ok, state = False, f"FAILS: {exc}"
             say(f"  {group}: {point.name} ({point.value}) {state}")
-    ok = _components(config, say) and ok
+    ok = _components(config, say, chosen) and ok
     ok = await _reachability(config, say) and ok
     return 0 if ok else 1
 
 
-def _components(config: Config, say: Any) -> bool:
-    """Build every component whose table is configured, so that its options are checked."""
+def _components(config: Config, say: Any, chosen: tuple[str, ...]) -> bool:
+    """Build the store, the provider, every transport the policy chose and every component
+    whose table is configured: what a Watcher would refuse, doctor reports."""
+    wanted = {("store", config.store), ("provider", config.provider),
+              *(("transport", name) for name in chosen)}
+    for kind, group in GROUPS.items():
+        wanted.update((kind, point.name) for point in entry_points(group=group)
+                      if point.name in config.tables)
     ok = True
     say("configured components:")
-    for kind, group in GROUPS.items():
-        for point in sorted(entry_points(group=group), key=lambda p: p.name):
-            named = point.name in config.tables or point.name in (config.store, config.provider)
-            if not named:
-                continue
-            try:
-                load(kind, point.name, _BASES[kind]).from_config(config)
-                say(f"  {kind} {point.name}: options ok")
-            except JobwatchError as exc:
-                ok = False
-                say(f"  {kind} {point.name}: {exc}")
+    for kind, name in sorted(wanted, key=lambda pair: (list(GROUPS).index(pair[0]), pair[1])):
+        try:
+            load(kind, name, _BASES[kind]).from_config(config)
+            say(f"  {kind} {name}: options ok")
+        except JobwatchError as exc:
+            ok = False
+            say(f"  {kind} {name}: {exc}")
     return ok
 
 
@@ -105,7 +109,9 @@ async def _reachability(config: Config, say: object) -> bool:
         say(f"reachability: GET {url} failed: {type(exc).__name__}: {exc}; check base_url "
             "and the network")
         return False
-    verdicts = {401: "the API refused the api_key; check it",
+    refused = "no api_key is set; set [jobwatch] api_key" if config.api_key is None \
+        else "the API refused the api_key; check it"
+    verdicts = {401: refused,
                 404: "the API answered and accepted the key (404 for a probe job is expected)"}
     say(f"reachability: GET {url} -> HTTP {reply.status_code}: "
         f"{verdicts.get(reply.status_code, 'the API answered')}")

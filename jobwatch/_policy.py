@@ -90,6 +90,9 @@ def _explicit(config: Config, environ: Mapping[str, str]) -> tuple[tuple[str, ..
     override = environ.get("JOBWATCH_TRANSPORT", "").strip()
     if override and override != "auto":
         names = tuple(n.strip() for n in override.split(",") if n.strip())
+        if not names:
+            raise ConfigError(f"JOBWATCH_TRANSPORT={override!r} names no transport; set it to "
+                              "poll, sse, webhook, a comma-separated list, or auto")
         return names, f"JOBWATCH_TRANSPORT={override} overrides the configuration and the table"
     if config.transports is not None:
         joined = ", ".join(config.transports)

@@ -441,7 +441,10 @@ class Watcher(TransportHost):
                          if j not in self._finals and j not in self._errors)
 
     def end_job(self, job_id: str, error: JobwatchError) -> None:
-        log.warning("stopped watching job %s: %s", job_id, error)
+        if job_id in self._errors:
+            return  # ended already (a transport and a reconcile may both find out): said once
+        log.warning("stopped watching job %s: %s", job_id,
+                    str(error).removeprefix(f"job {job_id}: "))
         self._errors[job_id] = error
         self._unwatch_transports(job_id)
         for queue in list(self._queues.get(job_id, ())):

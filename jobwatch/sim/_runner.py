@@ -13,7 +13,7 @@ import anyio
 import anyio.abc
 import trio
 
-from .._errors import leaves
+from .._errors import ConfigError, leaves
 from ..transports._serve import serve_app
 from ._engine import TIERS
 from ._faults import Faults
@@ -150,6 +150,11 @@ def _exit_code(exc: BaseException, host: str, port: int) -> int:
     oserrors = [leaf for leaf in errors if isinstance(leaf, OSError)]
     if oserrors:
         print(f"jobwatch sim: cannot listen on {host}:{port}: {oserrors[0]}", file=sys.stderr)
+        return 1
+    # The server reports an address it cannot bind as a configuration error of its own.
+    refused = [leaf for leaf in errors if isinstance(leaf, ConfigError)]
+    if refused:
+        print(f"jobwatch sim: {refused[0]}", file=sys.stderr)
         return 1
     raise exc
 

@@ -247,3 +247,77 @@ def test_doctor_checks_each_configured_table(sim: Sim, config: Path, capsys) -> 
     assert code == 1
     assert "transport sse: invalid configuration" in out and "galaxy" in out
     assert "transport poll: options ok" in out
+
+
+def test_demo_webhook_receives_the_job_by_webhook(capsys, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # The demo runs its own receiver, with a secret of its own, and submits the job with a
+    # webhook pointing at it: nothing for the user to configure.
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "demo", "--transport", "webhook", "--pages", "4",
+                         "--time-scale", "60")
+    assert code == 0, out + err
+    assert "completed" in out and "(via webhook)" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ("demo", "--pages", "0"), ("demo", "--pages", "-3"), ("demo", "--time-scale", "0"),
+    ("watch", "j", "--timeout", "-5"), ("watch", "j", "--timeout", "0"),
+    ("watch", "j", "--timeout", "nan"),
+])
+def test_out_of_range_numbers_are_usage_errors(capsys, argv: tuple[str, ...]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(list(argv))
+    _, err = capsys.readouterr()
+    assert exit_.value.code == 2 and "must be greater than 0" in err and "Traceback" not in err
+
+
+def test_an_empty_transport_list_is_a_usage_error(config: Path, capsys,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # Not an hour of watching with no transport at all.
+    code, _, err = run(capsys, "watch", "j", "--config", str(config), "--transport", ",")
+    assert code == 2 and "names no transport" in err
+    monkeypatch.setenv("JOBWATCH_TRANSPORT", " , ")
+    code, _, err = run(capsys, "watch", "j", "--config", str(config))
+    assert code == 2 and "JOBWATCH_TRANSPORT" in err and "names no transport" in err
+    with pytest.raises(jobwatch.ConfigError, match="empty list"):
+        jobwatch.Config.from_mapping({"jobwatch": {}}).replace(transport=())
+
+
+@pytest.mark.parametrize("key", ["right", "rdr_wrong"])
+def test_a_job_that_cannot_be_watched_is_reported_once(
+        sim: Sim, config: Path, capsys, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    # Both the poll transport and the first reconcile learn it: the user hears it once.
+    if key != "right":
+        monkeypatch.setenv("SIM_KEY", key)
+    code, out, err = run(capsys, "watch", "job_nope", "--config", str(config))
+    said = [r.getMessage() for r in caplog.records if "stopped watching" in r.getMessage()]
+    assert code == 1
+    assert len(said) == 1, said
+    assert "job job_nope: job job_nope" not in " ".join(said) + out + err
+
+
+def test_doctor_builds_the_transports_the_policy_chose(sim: Sim, config: Path, capsys) -> None:
+    # What `watch` would refuse, doctor reports: here a webhook transport with no secret, and
+    # a transport that is not installed.
+    config.write_text(config.read_text().replace('transport = "poll"', 'transport = "webhook"'))
+    code, out, _ = run(capsys, "doctor", "--config", str(config))
+    assert code == 1 and "transport webhook: [jobwatch.webhook] secrets is empty" in out
+    config.write_text(config.read_text().replace('transport = "webhook"', 'transport = "pol"'))
+    code, out, _ = run(capsys, "doctor", "--config", str(config))
+    assert code == 1 and "transport pol: unknown transport 'pol'" in out
+
+
+def test_sim_on_a_taken_port_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "jobwatch", "--debug", "sim", "--port",
+                               str(port)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "cannot listen on" in done.stderr
+    assert done.stderr.strip().count("\n") == 0
