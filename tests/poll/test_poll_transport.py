@@ -307,3 +307,30 @@ async def test_real_time_on_both_backends() -> None:
         with anyio.fail_after(10):
             final = await w.wait(job_id)
     assert final.kind == "completed"
+
+
+class _Unreachable(httpx.AsyncBaseTransport):
+    """An API host that never answers: every request fails to connect."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno -2] Name or service not known", request=request)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", MOCK)
+async def test_an_unreachable_api_is_said_again_while_it_lasts(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Not one line and then an hour of silence: the 2nd, 4th, 8th... failure in a row says so.
+    cfg = config(rpm=1000)
+    transport = PollTransport(cfg.options("poll", PollOptions), rng=random.Random(1))
+    w = jobwatch.Watcher(cfg, transports=[transport], store=MemoryStore(),
+                         http_transport=_Unreachable())
+    async with w:
+        with pytest.raises(TimeoutError), anyio.fail_after(1800):
+            await w.wait("job_1", timeout=None)
+    said = [r.getMessage() for r in caplog.records
+            if r.levelname == "WARNING" and "times in a row" in r.getMessage()]
+    streaks = [int(m.split(" failed ")[1].split()[0]) for m in said]
+    assert streaks[:4] == [2, 4, 8, 16], said
+    assert all("Name or service not known" in m for m in said)
+    assert w.statistics().transports["poll"]["errors"] >= 16
