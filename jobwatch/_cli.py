@@ -300,6 +300,14 @@ def _listen_command(args: argparse.Namespace) -> int:
     if "webhook" not in names:
         names = ("webhook", *names)
     config = config.replace(transport=names)
+    if args.listen is not None:
+        from .transports.webhook import parse_listen
+
+        try:
+            parse_listen(args.listen)
+        except ConfigError as exc:  # say where the value came from: the flag, not the file
+            raise ConfigError(str(exc).replace("[jobwatch.webhook] listen", "--listen", 1)) \
+                from None
     listen = args.listen or config.table("webhook").get("listen") or "127.0.0.1:8787"
     config = config.with_table("webhook", listen=listen)
     if args.certfile or args.keyfile:

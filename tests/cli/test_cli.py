@@ -321,3 +321,8 @@ def test_sim_on_a_taken_port_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr and "cannot listen on" in done.stderr
     assert done.stderr.strip().count("\n") == 0
+
+
+def test_a_bad_listen_flag_is_named_as_the_flag(capsys) -> None:
+    code, _, err = run(capsys, "listen", "--listen", "nonsense")
+    assert code == 2 and err.startswith("jobwatch: error: --listen must be 'HOST:PORT'")
