@@ -123,6 +123,9 @@ class Watcher(TransportHost):
         self.decision = self._decide(transports, environ, signals)
         self._transports = list(transports) if transports is not None else self._build()
         self.store = store or load("store", self.config.store, Store).from_config(self.config)
+        _check_other_tables(self.config, {("provider", self.config.provider),
+                                          ("store", self.config.store),
+                                          *(("transport", n) for n in self.decision.transports)})
         self._http_transport = http_transport
         self._budget = _make_budget(self.config)
         self._dispatcher = Dispatcher(self.store, on_unsubscribe=self._on_unsubscribe)
@@ -657,6 +660,19 @@ class Watcher(TransportHost):
                 self._heard[job_id] = now
                 self._totals["safety_polls"] += 1
                 await self.reconcile([job_id], reason=f"silent for {seconds:g} s (safety net)")
+
+
+def _check_other_tables(config: Config, built: set[tuple[str, str]]) -> None:
+    """Build each component that has a table but that this Watcher does not use.
+
+    Its options are then checked now (an unknown key, a wrong type or value is a ConfigError)
+    rather than on the day the policy picks it — in a terminal instead of CI, say.
+    """
+    bases: dict[str, type[Any]] = {"transport": Transport, "provider": Provider, "store": Store}
+    for kind, base in bases.items():
+        for name in installed(kind):
+            if name in config.tables and (kind, name) not in built:
+                load(kind, name, base).from_config(config)
 
 
 def _make_budget(config: Config) -> RequestBudget:

@@ -9,7 +9,7 @@ from typing import Literal
 import attrs
 import pytest
 
-from jobwatch import Config, ConfigError, Secret, load_config
+from jobwatch import Config, ConfigError, Secret, Watcher, load_config
 
 ENV = {"READER_API_KEY": "rdr_live_123", "READER_WEBHOOK_SECRET": "whsec_abcdefghijklmnop"}
 
@@ -427,3 +427,15 @@ def test_secrets_stay_out_of_logs(caplog: pytest.LogCaptureFixture) -> None:
 def test_options_secrets_are_hidden() -> None:
     got = options({"secrets": ["${S}"]}, environ={"S": "whsec_zzz"})
     assert "whsec_zzz" not in repr(got) and got.secrets[0].reveal() == "whsec_zzz"
+
+
+def test_a_watcher_checks_the_tables_of_components_it_does_not_use() -> None:
+    # The policy picks poll here; the SSE table is still wrong, and would fail the day the
+    # policy picks SSE (in a terminal instead of CI): it fails now.
+    config = Config.from_mapping({"jobwatch": {
+        "transport": "poll", "store": "memory", "sse": {"scope": "galaxy"}}})
+    with pytest.raises(ConfigError, match=r"galaxy.*\[jobwatch.sse\]"):
+        Watcher(config)
+    fine = Config.from_mapping({"jobwatch": {
+        "transport": "poll", "store": "memory", "sse": {"scope": "workspace"}}})
+    assert Watcher(fine).decision.transports == ("poll",)
