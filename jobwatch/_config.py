@@ -8,10 +8,11 @@ component's own attrs class.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
@@ -171,7 +172,8 @@ class Config:
 
     Build it with :func:`load_config` or :meth:`Config.from_mapping`; both take the document
     shape of the TOML file, ``{"jobwatch": {...}}``. ``tables`` holds the sub-tables
-    (``poll``, ``sse``, ``webhook``, a plugin's own) for the components to structure.
+    (``poll``, ``sse``, ``webhook``, a plugin's own) for the components to structure;
+    ``source`` is the file it was read from, if any, which errors in those tables name.
     """
 
     provider: str = "reader"
@@ -184,6 +186,7 @@ class Config:
     safety_poll: float = 600.0
     dedup_ttl: float = DEFAULT_DEDUP_TTL
     tables: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, repr=False)
+    source: str | None = attrs.field(default=None, repr=False, eq=False)
 
     @classmethod
     def from_mapping(
@@ -221,7 +224,18 @@ class Config:
 
     def options(self, name: str, cls: type[T]) -> T:
         """Structure ``[jobwatch.<name>]`` strictly into the attrs class ``cls``."""
-        return structure(self.table(name), cls, f"[jobwatch.{name}]")
+        with self.naming_source():
+            return structure(self.table(name), cls, f"[jobwatch.{name}]")
+
+    @contextlib.contextmanager
+    def naming_source(self) -> Iterator[None]:
+        """Inside it, a ConfigError names the file this configuration came from."""
+        try:
+            yield
+        except ConfigError as exc:
+            if self.source is None or str(exc).startswith(f"{self.source}: "):
+                raise
+            raise ConfigError(f"{self.source}: {exc}") from None
 
     def replace(self, **changes: Any) -> Config:
         """A copy with core keys changed, e.g. ``config.replace(transport="poll")``; the
@@ -330,6 +344,7 @@ def _load_file(path: Path, env: Mapping[str, str], *, required: bool) -> Config:
         if not document["jobwatch"] and required:
             raise ConfigError(f"{path} has no [tool.jobwatch] table")
     try:
-        return Config.from_mapping(document, environ=env)
+        config = Config.from_mapping(document, environ=env)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    return attrs.evolve(config, source=str(path))

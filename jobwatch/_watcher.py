@@ -117,15 +117,17 @@ class Watcher(TransportHost):
         http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config if config is not None else load_config()
-        self.provider = provider or load("provider", self.config.provider, Provider).from_config(
-            self.config
-        )
+        # The transport names may come from the environment or a flag: not the file's to name.
         self.decision = self._decide(transports, environ, signals)
-        self._transports = list(transports) if transports is not None else self._build()
-        self.store = store or load("store", self.config.store, Store).from_config(self.config)
-        _check_other_tables(self.config, {("provider", self.config.provider),
-                                          ("store", self.config.store),
-                                          *(("transport", n) for n in self.decision.transports)})
+        with self.config.naming_source():  # a component's ConfigError names the file
+            self.provider = provider or load(
+                "provider", self.config.provider, Provider).from_config(self.config)
+            self._transports = list(transports) if transports is not None else self._build()
+            self.store = store or load("store", self.config.store, Store).from_config(
+                self.config)
+            _check_other_tables(self.config, {
+                ("provider", self.config.provider), ("store", self.config.store),
+                *(("transport", n) for n in self.decision.transports)})
         self._http_transport = http_transport
         self._budget = _make_budget(self.config)
         self._dispatcher = Dispatcher(self.store, on_unsubscribe=self._on_unsubscribe)

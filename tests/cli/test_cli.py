@@ -245,7 +245,7 @@ def test_doctor_checks_each_configured_table(sim: Sim, config: Path, capsys) -> 
     config.write_text(config.read_text() + '[jobwatch.sse]\nscope = "galaxy"\n')
     code, out, _ = run(capsys, "doctor", "--config", str(config))
     assert code == 1
-    assert "transport sse: invalid configuration" in out and "galaxy" in out
+    assert f"transport sse: {config}: invalid configuration" in out and "galaxy" in out
     assert "transport poll: options ok" in out
 
 

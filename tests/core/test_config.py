@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -439,3 +440,19 @@ def test_a_watcher_checks_the_tables_of_components_it_does_not_use() -> None:
     fine = Config.from_mapping({"jobwatch": {
         "transport": "poll", "store": "memory", "sse": {"scope": "workspace"}}})
     assert Watcher(fine).decision.transports == ("poll",)
+
+
+def test_errors_in_a_components_table_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "jobwatch.toml"
+    path.write_text('[jobwatch]\ntransport = "poll"\nstore = "memory"\n'
+                    '[jobwatch.poll]\nbogus = 1\n')
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: .*bogus.*\[jobwatch.poll\]"):
+        Watcher(load_config(path))
+    path.write_text('[jobwatch]\ntransport = "poll"\nstore = "memory"\n'
+                    '[jobwatch.webhook]\nlisten = "127.0.0.1:0"\n')
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: \[jobwatch.webhook\] "
+                                          "secrets is empty"):
+        Watcher(load_config(path))
+    # Where the configuration came from is not part of what it is.
+    assert load_config(path) == Config.from_mapping({"jobwatch": {
+        "transport": "poll", "store": "memory", "webhook": {"listen": "127.0.0.1:0"}}})
