@@ -142,6 +142,7 @@ class Handler:
         self._users = 0
         self._opened: anyio.Event | None = None
         self._open_error: BaseException | None = None
+        self._closing: anyio.Event | None = None
         self.backend = backend
 
     def handle(
@@ -197,6 +198,8 @@ class Handler:
             if self._users == 1:
                 self._opened, self._open_error = anyio.Event(), None
                 try:
+                    if self._closing is not None:  # the last one out is still closing it
+                        await self._closing.wait()
                     await self.store.open()
                 except BaseException as exc:
                     self._open_error = exc
@@ -216,7 +219,13 @@ class Handler:
     async def _close(self) -> None:
         self._users -= 1
         if self._users == 0 and self._open_error is None:
-            await self.store.aclose()
+            closing = self._closing = anyio.Event()
+            try:
+                await self.store.aclose()
+            finally:
+                closing.set()
+                if self._closing is closing:
+                    self._closing = None
 
     def _receiver(self, host: _HandlerHost | None) -> Receiver:
         options = self._options

@@ -227,3 +227,37 @@ async def test_overlapping_invocations_share_the_store_and_dispatch_each_event_o
                              delivery_id="d-late")
     assert (await handler.handle_async("POST", PATH, headers, body)).status == 200
     assert seen[-1] == "job_late"
+
+
+@pytest.mark.anyio
+async def test_an_invocation_that_comes_while_the_store_closes_waits_for_it() -> None:
+    import anyio
+
+    class SlowToClose(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[str] = []
+
+        async def open(self) -> None:
+            self.calls.append("open")
+
+        async def aclose(self) -> None:
+            self.calls.append("closing")
+            await anyio.sleep(0.05)
+            self.calls.append("closed")
+
+    store = SlowToClose()
+    seen: list[str | None] = []
+    handler = Handler(config(), on_event=lambda e: seen.append(e.job_id), store=store)
+
+    async def invoke(n: int, delay: float) -> None:
+        await anyio.sleep(delay)
+        headers, body = delivery(payload={"jobId": f"job_{n}", "status": "completed"},
+                                 delivery_id=f"d-{n}")
+        assert (await handler.handle_async("POST", PATH, headers, body)).status == 200
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(invoke, 1, 0)
+        tg.start_soon(invoke, 2, 0.02)  # while the first one's close is under way
+    assert store.calls == ["open", "closing", "closed", "open", "closing", "closed"]
+    assert sorted(seen, key=str) == ["job_1", "job_2"]
