@@ -199,7 +199,9 @@ class Receiver:
             return _DUPLICATE
         # The same signed content again, under any delivery id or event name: a duplicate,
         # or a captured delivery sent again with its unsigned headers changed.
-        signed = None if self.scheme is None else self.scheme.replay_key(headers, body)
+        scheme = self.scheme
+        signed = scheme.replay_key(headers, body) \
+            if scheme is not None and scheme.signed(headers) else None
         if signed is not None:
             signed = f"signed:{signed}"
             if signed in self._recent:

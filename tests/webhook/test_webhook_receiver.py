@@ -438,3 +438,30 @@ class TestWebhookConformance(TransportConformance):
     @pytest.fixture
     def transport(self) -> WebhookTransport:
         return WebhookTransport.from_config(config())
+
+
+@pytest.mark.parametrize("scheme", ["reader", "standard-webhooks", "github", "stripe"])
+async def test_allow_unsigned_takes_an_unsigned_delivery_under_every_scheme(scheme: str) -> None:
+    secret = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQ=" if scheme == "standard-webhooks" \
+        else SECRET
+    cfg = config(scheme=scheme, secrets=[secret], allow_unsigned=True)
+    async with receiving(cfg) as running, running.client() as client:
+        headers, body = delivery()
+        for name in ("x-reader-signature", "x-reader-timestamp"):
+            del headers[name]
+        reply = await client.post(PATH, content=body, headers=headers)
+        again = await client.post(PATH, content=body, headers=headers)
+        await until(lambda: len(running.events) == 1)
+    assert (reply.status_code, again.status_code) == (200, 200), reply.text
+    assert [e.kind for e in running.events] == [jobwatch.EventKind.COMPLETED]
+
+
+async def test_an_unsigned_delivery_with_an_odd_timestamp_header_is_not_a_5xx() -> None:
+    async with receiving(config(allow_unsigned=True)) as running, running.client() as client:
+        headers, body = delivery()
+        del headers["x-reader-signature"]
+        del headers["x-reader-timestamp"]
+        wire = [(k.encode(), v.encode()) for k, v in headers.items()]
+        wire.append((b"x-reader-timestamp", "١٧١٢٢٧٥٢٠٠".encode()))  # not ASCII digits
+        reply = await client.post(PATH, content=body, headers=wire)
+    assert reply.status_code == 200, reply.text
