@@ -385,6 +385,37 @@ async def test_arbitrary_requests_through_the_handler() -> None:
     assert running.events == []
 
 
+_UNSIGNED_NAMES = st.sampled_from([
+    "content-type", "x-reader-signature", "x-reader-timestamp", "x-reader-event",
+    "x-reader-delivery", "stripe-signature", "webhook-signature", "webhook-id",
+    "webhook-timestamp", "x-hub-signature-256"])
+_ANY_TEXT = st.one_of(_VALUE, st.text(max_size=20))  # latin-1 and beyond, as ASGI may hand over
+
+
+@pytest.mark.parametrize("scheme", ["reader", "standard-webhooks", "github", "stripe"])
+async def test_arbitrary_requests_to_an_unsigned_receiver_never_5xx(scheme: str) -> None:
+    # allow_unsigned lets a delivery without any signature header through to decoding: any
+    # headers, any body, and still never a 5xx.
+    secret = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=" if scheme == "standard-webhooks" else SECRET
+    cfg = config(scheme=scheme, secrets=[secret], allow_unsigned=True)
+    async with receiving(cfg) as running:
+        receiver = running.transport.receiver
+        assert receiver is not None
+
+        @settings(max_examples=80, deadline=None)
+        @given(headers=st.dictionaries(_UNSIGNED_NAMES, _ANY_TEXT, max_size=6),
+               body=st.one_of(_REQUEST.map(lambda r: r["body"]), st.sampled_from([
+                   b'{"jobId": "job_1", "status": "completed"}', b'{"balance": 3}',
+                   b'{"jobId": "job_2", "url": "https://example.com/a"}'])),
+               event=st.sampled_from(["job.completed", "job.page", "credit.low", "job.x"]))
+        def check(headers: dict[str, str], body: bytes, event: str) -> None:
+            headers = {"content-type": "application/json", "x-reader-event": event, **headers}
+            reply = anyio.from_thread.run(receiver.handle, "POST", PATH, headers, body)
+            assert reply.status < 500, reply
+
+        await anyio.to_thread.run_sync(check)
+
+
 async def test_arbitrary_requests_through_the_asgi_app() -> None:
     async with receiving() as running, running.client() as client:
 
