@@ -38,7 +38,8 @@ __all__ = ["Reply", "Receiver", "normalize_headers"]
 
 log = logging.getLogger("jobwatch.webhook")
 
-_RECENT_DELIVERIES = 10_000
+# Two entries per delivery (its id, its signed content): the last 10,000 deliveries.
+_RECENT_DELIVERIES = 20_000
 _JSON_TYPES = ("application/json",)
 
 
