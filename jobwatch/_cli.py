@@ -14,6 +14,7 @@ import trio
 from ._config import Config, load_config
 from ._errors import ConfigError, JobwatchError, PluginError, WatchTimeout, leaves
 from ._events import EventKind, JobEvent
+from ._policy import split_transports
 from ._watcher import DEFAULT_TIMEOUT, Watcher
 
 __all__ = ["main"]
@@ -122,10 +123,7 @@ def _fail(args: argparse.Namespace, exc: BaseException, code: int) -> int:
 def _load(args: argparse.Namespace, transport: str | None = None) -> Config:
     config = load_config(args.config)
     if transport is not None:
-        names = tuple(n.strip() for n in transport.split(",") if n.strip())
-        if not names:
-            raise ConfigError(f"--transport {transport!r} names no transport; give poll, sse, "
-                              "webhook or a comma-separated list")
+        names = split_transports(transport, f"--transport {transport!r}")
         config = config.replace(transport=names[0] if len(names) == 1 else names)
     return config
 
@@ -303,11 +301,7 @@ def _listen_command(args: argparse.Namespace) -> int:
     if args.listen is not None:
         from .transports.webhook import parse_listen
 
-        try:
-            parse_listen(args.listen)
-        except ConfigError as exc:  # say where the value came from: the flag, not the file
-            raise ConfigError(str(exc).replace("[jobwatch.webhook] listen", "--listen", 1)) \
-                from None
+        parse_listen(args.listen, "--listen")  # named as the flag it came from, not the file
     listen = args.listen or config.table("webhook").get("listen") or "127.0.0.1:8787"
     config = config.with_table("webhook", listen=listen)
     if args.certfile or args.keyfile:

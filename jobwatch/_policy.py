@@ -86,13 +86,20 @@ def _webhook_configured(config: Config) -> bool:
     return bool(table.get("secrets") or table.get("allow_unsigned") or table.get("listen"))
 
 
+def split_transports(text: str, where: str) -> tuple[str, ...]:
+    """The names of a comma-separated transport list; ConfigError, naming ``where``, if it
+    names none."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise ConfigError(f"{where} names no transport; give poll, sse, webhook, a "
+                          "comma-separated list, or auto")
+    return names
+
+
 def _explicit(config: Config, environ: Mapping[str, str]) -> tuple[tuple[str, ...], str] | None:
     override = environ.get("JOBWATCH_TRANSPORT", "").strip()
     if override and override != "auto":
-        names = tuple(n.strip() for n in override.split(",") if n.strip())
-        if not names:
-            raise ConfigError(f"JOBWATCH_TRANSPORT={override!r} names no transport; set it to "
-                              "poll, sse, webhook, a comma-separated list, or auto")
+        names = split_transports(override, f"JOBWATCH_TRANSPORT={override!r}")
         return names, f"JOBWATCH_TRANSPORT={override} overrides the configuration and the table"
     if config.transports is not None:
         joined = ", ".join(config.transports)

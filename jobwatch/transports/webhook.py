@@ -65,13 +65,14 @@ class WebhookOptions:
     keyfile: str | None = None
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    """``"HOST:PORT"`` (``"[::1]:8787"`` for IPv6) as ``(host, port)``; ConfigError if bad."""
+def parse_listen(value: str, where: str = "[jobwatch.webhook] listen") -> tuple[str, int]:
+    """``"HOST:PORT"`` (``"[::1]:8787"`` for IPv6) as ``(host, port)``; ConfigError if bad,
+    naming the value as ``where``."""
     match = _LISTEN.fullmatch(value.strip())
     port = int(match["port"]) if match else -1
     if match is None or not 0 <= port <= 65535:
         raise ConfigError(
-            f"[jobwatch.webhook] listen must be 'HOST:PORT' (e.g. '127.0.0.1:8787', "
+            f"{where} must be 'HOST:PORT' (e.g. '127.0.0.1:8787', "
             f"'[::1]:8787', port 0 for any free port), got {value!r}"
         )
     return match["v6"] or match["host"], port
