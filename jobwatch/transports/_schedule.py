@@ -191,6 +191,11 @@ class PollSchedule:
         plan.due = now + step * self._rng.uniform(0.5, 1.0)
         return plan.due
 
+    def failures(self, job_id: str) -> int:
+        """Failed polls of the job since its last good one (what its backoff has doubled for)."""
+        plan = self._plans.get(job_id)
+        return 0 if plan is None else plan.errors
+
     def defer(self, job_id: str, until: float) -> None:
         """Move a poll that did not happen to ``until`` (a rate-limit pause); no error."""
         plan = self._plans.get(job_id)

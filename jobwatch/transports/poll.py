@@ -91,9 +91,6 @@ class PollTransport(Transport):
         self._arrived: set[str] = set()
         self._in_flight = 0
         self._wakeup: anyio.Event | None = None
-        # Failed requests in a row, per job: a host that stays unreachable is said again at
-        # the 2nd, 4th, 8th... failure, not only once and then never.
-        self._failing: dict[str, int] = {}
 
     @classmethod
     def from_config(cls, config: Config) -> PollTransport:
@@ -108,7 +105,6 @@ class PollTransport(Transport):
         self._arrived.discard(job_id)
         self.schedule.remove(job_id)
         self._snapshots.pop(job_id, None)
-        self._failing.pop(job_id, None)
         self._wake()
 
     def _wake(self) -> None:
@@ -167,15 +163,16 @@ class PollTransport(Transport):
             response = await host.request(host.provider.status_request(job_id))
         except NetworkError as exc:
             host.count(self.name, "errors")
-            streak = self._failing[job_id] = self._failing.get(job_id, 0) + 1
-            if streak & (streak - 1) == 0 and streak > 1:  # 2, 4, 8, ...
+            self.schedule.failed(job_id, anyio.current_time())
+            # A host that stays unreachable is said again at the 2nd, 4th, 8th... failure in
+            # a row, not only once and then never.
+            streak = self.schedule.failures(job_id)
+            if streak > 1 and streak & (streak - 1) == 0:
                 log.warning("poll of job %s failed %d times in a row, still backing off: %s",
                             job_id, streak, exc)
             else:
                 log.info("poll of job %s failed, backing off: %s", job_id, exc)
-            self.schedule.failed(job_id, anyio.current_time())
             return None
-        self._failing.pop(job_id, None)
         host.count(self.name, "requests")
         return response
 
