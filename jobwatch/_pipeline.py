@@ -116,7 +116,7 @@ def decide(state: JobState | None, event: JobEvent, *, authoritative: bool = Fal
         return _STALE
     if kind is _STARTED and state.started:
         return _DUPLICATE
-    return _delivered(event.with_key(f"{event.key}#{state.run}"), _advance(state, event))
+    return _delivered(qualify(event, state.run), _advance(state, event))
 
 
 def _after_terminal(state: JobState, event: JobEvent) -> Verdict:

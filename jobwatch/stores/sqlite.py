@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (name TEXT PRIMARY KEY, value TEXT NOT NU
 CREATE TABLE IF NOT EXISTS dead_letters (seq INTEGER PRIMARY KEY AUTOINCREMENT,
     subscriber TEXT NOT NULL, error TEXT NOT NULL, event TEXT NOT NULL);
 """
+_NOT_OPEN = "the sqlite store is not open; use it inside a Watcher"
 _PURGE_EVERY = 4096
 _ACK_FLUSH = 256
 
@@ -203,7 +204,7 @@ class SQLiteStore(Store):
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
-            raise JobwatchError("the sqlite store is not open; use it inside a Watcher")
+            raise JobwatchError(_NOT_OPEN)
         return self._db
 
     def _transaction(self, batch: list[_Call[Any]], acks: list[str], *, careful: bool) -> None:
@@ -473,7 +474,7 @@ def _runs(batch: list[_Call[Any]]) -> list[_Call[Any] | list[_Call[Any]]]:
 
 
 def _not_open(batch: list[_Call[Any]]) -> None:
-    error = JobwatchError("the sqlite store is not open; use it inside a Watcher")
+    error = JobwatchError(_NOT_OPEN)
     for call in batch:
         call.fail(error)
         call.done = True
