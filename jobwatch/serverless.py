@@ -163,12 +163,13 @@ class Handler:
         the sender retries.
         """
         fields = normalize_headers(headers)
-        checker = self._receiver(None)
-        early = checker.check(method, path, fields, len(body))
+        host = _HandlerHost(self.config, self.provider, self.store)
+        receiver = self._receiver(host)
+        early = receiver.check(method, path, fields, len(body))
         if early is None:
-            early = checker.refusal(fields, body)
+            early = receiver.refusal(fields, body)
         if early is not None:
-            return checker.rejected(early)
+            return receiver.rejected(early)
         try:
             await self._open()
         except Exception as exc:
@@ -183,8 +184,7 @@ class Handler:
                             self.store.name, exc)
                 return _UNAVAILABLE
             await self._dispatch(pending)
-            host = _HandlerHost(self.config, self.provider, self.store)
-            reply = await self._receiver(host).record(fields, body)
+            reply = await receiver.record(fields, body)
             if reply.status == 200:
                 await self._dispatch(host.recorded)
             return reply
@@ -227,7 +227,7 @@ class Handler:
                 if self._closing is closing:
                     self._closing = None
 
-    def _receiver(self, host: _HandlerHost | None) -> Receiver:
+    def _receiver(self, host: _HandlerHost) -> Receiver:
         options = self._options
         return Receiver(
             host, scheme=self._scheme, path=options.path if self._check_path else None,
