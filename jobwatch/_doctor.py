@@ -12,12 +12,11 @@ import httpx
 from ._config import Config
 from ._errors import JobwatchError
 from ._policy import Signals, choose_transport
-from ._registry import GROUPS, load
-from .abc import Provider, Store, Transport
+from ._registry import GROUPS, base, load
+from .abc import Provider
 
 __all__ = ["doctor"]
 
-_BASES: dict[str, type] = {"transport": Transport, "provider": Provider, "store": Store}
 _ENV = ("JOBWATCH_TRANSPORT", "JOBWATCH_CONFIG", "CI", "AWS_LAMBDA_FUNCTION_NAME",
         "FUNCTIONS_WORKER_RUNTIME", "K_SERVICE", "FUNCTION_TARGET", "VERCEL", "NETLIFY",
         "KUBERNETES_SERVICE_HOST", "INVOCATION_ID", "DYNO", "SERVER_SOFTWARE")
@@ -57,7 +56,7 @@ async def doctor(config: Config, out: TextIO, *, environ: dict[str, str] | None 
     for kind, group in GROUPS.items():
         for point in sorted(entry_points(group=group), key=lambda p: p.name):
             try:
-                load(kind, point.name, _BASES[kind])
+                load(kind, point.name, base(kind))
                 state = "ok"
             except JobwatchError as exc:
                 ok, state = False, f"FAILS: {exc}"
@@ -79,7 +78,7 @@ def _components(config: Config, say: Any, chosen: tuple[str, ...]) -> bool:
     say("configured components:")
     for kind, name in sorted(wanted, key=lambda pair: (list(GROUPS).index(pair[0]), pair[1])):
         try:
-            load(kind, name, _BASES[kind]).from_config(config)
+            load(kind, name, base(kind)).from_config(config)
             say(f"  {kind} {name}: options ok")
         except JobwatchError as exc:
             ok = False

@@ -7,7 +7,7 @@ from typing import Any
 
 from ._errors import ConfigError, PluginError
 
-__all__ = ["GROUPS", "installed", "load"]
+__all__ = ["GROUPS", "base", "installed", "load"]
 
 GROUPS = {
     "transport": "jobwatch.transports",
@@ -22,6 +22,14 @@ class UnknownPlugin(PluginError, ConfigError):
 
 def _points(group: str) -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=group)}
+
+
+def base(kind: str) -> type[Any]:
+    """The abstract class of ``jobwatch.abc`` that every component of ``kind`` subclasses."""
+    from .abc import Provider, Store, Transport  # .abc needs the config, which needs us
+
+    bases: dict[str, type[Any]] = {"transport": Transport, "provider": Provider, "store": Store}
+    return bases[kind]
 
 
 def installed(kind: str) -> list[str]:

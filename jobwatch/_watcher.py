@@ -41,7 +41,7 @@ from ._errors import (
 from ._events import EventKind, JobEvent
 from ._pipeline import decide, qualify
 from ._policy import Decision, Signals, check_names, choose_transport
-from ._registry import installed, load
+from ._registry import GROUPS, base, installed, load
 from ._values import JobState, Request, Response, Snapshot
 from .abc import Provider, Store, Transport, TransportHost, Verdict
 from .transports._budget import RequestBudget
@@ -670,11 +670,10 @@ def _check_other_tables(config: Config, built: set[tuple[str, str]]) -> None:
     Its options are then checked now (an unknown key, a wrong type or value is a ConfigError)
     rather than on the day the policy picks it — in a terminal instead of CI, say.
     """
-    bases: dict[str, type[Any]] = {"transport": Transport, "provider": Provider, "store": Store}
-    for kind, base in bases.items():
+    for kind in GROUPS:
         for name in installed(kind):
             if name in config.tables and (kind, name) not in built:
-                load(kind, name, base).from_config(config)
+                load(kind, name, base(kind)).from_config(config)
 
 
 def _make_budget(config: Config) -> RequestBudget:
