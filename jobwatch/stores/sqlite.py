@@ -1,11 +1,22 @@
 """The ``sqlite`` store: the embedded, durable default.
 
 One SQLite file in WAL mode holds dedup keys (with expiry), per-job state, stream checkpoints,
-the inbox of recorded-but-undispatched events and dead letters. Calls never run on the event
-loop: they queue up, and one trip to the store's own thread runs every queued call in one
-transaction and commits once (a group commit). Under load, a burst of webhook deliveries costs
-one thread hop and one commit instead of one each; each call still returns only after its
-commit.
+the inbox of recorded-but-undispatched events and dead letters. Calls queue up and run in one
+transaction that commits once (a group commit): under load, a burst of webhook deliveries costs
+one commit instead of one each, and each call still returns only after its commit.
+
+Where a batch runs:
+
+- **Records** (and the acks riding with them) run on the event loop when ``synchronous`` is
+  ``normal``: a WAL commit then writes to the operating system's cache without waiting for the
+  disk, which costs less than handing the batch to a thread. A thread would need the GIL after
+  each statement, and while the loop is busy it gets it only every few milliseconds, so every
+  delivery would wait on the busiest moment of the loop (measured: about 15 % fewer webhook
+  deliveries a second). The WAL is checkpointed in the thread, since checkpoints do wait for
+  the disk, and a database another process has locked sends the batch to the thread too, which
+  waits for the lock there rather than on the loop.
+- **Everything else**, and every batch when ``synchronous`` is ``full``, runs in the store's own
+  thread.
 """
 
 from __future__ import annotations
@@ -51,6 +62,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (seq INTEGER PRIMARY KEY AUTOINCREMENT,
 _NOT_OPEN = "the sqlite store is not open; use it inside a Watcher"
 _PURGE_EVERY = 4096
 _ACK_FLUSH = 256
+#: The WAL is checkpointed (in the thread) after this many commits; SQLite's own checkpoint at
+#: 1,000 pages would wait for the disk on the event loop.
+_CHECKPOINT_EVERY = 128
+#: How long a batch in the thread waits for another process's lock (SQLite's busy timeout).
+_LOCK_WAIT_MS = 5000
+#: How many times a leader lets ready tasks run before it takes the batch (see _gather).
+_GATHER_TURNS = 8
 
 
 @attrs.frozen(kw_only=True)
@@ -77,10 +95,14 @@ class SQLiteStore(Store):
     ) -> None:
         self.path = str(path)
         self._synchronous = synchronous
+        # Commits that do not wait for the disk may run on the event loop (see the module).
+        self._on_loop = synchronous.lower() in ("normal", "off")
         self._clock = clock
         self._db: sqlite3.Connection | None = None
         self._thread = _Thread(f"jobwatch-sqlite {self.path}")
         self._records = 0
+        self._commits = 0
+        self._purge_due = False
         self._queue: list[_Call[Any]] = []
         self._acks: list[str] = []
         self._leading = False
@@ -106,10 +128,15 @@ class SQLiteStore(Store):
                     f"[jobwatch.sqlite] path {self.path!r}: cannot create its folder: {exc}"
                 ) from None
         try:
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                 timeout=_LOCK_WAIT_MS / 1000)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
             db.executescript(_SCHEMA)
+            # Batches on the event loop never wait for a lock (the thread does), and
+            # checkpoints run in the thread (see the module's docstring).
+            db.execute("PRAGMA busy_timeout = 0")
+            db.execute("PRAGMA wal_autocheckpoint = 0")
         except sqlite3.Error as exc:
             raise ConfigError(
                 f"[jobwatch.sqlite] path {self.path!r} is not a usable SQLite database: {exc}"
@@ -151,10 +178,7 @@ class SQLiteStore(Store):
             # cancelled leader must not leave them with calls nobody will run.
             self._leading = True
             try:
-                # Let every task that is ready to run first: those about to call the store
-                # join this batch instead of waiting for the next one. (Without it, under
-                # steady load, batches alternate between one call and all the others.)
-                await anyio.lowlevel.cancel_shielded_checkpoint()
+                await self._gather()
                 while self._queue:
                     batch, self._queue = self._queue, []
                     acks, self._acks = self._acks, []
@@ -162,44 +186,104 @@ class SQLiteStore(Store):
                         self._acks[:0] = acks
                         _not_open(batch)
                         continue
-                    commit = _Call(functools.partial(self._commit, batch, acks), self.path)
-                    with anyio.CancelScope(shield=True):
-                        await self._thread.run(commit.settle)
-                    if commit.result():
+                    try:
+                        committed = await self._run_batch(batch, acks)
+                    except BaseException as exc:  # a bug: the batch's callers get it, no hang
+                        _fail(batch, exc)
+                        committed = False
+                    if not committed:
                         self._acks[:0] = acks  # they wait for the next batch
                     self._wake_followers()
+                    if self._commits >= _CHECKPOINT_EVERY or self._purge_due:
+                        await self._maintain()
             finally:
                 self._leading = False
                 self._wake_followers()
         return call.result()
+
+    async def _gather(self) -> None:
+        """Let ready tasks run first, ``_GATHER_TURNS`` times, before taking the batch.
+
+        Those about to call the store then join this batch instead of waiting for the next
+        one: a webhook delivery reaches the store a few turns of the loop after its request
+        arrives. (With one turn, under steady load, batches alternate between one call and
+        all the others; stopping at the first turn in which nobody joined measured 54 % of
+        the bare endpoint's rate, 4 to 12 turns 65–66 %.) Shielded: the batch is taken
+        whatever happens to the leader.
+        """
+        for _ in range(_GATHER_TURNS):
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _run_batch(self, batch: list[_Call[Any]], acks: list[str]) -> bool:
+        """Commit a batch on the loop or in the thread (see the module); True if it committed."""
+        if self._on_loop and all(call.record is not None for call in batch):
+            commit = _Call(functools.partial(self._commit, batch, acks, on_loop=True), self.path)
+            commit.settle()
+            try:
+                return commit.result()
+            except _Locked:  # another process holds the database: wait for it in the thread
+                pass
+        commit = _Call(functools.partial(self._commit, batch, acks, on_loop=False), self.path)
+        with anyio.CancelScope(shield=True):
+            await self._thread.run(commit.settle)
+        return commit.result()
+
+    async def _maintain(self) -> None:
+        """In the thread, between batches: drop expired keys when due, checkpoint the WAL."""
+        purge, self._purge_due = self._purge_due, False
+        self._commits = 0
+        call = _Call(functools.partial(self._housekeeping, purge), self.path)
+        with anyio.CancelScope(shield=True):
+            await self._thread.run(call.settle)
+        try:
+            call.result()
+        except JobwatchError as exc:  # the next turn may succeed; meanwhile the files only grow
+            logging.getLogger("jobwatch.sqlite").warning("%s", exc)
+
+    def _housekeeping(self, purge: bool) -> None:
+        db = self.db
+        db.execute(f"PRAGMA busy_timeout = {_LOCK_WAIT_MS}")
+        try:
+            if purge:
+                db.execute("DELETE FROM seen WHERE expires <= ?", (self._clock(),))
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            db.execute("PRAGMA busy_timeout = 0")
 
     def _wake_followers(self) -> None:
         if self._batch_done is not None:
             self._batch_done.set()
             self._batch_done = None
 
-    def _commit(self, batch: list[_Call[Any]], acks: list[str]) -> bool:
-        """Run a batch in one transaction (in the worker thread); True if nothing committed."""
-        failed = False
+    def _commit(self, batch: list[_Call[Any]], acks: list[str], *, on_loop: bool) -> bool:
+        """Run a batch in one transaction; True if it committed.
+
+        On the loop, a database another process has locked raises :class:`_Locked` before
+        any call has run; in the thread, the batch waits up to ``_LOCK_WAIT_MS`` for it.
+        """
         try:
             try:
-                self._transaction(batch, acks, careful=False)
+                self._transaction(batch, acks, careful=False, on_loop=on_loop)
             except _CallFailed:
                 # One call raised: run the batch again, each call in a savepoint of its own,
                 # so that only the failing call loses its writes.
-                self._transaction(batch, acks, careful=True)
+                try:
+                    self._transaction(batch, acks, careful=True, on_loop=on_loop)
+                except _Locked as exc:  # locked in between: the calls ran once, they fail
+                    raise JobwatchError(f"the sqlite store at {self.path!r} failed: the "
+                                        "database is locked by another process") from exc
+        except _Locked:
+            raise
         except BaseException as exc:
             # Nothing of the batch was committed: every call in it fails (with the error
             # itself when it is not a plain Exception), and the acks wait for the next batch.
-            failed = True
-            error = exc if isinstance(exc, JobwatchError) or not isinstance(exc, Exception) \
-                else JobwatchError(f"the sqlite store at {self.path!r} failed: {exc}")
-            for call in batch:
-                call.fail(error)
-        finally:
-            for call in batch:
-                call.done = True
-        return failed
+            _fail(batch, exc if isinstance(exc, JobwatchError) or not isinstance(exc, Exception)
+                  else JobwatchError(f"the sqlite store at {self.path!r} failed: {exc}"))
+            return False
+        self._commits += 1
+        for call in batch:
+            call.done = True
+        return True
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -207,9 +291,22 @@ class SQLiteStore(Store):
             raise JobwatchError(_NOT_OPEN)
         return self._db
 
-    def _transaction(self, batch: list[_Call[Any]], acks: list[str], *, careful: bool) -> None:
+    def _transaction(self, batch: list[_Call[Any]], acks: list[str], *, careful: bool,
+                     on_loop: bool) -> None:
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
+        if on_loop:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                    raise _Locked from exc
+                raise
+        else:
+            db.execute(f"PRAGMA busy_timeout = {_LOCK_WAIT_MS}")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            finally:
+                db.execute("PRAGMA busy_timeout = 0")
         try:
             if acks:
                 db.execute(_ACK, (json.dumps(acks),))
@@ -279,7 +376,7 @@ class SQLiteStore(Store):
             if verdict.state is not None:
                 puts.append(_job_row(verdict.state))
             call.settled(verdict)
-            self._maybe_purge(now)
+            self._maybe_purge()
         # Numbers are bound, never passed through SQLite's JSON, which rounds floats.
         if claims:
             db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?)", claims)
@@ -294,10 +391,10 @@ class SQLiteStore(Store):
         self._record_all([call])
         return call.result()
 
-    def _maybe_purge(self, now: float) -> None:
+    def _maybe_purge(self) -> None:
         self._records += 1
         if self._records % _PURGE_EVERY == 0:
-            self.db.execute("DELETE FROM seen WHERE expires <= ?", (now,))
+            self._purge_due = True  # a full scan: in the thread, after this batch
 
     def _get_job(self, job_id: str) -> JobState | None:
         row = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id=?",
@@ -474,10 +571,18 @@ def _runs(batch: list[_Call[Any]]) -> list[_Call[Any] | list[_Call[Any]]]:
 
 
 def _not_open(batch: list[_Call[Any]]) -> None:
-    error = JobwatchError(_NOT_OPEN)
+    _fail(batch, JobwatchError(_NOT_OPEN))
+
+
+def _fail(batch: list[_Call[Any]], error: BaseException) -> None:
     for call in batch:
-        call.fail(error)
-        call.done = True
+        if not call.done:
+            call.fail(error)
+            call.done = True
+
+
+class _Locked(Exception):
+    """Another connection holds the database's write lock; the batch has not started."""
 
 
 class _CallFailed(Exception):

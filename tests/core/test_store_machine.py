@@ -260,6 +260,13 @@ class TestSQLiteStore(StoreConformance):
         return lambda clock: SQLiteStore(tmp_path / "deep" / "state.db", clock=clock)
 
 
+class TestSQLiteStoreFullSync(StoreConformance):
+    # Every batch in the store's thread (synchronous = full waits for the disk).
+    @pytest.fixture
+    def make_store(self, tmp_path: Path) -> Callable[[Callable[[], float]], Store]:
+        return lambda clock: SQLiteStore(tmp_path / "state.db", synchronous="full", clock=clock)
+
+
 class TestSQLiteStoreInMemory(StoreConformance):
     @pytest.fixture
     def make_store(self) -> Callable[[Callable[[], float]], Store]:
