@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import json
+import os
 import random
 import selectors
 import subprocess
@@ -34,11 +36,12 @@ class Delivery:
 
 
 def spawn(role: str, *args: str, log: Path) -> subprocess.Popen[str]:
-    """Start a fleet node (see fleet_node.py); its errors go to ``log``."""
+    """Start a fleet node (see fleet_node.py); its errors go to ``log``, and a consumer's
+    record of what it handled beside it."""
     with log.open("w") as errors:
         return subprocess.Popen(
             [sys.executable, str(NODE), role, *args], stdout=subprocess.PIPE, stderr=errors,
-            text=True,
+            text=True, env={**os.environ, "FLEET_DIR": str(log.parent)},
         )
 
 
@@ -138,13 +141,20 @@ def wait_for(check: object, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def assert_each_handled_once(client: Any, prefix: str, stream: str,
+def handled(folder: Path) -> collections.Counter[str]:
+    """How many times the consumers spawned with logs in ``folder`` handled each key."""
+    counts: collections.Counter[str] = collections.Counter()
+    for record in folder.glob("handled-*.txt"):
+        counts.update(line for line in record.read_text().splitlines() if line)
+    return counts
+
+
+def assert_each_handled_once(client: Any, folder: Path, stream: str,
                              items: Sequence[Delivery]) -> None:
     """Wait until the workers handled and acknowledged every delivery; each exactly once."""
     expected = {item.key for item in items}
-    handled = f"{prefix}:handled"
-    wait_for(lambda: client.hlen(handled) >= len(expected), 30, "every event to be handled")
+    wait_for(lambda: len(handled(folder)) >= len(expected), 30, "every event to be handled")
     wait_for(lambda: client.xpending(stream, "g")["pending"] == 0, 10, "every ack")
-    counts = {k.decode(): int(v) for k, v in client.hgetall(handled).items()}
+    counts = handled(folder)
     assert set(counts) == expected
     assert {k: n for k, n in counts.items() if n != 1} == {}

@@ -3,17 +3,20 @@
     python fleet_node.py receiver REDIS_URL PREFIX STREAM OWNER SECRET
     python fleet_node.py consumer REDIS_URL PREFIX STREAM NAME [HANG_AFTER]
 
-A receiver prints ``listening on URL``; a consumer prints ``ready``. A consumer counts each
-event it handles in the hash ``{PREFIX}:handled`` (key -> times handled); with HANG_AFTER it
+A receiver prints ``listening on URL``; a consumer prints ``ready``. A consumer writes the key of
+each event it handles as a line of ``handled-NAME.txt`` in the folder ``$FLEET_DIR`` (a file,
+not Redis: a count kept in a Redis that restarts could itself be applied twice); with HANG_AFTER it
 handles that many events, then sets ``{PREFIX}:hung`` and hangs inside its next callback (the
 test kills it there). SIGTERM stops either cleanly.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import anyio
 import redis
@@ -56,7 +59,8 @@ async def receiver(url: str, prefix: str, stream: str, owner: str, secret: str) 
         await _until_terminated()
 
 
-async def consumer(url: str, prefix: str, stream: str, name: str, hang_after: int) -> None:
+async def consumer(url: str, prefix: str, stream: str, name: str, hang_after: int,
+                   record: TextIO) -> None:
     client = redis.Redis.from_url(url)
     handled = 0
 
@@ -66,7 +70,7 @@ async def consumer(url: str, prefix: str, stream: str, name: str, hang_after: in
             client.set(f"{prefix}:hung", event.key)
             await anyio.sleep_forever()
         handled += 1
-        client.hincrby(f"{prefix}:handled", event.key, 1)
+        record.write(f"{event.key}\n")  # a line at a time, flushed
 
     async with Watcher(consumer_config(url, stream, name)) as watcher:
         watcher.subscribe(on_event)
@@ -75,10 +79,12 @@ async def consumer(url: str, prefix: str, stream: str, name: str, hang_after: in
 
 
 def main(argv: list[str]) -> None:
-    role, *args = argv
+    role, *given = argv
     run: Any = receiver if role == "receiver" else consumer
+    args: list[Any] = given
     if role == "consumer":
-        args = [*args[:4], int(args[4]) if len(args) > 4 else 0]
+        record = Path(os.environ["FLEET_DIR"], f"handled-{given[3]}.txt").open("a", buffering=1)
+        args = [*given[:4], int(given[4]) if len(given) > 4 else 0, record]
     anyio.run(run, *args, backend="trio")
 
 

@@ -46,7 +46,7 @@ def test_every_event_is_handled_once_across_the_fleet(redis_url: str, prefix: st
         doomed.wait()
         send_all(sends[cut:], urls)
 
-        assert_each_handled_once(client, prefix, stream, items)
+        assert_each_handled_once(client, tmp_path, stream, items)
         # published once each, by some receiver
         assert client.xlen(stream) == len({item.key for item in items})
     finally:

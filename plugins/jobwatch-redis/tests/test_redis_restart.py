@@ -111,7 +111,7 @@ def test_nothing_is_lost_when_redis_restarts(server: RedisServer, tmp_path: Path
         send_all(sends[2 * third:], urls)
 
         client = redis.Redis.from_url(url)
-        assert_each_handled_once(client, prefix, stream, items)
+        assert_each_handled_once(client, tmp_path, stream, items)
         assert statuses.get(503, 0) > 0 and not during.is_alive()
         client.close()
     finally:
