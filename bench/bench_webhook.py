@@ -132,10 +132,13 @@ async def _drive(url: str, deliveries: list[tuple[dict[str, str], bytes]],
             for request in queue:
                 begin = time.perf_counter()
                 writer.write(request)
-                status = await _read_response(reader)
+                status, closing = await _read_response(reader)
                 latencies.append(time.perf_counter() - begin)
                 if status != 200:
                     raise RuntimeError(f"unexpected HTTP {status}")
+                if closing:  # hypercorn ends a connection after 1,000 requests
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, int(port))
         finally:
             writer.close()
 
@@ -150,7 +153,8 @@ def _request_bytes(host: str, headers: dict[str, str], body: bytes) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """The status of the next response, and whether the server closes the connection."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
@@ -163,7 +167,7 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
             await reader.readexactly(size + 2)
             if size == 0:
                 break
-    return status
+    return status, fields.get("connection", "").strip().lower() == "close"
 
 
 def _client(url: str, count: int, concurrency: int, run: str, backend: str) -> None:
