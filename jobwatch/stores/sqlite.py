@@ -13,8 +13,10 @@ Where a batch runs:
   each statement, and while the loop is busy it gets it only every few milliseconds, so every
   delivery would wait on the busiest moment of the loop (measured: about 15 % fewer webhook
   deliveries a second). The WAL is checkpointed in the thread, since checkpoints do wait for
-  the disk, and a database another process has locked sends the batch to the thread too, which
-  waits for the lock there rather than on the loop.
+  the disk (``RESTART``, so that processes sharing the file cannot keep it growing, followed by
+  the write that starts the WAL over and syncs its header), and a database another process has
+  locked sends the batch to the thread too, which waits for the lock there rather than on the
+  loop.
 - **Everything else**, and every batch when ``synchronous`` is ``full``, runs in the store's own
   thread.
 """
@@ -65,6 +67,9 @@ _ACK_FLUSH = 256
 #: The WAL is checkpointed (in the thread) after this many commits; SQLite's own checkpoint at
 #: 1,000 pages would wait for the disk on the event loop.
 _CHECKPOINT_EVERY = 128
+#: WAL frames (pages) left uncopied by a checkpoint that make the next one come sooner: SQLite's
+#: own threshold.
+_LONG_WAL = 1000
 #: How long a batch in the thread waits for another process's lock (SQLite's busy timeout).
 _LOCK_WAIT_MS = 5000
 #: How many times a leader lets ready tasks run before it takes the batch (see _gather).
@@ -188,9 +193,15 @@ class SQLiteStore(Store):
                         continue
                     try:
                         committed = await self._run_batch(batch, acks)
-                    except BaseException as exc:  # a bug: the batch's callers get it, no hang
+                    except BaseException as exc:
+                        # A bug, or an interrupt on the loop: callers still waiting get it and
+                        # no one hangs; an interrupt goes on up once the acks are kept
+                        # (deleting a key twice is harmless).
                         _fail(batch, exc)
                         committed = False
+                        if not isinstance(exc, Exception):
+                            self._acks[:0] = acks
+                            raise
                     if not committed:
                         self._acks[:0] = acks  # they wait for the next batch
                     self._wake_followers()
@@ -230,23 +241,35 @@ class SQLiteStore(Store):
 
     async def _maintain(self) -> None:
         """In the thread, between batches: drop expired keys when due, checkpoint the WAL."""
+        if self._db is None:  # closed meanwhile
+            return
         purge, self._purge_due = self._purge_due, False
-        self._commits = 0
         call = _Call(functools.partial(self._housekeeping, purge), self.path)
         with anyio.CancelScope(shield=True):
             await self._thread.run(call.settle)
         try:
-            call.result()
+            left = call.result()
         except JobwatchError as exc:  # the next turn may succeed; meanwhile the files only grow
             logging.getLogger("jobwatch.sqlite").warning("%s", exc)
+            left = 0
+        # Other processes writing the same file can keep a checkpoint from catching up: while
+        # the WAL is long, try again after the next batch rather than 128 commits later.
+        self._commits = _CHECKPOINT_EVERY if left >= _LONG_WAL else 0
 
-    def _housekeeping(self, purge: bool) -> None:
+    def _housekeeping(self, purge: bool) -> int:
+        """Purge, checkpoint, and restart the WAL here; the WAL frames left behind."""
         db = self.db
         db.execute(f"PRAGMA busy_timeout = {_LOCK_WAIT_MS}")
         try:
             if purge:
                 db.execute("DELETE FROM seen WHERE expires <= ?", (self._clock(),))
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            _, frames, copied = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            if frames > 0 and copied == frames:
+                # Fully copied: the next write starts the WAL over and syncs its header.
+                # Make that write here, so that no commit on the loop waits for the disk.
+                (version,) = db.execute("PRAGMA user_version").fetchone()
+                db.execute(f"PRAGMA user_version = {int(version)}")
+            return max(int(frames) - int(copied), 0)
         finally:
             db.execute("PRAGMA busy_timeout = 0")
 
@@ -258,8 +281,9 @@ class SQLiteStore(Store):
     def _commit(self, batch: list[_Call[Any]], acks: list[str], *, on_loop: bool) -> bool:
         """Run a batch in one transaction; True if it committed.
 
-        On the loop, a database another process has locked raises :class:`_Locked` before
-        any call has run; in the thread, the batch waits up to ``_LOCK_WAIT_MS`` for it.
+        On the loop, a database another process has locked raises :class:`_Locked` with
+        nothing written and no call settled; in the thread, the batch waits up to
+        ``_LOCK_WAIT_MS`` for it.
         """
         try:
             try:
@@ -267,11 +291,9 @@ class SQLiteStore(Store):
             except _CallFailed:
                 # One call raised: run the batch again, each call in a savepoint of its own,
                 # so that only the failing call loses its writes.
-                try:
-                    self._transaction(batch, acks, careful=True, on_loop=on_loop)
-                except _Locked as exc:  # locked in between: the calls ran once, they fail
-                    raise JobwatchError(f"the sqlite store at {self.path!r} failed: the "
-                                        "database is locked by another process") from exc
+                # (Locked meanwhile by another process, on the loop: the whole batch runs
+                # again in the thread, each pass starting its calls afresh.)
+                self._transaction(batch, acks, careful=True, on_loop=on_loop)
         except _Locked:
             raise
         except BaseException as exc:
@@ -294,20 +316,10 @@ class SQLiteStore(Store):
     def _transaction(self, batch: list[_Call[Any]], acks: list[str], *, careful: bool,
                      on_loop: bool) -> None:
         db = self.db
-        if on_loop:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
-                    raise _Locked from exc
-                raise
-        else:
-            db.execute(f"PRAGMA busy_timeout = {_LOCK_WAIT_MS}")
-            try:
-                db.execute("BEGIN IMMEDIATE")
-            finally:
-                db.execute("PRAGMA busy_timeout = 0")
+        for call in batch:  # a batch that runs again starts from nothing
+            call.reset()
         try:
+            _begin(db, on_loop)
             if acks:
                 db.execute(_ACK, (json.dumps(acks),))
             if careful:
@@ -381,7 +393,8 @@ class SQLiteStore(Store):
         if claims:
             db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?)", claims)
             # REPLACE gives a re-recorded key a new row at the end of the inbox.
-            db.execute(_INBOX_ALL, (json.dumps(inbox),))
+            # Bound, not passed as JSON: SQLite would parse every event's text again.
+            db.executemany("INSERT OR REPLACE INTO inbox (key, event) VALUES (?, ?)", inbox)
         if puts:
             db.executemany("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            puts)
@@ -465,8 +478,6 @@ _JOB_COLUMNS = "job_id, run, status, completed, total, started, terminal, watche
 _STATES = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id IN (SELECT value FROM json_each(?1))"
 _LIVE = ("SELECT json_group_array(key) FROM seen "
          "WHERE key IN (SELECT value FROM json_each(?1)) AND expires > ?2")
-_INBOX_ALL = ("INSERT OR REPLACE INTO inbox (key, event) SELECT json_extract(value, '$[0]'), "
-              "json_extract(value, '$[1]') FROM json_each(?1)")
 _ACK = "DELETE FROM inbox WHERE key IN (SELECT value FROM json_each(?1))"
 
 
@@ -570,6 +581,23 @@ def _runs(batch: list[_Call[Any]]) -> list[_Call[Any] | list[_Call[Any]]]:
     return out
 
 
+def _begin(db: sqlite3.Connection, on_loop: bool) -> None:
+    """BEGIN IMMEDIATE: on the loop, raise _Locked rather than wait for another process."""
+    if on_loop:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                raise _Locked from exc
+            raise
+        return
+    db.execute(f"PRAGMA busy_timeout = {_LOCK_WAIT_MS}")
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    finally:
+        db.execute("PRAGMA busy_timeout = 0")
+
+
 def _not_open(batch: list[_Call[Any]]) -> None:
     _fail(batch, JobwatchError(_NOT_OPEN))
 
@@ -625,6 +653,10 @@ class _Call(Generic[T]):
             db.execute("ROLLBACK TO call")
             self._error = exc
         db.execute("RELEASE call")
+
+    def reset(self) -> None:
+        self._value = None
+        self._error = None
 
     def fail(self, error: BaseException) -> None:
         self._error = error

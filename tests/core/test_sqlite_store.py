@@ -273,3 +273,63 @@ async def test_expired_keys_are_purged_from_the_file(monkeypatch: pytest.MonkeyP
     keys = [key for (key,) in store.db.execute("SELECT key FROM seen")]
     assert len(keys) == 3 and all(key.startswith("new_") for key in keys), keys
     await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_lock_taken_between_a_batchs_two_passes_sends_the_batch_to_the_thread(
+    tmp_path: Path,
+) -> None:
+    # One record SQLite refuses makes the batch run again call by call; if another process
+    # takes the lock just then, the batch must wait for it in the thread, not fail whole.
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    transaction = store._transaction
+
+    def locking_before_the_second_pass(batch: list, acks: list[str], *,  # type: ignore[type-arg]
+                                       careful: bool, on_loop: bool) -> None:
+        if careful and on_loop:
+            other.execute("BEGIN IMMEDIATE")
+            threading.Timer(0.05, other.execute, ("ROLLBACK",)).start()
+        transaction(batch, acks, careful=careful, on_loop=on_loop)
+
+    store._transaction = locking_before_the_second_pass  # type: ignore[method-assign]
+    huge = JobState(job_id="huge", completed=2**70)  # more than SQLite's integers hold
+    fine = JobState(job_id="fine", completed=3, watched=True)
+    results: dict[str, object] = {}
+
+    async def record(state: JobState) -> None:
+        try:
+            results[state.job_id] = await store.record(
+                state.job_id, lambda _: Verdict(event=None, state=state), ttl=60)
+        except Exception as exc:
+            results[state.job_id] = exc
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:  # one group commit for both
+            tg.start_soon(record, huge)
+            tg.start_soon(record, fine)
+    other.close()
+    assert isinstance(results["huge"], OverflowError)
+    assert isinstance(results["fine"], Verdict)
+    assert await store.get_job("fine") == fine
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_an_interrupt_after_a_commit_on_the_loop_reaches_the_caller() -> None:
+    store = SQLiteStore(":memory:")
+    await store.open()
+    commit = store._commit
+
+    def interrupted(batch: list, acks: list[str], **where: bool) -> bool:  # type: ignore[type-arg]
+        commit(batch, acks, **where)
+        raise KeyboardInterrupt  # Ctrl-C right after the batch committed
+
+    store._commit = interrupted  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        await store.record("job_1", _completed("job_1"), ttl=60)
+    store._commit = commit  # type: ignore[method-assign]
+    assert [e.job_id for e in await store.pending()] == ["job_1"]  # committed, not lost
+    await store.aclose()
