@@ -13,8 +13,9 @@ Where a batch runs:
   each statement, and while the loop is busy it gets it only every few milliseconds, so every
   delivery would wait on the busiest moment of the loop (measured: about 15 % fewer webhook
   deliveries a second). The WAL is checkpointed in the thread, since checkpoints do wait for
-  the disk (``RESTART``, so that processes sharing the file cannot keep it growing, followed by
-  the write that starts the WAL over and syncs its header), and a database another process has
+  the disk (``RESTART`` where no other connection is in the way, so that processes sharing the
+  file cannot keep it growing, followed by the write that starts the WAL over and syncs its
+  header; it waits for nobody), and a database another process has
   locked sends the batch to the thread too, which waits for the lock there rather than on the
   loop.
 - **Everything else**, and every batch when ``synchronous`` is ``full``, runs in the store's own
@@ -67,9 +68,10 @@ _ACK_FLUSH = 256
 #: The WAL is checkpointed (in the thread) after this many commits; SQLite's own checkpoint at
 #: 1,000 pages would wait for the disk on the event loop.
 _CHECKPOINT_EVERY = 128
-#: WAL frames (pages) left uncopied by a checkpoint that make the next one come sooner: SQLite's
-#: own threshold.
+#: WAL frames (pages) left uncopied by a checkpoint that make the next one come sooner (SQLite's
+#: own threshold), and how many commits sooner it then comes.
 _LONG_WAL = 1000
+_CHECKPOINT_SOON = 16
 #: How long a batch in the thread waits for another process's lock (SQLite's busy timeout).
 _LOCK_WAIT_MS = 5000
 #: How many times a leader lets ready tasks run before it takes the batch (see _gather).
@@ -240,7 +242,11 @@ class SQLiteStore(Store):
         return commit.result()
 
     async def _maintain(self) -> None:
-        """In the thread, between batches: drop expired keys when due, checkpoint the WAL."""
+        """In the thread, between batches: drop expired keys when due, checkpoint the WAL.
+
+        Nothing here waits for another connection: a reader or writer in the way (a backup,
+        another process) makes the work wait for a later turn instead of stalling the batches.
+        """
         if self._db is None:  # closed meanwhile
             return
         purge, self._purge_due = self._purge_due, False
@@ -248,30 +254,33 @@ class SQLiteStore(Store):
         with anyio.CancelScope(shield=True):
             await self._thread.run(call.settle)
         try:
-            left = call.result()
+            purged, left = call.result()
         except JobwatchError as exc:  # the next turn may succeed; meanwhile the files only grow
             logging.getLogger("jobwatch.sqlite").warning("%s", exc)
-            left = 0
-        # Other processes writing the same file can keep a checkpoint from catching up: while
-        # the WAL is long, try again after the next batch rather than 128 commits later.
-        self._commits = _CHECKPOINT_EVERY if left >= _LONG_WAL else 0
+            purged, left = True, 0
+        self._purge_due = self._purge_due or not purged
+        # While the WAL stays long (other processes writing, a reader holding old pages), try
+        # again sooner than usual.
+        self._commits = _CHECKPOINT_EVERY - _CHECKPOINT_SOON if left >= _LONG_WAL else 0
 
-    def _housekeeping(self, purge: bool) -> int:
-        """Purge, checkpoint, and restart the WAL here; the WAL frames left behind."""
+    def _housekeeping(self, purge: bool) -> tuple[bool, int]:
+        """Purge, checkpoint and restart the WAL, where no lock is in the way.
+
+        Returns whether the purge (if due) was done, and the WAL frames left uncopied.
+        """
         db = self.db
-        db.execute(f"PRAGMA busy_timeout = {_LOCK_WAIT_MS}")
-        try:
-            if purge:
-                db.execute("DELETE FROM seen WHERE expires <= ?", (self._clock(),))
-            _, frames, copied = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-            if frames > 0 and copied == frames:
-                # Fully copied: the next write starts the WAL over and syncs its header.
-                # Make that write here, so that no commit on the loop waits for the disk.
-                (version,) = db.execute("PRAGMA user_version").fetchone()
-                db.execute(f"PRAGMA user_version = {int(version)}")
-            return max(int(frames) - int(copied), 0)
-        finally:
-            db.execute("PRAGMA busy_timeout = 0")
+        purged = True
+        if purge:
+            purged = _unless_locked(db, "DELETE FROM seen WHERE expires <= ?", (self._clock(),))
+        # RESTART: with the writers' lock free, copy everything, so that processes sharing
+        # the file cannot keep the WAL growing; with it taken, as much as possible.
+        _, frames, copied = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        if frames > 0 and copied == frames:
+            # Fully copied: the next write starts the WAL over and syncs its header. Make
+            # that write here, so that no commit on the loop waits for the disk.
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            _unless_locked(db, f"PRAGMA user_version = {int(version)}", ())
+        return purged, max(int(frames) - int(copied), 0)
 
     def _wake_followers(self) -> None:
         if self._batch_done is not None:
@@ -579,6 +588,17 @@ def _runs(batch: list[_Call[Any]]) -> list[_Call[Any] | list[_Call[Any]]]:
     if run:
         out.append(run)
     return out
+
+
+def _unless_locked(db: sqlite3.Connection, sql: str, parameters: tuple[Any, ...]) -> bool:
+    """Run a statement on its own unless another connection holds the lock; True if run."""
+    try:
+        db.execute(sql, parameters)
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+            return False
+        raise
+    return True
 
 
 def _begin(db: sqlite3.Connection, on_loop: bool) -> None:

@@ -333,3 +333,23 @@ async def test_an_interrupt_after_a_commit_on_the_loop_reaches_the_caller() -> N
     store._commit = commit  # type: ignore[method-assign]
     assert [e.job_id for e in await store.pending()] == ["job_1"]  # committed, not lost
     await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_long_reader_on_the_file_does_not_stall_records(tmp_path: Path) -> None:
+    # A backup or an sqlite3 shell holding a read transaction keeps checkpoints from
+    # finishing; maintenance must then leave the WAL for later, not wait for the reader.
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.record("job_0", _completed("job_0"), ttl=60)
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM seen").fetchone()
+    with anyio.fail_after(3):  # about 0.1 s; waiting for the reader would take 5 s a turn
+        for n in range(1, 3 * _CHECKPOINT_EVERY):
+            await store.record(f"job_{n}", _completed(f"job_{n}"), ttl=60)
+    reader.execute("COMMIT")
+    reader.close()
+    assert len(await store.pending()) == 3 * _CHECKPOINT_EVERY
+    await store.aclose()
