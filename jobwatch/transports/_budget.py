@@ -34,6 +34,10 @@ __all__ = ["RequestBudget"]
 DEFAULT_MARGIN = 1.0
 
 
+#: Clock readings closer than this (seconds) are the same moment; far below the margin.
+_SAME_MOMENT = 1e-9
+
+
 class RequestBudget:
     """At most ``rpm`` requests in any ``window + margin`` seconds, and pauses for 429s.
 
@@ -63,8 +67,10 @@ class RequestBudget:
         return self._paused_until
 
     def _expire(self, now: float) -> None:
-        # A request taken at t counts against every window that still contains t.
-        while self._taken and self._taken[0] <= now - self._span:
+        # A request taken at t counts against every window that still contains t. Times
+        # within _SAME_MOMENT count as one: `now + delay(now)`, summed in floats, may land a
+        # few units of the last place before the moment a slot frees.
+        while self._taken and self._taken[0] <= now - self._span + _SAME_MOMENT:
             self._taken.popleft()
 
     def used(self, now: float) -> int:
@@ -86,7 +92,7 @@ class RequestBudget:
             # The oldest request that keeps the window full must leave it first.
             oldest = self._taken[len(self._taken) - self.rpm]
             wait = max(wait, oldest + self._span - now)
-        return max(0.0, wait)
+        return wait if wait > _SAME_MOMENT else 0.0
 
     def take(self, now: float) -> None:
         """Count one request sent at ``now``; call it only when ``delay(now)`` is 0."""
