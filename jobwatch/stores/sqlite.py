@@ -515,6 +515,7 @@ class _Thread:
         self._name = name
         self._thread: threading.Thread | None = None
         self._work: _WorkQueue = queue.SimpleQueue()
+        self._finalizer: weakref.finalize[..., Any] | None = None
 
     async def run(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` in the thread and wait until it returns; ``fn`` handles its errors."""
@@ -525,13 +526,28 @@ class _Thread:
                                             daemon=True)
             self._thread.start()
             # A store dropped without aclose() lets its thread end with it.
-            weakref.finalize(self, self._work.put, None)
+            if self._finalizer is not None:
+                self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, self._work.put, None)
         done = anyio.Event()
         self._work.put((fn, _from_thread(done.set)))
-        await done.wait()
+        interrupted: BaseException | None = None
+        while not done.is_set():
+            try:
+                await done.wait()
+            except BaseException as exc:
+                # Cancelled natively (asyncio.wait_for, say: anyio's shields do not stop
+                # that) or interrupted: the thread is still using the connection, so wait
+                # for it, or the next batch would run inside this one's transaction.
+                interrupted = interrupted or exc
+        if interrupted is not None:
+            raise interrupted
 
     async def stop(self) -> None:
         """Let the thread end once its work is done."""
+        if self._finalizer is not None:
+            self._finalizer.detach()  # one per thread, not one per store's lifetime
+            self._finalizer = None
         if self._thread is not None:
             thread, self._thread = self._thread, None
             self._work.put(None)

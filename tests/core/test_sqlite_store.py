@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import sqlite3
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -353,3 +355,51 @@ async def test_a_long_reader_on_the_file_does_not_stall_records(tmp_path: Path) 
     reader.close()
     assert len(await store.pending()) == 3 * _CHECKPOINT_EVERY
     await store.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_a_leader_cancelled_by_asyncio_itself_still_waits_for_its_batch(
+    tmp_path: Path,
+) -> None:
+    # asyncio.wait_for cancels past anyio's shields. The batch the leader handed to the
+    # thread still runs; no call may be told it was cancelled for it, and the next batch
+    # must not start inside that batch's transaction.
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process writes for a while
+    threading.Timer(0.3, other.execute, ("COMMIT",)).start()
+    outcomes: dict[str, str] = {}
+
+    async def call(name: str, pending: Awaitable[object]) -> None:
+        try:
+            await pending
+            outcomes[name] = "ok"
+        except BaseException as exc:  # noqa: BLE001 - the outcome is what the test checks
+            outcomes[name] = type(exc).__name__
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            leader = JobState(job_id="leader", watched=True)  # a thread batch: not a record
+            tg.start_soon(call, "leader", asyncio.wait_for(store.put_job(leader), 0.1))
+            await anyio.lowlevel.checkpoint()
+            tg.start_soon(call, "follower", store.record("f", _completed("f"), ttl=60))
+            await anyio.sleep(0.15)  # the leader has been cancelled
+            tg.start_soon(call, "next", store.record("n", _completed("n"), ttl=60))
+    other.close()
+    assert outcomes == {"leader": "TimeoutError", "follower": "ok", "next": "ok"}
+    assert sorted(e.job_id for e in await store.pending()) == ["f", "n"]
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_opening_and_closing_a_store_again_and_again_leaves_nothing_behind() -> None:
+    store = SQLiteStore(":memory:")
+    for _ in range(50):
+        await store.open()
+        await store.put_job(JobState(job_id="job_1", watched=True))
+        await store.aclose()
+    # The finalizer that ends a dropped store's thread is one per thread, not one per cycle.
+    assert weakref.getweakrefcount(store._thread) == 0
