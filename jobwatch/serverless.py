@@ -101,6 +101,10 @@ class _HandlerHost(TransportHost):
         return self.config.base_url
 
 
+#: Marks an opening cut short by its invocation's cancellation; the next waiting one opens.
+_ABANDONED = JobwatchError("the opening invocation was cancelled")
+
+
 class Handler:
     """Handles webhook deliveries one request at a time, for any serverless platform.
 
@@ -196,25 +200,40 @@ class Handler:
         self._users += 1
         try:
             if self._users == 1:
-                self._opened, self._open_error = anyio.Event(), None
-                try:
-                    if self._closing is not None:  # the last one out is still closing it
-                        await self._closing.wait()
-                    await self.store.open()
-                except BaseException as exc:
-                    self._open_error = exc
-                    raise
-                finally:
-                    self._opened.set()
-            else:
-                assert self._opened is not None
-                await self._opened.wait()
-                if self._open_error is not None:
+                await self._open_first()
+                return
+            while True:
+                opened = self._opened
+                assert opened is not None
+                await opened.wait()
+                if self._opened is not opened:  # another invocation took the opening over
+                    continue
+                if self._open_error is _ABANDONED:  # its opener was cancelled: open it here
+                    await self._open_first()
+                elif self._open_error is not None:
                     raise JobwatchError(f"the {self.store.name} store could not be opened: "
                                         f"{self._open_error}")
+                return
         except BaseException:
             self._users -= 1
             raise
+
+    async def _open_first(self) -> None:
+        opened = self._opened = anyio.Event()
+        self._open_error = None
+        try:
+            if self._closing is not None:  # the last one out is still closing it
+                await self._closing.wait()
+            await self.store.open()
+        except Exception as exc:
+            self._open_error = exc
+            raise
+        except BaseException:
+            # Cancelled (its sender gave up): the invocations waiting need not fail for it.
+            self._open_error = _ABANDONED
+            raise
+        finally:
+            opened.set()
 
     async def _close(self) -> None:
         self._users -= 1

@@ -261,3 +261,33 @@ async def test_an_invocation_that_comes_while_the_store_closes_waits_for_it() ->
         tg.start_soon(invoke, 2, 0.02)  # while the first one's close is under way
     assert store.calls == ["open", "closing", "closed", "open", "closing", "closed"]
     assert sorted(seen, key=str) == ["job_1", "job_2"]
+
+
+@pytest.mark.anyio
+async def test_an_invocation_cancelled_while_it_opens_the_store_fails_no_other() -> None:
+    # Its sender gave up while it waited for the store; those waiting behind it open it.
+    import anyio
+
+    class SlowToClose(MemoryStore):
+        async def aclose(self) -> None:
+            await anyio.sleep(0.05)
+            await super().aclose()
+
+    handler = Handler(config("memory"), on_event=lambda event: None)
+    handler.store = SlowToClose()
+    outcomes: dict[str, object] = {}
+
+    async def invoke(name: str, after: float, patience: float = 10) -> None:
+        await anyio.sleep(after)
+        headers, body = delivery(payload={"jobId": name, "status": "completed"},
+                                 delivery_id=name)
+        with anyio.move_on_after(patience) as scope:
+            outcomes[name] = (await handler.handle_async("POST", PATH, headers, body)).status
+        if scope.cancelled_caught:
+            outcomes[name] = "cancelled"
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(invoke, "first", 0)
+        tg.start_soon(invoke, "impatient", 0.01, 0.02)  # comes while "first" closes the store
+        tg.start_soon(invoke, "patient", 0.015)  # comes just after it, and waits
+    assert outcomes == {"first": 200, "impatient": "cancelled", "patient": 200}
