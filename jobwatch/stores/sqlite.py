@@ -15,9 +15,8 @@ Where a batch runs:
   deliveries a second). The WAL is checkpointed in the thread, since checkpoints do wait for
   the disk (``RESTART`` where no other connection is in the way, so that processes sharing the
   file cannot keep it growing, followed by the write that starts the WAL over and syncs its
-  header; it waits for nobody), and a database another process has
-  locked sends the batch to the thread too, which waits for the lock there rather than on the
-  loop.
+  header; it waits for nobody). A database another process has locked sends the batch to the
+  thread too, which waits for the lock there rather than on the loop.
 - **Everything else**, and every batch when ``synchronous`` is ``full``, runs in the store's own
   thread.
 """
@@ -620,12 +619,8 @@ def _unless_locked(db: sqlite3.Connection, sql: str, parameters: tuple[Any, ...]
 def _begin(db: sqlite3.Connection, on_loop: bool) -> None:
     """BEGIN IMMEDIATE: on the loop, raise _Locked rather than wait for another process."""
     if on_loop:
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
-                raise _Locked from exc
-            raise
+        if not _unless_locked(db, "BEGIN IMMEDIATE", ()):
+            raise _Locked
         return
     db.execute(f"PRAGMA busy_timeout = {_LOCK_WAIT_MS}")
     try:

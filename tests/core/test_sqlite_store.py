@@ -173,30 +173,35 @@ def test_records_committed_together_decide_as_one_at_a_time(steps: list) -> None
     assert together == in_turn
 
 
-@pytest.mark.anyio
-async def test_a_record_sqlite_refuses_fails_alone_in_its_batch() -> None:
-    store = SQLiteStore(":memory:")
-    await store.open()
+_HUGE = JobState(job_id="huge", completed=2**70)  # more than SQLite's integers hold
+_FINE = JobState(job_id="fine", completed=3, watched=True)
 
-    def saving(state: JobState) -> Callable[[JobState | None], Verdict]:
-        return lambda _: Verdict(event=None, state=state)
 
-    huge = JobState(job_id="huge", completed=2**70)  # more than SQLite's integers hold
-    fine = JobState(job_id="fine", completed=3, watched=True)
+async def _record_refused_beside_fine(store: Store) -> dict[str, object]:
+    """Record _HUGE and _FINE in one group commit; each one's verdict or error, by job."""
     results: dict[str, object] = {}
 
     async def record(state: JobState) -> None:
         try:
-            results[state.job_id] = await store.record(state.job_id, saving(state), ttl=60)
+            results[state.job_id] = await store.record(
+                state.job_id, lambda _: Verdict(event=None, state=state), ttl=60)
         except Exception as exc:
             results[state.job_id] = exc
 
-    async with anyio.create_task_group() as tg:  # one group commit for both
-        tg.start_soon(record, huge)
-        tg.start_soon(record, fine)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(record, _HUGE)
+        tg.start_soon(record, _FINE)
+    return results
+
+
+@pytest.mark.anyio
+async def test_a_record_sqlite_refuses_fails_alone_in_its_batch() -> None:
+    store = SQLiteStore(":memory:")
+    await store.open()
+    results = await _record_refused_beside_fine(store)
     assert isinstance(results["huge"], OverflowError)
     assert isinstance(results["fine"], Verdict)
-    assert await store.get_job("fine") == fine and await store.get_job("huge") is None
+    assert await store.get_job("fine") == _FINE and await store.get_job("huge") is None
     await store.aclose()
 
 
@@ -297,25 +302,12 @@ async def test_a_lock_taken_between_a_batchs_two_passes_sends_the_batch_to_the_t
         transaction(batch, acks, careful=careful, on_loop=on_loop)
 
     store._transaction = locking_before_the_second_pass  # type: ignore[method-assign]
-    huge = JobState(job_id="huge", completed=2**70)  # more than SQLite's integers hold
-    fine = JobState(job_id="fine", completed=3, watched=True)
-    results: dict[str, object] = {}
-
-    async def record(state: JobState) -> None:
-        try:
-            results[state.job_id] = await store.record(
-                state.job_id, lambda _: Verdict(event=None, state=state), ttl=60)
-        except Exception as exc:
-            results[state.job_id] = exc
-
     with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:  # one group commit for both
-            tg.start_soon(record, huge)
-            tg.start_soon(record, fine)
+        results = await _record_refused_beside_fine(store)
     other.close()
     assert isinstance(results["huge"], OverflowError)
     assert isinstance(results["fine"], Verdict)
-    assert await store.get_job("fine") == fine
+    assert await store.get_job("fine") == _FINE
     await store.aclose()
 
 
