@@ -185,7 +185,7 @@ def _store_rate(store_name: str, redis_url: str, folder: Path, count: int,
     import anyio
     from jobwatch_redis import RedisOptions, RedisStore
 
-    from jobwatch._pipeline import decide
+    from jobwatch._guard import decide
     from jobwatch.stores.sqlite import SQLiteStore
     from jobwatch.testing import make_event
 

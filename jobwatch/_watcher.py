@@ -26,6 +26,8 @@ import attrs
 import httpx
 from anyio.abc import TaskGroup
 
+from ._api import APIClient
+from ._budget import RequestBudget
 from ._config import Config, load_config
 from ._dispatch import Callback, Dispatcher, Subscription
 from ._errors import (
@@ -33,25 +35,22 @@ from ._errors import (
     ConfigError,
     JobNotFound,
     JobwatchError,
-    NetworkError,
     WatcherClosed,
     WatchTimeout,
     leaves,
 )
 from ._events import EventKind, JobEvent
-from ._pipeline import decide, qualify
+from ._guard import decide, qualify
 from ._policy import Decision, Signals, check_names, choose_transport
 from ._registry import GROUPS, base, installed, load
 from ._values import JobState, Request, Response, Snapshot
 from .abc import Provider, Store, Transport, TransportHost, Verdict
-from .transports._budget import RequestBudget
 
 __all__ = ["Statistics", "Watcher"]
 
 log = logging.getLogger("jobwatch")
 
 DEFAULT_TIMEOUT = 3600.0
-_RECONCILE_ATTEMPTS = 4
 
 
 @attrs.frozen(kw_only=True)
@@ -128,12 +127,11 @@ class Watcher(TransportHost):
             _check_other_tables(self.config, {
                 ("provider", self.config.provider), ("store", self.config.store),
                 *(("transport", n) for n in self.decision.transports)})
-        self._http_transport = http_transport
-        self._budget = _make_budget(self.config)
+        self._api = APIClient(self.config, self.provider, _make_budget(self.config),
+                              base_url=self.config.base_url, http_transport=http_transport)
         self._dispatcher = Dispatcher(self.store, on_unsubscribe=self._on_unsubscribe)
         self._state = _State.NEW
         self._tg: TaskGroup | None = None
-        self._http: httpx.AsyncClient | None = None
         self._locks: dict[str | None, deque[anyio.Event]] = {}
         # Jobs whose current run's `started` was recorded: a stream repeats `started` with
         # every progress frame, and a repeat needs no store trip. Every terminal event passes
@@ -182,12 +180,7 @@ class Watcher(TransportHost):
         self._state = _State.OPEN
         try:
             await self.store.open()
-            self._http = httpx.AsyncClient(
-                base_url=self.config.base_url,
-                headers=dict(self.provider.headers()),
-                timeout=httpx.Timeout(30.0, connect=10.0),
-                transport=self._http_transport,
-            )
+            self._api.open()
             # Read before anything of this process marks jobs watched: these are the jobs an
             # earlier process left unfinished.
             self._inherited = [s.job_id for s in await self.store.active_jobs()]
@@ -237,8 +230,7 @@ class Watcher(TransportHost):
                     raise
         finally:
             with anyio.CancelScope(shield=True):
-                if self._http is not None:
-                    await self._http.aclose()
+                await self._api.aclose()
                 await self.store.aclose()
         return result
 
@@ -392,7 +384,7 @@ class Watcher(TransportHost):
         return Statistics(
             events_in=self._totals["events_in"], events_out=self._totals["events_out"],
             duplicates=self._dropped.get("duplicate", 0), dropped=dict(self._dropped),
-            requests=self._totals["requests"], rate_limited=self._totals["rate_limited"],
+            requests=self._api.requests, rate_limited=self._api.rate_limited_count,
             reconnects=sum(c.get("reconnects", 0) for c in per.values()),
             reconciles=self._totals["reconciles"], safety_polls=self._totals["safety_polls"],
             callback_errors=counts.callback_errors, dead_letters=counts.dead_letters,
@@ -471,61 +463,22 @@ class Watcher(TransportHost):
     @property
     def budget(self) -> RequestBudget:
         """The request budget every request of this Watcher draws from (``rpm``)."""
-        return self._budget
+        return self._api.budget
 
     def count(self, transport: str, name: str, n: int = 1) -> None:
         self._counters[transport][name] += n
 
     async def spend(self) -> None:
-        await self._budget.acquire()
-        self._totals["requests"] += 1
+        await self._api.spend()
 
     async def request(self, request: Request) -> Response:
-        if self._http is None:
-            raise WatcherClosed("the Watcher is not running; use it inside `async with`")
-        await self.spend()
-        sent_at = anyio.current_time()
-        try:
-            reply = await self._http.request(
-                request.method, request.path, params=dict(request.params),
-                headers=dict(request.headers),
-            )
-        except httpx.HTTPError as exc:
-            raise NetworkError(
-                f"{request.method} {self.config.base_url}{request.path} failed: "
-                f"{type(exc).__name__}: {exc}; jobwatch retries with backoff"
-            ) from exc
-        response = Response(status=reply.status_code, headers=dict(reply.headers),
-                            body=reply.content, sent_at=sent_at)
-        if response.status == 429:
-            self._note_rate_limit(response)
-        return response
-
-    def _note_rate_limit(self, response: Response) -> None:
-        self.rate_limited(getattr(self.provider.error_for(response), "retry_after", None))
+        return await self._api.request(request)
 
     def rate_limited(self, retry_after: float | None) -> None:
-        self._totals["rate_limited"] += 1
-        if retry_after is not None:
-            self._budget.pause(anyio.current_time() + retry_after)
+        self._api.rate_limited(retry_after)
 
     async def _request_with_retry(self, request: Request) -> Response:
-        for attempt in range(_RECONCILE_ATTEMPTS):
-            try:
-                response = await self.request(request)
-            except NetworkError:
-                if attempt + 1 == _RECONCILE_ATTEMPTS:
-                    raise
-                await anyio.sleep(2.0**attempt)
-                continue
-            if response.status < 300:
-                return response
-            error = self.provider.error_for(response)
-            if response.status != 429 and response.status < 500 or \
-                    attempt + 1 == _RECONCILE_ATTEMPTS:
-                raise error
-            await anyio.sleep(0 if response.status == 429 else 2.0**attempt)
-        raise AssertionError("unreachable")
+        return await self._api.request_with_retry(request)
 
     async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False,
                       as_of: float | None = None) -> None:

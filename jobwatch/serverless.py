@@ -38,7 +38,7 @@ import anyio
 from ._config import Config
 from ._errors import JobwatchError
 from ._events import JobEvent
-from ._pipeline import decide
+from ._guard import decide
 from ._registry import load
 from .abc import Provider, Request, Response, Store, TransportHost
 from .transports._receiver import Receiver, Reply, normalize_headers

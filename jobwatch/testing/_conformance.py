@@ -23,7 +23,7 @@ import pytest
 from .._config import Config
 from .._errors import ConfigError
 from .._events import EventKind
-from .._pipeline import decide
+from .._guard import decide
 from ..abc import JobState, Store, Transport
 from ._scripted import make_event
 

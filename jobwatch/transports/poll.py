@@ -33,7 +33,7 @@ from .._config import Config
 from .._errors import APIError, ConfigError, JobwatchError, NetworkError
 from .._values import Response, Snapshot
 from ..abc import Transport, TransportHost
-from ._budget import RequestBudget
+from .._budget import RequestBudget
 from ._schedule import PollSchedule
 
 __all__ = ["PollOptions", "PollTransport"]

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 import jobwatch
 from jobwatch import EventKind, JobEvent, JobStatus
-from jobwatch._pipeline import decide, qualify
+from jobwatch._guard import decide, qualify
 from jobwatch.abc import JobState, Verdict
 from jobwatch.providers.reader import ReaderProvider
 from jobwatch.stores.memory import MemoryStore

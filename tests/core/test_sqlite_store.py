@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobwatch import JobEvent, JobwatchError
-from jobwatch._pipeline import decide
+from jobwatch._guard import decide
 from jobwatch.abc import JobState, Store, Verdict
 from jobwatch.stores import sqlite as sqlite_store
 from jobwatch.stores.memory import MemoryStore

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 from jobwatch import EventKind, JobEvent, JobStatus
-from jobwatch._pipeline import decide
+from jobwatch._guard import decide
 from jobwatch.abc import JobState, Store, Verdict
 from jobwatch.stores.memory import MemoryStore
 from jobwatch.stores.sqlite import SQLiteStore

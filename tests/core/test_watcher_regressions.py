@@ -127,7 +127,7 @@ async def test_a_store_that_fails_to_open_closes_what_was_opened() -> None:
     with pytest.raises(jobwatch.JobwatchError, match="cannot read"):
         async with watcher:
             pass
-    assert Broken.closed and watcher._http is not None and watcher._http.is_closed
+    assert Broken.closed and watcher._api._http is not None and watcher._api._http.is_closed
 
 
 async def test_a_fleet_member_never_hides_a_new_runs_started() -> None:

@@ -9,7 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from jobwatch.sim._limits import RateWindow
-from jobwatch.transports._budget import RequestBudget, acquire
+from jobwatch._budget import RequestBudget, acquire
 
 MOCK = [
     pytest.param(

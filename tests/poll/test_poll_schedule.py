@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from jobwatch import JobStatus
 from jobwatch.abc import Snapshot
-from jobwatch.transports._budget import RequestBudget
+from jobwatch._budget import RequestBudget
 from jobwatch.transports._schedule import PollSchedule
 
 

@@ -11,7 +11,7 @@ import redis
 from jobwatch_redis import RedisOptions, RedisStore, RedisUnavailable
 
 from jobwatch import Config, ConfigError, Watcher
-from jobwatch._pipeline import decide
+from jobwatch._guard import decide
 from jobwatch.abc import JobState, Store
 from jobwatch.stores.memory import MemoryStore
 from jobwatch.testing import ScriptedTransport, StoreConformance, make_event

@@ -1,4 +1,4 @@
-"""Dedup and the per-job ordering guard: pure functions of (state, event) → verdict.
+"""The ordering guard: pure functions of (state, event) → verdict, and dedup keys bound to runs.
 
 The guard decides; a :class:`~jobwatch.abc.Store` applies the verdict atomically and drops
 keys it has already seen. Rules, per job and run:
