@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import functools
 import logging
 import math
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -39,11 +38,12 @@ from ._errors import (
     WatchTimeout,
     leaves,
 )
-from ._events import EventKind, JobEvent
-from ._guard import decide, qualify
+from ._events import JobEvent
+from ._guard import qualify
+from ._pipeline import JobRecord, Pipeline
 from ._policy import Decision, Signals, check_names, choose_transport
 from ._registry import GROUPS, base, installed, load
-from ._values import JobState, Request, Response, Snapshot
+from ._values import JobState, Request, Response
 from .abc import Provider, Store, Transport, TransportHost, Verdict
 
 __all__ = ["Statistics", "Watcher"]
@@ -91,7 +91,7 @@ class _JobQueue:
         )
 
 
-class Watcher(TransportHost):
+class Watcher:
     """Watches jobs through the transports the policy (or the configuration) chose.
 
     Use it as an async context manager; register callbacks before the block's first ``await``
@@ -130,26 +130,16 @@ class Watcher(TransportHost):
         self._api = APIClient(self.config, self.provider, _make_budget(self.config),
                               base_url=self.config.base_url, http_transport=http_transport)
         self._dispatcher = Dispatcher(self.store, on_unsubscribe=self._on_unsubscribe)
+        self._pipeline = Pipeline(self.store, dedup_ttl=self.config.dedup_ttl,
+                                  dispatch=self._dispatcher.dispatch, on_check=self._check,
+                                  on_final=self._unwatch_transports)
+        self._host = _Host(self)
         self._state = _State.NEW
         self._tg: TaskGroup | None = None
-        self._locks: dict[str | None, deque[anyio.Event]] = {}
-        # Jobs whose current run's `started` was recorded: a stream repeats `started` with
-        # every progress frame, and a repeat needs no store trip. Every terminal event passes
-        # through this process and forgets the job (a retry may follow) — unless other
-        # processes record into the same store, where this cache is not used.
-        self._started: set[str] = set()
-        self._gate = anyio.Event()
-        self._watch_counts: dict[str, int] = defaultdict(int)
-        self._queues: dict[str, set[_JobQueue]] = defaultdict(set)
-        self._finals: dict[str, JobEvent] = {}
-        self._errors: dict[str, JobwatchError] = {}
-        self._snapshots: dict[str, Snapshot] = {}
-        self._heard: dict[str, float] = {}
-        self._checking: set[str] = set()
+        # The jobs some subscriber waits on (or an earlier process left unfinished).
+        self._watching: dict[str, JobRecord] = {}
         self._inherited: list[str] = []
-        self._terminal_at: dict[str, float] = {}
         self._counters: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self._dropped: dict[str, int] = defaultdict(int)
         self._totals: dict[str, int] = defaultdict(int)
 
     # -- construction --------------------------------------------------------------------
@@ -189,8 +179,8 @@ class Watcher(TransportHost):
             self._tg = tg
             self._dispatcher.start(tg)
             for transport in self._transports:
-                await tg.start(transport.run, self)
-            for job_id in self._watch_counts:  # subscribed before the Watcher started
+                await tg.start(transport.run, self._host)
+            for job_id in list(self._watching):  # subscribed before the Watcher started
                 self._watch_transports(job_id)
                 tg.start_soon(self._mark_watched, job_id)
             tg.start_soon(self._open_gate)
@@ -244,12 +234,12 @@ class Watcher(TransportHost):
         for event in await self.store.pending():
             self._totals["replayed"] += 1
             await self._dispatcher.dispatch(event)
-        self._gate.set()
+        self._pipeline.ready.set()
         for job_id in self._inherited:
-            self._watch_counts[job_id] += 0
+            self._watch(job_id)
             self._watch_transports(job_id)
         if self._inherited:
-            await self.reconcile(self._inherited, reason="start")
+            await self._reconcile(self._inherited, reason="start")
 
     # -- the application's API -----------------------------------------------------------
 
@@ -276,7 +266,8 @@ class Watcher(TransportHost):
     async def watch(self, job_id: str) -> AsyncGenerator[JobEvent, None]:
         """This job's events as they arrive; ends after its terminal event."""
         self._check_open()
-        if job_id not in self._finals:
+        record = self._pipeline.job(job_id)
+        if record.final is None:
             # Finished before this process knew of it: answer from the store and one poll,
             # without opening a stream or a poll schedule for it.
             stored = await self._final_from_store(job_id)
@@ -284,7 +275,9 @@ class Watcher(TransportHost):
                 yield stored
                 return
         queue = _JobQueue()
-        self._queues[job_id].add(queue)
+        if record.queues is None:
+            record.queues = set()
+        record.queues.add(queue)
 
         async def put(event: JobEvent) -> None:
             with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -293,7 +286,7 @@ class Watcher(TransportHost):
         sub = self._dispatcher.subscribe(put, job_id=job_id, retry=False)
         self._add_watch(job_id)
         try:
-            async with aclosing(self._replay_final(job_id, queue)) as items:
+            async with aclosing(self._replay_final(record, queue)) as items:
                 async for item in items:
                     if isinstance(item, JobwatchError):
                         raise item
@@ -304,17 +297,16 @@ class Watcher(TransportHost):
             sub.cancel()
             queue.send.close()
             queue.receive.close()
-            self._queues[job_id].discard(queue)
+            record.queues.discard(queue)
             self._drop_watch(job_id)
 
-    async def _replay_final(self, job_id: str, queue: _JobQueue
+    async def _replay_final(self, record: JobRecord, queue: _JobQueue
                             ) -> AsyncGenerator[JobEvent | JobwatchError, None]:
-        final = self._finals.get(job_id)
-        if final is not None:
-            yield final
+        if record.final is not None:
+            yield record.final
             return
-        if job_id in self._errors:
-            yield self._errors[job_id]
+        if record.error is not None:
+            yield record.error
             return
         async for item in queue.receive:
             yield item
@@ -324,7 +316,7 @@ class Watcher(TransportHost):
         if state is None or not state.terminal:
             return None
         # Finished before this process knew it: the snapshot shows the terminal state again.
-        response = await self._request_with_retry(self.provider.status_request(job_id))
+        response = await self._api.request_with_retry(self.provider.status_request(job_id))
         _, events = self.provider.decode_status(job_id, response, None, source="store")
         final = next((e for e in events if e.terminal), None)
         return None if final is None else qualify(final, state.run)
@@ -352,7 +344,7 @@ class Watcher(TransportHost):
         self._check_open()
         request: Request | None = self.provider.results_request(job_id)
         while request is not None:
-            response = await self._request_with_retry(request)
+            response = await self._api.request_with_retry(request)
             page = self.provider.decode_results(job_id, response)
             for item in page.items:
                 yield item
@@ -381,9 +373,10 @@ class Watcher(TransportHost):
         """A frozen snapshot of the counters."""
         per = {name: dict(c) for name, c in self._counters.items()}
         counts = self._dispatcher.counts
+        pipeline = self._pipeline
         return Statistics(
-            events_in=self._totals["events_in"], events_out=self._totals["events_out"],
-            duplicates=self._dropped.get("duplicate", 0), dropped=dict(self._dropped),
+            events_in=pipeline.events_in, events_out=pipeline.events_out,
+            duplicates=pipeline.dropped.get("duplicate", 0), dropped=dict(pipeline.dropped),
             requests=self._api.requests, rate_limited=self._api.rate_limited_count,
             reconnects=sum(c.get("reconnects", 0) for c in per.values()),
             reconciles=self._totals["reconciles"], safety_polls=self._totals["safety_polls"],
@@ -393,28 +386,40 @@ class Watcher(TransportHost):
 
     # -- watched jobs ----------------------------------------------------------------------
 
+    def _watch(self, job_id: str) -> JobRecord:
+        record = self._pipeline.job(job_id)
+        record.watched = True
+        self._watching[job_id] = record
+        return record
+
     def _add_watch(self, job_id: str) -> None:
-        self._watch_counts[job_id] += 1
-        self._heard.setdefault(job_id, anyio.current_time() if self._state is _State.OPEN else 0)
-        if self._state is _State.OPEN and self._watch_counts[job_id] == 1:
+        record = self._watch(job_id)
+        record.watchers += 1
+        if record.heard is None:
+            record.heard = anyio.current_time() if self._state is _State.OPEN else 0.0
+        if self._state is _State.OPEN and record.watchers == 1:
             self._watch_transports(job_id)
             self._tg.start_soon(self._mark_watched, job_id)  # type: ignore[union-attr]
 
     def _drop_watch(self, job_id: str) -> None:
-        self._watch_counts[job_id] -= 1
-        if self._watch_counts[job_id] <= 0:
-            del self._watch_counts[job_id]
+        record = self._pipeline.job(job_id)
+        record.watchers -= 1
+        if record.watchers <= 0:
+            record.watchers = 0
+            record.watched = False
+            self._watching.pop(job_id, None)
             self._unwatch_transports(job_id)
 
     def _watch_transports(self, job_id: str) -> None:
-        if job_id in self._finals or job_id in self._errors:
+        record = self._pipeline.job(job_id)
+        if record.final is not None or record.error is not None:
             return
-        self._heard[job_id] = anyio.current_time()
+        record.heard = anyio.current_time()
         for transport in self._transports:
             transport.watch(job_id)
 
     def _unwatch_transports(self, job_id: str) -> None:
-        self._heard.pop(job_id, None)
+        self._pipeline.job(job_id).heard = None
         for transport in self._transports:
             transport.unwatch(job_id)
 
@@ -433,155 +438,41 @@ class Watcher(TransportHost):
         except JobwatchError as exc:
             log.warning("could not mark job %s as watched in the store: %s", job_id, exc)
 
-    def watched(self) -> frozenset[str]:
-        return frozenset(j for j in self._watch_counts
-                         if j not in self._finals and j not in self._errors)
+    def _watched(self) -> frozenset[str]:
+        return frozenset(job_id for job_id, record in self._watching.items()
+                         if record.final is None and record.error is None)
 
-    def end_job(self, job_id: str, error: JobwatchError) -> None:
-        if job_id in self._errors:
+    def _end_job(self, job_id: str, error: JobwatchError) -> None:
+        record = self._pipeline.job(job_id)
+        if record.error is not None:
             return  # ended already (a transport and a reconcile may both find out): said once
         log.warning("stopped watching job %s: %s", job_id,
                     str(error).removeprefix(f"job {job_id}: "))
-        self._errors[job_id] = error
+        record.error = error
         self._unwatch_transports(job_id)
-        for queue in list(self._queues.get(job_id, ())):
+        for queue in list(record.queues or ()):
             try:
                 queue.send.send_nowait(error)
             except anyio.WouldBlock:
                 pass
 
-    # -- TransportHost ---------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        return self.config.base_url
-
-    @property
-    def transports(self) -> tuple[str, ...]:
-        return tuple(t.name for t in self._transports)
-
-    @property
-    def budget(self) -> RequestBudget:
-        """The request budget every request of this Watcher draws from (``rpm``)."""
-        return self._api.budget
-
-    def count(self, transport: str, name: str, n: int = 1) -> None:
-        self._counters[transport][name] += n
-
-    async def spend(self) -> None:
-        await self._api.spend()
-
-    async def request(self, request: Request) -> Response:
-        return await self._api.request(request)
-
-    def rate_limited(self, retry_after: float | None) -> None:
-        self._api.rate_limited(retry_after)
-
-    async def _request_with_retry(self, request: Request) -> Response:
-        return await self._api.request_with_retry(request)
-
-    async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False,
-                      as_of: float | None = None) -> None:
-        if not self._gate.is_set():
-            await self._gate.wait()
-        if self.store.concurrent and len(events) > 1:
-            by_job: dict[str | None, list[JobEvent]] = {}
-            for event in events:
-                by_job.setdefault(event.job_id, []).append(event)
-            if len(by_job) > 1:
-                async with anyio.create_task_group() as tg:
-                    for group in by_job.values():
-                        tg.start_soon(self._deliver_in_order, group, authoritative, as_of)
-                return
-        await self._deliver_in_order(events, authoritative, as_of)
-
-    async def _deliver_in_order(self, events: Sequence[JobEvent], authoritative: bool,
-                                as_of: float | None) -> None:
-        for event in events:
-            # One job at a time keeps its order; different jobs record concurrently, which
-            # lets the store commit them together. The lock costs a dict entry when nobody
-            # waits for it.
-            job_id = event.job_id
-            if job_id in self._locks:
-                await self._wait_turn(job_id)
-            else:
-                self._locks[job_id] = deque()
-            try:
-                stale = authoritative and not self._fresh(event, as_of)
-                await self._deliver_one(event, authoritative and not stale, check=not stale)
-            finally:
-                self._unlock(job_id)
-
-    async def _wait_turn(self, job_id: str | None) -> None:
-        turn = anyio.Event()
-        self._locks[job_id].append(turn)
-        try:
-            await turn.wait()
-        except BaseException:
-            if turn.is_set():
-                self._unlock(job_id)  # the turn came with the cancellation: pass it on
-            else:
-                self._locks[job_id].remove(turn)
-            raise
-
-    def _unlock(self, job_id: str | None) -> None:
-        waiters = self._locks[job_id]
-        if waiters:
-            waiters.popleft().set()  # ownership passes to the next in line
-        else:
-            del self._locks[job_id]
-
-    def _fresh(self, event: JobEvent, as_of: float | None) -> bool:
-        # A poll answered after a pushed terminal event, but asked before it, shows the old
-        # run still going: it is no evidence of a new run.
-        ended = self._terminal_at.get(event.job_id or "")
-        return as_of is None or ended is None or as_of >= ended
-
-    async def _deliver_one(self, event: JobEvent, authoritative: bool, *,
-                           check: bool = True) -> None:
-        self._totals["events_in"] += 1
-        job_id = event.job_id
-        if job_id is not None and job_id in self._heard:
-            self._heard[job_id] = anyio.current_time()
-        if job_id is not None and event.terminal:
-            self._started.discard(job_id)
-        elif event.kind is EventKind.STARTED and job_id in self._started:
-            self._dropped["duplicate"] += 1
-            return
-        verdict = await self.store.record(
-            event.job_id, functools.partial(decide, event=event, authoritative=authoritative),
-            ttl=self.config.dedup_ttl,
-        )
-        if verdict.check and check and event.job_id is not None:
-            self._check(event.job_id)
-        if event.kind is EventKind.STARTED and job_id is not None and not self.store.shared \
-                and (verdict.event is not None or verdict.dropped == "duplicate"
-                     and not verdict.check):
-            self._started.add(job_id)
-        if verdict.event is None:
-            self._dropped[verdict.dropped or "dropped"] += 1
-            return
-        self._totals["events_out"] += 1
-        if verdict.event.terminal and verdict.event.job_id is not None:
-            self._finals[verdict.event.job_id] = verdict.event
-            self._terminal_at[verdict.event.job_id] = anyio.current_time()
-            self._unwatch_transports(verdict.event.job_id)
-        elif verdict.event.job_id in self._finals and not verdict.event.kind.startswith("page"):
-            del self._finals[verdict.event.job_id]  # a new run began
-        await self._dispatcher.dispatch(verdict.event)
+    # -- what the transports ask of the Watcher through its host ----------------------------
 
     def _check(self, job_id: str) -> None:
-        if job_id not in self._checking and self._tg is not None:
-            self._checking.add(job_id)
-            self._tg.start_soon(self._run_check, job_id)
+        record = self._pipeline.job(job_id)
+        if not record.checking and self._tg is not None:
+            record.checking = True
+            self._tg.start_soon(self._run_check, record)
 
-    async def _run_check(self, job_id: str) -> None:
+    async def _run_check(self, record: JobRecord) -> None:
+        assert record.job_id is not None
         try:
-            await self.reconcile([job_id], reason="pushed event contradicts a terminal state")
+            await self._reconcile([record.job_id],
+                                  reason="pushed event contradicts a terminal state")
         finally:
-            self._checking.discard(job_id)
+            record.checking = False
 
-    async def reconcile(self, job_ids: Iterable[str], *, reason: str) -> None:
+    async def _reconcile(self, job_ids: Iterable[str], *, reason: str) -> None:
         for job_id in job_ids:
             self._totals["reconciles"] += 1
             log.debug("reconciling job %s by one poll: %s", job_id, reason)
@@ -589,32 +480,90 @@ class Watcher(TransportHost):
 
     async def _poll_once(self, job_id: str) -> None:
         try:
-            response = await self._request_with_retry(self.provider.status_request(job_id))
+            response = await self._api.request_with_retry(self.provider.status_request(job_id))
         except (JobNotFound, AuthenticationError) as exc:
-            self.end_job(job_id, exc)
+            self._end_job(job_id, exc)
             return
         except JobwatchError as exc:
             log.warning("could not poll job %s: %s", job_id, exc)
             return
+        record = self._pipeline.job(job_id)
         try:
             snapshot, events = self.provider.decode_status(
-                job_id, response, self._snapshots.get(job_id), source="poll")
+                job_id, response, record.snapshot, source="poll")
         except JobwatchError as exc:
             log.warning("could not decode job %s: %s", job_id, exc)
             return
-        self._snapshots[job_id] = snapshot
-        await self.deliver(events, authoritative=True, as_of=response.sent_at)
+        record.snapshot = snapshot
+        await self._pipeline.deliver(events, authoritative=True, as_of=response.sent_at)
 
     async def _safety_net(self, seconds: float) -> None:
         tick = max(min(seconds / 4, 5.0), 0.05)
         while True:
             await anyio.sleep(tick)
             now = anyio.current_time()
-            silent = [j for j in self.watched() if now - self._heard.get(j, now) >= seconds]
+            silent = [job_id for job_id in self._watched()
+                      if now - _heard(self._watching[job_id], now) >= seconds]
             for job_id in silent:
-                self._heard[job_id] = now
+                self._watching[job_id].heard = now
                 self._totals["safety_polls"] += 1
-                await self.reconcile([job_id], reason=f"silent for {seconds:g} s (safety net)")
+                await self._reconcile([job_id], reason=f"silent for {seconds:g} s (safety net)")
+
+
+def _heard(record: JobRecord, now: float) -> float:
+    return now if record.heard is None else record.heard
+
+
+class _Host(TransportHost):
+    """What a Watcher's transports see: its pipeline, its API access and its watched jobs."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        self._watcher = watcher
+        self._api = watcher._api
+        self.config = watcher.config
+        self.provider = watcher.provider
+        self.store = watcher.store
+
+    @property
+    def budget(self) -> RequestBudget:  # type: ignore[override]
+        return self._api.budget
+
+    @property
+    def base_url(self) -> str:
+        return self._api.base_url
+
+    @property
+    def transports(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self._watcher._transports)
+
+    async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False,
+                      as_of: float | None = None) -> None:
+        await self._watcher._pipeline.deliver(events, authoritative=authoritative, as_of=as_of)
+
+    async def request(self, request: Request) -> Response:
+        return await self._api.request(request)
+
+    async def spend(self) -> None:
+        await self._api.spend()
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        self._api.rate_limited(retry_after)
+
+    def count(self, transport: str, name: str, n: int = 1) -> None:
+        self._watcher._counters[transport][name] += n
+
+    async def reconcile(self, job_ids: Iterable[str], *, reason: str) -> None:
+        await self._watcher._reconcile(job_ids, reason=reason)
+
+    def watched(self) -> frozenset[str]:
+        return self._watcher._watched()
+
+    def end_job(self, job_id: str, error: JobwatchError) -> None:
+        self._watcher._end_job(job_id, error)
+
+    def subscribe(self, callback: Callable[[JobEvent], Any], *,
+                  kinds: Collection[str] | None = None, job_id: str | None = None) -> Any:
+        return self._watcher.subscribe(callback, kinds=kinds, job_id=job_id)
 
 
 def _check_other_tables(config: Config, built: set[tuple[str, str]]) -> None:

@@ -2,7 +2,8 @@
 
 A **provider** knows one API's wire formats and turns them into :class:`~jobwatch.JobEvent`
 values (pure functions, no I/O). A **transport** moves bytes — polls, holds streams open,
-receives webhooks — and hands what it decoded to its :class:`TransportHost`. A **store** keeps
+receives webhooks — through its :class:`TransportHost`: an :class:`EventSink` for what it
+decoded and :class:`APIAccess` for budgeted requests. A **store** keeps
 what must survive a restart: dedup keys, per-job state, stream checkpoints and the inbox of
 events received but not yet dispatched.
 
@@ -22,8 +23,9 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
+from ._budget import RequestBudget
 from ._config import Config
-from ._errors import JobwatchError
+from ._errors import ConfigError, JobwatchError
 from ._events import JobEvent
 from ._values import Capabilities, JobState, Request, Response, ResultsPage, Snapshot
 
@@ -33,10 +35,13 @@ if TYPE_CHECKING:
     from ._policy import Signals
 
 __all__ = [
+    "APIAccess",
     "Capabilities",
+    "EventSink",
     "JobState",
     "Provider",
     "Request",
+    "RequestBudget",
     "Response",
     "ResultsPage",
     "Snapshot",
@@ -86,15 +91,35 @@ class Provider(abc.ABC):
     half-filled event) and :class:`~jobwatch.APIError` subclasses for error responses.
     Events carry a ``key`` that is equal for the same fact whichever channel reported it; the
     core qualifies it with the job's run.
+
+    ``capabilities`` says what the API offers (a class attribute, or set in ``__init__`` by a
+    provider whose API is described in its configuration); the policy never picks a transport
+    it rules out. ``default_base_url`` is the API's public URL, used when ``[jobwatch]
+    base_url`` is not set; a provider without one makes ``base_url`` required.
     """
 
     name: ClassVar[str]
-    capabilities: ClassVar[Capabilities]
+    capabilities: Capabilities
+    default_base_url: str | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> Self:
         """Build the provider from the ``[jobwatch]`` table and its own ``[jobwatch.<name>]``."""
         return cls(config)  # type: ignore[call-arg]
+
+    def resolve_base_url(self, config: Config) -> str:
+        """The URL requests go to: ``[jobwatch] base_url``, else :attr:`default_base_url`.
+
+        Raises :class:`~jobwatch.ConfigError` when neither is set, before any request is made
+        (so that no credential goes to a host the user did not name).
+        """
+        url = config.base_url or self.default_base_url
+        if url is None:
+            raise ConfigError(
+                f"[jobwatch] base_url is not set and the {self.name} provider has no default "
+                "base URL; set base_url = \"https://...\" under [jobwatch] to the API's address"
+            )
+        return url
 
     @abc.abstractmethod
     def headers(self) -> Mapping[str, str]:
@@ -146,27 +171,16 @@ class Provider(abc.ABC):
         """The jobwatch error for a non-2xx response (an APIError subclass)."""
 
 
-class TransportHost(abc.ABC):
-    """What a Watcher offers its transports. Transports call it; they never reach past it.
+class EventSink(abc.ABC):
+    """Where a transport hands what it learned: decoded events in, and the jobs to watch.
 
-    ``request`` makes one HTTP request within the Watcher's shared request budget (a 429 pauses
-    every caller for ``Retry-After``) and returns the response whatever its status; network
-    failures raise :class:`~jobwatch.NetworkError`. ``deliver`` feeds decoded events into the
-    dedup and ordering pipeline; ``authoritative`` marks a polled snapshot, the only evidence
-    that may begin a new run of a finished job.
+    A webhook receiver needs nothing more; the serverless handler is one.
+    ``deliver`` feeds decoded events into the dedup and ordering pipeline; ``authoritative``
+    marks a polled snapshot, the only evidence that may begin a new run of a finished job.
     """
 
     provider: Provider
     store: Store
-    config: Config
-
-    @abc.abstractmethod
-    async def request(self, request: Request) -> Response:
-        """Make one budgeted request relative to the API's base URL."""
-
-    @abc.abstractmethod
-    async def spend(self) -> None:
-        """Take one request from the budget without making it (opening a stream, say)."""
 
     @abc.abstractmethod
     async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False,
@@ -179,44 +193,68 @@ class TransportHost(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def reconcile(self, job_ids: Iterable[str], *, reason: str) -> None:
-        """Poll each job once within the budget and deliver what its snapshot shows."""
-
-    @abc.abstractmethod
-    def watched(self) -> frozenset[str]:
-        """The jobs some subscriber is waiting on and that have not ended."""
-
-    @abc.abstractmethod
-    def end_job(self, job_id: str, error: JobwatchError) -> None:
-        """Stop watching a job because of ``error``; its ``watch()``/``wait()`` raise it."""
-
-    def subscribe(self, callback: Callable[[JobEvent], Any], *,
-                  kinds: Collection[str] | None = None, job_id: str | None = None) -> Any:
-        """Call ``callback`` for matching dispatched events, like ``Watcher.subscribe``
-        (a relay publishes what a receiver dispatches this way)."""
-        raise NotImplementedError(f"{type(self).__name__} dispatches to no subscribers")
-
-    @property
-    def transports(self) -> tuple[str, ...]:
-        """The names of the transports this host runs."""
-        return ()
-
-    def rate_limited(self, retry_after: float | None) -> None:  # noqa: B027 - optional hook
-        """A 429 came back outside :meth:`request` (a stream opening, say): pause the budget
-        for ``retry_after`` seconds, as :meth:`request` does by itself."""
-
-    @abc.abstractmethod
     def count(self, transport: str, name: str, n: int = 1) -> None:
         """Add ``n`` to the transport's counter ``name`` in ``Watcher.statistics()``."""
+
+    async def reconcile(self, job_ids: Iterable[str], *, reason: str) -> None:  # noqa: B027
+        """Poll each job once within the budget and deliver what its snapshot shows
+        (nothing where the sink makes no requests)."""
+
+    def watched(self) -> frozenset[str]:
+        """The jobs some subscriber is waiting on and that have not ended."""
+        return frozenset()
+
+    def end_job(self, job_id: str, error: JobwatchError) -> None:  # noqa: B027 - optional
+        """Stop watching a job because of ``error``; its ``watch()``/``wait()`` raise it."""
+
+
+class APIAccess(abc.ABC):
+    """Budgeted access to the API: every request a transport makes draws from one budget.
+
+    ``request`` makes one HTTP request relative to ``base_url`` and returns the response
+    whatever its status (a rate-limited answer pauses every caller); network failures raise
+    :class:`~jobwatch.NetworkError`. Long-lived streams are opened by the transport itself,
+    after :meth:`spend`.
+    """
+
+    provider: Provider
+    #: The shared request budget: a transport may consult ``budget.delay(now)`` to plan,
+    #: but takes requests only through :meth:`request` or :meth:`spend`.
+    budget: RequestBudget | None = None
+
+    @abc.abstractmethod
+    async def request(self, request: Request) -> Response:
+        """Make one budgeted request relative to the API's base URL."""
+
+    @abc.abstractmethod
+    async def spend(self) -> None:
+        """Take one request from the budget without making it (opening a stream, say)."""
+
+    def rate_limited(self, retry_after: float | None) -> None:  # noqa: B027 - optional hook
+        """A rate-limited answer came back outside :meth:`request` (a stream opening, say):
+        pause the budget for ``retry_after`` seconds, as :meth:`request` does by itself."""
 
     @property
     @abc.abstractmethod
     def base_url(self) -> str:
         """The API's base URL, for transports that open their own connections."""
 
-    #: The shared request budget, where the host has one: a transport may consult
-    #: ``budget.delay(now)`` to plan, but takes requests only through :meth:`request`.
-    budget: Any = None
+
+class TransportHost(EventSink, APIAccess):
+    """What a Watcher offers its transports: both seams. Transports never reach past it."""
+
+    config: Config
+
+    @property
+    def transports(self) -> tuple[str, ...]:
+        """The names of the transports this host runs."""
+        return ()
+
+    def subscribe(self, callback: Callable[[JobEvent], Any], *,
+                  kinds: Collection[str] | None = None, job_id: str | None = None) -> Any:
+        """Call ``callback`` for matching dispatched events, like ``Watcher.subscribe``
+        (a relay publishes what a receiver dispatches this way)."""
+        raise NotImplementedError(f"{type(self).__name__} dispatches to no subscribers")
 
 
 class Transport(abc.ABC):

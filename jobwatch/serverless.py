@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import inspect
 import logging
 from collections import OrderedDict, defaultdict
@@ -38,9 +37,9 @@ import anyio
 from ._config import Config
 from ._errors import JobwatchError
 from ._events import JobEvent
-from ._guard import decide
+from ._pipeline import Pipeline
 from ._registry import load
-from .abc import Provider, Request, Response, Store, TransportHost
+from .abc import EventSink, Provider, Store
 from .transports._receiver import Receiver, Reply, normalize_headers
 from .transports.webhook import WebhookTransport
 
@@ -55,50 +54,32 @@ _UNAVAILABLE = Reply(503, (("content-type", "application/json"),),
 LambdaFunction = Callable[[Mapping[str, Any], Any], dict[str, Any]]
 
 
-class _HandlerHost(TransportHost):
-    """The TransportHost of one invocation: records through the store; makes no requests."""
+class _HandlerSink(EventSink):
+    """Where one invocation's receiver hands its events: the pipeline, without a poll."""
 
     def __init__(self, config: Config, provider: Provider, store: Store) -> None:
-        self.config = config
         self.provider = provider
         self.store = store
         self.recorded: list[JobEvent] = []
         self.counters: dict[str, int] = defaultdict(int)
+        self.pipeline = Pipeline(store, dedup_ttl=config.dedup_ttl, dispatch=self._recorded)
+        self.pipeline.ready.set()
 
-    async def request(self, request: Request) -> Response:
-        raise JobwatchError("a serverless handler makes no API requests")
-
-    async def spend(self) -> None:
-        raise JobwatchError("a serverless handler makes no API requests")
+    async def _recorded(self, event: JobEvent) -> None:
+        self.recorded.append(event)  # on_event is called once the delivery is answered for
 
     async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False,
                       as_of: float | None = None) -> None:
         # A handler never polls, so nothing it records is a (possibly stale) snapshot.
-        for event in events:
-            verdict = await self.store.record(
-                event.job_id, functools.partial(decide, event=event, authoritative=authoritative),
-                ttl=self.config.dedup_ttl,
-            )
-            if verdict.event is not None:
-                self.recorded.append(verdict.event)
-            else:
-                self.counters[f"dropped_{verdict.dropped}"] += 1
-
-    async def reconcile(self, job_ids: Iterable[str], *, reason: str) -> None:
-        log.debug("no reconcile in a serverless handler (%s)", reason)
-
-    def watched(self) -> frozenset[str]:
-        return frozenset()
+        await self.pipeline.deliver(events, authoritative=authoritative, as_of=as_of)
+        for reason, n in self.pipeline.dropped.items():
+            self.counters[f"dropped_{reason}"] = n
 
     def end_job(self, job_id: str, error: JobwatchError) -> None:
         log.warning("job %s: %s", job_id, error)
 
     def count(self, transport: str, name: str, n: int = 1) -> None:
         self.counters[name] += n
-
-    @property
-    def base_url(self) -> str:
-        return self.config.base_url
 
 
 #: Marks an opening cut short by its invocation's cancellation; the next waiting one opens.
@@ -167,7 +148,7 @@ class Handler:
         the sender retries.
         """
         fields = normalize_headers(headers)
-        host = _HandlerHost(self.config, self.provider, self.store)
+        host = _HandlerSink(self.config, self.provider, self.store)
         receiver = self._receiver(host)
         early = receiver.check(method, path, fields, len(body))
         if early is None:
@@ -246,7 +227,7 @@ class Handler:
                 if self._closing is closing:
                     self._closing = None
 
-    def _receiver(self, host: _HandlerHost) -> Receiver:
+    def _receiver(self, host: _HandlerSink) -> Receiver:
         options = self._options
         return Receiver(
             host, scheme=self._scheme, path=options.path if self._check_path else None,

@@ -134,3 +134,9 @@ class ScriptedTransport(Transport):
             raise JobwatchError("the ScriptedTransport is not running; enter its Watcher first")
         flag = self._authoritative if authoritative is None else authoritative
         await self._host.deliver(list(events), authoritative=flag)
+
+    async def reconcile(self, *job_ids: str, reason: str = "scripted") -> None:
+        """Ask the Watcher to poll ``job_ids`` once, as a transport does after a reconnect."""
+        if self._host is None:
+            raise JobwatchError("the ScriptedTransport is not running; enter its Watcher first")
+        await self._host.reconcile(job_ids, reason=reason)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
 from .._errors import DecodeError, WebhookVerificationError
-from ..abc import TransportHost
+from ..abc import EventSink
 from ._signatures import Scheme
 
 __all__ = ["Reply", "Receiver", "normalize_headers"]
@@ -85,7 +85,8 @@ def is_json(content_type: str | None) -> bool:
 
 
 class Receiver:
-    """Checks, verifies, decodes and records webhook deliveries for one :class:`TransportHost`.
+    """Checks, verifies, decodes and records webhook deliveries for one
+    :class:`~jobwatch.abc.EventSink`.
 
     ``scheme`` verifies signatures (None: accept unsigned deliveries, which takes
     ``allow_unsigned``); with ``allow_unsigned`` and a scheme, a delivery that carries no
@@ -97,7 +98,7 @@ class Receiver:
 
     def __init__(
         self,
-        host: TransportHost | None,
+        host: EventSink | None,
         *,
         scheme: Scheme | None,
         path: str | None = "/hooks/reader",

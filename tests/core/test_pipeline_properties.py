@@ -422,7 +422,7 @@ def test_a_poll_answered_before_the_end_does_not_begin_a_run() -> None:
         watcher.subscribe(lambda event: seen.append(event.key))
         async with watcher, trio.open_nursery() as nursery:
             await push.send(make_event("started", "job_1", source="webhook"))
-            nursery.start_soon(functools.partial(watcher.reconcile, ["job_1"], reason="test"))
+            nursery.start_soon(push.reconcile, "job_1")
             await answered.wait()
             await push.send(make_event("completed", "job_1", completed=9, total=9,
                                        source="webhook"))

@@ -115,9 +115,7 @@ class RelayTransport(Transport):
     def _role(self, host: TransportHost) -> str:
         if self.options.role != "auto":
             return self.options.role
-        # The Watcher (the real host) says what runs beside us; TransportHost does not (yet).
-        decision = getattr(host, "decision", None)
-        names = tuple(getattr(decision, "transports", ()) or ())
+        names = host.transports  # what runs beside us
         return "publish" if any(n != self.name for n in names) else "consume"
 
     @property

@@ -1,0 +1,190 @@
+"""The one path every decoded event takes: per-job order, the guard, the store, then dispatch.
+
+:class:`Pipeline` serves the Watcher and the serverless handler alike. For each event it takes
+the event's job in turn (events of one job in order, different jobs concurrently), asks the
+ordering guard through :meth:`Store.record <jobwatch.abc.Store.record>`, keeps the bookkeeping
+of final events, and hands what is new to ``dispatch``. What this process knows of one job
+lives in one :class:`JobRecord`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+import attrs
+
+from ._errors import JobwatchError
+from ._events import EventKind, JobEvent
+from ._guard import decide
+from ._values import Snapshot
+from .abc import Store
+
+__all__ = ["JobRecord", "Pipeline"]
+
+_STARTED = EventKind.STARTED
+
+
+def _ignore(job_id: str) -> None:
+    pass
+
+
+@attrs.define(eq=False)
+class JobRecord:
+    """What this process knows of one job.
+
+    The pipeline keeps ``final`` (the current run's terminal event, once delivered),
+    ``ended_at`` (when it was recorded), ``started`` (the run's ``started`` was recorded: a
+    stream repeats it with every progress frame, and a repeat needs no store trip), ``heard``
+    (when a transport last spoke of a watched job; None when not watched) and the job's turn
+    (``busy``, ``waiting``). The Watcher keeps the rest: who watches it and why it stopped.
+    """
+
+    job_id: str | None
+    final: JobEvent | None = None
+    ended_at: float | None = None
+    started: bool = False
+    heard: float | None = None
+    busy: bool = False
+    waiting: deque[anyio.Event] | None = None
+    watched: bool = False
+    watchers: int = 0
+    queues: set[Any] | None = None
+    error: JobwatchError | None = None
+    snapshot: Snapshot | None = None
+    checking: bool = False
+
+
+class Pipeline:
+    """Dedup and the ordering guard between the transports and the dispatcher.
+
+    ``dispatch`` receives each delivered event once it is recorded. ``on_check(job_id)`` is
+    called when a pushed event contradicts a finished run (one confirming poll is wanted);
+    ``on_final(job_id)`` when a run's terminal event is delivered. Deliveries wait for
+    :attr:`ready` (the Watcher replays its inbox first). ``events_in``, ``events_out`` and
+    ``dropped`` (by reason) count what went through.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        dedup_ttl: float,
+        dispatch: Callable[[JobEvent], Awaitable[None]],
+        on_check: Callable[[str], None] = _ignore,
+        on_final: Callable[[str], None] = _ignore,
+    ) -> None:
+        self.store = store
+        self.dedup_ttl = dedup_ttl
+        self.ready = anyio.Event()
+        self.jobs: dict[str | None, JobRecord] = {}
+        self.events_in = 0
+        self.events_out = 0
+        self.dropped: dict[str, int] = defaultdict(int)
+        self._dispatch = dispatch
+        self._on_check = on_check
+        self._on_final = on_final
+
+    def job(self, job_id: str | None) -> JobRecord:
+        """The record of ``job_id``, created on first use."""
+        record = self.jobs.get(job_id)
+        if record is None:
+            record = self.jobs[job_id] = JobRecord(job_id)
+        return record
+
+    async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False,
+                      as_of: float | None = None) -> None:
+        """Record and dispatch ``events``; returns once every one is recorded."""
+        if not self.ready.is_set():
+            await self.ready.wait()
+        if self.store.concurrent and len(events) > 1:
+            by_job: dict[str | None, list[JobEvent]] = {}
+            for event in events:
+                by_job.setdefault(event.job_id, []).append(event)
+            if len(by_job) > 1:
+                # Different jobs record concurrently, which lets the store commit them together.
+                async with anyio.create_task_group() as tg:
+                    for group in by_job.values():
+                        tg.start_soon(self._deliver_in_order, group, authoritative, as_of)
+                return
+        await self._deliver_in_order(events, authoritative, as_of)
+
+    async def _deliver_in_order(self, events: Sequence[JobEvent], authoritative: bool,
+                                as_of: float | None) -> None:
+        for event in events:
+            record = self.job(event.job_id)
+            if record.busy:
+                await self._wait_turn(record)
+            else:
+                record.busy = True
+            try:
+                stale = authoritative and not _fresh(record, as_of)
+                await self._deliver_one(record, event, authoritative and not stale,
+                                        check=not stale)
+            finally:
+                _pass_turn(record)
+
+    async def _wait_turn(self, record: JobRecord) -> None:
+        turn = anyio.Event()
+        if record.waiting is None:
+            record.waiting = deque()
+        record.waiting.append(turn)
+        try:
+            await turn.wait()
+        except BaseException:
+            if turn.is_set():
+                _pass_turn(record)  # the turn came with the cancellation: pass it on
+            else:
+                record.waiting.remove(turn)
+            raise
+
+    async def _deliver_one(self, record: JobRecord, event: JobEvent, authoritative: bool, *,
+                           check: bool) -> None:
+        self.events_in += 1
+        job_id = event.job_id
+        if record.heard is not None:
+            record.heard = anyio.current_time()
+        if job_id is not None and event.terminal:
+            record.started = False
+        elif event.kind is _STARTED and record.started:
+            self.dropped["duplicate"] += 1
+            return
+        verdict = await self.store.record(
+            job_id, functools.partial(decide, event=event, authoritative=authoritative),
+            ttl=self.dedup_ttl,
+        )
+        if verdict.check and check and job_id is not None:
+            self._on_check(job_id)
+        if event.kind is _STARTED and job_id is not None and not self.store.shared \
+                and (verdict.event is not None or verdict.dropped == "duplicate"
+                     and not verdict.check):
+            # Other processes record into a shared store: there, no shortcut of our own.
+            record.started = True
+        delivered = verdict.event
+        if delivered is None:
+            self.dropped[verdict.dropped or "dropped"] += 1
+            return
+        self.events_out += 1
+        if delivered.terminal and job_id is not None:
+            record.final = delivered
+            record.ended_at = anyio.current_time()
+            self._on_final(job_id)
+        elif record.final is not None and not delivered.kind.carries_data:
+            record.final = None  # a new run began
+        await self._dispatch(delivered)
+
+
+def _fresh(record: JobRecord, as_of: float | None) -> bool:
+    # A poll answered after a pushed terminal event, but asked before it, shows the old run
+    # still going: it is no evidence of a new run.
+    return as_of is None or record.ended_at is None or as_of >= record.ended_at
+
+
+def _pass_turn(record: JobRecord) -> None:
+    if record.waiting:
+        record.waiting.popleft().set()  # the turn passes to the next in line
+    else:
+        record.busy = False
