@@ -36,6 +36,12 @@ class EventKind(enum.StrEnum):
         """Whether an event of this kind ends a run of the job."""
         return self in _TERMINAL_KINDS
 
+    @property
+    def carries_data(self) -> bool:
+        """Whether an event of this kind carries data of its own (a page of results): it is
+        delivered even when it arrives late, and only an exact duplicate is dropped."""
+        return self in _DATA_KINDS
+
 
 class JobStatus(enum.StrEnum):
     """A job's lifecycle state."""
@@ -58,6 +64,7 @@ class JobStatus(enum.StrEnum):
 
 
 _TERMINAL_KINDS = frozenset({EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED})
+_DATA_KINDS = frozenset({EventKind.PAGE, EventKind.PAGE_FAILED})
 _TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 _RANK = {status: 2 if status in _TERMINAL_STATUSES else int(status is not JobStatus.QUEUED)
          for status in JobStatus}
