@@ -13,6 +13,7 @@ went wrong and what to do about it::
     │       ├── AuthenticationError 401: the API key was refused
     │       ├── JobNotFound         404: the API does not know the job
     │       └── RateLimited         429: the request budget is exhausted
+    ├── InvalidJobId                a job id is empty, too long or not text (also a ValueError)
     ├── DecodeError                 a payload is not what the provider's wire format says
     ├── WebhookVerificationError    a webhook delivery failed verification (carries its HTTP status)
     ├── WatchTimeout                a wait ended before the job reached a terminal state
@@ -29,6 +30,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigError",
     "DecodeError",
+    "InvalidJobId",
     "JobNotFound",
     "JobwatchError",
     "NetworkError",
@@ -104,6 +106,10 @@ class JobNotFound(APIError):
 
 class RateLimited(APIError):
     """The API's request budget is exhausted (HTTP 429); ``retry_after`` says for how long."""
+
+
+class InvalidJobId(JobwatchError, ValueError):
+    """A job id that names no job: empty, too long, or with control characters."""
 
 
 class DecodeError(JobwatchError):

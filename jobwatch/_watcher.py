@@ -26,13 +26,12 @@ import httpx
 from anyio.abc import TaskGroup
 
 from ._api import APIClient
-from ._budget import RequestBudget
+from ._budget import BudgetOptions, RequestBudget
 from ._config import Config, load_config
 from ._dispatch import Callback, Dispatcher, Subscription
 from ._errors import (
-    AuthenticationError,
     ConfigError,
-    JobNotFound,
+    InvalidJobId,
     JobwatchError,
     WatcherClosed,
     WatchTimeout,
@@ -116,11 +115,13 @@ class Watcher:
         http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config if config is not None else load_config()
-        # The transport names may come from the environment or a flag: not the file's to name.
-        self.decision = self._decide(transports, environ, signals)
         with self.config.naming_source():  # a component's ConfigError names the file
             self.provider = provider or load(
                 "provider", self.config.provider, Provider).from_config(self.config)
+            base_url = self.provider.resolve_base_url(self.config)
+        # The transport names may come from the environment or a flag: not the file's to name.
+        self.decision = self._decide(transports, environ, signals)
+        with self.config.naming_source():
             self._transports = list(transports) if transports is not None else self._build()
             self.store = store or load("store", self.config.store, Store).from_config(
                 self.config)
@@ -128,7 +129,7 @@ class Watcher:
                 ("provider", self.config.provider), ("store", self.config.store),
                 *(("transport", n) for n in self.decision.transports)})
         self._api = APIClient(self.config, self.provider, _make_budget(self.config),
-                              base_url=self.config.base_url, http_transport=http_transport)
+                              base_url=base_url, http_transport=http_transport)
         self._dispatcher = Dispatcher(self.store, on_unsubscribe=self._on_unsubscribe)
         self._pipeline = Pipeline(self.store, dedup_ttl=self.config.dedup_ttl,
                                   dispatch=self._dispatcher.dispatch, on_check=self._check,
@@ -151,7 +152,7 @@ class Watcher:
             push = bool(transports) and all(t.push for t in transports)
             return Decision(transports=names, reasons=("transports given to the Watcher",),
                             safety_poll=self.config.safety_poll if push else 0.0)
-        decision = choose_transport(self.config, environ, signals)
+        decision = choose_transport(self.config, environ, signals, provider=self.provider)
         check_names(decision.transports, installed("transport"))
         return decision
 
@@ -254,6 +255,8 @@ class Watcher:
                   job_id: str | None = None) -> Subscription:
         """Call ``callback`` (sync or async) for matching events; ``job_id=None``: every job."""
         self._check_open()
+        if job_id is not None:
+            check_job_id(job_id)
         sub = self._dispatcher.subscribe(callback, kinds=kinds, job_id=job_id)
         if job_id is not None:
             self._add_watch(job_id)
@@ -266,6 +269,7 @@ class Watcher:
     async def watch(self, job_id: str) -> AsyncGenerator[JobEvent, None]:
         """This job's events as they arrive; ends after its terminal event."""
         self._check_open()
+        check_job_id(job_id)
         record = self._pipeline.job(job_id)
         if record.final is None:
             # Finished before this process knew of it: answer from the store and one poll,
@@ -342,6 +346,7 @@ class Watcher:
     async def results(self, job_id: str) -> AsyncIterator[Mapping[str, Any]]:
         """Every result entry of a job, following the API's pagination within the budget."""
         self._check_open()
+        check_job_id(job_id)
         request: Request | None = self.provider.results_request(job_id)
         while request is not None:
             response = await self._api.request_with_retry(request)
@@ -480,12 +485,12 @@ class Watcher:
 
     async def _poll_once(self, job_id: str) -> None:
         try:
-            response = await self._api.request_with_retry(self.provider.status_request(job_id))
-        except (JobNotFound, AuthenticationError) as exc:
-            self._end_job(job_id, exc)
-            return
+            response, verdict = await self._api.fetch(self.provider.status_request(job_id))
         except JobwatchError as exc:
             log.warning("could not poll job %s: %s", job_id, exc)
+            return
+        if verdict.ends:  # the provider says the job is gone, or asking again cannot help
+            self._end_job(job_id, self.provider.error_for(response))
             return
         record = self._pipeline.job(job_id)
         try:
@@ -508,6 +513,25 @@ class Watcher:
                 self._watching[job_id].heard = now
                 self._totals["safety_polls"] += 1
                 await self._reconcile([job_id], reason=f"silent for {seconds:g} s (safety net)")
+
+
+#: Longer than any job id an API hands out; a longer "id" is a mistake (a pasted document).
+MAX_JOB_ID = 512
+
+
+def check_job_id(job_id: object) -> None:
+    """Raise InvalidJobId unless ``job_id`` can name a job: non-empty text of at most
+    ``MAX_JOB_ID`` characters without control characters."""
+    if not isinstance(job_id, str):
+        raise InvalidJobId(f"a job id is text, got {type(job_id).__name__} {job_id!r}")
+    if not job_id.strip():
+        raise InvalidJobId("the job id is empty; pass the id the API returned for the job")
+    if len(job_id) > MAX_JOB_ID:
+        raise InvalidJobId(f"the job id is {len(job_id)} characters long (at most "
+                           f"{MAX_JOB_ID}); pass the id the API returned for the job")
+    if any(ord(c) < 32 or ord(c) == 127 for c in job_id):
+        raise InvalidJobId(f"the job id {job_id!r} contains control characters; pass the id "
+                           "the API returned for the job")
 
 
 def _heard(record: JobRecord, now: float) -> float:
@@ -579,7 +603,5 @@ def _check_other_tables(config: Config, built: set[tuple[str, str]]) -> None:
 
 
 def _make_budget(config: Config) -> RequestBudget:
-    from .transports.poll import PollOptions
-
-    return RequestBudget(config.options("poll", PollOptions).check().rpm)
+    return BudgetOptions.from_config(config).budget()
 

@@ -10,6 +10,8 @@ events received but not yet dispatched.
 Each implementation, the built-in ones too, is registered under an entry point group
 (``jobwatch.providers``, ``jobwatch.transports``, ``jobwatch.stores``) and reads only the
 configuration table named after it (``[jobwatch.<name>]``) in ``from_config``.
+A :class:`Scheme` verifies webhook signatures; schemes are registered under
+``jobwatch.schemes`` and chosen by ``[jobwatch.webhook] scheme``.
 ``jobwatch.testing`` has a conformance suite for each seam.
 """
 
@@ -27,7 +29,19 @@ from ._budget import RequestBudget
 from ._config import Config
 from ._errors import ConfigError, JobwatchError
 from ._events import JobEvent
-from ._values import Capabilities, JobState, Request, Response, ResultsPage, Snapshot
+from ._ratelimit import classify_http, parse_rate_limit, parse_retry_after
+from ._scheme import Scheme
+from ._values import (
+    Capabilities,
+    Classification,
+    JobState,
+    Outcome,
+    RateLimit,
+    Request,
+    Response,
+    ResultsPage,
+    Snapshot,
+)
 
 if TYPE_CHECKING:
     from typing import Self
@@ -37,19 +51,27 @@ if TYPE_CHECKING:
 __all__ = [
     "APIAccess",
     "Capabilities",
+    "Classification",
     "EventSink",
     "JobState",
+    "Outcome",
     "Provider",
+    "RateLimit",
     "Request",
     "RequestBudget",
     "Response",
     "ResultsPage",
+    "Scheme",
     "Snapshot",
     "Store",
     "Transport",
     "TransportHost",
     "Verdict",
     "WebhookDelivery",
+    "classify_http",
+    "parse_rate_limit",
+    "parse_retry_after",
+    "path_segment",
 ]
 
 
@@ -81,6 +103,21 @@ class Verdict:
     state: JobState | None = None
     check: bool = False
     dropped: str | None = None
+
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
+
+
+def path_segment(value: str) -> str:
+    """``value`` as one URL path segment: every byte but letters, digits and ``-_.~``
+    percent-encoded, and ``.`` / ``..`` too, so that no job id can change a request's path or
+    query. A provider builds its URLs with it (``f"/v1/jobs/{path_segment(job_id)}"``)."""
+    if value in (".", ".."):
+        return value.replace(".", "%2E")
+    if all(c in _UNRESERVED for c in value):
+        return value
+    return "".join(c if c in _UNRESERVED else "".join(f"%{b:02X}" for b in c.encode("utf-8"))
+                   for c in value)
 
 
 class Provider(abc.ABC):
@@ -169,6 +206,18 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def error_for(self, response: Response) -> JobwatchError:
         """The jobwatch error for a non-2xx response (an APIError subclass)."""
+
+    def classify(self, response: Response) -> Classification:
+        """What a response means: fine, rate limited, job gone, retry later, or fatal.
+
+        Called for every response; the transports and the core obey the verdict, and the
+        request budget learns the rate-limit headers it carries. The default,
+        :func:`classify_http`, reads standard HTTP (429, 503 + ``Retry-After``, 401/403 with a
+        rate-limit header, ``x-ratelimit-*``, 404/410, 5xx) and honours a
+        :class:`~jobwatch.RateLimited` that :meth:`error_for` returns; override it for an
+        API's own signals, starting from ``classify_http(response, self.error_for)``.
+        """
+        return classify_http(response, self.error_for)
 
 
 class EventSink(abc.ABC):

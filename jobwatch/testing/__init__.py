@@ -5,11 +5,23 @@
 - The ``reader_sim`` pytest fixture serves the Reader simulator on a loopback port
   (load it with ``pytest_plugins = ["jobwatch.testing"]``, or rely on the ``jobwatch``
   pytest plugin that installing jobwatch registers).
-- :class:`StoreConformance` and :class:`TransportConformance` are suites a plugin's tests
-  subclass.
+- :class:`ScriptedHost` runs one transport on its own, as a Watcher would, and records what
+  it delivered, requested and counted.
+- :class:`ProviderConformance` (with :class:`ProviderSamples`), :class:`StoreConformance` and
+  :class:`TransportConformance` are suites a plugin's tests subclass.
 """
 
 from ._conformance import StoreConformance, TransportConformance
+from ._host import ScriptedHost
+from ._providers import ProviderConformance, ProviderSamples
 from ._scripted import ScriptedTransport, make_event
 
-__all__ = ["ScriptedTransport", "StoreConformance", "TransportConformance", "make_event"]
+__all__ = [
+    "ProviderConformance",
+    "ProviderSamples",
+    "ScriptedHost",
+    "ScriptedTransport",
+    "StoreConformance",
+    "TransportConformance",
+    "make_event",
+]

@@ -15,7 +15,7 @@ The built-in stores and transports run the same suites.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -25,7 +25,11 @@ from .._errors import ConfigError
 from .._events import EventKind
 from .._guard import decide
 from ..abc import JobState, Store, Transport
+from ..providers.reader import ReaderProvider
+from ..sim import Simulator, Step
+from ._host import ScriptedHost
 from ._scripted import make_event
+from ._sim import RunningSimulator
 
 __all__ = ["StoreConformance", "TransportConformance"]
 
@@ -141,12 +145,34 @@ class StoreConformance:
 
 @pytest.mark.anyio
 class TransportConformance:
-    """Behaviour every Transport must show. Provide ``transport`` as a fixture returning a
-    new, not yet running instance."""
+    """Behaviour every Transport must show, up to running it against a live API.
+
+    Provide ``transport`` as a fixture returning a new, not yet running instance. The running
+    tests serve the Reader simulator (the ``reader_sim`` fixture) and run the transport in a
+    :class:`ScriptedHost`: it must start, report a watched job to its terminal event, take
+    every request it makes from the host's budget, count under its own name and stop when
+    cancelled. Override :meth:`config` for the options it needs and :meth:`start_job` where
+    the API must be told where to report (a webhook URL, say). A transport that learns
+    nothing from an API of its own (a relay fed by other processes) sets
+    ``reports_from_api = False``.
+    """
+
+    #: Whether the transport learns about jobs from the API by itself (poll, stream, webhook).
+    reports_from_api: ClassVar[bool] = True
 
     @pytest.fixture
     def transport(self) -> Transport:
         raise NotImplementedError("override the transport fixture")
+
+    def config(self, url: str, api_key: str) -> Config:
+        """The configuration the running tests use against the simulator at ``url``."""
+        return Config.from_mapping({"jobwatch": {
+            "base_url": url, "api_key": api_key, "store": "memory", "safety_poll": 0,
+        }}, environ={})
+
+    def start_job(self, simulator: Simulator, transport: Transport) -> str:
+        """Create a short job in ``simulator`` and return its id."""
+        return simulator.create_job(steps=[Step(kind="page"), Step(kind="page")])
 
     def test_has_a_name(self, transport: Transport) -> None:
         assert isinstance(transport.name, str) and transport.name
@@ -165,3 +191,33 @@ class TransportConformance:
         except ConfigError:
             return  # a transport may need options the empty configuration lacks
         assert isinstance(built, type(transport))
+
+    async def test_run_starts_and_stops_when_cancelled(
+        self, transport: Transport, reader_sim: RunningSimulator
+    ) -> None:
+        host = ScriptedHost(self.config(reader_sim.url, reader_sim.api_key), ReaderProvider(
+            self.config(reader_sim.url, reader_sim.api_key)))
+        with anyio.fail_after(10):
+            async with host, anyio.create_task_group() as tg:
+                await tg.start(transport.run, host)  # task_status.started() was called
+                tg.cancel_scope.cancel()
+
+    async def test_run_reports_a_watched_job_to_its_end(
+        self, transport: Transport, reader_sim: RunningSimulator
+    ) -> None:
+        if not self.reports_from_api:
+            pytest.skip(f"the {transport.name} transport learns nothing from an API itself")
+        config = self.config(reader_sim.url, reader_sim.api_key)
+        host = ScriptedHost(config, ReaderProvider(config))
+        with anyio.fail_after(30):
+            async with host, anyio.create_task_group() as tg:
+                await tg.start(transport.run, host)
+                job_id = self.start_job(reader_sim.simulator, transport)
+                host.watch(transport, job_id)
+                final = await host.final(job_id)
+                tg.cancel_scope.cancel()
+        assert final.kind is EventKind.COMPLETED and final.job_id == job_id
+        # Every request the API saw was taken from the host's budget, and counted as the
+        # transport's own.
+        assert reader_sim.simulator.request_counts().total <= host.requests
+        assert all(name == transport.name for name, _ in host.counts)
