@@ -4,15 +4,22 @@ The guard decides; a :class:`~jobwatch.abc.Store` applies the verdict atomically
 keys it has already seen. Rules, per job and run:
 
 - status never moves backwards (queued → processing → terminal);
-- a progress count lower than one already delivered is stale;
+- a progress count lower than one already delivered is stale; a progress event without a
+  count is a status change, delivered once per status;
 - after the terminal event no ``started`` or ``progress`` of that run is delivered, and a
   pushed event that contradicts the terminal state asks for one confirming poll;
-- a polled snapshot (authoritative) that is not terminal after a terminal one starts a new run,
-  whose events have new keys;
-- page events carry data, so they are delivered even when late; only duplicates are dropped.
+- where the API numbers its attempts, an event of a higher attempt starts a new run whatever
+  transport reported it, and an event of an older attempt is dropped;
+- for events without an attempt, a polled snapshot (authoritative) that is not terminal after a
+  terminal one starts a new run;
+- a new run's events have new keys;
+- events of kinds that carry data (:attr:`EventKind.carries_data`) are delivered even when
+  late; only duplicates are dropped.
 """
 
 from __future__ import annotations
+
+import attrs
 
 from ._events import (
     _RANK,
@@ -30,16 +37,18 @@ __all__ = ["decide", "qualify"]
 
 # Members and properties of the enums, read once: every event goes through these checks.
 _STARTED, _PROGRESS = EventKind.STARTED, EventKind.PROGRESS
-_PAGES = frozenset({EventKind.PAGE, EventKind.PAGE_FAILED})
+_CARRY_DATA = frozenset(kind for kind in EventKind if kind.carries_data)
 # Verdicts are immutable: the drops are the same value every time.
 _BACKWARDS = Verdict(event=None, dropped="backwards")
 _STALE = Verdict(event=None, dropped="stale")
 _DUPLICATE = Verdict(event=None, dropped="duplicate")
+_OLD_ATTEMPT = Verdict(event=None, dropped="old-attempt")
 _AFTER_TERMINAL = {(check, reason): Verdict(event=None, check=check, dropped=reason)
                    for check in (False, True) for reason in ("duplicate", "after-terminal")}
 
-_STATE_SETTERS = _slot_setters(JobState, ("job_id", "run", "status", "completed", "total",
-                                          "started", "terminal", "watched", "updated_at"))
+_STATE_SETTERS = _slot_setters(JobState, ("job_id", "run", "attempt", "status", "completed",
+                                          "total", "started", "terminal", "watched",
+                                          "updated_at"))
 _VERDICT_SETTERS = _slot_setters(Verdict, ("event", "state", "check", "dropped"))
 _new = object.__new__
 
@@ -62,8 +71,9 @@ def qualify(event: JobEvent, run: int) -> JobEvent:
     return event.with_key(f"{event.key}#{run}")
 
 
-def _new_run(state: JobState) -> JobState:
-    return JobState(job_id=state.job_id, run=state.run + 1, watched=state.watched)
+def _new_run(state: JobState, attempt: int | None = None) -> JobState:
+    return JobState(job_id=state.job_id, run=state.run + 1, attempt=attempt,
+                    watched=state.watched)
 
 
 def _advance(state: JobState, event: JobEvent) -> JobState:
@@ -78,10 +88,11 @@ def _advance(state: JobState, event: JobEvent) -> JobState:
         completed = count
     terminal = event.kind in _TERMINAL_KINDS
     advanced = _new(JobState)
-    set_job, set_run, set_status, set_completed, set_total, set_started, set_terminal, \
-        set_watched, set_updated = _STATE_SETTERS
+    set_job, set_run, set_attempt, set_status, set_completed, set_total, set_started, \
+        set_terminal, set_watched, set_updated = _STATE_SETTERS
     set_job(advanced, state.job_id)
     set_run(advanced, state.run)
+    set_attempt(advanced, state.attempt if event.attempt is None else event.attempt)
     set_status(advanced, new if terminal else status)
     set_completed(advanced, completed)
     set_total(advanced, state.total if event.total is None else event.total)
@@ -99,18 +110,32 @@ def decide(state: JobState | None, event: JobEvent, *, authoritative: bool = Fal
         return Verdict(event=event)
     if state is None:
         state = JobState(job_id=job_id)
+    saved = state
+    # Attempts, where both sides know one, decide runs; otherwise only a poll may begin one.
+    attempt, known = event.attempt, state.attempt
+    numbered = attempt is not None and known is not None
+    if attempt is not None and known is not None and attempt != known:
+        if attempt < known:
+            return _OLD_ATTEMPT  # a late report of a run that a newer attempt replaced
+        state = _new_run(state, attempt)
     kind = event.kind
-    if kind in _PAGES:
-        return Verdict(event=qualify(event, state.run))  # pages leave the job's state as it is
+    if kind in _CARRY_DATA:
+        # Data is delivered even when late and moves no status or count; it may still begin a
+        # run (a higher attempt) or name the run's attempt.
+        if attempt is not None and state.attempt is None:
+            state = attrs.evolve(state, attempt=attempt)
+        return Verdict(event=qualify(event, state.run), state=None if state is saved else state)
     status: JobStatus | None = event.status
-    if state.terminal and authoritative and status is not None \
+    if state.terminal and authoritative and not numbered and status is not None \
             and status not in _TERMINAL_STATUSES:
-        state = _new_run(state)  # a polled snapshot shows the job going again
+        state = _new_run(state, attempt)  # a polled snapshot shows the job going again
     if state.terminal:
-        return _after_terminal(state, event)
-    if status is not None and state.status is not None and kind not in _TERMINAL_KINDS \
-            and _RANK[status] < _RANK[state.status]:
-        return _BACKWARDS
+        return _after_terminal(state, event, numbered)
+    if status is not None and state.status is not None and kind not in _TERMINAL_KINDS:
+        if _RANK[status] < _RANK[state.status]:
+            return _BACKWARDS
+        if kind is _PROGRESS and event.completed is None and status is state.status:
+            return _DUPLICATE  # a status change without a count, already delivered
     if kind is _PROGRESS and event.completed is not None \
             and state.completed is not None and event.completed < state.completed:
         return _STALE
@@ -119,13 +144,14 @@ def decide(state: JobState | None, event: JobEvent, *, authoritative: bool = Fal
     return _delivered(qualify(event, state.run), _advance(state, event))
 
 
-def _after_terminal(state: JobState, event: JobEvent) -> Verdict:
+def _after_terminal(state: JobState, event: JobEvent, numbered: bool) -> Verdict:
     # A pushed `started`, or progress beyond the final count, hints at a new run (a retry):
-    # only a poll may confirm it.
-    contradicts = event.kind is _STARTED or (
+    # only a poll may confirm it. Where attempts are numbered, a new run has a higher one, so
+    # a report of the same attempt needs no poll.
+    contradicts = not numbered and (event.kind is _STARTED or (
         event.kind is _PROGRESS
         and event.completed is not None
         and (state.completed is None or event.completed > state.completed)
-    )
+    ))
     reason = "duplicate" if event.terminal else "after-terminal"
     return _AFTER_TERMINAL[contradicts, reason]

@@ -84,14 +84,16 @@ class ResultsPage:
 class JobState:
     """What the core remembers of one job: the ordering guard's state, kept by the Store.
 
-    ``run`` counts runs of the job (a retried job starts run 2). ``completed`` is the highest
-    progress count delivered in this run, ``status`` the furthest status, ``terminal`` whether
-    the run's terminal event was delivered. ``watched`` marks jobs an application asked about,
-    which a restarted Watcher reconciles.
+    ``run`` counts runs of the job (a retried job starts run 2). ``attempt`` is the API's own
+    attempt number of this run, where its events carry one (None until then). ``completed`` is
+    the highest progress count delivered in this run, ``status`` the furthest status,
+    ``terminal`` whether the run's terminal event was delivered. ``watched`` marks jobs an
+    application asked about, which a restarted Watcher reconciles.
     """
 
     job_id: str
     run: int = 1
+    attempt: int | None = None
     status: JobStatus | None = None
     completed: int | None = None
     total: int | None = None

@@ -26,7 +26,7 @@ from .._errors import (
     JobwatchError,
     RateLimited,
 )
-from .._events import EventKind, JobEvent, JobStatus, _make_event
+from .._events import EventKind, JobEvent, JobStatus
 from ..abc import Capabilities, Provider, Request, Response, ResultsPage, Snapshot, WebhookDelivery
 
 __all__ = ["ReaderProvider"]
@@ -150,6 +150,21 @@ def _status(
         return None, raw
 
 
+def _error_text(payload: Mapping[str, Any], word: str = "failed") -> str:
+    """Why a job or a page failed, in Reader's words: its ``error``, else the status word."""
+    error = payload.get("error")
+    if error is None or error == "":
+        return word
+    if isinstance(error, str):
+        return error
+    return json.dumps(error, separators=(",", ":"))  # not text: its JSON, nothing lost
+
+
+def _failure(payload: Mapping[str, Any], status: JobStatus) -> str | None:
+    """The ``error`` of a terminal event: set on failed jobs only."""
+    return _error_text(payload, status.value) if status is JobStatus.FAILED else None
+
+
 def _timestamp(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
@@ -223,7 +238,8 @@ class ReaderProvider(Provider):
         if snap.status is not None and snap.status.terminal:
             when = _timestamp(snap.data.get("completedAt"))
             events.append(JobEvent(kind=_TERMINAL_KIND[snap.status],
-                                   key=f"{snap.job_id}:terminal", occurred_at=when, **common))
+                                   key=f"{snap.job_id}:terminal", occurred_at=when,
+                                   error=_failure(snap.data, snap.status), **common))
         return events
 
     @staticmethod
@@ -305,17 +321,23 @@ class ReaderProvider(Provider):
         if final:
             if status is None or not status.terminal:
                 raise DecodeError(f"{what}: a final frame needs a terminal status, got {raw!r}")
-            return [_make_event(_TERMINAL_KIND[status], job_id, status, completed, total,
-                                f"{job_id}:terminal", source, when, frozen)]
+            return [JobEvent.build(kind=_TERMINAL_KIND[status], job_id=job_id, status=status,
+                                   completed=completed, total=total, key=f"{job_id}:terminal",
+                                   source=source, occurred_at=when, data=frozen,
+                                   error=_failure(payload, status))]
         events = []
         if status is _PROCESSING:
-            events.append(_make_event(_STARTED, job_id, status, completed, total,
-                                      f"{job_id}:started", source, when, frozen))
+            events.append(JobEvent.build(kind=_STARTED, job_id=job_id, status=status,
+                                         completed=completed, total=total,
+                                         key=f"{job_id}:started", source=source,
+                                         occurred_at=when, data=frozen))
         elif status is not None and status.terminal:
             raise DecodeError(f"{what}: a progress frame cannot carry the final status {raw!r}")
         if completed is not None:
-            events.append(_make_event(_PROGRESS, job_id, status, completed, total,
-                                      f"{job_id}:progress:{completed}", source, when, frozen))
+            events.append(JobEvent.build(kind=_PROGRESS, job_id=job_id, status=status,
+                                         completed=completed, total=total,
+                                         key=f"{job_id}:progress:{completed}", source=source,
+                                         occurred_at=when, data=frozen))
         return events
 
     def _page(self, job_id: str, payload: Mapping[str, Any], what: str, source: str,
@@ -324,7 +346,8 @@ class ReaderProvider(Provider):
         failed = failed or payload.get("error") is not None
         kind = EventKind.PAGE_FAILED if failed else EventKind.PAGE
         return JobEvent(kind=kind, job_id=job_id, key=f"{job_id}:{kind.value}:{url}",
-                        source=source, data=payload, occurred_at=when)
+                        source=source, data=payload, occurred_at=when,
+                        error=_error_text(payload) if failed else None)
 
     # -- webhooks ------------------------------------------------------------------------
 

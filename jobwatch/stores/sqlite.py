@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, run INTEGER NOT NULL,
     status TEXT, completed INTEGER, total INTEGER, started INTEGER NOT NULL,
     terminal INTEGER NOT NULL, watched INTEGER NOT NULL, updated_at REAL NOT NULL,
-    active INTEGER NOT NULL);
+    active INTEGER NOT NULL, attempt INTEGER);
 CREATE TABLE IF NOT EXISTS inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE,
                                   event TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -139,6 +139,7 @@ class SQLiteStore(Store):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
             db.executescript(_SCHEMA)
+            _add_columns(db)
             # Batches on the event loop never wait for a lock (the thread does), and
             # checkpoints run in the thread (see the module's docstring).
             db.execute("PRAGMA busy_timeout = 0")
@@ -404,8 +405,7 @@ class SQLiteStore(Store):
             # Bound, not passed as JSON: SQLite would parse every event's text again.
             db.executemany("INSERT OR REPLACE INTO inbox (key, event) VALUES (?, ?)", inbox)
         if puts:
-            db.executemany("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           puts)
+            db.executemany(_PUT_JOB, puts)
 
     def _record_alone(self, call: _Call[Verdict]) -> Verdict:
         # A batch that failed runs again a call at a time: a record is then a run of one.
@@ -423,8 +423,7 @@ class SQLiteStore(Store):
         return None if row is None else _state(row)
 
     def _put_job(self, state: JobState) -> None:
-        self.db.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        _job_row(state))
+        self.db.execute(_PUT_JOB, _job_row(state))
 
     async def get_job(self, job_id: str) -> JobState | None:
         return await self._tx(lambda: self._get_job(job_id))
@@ -481,7 +480,11 @@ class SQLiteStore(Store):
         return [(JobEvent.from_json(e), s, err) for e, s, err in rows]
 
 
-_JOB_COLUMNS = "job_id, run, status, completed, total, started, terminal, watched, updated_at"
+_JOB_COLUMNS = ("job_id, run, status, completed, total, started, terminal, watched, updated_at, "
+                "attempt")
+# Columns named: a file from before `attempt` existed has it last, after `active`.
+_PUT_JOB = (f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}, active) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 # A run of records reads and writes its texts with one statement each, passed as one JSON array.
 _STATES = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id IN (SELECT value FROM json_each(?1))"
 _LIVE = ("SELECT json_group_array(key) FROM seen "
@@ -492,15 +495,26 @@ _ACK = "DELETE FROM inbox WHERE key IN (SELECT value FROM json_each(?1))"
 def _job_row(state: JobState) -> tuple[Any, ...]:
     return (state.job_id, state.run, None if state.status is None else state.status.value,
             state.completed, state.total, state.started, state.terminal, state.watched,
-            state.updated_at, state.watched and not state.terminal)
+            state.updated_at, state.attempt, state.watched and not state.terminal)
 
 
 def _state(row: tuple[Any, ...]) -> JobState:
-    job_id, run, status, completed, total, started, terminal, watched, updated_at = row
-    return JobState(job_id=job_id, run=run,
+    job_id, run, status, completed, total, started, terminal, watched, updated_at, attempt = row
+    return JobState(job_id=job_id, run=run, attempt=attempt,
                     status=None if status is None else JobStatus(status),
                     completed=completed, total=total, started=bool(started),
                     terminal=bool(terminal), watched=bool(watched), updated_at=updated_at)
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Add the columns a file written by an older jobwatch lacks (``jobs.attempt``)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    if "attempt" not in columns:
+        try:
+            db.execute("ALTER TABLE jobs ADD COLUMN attempt INTEGER")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another process added it meanwhile
+                raise
 
 
 class _Thread:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -42,6 +43,8 @@ events = st.builds(
     key=st.text(),
     source=st.text(),
     occurred_at=moments,
+    error=st.none() | st.text(),
+    attempt=st.none() | st.integers(1, 2**40),
     data=json_objects,
 )
 
@@ -85,8 +88,55 @@ def test_kind_is_converted_from_its_value() -> None:
 
 def test_defaults() -> None:
     event = JobEvent(kind=EventKind.STARTED, job_id="j", key="j:started", source="sse")
-    assert (event.status, event.completed, event.total, event.occurred_at) == (None,) * 4
+    assert (event.status, event.completed, event.total, event.occurred_at, event.error,
+            event.attempt) == (None,) * 6
     assert dict(event.data) == {}
+
+
+def test_fields_in_the_documented_order() -> None:
+    assert [field.name for field in attrs.fields(JobEvent)] == [
+        "kind", "job_id", "status", "completed", "total", "key", "source", "occurred_at",
+        "error", "attempt", "data",
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(events, st.booleans())
+def test_build_makes_what_the_constructor_makes(event: JobEvent, as_value: bool) -> None:
+    fields = {field.name: getattr(event, field.name) for field in attrs.fields(JobEvent)}
+    fields["data"] = dict(event.data)
+    if as_value:
+        fields["kind"] = event.kind.value  # converted like the constructor converts it
+    built = JobEvent.build(**fields)
+    assert built == JobEvent(**fields) == event
+    assert type(built.kind) is EventKind and dict(built.data) == dict(event.data)
+    assert built.to_json() == event.to_json()
+    assert hash(built) == hash(event)
+
+
+def test_build_freezes_a_copy_of_data_and_shares_a_frozen_one() -> None:
+    payload = {"url": "https://example.com/a"}
+    built = JobEvent.build(kind="page", job_id="j", key="k", source="sse", data=payload)
+    payload["url"] = "changed"
+    assert built.data["url"] == "https://example.com/a"
+    with pytest.raises(TypeError):
+        built.data["url"] = "x"  # type: ignore[index]
+    frozen = types.MappingProxyType({"a": 1})
+    assert JobEvent.build(kind="page", job_id="j", key="k", source="s", data=frozen).data \
+        is frozen
+    assert dict(JobEvent.build(kind="started", job_id="j", key="k", source="s").data) == {}
+    with pytest.raises(ValueError):
+        JobEvent.build(kind="exploded", job_id="j", key="k", source="s")
+    with pytest.raises(TypeError):
+        JobEvent.build("started", "j", key="k", source="s")  # type: ignore[misc]
+
+
+def test_with_key_keeps_every_other_field() -> None:
+    event = full_event(kind=EventKind.FAILED, status=JobStatus.FAILED, error="quota", attempt=2)
+    moved = event.with_key("other#2")
+    assert moved.key == "other#2"
+    assert attrs.evolve(moved, key=event.key) == event
+    assert moved.data is event.data
 
 
 def test_data_is_not_part_of_equality() -> None:
@@ -100,6 +150,13 @@ def test_terminal_kinds(kind: EventKind) -> None:
     expected = kind.value in ("completed", "failed", "cancelled")
     assert make_event(kind, "j").terminal is expected
     assert kind.terminal is expected
+
+
+@pytest.mark.parametrize("kind", list(EventKind))
+def test_kinds_that_carry_data(kind: EventKind) -> None:
+    # Declared, so that the guard and the pipeline name no kind of their own.
+    assert kind.carries_data is (kind.value in ("page", "page_failed"))
+    assert not (kind.carries_data and kind.terminal)
 
 
 @pytest.mark.parametrize(("status", "terminal", "rank"), [
@@ -131,9 +188,26 @@ def test_json_form_has_the_field_names_and_iso_time() -> None:
     assert obj == {
         "kind": "progress", "job_id": "job_1", "status": "processing", "completed": 3,
         "total": 9, "key": "job_1:progress:3", "source": "poll",
-        "occurred_at": "2026-04-04T12:00:00+00:00",
+        "occurred_at": "2026-04-04T12:00:00+00:00", "error": None, "attempt": None,
         "data": {"status": "processing", "completed": 3, "total": 9},
     }
+    failed = full_event(kind=EventKind.FAILED, status=JobStatus.FAILED, error="out of credits",
+                        attempt=3)
+    obj = json.loads(failed.to_json())
+    assert (obj["error"], obj["attempt"]) == ("out of credits", 3)
+    assert list(obj) == [field.name for field in attrs.fields(JobEvent)]
+
+
+@pytest.mark.parametrize("missing", [("error",), ("attempt",), ("error", "attempt")])
+def test_an_event_written_before_error_and_attempt_existed_still_loads(
+    missing: tuple[str, ...],
+) -> None:
+    old = full_event(error="boom", attempt=2).to_dict()
+    for name in missing:
+        del old[name]
+    back = JobEvent.from_json(json.dumps(old))
+    assert back == full_event(**{"error": "boom", "attempt": 2, **dict.fromkeys(missing)})
+    assert JobEvent.from_dict(old) == back
 
 
 def test_json_form_is_one_line() -> None:
@@ -180,6 +254,8 @@ field_values = st.fixed_dictionaries({}, optional={
     "key": st.text() | json_values,
     "source": st.text() | json_values,
     "occurred_at": st.datetimes().map(datetime.isoformat) | json_values,
+    "error": st.text() | json_values,
+    "attempt": st.integers() | json_values,
     "data": json_objects | json_values,
 })
 
@@ -195,6 +271,8 @@ def test_from_json_on_arbitrary_objects_raises_only_decode_error(obj: dict[str, 
     assert isinstance(event.kind, EventKind)
     assert isinstance(event.key, str) and isinstance(event.source, str)
     assert event.job_id is None or isinstance(event.job_id, str)
+    assert event.error is None or isinstance(event.error, str)
+    assert event.attempt is None or type(event.attempt) is int
     assert JobEvent.from_json(event.to_json()) == event
 
 
@@ -213,6 +291,12 @@ def test_from_json_on_arbitrary_objects_raises_only_decode_error(obj: dict[str, 
      "'data' must be an object"),
     ('{"kind": "page", "job_id": "j", "key": "k", "source": "poll", "occurred_at": "noon"}',
      "malformed event"),
+    ('{"kind": "failed", "job_id": "j", "key": "k", "source": "poll", "error": {"a": 1}}',
+     "'error' must be a string or null"),
+    ('{"kind": "failed", "job_id": "j", "key": "k", "source": "poll", "attempt": "2"}',
+     "expected an integer"),
+    ('{"kind": "failed", "job_id": "j", "key": "k", "source": "poll", "attempt": 2.0}',
+     "expected an integer"),
 ])
 def test_from_json_messages(text: str, message: str) -> None:
     with pytest.raises(DecodeError, match=message):
