@@ -30,6 +30,10 @@ _CORE_KEYS = (
     "provider", "base_url", "api_key", "transport", "store", "safety_poll", "dedup_ttl"
 )
 DEFAULT_DEDUP_TTL = 7 * 24 * 3600.0
+#: The provider a configuration without ``provider`` watches: the API jobwatch first served,
+#: kept so that ``jobwatch.wait(job_id)`` works with no configuration file at all. Its base
+#: URL, headers and defaults belong to the provider, never to the core.
+DEFAULT_PROVIDER = "reader"
 
 
 class Secret(str):
@@ -148,8 +152,8 @@ def _transport(value: Any) -> str | tuple[str, ...]:
 
 @attrs.frozen(kw_only=True)
 class _Core:
-    provider: str = "reader"
-    base_url: str = "https://api.reader.dev"
+    provider: str = DEFAULT_PROVIDER
+    base_url: str | None = None
     api_key: Secret | None = None
     transport: str | tuple[str, ...] = "auto"
     store: str = "sqlite"
@@ -159,6 +163,9 @@ class _Core:
 
 _converter.register_structure_hook_func(
     lambda t: t == (str | tuple[str, ...]), lambda v, _: _transport(v)
+)
+_converter.register_structure_hook_func(
+    lambda t: t == (str | None), lambda v, _: None if v is None else _strict(str)(v, None)
 )
 _converter.register_structure_hook_func(
     lambda t: t == (Secret | None),
@@ -176,9 +183,9 @@ class Config:
     ``source`` is the file it was read from, if any, which errors in those tables name.
     """
 
-    provider: str = "reader"
-    base_url: str = attrs.field(
-        default="https://api.reader.dev", repr=lambda url: repr(redact_url(url))
+    provider: str = DEFAULT_PROVIDER
+    base_url: str | None = attrs.field(
+        default=None, repr=lambda url: repr(url if url is None else redact_url(url))
     )
     api_key: Secret | None = None
     transport: str | tuple[str, ...] = "auto"
@@ -303,7 +310,7 @@ def _check_core(core: _Core | Config) -> None:
                           "key is remembered; default 604800, one week)")
     if core.safety_poll < 0:
         raise ConfigError("[jobwatch] safety_poll must be >= 0 seconds (0 turns it off)")
-    if not core.base_url.startswith(("http://", "https://")):
+    if core.base_url is not None and not core.base_url.startswith(("http://", "https://")):
         raise ConfigError(
             f"[jobwatch] base_url must start with http:// or https://, got {core.base_url!r}"
         )

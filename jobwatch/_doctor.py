@@ -1,19 +1,25 @@
-"""``jobwatch doctor``: what jobwatch sees and decides, with every secret redacted."""
+"""``jobwatch doctor``: what jobwatch sees and decides, with every secret redacted.
+
+It builds what ``jobwatch watch`` would build — the provider, its base URL, the policy's
+decision for that provider, the store and the transports — and fails (exit 1, with one line
+saying why) wherever ``watch`` would fail.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, TextIO
+from typing import TextIO
 
 import httpx
 
-from ._config import Config
-from ._errors import JobwatchError
-from ._policy import Signals, choose_transport
-from ._registry import GROUPS, base, load
-from .abc import Provider
+from ._config import Config, redact_url
+from ._errors import AuthenticationError, JobNotFound, JobwatchError
+from ._policy import Decision, Signals, check_names, choose_transport
+from ._registry import GROUPS, base, installed, load
+from .abc import Provider, Response
 
 __all__ = ["doctor"]
 
@@ -22,16 +28,43 @@ _ENV = ("JOBWATCH_TRANSPORT", "JOBWATCH_CONFIG", "CI", "AWS_LAMBDA_FUNCTION_NAME
         "KUBERNETES_SERVICE_HOST", "INVOCATION_ID", "DYNO", "SERVER_SOFTWARE")
 
 
+class _Report:
+    """The printed report and the problems that would stop ``jobwatch watch``."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.problems: list[str] = []
+
+    def say(self, line: str = "") -> None:
+        print(line, file=self.out)
+
+    def problem(self, line: str, what: str) -> None:
+        self.say(line)
+        self.problems.append(what)
+
+    def verdict(self) -> int:
+        if not self.problems:
+            self.say("doctor: ok")
+            return 0
+        more = len(self.problems) - 1
+        also = f" (and {more} more problem{'s' * (more > 1)} above)" if more else ""
+        self.say(f"doctor: jobwatch watch would fail: {self.problems[0]}{also}")
+        return 1
+
+
 async def doctor(config: Config, out: TextIO, *, environ: dict[str, str] | None = None,
-                 signals: Signals | None = None) -> int:
-    """Print the report; returns 0 when everything loads and the API answers, else 1."""
+                 signals: Signals | None = None, provider: Provider | None = None) -> int:
+    """Print the report; returns 0 when ``watch`` would start and the API answers, else 1.
+
+    ``provider``: a ready instance instead of the configured one, as ``Watcher`` takes.
+    """
     env = dict(os.environ) if environ is None else environ
     signals = signals or Signals.detect()
-    ok = True
-
-    def say(line: str = "") -> None:
-        print(line, file=out)
-
+    report = _Report(out)
+    say = report.say
+    say(f"configuration file: {config.source}" if config.source is not None else
+        "configuration file: none found (no --config, JOBWATCH_CONFIG, jobwatch.toml or "
+        "[tool.jobwatch] in pyproject.toml); the defaults")
     say("configuration (secrets redacted):")
     say(_indent(json.dumps(config.redacted(), indent=2, default=str)))
     say("environment signals:")
@@ -41,77 +74,130 @@ async def doctor(config: Config, out: TextIO, *, environ: dict[str, str] | None 
         if env.get(name):
             shown = env[name] if name in ("JOBWATCH_TRANSPORT", "JOBWATCH_CONFIG", "CI") else "set"
             say(f"  {name}: {shown}")
-    chosen: tuple[str, ...] = ()
+    built = provider if provider is not None else _provider(config, report)
+    base_url = decision = None
+    if built is not None:
+        base_url = _base_url(config, built, report)
+        decision = _policy(config, env, signals, built, report)
+    _plugins(report)
+    _components(config, report, decision, built_provider=provider is None)
+    if built is not None and base_url is not None:
+        await _reachability(config, built, base_url, report)
+    return report.verdict()
+
+
+def _provider(config: Config, report: _Report) -> Provider | None:
     try:
-        decision = choose_transport(config, env, signals)
-        chosen = decision.transports
-        say(f"policy: transports {', '.join(decision.transports)}; safety net "
-            f"{'off' if not decision.safety_poll else f'{decision.safety_poll:g} s'}")
-        for reason in decision.reasons:
-            say(f"  - {reason}")
+        with config.naming_source():
+            provider: Provider = load("provider", config.provider, Provider).from_config(config)
     except JobwatchError as exc:
-        ok = False
-        say(f"policy: error: {exc}")
-    say("plugins:")
+        report.problem(f"provider {config.provider}: {exc}", str(exc))
+        return None
+    return provider
+
+
+def _base_url(config: Config, provider: Provider, report: _Report) -> str | None:
+    caps = provider.capabilities
+    streams = [scope for scope, has in (("job", caps.job_stream),
+                                        ("workspace", caps.workspace_stream)) if has]
+    report.say(f"provider {provider.name}: offers {', '.join(caps.offers())} (streams: "
+               f"{', '.join(streams) or 'none'}; webhook scheme: "
+               f"{caps.webhook_scheme if caps.webhooks else 'none'}; push channels report "
+               f"cancellations: {'yes' if caps.announces_cancellation else 'no'})")
+    try:
+        with config.naming_source():
+            url = provider.resolve_base_url(config)
+    except JobwatchError as exc:
+        report.problem(f"base URL: {exc}", str(exc))
+        return None
+    origin = "[jobwatch] base_url" if config.base_url else f"the {provider.name} provider's default"
+    report.say(f"base URL: {redact_url(url)} ({origin})")
+    return url
+
+
+def _policy(config: Config, env: dict[str, str], signals: Signals, provider: Provider,
+            report: _Report) -> Decision | None:
+    try:
+        decision = choose_transport(config, env, signals, provider=provider)
+        check_names(decision.transports, installed("transport"))
+    except JobwatchError as exc:
+        report.problem(f"policy: error: {exc}", str(exc))
+        return None
+    scope = f" ({decision.scope} scope)" if decision.scope else ""
+    safety = f"{decision.safety_poll:g} s" if decision.safety_poll else "off"
+    report.say(f"policy: transports {', '.join(decision.transports)}{scope}; safety net "
+               f"{safety}")
+    for reason in decision.reasons:
+        report.say(f"  - {reason}")
+    return decision
+
+
+def _plugins(report: _Report) -> None:
+    report.say("plugins:")
     for kind, group in GROUPS.items():
         for point in sorted(entry_points(group=group), key=lambda p: p.name):
             try:
                 load(kind, point.name, base(kind))
                 state = "ok"
             except JobwatchError as exc:
-                ok, state = False, f"FAILS: {exc}"
-            say(f"  {group}: {point.name} ({point.value}) {state}")
-    ok = _components(config, say, chosen) and ok
-    ok = await _reachability(config, say) and ok
-    return 0 if ok else 1
+                state = f"FAILS: {exc}"
+                report.problems.append(f"the {kind} plugin {point.name!r} fails to load: {exc}")
+            report.say(f"  {group}: {point.name} ({point.value}) {state}")
 
 
-def _components(config: Config, say: Any, chosen: tuple[str, ...]) -> bool:
+def _components(config: Config, report: _Report, decision: Decision | None, *,
+                built_provider: bool) -> None:
     """Build the store, the provider, every transport the policy chose and every component
     whose table is configured: what a Watcher would refuse, doctor reports."""
-    wanted = {("store", config.store), ("provider", config.provider),
-              *(("transport", name) for name in chosen)}
+    chosen = decision.transports if decision is not None else ()
+    wanted = {("store", config.store), *(("transport", name) for name in chosen)}
+    if built_provider:
+        wanted.add(("provider", config.provider))
     for kind, group in GROUPS.items():
         wanted.update((kind, point.name) for point in entry_points(group=group)
                       if point.name in config.tables)
-    ok = True
-    say("configured components:")
+    if decision is not None and decision.scope is not None and "scope" not in config.table("sse"):
+        config = config.with_table("sse", scope=decision.scope)  # as the Watcher builds it
+    report.say("configured components:")
     for kind, name in sorted(wanted, key=lambda pair: (list(GROUPS).index(pair[0]), pair[1])):
         try:
-            load(kind, name, base(kind)).from_config(config)
-            say(f"  {kind} {name}: options ok")
+            with config.naming_source():
+                load(kind, name, base(kind)).from_config(config)
+            report.say(f"  {kind} {name}: options ok")
         except JobwatchError as exc:
-            ok = False
-            say(f"  {kind} {name}: {exc}")
-    return ok
+            report.problem(f"  {kind} {name}: {exc}", f"{kind} {name}: {exc}")
 
 
 def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
 
 
-async def _reachability(config: Config, say: object) -> bool:
-    assert callable(say)
-    try:
-        provider = load("provider", config.provider, Provider).from_config(config)
-    except JobwatchError as exc:
-        say(f"reachability: cannot build the provider: {exc}")
-        return False
+async def _reachability(config: Config, provider: Provider, base_url: str,
+                        report: _Report) -> None:
+    say: Callable[[str], None] = report.say
     request = provider.status_request("jobwatch-doctor-probe")
-    url = config.base_url.rstrip("/") + request.path
+    url = redact_url(base_url.rstrip("/")) + request.path
     try:
-        async with httpx.AsyncClient(base_url=config.base_url, timeout=10.0,
+        async with httpx.AsyncClient(base_url=base_url, timeout=10.0,
                                      headers=dict(provider.headers())) as client:
             reply = await client.request(request.method, request.path,
                                          params=dict(request.params))
     except httpx.HTTPError as exc:
-        say(f"reachability: GET {url} failed: {type(exc).__name__}: {exc}; check base_url "
-            "and the network")
-        return False
-    refused = "no api_key is set; set [jobwatch] api_key" if config.api_key is None \
-        else "the API refused the api_key; check it"
-    verdicts = {401: refused,
-                404: "the API answered and accepted the key (404 for a probe job is expected)"}
-    say(f"reachability: GET {url} -> HTTP {reply.status_code}: "
-        f"{verdicts.get(reply.status_code, 'the API answered')}")
-    return reply.status_code != 401
+        report.problem(f"reachability: {request.method} {url} failed: {type(exc).__name__}: "
+                       f"{exc}; check base_url and the network",
+                       f"the API at {redact_url(base_url)} cannot be reached ({exc})")
+        return
+    response = Response(status=reply.status_code, headers=dict(reply.headers),
+                        body=reply.content)
+    said = f"reachability: {request.method} {url} -> HTTP {reply.status_code}"
+    # Which answers mean "the key is wrong" is the provider's to say, not a status code's.
+    error = provider.error_for(response) if reply.status_code >= 300 else None
+    if isinstance(error, AuthenticationError):
+        refused = ("no api_key is set; set [jobwatch] api_key" if config.api_key is None
+                   else "the API refused the api_key; check it")
+        report.problem(f"{said}: {refused}", refused)
+    elif isinstance(error, JobNotFound):
+        say(f"{said}: the API answered and accepted the key (a probe job is not found, as "
+            "expected)")
+    else:
+        say(f"{said}: the API answered" + (f" ({error})" if error is not None else ""))

@@ -1,11 +1,13 @@
 """The policy: which transport fits where the code runs, and why.
 
-:func:`choose_transport` is a pure function of a configuration, an environment mapping and a
-:class:`Signals` value; only the defaults read the current process.
+:func:`choose_transport` is a pure function of a configuration, an environment mapping, a
+:class:`Signals` value and the provider's capabilities; only the defaults read the current
+process (and build the configured provider). It never picks what the provider cannot serve.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -14,6 +16,8 @@ import attrs
 
 from ._config import Config
 from ._errors import ConfigError
+from ._registry import installed, load
+from .abc import Provider, Transport
 
 __all__ = ["Decision", "Signals", "choose_transport"]
 
@@ -96,38 +100,100 @@ def split_transports(text: str, where: str) -> tuple[str, ...]:
     return names
 
 
-def _explicit(config: Config, environ: Mapping[str, str]) -> tuple[tuple[str, ...], str] | None:
+@attrs.frozen
+class _Explicit:
+    names: tuple[str, ...]
+    reason: str  # for Decision.reasons
+    where: str  # for an error: where the choice was written
+    environment: bool
+
+
+def _explicit(config: Config, environ: Mapping[str, str]) -> _Explicit | None:
     override = environ.get("JOBWATCH_TRANSPORT", "").strip()
     if override and override != "auto":
         names = split_transports(override, f"JOBWATCH_TRANSPORT={override!r}")
-        return names, f"JOBWATCH_TRANSPORT={override} overrides the configuration and the table"
+        return _Explicit(names, f"JOBWATCH_TRANSPORT={override} overrides the configuration "
+                         "and the table", f"JOBWATCH_TRANSPORT={override!r}", True)
     if config.transports is not None:
         joined = ", ".join(config.transports)
-        return config.transports, f"transport = {joined} set in the configuration"
+        written = json.dumps(config.transport if isinstance(config.transport, str)
+                             else list(config.transport))
+        return _Explicit(config.transports, f"transport = {joined} set in the configuration",
+                         f"[jobwatch] transport = {written}", False)
     return None
 
 
+_Served = Provider | type[Provider]
+
+
 def choose_transport(
-    config: Config, environ: Mapping[str, str] | None = None, signals: Signals | None = None
+    config: Config, environ: Mapping[str, str] | None = None, signals: Signals | None = None,
+    *, provider: _Served | None = None,
 ) -> Decision:
-    """Pick the transports for ``config`` in this environment (DESIGN §6), with reasons."""
+    """Pick the transports for ``config`` in this environment (DESIGN §6), with reasons.
+
+    Only transports ``provider`` can serve are picked (its ``capabilities``); without one, the
+    configured provider is built. An explicit choice it cannot serve is a ConfigError.
+    """
     env = os.environ if environ is None else environ
+    served = provider if provider is not None else _configured_provider(config)
     explicit = _explicit(config, env)
-    if explicit is not None:
-        names, reason = explicit
-        push = any(n != "poll" for n in names)
-        safety = config.safety_poll if push and "poll" not in names else 0.0
-        return Decision(transports=names, safety_poll=safety, reasons=(reason,))
-    return _table(config, env, signals or Signals.detect())
+    if explicit is None:
+        decision = _table(config, env, signals or Signals.detect(), served)
+    else:
+        decision = _honour(config, explicit, served)
+    return _warn_of_cancellations(decision, config, served)
+
+
+def _configured_provider(config: Config) -> Provider:
+    with config.naming_source():
+        provider: Provider = load("provider", config.provider, Provider).from_config(config)
+    return provider
+
+
+def _honour(config: Config, explicit: _Explicit, provider: _Served) -> Decision:
+    caps, names = provider.capabilities, explicit.names
+    lacking = {"sse": not (caps.job_stream or caps.workspace_stream), "webhook": not caps.webhooks}
+    refused = [name for name in names if lacking.get(name)]
+    if refused:
+        what = " and ".join({"sse": "no event stream", "webhook": "no webhooks"}[n]
+                            for n in refused)
+        message = (f"{explicit.where} asks for {', '.join(refused)}, but the {provider.name} "
+                   f"provider has {what}; it offers {', '.join(caps.offers())}: choose from "
+                   "those, or \"auto\"")
+        if explicit.environment:
+            raise ConfigError(message)
+        with config.naming_source():
+            raise ConfigError(message)
+    push = any(n != "poll" for n in names)
+    reasons, scope = [explicit.reason], None
+    if "sse" in names:
+        wanted = config.table("sse").get("scope", "job")
+        offered = {"job": caps.job_stream, "workspace": caps.workspace_stream}
+        if wanted in offered and not offered[wanted]:
+            scope = "workspace" if wanted == "job" else "job"
+            reasons.append(f"the {provider.name} provider has no {wanted} stream: sse uses "
+                           f"its {scope} stream")
+    return Decision(transports=names, reasons=tuple(reasons), scope=scope,
+                    safety_poll=config.safety_poll if push and "poll" not in names else 0.0)
+
+
+def _warn_of_cancellations(decision: Decision, config: Config, provider: _Served) -> Decision:
+    # Without a poll of its own, a push-only Watcher learns of a cancellation the provider's
+    # push channels do not report only through the safety net.
+    if provider.capabilities.announces_cancellation or decision.handler_mode \
+            or config.safety_poll > 0 or "poll" in decision.transports:
+        return decision
+    warning = (f"warning: the {provider.name} provider's push channels do not report cancelled "
+               "jobs, and safety_poll = 0 turns the safety net off: a cancelled job is never "
+               "reported; set safety_poll (seconds, e.g. 600) or add poll to transport")
+    return attrs.evolve(decision, reasons=(*decision.reasons, warning))
 
 
 _BUILTIN = ("poll", "sse", "webhook")
 
 
 def _plugin_choice(config: Config, env: Mapping[str, str], signals: Signals) -> Decision | None:
-    from ._registry import installed, load
-    from .abc import Transport
-
     for name in installed("transport"):
         if name in _BUILTIN or name not in config.tables:
             continue
@@ -138,41 +204,80 @@ def _plugin_choice(config: Config, env: Mapping[str, str], signals: Signals) -> 
     return None
 
 
-def _table(config: Config, env: Mapping[str, str], signals: Signals) -> Decision:
+def _poll(*reasons: str) -> Decision:
+    return Decision(transports=("poll",), safety_poll=0.0, reasons=reasons)
+
+
+def _table(config: Config, env: Mapping[str, str], signals: Signals,
+           provider: _Served) -> Decision:
     plugin = _plugin_choice(config, env, signals)
     if plugin is not None:
         return plugin
-    hook = _webhook_configured(config)
+    caps, who = provider.capabilities, f"the {provider.name} provider"
+    configured = _webhook_configured(config)
+    hook = configured and caps.webhooks
+    # A configured webhook the provider cannot decode is said once, where it would have won.
+    unserved = (f"[jobwatch.webhook] is configured, but {who} receives no webhooks",) \
+        if configured and not caps.webhooks else ()
     for var, platform in _SERVERLESS:
         if env.get(var):
+            where = f"{var} is set: serverless on {platform}"
             if hook:
                 return Decision(transports=("webhook",), safety_poll=0.0, handler_mode=True,
-                                reasons=(f"{var} is set: serverless on {platform}; webhook in "
-                                         "handler mode, no server and no stream",))
-            return Decision(transports=("poll",), safety_poll=0.0, reasons=(
-                f"{var} is set: serverless on {platform}",
-                "warning: no [jobwatch.webhook] is configured, so polling instead; configure "
-                "webhook secrets for serverless use"))
+                                reasons=(f"{where}; webhook in handler mode, no server and no "
+                                         "stream",))
+            if not caps.webhooks:
+                return _poll(where, f"warning: {who} receives no webhooks, so polling "
+                             "instead; a function learns of a job only while it runs")
+            return _poll(where, "warning: no [jobwatch.webhook] is configured, so polling "
+                         "instead; configure webhook secrets for serverless use")
     if signals.notebook:
-        return Decision(transports=("poll",), safety_poll=0.0,
-                        reasons=("running in a notebook kernel: poll",))
+        return _poll("running in a notebook kernel: poll")
     service = next((f"{var} is set: {what}" for var, what in _SERVICE if env.get(var)), None)
     if service is None and signals.web_server:
         service = "running under an ASGI/WSGI server"
     if service is not None:
-        if hook:
-            return Decision(transports=("webhook",), safety_poll=config.safety_poll,
-                            reasons=(f"{service}: a long-running service with a webhook "
-                                     "configured: webhook, safety net on",))
+        return _service(config, service, provider, hook, unserved)
+    if signals.tty and not env.get("CI"):
+        return _terminal(config, provider)
+    why = "CI is set" if env.get("CI") else "not a terminal, service or notebook"
+    return _poll(f"{why}: poll")
+
+
+def _service(config: Config, service: str, provider: _Served, hook: bool,
+             unserved: tuple[str, ...]) -> Decision:
+    caps, who = provider.capabilities, f"the {provider.name} provider"
+    if hook:
+        return Decision(transports=("webhook",), safety_poll=config.safety_poll,
+                        reasons=(f"{service}: a long-running service with a webhook "
+                                 "configured: webhook, safety net on",))
+    if caps.workspace_stream:
         return Decision(transports=("sse",), safety_poll=config.safety_poll, scope="workspace",
                         reasons=(f"{service}: a long-running service without a webhook: one "
-                                 "workspace stream, safety net on",))
-    if signals.tty and not env.get("CI"):
+                                 "workspace stream, safety net on", *unserved))
+    if caps.job_stream:
         return Decision(transports=("sse",), safety_poll=config.safety_poll, scope="job",
-                        reasons=("stdout is a terminal and CI is not set: a stream per job, "
-                                 "falling back to polling",))
-    why = "CI is set" if env.get("CI") else "not a terminal, service or notebook"
-    return Decision(transports=("poll",), safety_poll=0.0, reasons=(f"{why}: poll",))
+                        reasons=(f"{service}: a long-running service without a webhook",
+                                 *unserved, f"{who} has per-job streams only: a stream per "
+                                 "watched job instead of one workspace stream, safety net on"))
+    advice = "configure [jobwatch.webhook] to be told instead of asking" if caps.webhooks \
+        else "it receives no webhooks either"
+    return _poll(f"{service}: a long-running service", *unserved,
+                 f"{who} has no event stream: poll ({advice})")
+
+
+def _terminal(config: Config, provider: _Served) -> Decision:
+    caps, who = provider.capabilities, f"the {provider.name} provider"
+    where = "stdout is a terminal and CI is not set"
+    if caps.job_stream:
+        return Decision(transports=("sse",), safety_poll=config.safety_poll, scope="job",
+                        reasons=(f"{where}: a stream per job, falling back to polling",))
+    if caps.workspace_stream:
+        return Decision(transports=("sse",), safety_poll=config.safety_poll, scope="workspace",
+                        reasons=(f"{where}: a stream, falling back to polling",
+                                 f"{who} has a workspace stream only: one stream for every "
+                                 "job"))
+    return _poll(f"{where}, but {who} has no event stream: poll")
 
 
 def check_names(names: tuple[str, ...], installed: list[str]) -> None:

@@ -182,11 +182,11 @@ class ReaderProvider(Provider):
         job_stream=True,
         workspace_stream=True,
         stream_event_ids=False,
-        batch_status=False,
+        webhooks=True,
         webhook_scheme="reader",
-        results_page_size=PAGE_SIZE,
         announces_cancellation=False,
     )
+    default_base_url = "https://api.reader.dev"
 
     def __init__(self, config: Config | None = None) -> None:
         key = None if config is None else config.api_key

@@ -114,6 +114,8 @@ def test_unknown_transport_lists_installed(config: Path, capsys) -> None:
 def test_doctor_redacts_and_reports(sim: Sim, config: Path, capsys) -> None:
     code, out, _ = run(capsys, "doctor", "--config", str(config))
     assert code == 0, out
+    assert out.splitlines()[0] == f"configuration file: {config}"
+    assert out.splitlines()[-1] == "doctor: ok"
     assert sim.sim.api_key not in out and '"api_key": "***"' in out
     assert "policy: transports poll" in out and "transport = poll" in out
     assert "jobwatch.transports: sse" in out and "HTTP 404" in out
@@ -326,3 +328,82 @@ def test_sim_on_a_taken_port_is_one_line(tmp_path: Path) -> None:
 def test_a_bad_listen_flag_is_named_as_the_flag(capsys) -> None:
     code, _, err = run(capsys, "listen", "--listen", "nonsense")
     assert code == 2 and err.startswith("jobwatch: error: --listen must be 'HOST:PORT'")
+
+
+# -- a provider that cannot serve every transport ------------------------------------------------
+
+QUIET = '''
+from jobwatch.abc import Capabilities
+from jobwatch.providers.reader import ReaderProvider
+
+
+class QuietReader(ReaderProvider):
+    """Reader's wire formats, but an API that only answers polls, at an address of its own."""
+
+    name = "quiet"
+    capabilities = Capabilities()
+    default_base_url = None
+'''
+
+
+@pytest.fixture
+def quiet(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """``config`` with ``provider = "quiet"``, an installed plugin provider."""
+    site = tmp_path / "site"
+    info = site / "fake_quiet-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-quiet\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[jobwatch.providers]\nquiet = fake_jw_quiet:QuietReader\n")
+    (site / "fake_jw_quiet.py").write_text(QUIET)
+    monkeypatch.syspath_prepend(str(site))
+    config.write_text(config.read_text().replace("[jobwatch]\n",
+                                                 '[jobwatch]\nprovider = "quiet"\n'))
+    yield config
+    sys.modules.pop("fake_jw_quiet", None)
+
+
+def test_doctor_fails_where_watch_fails(sim: Sim, quiet: Path, capsys,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stream the provider does not have, asked for in the file or the environment; a
+    # provider without a default address and none configured: `watch` refuses to start, and
+    # `doctor` fails with the same sentence.
+    quiet.write_text(quiet.read_text().replace('transport = "poll"', 'transport = "sse"'))
+    code, _, err = run(capsys, "watch", "job_1", "--config", str(quiet))
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f'jobwatch: error: {quiet}: [jobwatch] transport = "sse" asks for '
+                          "sse, but the quiet provider has no event stream; it offers poll")
+    code, out, _ = run(capsys, "doctor", "--config", str(quiet))
+    assert code == 1 and out.splitlines()[-1] == \
+        f"doctor: jobwatch watch would fail: {err.removeprefix('jobwatch: error: ').strip()}"
+    quiet.write_text(quiet.read_text().replace('transport = "sse"', 'transport = "poll"'))
+    monkeypatch.setenv("JOBWATCH_TRANSPORT", "webhook")
+    code, _, err = run(capsys, "watch", "job_1", "--config", str(quiet))
+    assert code == 2 and "JOBWATCH_TRANSPORT='webhook' asks for webhook, but the quiet " \
+                         "provider has no webhooks" in err
+    code, out, _ = run(capsys, "doctor", "--config", str(quiet))
+    assert code == 1 and out.splitlines()[-1] == \
+        f"doctor: jobwatch watch would fail: {err.removeprefix('jobwatch: error: ').strip()}"
+    monkeypatch.delenv("JOBWATCH_TRANSPORT")
+    quiet.write_text("\n".join(line for line in quiet.read_text().splitlines()
+                               if not line.startswith("base_url")) + "\n")
+    code, _, err = run(capsys, "watch", "job_1", "--config", str(quiet))
+    assert code == 2 and "[jobwatch] base_url is not set" in err
+    code, out, _ = run(capsys, "doctor", "--config", str(quiet))
+    assert code == 1 and "reachability" not in out
+    assert out.splitlines()[-1] == \
+        f"doctor: jobwatch watch would fail: {err.removeprefix('jobwatch: error: ').strip()}"
+
+
+def test_doctor_and_watch_poll_a_provider_without_streams_in_a_service(
+        sim: Sim, quiet: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    quiet.write_text(quiet.read_text().replace('transport = "poll"', 'transport = "auto"'))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    code, out, _ = run(capsys, "doctor", "--config", str(quiet))
+    assert code == 0, out
+    assert "policy: transports poll; safety net off" in out
+    assert "the quiet provider has no event stream: poll" in out
+    job = sim.job("page", "page")
+    code, out, err = run(capsys, "watch", job, "--config", str(quiet), "--json")
+    assert code == 0, err
+    assert jobwatch.JobEvent.from_json(out.splitlines()[-1]).source == "poll"

@@ -75,9 +75,18 @@ def error(document: object, environ: dict[str, str] | None = None) -> str:
 def test_defaults() -> None:
     config = Config.from_mapping({"jobwatch": {}}, environ={})
     assert (config.provider, config.base_url, config.api_key, config.transport, config.store,
-            config.safety_poll) == ("reader", "https://api.reader.dev", None, "auto", "sqlite",
-                                    600.0)
+            config.safety_poll) == ("reader", None, None, "auto", "sqlite", 600.0)
     assert config.transports is None and config.table("poll") == {}
+
+
+def test_the_core_knows_no_api_address() -> None:
+    # The base URL defaults to the provider's own (Provider.default_base_url), never to
+    # another API's host: a credential must not travel to an address nobody named.
+    config = Config.from_mapping(doc(provider="another-api"), environ={})
+    assert config.base_url is None and "base_url=None" in repr(config)
+    assert config.replace(base_url="https://jobs.example").base_url == "https://jobs.example"
+    with pytest.raises(ConfigError, match="base_url must start with http"):
+        config.replace(base_url="jobs.example")
 
 
 def test_empty_document_is_the_defaults() -> None:
@@ -177,6 +186,7 @@ def test_empty_variable_is_set() -> None:
     (doc(transport=[]), ["[jobwatch] transport", "empty list"]),
     (doc(transport=5), ["[jobwatch].transport"]),
     (doc(base_url="ftp://x"), ["[jobwatch] base_url", "http://"]),
+    (doc(base_url=8080), ["[jobwatch].base_url", "str"]),
     ({"jobwatch": {}, "tool": {}}, ["'jobwatch'", "tool"]),
     ({"jobwatch": 3}, ["[jobwatch] must be a table"]),
     ([("jobwatch", {})], ["a jobwatch configuration is a mapping"]),
@@ -399,7 +409,7 @@ def test_redacted_hides_every_secret() -> None:
     assert body["api_key"] == "***"
     assert body["webhook"] == {"secrets": "***", "path": "/hooks"}
     assert body["redis"]["url"] == "redis://localhost"
-    assert body["base_url"] == "https://api.reader.dev"
+    assert body["base_url"] is None
 
 
 def test_redacted_hides_passwords_in_urls() -> None:

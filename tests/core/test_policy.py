@@ -1,14 +1,18 @@
-"""The policy (DESIGN §6): every row of the table, conflicts, overrides and the safety net."""
+"""The policy (DESIGN §6): every row of the table, conflicts, overrides, the safety net, and
+what the provider can serve."""
 
 from __future__ import annotations
 
+import re
 import sys
 import types
 from typing import Any
 
 import pytest
 
-from jobwatch import Config, Decision, Signals, choose_transport
+from jobwatch import Config, ConfigError, Decision, Signals, choose_transport, load_config
+from jobwatch.abc import Capabilities, Provider
+from jobwatch.providers.reader import ReaderProvider
 
 PLAIN = Config.from_mapping({"jobwatch": {"safety_poll": 300}}, environ={})
 HOOKED = Config.from_mapping(
@@ -331,3 +335,168 @@ def test_a_plugin_without_its_table_is_not_asked(pigeon: None) -> None:
 def test_an_explicit_choice_beats_a_fitting_plugin(pigeon: None) -> None:
     config = with_pigeon().replace(transport="poll")
     assert choose(config, PIGEON_LOFT="1").transports == ("poll",)
+
+
+# -- the provider's capabilities --------------------------------------------------------------
+
+
+def provider(name: str, **offers: bool) -> type[Provider]:
+    """A provider class whose API offers only ``offers`` (Reader's wire formats otherwise)."""
+    return type(name.title(), (ReaderProvider,),
+                {"name": name, "capabilities": Capabilities(**offers)})
+
+
+BARE = provider("bare")  # polls only
+LEDGER = provider("ledger", webhooks=True)  # polls and webhooks, no stream
+PER_JOB = provider("per-job", job_stream=True, webhooks=True)
+FIREHOSE = provider("firehose", workspace_stream=True)
+
+
+@pytest.mark.parametrize("served", [BARE, LEDGER])
+def test_a_provider_without_streams_polls_on_a_terminal(served: type[Provider]) -> None:
+    decision = choose_transport(HOOKED, environ={}, signals=Signals(tty=True), provider=served)
+    assert (decision.transports, decision.safety_poll, decision.scope) == (("poll",), 0, None)
+    assert f"the {served.name} provider has no event stream" in reasons(decision)
+
+
+@pytest.mark.parametrize("var", SERVICES)
+def test_a_provider_without_streams_in_a_service(var: str) -> None:
+    def service(config: Config, served: type[Provider]) -> Decision:
+        return choose_transport(config, environ={var: "x"}, signals=NOTHING, provider=served)
+
+    hooked = service(HOOKED, LEDGER)
+    assert (hooked.transports, hooked.safety_poll) == (("webhook",), 300)
+    plain = service(PLAIN, LEDGER)
+    assert (plain.transports, plain.safety_poll) == (("poll",), 0)
+    assert var in reasons(plain) and "ledger provider has no event stream" in reasons(plain)
+    assert "configure [jobwatch.webhook]" in reasons(plain)
+    neither = service(HOOKED, BARE)
+    assert neither.transports == ("poll",)
+    assert "[jobwatch.webhook] is configured, but the bare provider receives no webhooks" in \
+        neither.reasons
+
+
+@pytest.mark.parametrize("var", SERVICES)
+def test_a_provider_without_webhooks_gets_its_stream_in_a_service(var: str) -> None:
+    decision = choose_transport(HOOKED, environ={var: "x"}, signals=NOTHING, provider=FIREHOSE)
+    assert (decision.transports, decision.scope) == (("sse",), "workspace")
+    assert "firehose provider receives no webhooks" in reasons(decision)
+
+
+@pytest.mark.parametrize("var", SERVERLESS)
+def test_serverless_without_webhook_support_polls_with_a_warning(var: str) -> None:
+    decision = choose_transport(HOOKED, environ={var: "f"}, signals=NOTHING, provider=FIREHOSE)
+    assert (decision.transports, decision.handler_mode, decision.safety_poll) == (
+        ("poll",), False, 0)
+    assert any(r.startswith("warning:") and "firehose provider receives no webhooks" in r
+               for r in decision.reasons)
+
+
+@pytest.mark.parametrize("signals", [Signals(web_server=True), Signals(tty=True)])
+def test_per_job_streams_only_get_job_scope(signals: Signals) -> None:
+    decision = choose_transport(PLAIN, environ={}, signals=signals, provider=PER_JOB)
+    assert (decision.transports, decision.scope, decision.safety_poll) == (("sse",), "job", 300)
+    if signals.web_server:
+        assert "per-job provider has per-job streams only" in reasons(decision)
+
+
+def test_a_workspace_stream_only_serves_a_terminal() -> None:
+    decision = choose_transport(PLAIN, environ={}, signals=Signals(tty=True), provider=FIREHOSE)
+    assert (decision.transports, decision.scope) == (("sse",), "workspace")
+    assert "workspace stream only" in reasons(decision)
+
+
+def test_a_provider_instance_or_class_and_the_configured_one() -> None:
+    for served in (LEDGER, LEDGER(PLAIN)):
+        assert choose_transport(PLAIN, environ={"DYNO": "web.1"}, signals=NOTHING,
+                                provider=served).transports == ("poll",)
+    # Without one, the configured provider is built and asked.
+    assert choose(PLAIN, DYNO="web.1").transports == ("sse",)
+    with pytest.raises(ConfigError, match="unknown provider 'nowhere'"):
+        choose(PLAIN.replace(provider="nowhere"), DYNO="web.1")
+
+
+@pytest.mark.parametrize(("transport", "refused"), [
+    ("sse", "sse, but the bare provider has no event stream;"),
+    ("webhook", "webhook, but the bare provider has no webhooks;"),
+    (["webhook", "sse"], "webhook, sse, but the bare provider has no webhooks and no event "
+                         "stream;"),
+    (["poll", "sse"], "sse, but the bare provider has no event stream;"),
+])
+def test_an_explicit_transport_the_provider_cannot_serve(transport: object,
+                                                         refused: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        choose_transport(configured(transport), environ={}, signals=NOTHING, provider=BARE)
+    message = str(info.value)
+    assert message.startswith("[jobwatch] transport = ")
+    assert refused in message and "it offers poll" in message
+
+
+def test_an_unservable_transport_names_the_file_or_the_variable(tmp_path: Any) -> None:
+    path = tmp_path / "jobwatch.toml"
+    path.write_text('[jobwatch]\ntransport = "sse"\n')
+    with pytest.raises(ConfigError, match=rf'^{re.escape(str(path))}: \[jobwatch\] transport = '
+                                          r'"sse" asks for sse, but the ledger provider'):
+        choose_transport(load_config(path, environ={}), environ={}, provider=LEDGER)
+    with pytest.raises(ConfigError) as info:
+        choose_transport(PLAIN, environ={"JOBWATCH_TRANSPORT": "poll,webhook"}, provider=FIREHOSE)
+    assert str(info.value).startswith("JOBWATCH_TRANSPORT='poll,webhook' asks for webhook, but "
+                                      "the firehose provider has no webhooks; it offers poll, sse")
+
+
+def test_an_explicit_stream_uses_the_scope_the_provider_has() -> None:
+    decision = choose_transport(configured("sse"), environ={}, signals=NOTHING,
+                                provider=FIREHOSE)
+    assert (decision.transports, decision.scope) == (("sse",), "workspace")
+    assert "firehose provider has no job stream: sse uses its workspace stream" in \
+        reasons(decision)
+    assert choose(configured("sse")).scope is None  # the configured scope exists
+
+
+def test_offers() -> None:
+    assert BARE.capabilities.offers() == ("poll",)
+    assert LEDGER.capabilities.offers() == ("poll", "webhook")
+    assert ReaderProvider.capabilities.offers() == ("poll", "sse", "webhook")
+
+
+# -- cancellations the push channels do not announce -----------------------------------------
+
+SILENT = provider("silent", job_stream=True, workspace_stream=True, webhooks=True,
+                  announces_cancellation=False)
+LOUD = provider("loud", job_stream=True, workspace_stream=True, webhooks=True)
+CANCELLATION = "silent provider's push channels do not report cancelled jobs"
+
+
+@pytest.mark.parametrize(("config", "environ", "signals"), [
+    (configured("sse", 0), {}, NOTHING),
+    (configured(["webhook", "sse"], 0), {}, NOTHING),
+    (configured("auto", 0), {"DYNO": "web.1"}, NOTHING),
+    (configured("auto", 0), {}, Signals(tty=True)),
+])
+def test_push_without_the_safety_net_misses_cancellations(
+        config: Config, environ: dict[str, str], signals: Signals) -> None:
+    decision = choose_transport(config, environ=environ, signals=signals, provider=SILENT)
+    assert decision.safety_poll == 0
+    assert any(r.startswith("warning:") and CANCELLATION in r and "safety_poll" in r
+               for r in decision.reasons)
+    # A provider whose push channels report cancellations needs no warning.
+    assert not any(r.startswith("warning:") for r in choose_transport(
+        config, environ=environ, signals=signals, provider=LOUD).reasons)
+
+
+@pytest.mark.parametrize(("config", "environ"), [
+    (configured("sse", 300), {}),  # the net is on
+    (configured(["sse", "poll"], 0), {}),  # polling sees the cancellation
+    (configured("auto", 0), {}),  # the table polls
+])
+def test_no_cancellation_warning_where_something_polls(config: Config,
+                                                       environ: dict[str, str]) -> None:
+    decision = choose_transport(config, environ=environ, signals=NOTHING, provider=SILENT)
+    assert CANCELLATION not in reasons(decision)
+
+
+def test_no_cancellation_warning_in_handler_mode() -> None:
+    # Serverless has no process that outlives a request: no net to turn on.
+    hooked = HOOKED.replace(safety_poll=0)
+    decision = choose_transport(hooked, environ={"VERCEL": "1"}, signals=NOTHING, provider=SILENT)
+    assert decision.handler_mode and CANCELLATION not in reasons(decision)
