@@ -4,6 +4,11 @@
 before reading the body, reads at most ``max_body`` bytes of it, and hands the rest to the
 shared :class:`~jobwatch.transports._receiver.Receiver`. It answers ``lifespan`` messages so
 that a server may run it alone, and refuses websockets.
+
+Mounted in a framework (a ``root_path`` in the scope), it answers at the receiver's path taken
+either as the whole URL path or as the part after the mount point, and at the mount point
+itself: ``app.mount("/hooks", ...)`` serves ``/hooks/reader``, ``app.mount("/hooks/reader",
+...)`` serves ``/hooks/reader/``.
 """
 
 from __future__ import annotations
@@ -31,14 +36,21 @@ class _Disconnected(Exception):
     pass
 
 
-def _path(scope: Scope) -> str:
-    # Mounted under a prefix, a server puts the prefix in root_path; the receiver's path is
-    # what follows it (some frameworks strip it from `path` already, some do not).
+def _path(scope: Scope, wanted: str | None) -> str:
+    """The path to check against the receiver's ``wanted`` one: ``wanted`` itself when the
+    request is for the receiver wherever it is mounted, else the path after the mount point."""
     path: str = scope.get("path", "")
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root):
-        return path[len(root):] or "/"
-    return path
+    root: str = scope.get("root_path", "").rstrip("/")
+    # ASGI puts a mount prefix in root_path, and in `path` too (frameworks that follow older
+    # servers strip it from `path`): the part after it is what the app itself was asked for.
+    inner = path[len(root):] if root and (path == root or path.startswith(root + "/")) else path
+    if wanted is not None and (
+        inner == wanted
+        or root + inner == wanted  # mounted at a prefix of the receiver's path
+        or (root and inner in ("", "/"))  # the mount point itself
+    ):
+        return wanted
+    return inner or "/"
 
 
 def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -78,7 +90,7 @@ class WebhookApp:
             await _send(send, Reply(503, (("retry-after", "1"),), b"receiver not started\n"))
             return
         method: str = scope.get("method", "GET")
-        path = _path(scope)
+        path = _path(scope, receiver.path)
         headers = _headers(scope.get("headers", ()))
         early = receiver.check(method, path, headers, _length(headers))
         if early is not None:
