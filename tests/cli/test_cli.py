@@ -305,10 +305,11 @@ def test_doctor_builds_the_transports_the_policy_chose(sim: Sim, config: Path, c
     # a transport that is not installed.
     config.write_text(config.read_text().replace('transport = "poll"', 'transport = "webhook"'))
     code, out, _ = run(capsys, "doctor", "--config", str(config))
-    assert code == 1 and "transport webhook: [jobwatch.webhook] secrets is empty" in out
+    assert code == 1 and f"transport webhook: {config}: [jobwatch.webhook] secrets is empty" in out
+    assert out.splitlines()[-1].startswith("doctor: jobwatch watch would fail: transport webhook")
     config.write_text(config.read_text().replace('transport = "webhook"', 'transport = "pol"'))
     code, out, _ = run(capsys, "doctor", "--config", str(config))
-    assert code == 1 and "transport pol: unknown transport 'pol'" in out
+    assert code == 1 and "policy: error: unknown transport 'pol'" in out
 
 
 def test_sim_on_a_taken_port_is_one_line(tmp_path: Path) -> None:
