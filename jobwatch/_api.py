@@ -1,8 +1,10 @@
 """Budgeted access to one job API: every request a Watcher makes goes through :class:`APIClient`.
 
-It owns the HTTP client and the request budget; it makes a provider's :class:`Request` and hands
-back a :class:`Response` whatever its status, and translates httpx's failures into
-:class:`~jobwatch.NetworkError`.
+It owns the HTTP client and the request budget; it makes a provider's :class:`Request`, asks
+the provider to classify the answer (``Provider.classify``) and obeys the verdict for everyone:
+a rate-limited answer pauses every caller, and the rate-limit headers of every answer tighten
+the budget. It translates httpx's failures into :class:`~jobwatch.NetworkError`, and knows no
+API's status codes.
 """
 
 from __future__ import annotations
@@ -14,23 +16,25 @@ import httpx
 
 from ._budget import RequestBudget
 from ._config import Config, redact_url
-from ._errors import NetworkError, WatcherClosed
-from ._values import Request, Response
+from ._errors import JobwatchError, NetworkError, RateLimited, WatcherClosed
+from ._values import Classification, Outcome, Request, Response
 from .abc import Provider
 
 __all__ = ["APIClient"]
 
 log = logging.getLogger("jobwatch")
 
-#: Tries of a one-off request (a reconcile, a result page) before its error is raised.
+#: Tries of a one-off request (a reconcile, a result page) that fails for a passing reason.
 ATTEMPTS = 4
+#: How long a one-off request waits out rate limits before it gives up, seconds.
+RATE_LIMIT_DEADLINE = 3600.0
 
 
 class APIClient:
     """One API's HTTP client and the request budget shared by everything a Watcher asks.
 
-    ``open`` and ``aclose`` bracket its use; ``requests`` and ``rate_limited`` count what it
-    did, for ``Watcher.statistics()``.
+    ``open`` and ``aclose`` bracket its use; ``requests`` and ``rate_limited_count`` count what
+    it did, for ``Watcher.statistics()``.
     """
 
     def __init__(self, config: Config, provider: Provider, budget: RequestBudget, *,
@@ -64,10 +68,19 @@ class APIClient:
         self.requests += 1
 
     async def request(self, request: Request) -> Response:
-        """Make one budgeted request relative to the base URL; any status comes back."""
+        """Make one budgeted request relative to the base URL; any status comes back.
+
+        A rate-limited answer (as the provider classifies it) has paused every caller by the
+        time it returns.
+        """
+        response, _ = await self._exchange(request)
+        return response
+
+    async def _exchange(self, request: Request) -> tuple[Response, Classification]:
         if self._http is None:
             raise WatcherClosed("the Watcher is not running; use it inside `async with`")
-        await self.spend()
+        ticket = await self.budget.acquire()
+        self.requests += 1
         sent_at = anyio.current_time()
         try:
             reply = await self._http.request(
@@ -81,30 +94,64 @@ class APIClient:
             ) from exc
         response = Response(status=reply.status_code, headers=dict(reply.headers),
                             body=reply.content, sent_at=sent_at)
-        if response.status == 429:
-            self.rate_limited(getattr(self.provider.error_for(response), "retry_after", None))
-        return response
+        verdict = self.provider.classify(response)
+        limited = verdict.outcome is Outcome.RATE_LIMITED
+        self.budget.observe(anyio.current_time(), ticket, verdict.rate_limit, limited=limited)
+        if limited:
+            self.rate_limited(verdict.wait)
+        return response, verdict
 
     def rate_limited(self, retry_after: float | None) -> None:
-        """Pause the budget for ``retry_after`` seconds: every caller waits."""
+        """Pause the budget for ``retry_after`` seconds (None: a backoff): every caller waits."""
         self.rate_limited_count += 1
-        if retry_after is not None:
-            self.budget.pause(anyio.current_time() + retry_after)
+        now = anyio.current_time()
+        until = self.budget.rate_limited(now, retry_after)
+        log.info("the API is rate limiting: every request waits %.1f s", until - now)
+
+    async def fetch(self, request: Request, *, deadline: float = RATE_LIMIT_DEADLINE
+                    ) -> tuple[Response, Classification]:
+        """The answer that settles ``request``, and its verdict: fine, gone or fatal.
+
+        Rate-limited answers are waited out (every caller pauses) for up to ``deadline``
+        seconds; passing failures and network errors are tried :data:`ATTEMPTS` times with
+        backoff. When those run out the last error is raised.
+        """
+        give_up = anyio.current_time() + deadline
+        failures = 0
+        while True:
+            try:
+                response, verdict = await self._exchange(request)
+            except NetworkError:
+                failures += 1
+                if failures == ATTEMPTS:
+                    raise
+                await anyio.sleep(2.0 ** (failures - 1))
+                continue
+            if verdict.outcome is Outcome.RATE_LIMITED:
+                # The pause is in the budget: the next try waits for it.
+                if max(self.budget.paused_until, anyio.current_time()) >= give_up:
+                    raise self._still_limited(response, deadline)
+                continue
+            if verdict.outcome is Outcome.RETRY:
+                failures += 1
+                if failures == ATTEMPTS:
+                    raise self.provider.error_for(response)
+                await anyio.sleep(max(2.0 ** (failures - 1), verdict.wait or 0.0))
+                continue
+            return response, verdict
 
     async def request_with_retry(self, request: Request) -> Response:
-        """A 2xx response to ``request``, trying a few times; the API's error otherwise."""
-        for attempt in range(ATTEMPTS):
-            try:
-                response = await self.request(request)
-            except NetworkError:
-                if attempt + 1 == ATTEMPTS:
-                    raise
-                await anyio.sleep(2.0**attempt)
-                continue
-            if response.status < 300:
-                return response
-            error = self.provider.error_for(response)
-            if response.status != 429 and response.status < 500 or attempt + 1 == ATTEMPTS:
-                raise error
-            await anyio.sleep(0 if response.status == 429 else 2.0**attempt)
-        raise AssertionError("unreachable")
+        """A fine answer to ``request``, retried as :meth:`fetch` does; the API's error when
+        the answer is that the job is gone, or another that trying again cannot help."""
+        response, verdict = await self.fetch(request)
+        if verdict.outcome is not Outcome.FINE:
+            raise self.provider.error_for(response)
+        return response
+
+    def _still_limited(self, response: Response, deadline: float) -> JobwatchError:
+        error = self.provider.error_for(response)
+        if isinstance(error, RateLimited):
+            return error
+        return RateLimited(f"{error}; still rate limited after waiting up to {deadline:g} s",
+                           status=response.status, retry_after=self.budget.paused_until
+                           - anyio.current_time())

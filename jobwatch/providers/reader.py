@@ -27,7 +27,17 @@ from .._errors import (
     RateLimited,
 )
 from .._events import EventKind, JobEvent, JobStatus
-from ..abc import Capabilities, Provider, Request, Response, ResultsPage, Snapshot, WebhookDelivery
+from ..abc import (
+    Capabilities,
+    Classification,
+    Provider,
+    Request,
+    Response,
+    ResultsPage,
+    Snapshot,
+    WebhookDelivery,
+    classify_http,
+)
 
 __all__ = ["ReaderProvider"]
 
@@ -426,6 +436,18 @@ class ReaderProvider(Provider):
             return RateLimited(f"{text}; jobwatch waits and retries", status=status, code=code,
                                retry_after=retry, request_id=request_id)
         return APIError(text, status=status, code=code, request_id=request_id)
+
+    def classify(self, response: Response) -> Classification:
+        # Reader's two 429s: `rate_limited` names its wait (Retry-After, and the same seconds
+        # in details.retryAfterSeconds) and pauses every request; `concurrency_limited` means
+        # too many active jobs, which no pause of every request cures: that job backs off.
+        if response.status == 429:
+            code, _, details = _error_fields(response.body)
+            if code == "concurrency_limited":
+                return Classification.retry()
+            wait = _retry_after(response.headers.get("retry-after"), details)
+            return Classification.rate_limited(wait=wait)
+        return classify_http(response, self.error_for)
 
 
 def _error_fields(body: bytes) -> tuple[str | None, str | None, Mapping[str, Any]]:

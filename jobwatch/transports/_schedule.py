@@ -18,12 +18,13 @@ How the next poll of a job is placed:
   does not keep a fast poll going.
 - **Caps.** No gap exceeds ``max_interval`` (the worst case for detection), except when the
   request budget cannot carry that many polls: a job that is not near its end then polls no
-  more often than its fair share of ``rpm``.
+  more often than its fair share of the budget's sustained rate (its tightest window).
 - **Jitter.** Each gap is shortened by a random fraction up to ``jitter`` (never lengthened,
   so a prediction is never overshot), so that jobs added together do not poll in lockstep.
 - **Errors.** ``failed`` backs a job off exponentially from ``interval`` up to ``max_interval``,
-  with "equal jitter" (between half and all of the step); ``defer`` moves a poll that never
-  happened (a 429 ``rate_limited`` pauses the shared budget) without counting an error.
+  with "equal jitter" (between half and all of the step), and no sooner than a wait the API
+  named; ``defer`` moves a poll that never happened (a rate-limited answer pauses the shared
+  budget) without counting an error.
 
 :meth:`PollSchedule.pick` chooses among due jobs: jobs at or past their predicted end first (a
 poll there most likely reports a completion), then the longest overdue. The transport asks
@@ -83,8 +84,9 @@ class PollSchedule:
     """Plans the polls of many jobs; see the module docstring for the rules.
 
     ``interval`` is the first gap and the longest gap in the tail, ``max_interval`` the longest
-    gap otherwise, ``rpm`` / ``window`` the request budget the polls share (used only to stretch
-    gaps the budget cannot carry). ``rng`` makes jitter reproducible in tests.
+    gap otherwise, ``rpm`` requests per ``window`` seconds the budget the polls share (used only
+    to stretch gaps the budget cannot carry; :meth:`share` sets it from a budget's rate).
+    ``rng`` makes jitter reproducible in tests.
     """
 
     def __init__(
@@ -104,8 +106,7 @@ class PollSchedule:
             raise ValueError("need growth >= 1, 0 <= jitter < 1, rpm >= 1 and window > 0")
         self.interval = interval
         self.max_interval = max_interval
-        self.rpm = rpm
-        self.window = window
+        self.rate = rpm / window
         self.growth = growth
         self.jitter = jitter
         self._rng = rng if rng is not None else random.Random()
@@ -181,20 +182,27 @@ class PollSchedule:
         plan.due = now + self._jittered(self._gap(plan, now))
         return plan.due
 
-    def failed(self, job_id: str, now: float) -> float | None:
-        """Record a failed poll (5xx, network error, ``concurrency_limited``); back off."""
+    def failed(self, job_id: str, now: float, *, wait: float | None = None) -> float | None:
+        """Record a failed poll (a "retry later" answer, a network error); back off, and wait
+        at least ``wait`` seconds when the API named a wait."""
         plan = self._plans.get(job_id)
         if plan is None:
             return None
         plan.in_flight, plan.errors = False, plan.errors + 1
         step = min(self.max_interval, self.interval * 2.0 ** (plan.errors - 1))
-        plan.due = now + step * self._rng.uniform(0.5, 1.0)
+        plan.due = now + max(step * self._rng.uniform(0.5, 1.0), wait or 0.0)
         return plan.due
 
     def failures(self, job_id: str) -> int:
         """Failed polls of the job since its last good one (what its backoff has doubled for)."""
         plan = self._plans.get(job_id)
         return 0 if plan is None else plan.errors
+
+    def share(self, rate: float) -> None:
+        """Plan within a budget of ``rate`` requests per second (its tightest window)."""
+        if not rate > 0:
+            raise ValueError(f"need rate > 0, got {rate!r}")
+        self.rate = rate
 
     def defer(self, job_id: str, until: float) -> None:
         """Move a poll that did not happen to ``until`` (a rate-limit pause); no error."""
@@ -259,7 +267,7 @@ class PollSchedule:
 
     def _fair_share(self) -> float:
         """The gap at which every planned job together stays within the poll budget."""
-        return len(self._plans) * self.window / (self.rpm * BUDGET_SHARE)
+        return len(self._plans) / (self.rate * BUDGET_SHARE)
 
     def _jittered(self, gap: float) -> float:
         return gap * (1.0 - self.jitter * self._rng.random())

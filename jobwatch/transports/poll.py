@@ -7,16 +7,18 @@ previous snapshot of that job, which are delivered as authoritative. When to pol
 decided by the sans-I/O :class:`~jobwatch.transports._schedule.PollSchedule` (see
 ``docs/polling.md``).
 
-Errors stay per job: a 429 ``rate_limited`` defers the poll (the host pauses the whole budget
-for ``Retry-After``); ``concurrency_limited``, 5xx, network failures and undecodable answers
-back that job off exponentially; 401, 404 and other 4xx end that job's watch with the API's
-error, so that its ``watch()``/``wait()`` raise it — never the Watcher.
+Every answer is what the provider's ``classify`` says it is, and errors stay per job: a
+rate-limited answer defers the poll (the host has paused the whole budget, so every poller
+waits); "retry later", network failures and undecodable answers back that job off
+exponentially; "gone" and "fatal" end that job's watch with the API's error, so that its
+``watch()``/``wait()`` raise it — never the Watcher.
 
 Configuration, ``[jobwatch.poll]``::
 
     interval = 2.0       # first gap between polls of a job, and the longest near its end
     max_interval = 30.0  # longest gap otherwise (unless the budget cannot carry it)
     rpm = 60             # the Watcher's request budget, shared by every request it makes
+    rph = 5000           # and an hourly one, for APIs that count by the hour (default: none)
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ import anyio
 import attrs
 from anyio.abc import TaskGroup, TaskStatus
 
+from .._budget import BudgetOptions, RequestBudget
 from .._config import Config
 from .._errors import APIError, ConfigError, JobwatchError, NetworkError
-from .._values import Response, Snapshot
+from .._values import Classification, Outcome, Response, Snapshot
 from ..abc import Transport, TransportHost
-from .._budget import RequestBudget
 from ._schedule import PollSchedule
 
 __all__ = ["PollOptions", "PollTransport"]
@@ -45,24 +47,24 @@ MAX_IN_FLIGHT = 4
 
 
 @attrs.frozen(kw_only=True)
-class PollOptions:
+class PollOptions(BudgetOptions):
     """The ``[jobwatch.poll]`` table.
 
     ``interval``: seconds between the first polls of a job, and the longest gap near its
-    predicted end. ``max_interval``: the longest gap otherwise. ``rpm``: requests per minute
-    the Watcher may make in all (polls, results, reconciles, stream openings); set it to your
-    plan's limit (Reader: free 10, pro 60, business 200, enterprise 1000).
+    predicted end. ``max_interval``: the longest gap otherwise. ``rpm`` and ``rph``: the
+    Watcher's request budget, per minute and per hour, for every request it makes (polls,
+    results, reconciles, stream openings) — :class:`~jobwatch._budget.BudgetOptions`.
     """
 
     interval: float = 2.0
     max_interval: float = 30.0
-    rpm: int = 60
 
-    def check(self) -> PollOptions:
+    def check(self, table: str = "[jobwatch.poll]") -> PollOptions:
         """Return the options, or raise ConfigError naming the key that is out of range."""
-        for key in ("interval", "max_interval", "rpm"):
+        super().check(table)
+        for key in ("interval", "max_interval"):
             if not getattr(self, key) > 0:
-                raise ConfigError(f"[jobwatch.poll] {key} must be positive, got "
+                raise ConfigError(f"{table} {key} must be positive, got "
                                   f"{getattr(self, key)!r}")
         if self.max_interval < self.interval:
             raise ConfigError(f"[jobwatch.poll] max_interval ({self.max_interval}) must be >= "
@@ -122,11 +124,11 @@ class PollTransport(Transport):
     async def run(
         self, host: TransportHost, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        budget = getattr(host, "budget", None)
+        budget = host.budget if isinstance(host.budget, RequestBudget) else None
         async with anyio.create_task_group() as tg:
             task_status.started()
             while True:
-                await self._step(host, tg, budget if isinstance(budget, RequestBudget) else None)
+                await self._step(host, tg, budget)
 
     async def _step(self, host: TransportHost, tg: TaskGroup, budget: RequestBudget | None
                     ) -> None:
@@ -139,7 +141,10 @@ class PollTransport(Transport):
             return
         # Choose only when the budget has room, so that a scarce budget goes to the most
         # urgent job of that moment, not of the moment a poll was queued.
-        wait = 0.0 if budget is None else budget.delay(now)
+        wait = 0.0
+        if budget is not None:
+            self.schedule.share(budget.rate)  # the windows may have learnt a lower limit
+            wait = budget.delay(now)
         picked = self.schedule.pick(now) if wait <= 0 else None
         if picked is None:
             due = self.schedule.next_due()
@@ -180,8 +185,9 @@ class PollTransport(Transport):
 
     async def _handle(self, host: TransportHost, job_id: str, response: Response) -> None:
         now = anyio.current_time()
-        if not 200 <= response.status < 300:
-            self._refused(host, job_id, response, now)
+        verdict = host.provider.classify(response)
+        if verdict.outcome is not Outcome.FINE:
+            self._refused(host, job_id, response, verdict, now)
             return
         try:
             snapshot, events = host.provider.decode_status(
@@ -196,22 +202,28 @@ class PollTransport(Transport):
         await host.deliver(events, authoritative=True, as_of=response.sent_at)
         self.schedule.observe(job_id, now, snapshot)
 
-    def _refused(self, host: TransportHost, job_id: str, response: Response, now: float) -> None:
-        error = host.provider.error_for(response)
-        verdict = classify(response.status, getattr(error, "code", None))
-        if verdict == "defer":
+    def _refused(self, host: TransportHost, job_id: str, response: Response,
+                 verdict: Classification, now: float) -> None:
+        if verdict.outcome is Outcome.RATE_LIMITED:
             host.count(self.name, "rate_limited")
-            retry_after = getattr(error, "retry_after", None)
             # The host paused the whole budget; the job simply waits its turn.
-            self.schedule.defer(job_id, now + (retry_after or 0.0))
-        elif verdict == "backoff":
+            budget = host.budget if isinstance(host.budget, RequestBudget) else None
+            until = max(now + (verdict.wait or 0.0),
+                        budget.paused_until if budget is not None else now)
+            if until > now:
+                self.schedule.defer(job_id, until)
+            else:  # no wait named and no budget pausing: back off rather than ask again now
+                self.schedule.failed(job_id, now)
+            return
+        error = host.provider.error_for(response)
+        if verdict.outcome is Outcome.RETRY:
             host.count(self.name, "errors")
             log.info("poll of job %s: %s; backing off", job_id, error)
-            self.schedule.failed(job_id, now)
-        else:
-            host.count(self.name, "ended")
-            self.unwatch(job_id)
-            host.end_job(job_id, _for_job(job_id, error))
+            self.schedule.failed(job_id, now, wait=verdict.wait)
+            return
+        host.count(self.name, "ended")
+        self.unwatch(job_id)
+        host.end_job(job_id, _for_job(job_id, error))
 
 
 def _for_job(job_id: str, error: JobwatchError) -> JobwatchError:
@@ -221,18 +233,3 @@ def _for_job(job_id: str, error: JobwatchError) -> JobwatchError:
                             retry_after=error.retry_after, request_id=error.request_id)
         return named
     return error
-
-
-def classify(status: int, code: str | None) -> str:
-    """What a non-2xx status answer means for the job: ``defer``, ``backoff`` or ``end``.
-
-    ``defer``: a 429 ``rate_limited`` (or a 429 without a code) — the budget pauses, the poll
-    is simply moved. ``backoff``: ``concurrency_limited``, 5xx, 408 — try again later.
-    ``end``: 401, 404 and any other 4xx — trying again cannot help.
-    """
-    if status == 429:
-        return "backoff" if code == "concurrency_limited" else "defer"
-    if status >= 500 or status == 408:
-        return "backoff"
-    return "end"
-

@@ -50,9 +50,16 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 from .._config import Config
-from .._errors import ConfigError, DecodeError, JobwatchError, NetworkError, StreamError
+from .._errors import (
+    AuthenticationError,
+    ConfigError,
+    DecodeError,
+    JobwatchError,
+    NetworkError,
+    StreamError,
+)
 from .._events import JobEvent
-from ..abc import Capabilities, Request, Response, Transport, TransportHost
+from ..abc import Capabilities, Outcome, Request, Response, Transport, TransportHost
 from ._reconnect import Action, Backoff, Cause, Reconnector
 
 __all__ = ["SSEOptions", "SSETransport"]
@@ -336,22 +343,23 @@ class SSETransport(Transport):
 
     async def _check(self, response: httpx.Response) -> _Ending | None:
         """None if the response is an event stream; else how the attempt ended."""
-        status = response.status_code
-        if 200 <= status < 300:
+        if response.is_success:
             kind = response.headers.get("content-type", "").partition(";")[0].strip()
             if kind.lower() == "text/event-stream":
                 return None
             return _Ending(cause=Cause.UNSUPPORTED, error=StreamError(
-                f"{_where(response.request)} answered {status} with content type "
+                f"{_where(response.request)} answered {response.status_code} with content type "
                 f"{kind or 'none'!r}, not text/event-stream; is base_url right?"))
-        error = self._require_host().provider.error_for(await _error_response(response))
-        if status == 401:
+        # The provider's verdict decides; the transport knows no status codes of its own.
+        host, answer = self._require_host(), await _error_response(response)
+        verdict, error = host.provider.classify(answer), host.provider.error_for(answer)
+        if verdict.outcome is Outcome.RATE_LIMITED:
+            host.rate_limited(verdict.wait)  # every request waits
+        if verdict.outcome in (Outcome.RATE_LIMITED, Outcome.RETRY):
+            return _Ending(cause=Cause.RETRYABLE, error=error, retry_after=verdict.wait)
+        if verdict.outcome is Outcome.FATAL and isinstance(error, AuthenticationError):
             return _Ending(cause=Cause.UNAUTHORIZED, error=error)
-        if status == 429 or status >= 500:
-            retry_after = getattr(error, "retry_after", None)
-            if status == 429:
-                self._require_host().rate_limited(retry_after)  # every request waits
-            return _Ending(cause=Cause.RETRYABLE, error=error, retry_after=retry_after)
+        # Gone, or refused otherwise: no stream here; polling learns whether the job goes on.
         return _Ending(cause=Cause.UNSUPPORTED, error=error)
 
     async def _consume(self, stream: _Stream, response: httpx.Response) -> _Ending | None:

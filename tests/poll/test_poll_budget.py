@@ -63,8 +63,8 @@ def test_next_free_projects_future_slots() -> None:
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5])
-def test_rpm_must_be_a_positive_int(bad: object) -> None:
-    with pytest.raises(ValueError, match="rpm"):
+def test_capacity_must_be_a_positive_int(bad: object) -> None:
+    with pytest.raises(ValueError, match="capacity"):
         RequestBudget(bad)  # type: ignore[arg-type]
 
 

@@ -16,7 +16,7 @@ import jobwatch
 from jobwatch import AuthenticationError, ConfigError, JobNotFound
 from jobwatch.sim import Faults, Simulator
 from jobwatch.stores.memory import MemoryStore
-from jobwatch.transports.poll import PollOptions, PollTransport, classify
+from jobwatch.transports.poll import PollOptions, PollTransport
 
 MOCK = [
     pytest.param(
@@ -107,15 +107,6 @@ def test_options_come_from_the_poll_table_strictly() -> None:
 
 def test_poll_is_a_pull_transport_named_poll() -> None:
     assert PollTransport.name == "poll" and PollTransport.push is False
-
-
-@pytest.mark.parametrize(("status", "code", "verdict"), [
-    (429, "rate_limited", "defer"), (429, None, "defer"), (429, "concurrency_limited", "backoff"),
-    (500, "internal_error", "backoff"), (503, None, "backoff"), (408, None, "backoff"),
-    (401, "unauthenticated", "end"), (404, "not_found", "end"), (400, "invalid_request", "end"),
-])
-def test_classify_refusals(status: int, code: str | None, verdict: str) -> None:
-    assert classify(status, code) == verdict
 
 
 # -- end to end in virtual time ---------------------------------------------------------------
