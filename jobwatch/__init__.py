@@ -33,7 +33,7 @@ from ._events import EventKind, JobEvent, JobStatus
 from ._policy import Decision, Signals, choose_transport
 from ._watcher import Statistics, Watcher
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place it is written: pyproject.toml reads it here
 
 __all__ = [
     "APIError",

@@ -15,6 +15,8 @@ from ._client import RedisCommandError, RedisUnavailable
 from ._relay import RelayOptions, RelayTransport
 from ._store import RedisOptions, RedisStore
 
+__version__ = "0.1.0"
+
 __all__ = [
     "RedisCommandError",
     "RedisOptions",
