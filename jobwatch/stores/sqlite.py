@@ -44,6 +44,7 @@ from .._config import Config
 from .._errors import ConfigError, JobwatchError
 from .._events import JobEvent, JobStatus
 from ..abc import JobState, Store, Verdict
+from ._sqlite_checks import GUIDE, check_database, check_files, mark_database
 
 __all__ = ["SQLiteOptions", "SQLiteStore"]
 
@@ -133,9 +134,11 @@ class SQLiteStore(Store):
                 raise ConfigError(
                     f"[jobwatch.sqlite] path {self.path!r}: cannot create its folder: {exc}"
                 ) from None
+            check_files(self.path)  # before SQLite's own recovery could hide a loss
         try:
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                  timeout=_LOCK_WAIT_MS / 1000)
+            stored = _closing_on_error(db, check_database, self.path)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
             db.executescript(_SCHEMA)
@@ -144,10 +147,11 @@ class SQLiteStore(Store):
             # checkpoints run in the thread (see the module's docstring).
             db.execute("PRAGMA busy_timeout = 0")
             db.execute("PRAGMA wal_autocheckpoint = 0")
+            _closing_on_error(db, mark_database, self.path, stored)
         except sqlite3.Error as exc:
             raise ConfigError(
                 f"[jobwatch.sqlite] path {self.path!r} is not a usable SQLite database: {exc}"
-            ) from None
+                f"; {GUIDE}") from None
         self._db = db
 
     async def aclose(self) -> None:
@@ -490,6 +494,18 @@ _STATES = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id IN (SELECT value FROM j
 _LIVE = ("SELECT json_group_array(key) FROM seen "
          "WHERE key IN (SELECT value FROM json_each(?1)) AND expires > ?2")
 _ACK = "DELETE FROM inbox WHERE key IN (SELECT value FROM json_each(?1))"
+
+
+def _closing_on_error(db: sqlite3.Connection, check: Callable[..., T], *args: Any) -> T | None:
+    """An open-time check of ``db`` (:mod:`._sqlite_checks`); the connection closes if it
+    raises. Checks skip ``:memory:``."""
+    if db.execute("PRAGMA database_list").fetchone()[2] == "":
+        return None  # in memory: nothing on disk to check
+    try:
+        return check(db, *args)
+    except BaseException:
+        db.close()
+        raise
 
 
 def _job_row(state: JobState) -> tuple[Any, ...]:
