@@ -35,7 +35,8 @@ def webhook_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-async def _deliver_a_job_to(url: str, finished: dict[str, str]) -> tuple[str, list[int]]:
+async def _deliver_a_job_to(url: str,
+                           finished: dict[str, str]) -> tuple[str, list[int | None]]:
     """A simulated job whose webhook posts to ``url``; returns its id and the statuses."""
     simulator = Simulator(time_scale=100)
     async with running(simulator):
@@ -93,10 +94,10 @@ async def test_a_watcher_that_cannot_start_fails_the_django_start_up(
     monkeypatch.chdir(tmp_path)
     example = load_example("django_asgi")
     sent: list[dict[str, object]] = []
-    messages = iter([{"type": "lifespan.startup"}])
+    messages: list[dict[str, object]] = [{"type": "lifespan.startup"}]
 
     async def receive() -> dict[str, object]:
-        return next(messages)
+        return messages.pop(0)
 
     async def send(message: dict[str, object]) -> None:
         sent.append(message)
