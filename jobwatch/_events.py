@@ -80,14 +80,15 @@ def _kind(value: EventKind | str) -> EventKind:
 
 
 _new = object.__new__
+_Proxy = types.MappingProxyType
 #: The payload of an event built without one (read-only, so it can be shared).
-_NO_DATA: Mapping[str, Any] = types.MappingProxyType({})
+_NO_DATA: Mapping[str, Any] = _Proxy({})
 
 
 def _freeze(data: Mapping[str, Any]) -> Mapping[str, Any]:
-    if type(data) is types.MappingProxyType:
+    if type(data) is _Proxy:
         return data  # already read-only: events of one payload share it
-    return types.MappingProxyType(dict(data))
+    return _Proxy(dict(data))
 
 
 def _optional_int(value: Any) -> int | None:
@@ -126,9 +127,8 @@ class JobEvent:
     attempt: int | None = None
     data: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze, eq=False)
 
-    @classmethod
+    @staticmethod
     def build(
-        cls,
         *,
         kind: EventKind | str,
         job_id: str | None,
@@ -150,7 +150,7 @@ class JobEvent:
         about two thirds as much: the fields are written through their slots rather than
         through attrs' frozen ``__setattr__``.
         """
-        event = _new(cls)
+        event = _new(JobEvent)
         set_kind, set_job, set_status, set_completed, set_total, set_key, set_source, \
             set_when, set_error, set_attempt, set_data = _SETTERS
         set_kind(event, kind if type(kind) is EventKind else EventKind(kind))
@@ -163,7 +163,7 @@ class JobEvent:
         set_when(event, occurred_at)
         set_error(event, error)
         set_attempt(event, attempt)
-        set_data(event, data if type(data) is types.MappingProxyType else _freeze(data))
+        set_data(event, data if type(data) is _Proxy else _Proxy(dict(data)))
         return event
 
     @property

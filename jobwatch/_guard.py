@@ -112,12 +112,16 @@ def decide(state: JobState | None, event: JobEvent, *, authoritative: bool = Fal
         state = JobState(job_id=job_id)
     saved = state
     # Attempts, where both sides know one, decide runs; otherwise only a poll may begin one.
-    attempt, known = event.attempt, state.attempt
-    numbered = attempt is not None and known is not None
-    if attempt is not None and known is not None and attempt != known:
-        if attempt < known:
-            return _OLD_ATTEMPT  # a late report of a run that a newer attempt replaced
-        state = _new_run(state, attempt)
+    attempt = event.attempt
+    numbered = False
+    if attempt is not None:
+        known = state.attempt
+        if known is not None:
+            numbered = True
+            if attempt < known:
+                return _OLD_ATTEMPT  # a late report of a run that a newer attempt replaced
+            if attempt > known:
+                state = _new_run(state, attempt)
     kind = event.kind
     if kind in _CARRY_DATA:
         # Data is delivered even when late and moves no status or count; it may still begin a
@@ -134,7 +138,7 @@ def decide(state: JobState | None, event: JobEvent, *, authoritative: bool = Fal
     if status is not None and state.status is not None and kind not in _TERMINAL_KINDS:
         if _RANK[status] < _RANK[state.status]:
             return _BACKWARDS
-        if kind is _PROGRESS and event.completed is None and status is state.status:
+        if event.completed is None and status is state.status and kind is _PROGRESS:
             return _DUPLICATE  # a status change without a count, already delivered
     if kind is _PROGRESS and event.completed is not None \
             and state.completed is not None and event.completed < state.completed:

@@ -149,7 +149,8 @@ class Pipeline:
             record.heard = anyio.current_time()
         if job_id is not None and event.terminal:
             record.started = False
-        elif event.kind is _STARTED and record.started:
+        elif event.kind is _STARTED and record.started and event.attempt is None:
+            # (A `started` of a numbered attempt may begin a new run: the guard decides.)
             self.dropped["duplicate"] += 1
             return
         verdict = await self.store.record(

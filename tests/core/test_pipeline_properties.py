@@ -363,6 +363,237 @@ def test_drop_reasons(first: JobEvent, second: JobEvent, dropped: str) -> None:
     assert store.record(second).dropped == dropped
 
 
+# -- attempts: re-runs that the API numbers ------------------------------------------------
+
+
+def numbered(life: Lifecycle, attempt: int) -> list[JobEvent]:
+    """The facts of one attempt of a job, as an API that numbers attempts reports them."""
+    return [attrs.evolve(fact, attempt=attempt) for fact in life.facts()]
+
+
+@st.composite
+def reruns(draw: st.DrawFn) -> tuple[list[Lifecycle], list[JobEvent]]:
+    """One job re-run up to twice (attempts 1..3), every report in any order.
+
+    Reports of an older attempt may come after those of a newer one: a late webhook, a stream
+    that lagged, a poll answered late.
+    """
+    lives = [draw(lifecycles("job_a")) for _ in range(draw(st.integers(1, 3)))]
+    facts = [fact for n, life in enumerate(lives, 1) for fact in numbered(life, n)]
+    return lives, draw(deliveries(facts))
+
+
+def record_all(store: ModelStore, inputs: Sequence[JobEvent]) -> list[Verdict]:
+    # Polls are authoritative; where attempts are numbered that changes nothing.
+    return [store.record(event, authoritative=event.source == "poll") for event in inputs]
+
+
+def run_number(event: JobEvent) -> int:
+    return int(event.key.rsplit("#", 1)[1])
+
+
+def check_attempts(lives: Sequence[Lifecycle], inputs: Sequence[JobEvent],
+                   verdicts: Sequence[Verdict]) -> None:
+    seen = [v.event for v in verdicts if v.event is not None]
+    assert len({e.key for e in seen}) == len(seen), "a key reached the application twice"
+    # The application sees attempts in order, each in a run of its own, and never needs a
+    # poll to tell them apart.
+    assert [e.attempt for e in seen] == sorted(e.attempt for e in seen)  # type: ignore[misc]
+    runs = {e.attempt: run_number(e) for e in seen}
+    assert [run_number(e) for e in seen] == [runs[e.attempt] for e in seen]
+    assert sorted(runs.values()) == list(range(1, len(runs) + 1))
+    assert not any(v.check for v in verdicts)
+    # An event is dropped as old exactly when a newer attempt was reported before it.
+    newest = 0
+    for event, verdict in zip(inputs, verdicts, strict=True):
+        assert event.attempt is not None
+        assert (verdict.dropped == "old-attempt") is (event.attempt < newest)
+        newest = max(newest, event.attempt)
+    # Each attempt's run: at most one terminal event — its own, never an older attempt's —
+    # then only data; status and counts only move forward.
+    for attempt, life in enumerate(lives, 1):
+        view = [e for e in seen if e.attempt == attempt]
+        ends = [i for i, e in enumerate(view) if e.terminal]
+        assert len(ends) <= 1
+        if ends:
+            assert view[ends[0]].kind is life.end
+            assert all(e.kind.carries_data for e in view[ends[0] + 1:])
+        ranks = [e.status.rank for e in view if e.status is not None]
+        assert ranks == sorted(ranks)
+        counts = [e.completed for e in view if e.kind is EventKind.PROGRESS]
+        assert counts == sorted(set(counts))  # type: ignore[type-var]
+    # The last attempt is whole: one terminal event, of its end, every page, its started.
+    last = len(lives)
+    check_run(lives[-1], [e for e in seen if e.attempt == last],
+              [e for e in inputs if e.attempt == last], run=runs[last])
+
+
+@PROPERTY
+@given(reruns())
+def test_attempts_under_any_interleaving(
+    scenario: tuple[list[Lifecycle], list[JobEvent]],
+) -> None:
+    lives, inputs = scenario
+    verdicts = record_all(ModelStore(), inputs)
+    check_attempts(lives, inputs, verdicts)
+
+
+@settings(max_examples=200, deadline=None)
+@given(reruns())
+def test_attempts_through_the_memory_store(
+    scenario: tuple[list[Lifecycle], list[JobEvent]],
+) -> None:
+    _, inputs = scenario
+    assert run_memory_store(inputs) == run_model(inputs)
+
+
+def github_rerun() -> list[tuple[JobEvent, bool]]:
+    """A GitHub-style re-run: attempt 1 finished, but its `completed` webhook comes late.
+
+    Meanwhile the run was re-run: polls show attempt 2 queued, then in progress; attempt 2
+    then completes. Each report with whether it is a polled snapshot.
+    """
+    run = "run_42"
+
+    def report(kind: str, attempt: int, source: str, **fields: object) -> JobEvent:
+        return attrs.evolve(make_event(kind, run, source=source, **fields),  # type: ignore[arg-type]
+                            attempt=attempt)
+
+    return [
+        (report("started", 1, "webhook"), False),
+        (report("progress", 2, "poll", status="queued", completed=0), True),
+        (report("started", 2, "poll"), True),
+        (report("completed", 1, "webhook"), False),  # late: attempt 1 ended long ago
+        (report("started", 1, "webhook"), False),  # a retried delivery, later still
+        (report("failed", 2, "poll", completed=0), True),
+        (report("failed", 2, "webhook", completed=0), False),
+    ]
+
+
+def test_a_late_terminal_event_of_an_older_attempt_is_dropped() -> None:
+    store = ModelStore()
+    verdicts = [store.record(event, authoritative=polled) for event, polled in github_rerun()]
+    assert [(v.event.key if v.event else None, v.dropped, v.check) for v in verdicts] == [
+        ("run_42:started#1", None, False),
+        ("run_42:progress:0#2", None, False),
+        ("run_42:started#2", None, False),
+        (None, "old-attempt", False),
+        (None, "old-attempt", False),
+        ("run_42:terminal#2", None, False),
+        (None, "duplicate", False),
+    ]
+    delivered = [v.event for v in verdicts if v.event is not None]
+    assert [(e.kind, e.attempt) for e in delivered if e.terminal] == [(EventKind.FAILED, 2)]
+    assert store.states["run_42"] == JobState(job_id="run_42", run=2, attempt=2,
+                                              status=JobStatus.FAILED, completed=0,
+                                              started=True, terminal=True)
+
+
+def test_a_pushed_higher_attempt_begins_a_run_without_a_poll() -> None:
+    store = ModelStore()
+    for event in (make_event("started", "j"), make_event("completed", "j", completed=4)):
+        assert store.record(attrs.evolve(event, attempt=1)).event is not None
+    # A pushed `started` after the end would only ask for a poll; with a higher attempt it
+    # is a new run, delivered as it comes.
+    verdict = store.record(attrs.evolve(make_event("started", "j", source="webhook"),
+                                        attempt=2))
+    assert verdict.event is not None and verdict.event.key == "j:started#2"
+    assert not verdict.check
+    assert (store.states["j"].run, store.states["j"].attempt) == (2, 2)
+    # The same attempt after its end is no new run, and needs no poll to say so.
+    late = store.record(attrs.evolve(make_event("completed", "j"), attempt=2))
+    assert late.event is not None and late.event.key == "j:terminal#2"
+    again = store.record(attrs.evolve(make_event("started", "j", source="poll"), attempt=2),
+                         authoritative=True)
+    assert (again.event, again.check, again.dropped) == (None, False, "after-terminal")
+
+
+def test_an_authoritative_snapshot_of_the_same_attempt_is_no_new_run() -> None:
+    # A poll that reads a lagging replica shows attempt 1 still running after its end.
+    store = ModelStore()
+    store.record(attrs.evolve(make_event("completed", "j", completed=3), attempt=1))
+    verdict = store.record(attrs.evolve(make_event("progress", "j", completed=2), attempt=1),
+                           authoritative=True)
+    assert (verdict.event, verdict.dropped) == (None, "after-terminal")
+    assert store.states["j"].run == 1
+
+
+def test_pages_carry_attempts_too() -> None:
+    store = ModelStore()
+    first = store.record(attrs.evolve(make_event("page", "j", url="u1"), attempt=1))
+    assert first.event is not None and first.state == JobState(job_id="j", attempt=1)
+    # A page of a newer attempt begins its run; a late page of the older one is dropped.
+    newer = store.record(attrs.evolve(make_event("page", "j", url="u1"), attempt=2))
+    assert newer.event is not None and newer.event.key == "j:page:u1#2"
+    assert newer.state == JobState(job_id="j", run=2, attempt=2)
+    old = store.record(attrs.evolve(make_event("page_failed", "j", url="u2"), attempt=1))
+    assert (old.event, old.dropped) == (None, "old-attempt")
+    # A page of the current attempt leaves the state as it is.
+    assert store.record(attrs.evolve(make_event("page", "j", url="u3"),
+                                     attempt=2)).state is None
+
+
+def test_events_without_an_attempt_keep_the_rules_of_runs() -> None:
+    # Once a run's attempt is known, a report without one is taken as of the current run.
+    store = ModelStore()
+    store.record(attrs.evolve(make_event("started", "j"), attempt=3))
+    verdict = store.record(make_event("progress", "j", completed=2))
+    assert verdict.event is not None and verdict.event.key == "j:progress:2#1"
+    assert store.states["j"].attempt == 3
+    # A terminal state reached without attempts: only a poll begins a new run, and the run
+    # learns its attempt from it.
+    store = ModelStore()
+    store.record(make_event("completed", "j"))
+    pushed = store.record(attrs.evolve(make_event("started", "j"), attempt=2))
+    assert (pushed.event, pushed.check) == (None, True)
+    polled = store.record(attrs.evolve(make_event("started", "j", source="poll"), attempt=2),
+                          authoritative=True)
+    assert polled.event is not None and polled.event.key == "j:started#2"
+    assert (store.states["j"].run, store.states["j"].attempt) == (2, 2)
+
+
+# -- status changes without counts -------------------------------------------------------------
+
+
+def status_change(status: str, source: str = "poll") -> JobEvent:
+    """queued -> processing on an API without counts: a progress event keyed by status."""
+    return make_event("progress", "j", status=status, source=source, key=f"j:status:{status}")
+
+
+def test_a_status_change_without_counts_is_delivered_once_and_never_backwards() -> None:
+    store = ModelStore()
+    assert [store.record(e).dropped for e in (
+        status_change("queued"), status_change("processing"),
+        status_change("processing", "webhook"), status_change("queued", "webhook"),
+    )] == [None, None, "duplicate", "backwards"]
+    # Under another key (a provider that keys by time, a dedup window that expired) the
+    # guard still delivers a status once.
+    again = attrs.evolve(status_change("processing"), key="j:status:processing:later")
+    assert store.record(again).dropped == "duplicate"
+    assert store.states["j"].status is JobStatus.PROCESSING
+    # A count still moves it on, and the terminal event ends it.
+    assert store.record(make_event("progress", "j", completed=1)).event is not None
+    assert store.record(make_event("completed", "j")).event is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_status_changes_without_counts_under_any_interleaving(data: st.DataObject) -> None:
+    statuses = ["queued", "processing"][data.draw(st.integers(0, 1)):]
+    end = data.draw(st.sampled_from(["completed", "failed", "cancelled"]))
+    facts = [status_change(s) for s in statuses] + [make_event(end, "j")]
+    inputs = data.draw(deliveries(facts))
+    seen = [v.event for v in run_model(inputs) if v.event is not None]
+    ranks = [e.status.rank for e in seen if e.status is not None]
+    assert ranks == sorted(ranks) and len(ranks) == len(set(ranks))
+    assert [e.kind for e in seen if e.terminal] == [EventKind(end)]
+    first_end = next(i for i, e in enumerate(inputs) if e.terminal)
+    # The furthest status reported before the end reaches the application.
+    before = [e.status.rank for e in inputs[:first_end] if e.status is not None]
+    if before:
+        assert max(before) in ranks
+
+
 # -- the same, end to end through the Watcher ------------------------------------------------
 
 CONFIG = jobwatch.Config.from_mapping({"jobwatch": {"store": "memory", "safety_poll": 0}})
@@ -431,3 +662,33 @@ def test_a_poll_answered_before_the_end_does_not_begin_a_run() -> None:
         return seen
 
     assert trio.run(main) == ["job_1:started#1", "job_1:terminal#1"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(reruns())
+def test_attempts_through_the_watcher(scenario: tuple[list[Lifecycle], list[JobEvent]]) -> None:
+    lives, inputs = scenario
+    seen = trio.run(through_watcher, inputs)
+    assert seen == [v.event for v in run_model(inputs) if v.event is not None]
+
+
+def test_a_late_terminal_event_of_an_older_attempt_never_ends_the_watch() -> None:
+    async def main() -> tuple[list[str], JobEvent]:
+        poll = ScriptedTransport(name="poll", authoritative=True)
+        webhook = ScriptedTransport(name="webhook")
+        seen: list[str] = []
+        watcher = jobwatch.Watcher(CONFIG, transports=[poll, webhook], store=MemoryStore(),
+                                   provider=ReaderProvider(), http_transport=NO_HTTP)
+        watcher.subscribe(lambda event: seen.append(event.key))
+        async with watcher:
+            for event, polled in github_rerun():
+                await (poll if polled else webhook).send(event)
+                await trio.testing.wait_all_tasks_blocked()
+            final = await watcher.wait("run_42", timeout=1)
+            assert watcher.statistics().dropped["old-attempt"] == 2
+        return seen, final
+
+    seen, final = trio.run(main)
+    assert seen == ["run_42:started#1", "run_42:progress:0#2", "run_42:started#2",
+                    "run_42:terminal#2"]
+    assert (final.kind, final.attempt) == (EventKind.FAILED, 2)
