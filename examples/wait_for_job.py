@@ -2,9 +2,14 @@
 
     python wait_for_job.py JOB_ID
 
-Reads ``jobwatch.toml`` from the working directory (``api_key = "${READER_API_KEY}"`` under
-``[jobwatch]`` is all Reader needs). Exit status 0 when the job completed, 1 when it failed or
-was cancelled, 2 for a wrong command line or a jobwatch error (its message says what to do).
+Reads ``jobwatch.toml`` from the working directory::
+
+    [jobwatch]
+    api_key = "${READER_API_KEY}"
+    store = "memory"   # a script keeps no state between runs
+
+Exit status 0 when the job completed, 1 when it failed or was cancelled, 2 for a wrong command
+line or a jobwatch error (its message says what to do).
 """
 
 from __future__ import annotations
