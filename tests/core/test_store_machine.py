@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import settings
@@ -41,7 +42,9 @@ job_events = st.builds(
     url=st.sampled_from(URLS),
     source=st.sampled_from(["poll", "sse", "webhook"]),
     data=st.none() | st.fixed_dictionaries({"n": st.integers(0, 3)}),
-)
+).flatmap(lambda event: st.builds(attrs.evolve, st.just(event),
+                                  attempt=st.none() | st.integers(1, 3),
+                                  error=st.none() | st.sampled_from(["boom", ""])))
 workspace_events = st.builds(
     make_event,
     kind=st.just(EventKind.CREDIT_LOW),
@@ -53,6 +56,7 @@ states = st.builds(
     JobState,
     job_id=st.sampled_from(JOBS),
     run=st.integers(1, 3),
+    attempt=st.none() | st.integers(1, 3),
     status=statuses,
     completed=st.none() | st.integers(0, 4),
     total=st.none() | st.integers(0, 4),
@@ -345,3 +349,77 @@ def test_sqlite_store_from_config() -> None:
     bad = Config.from_mapping({"jobwatch": {"sqlite": {"synchronous": "sometimes"}}})
     with pytest.raises(ConfigError, match=r"\[jobwatch.sqlite\]"):
         SQLiteStore.from_config(bad)
+
+
+# -- records written before events had `error` and `attempt` ----------------------------------
+
+#: The jobs table and an event as jobwatch wrote them before either had an attempt.
+_OLD_JOBS = """CREATE TABLE jobs (job_id TEXT PRIMARY KEY, run INTEGER NOT NULL,
+    status TEXT, completed INTEGER, total INTEGER, started INTEGER NOT NULL,
+    terminal INTEGER NOT NULL, watched INTEGER NOT NULL, updated_at REAL NOT NULL,
+    active INTEGER NOT NULL)"""
+_OLD_EVENT = ('{"kind":"failed","job_id":"j","status":"failed","completed":2,"total":5,'
+              '"key":"j:terminal#1","source":"webhook","occurred_at":null,'
+              '"data":{"jobId":"j","error":"quota"}}')
+
+
+@pytest.mark.anyio
+async def test_sqlite_opens_a_file_written_before_attempts(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        db.execute(_OLD_JOBS)
+        db.execute("INSERT INTO jobs VALUES ('w', 2, 'processing', 3, 5, 1, 0, 1, 7.5, 1)")
+        db.execute("CREATE TABLE inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE,"
+                   " event TEXT NOT NULL)")
+        db.execute("INSERT INTO inbox (key, event) VALUES ('j:terminal#1', ?)", (_OLD_EVENT,))
+        db.execute("CREATE TABLE dead_letters (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                   " subscriber TEXT NOT NULL, error TEXT NOT NULL, event TEXT NOT NULL)")
+        db.execute("INSERT INTO dead_letters (subscriber, error, event) VALUES ('cb', 'boom', ?)",
+                   (_OLD_EVENT,))
+    db.close()
+    old_state = JobState(job_id="w", run=2, status=JobStatus.PROCESSING, completed=3, total=5,
+                         started=True, watched=True, updated_at=7.5)
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert await store.get_job("w") == old_state
+        assert await store.active_jobs() == [old_state]
+        (pending,) = await store.pending()
+        assert pending == JobEvent.from_json(_OLD_EVENT)
+        assert (pending.error, pending.attempt) == (None, None)
+        assert await store.dead_letters() == [(pending, "cb", "boom")]
+        # The state takes an attempt from here on, beside the rows written before.
+        event = attrs.evolve(make_event("progress", "w", completed=4), attempt=3)
+        verdict = await store.record("w", functools.partial(decide, event=event), ttl=60)
+        assert verdict.state is not None and verdict.state.attempt == 3
+        await store.put_job(JobState(job_id="n", attempt=2, watched=True))
+    finally:
+        await store.aclose()
+
+    again = SQLiteStore(path)  # a second open finds the column there
+    await again.open()
+    try:
+        states = sorted(await again.active_jobs(), key=lambda s: s.job_id)
+        assert [(s.job_id, s.attempt) for s in states] == [("n", 2), ("w", 3)]
+    finally:
+        await again.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_an_event_read_from_an_older_line_is_recorded_and_replayed(
+    kind: str, tmp_path: Path,
+) -> None:
+    event = JobEvent.from_json(_OLD_EVENT.replace("#1", ""))
+    store: Store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "state.db")
+    await store.open()
+    try:
+        verdict = await store.record("j", functools.partial(decide, event=event), ttl=60)
+        assert verdict.event is not None
+        (pending,) = await store.pending()
+        assert pending == verdict.event and (pending.error, pending.attempt) == (None, None)
+    finally:
+        await store.aclose()
