@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobwatch import JobStatus
-from jobwatch.abc import Snapshot
 from jobwatch._budget import RequestBudget
+from jobwatch.abc import Snapshot
 from jobwatch.transports._schedule import PollSchedule
 
 

@@ -13,7 +13,8 @@ import pytest
 import trio.testing
 from _runs_api import RunsAPI, serving, watcher
 
-from jobwatch import JobEvent, RateLimited
+from jobwatch import APIError, JobEvent, RateLimited
+from jobwatch.testing import ScriptedTransport
 from jobwatch.transports.sse import SSEOptions, SSETransport
 
 MOCK = [
@@ -23,11 +24,11 @@ MOCK = [
 ]
 
 
-async def wait_all(w: object, runs: list[str], timeout: float = 3600.0) -> dict[str, JobEvent]:
+async def wait_all(w: object, runs: list[str], deadline: float = 3600.0) -> dict[str, JobEvent]:
     finals: dict[str, JobEvent] = {}
 
     async def one(run: str) -> None:
-        finals[run] = await w.wait(run, timeout=timeout)  # type: ignore[attr-defined]
+        finals[run] = await w.wait(run, timeout=deadline)  # type: ignore[attr-defined]
 
     async with anyio.create_task_group() as tg:
         for run in runs:
@@ -63,7 +64,7 @@ async def test_a_spent_hourly_budget_pauses_until_its_reset() -> None:
     # Asking anyway would be answered 403 (GitHub's primary limit).
     api = RunsAPI(ends={"r1": 900.0, "r2": 1200.0}, hourly=10, window_ends=600.0)
     async with watcher(api, interval=1.0, max_interval=5.0) as w:
-        finals = await wait_all(w, ["r1", "r2"], timeout=10_000)
+        finals = await wait_all(w, ["r1", "r2"], deadline=10_000)
     assert [str(e.kind) for e in finals.values()] == ["completed", "completed"]
     assert 403 not in api.statuses
     assert len([t for t in api.times if t < 600.0]) == 10
@@ -118,3 +119,30 @@ async def test_a_stream_opening_answered_403_with_retry_after_pauses_every_calle
     assert min(api.times[1:]) >= api.times[0] + 1.0  # the reconnect and its reconcile poll
     assert stats.rate_limited == 1
     assert stats.transports["sse"].get("fallbacks", 0) == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", MOCK)
+async def test_a_reconcile_waits_through_a_rate_limit_and_delivers() -> None:
+    api = RunsAPI(ends={"r1": 0.0},
+                  refuse=lambda n, path: (403, {"retry-after": "30"}) if n == 1 else None)
+    scripted = ScriptedTransport()
+    async with watcher(api, transports=[scripted]) as w:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scripted.reconcile, "r1")
+            final = await w.wait("r1", timeout=600)
+    assert final.kind == "completed" and final.source == "poll"
+    assert api.statuses == [403, 200] and api.times[1] - api.times[0] >= 30.0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", MOCK)
+async def test_a_reconcile_that_finds_the_job_gone_ends_its_watch() -> None:
+    api = RunsAPI(ends={"r1": 0.0}, refuse=lambda n, path: (410, {}))
+    scripted = ScriptedTransport()
+    async with watcher(api, transports=[scripted]) as w:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scripted.reconcile, "r1")
+            with pytest.raises(APIError, match="410"), anyio.fail_after(600):
+                await w.wait("r1")
+    assert api.statuses == [410]  # gone is gone: not asked again
