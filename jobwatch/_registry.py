@@ -14,6 +14,9 @@ GROUPS = {
     "provider": "jobwatch.providers",
     "store": "jobwatch.stores",
 }
+#: Webhook signature schemes are chosen by ``[jobwatch.webhook] scheme`` and read no table of
+#: their own, so they are not in GROUPS (whose names are also the names of tables).
+_KINDS = {**GROUPS, "scheme": "jobwatch.schemes"}
 
 
 class UnknownPlugin(PluginError, ConfigError):
@@ -26,20 +29,21 @@ def _points(group: str) -> dict[str, EntryPoint]:
 
 def base(kind: str) -> type[Any]:
     """The abstract class of ``jobwatch.abc`` that every component of ``kind`` subclasses."""
-    from .abc import Provider, Store, Transport  # .abc needs the config, which needs us
+    from .abc import Provider, Scheme, Store, Transport  # .abc needs the config, which needs us
 
-    bases: dict[str, type[Any]] = {"transport": Transport, "provider": Provider, "store": Store}
+    bases: dict[str, type[Any]] = {"transport": Transport, "provider": Provider, "store": Store,
+                                   "scheme": Scheme}
     return bases[kind]
 
 
 def installed(kind: str) -> list[str]:
     """The names installed under the entry point group of ``kind``, sorted."""
-    return sorted(_points(GROUPS[kind]))
+    return sorted(_points(_KINDS[kind]))
 
 
 def load(kind: str, name: str, base: type[Any]) -> Any:
     """Import the ``kind`` named ``name`` and check that it subclasses ``base``."""
-    group = GROUPS[kind]
+    group = _KINDS[kind]
     points = _points(group)
     if name not in points:
         names = ", ".join(sorted(points)) or "none"

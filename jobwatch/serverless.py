@@ -40,7 +40,7 @@ from ._events import JobEvent
 from ._pipeline import Pipeline
 from ._registry import load
 from .abc import EventSink, Provider, Store
-from .transports._receiver import Receiver, Reply, normalize_headers
+from .transports._receiver import Receiver, Reply, VerificationFailures, normalize_headers
 from .transports.webhook import WebhookTransport
 
 __all__ = ["Handler", "lambda_handler"]
@@ -113,7 +113,9 @@ class Handler:
         self.provider = provider or load("provider", config.provider, Provider).from_config(config)
         self.store = store or load("store", config.store, Store).from_config(config)
         self._options = transport.options
-        self._scheme = transport.scheme
+        self._scheme = transport.scheme_for(self.provider)
+        self._path = transport.path_for(self.provider)
+        self._refused = VerificationFailures()
         self._check_path = check_path
         self._attempts = attempts
         self._failures: dict[str, int] = defaultdict(int)
@@ -230,9 +232,9 @@ class Handler:
     def _receiver(self, host: _HandlerSink) -> Receiver:
         options = self._options
         return Receiver(
-            host, scheme=self._scheme, path=options.path if self._check_path else None,
+            host, scheme=self._scheme, path=self._path if self._check_path else None,
             max_body=options.max_body, allow_unsigned=options.allow_unsigned,
-            recent=self._recent,
+            recent=self._recent, failures=self._refused,
         )
 
     async def _dispatch(self, events: Sequence[JobEvent]) -> None:

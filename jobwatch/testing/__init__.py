@@ -7,18 +7,21 @@
   pytest plugin that installing jobwatch registers).
 - :class:`ScriptedHost` runs one transport on its own, as a Watcher would, and records what
   it delivered, requested and counted.
-- :class:`ProviderConformance` (with :class:`ProviderSamples`), :class:`StoreConformance` and
-  :class:`TransportConformance` are suites a plugin's tests subclass.
+- :class:`ProviderConformance` (with :class:`ProviderSamples`), :class:`SchemeConformance`,
+  :class:`StoreConformance` and :class:`TransportConformance` are suites a plugin's tests
+  subclass.
 """
 
 from ._conformance import StoreConformance, TransportConformance
 from ._host import ScriptedHost
 from ._providers import ProviderConformance, ProviderSamples
+from ._schemes import SchemeConformance
 from ._scripted import ScriptedTransport, make_event
 
 __all__ = [
     "ProviderConformance",
     "ProviderSamples",
+    "SchemeConformance",
     "ScriptedHost",
     "ScriptedTransport",
     "StoreConformance",

@@ -10,37 +10,52 @@
 415    the content type is not JSON
 401    the signature is missing or wrong
 400    the signed timestamp is stale, in the future or malformed; the body does
-       not decode
+       not decode, or nests deeper than ``MAX_DEPTH`` levels
 503    the events could not be recorded (the store failed): the sender retries
 200    the events are durably recorded (``{"ok": true, "duplicate": ...}``), or the
        delivery is of an event the provider has no job event for (``{"ok": true,
-       "ignored": true}``, logged and counted as ``ignored``)
+       "ignored": true}``, logged at INFO and counted as ``ignored``)
 =====  =======================================================================
 
-Nothing is dispatched before it is recorded, nothing that failed a check is dispatched, and
-no input makes it answer a 5xx or raise.
+A delivery is a duplicate when its identity was recorded lately: the scheme's
+:meth:`~jobwatch.abc.Scheme.identity` of the signed content, or, for an unsigned delivery
+only, the delivery id the provider read. Nothing is dispatched before it is recorded, nothing
+that failed a check is dispatched, and no input makes it answer a 5xx or raise. Failed
+verifications are logged at WARNING, the first at once and then at most one a minute.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
 from .._errors import DecodeError, WebhookVerificationError
-from ..abc import EventSink
-from ._signatures import Scheme
+from ..abc import EventSink, Scheme
 
-__all__ = ["Reply", "Receiver", "normalize_headers"]
+__all__ = [
+    "MAX_DEPTH", "Receiver", "Reply", "VerificationFailures", "nests_deeper", "normalize_headers",
+]
 
 log = logging.getLogger("jobwatch.webhook")
 
-# Two entries per delivery (its id, its signed content): the last 10,000 deliveries.
-_RECENT_DELIVERIES = 20_000
+#: The identities of the last 10,000 deliveries recorded.
+_RECENT_DELIVERIES = 10_000
 _JSON_TYPES = ("application/json",)
+#: The deepest nesting of JSON a delivery may carry. Far beyond what job APIs send, and far
+#: below what would exhaust Python's recursion limit when a store encodes the event: a
+#: delivery that could not be stored would be answered 503 on every retry.
+MAX_DEPTH = 100
+# A JSON string (possessive, so that an unterminated one costs one pass), a bracket, or a
+# lone quote.
+_TOKENS = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[\[\]{}]|"', re.S)
+#: Seconds between two warnings about failed verifications.
+_WARN_EVERY = 60.0
 
 
 class Reply(NamedTuple):
@@ -84,16 +99,63 @@ def is_json(content_type: str | None) -> bool:
     return media in _JSON_TYPES or (media.startswith("application/") and media.endswith("+json"))
 
 
+def nests_deeper(body: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether the JSON text ``body`` opens more than ``limit`` arrays and objects inside one
+    another (strings skipped); in time linear in the body, without recursion."""
+    # Nearly every body has fewer brackets than the limit, and then nothing can be deeper.
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    depth = 0
+    for match in _TOKENS.finditer(body):
+        char = body[match.start()]
+        if char == 0x22:  # a string, skipped whole; a lone quote: not JSON, the decoder says so
+            if match.end() - match.start() == 1:
+                return False
+        elif char in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+class VerificationFailures:
+    """Counts deliveries that failed verification, and says when to warn about them: at the
+    first failure, then at most once every ``interval`` seconds, with the count since.
+
+    Receivers that take turns (one per serverless invocation) share one.
+    """
+
+    def __init__(self, interval: float = _WARN_EVERY) -> None:
+        self.interval = interval
+        self.total = 0
+        self._unreported = 0
+        self._quiet_until: float | None = None
+
+    def failed(self, now: float) -> int | None:
+        """Count one failure at ``now``; the failures to report now, or None to stay quiet."""
+        self.total += 1
+        self._unreported += 1
+        if self._quiet_until is not None and now < self._quiet_until:
+            return None
+        count, self._unreported = self._unreported, 0
+        self._quiet_until = now + self.interval
+        return count
+
+
 class Receiver:
     """Checks, verifies, decodes and records webhook deliveries for one
-    :class:`~jobwatch.abc.EventSink`.
+    :class:`~jobwatch.abc.EventSink` (it uses the sink's ``provider``, ``deliver`` and
+    ``count``).
 
     ``scheme`` verifies signatures (None: accept unsigned deliveries, which takes
     ``allow_unsigned``); with ``allow_unsigned`` and a scheme, a delivery that carries no
     signature header at all is accepted and one that carries a wrong signature is not.
     ``path`` None accepts any path (a serverless platform has routed already). ``clock`` gives
-    unix time for the signatures' timestamp window. ``recent`` holds the delivery ids answered
-    lately (shared by receivers that take turns, e.g. one per serverless invocation).
+    unix time for the signatures' timestamp window and the warnings' pace. ``recent`` holds
+    the identities of the deliveries recorded lately and ``failures`` counts failed
+    verifications; receivers that take turns (one per serverless invocation) share both.
     """
 
     def __init__(
@@ -101,12 +163,13 @@ class Receiver:
         host: EventSink | None,
         *,
         scheme: Scheme | None,
-        path: str | None = "/hooks/reader",
+        path: str | None,
         max_body: int = 1_048_576,
         allow_unsigned: bool = False,
         clock: Callable[[], float] = time.time,
         name: str = "webhook",
         recent: OrderedDict[str, None] | None = None,
+        failures: VerificationFailures | None = None,
     ) -> None:
         if scheme is None and not allow_unsigned:
             raise ValueError("a receiver without a signature scheme needs allow_unsigned=True")
@@ -118,6 +181,7 @@ class Receiver:
         self._clock = clock
         self._name = name
         self._recent: OrderedDict[str, None] = OrderedDict() if recent is None else recent
+        self.failures = VerificationFailures() if failures is None else failures
 
     async def handle(
         self,
@@ -161,16 +225,39 @@ class Receiver:
         try:
             self.verify(headers, body)
         except WebhookVerificationError as exc:
+            self._failed(exc)
             return _error(exc.status, str(exc))
         return None
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> None:
         """Check the signature; raise WebhookVerificationError (401 or 400) if it fails."""
-        if self.scheme is None:
+        scheme = self.scheme
+        if scheme is None:
             return
-        if self.allow_unsigned and not self.scheme.signed(headers):
+        if self.allow_unsigned and not scheme.signed(headers):
             return
-        self.scheme.verify(headers, body, now=self._clock())
+        try:
+            scheme.verify(headers, body, now=self._clock())
+        except WebhookVerificationError:
+            raise
+        except Exception as exc:  # a plugin scheme's bug: refuse, never answer 5xx
+            log.exception("the %s scheme failed on a delivery", scheme.name)
+            raise WebhookVerificationError(
+                f"the {scheme.name} scheme could not check the signature: {type(exc).__name__}"
+            ) from None
+
+    def _failed(self, exc: WebhookVerificationError) -> None:
+        count = self.failures.failed(self._clock())
+        if count is None:
+            return
+        scheme = "none" if self.scheme is None else self.scheme.name
+        log.warning(
+            "%d webhook deliveries failed verification with the %s scheme since the last "
+            "warning (%d in all); the last was answered %d: %s. Check that [jobwatch.webhook] "
+            "secrets holds the secret the sender signs with, that the sender signs with the "
+            "%s scheme, and that the clocks of both agree (tolerance %s s)",
+            count, scheme, self.failures.total, exc.status, exc, scheme,
+            "-" if self.scheme is None else f"{self.scheme.tolerance:g}")
 
     def rejected(self, reply: Reply) -> Reply:
         """Count and log a refused delivery; returns ``reply``."""
@@ -183,6 +270,10 @@ class Receiver:
         host = self.host
         if host is None:
             return _error(503, "the webhook receiver is not running yet; retry later")
+        if nests_deeper(body):
+            return self.rejected(_error(
+                400, f"the body nests JSON deeper than {MAX_DEPTH} levels, more than jobwatch "
+                "records"))
         try:
             delivery = host.provider.decode_webhook(headers, body, source=self._name)
         except DecodeError as exc:
@@ -192,25 +283,14 @@ class Receiver:
             return self.rejected(_error(400, f"the delivery could not be decoded: {exc!r}"))
         if not delivery.events:
             self._count("ignored")
-            log.warning("webhook event %r ignored: the %s provider has no job event for it",
-                        delivery.event_name, host.provider.name)
+            log.info("webhook event %r ignored: the %s provider has no job event for it",
+                     delivery.event_name, host.provider.name)
             return _IGNORED
-        ident = delivery.delivery_id
+        ident = self._identity(headers, body, delivery.delivery_id)
         if ident is not None and ident in self._recent:
             self._count("duplicates")
+            log.info("webhook delivery %s was recorded before; a duplicate", ident)
             return _DUPLICATE
-        # The same signed content again, under any delivery id or event name: a duplicate,
-        # or a captured delivery sent again with its unsigned headers changed.
-        scheme = self.scheme
-        signed = scheme.replay_key(headers, body) \
-            if scheme is not None and scheme.signed(headers) else None
-        if signed is not None:
-            signed = f"signed:{signed}"
-            if signed in self._recent:
-                self._count("duplicates")
-                log.info("webhook delivery %r repeats content already delivered; a duplicate",
-                         ident)
-                return _DUPLICATE
         # No deadline here: cut short between recording and queueing, an event would wait in
         # the inbox for the next start, and the sender's retry would be dropped as a duplicate.
         try:
@@ -220,9 +300,21 @@ class Receiver:
             self._count("unrecorded")
             return _error(503, "the delivery could not be recorded; retry later")
         self._remember(ident)
-        self._remember(signed)
         self._count("deliveries")
         return _RECORDED
+
+    def _identity(self, headers: Mapping[str, str], body: bytes,
+                  delivery_id: str | None) -> str | None:
+        """What makes a delivery the same as another: its signed content when it is signed
+        (an unsigned header could name any delivery), else the delivery id it names."""
+        scheme = self.scheme
+        if scheme is None or not scheme.signed(headers):
+            return None if delivery_id is None else f"unsigned:{delivery_id}"
+        try:
+            return f"{scheme.name}:{scheme.identity(headers, body)}"
+        except Exception:  # a plugin scheme's bug: the body is signed content too
+            log.exception("the %s scheme failed to identify a verified delivery", scheme.name)
+            return f"{scheme.name}:body:{hashlib.sha256(body).hexdigest()}"
 
     def _remember(self, ident: str | None) -> None:
         if ident is None:

@@ -87,13 +87,14 @@ def test_errors_form_one_tree() -> None:
 def test_abc_holds_the_three_seams() -> None:
     import jobwatch.abc
 
-    assert {"Provider", "Transport", "Store", "TransportHost"} <= set(jobwatch.abc.__all__)
+    assert {"Provider", "Transport", "Store", "TransportHost", "Scheme"} <= set(
+        jobwatch.abc.__all__)
 
 
 def test_testing_holds_the_helpers() -> None:
     import jobwatch.testing
 
-    assert {"ScriptedTransport", "make_event", "StoreConformance",
+    assert {"ScriptedTransport", "make_event", "StoreConformance", "SchemeConformance",
             "TransportConformance"} <= set(jobwatch.testing.__all__)
 
 

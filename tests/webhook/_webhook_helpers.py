@@ -13,8 +13,8 @@ import httpx
 
 import jobwatch
 from jobwatch.abc import Store
+from jobwatch.providers._reader_scheme import ReaderScheme
 from jobwatch.stores.memory import MemoryStore
-from jobwatch.transports._signatures import ReaderScheme
 from jobwatch.transports.webhook import WebhookTransport
 
 SECRET = "whk-secret-for-tests-0123456789"

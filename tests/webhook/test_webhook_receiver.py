@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,10 +19,11 @@ from hypothesis import strategies as st
 
 import jobwatch
 from jobwatch.abc import JobState, Verdict
+from jobwatch.providers.reader import ReaderProvider
 from jobwatch.stores.memory import MemoryStore
-from jobwatch.testing import TransportConformance
+from jobwatch.stores.sqlite import SQLiteStore
 from jobwatch.transports._asgi import WebhookApp
-from jobwatch.transports._receiver import is_json
+from jobwatch.transports._receiver import MAX_DEPTH, is_json, nests_deeper
 from jobwatch.transports.webhook import WebhookTransport, parse_listen
 
 pytestmark = pytest.mark.anyio
@@ -129,27 +131,123 @@ async def test_a_lower_case_method_is_not_post() -> None:
     assert reply.status == 405 and running.events == []
 
 
-async def test_signed_content_sent_again_under_other_unsigned_headers_is_a_duplicate() -> None:
+PAGE = {"jobId": "job_9", "url": "https://example.com/p1", "markdown": "# p1"}
+CREDIT = {"balance": 5, "limit": 1000, "used": 995, "tier": "free",
+          "resetAt": "2026-05-01T00:00:00Z"}
+
+
+async def test_signed_content_sent_again_under_other_unsigned_headers_is_refused_or_a_duplicate(
+) -> None:
     # Reader signs the timestamp and the body, not X-Reader-Event nor X-Reader-Delivery: a
     # captured delivery sent again relabelled must not become another event.
-    page = {"jobId": "job_9", "url": "https://example.com/p1", "markdown": "# p1"}
     async with receiving() as running, running.client() as client:
-        headers, body = delivery("job.page", page, delivery_id="d-page")
+        headers, body = delivery("job.page", PAGE, delivery_id="d-page")
         first = await client.post(PATH, content=body, headers=headers)
         forged = {**headers, "x-reader-event": "job.failed", "x-reader-delivery": "d-forged"}
-        again = await client.post(PATH, content=body, headers=forged)
-        headers, body = delivery("credit.low", {"balance": 5}, delivery_id="d-credit-0")
+        relabelled = await client.post(PATH, content=body, headers=forged)
+        again = await client.post(PATH, content=body,
+                                  headers={**headers, "x-reader-delivery": "d-fresh"})
+        headers, body = delivery("credit.low", CREDIT, delivery_id="d-credit-0")
+        replies = []
         for n in range(3):
             replay = {**headers, "x-reader-delivery": f"d-credit-{n}"}
-            assert (await client.post(PATH, content=body, headers=replay)).status_code == 200
+            replies.append((await client.post(PATH, content=body, headers=replay)).json())
         await until(lambda: len(running.events) >= 2)
         await anyio.sleep(0.05)
     assert first.json() == {"ok": True, "duplicate": False}
+    assert relabelled.status_code == 400
+    assert "X-Reader-Event header says 'job.failed'" in relabelled.json()["error"]
     assert again.json() == {"ok": True, "duplicate": True}
+    assert [r.get("duplicate") for r in replies] == [False, True, True]
     kinds = [e.kind for e in running.events]
     assert jobwatch.EventKind.FAILED not in kinds
     assert kinds.count(jobwatch.EventKind.PAGE) == 1
     assert kinds.count(jobwatch.EventKind.CREDIT_LOW) == 1
+
+
+async def test_relabelled_replays_to_a_receiver_that_never_saw_the_original(
+    tmp_path: Path,
+) -> None:
+    # Each replay goes to a receiver with no memory of the original (restarted, or another
+    # of a fleet) but the same store: only the signed body may decide what it is.
+    db = str(tmp_path / "state.db")
+    page_headers, page = delivery("job.page", PAGE, delivery_id="d-page")
+    credit_headers, credit = delivery("credit.low", CREDIT, delivery_id="d-credit")
+    async with receiving(store=SQLiteStore(db)) as running, running.client() as client:
+        for headers, body in ((page_headers, page), (credit_headers, credit)):
+            assert (await client.post(PATH, content=body, headers=headers)).status_code == 200
+        await until(lambda: len(running.events) == 2)
+    later: list[jobwatch.JobEvent] = []
+    statuses: list[int] = []
+    for n in range(3):
+        async with receiving(store=SQLiteStore(db)) as running, running.client() as client:
+            for event, headers, body in (("job.failed", page_headers, page),
+                                         ("credit.low", page_headers, page),
+                                         ("credit.low", credit_headers, credit)):
+                fresh = {**headers, "x-reader-event": event, "x-reader-delivery": f"d-{n}"}
+                reply = await client.post(PATH, content=body, headers=fresh)
+                statuses.append(reply.status_code)
+            await anyio.wait_all_tasks_blocked()
+            await anyio.sleep(0.05)
+            later.extend(running.events)
+    assert statuses == [400, 400, 200] * 3
+    assert later == []
+
+
+async def test_a_body_nested_deeper_than_the_bound_is_400_every_time(tmp_path: Path) -> None:
+    # Deep enough to decode, too deep to store: it was answered 503 on every retry. Now it is
+    # refused for good, whatever the depth, and a body at the bound is recorded.
+    def nested(job: str, depth: int) -> bytes:
+        return (b'{"jobId":"%s","status":"completed","data":' % job.encode() + b"[" * depth
+                + b"]" * depth + b"}")
+
+    cfg = config(listen="127.0.0.1:0")
+    store = SQLiteStore(str(tmp_path / "state.db"))
+    async with receiving(cfg, store=store) as running, httpx.AsyncClient(
+            base_url=running.watcher.bound_url("webhook")) as client:
+        replies = {}
+        for depth in (*range(900, 1000, 10), 975, 975, 5000):
+            headers, body = delivery(body=nested(f"job_{depth}", depth), delivery_id="d-deep")
+            replies[depth] = await client.post(PATH, content=body, headers=headers)
+        headers, body = delivery(body=nested("job_ok", MAX_DEPTH - 1), delivery_id="d-ok")
+        at_bound = await client.post(PATH, content=body, headers=headers)
+        await until(lambda: len(running.events) == 1)
+    assert {depth: r.status_code for depth, r in replies.items()} == dict.fromkeys(replies, 400)
+    assert f"deeper than {MAX_DEPTH} levels" in replies[975].json()["error"]
+    assert at_bound.status_code == 200
+    assert [e.job_id for e in running.events] == ["job_ok"]
+
+
+@pytest.mark.parametrize(("body", "deeper"), [
+    (b"[]", False), (b"[" * 101 + b"]" * 101, True), (b"[" * 100 + b"]" * 100, False),
+    (b'{"a":"' + b"[" * 300 + b'"}', False),  # brackets in a string are text
+    (b'{"a":"\\\"' + b"[" * 300 + b'"}', False),  # so are they after escaped quotes
+    (b'["' + b"[" * 300, False),  # an unterminated string: not JSON, left to the decoder
+    (b"[" + b"[]," * 5000 + b"[]]", False),
+])
+def test_nesting_is_measured_outside_strings(body: bytes, deeper: bool) -> None:
+    assert nests_deeper(body) is deeper
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+_JSON = st.recursive(st.none() | st.integers() | st.text(alphabet='[]{}"\\ab', max_size=6),
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(alphabet='[]{}"\\a', max_size=4), inner,
+                                       max_size=3), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_JSON, limit=st.integers(min_value=0, max_value=6))
+def test_nesting_agrees_with_the_decoded_value(value: Any, limit: int) -> None:
+    body = json.dumps(value, ensure_ascii=False).encode()
+    assert nests_deeper(body, limit) is (_depth(value) > limit)
 
 
 @pytest.mark.parametrize("event", ["session.created", "job.exploded"])
@@ -157,6 +255,7 @@ async def test_a_verified_event_without_a_job_event_is_acknowledged_not_dispatch
     event: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Refused, it would be retried by the sender and count as a failed delivery there.
+    caplog.set_level(logging.INFO, logger="jobwatch.webhook")
     async with receiving(config()) as running, running.client() as client:
         headers, body = _signed(event=event, payload={"sessionId": "s_1"})
         answer = await client.post(PATH, content=body, headers=headers)
@@ -167,7 +266,8 @@ async def test_a_verified_event_without_a_job_event_is_acknowledged_not_dispatch
     assert forged.status_code == 401  # verified first, like every delivery
     assert running.events == []
     assert counts["ignored"] == 1 and counts.get("deliveries", 0) == 0
-    assert f"webhook event {event!r} ignored" in caplog.text
+    ignored = [r for r in caplog.records if f"webhook event {event!r} ignored" in r.message]
+    assert [r.levelno for r in ignored] == [logging.INFO]  # routine (GitHub's ping), no alarm
 
 
 async def test_content_length_over_the_limit_is_refused_before_reading() -> None:
@@ -298,7 +398,10 @@ async def test_allow_unsigned_with_secrets_still_rejects_a_wrong_signature() -> 
 
 @pytest.mark.parametrize(("table", "match"), [
     ({"secrets": []}, "secrets is empty"),
-    ({"scheme": "svix"}, "known schemes: github, reader, standard-webhooks, stripe"),
+    ({"scheme": "svix"}, "installed schemes are github, hmac-sha256, reader, standard-webhooks"),
+    ({"scheme": {"name": "hmac-sha256", "header": "X-S", "color": "red"}},
+     r"unknown key\(s\) color.*\[jobwatch.webhook\] scheme"),
+    ({"scheme": ["github"]}, "must be a scheme name"),
     ({"listen": "localhost"}, "HOST:PORT"),
     ({"listen": "127.0.0.1:99999"}, "HOST:PORT"),
     ({"path": "hooks"}, "path must begin"),
@@ -314,10 +417,19 @@ def test_configuration_errors(table: dict[str, Any], match: str) -> None:
         WebhookTransport.from_config(config(**table))
 
 
-def test_scheme_defaults_to_the_providers() -> None:
+def test_scheme_and_path_default_to_the_providers() -> None:
     transport = WebhookTransport.from_config(config())
-    assert transport.scheme is not None and transport.scheme.name == "reader"
+    reader = ReaderProvider()
+    scheme = transport.scheme_for(reader)
+    assert scheme is not None and scheme.name == "reader"
+    assert transport.path_for(reader) == "/hooks/reader"
     assert SECRET not in repr(transport.describe())
+
+
+def test_the_missing_secret_message_names_no_apis_variable() -> None:
+    with pytest.raises(jobwatch.ConfigError) as info:
+        WebhookTransport.from_config(config(secrets=[]))
+    assert "READER" not in str(info.value) and "allow_unsigned" in str(info.value)
 
 
 def test_parse_listen() -> None:
@@ -463,12 +575,6 @@ async def test_signed_arbitrary_payloads_never_5xx_and_400s_never_dispatch() -> 
                 assert running.watcher.statistics().events_in == before
 
         await anyio.to_thread.run_sync(check)
-
-
-class TestWebhookConformance(TransportConformance):
-    @pytest.fixture
-    def transport(self) -> WebhookTransport:
-        return WebhookTransport.from_config(config())
 
 
 @pytest.mark.parametrize("scheme", ["reader", "standard-webhooks", "github", "stripe"])

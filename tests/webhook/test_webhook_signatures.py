@@ -1,4 +1,8 @@
-"""The signature schemes, sans I/O: valid, tampered, wrong secret, rotation, time window."""
+"""The built-in signature schemes, sans I/O: valid, tampered, wrong secret, rotation, time
+window, malformed headers, agreement with independent implementations, configuration.
+
+Every built-in also passes ``SchemeConformance`` (test_scheme_conformance.py).
+"""
 
 from __future__ import annotations
 
@@ -14,13 +18,15 @@ from hypothesis import strategies as st
 from standardwebhooks import Webhook
 
 from jobwatch import ConfigError, WebhookVerificationError
+from jobwatch._registry import installed
+from jobwatch.abc import Scheme
+from jobwatch.providers._reader_scheme import ReaderScheme
 from jobwatch.transports._signatures import (
-    SCHEMES,
+    MAX_SIGNATURE_HEADER,
     GitHubScheme,
-    ReaderScheme,
-    Scheme,
     StandardWebhooksScheme,
     StripeScheme,
+    build_scheme,
     scheme_class,
 )
 
@@ -36,11 +42,19 @@ SECRETS = {
     "github": (SECRET, OTHER),
     "stripe": ("whsec_stripe_" + SECRET, "whsec_stripe_" + OTHER),
     "standard-webhooks": (WHSEC, WHSEC_OTHER),
+    "hmac-sha256": (SECRET, OTHER),
 }
+#: hmac-sha256 as the tests below configure it: a timestamp, base64, a prefix of its own.
+HMAC = {"name": "hmac-sha256", "header": "X-Acme-Signature", "prefix": "v1=",
+        "encoding": "base64", "signed": "timestamp+body", "timestamp_header": "X-Acme-Time",
+        "separator": ":"}
+SCHEMES = sorted(SECRETS)
+TIMED = ["reader", "stripe", "standard-webhooks", "hmac-sha256"]
 
 
 def make(name: str, *secrets: str, tolerance: float = 300.0) -> Scheme:
-    return scheme_class(name)(list(secrets), tolerance=tolerance)
+    return build_scheme(HMAC if name == "hmac-sha256" else name, list(secrets),
+                        tolerance=tolerance)
 
 
 def fails(status: int, check: Callable[[], None]) -> WebhookVerificationError:
@@ -50,7 +64,7 @@ def fails(status: int, check: Callable[[], None]) -> WebhookVerificationError:
     return info.value
 
 
-@pytest.fixture(params=sorted(SCHEMES))
+@pytest.fixture(params=SCHEMES)
 def name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -83,7 +97,7 @@ def test_rotation_accepts_either_secret(name: str) -> None:
     receiver.verify(make(name, first).sign(BODY, now=NOW), BODY, now=NOW)
 
 
-@pytest.mark.parametrize("name", ["reader", "stripe", "standard-webhooks"])
+@pytest.mark.parametrize("name", TIMED)
 @pytest.mark.parametrize("offset", [-301, 301, -10_000, 10_000])
 def test_stale_and_future_timestamps_are_400(name: str, offset: int) -> None:
     scheme = make(name, SECRETS[name][0])
@@ -92,7 +106,7 @@ def test_stale_and_future_timestamps_are_400(name: str, offset: int) -> None:
     assert ("old" if offset < 0 else "future") in str(error)
 
 
-@pytest.mark.parametrize("name", ["reader", "stripe", "standard-webhooks"])
+@pytest.mark.parametrize("name", TIMED)
 def test_timestamp_at_the_edge_of_the_tolerance_passes(name: str) -> None:
     scheme = make(name, SECRETS[name][0], tolerance=60)
     scheme.verify(scheme.sign(BODY, now=NOW - 60), BODY, now=NOW)
@@ -192,21 +206,22 @@ def test_standard_webhooks_id_that_is_not_ascii() -> None:
                                       .decode("latin-1") + "x"}, BODY, now=NOW))
 
 
-def test_replay_key_names_the_signed_content_not_the_unsigned_headers(name: str) -> None:
+def test_identity_names_the_signed_content_not_the_unsigned_headers(name: str) -> None:
     scheme = make(name, SECRETS[name][0])
     headers = scheme.sign(BODY, now=NOW, delivery_id="msg_1")
-    key = scheme.replay_key(headers, BODY)
+    key = scheme.identity(headers, BODY)
     relabelled = {**headers, "x-reader-event": "job.failed", "x-reader-delivery": "other"}
-    assert scheme.replay_key(relabelled, BODY) == key
+    assert scheme.identity(relabelled, BODY) == key
     later = scheme.sign(BODY, now=NOW + 1, delivery_id="msg_1")
     if name == "standard-webhooks":
-        assert key is None  # the delivery id is signed: its own dedup covers a replay
+        # The delivery id is signed: the sender's retries share it, another message has
+        # another one.
+        assert key == "msg_1" and scheme.identity(later, BODY) == key
     elif name == "github":
-        assert key is not None  # no timestamp: the body alone is the signed content
-        assert scheme.replay_key(headers, BODY + b" ") != key
+        # No timestamp: the body alone is the signed content.
+        assert scheme.identity(later, BODY) == key
     else:
-        assert key is not None and scheme.replay_key(later, BODY) != key
-        assert scheme.replay_key(headers, BODY + b" ") != key
+        assert scheme.identity(later, BODY) != key
 
 
 def test_standardwebhooks_package_verifies_our_signatures() -> None:
@@ -237,9 +252,70 @@ def test_github_matches_its_documented_recipe() -> None:
 # -- configuration -----------------------------------------------------------------------
 
 
-def test_unknown_scheme_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="github, reader, standard-webhooks, stripe"):
+def test_unknown_scheme_lists_the_installed_ones() -> None:
+    with pytest.raises(ConfigError) as info:
         scheme_class("svix")
+    message = str(info.value)
+    assert "[jobwatch.webhook] scheme" in message and "unknown scheme 'svix'" in message
+    assert "installed schemes are github, hmac-sha256, reader, standard-webhooks, stripe" \
+        in message
+    assert "jobwatch.schemes" in message
+
+
+def test_every_builtin_is_an_entry_point() -> None:
+    assert {"github", "hmac-sha256", "reader", "standard-webhooks", "stripe"} <= \
+        set(installed("scheme"))
+    for name in installed("scheme"):
+        kind = scheme_class(name)
+        assert issubclass(kind, Scheme) and kind.name == name
+    assert scheme_class("reader") is ReaderScheme
+
+
+@pytest.mark.parametrize(("spec", "match"), [
+    ({"name": "hmac-sha256"}, r"required field missing @ \[jobwatch.webhook\] scheme.header"),
+    ({"name": "hmac-sha256", "header": "X-Sig", "hedaer": "x"},
+     r"unknown key\(s\) hedaer.*@ \[jobwatch.webhook\] scheme"),
+    ({"name": "hmac-sha256", "header": 5}, r"\[jobwatch.webhook\] scheme.header"),
+    ({"name": "hmac-sha256", "header": "X-Sig", "encoding": "b64"},
+     r"'hex', 'base64'.*\[jobwatch.webhook\] scheme.encoding"),
+    ({"name": "hmac-sha256", "header": "X-Sig", "signed": "timestamp+body"},
+     r"scheme.timestamp_header is required"),
+    ({"name": "hmac-sha256", "header": "X-Sig", "timestamp_header": "X-Time"},
+     r"scheme.timestamp_header is used only"),
+    ({"name": "hmac-sha256", "header": "X Sig"}, r"scheme.header must be a header name"),
+    ({"name": "github", "header": "X-Sig"}, "the github scheme takes no options"),
+    ({"header": "X-Sig"}, "must be a scheme name"),
+    (5, "must be a scheme name"),
+])
+def test_scheme_options_are_strict(spec: object, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        build_scheme(spec, [SECRET], tolerance=300)
+
+
+@pytest.mark.parametrize(("options", "header"), [
+    ({"header": "X-Hub-Signature-256", "prefix": "sha256="}, "x-hub-signature-256"),
+    ({"header": "Signature"}, "signature"),
+])
+def test_hmac_sha256_over_the_body_matches_a_plain_recipe(options: dict[str, str],
+                                                          header: str) -> None:
+    digest = hmac.new(SECRET.encode(), BODY, hashlib.sha256).hexdigest()
+    scheme = build_scheme({"name": "hmac-sha256", **options}, [SECRET], tolerance=300)
+    scheme.verify({header: options.get("prefix", "") + digest.upper()}, BODY, now=NOW)
+    fails(401, lambda: scheme.verify({header: digest + "0"}, BODY, now=NOW))
+
+
+def test_hmac_sha256_with_a_timestamp_matches_a_plain_recipe() -> None:
+    stamp = str(int(NOW))
+    digest = hmac.new(SECRET.encode(), f"{stamp}:".encode() + BODY, hashlib.sha256).digest()
+    headers = {"x-acme-signature": "v1=" + base64.b64encode(digest).decode(),
+               "x-acme-time": stamp}
+    scheme = make("hmac-sha256", SECRET)
+    scheme.verify(headers, BODY, now=NOW)
+    fails(400, lambda: scheme.verify({**headers, "x-acme-time": str(int(NOW) + 1000)}, BODY,
+                                     now=NOW))
+    fails(401, lambda: scheme.verify({**headers, "x-acme-time": str(int(NOW) + 1)}, BODY,
+                                     now=NOW))
+    fails(401, lambda: scheme.verify({"x-acme-time": stamp}, BODY, now=NOW))
 
 
 def test_bad_standard_webhooks_secret_is_a_config_error_without_the_secret() -> None:
@@ -255,17 +331,49 @@ def test_a_scheme_needs_a_non_empty_secret() -> None:
         ReaderScheme([""])
 
 
+# -- how many signatures a header may carry ------------------------------------------------
+
+
+def test_stripe_accepts_many_v1_signatures_as_its_library_does() -> None:
+    # The stripe library tries every v1= item; a header was once cut after 32 items.
+    stamp = str(int(NOW))
+    good = hmac.new(SECRET.encode(), f"{stamp}.".encode() + BODY, hashlib.sha256).hexdigest()
+    header = f"t={stamp}," + ",".join(f"v1={n:064x}" for n in range(60)) + f",v1={good}"
+    StripeScheme([SECRET]).verify({"stripe-signature": header}, BODY, now=NOW)
+
+
+def test_standard_webhooks_accepts_many_signatures_as_its_library_does() -> None:
+    # The reference implementation tries every signature; a header was once cut after 16.
+    now = datetime.now(UTC).timestamp()
+    ours = _library_headers(WHSEC, "m1", now, BODY)
+    others = " ".join("v1," + base64.b64encode(bytes([n]) * 32).decode() for n in range(40))
+    headers = {**ours, "webhook-signature": f"{others} {ours['webhook-signature']}"}
+    Webhook(WHSEC).verify(BODY, headers)
+    StandardWebhooksScheme([WHSEC]).verify(headers, BODY, now=now)
+
+
+@pytest.mark.parametrize("name", ["stripe", "standard-webhooks", "github", "reader"])
+def test_a_signature_header_over_the_byte_bound_is_401(name: str) -> None:
+    scheme = make(name, SECRETS[name][0])
+    headers = scheme.sign(BODY, now=NOW)
+    (header,) = [h for h in headers if h in scheme.signature_headers]
+    padded = {**headers, header: headers[header] + " " * MAX_SIGNATURE_HEADER}
+    error = fails(401, lambda: scheme.verify(padded, BODY, now=NOW))
+    assert "longer than" in str(error)
+
+
 # -- arbitrary input ---------------------------------------------------------------------
 
 _HEADER_NAMES = st.sampled_from([
     "x-reader-signature", "x-reader-timestamp", "x-hub-signature-256", "stripe-signature",
     "webhook-id", "webhook-timestamp", "webhook-signature", "content-type",
+    "x-acme-signature", "x-acme-time",
 ])
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    name=st.sampled_from(sorted(SCHEMES)),
+    name=st.sampled_from(SCHEMES),
     headers=st.dictionaries(_HEADER_NAMES, st.text(max_size=120)),
     body=st.binary(max_size=200),
 )
@@ -278,7 +386,7 @@ def test_arbitrary_input_is_rejected_cleanly(name: str, headers: dict[str, str],
 
 
 @settings(max_examples=100, deadline=None)
-@given(name=st.sampled_from(sorted(SCHEMES)), body=st.binary(max_size=300),
+@given(name=st.sampled_from(SCHEMES), body=st.binary(max_size=300),
        flip=st.integers(min_value=0))
 def test_any_single_bit_flip_in_the_body_is_caught(name: str, body: bytes, flip: int) -> None:
     scheme = make(name, SECRETS[name][0])
