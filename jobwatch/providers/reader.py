@@ -2,8 +2,10 @@
 
 Keys are semantic so that the same fact from a poll, a stream or a webhook collapses:
 ``{job}:started``, ``{job}:progress:{completed}``, ``{job}:page:{url}``,
-``{job}:page_failed:{url}``, ``{job}:terminal`` and ``workspace:credit_low:{delivery}``.
-Reader facts: ``reference/reader-api.md`` of the jobwatch design.
+``{job}:page_failed:{url}``, ``{job}:terminal`` and ``workspace:credit_low:{body digest}``.
+Webhook events and keys come from the signed body only, never from Reader's unsigned
+``X-Reader-Event`` and ``X-Reader-Delivery`` headers. Reader's signature scheme is in
+:mod:`._reader_scheme`. Reader facts: ``reference/reader-api.md`` of the jobwatch design.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ _IMPLIED_STATUS = {"job:completed": "completed", "job:failed": "failed",
 _JOB_WEBHOOKS: dict[str, str | None] = {"job.started": None, "job.page": None,
                                         "job.completed": "completed", "job.failed": "failed",
                                         "job.cancelled": "cancelled"}
+# The webhook event a body with this status is, whatever header it came with.
+_EVENT_BY_STATUS = {"processing": "job.started", "completed": "job.completed",
+                    "failed": "job.failed", "cancelled": "job.cancelled"}
 _WORKSPACE_EVENTS = ("job:progress", "job:completed", "job:failed")
 #: How errors name a frame of each event the workspace stream sends.
 _WORKSPACE_WHAT = {name: f"workspace stream {name!r} frame" for name in _WORKSPACE_EVENTS}
@@ -364,21 +369,35 @@ class ReaderProvider(Provider):
     def decode_webhook(
         self, headers: Mapping[str, str], body: bytes, *, source: str
     ) -> WebhookDelivery:
+        # Only signed content decides what a delivery is and whether it is new: Reader signs
+        # the timestamp and the body, never X-Reader-Event nor X-Reader-Delivery (and another
+        # scheme signs no Reader header at all). The body's event wins; the header may agree
+        # with it, or name what the body leaves open, but never end a job by itself.
         payload = _json_object(body, "webhook body")
-        name = headers.get("x-reader-event") or payload.get("event") or payload.get("type")
-        if not isinstance(name, str) or not name:
+        header = headers.get("x-reader-event") or None
+        implied = _body_event(payload)
+        if implied is not None and header is not None and header != implied:
+            raise DecodeError(
+                f"the X-Reader-Event header says {header!r} but the signed body is a "
+                f"{implied!r} delivery; refused, since the header is not signed")
+        name = implied or header
+        if name is None:
             raise DecodeError("webhook delivery names no event: no X-Reader-Event header and "
                               "no 'event' or 'type' field in the body")
         delivery = headers.get("x-reader-delivery") or None
         when = _unix_time(headers.get("x-reader-timestamp"))
-        events = self._webhook_events(name, payload, delivery, body, when, source)
+        events = self._webhook_events(name, payload, body, when, source,
+                                      signed=implied is not None)
         return WebhookDelivery(delivery_id=delivery, event_name=name, events=tuple(events))
 
-    def _webhook_events(self, name: str, payload: dict[str, Any], delivery: str | None,
-                        body: bytes, when: datetime | None, source: str) -> list[JobEvent]:
+    def _webhook_events(self, name: str, payload: dict[str, Any], body: bytes,
+                        when: datetime | None, source: str, *, signed: bool) -> list[JobEvent]:
         what = f"webhook {name!r} body"
         if name == "credit.low":
-            ident = delivery or hashlib.sha256(body).hexdigest()[:32]
+            if "jobId" in payload:
+                raise DecodeError(f"{what} names a job; a credit.low delivery names none")
+            # Keyed by the signed body, the same across Reader's retries of one delivery.
+            ident = hashlib.sha256(body).hexdigest()[:32]
             return [JobEvent(kind=EventKind.CREDIT_LOW, job_id=None,
                              key=f"workspace:credit_low:{ident}", source=source, data=payload,
                              occurred_at=when)]
@@ -400,9 +419,12 @@ class ReaderProvider(Provider):
                              completed=_get(payload, "completed", int, what, required=False),
                              total=_get(payload, "total", int, what, required=False),
                              occurred_at=when)]
-        default = _JOB_WEBHOOKS[name]  # the terminal status a final event implies
-        return self._state_events(job_id, {"status": default, **payload}, what, source,
-                                  final=True, when=when)
+        if not signed and "status" not in payload:
+            raise DecodeError(f"{what} does not say the job ended (no terminal 'status'); the "
+                              "X-Reader-Event header alone is not signed, and ends no job")
+        if signed:  # the status the signed body implies, where it names none itself
+            payload = {"status": _JOB_WEBHOOKS[name], **payload}
+        return self._state_events(job_id, payload, what, source, final=True, when=when)
 
     # -- errors --------------------------------------------------------------------------
 
@@ -477,6 +499,23 @@ def _retry_after(header: str | None, details: Mapping[str, Any]) -> float | None
         if math.isfinite(seconds) and seconds >= 0:
             return min(seconds, MAX_RETRY_AFTER)
     return None
+
+
+def _body_event(payload: Mapping[str, Any]) -> str | None:
+    """The webhook event a body names or implies by its shape, or None where it leaves the
+    name open (a body that is about no job, or names a job and nothing more)."""
+    for field in ("event", "type"):
+        value = payload.get(field)
+        if isinstance(value, str) and value:
+            return value
+    if "jobId" not in payload:
+        return None
+    status = payload.get("status")
+    if status is None:
+        if "url" in payload:
+            return "job.page"  # a results[] entry: pages carry no status
+        return "job.failed" if payload.get("error") is not None else None
+    return _EVENT_BY_STATUS.get(status) if isinstance(status, str) else None
 
 
 def _unix_time(value: str | None) -> datetime | None:

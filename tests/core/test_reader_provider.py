@@ -312,24 +312,36 @@ def test_webhook_job_page() -> None:
         EventKind.PAGE_FAILED, f"{JOB}:page_failed:https://example.com/x")
 
 
-def test_webhook_credit_low_is_keyed_by_delivery() -> None:
+def test_webhook_credit_low_is_keyed_by_the_signed_body() -> None:
     body = {"balance": 90, "limit": 1000, "used": 910, "tier": "free",
             "resetAt": "2026-05-01T00:00:00Z"}
     delivery = hook("credit.low", body, delivery="7c3e89f1-2d44-4b1a-8c9f-b3d2e4f5a6b7")
     (event,) = delivery.events
     assert (event.kind, event.job_id, event.status) == (EventKind.CREDIT_LOW, None, None)
-    assert event.key == "workspace:credit_low:7c3e89f1-2d44-4b1a-8c9f-b3d2e4f5a6b7"
+    assert event.key.startswith("workspace:credit_low:") and "7c3e89f1" not in event.key
     assert event.data["balance"] == 90
-    # A retry of the same delivery (Decision 5) has the same key; another delivery another.
-    assert hook("credit.low", body, delivery="7c3e89f1-2d44-4b1a-8c9f-b3d2e4f5a6b7").events == \
-        delivery.events
-    assert hook("credit.low", body, delivery="other").events[0].key != event.key
+    # X-Reader-Delivery is not signed: the same body under a fresh delivery id is the same
+    # fact (a retry, or a replay); another body another.
+    assert hook("credit.low", body, delivery="other").events == delivery.events
+    assert hook("credit.low", {**body, "balance": 80}).events[0].key != event.key
+
+
+def test_webhook_credit_low_naming_a_job_is_refused() -> None:
+    with pytest.raises(DecodeError, match="names a job"):
+        hook("credit.low", {"jobId": JOB, "balance": 3})
 
 
 def test_webhook_job_cancelled_is_the_terminal_event_it_names() -> None:
-    (event,) = hook("job.cancelled", {"jobId": JOB}).events
+    (event,) = hook("job.cancelled", {"jobId": JOB, "status": "cancelled"}).events
     assert (event.kind, event.status, event.key) == (
         EventKind.CANCELLED, JobStatus.CANCELLED, f"{JOB}:terminal")
+
+
+@pytest.mark.parametrize("name", ["job.cancelled", "job.completed", "job.failed"])
+def test_webhook_header_alone_ends_no_job(name: str) -> None:
+    # The header is not signed: a body that does not say the job ended cannot end it.
+    with pytest.raises(DecodeError, match="does not say the job ended"):
+        hook(name, {"jobId": JOB})
 
 
 @pytest.mark.parametrize("name", ["session.created", "session.stopped", "job.exploded"])
@@ -353,9 +365,26 @@ def test_webhook_event_name_from_the_body(field: str) -> None:
     assert delivery.events[0].kind is EventKind.COMPLETED
 
 
-def test_webhook_header_wins_over_the_body() -> None:
-    delivery = hook("job.failed", {"event": "job.completed", "jobId": JOB, "error": "x"})
-    assert delivery.events[0].kind is EventKind.FAILED
+def test_webhook_body_wins_and_a_contradicting_header_is_refused() -> None:
+    with pytest.raises(DecodeError, match="header says 'job.failed' but the signed body is a "
+                                          "'job.completed' delivery"):
+        hook("job.failed", {"event": "job.completed", "jobId": JOB, "error": "x"})
+
+
+@pytest.mark.parametrize(("header", "body", "implied"), [
+    ("job.failed", {"jobId": JOB, "url": "https://example.com/a", "markdown": "#"}, "job.page"),
+    ("credit.low", {"jobId": JOB, "url": "https://example.com/a"}, "job.page"),
+    ("job.completed", {"jobId": JOB, "status": "processing"}, "job.started"),
+    ("job.page", {"jobId": JOB, "status": "completed"}, "job.completed"),
+    ("job.completed", {"jobId": JOB, "error": "boom"}, "job.failed"),
+    ("session.created", {"jobId": JOB, "status": "failed"}, "job.failed"),
+])
+def test_webhook_a_relabelled_body_is_refused(header: str, body: dict[str, Any],
+                                              implied: str) -> None:
+    with pytest.raises(DecodeError, match=f"signed body is a {implied!r} delivery"):
+        hook(header, body)
+    # Without the header, the body alone says what it is.
+    assert hook(None, body).event_name == implied
 
 
 @pytest.mark.parametrize("stamp", [None, "", "soon", "-5", "1e9", "9" * 30])
@@ -621,12 +650,18 @@ def test_unknown_status_on_job_started_is_not_running() -> None:
     assert event.status is None and event.data["status"] == "aborted"
 
 
-@pytest.mark.parametrize("status", ["queued", "processing", "completed", "failed"])
+@pytest.mark.parametrize("status", ["queued", "processing"])
 def test_job_started_is_always_processing(status: str) -> None:
     # A started event with a terminal status would set the ordering guard's status to
     # terminal while the run is not, so that later progress is dropped as "backwards".
     (event,) = hook("job.started", {"jobId": JOB, "status": status}).events
     assert event.status is JobStatus.PROCESSING
+
+
+@pytest.mark.parametrize("status", ["completed", "failed"])
+def test_job_started_with_a_terminal_body_is_refused(status: str) -> None:
+    with pytest.raises(DecodeError, match=f"signed body is a 'job.{status}' delivery"):
+        hook("job.started", {"jobId": JOB, "status": status})
 
 
 # -- hypothesis: anything in, events or DecodeError / APIError out -----------------------------
