@@ -12,7 +12,7 @@ went wrong and what to do about it::
     │   └── APIError                the API answered with an error envelope
     │       ├── AuthenticationError 401: the API key was refused
     │       ├── JobNotFound         404: the API does not know the job
-    │       └── RateLimited         429: the request budget is exhausted
+    │       └── RateLimited         the API's request budget is spent (429, or as the provider says)
     ├── InvalidJobId                a job id is empty, too long or not text (also a ValueError)
     ├── DecodeError                 a payload is not what the provider's wire format says
     ├── WebhookVerificationError    a webhook delivery failed verification (carries its HTTP status)
@@ -105,7 +105,13 @@ class JobNotFound(APIError):
 
 
 class RateLimited(APIError):
-    """The API's request budget is exhausted (HTTP 429); ``retry_after`` says for how long."""
+    """The API's request budget is spent; ``retry_after`` says for how long.
+
+    A 429 usually, but any answer a provider classifies as rate limited (GitHub's 403s, say).
+    jobwatch waits these out itself; one reaches the application only when the wait would
+    outlast its deadline. A provider's ``error_for`` that returns one makes the answer a rate
+    limit whatever its status.
+    """
 
 
 class InvalidJobId(JobwatchError, ValueError):
