@@ -4,12 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test install redis bench
+.PHONY: demo test install redis bench docs
 
 $(STAMP): pyproject.toml plugins/jobwatch-redis/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[cli,test,bench]' -e plugins/jobwatch-redis
+	$(PY) -m pip install --quiet -e '.[cli,test,bench,docs]' -e plugins/jobwatch-redis
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,3 +31,8 @@ test: install redis
 
 bench: install
 	$(PY) bench/run_all.py
+
+# The documentation site, API reference included, into site/; any warning fails the build.
+# (tests/test_site.py runs the same build in `make test`.)
+docs: install
+	$(PY) -m mkdocs build --strict
