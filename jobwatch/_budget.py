@@ -14,8 +14,9 @@ and nothing reads a clock. Three things hold a request back:
 - **What the API says.** :meth:`RequestBudget.observe` reads the rate-limit headers of every
   response (as the provider parsed them): ``remaining`` N with a ``reset`` allows at most N
   more requests until the reset — fewer the requests already sent after the one that learnt
-  it — so ``remaining`` 0 pauses until the reset; a ``limit`` below a window's capacity
-  lowers that capacity.
+  it — so ``remaining`` 0 pauses until the reset; a ``limit`` lowers the capacity of every
+  window no longer than the time to the reset (the API's own window is at least that long, so
+  such a window can never hold more than the limit).
 
 The thin async shell, :meth:`RequestBudget.acquire`, sleeps with anyio's clock until a request
 may go and takes it; :class:`~jobwatch._api.APIClient` does the rest for every request::
@@ -213,8 +214,9 @@ class RequestBudget:
 
     def rate_limited(self, now: float, wait: float | None) -> float:
         """A rate-limited answer: pause every caller ``wait`` seconds, or — with no wait named
-        — for a backoff that doubles with each such answer in a row. Returns the pause's end."""
-        if wait is None:
+        (or a wait of 0, which a rate limit contradicts) — for a backoff that doubles with each
+        such answer in a row. Returns the pause's end."""
+        if not wait:
             self._backoff = min(BACKOFF_MAX, self._backoff * 2 or BACKOFF_FIRST)
             wait = self._backoff
         self.pause(now + wait)
@@ -225,17 +227,21 @@ class RequestBudget:
         """Learn from the answer to the request of ``ticket`` (None: one not counted here).
 
         ``remaining`` with a ``reset`` allows that many more requests until ``now + reset``,
-        less those sent after this one; a lower ``limit`` lowers every window's capacity.
+        less those sent after this one; a ``limit`` with a ``reset`` lowers the capacity of the
+        windows no longer than the reset.
         An answer that is not ``limited`` ends the backoff of rate-limited answers in a row.
         """
         if not limited:
             self._backoff = 0.0
         if rate_limit is None:
             return
+        if rate_limit.reset is None:
+            return
         if rate_limit.limit is not None:
             for window in self._windows:
-                window.capacity = min(window.capacity, rate_limit.limit)
-        if rate_limit.remaining is None or rate_limit.reset is None:
+                if window.span - self.margin <= rate_limit.reset + _SAME_MOMENT:
+                    window.capacity = min(window.capacity, rate_limit.limit)
+        if rate_limit.remaining is None:
             return
         since = self._tickets if ticket is None else ticket
         allowed, reset_at = since + rate_limit.remaining, now + rate_limit.reset

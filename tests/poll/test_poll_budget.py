@@ -223,12 +223,20 @@ def test_answers_that_overtake_each_other_keep_the_lowest_allowance() -> None:
     assert budget.available(70.0) == 50
 
 
-def test_a_lower_limit_lowers_every_window() -> None:
+def test_a_lower_limit_lowers_the_windows_no_longer_than_the_reset() -> None:
+    # The API's window lasts at least until its reset: a window of ours that is no longer can
+    # never hold more than the limit. A longer one may (a per-minute limit, an hourly window).
     budget = BudgetOptions(rpm=600, rph=5000).budget()
-    budget.observe(0.0, None, RateLimit(limit=1000))
-    assert budget.limits == ((600, 60.0), (1000, 3600.0))
-    budget.observe(0.0, None, RateLimit(limit=9000))  # never raised again
-    assert budget.limits == ((600, 60.0), (1000, 3600.0))
+    budget.observe(0.0, None, RateLimit(limit=100, reset=30.0))
+    assert budget.limits == ((600, 60.0), (5000, 3600.0))
+    budget.observe(0.0, None, RateLimit(limit=400, reset=60.0))
+    assert budget.limits == ((400, 60.0), (5000, 3600.0))
+    budget.observe(0.0, None, RateLimit(limit=1000, reset=3600.0))
+    assert budget.limits == ((400, 60.0), (1000, 3600.0))
+    budget.observe(0.0, None, RateLimit(limit=9000, reset=3600.0))  # never raised again
+    assert budget.limits == ((400, 60.0), (1000, 3600.0))
+    budget.observe(0.0, None, RateLimit(limit=1))  # no reset: no window known to fit
+    assert budget.limits == ((400, 60.0), (1000, 3600.0))
 
 
 def test_rate_limits_without_a_wait_back_off_until_an_answer_is_not_limited() -> None:
@@ -241,6 +249,7 @@ def test_rate_limits_without_a_wait_back_off_until_an_answer_is_not_limited() ->
     budget.observe(40.0, None, None)
     assert budget.rate_limited(40.0, None) == 41.0
     assert budget.rate_limited(41.0, 30.0) == 71.0  # a named wait is taken as said
+    assert budget.rate_limited(80.0, 0.0) == 82.0  # "wait 0" while limited: the backoff
 
 
 @pytest.mark.parametrize(("table", "message"), [
