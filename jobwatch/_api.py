@@ -10,6 +10,7 @@ API's status codes.
 from __future__ import annotations
 
 import logging
+import ssl
 
 import anyio
 import httpx
@@ -30,6 +31,47 @@ ATTEMPTS = 4
 RATE_LIMIT_DEADLINE = 3600.0
 
 
+def user_agent() -> str:
+    """``jobwatch/<version>``: the User-Agent of every request jobwatch makes."""
+    from . import __version__  # imported by the time a request is made; not at module load
+
+    return f"jobwatch/{__version__}"
+
+
+def describe_http_error(exc: BaseException) -> str:
+    """``Name: what went wrong`` for an httpx failure, never ``Name:`` with nothing after it.
+
+    httpx's message is sometimes empty (a TLS handshake with a server that speaks plain HTTP,
+    under trio): the first error in its chain that says something is used instead.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLError):
+            return (f"{type(exc).__name__}: TLS failed ({cause.reason or cause}); if the "
+                    "server speaks plain HTTP, base_url must begin with http://")
+        if str(cause):
+            return f"{type(exc).__name__}: {cause}"
+        cause = cause.__cause__ or cause.__context__
+    return f"{type(exc).__name__} (no detail given)"
+
+
+def repeated_prefix(base_url: str, path: str) -> str | None:
+    """The leading segments of a request ``path`` that ``base_url``'s own path ends with
+    (``/v1`` for ``https://api.example.com/v1`` and ``/v1/jobs/x``), else None.
+
+    Such a base_url names the API's version prefix, which the provider adds again: requests
+    go to ``/v1/v1/...`` and every job is "not found".
+    """
+    base = [part for part in httpx.URL(base_url).path.split("/") if part]
+    parts = [part for part in path.split("/") if part]
+    for n in range(min(len(base), len(parts)), 0, -1):
+        if base[-n:] == parts[:n]:
+            return "/" + "/".join(parts[:n])
+    return None
+
+
 class APIClient:
     """One API's HTTP client and the request budget shared by everything a Watcher asks.
 
@@ -47,12 +89,17 @@ class APIClient:
         self._http: httpx.AsyncClient | None = None
         self.requests = 0
         self.rate_limited_count = 0
+        #: Requests that failed to get any answer since the last answer, and the last such
+        #: failure; ``answered``: whether the API ever answered (a wrong base_url never does).
+        self.failures_in_a_row = 0
+        self.last_failure: NetworkError | None = None
+        self.answered = False
 
     def open(self) -> None:
         """Create the HTTP client."""
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
-            headers=dict(self.provider.headers()),
+            headers={"user-agent": user_agent(), **self.provider.headers()},
             timeout=httpx.Timeout(30.0, connect=10.0),
             transport=self._http_transport,
         )
@@ -88,10 +135,13 @@ class APIClient:
                 headers=dict(request.headers),
             )
         except httpx.HTTPError as exc:
-            raise NetworkError(
+            self.failures_in_a_row += 1
+            self.last_failure = NetworkError(
                 f"{request.method} {redact_url(self.base_url)}{request.path} failed: "
-                f"{type(exc).__name__}: {exc}; jobwatch retries with backoff"
-            ) from exc
+                f"{describe_http_error(exc)}; jobwatch retries with backoff"
+            )
+            raise self.last_failure from exc
+        self.failures_in_a_row, self.answered = 0, True
         response = Response(status=reply.status_code, headers=dict(reply.headers),
                             body=reply.content, sent_at=sent_at)
         verdict = self.provider.classify(response)

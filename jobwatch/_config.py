@@ -242,7 +242,7 @@ class Config:
         except ConfigError as exc:
             if self.source is None or str(exc).startswith(f"{self.source}: "):
                 raise
-            raise ConfigError(f"{self.source}: {exc}") from None
+            raise ConfigError(f"{self.source}: {_as_written(self.source, exc)}") from None
 
     def replace(self, **changes: Any) -> Config:
         """A copy with core keys changed, e.g. ``config.replace(transport="poll")``; the
@@ -353,5 +353,15 @@ def _load_file(path: Path, env: Mapping[str, str], *, required: bool) -> Config:
     try:
         config = Config.from_mapping(document, environ=env)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{path}: {_as_written(path, exc)}") from None
     return attrs.evolve(config, source=str(path))
+
+
+def _as_written(source: str | Path, exc: ConfigError) -> str:
+    """The error's message naming tables as ``source`` spells them: in a pyproject.toml
+    the table is ``[tool.jobwatch]``, not ``[jobwatch]``."""
+    message = str(exc)
+    if Path(source).name != "pyproject.toml":
+        return message
+    return message.replace("[jobwatch]", "[tool.jobwatch]").replace(
+        "[jobwatch.", "[tool.jobwatch.")

@@ -15,15 +15,15 @@ import inspect
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable
 
 import anyio
 import attrs
 from anyio.abc import TaskGroup
 
-from ._errors import JobwatchError
+from ._errors import ConfigError, JobwatchError
 from ._events import EventKind, JobEvent
-from .abc import Store
+from .abc import Store, Transport
 
 __all__ = ["Callback", "Dispatcher", "Subscription"]
 
@@ -33,9 +33,21 @@ Callback = Callable[[JobEvent], Awaitable[None] | None]
 
 
 def _kinds(kinds: Collection[str] | None) -> frozenset[EventKind] | None:
+    """The kinds a subscription wants (None: every kind); ConfigError naming the known kinds
+    for a name that is none of them."""
+    if isinstance(kinds, str):  # kinds="completed": one kind, not its letters
+        kinds = (kinds,)
     if kinds is None or "*" in kinds:
         return None
+    unknown = [k for k in kinds if k not in _KIND_NAMES]
+    if unknown:
+        raise ConfigError(
+            f"unknown event kind{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; "
+            f"the kinds are {', '.join(_KIND_NAMES)}, or \"*\" for every kind")
     return frozenset(EventKind(k) for k in kinds)
+
+
+_KIND_NAMES = tuple(kind.value for kind in EventKind)
 
 
 def _is_async(callback: Callback) -> bool:
@@ -44,7 +56,7 @@ def _is_async(callback: Callback) -> bool:
     )
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, repr=False)
 class Subscription:
     """A registered callback; :meth:`cancel` stops further calls."""
 
@@ -60,6 +72,12 @@ class Subscription:
     _space: anyio.Event | None = None
     _idle: anyio.Event | None = None
     _on_cancel: Callable[[Subscription], None] | None = None
+
+    def __repr__(self) -> str:
+        kinds = "*" if self.kinds is None else ",".join(sorted(self.kinds))
+        job = "every job" if self.job_id is None else f"job {self.job_id!r}"
+        state = " cancelled" if self.cancelled else ""
+        return f"<Subscription {self.name} kinds={kinds} {job}{state}>"
 
     def wants(self, event: JobEvent) -> bool:
         return not self.cancelled and (self.kinds is None or event.kind in self.kinds)
@@ -103,6 +121,7 @@ class Dispatcher:
         self._outstanding: dict[str, int] = {}
         self._tg: TaskGroup | None = None
         self._on_unsubscribe = on_unsubscribe
+        self._noted_every_job = False
         self.counts = _Counts()
 
     def start(self, tg: TaskGroup) -> None:
@@ -130,6 +149,19 @@ class Dispatcher:
         sub._on_cancel = self._unsubscribe
         self._by_job.setdefault(job_id, []).append(sub)
         return sub
+
+    def note_every_job(self, transports: Iterable[Transport]) -> None:
+        """Warn, once, that callbacks for every job hear only of watched jobs when no
+        transport reports the others (polling and per-job streams ask about watched jobs)."""
+        running = list(transports)
+        if self._noted_every_job or not running or any(_reports_every_job(t) for t in running):
+            return
+        self._noted_every_job = True
+        log.warning(
+            "a callback for every job is registered, but the transports (%s) report only the "
+            "jobs this Watcher watches: it is called for jobs given to watch(), wait() or "
+            "subscribe(job_id=...), and no others; to hear of every job of the account, use "
+            "webhooks or the workspace stream", ", ".join(t.name for t in running))
 
     def _unsubscribe(self, sub: Subscription) -> None:
         subs = self._by_job.get(sub.job_id, [])
@@ -233,3 +265,8 @@ class Dispatcher:
         except JobwatchError as exc:  # the log line above is then all that is kept
             log.warning("could not keep the dead letter of %s in the store: %s", event.key, exc)
 
+
+def _reports_every_job(transport: Transport) -> bool:
+    # A transport says so with ``reports_every_job``; without it, one that polls (not push)
+    # asks only about watched jobs, and a push transport is taken to report them all.
+    return bool(getattr(transport, "reports_every_job", transport.push))

@@ -225,9 +225,13 @@ class Watcher:
                 await self.store.aclose()
         return result
 
-    def _check_open(self) -> None:
+    def _check_open(self, *, starting: bool = False) -> None:
+        """Raise WatcherClosed unless the Watcher runs (``starting``: or has not started)."""
         if self._state is _State.CLOSED:
             raise WatcherClosed("this Watcher is closed; create a new Watcher")
+        if self._state is _State.NEW and not starting:
+            raise WatcherClosed("this Watcher is not running: use it inside `async with "
+                                "watcher:` (callbacks may be registered before entering)")
 
     async def _open_gate(self) -> None:
         # Runs at the first checkpoint of the `async with` body, after its callbacks are on.
@@ -245,7 +249,8 @@ class Watcher:
     # -- the application's API -----------------------------------------------------------
 
     def on(self, *kinds: str) -> Callable[[Callback], Callback]:
-        """Decorator: call the function for events of these kinds (``"*"`` = every kind)."""
+        """Decorator: call the function for events of these kinds (``"*"`` = every kind) of
+        every job the transports report — see :meth:`subscribe` for which jobs those are."""
         def register(callback: Callback) -> Callback:
             self.subscribe(callback, kinds=kinds or None)
             return callback
@@ -253,10 +258,19 @@ class Watcher:
 
     def subscribe(self, callback: Callback, *, kinds: Collection[str] | None = None,
                   job_id: str | None = None) -> Subscription:
-        """Call ``callback`` (sync or async) for matching events; ``job_id=None``: every job."""
-        self._check_open()
+        """Call ``callback`` (sync or async) for matching events.
+
+        With ``job_id``, the Watcher watches that job (until the subscription is cancelled)
+        and calls back for its events. With ``job_id=None``, it listens to whatever the
+        transports report: webhooks and a workspace stream report every job of the account,
+        but polling and per-job streams ask only about watched jobs — there the callback hears
+        only of jobs watched by ``watch()``, ``wait()`` or a subscription with a ``job_id``.
+        """
+        self._check_open(starting=True)
         if job_id is not None:
             check_job_id(job_id)
+        else:
+            self._dispatcher.note_every_job(self._transports)
         sub = self._dispatcher.subscribe(callback, kinds=kinds, job_id=job_id)
         if job_id is not None:
             self._add_watch(job_id)
@@ -455,11 +469,29 @@ class Watcher:
                     str(error).removeprefix(f"job {job_id}: "))
         record.error = error
         self._unwatch_transports(job_id)
+        if self._tg is not None:
+            self._tg.start_soon(self._mark_ended, job_id)
         for queue in list(record.queues or ()):
             try:
                 queue.send.send_nowait(error)
             except anyio.WouldBlock:
                 pass
+
+    async def _mark_ended(self, job_id: str) -> None:
+        # A job whose watch ended in an error is watched no more: a later Watcher on this
+        # store must not poll it again. Shielded: the Watcher often closes right after the
+        # error it was waiting for.
+        def ended(state: JobState | None) -> Verdict:
+            if state is None or not state.watched:
+                return Verdict(event=None)
+            return Verdict(event=None, state=attrs.evolve(state, watched=False))
+
+        with anyio.move_on_after(10.0, shield=True):
+            try:
+                await self.store.record(job_id, ended, ttl=self.config.dedup_ttl)
+            except JobwatchError as exc:
+                log.warning("could not mark job %s as no longer watched in the store: %s",
+                            job_id, exc)
 
     # -- what the transports ask of the Watcher through its host ----------------------------
 

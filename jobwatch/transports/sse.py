@@ -49,6 +49,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 # see every byte (comments included) for the heartbeat watchdog.
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
+from .._api import user_agent
 from .._config import Config
 from .._errors import (
     AuthenticationError,
@@ -172,6 +173,11 @@ class SSETransport(Transport):
         self._to_reconcile: dict[str, str] = {}
         self._reconcile_wake = anyio.Event()
 
+    @property
+    def reports_every_job(self) -> bool:
+        """Whether jobs nobody watches are reported too: only by the workspace stream."""
+        return self._scope == "workspace"
+
     @classmethod
     def from_config(cls, config: Config) -> SSETransport:
         return cls(config.options("sse", SSEOptions))
@@ -204,7 +210,8 @@ class SSETransport(Transport):
     def _make_client(self, host: TransportHost) -> httpx.AsyncClient:
         timeout = httpx.Timeout(None, connect=self.options.connect_timeout)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=20)
-        return httpx.AsyncClient(base_url=host.base_url, headers=dict(host.provider.headers()),
+        headers = {"user-agent": user_agent(), **host.provider.headers()}
+        return httpx.AsyncClient(base_url=host.base_url, headers=headers,
                                  timeout=timeout, limits=limits, follow_redirects=True)
 
     def _start_streams(self, host: TransportHost) -> None:
