@@ -39,6 +39,7 @@ from ..abc import (
     Snapshot,
     WebhookDelivery,
     classify_http,
+    path_segment,
 )
 
 __all__ = ["ReaderProvider"]
@@ -217,7 +218,7 @@ class ReaderProvider(Provider):
     # -- polling -------------------------------------------------------------------------
 
     def status_request(self, job_id: str) -> Request:
-        return Request(path=f"/v1/jobs/{job_id}", params={"limit": "1"})
+        return Request(path=f"/v1/jobs/{path_segment(job_id)}", params={"limit": "1"})
 
     def decode_status(
         self, job_id: str, response: Response, previous: Snapshot | None, *, source: str
@@ -263,7 +264,8 @@ class ReaderProvider(Provider):
                         **common)
 
     def results_request(self, job_id: str) -> Request:
-        return Request(path=f"/v1/jobs/{job_id}", params={"skip": "0", "limit": str(PAGE_SIZE)})
+        return Request(path=f"/v1/jobs/{path_segment(job_id)}",
+                       params={"skip": "0", "limit": str(PAGE_SIZE)})
 
     def decode_results(self, job_id: str, response: Response) -> ResultsPage:
         where = f"GET /v1/jobs/{job_id}"
@@ -276,13 +278,15 @@ class ReaderProvider(Provider):
         if pagination.get("hasMore") is True and results and isinstance(skip, int):
             params = {"skip": str(skip + len(results)), "limit": str(PAGE_SIZE)}
             return ResultsPage(items=tuple(results),
-                               next=Request(path=f"/v1/jobs/{job_id}", params=params))
+                               next=Request(path=f"/v1/jobs/{path_segment(job_id)}",
+                                            params=params))
         return ResultsPage(items=tuple(results))
 
     # -- streams -------------------------------------------------------------------------
 
     def job_stream_request(self, job_id: str) -> Request:
-        return Request(path=f"/v1/jobs/{job_id}/stream", headers={"accept": "text/event-stream"})
+        return Request(path=f"/v1/jobs/{path_segment(job_id)}/stream",
+                       headers={"accept": "text/event-stream"})
 
     def workspace_stream_request(self) -> Request:
         return Request(path="/v1/events", headers={"accept": "text/event-stream"})
