@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar, get_args
 import attrs
 import cattrs
 
+from . import providers
 from ._errors import ConfigError
 
 __all__ = ["Config", "Secret", "load_config"]
@@ -30,10 +31,10 @@ _CORE_KEYS = (
     "provider", "base_url", "api_key", "transport", "store", "safety_poll", "dedup_ttl"
 )
 DEFAULT_DEDUP_TTL = 7 * 24 * 3600.0
-#: The provider a configuration without ``provider`` watches: the API jobwatch first served,
-#: kept so that ``jobwatch.wait(job_id)`` works with no configuration file at all. Its base
-#: URL, headers and defaults belong to the provider, never to the core.
-DEFAULT_PROVIDER = "reader"
+#: The provider a configuration without ``provider`` watches, so that ``jobwatch.wait(job_id)``
+#: works with no configuration file at all: the built-in providers name it; its base URL,
+#: headers and defaults belong to the provider, never to the core.
+DEFAULT_PROVIDER = providers.DEFAULT
 
 
 class Secret(str):
@@ -289,9 +290,9 @@ def _is_secret_key(key: str) -> bool:
 
 
 def _check_tables(tables: Mapping[str, Any]) -> None:
-    from ._registry import GROUPS, installed
+    from ._registry import GROUPS, TABLES, installed
 
-    known = sorted({name for kind in GROUPS for name in installed(kind)})
+    known = sorted({name for kind in GROUPS for name in installed(kind)} | set(TABLES))
     for name in tables:
         if name in _CORE_KEYS:
             raise ConfigError(f"[jobwatch.{name}] must not be a table: {name} is a key of "

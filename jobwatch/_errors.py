@@ -71,8 +71,8 @@ class StreamError(TransportError):
 class APIError(TransportError):
     """The API answered with an error.
 
-    ``status`` is the HTTP status, ``code`` the API's machine-readable error code (for Reader,
-    ``error.code`` of the envelope), ``retry_after`` the seconds the API asked to wait, if any.
+    ``status`` is the HTTP status, ``code`` the API's machine-readable error code (as its
+    provider reads it from the body), ``retry_after`` the seconds the API asked to wait, if any.
     """
 
     def __init__(

@@ -1,8 +1,8 @@
 """The signature scheme seam: how a webhook sender signs its deliveries.
 
 :class:`Scheme` is re-exported as ``jobwatch.abc.Scheme``; the built-in schemes and the
-configurable ``hmac-sha256`` live in ``jobwatch.transports._signatures``, Reader's in its
-provider's package. Each is found through the entry point group ``jobwatch.schemes``.
+configurable ``hmac-sha256`` live in ``jobwatch.transports._signatures``, a provider's own
+scheme in its provider's package. Each is found through the entry point group ``jobwatch.schemes``.
 """
 
 from __future__ import annotations

@@ -151,7 +151,7 @@ class HMACOptions:
 class HMACSHA256Scheme(_HMACScheme):
     """HMAC-SHA256 in one header, configured by :class:`HMACOptions`.
 
-    Schemes that are a fixed configuration of it (``github``, Reader's) set :attr:`fixed`
+    Schemes that are a fixed configuration of it (``github``, a provider's own) set :attr:`fixed`
     and take no options.
     """
 

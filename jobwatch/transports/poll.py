@@ -1,7 +1,7 @@
 """The ``poll`` transport: ask the API for each watched job's status, as rarely as will do.
 
-Each poll is the provider's cheapest status request (for Reader, ``GET /v1/jobs/{id}?limit=1``),
-made through :meth:`TransportHost.request` and so drawn from the Watcher's one request budget.
+Each poll is the provider's cheapest status request (``Provider.status_request``), made
+through :meth:`TransportHost.request` and so drawn from the Watcher's one request budget.
 The provider decodes the answer into a :class:`~jobwatch.abc.Snapshot` and the events since the
 previous snapshot of that job, which are delivered as authoritative. When to poll which job is
 decided by the sans-I/O :class:`~jobwatch.transports._schedule.PollSchedule` (see
