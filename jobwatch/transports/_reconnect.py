@@ -7,7 +7,7 @@ from anyio's clock) and it answers with values — the headers to send, whether 
 and a :class:`Plan` saying when to try again or whether to fall back::
 
     machine = Reconnector(Backoff(initial=1.0, maximum=30.0), max_failures=5,
-                          probe_interval=60.0, rng=random.Random(7))
+                          probe_interval=60.0, rng=random.Random(7), resumable=True)
     headers = machine.request_headers()            # Last-Event-ID once the server sent ids
     opened = machine.opened()                      # 200 text/event-stream
     machine.received()                             # a byte arrived: the stream is healthy
@@ -17,12 +17,16 @@ and a :class:`Plan` saying when to try again or whether to fall back::
 Rules (WHATWG EventSource, plus what jobwatch adds):
 
 - ``id:`` sets the last event id, sent back as ``Last-Event-ID`` on the next connection; an
-  empty id clears it. ``retry:`` (milliseconds) sets the reconnection time.
+  empty id clears it. Only a ``resumable`` stream (the provider says its server resumes from
+  ``Last-Event-ID``) tracks ids; any other ignores them and is reconciled on every connection.
+- ``retry:`` (milliseconds) sets the reconnection time, clamped to ``RETRY_MIN`` ..
+  ``RETRY_MAX`` seconds: a server may neither make a client hammer it nor send it away.
 - A connection attempt *fails* when it ends before a single byte arrived. The delay before the
   next attempt is ``base · multiplier^failures`` (``base`` is the server's ``retry:`` if it
   sent one, else ``Backoff.initial``), capped at ``max(Backoff.maximum, retry)``, with up to
   ``Backoff.jitter`` of it taken off at random — but never below the server's ``retry:``.
-  A 429 waits at least its ``Retry-After``.
+  A 429 waits at least its ``Retry-After``. A connection that broke a bound (an oversized
+  line or event, a compression bomb) fails too, whatever it sent before.
 - ``max_failures`` failed attempts in a row, or an endpoint that does not serve a stream (404,
   405, another 4xx, a content type that is not ``text/event-stream``), fall back to polling;
   the stream is probed again every ``probe_interval`` seconds, and a probe that opens ends
@@ -39,7 +43,12 @@ import random
 
 import attrs
 
-__all__ = ["Action", "Backoff", "Cause", "Opened", "Plan", "Reconnector"]
+__all__ = ["RETRY_MAX", "RETRY_MIN", "Action", "Backoff", "Cause", "Opened", "Pacer", "Plan",
+           "Reconnector"]
+
+#: The bounds of the server's ``retry:``, seconds.
+RETRY_MIN = 0.5
+RETRY_MAX = 60.0
 
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -84,6 +93,9 @@ class Cause(enum.Enum):
     UNSUPPORTED = "unsupported"
     #: 401: the API refused the credentials.
     UNAUTHORIZED = "unauthorized"
+    #: The server broke a bound mid-stream (an oversized line or event, a compression bomb,
+    #: a corrupt body): a failed attempt, even though bytes arrived.
+    VIOLATED = "violated"
 
 
 class Action(enum.Enum):
@@ -126,6 +138,7 @@ class Reconnector:
     """The reconnection state of one stream; see the module docstring for the rules.
 
     ``rng`` draws the jitter (inject a seeded ``random.Random`` for reproducible delays);
+    ``resumable``: the server resumes from ``Last-Event-ID`` (else ids are ignored);
     ``last_event_id`` resumes a stream whose position was saved before a restart.
     """
 
@@ -136,6 +149,7 @@ class Reconnector:
         max_failures: int,
         probe_interval: float,
         rng: random.Random | None = None,
+        resumable: bool = True,
         last_event_id: str | None = None,
     ) -> None:
         if max_failures < 1:
@@ -144,10 +158,12 @@ class Reconnector:
         self.max_failures = max_failures
         self.probe_interval = probe_interval
         self._rng = rng if rng is not None else random.Random()
-        self.last_event_id: str = last_event_id or ""
-        #: The server's reconnection time (``retry:``), seconds; None until it sends one.
+        self.resumable = resumable
+        self.last_event_id: str = (last_event_id or "") if resumable else ""
+        #: The server's reconnection time (``retry:``, clamped), seconds; None until it sends one.
         self.retry: float | None = None
-        #: Connection attempts in a row that ended before a byte arrived.
+        #: Connection attempts in a row that failed: ended before a byte arrived, or broke a
+        #: bound.
         self.failures = 0
         self.in_fallback = False
         self._connections = 0
@@ -170,16 +186,14 @@ class Reconnector:
 
     def received(self) -> None:
         """Bytes arrived on the open stream (an event, a comment, a blank line)."""
-        if not self._healthy:
-            self._healthy = True
-            self.failures = 0
+        self._healthy = True
 
     def event(self, *, event_id: str | None, retry_ms: int | None) -> None:
         """A frame was dispatched with these ``id:`` / ``retry:`` values (None: absent)."""
-        if event_id is not None and "\0" not in event_id:
+        if self.resumable and event_id is not None and "\0" not in event_id:
             self.last_event_id = event_id
         if retry_ms is not None and retry_ms >= 0:
-            self.retry = retry_ms / 1000.0
+            self.retry = min(max(retry_ms / 1000.0, RETRY_MIN), RETRY_MAX)
 
     def ended(self, now: float, cause: Cause, *, retry_after: float | None = None) -> Plan:
         """The connection (or attempt) ended for ``cause``; plan the next move."""
@@ -188,7 +202,9 @@ class Reconnector:
             return Plan(action=Action.END, at=now)
         if self.in_fallback or cause is Cause.UNSUPPORTED:
             return self._fall_back(now)
-        if not healthy:
+        if healthy and cause is not Cause.VIOLATED:
+            self.failures = 0
+        else:
             self.failures += 1
             if self.failures >= self.max_failures:
                 return self._fall_back(now)
@@ -216,3 +232,29 @@ class Reconnector:
         self.in_fallback = True
         self.failures = 0
         return Plan(action=Action.FALLBACK, at=now + self.probe_interval, fell_back=began)
+
+
+class Pacer:
+    """At most ``burst`` takes at once, then one every ``interval`` seconds (a token bucket).
+
+    The SSE transport paces its reconcile polls with it, at the request budget's rate, so that
+    a stream that reconnects often cannot spend the whole budget in a burst. ``interval`` 0
+    paces nothing. Sans-I/O like the rest of this module: ``now`` comes from the caller.
+    """
+
+    def __init__(self, interval: float, burst: int = 1) -> None:
+        if interval < 0 or burst < 1:
+            raise ValueError(f"interval must be >= 0 and burst >= 1, got {interval!r}, "
+                             f"{burst!r}")
+        self.interval = interval
+        self.burst = burst
+        self._next = -math.inf  # when the bucket is full again, in the caller's clock
+
+    def delay(self, now: float) -> float:
+        """Seconds from ``now`` until one take is allowed; 0.0 when it is allowed now."""
+        wait = self._next - now - (self.burst - 1) * self.interval
+        return wait if wait > 1e-9 else 0.0
+
+    def take(self, now: float) -> None:
+        """Count one take at ``now``; call it only when ``delay(now)`` is 0."""
+        self._next = max(self._next, now) + self.interval

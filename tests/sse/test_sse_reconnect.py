@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobwatch.transports._reconnect import Action, Backoff, Cause, Reconnector
+from jobwatch.transports._reconnect import (
+    RETRY_MAX,
+    RETRY_MIN,
+    Action,
+    Backoff,
+    Cause,
+    Pacer,
+    Reconnector,
+)
 
 RETRYING = (Cause.CLOSED, Cause.DROPPED, Cause.STALLED, Cause.REFUSED, Cause.RETRYABLE)
 
@@ -58,6 +66,76 @@ def test_retry_field_sets_the_reconnection_time() -> None:
     assert plan == plan.__class__(action=Action.RECONNECT, at=102.5)
 
 
+@pytest.mark.parametrize(("retry_ms", "clamped"), [
+    (0, RETRY_MIN), (1, RETRY_MIN), (499, RETRY_MIN), (500, 0.5), (2500, 2.5),
+    (60_000, RETRY_MAX), (99_999_999_999, RETRY_MAX),
+])
+def test_retry_is_clamped(retry_ms: int, clamped: float) -> None:
+    m = machine(backoff=Backoff(initial=0.01, maximum=0.05, jitter=0.5))
+    m.opened()
+    m.received()
+    m.event(event_id=None, retry_ms=retry_ms)
+    assert m.retry == clamped
+    wait = m.ended(0.0, Cause.CLOSED).at
+    assert RETRY_MIN <= clamped <= wait <= max(clamped, 0.05)
+
+
+def test_a_stream_that_is_not_resumable_ignores_ids_and_is_always_reconciled() -> None:
+    m = machine(resumable=False, last_event_id="9")
+    assert m.request_headers() == {} and m.last_event_id == ""
+    m.opened()
+    m.received()
+    m.event(event_id="41", retry_ms=None)
+    assert m.request_headers() == {} and m.last_event_id == ""
+    m.ended(1.0, Cause.DROPPED)
+    assert m.opened().reconcile
+
+
+def test_a_broken_bound_counts_as_a_failure_however_much_arrived() -> None:
+    m = machine(backoff=Backoff(initial=1.0, maximum=30.0, jitter=0.0), max_failures=3)
+    waits = []
+    for _ in range(2):
+        m.opened()
+        m.received()
+        plan = m.ended(0.0, Cause.VIOLATED)
+        assert plan.action is Action.RECONNECT
+        waits.append(plan.at)
+    assert waits == [2.0, 4.0]  # backing off, not the base delay of a healthy connection
+    m.opened()
+    m.received()
+    assert m.ended(0.0, Cause.VIOLATED).action is Action.FALLBACK
+
+
+def test_the_pacer_allows_a_burst_then_one_per_interval() -> None:
+    pacer = Pacer(1.0, burst=4)
+    for _ in range(4):
+        assert pacer.delay(10.0) == 0.0
+        pacer.take(10.0)
+    assert pacer.delay(10.0) == pytest.approx(1.0)
+    assert pacer.delay(10.5) == pytest.approx(0.5)
+    pacer.take(11.0)
+    assert pacer.delay(11.0) == pytest.approx(1.0)
+    assert pacer.delay(100.0) == 0.0  # idle time refills the burst, no more
+    for _ in range(4):
+        pacer.take(100.0)
+    assert pacer.delay(100.0) == pytest.approx(1.0)
+    assert Pacer(0.0).delay(0.0) == 0.0
+
+
+@given(interval=st.floats(0.001, 100.0), burst=st.integers(1, 8),
+       gaps=st.lists(st.floats(0.0, 10.0), min_size=1, max_size=60))
+def test_paced_takes_never_beat_the_rate(interval: float, burst: int, gaps: list[float]) -> None:
+    pacer, now, taken = Pacer(interval, burst=burst), 0.0, []
+    for gap in gaps:
+        now += gap
+        now += pacer.delay(now)
+        pacer.take(now)
+        taken.append(now)
+    for i, first in enumerate(taken):
+        later = [t for t in taken[i:] if t < first + interval * 5 - 1e-6]
+        assert len(later) <= burst + 5
+
+
 def test_failures_grow_the_delay_then_fall_back_and_probe() -> None:
     m = machine(backoff=Backoff(initial=1.0, maximum=30.0, jitter=0.0), max_failures=4)
     waits = []
@@ -80,9 +158,9 @@ def test_a_healthy_connection_resets_the_failures() -> None:
     assert m.ended(0.0, Cause.REFUSED).action is Action.RECONNECT
     m.opened()
     m.received()
-    assert m.failures == 0
     plan = m.ended(5.0, Cause.DROPPED)
     assert plan.action is Action.RECONNECT and plan.at == 6.0
+    assert m.failures == 0
     m.opened()  # opens, but ends before a byte: a failure
     assert m.ended(6.0, Cause.CLOSED).action is Action.RECONNECT
     m.opened()
