@@ -11,14 +11,20 @@ Two scopes (``[jobwatch.sse] scope``):
 What makes a stream reliable (details in ``docs/streaming.md``):
 
 - **Reconnection** by :class:`~jobwatch.transports._reconnect.Reconnector`: exponential backoff
-  with jitter, the server's ``retry:`` honoured, ``Last-Event-ID`` sent once the server sent
-  ids, the last id checkpointed in the Store so a restarted process resumes where it stopped.
+  with jitter, the server's ``retry:`` honoured within bounds, and — where the provider says its
+  streams carry ids (``Capabilities.stream_event_ids``) — ``Last-Event-ID`` sent back and the
+  last id checkpointed in the Store so a restarted process resumes where it stopped.
 - **A heartbeat watchdog**: ``heartbeat_timeout`` seconds without a byte (an event, or a
-  ``: ping`` comment, which httpx-sse does not surface — so the transport reads the text itself
-  and feeds httpx-sse's decoder) and the stream is reconnected.
+  ``: ping`` comment) and the stream is reconnected.
 - **Reconcile**: a connection that was not resumed with ``Last-Event-ID`` (the first one, and
   every reconnect to a server without ids, such as Reader) polls each of its watched jobs once,
-  within the request budget, so nothing that happened while it was down is lost.
+  paced at the request budget's rate, so nothing that happened while it was down is lost.
+- **A hostile server is contained**: the transport parses the bytes itself
+  (:mod:`~jobwatch.transports._sse_parser`), holding at most ``max_event_bytes`` of a line or
+  an event and expanding a compressed read by a bounded amount, and yields to the event loop
+  between pieces of a read; a stream over a bound is dropped and backs off. Redirects are
+  followed only within the origin the request was made to, each one spent from the budget;
+  credentials never go to another origin. URLs in logs and errors have their password redacted.
 - **Fallback**: an endpoint that answers 404/405 (or another 4xx), a content type that is not
   ``text/event-stream``, or ``max_failures`` failed attempts in a row degrade the stream's jobs
   to polling every ``fallback_interval`` seconds; every ``probe_interval`` seconds the stream is
@@ -28,7 +34,8 @@ What makes a stream reliable (details in ``docs/streaming.md``):
   refused key forever.
 
 Counters in ``Watcher.statistics().transports["sse"]``: ``streams_opened``, ``reconnects``,
-``stalls``, ``fallbacks``, ``recoveries``, ``malformed``, ``events``, ``requests``.
+``stalls``, ``fallbacks``, ``recoveries``, ``malformed``, ``oversized``, ``redirects``,
+``events``, ``requests``.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import anyio
@@ -45,12 +52,8 @@ import httpx
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-# The decoders are what httpx-sse's own EventSource uses; the transport drives them itself to
-# see every byte (comments included) for the heartbeat watchdog.
-from httpx_sse._decoders import SSEDecoder, SSELineDecoder
-
-from .._api import user_agent
-from .._config import Config
+from .._api import describe_http_error, user_agent
+from .._config import Config, redact_url
 from .._errors import (
     AuthenticationError,
     ConfigError,
@@ -61,7 +64,8 @@ from .._errors import (
 )
 from .._events import JobEvent
 from ..abc import Capabilities, Outcome, Request, Response, Transport, TransportHost
-from ._reconnect import Action, Backoff, Cause, Reconnector
+from ._reconnect import Action, Backoff, Cause, Pacer, Reconnector
+from ._sse_parser import BodyDecoder, Frame, FrameParser, Limits
 
 __all__ = ["SSEOptions", "SSETransport"]
 
@@ -69,8 +73,17 @@ log = logging.getLogger("jobwatch.sse")
 
 #: Reads of the streams (each a batch of events) waiting for the pipeline.
 _QUEUE = 64
-#: Polls that reconcile may have in flight at once (all within the Watcher's budget).
+#: Polls that reconcile may have in flight at once (all within the Watcher's budget); also
+#: the burst the reconcile pacer allows before it settles to the budget's rate.
 _RECONCILERS = 4
+#: Redirects followed per connection attempt, each within the origin it started at.
+_MAX_REDIRECTS = 5
+#: Frames decoded between two turns given to the event loop.
+_YIELD_EVERY = 256
+#: Malformed frames logged per connection; more are only counted.
+_MALFORMED_LOGGED = 10
+#: Bytes read of an error answer (a JSON envelope; the rest is not wanted).
+_ERROR_BODY = 64 * 2**10
 
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -95,6 +108,8 @@ class SSEOptions:
         probe_interval: while fallen back, try the stream again every this many seconds.
         reconcile_on_watch: workspace scope: poll a job once when it is watched while the
             stream is open, in case it changed before the stream could report it.
+        max_event_bytes: the most data one event may carry, and so the longest line; a
+            stream that sends more is dropped (and backs off) rather than filling memory.
     """
 
     scope: Literal["job", "workspace"] = "job"
@@ -106,11 +121,16 @@ class SSEOptions:
     fallback_interval: float = attrs.field(default=5.0, validator=_positive)
     probe_interval: float = attrs.field(default=60.0, validator=_positive)
     reconcile_on_watch: bool = True
+    max_event_bytes: int = attrs.field(default=4 * 2**20, validator=attrs.validators.ge(1024))
 
     def backoff(self) -> Backoff:
         """The reconnection backoff these options describe."""
         return Backoff(initial=self.backoff_initial,
                        maximum=max(self.backoff_max, self.backoff_initial))
+
+    def limits(self) -> Limits:
+        """How much of a stream the parser may hold, as these options say."""
+        return Limits(max_event=self.max_event_bytes)
 
 
 @attrs.frozen(kw_only=True)
@@ -131,6 +151,8 @@ class _Stream:
     machine: Reconnector
     scope: anyio.CancelScope = attrs.Factory(anyio.CancelScope)
     open: bool = False
+    #: Malformed frames logged on the current connection.
+    malformed: int = 0
 
     @property
     def checkpoint(self) -> str:
@@ -172,6 +194,8 @@ class SSETransport(Transport):
         self._pending: set[str] = set()
         self._to_reconcile: dict[str, str] = {}
         self._reconcile_wake = anyio.Event()
+        self._pacer = Pacer(0.0, burst=_RECONCILERS)
+        self._limits = self.options.limits()
 
     @property
     def reports_every_job(self) -> bool:
@@ -210,9 +234,19 @@ class SSETransport(Transport):
     def _make_client(self, host: TransportHost) -> httpx.AsyncClient:
         timeout = httpx.Timeout(None, connect=self.options.connect_timeout)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=20)
+        # A password in base_url becomes basic auth, as httpx would make it, but out of the
+        # URL, so that httpx's request log does not print it.
+        base_url = httpx.URL(host.base_url)
+        auth = None
+        if base_url.userinfo:
+            auth = httpx.BasicAuth(base_url.username, base_url.password)
+            base_url = base_url.copy_with(username=None, password=None)
+        # Redirects are followed by _open, within one origin: httpx would carry the provider's
+        # headers (an API key in x-api-key, say) to wherever a redirect points.
         headers = {"user-agent": user_agent(), **host.provider.headers()}
-        return httpx.AsyncClient(base_url=host.base_url, headers=headers,
-                                 timeout=timeout, limits=limits, follow_redirects=True)
+        return httpx.AsyncClient(base_url=base_url, headers=headers,
+                                 auth=auth, timeout=timeout, limits=limits,
+                                 follow_redirects=False)
 
     def _start_streams(self, host: TransportHost) -> None:
         if self._scope == "workspace":
@@ -224,8 +258,12 @@ class SSETransport(Transport):
         self._pending.clear()
 
     def _machine(self) -> Reconnector:
+        # Ids are trusted only where the provider says its server resumes from them: ids from
+        # a server that does not replay would skip the reconcile that finds what was missed.
+        resumable = self._require_host().provider.capabilities.stream_event_ids
         return Reconnector(self.options.backoff(), max_failures=self.options.max_failures,
-                           probe_interval=self.options.probe_interval, rng=self._rng)
+                           probe_interval=self.options.probe_interval, rng=self._rng,
+                           resumable=resumable)
 
     def _spawn(self, stream: _Stream) -> None:
         assert self._tg is not None
@@ -258,9 +296,9 @@ class SSETransport(Transport):
         host = self._require_host()
         with stream.scope:
             try:
-                saved = await host.store.get_checkpoint(stream.checkpoint)
-                if saved and not stream.machine.last_event_id:
-                    stream.machine.last_event_id = saved
+                if stream.machine.resumable and not stream.machine.last_event_id:
+                    saved = await host.store.get_checkpoint(stream.checkpoint)
+                    stream.machine.last_event_id = saved or ""
                 await self._stream_loop(stream)
             finally:
                 if self._streams.get(stream.job_id) is stream:
@@ -318,35 +356,55 @@ class SSETransport(Transport):
     # -- one connection -------------------------------------------------------------------
 
     async def _connect(self, stream: _Stream) -> _Ending | None:
-        host, client = self._require_host(), self._client
-        assert client is not None
-        await host.spend()
-        host.count(self.name, "requests")
-        request = client.build_request(
-            stream.request.method, stream.request.path, params=dict(stream.request.params),
-            headers={**stream.request.headers, "accept": "text/event-stream",
-                     "cache-control": "no-store", **stream.machine.request_headers()},
-        )
-        response: httpx.Response | None = None
+        response: httpx.Response | _Ending | None = None
         try:
-            with anyio.move_on_after(self.options.heartbeat_timeout):
-                response = await client.send(request, stream=True)
-            if response is None:
-                return _Ending(cause=Cause.STALLED, error=StreamError(
-                    f"{_where(request)} sent no response headers within "
-                    f"{self.options.heartbeat_timeout:g} s"))
+            response = await self._open(stream)
+            if isinstance(response, _Ending):
+                return response
             refused = await self._check(response)
             if refused is not None:
                 return refused
             return await self._consume(stream, response)
         except httpx.HTTPError as exc:
             cause = Cause.DROPPED if stream.open else Cause.REFUSED
-            return _Ending(cause=cause, error=_network_error(request, exc))
+            return _Ending(cause=cause, error=_network_error(exc))
         finally:
             stream.open = False
-            if response is not None:
-                with anyio.move_on_after(1.0, shield=True):
-                    await response.aclose()
+            if isinstance(response, httpx.Response):
+                await _close(response)
+
+    async def _open(self, stream: _Stream) -> httpx.Response | _Ending:
+        """Send the stream's request, following redirects within its origin.
+
+        Every request, each redirect included, is spent from the budget; a redirect to another
+        origin is not followed, so the provider's credentials go nowhere else.
+        """
+        host, client = self._require_host(), self._client
+        assert client is not None
+        headers = {**stream.request.headers, "accept": "text/event-stream",
+                   "accept-encoding": "gzip, deflate", "cache-control": "no-store",
+                   **stream.machine.request_headers()}
+        request = client.build_request(stream.request.method, stream.request.path,
+                                       params=dict(stream.request.params), headers=headers)
+        for hop in range(_MAX_REDIRECTS + 1):
+            await host.spend()
+            host.count(self.name, "requests")
+            response: httpx.Response | None = None
+            with anyio.move_on_after(self.options.heartbeat_timeout):
+                response = await client.send(request, stream=True, follow_redirects=False)
+            if response is None:
+                return _Ending(cause=Cause.STALLED, error=StreamError(
+                    f"{_where(request)} sent no response headers within "
+                    f"{self.options.heartbeat_timeout:g} s"))
+            if not response.has_redirect_location:
+                return response
+            await _close(response)
+            target = _redirect(response, hop)
+            if isinstance(target, _Ending):
+                return target
+            host.count(self.name, "redirects")
+            request = client.build_request(request.method, target, headers=headers)
+        raise AssertionError("unreachable: _redirect refuses the last hop")
 
     async def _check(self, response: httpx.Response) -> _Ending | None:
         """None if the response is an event stream; else how the attempt ended."""
@@ -370,8 +428,14 @@ class SSETransport(Transport):
         return _Ending(cause=Cause.UNSUPPORTED, error=error)
 
     async def _consume(self, stream: _Stream, response: httpx.Response) -> _Ending | None:
+        try:
+            body = BodyDecoder(response.headers.get("content-encoding", ""), self._limits)
+        except StreamError as exc:
+            return _Ending(cause=Cause.UNSUPPORTED,
+                           error=StreamError(f"{_where(response.request)}: {exc}"))
         host = self._require_host()
         stream.open = True
+        stream.malformed = 0
         host.count(self.name, "streams_opened")
         opened = stream.machine.opened()
         if opened.recovered:
@@ -380,59 +444,82 @@ class SSETransport(Transport):
         if opened.reconcile:
             reason = "sse reconnect" if opened.reconnected else "sse start"
             self._reconcile(self._jobs_of(stream), reason)
-        return await self._read(stream, response)
+        return await self._read(stream, response, body)
 
-    async def _read(self, stream: _Stream, response: httpx.Response) -> _Ending | None:
+    async def _read(self, stream: _Stream, response: httpx.Response,
+                    body: BodyDecoder) -> _Ending | None:
         """Read frames until the stream ends; None if it ended after a job's terminal frame.
 
         The loop never leaves the body iterator early (no ``break``, no cancellation outside
         it): httpx's nested async generators are only finalized cleanly when they run out or
         raise, so a stream ends by the server closing it, a network error, or a cancellation
-        (the watchdog, ``unwatch``) that strikes while the iterator waits for bytes.
+        (the watchdog, ``stop`` after a broken bound, ``unwatch``) that strikes while the
+        iterator waits for bytes. Between pieces of a large read the loop yields, shielded.
         """
         timeout = self.options.heartbeat_timeout
-        lines, frames = SSELineDecoder(), SSEDecoder()
-        decode = self._require_host().provider.decode_stream_event
-        machine, job_id = stream.machine, stream.job_id
-        ids = finished = False
-        with anyio.CancelScope(deadline=_now() + timeout) as watchdog:
-            async for text in response.aiter_text():
+        parser = FrameParser(self._limits)
+        machine = stream.machine
+        violation: StreamError | None = None
+        finished = False
+        with anyio.CancelScope(deadline=_now() + timeout) as watchdog, \
+                anyio.CancelScope() as stop:
+            async for raw in response.aiter_raw():
+                if stop.cancel_called:
+                    continue  # what was already buffered, after a broken bound
                 watchdog.deadline = _now() + timeout
                 machine.received()
-                # The frames of one read go to the pipeline together, as one batch.
-                events: list[JobEvent] = []
-                position = machine.last_event_id
-                for line in lines.decode(text):
-                    if not ids and (line.startswith("id:") or line == "id"):
-                        ids = True
-                    sse = frames.decode(line)
-                    if sse is None:
-                        continue
-                    # httpx-sse reports "" when no id was seen; only a connection that carried
-                    # `id:` lines may change the id (an empty one clears it, as WHATWG says).
-                    if ids or sse.retry is not None:
-                        machine.event(event_id=sse.id if ids else None, retry_ms=sse.retry)
-                    if not sse.data:
-                        continue  # WHATWG: a frame without data dispatches nothing
-                    name = sse.event or "message"
-                    try:
-                        events += decode(job_id, name, sse.data, source=self.name)
-                    except DecodeError as exc:
-                        self._malformed(stream, name, exc)
-                if events or position != machine.last_event_id:
-                    batch = _Batch(events, stream.checkpoint,
-                                   machine.last_event_id if ids else None)
-                    finished = finished or (stream.job_id is not None
-                                            and any(e.terminal for e in events))
-                    await self._enqueue(batch, watchdog)
+                try:
+                    for index, piece in enumerate(body.decode(raw)):
+                        if index:
+                            await _yield()
+                        frames = parser.feed(piece)
+                        if frames and await self._frames(stream, frames, watchdog):
+                            finished = True
+                        if parser.error is not None:
+                            raise parser.error
+                except StreamError as exc:
+                    violation = exc
+                    stop.cancel()  # lands in the iterator's next wait for bytes
         if finished:
             return None
+        if violation is not None:
+            self._require_host().count(self.name, "oversized")
+            return _Ending(cause=Cause.VIOLATED, error=StreamError(
+                f"{_where(response.request)}: {violation}"))
         if watchdog.cancelled_caught:
             self._require_host().count(self.name, "stalls")
             return _Ending(cause=Cause.STALLED, error=StreamError(
                 f"{_where(response.request)}: no byte for {timeout:g} s (heartbeat timeout)"))
         return _Ending(cause=Cause.CLOSED, error=StreamError(
             f"{_where(response.request)}: the server closed the stream"))
+
+    async def _frames(self, stream: _Stream, frames: Sequence[Frame],
+                      watchdog: anyio.CancelScope) -> bool:
+        """Decode frames and queue their events, a batch per group; True after a terminal
+        frame of a job's own stream."""
+        decode = self._require_host().provider.decode_stream_event
+        machine, job_id, finished = stream.machine, stream.job_id, False
+        for start in range(0, len(frames), _YIELD_EVERY):
+            if start:
+                await _yield()
+            events: list[JobEvent] = []
+            position = machine.last_event_id
+            group = frames if len(frames) <= _YIELD_EVERY else frames[start:start + _YIELD_EVERY]
+            for frame in group:
+                if frame.id is not None or frame.retry is not None:
+                    machine.event(event_id=frame.id, retry_ms=frame.retry)
+                if not frame.data:
+                    continue  # a frame without data delivers nothing
+                try:
+                    events += decode(job_id, frame.event, frame.data, source=self.name)
+                except DecodeError as exc:
+                    self._malformed(stream, frame.event, exc)
+            if events or position != machine.last_event_id:
+                if job_id is not None and any(e.terminal for e in events):
+                    finished = True
+                checkpoint = machine.last_event_id if machine.resumable else None
+                await self._enqueue(_Batch(events, stream.checkpoint, checkpoint), watchdog)
+        return finished
 
     async def _enqueue(self, batch: _Batch, watchdog: anyio.CancelScope) -> None:
         send = self._require_send()
@@ -454,9 +541,15 @@ class SSETransport(Transport):
             pass
 
     def _malformed(self, stream: _Stream, name: str, error: DecodeError) -> None:
-        """A frame the provider could not decode is dropped: counted and logged."""
+        """A frame the provider could not decode is dropped: counted, and logged up to a
+        bound per connection (a server sending nothing else must not flood the log)."""
         self._require_host().count(self.name, "malformed")
-        log.warning("%s: dropped a malformed %r frame: %s", stream.label, name, error)
+        stream.malformed += 1
+        if stream.malformed <= _MALFORMED_LOGGED:
+            more = ("; further malformed frames on this connection are only counted"
+                    if stream.malformed == _MALFORMED_LOGGED else "")
+            log.warning("%s: dropped a malformed %r frame: %s%s", stream.label, name[:80],
+                        error, more)
 
     # -- delivery and reconciliation ------------------------------------------------------
 
@@ -486,13 +579,20 @@ class SSETransport(Transport):
             self._reconcile_wake.set()
 
     async def _reconciler(self) -> None:
-        """One of a few workers that poll the jobs queued by ``_reconcile``, oldest first."""
+        """One of a few workers that poll the jobs queued by ``_reconcile``, oldest first,
+        paced at the budget's rate (a job queued again meanwhile is polled once)."""
         host = self._require_host()
         while True:
             while not self._to_reconcile:
                 if self._reconcile_wake.is_set():
                     self._reconcile_wake = anyio.Event()
                 await self._reconcile_wake.wait()
+            self._pacer.interval = _pace(host.budget)  # the API may have lowered the budget
+            wait = self._pacer.delay(_now())
+            if wait > 0:
+                await anyio.sleep(wait)
+                continue  # another worker may have taken the turn, or the queue emptied
+            self._pacer.take(_now())
             job_id = next(iter(self._to_reconcile))
             reason = self._to_reconcile.pop(job_id)
             if job_id in host.watched():
@@ -539,16 +639,93 @@ def _pick_scope(wanted: Literal["job", "workspace"], caps: Capabilities,
     )
 
 
+def _pace(budget: object) -> float:
+    """Seconds between reconcile polls: the budget's sustained rate (0 = a host without one)."""
+    rate = getattr(budget, "rate", None)
+    if isinstance(rate, int | float) and rate > 0:
+        return 1.0 / rate
+    return 0.0
+
+
 def _where(request: httpx.Request) -> str:
-    return f"GET {request.url.copy_with(query=None)}"
+    return f"GET {redact_url(str(request.url.copy_with(query=None)))}"
 
 
-def _network_error(request: httpx.Request, exc: httpx.HTTPError) -> NetworkError:
-    error = NetworkError(f"{_where(request)} failed: {type(exc).__name__}: {exc}")
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
+def _redirect(response: httpx.Response, hop: int) -> httpx.URL | _Ending:
+    """Where a redirect may be followed, or why not."""
+    request, status = response.request, response.status_code
+    try:
+        target = request.url.join(response.headers["location"])
+    except (httpx.InvalidURL, ValueError):
+        return _Ending(cause=Cause.UNSUPPORTED, error=StreamError(
+            f"{_where(request)} answered {status} with a Location that is not a URL"))
+    if _origin(target) != _origin(request.url):
+        shown = redact_url(str(target.copy_with(path="/", query=None, fragment=None)))
+        return _Ending(cause=Cause.UNSUPPORTED, error=StreamError(
+            f"{_where(request)} answered {status}, redirecting to another origin ({shown}); "
+            f"jobwatch sends credentials only to the origin it is configured with and does "
+            f"not follow: set base_url to the API's own origin"))
+    if hop >= _MAX_REDIRECTS:
+        return _Ending(cause=Cause.UNSUPPORTED, error=StreamError(
+            f"{_where(request)} answered {status} after {_MAX_REDIRECTS} redirects; jobwatch "
+            f"follows no more (a redirect loop?)"))
+    return target
+
+
+def _network_error(exc: httpx.HTTPError) -> NetworkError:
+    try:
+        url = exc.request.url
+    except RuntimeError:  # an error raised before a request existed
+        return NetworkError(f"the stream failed: {type(exc).__name__}")
+    text = describe_http_error(exc).partition(": ")[2]
+    if url.password:
+        text = text.replace(str(url), redact_url(str(url))).replace(url.password, "***")
+    error = NetworkError(f"GET {redact_url(str(url.copy_with(query=None)))} failed: "
+                         f"{type(exc).__name__}: {text}")
     error.__cause__ = exc
     return error
 
 
+async def _yield() -> None:
+    """Give the event loop a turn in the middle of a read; shielded, so that a cancellation
+    waits for the body iterator (see ``SSETransport._read``)."""
+    with anyio.CancelScope(shield=True):
+        await anyio.lowlevel.checkpoint()
+
+
+async def _close(response: httpx.Response) -> None:
+    with anyio.move_on_after(1.0, shield=True):
+        await response.aclose()
+
+
 async def _error_response(response: httpx.Response) -> Response:
-    body = await response.aread()  # an error envelope: small, and read to its end
+    body = await _read_bounded(response, _ERROR_BODY)  # an error envelope: small
     return Response(status=response.status_code, headers=dict(response.headers), body=body)
+
+
+async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
+    """At most ``limit`` decoded bytes of the body; a server may not fill memory with an
+    error answer either. The iterator is ended by a cancellation, as in ``_read``."""
+    try:
+        decoder = BodyDecoder(response.headers.get("content-encoding", ""),
+                              Limits(max_event=limit))
+    except StreamError:
+        return b""
+    body = bytearray()
+    with anyio.CancelScope() as stop:
+        async for raw in response.aiter_raw():
+            if stop.cancel_called:
+                continue
+            try:
+                for piece in decoder.decode(raw):
+                    body += piece[:limit - len(body)]
+                    if len(body) >= limit:
+                        stop.cancel()
+                        break
+            except StreamError:
+                stop.cancel()
+    return bytes(body)

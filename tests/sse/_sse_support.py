@@ -1,20 +1,26 @@
-"""A small scriptable SSE server for the SSE transport's tests, served on a loopback port.
+"""Scriptable SSE servers for the SSE transport's tests, served on loopback ports.
 
 ``FakeReader`` speaks just enough of Reader's API: ``GET /v1/jobs/{id}`` (the snapshot the
 test set), ``GET /v1/jobs/{id}/stream`` and ``GET /v1/events``. Unlike Reader (and unlike the
 simulator) it can send ``id:`` and ``retry:`` fields and replay from ``Last-Event-ID``, drop
 every connection after a few frames, or refuse the stream (404, 405, text/html, 401).
+``Hostile`` serves whatever stream answer a test writes; ``hostile_process`` runs the streams of
+``_hostile_server.py`` in a child process, for tests that measure their own memory.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
 import attrs
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from jobwatch.transports._serve import lifespan, serve_app
 
@@ -182,3 +188,79 @@ async def serving(app: Any) -> AsyncIterator[str]:
             yield url
         finally:
             tg.cancel_scope.cancel()
+
+
+Respond = Callable[[Scope, Send], Awaitable[None]]
+HOSTILE_SERVER = Path(__file__).resolve().parent / "_hostile_server.py"
+
+
+@attrs.define
+class Hostile:
+    """A loopback server whose stream answer the test writes: ``respond(scope, send)`` serves
+    every stream path (``/v1/events``, ``/v1/jobs/{id}/stream`` and any other path that is not
+    a job), and is cancelled when the client goes away. ``GET /v1/jobs/{id}`` answers a
+    processing snapshot, counted in ``polls`` with its time in ``poll_times``; ``requests``
+    records the path and headers of every request.
+    """
+
+    respond: Respond
+    requests: list[tuple[str, dict[str, str]]] = attrs.Factory(list)
+    polls: dict[str, int] = attrs.Factory(dict)
+    poll_times: list[float] = attrs.Factory(list)
+    stream_opens: list[float] = attrs.Factory(list)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+            return
+        path: str = scope["path"]
+        self.requests.append((path, {k.decode().lower(): v.decode()
+                                     for k, v in scope["headers"]}))
+        parts = path.split("/")
+        if len(parts) == 4 and parts[:3] == ["", "v1", "jobs"]:
+            self.polls[parts[3]] = self.polls.get(parts[3], 0) + 1
+            self.poll_times.append(anyio.current_time())
+            await FakeReader(snapshots={parts[3]: {"status": "processing", "completed": 0,
+                                                   "total": 9}})._poll(parts[3], send)
+            return
+        self.stream_opens.append(anyio.current_time())
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+            await self.respond(scope, send)
+            tg.cancel_scope.cancel()
+
+
+async def start_stream(send: Send, *, encoding: bytes | None = None) -> None:
+    """Begin a 200 text/event-stream answer, with a Content-Encoding if given."""
+    headers = [(b"content-type", b"text/event-stream")]
+    if encoding is not None:
+        headers.append((b"content-encoding", encoding))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+
+async def write(send: Send, data: bytes, *, more: bool = True) -> None:
+    """Write a piece of the body (the last one with ``more=False``)."""
+    await send({"type": "http.response.body", "body": data, "more_body": more})
+
+
+async def redirect(send: Send, status: int, location: str) -> None:
+    """Answer a redirect to ``location``."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"location", location.encode()), (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@asynccontextmanager
+async def hostile_process() -> AsyncIterator[str]:
+    """Run ``_hostile_server.py`` in a child process; yield its URL."""
+    process = await anyio.open_process([sys.executable, str(HOSTILE_SERVER)],
+                                       stderr=subprocess.DEVNULL)
+    try:
+        assert process.stdout is not None
+        with anyio.fail_after(30):
+            url = (await BufferedByteReceiveStream(process.stdout).receive_until(b"\n", 200))
+        yield url.decode().strip()
+    finally:
+        process.kill()
+        with anyio.move_on_after(10, shield=True):
+            await process.wait()

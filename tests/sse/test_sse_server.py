@@ -81,7 +81,7 @@ async def until(condition: Any, limit: float = 10.0) -> None:
 
 async def test_a_server_with_ids_is_resumed_with_last_event_id_and_not_polled() -> None:
     server = FakeReader(snapshots={JOB: {"status": "processing", "completed": 0, "total": 50}},
-                        drop_after=4, retry_ms=30)
+                        drop_after=4)
     async with serving(server) as url:
         cfg = config(url, scope="workspace")
         seen = Seen()
@@ -111,8 +111,6 @@ async def test_a_server_with_ids_is_resumed_with_last_event_id_and_not_polled() 
     # and the stream's first connection).
     assert server.polls.get(JOB, 0) <= 2
     assert checkpoint == "50"
-    gaps = [b - a for a, b in zip(server.stream_opens, server.stream_opens[1:], strict=False)]
-    assert min(gaps) >= 0.03 - 0.005, "retry: 30 ms was not honoured"
 
 
 async def test_a_restarted_process_resumes_from_its_checkpoint() -> None:
@@ -146,14 +144,12 @@ async def test_a_server_without_ids_gets_one_poll_per_job_after_each_reconnect()
         async with watcher(cfg) as w:
             w.subscribe(seen)
             sub = w.subscribe(lambda e: None, job_id=JOB)
-            await until(lambda: len(server.stream_opens) == 1)
-            frames(1, 2, 3)  # the connection drops instead of sending 3
-            await until(lambda: len(server.stream_opens) == 2)
-            polls = server.polls[JOB]
-            # The job finishes while the terminal frame is lost in the next drop; the
-            # reconcile poll after the reconnect finds it.
+            await until(lambda: len(server.stream_opens) == 1 and server.polls.get(JOB) == 1)
+            polls = server.polls[JOB]  # the stream's first connection reconciled
+            # The job finishes while its terminal frame is lost: the connection drops
+            # instead of sending 3, and the reconcile poll after the reconnect finds it.
             server.snapshots[JOB] = {"status": "completed", "completed": 9, "total": 9}
-            frames(4, 5, 6)
+            frames(1, 2, 3)
             with anyio.fail_after(10):
                 final = await w.wait(JOB)
             sub.cancel()
