@@ -7,13 +7,15 @@ from typing import Any
 
 from ._errors import ConfigError, PluginError
 
-__all__ = ["GROUPS", "base", "installed", "load"]
+__all__ = ["GROUPS", "TABLES", "base", "installed", "load"]
 
 GROUPS = {
     "transport": "jobwatch.transports",
     "provider": "jobwatch.providers",
     "store": "jobwatch.stores",
 }
+#: Tables read by jobwatch itself rather than by a plugin.
+TABLES = ("dashboard",)
 #: Webhook signature schemes are chosen by ``[jobwatch.webhook] scheme`` and read no table of
 #: their own, so they are not in GROUPS (whose names are also the names of tables).
 _KINDS = {**GROUPS, "scheme": "jobwatch.schemes"}
