@@ -65,7 +65,9 @@ class Pipeline:
     called when a pushed event contradicts a finished run (one confirming poll is wanted);
     ``on_final(job_id)`` when a run's terminal event is delivered. Deliveries wait for
     :attr:`ready` (the Watcher replays its inbox first). ``events_in``, ``events_out`` and
-    ``dropped`` (by reason) count what went through.
+    ``dropped`` (by reason) count what went through. Each of ``observers`` is called with
+    every event, as ``(event, None)`` just before it is dispatched and as ``(event, reason)``
+    when it is dropped; it must return at once (it runs on the path of every event).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class Pipeline:
         self.events_in = 0
         self.events_out = 0
         self.dropped: dict[str, int] = defaultdict(int)
+        self.observers: list[Callable[[JobEvent, str | None], None]] = []
         self._dispatch = dispatch
         self._on_check = on_check
         self._on_final = on_final
@@ -151,7 +154,7 @@ class Pipeline:
             record.started = False
         elif event.kind is _STARTED and record.started and event.attempt is None:
             # (A `started` of a numbered attempt may begin a new run: the guard decides.)
-            self.dropped["duplicate"] += 1
+            self._dropped(event, "duplicate")
             return
         verdict = await self.store.record(
             job_id, functools.partial(decide, event=event, authoritative=authoritative),
@@ -166,7 +169,7 @@ class Pipeline:
             record.started = True
         delivered = verdict.event
         if delivered is None:
-            self.dropped[verdict.dropped or "dropped"] += 1
+            self._dropped(event, verdict.dropped or "dropped")
             return
         self.events_out += 1
         if delivered.terminal and job_id is not None:
@@ -175,7 +178,17 @@ class Pipeline:
             self._on_final(job_id)
         elif record.final is not None and not delivered.kind.carries_data:
             record.final = None  # a new run began
+        self.notify(delivered)
         await self._dispatch(delivered)
+
+    def _dropped(self, event: JobEvent, reason: str) -> None:
+        self.dropped[reason] += 1
+        self.notify(event, reason)
+
+    def notify(self, event: JobEvent, dropped: str | None = None) -> None:
+        """Tell the observers of ``event``: dispatched (``dropped`` None), or dropped and why."""
+        for observer in self.observers:
+            observer(event, dropped)
 
 
 def _fresh(record: JobRecord, as_of: float | None) -> bool:

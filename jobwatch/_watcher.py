@@ -238,6 +238,7 @@ class Watcher:
         # Deliveries wait for the gate, so nothing new is recorded while the inbox replays.
         for event in await self.store.pending():
             self._totals["replayed"] += 1
+            self._pipeline.notify(event)
             await self._dispatcher.dispatch(event)
         self._pipeline.ready.set()
         for job_id in self._inherited:
@@ -378,6 +379,13 @@ class Watcher:
             "asgi_app() needs the webhook transport; set transport = \"webhook\" (or a list "
             "with it) and configure [jobwatch.webhook]"
         )
+
+    def dashboard_app(self) -> Any:
+        """The live dashboard of every job this Watcher sees, and ``GET /events``, its
+        dispatched events as an SSE relay: an ASGI app to mount in your own server."""
+        from ._dashboard import DashboardApp
+
+        return DashboardApp.for_watcher(self)
 
     def bound_url(self, transport: str) -> str:
         """The address a receiving transport (``webhook``) listens on, once started."""

@@ -1,0 +1,957 @@
+"""The live dashboard and SSE relay of a Watcher (DESIGN §11).
+
+:class:`Relay` is the sans-I/O core. It numbers the events the Watcher dispatches and keeps
+them, encoded once as SSE frames, in a bounded ring for ``Last-Event-ID`` resume; it keeps the
+table of jobs and each job's timeline (its events, and what the pipeline dropped); and
+:meth:`Relay.take` says what a client is due next: the frames after its position, or a
+``snapshot`` of the table when it is new, resumes from too far back, or could not keep up.
+Clients share the ring: a slow client holds a position, not a queue, so it costs no memory
+and never slows the Watcher or the other clients.
+
+:class:`DashboardApp` is the ASGI shell (the page and its assets, ``GET /events``,
+``GET /jobs``, ``GET /job``, ``GET /dead-letters``, the login and the token check), and
+:func:`serve_dashboard` runs a Watcher with its dashboard (``jobwatch dashboard``).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import math
+import secrets
+import signal
+import sys
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import anyio
+import attrs
+from anyio.abc import TaskStatus
+
+from ._config import Config, Secret
+from ._errors import ConfigError, JobwatchError
+from ._events import JobEvent
+
+if TYPE_CHECKING:
+    from ._watcher import Watcher
+
+__all__ = ["DashboardApp", "DashboardOptions", "Relay", "Scrubber", "serve_dashboard"]
+
+log = logging.getLogger("jobwatch.dashboard")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: The shortest token accepted: a shorter one could be guessed.
+MIN_TOKEN = 16
+#: Seconds between ``: ping`` comments on an idle stream (proxies close silent connections).
+PING_INTERVAL = 15.0
+#: Seconds between ``stats`` events to a client that asked for them.
+STATS_INTERVAL = 1.0
+#: What the browser waits before reconnecting (the SSE ``retry:`` field), in milliseconds.
+RETRY_MS = 1000
+#: The most bytes sent to one client in one write; a longer backlog goes in several.
+MAX_WRITE = 256 * 1024
+COOKIE = "jobwatch_dashboard"
+
+_TERMINAL = frozenset({"completed", "failed", "cancelled"})
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class DashboardOptions:
+    """``[jobwatch.dashboard]``: who may look, where ``jobwatch dashboard`` listens, and the
+    relay's bounds.
+
+    Attributes:
+        token: required to see anything when set (a bearer header, or the login form's
+            cookie); required to listen anywhere but loopback. At least 16 characters.
+        listen: where ``jobwatch dashboard`` serves (``--listen`` overrides it).
+        certfile, keyfile: serve HTTPS (then the login cookie is ``Secure``).
+        follow: watch every job the dashboard sees until it ends, so that the safety net
+            and reconciliation cover it (a cancellation no stream reports shows up).
+        buffer: events kept for ``Last-Event-ID`` resume.
+        client_queue: events that may arrive while one write to a client is under way;
+            past it that client is resynced with a snapshot.
+        jobs: jobs kept in the table (the oldest finished ones leave first).
+        timeline: entries kept per job.
+        flush_interval: seconds a busy client's events are gathered into one write.
+        send_timeout: seconds a write may take before the client is taken as stuck and
+            disconnected (it reconnects and resumes).
+    """
+
+    token: Secret | None = None
+    listen: str = "127.0.0.1:8788"
+    certfile: str | None = None
+    keyfile: str | None = None
+    follow: bool = True
+    buffer: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
+    client_queue: int = attrs.field(default=1_000, validator=attrs.validators.ge(1))
+    jobs: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
+    timeline: int = attrs.field(default=200, validator=attrs.validators.ge(1))
+    flush_interval: float = attrs.field(default=0.05, validator=attrs.validators.ge(0))
+    send_timeout: float = attrs.field(default=30.0, validator=_positive)
+
+    @classmethod
+    def from_config(cls, config: Config) -> DashboardOptions:
+        """The options of ``config``'s ``[jobwatch.dashboard]``; ConfigError when wrong."""
+        options = config.options("dashboard", cls)
+        token = options.token
+        if token is not None and len(token.reveal()) < MIN_TOKEN:
+            raise ConfigError(
+                f"[jobwatch.dashboard] token must be at least {MIN_TOKEN} characters long; "
+                "generate one with python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        return options
+
+
+def check_exposure(host: str, options: DashboardOptions) -> None:
+    """Refuse (ConfigError) to serve the dashboard beyond this machine without a token."""
+    if options.token is None and not is_loopback(host):
+        raise ConfigError(
+            f"the dashboard would listen on {host}, which other machines can reach, and "
+            "[jobwatch.dashboard] token is not set: set token = \"${JOBWATCH_DASHBOARD_TOKEN}\" "
+            "(at least 16 characters), or listen on 127.0.0.1")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) names this machine only."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# -- secrets -------------------------------------------------------------------------------
+
+_SECRET_NAMES = ("secret", "secrets", "token", "password", "passwd", "apikey", "authorization",
+                 "signature", "credential", "credentials", "cookie", "privatekey")
+#: Secrets shorter than this are removed where a whole value equals them, not inside text.
+_MIN_SCRUB = 4
+REDACTED = "***"
+
+
+def secret_name(name: str) -> bool:
+    """Whether a key named ``name`` holds a secret (``api_key``, ``webhookSecret``, ...)."""
+    flat = name.lower().replace("_", "").replace("-", "")
+    return flat.endswith(_SECRET_NAMES)
+
+
+class Scrubber:
+    """Removes secrets from what the dashboard shows: every occurrence of a known secret's
+    value in any text, and the value of any payload key named like a secret."""
+
+    def __init__(self, values: Iterable[str]) -> None:
+        known = {v for v in values if v}
+        self._long = sorted((v for v in known if len(v) >= _MIN_SCRUB), key=len, reverse=True)
+        self._short = frozenset(v for v in known if len(v) < _MIN_SCRUB)
+
+    @classmethod
+    def for_config(cls, config: Config) -> Scrubber:
+        """A scrubber of every secret in ``config``: the API key, webhook secrets, the
+        dashboard's token, and any value under a key named like a secret."""
+        found: list[str] = []
+        if config.api_key is not None:
+            found.append(config.api_key.reveal())
+
+        def walk(value: Any, name: str) -> None:
+            if isinstance(value, Secret):
+                found.append(value.reveal())
+            elif isinstance(value, str):
+                if secret_name(name):
+                    found.append(value)
+            elif isinstance(value, Mapping):
+                for key, item in value.items():
+                    walk(item, str(key))
+            elif isinstance(value, list | tuple):
+                for item in value:
+                    walk(item, name)
+
+        walk(config.tables, "")
+        return cls(found)
+
+    def text(self, value: str) -> str:
+        if value in self._short:
+            return REDACTED
+        for secret in self._long:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+
+    def payload(self, value: Any) -> Any:
+        """A JSON-ready copy of ``value`` without secrets."""
+        if isinstance(value, str):
+            return self.text(value) if self._long or self._short else value
+        if isinstance(value, Mapping):
+            return {str(k): REDACTED if secret_name(str(k)) else self.payload(v)
+                    for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.payload(item) for item in value]
+        return value
+
+    def event(self, event: JobEvent) -> dict[str, Any]:
+        """The event's JSON form (DESIGN §7) without secrets."""
+        body = event.to_dict()
+        for name in ("job_id", "key", "error"):
+            if body[name] is not None:
+                body[name] = self.payload(body[name])
+        body["data"] = self.payload(event.data)
+        return body
+
+
+# -- the relay (sans-I/O) -------------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class Client:
+    """One ``/events`` connection: the id of the last event it was sent (None: it is due a
+    snapshot), the last event when it resumed, when it was last written to, and since when
+    a write to it is pending."""
+
+    position: int | None
+    resumed_at: int = 0
+    flushed_at: float = -math.inf
+    writing_since: float | None = None
+
+
+@attrs.define(eq=False)
+class _Row:
+    job_id: str
+    first_seen: float
+    source: str
+    timeline: deque[dict[str, Any]]
+    status: str | None = None
+    kind: str | None = None
+    completed: int | None = None
+    total: int | None = None
+    error: str | None = None
+    attempt: int | None = None
+    updated: float = 0.0
+    events: int = 0
+    dropped: int = 0
+    page_errors: int = 0
+    follow: Any = None  # what keeps the job watched (cancel() ends it)
+    drops: dict[tuple[str, str, str], dict[str, Any]] = attrs.Factory(dict)
+
+    def apply(self, body: Mapping[str, Any], now: float) -> None:
+        kind = body["kind"]
+        if body["status"] is not None:
+            self.status = body["status"]
+        elif kind in _TERMINAL:
+            self.status = kind
+        if self.status not in _TERMINAL:
+            self.error = None  # running again: a new run
+        if body["completed"] is not None:
+            self.completed = body["completed"]
+        if body["total"] is not None:
+            self.total = body["total"]
+        if body["attempt"] is not None:
+            self.attempt = body["attempt"]
+        if kind == "failed":
+            self.error = body["error"] or "failed"
+        elif kind == "page_failed":
+            self.page_errors += 1
+        self.kind = kind
+        self.updated = now
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id, "status": self.status, "kind": self.kind,
+            "completed": self.completed, "total": self.total, "source": self.source,
+            "error": self.error, "attempt": self.attempt, "events": self.events,
+            "dropped": self.dropped, "page_errors": self.page_errors,
+            "age": round(now - self.first_seen, 3), "idle": round(now - self.updated, 3),
+        }
+
+
+class Relay:
+    """The table of jobs and the numbered frames of the Watcher's events, for many clients.
+
+    ``observe(event, dropped)`` takes each event the Watcher dispatches (``dropped`` None)
+    or drops (``dropped`` the reason), and returns at once. Event ids are ``EPOCH-N``: a
+    client that resumes with an id of another epoch (the process restarted) or older than
+    the ring gets a snapshot. ``follow(job_id)``, when given, is called for each new job that
+    has not ended and returns a handle whose ``cancel()`` is called when it ends or leaves
+    the table.
+    """
+
+    def __init__(
+        self,
+        *,
+        scrubber: Scrubber | None = None,
+        buffer: int = 10_000,
+        client_queue: int = 1_000,
+        jobs: int = 10_000,
+        timeline: int = 200,
+        epoch: str | None = None,
+        clock: Callable[[], float] = anyio.current_time,
+        follow: Callable[[str], Any] | None = None,
+    ) -> None:
+        self.epoch = epoch or secrets.token_hex(4)
+        self.scrubber = scrubber or Scrubber(())
+        self.seq = 0
+        self.client_queue = client_queue
+        self.clients: set[Client] = set()
+        self.counts = {"snapshots": 0, "resumed": 0, "resyncs": 0, "stuck": 0}
+        self.notice: dict[str, Any] | None = None
+        self.closed = False
+        self._ring: list[bytes] = [b""] * buffer
+        self._jobs: OrderedDict[str, _Row] = OrderedDict()
+        self._max_jobs = jobs
+        self._timeline = timeline
+        self._clock = clock
+        self._follow = follow
+        self._changed: anyio.Event | None = None
+        self._version = 0
+        self._snapshot: tuple[tuple[int, int], float, bytes] | None = None
+
+    # -- what comes in ---------------------------------------------------------------------
+
+    def observe(self, event: JobEvent, dropped: str | None) -> None:
+        """Take an event the Watcher dispatched (``dropped`` None) or dropped."""
+        if dropped is None:
+            self.publish(event)
+        else:
+            self.dropped(event, dropped)
+
+    def publish(self, event: JobEvent) -> None:
+        """Number, encode and keep a dispatched event, and wake the clients."""
+        body = self.scrubber.event(event)
+        self.seq += 1
+        ident = f"{self.epoch}-{self.seq}"
+        self._ring[(self.seq - 1) % len(self._ring)] = (
+            f"id: {ident}\ndata: {_encode(body)}\n\n".encode())
+        if body["job_id"] is None:
+            self.notice = body
+        else:
+            self._note(body, ident)
+        self._version += 1
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def _note(self, body: dict[str, Any], ident: str) -> None:
+        now = self._clock()
+        row = self._jobs.get(body["job_id"])
+        if row is None:
+            row = self._add(body, now)
+        row.apply(body, now)
+        row.events += 1
+        row.timeline.append(_entry(body, now - row.first_seen, ident=ident))
+        if row.status in _TERMINAL and row.follow is not None:
+            _cancel(row)
+
+    def _add(self, body: Mapping[str, Any], now: float) -> _Row:
+        job_id = body["job_id"]
+        row = _Row(job_id, now, body["source"], deque(maxlen=self._timeline))
+        self._jobs[job_id] = row
+        if self._follow is not None and body["kind"] not in _TERMINAL:
+            row.follow = self._follow(job_id)
+        if len(self._jobs) > self._max_jobs:
+            self._evict()
+        return row
+
+    def _evict(self) -> None:
+        # The oldest finished job leaves; among the first hundred none has finished: the
+        # oldest one does.
+        victim = next(iter(self._jobs))
+        for _, (job_id, row) in zip(range(100), self._jobs.items(), strict=False):
+            if row.status in _TERMINAL:
+                victim = job_id
+                break
+        _cancel(self._jobs.pop(victim))
+
+    def dropped(self, event: JobEvent, reason: str) -> None:
+        """Note an event the pipeline dropped in its job's timeline."""
+        if event.job_id is None:
+            return
+        row = self._jobs.get(self.scrubber.text(event.job_id))
+        if row is None:
+            if reason != "duplicate":
+                return  # a stale event says nothing of where the job is now
+            # A duplicate states what was true of the job: enough to show a job this process
+            # has not seen delivered (it restarted, and reconciliation polled it).
+            body = self.scrubber.event(event)
+            row = self._add(body, self._clock())
+            row.apply(body, row.first_seen)
+        row.dropped += 1
+        self._version += 1
+        at = round(self._clock() - row.first_seen, 3)
+        # A stream repeats some facts with every frame: each is said once, with a count.
+        same = (event.key, reason, event.source)
+        entry = row.drops.get(same)
+        if entry is not None:
+            entry["count"] += 1
+            entry["last"] = at
+            return
+        if len(row.drops) >= self._timeline:
+            row.drops.clear()
+        entry = row.drops[same] = _entry(self.scrubber.event(event), at, dropped=reason)
+        row.timeline.append(entry)
+
+    # -- what goes out -----------------------------------------------------------------------
+
+    def connect(self, last_event_id: str | None) -> Client:
+        """A new client, resuming after ``last_event_id`` when the ring still holds what
+        followed it (else it is due a snapshot)."""
+        position = self._position(last_event_id) if last_event_id else None
+        if position is not None:
+            self.counts["resumed"] += 1
+        client = Client(position, resumed_at=self.seq)
+        self.clients.add(client)
+        return client
+
+    def disconnect(self, client: Client) -> None:
+        self.clients.discard(client)
+
+    def _position(self, last_event_id: str) -> int | None:
+        epoch, _, number = last_event_id.strip().rpartition("-")
+        if epoch != self.epoch or not number.isdigit():
+            return None
+        position = int(number)
+        return position if self.seq - len(self._ring) <= position <= self.seq else None
+
+    def due(self, client: Client) -> bool:
+        """Whether ``client`` has something to be sent."""
+        return client.position is None or client.position < self.seq
+
+    def take(self, client: Client, *, max_bytes: int = MAX_WRITE) -> bytes:
+        """The next write for ``client`` (b"" when it is up to date), moving its position."""
+        if client.position is not None and client.position < self.seq - len(self._ring):
+            self.counts["resyncs"] += 1  # what it missed has left the ring
+            client.position = None
+        if client.position is None:
+            client.position = self.seq
+            self.counts["snapshots"] += 1
+            return self.snapshot_frame()
+        frames = self._slice(client.position, self.seq)
+        total = 0
+        for n, frame in enumerate(frames):
+            total += len(frame)
+            if total >= max_bytes:
+                frames = frames[:n + 1]
+                break
+        client.position += len(frames)
+        return b"".join(frames)
+
+    def sent(self, client: Client) -> None:
+        """A write to ``client`` finished. A client more than ``client_queue`` events behind
+        (not counting the backlog it resumed with) cannot keep up: it is resynced with a
+        snapshot rather than sent the backlog."""
+        if client.position is None:
+            return
+        if self.seq - max(client.position, client.resumed_at) > self.client_queue:
+            self.counts["resyncs"] += 1
+            client.position = None
+
+    def _slice(self, after: int, upto: int) -> list[bytes]:
+        ring, size = self._ring, len(self._ring)
+        if upto <= after:
+            return []
+        start, end = after % size, upto % size
+        if upto - after == size or start >= end:
+            return ring[start:] + ring[:end]
+        return ring[start:end]
+
+    def changed(self) -> anyio.Event:
+        """An event set at the next publish."""
+        if self._changed is None:
+            self._changed = anyio.Event()
+        return self._changed
+
+    def close(self) -> None:
+        """Ask every client's stream to end (the server is stopping)."""
+        self.closed = True
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    # -- the table -------------------------------------------------------------------------
+
+    def last_event_id(self) -> str:
+        return f"{self.epoch}-{self.seq}"
+
+    def table(self) -> dict[str, Any]:
+        """The current table (what ``GET /jobs`` answers and a snapshot carries)."""
+        now = self._clock()
+        return {"last_event_id": self.last_event_id(), "notice": self.notice,
+                "jobs": [row.to_dict(now) for row in self._jobs.values()]}
+
+    def snapshot_frame(self) -> bytes:
+        """The ``snapshot`` event: the table as of the last event, with that event's id."""
+        now = self._clock()
+        key = (self.seq, self._version)
+        if self._snapshot is not None and self._snapshot[0] == key \
+                and now - self._snapshot[1] < 1.0:
+            return self._snapshot[2]
+        frame = (f"event: snapshot\nid: {self.last_event_id()}\n"
+                 f"data: {_encode(self.table())}\n\n").encode()
+        self._snapshot = (key, now, frame)
+        return frame
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        """One job's row and timeline, or None."""
+        row = self._jobs.get(job_id)
+        if row is None:
+            return None
+        return {"job": row.to_dict(self._clock()), "timeline": list(row.timeline)}
+
+    def relay_stats(self, stalled_after: float = math.inf) -> dict[str, int]:
+        """The relay's counters; ``stalled``: clients with a write pending for longer than
+        ``stalled_after`` seconds."""
+        since = self._clock() - stalled_after
+        stalled = sum(1 for c in self.clients if c.writing_since is not None
+                      and c.writing_since < since)
+        return {"clients": len(self.clients), "stalled": stalled, "events": self.seq,
+                "jobs": len(self._jobs), **self.counts}
+
+
+def _entry(body: Mapping[str, Any], at: float, *, ident: str | None = None,
+           dropped: str | None = None) -> dict[str, Any]:
+    return {"t": round(at, 3), "id": ident, "kind": body["kind"], "key": body["key"],
+            "source": body["source"], "status": body["status"], "completed": body["completed"],
+            "total": body["total"], "error": body["error"], "dropped": dropped, "count": 1,
+            "last": None}
+
+
+def _cancel(row: _Row) -> None:
+    follow, row.follow = row.follow, None
+    if follow is not None:
+        follow.cancel()
+
+
+# -- the ASGI app ---------------------------------------------------------------------------
+
+_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+_HEADERS = [
+    (b"content-security-policy", _CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+_ASSETS = {
+    "/dashboard.js": ("dashboard.js", b"text/javascript; charset=utf-8"),
+    "/dashboard.css": ("dashboard.css", b"text/css; charset=utf-8"),
+    "/favicon.svg": ("favicon.svg", b"image/svg+xml"),
+}
+_HTML = b"text/html; charset=utf-8"
+_JSON = b"application/json"
+_LOGIN_FAILED = b'<p class="problem" role="alert">That token is not right.</p>'
+
+
+def _asset(name: str) -> bytes:
+    return resources.files("jobwatch").joinpath("dashboard", name).read_bytes()
+
+
+class DashboardApp:
+    """The dashboard as an ASGI 3 app; build it with ``watcher.dashboard_app()``.
+
+    Mount it anywhere (its links are relative). ``stats()`` gives the Watcher's counters and
+    ``dead_letters()`` what its store keeps of them.
+    """
+
+    def __init__(
+        self,
+        relay: Relay,
+        options: DashboardOptions,
+        *,
+        stats: Callable[[], dict[str, Any]] = dict,
+        dead_letters: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    ) -> None:
+        self.relay = relay
+        self.options = options
+        self._stats = stats
+        self._dead_letters = dead_letters
+        token = options.token.reveal().encode() if options.token is not None else None
+        self._token = token
+        # The cookie holds a value derived from the token, never the token itself.
+        self._session = None if token is None else hmac.new(
+            token, b"jobwatch dashboard session", hashlib.sha256).hexdigest().encode()
+        self._files = {path: (_asset(name), kind) for path, (name, kind) in _ASSETS.items()}
+        self._page = _asset("index.html")
+        self._login = _asset("login.html")
+        self._stats_cache: tuple[float, bytes] | None = None
+
+    @classmethod
+    def for_watcher(cls, watcher: Watcher) -> DashboardApp:
+        """The dashboard of ``watcher``: told of every event it dispatches or drops, in the
+        order it does (a subscription would hear of dispatched events later than of drops)."""
+        options = DashboardOptions.from_config(watcher.config)
+
+        def follow(job_id: str) -> Any:
+            try:
+                # A subscription of a kind no job's event has keeps the job watched at no
+                # cost per event.
+                return watcher.subscribe(_ignore, kinds=("credit_low",), job_id=job_id)
+            except JobwatchError:
+                return None  # closing, or an id the Watcher cannot watch: shown anyway
+
+        relay = Relay(scrubber=Scrubber.for_config(watcher.config), buffer=options.buffer,
+                      client_queue=options.client_queue, jobs=options.jobs,
+                      timeline=options.timeline, follow=follow if options.follow else None)
+        watcher._pipeline.observers.append(_guarded(relay.observe))
+        return cls(relay, options, stats=lambda: watcher_stats(watcher),
+                   dead_letters=lambda: dead_letters(watcher, relay.scrubber))
+
+    def close(self) -> None:
+        """End every ``/events`` stream (clients reconnect); call before the server stops."""
+        self.relay.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope.get("type")
+        if kind == "lifespan":
+            from .transports._serve import lifespan
+
+            await lifespan(receive, send)
+        elif kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        root = scope.get("root_path", "").rstrip("/")
+        path: str = scope.get("path", "/")
+        inner = path[len(root):] if root and (path == root or path.startswith(root + "/")) \
+            else path
+        if inner == "" and root:  # the mount point: its page's relative links need the slash
+            await _reply(send, 308, b"", extra=[(b"location", (root + "/").encode())])
+            return
+        method = scope.get("method", "GET")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", ())}
+        if inner in self._files:
+            body, content_type = self._files[inner]
+            await _reply(send, 200, body, content_type, cache=b"no-cache")
+            return
+        refusal = self._exposed(scope, headers)
+        if refusal is not None:
+            await _reply(send, 403, refusal.encode(), b"text/plain; charset=utf-8")
+            return
+        if inner == "/login":
+            await self._login_route(scope, receive, send, method, root)
+            return
+        if method != "GET":
+            await _reply(send, 405, b"method not allowed\n", b"text/plain",
+                         extra=[(b"allow", b"GET")])
+            return
+        if not self._authorized(headers):
+            await self._unauthorized(send, inner)
+            return
+        query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+        await self._route(inner, query, headers, receive, send)
+
+    async def _route(self, inner: str, query: dict[str, str], headers: dict[str, str],
+                     receive: Receive, send: Send) -> None:
+        if inner == "/":
+            await _reply(send, 200, self._page, _HTML)
+        elif inner == "/events":
+            last = headers.get("last-event-id") or query.get("last_event_id")
+            await self._events(receive, send, last, stats=query.get("stats") == "1")
+        elif inner == "/jobs":
+            await _json(send, 200, {**self.relay.table(), "stats": self.stats()})
+        elif inner == "/job":
+            found = self.relay.job(query.get("id", ""))
+            if found is None:
+                await _json(send, 404, {"error": "no such job in the table"})
+            else:
+                await _json(send, 200, found)
+        elif inner == "/stats":
+            await _json(send, 200, self.stats())
+        elif inner == "/dead-letters":
+            listed = await self._dead_letters() if self._dead_letters is not None else {
+                "listed": False, "reason": "no store", "entries": []}
+            await _json(send, 200, listed)
+        else:
+            await _reply(send, 404, b"not found\n", b"text/plain")
+
+    # -- who may look ------------------------------------------------------------------------
+
+    def _exposed(self, scope: Scope, headers: dict[str, str]) -> str | None:
+        """Why a dashboard without a token must not answer this request, if it must not."""
+        if self._token is not None:
+            return None
+        server = scope.get("server")
+        if server and not is_loopback(str(server[0])):
+            return ("this dashboard has no token and is served beyond loopback: set "
+                    "[jobwatch.dashboard] token\n")
+        # A page elsewhere may point a name of its own at 127.0.0.1 (DNS rebinding): without
+        # a token, only a loopback Host is answered.
+        host = headers.get("host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if host and not is_loopback(name):
+            return "this dashboard has no token: open it as localhost or 127.0.0.1\n"
+        return None
+
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        if self._token is None or self._session is None:
+            return True
+        offered = headers.get("authorization", "")
+        bearer = offered[7:].strip().encode() if offered[:7].lower() == "bearer " else b""
+        cookie = _cookie(headers.get("cookie", ""), COOKIE).encode()
+        # Both compared every time, each in constant time.
+        by_header = hmac.compare_digest(bearer, self._token)
+        by_cookie = hmac.compare_digest(cookie, self._session)
+        return by_header or by_cookie
+
+    async def _unauthorized(self, send: Send, inner: str) -> None:
+        challenge = [(b"www-authenticate", b'Bearer realm="jobwatch dashboard"')]
+        if inner == "/":
+            await _reply(send, 401, self._login_page(), _HTML, extra=challenge)
+        else:
+            await _json(send, 401, {"error": "unauthorized: send the token as a bearer "
+                                             "header, or log in"}, extra=challenge)
+
+    def _login_page(self, message: bytes = b"") -> bytes:
+        return self._login.replace(b"<!--message-->", message)
+
+    async def _login_route(self, scope: Scope, receive: Receive, send: Send, method: str,
+                           root: str) -> None:
+        if method == "GET":
+            await _reply(send, 200, self._login_page(), _HTML)
+            return
+        if method != "POST":
+            await _reply(send, 405, b"method not allowed\n", b"text/plain",
+                         extra=[(b"allow", b"GET, POST")])
+            return
+        body = await _read(receive, 4096)
+        offered = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[-1].encode()
+        if self._token is None or self._session is None:
+            await _reply(send, 303, b"", extra=[(b"location", b"./")])
+            return
+        if not hmac.compare_digest(offered, self._token):
+            await _reply(send, 401, self._login_page(_LOGIN_FAILED), _HTML)
+            return
+        secure = "; Secure" if scope.get("scheme") == "https" else ""
+        cookie = (f"{COOKIE}={self._session.decode()}; Path={root or ''}/; HttpOnly; "
+                  f"SameSite=Strict{secure}")
+        await _reply(send, 303, b"", extra=[(b"location", b"./"),
+                                            (b"set-cookie", cookie.encode())])
+
+    # -- the stream --------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        return {**self._stats(), "relay": self.relay.relay_stats(self.options.send_timeout)}
+
+    def _stats_frame(self) -> bytes:
+        now = anyio.current_time()
+        if self._stats_cache is None or now - self._stats_cache[0] >= STATS_INTERVAL / 2:
+            self._stats_cache = (now, f"event: stats\ndata: {_encode(self.stats())}\n\n"
+                                 .encode())
+        return self._stats_cache[1]
+
+    async def _events(self, receive: Receive, send: Send, last_event_id: str | None, *,
+                      stats: bool) -> None:
+        client = self.relay.connect(last_event_id)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-store"), (b"x-accel-buffering", b"no"), *_HEADERS]})
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+                await self._stream(client, send, stats)
+                tg.cancel_scope.cancel()
+        finally:
+            self.relay.disconnect(client)
+
+    async def _stream(self, client: Client, send: Send, stats: bool) -> None:
+        relay, options = self.relay, self.options
+        now = anyio.current_time()
+        next_ping, next_stats = now + PING_INTERVAL, now
+        # The retry field opens the first event's block: a block of its own would be an empty
+        # event to some clients.
+        data = f"retry: {RETRY_MS}\n".encode()
+        while not relay.closed:
+            now = anyio.current_time()
+            if relay.due(client):
+                # Events that arrive soon after a write wait to go with the next ones.
+                wait = client.flushed_at + options.flush_interval - now
+                if wait > 0:
+                    await anyio.sleep(wait)
+                data += relay.take(client)
+            if stats and now >= next_stats:
+                data += self._stats_frame()
+                next_stats = now + STATS_INTERVAL
+            if not data and now >= next_ping:
+                data = b": ping\n\n"
+            if not data:
+                with anyio.move_on_after(min(next_ping, next_stats if stats else math.inf)
+                                         - now):
+                    await relay.changed().wait()
+                continue
+            # A write that takes too long is abandoned and the client let go; where the server
+            # shields its writes from cancellation (hypercorn on trio), the client stays, and
+            # the statistics count it as stalled. Either way, nobody else waits for it.
+            client.writing_since = now
+            with anyio.move_on_after(options.send_timeout) as timer:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            client.writing_since = None
+            if timer.cancelled_caught:
+                relay.counts["stuck"] += 1
+                log.info("a dashboard client took over %g s to take a write; disconnected",
+                         options.send_timeout)
+                return
+            client.flushed_at = anyio.current_time()
+            next_ping = client.flushed_at + PING_INTERVAL
+            relay.sent(client)
+            data = b""
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _ignore(event: JobEvent) -> None:
+    pass
+
+
+def _guarded(
+    observe: Callable[[JobEvent, str | None], None]
+) -> Callable[[JobEvent, str | None], None]:
+    """``observe``, logging rather than raising: a fault of the dashboard must never reach
+    the Watcher's pipeline."""
+    def call(event: JobEvent, dropped: str | None) -> None:
+        try:
+            observe(event, dropped)
+        except Exception:
+            log.exception("the dashboard could not take the event %s", event.key)
+
+    return call
+
+
+def watcher_stats(watcher: Watcher) -> dict[str, Any]:
+    """The Watcher's counters as the page shows them (no secret is among them)."""
+    s = watcher.statistics()
+    transports = {name: dict(counts) for name, counts in s.transports.items()}
+    return {
+        "requests": s.requests, "duplicates": s.duplicates, "reconnects": s.reconnects,
+        "fallbacks": sum(c.get("fallbacks", 0) for c in transports.values()),
+        "dead_letters": s.dead_letters, "callback_errors": s.callback_errors,
+        "events_in": s.events_in, "events_out": s.events_out, "rate_limited": s.rate_limited,
+        "reconciles": s.reconciles, "safety_polls": s.safety_polls, "dropped": dict(s.dropped),
+        "transports": transports,
+    }
+
+
+#: Dead letters listed at most (the newest).
+DEAD_LETTERS_SHOWN = 200
+
+
+async def dead_letters(watcher: Watcher, scrubber: Scrubber) -> dict[str, Any]:
+    """What the store keeps of dead letters: a store lists them with ``dead_letters`` (a
+    list, or an async method returning one) of ``(event, subscriber, error)``."""
+    store = watcher.store
+    kept = getattr(store, "dead_letters", None)
+    answer: dict[str, Any] = {"store": store.name, "replay": False,
+                              "counted": watcher.statistics().dead_letters}
+    if callable(kept):
+        try:
+            kept = await kept()
+        except JobwatchError as exc:
+            return {**answer, "listed": False, "entries": [],
+                    "reason": scrubber.text(f"the {store.name} store failed: {exc}")}
+    if not isinstance(kept, list):
+        return {**answer, "listed": False, "entries": [],
+                "reason": f"the {store.name} store does not list dead letters"}
+    entries = [{"event": scrubber.event(event), "subscriber": subscriber,
+                "error": scrubber.text(error)}
+               for event, subscriber, error in kept[-DEAD_LETTERS_SHOWN:]]
+    return {**answer, "listed": True, "total": len(kept), "entries": entries[::-1]}
+
+
+def _cookie(header: str, name: str) -> str:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return ""
+
+
+async def _read(receive: Receive, limit: int) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return body
+        chunk: bytes = message.get("body", b"")
+        body += chunk
+        if len(body) > limit or not message.get("more_body", False):
+            return body[:limit]
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+async def _reply(send: Send, status: int, body: bytes, content_type: bytes | None = None, *,
+                 extra: Iterable[tuple[bytes, bytes]] = (), cache: bytes = b"no-store") -> None:
+    headers = [*_HEADERS, (b"cache-control", cache),
+               (b"content-length", str(len(body)).encode()), *extra]
+    if content_type is not None:
+        headers.append((b"content-type", content_type))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _json(send: Send, status: int, value: Any, *,
+                extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    await _reply(send, status, _encode(value).encode(), _JSON, extra=extra)
+
+
+# -- jobwatch dashboard ----------------------------------------------------------------------
+
+
+async def serve_dashboard(
+    config: Config,
+    listen: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a Watcher with the transports ``config`` picks and serve its dashboard, until
+    SIGTERM or SIGINT; print ``listening on URL`` first.
+
+    ``listen`` (``HOST:PORT``, port 0 for any free one) overrides ``[jobwatch.dashboard]
+    listen``. The policy sees a long-running service: webhooks where configured, else the
+    workspace stream.
+    """
+    from ._policy import Signals
+    from ._watcher import Watcher
+    from .transports._serve import serve_app
+    from .transports.webhook import parse_listen
+
+    options = DashboardOptions.from_config(config)
+    where = "--listen" if listen is not None else "[jobwatch.dashboard] listen"
+    host, port = parse_listen(listen or options.listen, where)
+    check_exposure(host, options)
+    signals = attrs.evolve(Signals.detect(), tty=False, web_server=True)
+    watcher = Watcher(config, environ=environ, signals=signals)
+    app = watcher.dashboard_app()
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+        async with anyio.create_task_group() as tg, watcher:
+            url = await tg.start(functools.partial(
+                serve_app, app, host, port, certfile=options.certfile, keyfile=options.keyfile))
+            print(f"listening on {url}", flush=True)
+            task_status.started(url)
+            async for signum in received:
+                print(f"jobwatch: {signal.Signals(signum).name}: stopping", file=sys.stderr,
+                      flush=True)
+                break
+            app.close()  # streams end now, so that the server need not wait for them
+            tg.cancel_scope.cancel()
