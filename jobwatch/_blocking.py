@@ -49,20 +49,28 @@ def wait(
 
     async def main() -> JobEvent:
         async with Watcher(resolved) as watcher:
-            return await watcher.wait(job_id, timeout=deadline)
+            try:
+                return await watcher.wait(job_id, timeout=deadline)
+            except WatchTimeout as exc:
+                raise explain_timeout(exc, watcher) from None
 
     return _run(main)
 
 
 def iter_events(
-    job_id: str, *, config: Config | None = None, timeout: float | None = None
+    job_id: str,
+    *,
+    config: Config | None = None,
+    timeout: float | None = None,
+    transport: str | Sequence[str] | None = None,
 ) -> Iterator[JobEvent]:
     """Yield ``job_id``'s events as they arrive, ending after its terminal event.
 
-    Raises :class:`~jobwatch.WatchTimeout` if the job has not finished after ``timeout``
-    seconds (default: one hour). Leaving the loop early stops the Watcher.
+    ``config`` and ``transport`` are those of :func:`wait`. Raises
+    :class:`~jobwatch.WatchTimeout` if the job has not finished after ``timeout`` seconds
+    (default: one hour). Leaving the loop early stops the Watcher.
     """
-    resolved = _resolve(config, None)
+    resolved = _resolve(config, transport)
     deadline = DEFAULT_TIMEOUT if timeout is None else timeout
     items: queue.Queue[Any] = queue.Queue()
     stop = _Stopper()
@@ -79,6 +87,19 @@ def iter_events(
     finally:
         stop.stop()
         thread.join()
+
+
+def explain_timeout(exc: WatchTimeout, watcher: Watcher) -> WatchTimeout:
+    """``exc``, saying so when the API was not answering at the end: a wait that times out
+    because every request fails is not a slow job."""
+    api = watcher._api
+    if not api.failures_in_a_row or api.last_failure is None:
+        return exc
+    why = str(api.last_failure).removesuffix("; jobwatch retries with backoff")
+    count = api.failures_in_a_row
+    return WatchTimeout(
+        f"{exc}; behind it, the API did not answer the last {count} request"
+        f"{'s' * (count > 1)}: {why}", job_id=exc.job_id, last_event=exc.last_event)
 
 
 def _resolve(config: Config | None, transport: str | Sequence[str] | None) -> Config:
@@ -159,9 +180,9 @@ def _produce(job_id: str, config: Config, deadline: float, items: queue.Queue[An
                             if event.terminal:
                                 return
                 if timer.cancelled_caught:
-                    raise WatchTimeout(
+                    raise explain_timeout(WatchTimeout(
                         f"job {job_id} did not finish within {deadline} s; pass a longer "
-                        "timeout, or check the job", job_id=job_id)
+                        "timeout, or check the job", job_id=job_id), watcher)
 
     try:
         trio.run(main)

@@ -1,32 +1,66 @@
-"""The ``jobwatch`` command: watch, listen, doctor, sim and demo (DESIGN §7)."""
+"""The ``jobwatch`` command: watch, listen, doctor, sim and demo (DESIGN §7).
+
+Events go to standard output. An error is one line on standard error, ``jobwatch: error:
+...``, and the library's warnings are lines ``jobwatch: warning: ...`` there, each said once;
+nothing the command reports itself (a job that cannot be watched, an API that does not answer)
+is said twice.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import re
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import tomllib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import anyio
 import trio
 
-from ._config import Config, load_config
-from ._errors import ConfigError, JobwatchError, PluginError, WatchTimeout, leaves
+from . import __version__
+from ._api import repeated_prefix
+from ._blocking import explain_timeout
+from ._config import Config, Secret, load_config, redact_url
+from ._errors import (
+    AuthenticationError,
+    ConfigError,
+    InvalidJobId,
+    JobNotFound,
+    JobwatchError,
+    NetworkError,
+    PluginError,
+    WatchTimeout,
+    leaves,
+)
 from ._events import EventKind, JobEvent
-from ._policy import split_transports
-from ._watcher import DEFAULT_TIMEOUT, Watcher
+from ._policy import check_names, split_transports
+from ._registry import installed
+from ._watcher import DEFAULT_TIMEOUT, Watcher, check_job_id
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED, EXIT_TIMEOUT = 0, 1, 2, 3, 4
 
+#: Requests in a row that got no answer, from an API that never answered, before ``watch``
+#: says the API cannot be reached (a wrong base_url) instead of retrying for the timeout.
+UNREACHABLE_AFTER = 3
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobwatch", description="Watch long-running jobs of web APIs.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"jobwatch {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks on errors, and the library's log")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     watch = sub.add_parser("watch", help="watch jobs until they finish")
     watch.add_argument("jobs", nargs="+", metavar="JOB_ID")
@@ -39,12 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     _common(listen)
     listen.add_argument("--listen", metavar="HOST:PORT",
                         help="address to serve on (default: [jobwatch.webhook] listen, "
-                             "else 127.0.0.1:8787)")
+                             "else 127.0.0.1:8787; port 0: any free port)")
     listen.add_argument("--certfile", help="TLS certificate (PEM)")
     listen.add_argument("--keyfile", help="TLS private key (PEM)")
 
     doctor = sub.add_parser("doctor", help="show configuration, environment and policy")
-    doctor.add_argument("--config", metavar="F", help="configuration file")
+    _source(doctor)
 
     sub.add_parser("sim", help="run the local Reader simulator (jobwatch sim --help)")
 
@@ -73,9 +107,19 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
     return parse
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="F", help="configuration file")
+    parser.add_argument("--base-url", metavar="URL",
+                        help="the API's address, over the configuration and JOBWATCH_BASE_URL "
+                             "(e.g. the address `jobwatch sim` prints)")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    _source(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object per event")
+    parser.add_argument("--raw", action="store_true",
+                        help="with --json: include each event's payload as the API sent it "
+                             "(data)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,53 +131,172 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .sim import main as sim_main
 
         return sim_main(argv[argv.index("sim") + 1:])
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "watch": _watch_command, "listen": _listen_command, "doctor": _doctor_command,
         "demo": _demo_command,
     }
-    try:
-        return commands[args.command](args)
-    except KeyboardInterrupt:
-        print("jobwatch: interrupted", file=sys.stderr)
-        return 130
-    except (ConfigError, PluginError) as exc:
-        return _fail(args, exc, EXIT_USAGE)
-    except JobwatchError as exc:
-        return _fail(args, exc, EXIT_FAILED)
-    except BaseExceptionGroup as group:
-        inner = _first_jobwatch_error(group)
-        if inner is None:
-            raise
-        code = EXIT_USAGE if isinstance(inner, ConfigError | PluginError) else EXIT_FAILED
-        return _fail(args, inner, code)
+    with _warnings(args.debug):
+        try:
+            return commands[args.command](args)
+        except KeyboardInterrupt:
+            print("jobwatch: interrupted", file=sys.stderr)
+            return 130
+        except JobwatchError as exc:
+            return _fail(args, exc)
+        except BaseExceptionGroup as group:
+            inner = _first_jobwatch_error(group)
+            if inner is None:
+                raise
+            return _fail(args, inner)
 
 
 def _first_jobwatch_error(group: BaseExceptionGroup) -> JobwatchError | None:
     return next((e for e in leaves(group) if isinstance(e, JobwatchError)), None)
 
 
-def _fail(args: argparse.Namespace, exc: BaseException, code: int) -> int:
+def _fail(args: argparse.Namespace, exc: JobwatchError) -> int:
     if args.debug:
         raise exc
-    print(f"jobwatch: error: {exc}", file=sys.stderr)
-    return code
+    print(f"jobwatch: error: {_one_line(str(exc))}", file=sys.stderr)
+    if isinstance(exc, ConfigError | PluginError | InvalidJobId):
+        return EXIT_USAGE
+    return EXIT_FAILED
 
 
-def _load(args: argparse.Namespace, transport: str | None = None) -> Config:
+_RETRIES = re.compile(r"\s*(;|—|--)\s*jobwatch retries[^;]*$")
+
+
+def _one_line(message: str) -> str:
+    # The command has given up by the time it prints an error: a promise to retry is false.
+    return _RETRIES.sub("", " ".join(message.split()))
+
+
+def _load(args: argparse.Namespace, transport: str | None = None
+          ) -> tuple[Config, dict[str, str]]:
+    """The configuration with the command line's and the environment's overrides, and the
+    environment the Watcher's policy reads."""
+    environ = dict(os.environ)
     config = load_config(args.config)
+    for value, where in ((environ.get("JOBWATCH_BASE_URL"), "JOBWATCH_BASE_URL"),
+                         (args.base_url, "--base-url")):
+        if value:
+            try:
+                config = config.replace(base_url=value)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+    if environ.get("JOBWATCH_API_KEY"):
+        config = config.replace(api_key=Secret(environ["JOBWATCH_API_KEY"]))
     if transport is not None:
-        names = split_transports(transport, f"--transport {transport!r}")
+        names = _transports(transport, f"--transport {transport!r}")
         config = config.replace(transport=names[0] if len(names) == 1 else names)
-    return config
+        environ.pop("JOBWATCH_TRANSPORT", None)  # the flag is the more specific choice
+    else:
+        chosen = environ.get("JOBWATCH_TRANSPORT", "").strip()
+        if chosen and chosen != "auto":
+            _transports(chosen, f"JOBWATCH_TRANSPORT={chosen!r}")
+    return config, environ
+
+
+def _transports(text: str, where: str) -> tuple[str, ...]:
+    """The transport names of a flag or variable; a ConfigError names where they came from."""
+    names = split_transports(text, where)
+    try:
+        check_names(names, installed("transport"))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return names
+
+
+# -- warnings on standard error ------------------------------------------------------------
+
+
+class _Warnings(logging.Handler):
+    """The library's warnings as ``jobwatch: warning: ...`` lines, each said once; ``mutes``
+    drop what the command reports in its own words."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.said: set[str] = set()
+        self.mutes: list[Callable[[logging.LogRecord], bool]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if any(mute(record) for mute in self.mutes):
+            return
+        text = _one_line(record.getMessage())
+        if text in self.said:
+            return
+        self.said.add(text)
+        print(f"jobwatch: {record.levelname.lower()}: {text}", file=sys.stderr, flush=True)
+
+
+_handler: _Warnings | None = None
+
+
+@contextmanager
+def _warnings(debug: bool) -> Iterator[_Warnings]:
+    global _handler
+    logger = logging.getLogger("jobwatch")
+    handler, level = _Warnings(logging.DEBUG if debug else logging.WARNING), logger.level
+    logger.addHandler(handler)
+    if debug:
+        logger.setLevel(logging.DEBUG)
+    _handler = handler
+    try:
+        yield handler
+    finally:
+        _handler = None
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+@contextmanager
+def _muted(mute: Callable[[logging.LogRecord], bool]) -> Iterator[None]:
+    handler = _handler
+    if handler is None:
+        yield
+        return
+    handler.mutes.append(mute)
+    try:
+        yield
+    finally:
+        handler.mutes.remove(mute)
+
+
+def _reported_by_watch(watcher: Watcher, jobs: Sequence[str]) -> Callable[[logging.LogRecord],
+                                                                          bool]:
+    """What ``watch`` says itself: the end of a job it watches, a refused key (it gives up
+    with that error), and the failures of an API that has never answered (it says once that
+    the API cannot be reached)."""
+    watched = set(jobs)
+    api = watcher._api
+
+    def mute(record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if str(record.msg).startswith("stopped watching job") and args[:1] and \
+                args[0] in watched:
+            return True
+        if any(isinstance(a, AuthenticationError) for a in args):
+            return True
+        return not api.answered and any(isinstance(a, NetworkError) for a in args)
+    return mute
 
 
 # -- watch -----------------------------------------------------------------------------------
 
 
+class _GiveUp(JobwatchError):
+    """Watching cannot go on for any job (the key is refused, the API cannot be reached)."""
+
+
 class _Outcomes:
     def __init__(self) -> None:
         self.kinds: dict[str, str] = {}
+        self.errors: dict[str, JobwatchError] = {}
 
     def exit_code(self) -> int:
         values = set(self.kinds.values())
@@ -147,8 +310,37 @@ class _Outcomes:
 
 
 def _watch_command(args: argparse.Namespace) -> int:
-    config = _load(args, args.transport)
-    return trio.run(_watch, config, args.jobs, args.timeout, _renderer(args.json))
+    for job_id in args.jobs:
+        check_job_id(job_id)  # InvalidJobId: a usage error
+    config, environ = _load(args, args.transport)
+    if not _configures_store(config):
+        # A watch from a terminal needs no state between runs, and must not leave a
+        # database in whatever folder it was started in.
+        config = config.replace(store="memory")
+    renderer = _renderer(args.json, raw=args.raw)
+    return trio.run(_watch_fresh, config, args.jobs, args.timeout, renderer, environ)
+
+
+def _configures_store(config: Config) -> bool:
+    """Whether the configuration names a store, or has the table of the one it uses."""
+    if config.store in config.tables:
+        return True
+    if config.source is None:
+        return False
+    try:
+        document = tomllib.loads(Path(config.source).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return True  # read a moment ago; keep what it asked for
+    if Path(config.source).name == "pyproject.toml":
+        document = document.get("tool", {})
+    table = document.get("jobwatch", {})
+    return isinstance(table, Mapping) and "store" in table
+
+
+async def _watch_fresh(config: Config, jobs: list[str], deadline: float, renderer: Any,
+                       environ: Mapping[str, str]) -> int:
+    async with Watcher(config, environ=environ) as watcher:
+        return await _watch(config, jobs, deadline, renderer, watcher)
 
 
 async def _watch(config: Config, jobs: list[str], deadline: float, renderer: Any,
@@ -156,13 +348,16 @@ async def _watch(config: Config, jobs: list[str], deadline: float, renderer: Any
     """Watch ``jobs``; returns the exit code. ``watcher``: one already running, else one is
     made from ``config`` for the duration."""
     if watcher is None:
-        async with Watcher(config) as running:
-            return await _watch(config, jobs, deadline, renderer, running)
+        return await _watch_fresh(config, jobs, deadline, renderer, os.environ)
     outcomes = _Outcomes()
-    with renderer:
-        async with anyio.create_task_group() as tg:
-            for job_id in jobs:
-                tg.start_soon(_watch_one, watcher, job_id, deadline, renderer, outcomes)
+    with renderer, _muted(_reported_by_watch(watcher, jobs)):
+        async with anyio.create_task_group() as guard:
+            guard.start_soon(_give_up_if_unreachable, watcher)
+            async with anyio.create_task_group() as tg:
+                for job_id in jobs:
+                    tg.start_soon(_watch_one, watcher, job_id, deadline, renderer, outcomes)
+            guard.cancel_scope.cancel()
+    _hint_if_none_found(watcher, jobs, outcomes)
     return outcomes.exit_code()
 
 
@@ -177,16 +372,61 @@ async def _watch_one(watcher: Watcher, job_id: str, deadline: float, renderer: A
                     outcomes.kinds[job_id] = event.kind.value
     except (TimeoutError, WatchTimeout):
         outcomes.kinds[job_id] = "timeout"
-        renderer.problem(job_id, f"no terminal state within {deadline:g} s", "timeout")
+        timeout = WatchTimeout(f"no terminal state within {deadline:g} s", job_id=job_id)
+        renderer.problem(job_id, _one_line(str(explain_timeout(timeout, watcher))), "timeout")
+    except AuthenticationError as exc:
+        # The key is refused for every job: one error, not a line per job.
+        raise _GiveUp(_without_job(exc, job_id)) from None
     except JobwatchError as exc:
         outcomes.kinds[job_id] = "error"
-        renderer.problem(job_id, str(exc), "error")
+        outcomes.errors[job_id] = exc
+        renderer.problem(job_id, _one_line(_without_job(exc, job_id)), "error")
 
 
-def _renderer(as_json: bool, out: TextIO | None = None) -> Any:
+def _without_job(exc: JobwatchError, job_id: str) -> str:
+    """The error's message without the job id it begins with (the line names the job)."""
+    return str(exc).removeprefix(f"job {job_id}: ")
+
+
+async def _give_up_if_unreachable(watcher: Watcher) -> None:
+    api = watcher._api
+    # The counters are the API client's, changed by whichever task makes a request; looking
+    # at them ten times a second costs nothing and needs no hook in the client.
+    while api.answered or api.failures_in_a_row < UNREACHABLE_AFTER:  # noqa: ASYNC110
+        await anyio.sleep(0.1)
+    why = str(api.last_failure)
+    raise _GiveUp(f"the API does not answer: {api.failures_in_a_row} requests in a row got no "
+                  f"answer, the last: {_one_line(why)}; check base_url "
+                  f"({redact_url(api.base_url)}) and the network")
+
+
+def _hint_if_none_found(watcher: Watcher, jobs: Sequence[str], outcomes: _Outcomes) -> None:
+    """Every job "not found", and a base_url with a path: say what base_url may be wrong."""
+    if not jobs or not all(isinstance(outcomes.errors.get(j), JobNotFound) for j in jobs):
+        return
+    base_url = watcher._api.base_url
+    base = redact_url(base_url).rstrip("/")
+    path = watcher.provider.status_request(jobs[0]).path
+    repeated = repeated_prefix(base_url, path)
+    if repeated is not None:
+        hint = (f"base_url {base} ends in {repeated}, which the {watcher.provider.name} "
+                f"provider adds itself (requests went to {base}{path}); remove {repeated} "
+                "from base_url")
+    elif urlsplit(base_url).path.strip("/"):
+        hint = (f"no job was found, and base_url {base} has a path (requests went to "
+                f"{base}{path}); check that base_url is the API's root")
+    else:
+        return
+    print(f"jobwatch: hint: {hint}", file=sys.stderr, flush=True)
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def _renderer(as_json: bool, out: TextIO | None = None, *, raw: bool = False) -> Any:
     stream = out or sys.stdout
     if as_json:
-        return _JsonRenderer(stream)
+        return _JsonRenderer(stream, raw=raw)
     if stream.isatty():
         try:
             return _RichRenderer(stream)
@@ -196,8 +436,12 @@ def _renderer(as_json: bool, out: TextIO | None = None) -> Any:
 
 
 class _JsonRenderer:
-    def __init__(self, out: TextIO) -> None:
+    """NDJSON: one event per line, with the field names of JobEvent; ``data`` (the payload
+    as the API sent it, often large) only when ``raw``."""
+
+    def __init__(self, out: TextIO, *, raw: bool = False) -> None:
         self.out = out
+        self.raw = raw
 
     def __enter__(self) -> _JsonRenderer:
         return self
@@ -209,7 +453,11 @@ class _JsonRenderer:
         pass
 
     def event(self, event: JobEvent) -> None:
-        print(event.to_json(), file=self.out, flush=True)
+        fields = event.to_dict()
+        if not self.raw:
+            del fields["data"]
+        print(json.dumps(fields, separators=(",", ":"), default=str), file=self.out,
+              flush=True)
 
     def problem(self, job_id: str, message: str, kind: str) -> None:
         print(json.dumps({"job_id": job_id, "error": kind, "message": message}),
@@ -225,11 +473,25 @@ def _describe(event: JobEvent) -> str:
     url = event.data.get("url")
     if isinstance(url, str) and event.kind in (EventKind.PAGE, EventKind.PAGE_FAILED):
         parts.append(url)
+    if event.error and event.kind in (EventKind.FAILED, EventKind.PAGE_FAILED):
+        parts.append(f"error: {_one_line(event.error)}")
     return "  ".join(parts) + f"  (via {event.source})"
 
 
 class _PlainRenderer(_JsonRenderer):
+    """One line per event; a progress event that shows nothing new (the count the job's
+    ``started`` line already showed) is left out."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__(out)
+        self.shown: dict[str | None, tuple[Any, ...]] = {}
+
     def event(self, event: JobEvent) -> None:
+        state = (event.completed, event.total, event.status)
+        if event.kind in (EventKind.STARTED, EventKind.PROGRESS):
+            if event.kind is EventKind.PROGRESS and self.shown.get(event.job_id) == state:
+                return
+            self.shown[event.job_id] = state
         print(_describe(event), file=self.out, flush=True)
 
     def problem(self, job_id: str, message: str, kind: str) -> None:
@@ -239,6 +501,7 @@ class _PlainRenderer(_JsonRenderer):
 class _RichRenderer:
     def __init__(self, out: TextIO) -> None:
         from rich.console import Console
+        from rich.markup import escape
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -247,6 +510,7 @@ class _RichRenderer:
             TimeElapsedColumn,
         )
 
+        self.escape = escape  # messages and API text may hold brackets rich would parse
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
@@ -279,21 +543,24 @@ class _RichRenderer:
             if elapsed > 0:
                 fields["rate"] = f"{event.completed / elapsed:.1f} pages/s"
         if event.kind is EventKind.PAGE_FAILED:
-            self.progress.console.print(f"[yellow]{_describe(event)}[/yellow]")
+            self.progress.console.print(f"[yellow]{self.escape(_describe(event))}[/yellow]")
+        elif event.kind is EventKind.FAILED and event.error:
+            self.progress.console.print(
+                f"[red]{self.escape(f'{event.job_id}: failed: {_one_line(event.error)}')}[/red]")
         self.progress.update(task, **fields)
 
     def problem(self, job_id: str, message: str, kind: str) -> None:
         task = self.tasks.get(job_id)
         if task is not None:
             self.progress.update(task, status=kind)
-        self.progress.console.print(f"[red]{job_id}: {message}[/red]")
+        self.progress.console.print(f"[red]{self.escape(f'{job_id}: {message}')}[/red]")
 
 
 # -- listen ----------------------------------------------------------------------------------
 
 
 def _listen_command(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config, environ = _load(args)
     names = config.transports or ("webhook",)
     if "webhook" not in names:
         names = ("webhook", *names)
@@ -306,20 +573,35 @@ def _listen_command(args: argparse.Namespace) -> int:
     config = config.with_table("webhook", listen=listen)
     if args.certfile or args.keyfile:
         config = config.with_table("webhook", certfile=args.certfile, keyfile=args.keyfile)
-    renderer = _renderer(args.json)
-    trio.run(_listen, config, renderer)
+    renderer = _renderer(args.json, raw=args.raw)
+    trio.run(_listen, config, renderer, environ)
     return EXIT_OK
 
 
-async def _listen(config: Config, renderer: Any, *, task_status: Any = None) -> None:
-    watcher = Watcher(config)
+async def _listen(config: Config, renderer: Any, environ: Mapping[str, str] | None = None, *,
+                  task_status: Any = None) -> None:
+    """Serve until SIGTERM or SIGINT (what systemd, Kubernetes and Ctrl-C send): then stop
+    accepting, let deliveries in flight finish, close the store (a Redis lease is given
+    back), and return."""
+    watcher = Watcher(config, environ=environ)
     watcher.subscribe(renderer.event)
-    async with watcher:
-        url = watcher.bound_url("webhook")
-        print(f"listening on {url}", flush=True)
-        if task_status is not None:
-            task_status.started(url)
-        await anyio.sleep_forever()
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stop_on_signal, signals, tg.cancel_scope)
+            async with watcher:
+                url = watcher.bound_url("webhook")
+                print(f"listening on {url}", flush=True)
+                if task_status is not None:
+                    task_status.started(url)
+                await anyio.sleep_forever()
+
+
+async def _stop_on_signal(signals: Any, scope: anyio.CancelScope) -> None:
+    async for signum in signals:
+        print(f"jobwatch: {signal.Signals(signum).name}: stopping after the deliveries in "
+              "flight", file=sys.stderr, flush=True)
+        scope.cancel()
+        return
 
 
 # -- doctor ----------------------------------------------------------------------------------
@@ -328,8 +610,8 @@ async def _listen(config: Config, renderer: Any, *, task_status: Any = None) -> 
 def _doctor_command(args: argparse.Namespace) -> int:
     from ._doctor import doctor
 
-    config = load_config(args.config)
-    return trio.run(doctor, config, sys.stdout)
+    config, environ = _load(args)
+    return trio.run(lambda: doctor(config, sys.stdout, environ=environ))
 
 
 # -- demo ----------------------------------------------------------------------------

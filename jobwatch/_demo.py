@@ -87,10 +87,13 @@ async def _compare(sim: Any, url: str, pages: int, out: TextIO) -> int:
     finished: dict[str, float] = {}
     async with AsyncExitStack() as stack:
         watchers = {name: Watcher(c) for name, c in configs.items()}
-        for name, watcher in watchers.items():
-            watcher.subscribe(_stamp(finished, name), kinds=("completed", "failed", "cancelled"))
+        for watcher in watchers.values():
             await stack.enter_async_context(watcher)
         job_id = await _submit(url, sim.api_key, pages, _hook(watchers["webhook"], secret))
+        for name, watcher in watchers.items():
+            # This job's subscription: poll and per-job streams report watched jobs only.
+            watcher.subscribe(_stamp(finished, name), kinds=("completed", "failed", "cancelled"),
+                              job_id=job_id)
         print(f"submitted batch job {job_id} ({pages} pages); watching it with poll, sse and "
               "webhook at once", file=out, flush=True)
         done_at = await _watch_all(sim, job_id, watchers, finished)

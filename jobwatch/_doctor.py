@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import TextIO
 
+import anyio
 import httpx
 
+from ._api import describe_http_error, repeated_prefix, user_agent
 from ._config import Config, redact_url
 from ._errors import AuthenticationError, JobNotFound, JobwatchError
 from ._policy import Decision, Signals, check_names, choose_transport
 from ._registry import GROUPS, base, installed, load
-from .abc import Provider, Response
+from .abc import Provider, Request, Response, Store
 
 __all__ = ["doctor"]
 
@@ -81,6 +83,7 @@ async def doctor(config: Config, out: TextIO, *, environ: dict[str, str] | None 
         decision = _policy(config, env, signals, built, report)
     _plugins(report)
     _components(config, report, decision, built_provider=provider is None)
+    await _store_reachable(config, report)
     if built is not None and base_url is not None:
         await _reachability(config, built, base_url, report)
     return report.verdict()
@@ -178,26 +181,78 @@ async def _reachability(config: Config, provider: Provider, base_url: str,
     request = provider.status_request("jobwatch-doctor-probe")
     url = redact_url(base_url.rstrip("/")) + request.path
     try:
-        async with httpx.AsyncClient(base_url=base_url, timeout=10.0,
-                                     headers=dict(provider.headers())) as client:
-            reply = await client.request(request.method, request.path,
-                                         params=dict(request.params))
+        response = await _probe(base_url, request, provider.headers())
     except httpx.HTTPError as exc:
-        report.problem(f"reachability: {request.method} {url} failed: {type(exc).__name__}: "
-                       f"{exc}; check base_url and the network",
-                       f"the API at {redact_url(base_url)} cannot be reached ({exc})")
+        why = describe_http_error(exc)
+        report.problem(f"reachability: {request.method} {url} failed: {why}; check base_url "
+                       "and the network",
+                       f"the API at {redact_url(base_url)} cannot be reached ({why})")
         return
-    response = Response(status=reply.status_code, headers=dict(reply.headers),
-                        body=reply.content)
-    said = f"reachability: {request.method} {url} -> HTTP {reply.status_code}"
+    said = f"reachability: {request.method} {url} -> HTTP {response.status}"
     # Which answers mean "the key is wrong" is the provider's to say, not a status code's.
-    error = provider.error_for(response) if reply.status_code >= 300 else None
+    error = provider.error_for(response) if response.status >= 300 else None
     if isinstance(error, AuthenticationError):
         refused = ("no api_key is set; set [jobwatch] api_key" if config.api_key is None
                    else "the API refused the api_key; check it")
         report.problem(f"{said}: {refused}", refused)
     elif isinstance(error, JobNotFound):
-        say(f"{said}: the API answered and accepted the key (a probe job is not found, as "
-            "expected)")
+        await _not_found(provider, base_url, request, said, report)
     else:
         say(f"{said}: the API answered" + (f" ({error})" if error is not None else ""))
+
+
+async def _probe(base_url: str, request: Request, headers: Mapping[str, str]) -> Response:
+    async with httpx.AsyncClient(base_url=base_url, timeout=10.0,
+                                 headers={"user-agent": user_agent(), **headers}) as client:
+        reply = await client.request(request.method, request.path, params=dict(request.params),
+                                     headers=dict(request.headers))
+    return Response(status=reply.status_code, headers=dict(reply.headers), body=reply.content)
+
+
+async def _not_found(provider: Provider, base_url: str, request: Request, said: str,
+                     report: _Report) -> None:
+    """The probe job is not found: the key counts as accepted only if the API refuses the
+    same request without it; a base_url repeating the API's path prefix is a problem."""
+    try:
+        bare = await _probe(base_url, request, {})
+        checked = isinstance(provider.error_for(bare), AuthenticationError)
+    except httpx.HTTPError:
+        checked = False
+    if checked:
+        report.say(f"{said}: the API answered and accepted the key (a probe job is not found, "
+                   "as expected)")
+    else:
+        report.say(f"{said}: the API answered, but the key was not checked (it answers the "
+                   "same without one)")
+    repeated = repeated_prefix(base_url, request.path)
+    if repeated is not None:
+        problem = (f"base_url {redact_url(base_url)} ends in {repeated}, which the "
+                   f"{provider.name} provider adds itself (requests go to "
+                   f"{repeated}{request.path}); remove {repeated} from base_url")
+        report.problem(f"  {problem}", problem)
+
+
+async def _store_reachable(config: Config, report: _Report) -> None:
+    """Open a store that lives on a server (Redis, say) and close it again: a server that is
+    down is a problem. A local store is not opened (that would create its file)."""
+    try:
+        with config.naming_source():
+            store = load("store", config.store, Store).from_config(config)
+    except JobwatchError:
+        return  # said among the components
+    if not store.shared:
+        return
+    try:
+        with anyio.move_on_after(5.0) as waited:
+            await store.open()
+            await store.aclose()
+    except JobwatchError as exc:
+        report.problem(f"store {config.store}: cannot be opened: {exc}",
+                       f"the store {config.store} cannot be opened: {exc}")
+        return
+    if waited.cancelled_caught:
+        report.say(f"store {config.store}: still opening after 5 s (see the warning above)")
+        with anyio.CancelScope(shield=True):
+            await store.aclose()
+    else:
+        report.say(f"store {config.store}: opened and closed")

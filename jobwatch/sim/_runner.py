@@ -147,15 +147,17 @@ def _exit_code(exc: BaseException, host: str, port: int) -> int:
     if any(isinstance(leaf, KeyboardInterrupt) for leaf in errors):
         # Ctrl-C decides; a connection reset while serving stops with it is no failure.
         return 0
+    # An address that cannot be bound is a usage error (exit 2), as for `jobwatch listen`.
     oserrors = [leaf for leaf in errors if isinstance(leaf, OSError)]
     if oserrors:
-        print(f"jobwatch sim: cannot listen on {host}:{port}: {oserrors[0]}", file=sys.stderr)
-        return 1
+        print(f"jobwatch sim: cannot listen on {host}:{port}: {oserrors[0]}; choose another "
+              "--port, or --port 0 for any free one", file=sys.stderr)
+        return 2
     # The server reports an address it cannot bind as a configuration error of its own.
     refused = [leaf for leaf in errors if isinstance(leaf, ConfigError)]
     if refused:
         print(f"jobwatch sim: {refused[0]}", file=sys.stderr)
-        return 1
+        return 2
     raise exc
 
 

@@ -9,51 +9,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import anyio.from_thread
 import httpx
 import pytest
+from _cli_support import Sim, run
 
 import jobwatch
 from jobwatch._cli import main
-from jobwatch.sim import Simulator, Step, running
-
-
-class Sim:
-    def __init__(self, portal: anyio.from_thread.BlockingPortal, sim: Simulator, url: str):
-        self.portal, self.sim, self.url = portal, sim, url
-
-    def job(self, *steps: str, delay: float | None = None) -> str:
-        timeline = [Step(kind=s, delay=delay) for s in steps]  # type: ignore[arg-type]
-        return self.portal.call(lambda: self.sim.create_job(steps=timeline))
-
-    def cancel(self, job_id: str) -> None:
-        self.portal.call(self.sim.cancel_job, job_id)
-
-
-@pytest.fixture
-def sim() -> Iterator[Sim]:
-    simulator = Simulator(time_scale=50.0)
-    with anyio.from_thread.start_blocking_portal("trio") as portal:
-        with portal.wrap_async_context_manager(running(simulator)) as url:
-            yield Sim(portal, simulator, url)
-
-
-@pytest.fixture
-def config(sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SIM_KEY", sim.sim.api_key)
-    path = tmp_path / "jobwatch.toml"
-    path.write_text(
-        f'[jobwatch]\nbase_url = "{sim.url}"\napi_key = "${{SIM_KEY}}"\ntransport = "poll"\n'
-        '[jobwatch.poll]\ninterval = 0.2\nmax_interval = 1.0\n'
-    )
-    return path
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_watch_json_prints_events_and_exits_0(sim: Sim, config: Path, capsys) -> None:
@@ -321,8 +282,10 @@ def test_sim_on_a_taken_port_is_one_line(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         done = subprocess.run([sys.executable, "-m", "jobwatch", "--debug", "sim", "--port",
                                str(port)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1, done.stderr
+    # A usage error, as for `jobwatch listen`, with the way out.
+    assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "cannot listen on" in done.stderr
+    assert "port 0" in done.stderr
     assert done.stderr.strip().count("\n") == 0
 
 

@@ -141,7 +141,14 @@ class RedisStore(Store):
     async def open(self) -> None:
         """Connect, take this owner's lease, and start renewing it."""
         deadline = anyio.current_time() + self.options.lease * 1.5
+        waiting = False
         while not await self._client.call(self._take_lease):
+            if not waiting:  # a start that waits says why, rather than seeming to hang
+                waiting = True
+                log.warning("[jobwatch.redis] owner %r holds a lease: another live process "
+                            "uses this owner name, or one stopped without giving it back; "
+                            "waiting up to %.0f s for it to expire", self.owner,
+                            self.options.lease * 1.5)
             if anyio.current_time() > deadline:
                 raise ConfigError(
                     f"[jobwatch.redis] owner {self.owner!r} is in use by another live process; "
@@ -177,9 +184,11 @@ class RedisStore(Store):
     async def aclose(self) -> None:
         """Stop renewing, give the lease back (others may adopt what is left), disconnect."""
         self._stop.set()
-        if self._heartbeat is not None:
-            thread, self._heartbeat = self._heartbeat, None
-            await anyio.to_thread.run_sync(thread.join)
+        if self._heartbeat is None:  # never opened (Redis was down): no lease to give back
+            self._client.close()
+            return
+        thread, self._heartbeat = self._heartbeat, None
+        await anyio.to_thread.run_sync(thread.join)
         try:
             await self._client.call(self._release_lease)
         except JobwatchError as exc:
