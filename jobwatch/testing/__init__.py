@@ -10,8 +10,21 @@
 - :class:`ProviderConformance` (with :class:`ProviderSamples`), :class:`SchemeConformance`,
   :class:`StoreConformance` and :class:`TransportConformance` are suites a plugin's tests
   subclass.
+- :class:`OpenAIBatchFake`, :class:`GitHubActionsFake` and :class:`ReplicateFake` are fakes
+  of those APIs on loopback (scripted jobs, rate limits, signed webhooks, faults), served by
+  :func:`running_fake` or the ``openai_fake``, ``github_fake`` and ``replicate_fake``
+  fixtures; :class:`FakeStep`, :class:`FakeFaults` and :class:`FakeDelivery` go with them.
 """
 
+from .._fakes import (
+    FakeDelivery,
+    FakeFaults,
+    FakeStep,
+    GitHubActionsFake,
+    OpenAIBatchFake,
+    ReplicateFake,
+    running_fake,
+)
 from ._conformance import StoreConformance, TransportConformance
 from ._host import ScriptedHost
 from ._providers import ProviderConformance, ProviderSamples
@@ -19,12 +32,19 @@ from ._schemes import SchemeConformance
 from ._scripted import ScriptedTransport, make_event
 
 __all__ = [
+    "FakeDelivery",
+    "FakeFaults",
+    "FakeStep",
+    "GitHubActionsFake",
+    "OpenAIBatchFake",
     "ProviderConformance",
     "ProviderSamples",
+    "ReplicateFake",
     "SchemeConformance",
     "ScriptedHost",
     "ScriptedTransport",
     "StoreConformance",
     "TransportConformance",
     "make_event",
+    "running_fake",
 ]

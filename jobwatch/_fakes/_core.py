@@ -1,0 +1,614 @@
+"""What the API fakes share: simulated time, scripted timelines, counters and the HTTP shell.
+
+A fake holds its jobs as the API's own JSON objects. Each job follows a timeline of
+`FakeStep` values in simulated time; `pump()` applies every step that is due, in time order,
+and the fake turns each change into webhook deliveries (and, for Replicate, stream events).
+Every request goes through one gate — count it, check the key, answer an injected burst,
+apply the API's rate limits — and then one handler per route. Handlers raise `FakeError`,
+which carries the API's own error envelope.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, unquote
+
+import anyio
+import anyio.abc
+import attrs
+
+from ..sim import ManualClock, RequestCounts
+from ..sim._clock import Timers
+from ..transports._serve import lifespan
+from ._webhooks import FakeDelivery, Outgoing, Sender
+
+__all__ = [
+    "FakeAPI", "FakeError", "FakeFaults", "FakeStep", "Reply", "Request", "Route",
+    "SlidingWindow", "StreamReply", "bearer",
+]
+
+_log = logging.getLogger("jobwatch.fakes")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Write = Callable[[bytes], Awaitable[None]]
+
+
+def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not value >= 0:
+        raise ValueError(f"{attribute.name} must be a number of at least 0, got {value}")
+
+
+def _probability(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{attribute.name} must be a probability between 0 and 1, got {value}")
+
+
+@attrs.frozen(kw_only=True)
+class FakeStep:
+    """One step of a fake job's timeline, applied `delay` simulated seconds after the previous
+    step (or after the job was created).
+
+    Attributes:
+        delay: simulated seconds after the previous step.
+        status: the API's own status word the job moves to (``in_progress``, ``succeeded``,
+            ...); None leaves it as it is.
+        fields: fields of the job to set. A mapping is merged into the field's mapping, so
+            ``{"request_counts": {"completed": 5}}`` keeps ``total``.
+        output: Replicate only: a chunk of output, appended to ``output`` and streamed as an
+            ``output`` event.
+        logs: Replicate only: a line of logs, appended to ``logs`` and streamed.
+        job: GitHub Actions only: the name of one job of the run; the step moves that job (its
+            ``status`` and ``fields``) instead of the run.
+    """
+
+    delay: float = attrs.field(default=1.0, validator=_non_negative)
+    status: str | None = None
+    fields: Mapping[str, Any] = attrs.field(factory=dict)
+    output: str | None = None
+    logs: str | None = None
+    job: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class FakeFaults:
+    """Faults a fake injects on purpose; the default injects none. Dice are seeded.
+
+    Attributes:
+        webhook_duplicate_p: probability that a delivery is sent a second time, unchanged.
+        webhook_forge_p: probability that a delivery attempt is signed with a wrong secret.
+        stream_cut_after: every stream connection is cut after this many events (Replicate);
+            a client resumes with ``Last-Event-ID``.
+        rate_limit_burst: the next N API requests get the API's rate-limit answer.
+        error_burst: the next N API requests are answered 500.
+
+    Reordered deliveries come from `hold_webhooks` and ``release_webhooks(reverse=True)``.
+    """
+
+    webhook_duplicate_p: float = attrs.field(default=0.0, validator=_probability)
+    webhook_forge_p: float = attrs.field(default=0.0, validator=_probability)
+    stream_cut_after: int | None = attrs.field(default=None, validator=_non_negative)
+    rate_limit_burst: int = attrs.field(default=0, validator=_non_negative)
+    error_burst: int = attrs.field(default=0, validator=_non_negative)
+
+
+class FakeError(Exception):
+    """An error answer: status, the API's error body, extra headers."""
+
+    def __init__(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(f"{status}: {body}")
+        self.status = status
+        self.body = body
+        self.headers = dict(headers or {})
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    """What a handler sees of a request: header names in lower case, path parameters decoded."""
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    base_url: str
+    params: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class Reply:
+    """A JSON answer."""
+
+    status: int = 200
+    body: Any = None
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class StreamReply:
+    """A Server-Sent Events answer: `write` sends frames until it returns True (the stream
+    ended) or False (cut: the connection is dropped)."""
+
+    write: Callable[[Write], Awaitable[bool]]
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+
+
+Handler = Callable[[Request], Reply | StreamReply]
+
+
+@attrs.frozen(kw_only=True)
+class Route:
+    """``METHOD /path/{param}``; a parameter is one raw path segment, percent-decoded."""
+
+    method: str
+    template: str
+    handler: Handler
+    auth: bool = True
+    pattern: re.Pattern[str] = attrs.field(init=False)
+
+    @pattern.default
+    def _compile(self) -> re.Pattern[str]:
+        return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template) + "$")
+
+
+class SlidingWindow:
+    """At most `limit` requests in any `seconds` of simulated time."""
+
+    def __init__(self, limit: int, seconds: float = 60.0) -> None:
+        self.limit = limit
+        self.seconds = seconds
+        self._hits: deque[float] = deque()
+
+    def hit(self, now: float) -> float | None:
+        """Count a request at `now`; over the limit, count nothing and return the simulated
+        seconds until a request would be allowed."""
+        while self._hits and self._hits[0] <= now - self.seconds:
+            self._hits.popleft()
+        if len(self._hits) < self.limit:
+            self._hits.append(now)
+            return None
+        return self._hits[0] + self.seconds - now
+
+    def remaining(self) -> int:
+        """Requests left in the window as of the last `hit`."""
+        return max(0, self.limit - len(self._hits))
+
+    def reset_in(self, now: float) -> float:
+        """Simulated seconds until the oldest request in the window leaves it."""
+        return max(0.0, self._hits[0] + self.seconds - now) if self._hits else 0.0
+
+
+@attrs.define(kw_only=True)
+class _Timeline:
+    data: dict[str, Any]
+    steps: deque[FakeStep]
+    due: float | None
+
+
+class FakeAPI:
+    """The clock, timelines, counters, webhooks and HTTP shell of one fake API."""
+
+    #: The provider (preset) name the fake stands in for.
+    provider: ClassVar[str]
+    #: The path `base_url` adds to the root URL (the preset's base URL has it too).
+    prefix: ClassVar[str] = ""
+    #: The secret deliveries are signed with.
+    webhook_secret: str
+
+    def __init__(
+        self, *, api_key: str, seed: int, time_scale: float,
+        clock: Callable[[], float] | None, faults: FakeFaults, epoch: float | None,
+        webhook_timeout: float,
+    ) -> None:
+        if not time_scale > 0:
+            raise ValueError(f"time_scale must be positive, got {time_scale}")
+        self.api_key = api_key
+        self.time_scale = time_scale
+        self.clock = clock
+        #: The root URL while `running_fake` serves the fake, else None.
+        self.url: str | None = None
+        # The one wall-clock read: it anchors timestamps, never drives logic.
+        self.epoch = time.time() if epoch is None else epoch
+        self.rng = random.Random(f"{seed}/{self.provider}")
+        self.dice = random.Random(f"{seed}/{self.provider}/faults")
+        self.counters: Counter[str] = Counter()
+        self.timers = Timers()
+        self.sender = Sender(self, timeout=webhook_timeout)
+        self._timelines: dict[str, _Timeline] = {}
+        self._requests: dict[str, Counter[str]] = {k: Counter() for k in ("key", "ua", "route")}
+        self._routes = self.routes()
+        self._t0: float | None = None
+        self._kick: anyio.Event | None = None
+        self._running = False
+        self.set_faults(faults)
+        if isinstance(clock, ManualClock):
+            clock.subscribe(self.pump)
+
+    # -- what each fake says -------------------------------------------------------------
+
+    def routes(self) -> Sequence[Route]:
+        """The API's routes."""
+        raise NotImplementedError
+
+    def authenticate(self, request: Request) -> None:
+        """Raise the API's 401 (or 400) unless the request may go on."""
+        raise NotImplementedError
+
+    def limit(self, request: Request) -> dict[str, str]:
+        """Count the request against the API's rate limits: the headers every answer carries,
+        or raise the API's rate-limit answer."""
+        raise NotImplementedError
+
+    def error(self, status: int, message: str, headers: Mapping[str, str] | None = None
+              ) -> FakeError:
+        """An error in the API's envelope."""
+        raise NotImplementedError
+
+    def burst_limited(self) -> FakeError:
+        """The API's rate-limit answer, for the ``rate_limit_burst`` fault."""
+        raise NotImplementedError
+
+    def apply(self, job_id: str, data: dict[str, Any], step: FakeStep, at: float) -> None:
+        """Move one job by one step at simulated time `at`; queue what that sends."""
+        raise NotImplementedError
+
+    def sign(self, delivery: Outgoing, forged: bool) -> dict[str, str]:
+        """The headers of one delivery attempt, signed (with a wrong secret when `forged`)."""
+        raise NotImplementedError
+
+    # -- time ----------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """Simulated seconds since the fake started."""
+        if self.clock is not None:
+            return self.clock()
+        return self._real_elapsed() * self.time_scale
+
+    def _real_elapsed(self) -> float:
+        if self._t0 is None:
+            self._t0 = anyio.current_time()
+        return anyio.current_time() - self._t0
+
+    def unix_time(self) -> float:
+        """Wall-clock Unix time, for signatures and ``Date``-relative headers: receivers
+        compare those with their own clock, which simulated time would leave behind."""
+        return self.epoch + self._real_elapsed()
+
+    def stamp(self, at: float) -> int:
+        """Unix seconds of simulated time `at`, for timestamps inside payloads."""
+        return int(self.epoch + at)
+
+    def real_seconds(self, simulated: float) -> int:
+        """Whole seconds a client waits for `simulated` seconds to pass (at least 1)."""
+        scale = self.time_scale if self.clock is None else 1.0
+        return max(1, math.ceil(simulated / scale))
+
+    def advance(self, seconds: float) -> None:
+        """Move a `ManualClock` forward; every step due runs before this returns."""
+        if not isinstance(self.clock, ManualClock):
+            raise RuntimeError("advance() needs a fake created with clock=ManualClock()")
+        self.clock.advance(seconds)
+
+    def pump(self) -> None:
+        """Apply every step due by now, in time order, then every timer due."""
+        now = self.now()
+        while (found := self._next_due(now)) is not None:
+            job_id, timeline = found
+            at = timeline.due
+            assert at is not None
+            step = timeline.steps.popleft()
+            timeline.due = at + timeline.steps[0].delay if timeline.steps else None
+            self.apply(job_id, timeline.data, step, at)
+        self.timers.run_due(now)
+
+    def _next_due(self, now: float) -> tuple[str, _Timeline] | None:
+        due = [(t.due, job_id) for job_id, t in self._timelines.items()
+               if t.due is not None and t.due <= now]
+        if not due:
+            return None
+        job_id = min(due)[1]
+        return job_id, self._timelines[job_id]
+
+    def _next_deadline(self) -> float | None:
+        deadlines = [t.due for t in self._timelines.values() if t.due is not None]
+        timer = self.timers.next_deadline()
+        if timer is not None:
+            deadlines.append(timer)
+        return min(deadlines, default=None)
+
+    async def sleep_until(self, when: float) -> None:
+        """Sleep until simulated time `when`."""
+        if self.now() >= when:
+            await anyio.lowlevel.checkpoint()
+            return
+        event = anyio.Event()
+        handle = self.timers.call_at(when, event.set)
+        self.wake()
+        try:
+            await event.wait()
+        finally:
+            handle.cancel()
+
+    def wake(self) -> None:
+        """Make `run` look at its deadlines again."""
+        if self._kick is not None:
+            self._kick.set()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Move simulated time on and send webhooks until cancelled (`running_fake` does)."""
+        if self._running:
+            raise RuntimeError(f"this {type(self).__name__} is already running")
+        self._running = True
+        self.now()  # simulated time zero is the start of the run
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.sender.run)
+                task_status.started()
+                while True:
+                    self._kick = anyio.Event()
+                    self.pump()
+                    with anyio.move_on_after(self._real_delay()):
+                        await self._kick.wait()
+        finally:
+            self._running = False
+            self._kick = None
+
+    def _real_delay(self) -> float:
+        deadline = self._next_deadline()
+        if isinstance(self.clock, ManualClock):
+            return math.inf
+        if self.clock is not None:
+            return 0.01  # an opaque clock can only be polled
+        if deadline is None:
+            return math.inf
+        return max(0.0, (deadline - self.now()) / self.time_scale)
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def _add(self, job_id: str, data: dict[str, Any], steps: Sequence[FakeStep]) -> None:
+        self._timelines[job_id] = _Timeline(data=data, steps=deque(), due=None)
+        self._follow(job_id, steps)
+
+    def _follow(self, job_id: str, steps: Sequence[FakeStep]) -> None:
+        """Replace the steps left in a job's timeline with `steps`, starting now."""
+        timeline = self._timelines[job_id]
+        timeline.steps = deque(steps)
+        timeline.due = self.now() + steps[0].delay if steps else None
+        self.wake()
+
+    def _data(self, job_id: str) -> dict[str, Any]:
+        timeline = self._timelines.get(job_id)
+        if timeline is None:
+            raise KeyError(f"no job {job_id!r} in this {type(self).__name__}")
+        return timeline.data
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """A copy of the job as its status request shows it now."""
+        self.pump()
+        copy: dict[str, Any] = json.loads(json.dumps(self._data(job_id)))
+        return copy
+
+    def has_job(self, job_id: str) -> bool:
+        """Whether the fake holds a job with this id."""
+        return job_id in self._timelines
+
+    def steps_left(self, job_id: str) -> int:
+        """How many steps of the job's timeline have not run yet."""
+        self.pump()
+        return len(self._timelines[job_id].steps)
+
+    @staticmethod
+    def merge(data: dict[str, Any], fields: Mapping[str, Any]) -> None:
+        """Set `fields` on `data`, merging a mapping into the mapping already there."""
+        for key, value in fields.items():
+            if isinstance(value, Mapping) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = json.loads(json.dumps(value))
+
+    # -- faults, counters, webhooks --------------------------------------------------------
+
+    def set_faults(self, faults: FakeFaults) -> None:
+        """Put `faults` in force; the bursts start counting again."""
+        self.faults = faults
+        self._bursts = {"error_burst": faults.error_burst,
+                        "rate_limit_burst": faults.rate_limit_burst}
+
+    def chance(self, name: str, probability: float) -> bool:
+        """A seeded coin that lands true with `probability`; counted under `name`."""
+        hit = probability > 0 and self.dice.random() < probability
+        if hit:
+            self.counters[name] += 1
+        return hit
+
+    def fault_counts(self) -> Mapping[str, int]:
+        """How many times each fault was injected, keyed by `FakeFaults` attribute names."""
+        names = [field.name for field in attrs.fields(FakeFaults)]
+        return {name: self.counters[name] for name in names}
+
+    def request_counts(self) -> RequestCounts:
+        """How many requests arrived, by bearer token, by User-Agent and by route."""
+        return RequestCounts(by_api_key=dict(self._requests["key"]),
+                             by_user_agent=dict(self._requests["ua"]),
+                             by_endpoint=dict(self._requests["route"]))
+
+    def deliveries(self) -> tuple[FakeDelivery, ...]:
+        """Every webhook delivery attempt so far, oldest first."""
+        return tuple(self.sender.log)
+
+    async def delivered(self, count: int) -> tuple[FakeDelivery, ...]:
+        """Wait until `count` delivery attempts were made (answered or not); return them all.
+
+        Wrap it in ``anyio.fail_after``: it waits for as long as it takes.
+        """
+        await self.sender.logged(count)
+        return self.deliveries()
+
+    def hold_webhooks(self) -> None:
+        """Keep new deliveries back until `release_webhooks`."""
+        self.sender.hold()
+
+    def release_webhooks(self, *, reverse: bool = False) -> None:
+        """Send the deliveries held back, in the order they were made or newest first."""
+        self.sender.release(reverse=reverse)
+
+    def redeliver(self, delivery_id: str) -> None:
+        """Send a delivery again, same id and body, signed anew (a manual redelivery)."""
+        self.sender.redeliver(delivery_id)
+
+    def delivery_id(self) -> str:
+        """A fresh (seeded) delivery id."""
+        return f"msg_{self.rng.getrandbits(96):024x}"
+
+    # -- HTTP ----------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """What ``[jobwatch] base_url`` is while the fake is served: its URL and API prefix."""
+        if self.url is None:
+            raise RuntimeError(f"this {type(self).__name__} is not being served: "
+                               "use `async with running_fake(fake):` first")
+        return self.url + self.prefix
+
+    def config(self, **jobwatch: Any) -> dict[str, Any]:
+        """A document for `jobwatch.Config.from_mapping` that watches this fake with the
+        provider it stands in for.
+
+        It sets ``provider``, ``base_url``, ``api_key``, ``store = "memory"``, the webhook
+        secret the fake signs with, and the provider's own table; keyword arguments are more
+        ``[jobwatch]`` keys and win over these (a ``webhook`` table is merged).
+        """
+        webhook = {"secrets": [self.webhook_secret], **jobwatch.pop("webhook", {})}
+        body = {"provider": self.provider, "base_url": self.base_url, "api_key": self.api_key,
+                "store": "memory", **self.tables(), "webhook": webhook, **jobwatch}
+        return {"jobwatch": body}
+
+    def tables(self) -> dict[str, Any]:
+        """The provider's own configuration tables."""
+        return {}
+
+    def handle(self, request: Request) -> Reply | StreamReply:
+        """Answer one request, through the gate."""
+        self.pump()
+        route, params = self._match(request)
+        self._count(request, route)
+        try:
+            if route is None:
+                raise self.error(404, f"no route for {request.method} {request.path}")
+            headers: dict[str, str] = {}
+            if route.auth:
+                self.authenticate(request)
+                self._burst()
+                headers = self.limit(request)
+            reply = route.handler(attrs.evolve(request, params=params))
+            return attrs.evolve(reply, headers={**headers, **reply.headers})
+        except FakeError as error:
+            return Reply(status=error.status, body=error.body, headers=error.headers)
+
+    def _match(self, request: Request) -> tuple[Route | None, dict[str, str]]:
+        for route in self._routes:
+            found = route.pattern.match(request.path)
+            if found is not None and route.method == request.method:
+                return route, {k: unquote(v) for k, v in found.groupdict().items()}
+        return None, {}
+
+    def _count(self, request: Request, route: Route | None) -> None:
+        self._requests["key"][bearer(request.headers)] += 1
+        self._requests["ua"][request.headers.get("user-agent", "")] += 1
+        endpoint = route.template if route is not None else "?"
+        self._requests["route"][f"{request.method} {endpoint}"] += 1
+
+    def _burst(self) -> None:
+        for name in ("error_burst", "rate_limit_burst"):
+            if self._bursts[name] > 0:
+                self._bursts[name] -= 1
+                self.counters[name] += 1
+                if name == "error_burst":
+                    raise self.error(500, "the server had an error while processing the request")
+                raise self.burst_limited()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI 3 application."""
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request_id = f"req_{self.rng.getrandbits(64):016x}"
+        try:
+            reply = self.handle(await _read(scope, receive))
+        except Exception:  # a bug of the fake: still answer as the API would
+            _log.exception("the %s fake failed on %s %s", self.provider, scope["method"],
+                           scope["path"])
+            reply = Reply(status=500, body=self.error(500, "internal error").body)
+        if isinstance(reply, StreamReply):
+            await _send_stream(reply, request_id, receive, send)
+        else:
+            await _send_json(reply, request_id, send)
+
+
+def bearer(headers: Mapping[str, str]) -> str:
+    """The token of ``Authorization: Bearer TOKEN`` (or ``Token``/``token``), else ``""``."""
+    kind, _, token = headers.get("authorization", "").partition(" ")
+    return token.strip() if kind.lower() in ("bearer", "token") else ""
+
+
+async def _read(scope: Scope, receive: Receive) -> Request:
+    while True:  # the fakes' routes read no body: drain it
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    # The raw path: a job id's %2F stays inside its segment, as an API's router sees it.
+    raw = scope.get("raw_path") or scope["path"].encode()
+    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                           keep_blank_values=True))
+    host = headers.get("host") or "{}:{}".format(*(scope.get("server") or ("127.0.0.1", 80)))
+    return Request(method=scope["method"], path=raw.decode("latin-1").split("?", 1)[0],
+                   query=query, headers=headers, base_url=f"{scope.get('scheme', 'http')}://{host}")
+
+
+async def _send_json(reply: Reply, request_id: str, send: Send) -> None:
+    body = b"" if reply.body is None else json.dumps(reply.body, separators=(",", ":")).encode()
+    headers = [(b"content-type", b"application/json; charset=utf-8"),
+               (b"content-length", str(len(body)).encode()),
+               (b"x-request-id", request_id.encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_stream(reply: StreamReply, request_id: str, receive: Receive, send: Send
+                       ) -> None:
+    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store"),
+               (b"x-request-id", request_id.encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+    async def write(data: bytes) -> None:
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+
+    finished = False
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+        finished = await reply.write(write)
+        tg.cancel_scope.cancel()
+    if finished:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    # Otherwise return with the body unfinished: the server drops the connection, which is
+    # what a cut stream looks like to the client.
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
