@@ -21,6 +21,12 @@ import cattrs
 
 from . import providers
 from ._errors import ConfigError
+from ._redact import install_log_filter
+from ._redact import redact_url as redact_url  # where the rest of jobwatch imports it from
+
+# httpx logs every request's URL at INFO, a password in base_url included; the poll
+# transport's lines carry the errors of requests to it.
+install_log_filter("httpx", "jobwatch.poll")
 
 __all__ = ["Config", "Secret", "load_config"]
 
@@ -265,14 +271,6 @@ class Config:
         return {"jobwatch": _redact({**core, **self.tables})}
 
 
-_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", re.I)
-
-
-def redact_url(url: str) -> str:
-    """The URL with the password of its user part (``scheme://user:pw@host``) as ``***``."""
-    return _URL_PASSWORD.sub(r"\1:***@", url)
-
-
 def _redact(value: Any) -> Any:
     if isinstance(value, Secret):
         return "***"
@@ -313,7 +311,8 @@ def _check_core(core: _Core | Config) -> None:
         raise ConfigError("[jobwatch] safety_poll must be >= 0 seconds (0 turns it off)")
     if core.base_url is not None and not core.base_url.startswith(("http://", "https://")):
         raise ConfigError(
-            f"[jobwatch] base_url must start with http:// or https://, got {core.base_url!r}"
+            "[jobwatch] base_url must start with http:// or https://, "
+            f"got {redact_url(core.base_url)!r}"
         )
     if isinstance(core.transport, tuple) and not core.transport:
         raise ConfigError("[jobwatch] transport is an empty list; name at least one transport")

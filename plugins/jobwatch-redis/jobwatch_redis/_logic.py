@@ -196,8 +196,17 @@ class InFlight:
 
 
 def describe_url(url: str) -> str:
-    """A Redis URL without its password, for logs and ``jobwatch doctor``."""
-    return re.sub(r"(://[^:@/]*:)[^@/]*@", r"\1***@", url)
+    """A Redis URL without its password, for logs, ``repr()`` and ``jobwatch doctor``: the
+    user part's password (``redis://user:***@host``; a user part without one is ``***``) and
+    the value of a ``password`` query argument (``unix:///run/redis.sock?password=***``)."""
+    url = _USERINFO.sub(lambda m: m[1] + (f"{m[2].partition(':')[0]}:***" if ":" in m[2]
+                                          else "***") + "@", url)
+    return _QUERY_PASSWORD.sub(r"\1***", url)
+
+
+# The user part runs to the last "@" before the path or query (a password may hold an "@").
+_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)([^\s/?#]*)@", re.I)
+_QUERY_PASSWORD = re.compile(r"([?&][^=&#\s]*password=)[^&#\s]*", re.I)
 
 
 def as_str(value: Any) -> str:

@@ -64,7 +64,8 @@ class RelayOptions:
     - ``connections`` / ``timeout``: the connection pool and its per-command timeout.
     """
 
-    url: str = "redis://127.0.0.1:6379/0"
+    url: str = attrs.field(default="redis://127.0.0.1:6379/0",
+                           repr=lambda url: repr(describe_url(url)))
     stream: str = "jobwatch:events"
     group: str = "jobwatch"
     consumer: str | None = None

@@ -72,7 +72,8 @@ class RedisOptions:
     - ``write_deadline``: seconds an acknowledgement or state write keeps retrying.
     """
 
-    url: str = "redis://127.0.0.1:6379/0"
+    url: str = attrs.field(default="redis://127.0.0.1:6379/0",
+                           repr=lambda url: repr(describe_url(url)))
     prefix: str = "jobwatch"
     owner: str | None = None
     lease: float = 15.0
