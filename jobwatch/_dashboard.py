@@ -766,12 +766,16 @@ class DashboardApp:
                 (b"cache-control", b"no-store"), (b"x-accel-buffering", b"no"), *_HEADERS]})
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
-                await self._stream(client, send, stats)
+                ended = await self._stream(client, send, stats)
                 tg.cancel_scope.cancel()
+            if ended:  # the dashboard closes: the body ends, and the browser reconnects
+                # (Outside the task group: its end is no disconnect to cancel the write on.)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             self.relay.disconnect(client)
 
-    async def _stream(self, client: Client, send: Send, stats: bool) -> None:
+    async def _stream(self, client: Client, send: Send, stats: bool) -> bool:
+        """Write to ``client`` until the relay closes (True) or a write is abandoned."""
         relay, options = self.relay, self.options
         now = anyio.current_time()
         next_ping, next_stats = now + PING_INTERVAL, now
@@ -807,12 +811,12 @@ class DashboardApp:
                 relay.counts["stuck"] += 1
                 log.info("a dashboard client took over %g s to take a write; disconnected",
                          options.send_timeout)
-                return
+                return False
             client.flushed_at = anyio.current_time()
             next_ping = client.flushed_at + PING_INTERVAL
             relay.sent(client)
             data = b""
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return True
 
 
 def _ignore(event: JobEvent) -> None:
