@@ -52,6 +52,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED, EXIT_TIMEOUT = 0, 1, 2, 3, 4
 #: Requests in a row that got no answer, from an API that never answered, before ``watch``
 #: says the API cannot be reached (a wrong base_url) instead of retrying for the timeout.
 UNREACHABLE_AFTER = 3
+#: Seconds without an answer or a failure, after which ``watch`` asks the API itself.
+PROBE_AFTER = 2.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     _source(doctor)
 
     sub.add_parser("sim", help="run the local Reader simulator (jobwatch sim --help)")
+
+    providers = sub.add_parser("providers", help="installed providers and what each offers")
+    providers.add_argument("name", nargs="?", metavar="NAME",
+                           help="print this preset's TOML description, to copy and adapt")
 
     demo = sub.add_parser("demo", help="watch a job on the built-in simulator (no account)")
     group = demo.add_mutually_exclusive_group()
@@ -139,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "watch": _watch_command, "listen": _listen_command, "doctor": _doctor_command,
         "demo": _demo_command,
+        "providers": _providers_command,
     }
     with _warnings(args.debug):
         try:
@@ -217,16 +224,40 @@ def _transports(text: str, where: str) -> tuple[str, ...]:
 
 class _Warnings(logging.Handler):
     """The library's warnings as ``jobwatch: warning: ...`` lines, each said once; ``mutes``
-    drop what the command reports in its own words."""
+    drop what the command reports in its own words.
+
+    :meth:`hold` keeps warnings back until :meth:`end_hold`, which says them, or drops them
+    and all that follow (the command is giving up with an error that says it all).
+    """
 
     def __init__(self, level: int) -> None:
         super().__init__(level)
         self.said: set[str] = set()
         self.mutes: list[Callable[[logging.LogRecord], bool]] = []
+        self.held: list[logging.LogRecord] | None = None
+        self.dropping = False
 
     def emit(self, record: logging.LogRecord) -> None:
-        if any(mute(record) for mute in self.mutes):
+        if self.dropping or any(mute(record) for mute in self.mutes):
             return
+        if self.held is not None:
+            self.held.append(record)
+            return
+        self._say(record)
+
+    def hold(self) -> None:
+        if self.held is None:
+            self.held = []
+
+    def end_hold(self, *, say: bool) -> None:
+        held, self.held = self.held or [], None
+        if not say:
+            self.dropping = True
+        elif not self.dropping:
+            for record in held:
+                self._say(record)
+
+    def _say(self, record: logging.LogRecord) -> None:
         text = _one_line(record.getMessage())
         if text in self.said:
             return
@@ -267,22 +298,22 @@ def _muted(mute: Callable[[logging.LogRecord], bool]) -> Iterator[None]:
         handler.mutes.remove(mute)
 
 
-def _reported_by_watch(watcher: Watcher, jobs: Sequence[str]) -> Callable[[logging.LogRecord],
-                                                                          bool]:
-    """What ``watch`` says itself: the end of a job it watches, a refused key (it gives up
-    with that error), and the failures of an API that has never answered (it says once that
-    the API cannot be reached)."""
+def _end_hold(*, say: bool) -> None:
+    if _handler is not None:
+        _handler.end_hold(say=say)
+
+
+def _reported_by_watch(jobs: Sequence[str]) -> Callable[[logging.LogRecord], bool]:
+    """What ``watch`` says itself: the end of a job it watches, and a refused key (it gives
+    up with that error)."""
     watched = set(jobs)
-    api = watcher._api
 
     def mute(record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
         if str(record.msg).startswith("stopped watching job") and args[:1] and \
                 args[0] in watched:
             return True
-        if any(isinstance(a, AuthenticationError) for a in args):
-            return True
-        return not api.answered and any(isinstance(a, NetworkError) for a in args)
+        return any(isinstance(a, AuthenticationError) for a in args)
     return mute
 
 
@@ -339,8 +370,17 @@ def _configures_store(config: Config) -> bool:
 
 async def _watch_fresh(config: Config, jobs: list[str], deadline: float, renderer: Any,
                        environ: Mapping[str, str]) -> int:
-    async with Watcher(config, environ=environ) as watcher:
-        return await _watch(config, jobs, deadline, renderer, watcher)
+    watcher = Watcher(config, environ=environ)
+    if _handler is not None:
+        # Until the API first answers, what is said may be only that it does not: held back,
+        # and dropped if watch gives up saying so (_give_up_if_unreachable).
+        _handler.hold()
+    try:
+        with _muted(_reported_by_watch(jobs)):  # until the Watcher has stopped
+            async with watcher:
+                return await _watch(config, jobs, deadline, renderer, watcher)
+    finally:
+        _end_hold(say=True)
 
 
 async def _watch(config: Config, jobs: list[str], deadline: float, renderer: Any,
@@ -350,9 +390,9 @@ async def _watch(config: Config, jobs: list[str], deadline: float, renderer: Any
     if watcher is None:
         return await _watch_fresh(config, jobs, deadline, renderer, os.environ)
     outcomes = _Outcomes()
-    with renderer, _muted(_reported_by_watch(watcher, jobs)):
+    with renderer, _muted(_reported_by_watch(jobs)):
         async with anyio.create_task_group() as guard:
-            guard.start_soon(_give_up_if_unreachable, watcher)
+            guard.start_soon(_give_up_if_unreachable, watcher, jobs[0])
             async with anyio.create_task_group() as tg:
                 for job_id in jobs:
                     tg.start_soon(_watch_one, watcher, job_id, deadline, renderer, outcomes)
@@ -388,15 +428,35 @@ def _without_job(exc: JobwatchError, job_id: str) -> str:
     return str(exc).removeprefix(f"job {job_id}: ")
 
 
-async def _give_up_if_unreachable(watcher: Watcher) -> None:
+async def _give_up_if_unreachable(watcher: Watcher, job_id: str) -> None:
+    """Raise _GiveUp once UNREACHABLE_AFTER requests in a row got no answer from an API that
+    never answered; return as soon as it answers.
+
+    The transports' own requests usually settle it. Where they make none for a while (a
+    stream that keeps failing to connect backs off before it falls back to polling), status
+    requests for ``job_id`` find out, a second apart.
+    """
     api = watcher._api
+
+    def unsettled() -> bool:
+        return not api.answered and api.failures_in_a_row < UNREACHABLE_AFTER
+
     # The counters are the API client's, changed by whichever task makes a request; looking
     # at them ten times a second costs nothing and needs no hook in the client.
-    while api.answered or api.failures_in_a_row < UNREACHABLE_AFTER:  # noqa: ASYNC110
-        await anyio.sleep(0.1)
-    why = str(api.last_failure)
+    with anyio.move_on_after(PROBE_AFTER):
+        while unsettled():  # noqa: ASYNC110
+            await anyio.sleep(0.1)
+    while unsettled():
+        try:
+            await api.request(watcher.provider.status_request(job_id))
+        except NetworkError:
+            await anyio.sleep(1.0)
+    if api.answered:
+        _end_hold(say=True)
+        return
+    _end_hold(say=False)
     raise _GiveUp(f"the API does not answer: {api.failures_in_a_row} requests in a row got no "
-                  f"answer, the last: {_one_line(why)}; check base_url "
+                  f"answer, the last: {_one_line(str(api.last_failure))}; check base_url "
                   f"({redact_url(api.base_url)}) and the network")
 
 
@@ -612,6 +672,16 @@ def _doctor_command(args: argparse.Namespace) -> int:
 
     config, environ = _load(args)
     return trio.run(lambda: doctor(config, sys.stdout, environ=environ))
+
+
+def _providers_command(args: argparse.Namespace) -> int:
+    from .providers._catalog import describe, listing
+
+    if args.name is None:
+        print("\n".join(listing()))
+    else:
+        sys.stdout.write(describe(args.name))
+    return EXIT_OK
 
 
 # -- demo ----------------------------------------------------------------------------
