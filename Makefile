@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test install redis bench docs
+.PHONY: demo test install redis bench chromium docs
 
 $(STAMP): pyproject.toml plugins/jobwatch-redis/pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,6 +24,12 @@ redis:
 	  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
 	    --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log; \
 	  for i in 1 2 3 4 5 6 7 8 9 10; do redis-cli ping >/dev/null 2>&1 && break; sleep 0.5; done; }
+
+# The dashboard's browser tests drive Debian's chromium package, never a downloaded browser
+# (they skip, saying so, where none is installed); CI runs as root and installs it.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 # pytest exits 5 when it collected no test: that is a failure of the suite, not a pass.
 test: install redis
