@@ -9,6 +9,7 @@ from typing import Any, TextIO
 import anyio
 import httpx
 
+from ._api import user_agent
 from ._config import Config
 from ._events import JobEvent
 from ._watcher import Watcher
@@ -28,7 +29,8 @@ async def _submit(url: str, api_key: str, pages: int, webhook: dict[str, Any] | 
     body: dict[str, Any] = {"urls": [f"https://example.com/docs/{n}" for n in range(pages)]}
     if webhook is not None:
         body["webhook"] = webhook
-    async with httpx.AsyncClient(base_url=url, headers={"x-api-key": api_key}) as client:
+    headers = {"x-api-key": api_key, "user-agent": user_agent()}
+    async with httpx.AsyncClient(base_url=url, headers=headers) as client:
         reply = await client.post("/v1/read", json=body)
     reply.raise_for_status()
     return str(reply.json()["data"]["id"])

@@ -136,3 +136,23 @@ def test_a_wait_that_times_out_on_an_unreachable_api_says_so(tmp_path: Path) -> 
         jobwatch.wait("job_1", config=config, timeout=2)
     message = str(caught.value)
     assert "did not answer" in message and "ConnectError" in message, message
+
+
+def test_the_demo_says_it_is_jobwatch(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import jobwatch.sim
+
+    made: list[jobwatch.sim.Simulator] = []
+
+    class Recorded(jobwatch.sim.Simulator):
+        def __init__(self, **options: object) -> None:
+            super().__init__(**options)  # type: ignore[arg-type]
+            made.append(self)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(jobwatch.sim, "Simulator", Recorded)
+    code, out, _ = run(capsys, "demo", "--transport", "poll", "--pages", "3",
+                       "--time-scale", "60")
+    assert code == 0, out
+    agents = made[0].request_counts().by_user_agent
+    assert set(agents) == {f"jobwatch/{jobwatch.__version__}"}, agents
