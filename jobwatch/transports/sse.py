@@ -29,7 +29,7 @@ What makes a stream reliable (details in ``docs/streaming.md``):
   ``text/event-stream``, or ``max_failures`` failed attempts in a row degrade the stream's jobs
   to polling every ``fallback_interval`` seconds; every ``probe_interval`` seconds the stream is
   tried again, and the transport returns to it once it opens.
-- **Errors** of httpx and httpx-sse are translated into jobwatch's tree at this seam; a 401
+- **Errors** of httpx are translated into jobwatch's tree at this seam; a 401
   ends the affected jobs (their ``wait()`` raises AuthenticationError) instead of retrying a
   refused key forever.
 
@@ -147,7 +147,7 @@ class _Stream:
     """One stream's identity and state: a job's own stream, or the workspace stream."""
 
     job_id: str | None
-    request: Request
+    request: Request | None  # a job's stream: asked for at each connection (_stream_request)
     machine: Reconnector
     scope: anyio.CancelScope = attrs.Factory(anyio.CancelScope)
     open: bool = False
@@ -275,8 +275,7 @@ class SSETransport(Transport):
             self._pending.add(job_id)
         elif self._scope == "job":
             if job_id not in self._streams:
-                request = self._host.provider.job_stream_request(job_id)
-                self._spawn(_Stream(job_id=job_id, request=request, machine=self._machine()))
+                self._spawn(_Stream(job_id=job_id, request=None, machine=self._machine()))
         elif self.options.reconcile_on_watch and self._workspace_open():
             self._reconcile([job_id], "sse watch")
 
@@ -381,11 +380,14 @@ class SSETransport(Transport):
         """
         host, client = self._require_host(), self._client
         assert client is not None
-        headers = {**stream.request.headers, "accept": "text/event-stream",
+        spec = stream.request or await self._stream_request(stream)
+        if isinstance(spec, _Ending):
+            return spec
+        headers = {**spec.headers, "accept": "text/event-stream",
                    "accept-encoding": "gzip, deflate", "cache-control": "no-store",
                    **stream.machine.request_headers()}
-        request = client.build_request(stream.request.method, stream.request.path,
-                                       params=dict(stream.request.params), headers=headers)
+        request = client.build_request(spec.method, spec.path,
+                                       params=dict(spec.params), headers=headers)
         for hop in range(_MAX_REDIRECTS + 1):
             await host.spend()
             host.count(self.name, "requests")
@@ -405,6 +407,20 @@ class SSETransport(Transport):
             host.count(self.name, "redirects")
             request = client.build_request(request.method, target, headers=headers)
         raise AssertionError("unreachable: _redirect refuses the last hop")
+
+    async def _stream_request(self, stream: _Stream) -> Request | _Ending:
+        """A job's stream request, asked for at each connection: a job may name its stream in
+        its status (``StreamError`` until the provider has read it), which one poll reads."""
+        host = self._require_host()
+        assert stream.job_id is not None
+        try:
+            return host.provider.job_stream_request(stream.job_id)
+        except StreamError:
+            await host.reconcile([stream.job_id], reason="sse: the job names its stream")
+        try:
+            return host.provider.job_stream_request(stream.job_id)
+        except StreamError as exc:
+            return _Ending(cause=Cause.UNSUPPORTED, error=exc)
 
     async def _check(self, response: httpx.Response) -> _Ending | None:
         """None if the response is an event stream; else how the attempt ended."""
