@@ -7,8 +7,8 @@ that a server may run it alone, and refuses websockets.
 
 Mounted in a framework (a ``root_path`` in the scope), it answers at the receiver's path taken
 either as the whole URL path or as the part after the mount point, and at the mount point
-itself: ``app.mount("/hooks", ...)`` serves ``/hooks/reader``, ``app.mount("/hooks/reader",
-...)`` serves ``/hooks/reader/``.
+itself: with the default path ``/hooks/<provider>``, ``app.mount("/hooks", ...)`` serves
+``/hooks/<provider>`` and ``app.mount("/hooks/<provider>", ...)`` serves ``/hooks/<provider>/``.
 """
 
 from __future__ import annotations
