@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("sim", help="run the local Reader simulator (jobwatch sim --help)")
 
+    dashboard = sub.add_parser("dashboard", help="serve the live dashboard and SSE relay")
+    _source(dashboard)
+    dashboard.add_argument("--listen", metavar="HOST:PORT",
+                           help="address to serve on (default: [jobwatch.dashboard] listen, "
+                                "else 127.0.0.1:8788; port 0: any free port)")
+
     providers = sub.add_parser("providers", help="installed providers and what each offers")
     providers.add_argument("name", nargs="?", metavar="NAME",
                            help="print this preset's TOML description, to copy and adapt")
@@ -144,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "watch": _watch_command, "listen": _listen_command, "doctor": _doctor_command,
-        "demo": _demo_command,
+        "demo": _demo_command, "dashboard": _dashboard_command,
         "providers": _providers_command,
     }
     with _warnings(args.debug):
@@ -662,6 +668,17 @@ async def _stop_on_signal(signals: Any, scope: anyio.CancelScope) -> None:
               "flight", file=sys.stderr, flush=True)
         scope.cancel()
         return
+
+
+# -- dashboard -------------------------------------------------------------------------------
+
+
+def _dashboard_command(args: argparse.Namespace) -> int:
+    from ._dashboard import serve_dashboard
+
+    config, environ = _load(args)
+    trio.run(serve_dashboard, config, args.listen, environ)
+    return EXIT_OK
 
 
 # -- doctor ----------------------------------------------------------------------------------

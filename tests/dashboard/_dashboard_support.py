@@ -61,6 +61,7 @@ class Process:
         if not first.startswith("listening on "):
             self.stop()
             rest = "".join(self._drain())
+            self.close()
             raise AssertionError(f"jobwatch {' '.join(args)} printed {first!r} first:\n{rest}")
         self.url = first.removeprefix("listening on ").strip()
 
@@ -90,6 +91,15 @@ class Process:
     def output(self) -> str:
         return "".join(self._drain())
 
+    def close(self) -> None:
+        """Kill the process if it still runs, and release its pipe."""
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait()
+        self._reader.join(5)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Send ``signum`` and wait for the process to end; its exit code."""
         if self.popen.poll() is None:
@@ -110,9 +120,7 @@ def running(args: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None
     try:
         yield process
     finally:
-        if process.popen.poll() is None:
-            process.popen.kill()
-            process.popen.wait()
+        process.close()
 
 
 class Sim:

@@ -1,0 +1,65 @@
+"""``jobwatch dashboard``: the address first, port 0, a clean stop on SIGTERM and SIGINT, and
+a refusal to serve beyond loopback without a token."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from _dashboard_support import TOKEN, Process, Sim, running, write_config
+
+from jobwatch._cli import main
+from jobwatch.transports._serve import GRACEFUL_TIMEOUT
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
+    with running(["sim", "--port", "0"], cwd=tmp_path_factory.mktemp("sim")) as proc:
+        sim = Sim(proc.url)
+        yield sim
+        sim.client.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_it_prints_the_bound_address_first_and_stops_cleanly_on_a_signal(
+        tmp_path: Path, sim: Sim, signum: int) -> None:
+    config = write_config(tmp_path, sim.url)
+    dashboard = Process(["dashboard", "--config", str(config), "--listen", "127.0.0.1:0"],
+                        cwd=tmp_path)
+    try:
+        assert dashboard.url.startswith("http://127.0.0.1:")
+        assert not dashboard.url.endswith(":0")
+        bearer = {"authorization": f"Bearer {TOKEN}"}
+        assert httpx.get(dashboard.url + "/jobs", headers=bearer).status_code == 200
+        # A browser keeps its stream open: the stop ends it rather than waiting for it.
+        with httpx.stream("GET", dashboard.url + "/events", headers=bearer) as stream:
+            assert stream.status_code == 200
+            began = time.monotonic()
+            assert dashboard.stop(signum, timeout=10) == 0
+            # The streams end at once: the server need not wait out its grace period.
+            assert time.monotonic() - began < GRACEFUL_TIMEOUT
+            body = b"".join(stream.iter_bytes())  # ended, not cut off: the browser reconnects
+        assert body.startswith(b"retry: 1000\nevent: snapshot\n")
+        assert f"jobwatch: {signal.Signals(signum).name}: stopping" in dashboard.output()
+    finally:
+        dashboard.close()
+
+
+def test_it_refuses_to_listen_beyond_loopback_without_a_token(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9", token=None)
+    code = main(["dashboard", "--config", str(config), "--listen", "0.0.0.0:0"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "[jobwatch.dashboard] token" in err and "listen on 127.0.0.1" in err
+
+
+def test_a_bad_listen_address_names_the_flag(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    assert main(["dashboard", "--config", str(config), "--listen", "here"]) == 2
+    assert "--listen must be 'HOST:PORT'" in capsys.readouterr().err
