@@ -4,10 +4,10 @@
 
 It serves ``jobwatch listen``'s receiver through the public API on ``127.0.0.1:0`` with the
 ``reader`` scheme and the secret ``SECRET`` below, prints ``listening on URL`` (deliveries go
-to URL + ``PATH``), and appends ``GENERATION KEY`` to the file RECORD for each event its
-callback receives (a line at a time, written before the callback returns: a SIGKILL loses none
-that were written). With NOFILE the process may open at most that many files. SIGTERM stops it
-cleanly.
+to URL + ``PATH``), and appends ``GENERATION JOB_ID KIND KEY`` to the file RECORD for each
+event its callback receives (a line at a time, written before the callback returns: a SIGKILL
+loses none that were written). With NOFILE the process may open at most that many files.
+SIGTERM stops it cleanly.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ async def serve(db: str, record: TextIO, generation: str) -> None:
     watcher = Watcher(config(db))
 
     def handled(event: JobEvent) -> None:
-        record.write(f"{generation} {event.key}\n")
+        record.write(f"{generation} {event.job_id} {event.kind} {event.key}\n")
 
     watcher.subscribe(handled)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
