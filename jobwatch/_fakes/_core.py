@@ -273,9 +273,13 @@ class FakeAPI:
         return self._real_elapsed() * self.time_scale
 
     def _real_elapsed(self) -> float:
+        try:
+            now = anyio.current_time()
+        except RuntimeError:  # driven from synchronous code: real time has not started
+            return 0.0
         if self._t0 is None:
-            self._t0 = anyio.current_time()
-        return anyio.current_time() - self._t0
+            self._t0 = now
+        return now - self._t0
 
     def unix_time(self) -> float:
         """Wall-clock Unix time, for signatures and ``Date``-relative headers: receivers

@@ -306,7 +306,7 @@ class GitHubActionsFake(FakeAPI):
                              "GitHub Support for help, please include the request ID.",
                              headers=headers)
         if self._secondary is not None and (wait := self._secondary.hit(now)) is not None:
-            raise self._secondary_limited(self.real_seconds(wait))
+            raise self._secondary_limited(self.real_seconds(wait), headers)
         self._window = (start, used + 1)
         return self._primary_headers(start + _HOUR - now, used + 1)
 
@@ -317,10 +317,11 @@ class GitHubActionsFake(FakeAPI):
                 "x-ratelimit-used": str(used), "x-ratelimit-reset": str(reset),
                 "x-ratelimit-resource": "core"}
 
-    def _secondary_limited(self, seconds: int) -> FakeError:
+    def _secondary_limited(self, seconds: int, headers: Mapping[str, str] | None = None
+                           ) -> FakeError:
         return self.error(self._secondary_status, "You have exceeded a secondary rate limit. "
                           "Please wait a few minutes before you try again.",
-                          headers={"retry-after": str(seconds)})
+                          headers={**(headers or {}), "retry-after": str(seconds)})
 
     def burst_limited(self) -> FakeError:
         return self._secondary_limited(1)
