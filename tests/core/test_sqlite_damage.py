@@ -35,10 +35,25 @@ async def _recorded(path: Path, count: int = EVENTS, *, crash_copy: Path | None 
                            data={"markdown": "x" * 200})
         await store.record(event.job_id, functools.partial(decide, event=event), ttl=600)
     if crash_copy is not None:
-        crash_copy.mkdir()
-        for file in path.parent.iterdir():
-            shutil.copy(file, crash_copy / file.name)
+        _copy_folder(path.parent, crash_copy)
     await store.aclose()
+
+
+def _copy_folder(folder: Path, to: Path) -> None:
+    to.mkdir()
+    for file in folder.iterdir():
+        shutil.copy(file, to / file.name)
+
+
+def _truncate(file: Path, size: int = 0, *, half: bool = False) -> None:
+    with file.open("r+b") as f:
+        f.truncate(file.stat().st_size // 2 if half else size)
+
+
+def _committed_frames(shm: Path) -> int:
+    """The frames of the log its index says are committed (the WAL index header's mxFrame)."""
+    (frames,) = struct.unpack("=I", shm.read_bytes()[16:20])
+    return int(frames)
 
 
 async def _pending(path: Path) -> int:
@@ -64,7 +79,7 @@ async def _refused(path: Path, match: str) -> str:
 async def test_a_store_left_by_a_crash_opens_with_every_event(tmp_path: Path) -> None:
     await _recorded(tmp_path / "live" / "state.db", crash_copy=tmp_path / "crashed")
     crashed = tmp_path / "crashed" / "state.db"
-    assert Path(f"{crashed}-wal").stat().st_size > 0
+    assert _committed_frames(Path(f"{crashed}-shm")) > 0
     assert await _pending(crashed) == EVENTS
     assert await _pending(crashed) == EVENTS  # and again, once SQLite has tidied up
 
@@ -116,22 +131,18 @@ async def test_a_log_without_its_database_is_refused(tmp_path: Path) -> None:
 async def test_a_log_cut_in_half_is_refused(tmp_path: Path) -> None:
     await _recorded(tmp_path / "live" / "state.db", crash_copy=tmp_path / "crashed")
     crashed = tmp_path / "crashed" / "state.db"
-    wal = Path(f"{crashed}-wal")
-    with wal.open("r+b") as f:
-        f.truncate(wal.stat().st_size // 2)
+    _truncate(Path(f"{crashed}-wal"), half=True)
     await _refused(crashed, r"state.db-wal is shorter than .*state.db-shm says")
     # Recovery, keeping what remains: without the index SQLite keeps the complete writes.
-    Path(f"{crashed}-shm").unlink()
+    os.remove(f"{crashed}-shm")
     assert 0 < await _pending(crashed) < EVENTS
 
 
 async def test_a_log_cut_at_a_frame_boundary_is_refused(tmp_path: Path) -> None:
     await _recorded(tmp_path / "live" / "state.db", crash_copy=tmp_path / "crashed")
     crashed = tmp_path / "crashed" / "state.db"
-    # The index's header: how many frames of the log are committed (SQLite's WAL format).
-    (committed,) = struct.unpack("=I", Path(f"{crashed}-shm").read_bytes()[16:20])
-    with Path(f"{crashed}-wal").open("r+b") as f:
-        f.truncate(32 + (committed - 1) * (24 + 4096))
+    committed = _committed_frames(Path(f"{crashed}-shm"))
+    _truncate(Path(f"{crashed}-wal"), 32 + (committed - 1) * (24 + 4096))
     await _refused(crashed, "shorter than")
 
 
