@@ -99,7 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--transport", help="poll, sse or webhook (default: the policy's choice)")
     group.add_argument("--compare", action="store_true",
                        help="watch one job with every transport at once and compare them")
-    demo.add_argument("--pages", type=_positive(int), default=50, help="pages in the demo job")
+    demo.add_argument("--pages", type=_positive(int), default=50, help="pages in the demo job "
+                      "(with --provider: its requests, jobs or output tokens)")
+    demo.add_argument("--provider", default="reader", metavar="NAME",
+                      help="the API: reader (default), or openai-batch, github-actions or "
+                           "replicate, watched on a fake of that API")
     demo.add_argument("--time-scale", type=_positive(float), default=5.0,
                       help="simulated seconds per real second")
     return parser
@@ -707,4 +711,5 @@ def _providers_command(args: argparse.Namespace) -> int:
 def _demo_command(args: argparse.Namespace) -> int:
     from ._demo import demo
 
-    return trio.run(demo, args.transport, args.compare, args.pages, args.time_scale, sys.stdout)
+    return trio.run(demo, args.transport, args.compare, args.pages, args.time_scale, sys.stdout,
+                    args.provider)

@@ -37,8 +37,12 @@ async def _submit(url: str, api_key: str, pages: int, webhook: dict[str, Any] | 
 
 
 async def demo(transport: str | None, compare: bool, pages: int, time_scale: float,
-               out: TextIO) -> int:
+               out: TextIO, provider: str = "reader") -> int:
     """Run the demo; returns the exit code of ``jobwatch watch`` for the job."""
+    if provider != "reader":  # another API: its fake, and the provider of its name
+        from ._fakes._demo import demo_fake
+
+        return await demo_fake(provider, transport, compare, pages, time_scale, out)
     from . import _cli
     from .sim import Simulator, running
 
