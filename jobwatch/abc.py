@@ -82,11 +82,17 @@ class WebhookDelivery:
     ``events`` is empty for a delivery of an event the provider has no job event for (one not
     about jobs, or a name the API's documentation does not list, such as a later revision's):
     the receiver acknowledges it, logs it and counts it as ``ignored``, and dispatches nothing.
+
+    ``reconcile`` names jobs the delivery reports without their state (a thin delivery that
+    carries an id, not counts): before recording ``events``, the receiver asks its sink to poll
+    each once (:meth:`EventSink.reconcile`), so that the snapshot's events, counts included,
+    come first and ``events`` are what is left when no poll can be made.
     """
 
     delivery_id: str | None
     event_name: str
     events: tuple[JobEvent, ...]
+    reconcile: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -181,7 +187,12 @@ class Provider(abc.ABC):
         """Decode one page of results and the request for the next."""
 
     def job_stream_request(self, job_id: str) -> Request:
-        """The request that opens a job's own event stream (``capabilities.job_stream``)."""
+        """The request that opens a job's own event stream (``capabilities.job_stream``).
+
+        Asked for at each connection. Where a job names its own stream in its status (a URL
+        field), raise :class:`~jobwatch.StreamError` until a decoded status has shown it: the
+        transport then polls the job once and asks again.
+        """
         raise NotImplementedError(f"the {self.name} provider has no per-job stream")
 
     def workspace_stream_request(self) -> Request:

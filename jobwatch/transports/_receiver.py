@@ -281,7 +281,7 @@ class Receiver:
         except Exception as exc:  # a provider's bug on odd input is still the input's fault
             log.exception("the %s provider failed to decode a webhook", host.provider.name)
             return self.rejected(_error(400, f"the delivery could not be decoded: {exc!r}"))
-        if not delivery.events:
+        if not delivery.events and not delivery.reconcile:
             self._count("ignored")
             log.info("webhook event %r ignored: the %s provider has no job event for it",
                      delivery.event_name, host.provider.name)
@@ -294,7 +294,10 @@ class Receiver:
         # No deadline here: cut short between recording and queueing, an event would wait in
         # the inbox for the next start, and the sender's retry would be dropped as a duplicate.
         try:
-            await host.deliver(delivery.events)
+            if delivery.reconcile:  # a thin delivery: the job's snapshot, counts and all, first
+                await host.reconcile(delivery.reconcile, reason="thin webhook delivery")
+            if delivery.events:
+                await host.deliver(delivery.events)
         except Exception as exc:  # the sender must retry: the delivery was not recorded
             log.warning("could not record a webhook delivery, answering 503: %s", exc)
             self._count("unrecorded")
