@@ -524,10 +524,11 @@ class Relay:
 
 def _entry(body: Mapping[str, Any], at: float, *, ident: str | None = None,
            dropped: str | None = None) -> dict[str, Any]:
+    url = body["data"].get("url")  # a page's, in the API's words
     return {"t": round(at, 3), "id": ident, "kind": body["kind"], "key": body["key"],
             "source": body["source"], "status": body["status"], "completed": body["completed"],
             "total": body["total"], "error": body["error"], "dropped": dropped, "count": 1,
-            "last": None}
+            "last": None, "url": url if isinstance(url, str) else None}
 
 
 def _cancel(row: _Row) -> None:

@@ -278,6 +278,7 @@
     const text = el("span", "text");
     wrap.append(bar, text);
     cells.progress.append(wrap);
+    cells.job.title = job.id;
     tr.append(cells.job, cells.status, cells.progress, cells.source, cells.age, cells.reason);
     tr.addEventListener("click", () => select(job.id));
     return { tr, cells, badge, bar, fill, text };
@@ -383,6 +384,7 @@
     }
     if (entry.status !== null && entry.status !== entry.kind) detail.push(entry.status);
     if (detail.length) what.append(" " + detail.join(" · "));
+    if (entry.url) what.append(" ", el("span", "url", entry.url));
     if (entry.error) what.append(" ", el("span", "err", entry.error));
     let via = " via " + entry.source;
     if (entry.dropped) {

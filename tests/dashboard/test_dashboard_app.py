@@ -100,6 +100,21 @@ async def test_mounted_under_a_prefix_its_links_and_cookie_stay_under_it() -> No
         assert (await http.get("/ops/dash/dashboard.js")).status_code == 200
 
 
+async def test_mounted_in_starlette_it_answers_under_the_mount() -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    app = make_watcher({"token": TOKEN}).dashboard_app()
+    web = Starlette(routes=[Mount("/ops", app=app)])
+    bearer = {"authorization": f"Bearer {TOKEN}"}
+    async with client(web) as http:
+        assert (await http.get("/ops/", headers=bearer)).status_code == 200
+        assert (await http.get("/ops/jobs", headers=bearer)).json()["jobs"] == []
+        assert (await http.get("/ops/dashboard.css")).status_code == 200
+        login = await http.post("/ops/login", data={"token": TOKEN})
+        assert login.status_code == 303 and "Path=/ops/;" in login.headers["set-cookie"]
+
+
 async def test_without_a_token_it_answers_only_on_loopback_and_to_a_loopback_host() -> None:
     app = make_watcher().dashboard_app()
     async with client(app) as http:
