@@ -96,6 +96,8 @@ def test_testing_holds_the_helpers() -> None:
 
     assert {"ScriptedTransport", "make_event", "StoreConformance", "SchemeConformance",
             "TransportConformance"} <= set(jobwatch.testing.__all__)
+    assert {"OpenAIBatchFake", "GitHubActionsFake", "ReplicateFake", "FakeStep", "FakeFaults",
+            "FakeDelivery", "running_fake"} <= set(jobwatch.testing.__all__)
 
 
 @pytest.mark.parametrize("name", ["abc", "testing"])

@@ -13,7 +13,9 @@ from _fake_support import Receiver, client
 from hypothesis import given
 from hypothesis import strategies as st
 
+import jobwatch
 from jobwatch._fakes._core import FakeAPI, Reply, Request
+from jobwatch._registry import installed
 from jobwatch.sim import ManualClock
 from jobwatch.testing import (
     FakeFaults,
@@ -162,3 +164,15 @@ async def test_the_replicate_fixture_runs_in_scaled_time(
         (delivery,) = await receiver.wait(1)
     assert json.loads(delivery.body)["id"] == prediction_id
     assert replicate_fake.time_scale == 1000.0
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif("github-actions" not in installed("provider"),
+                    reason="the github-actions provider is not installed yet")
+async def test_the_fixture_example_of_the_docs(github_fake: GitHubActionsFake) -> None:
+    # docs/fakes.md, "In pytest", as written there
+    run_id = github_fake.create_run(outcome="timed_out")
+    config = jobwatch.Config.from_mapping(github_fake.config(transport="poll"))
+    async with jobwatch.Watcher(config) as watcher:
+        final = await watcher.wait(run_id, timeout=30)
+    assert (final.kind, final.error) == ("failed", "timed_out")
