@@ -202,6 +202,10 @@ class FakeAPI:
     prefix: ClassVar[str] = ""
     #: The secret deliveries are signed with.
     webhook_secret: str
+    #: The API's status words, which a step may move a job to.
+    statuses: ClassVar[tuple[str, ...]]
+    #: The `FakeStep` fields only some APIs have, that this one takes.
+    step_extras: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self, *, api_key: str, seed: int, time_scale: float,
@@ -379,11 +383,24 @@ class FakeAPI:
     # -- jobs ----------------------------------------------------------------------------
 
     def _add(self, job_id: str, data: dict[str, Any], steps: Sequence[FakeStep]) -> None:
+        self.check_steps(steps)
         self._timelines[job_id] = _Timeline(data=data, steps=deque(), due=None)
         self._follow(job_id, steps)
 
+    def check_steps(self, steps: Sequence[FakeStep]) -> None:
+        """Raise ValueError for a step this API cannot take, before any of it runs."""
+        for index, step in enumerate(steps):
+            if step.status is not None and step.status not in self.statuses:
+                raise ValueError(f"steps[{index}]: {step.status!r} is no {self.provider} status; "
+                                 f"the statuses are {', '.join(self.statuses)}")
+            for extra in ("output", "logs", "job"):
+                if getattr(step, extra) is not None and extra not in self.step_extras:
+                    raise ValueError(f"steps[{index}]: the {self.provider} fake takes no "
+                                     f"{extra}= in a step")
+
     def _follow(self, job_id: str, steps: Sequence[FakeStep]) -> None:
         """Replace the steps left in a job's timeline with `steps`, starting now."""
+        self.check_steps(steps)
         timeline = self._timelines[job_id]
         timeline.steps = deque(steps)
         timeline.due = self.now() + steps[0].delay if steps else None
@@ -398,8 +415,12 @@ class FakeAPI:
     def job(self, job_id: str) -> dict[str, Any]:
         """A copy of the job as its status request shows it now."""
         self.pump()
-        copy: dict[str, Any] = json.loads(json.dumps(self._data(job_id)))
+        copy: dict[str, Any] = json.loads(json.dumps(self.render(self._data(job_id), self.url)))
         return copy
+
+    def render(self, data: dict[str, Any], base: str | None) -> dict[str, Any]:
+        """A job as the API answers it from `base` (None: the API's public URL)."""
+        return data
 
     def has_job(self, job_id: str) -> bool:
         """Whether the fake holds a job with this id."""

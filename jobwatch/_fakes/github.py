@@ -57,6 +57,8 @@ class GitHubActionsFake(FakeAPI):
     """
 
     provider = "github-actions"
+    statuses = STATUSES
+    step_extras = frozenset({"job"})
 
     def __init__(
         self, *, api_key: str = "ghp_fake", repository: str = "octo-org/octo-repo",
@@ -105,6 +107,9 @@ class GitHubActionsFake(FakeAPI):
         `outcome`. The run's `jobs` go ``in_progress`` with it and complete with it unless a
         step moves them (``FakeStep(job="build", status="completed", ...)``).
         """
+        steps = self.timeline(outcome, jobs) if steps is None else steps
+        self.check_steps(steps)
+        _check_jobs(steps, jobs)
         self.pump()
         run_id = str(self.rng.randrange(10**9, 10**10))
         now = self._iso(self.now())
@@ -118,7 +123,7 @@ class GitHubActionsFake(FakeAPI):
             "created_at": now, "updated_at": now, "run_attempt": 1, "run_started_at": now,
         }
         self._jobs[run_id] = [self._new_jobs(run_id, 1, jobs)]
-        self._add(run_id, data, self.timeline(outcome, jobs) if steps is None else steps)
+        self._add(run_id, data, steps)
         self._notify(run_id, "requested")
         return run_id
 
@@ -143,13 +148,16 @@ class GitHubActionsFake(FakeAPI):
         self.pump()
         if data["status"] != "completed":
             raise ValueError(f"run {run_id} is {data['status']}: only a completed run is re-run")
+        names = [job["name"] for job in self._jobs[run_id][-1]]
+        steps = self.timeline(outcome, names) if steps is None else steps
+        self.check_steps(steps)
+        _check_jobs(steps, names)
         attempt = data["run_attempt"] + 1
         now = self._iso(self.now())
         data.update(run_attempt=attempt, status="queued", conclusion=None, updated_at=now,
                     run_started_at=now)
-        names = [job["name"] for job in self._jobs[run_id][-1]]
         self._jobs[run_id].append(self._new_jobs(run_id, attempt, names))
-        self._follow(run_id, self.timeline(outcome, names) if steps is None else steps)
+        self._follow(run_id, steps)
         self._notify(run_id, "requested")
         return int(attempt)
 
@@ -168,8 +176,6 @@ class GitHubActionsFake(FakeAPI):
                 for name in names]
 
     def apply(self, job_id: str, data: dict[str, Any], step: FakeStep, at: float) -> None:
-        if step.status is not None and step.status not in STATUSES:
-            raise ValueError(f"unknown workflow run status {step.status!r}")
         if step.job is not None:
             self._move_job(job_id, step, at)
             return
@@ -184,10 +190,7 @@ class GitHubActionsFake(FakeAPI):
             self._notify(job_id, _ACTIONS[data["status"]])
 
     def _move_job(self, run_id: str, step: FakeStep, at: float) -> None:
-        jobs = [job for job in self._jobs[run_id][-1] if job["name"] == step.job]
-        if not jobs:
-            raise ValueError(f"run {run_id} has no job named {step.job!r}")
-        job = jobs[0]
+        job = next(job for job in self._jobs[run_id][-1] if job["name"] == step.job)
         if step.status is not None:
             job["status"] = step.status
         self.merge(job, step.fields)
@@ -223,7 +226,7 @@ class GitHubActionsFake(FakeAPI):
     def _notify(self, run_id: str, action: str) -> None:
         if self.webhook_url is None:
             return
-        run = self._render(self._data(run_id), self.url or "https://api.github.com")
+        run = self.render(self._data(run_id), self.url)
         workflow = {"id": run["workflow_id"], "name": run["name"], "path": run["path"]}
         self._deliver(f"workflow_run.{action}", run_id,
                       {"action": action, "workflow_run": run, "workflow": workflow})
@@ -261,14 +264,14 @@ class GitHubActionsFake(FakeAPI):
             raise self.error(404, "Not Found")
         return run_id
 
-    def _render(self, data: dict[str, Any], base: str) -> dict[str, Any]:
-        url = f"{base}/repos/{self.repository}/actions/runs/{data['id']}"
+    def render(self, data: dict[str, Any], base: str | None) -> dict[str, Any]:
+        url = f"{base or 'https://api.github.com'}/repos/{self.repository}/actions/runs/{data['id']}"
         return {**data, "url": url, "jobs_url": f"{url}/jobs", "logs_url": f"{url}/logs",
                 "rerun_url": f"{url}/rerun", "cancel_url": f"{url}/cancel",
                 "repository": self._repo}
 
     def _get_run(self, request: Request) -> Reply:
-        return Reply(body=self._render(self._data(self._run_id(request)), request.base_url))
+        return Reply(body=self.render(self._data(self._run_id(request)), request.base_url))
 
     def _get_jobs(self, request: Request) -> Reply:
         attempts = self._jobs[self._run_id(request)]
@@ -330,6 +333,13 @@ class GitHubActionsFake(FakeAPI):
               ) -> FakeError:
         return FakeError(status, {"message": message, "documentation_url": _DOCS,
                                   "status": str(status)}, headers)
+
+
+def _check_jobs(steps: Sequence[FakeStep], jobs: Sequence[str]) -> None:
+    for index, step in enumerate(steps):
+        if step.job is not None and step.job not in jobs:
+            raise ValueError(f"steps[{index}]: the run has no job {step.job!r}; its jobs are "
+                             f"{', '.join(jobs) or 'none'}")
 
 
 def _int(query: Mapping[str, str], name: str, default: int, cap: int | None = None) -> int:

@@ -48,6 +48,7 @@ class OpenAIBatchFake(FakeAPI):
 
     provider = "openai-batch"
     prefix = "/v1"
+    statuses = STATUSES
 
     def __init__(
         self, *, api_key: str = "sk-fake-openai", seed: int = 0, time_scale: float = 1.0,
@@ -79,6 +80,8 @@ class OpenAIBatchFake(FakeAPI):
         (``completed``, ``failed``, ``expired`` or ``cancelled``) with `total` requests of
         which `failed` fail. A step's ``status`` also sets the matching ``*_at`` timestamp.
         """
+        steps = self.timeline(outcome, total, failed) if steps is None else steps
+        self.check_steps(steps)
         self.pump()
         now = self.now()
         batch_id = f"batch_{self.rng.getrandbits(128):032x}"
@@ -92,8 +95,7 @@ class OpenAIBatchFake(FakeAPI):
             "request_counts": {"total": 0, "completed": 0, "failed": 0},
             "metadata": dict(metadata) if metadata is not None else None,
         }
-        self._add(batch_id, data, self.timeline(outcome, total, failed) if steps is None
-                  else steps)
+        self._add(batch_id, data, steps)
         return batch_id
 
     @staticmethod
@@ -127,8 +129,6 @@ class OpenAIBatchFake(FakeAPI):
     def apply(self, job_id: str, data: dict[str, Any], step: FakeStep, at: float) -> None:
         before = data["status"]
         if step.status is not None:
-            if step.status not in STATUSES:
-                raise ValueError(f"unknown batch status {step.status!r}")
             data["status"] = step.status
             if step.status != "validating":
                 data[f"{step.status}_at"] = self.stamp(at)

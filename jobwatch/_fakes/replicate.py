@@ -103,6 +103,8 @@ class ReplicateFake(FakeAPI):
 
     provider = "replicate"
     prefix = "/v1"
+    statuses = STATUSES
+    step_extras = frozenset({"output", "logs"})
 
     def __init__(
         self, *, api_key: str = "r8_fake", seed: int = 0, time_scale: float = 1.0,
@@ -140,13 +142,15 @@ class ReplicateFake(FakeAPI):
         `webhook` and `webhook_events_filter` are those of Replicate's create request; the
         ``start`` delivery leaves at once. `stream` False leaves ``urls.stream`` out.
         """
-        self.pump()
-        prediction_id = "".join(self.rng.choice("abcdefghijklmnopqrstuvwxyz0123456789")
-                                for _ in range(26))
         unknown = set(webhook_events_filter) - set(WEBHOOK_EVENTS)
         if unknown:
             raise ValueError(f"unknown webhook events {sorted(unknown)}; Replicate's are "
                              f"{', '.join(WEBHOOK_EVENTS)}")
+        steps = self.timeline(outcome, output) if steps is None else steps
+        self.check_steps(steps)
+        self.pump()
+        prediction_id = "".join(self.rng.choice("abcdefghijklmnopqrstuvwxyz0123456789")
+                                for _ in range(26))
         data: dict[str, Any] = {
             "id": prediction_id, "model": model, "version": f"{self.rng.getrandbits(256):064x}",
             "input": dict(input or {"prompt": "Say hello"}), "logs": "", "output": None,
@@ -158,8 +162,7 @@ class ReplicateFake(FakeAPI):
             self._streams[prediction_id] = _Stream()
         if webhook is not None:
             self._hooks[prediction_id] = _Hook(url=webhook, events=frozenset(webhook_events_filter))
-        self._add(prediction_id, data,
-                  self.timeline(outcome, output) if steps is None else steps)
+        self._add(prediction_id, data, steps)
         self._notify(prediction_id, "start")
         return prediction_id
 
@@ -183,8 +186,6 @@ class ReplicateFake(FakeAPI):
             self.pump()
 
     def apply(self, job_id: str, data: dict[str, Any], step: FakeStep, at: float) -> None:
-        if step.status is not None and step.status not in STATUSES:
-            raise ValueError(f"unknown prediction status {step.status!r}")
         before = data["status"]
         if step.status is not None:
             data["status"] = step.status
@@ -217,7 +218,8 @@ class ReplicateFake(FakeAPI):
         moment = datetime.fromtimestamp(self.epoch + at, UTC)
         return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}Z"
 
-    def _render(self, data: dict[str, Any], base: str) -> dict[str, Any]:
+    def render(self, data: dict[str, Any], base: str | None) -> dict[str, Any]:
+        base = base or "https://api.replicate.com"
         url = f"{base}/v1/predictions/{data['id']}"
         urls = {"get": url, "cancel": f"{url}/cancel", "web": f"https://replicate.com/p/{data['id']}"}
         if data["id"] in self._streams:
@@ -241,6 +243,8 @@ class ReplicateFake(FakeAPI):
 
         async def write(send: Write) -> bool:
             index, sent = start, 0
+            if index == len(stream.events) and index and stream.events[-1].name == "done":
+                return True  # resumed after the last event: nothing more will come
             while True:
                 while index < len(stream.events):
                     if sent == self.faults.stream_cut_after:
@@ -261,7 +265,7 @@ class ReplicateFake(FakeAPI):
         hook = self._hooks.get(prediction_id)
         if hook is None or event not in hook.events:
             return
-        body = self._render(self._data(prediction_id), self.url or "https://api.replicate.com")
+        body = self.render(self._data(prediction_id), self.url)
         self.sender.enqueue(Outgoing(
             id=self.delivery_id(), event=event, job_id=prediction_id, url=hook.url,
             body=json.dumps(body, separators=(",", ":")).encode(),
@@ -286,7 +290,7 @@ class ReplicateFake(FakeAPI):
         if not self.has_job(prediction_id):
             raise self.error(404, "The requested resource could not be found.",
                              title="Not found")
-        return Reply(body=self._render(self._data(prediction_id), request.base_url))
+        return Reply(body=self.render(self._data(prediction_id), request.base_url))
 
     def authenticate(self, request: Request) -> None:
         if _bearer(request.headers) != self.api_key:

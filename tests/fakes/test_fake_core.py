@@ -72,10 +72,29 @@ def test_steps_and_faults_are_checked() -> None:
         FakeFaults(webhook_forge_p=1.5)
     with pytest.raises(ValueError, match="stream_cut_after"):
         FakeFaults(stream_cut_after=-1)
-    with pytest.raises(ValueError, match="unknown batch status"):
-        clock = ManualClock()
-        OpenAIBatchFake(clock=clock).create_batch(steps=[FakeStep(status="done")])
-        clock.advance(1)
+
+
+
+def test_a_step_the_api_cannot_take_is_refused_before_anything_runs() -> None:
+    openai, github, replicate = OpenAIBatchFake(), GitHubActionsFake(), ReplicateFake()
+    with pytest.raises(ValueError, match=r"steps\[1\]: 'done' is no openai-batch status; "
+                                         "the statuses are validating, in_progress"):
+        openai.create_batch(steps=[FakeStep(status="in_progress"), FakeStep(status="done")])
+    with pytest.raises(ValueError, match="the replicate fake takes no job= in a step"):
+        replicate.create_prediction(steps=[FakeStep(job="build")])
+    with pytest.raises(ValueError, match="the github-actions fake takes no output="):
+        github.create_run(steps=[FakeStep(output="x")])
+    with pytest.raises(ValueError, match="the run has no job 'deploy'; its jobs are build"):
+        github.create_run(jobs=["build"], steps=[FakeStep(job="deploy")])
+    assert not openai._timelines and not github._timelines and not github._jobs
+    assert openai.create_batch() == OpenAIBatchFake().create_batch()  # no id was spent
+    clock = ManualClock()
+    github = GitHubActionsFake(clock=clock)
+    run_id = github.create_run()
+    clock.advance(60)
+    with pytest.raises(ValueError, match="no github-actions status"):
+        github.rerun(run_id, steps=[FakeStep(status="restarted")])
+    assert github.job(run_id)["run_attempt"] == 1  # nothing changed
 
 
 def test_steps_of_several_jobs_run_in_time_order() -> None:

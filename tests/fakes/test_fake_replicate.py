@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from contextlib import aclosing
 
+import anyio
 import httpx
 import pytest
 from _fake_support import Receiver, client, verify
@@ -192,3 +193,14 @@ def test_unknown_webhook_events_and_outcomes_are_refused(clock: ManualClock) -> 
         fake.create_prediction(webhook="http://x", webhook_events_filter=["done"])
     with pytest.raises(ValueError, match="outcome must be one of"):
         fake.create_prediction(outcome="finished")
+
+
+async def test_resuming_after_done_ends_at_once(clock: ManualClock) -> None:
+    async with running_fake(ReplicateFake(clock=clock)) as fake:
+        prediction_id = fake.create_prediction()
+        url = f"{fake.base_url}/streams/{prediction_id}"
+        clock.advance(60)
+        events, _ = await read_stream(url)
+        with anyio.fail_after(5):
+            after, clean = await read_stream(url, events[-1].id)
+    assert (after, clean) == ([], True)
