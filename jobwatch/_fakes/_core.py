@@ -1,11 +1,10 @@
-"""What the API fakes share: simulated time, scripted timelines, counters and the HTTP shell.
+"""What the API fakes share: simulated time, scripted timelines, faults, counters, the gate.
 
 A fake holds its jobs as the API's own JSON objects. Each job follows a timeline of
 `FakeStep` values in simulated time; `pump()` applies every step that is due, in time order,
 and the fake turns each change into webhook deliveries (and, for Replicate, stream events).
 Every request goes through one gate — count it, check the key, answer an injected burst,
-apply the API's rate limits — and then one handler per route. Handlers raise `FakeError`,
-which carries the API's own error envelope.
+apply the API's rate limits — and then one handler per route (`_http`).
 """
 
 from __future__ import annotations
@@ -14,12 +13,11 @@ import json
 import logging
 import math
 import random
-import re
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 import anyio
 import anyio.abc
@@ -28,19 +26,25 @@ import attrs
 from ..sim import ManualClock, RequestCounts
 from ..sim._clock import Timers
 from ..transports._serve import lifespan
+from ._http import (
+    FakeError,
+    Receive,
+    Reply,
+    Request,
+    Route,
+    Scope,
+    Send,
+    StreamReply,
+    bearer,
+    read_request,
+    send_reply,
+)
 from ._webhooks import FakeDelivery, Outgoing, Sender
 
-__all__ = [
-    "FakeAPI", "FakeError", "FakeFaults", "FakeStep", "Reply", "Request", "Route",
-    "SlidingWindow", "StreamReply", "bearer",
-]
+__all__ = ["FakeAPI", "FakeFaults", "FakeStep", "SlidingWindow"]
 
 _log = logging.getLogger("jobwatch.fakes")
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-Write = Callable[[bytes], Awaitable[None]]
 
 
 def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -99,64 +103,6 @@ class FakeFaults:
     stream_cut_after: int | None = attrs.field(default=None, validator=_non_negative)
     rate_limit_burst: int = attrs.field(default=0, validator=_non_negative)
     error_burst: int = attrs.field(default=0, validator=_non_negative)
-
-
-class FakeError(Exception):
-    """An error answer: status, the API's error body, extra headers."""
-
-    def __init__(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(f"{status}: {body}")
-        self.status = status
-        self.body = body
-        self.headers = dict(headers or {})
-
-
-@attrs.frozen(kw_only=True)
-class Request:
-    """What a handler sees of a request: header names in lower case, path parameters decoded."""
-
-    method: str
-    path: str
-    query: Mapping[str, str]
-    headers: Mapping[str, str]
-    base_url: str
-    params: Mapping[str, str] = attrs.field(factory=dict)
-
-
-@attrs.frozen(kw_only=True)
-class Reply:
-    """A JSON answer."""
-
-    status: int = 200
-    body: Any = None
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-
-
-@attrs.frozen(kw_only=True)
-class StreamReply:
-    """A Server-Sent Events answer: `write` sends frames until it returns True (the stream
-    ended) or False (cut: the connection is dropped)."""
-
-    write: Callable[[Write], Awaitable[bool]]
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-
-
-Handler = Callable[[Request], Reply | StreamReply]
-
-
-@attrs.frozen(kw_only=True)
-class Route:
-    """``METHOD /path/{param}``; a parameter is one raw path segment, percent-decoded."""
-
-    method: str
-    template: str
-    handler: Handler
-    auth: bool = True
-    pattern: re.Pattern[str] = attrs.field(init=False)
-
-    @pattern.default
-    def _compile(self) -> re.Pattern[str]:
-        return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template) + "$")
 
 
 class SlidingWindow:
@@ -570,70 +516,11 @@ class FakeAPI:
             return
         request_id = f"req_{self.rng.getrandbits(64):016x}"
         try:
-            reply = self.handle(await _read(scope, receive))
+            reply = self.handle(await read_request(scope, receive))
         except Exception:  # a bug of the fake: still answer as the API would
             _log.exception("the %s fake failed on %s %s", self.provider, scope["method"],
                            scope["path"])
             reply = Reply(status=500, body=self.error(500, "internal error").body)
-        if isinstance(reply, StreamReply):
-            await _send_stream(reply, request_id, receive, send)
-        else:
-            await _send_json(reply, request_id, send)
+        await send_reply(reply, request_id, receive, send)
 
 
-def bearer(headers: Mapping[str, str]) -> str:
-    """The token of ``Authorization: Bearer TOKEN`` (or ``Token``/``token``), else ``""``."""
-    kind, _, token = headers.get("authorization", "").partition(" ")
-    return token.strip() if kind.lower() in ("bearer", "token") else ""
-
-
-async def _read(scope: Scope, receive: Receive) -> Request:
-    while True:  # the fakes' routes read no body: drain it
-        message = await receive()
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            break
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-    # The raw path: a job id's %2F stays inside its segment, as an API's router sees it.
-    raw = scope.get("raw_path") or scope["path"].encode()
-    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                           keep_blank_values=True))
-    host = headers.get("host") or "{}:{}".format(*(scope.get("server") or ("127.0.0.1", 80)))
-    return Request(method=scope["method"], path=raw.decode("latin-1").split("?", 1)[0],
-                   query=query, headers=headers, base_url=f"{scope.get('scheme', 'http')}://{host}")
-
-
-async def _send_json(reply: Reply, request_id: str, send: Send) -> None:
-    body = b"" if reply.body is None else json.dumps(reply.body, separators=(",", ":")).encode()
-    headers = [(b"content-type", b"application/json; charset=utf-8"),
-               (b"content-length", str(len(body)).encode()),
-               (b"x-request-id", request_id.encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send_stream(reply: StreamReply, request_id: str, receive: Receive, send: Send
-                       ) -> None:
-    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store"),
-               (b"x-request-id", request_id.encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-
-    async def write(data: bytes) -> None:
-        await send({"type": "http.response.body", "body": data, "more_body": True})
-
-    finished = False
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
-        finished = await reply.write(write)
-        tg.cancel_scope.cancel()
-    if finished:
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    # Otherwise return with the body unfinished: the server drops the connection, which is
-    # what a cut stream looks like to the client.
-
-
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    scope.cancel()

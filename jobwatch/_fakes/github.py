@@ -11,8 +11,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from ..transports._signatures import GitHubScheme
-from ._core import FakeAPI, FakeError, FakeFaults, FakeStep, Reply, Request, Route, SlidingWindow
-from ._core import bearer as _bearer
+from ._core import FakeAPI, FakeFaults, FakeStep, SlidingWindow
+from ._http import FakeError, Reply, Request, Route
+from ._http import bearer as _bearer
 from ._webhooks import Outgoing
 
 __all__ = ["GitHubActionsFake"]

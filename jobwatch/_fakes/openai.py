@@ -8,8 +8,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..transports._signatures import StandardWebhooksScheme
-from ._core import FakeAPI, FakeError, FakeFaults, FakeStep, Reply, Request, Route, SlidingWindow
-from ._core import bearer as _bearer
+from ._core import FakeAPI, FakeFaults, FakeStep, SlidingWindow
+from ._http import FakeError, Reply, Request, Route
+from ._http import bearer as _bearer
 from ._webhooks import Outgoing
 
 __all__ = ["OpenAIBatchFake"]

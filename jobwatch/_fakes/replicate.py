@@ -15,19 +15,9 @@ import anyio
 import attrs
 
 from ..transports._signatures import StandardWebhooksScheme
-from ._core import (
-    FakeAPI,
-    FakeError,
-    FakeFaults,
-    FakeStep,
-    Reply,
-    Request,
-    Route,
-    SlidingWindow,
-    StreamReply,
-    Write,
-)
-from ._core import bearer as _bearer
+from ._core import FakeAPI, FakeFaults, FakeStep, SlidingWindow
+from ._http import FakeError, Reply, Request, Route, StreamReply, Write
+from ._http import bearer as _bearer
 from ._webhooks import Outgoing
 
 __all__ = ["ReplicateFake"]
