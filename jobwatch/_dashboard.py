@@ -312,6 +312,12 @@ class Relay:
         self.notice: dict[str, Any] | None = None
         self.closed = False
         self._ring: list[bytes] = [b""] * buffer
+        # Bytes published up to each event (one slot more than the ring: the position just
+        # before the oldest frame needs its count too), so that a write is cut in O(log n).
+        self._sizes: list[int] = [0] * (buffer + 1)
+        self._bytes = 0
+        # The last write made: clients at the same position share it rather than join again.
+        self._write: tuple[int, int, bytes] = (0, 0, b"")
         self._jobs: OrderedDict[str, _Row] = OrderedDict()
         self._max_jobs = jobs
         self._timeline = timeline
@@ -335,8 +341,10 @@ class Relay:
         body = self.scrubber.event(event)
         self.seq += 1
         ident = f"{self.epoch}-{self.seq}"
-        self._ring[(self.seq - 1) % len(self._ring)] = (
-            f"id: {ident}\ndata: {_encode(body)}\n\n".encode())
+        frame = f"id: {ident}\ndata: {_encode(body)}\n\n".encode()
+        self._ring[(self.seq - 1) % len(self._ring)] = frame
+        self._bytes += len(frame)
+        self._sizes[self.seq % len(self._sizes)] = self._bytes
         if body["job_id"] is None:
             self.notice = body
         else:
@@ -440,15 +448,28 @@ class Relay:
             client.position = self.seq
             self.counts["snapshots"] += 1
             return self.snapshot_frame()
-        frames = self._slice(client.position, self.seq)
-        total = 0
-        for n, frame in enumerate(frames):
-            total += len(frame)
-            if total >= max_bytes:
-                frames = frames[:n + 1]
-                break
-        client.position += len(frames)
-        return b"".join(frames)
+        after = client.position
+        end = self._cut(after, max_bytes)
+        if self._write[:2] != (after, end):
+            self._write = (after, end, b"".join(self._slice(after, end)))
+        client.position = end
+        return self._write[2]
+
+    def _cut(self, after: int, max_bytes: int) -> int:
+        """The last event of a write that begins after ``after``: as many as ``max_bytes``
+        allow, and at least one."""
+        sizes, slots = self._sizes, len(self._sizes)
+        base = sizes[after % slots]
+        if self._bytes - base <= max_bytes:
+            return self.seq
+        low, high = after + 1, self.seq  # sizes[low] - base may exceed max_bytes: one frame
+        while low < high:
+            middle = (low + high + 1) // 2
+            if sizes[middle % slots] - base <= max_bytes:
+                low = middle
+            else:
+                high = middle - 1
+        return low
 
     def sent(self, client: Client) -> None:
         """A write to ``client`` finished. A client more than ``client_queue`` events behind
@@ -765,6 +786,7 @@ class DashboardApp:
             await send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-type", b"text/event-stream; charset=utf-8"),
                 (b"cache-control", b"no-store"), (b"x-accel-buffering", b"no"), *_HEADERS]})
+            ended = False  # (the client may leave first: the stream is then cancelled)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
                 ended = await self._stream(client, send, stats)

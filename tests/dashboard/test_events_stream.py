@@ -5,6 +5,7 @@ neither the Watcher nor the other clients."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -136,3 +137,18 @@ async def test_closing_ends_every_stream() -> None:
             with anyio.fail_after(10):  # the stream ends: no more frames, and no error
                 rest = [frame async for frame in events]
     assert snapshot.event == "snapshot" and rest == []
+
+
+async def test_a_client_that_leaves_is_forgotten_without_an_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with dashboard() as (transport, app, url), httpx.AsyncClient(timeout=20) as http:
+        async with sse(http, url + "/events") as events:
+            await take(events, 1)
+            assert len(app.relay.clients) == 1
+        async with RawClient.open(url) as raw:
+            await raw.read_until(b"event: snapshot")
+        with anyio.fail_after(10):
+            while app.relay.clients:  # the server notices the disconnects
+                await transport.send(progress(len(caplog.records) + 1))
+                await anyio.sleep(0.05)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

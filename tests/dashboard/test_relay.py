@@ -260,3 +260,21 @@ def test_no_secret_reaches_a_frame_or_the_table_whatever_the_payload(
     sent = r.take(r.connect("e1-0")) + r.snapshot_frame() + json.dumps(r.table()).encode()
     sent += json.dumps(r.job("job_***")).encode()
     assert SECRET.encode() not in sent
+
+
+@given(sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=60),
+       budget=st.integers(1, 5000), start=st.integers(0, 59), ring=st.integers(1, 80))
+def test_writes_carry_every_frame_once_in_order_within_the_byte_budget(
+        sizes: list[int], budget: int, start: int, ring: int) -> None:
+    r = relay(buffer=ring)
+    for n, size in enumerate(sizes, 1):
+        r.observe(progress("job_1", n, data={"pad": "x" * size}), None)
+    after = max(min(start, r.seq), r.seq - ring)
+    client = r.connect(f"e1-{after}")
+    got: list[str] = []
+    while r.due(client):
+        write = r.take(client, max_bytes=budget)
+        ids = [f["id"] for f in frames(write)]
+        assert len(write) <= budget or len(ids) == 1
+        got += ids
+    assert got == [f"e1-{n}" for n in range(after + 1, r.seq + 1)]
