@@ -10,12 +10,18 @@ How the next poll of a job is placed:
 - **Growth.** Without a usable progress rate (queued, no counts, nothing completed yet) the
   gap starts at ``interval`` and grows by ``growth`` per poll up to ``max_interval``.
 - **Prediction.** Once the job's ``completed`` count has moved, the pace (seconds per unit of
-  progress) and the remaining units give a predicted end and its uncertainty ``sigma``. The next
-  poll goes to ``z * sigma`` before the predicted end — or halfway there when that is nearer —
+  progress) and the remaining units give a predicted end and its uncertainty ``sigma``. How
+  irregular units are is measured, not assumed: the steps between first sightings of counts,
+  pooled over every job the schedule has seen, replace the prior ``UNIT_CV`` as they come.
+- **Approach.** While the prediction is unsure (``sigma`` above ``SURE`` tail gaps), the next
+  poll goes to ``Z * sigma`` before the predicted end — or halfway there when that is nearer —
   so a long job costs a handful of polls that close in on its end, not one every few seconds.
-- **Tail.** Near and after the predicted end the gap is short (about one unit of progress, at
-  most ``interval``), growing again if the job overruns its prediction so that a stalled job
-  does not keep a fast poll going.
+- **Aim.** A sure prediction is aimed at: the next poll goes ``AIM * sigma`` after the
+  predicted end, where it most likely finds the job done; if not, the count it shows (a unit
+  or two left) makes the next aim sharper.
+- **Tail.** A job that overruns its prediction is polled at short gaps (a fraction of about
+  one unit of progress, at most ``interval``), growing again so that a stalled job does not
+  keep a fast poll going.
 - **Caps.** No gap exceeds ``max_interval`` (the worst case for detection), except when the
   request budget cannot carry that many polls: a job that is not near its end then polls no
   more often than its fair share of the budget's sustained rate (its tightest window).
@@ -42,12 +48,22 @@ from .._values import Snapshot
 
 __all__ = ["Estimate", "PollSchedule"]
 
-#: Assumed coefficient of variation of the time one unit of progress takes.
+#: Assumed coefficient of variation of the time one unit of progress takes, until the jobs
+#: show their own: it counts as ``PRIOR_WEIGHT`` measured steps, and the steps measured last
+#: (at most ``MAX_STEPS``) outweigh it.
 UNIT_CV = 0.5
+PRIOR_WEIGHT = 4
+MAX_STEPS = 200
 #: How many standard deviations before the predicted end the approach poll aims.
-Z = 1.0
+Z = 0.5
 #: The tail gap is at least this fraction of ``interval``.
 TAIL_FLOOR = 0.5
+#: A prediction this sure (its standard deviation against the tail gap) is aimed at at once.
+SURE = 1.5
+#: Near the end, a poll aims this many standard deviations after the predicted end...
+AIM = 0.5
+#: ...and comes no sooner than this fraction of the tail gap.
+TAIL_MIN = 0.25
 #: Without a confident prediction, the approach poll goes this fraction of the way to the end.
 HALVE = 0.5
 #: Share of the request budget the scheduler plans to use for polls (the rest: results, ...).
@@ -78,6 +94,10 @@ class _Plan:
     anchor: tuple[float, int, float] | None = None  # (time, completed, +/- seconds)
     seen: tuple[float, int, int] | None = None  # (first time, completed, total) of the count
     estimate: Estimate | None = None
+    #: (seconds, units) between consecutive first sightings of counts, after the anchor's.
+    steps: list[tuple[float, int]] = attrs.Factory(list)
+    #: What the steps add to the schedule's measure of irregularity: (sum, degrees of freedom).
+    spread: tuple[float, int] = (0.0, 0)
 
 
 class PollSchedule:
@@ -111,6 +131,8 @@ class PollSchedule:
         self.jitter = jitter
         self._rng = rng if rng is not None else random.Random()
         self._plans: dict[str, _Plan] = {}
+        self._spread_sum = 0.0
+        self._spread_n = 0
 
     # -- the set of jobs -------------------------------------------------------------------
 
@@ -222,6 +244,8 @@ class PollSchedule:
             if plan.anchor is None or plan.anchor[1] == done:
                 return None
         if plan.seen is None or plan.seen[1] != done:
+            if plan.seen is not None and plan.seen[1] < done and plan.seen[0] > plan.anchor[0]:
+                plan.steps.append((now - plan.seen[0], done - plan.seen[1]))
             plan.seen = (now, done, total)
         anchor_time, anchor_done, spread = plan.anchor
         moved = done - anchor_done
@@ -230,21 +254,54 @@ class PollSchedule:
             return None
         # Both counts were reached some time before the poll that first showed them; taking
         # the first sightings at both ends makes those offsets (about half a unit) cancel.
-        unit = (first - anchor_time) / moved
+        elapsed = first - anchor_time
+        unit = elapsed / moved
+        self._calibrate(plan)
+        cv2 = self._cv2()
         left = max(total - done, 0)
         remaining = left * unit
-        relative = UNIT_CV / math.sqrt(moved) + 1.0 / moved + spread / (first - anchor_time)
-        sigma = remaining * relative + unit * UNIT_CV * math.sqrt(left)
+        # The rate's relative error: the units' own spread, the anchor's uncertainty, and the
+        # lag of each first sighting (up to a unit, at both ends).
+        rate2 = cv2 / moved + (spread / elapsed) ** 2 + (unit / elapsed) ** 2 / 6
+        # The end: that error over what remains, the remaining units' own spread, and the
+        # lag of the current count's first sighting.
+        sigma = math.sqrt(remaining ** 2 * rate2 + unit ** 2 * (cv2 * left + 1 / 12))
         return Estimate(end=first - unit / 2 + remaining, sigma=sigma, unit=unit)
+
+    def _calibrate(self, plan: _Plan) -> None:
+        """Measure how irregular units are: a job's steps between first sightings against
+        their mean unit time, pooled over every job this schedule has seen."""
+        if len(plan.steps) < 2:
+            return
+        unit = sum(dt for dt, _ in plan.steps) / sum(dk for _, dk in plan.steps)
+        # Each first sighting lags its count by up to a unit: a step's normalized square
+        # owes 1/(6 dk) to that, not to the units.
+        spread = sum((dt - unit * dk) ** 2 / (unit * unit * dk) - 1 / (6 * dk)
+                     for dt, dk in plan.steps)
+        old, plan.spread = plan.spread, (spread, len(plan.steps) - 1)
+        self._spread_sum += spread - old[0]
+        self._spread_n += plan.spread[1] - old[1]
+        if self._spread_n > MAX_STEPS:  # the older half counts half: APIs change pace
+            self._spread_sum, self._spread_n = self._spread_sum / 2, self._spread_n // 2
+            plan.spread = (0.0, 0)
+
+    def _cv2(self) -> float:
+        """The squared coefficient of variation of a unit's time: the prior ``UNIT_CV``,
+        weighed as ``PRIOR_WEIGHT`` steps, moved by what the jobs showed."""
+        return max(PRIOR_WEIGHT * UNIT_CV ** 2 + self._spread_sum, 0.0) / (
+            PRIOR_WEIGHT + self._spread_n)
 
     @staticmethod
     def _set_anchor(plan: _Plan, now: float, done: int, total: int) -> None:
         plan.seen = (now, done, total)
+        plan.steps, plan.spread = [], (0.0, 0)  # what it added to the pool stays there
         if plan.waiting is not None and done > 0:
-            # It started between the last poll that saw it waiting and this one: take the
-            # middle, and remember how far off that can be.
-            half = (now - plan.waiting) / 2
-            plan.anchor = (plan.waiting + half, 0, half)
+            # It started after the last poll that saw it waiting, early enough for `done`
+            # units to fit before this one. The middle of that range, with units of the pace
+            # that this start implies, is one part in done + 1 after the waiting poll; keep
+            # how far off it can be (a standard deviation: a uniform range of one part).
+            part = (now - plan.waiting) / (done + 1)
+            plan.anchor = (plan.waiting + part, 0, part / (2 * math.sqrt(3)))
         else:
             plan.anchor = (now, done, 0.0)
         plan.waiting = None
@@ -257,13 +314,23 @@ class PollSchedule:
             return max(gap, self._fair_share())
         tail = min(self.interval, max(est.unit, self.interval * TAIL_FLOOR))
         left = est.end - now
-        approach = max(left - Z * est.sigma, left * HALVE)
-        if approach > tail:
-            plan.tail_polls = 0
-            return max(min(approach, self.max_interval), min(approach, self._fair_share()))
+        aim = left + AIM * est.sigma
+        if est.sigma > SURE * tail:
+            # Not sure enough of the end: close in, to a poll whose count pins the pace down.
+            approach = max(left - Z * est.sigma, left * HALVE)
+            if approach > tail:
+                plan.tail_polls = 0
+                return max(min(approach, self.max_interval),
+                           min(approach, self._fair_share()))
         plan.tail_polls += 1
+        if aim > 0:
+            # Just after the predicted end, where a poll most likely finds the job done (and
+            # otherwise shows how few units are left).
+            return max(min(aim, self.max_interval), min(aim, self._fair_share()),
+                       tail * TAIL_MIN)
         # Overrunning the prediction: back off gently so a stalled job stops costing much.
-        return min(self.max_interval, tail * self.growth ** max(0, plan.tail_polls - 2))
+        return min(self.max_interval,
+                   tail * TAIL_MIN * self.growth ** max(0, plan.tail_polls - 2))
 
     def _fair_share(self) -> float:
         """The gap at which every planned job together stays within the poll budget."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -247,3 +248,70 @@ def test_a_light_load_detects_completions_quickly() -> None:
     fixed = sum(int((d + 3) / 2) + 1 for _, d, _ in jobs)  # polling every 2 s
     assert len(sent) <= fixed / 4
     assert sum(detected.values()) / len(detected) <= 1.0
+
+
+# -- short jobs, and how irregular units are ------------------------------------------------
+
+
+def _short_jobs(seed: int) -> tuple[int, int, float, float]:
+    """Six jobs of 4-16 s (units of 0.5 s +/- 50 %, started after one unit in the queue),
+    polled from their creation on by the schedule and, for comparison, every second plus one
+    results request (what an SDK's ``wait_for_job(poll_interval=1)`` costs). Returns both
+    request counts and both mean detection delays."""
+    rng = random.Random(seed)
+    s = PollSchedule(interval=2.0, max_interval=30.0, rpm=1000, rng=random.Random(seed))
+    jobs = {}
+    for n in range(6):
+        start = 0.5 * rng.uniform(0.5, 1.5)
+        times = [start]
+        for _ in range(round((4 + 12 * n / 5) / 0.5)):
+            times.append(times[-1] + 0.5 * rng.uniform(0.5, 1.5))
+        jobs[f"j{n}"] = (start, times[1:])
+        s.add(f"j{n}", 0.0)
+    polls, delays, now = 0, [], 0.0
+    while len(s):
+        due = s.next_due()
+        assert due is not None
+        now = max(now, due)
+        job = s.pick(now)
+        assert job is not None
+        polls += 1
+        start, times = jobs[job]
+        if s.observe(job, now, _snapshot(times, now, start)) is None:
+            delays.append(now - times[-1])
+    fixed = sum(math.floor(times[-1]) + 2 for _, times in jobs.values())
+    fixed_delays = [math.ceil(times[-1]) - times[-1] for _, times in jobs.values()]
+    return polls, fixed, sum(delays) / 6, sum(fixed_delays) / 6
+
+
+def test_short_jobs_cost_a_third_of_a_one_second_poll_and_are_seen_as_soon() -> None:
+    runs = [_short_jobs(seed) for seed in range(40)]
+    polls, fixed = sum(r[0] for r in runs), sum(r[1] for r in runs)
+    assert polls <= 0.35 * fixed
+    delay, fixed_delay = (sum(r[i] for r in runs) / len(runs) for i in (2, 3))
+    assert delay <= fixed_delay + 0.1
+
+
+def _estimate_after(steps: list[float]) -> float:
+    """The prediction's standard deviation for a job of 40 units seen at 0 s, then after
+    each of ``steps`` (seconds) two more units."""
+    s = schedule(interval=2.0, max_interval=30.0)
+    s.add("j", 0.0)
+    now, done = 0.0, 0
+    s.pick(now)
+    s.observe("j", now, snap("processing", done, 40))
+    for step in steps:
+        now, done = now + step, done + 2
+        s.pick(now)
+        s.observe("j", now, snap("processing", done, 40))
+    estimate = s.estimate("j")
+    assert estimate is not None
+    return estimate.sigma
+
+
+def test_the_prediction_narrows_as_units_prove_regular() -> None:
+    # The same pace on average (1 s for two units), steady or erratic: the schedule measures
+    # how irregular the steps are and is surer of the steady job's end.
+    steady = _estimate_after([1.0] * 8)
+    erratic = _estimate_after([0.4, 1.6] * 4)
+    assert steady < 0.6 * erratic
