@@ -10,11 +10,14 @@ rate limit see one client only.
 (b) 50 jobs under the Pro tier's 60 requests a minute: 429s, requests, completions reported,
     delays. (The jobs are created directly in the simulators, past the Pro tier's cap of 10
     active jobs, so that 50 run at once.)
+(c) 6 short jobs of 4 s to 16 s, enterprise tier, the SDK polling every second
+    (``wait_for_job(poll_interval=1)``): the case where a fixed fast poll is hardest to beat.
 
 Run::
 
-    python bench/bench_poll.py                  # both scenarios, about 4.5 minutes
+    python bench/bench_poll.py                  # every scenario, about 5 minutes
     python bench/bench_poll.py --scenario a --time-scale 4
+    python bench/bench_poll.py --scenario c --repeat 2
 
 ``--time-scale X`` runs the simulators X times faster and scales both clients with them: the
 SDK's 2 s interval becomes 2/X real seconds, jobwatch's intervals shrink by X and its ``rpm``
@@ -86,13 +89,15 @@ class Outcome:
                 f"p95 {p95:5.2f} s  max {worst:5.2f} s")
 
 
-def durations(n: int, rng: random.Random) -> list[float]:
-    """Job lengths from 10 s to 2 min: evenly spread for 10 jobs, at random for more."""
+def durations(n: int, rng: random.Random, shortest: float = 10.0,
+              longest: float = 120.0) -> list[float]:
+    """Job lengths from ``shortest`` to ``longest`` seconds: evenly spread for up to 10 jobs, at
+    random for more."""
     if n <= 10:
-        lengths = [10.0 + 110.0 * k / max(1, n - 1) for k in range(n)]
+        lengths = [shortest + (longest - shortest) * k / max(1, n - 1) for k in range(n)]
         rng.shuffle(lengths)
         return lengths
-    return [rng.uniform(10.0, 120.0) for _ in range(n)]
+    return [rng.uniform(shortest, longest) for _ in range(n)]
 
 
 def sim_seconds(iso: str) -> float:
@@ -100,17 +105,19 @@ def sim_seconds(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-async def scenario(name: str, tier: str, rpm: int, n_jobs: int, scale: float) -> None:
-    rng = random.Random(SEED)
-    lengths = durations(n_jobs, rng)
-    sims = {who: Simulator(seed=SEED, tier=tier, time_scale=scale, epoch=0.0,
+async def scenario(name: str, tier: str, rpm: int, n_jobs: int, scale: float,
+                   lengths_range: tuple[float, float] = (10.0, 120.0),
+                   sdk_interval: float = 2.0, seed: int = SEED) -> tuple[Outcome, Outcome]:
+    rng = random.Random(seed)
+    lengths = durations(n_jobs, rng, *lengths_range)
+    sims = {who: Simulator(seed=seed, tier=tier, time_scale=scale, epoch=0.0,
                            page_interval=PAGE_INTERVAL) for who in ("sdk", "jobwatch")}
     counters = {}
     for who, sim in sims.items():
         counters[who] = StatusCounter(sim.app)
         sim.app = counters[who]  # served in place of the bare app
     print(f"\n== scenario {name}: {n_jobs} jobs of {min(lengths):.0f}-{max(lengths):.0f} s, "
-          f"tier {tier} ({rpm} rpm), time scale {scale:g}")
+          f"tier {tier} ({rpm} rpm), time scale {scale:g}, SDK interval {sdk_interval:g} s")
     async with anyio.create_task_group() as tg:
         urls = {who: await tg.start(serve, sim) for who, sim in sims.items()}
         # Real time (perf_counter) of each simulator's time zero.
@@ -121,12 +128,17 @@ async def scenario(name: str, tier: str, rpm: int, n_jobs: int, scale: float) ->
         assert jobs["sdk"] == jobs["jobwatch"]
         seen: dict[str, dict[str, float]] = {"sdk": {}, "jobwatch": {}}
         async with anyio.create_task_group() as clients:
-            clients.start_soon(run_sdk, urls["sdk"], jobs["sdk"], scale, seen["sdk"])
+            clients.start_soon(run_sdk, urls["sdk"], jobs["sdk"], scale, seen["sdk"],
+                               sdk_interval)
             clients.start_soon(run_jobwatch, urls["jobwatch"], jobs["jobwatch"], scale,
                                rpm, seen["jobwatch"])
         tg.cancel_scope.cancel()
-    for who in ("sdk", "jobwatch"):
-        report(who, sims[who], counters[who], jobs[who], seen[who], zero[who], scale)
+    sdk, ours = (report(who, sims[who], counters[who], jobs[who], seen[who], zero[who], scale)
+                 for who in ("sdk", "jobwatch"))
+    mean = statistics.mean
+    print(f"jobwatch/sdk: requests {ours.requests / sdk.requests:.2f}x, mean delay "
+          f"{mean(ours.delays) - mean(sdk.delays):+.2f} s")
+    return sdk, ours
 
 
 def report(who: str, sim: Simulator, counter: StatusCounter, jobs: list[str],
@@ -148,13 +160,15 @@ def report(who: str, sim: Simulator, counter: StatusCounter, jobs: list[str],
     return outcome
 
 
-async def run_sdk(url: str, jobs: list[str], scale: float, seen: dict[str, float]) -> None:
+async def run_sdk(url: str, jobs: list[str], scale: float, seen: dict[str, float],
+                  interval: float = 2.0) -> None:
     import reader_py  # type: ignore[import-untyped]
 
     def wait(job_id: str) -> None:
         client = reader_py.ReaderClient(api_key="rdr_sim", base_url=url)
         try:
-            client.wait_for_job(job_id, poll_interval=2 / scale, timeout=900)
+            client.wait_for_job(job_id, poll_interval=interval / scale,
+                                timeout=900)
             seen[job_id] = time.perf_counter()
         except Exception as exc:  # the SDK gives up (429s after its retries, ...)
             print(f"   sdk: job {job_id}: {type(exc).__name__}: {exc}")
@@ -195,14 +209,22 @@ async def run_jobwatch(url: str, jobs: list[str], scale: float, rpm: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scenario", choices=("a", "b", "both"), default="both")
+    parser.add_argument("--scenario", choices=("a", "b", "c", "all"), default="all")
     parser.add_argument("--time-scale", type=float, default=1.0)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of each scenario (another seed each: other job timelines)")
     args = parser.parse_args()
     started = time.perf_counter()
-    if args.scenario in ("a", "both"):
-        trio.run(scenario, "a", "enterprise", 1000, 10, args.time_scale)
-    if args.scenario in ("b", "both"):
-        trio.run(scenario, "b", "pro", 60, 50, args.time_scale)
+    for run in range(args.repeat):
+        seed = SEED + run
+        if args.scenario in ("a", "all"):
+            trio.run(scenario, "a", "enterprise", 1000, 10, args.time_scale, (10.0, 120.0),
+                     2.0, seed)
+        if args.scenario in ("b", "all"):
+            trio.run(scenario, "b", "pro", 60, 50, args.time_scale, (10.0, 120.0), 2.0, seed)
+        if args.scenario in ("c", "all"):
+            trio.run(scenario, "c", "enterprise", 1000, 6, args.time_scale, (4.0, 16.0), 1.0,
+                     seed)
     print(f"\n(wall time {time.perf_counter() - started:.0f} s)")
 
 
