@@ -51,6 +51,9 @@ _STATE_SETTERS = _slot_setters(JobState, ("job_id", "run", "attempt", "status", 
                                           "updated_at"))
 _VERDICT_SETTERS = _slot_setters(Verdict, ("event", "state", "check", "dropped"))
 _new = object.__new__
+# The suffixes of the first runs, made once (most jobs never have a second run).
+_KEPT = 16
+_SUFFIXES = tuple(f"#{run}" for run in range(_KEPT))
 
 
 def _delivered(event: JobEvent, state: JobState | None) -> Verdict:
@@ -68,7 +71,7 @@ def qualify(event: JobEvent, run: int) -> JobEvent:
     """The event with its key bound to the job's run, so a retried job's events are new."""
     if event.job_id is None:
         return event
-    return event.with_key(f"{event.key}#{run}")
+    return event.with_key(event.key + (_SUFFIXES[run] if run < _KEPT else f"#{run}"))
 
 
 def _new_run(state: JobState, attempt: int | None = None) -> JobState:
@@ -145,7 +148,9 @@ def decide(state: JobState | None, event: JobEvent, *, authoritative: bool = Fal
         return _STALE
     if kind is _STARTED and state.started:
         return _DUPLICATE
-    return _delivered(qualify(event, state.run), _advance(state, event))
+    run = state.run  # qualify(event, run), inlined: this is the path of every new event
+    key = event.key + (_SUFFIXES[run] if run < _KEPT else f"#{run}")
+    return _delivered(event.with_key(key), _advance(state, event))
 
 
 def _after_terminal(state: JobState, event: JobEvent, numbered: bool) -> Verdict:
