@@ -48,7 +48,7 @@ VOCABULARY: dict[str, tuple[str, ...]] = {
     "stream.done": ("path", "map"),
     "webhook": ("scheme", "event_header", "event_path", "events", "job_id", "delivery_header",
                 "delivery_path", "payload", "root", "only"),
-    "events": ("kind", "error", "id"),
+    "events": ("kind", "error", "id", "failed_when"),
     "rate_limit": ("statuses", "signals", "when", "wait"),
     "errors": ("message", "gone"),
 }
@@ -245,6 +245,7 @@ class Entry:
     kind: str
     error: Path | None = None
     id: Path | None = None
+    failed_when: Condition | None = None
 
 
 @attrs.frozen
@@ -590,12 +591,17 @@ def _entries(table: _Table | None, *, stream: bool) -> dict[str, Entry]:
         kind = entry.choice("kind", kinds)
         error = entry.path("error", None)
         ident = entry.path("id", None)
-        if error is not None and kind not in ("failed", "page_failed"):
-            raise ConfigError(f"{entry.at('error')} is read only for failed and page_failed")
+        if error is not None and kind not in ("failed", "page", "page_failed"):
+            raise ConfigError(f"{entry.at('error')} is read only for failed, page (when it "
+                              "failed) and page_failed")
         if (ident is not None) != (kind in ("page", "page_failed")):
             raise ConfigError(f"{where}: page and page_failed need id (the path of the page's "
                               "identity, its URL say), and other kinds take none")
-        entries[str(name)] = Entry(kind=kind, error=error, id=ident)
+        failed_when = entry.condition("failed_when", None)
+        if failed_when is not None and kind != "page":
+            raise ConfigError(f"{entry.at('failed_when')} is read only for kind = \"page\" (a "
+                              "page that failed is a page_failed event)")
+        entries[str(name)] = Entry(kind=kind, error=error, id=ident, failed_when=failed_when)
     return entries
 
 

@@ -551,12 +551,14 @@ class GenericProvider(Provider):
                                                                                    "replace")}
         frozen = MappingProxyType(payload if type(payload) is dict else {"value": payload})
         kind = entry.kind
+        if kind == "page" and entry.failed_when is not None and entry.failed_when.holds(payload):
+            kind = "page_failed"
         if kind in ("page", "page_failed"):
             assert entry.id is not None
             ident = entry.id.get(payload)
             if ident is None or ident == "":
                 raise DecodeError(f"{what}: no page id at {entry.id.text!r}")
-            error = self._item_error(entry, payload, name) if kind == "page_failed" else None
+            error = self._item_error(entry, payload, "failed") if kind == "page_failed" else None
             return JobEvent.build(kind=kind, job_id=job_id, key=f"{job_id}:{kind}:"
                                   f"{_text(ident)}", source=source, error=error, data=frozen)
         status = _KIND_STATUS[kind]

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+import msgspec
+
 from .._config import Config
 from .._errors import (
     APIError,
@@ -76,21 +78,18 @@ _WORKSPACE_EVENTS = ("job:progress", "job:completed", "job:failed")
 _WORKSPACE_WHAT = {name: f"workspace stream {name!r} frame" for name in _WORKSPACE_EVENTS}
 _STATUS_BY_VALUE = {status.value: status for status in JobStatus}
 _STARTED, _PROGRESS, _PROCESSING = EventKind.STARTED, EventKind.PROGRESS, JobStatus.PROCESSING
-# The C scanner behind json.loads, without its Python layers: it parses one value at an index.
-_scan: Any = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+# msgspec decodes a frame's JSON several times faster than json.loads; whatever it refuses
+# goes to json.loads, which accepts what the standard library accepts and words the errors.
+_decode_json = msgspec.json.Decoder().decode
 
 
 def _json_object(body: bytes | str, what: str) -> dict[str, Any]:
-    if type(body) is str:
-        # A text that is one JSON object and nothing else (no BOM, no whitespace around it),
-        # as stream frames are: what json.loads would return, without its Python layers.
-        # Anything else takes json.loads, which also words the errors.
-        try:
-            obj, end = _scan(body, 0)
-        except (StopIteration, ValueError, RecursionError):
-            end = -1
-        if end == len(body) and type(obj) is dict:
-            return obj
+    try:
+        obj = _decode_json(body)
+    except (msgspec.MsgspecError, RecursionError):
+        obj = None
+    if type(obj) is dict:
+        return obj
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:

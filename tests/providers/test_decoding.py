@@ -454,3 +454,23 @@ def test_a_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
     request = OpenAIBatchProvider.from_config(config).status_request(BATCH)
     assert request.headers["authorization"] == "Bearer sk-from-env"
+
+
+def test_a_page_delivery_that_failed() -> None:
+    table = described(webhook={"scheme": "hmac-sha256", "event_path": "type", "job_id": "id",
+                               "delivery_path": "webhookId", "events": {"crawl.page": {
+                                   "kind": "page", "id": "data[0].metadata.sourceURL",
+                                   "failed_when": "success == `false`", "error": "error"}}})
+    built = provider("generic", table)
+
+    def page(success: bool, **more: Any) -> jobwatch.JobEvent:
+        body = {"type": "crawl.page", "id": "c1", "webhookId": "w1", "success": success,
+                "data": [{"metadata": {"sourceURL": "https://a.example/x"}}], **more}
+        event, = built.decode_webhook({}, json.dumps(body).encode(), source="webhook").events
+        return event
+
+    assert (page(True).kind, page(True).key) == (EventKind.PAGE, "c1:page:https://a.example/x")
+    failed = page(False, error="timeout")
+    assert (failed.kind, failed.error, failed.key) == (
+        EventKind.PAGE_FAILED, "timeout", "c1:page_failed:https://a.example/x")
+    assert page(False).error == "failed"
