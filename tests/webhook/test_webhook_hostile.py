@@ -257,6 +257,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
 def test_genuine_deliveries_are_answered_while_slow_connections_hold_half_a_body(
     backend: str, tmp_path: Path, raise_descriptor_limit: Callable[[int], None],
