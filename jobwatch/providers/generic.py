@@ -106,10 +106,21 @@ def _text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
-def _count(value: Any, path: Path, what: str) -> int | None:
+def _count(value: Any, path: Path) -> int | None:
     if value is None or type(value) is int and value >= 0:
         return value
-    raise DecodeError(f"{what}: {path.text!r} must be a whole number >= 0, got {value!r}")
+    raise DecodeError(f"{path.text!r} must be a whole number >= 0, got {value!r}")
+
+
+def _sum(paths: tuple[Path, ...], job: dict[str, Any]) -> int | None:
+    """The count at ``paths``, summed; None where none of them holds one."""
+    counts = [_count(path.get(job), path) for path in paths]
+    known = [c for c in counts if c is not None]
+    return sum(known) if known else None
+
+
+def _nothing(value: Any) -> None:
+    return None
 
 
 def _when(value: Any) -> datetime | None:
@@ -170,8 +181,17 @@ class GenericProvider(Provider):
         self._warned: set[str] = set()
         # What every decode reads, fetched once.
         self._status, self._progress, self._job = d.status, d.progress, d.job
-        self._map_only = d.status.path is not None and not d.status.rules \
-            and not d.status.guards
+        self._map, self._rules, self._guards = d.status.map, d.status.rules, d.status.guards
+        self._status_of = d.status.path.get if d.status.path is not None else _nothing
+        self._map_only = not self._rules and not self._guards
+        self._one_done = d.progress.done[0].get if len(d.progress.done) == 1 else None
+        self._one_total = d.progress.total[0].get if len(d.progress.total) == 1 else None
+        self._grows = d.progress.total_may_grow
+        self._started_at = None if d.job.started_at is None else d.job.started_at.get
+        self._ended_at = None if d.job.ended_at is None else d.job.ended_at.get
+        self._url_from = None if d.stream is None else d.stream.url_from
+        self._frames = None if d.stream is None else d.stream.events
+        self._event_path = None if d.stream is None else d.stream.event_path
 
     @classmethod
     def from_config(cls, config: Config) -> GenericProvider:
@@ -224,43 +244,45 @@ class GenericProvider(Provider):
     ) -> tuple[Snapshot, list[JobEvent]]:
         if not 200 <= response.status < 300:
             raise self.error_for(response)
-        job = self._root(_parse(response.body, f"the status of job {job_id}"), job_id)
-        state = self._state(job_id, job)
+        try:
+            job = self._root(_parse(response.body, "the answer"))
+            state = self._state(job_id, job)
+        except DecodeError as exc:
+            raise DecodeError(f"the status of job {job_id}: {exc}") from None
         snapshot = Snapshot(job_id=job_id, status=state.status, raw_status=state.raw,
                             completed=state.completed, total=state.total, data=job)
-        self._learn(job_id, job)
+        if self._url_from is not None:
+            self._learn(job_id, job)
         return snapshot, self._events(job_id, job, state, previous, source)
 
-    def _root(self, document: Any, job_id: str) -> dict[str, Any]:
+    def _root(self, document: Any) -> dict[str, Any]:
         root = self._job.root
         job = document if root is None else root.get(document)
         if type(job) is not dict:
             where = "the answer" if root is None else f"{root.text!r} of the answer"
-            raise DecodeError(f"the status of job {job_id}: {where} must be a JSON object, got "
-                              f"{type(job).__name__}")
+            raise DecodeError(f"{where} must be a JSON object, got {type(job).__name__}")
         return job
 
     def _state(self, job_id: str, job: dict[str, Any]) -> _State:
-        spec = self._status
-        value = spec.path.get(job) if spec.path is not None else None
+        """What ``job`` says; DecodeError (without the job's name) when it is malformed."""
+        value = self._status_of(job)
         raw = value if type(value) is str else ("" if value is None else _text(value))
-        rule = None
         if self._map_only:
-            rule = spec.map.get(raw) if value is not None else None
+            rule = self._map.get(raw) if value is not None else None
         else:
-            rule = next((r for r in spec.rules if r.when is not None and r.when.holds(job)),
+            rule = next((r for r in self._rules if r.when is not None and r.when.holds(job)),
                         None)
             if rule is None and value is not None:
-                rule = spec.map.get(raw)
-        what = f"job {job_id}"
-        completed, total = self._counts(job, what)
-        attempt = self._attempt(job, what)
+                rule = self._map.get(raw)
+        completed, total = self._counts(job)
+        attempt = self._attempt(job)
         if rule is None:
             return self._unknown(job_id, job, value, raw, completed, total, attempt)
         status, transitional = rule.status, rule.transitional
-        guard = spec.guards.get(status) if spec.guards else None
-        if guard is not None and not guard.require.holds(job):
-            status, transitional, rule = guard.otherwise, False, None
+        if self._guards:
+            guard = self._guards.get(status)
+            if guard is not None and not guard.require.holds(job):
+                status, transitional, rule = guard.otherwise, False, None
         error = None
         if status is _FAILED:
             error = self._error(job, rule.error if rule is not None else None, raw)
@@ -269,10 +291,9 @@ class GenericProvider(Provider):
 
     def _unknown(self, job_id: str, job: dict[str, Any], value: Any, raw: str,
                  completed: int | None, total: int | None, attempt: int | None) -> _State:
-        path = self._status.path
         if value is None:
-            raise DecodeError(f"job {job_id}: the answer has no status at "
-                              f"{path.text if path else '[status] path'!r}")
+            path = self._status.path
+            raise DecodeError(f"the answer has no status at {getattr(path, 'text', '')!r}")
         if self._status.unknown == "fail":
             return _State(_FAILED, raw, completed, total, attempt, f"unknown status {raw!r}",
                           False, MappingProxyType(job))
@@ -283,34 +304,32 @@ class GenericProvider(Provider):
                         "(%s)", self.description.api, job_id, raw, self.name, self.remedy)
         return _State(None, raw, completed, total, attempt, None, False, MappingProxyType(job))
 
-    def _counts(self, job: dict[str, Any], what: str) -> tuple[int | None, int | None]:
+    def _counts(self, job: dict[str, Any]) -> tuple[int | None, int | None]:
         spec = self._progress
         kind = spec.kind
         if kind == "counts":
-            return self._sum(spec.done, job, what), self._sum(spec.total, job, what)
+            done, total = self._one_done, self._one_total
+            if done is not None and total is not None:  # the usual: one path each
+                completed, of = done(job), total(job)
+                if (completed is None or type(completed) is int and completed >= 0) and \
+                        (of is None or type(of) is int and of >= 0):
+                    return completed, of
+            return _sum(spec.done, job), _sum(spec.total, job)
         if kind == "none":
             return None, None
         if kind == "buckets":
-            return self._buckets(job, what)
+            return self._buckets(job)
         assert spec.value is not None  # checked when the description was read
         value = spec.value.get(job)
         if value is None:
             return None, None
         top = 1.0 if kind == "fraction" else 100.0
         if type(value) not in (int, float) or not 0 <= value <= top:
-            raise DecodeError(f"{what}: {spec.value.text!r} must be a number from 0 to "
-                              f"{top:g}, got {value!r}")
+            raise DecodeError(f"{spec.value.text!r} must be a number from 0 to {top:g}, got "
+                              f"{value!r}")
         return round(value * 100 / top), 100
 
-    @staticmethod
-    def _sum(paths: tuple[Path, ...], job: dict[str, Any], what: str) -> int | None:
-        if len(paths) == 1:
-            return _count(paths[0].get(job), paths[0], what)
-        counts = [_count(path.get(job), path, what) for path in paths]
-        known = [c for c in counts if c is not None]
-        return sum(known) if known else None
-
-    def _buckets(self, job: dict[str, Any], what: str) -> tuple[int | None, int | None]:
+    def _buckets(self, job: dict[str, Any]) -> tuple[int | None, int | None]:
         spec = self._progress
         assert spec.buckets is not None
         buckets = spec.buckets.get(job)
@@ -318,13 +337,13 @@ class GenericProvider(Provider):
             return None, None
         if type(buckets) is not dict or not all(
                 type(n) is int and n >= 0 for n in buckets.values()):
-            raise DecodeError(f"{what}: {spec.buckets.text!r} must be an object of whole "
-                              f"numbers >= 0, got {buckets!r}")
+            raise DecodeError(f"{spec.buckets.text!r} must be an object of whole numbers >= 0, "
+                              f"got {buckets!r}")
         return sum(buckets.get(name, 0) for name in spec.bucket_names), sum(buckets.values())
 
-    def _attempt(self, job: dict[str, Any], what: str) -> int | None:
+    def _attempt(self, job: dict[str, Any]) -> int | None:
         path = self._job.attempt
-        return None if path is None else _count(path.get(job), path, what)
+        return None if path is None else _count(path.get(job), path)
 
     def _error(self, job: Mapping[str, Any], first: Path | None, word: str) -> str:
         """Why the job failed, in the API's words; its status word where it gives none."""
@@ -337,37 +356,38 @@ class GenericProvider(Provider):
 
     def _events(self, job_id: str, job: dict[str, Any], state: _State,
                 previous: Snapshot | None, source: str) -> list[JobEvent]:
-        status, data = state.status, state.data
+        status, data, completed, total = state.status, state.data, state.completed, state.total
         if status is not None and status.terminal:
-            ended = self._job.ended_at
+            ended = self._ended_at
             return [JobEvent.build(
                 kind=_TERMINAL_KIND[status], job_id=job_id, status=status,
-                completed=state.completed, total=state.total, key=f"{job_id}:terminal",
-                source=source, occurred_at=None if ended is None else _when(ended.get(job)),
+                completed=completed, total=total, key=f"{job_id}:terminal",
+                source=source, occurred_at=None if ended is None else _when(ended(job)),
                 error=state.error, attempt=state.attempt, data=data)]
         events = []
         if status is _PROCESSING:
-            started = self._job.started_at
+            started = self._started_at
             events.append(JobEvent.build(
-                kind=_STARTED, job_id=job_id, status=status, completed=state.completed,
-                total=state.total, key=f"{job_id}:started", source=source,
-                occurred_at=None if started is None else _when(started.get(job)),
+                kind=_STARTED, job_id=job_id, status=status, completed=completed,
+                total=total, key=f"{job_id}:started", source=source,
+                occurred_at=None if started is None else _when(started(job)),
                 attempt=state.attempt, data=data))
-        if previous is None or (previous.completed, previous.total, previous.raw_status) != (
-                state.completed, state.total, state.raw):
+        if previous is None or previous.completed != completed or previous.total != total \
+                or previous.raw_status != state.raw:
             key = self._progress_key(job_id, state)
             if key is not None:
                 events.append(JobEvent.build(
-                    kind=_PROGRESS, job_id=job_id, status=status, completed=state.completed,
-                    total=state.total, key=key, source=source, attempt=state.attempt,
-                    data=data))
+                    kind=_PROGRESS, job_id=job_id, status=status, completed=completed,
+                    total=total, key=key, source=source, attempt=state.attempt, data=data))
         return events
 
     def _progress_key(self, job_id: str, state: _State) -> str | None:
         completed = state.completed
         if completed is not None:
+            if not state.transitional and not self._grows:
+                return f"{job_id}:progress:{completed}"
             key = f"{job_id}:progress:{completed}"
-            if self._progress.total_may_grow and state.total is not None:
+            if self._grows and state.total is not None:
                 key += f"/{state.total}"
             return f"{key}:{state.raw}" if state.transitional else key
         if state.transitional:
@@ -378,10 +398,9 @@ class GenericProvider(Provider):
 
     def _learn(self, job_id: str, job: dict[str, Any]) -> None:
         """Remember what later requests need from the job itself: its stream's URL."""
-        stream = self.description.stream
-        if stream is None or stream.url_from is None:
+        if self._url_from is None:
             return
-        url = stream.url_from.get(job)
+        url = self._url_from.get(job)
         if type(url) is str and _origin(url) is not None:
             self._stream_urls[job_id] = url
             self._stream_urls.move_to_end(job_id)
@@ -403,23 +422,28 @@ class GenericProvider(Provider):
     def decode_results(self, job_id: str, response: Response) -> ResultsPage:
         if not 200 <= response.status < 300:
             raise self.error_for(response)
+        try:
+            return self._results(job_id, response)
+        except DecodeError as exc:
+            raise DecodeError(f"the results of job {job_id}: {exc}") from None
+
+    def _results(self, job_id: str, response: Response) -> ResultsPage:
         spec = self.description.results
-        what = f"the results of job {job_id}"
         if spec.source == "inline":
-            document: Any = self._root(_parse(response.body, what), job_id)
-            return self._page(job_id, document, response, what)
+            document: Any = self._root(_parse(response.body, "the answer"))
+            return self._page(job_id, document, response)
         if spec.source == "url" or spec.fields:
             job = self._job_in(job_id, response)
             if job is not None:
-                return ResultsPage(items=(), next=self._results_from(job_id, job, what))
+                return ResultsPage(items=(), next=self._results_from(job_id, job))
         if spec.format == "jsonl":
-            return self._jsonl(job_id, response, what)
-        return self._page(job_id, _parse(response.body, what), response, what)
+            return self._jsonl(job_id, response)
+        return self._page(job_id, _parse(response.body, "the answer"), response)
 
     def _job_in(self, job_id: str, response: Response) -> dict[str, Any] | None:
         """The job, when the answer is its status (the first step to results it names)."""
         try:
-            job = self._root(json.loads(response.body), job_id)
+            job = self._root(json.loads(response.body))
         except (ValueError, UnicodeDecodeError, RecursionError, DecodeError):
             return None
         ident = self._job.id
@@ -427,11 +451,11 @@ class GenericProvider(Provider):
             return None
         return job
 
-    def _results_from(self, job_id: str, job: dict[str, Any], what: str) -> Request | None:
+    def _results_from(self, job_id: str, job: dict[str, Any]) -> Request | None:
         spec = self.description.results
         if spec.url is not None:
             url = spec.url.get(job)
-            return None if url is None else self._absolute(url, f"{what}: {spec.url.text!r}")
+            return None if url is None else self._absolute(url, repr(spec.url.text))
         values = {JOB_ID: job_id}
         for name, path in spec.fields.items():
             value = path.get(job)
@@ -441,38 +465,37 @@ class GenericProvider(Provider):
         assert spec.get is not None
         return spec.get.render(values, self._auth)
 
-    def _page(self, job_id: str, document: Any, response: Response, what: str) -> ResultsPage:
+    def _page(self, job_id: str, document: Any, response: Response) -> ResultsPage:
         spec = self.description.results
         value = document if spec.items is None else spec.items.get(document)
         items = value if type(value) is list else ([] if value is None else [value])
         return ResultsPage(items=tuple(i if type(i) is dict else {"value": i} for i in items),
-                           next=self._next(job_id, document, response, what))
+                           next=self._next(job_id, document, response))
 
-    def _jsonl(self, job_id: str, response: Response, what: str) -> ResultsPage:
+    def _jsonl(self, job_id: str, response: Response) -> ResultsPage:
         try:
             text = response.body.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise DecodeError(f"{what} is not UTF-8 text: {exc}") from None
+            raise DecodeError(f"the answer is not UTF-8 text: {exc}") from None
         items = []
         for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
-                item = _parse(line, f"{what}, line {number}")
+                item = _parse(line, f"line {number}")
                 items.append(item if type(item) is dict else {"value": item})
-        return ResultsPage(items=tuple(items), next=self._next(job_id, None, response, what))
+        return ResultsPage(items=tuple(items), next=self._next(job_id, None, response))
 
-    def _next(self, job_id: str, document: Any, response: Response, what: str
-              ) -> Request | None:
+    def _next(self, job_id: str, document: Any, response: Response) -> Request | None:
         spec = self.description.results
         if spec.next == "link":
             url = _next_link(response.headers)
-            return None if url is None else self._absolute(url, f"{what}: the Link header")
+            return None if url is None else self._absolute(url, "the Link header")
         if spec.next == "none" or spec.next_path is None:
             return None
         value = spec.next_path.get(document)
         if value is None or value == "":
             return None
         if spec.next == "url":
-            return self._absolute(value, f"{what}: {spec.next_path.text!r}")
+            return self._absolute(value, repr(spec.next_path.text))
         first = self.results_request(job_id)
         assert spec.cursor_param is not None
         return Request(method=first.method, path=first.path, headers=first.headers,
@@ -496,34 +519,46 @@ class GenericProvider(Provider):
     def decode_stream_event(
         self, job_id: str | None, event: str, data: str, *, source: str
     ) -> list[JobEvent]:
-        stream = self.description.stream
-        if stream is None:
+        frames = self._frames
+        if frames is None:
             return super().decode_stream_event(job_id, event, data, source=source)
         if job_id is None:
             raise DecodeError(f"the {self.name} description has no workspace stream")
+        try:
+            if self._event_path is None:
+                entry = frames.get(event)
+                if entry is not None and entry.kind == "status":  # the usual: no other layer
+                    job = _object(_parse(data, "the data"), "the data")
+                    if self._url_from is not None:
+                        self._learn(job_id, job)
+                    return self._events(job_id, job, self._state(job_id, job), None, source)
+            return self._frame(job_id, event, data, source)
+        except DecodeError as exc:
+            raise DecodeError(f"job {job_id} stream {event!r} frame: {exc}") from None
+
+    def _frame(self, job_id: str, event: str, data: str, source: str) -> list[JobEvent]:
         payload: Any = None
         name = event
-        if stream.event_path is not None:
-            payload = _parse(data, f"job {job_id} stream frame")
-            name = _text(stream.event_path.get(payload))
-        entry = stream.events.get(name)
+        if self._event_path is not None:
+            payload = _parse(data, "the data")
+            name = _text(self._event_path.get(payload))
+        assert self._frames is not None
+        entry = self._frames.get(name)
         if entry is None or entry.kind == "ignore":
             return []
-        what = f"job {job_id} stream {name!r} frame"
         if entry.kind == "status":
-            job = _object(_parse(data, what) if payload is None else payload, what)
+            job = _object(_parse(data, "the data") if payload is None else payload, "the data")
             self._learn(job_id, job)
             return self._events(job_id, job, self._state(job_id, job), None, source)
         if entry.kind == "done":
             return self._done(job_id, name, data, payload, source)
-        return [self._entry_event(entry, job_id, name, data, payload, source, what)]
+        return [self._entry_event(entry, job_id, name, data, payload, source)]
 
     def _done(self, job_id: str, name: str, data: str, payload: Any, source: str
               ) -> list[JobEvent]:
         stream = self.description.stream
         assert stream is not None and stream.done_path is not None
-        what = f"job {job_id} stream {name!r} frame"
-        body = _parse(data or "{}", what) if payload is None else payload
+        body = _parse(data or "{}", "the data") if payload is None else payload
         value = stream.done_path.get(body)
         reason = "" if value is None else _text(value)
         status = stream.done_map.get(reason)
@@ -541,11 +576,11 @@ class GenericProvider(Provider):
                                data=frozen)]
 
     def _entry_event(self, entry: Entry, job_id: str, name: str, data: str | bytes,
-                     payload: Any, source: str, what: str) -> JobEvent:
+                     payload: Any, source: str) -> JobEvent:
         """The event a frame or a delivery of a named kind is (its data is not the job)."""
         if payload is None:
             try:
-                payload = _parse(data, what) if data else {}
+                payload = _parse(data, "the data") if data else {}
             except DecodeError:
                 payload = {"value": data if isinstance(data, str) else data.decode("utf-8",
                                                                                    "replace")}
@@ -557,7 +592,7 @@ class GenericProvider(Provider):
             assert entry.id is not None
             ident = entry.id.get(payload)
             if ident is None or ident == "":
-                raise DecodeError(f"{what}: no page id at {entry.id.text!r}")
+                raise DecodeError(f"no page id at {entry.id.text!r}")
             error = self._item_error(entry, payload, "failed") if kind == "page_failed" else None
             return JobEvent.build(kind=kind, job_id=job_id, key=f"{job_id}:{kind}:"
                                   f"{_text(ident)}", source=source, error=error, data=frozen)
@@ -602,19 +637,26 @@ class GenericProvider(Provider):
                 for path, value in hook.only):
             return WebhookDelivery(delivery_id=delivery or None, event_name=name, events=())
         job_id = self._webhook_job(payload)
-        what = f"webhook {name!r} about job {job_id}"
-        if entry.kind == "status":
-            job = payload if hook.root is None else hook.root.get(payload)
-            job = _object(job, f"{what}: the job at {getattr(hook.root, 'text', '@')!r}")
-            state = self._state(job_id, job)
-            self._learn(job_id, job)
-            events = self._events(job_id, job, state, None, source)
-            name = name or state.raw
-        else:
-            events = [self._entry_event(entry, job_id, name, b"", payload, source, what)]
+        try:
+            events, name = self._delivered(entry, job_id, name, payload, source)
+        except DecodeError as exc:
+            raise DecodeError(f"webhook {name!r} about job {job_id}: {exc}") from None
         reconcile = (job_id,) if hook.payload == "thin" else ()
         return WebhookDelivery(delivery_id=delivery or None, event_name=name,
                                events=tuple(events), reconcile=reconcile)
+
+    def _delivered(self, entry: Entry, job_id: str, name: str, payload: dict[str, Any],
+                   source: str) -> tuple[list[JobEvent], str]:
+        """The events of one delivery, and its event name (the job's status, if it has none)."""
+        hook = self.description.webhook
+        assert hook is not None
+        if entry.kind != "status":
+            return [self._entry_event(entry, job_id, name, b"", payload, source)], name
+        job = payload if hook.root is None else hook.root.get(payload)
+        job = _object(job, f"the job at {getattr(hook.root, 'text', '@')!r}")
+        state = self._state(job_id, job)
+        self._learn(job_id, job)
+        return self._events(job_id, job, state, None, source), name or state.raw
 
     @staticmethod
     def _event_name(header: str | None, path: Path | None, headers: Mapping[str, str],
