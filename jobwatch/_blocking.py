@@ -49,10 +49,7 @@ def wait(
 
     async def main() -> JobEvent:
         async with Watcher(resolved) as watcher:
-            try:
-                return await watcher.wait(job_id, timeout=deadline)
-            except WatchTimeout as exc:
-                raise explain_timeout(exc, watcher) from None
+            return await watcher.wait(job_id, timeout=deadline)
 
     return _run(main)
 
@@ -90,16 +87,9 @@ def iter_events(
 
 
 def explain_timeout(exc: WatchTimeout, watcher: Watcher) -> WatchTimeout:
-    """``exc``, saying so when the API was not answering at the end: a wait that times out
-    because every request fails is not a slow job."""
-    api = watcher._api
-    if not api.failures_in_a_row or api.last_failure is None:
-        return exc
-    why = str(api.last_failure).removesuffix("; jobwatch retries with backoff")
-    count = api.failures_in_a_row
-    return WatchTimeout(
-        f"{exc}; behind it, the API did not answer the last {count} request"
-        f"{'s' * (count > 1)}: {why}", job_id=exc.job_id, last_event=exc.last_event)
+    """``exc``, saying so when the API was not answering at the end (as ``Watcher.wait``
+    does for its own timeouts)."""
+    return watcher._explained(exc)
 
 
 def _resolve(config: Config | None, transport: str | Sequence[str] | None) -> Config:

@@ -352,11 +352,23 @@ class Watcher:
                     last = event
                     if event.terminal:
                         return event
-        raise WatchTimeout(
+        raise self._explained(WatchTimeout(
             f"job {job_id} did not finish within {timeout} s (last event: "
             f"{last.kind if last else 'none'}); pass a longer timeout, or check the job",
             job_id=job_id, last_event=last,
-        )
+        ))
+
+    def _explained(self, exc: WatchTimeout) -> WatchTimeout:
+        """``exc``, saying so when the API was not answering at the end: a wait that times
+        out because every request fails is not a slow job."""
+        api = self._api
+        if not api.failures_in_a_row or api.last_failure is None:
+            return exc
+        why = str(api.last_failure).removesuffix("; jobwatch retries with backoff")
+        count = api.failures_in_a_row
+        return WatchTimeout(
+            f"{exc}; behind it, the API did not answer the last {count} request"
+            f"{'s' * (count > 1)}: {why}", job_id=exc.job_id, last_event=exc.last_event)
 
     async def results(self, job_id: str) -> AsyncIterator[Mapping[str, Any]]:
         """Every result entry of a job, following the API's pagination within the budget."""

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 import jobwatch
@@ -131,3 +132,18 @@ def test_errors_in_the_pyproject_table_name_it_as_written(tmp_path: Path) -> Non
     (tmp_path / "jobwatch.toml").write_text("[jobwatch]\nbogus = 1\n")
     with pytest.raises(jobwatch.ConfigError, match=r"^\S+jobwatch.toml: invalid configuration"):
         jobwatch.load_config(tmp_path / "jobwatch.toml")
+
+
+@pytest.mark.anyio
+async def test_a_direct_wait_that_times_out_on_an_unreachable_api_says_so() -> None:
+    # Watcher.wait itself, not only the blocking helpers, names the failures behind a timeout.
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    config = _config(api_key="rdr_x", transport="poll",
+                     poll={"interval": 0.1, "max_interval": 0.2})
+    async with jobwatch.Watcher(config, http_transport=httpx.MockTransport(refuse)) as watcher:
+        with pytest.raises(jobwatch.WatchTimeout) as caught:
+            await watcher.wait("job_1", timeout=2)
+    message = str(caught.value)
+    assert "did not answer" in message and "connection refused" in message, message
