@@ -641,7 +641,10 @@ class GenericProvider(Provider):
             events, name = self._delivered(entry, job_id, name, payload, source)
         except DecodeError as exc:
             raise DecodeError(f"webhook {name!r} about job {job_id}: {exc}") from None
-        reconcile = (job_id,) if hook.payload == "thin" else ()
+        # A thin delivery says what happened, not the job's state: one status request tells.
+        # A page carries its own data.
+        thin = hook.payload == "thin" and entry.kind not in ("page", "page_failed")
+        reconcile = (job_id,) if thin else ()
         return WebhookDelivery(delivery_id=delivery or None, event_name=name,
                                events=tuple(events), reconcile=reconcile)
 
