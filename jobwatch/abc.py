@@ -166,7 +166,9 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     def headers(self) -> Mapping[str, str]:
-        """Headers every request carries (authentication)."""
+        """Headers every request carries (authentication). A provider that sends its
+        credentials only to the API's own origin puts them on each :class:`Request` it makes
+        instead, and leaves them out of a request for a URL an answer named elsewhere."""
 
     @abc.abstractmethod
     def status_request(self, job_id: str) -> Request:
