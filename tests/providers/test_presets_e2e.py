@@ -158,20 +158,20 @@ async def test_github_run_outcomes(transport: str, conclusion: str, kind: EventK
 @pytest.mark.parametrize("status", [403, 429])
 async def test_github_secondary_limits_pause_and_never_end_a_watch(status: int) -> None:
     fake = GitHubActionsFake(time_scale=100, secondary_status=status,
-                             faults=FakeFaults(rate_limit_burst=3))
+                             faults=FakeFaults(rate_limit_burst=1))
     async with running_fake(fake), watching(fake, "poll") as (watcher, _):
         run_id = fake.create_run()
         final = await watcher.wait(run_id, timeout=30)
         stats = watcher.statistics()
     assert final.kind is EventKind.COMPLETED
-    assert stats.rate_limited >= 1 and fake.fault_counts()["rate_limit_burst"] == 3
+    assert stats.rate_limited >= 1 and fake.fault_counts()["rate_limit_burst"] == 1
 
 
 async def test_github_primary_limit_waits_for_the_reset() -> None:
     # Another client spent the hour's budget; an hour of the fake's time is two real seconds.
     fake = GitHubActionsFake(time_scale=1800, rate_limit=2)
     steps = [FakeStep(status="in_progress"),
-             FakeStep(delay=1.2 * 3600, status="completed", fields={"conclusion": "success"})]
+             FakeStep(delay=3600, status="completed", fields={"conclusion": "success"})]
     async with running_fake(fake):
         run_id = fake.create_run(steps=steps)
         async with httpx.AsyncClient(base_url=fake.base_url, headers={
