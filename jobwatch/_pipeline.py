@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -21,7 +21,7 @@ from ._errors import JobwatchError
 from ._events import EventKind, JobEvent
 from ._guard import decide
 from ._values import Snapshot
-from .abc import Store
+from .abc import JobState, Store, Verdict
 
 __all__ = ["JobRecord", "Pipeline"]
 
@@ -100,69 +100,101 @@ class Pipeline:
 
     async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False,
                       as_of: float | None = None) -> None:
-        """Record and dispatch ``events``; returns once every one is recorded."""
+        """Record and dispatch ``events``; returns once every one is recorded.
+
+        ``events`` is what one network read decoded (a stream read, a webhook delivery, a
+        polled snapshot). They are grouped by job, each job's turn is taken once, the whole
+        batch is recorded in one :meth:`Store.record_batch <jobwatch.abc.Store.record_batch>`
+        call, and then dispatched, each job's events in order.
+        """
         if not self.ready.is_set():
             await self.ready.wait()
-        if self.store.concurrent and len(events) > 1:
-            by_job: dict[str | None, list[JobEvent]] = {}
-            for event in events:
-                by_job.setdefault(event.job_id, []).append(event)
-            if len(by_job) > 1:
-                # Different jobs record concurrently, which lets the store commit them together.
-                async with anyio.create_task_group() as tg:
-                    for group in by_job.values():
-                        tg.start_soon(self._deliver_in_order, group, authoritative, as_of)
-                return
-        await self._deliver_in_order(events, authoritative, as_of)
-
-    async def _deliver_in_order(self, events: Sequence[JobEvent], authoritative: bool,
-                                as_of: float | None) -> None:
+        by_job: dict[str | None, list[JobEvent]] = {}
         for event in events:
-            record = self.job(event.job_id)
-            if record.busy:
-                await self._wait_turn(record)
+            group = by_job.get(event.job_id)
+            if group is None:
+                by_job[event.job_id] = [event]
             else:
-                record.busy = True
-            try:
-                stale = authoritative and not _fresh(record, as_of)
-                await self._deliver_one(record, event, authoritative and not stale,
-                                        check=not stale)
-            finally:
+                group.append(event)
+        if not by_job:
+            return
+        records = await self._take_turns(by_job)
+        try:
+            while by_job:
+                by_job = await self._deliver_batch(by_job, records, authoritative, as_of)
+        finally:
+            for record in records.values():
                 _pass_turn(record)
 
-    async def _wait_turn(self, record: JobRecord) -> None:
-        turn = anyio.Event()
-        if record.waiting is None:
-            record.waiting = deque()
-        record.waiting.append(turn)
+    async def _take_turns(self, jobs: Iterable[str | None]) -> dict[str | None, JobRecord]:
+        """The records of ``jobs``, each job's turn taken: at once when no job is busy, else
+        in order of job id, so that two batches waiting for each other's jobs cannot both
+        hold one the other waits for."""
+        records = {job_id: self.job(job_id) for job_id in jobs}
+        if not any(record.busy for record in records.values()):
+            for record in records.values():
+                record.busy = True
+            return records
+        taken: list[JobRecord] = []
         try:
-            await turn.wait()
+            for record in sorted(records.values(), key=_order):
+                if record.busy:
+                    await self._wait_turn(record)
+                else:
+                    record.busy = True
+                taken.append(record)
         except BaseException:
-            if turn.is_set():
-                _pass_turn(record)  # the turn came with the cancellation: pass it on
-            else:
-                record.waiting.remove(turn)
+            for record in taken:
+                _pass_turn(record)
             raise
+        return records
 
-    async def _deliver_one(self, record: JobRecord, event: JobEvent, authoritative: bool, *,
-                           check: bool) -> None:
-        self.events_in += 1
+    async def _deliver_batch(
+        self, by_job: dict[str | None, list[JobEvent]], records: dict[str | None, JobRecord],
+        authoritative: bool, as_of: float | None,
+    ) -> dict[str | None, list[JobEvent]]:
+        """Record and dispatch one batch; return what must wait for another store call (the
+        events after a terminal event of an authoritative batch: its recording decides
+        whether they are still authoritative)."""
+        plan: list[tuple[JobRecord, JobEvent, bool]] = []  # (record, event, check)
+        calls: list[tuple[str | None, Callable[[JobState | None], Verdict]]] = []
+        later: dict[str | None, list[JobEvent]] = {}
+        heard = None
+        for job_id, group in by_job.items():
+            record = records[job_id]
+            if record.heard is not None:
+                record.heard = heard = heard or anyio.current_time()
+            stale = authoritative and not _fresh(record, as_of)
+            vouched = authoritative and not stale
+            for index, event in enumerate(group):
+                self.events_in += 1
+                if job_id is not None and event.terminal:
+                    record.started = False
+                    if vouched and index + 1 < len(group):
+                        later[job_id] = group[index + 1:]
+                elif event.kind is _STARTED and record.started and event.attempt is None:
+                    # (A `started` of a numbered attempt may begin a new run: the guard decides.)
+                    self._dropped(event, "duplicate")
+                    continue
+                plan.append((record, event, not stale))
+                calls.append((job_id, functools.partial(decide, event=event,
+                                                        authoritative=vouched)))
+                if job_id in later:
+                    break
+        verdicts = await self.store.record_batch(calls, ttl=self.dedup_ttl) if calls else []
+        shared = self.store.shared
+        for (record, event, check), verdict in zip(plan, verdicts, strict=True):
+            await self._settle(record, event, verdict, check, shared)
+        return later
+
+    async def _settle(self, record: JobRecord, event: JobEvent, verdict: Verdict, check: bool,
+                      shared: bool) -> None:
+        """Act on one recorded event's verdict: ask for a check, keep the bookkeeping of
+        starts and final events, and dispatch what was delivered."""
         job_id = event.job_id
-        if record.heard is not None:
-            record.heard = anyio.current_time()
-        if job_id is not None and event.terminal:
-            record.started = False
-        elif event.kind is _STARTED and record.started and event.attempt is None:
-            # (A `started` of a numbered attempt may begin a new run: the guard decides.)
-            self._dropped(event, "duplicate")
-            return
-        verdict = await self.store.record(
-            job_id, functools.partial(decide, event=event, authoritative=authoritative),
-            ttl=self.dedup_ttl,
-        )
         if verdict.check and check and job_id is not None:
             self._on_check(job_id)
-        if event.kind is _STARTED and job_id is not None and not self.store.shared \
+        if event.kind is _STARTED and job_id is not None and not shared \
                 and (verdict.event is not None or verdict.dropped == "duplicate"
                      and not verdict.check):
             # Other processes record into a shared store: there, no shortcut of our own.
@@ -178,8 +210,23 @@ class Pipeline:
             self._on_final(job_id)
         elif record.final is not None and not delivered.kind.carries_data:
             record.final = None  # a new run began
-        self.notify(delivered)
+        if self.observers:
+            self.notify(delivered)
         await self._dispatch(delivered)
+
+    async def _wait_turn(self, record: JobRecord) -> None:
+        turn = anyio.Event()
+        if record.waiting is None:
+            record.waiting = deque()
+        record.waiting.append(turn)
+        try:
+            await turn.wait()
+        except BaseException:
+            if turn.is_set():
+                _pass_turn(record)  # the turn came with the cancellation: pass it on
+            else:
+                record.waiting.remove(turn)
+            raise
 
     def _dropped(self, event: JobEvent, reason: str) -> None:
         self.dropped[reason] += 1
@@ -195,6 +242,10 @@ def _fresh(record: JobRecord, as_of: float | None) -> bool:
     # A poll answered after a pushed terminal event, but asked before it, shows the old run
     # still going: it is no evidence of a new run.
     return as_of is None or record.ended_at is None or as_of >= record.ended_at
+
+
+def _order(record: JobRecord) -> tuple[bool, str]:
+    return record.job_id is not None, record.job_id or ""
 
 
 def _pass_turn(record: JobRecord) -> None:

@@ -394,6 +394,22 @@ class Store(abc.ABC):
     ) -> Verdict:
         """Apply the verdict of ``decide`` atomically; a seen key becomes ``duplicate``."""
 
+    async def record_batch(
+        self, records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]], *,
+        ttl: float,
+    ) -> list[Verdict]:
+        """Record several events at once: what :meth:`record` of each ``(job_id, decide)``
+        in turn would answer, one verdict per record, in order.
+
+        Each ``decide`` sees the job's state as the records before it left it (a record whose
+        key was seen leaves it unchanged). The pipeline hands a network read's events here
+        in one call, grouped by job; a store that can apply them together (one transaction,
+        one round trip) overrides this. The default calls :meth:`record` for each: if one
+        raises, those before it stay recorded, and their events are dispatched after a
+        restart (from :meth:`pending`).
+        """
+        return [await self.record(job_id, decide, ttl=ttl) for job_id, decide in records]
+
     @abc.abstractmethod
     async def get_job(self, job_id: str) -> JobState | None:
         """The saved state of a job, if any."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .._events import JobEvent
 from ..abc import JobState, Store, Verdict
@@ -44,24 +44,38 @@ class MemoryStore(Store):
     async def record(
         self, job_id: str | None, decide: Callable[[JobState | None], Verdict], *, ttl: float
     ) -> Verdict:
+        return self._record(job_id, decide, ttl, self._clock())
+
+    async def record_batch(
+        self, records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]], *,
+        ttl: float,
+    ) -> list[Verdict]:
+        if type(self).record is not MemoryStore.record:  # a subclass's record sees every event
+            return await super().record_batch(records, ttl=ttl)
         now = self._clock()
+        record = self._record
+        return [record(job_id, decide, ttl, now) for job_id, decide in records]
+
+    def _record(self, job_id: str | None, decide: Callable[[JobState | None], Verdict],
+                ttl: float, now: float) -> Verdict:
         self._records += 1
         if self._records % _PURGE_EVERY == 0:
             self._purge(now)
         verdict = decide(None if job_id is None else self._jobs.get(job_id))
         event = verdict.event
         if event is not None:
-            expires = self._seen.get(event.key)
-            if expires is not None and expires > now:
-                return Verdict(event=None, check=verdict.check, dropped="duplicate")
-        if verdict.state is not None:
-            self._jobs[verdict.state.job_id] = verdict.state
-        if event is not None:
             key = event.key
-            self._seen.pop(key, None)  # (re)inserted last: _purge relies on this order
+            expires = self._seen.get(key)
+            if expires is not None:
+                if expires > now:
+                    return Verdict(event=None, check=verdict.check, dropped="duplicate")
+                del self._seen[key]  # (re)inserted last: _purge relies on this order
             self._seen[key] = now + ttl
             self._inbox.pop(key, None)  # re-recorded: newest, like sqlite
             self._inbox[key] = event
+        state = verdict.state
+        if state is not None:
+            self._jobs[state.job_id] = state
         return verdict
 
     async def get_job(self, job_id: str) -> JobState | None:

@@ -142,6 +142,42 @@ class StoreConformance:
                 tg.start_soon(one)
         assert results.count(True) == 1
 
+    async def _batch(self, store: Store, *events: Any) -> list[str | None]:
+        records = [(e.job_id, lambda s, e=e: decide(s, e)) for e in events]
+        verdicts = await store.record_batch(records, ttl=60)
+        assert len(verdicts) == len(events)
+        return [v.event.key if v.event is not None else v.dropped for v in verdicts]
+
+    async def test_a_batch_is_recorded_in_order(self, store: Store) -> None:
+        # Each record sees the state the ones before it left: the repeated `started` and
+        # the lower count are dropped, and a key claimed earlier in the batch is seen.
+        assert await self._batch(
+            store, make_event("started", "j1"), make_event("progress", "j1", completed=3),
+            make_event("started", "j1", source="poll"), make_event("progress", "j2", completed=0),
+            make_event("progress", "j1", completed=2), make_event("progress", "j1", completed=3),
+        ) == ["j1:started#1", "j1:progress:3#1", "duplicate", "j2:progress:0#1", "stale",
+              "duplicate"]
+        state = await store.get_job("j1")
+        assert state is not None and state.started and state.completed == 3
+        assert [e.key for e in await store.pending()] == [
+            "j1:started#1", "j1:progress:3#1", "j2:progress:0#1"]
+
+    async def test_a_duplicate_in_a_batch_leaves_the_state_as_it_was(self, store: Store) -> None:
+        # Another job's event claimed the key before: within the batch, the duplicate moves
+        # nothing, so the next event is judged against the state before it.
+        assert await self._record(store, "progress", "j2", key="j1:progress:5", completed=5)
+        assert await self._batch(
+            store, make_event("progress", "j1", completed=1),
+            make_event("progress", "j1", key="j1:progress:5", completed=5),
+            make_event("progress", "j1", completed=4),
+        ) == ["j1:progress:1#1", "duplicate", "j1:progress:4#1"]
+        state = await store.get_job("j1")
+        assert state is not None and state.completed == 4
+
+    async def test_an_empty_batch_records_nothing(self, store: Store) -> None:
+        assert await store.record_batch([], ttl=60) == []
+        assert await store.pending() == []
+
 
 @pytest.mark.anyio
 class TransportConformance:

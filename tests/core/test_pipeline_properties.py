@@ -26,9 +26,11 @@ from hypothesis import strategies as st
 import jobwatch
 from jobwatch import EventKind, JobEvent, JobStatus
 from jobwatch._guard import decide, qualify
-from jobwatch.abc import JobState, Verdict
+from jobwatch._pipeline import Pipeline
+from jobwatch.abc import JobState, Store, Verdict
 from jobwatch.providers.reader import ReaderProvider
 from jobwatch.stores.memory import MemoryStore
+from jobwatch.stores.sqlite import SQLiteStore
 from jobwatch.testing import ScriptedTransport, make_event
 
 SOURCES = ("poll", "sse", "webhook")
@@ -154,6 +156,31 @@ def run_memory_store(inputs: Sequence[JobEvent]) -> list[Verdict]:
     return trio.run(feed)
 
 
+def batches(inputs: Sequence[JobEvent], seed: int) -> list[list[JobEvent]]:
+    """``inputs`` cut into consecutive batches of random sizes (1 to all of them)."""
+    rng, out, start = random.Random(seed), [], 0
+    while start < len(inputs):
+        size = rng.choice([1, 2, 3, 5, 8, len(inputs)])
+        out.append(list(inputs[start:start + size]))
+        start += size
+    return out
+
+
+def run_store_batched(store: Store, inputs: Sequence[JobEvent], seed: int) -> list[Verdict]:
+    async def feed() -> list[Verdict]:
+        await store.open()
+        try:
+            verdicts = []
+            for batch in batches(inputs, seed):
+                verdicts += await store.record_batch(
+                    [(e.job_id, functools.partial(decide, event=e)) for e in batch], ttl=TTL)
+            return verdicts
+        finally:
+            await store.aclose()
+
+    return trio.run(feed)
+
+
 # -- the properties --------------------------------------------------------------------------
 
 
@@ -238,6 +265,18 @@ def test_any_interleaving(scenario: tuple[list[Lifecycle], list[JobEvent]]) -> N
             assert verdict.event.source == first[verdict.event.key.rsplit("#", 1)[0]]
     # The real MemoryStore agrees with the model, verdict by verdict.
     assert run_memory_store(inputs) == verdicts
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenarios(), st.integers(0, 2**32 - 1))
+def test_batches_of_any_size_through_the_stores(
+    scenario: tuple[list[Lifecycle], list[JobEvent]], seed: int,
+) -> None:
+    # A store's record_batch answers what recording each event in turn would.
+    _, inputs = scenario
+    verdicts = run_model(inputs)
+    assert run_store_batched(MemoryStore(clock=lambda: 0.0), inputs, seed) == verdicts
+    assert run_store_batched(SQLiteStore(":memory:", clock=lambda: 0.0), inputs, seed) == verdicts
 
 
 # -- runs: a retried job ---------------------------------------------------------------------
@@ -600,7 +639,10 @@ CONFIG = jobwatch.Config.from_mapping({"jobwatch": {"store": "memory", "safety_p
 NO_HTTP = httpx.MockTransport(lambda request: httpx.Response(500))
 
 
-async def through_watcher(inputs: Sequence[JobEvent]) -> list[JobEvent]:
+async def through_watcher(inputs: Sequence[JobEvent], seed: int | None = None
+                          ) -> list[JobEvent]:
+    """The events the Watcher dispatches for ``inputs``: one delivery each, or (with a seed)
+    in batches of random sizes, as one network read hands them over."""
     transports = {name: ScriptedTransport(name=name) for name in SOURCES}
     seen: list[JobEvent] = []
     # No network here: a mock HTTP transport (also spares the TLS setup) and a ready provider.
@@ -608,8 +650,8 @@ async def through_watcher(inputs: Sequence[JobEvent]) -> list[JobEvent]:
                                provider=ReaderProvider(), http_transport=NO_HTTP)
     watcher.subscribe(seen.append)
     async with watcher:
-        for event in inputs:
-            await transports[event.source].send(event)
+        for batch in ([[e] for e in inputs] if seed is None else batches(inputs, seed)):
+            await transports[batch[0].source].send(*batch)
         await trio.testing.wait_all_tasks_blocked()
         assert await watcher.store.pending() == []
         stats = watcher.statistics()
@@ -629,6 +671,32 @@ def test_any_interleaving_through_the_watcher(
     views, arrivals = by_job(seen), by_job(inputs)
     for job in jobs:
         check_run(job, views[job.job_id], arrivals[job.job_id])
+
+
+@settings(max_examples=100, deadline=None)
+@given(scenarios(), st.integers(0, 2**32 - 1))
+def test_any_interleaving_in_batches_through_the_watcher(
+    scenario: tuple[list[Lifecycle], list[JobEvent]], seed: int,
+) -> None:
+    # A batch is grouped by job: each job's events keep their order, and what the
+    # application sees of each job is what one delivery per event would show.
+    jobs, inputs = scenario
+    seen = trio.run(through_watcher, inputs, seed)
+    expected = [v.event for v in run_model(inputs) if v.event is not None]
+    assert by_job(seen) == by_job(expected)
+    views, arrivals = by_job(seen), by_job(inputs)
+    for job in jobs:
+        check_run(job, views[job.job_id], arrivals[job.job_id])
+
+
+@settings(max_examples=100, deadline=None)
+@given(reruns(), st.integers(0, 2**32 - 1))
+def test_attempts_in_batches_through_the_watcher(
+    scenario: tuple[list[Lifecycle], list[JobEvent]], seed: int,
+) -> None:
+    _, inputs = scenario
+    seen = trio.run(through_watcher, inputs, seed)
+    assert seen == [v.event for v in run_model(inputs) if v.event is not None]
 
 
 def test_a_poll_answered_before_the_end_does_not_begin_a_run() -> None:
@@ -692,3 +760,24 @@ def test_a_late_terminal_event_of_an_older_attempt_never_ends_the_watch() -> Non
     assert seen == ["run_42:started#1", "run_42:progress:0#2", "run_42:started#2",
                     "run_42:terminal#2"]
     assert (final.kind, final.attempt) == (EventKind.FAILED, 2)
+
+
+def test_a_snapshot_older_than_the_end_it_reports_begins_no_run_within_one_batch() -> None:
+    # A poll requested before a job's end shows it ending and, in the same batch, still
+    # running (a provider that reports both). The end is recorded first: what follows in
+    # the batch is no longer evidence of a new run.
+    async def main() -> tuple[list[str], dict[str, int]]:
+        seen: list[JobEvent] = []
+
+        async def dispatch(event: JobEvent) -> None:
+            seen.append(event)
+
+        pipeline = Pipeline(MemoryStore(), dedup_ttl=TTL, dispatch=dispatch)
+        pipeline.ready.set()
+        asked = trio.current_time() - 1.0
+        await pipeline.deliver([make_event("completed", "j", completed=2, source="poll"),
+                                make_event("progress", "j", completed=1, source="poll")],
+                               authoritative=True, as_of=asked)
+        return [e.key for e in seen], dict(pipeline.dropped)
+
+    assert trio.run(main) == (["j:terminal#1"], {"after-terminal": 1})

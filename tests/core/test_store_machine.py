@@ -156,6 +156,22 @@ class StoreMachine(RuleBasedStateMachine):
         decide_fn = functools.partial(decide, event=event, authoritative=authoritative)
         self._record(event.job_id, decide_fn, ttl)
 
+    @rule(events=st.lists(job_events | workspace_events, max_size=8),
+          authoritative=st.booleans(), ttl=st.sampled_from([5.0, 60.0]))
+    def record_a_batch(self, events: list[JobEvent], authoritative: bool, ttl: float) -> None:
+        # One call, as if each event were recorded in turn: every decide sees the state the
+        # records before it left (a duplicate leaves it as it was), and keys claimed earlier
+        # in the batch are seen.
+        decides = [functools.partial(decide, event=event, authoritative=authoritative)
+                   for event in events]
+        got = self.call(self.store.record_batch,
+                        [(e.job_id, d) for e, d in zip(events, decides, strict=True)], ttl=ttl)
+        want = []
+        for event, decide_fn in zip(events, decides, strict=True):
+            state = None if event.job_id is None else self.model.jobs.get(event.job_id)
+            want.append(self.model.record(event.job_id, decide_fn(state), self.clock.now, ttl))
+        assert got == want
+
     @rule(event=workspace_events, ttl=st.sampled_from([5.0, 60.0]))
     def record_workspace_event(self, event: JobEvent, ttl: float) -> None:
         self._record(None, functools.partial(decide, event=event), ttl)
