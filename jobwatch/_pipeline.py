@@ -9,7 +9,6 @@ lives in one :class:`JobRecord`.
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -156,8 +155,7 @@ class Pipeline:
         """Record and dispatch one batch; return what must wait for another store call (the
         events after a terminal event of an authoritative batch: its recording decides
         whether they are still authoritative)."""
-        plan: list[tuple[JobRecord, JobEvent, bool]] = []  # (record, event, check)
-        calls: list[tuple[str | None, Callable[[JobState | None], Verdict]]] = []
+        steps: list[_Step] = []
         later: dict[str | None, list[JobEvent]] = {}
         heard = None
         for job_id, group in by_job.items():
@@ -176,15 +174,16 @@ class Pipeline:
                     # (A `started` of a numbered attempt may begin a new run: the guard decides.)
                     self._dropped(event, "duplicate")
                     continue
-                plan.append((record, event, not stale))
-                calls.append((job_id, functools.partial(decide, event=event,
-                                                        authoritative=vouched)))
+                steps.append(_Step(record, event, vouched, not stale))
                 if job_id in later:
                     break
-        verdicts = await self.store.record_batch(calls, ttl=self.dedup_ttl) if calls else []
+        if not steps:
+            return later
+        verdicts = await self.store.record_batch([(s.event.job_id, s) for s in steps],
+                                                 ttl=self.dedup_ttl)
         shared = self.store.shared
-        for (record, event, check), verdict in zip(plan, verdicts, strict=True):
-            await self._settle(record, event, verdict, check, shared)
+        for step, verdict in zip(steps, verdicts, strict=True):
+            await self._settle(step.record, step.event, verdict, step.check, shared)
         return later
 
     async def _settle(self, record: JobRecord, event: JobEvent, verdict: Verdict, check: bool,
@@ -236,6 +235,21 @@ class Pipeline:
         """Tell the observers of ``event``: dispatched (``dropped`` None), or dropped and why."""
         for observer in self.observers:
             observer(event, dropped)
+
+
+class _Step:
+    """One event of a batch on its way through the store: called with the job's state, it
+    asks the ordering guard (what ``Store.record_batch`` calls for each record)."""
+
+    __slots__ = ("authoritative", "check", "event", "record")
+
+    def __init__(self, record: JobRecord, event: JobEvent, authoritative: bool,
+                 check: bool) -> None:
+        self.record, self.event = record, event
+        self.authoritative, self.check = authoritative, check
+
+    def __call__(self, state: JobState | None) -> Verdict:
+        return decide(state, self.event, authoritative=self.authoritative)
 
 
 def _fresh(record: JobRecord, as_of: float | None) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 from redis.commands.core import Script
 
-__all__ = ["ADOPT", "COMMIT", "PUBLISH", "script"]
+__all__ = ["ADOPT", "COMMIT", "COMMIT_BATCH", "PUBLISH", "script"]
 
 
 def script(client: redis.Redis, text: str) -> Script:
@@ -54,6 +54,80 @@ end
 return 'ok'
 """
 
+#: Commit a batch of records, job by job, each job compare-and-set on its state: a job whose
+#: state changed since it was read, or one of whose event keys is held (by another process,
+#: or by an earlier job of this batch), is left as it is and reported, to be decided again.
+#: KEYS: inbox hash, inbox order, sequence, active set, then the job and dedup keys the plan
+#: names by index. ARGV[1]: the plan as JSON, {now, ex (EX seconds), nonce, jobs: [{k (index
+#: of the job key, 0 = a workspace event), exp (expected state, '' = absent), new (state to
+#: save, '' = unchanged), act ('1' = active), id, ev: [[dedup key index, event key, event
+#: JSON, dedup value], ...]}]}. Returns, as JSON, per job ["ok"] (also when this very commit,
+#: same nonce, ran before: a retry after a lost reply), ["conflict", current state] or
+#: ["seen", current state, held event key, ...].
+COMMIT_BATCH = """
+local plan = cjson.decode(ARGV[1])
+local now = tonumber(plan.now)
+local mark = '|' .. plan.nonce
+local claimed = {}
+local out = {}
+for i, job in ipairs(plan.jobs) do
+  local mine = false
+  for _, ev in ipairs(job.ev) do
+    local held = redis.call('GET', KEYS[ev[1]])
+    if held and string.sub(held, -string.len(mark)) == mark then mine = true end
+  end
+  local current = ''
+  local status = 'ok'
+  local live = {}
+  if not mine then
+    if job.k > 0 then
+      current = redis.call('GET', KEYS[job.k]) or ''
+      if current ~= job.exp then status = 'conflict' end
+    end
+    if status == 'ok' then
+      for _, ev in ipairs(job.ev) do
+        if claimed[ev[2]] then
+          live[#live + 1] = ev[2]
+        else
+          local held = redis.call('GET', KEYS[ev[1]])
+          if held then
+            local sep = string.find(held, '|', 1, true)
+            local expires = tonumber(sep and string.sub(held, 1, sep - 1) or held)
+            if expires == nil or expires > now then live[#live + 1] = ev[2] end
+          end
+        end
+      end
+      if #live > 0 then status = 'seen' end
+    end
+    if status == 'ok' then
+      for _, ev in ipairs(job.ev) do
+        redis.call('SET', KEYS[ev[1]], ev[4], 'EX', plan.ex)
+        local seq = redis.call('INCR', KEYS[3])
+        redis.call('HSET', KEYS[1], ev[2], ev[3])
+        redis.call('ZADD', KEYS[2], seq, ev[2])
+        claimed[ev[2]] = true
+      end
+      if job.new ~= '' then
+        redis.call('SET', KEYS[job.k], job.new)
+        if job.act == '1' then
+          redis.call('SADD', KEYS[4], job.id)
+        else
+          redis.call('SREM', KEYS[4], job.id)
+        end
+      end
+    end
+  end
+  if status == 'ok' then
+    out[i] = {'ok'}
+  else
+    local answer = {status, current}
+    for _, key in ipairs(live) do answer[#answer + 1] = key end
+    out[i] = answer
+  end
+end
+return cjson.encode(out)
+"""
+
 #: Move a dead owner's inbox into ours, keeping the record order; only if its lease is gone.
 #: KEYS: their lease, their inbox, their order, our inbox, our order, owners set.
 #: ARGV: their owner name. Returns how many events moved, or -1 if the owner is alive.
@@ -87,4 +161,5 @@ return redis.call('XADD', KEYS[2], '*', 'key', ARGV[3], 'event', ARGV[4])
 """
 
 # Script objects only hash the text here; every call names the client that runs it.
-_SCRIPTS = {text: Script(redis.Redis(), text) for text in (ADOPT, COMMIT, PUBLISH)}
+_SCRIPTS = {text: Script(redis.Redis(), text)
+            for text in (ADOPT, COMMIT, COMMIT_BATCH, PUBLISH)}

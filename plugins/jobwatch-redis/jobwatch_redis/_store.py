@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -54,6 +54,8 @@ T = TypeVar("T")
 #: store's clock and Redis' never drops a key early.
 _GRACE = 60
 _DEAD_LETTERS_KEPT = 10_000
+#: Job states kept to decide the next batch on without reading them first.
+_STATES_KEPT = 10_000
 
 
 @attrs.frozen(kw_only=True)
@@ -123,6 +125,8 @@ class RedisStore(Store):
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._adopted = False
+        #: Each job's state as this process last saw Redis hold it (None: absent).
+        self._states: dict[str | None, bytes | None] = {}
 
     @classmethod
     def from_config(cls, config: Config) -> RedisStore:
@@ -243,8 +247,59 @@ class RedisStore(Store):
             if outcome == b"duplicate":
                 return Verdict(event=None, check=verdict.check, dropped="duplicate")
             if outcome == b"ok":
+                state = verdict.state
+                self._cache(job_id, current if state is None else state_to_json(state).encode())
                 return verdict
             # b"conflict": another receiver changed the job meanwhile; decide on its state.
+
+    async def record_batch(
+        self, records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]], *,
+        ttl: float,
+    ) -> list[Verdict]:
+        """Decide every record, then commit the batch with one script call.
+
+        Each job is decided against the state this store last saw of it (absent, for a job
+        it has not met) and committed compare-and-set: a job another receiver changed
+        meanwhile, or one whose event key turns out held, comes back with what Redis holds
+        and is decided again. A steady stream of jobs this process records therefore costs
+        one round trip a batch.
+        """
+        if type(self).record is not RedisStore.record:  # a subclass's record sees every event
+            return await super().record_batch(records, ttl=ttl)
+        give_up = anyio.current_time() + self.options.record_deadline
+        groups: dict[str | None, list[int]] = {}
+        for index, (job_id, _) in enumerate(records):
+            groups.setdefault(job_id, []).append(index)
+        verdicts: list[Verdict | None] = [None] * len(records)
+        held: dict[str | None, set[str]] = {job_id: set() for job_id in groups}
+        todo = list(groups)
+        nonce = uuid.uuid4().hex
+        while todo:
+            plan = _BatchPlan(self, ttl, nonce)
+            for job_id in todo:
+                plan.add(job_id, [(i, records[i][1]) for i in groups[job_id]], held[job_id])
+            answers = await self._until(give_up, functools.partial(_commit_batch, plan))
+            todo = []
+            for job_id, answer in zip(plan.jobs, answers, strict=True):
+                if answer[0] == "ok":
+                    plan.settle(job_id, verdicts)
+                    continue
+                # Changed by another receiver, or an event key held: decide again on that.
+                self._cache(job_id, answer[1].encode() if answer[1] else None)
+                held[job_id].update(answer[2:])
+                todo.append(job_id)
+        done = [verdict for verdict in verdicts if verdict is not None]
+        assert len(done) == len(records), "every record of a committed job has its verdict"
+        return done
+
+    def _cache(self, job_id: str | None, raw: bytes | None) -> None:
+        """Remember a job's state as Redis holds it (what the next batch expects)."""
+        if job_id is None:
+            return
+        if len(self._states) >= _STATES_KEPT and job_id not in self._states:
+            for old in list(self._states)[:_STATES_KEPT // 2]:  # the oldest half goes
+                del self._states[old]
+        self._states[job_id] = raw
 
     async def _until(self, give_up: float, fn: Callable[[redis.Redis], T]) -> T:
         remaining = max(give_up - anyio.current_time(), 0.01)
@@ -382,6 +437,79 @@ def _q(text: str) -> str:
 def _get(key: str, r: redis.Redis) -> bytes | None:
     raw: Any = r.get(key)
     return raw if raw is None else bytes(raw)
+
+
+class _BatchPlan:
+    """One script call's worth of a batch: each job's records decided against the state the
+    store expects, and the keys and arguments that commit them."""
+
+    def __init__(self, store: RedisStore, ttl: float, nonce: str) -> None:
+        self.store, self.keys = store, store.keys
+        self.now = store._clock()
+        self.ttl, self.nonce = ttl, nonce
+        self.jobs: list[str | None] = []
+        self.entries: list[dict[str, Any]] = []
+        self.redis_keys: list[str] = [self.keys.inbox(), self.keys.order(), self.keys.seq,
+                                      self.keys.active]
+        self.claimed: set[str] = set()
+        self._decided: dict[str | None, tuple[list[tuple[int, Verdict]], bytes | None]] = {}
+
+    def _key(self, name: str) -> int:
+        self.redis_keys.append(name)
+        return len(self.redis_keys)  # Lua counts from 1
+
+    def add(self, job_id: str | None,
+            records: list[tuple[int, Callable[[JobState | None], Verdict]]],
+            held: set[str]) -> None:
+        """Decide a job's records in order, as record() would one after another: a key held
+        in Redis, or claimed earlier in this plan, is a duplicate and moves nothing."""
+        expected = self.store._states.get(job_id) if job_id is not None else None
+        state = None if expected is None else state_from_json(expected)
+        decided: list[tuple[int, Verdict]] = []
+        events: list[list[Any]] = []
+        changed = False
+        expires = seen_value(self.now + self.ttl, self.nonce)
+        for index, decide in records:
+            verdict = decide(state)
+            event = verdict.event
+            if event is not None:
+                if event.key in held or event.key in self.claimed:
+                    decided.append((index, Verdict(event=None, check=verdict.check,
+                                                   dropped="duplicate")))
+                    continue
+                self.claimed.add(event.key)
+                events.append([self._key(self.keys.seen(event.key)), event.key,
+                               event.to_json(), expires])
+            if verdict.state is not None:
+                state, changed = verdict.state, True
+            decided.append((index, verdict))
+        new = state_to_json(state) if changed and state is not None else ""
+        self.jobs.append(job_id)
+        self.entries.append({
+            "k": self._key(self.keys.job(job_id)) if job_id is not None else 0,
+            "exp": (expected or b"").decode(), "new": new, "ev": events,
+            "act": "1" if state is not None and state.watched and not state.terminal else "0",
+            "id": "" if job_id is None else job_id,
+        })
+        self._decided[job_id] = (decided, new.encode() if new else expected)
+
+    def settle(self, job_id: str | None, verdicts: list[Verdict | None]) -> None:
+        """The job committed: its verdicts are final, and its state is what Redis holds."""
+        decided, saved = self._decided[job_id]
+        for index, verdict in decided:
+            verdicts[index] = verdict
+        self.store._cache(job_id, saved)
+
+    def argument(self) -> str:
+        return json.dumps({"now": repr(self.now), "ex": max(1, math.ceil(self.ttl)) + _GRACE,
+                           "nonce": self.nonce, "jobs": self.entries})
+
+
+def _commit_batch(plan: _BatchPlan, r: redis.Redis) -> list[list[str]]:
+    run = _scripts.script(r, _scripts.COMMIT_BATCH)
+    answers: list[list[str]] = json.loads(run(keys=plan.redis_keys, args=[plan.argument()],
+                                              client=r))
+    return answers
 
 
 def _commit(args: list[str | bytes], r: redis.Redis) -> bytes:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import anyio
 import pytest
 import redis
 from jobwatch_redis import RedisOptions, RedisStore, RedisUnavailable
 
-from jobwatch import Config, ConfigError, Watcher
+from jobwatch import Config, ConfigError, JobEvent, Watcher
 from jobwatch._guard import decide
 from jobwatch.abc import JobState, Store
 from jobwatch.stores.memory import MemoryStore
@@ -81,6 +82,58 @@ async def test_concurrent_progress_never_clobbers_state(fleet: list[RedisStore])
             tg.start_soon(functools.partial(_record, fleet[n % 3], "progress", "j9", completed=n))
     state = await fleet[0].get_job("j9")
     assert state is not None and state.completed == 24
+
+
+def _batch(events: list[JobEvent]) -> list[tuple[str | None, Any]]:
+    return [(e.job_id, functools.partial(decide, event=e)) for e in events]
+
+
+@pytest.mark.anyio
+async def test_a_batch_is_one_round_trip(options: RedisOptions) -> None:
+    store = RedisStore(options)
+    await store.open()
+    trips = 0
+    call = store.client.call
+
+    async def counted(fn: Any, **kw: Any) -> Any:
+        nonlocal trips
+        trips += 1
+        return await call(fn, **kw)
+
+    store.client.call = counted  # type: ignore[method-assign]
+    try:
+        for step in range(1, 4):  # ten jobs, each a little further each read
+            events = [make_event("progress", f"j{n}", completed=step) for n in range(10)]
+            before = trips
+            verdicts = await store.record_batch(_batch(events), ttl=60)
+            assert all(v.event is not None for v in verdicts)
+            assert trips - before == 1
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_batches_of_receivers_claim_each_key_once_and_keep_the_furthest_count(
+    fleet: list[RedisStore],
+) -> None:
+    # Every receiver gets every read, as batches about the same jobs: the compare-and-set
+    # sends a receiver whose view is stale back to decide on what Redis holds.
+    delivered: list[str] = []
+
+    async def receive(store: RedisStore, step: int) -> None:
+        events = [make_event("progress", f"j{n}", completed=step) for n in range(5)]
+        verdicts = await store.record_batch(_batch(events), ttl=60)
+        delivered.extend(v.event.key for v in verdicts if v.event is not None)
+
+    for step in (1, 3, 2, 4):
+        async with anyio.create_task_group() as tg:
+            for store in fleet:
+                tg.start_soon(receive, store, step)
+    assert sorted(delivered) == sorted(f"j{n}:progress:{c}#1" for n in range(5)
+                                       for c in (1, 3, 4))
+    for n in range(5):
+        state = await fleet[0].get_job(f"j{n}")
+        assert state is not None and state.completed == 4
 
 
 @pytest.mark.anyio
