@@ -114,6 +114,12 @@ class Path:
         """Whether the path is ``@``, the document itself."""
         return self.tree.get("type") == "current"
 
+    @property
+    def field(self) -> str | None:
+        """The field's name, for a path that is one plain field (``status``), else None: read
+        from an object as ``obj.get(name)``."""
+        return str(self.tree["value"]) if self.tree.get("type") == "field" else None
+
 
 @attrs.frozen
 class Condition:

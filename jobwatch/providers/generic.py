@@ -189,6 +189,12 @@ class GenericProvider(Provider):
         self._grows = d.progress.total_may_grow
         self._started_at = None if d.job.started_at is None else d.job.started_at.get
         self._ended_at = None if d.job.ended_at is None else d.job.ended_at.get
+        # Fields read from the job object itself by name: a dict lookup, not a call.
+        self._status_field = None if d.status.path is None else d.status.path.field
+        done, total = d.progress.done, d.progress.total
+        self._count_fields = (done[0].field, total[0].field) if (
+            d.progress.kind == "counts" and len(done) == len(total) == 1
+            and done[0].field is not None and total[0].field is not None) else None
         self._url_from = None if d.stream is None else d.stream.url_from
         self._frames = None if d.stream is None else d.stream.events
         self._event_path = None if d.stream is None else d.stream.event_path
@@ -265,7 +271,8 @@ class GenericProvider(Provider):
 
     def _state(self, job_id: str, job: dict[str, Any]) -> _State:
         """What ``job`` says; DecodeError (without the job's name) when it is malformed."""
-        value = self._status_of(job)
+        field = self._status_field
+        value = job.get(field) if field is not None else self._status_of(job)
         raw = value if type(value) is str else ("" if value is None else _text(value))
         if self._map_only:
             rule = self._map.get(raw) if value is not None else None
@@ -274,8 +281,15 @@ class GenericProvider(Provider):
                         None)
             if rule is None and value is not None:
                 rule = self._map.get(raw)
-        completed, total = self._counts(job)
-        attempt = self._attempt(job)
+        names = self._count_fields
+        if names is not None:  # the usual: a count and a total, fields of the job
+            completed, total = job.get(names[0]), job.get(names[1])
+            if not ((completed is None or type(completed) is int and completed >= 0)
+                    and (total is None or type(total) is int and total >= 0)):
+                completed, total = self._counts(job)  # which says what is wrong
+        else:
+            completed, total = self._counts(job)
+        attempt = None if self._job.attempt is None else self._attempt(job)
         if rule is None:
             return self._unknown(job_id, job, value, raw, completed, total, attempt)
         status, transitional = rule.status, rule.transitional
@@ -366,15 +380,18 @@ class GenericProvider(Provider):
                 error=state.error, attempt=state.attempt, data=data)]
         events = []
         if status is _PROCESSING:
-            started = self._started_at
+            started = None if self._started_at is None else self._started_at(job)
             events.append(JobEvent.build(
                 kind=_STARTED, job_id=job_id, status=status, completed=completed,
                 total=total, key=f"{job_id}:started", source=source,
-                occurred_at=None if started is None else _when(started(job)),
+                occurred_at=None if started is None else _when(started),
                 attempt=state.attempt, data=data))
         if previous is None or previous.completed != completed or previous.total != total \
                 or previous.raw_status != state.raw:
-            key = self._progress_key(job_id, state)
+            if completed is not None and not state.transitional and not self._grows:
+                key: str | None = f"{job_id}:progress:{completed}"  # the usual
+            else:
+                key = self._progress_key(job_id, state)
             if key is not None:
                 events.append(JobEvent.build(
                     kind=_PROGRESS, job_id=job_id, status=status, completed=completed,
