@@ -458,7 +458,9 @@ class SQLiteStore(Store):
         # replayed once more after a crash, which at-least-once dispatch allows anyway.
         self._acks.append(key)
         if len(self._acks) >= _ACK_FLUSH:
-            await self._tx(lambda: None)
+            # An empty run of records: a commit that carries the acks, on the loop like the
+            # records it joins (any other call would send the whole batch to the thread).
+            await self._record_batch([], 0.0)
 
     async def get_checkpoint(self, name: str) -> str | None:
         row = await self._tx(
