@@ -102,7 +102,7 @@ class Verdict:
     ``event`` is what to deliver (with its final key), or None to drop; ``state`` the job state
     to save (None: unchanged); ``check`` asks for one confirming poll of the job; ``dropped``
     names why an event was not delivered (``duplicate``, ``stale``, ``backwards``,
-    ``after-terminal``).
+    ``after-terminal``, ``old-attempt``).
     """
 
     event: JobEvent | None
