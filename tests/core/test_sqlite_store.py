@@ -395,3 +395,34 @@ async def test_opening_and_closing_a_store_again_and_again_leaves_nothing_behind
         await store.aclose()
     # The finalizer that ends a dropped store's thread is one per thread, not one per cycle.
     assert weakref.getweakrefcount(store._thread) == 0
+
+
+@pytest.mark.anyio
+async def test_acks_flushed_with_records_commit_on_the_loop(tmp_path: Path) -> None:
+    # Acks ride along with records; when enough pile up, their own commit joins the records'
+    # on the event loop instead of sending the whole batch to the store's thread.
+    store = SQLiteStore(tmp_path / "state.db")
+    await store.open()
+    where: list[bool] = []
+    commit = store._commit
+
+    def noting(batch: list, acks: list[str], *, on_loop: bool) -> bool:  # type: ignore[type-arg]
+        where.append(on_loop)
+        return commit(batch, acks, on_loop=on_loop)
+
+    store._commit = noting  # type: ignore[method-assign]
+    try:
+        events = [make_event("progress", f"j{n}", completed=1) for n in range(300)]
+        verdicts = await store.record_batch(
+            [(e.job_id, functools.partial(decide, event=e)) for e in events], ttl=60)
+        async with anyio.create_task_group() as tg:
+            for verdict in verdicts:
+                assert verdict.event is not None
+                tg.start_soon(store.ack, verdict.event.key)
+            later = make_event("progress", "j0", completed=2)
+            tg.start_soon(functools.partial(
+                store.record_batch, [("j0", functools.partial(decide, event=later))], ttl=60))
+        assert where and all(where)
+        assert len(await store.pending()) == 1
+    finally:
+        await store.aclose()
