@@ -67,6 +67,10 @@ class Scheme(abc.ABC):
     signature_headers: ClassVar[tuple[str, ...]]
     #: A frozen attrs class of the scheme's own options, or None for a scheme without any.
     options_class: ClassVar[type[Any] | None] = None
+    #: Whether :meth:`verify` checks a signed timestamp against :attr:`tolerance`. A delivery
+    #: then verifies only within ``tolerance`` of its timestamp, and the receiver remembers
+    #: its identity for twice that; without one, for the dedup TTL (``[jobwatch] dedup_ttl``).
+    signs_timestamp: bool = False
 
     def __init__(
         self, secrets: Sequence[str], *, tolerance: float = 300.0, options: Any = None

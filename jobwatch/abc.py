@@ -365,8 +365,9 @@ class Store(abc.ABC):
     guard) for a :class:`Verdict`, and — atomically — drops the event if its key was seen
     within ``ttl`` seconds, else claims the key, saves the state and appends the event to the
     inbox. Events leave the inbox through :meth:`ack` once every subscriber has handled them;
-    :meth:`pending` replays what is left after a restart. Implementations must not block the
-    event loop.
+    :meth:`pending` replays what is left after a restart, and :meth:`stranded` what a call
+    that raised recorded all the same. :meth:`claim` keeps, beside the dedup keys, which
+    webhook deliveries were recorded. Implementations must not block the event loop.
     """
 
     name: ClassVar[str]
@@ -405,10 +406,53 @@ class Store(abc.ABC):
         key was seen leaves it unchanged). The pipeline hands a network read's events here
         in one call, grouped by job; a store that can apply them together (one transaction,
         one round trip) overrides this. The default calls :meth:`record` for each: if one
-        raises, those before it stay recorded, and their events are dispatched after a
-        restart (from :meth:`pending`).
+        raises, those before it stay recorded, and :meth:`stranded` hands their events over
+        for dispatch.
         """
-        return [await self.record(job_id, decide, ttl=ttl) for job_id, decide in records]
+        verdicts: list[Verdict] = []
+        try:
+            for job_id, decide in records:
+                verdicts.append(await self.record(job_id, decide, ttl=ttl))
+        except BaseException:
+            # The caller sees the error, not these verdicts: nobody would dispatch them.
+            _local(self).stranded.extend(v.event for v in verdicts if v.event is not None)
+            raise
+        return verdicts
+
+    async def stranded(self) -> list[JobEvent]:
+        """Events in the inbox that a call which raised recorded all the same, each returned
+        once: the Watcher dispatches them as it dispatches the inbox at start.
+
+        A record can fail after it committed (a remote store's reply lost on the way back),
+        and a batch after recording some of its events; the caller saw an error, so nobody
+        else will dispatch them before a restart. The Watcher asks every second: answer at
+        once when there is nothing to look into. The default returns what the default
+        :meth:`record_batch` recorded before a later record of its batch raised.
+        """
+        local = _local(self)
+        events, local.stranded = local.stranded, []
+        return events
+
+    async def claimed(self, key: str) -> bool:
+        """Whether ``key`` is held by a :meth:`claim` whose ``ttl`` has not run out.
+
+        Claims are not dedup keys: claiming ``key`` never makes an event with that key a
+        duplicate, nor does recording one make ``key`` claimed.
+        """
+        return _local(self).claims.held(key, anyio.current_time())
+
+    async def claim(self, key: str, *, ttl: float) -> bool:
+        """Hold ``key`` for ``ttl`` seconds, atomically: True if it was free (never claimed,
+        or its claim ran out), False if it is held (it then stays as it was).
+
+        The webhook receiver claims the identity of the signed content of each delivery it
+        recorded, for as long as that signature could be accepted again, and answers a
+        delivery whose identity is :meth:`claimed` as a duplicate: a store that keeps claims
+        beside its dedup keys makes that hold across restarts and across the processes that
+        share it. The default keeps the last 10,000 claims in this process only; override
+        both methods to keep them as durably as the dedup keys.
+        """
+        return _local(self).claims.claim(key, anyio.current_time(), ttl)
 
     @abc.abstractmethod
     async def get_job(self, job_id: str) -> JobState | None:
@@ -444,3 +488,43 @@ class Store(abc.ABC):
     def describe(self) -> Mapping[str, Any]:
         """Non-secret facts for ``jobwatch doctor`` (path, URL without password, ...)."""
         return {"name": self.name}
+
+
+#: How many claims the default :meth:`Store.claim` keeps (per store, in this process).
+_LOCAL_CLAIMS = 10_000
+
+
+class _Claims:
+    """The default claims: key -> when it runs out (anyio's clock), the newest last."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+
+    def held(self, key: str, now: float) -> bool:
+        until = self._until.get(key)
+        return until is not None and until > now
+
+    def claim(self, key: str, now: float, ttl: float) -> bool:
+        if self.held(key, now):
+            return False
+        self._until.pop(key, None)
+        self._until[key] = now + ttl
+        if len(self._until) > _LOCAL_CLAIMS:
+            del self._until[next(iter(self._until))]
+        return True
+
+
+@attrs.define
+class _Local:
+    """What the defaults of :class:`Store` keep for one store instance, in this process."""
+
+    claims: _Claims = attrs.Factory(_Claims)
+    stranded: list[JobEvent] = attrs.Factory(list)
+
+
+def _local(store: Store) -> _Local:
+    local: _Local | None = getattr(store, "_jobwatch_local", None)
+    if local is None:
+        local = _Local()
+        object.__setattr__(store, "_jobwatch_local", local)  # a frozen attrs store too
+    return local

@@ -123,7 +123,6 @@ class Handler:
         # Keys this process has handed to on_event (or given up on): their inbox rows may
         # outlive the call that acked them by a commit, and must not be offered twice.
         self._handled: OrderedDict[str, None] = OrderedDict()
-        self._recent: OrderedDict[str, None] = OrderedDict()
         # Invocations running at once in this process (handle_async in an async runtime)
         # share one opening of the store: the last one to finish closes it.
         self._users = 0
@@ -234,7 +233,7 @@ class Handler:
         return Receiver(
             host, scheme=self._scheme, path=self._path if self._check_path else None,
             max_body=options.max_body, allow_unsigned=options.allow_unsigned,
-            recent=self._recent, failures=self._refused,
+            dedup_ttl=self.config.dedup_ttl, failures=self._refused,
         )
 
     async def _dispatch(self, events: Sequence[JobEvent]) -> None:

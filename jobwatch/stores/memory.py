@@ -27,6 +27,7 @@ class MemoryStore(Store):
         self._jobs: dict[str, JobState] = {}
         self._inbox: dict[str, JobEvent] = {}
         self._checkpoints: dict[str, str] = {}
+        self._claims: dict[str, float] = {}
         self._records = 0
         self.dead_letters: list[tuple[JobEvent, str, str]] = []
 
@@ -78,6 +79,22 @@ class MemoryStore(Store):
             self._jobs[state.job_id] = state
         return verdict
 
+    async def claimed(self, key: str) -> bool:
+        expires = self._claims.get(key)
+        return expires is not None and expires > self._clock()
+
+    async def claim(self, key: str, *, ttl: float) -> bool:
+        now = self._clock()
+        expires = self._claims.get(key)
+        if expires is not None:
+            if expires > now:
+                return False
+            del self._claims[key]  # (re)inserted last: _drop_expired relies on this order
+        self._claims[key] = now + ttl
+        if len(self._claims) % _PURGE_EVERY == 0:
+            _drop_expired(self._claims, now)
+        return True
+
     async def get_job(self, job_id: str) -> JobState | None:
         return self._jobs.get(job_id)
 
@@ -101,3 +118,14 @@ class MemoryStore(Store):
 
     async def dead_letter(self, event: JobEvent, subscriber: str, error: str) -> None:
         self.dead_letters.append((event, subscriber, error))
+
+
+def _drop_expired(claims: dict[str, float], now: float) -> None:
+    # Newest last: with one ttl (a receiver's), the expired ones are the first.
+    expired = []
+    for key, expires in claims.items():
+        if expires > now:
+            break
+        expired.append(key)
+    for key in expired:
+        del claims[key]

@@ -52,6 +52,7 @@ T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, run INTEGER NOT NULL,
     status TEXT, completed INTEGER, total INTEGER, started INTEGER NOT NULL,
     terminal INTEGER NOT NULL, watched INTEGER NOT NULL, updated_at REAL NOT NULL,
@@ -233,7 +234,7 @@ class SQLiteStore(Store):
 
     async def _run_batch(self, batch: list[_Call[Any]], acks: list[str]) -> bool:
         """Commit a batch on the loop or in the thread (see the module); True if it committed."""
-        if self._on_loop and all(call.records is not None for call in batch):
+        if self._on_loop and all(call.records is not None or call.quick for call in batch):
             commit = _Call(functools.partial(self._commit, batch, acks, on_loop=True), self.path)
             commit.settle()
             try:
@@ -275,7 +276,9 @@ class SQLiteStore(Store):
         db = self.db
         purged = True
         if purge:
-            purged = _unless_locked(db, "DELETE FROM seen WHERE expires <= ?", (self._clock(),))
+            now = self._clock()
+            purged = _unless_locked(db, "DELETE FROM seen WHERE expires <= ?", (now,)) \
+                and _unless_locked(db, "DELETE FROM claims WHERE expires <= ?", (now,))
         # RESTART: with the writers' lock free, copy everything, so that processes sharing
         # the file cannot keep the WAL growing; with it taken, as much as possible.
         _, frames, copied = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
@@ -434,6 +437,30 @@ class SQLiteStore(Store):
 
     def _put_job(self, state: JobState) -> None:
         self.db.execute(_PUT_JOB, _job_row(state))
+
+    async def claimed(self, key: str) -> bool:
+        sql = "SELECT 1 FROM claims WHERE key=? AND expires > ?"
+        return await self._quick(lambda: self.db.execute(sql, (key, self._clock())).fetchone()
+                                 is not None)
+
+    async def claim(self, key: str, *, ttl: float) -> bool:
+        def claim() -> bool:
+            now = self._clock()
+            # Taken only where no live claim holds it: one statement, so atomic.
+            taken = self.db.execute(
+                "INSERT INTO claims VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET "
+                "expires = ?2 WHERE expires <= ?3", (key, now + ttl, now)).rowcount
+            self._records += 1
+            return bool(taken)
+
+        return await self._quick(claim)
+
+    async def _quick(self, fn: Callable[[], T]) -> T:
+        # A statement or two that waits for nothing: in the group commit, on the loop like
+        # the records it joins (any other call sends the whole batch to the thread).
+        call = _Call(fn, self.path)
+        call.quick = True
+        return await self._tx_call(call)
 
     async def get_job(self, job_id: str) -> JobState | None:
         return await self._tx(lambda: self._get_job(job_id))
@@ -730,6 +757,8 @@ class _Call(Generic[T]):
         #: with its neighbours.
         self.records: list[tuple[str | None, Callable[[JobState | None], Verdict], float]] \
             | None = None
+        #: A call that may run on the event loop with the records (it waits for nothing).
+        self.quick = False
         self._value: T | None = None
         self._error: BaseException | None = None
 

@@ -178,6 +178,50 @@ class StoreConformance:
         assert await store.record_batch([], ttl=60) == []
         assert await store.pending() == []
 
+    async def test_a_claim_is_taken_once(self, store: Store) -> None:
+        assert not await store.claimed("delivery:a")
+        assert await store.claim("delivery:a", ttl=60)
+        assert await store.claimed("delivery:a")
+        assert not await store.claim("delivery:a", ttl=60)
+        assert await store.claim("delivery:b", ttl=60)
+
+    async def test_concurrent_claims_take_a_key_once(self, store: Store) -> None:
+        taken: list[bool] = []
+
+        async def one() -> None:
+            taken.append(await store.claim("delivery:c", ttl=60))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(one)
+        assert taken.count(True) == 1
+
+    async def test_claims_and_event_keys_never_meet(self, store: Store) -> None:
+        # A claim is not a dedup key: neither makes the other held.
+        assert await store.claim("j1:started#1", ttl=60)
+        assert await self._record(store, "started")
+        assert await self._record(store, "progress", completed=1)
+        assert not await store.claimed("j1:progress:1#1")
+        assert [e.key for e in await store.pending()] == ["j1:started#1", "j1:progress:1#1"]
+
+    async def test_a_claim_runs_out_after_its_ttl(self, store: Store, clock: _Clock) -> None:
+        if type(store).claim is Store.claim:
+            pytest.skip("the default claims run out on the event loop's clock, in this process")
+        assert await store.claim("delivery:d", ttl=10)
+        clock.now += 9
+        assert await store.claimed("delivery:d")
+        assert not await store.claim("delivery:d", ttl=10)
+        clock.now += 2
+        assert not await store.claimed("delivery:d")
+        assert await store.claim("delivery:d", ttl=10)
+        assert await store.claimed("delivery:d")
+
+    async def test_records_that_succeed_strand_nothing(self, store: Store) -> None:
+        await self._record(store, "started")
+        assert await self._batch(store, make_event("progress", "j1", completed=2)) == [
+            "j1:progress:2#1"]
+        assert await store.stranded() == []
+
 
 @pytest.mark.anyio
 class TransportConformance:

@@ -19,7 +19,9 @@
 
 A delivery is a duplicate when its identity was recorded lately: the scheme's
 :meth:`~jobwatch.abc.Scheme.identity` of the signed content, or, for an unsigned delivery
-only, the delivery id the provider read. Nothing is dispatched before it is recorded, nothing
+only, the delivery id the provider read. Identities are claims in the store
+(:meth:`~jobwatch.abc.Store.claim`), beside the dedup keys, so that they hold across restarts
+and across receivers sharing the store. Nothing is dispatched before it is recorded, nothing
 that failed a check is dispatched, and no input makes it answer a 5xx or raise. Failed
 verifications are logged at WARNING, the first at once and then at most one a minute.
 """
@@ -31,7 +33,6 @@ import json
 import logging
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
@@ -44,8 +45,9 @@ __all__ = [
 
 log = logging.getLogger("jobwatch.webhook")
 
-#: The identities of the last 10,000 deliveries recorded.
-_RECENT_DELIVERIES = 10_000
+#: A recorded delivery's identity is kept this much longer than its signature could be
+#: accepted again (twice the tolerance), for clocks that differ between receivers.
+_CLAIM_MARGIN = 60.0
 _JSON_TYPES = ("application/json",)
 #: The deepest nesting of JSON a delivery may carry. Far beyond what job APIs send, and far
 #: below what would exhaust Python's recursion limit when a store encodes the event: a
@@ -153,9 +155,11 @@ class Receiver:
     ``allow_unsigned``); with ``allow_unsigned`` and a scheme, a delivery that carries no
     signature header at all is accepted and one that carries a wrong signature is not.
     ``path`` None accepts any path (a serverless platform has routed already). ``clock`` gives
-    unix time for the signatures' timestamp window and the warnings' pace. ``recent`` holds
-    the identities of the deliveries recorded lately and ``failures`` counts failed
-    verifications; receivers that take turns (one per serverless invocation) share both.
+    unix time for the signatures' timestamp window and the warnings' pace. The identity of a
+    recorded delivery is claimed in the sink's store for as long as its signature could be
+    accepted again: twice the scheme's tolerance where it signs a timestamp, else
+    ``dedup_ttl`` seconds. ``failures`` counts failed verifications; receivers that take turns
+    (one per serverless invocation) share it.
     """
 
     def __init__(
@@ -168,7 +172,7 @@ class Receiver:
         allow_unsigned: bool = False,
         clock: Callable[[], float] = time.time,
         name: str = "webhook",
-        recent: OrderedDict[str, None] | None = None,
+        dedup_ttl: float = 7 * 86400.0,
         failures: VerificationFailures | None = None,
     ) -> None:
         if scheme is None and not allow_unsigned:
@@ -180,7 +184,8 @@ class Receiver:
         self.allow_unsigned = allow_unsigned
         self._clock = clock
         self._name = name
-        self._recent: OrderedDict[str, None] = OrderedDict() if recent is None else recent
+        self._remember_for = dedup_ttl if scheme is None or not scheme.signs_timestamp \
+            else 2 * scheme.tolerance + _CLAIM_MARGIN
         self.failures = VerificationFailures() if failures is None else failures
 
     async def handle(
@@ -287,10 +292,15 @@ class Receiver:
                      delivery.event_name, host.provider.name)
             return _IGNORED
         ident = self._identity(headers, body, delivery.delivery_id)
-        if ident is not None and ident in self._recent:
-            self._count("duplicates")
-            log.info("webhook delivery %s was recorded before; a duplicate", ident)
-            return _DUPLICATE
+        if ident is not None:
+            try:
+                seen = await host.store.claimed(ident)
+            except Exception as exc:  # the sender must retry: nothing is recorded yet
+                return self._unrecorded(exc)
+            if seen:
+                self._count("duplicates")
+                log.info("webhook delivery %s was recorded before; a duplicate", ident)
+                return _DUPLICATE
         # No deadline here: cut short between recording and queueing, an event would wait in
         # the inbox for the next start, and the sender's retry would be dropped as a duplicate.
         try:
@@ -299,12 +309,22 @@ class Receiver:
             if delivery.events:
                 await host.deliver(delivery.events)
         except Exception as exc:  # the sender must retry: the delivery was not recorded
-            log.warning("could not record a webhook delivery, answering 503: %s", exc)
-            self._count("unrecorded")
-            return _error(503, "the delivery could not be recorded; retry later")
-        self._remember(ident)
+            return self._unrecorded(exc)
+        if ident is not None:
+            # Claimed once recorded, never before: a delivery answered 503 must not be taken
+            # for a duplicate when the sender retries it.
+            try:
+                await host.store.claim(ident, ttl=self._remember_for)
+            except Exception as exc:  # recorded all the same; the event keys still dedup
+                log.warning("could not keep the identity of a recorded webhook delivery: %s",
+                            exc)
         self._count("deliveries")
         return _RECORDED
+
+    def _unrecorded(self, exc: Exception) -> Reply:
+        log.warning("could not record a webhook delivery, answering 503: %s", exc)
+        self._count("unrecorded")
+        return _error(503, "the delivery could not be recorded; retry later")
 
     def _identity(self, headers: Mapping[str, str], body: bytes,
                   delivery_id: str | None) -> str | None:
@@ -312,19 +332,12 @@ class Receiver:
         (an unsigned header could name any delivery), else the delivery id it names."""
         scheme = self.scheme
         if scheme is None or not scheme.signed(headers):
-            return None if delivery_id is None else f"unsigned:{delivery_id}"
+            return None if delivery_id is None else f"delivery:unsigned:{delivery_id}"
         try:
-            return f"{scheme.name}:{scheme.identity(headers, body)}"
+            return f"delivery:{scheme.name}:{scheme.identity(headers, body)}"
         except Exception:  # a plugin scheme's bug: the body is signed content too
             log.exception("the %s scheme failed to identify a verified delivery", scheme.name)
-            return f"{scheme.name}:body:{hashlib.sha256(body).hexdigest()}"
-
-    def _remember(self, ident: str | None) -> None:
-        if ident is None:
-            return
-        self._recent[ident] = None
-        if len(self._recent) > _RECENT_DELIVERIES:
-            self._recent.popitem(last=False)
+            return f"delivery:{scheme.name}:body:{hashlib.sha256(body).hexdigest()}"
 
     def _count(self, name: str) -> None:
         if self.host is not None:

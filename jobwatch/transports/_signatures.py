@@ -170,6 +170,7 @@ class HMACSHA256Scheme(_HMACScheme):
         self._header = settings.header.lower()
         self._stamp = None if settings.timestamp_header is None \
             else settings.timestamp_header.lower()
+        self.signs_timestamp = self._stamp is not None
         self._separator = settings.separator.encode("ascii")
 
     def signed(self, headers: Mapping[str, str]) -> bool:
@@ -236,6 +237,7 @@ class StripeScheme(_HMACScheme):
 
     name = "stripe"
     signature_headers = ("stripe-signature",)
+    signs_timestamp = True
 
     def verify(self, headers: Mapping[str, str], body: bytes, *, now: float) -> None:
         value = headers.get("stripe-signature")
@@ -282,6 +284,7 @@ class StandardWebhooksScheme(_HMACScheme):
 
     name = "standard-webhooks"
     signature_headers = ("webhook-signature",)
+    signs_timestamp = True
     _PREFIX = "whsec_"
 
     def key(self, secret: str, index: int) -> bytes:

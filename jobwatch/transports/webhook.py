@@ -185,6 +185,7 @@ class WebhookTransport(Transport):
         self.receiver = Receiver(
             host, scheme=self.scheme, path=self.path, max_body=self.options.max_body,
             allow_unsigned=self.options.allow_unsigned, clock=self._clock, name=self.name,
+            dedup_ttl=host.config.dedup_ttl,
         )
         self._warn_unsigned()
         self._app.receiver = self.receiver

@@ -48,6 +48,10 @@ class Keys:
         """A dedup key: its value is ``"{expires}|{nonce}"``."""
         return f"{self.prefix}:seen:{key}"
 
+    def claim(self, key: str) -> str:
+        """A claim (``Store.claim``): its value is when it runs out, on the store's clock."""
+        return f"{self.prefix}:claim:{key}"
+
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
 

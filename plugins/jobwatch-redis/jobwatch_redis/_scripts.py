@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 from redis.commands.core import Script
 
-__all__ = ["ADOPT", "COMMIT", "COMMIT_BATCH", "PUBLISH", "script"]
+__all__ = ["ADOPT", "CLAIM", "COMMIT", "COMMIT_BATCH", "PUBLISH", "script"]
 
 
 def script(client: redis.Redis, text: str) -> Script:
@@ -148,6 +148,21 @@ redis.call('SREM', KEYS[6], ARGV[1])
 return moved
 """
 
+#: Take a claim unless a live one holds it. KEYS: the claim. ARGV: now (store clock), the
+#: value ("{expires}|{nonce}"), EX seconds, nonce. Returns 1 if taken (also when this very
+#: claim, same nonce, ran before: a retry after a lost reply), 0 if held.
+CLAIM = """
+local held = redis.call('GET', KEYS[1])
+if held then
+  if string.sub(held, -string.len(ARGV[4]) - 1) == '|' .. ARGV[4] then return 1 end
+  local sep = string.find(held, '|', 1, true)
+  local expires = tonumber(sep and string.sub(held, 1, sep - 1) or held)
+  if expires == nil or expires > tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+
 #: Append an event to the relay stream once per key, however often it is published.
 #: KEYS: the published-marker key, the stream. ARGV: marker TTL seconds, MAXLEN (0 = none),
 #: event key, event JSON. Returns the entry id, or false when it was published before.
@@ -162,4 +177,4 @@ return redis.call('XADD', KEYS[2], '*', 'key', ARGV[3], 'event', ARGV[4])
 
 # Script objects only hash the text here; every call names the client that runs it.
 _SCRIPTS = {text: Script(redis.Redis(), text)
-            for text in (ADOPT, COMMIT, COMMIT_BATCH, PUBLISH)}
+            for text in (ADOPT, CLAIM, COMMIT, COMMIT_BATCH, PUBLISH)}

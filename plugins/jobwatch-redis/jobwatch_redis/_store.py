@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -42,7 +42,16 @@ from jobwatch.abc import JobState, Store, Verdict
 
 from . import _scripts
 from ._client import RedisClient, RedisUnavailable
-from ._logic import Backoff, Keys, as_str, describe_url, seen_value, state_from_json, state_to_json
+from ._logic import (
+    Backoff,
+    Keys,
+    as_str,
+    describe_url,
+    is_fresh,
+    seen_value,
+    state_from_json,
+    state_to_json,
+)
 
 __all__ = ["RedisOptions", "RedisStore"]
 
@@ -54,6 +63,10 @@ T = TypeVar("T")
 #: store's clock and Redis' never drops a key early.
 _GRACE = 60
 _DEAD_LETTERS_KEPT = 10_000
+#: How long an event key whose commit may have run is looked for (in stranded()), and how
+#: many such keys are kept.
+_UNSURE_FOR = 600.0
+_UNSURE_KEPT = 10_000
 #: Job states kept to decide the next batch on without reading them first.
 _STATES_KEPT = 10_000
 
@@ -127,6 +140,11 @@ class RedisStore(Store):
         self._adopted = False
         #: Each job's state as this process last saw Redis hold it (None: absent).
         self._states: dict[str | None, bytes | None] = {}
+        #: Events a record that raised had recorded all the same, for stranded().
+        self._stranded: list[JobEvent] = []
+        #: Event keys whose commit raised before its answer came back (it may have run):
+        #: key -> (the commit's nonce, when).
+        self._unsure: dict[str, tuple[str, float]] = {}
 
     @classmethod
     def from_config(cls, config: Config) -> RedisStore:
@@ -243,7 +261,12 @@ class RedisStore(Store):
                 current = await self._until(give_up, functools.partial(_get, self.keys.job(job_id)))
             verdict = decide(None if current is None else state_from_json(current))
             args = self._commit_args(job_id, current, verdict, ttl)
-            outcome = await self._until(give_up, functools.partial(_commit, args))
+            try:
+                outcome = await self._until(give_up, functools.partial(_commit, args))
+            except BaseException:
+                if verdict.event is not None:
+                    self._mark_unsure([verdict.event.key], str(args[-1]))
+                raise
             if outcome == b"duplicate":
                 return Verdict(event=None, check=verdict.check, dropped="duplicate")
             if outcome == b"ok":
@@ -274,23 +297,100 @@ class RedisStore(Store):
         held: dict[str | None, set[str]] = {job_id: set() for job_id in groups}
         todo = list(groups)
         nonce = uuid.uuid4().hex
-        while todo:
-            plan = _BatchPlan(self, ttl, nonce)
-            for job_id in todo:
-                plan.add(job_id, [(i, records[i][1]) for i in groups[job_id]], held[job_id])
-            answers = await self._until(give_up, functools.partial(_commit_batch, plan))
-            todo = []
-            for job_id, answer in zip(plan.jobs, answers, strict=True):
-                if answer[0] == "ok":
-                    plan.settle(job_id, verdicts)
-                    continue
-                # Changed by another receiver, or an event key held: decide again on that.
-                self._cache(job_id, answer[1].encode() if answer[1] else None)
-                held[job_id].update(answer[2:])
-                todo.append(job_id)
+        try:
+            while todo:
+                plan = _BatchPlan(self, ttl, nonce)
+                for job_id in todo:
+                    plan.add(job_id, [(i, records[i][1]) for i in groups[job_id]], held[job_id])
+                try:
+                    answers = await self._until(give_up, functools.partial(_commit_batch, plan))
+                except BaseException:
+                    self._mark_unsure(plan.claimed, nonce)
+                    raise
+                todo = []
+                for job_id, answer in zip(plan.jobs, answers, strict=True):
+                    if answer[0] == "ok":
+                        plan.settle(job_id, verdicts)
+                        continue
+                    # Changed by another receiver, or an event key held: decide again on that.
+                    self._cache(job_id, answer[1].encode() if answer[1] else None)
+                    held[job_id].update(answer[2:])
+                    todo.append(job_id)
+        except BaseException:
+            # The jobs committed in an earlier round are recorded, but the caller sees the
+            # error, not their verdicts.
+            self._stranded += [v.event for v in verdicts if v is not None and v.event is not None]
+            raise
         done = [verdict for verdict in verdicts if verdict is not None]
         assert len(done) == len(records), "every record of a committed job has its verdict"
         return done
+
+    def _mark_unsure(self, keys: Iterable[str], nonce: str) -> None:
+        since = anyio.current_time()
+        for key in keys:
+            self._unsure.pop(key, None)
+            self._unsure[key] = (nonce, since)
+        while len(self._unsure) > _UNSURE_KEPT:
+            del self._unsure[next(iter(self._unsure))]
+
+    async def stranded(self) -> list[JobEvent]:
+        """What a record that raised recorded all the same: the events of a batch's jobs
+        committed before a later round failed, and — once Redis answers again — those whose
+        commit ran although its answer was lost, found in this owner's inbox under the
+        commit's nonce."""
+        found = [*await super().stranded(), *self._stranded]
+        self._stranded = []
+        if self._unsure:
+            found += await self._resolve_unsure()
+        return found
+
+    async def _resolve_unsure(self) -> list[JobEvent]:
+        unsure = list(self._unsure.items())
+        keys, inbox = self.keys, self.keys.inbox()
+
+        def look(r: redis.Redis) -> list[Any]:
+            with r.pipeline(transaction=False) as pipe:
+                for key, _ in unsure:
+                    pipe.get(keys.seen(key))
+                    pipe.hget(inbox, key)
+                return list(pipe.execute())
+
+        try:
+            values = await self._client.call(look)  # once: the Watcher asks again soon
+        except JobwatchError:
+            return []
+        now = anyio.current_time()
+        found = []
+        for (key, entry), seen, raw in zip(unsure, values[0::2], values[1::2], strict=True):
+            nonce, since = entry
+            mine = seen is not None and as_str(seen).endswith(f"|{nonce}")
+            if mine and raw is not None:
+                found.append(JobEvent.from_json(raw))
+            elif seen is None and now - since < _UNSURE_FOR:
+                continue  # not run yet; a command Redis holds back (a pause) may still run
+            if self._unsure.get(key) == entry:  # not marked again meanwhile
+                del self._unsure[key]
+        if found:
+            log.warning("%d events were recorded although recording them seemed to fail "
+                        "(Redis' answer was lost); dispatching them now", len(found))
+        return found
+
+    # -- claims ----------------------------------------------------------------------------
+
+    async def claimed(self, key: str) -> bool:
+        raw = await self._read(lambda r: r.get(self.keys.claim(key)), "reading a claim")
+        return raw is not None and is_fresh(as_str(raw), self._clock())
+
+    async def claim(self, key: str, *, ttl: float) -> bool:
+        now, nonce = self._clock(), uuid.uuid4().hex
+        args = [repr(now), seen_value(now + ttl, nonce), str(max(1, math.ceil(ttl)) + _GRACE),
+                nonce]
+
+        def take(r: redis.Redis) -> Any:
+            return _scripts.script(r, _scripts.CLAIM)(keys=[self.keys.claim(key)], args=args,
+                                                      client=r)
+
+        return bool(await self._read(take, "claiming"))
 
     def _cache(self, job_id: str | None, raw: bytes | None) -> None:
         """Remember a job's state as Redis holds it (what the next batch expects)."""

@@ -1,0 +1,187 @@
+"""A captured delivery replayed later is a duplicate, whoever receives it and whenever.
+
+The receiver claims the identity of each recorded delivery's signed content in the store, so
+a replay is answered ``duplicate`` by a restarted receiver, by a serverless invocation of
+another instance, and after any number of other deliveries — and dispatches nothing, even
+where the job has moved on (a new run would take a replayed page for one of its own).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from _webhook_helpers import PATH, SECRET, config, delivery, receiving, until
+
+import jobwatch
+from jobwatch.abc import JobState, Store
+from jobwatch.serverless import Handler
+from jobwatch.stores.memory import MemoryStore
+from jobwatch.stores.sqlite import SQLiteStore
+from jobwatch.testing import StoreConformance
+
+pytestmark = pytest.mark.anyio
+
+PAGE = {"jobId": "job_9", "url": "https://example.com/p1", "markdown": "# p1"}
+DUPLICATE = {"ok": True, "duplicate": True}
+
+
+async def _run_again(store: Store, job_id: str) -> None:
+    # What a poll leaves when it finds the job running again: its second run.
+    await store.put_job(JobState(job_id=job_id, run=2, status=jobwatch.JobStatus.PROCESSING,
+                                 started=True, watched=True))
+
+
+async def test_a_replay_to_a_restarted_receiver_is_a_duplicate(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    headers, body = delivery("job.page", PAGE, delivery_id="d-page")
+    async with receiving(store=SQLiteStore(db)) as running, running.client() as client:
+        first = await client.post(PATH, content=body, headers=headers)
+        await until(lambda: len(running.events) == 1)
+    store = SQLiteStore(db)
+    await store.open()
+    await _run_again(store, "job_9")
+    await store.aclose()
+    async with receiving(store=SQLiteStore(db)) as running, running.client() as client:
+        replays = [await client.post(PATH, content=body,
+                                     headers={**headers, "x-reader-delivery": f"d-{n}"})
+                   for n in range(3)]
+        await anyio.wait_all_tasks_blocked()
+        stats = running.watcher.statistics().transports["webhook"]
+    assert first.json() == {"ok": True, "duplicate": False}
+    assert [r.json() for r in replays] == [DUPLICATE] * 3
+    assert running.events == []
+    assert stats["duplicates"] == 3 and "deliveries" not in stats
+
+
+async def test_a_replay_after_ten_thousand_other_deliveries_is_a_duplicate() -> None:
+    store = MemoryStore()
+    headers, body = delivery("job.page", PAGE, delivery_id="d-page")
+    async with receiving(store=store) as running:
+        receiver = running.transport.receiver
+        assert receiver is not None
+        assert json.loads((await receiver.handle("POST", PATH, headers, body)).body) == {
+            "ok": True, "duplicate": False}
+        for n in range(10_001):
+            other = {"jobId": f"job_{n}", "url": f"https://example.com/{n}"}
+            reply = await receiver.handle("POST", PATH, *delivery("job.page", other,
+                                                                  delivery_id=f"d{n}"))
+            assert reply.status == 200
+        await until(lambda: len(running.events) == 10_002)
+        await _run_again(store, "job_9")
+        before = len(running.events)
+        replay = await receiver.handle("POST", PATH, headers, body)
+        await anyio.wait_all_tasks_blocked()
+    assert json.loads(replay.body) == DUPLICATE
+    assert running.events[before:] == []
+
+
+def test_a_replay_to_another_serverless_instance_is_a_duplicate(tmp_path: Path) -> None:
+    # Two instances of a function (or one after a cold start) with one store between them.
+    cfg = jobwatch.Config.from_mapping({"jobwatch": {
+        "api_key": "rdr_sim", "store": "sqlite", "sqlite": {"path": str(tmp_path / "s.db")},
+        "webhook": {"secrets": [SECRET]}}})
+    received: list[jobwatch.JobEvent] = []
+    headers, body = delivery("job.page", PAGE, delivery_id="d-page")
+    first = Handler(cfg, on_event=received.append).handle("POST", PATH, headers, body)
+    other = Handler(cfg, on_event=received.append)
+    anyio.run(_run_again_in, other.store)
+    replay = other.handle("POST", PATH, {**headers, "x-reader-delivery": "d-2"}, body)
+    assert json.loads(first.body)["duplicate"] is False
+    assert json.loads(replay.body) == DUPLICATE
+    assert [e.kind for e in received] == [jobwatch.EventKind.PAGE]
+
+
+async def _run_again_in(store: Store) -> None:
+    await store.open()
+    try:
+        await _run_again(store, "job_9")
+    finally:
+        await store.aclose()
+
+
+async def test_a_delivery_answered_503_is_not_a_duplicate_when_retried() -> None:
+    # The identity is claimed only once the delivery is recorded: a retry after a 503 is
+    # recorded, not dropped.
+    store = _Failing()
+    headers, body = delivery("job.page", PAGE, delivery_id="d-page")
+    async with receiving(store=store) as running, running.client() as client:
+        store.failing = True
+        refused = await client.post(PATH, content=body, headers=headers)
+        store.failing = False
+        retried = await client.post(PATH, content=body, headers=headers)
+        await until(lambda: len(running.events) == 1)
+    assert refused.status_code == 503
+    assert retried.json() == {"ok": True, "duplicate": False}
+
+
+async def test_a_store_that_cannot_say_whether_it_saw_a_delivery_answers_503() -> None:
+    store = _Failing()
+    headers, body = delivery("job.page", PAGE, delivery_id="d-page")
+    async with receiving(store=store) as running, running.client() as client:
+        store.claims_fail = True
+        reply = await client.post(PATH, content=body, headers=headers)
+        await anyio.wait_all_tasks_blocked()
+    assert reply.status_code == 503 and running.events == []
+    assert running.watcher.statistics().transports["webhook"]["unrecorded"] == 1
+
+
+class _Failing(MemoryStore):
+    failing = False
+    claims_fail = False
+
+    async def record_batch(self, records: Any, *, ttl: float) -> Any:
+        if self.failing:
+            raise jobwatch.JobwatchError("the store is down")
+        return await super().record_batch(records, ttl=ttl)
+
+    async def claimed(self, key: str) -> bool:
+        if self.claims_fail:
+            raise jobwatch.JobwatchError("the store is down")
+        return await super().claimed(key)
+
+
+# -- the defaults a third-party store inherits ----------------------------------------------
+
+
+class _PlainStore(MemoryStore):
+    """A store that keeps Store's own claim, claimed and record_batch: a plugin's, say."""
+
+    claim = Store.claim
+    claimed = Store.claimed
+    record_batch = Store.record_batch
+
+
+class TestStoreDefaults(StoreConformance):
+    @pytest.fixture
+    def make_store(self) -> Any:
+        return lambda clock: _PlainStore(clock=clock)
+
+
+async def test_the_default_claims_are_kept_per_store_in_this_process() -> None:
+    one, two = _PlainStore(), _PlainStore()
+    assert await one.claim("delivery:x", ttl=60)
+    assert not await one.claim("delivery:x", ttl=60)
+    assert await two.claim("delivery:x", ttl=60)  # another process, as far as claims go
+
+
+async def test_the_default_batch_strands_what_it_recorded_before_a_record_raised() -> None:
+    from jobwatch._guard import decide
+    from jobwatch.testing import make_event
+
+    class Breaks(_PlainStore):
+        async def record(self, job_id: str | None, decide: Any, *, ttl: float) -> Any:
+            if job_id == "j3":
+                raise jobwatch.JobwatchError("the store is down")
+            return await super().record(job_id, decide, ttl=ttl)
+
+    store = Breaks()
+    events = [make_event("started", job) for job in ("j1", "j2", "j3")]
+    with pytest.raises(jobwatch.JobwatchError):
+        await store.record_batch([(e.job_id, lambda s, e=e: decide(s, e)) for e in events],
+                                 ttl=60)
+    assert [e.key for e in await store.stranded()] == ["j1:started#1", "j2:started#1"]
+    assert await store.stranded() == []
