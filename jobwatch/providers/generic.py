@@ -25,6 +25,8 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+import msgspec
+
 from .._config import Config
 from .._errors import (
     APIError,
@@ -72,19 +74,16 @@ _REMEMBERED = 10_000
 _WARNED = 1_000
 _MESSAGE_CHARS = 300
 _LINK = re.compile(r'<([^>]*)>((?:\s*;\s*[^;,]*)*)')
-# The C scanner behind json.loads, without its Python layers: it parses one value at an index.
-_scan: Any = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+# msgspec decodes JSON several times faster than json.loads.
+_decode_json = msgspec.json.Decoder().decode
 
 
 def _parse(body: bytes | str, what: str) -> Any:
     """The JSON value of ``body``; DecodeError if it is not JSON."""
-    if type(body) is str:
-        try:  # one value and nothing else, as stream frames are: json.loads, faster
-            value, end = _scan(body, 0)
-        except (StopIteration, ValueError, RecursionError):
-            end = -1
-        if end == len(body):
-            return value
+    try:
+        return _decode_json(body)
+    except (msgspec.MsgspecError, RecursionError):
+        pass  # json.loads accepts what the standard library accepts, and words the error
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
