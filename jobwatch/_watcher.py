@@ -50,6 +50,8 @@ __all__ = ["Statistics", "Watcher"]
 log = logging.getLogger("jobwatch")
 
 DEFAULT_TIMEOUT = 3600.0
+#: Seconds between two questions to the store for events a failed record left recorded.
+_STRANDED_EVERY = 1.0
 
 
 @attrs.frozen(kw_only=True)
@@ -185,6 +187,7 @@ class Watcher:
                 self._watch_transports(job_id)
                 tg.start_soon(self._mark_watched, job_id)
             tg.start_soon(self._open_gate)
+            tg.start_soon(self._dispatch_stranded)
             if self.decision.safety_poll > 0:
                 tg.start_soon(self._safety_net, self.decision.safety_poll)
         except BaseException as exc:
@@ -246,6 +249,23 @@ class Watcher:
             self._watch_transports(job_id)
         if self._inherited:
             await self._reconcile(self._inherited, reason="start")
+
+    async def _dispatch_stranded(self) -> None:
+        # A record that raised may have recorded its events all the same (a remote store's
+        # answer lost on the way back): once the store can tell, they are dispatched here,
+        # as the inbox is at start, instead of waiting in it for the next start.
+        await self._pipeline.ready.wait()
+        while True:
+            await anyio.sleep(_STRANDED_EVERY)
+            try:
+                events = await self.store.stranded()
+            except JobwatchError as exc:
+                log.warning("could not ask the store for events left undispatched: %s", exc)
+                continue
+            for event in events:
+                self._totals["replayed"] += 1
+                self._pipeline.notify(event)
+                await self._dispatcher.dispatch(event)
 
     # -- the application's API -----------------------------------------------------------
 

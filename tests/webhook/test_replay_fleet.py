@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _webhook_helpers import PATH, SECRET, config, delivery, receiving, until
+from _webhook_helpers import PATH, SECRET, delivery, receiving, until
 
 import jobwatch
 from jobwatch.abc import JobState, Store
