@@ -579,11 +579,12 @@ class SSETransport(Transport):
                         batches.append(receive.receive_nowait())
                     except anyio.WouldBlock:
                         break
-                events = batches[0].events if len(batches) == 1 else [
-                    event for batch in batches for event in batch.events]
-                if events:
-                    await host.deliver(events)
-                    host.count(self.name, "events", len(events))
+                # One read, one delivery: the pipeline records a read's events together,
+                # and reads merged into one delivery would only keep more events alive at once.
+                for batch in batches:
+                    if batch.events:
+                        await host.deliver(batch.events)
+                        host.count(self.name, "events", len(batch.events))
                 positions = {b.checkpoint: b.event_id for b in batches if b.event_id is not None}
                 for name, value in positions.items():
                     await host.store.put_checkpoint(name, value)
