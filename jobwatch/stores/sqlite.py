@@ -529,6 +529,7 @@ _STATES = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id IN (SELECT value FROM j
 _LIVE = ("SELECT json_group_array(key) FROM seen "
          "WHERE key IN (SELECT value FROM json_each(?1)) AND expires > ?2")
 _ACK = "DELETE FROM inbox WHERE key IN (SELECT value FROM json_each(?1))"
+_STATUSES = {status.value: status for status in JobStatus}
 
 
 def _closing_on_error(db: sqlite3.Connection, check: Callable[..., T], *args: Any) -> T | None:
@@ -551,8 +552,10 @@ def _job_row(state: JobState) -> tuple[Any, ...]:
 
 def _state(row: tuple[Any, ...]) -> JobState:
     job_id, run, status, completed, total, started, terminal, watched, updated_at, attempt = row
+    # Statuses looked up by value: JobStatus(value) costs several times more, for every job
+    # of every batch.
     return JobState(job_id=job_id, run=run, attempt=attempt,
-                    status=None if status is None else JobStatus(status),
+                    status=None if status is None else _STATUSES.get(status) or JobStatus(status),
                     completed=completed, total=total, started=bool(started),
                     terminal=bool(terminal), watched=bool(watched), updated_at=updated_at)
 
