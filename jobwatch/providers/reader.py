@@ -201,7 +201,7 @@ class ReaderProvider(Provider):
         webhook_scheme="reader",
         announces_cancellation=False,
     )
-    default_base_url = "https://api.reader.dev"
+    default_base_url: str | None = "https://api.reader.dev"
 
     def __init__(self, config: Config | None = None) -> None:
         key = None if config is None else config.api_key

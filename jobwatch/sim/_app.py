@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -36,8 +36,9 @@ from ._webhooks import MAX_WEBHOOKS
 
 __all__ = ["ASGIApp", "ApiError", "make_app"]
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
+# The types of the ASGI spec, as httpx and the web frameworks declare them.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
