@@ -11,13 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _cli_support import Sim, run
+from _cli_support import Sim, run, signed
 
 import jobwatch
 from jobwatch._cli import main
 
 
-def test_watch_json_prints_events_and_exits_0(sim: Sim, config: Path, capsys) -> None:
+def test_watch_json_prints_events_and_exits_0(sim: Sim, config: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     job = sim.job("page", "page", "page")
     code, out, err = run(capsys, "watch", job, "--config", str(config), "--json")
     events = [jobwatch.JobEvent.from_json(line) for line in out.splitlines()]
@@ -30,21 +31,24 @@ def test_watch_json_prints_events_and_exits_0(sim: Sim, config: Path, capsys) ->
     (("page", "fail"), 1),
     (("page", "page_error", "page"), 0),
 ])
-def test_watch_exit_codes(sim: Sim, config: Path, capsys, steps: tuple[str, ...],
+def test_watch_exit_codes(sim: Sim, config: Path, capsys: pytest.CaptureFixture[str],
+                          steps: tuple[str, ...],
                           expected: int) -> None:
     job = sim.job(*steps)
     code, _, err = run(capsys, "watch", job, "--config", str(config))
     assert code == expected, err
 
 
-def test_watch_cancelled_exits_3(sim: Sim, config: Path, capsys) -> None:
+def test_watch_cancelled_exits_3(sim: Sim, config: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
     job = sim.job(*["page"] * 200, delay=5.0)
     sim.cancel(job)
     code, out, _ = run(capsys, "watch", job, "--config", str(config))
     assert code == 3 and "cancelled" in out
 
 
-def test_watch_timeout_exits_4_and_wins(sim: Sim, config: Path, capsys) -> None:
+def test_watch_timeout_exits_4_and_wins(sim: Sim, config: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
     slow = sim.job(*["page"] * 500, delay=50.0)
     failed = sim.job("fail")
     code, out, _ = run(capsys, "watch", slow, failed, "--config", str(config),
@@ -53,13 +57,15 @@ def test_watch_timeout_exits_4_and_wins(sim: Sim, config: Path, capsys) -> None:
     assert "timeout" in out and "failed" in out
 
 
-def test_watch_unknown_job_is_one_clear_line(sim: Sim, config: Path, capsys) -> None:
+def test_watch_unknown_job_is_one_clear_line(sim: Sim, config: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "watch", "job_nope", "--config", str(config))
     assert code == 1
     assert "job_nope" in out and "404" in out and "Traceback" not in out + err
 
 
-def test_bad_config_is_usage_error_without_traceback(tmp_path: Path, capsys) -> None:
+def test_bad_config_is_usage_error_without_traceback(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[jobwatch]\nbogus = 1\n")
     code, _, err = run(capsys, "watch", "job_1", "--config", str(path))
@@ -67,12 +73,14 @@ def test_bad_config_is_usage_error_without_traceback(tmp_path: Path, capsys) -> 
     assert err.count("\n") == 1 and "bogus" in err and "Traceback" not in err
 
 
-def test_unknown_transport_lists_installed(config: Path, capsys) -> None:
+def test_unknown_transport_lists_installed(config: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "watch", "j", "--config", str(config), "--transport", "carrier")
     assert code == 2 and "'carrier'" in err and "poll" in err
 
 
-def test_doctor_redacts_and_reports(sim: Sim, config: Path, capsys) -> None:
+def test_doctor_redacts_and_reports(sim: Sim, config: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "doctor", "--config", str(config))
     assert code == 0, out
     assert out.splitlines()[0] == f"configuration file: {config}"
@@ -82,14 +90,15 @@ def test_doctor_redacts_and_reports(sim: Sim, config: Path, capsys) -> None:
     assert "jobwatch.transports: sse" in out and "HTTP 404" in out
 
 
-def test_doctor_flags_a_refused_key(sim: Sim, config: Path, capsys,
+def test_doctor_flags_a_refused_key(sim: Sim, config: Path, capsys: pytest.CaptureFixture[str],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIM_KEY", "rdr_wrong")
     code, out, _ = run(capsys, "doctor", "--config", str(config))
     assert code == 1 and "refused the api_key" in out and "rdr_wrong" not in out
 
 
-def test_demo_poll_completes(capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_poll_completes(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     code, out, _ = run(capsys, "demo", "--transport", "poll", "--pages", "6",
                        "--time-scale", "60")
@@ -118,19 +127,6 @@ def test_sim_command_prints_its_address_first(tmp_path: Path) -> None:
         proc.stdout.close()
 
 
-def _signed(secret: str, event: str, body: dict[str, object], delivery: str) -> tuple[bytes, dict]:
-    import hashlib
-    import hmac
-    import time
-
-    raw = json.dumps(body).encode()
-    stamp = str(int(time.time()))
-    digest = hmac.new(secret.encode(), f"{stamp}.".encode() + raw, hashlib.sha256).hexdigest()
-    return raw, {"content-type": "application/json", "x-reader-event": event,
-                 "x-reader-delivery": delivery, "x-reader-timestamp": stamp,
-                 "x-reader-signature": f"sha256={digest}"}
-
-
 def test_listen_prints_its_address_then_each_event_once(tmp_path: Path) -> None:
     secret = "whsec-cli-test-0123456789"
     config = tmp_path / "jobwatch.toml"
@@ -148,7 +144,7 @@ def test_listen_prints_its_address_then_each_event_once(tmp_path: Path) -> None:
         first = proc.stdout.readline().strip()
         assert first.startswith("listening on http://127.0.0.1:"), first
         url = first.removeprefix("listening on ").rstrip("/") + "/hooks/reader"
-        body, headers = _signed(secret, "job.completed", {
+        body, headers = signed(secret, "job.completed", {
             "jobId": "job_cli", "status": "completed", "completed": 2, "total": 2,
             "creditsUsed": 2}, "d-1")
         for _ in range(2):  # a retried delivery is dispatched once
@@ -163,7 +159,7 @@ def test_listen_prints_its_address_then_each_event_once(tmp_path: Path) -> None:
     assert out.strip() == ""  # nothing more was dispatched
 
 
-def test_demo_compare_prints_the_table(capsys, tmp_path: Path,
+def test_demo_compare_prints_the_table(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     code, out, _ = run(capsys, "demo", "--compare", "--pages", "6", "--time-scale", "30")
@@ -204,7 +200,8 @@ def test_ctrl_c_leaves_cleanly(tmp_path: Path) -> None:
         sim.communicate(timeout=10)
 
 
-def test_doctor_checks_each_configured_table(sim: Sim, config: Path, capsys) -> None:
+def test_doctor_checks_each_configured_table(sim: Sim, config: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
     config.write_text(config.read_text() + '[jobwatch.sse]\nscope = "galaxy"\n')
     code, out, _ = run(capsys, "doctor", "--config", str(config))
     assert code == 1
@@ -212,7 +209,8 @@ def test_doctor_checks_each_configured_table(sim: Sim, config: Path, capsys) -> 
     assert "transport poll: options ok" in out
 
 
-def test_demo_webhook_receives_the_job_by_webhook(capsys, tmp_path: Path,
+def test_demo_webhook_receives_the_job_by_webhook(capsys: pytest.CaptureFixture[str],
+                                                  tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     # The demo runs its own receiver, with a secret of its own, and submits the job with a
     # webhook pointing at it: nothing for the user to configure.
@@ -228,14 +226,15 @@ def test_demo_webhook_receives_the_job_by_webhook(capsys, tmp_path: Path,
     ("watch", "j", "--timeout", "-5"), ("watch", "j", "--timeout", "0"),
     ("watch", "j", "--timeout", "nan"),
 ])
-def test_out_of_range_numbers_are_usage_errors(capsys, argv: tuple[str, ...]) -> None:
+def test_out_of_range_numbers_are_usage_errors(capsys: pytest.CaptureFixture[str],
+                                               argv: tuple[str, ...]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(list(argv))
     _, err = capsys.readouterr()
     assert exit_.value.code == 2 and "must be greater than 0" in err and "Traceback" not in err
 
 
-def test_an_empty_transport_list_is_a_usage_error(config: Path, capsys,
+def test_an_empty_transport_list_is_a_usage_error(config: Path, capsys: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     # Not an hour of watching with no transport at all.
     code, _, err = run(capsys, "watch", "j", "--config", str(config), "--transport", ",")
@@ -249,8 +248,8 @@ def test_an_empty_transport_list_is_a_usage_error(config: Path, capsys,
 
 @pytest.mark.parametrize("key", ["right", "rdr_wrong"])
 def test_a_job_that_cannot_be_watched_is_reported_once(
-        sim: Sim, config: Path, capsys, caplog: pytest.LogCaptureFixture,
-        monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+        sim: Sim, config: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, key: str) -> None:
     # Both the poll transport and the first reconcile learn it: the user hears it once.
     if key != "right":
         monkeypatch.setenv("SIM_KEY", key)
@@ -261,7 +260,8 @@ def test_a_job_that_cannot_be_watched_is_reported_once(
     assert "job job_nope: job job_nope" not in " ".join(said) + out + err
 
 
-def test_doctor_builds_the_transports_the_policy_chose(sim: Sim, config: Path, capsys) -> None:
+def test_doctor_builds_the_transports_the_policy_chose(sim: Sim, config: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     # What `watch` would refuse, doctor reports: here a webhook transport with no secret, and
     # a transport that is not installed.
     config.write_text(config.read_text().replace('transport = "poll"', 'transport = "webhook"'))
@@ -289,7 +289,7 @@ def test_sim_on_a_taken_port_is_one_line(tmp_path: Path) -> None:
     assert done.stderr.strip().count("\n") == 0
 
 
-def test_a_bad_listen_flag_is_named_as_the_flag(capsys) -> None:
+def test_a_bad_listen_flag_is_named_as_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "listen", "--listen", "nonsense")
     assert code == 2 and err.startswith("jobwatch: error: --listen must be 'HOST:PORT'")
 
@@ -327,7 +327,7 @@ def quiet(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     sys.modules.pop("fake_jw_quiet", None)
 
 
-def test_doctor_fails_where_watch_fails(sim: Sim, quiet: Path, capsys,
+def test_doctor_fails_where_watch_fails(sim: Sim, quiet: Path, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     # A stream the provider does not have, asked for in the file or the environment; a
     # provider without a default address and none configured: `watch` refuses to start, and
@@ -360,7 +360,8 @@ def test_doctor_fails_where_watch_fails(sim: Sim, quiet: Path, capsys,
 
 
 def test_doctor_and_watch_poll_a_provider_without_streams_in_a_service(
-        sim: Sim, quiet: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+        sim: Sim, quiet: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     quiet.write_text(quiet.read_text().replace('transport = "poll"', 'transport = "auto"'))
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     code, out, _ = run(capsys, "doctor", "--config", str(quiet))

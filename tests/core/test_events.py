@@ -128,7 +128,7 @@ def test_build_freezes_a_copy_of_data_and_shares_a_frozen_one() -> None:
     with pytest.raises(ValueError):
         JobEvent.build(kind="exploded", job_id="j", key="k", source="s")
     with pytest.raises(TypeError):
-        JobEvent.build("started", "j", key="k", source="s")  # type: ignore[misc]
+        JobEvent.build("started", "j", key="k", source="s")  # type: ignore[call-arg]
 
 
 def test_with_key_keeps_every_other_field() -> None:

@@ -340,16 +340,15 @@ def test_an_explicit_choice_beats_a_fitting_plugin(pigeon: None) -> None:
 # -- the provider's capabilities --------------------------------------------------------------
 
 
-def provider(name: str, **offers: bool) -> type[Provider]:
+def provider(name: str, offers: Capabilities) -> type[ReaderProvider]:
     """A provider class whose API offers only ``offers`` (Reader's wire formats otherwise)."""
-    return type(name.title(), (ReaderProvider,),
-                {"name": name, "capabilities": Capabilities(**offers)})
+    return type(name.title(), (ReaderProvider,), {"name": name, "capabilities": offers})
 
 
-BARE = provider("bare")  # polls only
-LEDGER = provider("ledger", webhooks=True)  # polls and webhooks, no stream
-PER_JOB = provider("per-job", job_stream=True, webhooks=True)
-FIREHOSE = provider("firehose", workspace_stream=True)
+BARE = provider("bare", Capabilities())  # polls only
+LEDGER = provider("ledger", Capabilities(webhooks=True))  # polls and webhooks, no stream
+PER_JOB = provider("per-job", Capabilities(job_stream=True, webhooks=True))
+FIREHOSE = provider("firehose", Capabilities(workspace_stream=True))
 
 
 @pytest.mark.parametrize("served", [BARE, LEDGER])
@@ -461,9 +460,9 @@ def test_offers() -> None:
 
 # -- cancellations the push channels do not announce -----------------------------------------
 
-SILENT = provider("silent", job_stream=True, workspace_stream=True, webhooks=True,
-                  announces_cancellation=False)
-LOUD = provider("loud", job_stream=True, workspace_stream=True, webhooks=True)
+SILENT = provider("silent", Capabilities(job_stream=True, workspace_stream=True, webhooks=True,
+                                         announces_cancellation=False))
+LOUD = provider("loud", Capabilities(job_stream=True, workspace_stream=True, webhooks=True))
 CANCELLATION = "silent provider's push channels do not report cancelled jobs"
 
 

@@ -129,5 +129,5 @@ def test_the_log_filter_keeps_arguments_it_does_not_change() -> None:
     record = logging.LogRecord("jobwatch.poll", logging.INFO, __file__, 1,
                                "poll failed: %s; then %s (%d)", (clean, leaking, 3), None)
     assert RedactingFilter().filter(record)
-    assert record.args is not None and record.args[0] is clean
+    assert isinstance(record.args, tuple) and record.args[0] is clean
     assert record.getMessage() == "poll failed: refused; then GET http://u:***@h/x failed (3)"

@@ -27,7 +27,9 @@ from jobwatch.testing import (
     running_fake,
 )
 
-FAKES = [OpenAIBatchFake, GitHubActionsFake, ReplicateFake]
+#: Each fake class; they take the same keyword arguments, all with defaults (FakeAPI's have none).
+Fake = OpenAIBatchFake | GitHubActionsFake | ReplicateFake
+FAKES: list[type[Fake]] = [OpenAIBatchFake, GitHubActionsFake, ReplicateFake]
 #: The status route of each fake, with {} where the job id goes.
 ROUTES = {OpenAIBatchFake: ("/v1/batches/{}", "GET /v1/batches/{batch_id}"),
           GitHubActionsFake: ("/repos/octo-org/octo-repo/actions/runs/{}",
@@ -45,14 +47,14 @@ def create(fake: FakeAPI, **options: Any) -> str:
 
 
 @pytest.mark.parametrize("kind", FAKES)
-def test_the_seed_decides_ids_and_secrets(kind: type[FakeAPI]) -> None:
+def test_the_seed_decides_ids_and_secrets(kind: type[Fake]) -> None:
     one, same, other = kind(seed=1), kind(seed=1), kind(seed=2)
     assert create(one) == create(same) != create(other)
     assert one.webhook_secret == same.webhook_secret != other.webhook_secret
 
 
 @pytest.mark.parametrize("kind", FAKES)
-def test_misuse_is_a_clear_error(kind: type[FakeAPI]) -> None:
+def test_misuse_is_a_clear_error(kind: type[Fake]) -> None:
     fake = kind()
     with pytest.raises(RuntimeError, match="running_fake"):
         fake.base_url  # noqa: B018
@@ -125,7 +127,7 @@ async def test_config_watches_the_fake_with_its_provider() -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", [OpenAIBatchFake, ReplicateFake])
-async def test_the_base_url_carries_the_api_prefix(kind: type[FakeAPI]) -> None:
+async def test_the_base_url_carries_the_api_prefix(kind: type[Fake]) -> None:
     async with running_fake(kind(clock=ManualClock())) as fake:
         assert fake.base_url == f"{fake.url}/v1"
         job_id = create(fake)
@@ -136,7 +138,7 @@ async def test_the_base_url_carries_the_api_prefix(kind: type[FakeAPI]) -> None:
 
 @given(job_id=st.text(max_size=30))
 @pytest.mark.parametrize("kind", FAKES)
-def test_no_job_id_changes_the_route(kind: type[FakeAPI], job_id: str) -> None:
+def test_no_job_id_changes_the_route(kind: type[Fake], job_id: str) -> None:
     fake = kind(clock=ManualClock())
     template, endpoint = ROUTES[kind]
     reply = fake.handle(Request(method="GET", path=template.format(quote(job_id, safe="")),

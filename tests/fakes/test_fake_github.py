@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jobwatch import WebhookVerificationError
-from jobwatch._fakes._core import Reply, Request
+from jobwatch._fakes._http import Reply, Request
 from jobwatch.sim import ManualClock
 from jobwatch.testing import FakeFaults, FakeStep, GitHubActionsFake, running_fake
 

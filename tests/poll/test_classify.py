@@ -28,7 +28,7 @@ NOW = 1_800_000_000
 DATE = email.utils.formatdate(NOW, usegmt=True)
 
 
-def answer(status: int, body: bytes = b"", **headers: str) -> Response:
+def answer(status: int, body: bytes = b"", /, **headers: str) -> Response:
     return Response(status=status, headers={k.replace("_", "-"): v for k, v in headers.items()},
                     body=body)
 
@@ -168,7 +168,7 @@ def test_any_headers_classify_without_raising_and_waits_stay_bounded(
     verdict = classify_http(response, plain_error)
     assert isinstance(verdict.outcome, Outcome)
     for wait in (verdict.wait, parse_retry_after(response),
-                 verdict.rate_limit and verdict.rate_limit.reset):
+                 verdict.rate_limit.reset if verdict.rate_limit else None):
         assert wait is None or 0.0 <= wait <= 3600.0
     if verdict.rate_limit is not None:
         assert verdict.rate_limit.remaining is None or verdict.rate_limit.remaining >= 0
@@ -200,9 +200,9 @@ def test_which_outcomes_end_a_watch() -> None:
 # -- Reader -------------------------------------------------------------------------------------
 
 
-def reader_error(status: int, code: str, details: dict[str, object] | None = None,
+def reader_error(status: int, code: str, details: Mapping[str, object] | None = None,
                  **headers: str) -> Response:
-    error = {"code": code, "message": "scripted", "docsUrl": "https://reader.dev/docs"}
+    error: dict[str, object] = {"code": code, "message": "scripted", "docsUrl": "https://reader.dev/docs"}
     if details is not None:
         error["details"] = details
     return answer(status, json.dumps({"success": False, "error": error}).encode(), **headers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
@@ -75,7 +76,7 @@ def test_arbitrary_answers_never_crash_a_decoder(name: str) -> None:
                                   "message", ""]))
     def check(body: bytes, status: int, headers: dict[str, str], frame: str) -> None:
         response = Response(status=status, headers=headers, body=body)
-        calls = [
+        calls: list[Callable[[], Iterable[object]]] = [
             lambda: built.decode_status("job-1", response, None, source="poll")[1],
             lambda: built.decode_webhook(headers, body, source="webhook").events,
             lambda: built.decode_results("job-1", response).items,

@@ -19,9 +19,9 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _sse_support import lifespan, start_stream, write  # noqa: E402
+from _sse_support import start_stream, write  # noqa: E402
 
-from jobwatch.transports._serve import serve_app  # noqa: E402
+from jobwatch.transports._serve import lifespan, serve_app  # noqa: E402
 
 MiB = 2**20
 

@@ -6,6 +6,7 @@ never raises, never holds more than its bounds, and parses the same as the unspl
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import re
 import zlib
@@ -189,34 +190,45 @@ def test_fuzz_any_bytes_split_anywhere_parse_the_same(data: bytes, points: list[
     assert _run([data[i:i + 1] for i in range(len(data))], limits) == whole
 
 
+@dataclasses.dataclass
+class _Block:
+    """The fields of the event block `_reference` is reading."""
+
+    data: list[str] = dataclasses.field(default_factory=list)
+    event: str = ""
+    id: str | None = None
+    retry: int | None = None
+    seen: bool = False
+
+
 def _reference(data: bytes) -> list[Frame]:
     """The WHATWG algorithm, read literally: decode, split lines, one field at a time."""
     text = data.decode("utf-8", "replace").removeprefix("\ufeff")
     *lines, _unfinished = re.split("\r\n|\r|\n", text)
-    frames, fields = [], {"data": [], "event": "", "id": None, "retry": None, "seen": False}
+    frames: list[Frame] = []
+    block = _Block()
     for line in lines:
         if not line:
-            if fields["seen"]:
-                data_ = "\n".join(fields["data"])
-                frames.append(Frame(fields["event"] or "message", data_, fields["id"],
-                                    fields["retry"]))
-            fields = {"data": [], "event": "", "id": None, "retry": None, "seen": False}
+            if block.seen:
+                frames.append(Frame(block.event or "message", "\n".join(block.data), block.id,
+                                    block.retry))
+            block = _Block()
             continue
         if line.startswith(":"):
             continue
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if name == "data":
-            fields["data"].append(value)
+            block.data.append(value)
         elif name == "event":
-            fields["event"] = value
+            block.event = value
         elif name == "id" and "\0" not in value:
-            fields["id"] = value
+            block.id = value
         elif name == "retry" and value.isascii() and value.isdigit():
-            fields["retry"] = min(int(value), int("9" * 12))
+            block.retry = min(int(value), int("9" * 12))
         else:
             continue
-        fields["seen"] = True
+        block.seen = True
     return frames
 
 
