@@ -8,6 +8,7 @@ where the job has moved on (a new run would take a replayed page for one of its 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,7 @@ async def test_the_default_batch_strands_what_it_recorded_before_a_record_raised
     store = Breaks()
     events = [make_event("started", job) for job in ("j1", "j2", "j3")]
     with pytest.raises(jobwatch.JobwatchError):
-        await store.record_batch([(e.job_id, lambda s, e=e: decide(s, e)) for e in events],
-                                 ttl=60)
+        await store.record_batch([(e.job_id, functools.partial(decide, event=e))
+                                  for e in events], ttl=60)
     assert [e.key for e in await store.stranded()] == ["j1:started#1", "j2:started#1"]
     assert await store.stranded() == []

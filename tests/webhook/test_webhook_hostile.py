@@ -268,7 +268,8 @@ def test_genuine_deliveries_are_answered_while_slow_connections_hold_half_a_body
     try:
         port = int(url.rsplit(":", 1)[1])
         slow = _open_slow(port, 600)  # the receiver may open 256 files
-        answers, latencies = [], []
+        answers: list[int | str] = []  # a status, or the error that stood for one
+        latencies: list[float] = []
         with httpx.Client(timeout=5) as client:
             for n in range(20):
                 body = json.dumps({"jobId": f"job_{n}", "status": "completed",
