@@ -440,8 +440,14 @@ class SQLiteStore(Store):
 
     async def claimed(self, key: str) -> bool:
         sql = "SELECT 1 FROM claims WHERE key=? AND expires > ?"
-        return await self._quick(lambda: self.db.execute(sql, (key, self._clock())).fetchone()
-                                 is not None)
+        call = _Call(lambda: self.db.execute(sql, (key, self._clock())).fetchone() is not None,
+                     self.path)
+        if self._on_loop and not self._leading and not self._queue and self._db is not None:
+            # No batch is using the connection: one read needs no batch, nor its turns.
+            call.settle()
+            return call.result()
+        call.quick = True
+        return await self._tx_call(call)
 
     async def claim(self, key: str, *, ttl: float) -> bool:
         def claim() -> bool:

@@ -196,6 +196,20 @@ class StoreConformance:
                 tg.start_soon(one)
         assert taken.count(True) == 1
 
+    async def test_claimed_answers_beside_concurrent_records(self, store: Store) -> None:
+        assert await store.claim("delivery:e", ttl=60)
+        answers: dict[str, bool] = {}
+
+        async def ask(key: str) -> None:
+            answers[key] = await store.claimed(key)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(5):
+                tg.start_soon(self._record, store, "progress", f"j{n}")
+                tg.start_soon(ask, "delivery:e")
+                tg.start_soon(ask, f"delivery:not-{n}")
+        assert answers == {"delivery:e": True, **{f"delivery:not-{n}": False for n in range(5)}}
+
     async def test_claims_and_event_keys_never_meet(self, store: Store) -> None:
         # A claim is not a dedup key: neither makes the other held.
         assert await store.claim("j1:started#1", ttl=60)
