@@ -21,7 +21,7 @@ from _dashboard_support import (
     running,
     write_config,
 )
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Locator, Page, sync_playwright
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +97,7 @@ def log_in(page: Any, url: str) -> None:
     page.wait_for_selector("#connection[data-state=live]", timeout=15_000)
 
 
-def row(page: Any, job_id: str) -> Any:
+def row(page: Page, job_id: str) -> Locator:
     return page.locator(f"#jobs tbody tr[data-job-id='{job_id}']")
 
 
@@ -125,8 +125,10 @@ def test_rows_appear_and_progress_bars_move_as_jobs_run(page: Any, dashboard: Pr
     first = until(lambda: share(page, jobs[0]) or None, "the first bar moves off zero")
     until(lambda: share(page, jobs[0]) > first, "the first bar moves on")
     for job_id in jobs:
-        until(lambda job_id=job_id: row(page, job_id).get_attribute("data-status")
-              == "completed", f"{job_id} completes")
+        def completed(job_id: str = job_id) -> bool:
+            return row(page, job_id).get_attribute("data-status") == "completed"
+
+        until(completed, f"{job_id} completes")
         assert row(page, job_id).locator(".progress .text").inner_text() == "60 / 60"
         assert share(page, job_id) == 100
         assert row(page, job_id).locator("td.source").inner_text() == "sse"

@@ -68,7 +68,8 @@ async def test_a_client_that_reconnects_with_last_event_id_gets_exactly_what_it_
             missed = await take(events, 5)
             await transport.send(progress(9))
             (live,) = await take(events, 1)
-    assert snapshot.id.endswith("-2") and last.id.endswith("-3")
+    assert snapshot.id is not None and snapshot.id.endswith("-2")
+    assert last.id is not None and last.id.endswith("-3")
     assert [json.loads(e.data)["completed"] for e in [*missed, live]] == [4, 5, 6, 7, 8, 9]
     assert app.relay.counts["resumed"] == 1 and app.relay.counts["snapshots"] == 1
 
@@ -82,9 +83,10 @@ async def test_a_client_that_fell_out_of_the_buffer_gets_a_snapshot_then_the_res
             (snapshot,) = await take(events, 1)
             await transport.send(progress(8))
             (live,) = await take(events, 1)
-    assert snapshot.event == "snapshot" and snapshot.id.endswith("-7")
+    assert snapshot.event == "snapshot" and snapshot.id is not None
+    assert snapshot.id.endswith("-7")
     assert json.loads(snapshot.data)["jobs"][0]["completed"] == 7
-    assert live.id.endswith("-8")
+    assert live.id is not None and live.id.endswith("-8")
 
 
 async def test_a_client_too_slow_for_the_flow_is_resynced_with_a_snapshot() -> None:
