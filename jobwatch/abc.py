@@ -526,5 +526,11 @@ def _local(store: Store) -> _Local:
     local: _Local | None = getattr(store, "_jobwatch_local", None)
     if local is None:
         local = _Local()
-        object.__setattr__(store, "_jobwatch_local", local)  # a frozen attrs store too
+        try:
+            object.__setattr__(store, "_jobwatch_local", local)  # a frozen attrs store too
+        except AttributeError:  # a store with __slots__: kept beside it instead
+            return _SLOTTED.setdefault(id(store), local)
     return local
+
+
+_SLOTTED: dict[int, _Local] = {}

@@ -186,3 +186,19 @@ async def test_the_default_batch_strands_what_it_recorded_before_a_record_raised
                                   for e in events], ttl=60)
     assert [e.key for e in await store.stranded()] == ["j1:started#1", "j2:started#1"]
     assert await store.stranded() == []
+
+
+async def test_the_defaults_work_for_a_store_with_slots() -> None:
+    class Slotted(Store):
+        __slots__ = ()
+        name = "slotted"
+
+        async def record(self, job_id: Any, decide: Any, *, ttl: float) -> Any:
+            raise NotImplementedError
+
+        get_job = put_job = active_jobs = pending = ack = record
+        get_checkpoint = put_checkpoint = record
+
+    store = Slotted()
+    assert await store.claim("delivery:x", ttl=60)
+    assert await store.claimed("delivery:x") and await store.stranded() == []
