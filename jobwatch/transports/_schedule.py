@@ -61,7 +61,7 @@ TAIL_FLOOR = 0.5
 #: A prediction this sure (its standard deviation against the tail gap) is aimed at at once.
 SURE = 1.5
 #: Near the end, a poll aims this many standard deviations after the predicted end...
-AIM = 0.5
+AIM = 0.75
 #: ...and comes no sooner than this fraction of the tail gap.
 TAIL_MIN = 0.25
 #: Without a confident prediction, the approach poll goes this fraction of the way to the end.
@@ -329,8 +329,9 @@ class PollSchedule:
             return max(min(aim, self.max_interval), min(aim, self._fair_share()),
                        tail * TAIL_MIN)
         # Overrunning the prediction: back off gently so a stalled job stops costing much.
+        # (The exponent is bounded: a job stalled for days must not overflow the float.)
         return min(self.max_interval,
-                   tail * TAIL_MIN * self.growth ** max(0, plan.tail_polls - 2))
+                   tail * TAIL_MIN * self.growth ** min(max(0, plan.tail_polls - 2), 64))
 
     def _fair_share(self) -> float:
         """The gap at which every planned job together stays within the poll budget."""

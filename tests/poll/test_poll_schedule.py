@@ -315,3 +315,20 @@ def test_the_prediction_narrows_as_units_prove_regular() -> None:
     steady = _estimate_after([1.0] * 8)
     erratic = _estimate_after([0.4, 1.6] * 4)
     assert steady < 0.6 * erratic
+
+
+def test_a_job_stalled_for_days_keeps_a_bounded_gap() -> None:
+    # Thousands of polls past its predicted end: the back-off stays at max_interval (its
+    # growth must not overflow).
+    s = schedule(interval=2.0, max_interval=30.0)
+    s.add("j", 0.0)
+    s.pick(0.0)
+    s.observe("j", 0.0, snap("processing", 0, 10))
+    s.pick(5.0)
+    now = s.observe("j", 5.0, snap("processing", 9, 10))
+    for _ in range(3000):
+        assert now is not None
+        s.pick(now)
+        due = s.observe("j", now, snap("processing", 9, 10))
+        assert due is not None and 0 < due - now <= 30.0 + 1e-9
+        now = due
