@@ -606,23 +606,23 @@ async def _damage() -> list[Row]:
 
     cases: list[tuple[str, Callable[[], Any]]] = []
     path = await crashed("crash")
-    cases.append(("left by a SIGKILL (not damaged)", lambda p=path: None))
+    cases.append(("left by a SIGKILL (not damaged)", lambda: None))
     path0 = await closed("zero")
-    cases.append(("database truncated to 0 bytes", lambda p=path0: p.write_bytes(b"")))
+    cases.append(("database truncated to 0 bytes", lambda: path0.write_bytes(b"")))
     path1 = await closed("deleted", 3)
-    cases.append(("database deleted", lambda p=path1: p.unlink()))
+    cases.append(("database deleted", lambda: path1.unlink()))
     path2 = await crashed("nodb")
-    cases.append(("WAL without its database", lambda p=path2: p.write_bytes(b"")))
+    cases.append(("WAL without its database", lambda: path2.write_bytes(b"")))
     path3 = await crashed("half")
-    cases.append(("WAL cut in half", lambda p=path3: d._truncate(Path(f"{p}-wal"), half=True)))
+    cases.append(("WAL cut in half", lambda: d._truncate(Path(f"{path3}-wal"), half=True)))
     path4 = await crashed("frame")
     frames = d._committed_frames(Path(f"{path4}-shm"))
-    cases.append(("WAL cut at a frame boundary", lambda p=path4: d._truncate(
-        Path(f"{p}-wal"), 32 + (frames - 1) * (24 + 4096))))
+    cases.append(("WAL cut at a frame boundary", lambda: d._truncate(
+        Path(f"{path4}-wal"), 32 + (frames - 1) * (24 + 4096))))
     path5 = await closed("page")
-    cases.append(("a zeroed page", lambda p=path5: zero_page(p)))
+    cases.append(("a zeroed page", lambda: zero_page(path5)))
     path6, theirs = await closed("ours", 3), await closed("theirs", 1)
-    cases.append(("another store's database", lambda p=path6: shutil.copy(theirs, p)))
+    cases.append(("another store's database", lambda: shutil.copy(theirs, path6)))
     targets = [path, path0, path1, path2, path3, path4, path5, path6]
     rows = []
     for (name, harm), target in zip(cases, targets, strict=True):

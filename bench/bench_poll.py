@@ -162,12 +162,13 @@ def report(who: str, sim: Simulator, counter: StatusCounter, jobs: list[str],
 
 async def run_sdk(url: str, jobs: list[str], scale: float, seen: dict[str, float],
                   interval: float = 2.0) -> None:
-    import reader_py  # type: ignore[import-untyped]
+    import reader_py
 
     def wait(job_id: str) -> None:
         client = reader_py.ReaderClient(api_key="rdr_sim", base_url=url)
         try:
-            client.wait_for_job(job_id, poll_interval=interval / scale,
+            # reader-py annotates poll_interval as int; it sleeps any number of seconds.
+            client.wait_for_job(job_id, poll_interval=interval / scale,  # type: ignore[arg-type]
                                 timeout=900)
             seen[job_id] = time.perf_counter()
         except Exception as exc:  # the SDK gives up (429s after its retries, ...)

@@ -260,7 +260,7 @@ async def _latency(url: str, samples: int) -> list[float]:
 
 
 async def _memory(url: str) -> tuple[float, float, float, int]:
-    import psutil  # type: ignore[import-untyped]
+    import psutil
 
     import jobwatch
     import jobwatch.transports.sse  # noqa: F401 - imported before the first reading
