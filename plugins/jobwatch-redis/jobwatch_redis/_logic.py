@@ -140,8 +140,11 @@ def encode_entry(event: JobEvent) -> dict[str, str]:
     return {"key": event.key, "event": event.to_json()}
 
 
-def decode_entry(fields: Mapping[bytes | str, bytes | str]) -> JobEvent:
-    """The event a stream entry relays, its key unqualified; DecodeError if malformed."""
+def decode_entry(fields: Mapping[Any, bytes | str]) -> JobEvent:
+    """The event a stream entry relays, its key unqualified; DecodeError if malformed.
+
+    ``fields`` as redis-py reads them: bytes keys and values, or str with decode_responses.
+    """
     text = fields.get(b"event", fields.get("event"))
     if text is None:
         raise DecodeError("relay stream entry has no 'event' field")

@@ -79,7 +79,7 @@ def deliveries(jobs: int, pages: int) -> list[Delivery]:
         job = f"job_{uuid.uuid4().hex[:8]}"
         for p in range(pages):
             url = f"https://example.com/{j}/{p}"
-            body = {"jobId": job, "url": url, "markdown": f"# page {p}"}
+            body: dict[str, object] = {"jobId": job, "url": url, "markdown": f"# page {p}"}
             out.append(Delivery("job.page", json.dumps(body).encode(), str(uuid.uuid4()),
                                 f"{job}:page:{url}#1"))
         body = {"jobId": job, "status": "completed", "completed": pages, "total": pages}

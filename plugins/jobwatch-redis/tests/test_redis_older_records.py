@@ -19,11 +19,12 @@ from jobwatch.testing import make_event
 
 pytestmark = pytest.mark.redis
 
-#: A job state and an event as the store wrote them before either had an attempt.
+#: A job state and an event (key OLD_KEY) as the store wrote them before either had an attempt.
+OLD_KEY = "j1:page_failed:https://example.com/a#1"
 OLD_STATE = {"completed": 3, "job_id": "j1", "run": 1, "started": True, "status": "processing",
              "terminal": False, "total": 9, "updated_at": 0.0, "watched": True}
 OLD_EVENT = {"kind": "page_failed", "job_id": "j1", "status": None, "completed": None,
-             "total": None, "key": "j1:page_failed:https://example.com/a#1", "source": "webhook",
+             "total": None, "key": OLD_KEY, "source": "webhook",
              "occurred_at": None, "data": {"url": "https://example.com/a", "error": "timeout"}}
 
 
@@ -49,8 +50,8 @@ async def test_old_records_load_from_the_store(redis_url: str, prefix: str) -> N
     try:
         client.set(keys.job("j1"), json.dumps(OLD_STATE))
         client.sadd(keys.active, "j1")
-        client.hset(keys.inbox(), OLD_EVENT["key"], json.dumps(OLD_EVENT))
-        client.zadd(keys.order(), {OLD_EVENT["key"]: 1})
+        client.hset(keys.inbox(), OLD_KEY, json.dumps(OLD_EVENT))
+        client.zadd(keys.order(), {OLD_KEY: 1})
     finally:
         client.close()
 

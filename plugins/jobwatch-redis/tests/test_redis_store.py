@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 import redis
 from jobwatch_redis import RedisOptions, RedisStore, RedisUnavailable
@@ -35,7 +36,7 @@ def options(redis_url: str, prefix: str) -> RedisOptions:
 @pytest.fixture
 async def fleet(options: RedisOptions) -> AsyncIterator[list[RedisStore]]:
     """Three stores of one namespace, each with its own owner and connection pool."""
-    stores = [RedisStore(RedisOptions(**{**_fields(options), "owner": f"r{n}"}))
+    stores = [RedisStore(attrs.evolve(options, owner=f"r{n}"))
               for n in (1, 2, 3)]
     for store in stores:
         await store.open()
@@ -44,12 +45,6 @@ async def fleet(options: RedisOptions) -> AsyncIterator[list[RedisStore]]:
     finally:
         for store in stores:
             await store.aclose()
-
-
-def _fields(options: RedisOptions) -> dict[str, object]:
-    import attrs
-
-    return attrs.asdict(options)
 
 
 async def _record(store: Store, kind: str, job: str = "j1", **kw: object) -> bool:
@@ -143,7 +138,7 @@ async def test_dead_owner_inbox_is_adopted_in_order(options: RedisOptions) -> No
     for n in range(3):
         await _record(first, "progress", completed=n)
     await first.aclose()  # gone without dispatching: its lease is given back
-    second = RedisStore(RedisOptions(**{**_fields(options), "owner": "r2"}))
+    second = RedisStore(attrs.evolve(options, owner="r2"))
     await second.open()
     try:
         keys = [e.key for e in await second.pending()]
@@ -194,14 +189,14 @@ async def test_watchers_sharing_the_store_dispatch_each_event_once(
     config = Config.from_mapping({"jobwatch": {"transport": "poll"}})
     async with anyio.create_task_group() as tg:
         for n in (1, 2, 3):
-            store = RedisStore(RedisOptions(**{**_fields(options), "owner": f"w{n}"}))
+            store = RedisStore(attrs.evolve(options, owner=f"w{n}"))
             tg.start_soon(_run_watcher, config, store, events, seen)
     assert sorted(seen) == sorted(e.key + "#1" for e in events)
 
 
-async def _run_watcher(config: Config, store: RedisStore, events: list[object],
+async def _run_watcher(config: Config, store: RedisStore, events: list[JobEvent],
                        seen: list[str]) -> None:
-    transport = ScriptedTransport(events)  # type: ignore[arg-type]
+    transport = ScriptedTransport(events)
     async with Watcher(config, transports=[transport], store=store) as watcher:
         watcher.subscribe(lambda e: seen.append(e.key))
         with anyio.fail_after(10):
