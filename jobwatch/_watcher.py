@@ -571,8 +571,12 @@ class Watcher:
         except JobwatchError as exc:
             log.warning("could not decode job %s: %s", job_id, exc)
             return
+        try:
+            await self._pipeline.deliver(events, authoritative=True, as_of=response.sent_at)
+        except JobwatchError as exc:  # the store failed; the safety net or a later poll retries
+            log.warning("could not record the poll of job %s: %s", job_id, exc)
+            return
         record.snapshot = snapshot
-        await self._pipeline.deliver(events, authoritative=True, as_of=response.sent_at)
 
     async def _safety_net(self, seconds: float) -> None:
         tick = max(min(seconds / 4, 5.0), 0.05)

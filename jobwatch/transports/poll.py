@@ -198,8 +198,16 @@ class PollTransport(Transport):
             log.warning("poll of job %s: %s; retrying with backoff", job_id, exc)
             self.schedule.failed(job_id, now)
             return
+        try:
+            await host.deliver(events, authoritative=True, as_of=response.sent_at)
+        except JobwatchError as exc:
+            # The store failed: poll again later. The snapshot is not kept, so that the next
+            # one derives the same events again.
+            host.count(self.name, "store_errors")
+            log.warning("could not record the poll of job %s, backing off: %s", job_id, exc)
+            self.schedule.failed(job_id, now)
+            return
         self._snapshots[job_id] = snapshot
-        await host.deliver(events, authoritative=True, as_of=response.sent_at)
         self.schedule.observe(job_id, now, snapshot)
 
     def _refused(self, host: TransportHost, job_id: str, response: Response,

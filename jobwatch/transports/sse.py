@@ -73,6 +73,8 @@ log = logging.getLogger("jobwatch.sse")
 
 #: Reads of the streams (each a batch of events) waiting for the pipeline.
 _QUEUE = 64
+#: Seconds between tries to record a read's events while the store fails (doubling).
+_STORE_RETRY_FIRST, _STORE_RETRY_MAX = 0.5, 30.0
 #: Polls that reconcile may have in flight at once (all within the Watcher's budget); also
 #: the burst the reconcile pacer allows before it settles to the budget's rate.
 _RECONCILERS = 4
@@ -583,11 +585,29 @@ class SSETransport(Transport):
                 # and reads merged into one delivery would only keep more events alive at once.
                 for batch in batches:
                     if batch.events:
-                        await host.deliver(batch.events)
+                        await self._deliver(host, batch.events)
                         host.count(self.name, "events", len(batch.events))
                 positions = {b.checkpoint: b.event_id for b in batches if b.event_id is not None}
                 for name, value in positions.items():
-                    await host.store.put_checkpoint(name, value)
+                    try:
+                        await host.store.put_checkpoint(name, value)
+                    except JobwatchError as exc:  # a restart resumes earlier; dedup drops it
+                        log.warning("could not save the position of %s: %s", name, exc)
+
+    async def _deliver(self, host: TransportHost, events: list[JobEvent]) -> None:
+        """Hand one read's events to the pipeline, trying again while the store fails: the
+        stream waits (its queue fills, reading pauses) rather than losing them."""
+        delay = _STORE_RETRY_FIRST
+        while True:
+            try:
+                await host.deliver(events)
+                return
+            except JobwatchError as exc:
+                host.count(self.name, "store_errors")
+                log.warning("could not record %d streamed event(s), trying again in %g s: %s",
+                            len(events), delay, exc)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, _STORE_RETRY_MAX)
 
     def _reconcile(self, job_ids: Iterable[str], reason: str) -> None:
         for job_id in job_ids:
