@@ -40,6 +40,7 @@ Counters in ``Watcher.statistics().transports["sse"]``: ``streams_opened``, ``re
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import random
@@ -190,6 +191,8 @@ class SSETransport(Transport):
         self._host: TransportHost | None = None
         self._tg: TaskGroup | None = None
         self._client: httpx.AsyncClient | None = None
+        self._credentials: dict[str, str] = {}
+        self._origin: tuple[str, str, int | None] | None = None
         self._send: MemoryObjectSendStream[_Batch] | None = None
         self._scope: Literal["job", "workspace"] = self.options.scope
         self._streams: dict[str | None, _Stream] = {}
@@ -236,19 +239,19 @@ class SSETransport(Transport):
     def _make_client(self, host: TransportHost) -> httpx.AsyncClient:
         timeout = httpx.Timeout(None, connect=self.options.connect_timeout)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=20)
-        # A password in base_url becomes basic auth, as httpx would make it, but out of the
-        # URL, so that httpx's request log does not print it.
+        # The client carries no credentials: _open adds them to requests for the API's own
+        # origin only (a stream URL taken from a job may name another host). A password in
+        # base_url becomes basic auth there, out of the URL, so httpx's log never prints it.
         base_url = httpx.URL(host.base_url)
-        auth = None
+        self._credentials = dict(host.provider.headers())
         if base_url.userinfo:
-            auth = httpx.BasicAuth(base_url.username, base_url.password)
+            pair = f"{base_url.username}:{base_url.password}".encode()
+            self._credentials["authorization"] = "Basic " + base64.b64encode(pair).decode()
             base_url = base_url.copy_with(username=None, password=None)
-        # Redirects are followed by _open, within one origin: httpx would carry the provider's
-        # headers (an API key in x-api-key, say) to wherever a redirect points.
-        headers = {"user-agent": user_agent(), **host.provider.headers()}
-        return httpx.AsyncClient(base_url=base_url, headers=headers,
-                                 auth=auth, timeout=timeout, limits=limits,
-                                 follow_redirects=False)
+        self._origin = _origin(base_url)
+        # Redirects are followed by _open, within one origin.
+        return httpx.AsyncClient(base_url=base_url, headers={"user-agent": user_agent()},
+                                 timeout=timeout, limits=limits, follow_redirects=False)
 
     def _start_streams(self, host: TransportHost) -> None:
         if self._scope == "workspace":
@@ -390,6 +393,9 @@ class SSETransport(Transport):
                    **stream.machine.request_headers()}
         request = client.build_request(spec.method, spec.path,
                                        params=dict(spec.params), headers=headers)
+        if _origin(request.url) == self._origin:
+            request.headers.update(self._credentials)
+            headers = {**self._credentials, **headers}  # redirects stay at this origin
         for hop in range(_MAX_REDIRECTS + 1):
             await host.spend()
             host.count(self.name, "requests")

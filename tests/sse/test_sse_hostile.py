@@ -125,6 +125,32 @@ async def test_a_redirect_to_another_origin_is_not_followed_and_never_gets_the_k
     assert "another origin" in caplog.text and other_url.rsplit(":", 1)[1] in caplog.text
 
 
+async def test_a_stream_url_on_another_origin_gets_no_credentials() -> None:
+    # A provider may take a job's stream URL from the job itself (Replicate's urls.stream):
+    # the API's key and a password in base_url go to the API's own origin only.
+    async def stream(scope: Scope, send: Send) -> None:
+        await start_stream(send)
+        await write(send, b'event: progress\ndata: {"status": "processing", "completed": 1, '
+                          b'"total": 9}\n\n')
+        await anyio.sleep_forever()
+
+    elsewhere = Hostile(stream)
+    async with serving(elsewhere) as other_url, serving(Hostile(stream)) as url:
+        class Elsewhere(ReaderProvider):
+            def job_stream_request(self, job_id: str) -> jobwatch.abc.Request:
+                return jobwatch.abc.Request(path=f"{other_url}/streams/{job_id}")
+
+        cfg = config(url.replace("http://", "http://user:s3cret@"), scope="job")
+        transport = SSETransport(cfg.options("sse", SSEOptions), rng=random.Random(0))
+        async with jobwatch.Watcher(cfg, transports=[transport], store=MemoryStore(),
+                                    provider=Elsewhere(cfg)) as w:
+            w.subscribe(lambda event: None, job_id=JOB)
+            await until(lambda: bool(elsewhere.requests))
+    (path, headers), *_ = elsewhere.requests
+    assert path == f"/streams/{JOB}"
+    assert "x-api-key" not in headers and "authorization" not in headers, headers
+
+
 async def test_a_redirect_within_the_origin_is_followed_and_each_hop_is_spent() -> None:
     async def stream(scope: Scope, send: Send) -> None:
         if scope["path"] == "/v1/events":
