@@ -295,3 +295,10 @@ def test_options_are_frozen_values() -> None:
     options = jobwatch._dashboard.DashboardOptions()
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         options.buffer = 3  # type: ignore[misc]
+
+
+def test_doctor_shows_the_dashboard_table_without_its_token() -> None:
+    config = jobwatch.Config.from_mapping({"jobwatch": {"dashboard": {"token": TOKEN}}})
+    assert TOKEN not in str(config.redacted())
+    options = jobwatch._dashboard.DashboardOptions.from_config(config)
+    assert TOKEN not in repr(options)
