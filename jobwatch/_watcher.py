@@ -572,7 +572,11 @@ class Watcher:
             log.warning("could not decode job %s: %s", job_id, exc)
             return
         try:
-            await self._pipeline.deliver(events, authoritative=True, as_of=response.sent_at)
+            # Once asked, the answer is recorded whole: a caller's deadline (a webhook
+            # receiver's, say) may cut the request short, never the recording.
+            with anyio.CancelScope(shield=True):
+                await self._pipeline.deliver(events, authoritative=True,
+                                             as_of=response.sent_at)
         except JobwatchError as exc:  # the store failed; the safety net or a later poll retries
             log.warning("could not record the poll of job %s: %s", job_id, exc)
             return

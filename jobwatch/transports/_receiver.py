@@ -36,6 +36,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
+import anyio
+
 from .._errors import DecodeError, WebhookVerificationError
 from ..abc import EventSink, Scheme
 
@@ -49,6 +51,8 @@ log = logging.getLogger("jobwatch.webhook")
 #: accepted again (twice the tolerance), for clocks that differ between receivers.
 _CLAIM_MARGIN = 60.0
 _JSON_TYPES = ("application/json",)
+#: Seconds a thin delivery's status request may take before its own events are recorded.
+THIN_DELIVERY_DEADLINE = 10.0
 #: The deepest nesting of JSON a delivery may carry. Far beyond what job APIs send, and far
 #: below what would exhaust Python's recursion limit when a store encodes the event: a
 #: delivery that could not be stored would be answered 503 on every retry.
@@ -305,7 +309,13 @@ class Receiver:
         # the inbox for the next start, and the sender's retry would be dropped as a duplicate.
         try:
             if delivery.reconcile:  # a thin delivery: the job's snapshot, counts and all, first
-                await host.reconcile(delivery.reconcile, reason="thin webhook delivery")
+                # ... within a deadline: a rate-limited API must not hold the sender's request
+                # (it would time out and retry); the delivery's own events are the fallback.
+                with anyio.move_on_after(THIN_DELIVERY_DEADLINE) as scope:
+                    await host.reconcile(delivery.reconcile, reason="thin webhook delivery")
+                if scope.cancelled_caught:
+                    log.info("the status request of a thin webhook delivery took over %g s; "
+                             "recording the delivery's own events", THIN_DELIVERY_DEADLINE)
             if delivery.events:
                 await host.deliver(delivery.events)
         except Exception as exc:  # the sender must retry: the delivery was not recorded

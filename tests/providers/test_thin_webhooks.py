@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
+import anyio
 import httpx
 import pytest
+import trio
+import trio.testing
 from _samples import BATCH, answer, batch, openai_event
 
 import jobwatch
 from jobwatch.abc import EventSink, WebhookDelivery
 from jobwatch.stores.memory import MemoryStore
 from jobwatch.testing import ScriptedHost
-from jobwatch.transports._receiver import Receiver
+from jobwatch.transports._receiver import THIN_DELIVERY_DEADLINE, Receiver
 
 pytestmark = pytest.mark.anyio
 
@@ -89,3 +92,28 @@ async def test_a_delivery_that_only_asks_for_a_poll_is_not_ignored() -> None:
         "POST", "/", {"content-type": "application/json"}, b"{}")
     assert json.loads(reply.body) == {"ok": True, "duplicate": False}
     assert sink.asked == ["job-9"]
+
+
+class _StuckSink(_Sink):
+    """A sink whose status request waits on a rate limit that does not lift."""
+
+    async def reconcile(self, job_ids: Iterable[str], *, reason: str) -> None:
+        self.asked += job_ids
+        await anyio.sleep_forever()
+
+
+def test_a_status_request_that_waits_long_does_not_hold_the_sender() -> None:
+    # Under a rate limit the thin delivery's poll may wait for an hour: the sender would time
+    # out and retry. After THIN_DELIVERY_DEADLINE the delivery's own event is recorded.
+    sink = _StuckSink()
+    receiver = Receiver(sink, scheme=None, path=None, allow_unsigned=True)
+
+    async def main() -> tuple[int, float]:
+        start = trio.current_time()
+        reply = await receiver.handle("POST", "/", *openai_event("expired"))
+        return reply.status, trio.current_time() - start
+
+    status, waited = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert status == 200 and sink.asked == [BATCH]
+    assert waited == pytest.approx(THIN_DELIVERY_DEADLINE)
+    assert [e.kind for e in sink.delivered] == [jobwatch.EventKind.FAILED]
