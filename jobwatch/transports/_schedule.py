@@ -17,8 +17,8 @@ How the next poll of a job is placed:
   poll goes to ``Z * sigma`` before the predicted end — or halfway there when that is nearer —
   so a long job costs a handful of polls that close in on its end, not one every few seconds.
 - **Aim.** A sure prediction is aimed at: the next poll goes ``AIM * sigma`` after the
-  predicted end, where it most likely finds the job done; if not, the count it shows (a unit
-  or two left) makes the next aim sharper.
+  predicted end (at most ``AIM_MAX`` tail gaps after it), where it most likely finds the job
+  done; if not, the count it shows (a unit or two left) makes the next aim sharper.
 - **Tail.** A job that overruns its prediction is polled at short gaps (a fraction of about
   one unit of progress, at most ``interval``), growing again so that a stalled job does not
   keep a fast poll going.
@@ -62,6 +62,8 @@ TAIL_FLOOR = 0.5
 SURE = 1.5
 #: Near the end, a poll aims this many standard deviations after the predicted end...
 AIM = 0.75
+#: ...but no further after it than this fraction of the tail gap...
+AIM_MAX = 0.35
 #: ...and comes no sooner than this fraction of the tail gap.
 TAIL_MIN = 0.25
 #: Without a confident prediction, the approach poll goes this fraction of the way to the end.
@@ -314,7 +316,7 @@ class PollSchedule:
             return max(gap, self._fair_share())
         tail = min(self.interval, max(est.unit, self.interval * TAIL_FLOOR))
         left = est.end - now
-        aim = left + AIM * est.sigma
+        aim = left + min(AIM * est.sigma, AIM_MAX * tail)
         if est.sigma > SURE * tail:
             # Not sure enough of the end: close in, to a poll whose count pins the pace down.
             approach = max(left - Z * est.sigma, left * HALVE)
@@ -322,13 +324,14 @@ class PollSchedule:
                 plan.tail_polls = 0
                 return max(min(approach, self.max_interval),
                            min(approach, self._fair_share()))
-        plan.tail_polls += 1
         if aim > 0:
             # Just after the predicted end, where a poll most likely finds the job done (and
             # otherwise shows how few units are left).
+            plan.tail_polls = 0
             return max(min(aim, self.max_interval), min(aim, self._fair_share()),
                        tail * TAIL_MIN)
         # Overrunning the prediction: back off gently so a stalled job stops costing much.
+        plan.tail_polls += 1
         # (The exponent is bounded: a job stalled for days must not overflow the float.)
         return min(self.max_interval,
                    tail * TAIL_MIN * self.growth ** min(max(0, plan.tail_polls - 2), 64))
