@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from .._errors import APIError, JobNotFound, JobwatchError
 from .._events import EventKind, JobEvent, JobStatus
-from ..abc import Provider, Response
+from ..abc import Outcome, Provider, Response
 
 __all__ = ["ProviderConformance", "ProviderSamples"]
 
@@ -35,6 +35,8 @@ class ProviderSamples:
     - ``webhooks``: per terminal status, the verified ``(headers, body)`` of a delivery that
       reports it (where the API sends webhooks).
     - ``not_found``: the answer to a status request for a job that does not exist.
+    - ``rate_limited``: an answer that says the request budget is spent (a 429, a 403 with a
+      rate-limit header, whatever the API sends).
     """
 
     job_id: str
@@ -43,6 +45,7 @@ class ProviderSamples:
     frames: Mapping[str, tuple[str, str]] = attrs.field(factory=dict)
     webhooks: Mapping[str, tuple[Mapping[str, str], bytes]] = attrs.field(factory=dict)
     not_found: Response | None = None
+    rate_limited: Response | None = None
 
 
 class ProviderConformance:
@@ -121,6 +124,8 @@ class ProviderConformance:
 
     def test_keys_are_equal_across_channels(self, provider: Provider,
                                             samples: ProviderSamples) -> None:
+        if not samples.frames and not samples.webhooks:
+            pytest.skip("no stream frames or webhook deliveries among the samples")
         for status, response in samples.statuses.items():
             polled = {e.key for e in self._poll(provider, samples, response) if e.terminal}
             if status in samples.frames:
@@ -138,6 +143,18 @@ class ProviderConformance:
         if samples.not_found is None:
             pytest.skip("no not-found sample")
         assert isinstance(provider.error_for(samples.not_found), JobNotFound)
+        assert provider.classify(samples.not_found).outcome is Outcome.GONE
+
+    def test_a_rate_limit_pauses_and_never_ends_a_watch(self, provider: Provider,
+                                                        samples: ProviderSamples) -> None:
+        if samples.rate_limited is None:
+            pytest.skip("no rate-limited sample")
+        assert provider.classify(samples.rate_limited).outcome is Outcome.RATE_LIMITED
+
+    def test_every_status_sample_is_fine(self, provider: Provider,
+                                         samples: ProviderSamples) -> None:
+        for status, response in samples.statuses.items():
+            assert provider.classify(response).outcome is Outcome.FINE, status
 
     def test_arbitrary_bodies_never_crash_a_decoder(self, provider: Provider,
                                                     samples: ProviderSamples) -> None:
@@ -148,9 +165,15 @@ class ProviderConformance:
         def check(status: int, body: bytes) -> None:
             response = Response(status=status, body=body)
             try:
-                provider.decode_status(samples.job_id, response, None, source="poll")
+                _, events = provider.decode_status(samples.job_id, response, None,
+                                                   source="poll")
             except JobwatchError:
-                pass
+                events = []
+            for event in events:  # whatever the body, an event is whole or not made
+                assert event.job_id == samples.job_id and event.key and event.source == "poll"
+                assert not event.terminal or (event.status is not None
+                                              and event.status.terminal)
+                assert event.kind is not EventKind.FAILED or event.error
             error = provider.error_for(Response(status=max(status, 400), body=body))
             assert isinstance(error, APIError | JobwatchError)
 

@@ -58,4 +58,7 @@ class TestReaderConformance(ProviderConformance):
             },
             not_found=Response(status=404, body=json.dumps({"success": False, "error": {
                 "code": "not_found", "message": "Job not found"}}).encode()),
+            rate_limited=Response(status=429, headers={"retry-after": "12"}, body=json.dumps({
+                "success": False, "error": {"code": "rate_limited", "message": "Too many",
+                                            "details": {"retryAfterSeconds": 12}}}).encode()),
         )

@@ -69,6 +69,9 @@ OPENAI = ProviderSamples(
               "cancelled": openai_event("cancelled")},
     not_found=answer({"error": {"message": "No batch found with id 'batch_x'.",
                                 "type": "invalid_request_error", "code": None}}, 404),
+    rate_limited=answer({"error": {"message": "Rate limit reached for requests",
+                                   "type": "requests", "code": "rate_limit_exceeded"}}, 429,
+                        **{"retry-after": "20", "x-ratelimit-remaining-requests": "0"}),
 )
 
 # -- GitHub Actions workflow runs ----------------------------------------------------------
@@ -110,6 +113,9 @@ GITHUB = ProviderSamples(
                                          ("cancelled", "cancelled"))},
     not_found=answer({"message": "Not Found",
                       "documentation_url": "https://docs.github.com/rest"}, 404),
+    # GitHub's secondary limit: a 403 that says when to come back.
+    rate_limited=answer({"message": "You have exceeded a secondary rate limit."}, 403,
+                        **{"retry-after": "60"}),
 )
 
 # -- Replicate predictions -----------------------------------------------------------------
@@ -151,4 +157,5 @@ REPLICATE = ProviderSamples(
               "failed": replicate_delivery(prediction("failed", error="boom")),
               "cancelled": replicate_delivery(prediction("canceled"))},
     not_found=answer({"detail": "Not found."}, 404),
+    rate_limited=answer({"detail": "Request was throttled."}, 429, **{"retry-after": "2"}),
 )
