@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jobwatch
-from jobwatch._dashboard import Client, Relay, Scrubber, secret_name
+from jobwatch._relay import Client, Relay, Scrubber, secret_name
 from jobwatch.testing import make_event
 
 
