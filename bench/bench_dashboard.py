@@ -283,8 +283,13 @@ def main() -> int:
             import signal
 
             profile = cProfile.Profile()
-            signal.signal(signal.SIGTERM, lambda *_: (profile.disable(),
-                          profile.dump_stats(os.environ["BENCH_PROFILE"]), os._exit(0)))
+
+            def stop(*_: object) -> None:
+                profile.disable()
+                profile.dump_stats(os.environ["BENCH_PROFILE"])
+                os._exit(0)
+
+            signal.signal(signal.SIGTERM, stop)
             profile.enable()
         anyio.run(_serve, args.serve, args.flush_interval, backend="trio")
         return 0
