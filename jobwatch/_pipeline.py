@@ -62,7 +62,8 @@ class Pipeline:
 
     ``dispatch`` receives each delivered event once it is recorded. ``on_check(job_id)`` is
     called when a pushed event contradicts a finished run (one confirming poll is wanted);
-    ``on_final(job_id)`` when a run's terminal event is delivered. Deliveries wait for
+    ``on_final(job_id)`` when a run's terminal event is delivered, ``on_new_run(job_id)`` when a
+    finished job's new run begins. Deliveries wait for
     :attr:`ready` (the Watcher replays its inbox first). ``events_in``, ``events_out`` and
     ``dropped`` (by reason) count what went through. Each of ``observers`` is called with
     every event, as ``(event, None)`` just before it is dispatched and as ``(event, reason)``
@@ -77,6 +78,7 @@ class Pipeline:
         dispatch: Callable[[JobEvent], Awaitable[None]],
         on_check: Callable[[str], None] = _ignore,
         on_final: Callable[[str], None] = _ignore,
+        on_new_run: Callable[[str], None] = _ignore,
     ) -> None:
         self.store = store
         self.dedup_ttl = dedup_ttl
@@ -89,6 +91,7 @@ class Pipeline:
         self._dispatch = dispatch
         self._on_check = on_check
         self._on_final = on_final
+        self._on_new_run = on_new_run
 
     def job(self, job_id: str | None) -> JobRecord:
         """The record of ``job_id``, created on first use."""
@@ -203,15 +206,35 @@ class Pipeline:
             self._dropped(event, verdict.dropped or "dropped")
             return
         self.events_out += 1
-        if delivered.terminal and job_id is not None:
-            record.final = delivered
-            record.ended_at = anyio.current_time()
-            self._on_final(job_id)
-        elif record.final is not None and not delivered.kind.carries_data:
-            record.final = None  # a new run began
+        self._keep_final(record, delivered)
         if self.observers:
             self.notify(delivered)
         await self._dispatch(delivered)
+
+    def _keep_final(self, record: JobRecord, delivered: JobEvent) -> None:
+        job_id = delivered.job_id
+        if delivered.terminal and job_id is not None:
+            record.final = delivered
+            record.ended_at = anyio.current_time()
+            record.started = False  # a `started` earlier in the batch set it: the run is over
+            self._on_final(job_id)
+        elif record.final is not None and not delivered.kind.carries_data:
+            record.final = None  # a new run began
+            if job_id is not None:
+                self._on_new_run(job_id)
+
+    async def replay(self, events: Sequence[JobEvent]) -> None:
+        """Dispatch events the store recorded earlier but never saw dispatched (its inbox at
+        start, a record whose answer was lost): each in its job's turn, with the bookkeeping
+        of final events, as if delivered now."""
+        for event in events:
+            (record,) = (await self._take_turns([event.job_id])).values()
+            try:
+                self._keep_final(record, event)
+                self.notify(event)
+                await self._dispatch(event)
+            finally:
+                _pass_turn(record)
 
     async def _wait_turn(self, record: JobRecord) -> None:
         turn = anyio.Event()

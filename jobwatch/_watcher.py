@@ -135,7 +135,8 @@ class Watcher:
         self._dispatcher = Dispatcher(self.store, on_unsubscribe=self._on_unsubscribe)
         self._pipeline = Pipeline(self.store, dedup_ttl=self.config.dedup_ttl,
                                   dispatch=self._dispatcher.dispatch, on_check=self._check,
-                                  on_final=self._unwatch_transports)
+                                  on_final=self._unwatch_transports,
+                                  on_new_run=self._rewatch)
         self._host = _Host(self)
         self._state = _State.NEW
         self._tg: TaskGroup | None = None
@@ -239,10 +240,9 @@ class Watcher:
     async def _open_gate(self) -> None:
         # Runs at the first checkpoint of the `async with` body, after its callbacks are on.
         # Deliveries wait for the gate, so nothing new is recorded while the inbox replays.
-        for event in await self.store.pending():
-            self._totals["replayed"] += 1
-            self._pipeline.notify(event)
-            await self._dispatcher.dispatch(event)
+        pending = await self.store.pending()
+        self._totals["replayed"] += len(pending)
+        await self._pipeline.replay(pending)
         self._pipeline.ready.set()
         for job_id in self._inherited:
             self._watch(job_id)
@@ -262,10 +262,8 @@ class Watcher:
             except JobwatchError as exc:
                 log.warning("could not ask the store for events left undispatched: %s", exc)
                 continue
-            for event in events:
-                self._totals["replayed"] += 1
-                self._pipeline.notify(event)
-                await self._dispatcher.dispatch(event)
+            self._totals["replayed"] += len(events)
+            await self._pipeline.replay(events)
 
     # -- the application's API -----------------------------------------------------------
 
@@ -476,6 +474,12 @@ class Watcher:
         record.heard = anyio.current_time()
         for transport in self._transports:
             transport.watch(job_id)
+
+    def _rewatch(self, job_id: str) -> None:
+        # A finished job began a new run: whoever still watches it hears of that run too, and
+        # the safety net counts its silence from now.
+        if self._pipeline.job(job_id).watched and self._state is _State.OPEN:
+            self._watch_transports(job_id)
 
     def _unwatch_transports(self, job_id: str) -> None:
         self._pipeline.job(job_id).heard = None

@@ -1,0 +1,88 @@
+"""What a Watcher knows of a job's runs: events replayed from the store end a run as
+delivered ones do, and a finished job's new run is watched like the first."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import httpx
+import trio
+import trio.testing
+
+import jobwatch
+from jobwatch._guard import decide
+from jobwatch.abc import JobState
+from jobwatch.stores.memory import MemoryStore
+from jobwatch.testing import ScriptedTransport, make_event
+
+
+def _config(**core: Any) -> jobwatch.Config:
+    return jobwatch.Config.from_mapping({"jobwatch": {
+        "api_key": "rdr_x", "store": "memory", "safety_poll": 0.5, **core}}, environ={})
+
+
+class API:
+    """Reader's status answer for job j1, counting the polls."""
+
+    def __init__(self, status: str) -> None:
+        self.status = status
+        self.polls = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.polls += 1
+        return httpx.Response(200, json={"success": True, "data": {
+            "id": "j1", "status": self.status, "completed": 1, "total": 2}})
+
+
+def _run(main: Any) -> Any:
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_finished_jobs_new_run_is_watched_by_the_safety_net() -> None:
+    api, push, seen = API("processing"), ScriptedTransport(), []
+
+    async def main() -> None:
+        second_end = trio.Event()
+
+        def note(event: jobwatch.JobEvent) -> None:
+            seen.append(event.key)
+            if event.key == "j1:terminal#2":
+                second_end.set()
+
+        watcher = jobwatch.Watcher(_config(), transports=[push],
+                                   http_transport=httpx.MockTransport(api))
+        async with watcher:
+            watcher.subscribe(note, job_id="j1")
+            await push.send(make_event("started", "j1"))
+            await push.send(make_event("completed", "j1"))  # run 1 ends
+            await push.send(make_event("started", "j1"))  # a retry: the check poll confirms it
+            await trio.sleep(1)
+            assert "j1:started#2" in seen
+            api.status = "completed"  # run 2 ends, and nothing pushes it: the net must poll
+            with trio.fail_after(10):
+                await second_end.wait()
+
+    _run(main)
+
+
+def test_a_final_event_replayed_from_the_inbox_ends_the_run() -> None:
+    api, store, seen = API("completed"), MemoryStore(), []
+    final = make_event("completed", "j1", completed=2, total=2)
+
+    async def main() -> None:
+        # An earlier process recorded the job's end but stopped before dispatching it.
+        await store.open()
+        await store.put_job(JobState(job_id="j1", watched=True))
+        await store.record("j1", functools.partial(decide, event=final), ttl=60)
+        watcher = jobwatch.Watcher(_config(), transports=[ScriptedTransport()], store=store,
+                                   http_transport=httpx.MockTransport(api))
+        watcher.subscribe(lambda event: seen.append(event.key), job_id="j1")
+        async with watcher:
+            await trio.sleep(5)  # ten safety-net periods
+            with trio.fail_after(1):
+                assert (await watcher.wait("j1")).key == "j1:terminal#1"
+        assert seen == ["j1:terminal#1"]
+        assert api.polls == 0, "a job whose end was replayed is not polled again"
+
+    _run(main)
