@@ -247,6 +247,8 @@ class Watcher:
         for job_id in self._inherited:
             self._watch(job_id)
             self._watch_transports(job_id)
+            if self._tg is not None:
+                self._tg.start_soon(self._inherited_deadline, job_id)
         if self._inherited:
             await self._reconcile(self._inherited, reason="start")
 
@@ -462,10 +464,30 @@ class Watcher:
         record = self._pipeline.job(job_id)
         record.watchers -= 1
         if record.watchers <= 0:
-            record.watchers = 0
-            record.watched = False
-            self._watching.pop(job_id, None)
-            self._unwatch_transports(job_id)
+            self._stop_watching(record)
+
+    def _stop_watching(self, record: JobRecord) -> None:
+        assert record.job_id is not None
+        record.watchers = 0
+        record.watched = False
+        self._watching.pop(record.job_id, None)
+        self._unwatch_transports(record.job_id)
+        # The application let the job go while the Watcher runs: a later Watcher on this
+        # store need not poll it. (A Watcher that closes keeps its jobs watched, so that the
+        # next process picks them up.)
+        if self._state is _State.OPEN and record.final is None and self._tg is not None:
+            self._tg.start_soon(self._mark_ended, record.job_id)
+
+    async def _inherited_deadline(self, job_id: str) -> None:
+        # A job an earlier process left unfinished, that nobody here asked about, is watched
+        # for the default deadline, not forever (an unknown status would never end it).
+        await anyio.sleep(DEFAULT_TIMEOUT)
+        record = self._pipeline.job(job_id)
+        if record.watched and record.watchers == 0 and record.final is None:
+            log.warning("stopped watching job %s, left unfinished by an earlier process: no "
+                        "end within %g s and nobody here waits for it", job_id,
+                        DEFAULT_TIMEOUT)
+            self._stop_watching(record)
 
     def _watch_transports(self, job_id: str) -> None:
         record = self._pipeline.job(job_id)
@@ -522,9 +544,9 @@ class Watcher:
                 pass
 
     async def _mark_ended(self, job_id: str) -> None:
-        # A job whose watch ended in an error is watched no more: a later Watcher on this
-        # store must not poll it again. Shielded: the Watcher often closes right after the
-        # error it was waiting for.
+        # A job whose watch ended (in an error, or let go) is watched no more: a later Watcher
+        # on this store must not poll it again. Shielded: the Watcher often closes right after
+        # the error it was waiting for.
         def ended(state: JobState | None) -> Verdict:
             if state is None or not state.watched:
                 return Verdict(event=None)
