@@ -43,13 +43,15 @@ from ._pipeline import JobRecord, Pipeline
 from ._policy import Decision, Signals, check_names, choose_transport
 from ._registry import GROUPS, base, installed, load
 from ._values import JobState, Request, Response
-from .abc import Provider, Store, Transport, TransportHost, Verdict
+from .abc import Outcome, Provider, Store, Transport, TransportHost, Verdict
 
 __all__ = ["Statistics", "Watcher"]
 
 log = logging.getLogger("jobwatch")
 
 DEFAULT_TIMEOUT = 3600.0
+#: Seconds a finished job's one confirming request may take before its known end stands.
+_CONFIRM_DEADLINE = 5.0
 #: Seconds between two questions to the store for events a failed record left recorded.
 _STRANDED_EVERY = 1.0
 
@@ -306,6 +308,9 @@ class Watcher:
         self._check_open()
         check_job_id(job_id)
         record = self._pipeline.job(job_id)
+        if record.final is not None and not record.watched:
+            # It ended while nobody watched it here: it may have been retried since.
+            await self._confirm_final(job_id)
         if record.final is None:
             # Finished before this process knew of it: answer from the store and one poll,
             # without opening a stream or a poll schedule for it.
@@ -607,6 +612,25 @@ class Watcher:
             log.warning("could not record the poll of job %s: %s", job_id, exc)
             return
         record.snapshot = snapshot
+
+    async def _confirm_final(self, job_id: str) -> None:
+        """Ask the API once, briefly, whether a finished job began a new run; the snapshot goes
+        through the pipeline (a new run clears the final event). An API that does not answer
+        at once changes nothing: the final event known here stands."""
+        with anyio.move_on_after(_CONFIRM_DEADLINE):
+            try:
+                response = await self._api.request(self.provider.status_request(job_id))
+            except JobwatchError:
+                return
+            if self.provider.classify(response).outcome is not Outcome.FINE:
+                return
+            try:
+                _, events = self.provider.decode_status(job_id, response, None, source="poll")
+                with anyio.CancelScope(shield=True):
+                    await self._pipeline.deliver(events, authoritative=True,
+                                                 as_of=response.sent_at)
+            except JobwatchError as exc:
+                log.debug("could not confirm the end of job %s: %s", job_id, exc)
 
     async def _safety_net(self, seconds: float) -> None:
         tick = max(min(seconds / 4, 5.0), 0.05)

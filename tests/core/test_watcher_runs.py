@@ -133,3 +133,25 @@ def test_a_job_left_by_a_closing_watcher_is_watched_by_the_next_until_a_deadline
             assert api.polls == polls
 
     _run(main)
+
+
+def test_waiting_again_on_a_retried_job_waits_for_its_new_run() -> None:
+    api = API("failed")
+
+    async def main() -> None:
+        async with jobwatch.Watcher(_poll_config(), store=MemoryStore(),
+                                    http_transport=httpx.MockTransport(api)) as watcher:
+            first = await watcher.wait("j1", timeout=60)
+            api.status = "processing"  # the job is retried: a new run
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_finish_later, api)
+                second = await watcher.wait("j1", timeout=60)
+        assert (first.kind, first.key) == ("failed", "j1:terminal#1")
+        assert (second.kind, second.key) == ("completed", "j1:terminal#2")
+
+    _run(main)
+
+
+async def _finish_later(api: API) -> None:
+    await trio.sleep(20)
+    api.status = "completed"
