@@ -17,7 +17,7 @@ What makes a stream reliable (details in ``docs/streaming.md``):
 - **A heartbeat watchdog**: ``heartbeat_timeout`` seconds without a byte (an event, or a
   ``: ping`` comment) and the stream is reconnected.
 - **Reconcile**: a connection that was not resumed with ``Last-Event-ID`` (the first one, and
-  every reconnect to a server without ids, such as Reader) polls each of its watched jobs once,
+  every reconnect to a server without ids) polls each of its watched jobs once,
   paced at the request budget's rate, so nothing that happened while it was down is lost.
 - **A hostile server is contained**: the transport parses the bytes itself
   (:mod:`~jobwatch.transports._sse_parser`), holding at most ``max_event_bytes`` of a line or
@@ -101,7 +101,7 @@ class SSEOptions:
     Attributes:
         scope: ``job`` (one stream per watched job) or ``workspace`` (one for all jobs).
         heartbeat_timeout: seconds without a byte before the stream is taken as stalled and
-            reconnected (Reader pings every 30 s).
+            reconnected (well above the API's own ping interval).
         connect_timeout: seconds to wait for a connection to the server.
         backoff_initial: the first delay before reconnecting, seconds (the server's ``retry:``
             replaces it).
