@@ -25,10 +25,11 @@ Rules (WHATWG EventSource, plus what jobwatch adds):
   next attempt is ``base · multiplier^failures`` (``base`` is the server's ``retry:`` if it
   sent one, else ``Backoff.initial``), capped at ``max(Backoff.maximum, retry)``, with up to
   ``Backoff.jitter`` of it taken off at random — but never below the server's ``retry:``.
-  A 429 waits at least its ``Retry-After``. A connection that broke a bound (an oversized
-  line or event, a compression bomb) fails too, whatever it sent before.
-- ``max_failures`` failed attempts in a row, or an endpoint that does not serve a stream (404,
-  405, another 4xx, a content type that is not ``text/event-stream``), fall back to polling;
+  A rate-limited answer waits at least the time it names. A connection that broke a bound (an
+  oversized line or event, a compression bomb) fails too, whatever it sent before.
+- ``max_failures`` failed attempts in a row, or an endpoint that does not serve a stream (the
+  provider classifies the answer as gone or fatal, or its content type is not
+  ``text/event-stream``), fall back to polling;
   the stream is probed again every ``probe_interval`` seconds, and a probe that opens ends
   the fallback. A 401 ends the stream: retrying with a refused key cannot succeed.
 - A connection that opens without sending ``Last-Event-ID`` cannot have been resumed, so its
@@ -87,11 +88,11 @@ class Cause(enum.Enum):
     STALLED = "stalled"
     #: No response: connection refused, reset or timed out before the headers.
     REFUSED = "refused"
-    #: An answer worth retrying: 5xx or 429.
+    #: An answer worth retrying (a server error, a rate limit, as the provider classifies it).
     RETRYABLE = "retryable"
-    #: The endpoint does not serve a stream: 404, 405, another 4xx, or not text/event-stream.
+    #: The endpoint does not serve a stream (gone or fatal, or not text/event-stream).
     UNSUPPORTED = "unsupported"
-    #: 401: the API refused the credentials.
+    #: The API refused the credentials.
     UNAUTHORIZED = "unauthorized"
     #: The server broke a bound mid-stream (an oversized line or event, a compression bomb,
     #: a corrupt body): a failed attempt, even though bytes arrived.
