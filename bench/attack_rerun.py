@@ -90,8 +90,9 @@ def crash(kills: int, senders: int) -> list[Row]:
             for future in running:
                 future.result()
         deadline = time.monotonic() + 20
-        while {job for _, job in test_crash._handled(folder)} < set(sent) \
-                and time.monotonic() < deadline:
+        while {job for _, job in test_crash._handled(folder)} < set(
+            sent
+        ) and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         done.set()
@@ -99,14 +100,19 @@ def crash(kills: int, senders: int) -> list[Row]:
     handled = test_crash._handled(folder)
     seen = collections.Counter(job for _, job in handled)
     lost = len(set(sent) - set(seen))
-    twice_in_a_run = sum((collections.Counter(handled) - collections.Counter(set(handled)))
-                         .values())
+    twice_in_a_run = sum(
+        (collections.Counter(handled) - collections.Counter(set(handled))).values()
+    )
     again = sum(n - 1 for n in seen.values())
     shutil.rmtree(folder, ignore_errors=True)
     what = f"sqlite receiver SIGKILLed {kills}x, {senders} senders"
     return [
-        Row(what, "deliveries acknowledged / dispatched", f"{len(sent):,} / {len(seen):,}",
-            lost == 0),
+        Row(
+            what,
+            "deliveries acknowledged / dispatched",
+            f"{len(sent):,} / {len(seen):,}",
+            lost == 0,
+        ),
         Row(what, "acknowledged and lost", str(lost), lost == 0),
         Row(what, "dispatched again after a restart", f"{again:,}", True),
         Row(what, "dispatched twice by one process", str(twice_in_a_run), twice_in_a_run == 0),
@@ -126,20 +132,23 @@ def redis_killed() -> list[Row]:
     url, prefix = server.url, "jw"
     stream = f"{prefix}:events"
     logs = [folder / f"{name}.log" for name in ("r1", "r2", "c1")]
-    procs = [fleet.spawn("receiver", url, prefix, stream, f"r{n}", fleet.SECRET,
-                         log=logs[n - 1]) for n in (1, 2)]
+    procs = [
+        fleet.spawn("receiver", url, prefix, stream, f"r{n}", fleet.SECRET, log=logs[n - 1])
+        for n in (1, 2)
+    ]
     procs.append(fleet.spawn("consumer", url, prefix, stream, "c1", log=logs[2]))
     statuses: collections.Counter[int] = collections.Counter()
     try:
         urls = [fleet.first_line(proc, log) for proc, log in zip(procs, logs, strict=True)][:2]
         items = fleet.deliveries(jobs=20, pages=5)
         sends = fleet.fan_out(items, len(urls), random.Random(3))
-        parts = [sends[i * len(sends) // 5:(i + 1) * len(sends) // 5] for i in range(5)]
+        parts = [sends[i * len(sends) // 5 : (i + 1) * len(sends) // 5] for i in range(5)]
         statuses.update(fleet.send_all(parts[0], urls))
         for down, after in ((parts[1], parts[2]), (parts[3], parts[4])):
             server.stop()  # killed mid-run: deliveries meet receivers that cannot record
             during = threading.Thread(
-                target=lambda d=down: statuses.update(fleet.send_all(d, urls, deadline=60)))
+                target=lambda d=down: statuses.update(fleet.send_all(d, urls, deadline=60))
+            )
             during.start()
             time.sleep(2.0)
             server.start()
@@ -159,12 +168,19 @@ def redis_killed() -> list[Row]:
     shutil.rmtree(folder, ignore_errors=True)
     what = "Redis killed twice, 2 receivers + 1 worker"
     return [
-        Row(what, "events / deliveries sent (duplicates included)",
-            f"{len(expected)} / {len(sends)}", True),
+        Row(
+            what,
+            "events / deliveries sent (duplicates included)",
+            f"{len(expected)} / {len(sends)}",
+            True,
+        ),
         Row(what, "answered 503 while Redis was down", str(statuses.get(503, 0)), True),
-        Row(what, "events handled once / lost / twice",
+        Row(
+            what,
+            "events handled once / lost / twice",
             f"{sum(1 for n in counts.values() if n == 1)} / {lost} / {twice}",
-            lost == 0 and twice == 0),
+            lost == 0 and twice == 0,
+        ),
     ]
 
 
@@ -185,8 +201,9 @@ def lost_answer() -> list[Row]:
         client.script_load(COMMIT_BATCH)
         proxy = RedisProxy()
         try:
-            figures = anyio.run(_lose_an_answer, adoption, proxy, url, prefix, retry_to,
-                                backend="trio")
+            figures = anyio.run(
+                _lose_an_answer, adoption, proxy, url, prefix, retry_to, backend="trio"
+            )
         finally:
             proxy.close()
             keys = list(client.scan_iter(match=f"{prefix}*"))
@@ -194,19 +211,26 @@ def lost_answer() -> list[Row]:
                 client.delete(*keys)
             client.close()
         dispatched, seconds = figures
-        rows.append(Row("commit ran, answer lost, Redis away > record_deadline",
-                        f"503, retry to {retry_to}: dispatched without a restart",
-                        f"{dispatched} of 1, {seconds:.1f} s after Redis was back",
-                        dispatched == 1))
+        rows.append(
+            Row(
+                "commit ran, answer lost, Redis away > record_deadline",
+                f"503, retry to {retry_to}: dispatched without a restart",
+                f"{dispatched} of 1, {seconds:.1f} s after Redis was back",
+                dispatched == 1,
+            )
+        )
     return rows
 
 
-async def _lose_an_answer(adoption: Any, proxy: Any, url: str, prefix: str,
-                          retry_to: str) -> tuple[int, float]:
+async def _lose_an_answer(
+    adoption: Any, proxy: Any, url: str, prefix: str, retry_to: str
+) -> tuple[int, float]:
     first: list[jobwatch.JobEvent] = []
     other: list[jobwatch.JobEvent] = []
-    async with adoption._receiver(proxy.url(), prefix, "r1", first) as r1, \
-            adoption._receiver(url, prefix, "r2", other) as r2:
+    async with (
+        adoption._receiver(proxy.url(), prefix, "r1", first) as r1,
+        adoption._receiver(url, prefix, "r2", other) as r2,
+    ):
         await adoption._lose_the_answer(r1, proxy)
         refused_at = anyio.current_time()
         body, headers = adoption._delivery()
@@ -241,13 +265,18 @@ def slowloris(connections: int = 1100, limit: int = 1024) -> list[Row]:
             slow = hostile._open_slow(int(url.rsplit(":", 1)[1]), connections)
             with httpx.Client(timeout=5) as client:
                 for n in range(20):
-                    body = json.dumps({"jobId": f"job_{n}", "status": "completed",
-                                       "completed": 1, "total": 1}).encode()
+                    body = json.dumps(
+                        {"jobId": f"job_{n}", "status": "completed", "completed": 1, "total": 1}
+                    ).encode()
                     started = time.monotonic()
                     try:
-                        answers.append(client.post(
-                            f"{url}{receiver_node.PATH}", content=body,
-                            headers=hostile._signed(body, receiver_node.SECRET)).status_code)
+                        answers.append(
+                            client.post(
+                                f"{url}{receiver_node.PATH}",
+                                content=body,
+                                headers=hostile._signed(body, receiver_node.SECRET),
+                            ).status_code
+                        )
                     except httpx.TransportError as exc:
                         answers.append(type(exc).__name__)
                     latencies.append(time.monotonic() - started)
@@ -262,10 +291,14 @@ def slowloris(connections: int = 1100, limit: int = 1024) -> list[Row]:
         log_bytes = (folder / "stderr").stat().st_size
         shutil.rmtree(folder, ignore_errors=True)
         ok = answers.count(200)
-        rows.append(Row(f"{connections:,} half-body connections, {limit:,} descriptors "
-                        f"({backend})", "genuine deliveries answered 200; slowest; CPU; log",
-                        f"{ok}/20; {max(latencies) * 1000:.0f} ms; {cpu:.1f} s; "
-                        f"{log_bytes:,} B", ok == 20))
+        rows.append(
+            Row(
+                f"{connections:,} half-body connections, {limit:,} descriptors ({backend})",
+                "genuine deliveries answered 200; slowest; CPU; log",
+                f"{ok}/20; {max(latencies) * 1000:.0f} ms; {cpu:.1f} s; {log_bytes:,} B",
+                ok == 20,
+            )
+        )
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     return rows
 
@@ -288,19 +321,34 @@ def replays() -> list[Row]:
     for name, scheme in SCHEMES.items():
         statuses, dispatched, sent = anyio.run(_replay, scheme, backend="trio")
         refused = sum(n for s, n in statuses.items() if s.startswith("400"))
-        rows.append(Row(f"replays and relabels ({name})",
-                        "sent; dispatched; answered duplicate; refused 400",
-                        f"{sent}; {dispatched}; {statuses.get('duplicate', 0)}; {refused}",
-                        dispatched == 0 and refused + statuses.get("duplicate", 0) == sent))
+        rows.append(
+            Row(
+                f"replays and relabels ({name})",
+                "sent; dispatched; answered duplicate; refused 400",
+                f"{sent}; {dispatched}; {statuses.get('duplicate', 0)}; {refused}",
+                dispatched == 0 and refused + statuses.get("duplicate", 0) == sent,
+            )
+        )
     return rows
 
 
 def _scheme_config(scheme: Any, store: dict[str, Any]) -> jobwatch.Config:
-    secret = "whsec_" + base64.b64encode(_SECRET.encode()).decode() \
-        if scheme == "standard-webhooks" else _SECRET
-    return jobwatch.Config.from_mapping({"jobwatch": {
-        "api_key": "rdr_sim", "transport": "webhook", "safety_poll": 0, **store,
-        "webhook": {"secrets": [secret], "scheme": scheme}}})
+    secret = (
+        "whsec_" + base64.b64encode(_SECRET.encode()).decode()
+        if scheme == "standard-webhooks"
+        else _SECRET
+    )
+    return jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "api_key": "rdr_sim",
+                "transport": "webhook",
+                "safety_poll": 0,
+                **store,
+                "webhook": {"secrets": [secret], "scheme": scheme},
+            }
+        }
+    )
 
 
 async def _replay(scheme: Any) -> tuple[collections.Counter[str], int, int]:
@@ -318,15 +366,20 @@ async def _replay(scheme: Any) -> tuple[collections.Counter[str], int, int]:
     path = "/hooks/reader"
 
     def signed(body: bytes, event: str, delivery: str) -> dict[str, str]:
-        return {**signer.sign(body, now=time.time(), delivery_id=delivery),
-                "content-type": "application/json", "x-reader-event": event,
-                "x-reader-delivery": delivery}
+        return {
+            **signer.sign(body, now=time.time(), delivery_id=delivery),
+            "content-type": "application/json",
+            "x-reader-event": event,
+            "x-reader-delivery": delivery,
+        }
 
     body = json.dumps(PAGE).encode()
     captured = signed(body, "job.page", "d-original")
     # Unsigned headers changed: the event name, the delivery id.
-    forged = [{**captured, "x-reader-event": event, "x-reader-delivery": f"d-forged-{n}"}
-              for n, event in enumerate(("job.failed", "credit.low", "job.completed"))]
+    forged = [
+        {**captured, "x-reader-event": event, "x-reader-delivery": f"d-forged-{n}"}
+        for n, event in enumerate(("job.failed", "credit.low", "job.completed"))
+    ]
     again = [{**captured, "x-reader-delivery": f"d-fresh-{n}"} for n in range(3)]
     statuses: collections.Counter[str] = collections.Counter()
     dispatched = 0
@@ -334,29 +387,46 @@ async def _replay(scheme: Any) -> tuple[collections.Counter[str], int, int]:
     async def attack(client: Any) -> None:
         for headers in [captured, *forged, *again]:
             reply = await client.post(path, content=body, headers=headers)
-            statuses["duplicate" if reply.status_code == 200 and reply.json().get("duplicate")
-                     else f"{reply.status_code}"] += 1
+            statuses[
+                "duplicate"
+                if reply.status_code == 200 and reply.json().get("duplicate")
+                else f"{reply.status_code}"
+            ] += 1
 
     async def run_again(store: Any) -> None:  # a poll saw the job's second run
-        await store.put_job(JobState(job_id="job_9", run=2, started=True, watched=True,
-                                     status=jobwatch.JobStatus.PROCESSING))
+        await store.put_job(
+            JobState(
+                job_id="job_9",
+                run=2,
+                started=True,
+                watched=True,
+                status=jobwatch.JobStatus.PROCESSING,
+            )
+        )
 
-    async with receiving(cfg, store=SQLiteStore(folder / "s.db")) as running, \
-            running.client() as client:
+    async with (
+        receiving(cfg, store=SQLiteStore(folder / "s.db")) as running,
+        running.client() as client,
+    ):
         assert (await client.post(path, content=body, headers=captured)).status_code == 200
         await until(lambda: len(running.events) == 1)
         for headers in [*forged, *again]:
             reply = await client.post(path, content=body, headers=headers)
-            statuses["duplicate" if reply.status_code == 200 and reply.json().get("duplicate")
-                     else f"{reply.status_code}"] += 1
+            statuses[
+                "duplicate"
+                if reply.status_code == 200 and reply.json().get("duplicate")
+                else f"{reply.status_code}"
+            ] += 1
         await anyio.sleep(0.1)
         dispatched += len(running.events) - 1
     store = SQLiteStore(folder / "s.db")
     await store.open()
     await run_again(store)
     await store.aclose()
-    async with receiving(cfg, store=SQLiteStore(folder / "s.db")) as running, \
-            running.client() as client:  # restarted, the job in its second run
+    async with (
+        receiving(cfg, store=SQLiteStore(folder / "s.db")) as running,
+        running.client() as client,
+    ):  # restarted, the job in its second run
         await attack(client)
         await anyio.sleep(0.1)
         dispatched += len(running.events)
@@ -368,8 +438,9 @@ async def _replay(scheme: Any) -> tuple[collections.Counter[str], int, int]:
         await receiver.handle("POST", path, captured, body)
         for n in range(10_001):
             other = json.dumps({"jobId": f"job_{n}", "url": f"https://example.com/{n}"})
-            await receiver.handle("POST", path, signed(other.encode(), "job.page", f"o{n}"),
-                                  other.encode())
+            await receiver.handle(
+                "POST", path, signed(other.encode(), "job.page", f"o{n}"), other.encode()
+            )
         await until(lambda: len(running.events) == 10_002, 30)
         await run_again(memory)
         await attack(client)
@@ -423,6 +494,7 @@ async def _sse() -> list[Row]:
 
     elsewhere = Hostile(moved_stream)
     async with serving(elsewhere) as other_url:
+
         async def moved(scope: Any, send: Any) -> None:
             await redirect(send, 302, f"{other_url}/v1/events")
 
@@ -431,8 +503,14 @@ async def _sse() -> list[Row]:
             async with h.watcher(h.config(url, fallback_interval=0.05, probe_interval=30)) as w:
                 await h.until(lambda: h.sse_stats(w).get("fallbacks") == 1 or elsewhere.requests)
     leaked = sum(1 for _, headers in elsewhere.requests if headers.get("x-api-key"))
-    rows.append(Row("SSE: 302 to another origin", "requests to the other origin; key sent",
-                    f"{len(elsewhere.requests)}; {leaked}", not elsewhere.requests))
+    rows.append(
+        Row(
+            "SSE: 302 to another origin",
+            "requests to the other origin; key sent",
+            f"{len(elsewhere.requests)}; {leaked}",
+            not elsewhere.requests,
+        )
+    )
 
     async def loop(scope: Any, send: Any) -> None:
         await redirect(send, 302, scope["path"])
@@ -442,26 +520,43 @@ async def _sse() -> list[Row]:
         async with h.watcher(h.config(url, fallback_interval=30, probe_interval=30)) as w:
             await h.until(lambda: h.sse_stats(w).get("fallbacks") == 1)
             budget = w.statistics().requests
-    rows.append(Row("SSE: redirect loop", "requests made / taken from the budget",
-                    f"{len(server.requests)} / {budget}", len(server.requests) == budget))
+    rows.append(
+        Row(
+            "SSE: redirect loop",
+            "requests made / taken from the budget",
+            f"{len(server.requests)} / {budget}",
+            len(server.requests) == budget,
+        )
+    )
 
-    for stream, what in (("line", "64 MiB line without a newline"),
-                         ("gzip-bomb", "gzip bomb, 64 MiB of zeros in ~64 KiB")):
+    for stream, what in (
+        ("line", "64 MiB line without a newline"),
+        ("gzip-bomb", "gzip bomb, 64 MiB of zeros in ~64 KiB"),
+    ):
         async with hostile_process() as url:
             with h.peak_memory() as peak:
-                async with h.watcher(h.config(f"{url}/{stream}", max_failures=3,
-                                              probe_interval=30)) as w:
+                async with h.watcher(
+                    h.config(f"{url}/{stream}", max_failures=3, probe_interval=30)
+                ) as w:
                     await h.until(lambda w=w: h.sse_stats(w).get("fallbacks") == 1, 60)
                     dropped = h.sse_stats(w).get("oversized", 0)
-        rows.append(Row(f"SSE: {what}", "peak traced memory; streams dropped",
-                        f"{peak[0] / MiB:.1f} MiB; {dropped}",
-                        peak[0] < h.MEMORY_BOUND and dropped == 3))
+        rows.append(
+            Row(
+                f"SSE: {what}",
+                "peak traced memory; streams dropped",
+                f"{peak[0] / MiB:.1f} MiB; {dropped}",
+                peak[0] < h.MEMORY_BOUND and dropped == 3,
+            )
+        )
 
     deflate = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
-    flood = (deflate.compress(b"\n" * 3 * MiB + b"data: x\n\n" * 50_000)
-             + deflate.flush(zlib.Z_SYNC_FLUSH))
-    final = deflate.compress(b'event: job:completed\ndata: {"jobId": "job_1", "status": '
-                             b'"completed", "completed": 9, "total": 9}\n\n')
+    flood = deflate.compress(b"\n" * 3 * MiB + b"data: x\n\n" * 50_000) + deflate.flush(
+        zlib.Z_SYNC_FLUSH
+    )
+    final = deflate.compress(
+        b'event: job:completed\ndata: {"jobId": "job_1", "status": '
+        b'"completed", "completed": 9, "total": 9}\n\n'
+    )
     final += deflate.flush(zlib.Z_SYNC_FLUSH)
 
     async def bomb(scope: Any, send: Any) -> None:
@@ -477,10 +572,14 @@ async def _sse() -> list[Row]:
             with anyio.fail_after(60):
                 done = await w.wait(h.JOB)
         tg.cancel_scope.cancel()
-    rows.append(Row("SSE: 3 MiB of newlines + 50,000 empty frames, gzipped",
-                    "longest hold of the event loop; job seen completed",
-                    f"{lateness.worst * 1000:.0f} ms; {done.kind == 'completed'}",
-                    lateness.worst < 0.25 and done.kind == "completed"))
+    rows.append(
+        Row(
+            "SSE: 3 MiB of newlines + 50,000 empty frames, gzipped",
+            "longest hold of the event loop; job seen completed",
+            f"{lateness.worst * 1000:.0f} ms; {done.kind == 'completed'}",
+            lateness.worst < 0.25 and done.kind == "completed",
+        )
+    )
 
     jobs = [f"job_{n}" for n in range(10)]
 
@@ -498,9 +597,14 @@ async def _sse() -> list[Row]:
     opens, polls = server.stream_opens, server.poll_times
     gap = min(b - a for a, b in zip(opens, opens[1:], strict=False))
     busiest = max(sum(1 for t in polls if first <= t < first + 1.0) for first in polls)
-    rows.append(Row("SSE: retry: 0 (rpm 60, 10 jobs)",
-                    "shortest reconnect gap; most reconcile polls in a second",
-                    f"{gap:.2f} s; {busiest}", gap >= 0.48 and busiest <= 6))
+    rows.append(
+        Row(
+            "SSE: retry: 0 (rpm 60, 10 jobs)",
+            "shortest reconnect gap; most reconcile polls in a second",
+            f"{gap:.2f} s; {busiest}",
+            gap >= 0.48 and busiest <= 6,
+        )
+    )
 
     async def patient(scope: Any, send: Any) -> None:
         await start_stream(send)
@@ -511,8 +615,7 @@ async def _sse() -> list[Row]:
             async with h.watcher(h.config(url)):
                 await h.until(lambda: any("reconnecting in" in line for line in lines))
     delay = float(re.findall(r"reconnecting in ([0-9.]+) s", "\n".join(lines))[0])
-    rows.append(Row("SSE: retry: 99999999999", "next reconnect in", f"{delay:.0f} s",
-                    delay <= 60))
+    rows.append(Row("SSE: retry: 99999999999", "next reconnect in", f"{delay:.0f} s", delay <= 60))
     return rows
 
 
@@ -540,8 +643,12 @@ async def _redaction() -> list[Row]:
             async with jobwatch.Watcher(r._config(secret, api_key=sim.api_key)) as watcher:
                 await watcher.wait(job_id, timeout=30)
             report = io.StringIO()
-            await doctor(r._config(secret, api_key=sim.api_key), report, environ={},
-                         signals=Signals(tty=False, notebook=False, web_server=False))
+            await doctor(
+                r._config(secret, api_key=sim.api_key),
+                report,
+                environ={},
+                signals=Signals(tty=False, notebook=False, web_server=False),
+            )
         unreachable = f"http://reader:{r.PASSWORD}@127.0.0.1:{r._closed_port()}"
         async with jobwatch.Watcher(r._config(unreachable)) as watcher:
             with anyio.move_on_after(2.0):
@@ -552,19 +659,32 @@ async def _redaction() -> list[Row]:
                         pass
                 except jobwatch.JobwatchError as exc:
                     errors.append(str(exc))
-            await doctor(r._config(unreachable), report, environ={},
-                         signals=Signals(tty=False, notebook=False, web_server=False))
-    shown = [repr(RedisOptions(url=f"redis://user:{r.PASSWORD}@127.0.0.1:6379/0")),
-             repr(RedisOptions(url=f"unix:///run/redis.sock?password={r.PASSWORD}"))]
+            await doctor(
+                r._config(unreachable),
+                report,
+                environ={},
+                signals=Signals(tty=False, notebook=False, web_server=False),
+            )
+    shown = [
+        repr(RedisOptions(url=f"redis://user:{r.PASSWORD}@127.0.0.1:6379/0")),
+        repr(RedisOptions(url=f"unix:///run/redis.sock?password={r.PASSWORD}")),
+    ]
     leaks = sum(r.PASSWORD in line for line in lines)
     what = "password in base_url (a simulator run, an unreachable API)"
     return [
-        Row(what, "log lines with the password / all lines", f"{leaks} / {len(lines)}",
-            leaks == 0 and len(lines) > 0),
-        Row(what, "doctor reports, error messages, Redis reprs with it / all",
+        Row(
+            what,
+            "log lines with the password / all lines",
+            f"{leaks} / {len(lines)}",
+            leaks == 0 and len(lines) > 0,
+        ),
+        Row(
+            what,
+            "doctor reports, error messages, Redis reprs with it / all",
             f"{sum(r.PASSWORD in text for text in [report.getvalue(), *errors, *shown])} / "
             f"{1 + len(errors) + len(shown)}",
-            all(r.PASSWORD not in text for text in [report.getvalue(), *errors, *shown])),
+            all(r.PASSWORD not in text for text in [report.getvalue(), *errors, *shown]),
+        ),
     ]
 
 
@@ -617,8 +737,12 @@ async def _damage() -> list[Row]:
     cases.append(("WAL cut in half", lambda: d._truncate(Path(f"{path3}-wal"), half=True)))
     path4 = await crashed("frame")
     frames = d._committed_frames(Path(f"{path4}-shm"))
-    cases.append(("WAL cut at a frame boundary", lambda: d._truncate(
-        Path(f"{path4}-wal"), 32 + (frames - 1) * (24 + 4096))))
+    cases.append(
+        (
+            "WAL cut at a frame boundary",
+            lambda: d._truncate(Path(f"{path4}-wal"), 32 + (frames - 1) * (24 + 4096)),
+        )
+    )
     path5 = await closed("page")
     cases.append(("a zeroed page", lambda: zero_page(path5)))
     path6, theirs = await closed("ours", 3), await closed("theirs", 1)
@@ -633,18 +757,25 @@ async def _damage() -> list[Row]:
     zero_page(listen)
     config = listen.parent / "jobwatch.toml"
     config.write_text(
-        "[jobwatch]\nstore = \"sqlite\"\nsafety_poll = 0\n"
+        '[jobwatch]\nstore = "sqlite"\nsafety_poll = 0\n'
         f"[jobwatch.sqlite]\npath = {str(listen)!r}\n"
-        "[jobwatch.webhook]\nlisten = \"127.0.0.1:0\"\nsecrets = [\"s3cret\"]\n")
+        '[jobwatch.webhook]\nlisten = "127.0.0.1:0"\nsecrets = ["s3cret"]\n'
+    )
     with anyio.fail_after(30):
         done = await anyio.run_process(
-            [sys.executable, "-m", "jobwatch", "listen", "--config", str(config)], check=False,
-            env={**os.environ, "NO_COLOR": "1"})
+            [sys.executable, "-m", "jobwatch", "listen", "--config", str(config)],
+            check=False,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
     printed = b"listening on" in done.stdout
-    rows.append(Row("sqlite store: a zeroed page, `jobwatch listen`",
-                    "listened before refusing; exit code; stderr lines",
-                    f"{printed}; {done.returncode}; {len(done.stderr.strip().splitlines())}",
-                    not printed and done.returncode == 2))
+    rows.append(
+        Row(
+            "sqlite store: a zeroed page, `jobwatch listen`",
+            "listened before refusing; exit code; stderr lines",
+            f"{printed}; {done.returncode}; {len(done.stderr.strip().splitlines())}",
+            not printed and done.returncode == 2,
+        )
+    )
     shutil.rmtree(base, ignore_errors=True)
     return rows
 
@@ -697,8 +828,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
         rows += found
     load = os.getloadavg()[0]
-    print(f"jobwatch {jobwatch.__version__}, Python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} cores, 1-minute load {load:.2f} at the end")
+    print(
+        f"jobwatch {jobwatch.__version__}, Python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} cores, 1-minute load {load:.2f} at the end"
+    )
     print(table(rows))
     return 0 if all(row.holds for row in rows) else 1
 

@@ -45,12 +45,21 @@ import httpx
 def _server_app(sim_url: str, flush_interval: float) -> tuple[Any, Any]:
     import jobwatch
 
-    config = jobwatch.Config.from_mapping({"jobwatch": {
-        "base_url": sim_url, "api_key": "rdr_sim", "transport": "sse", "store": "memory",
-        "safety_poll": 0, "sse": {"scope": "workspace"},
-        # Following each job would add one reconcile poll per job to the flood: left out to
-        # measure the relay.
-        "dashboard": {"follow": False, "flush_interval": flush_interval}}})
+    config = jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "base_url": sim_url,
+                "api_key": "rdr_sim",
+                "transport": "sse",
+                "store": "memory",
+                "safety_poll": 0,
+                "sse": {"scope": "workspace"},
+                # Following each job would add one reconcile poll per job to the flood: left out to
+                # measure the relay.
+                "dashboard": {"follow": False, "flush_interval": flush_interval},
+            }
+        }
+    )
     watcher = jobwatch.Watcher(config)
     dashboard = watcher.dashboard_app()
     times: list[float] = []
@@ -66,14 +75,22 @@ def _server_app(sim_url: str, flush_interval: float) -> tuple[Any, Any]:
         if scope["type"] == "http" and scope["path"] == "/_bench":
             import psutil
 
-            answer = {"count": len(times), "rss": psutil.Process().memory_info().rss,
-                      "relay": dashboard.stats()["relay"]}
+            answer = {
+                "count": len(times),
+                "rss": psutil.Process().memory_info().rss,
+                "relay": dashboard.stats()["relay"],
+            }
             since = scope["query_string"].decode().removeprefix("since=")
             if since.isdigit():  # the dispatch times from event `since` on
-                answer["times"] = times[int(since):]
+                answer["times"] = times[int(since) :]
             body = json.dumps(answer).encode()
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-length", str(len(body)).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         await dashboard(scope, receive, send)
@@ -138,8 +155,9 @@ async def _clients(url: str, count: int) -> None:
 
 class _Child:
     def __init__(self, argv: list[str]) -> None:
-        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        text=True)
+        self.process = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
 
     def line(self) -> str:
         assert self.process.stdout is not None
@@ -170,8 +188,10 @@ class _Cpu:
         system took the CPU from it while it could run: other load)."""
         now = [self._used(p) for p in self.processes]
         seconds = time.monotonic() - self.began
-        return " / ".join(f"{(cpu - cpu0) / seconds:.2f} ({(cs - cs0) / seconds:.0f} preempted/s)"
-                          for (cpu, cs), (cpu0, cs0) in zip(now, self.start, strict=True))
+        return " / ".join(
+            f"{(cpu - cpu0) / seconds:.2f} ({(cs - cs0) / seconds:.0f} preempted/s)"
+            for (cpu, cs), (cpu0, cs0) in zip(now, self.start, strict=True)
+        )
 
 
 def _listening(child: _Child) -> str:
@@ -190,8 +210,7 @@ def _count(server: httpx.Client) -> int:
     return int(server.get("/_bench").json()["count"])
 
 
-def _wait_for(server: httpx.Client, start: int, events: int, quiet: float = 1.0
-              ) -> list[float]:
+def _wait_for(server: httpx.Client, start: int, events: int, quiet: float = 1.0) -> list[float]:
     """Wait until ``start + events`` events are dispatched (or none for ``quiet`` s); the
     dispatch times from event ``start`` on."""
     last, changed = start, time.monotonic()
@@ -216,8 +235,9 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def _alone(sim: httpx.Client, server: httpx.Client, args: argparse.Namespace,
-           children: list[_Child]) -> tuple[float, str]:
+def _alone(
+    sim: httpx.Client, server: httpx.Client, args: argparse.Namespace, children: list[_Child]
+) -> tuple[float, str]:
     """A flood with no client: the dispatch rate, and the CPU the processes spent."""
     cpu = _Cpu(*children)
     start = _count(server)
@@ -226,12 +246,18 @@ def _alone(sim: httpx.Client, server: httpx.Client, args: argparse.Namespace,
     return _middle(times)[2], cpu.share()
 
 
-def _shared(sim: httpx.Client, server: httpx.Client, url: str, args: argparse.Namespace,
-            children: list[_Child]) -> dict[str, Any]:
+def _shared(
+    sim: httpx.Client,
+    server: httpx.Client,
+    url: str,
+    args: argparse.Namespace,
+    children: list[_Child],
+) -> dict[str, Any]:
     """A flood with the clients connected: rates, lags, memory and CPU."""
     rss_idle = server.get("/_bench").json()["rss"]
-    clients = _Child([sys.executable, __file__, "--client-process", "--url", url,
-                      "--clients", str(args.clients)])
+    clients = _Child(
+        [sys.executable, __file__, "--client-process", "--url", url, "--clients", str(args.clients)]
+    )
     try:
         assert clients.line() == "connected"
         time.sleep(1.0)
@@ -260,9 +286,15 @@ def _shared(sim: httpx.Client, server: httpx.Client, url: str, args: argparse.Na
             per_client.append(received / (inside[-1][2] - inside[0][2]))
         for n, count, at in inside:
             lags += [at - times[int(n) - 1 - before]] * int(count)
-    return {"rate": rate, "per_client": per_client, "lags": lags, "cpu": share,
-            "memory": (rss_connected - rss_idle) / args.clients, "rss": bench["rss"],
-            "relay": bench["relay"]}
+    return {
+        "rate": rate,
+        "per_client": per_client,
+        "lags": lags,
+        "cpu": share,
+        "memory": (rss_connected - rss_idle) / args.clients,
+        "rss": bench["rss"],
+        "relay": bench["relay"],
+    }
 
 
 def main() -> int:
@@ -274,8 +306,12 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20)
     parser.add_argument("--pages", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--flush-interval", type=float, default=0.05,
-                        help="[jobwatch.dashboard] flush_interval (default 0.05 s)")
+    parser.add_argument(
+        "--flush-interval",
+        type=float,
+        default=0.05,
+        help="[jobwatch.dashboard] flush_interval (default 0.05 s)",
+    )
     args = parser.parse_args()
     if args.serve:
         if os.environ.get("BENCH_PROFILE"):
@@ -297,20 +333,39 @@ def main() -> int:
         anyio.run(_clients, args.url, args.clients, backend="trio")
         return 0
 
-    sim_child = _Child([sys.executable, "-m", "jobwatch", "sim", "--port", "0", "--tier",
-                        "enterprise", "--time-scale", "1000"])
+    sim_child = _Child(
+        [
+            sys.executable,
+            "-m",
+            "jobwatch",
+            "sim",
+            "--port",
+            "0",
+            "--tier",
+            "enterprise",
+            "--time-scale",
+            "1000",
+        ]
+    )
     sim_url = _listening(sim_child)
-    server_child = _Child([sys.executable, __file__, "--serve", sim_url, "--flush-interval",
-                           str(args.flush_interval)])
+    server_child = _Child(
+        [sys.executable, __file__, "--serve", sim_url, "--flush-interval", str(args.flush_interval)]
+    )
     server_url = server_child.line()
-    print(f"flood: {args.jobs} jobs x {args.pages} pages through the simulator's workspace "
-          f"stream, per round; {args.clients} clients; flush_interval {args.flush_interval} s")
-    print("CPU: share of one core during a flood (sim / server / clients), and how often a "
-          "second the system took the CPU from each while it could run")
+    print(
+        f"flood: {args.jobs} jobs x {args.pages} pages through the simulator's workspace "
+        f"stream, per round; {args.clients} clients; flush_interval {args.flush_interval} s"
+    )
+    print(
+        "CPU: share of one core during a flood (sim / server / clients), and how often a "
+        "second the system took the CPU from each while it could run"
+    )
     ratios, lags, memory = [], [], []
     try:
-        with httpx.Client(base_url=sim_url, headers={"x-api-key": "rdr_sim"}, timeout=60) as sim, \
-                httpx.Client(base_url=server_url, timeout=60) as server:
+        with (
+            httpx.Client(base_url=sim_url, headers={"x-api-key": "rdr_sim"}, timeout=60) as sim,
+            httpx.Client(base_url=server_url, timeout=60) as server,
+        ):
             time.sleep(1.0)  # the workspace stream opens
             start = _count(server)
             _flood(sim, 2, 200)  # warm-up
@@ -323,23 +378,30 @@ def main() -> int:
                 ratios.append(median / alone)
                 lags += shared["lags"]
                 memory.append(shared["memory"])
-                print(f"round {number}: no client {alone:6.0f} events/s dispatched  "
-                      f"[CPU {cpu_alone}]")
-                print(f"         {args.clients} clients {shared['rate']:6.0f} events/s dispatched, "
-                      f"per client median {median:.0f}, slowest {min(shared['per_client']):.0f} "
-                      f"({len(shared['per_client'])} clients): {median / alone:.2f}x  "
-                      f"[CPU {shared['cpu']}]")
-                print(f"         lag p50 {_percentile(shared['lags'], 0.5) * 1000:.0f} ms, "
-                      f"p99 {_percentile(shared['lags'], 0.99) * 1000:.0f} ms; "
-                      f"{shared['memory'] / 1024:.1f} KiB per client; relay "
-                      f"{json.dumps(shared['relay'])}")
+                print(
+                    f"round {number}: no client {alone:6.0f} events/s dispatched  [CPU {cpu_alone}]"
+                )
+                print(
+                    f"         {args.clients} clients {shared['rate']:6.0f} events/s dispatched, "
+                    f"per client median {median:.0f}, slowest {min(shared['per_client']):.0f} "
+                    f"({len(shared['per_client'])} clients): {median / alone:.2f}x  "
+                    f"[CPU {shared['cpu']}]"
+                )
+                print(
+                    f"         lag p50 {_percentile(shared['lags'], 0.5) * 1000:.0f} ms, "
+                    f"p99 {_percentile(shared['lags'], 0.99) * 1000:.0f} ms; "
+                    f"{shared['memory'] / 1024:.1f} KiB per client; relay "
+                    f"{json.dumps(shared['relay'])}"
+                )
     finally:
         server_child.stop()
         sim_child.stop()
-    print(f"per client against no client: median {statistics.median(ratios):.2f}x "
-          f"(rounds: {', '.join(f'{r:.2f}x' for r in ratios)}); lag p50 "
-          f"{_percentile(lags, 0.5) * 1000:.0f} ms, p99 {_percentile(lags, 0.99) * 1000:.0f} ms; "
-          f"server memory {statistics.median(memory) / 1024:.1f} KiB per connected client")
+    print(
+        f"per client against no client: median {statistics.median(ratios):.2f}x "
+        f"(rounds: {', '.join(f'{r:.2f}x' for r in ratios)}); lag p50 "
+        f"{_percentile(lags, 0.5) * 1000:.0f} ms, p99 {_percentile(lags, 0.99) * 1000:.0f} ms; "
+        f"server memory {statistics.median(memory) / 1024:.1f} KiB per connected client"
+    )
     return 0
 
 

@@ -83,14 +83,17 @@ class Outcome:
         mean = statistics.mean(self.delays) if self.delays else math.nan
         p95 = sorted(self.delays)[int(0.95 * (len(self.delays) - 1))] if self.delays else math.nan
         worst = max(self.delays, default=math.nan)
-        return (f"{self.name:<10} requests {self.requests:>5} (status polls "
-                f"{self.requests - self.results_requests:>5})  429s {self.status_429:>4}  "
-                f"reported {self.reported:>2}/{self.jobs}  delay mean {mean:5.2f} s  "
-                f"p95 {p95:5.2f} s  max {worst:5.2f} s")
+        return (
+            f"{self.name:<10} requests {self.requests:>5} (status polls "
+            f"{self.requests - self.results_requests:>5})  429s {self.status_429:>4}  "
+            f"reported {self.reported:>2}/{self.jobs}  delay mean {mean:5.2f} s  "
+            f"p95 {p95:5.2f} s  max {worst:5.2f} s"
+        )
 
 
-def durations(n: int, rng: random.Random, shortest: float = 10.0,
-              longest: float = 120.0) -> list[float]:
+def durations(
+    n: int, rng: random.Random, shortest: float = 10.0, longest: float = 120.0
+) -> list[float]:
     """Job lengths from ``shortest`` to ``longest`` seconds: evenly spread for up to 10 jobs, at
     random for more."""
     if n <= 10:
@@ -105,44 +108,77 @@ def sim_seconds(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-async def scenario(name: str, tier: str, rpm: int, n_jobs: int, scale: float,
-                   lengths_range: tuple[float, float] = (10.0, 120.0),
-                   sdk_interval: float = 2.0, seed: int = SEED) -> tuple[Outcome, Outcome]:
+async def scenario(
+    name: str,
+    tier: str,
+    rpm: int,
+    n_jobs: int,
+    scale: float,
+    lengths_range: tuple[float, float] = (10.0, 120.0),
+    sdk_interval: float = 2.0,
+    seed: int = SEED,
+) -> tuple[Outcome, Outcome]:
     rng = random.Random(seed)
     lengths = durations(n_jobs, rng, *lengths_range)
-    sims = {who: Simulator(seed=seed, tier=tier, time_scale=scale, epoch=0.0,
-                           page_interval=PAGE_INTERVAL) for who in ("sdk", "jobwatch")}
+    sims = {
+        who: Simulator(
+            seed=seed, tier=tier, time_scale=scale, epoch=0.0, page_interval=PAGE_INTERVAL
+        )
+        for who in ("sdk", "jobwatch")
+    }
     counters = {}
     for who, sim in sims.items():
         counters[who] = StatusCounter(sim.app)
         sim.app = counters[who]  # served in place of the bare app
-    print(f"\n== scenario {name}: {n_jobs} jobs of {min(lengths):.0f}-{max(lengths):.0f} s, "
-          f"tier {tier} ({rpm} rpm), time scale {scale:g}, SDK interval {sdk_interval:g} s")
+    print(
+        f"\n== scenario {name}: {n_jobs} jobs of {min(lengths):.0f}-{max(lengths):.0f} s, "
+        f"tier {tier} ({rpm} rpm), time scale {scale:g}, SDK interval {sdk_interval:g} s"
+    )
     async with anyio.create_task_group() as tg:
         urls = {who: await tg.start(serve, sim) for who, sim in sims.items()}
         # Real time (perf_counter) of each simulator's time zero.
         zero = {who: time.perf_counter() - sim.now() / scale for who, sim in sims.items()}
-        jobs = {who: [sim.create_job(urls=[f"https://example.com/{n}/{k}" for k in
-                                           range(max(1, round(d / PAGE_INTERVAL)))])
-                      for n, d in enumerate(lengths)] for who, sim in sims.items()}
+        jobs = {
+            who: [
+                sim.create_job(
+                    urls=[
+                        f"https://example.com/{n}/{k}"
+                        for k in range(max(1, round(d / PAGE_INTERVAL)))
+                    ]
+                )
+                for n, d in enumerate(lengths)
+            ]
+            for who, sim in sims.items()
+        }
         assert jobs["sdk"] == jobs["jobwatch"]
         seen: dict[str, dict[str, float]] = {"sdk": {}, "jobwatch": {}}
         async with anyio.create_task_group() as clients:
-            clients.start_soon(run_sdk, urls["sdk"], jobs["sdk"], scale, seen["sdk"],
-                               sdk_interval)
-            clients.start_soon(run_jobwatch, urls["jobwatch"], jobs["jobwatch"], scale,
-                               rpm, seen["jobwatch"])
+            clients.start_soon(run_sdk, urls["sdk"], jobs["sdk"], scale, seen["sdk"], sdk_interval)
+            clients.start_soon(
+                run_jobwatch, urls["jobwatch"], jobs["jobwatch"], scale, rpm, seen["jobwatch"]
+            )
         tg.cancel_scope.cancel()
-    sdk, ours = (report(who, sims[who], counters[who], jobs[who], seen[who], zero[who], scale)
-                 for who in ("sdk", "jobwatch"))
+    sdk, ours = (
+        report(who, sims[who], counters[who], jobs[who], seen[who], zero[who], scale)
+        for who in ("sdk", "jobwatch")
+    )
     mean = statistics.mean
-    print(f"jobwatch/sdk: requests {ours.requests / sdk.requests:.2f}x, mean delay "
-          f"{mean(ours.delays) - mean(sdk.delays):+.2f} s")
+    print(
+        f"jobwatch/sdk: requests {ours.requests / sdk.requests:.2f}x, mean delay "
+        f"{mean(ours.delays) - mean(sdk.delays):+.2f} s"
+    )
     return sdk, ours
 
 
-def report(who: str, sim: Simulator, counter: StatusCounter, jobs: list[str],
-           seen: dict[str, float], zero: float, scale: float) -> Outcome:
+def report(
+    who: str,
+    sim: Simulator,
+    counter: StatusCounter,
+    jobs: list[str],
+    seen: dict[str, float],
+    zero: float,
+    scale: float,
+) -> Outcome:
     delays = []
     results = 0
     for job_id in jobs:
@@ -152,24 +188,33 @@ def report(who: str, sim: Simulator, counter: StatusCounter, jobs: list[str],
             delays.append((seen[job_id] - ended) * scale)  # in simulated seconds
         if who == "sdk" and job_id in seen:  # wait_for_job then fetched every result page
             results += max(1, math.ceil(len(detail["results"]) / 100))
-    outcome = Outcome(name=who, requests=sim.request_counts().total,
-                      results_requests=results if who == "sdk" else 0,
-                      status_429=counter.statuses[429], reported=len(seen), jobs=len(jobs),
-                      delays=tuple(delays))
+    outcome = Outcome(
+        name=who,
+        requests=sim.request_counts().total,
+        results_requests=results if who == "sdk" else 0,
+        status_429=counter.statuses[429],
+        reported=len(seen),
+        jobs=len(jobs),
+        delays=tuple(delays),
+    )
     print(outcome.line())
     return outcome
 
 
-async def run_sdk(url: str, jobs: list[str], scale: float, seen: dict[str, float],
-                  interval: float = 2.0) -> None:
+async def run_sdk(
+    url: str, jobs: list[str], scale: float, seen: dict[str, float], interval: float = 2.0
+) -> None:
     import reader_py
 
     def wait(job_id: str) -> None:
         client = reader_py.ReaderClient(api_key="rdr_sim", base_url=url)
         try:
             # reader-py annotates poll_interval as int; it sleeps any number of seconds.
-            client.wait_for_job(job_id, poll_interval=interval / scale,  # type: ignore[arg-type]
-                                timeout=900)
+            client.wait_for_job(
+                job_id,
+                poll_interval=interval / scale,  # type: ignore[arg-type]
+                timeout=900,
+            )
             seen[job_id] = time.perf_counter()
         except Exception as exc:  # the SDK gives up (429s after its retries, ...)
             print(f"   sdk: job {job_id}: {type(exc).__name__}: {exc}")
@@ -180,18 +225,30 @@ async def run_sdk(url: str, jobs: list[str], scale: float, seen: dict[str, float
             tg.start_soon(_in_thread, wait, job_id, limiter)
 
 
-async def _in_thread(fn: Callable[[str], None], job_id: str, limiter: anyio.CapacityLimiter
-                     ) -> None:
+async def _in_thread(
+    fn: Callable[[str], None], job_id: str, limiter: anyio.CapacityLimiter
+) -> None:
     await anyio.to_thread.run_sync(fn, job_id, limiter=limiter)
 
 
-async def run_jobwatch(url: str, jobs: list[str], scale: float, rpm: int,
-                       seen: dict[str, float]) -> None:
-    config = jobwatch.Config.from_mapping({"jobwatch": {
-        "api_key": "rdr_sim", "base_url": url, "transport": "poll", "store": "memory",
-        "poll": {"interval": 2.0 / scale, "max_interval": 30.0 / scale,
-                 "rpm": int(rpm * scale)},
-    }})
+async def run_jobwatch(
+    url: str, jobs: list[str], scale: float, rpm: int, seen: dict[str, float]
+) -> None:
+    config = jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "api_key": "rdr_sim",
+                "base_url": url,
+                "transport": "poll",
+                "store": "memory",
+                "poll": {
+                    "interval": 2.0 / scale,
+                    "max_interval": 30.0 / scale,
+                    "rpm": int(rpm * scale),
+                },
+            }
+        }
+    )
     transport = PollTransport(config.options("poll", PollOptions))
     async with jobwatch.Watcher(config, transports=[transport], store=MemoryStore()) as w:
         await anyio.sleep(0.01)  # let start-up finish before the jobs are watched
@@ -212,20 +269,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenario", choices=("a", "b", "c", "all"), default="all")
     parser.add_argument("--time-scale", type=float, default=1.0)
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="runs of each scenario (another seed each: other job timelines)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each scenario (another seed each: other job timelines)",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     for run in range(args.repeat):
         seed = SEED + run
         if args.scenario in ("a", "all"):
-            trio.run(scenario, "a", "enterprise", 1000, 10, args.time_scale, (10.0, 120.0),
-                     2.0, seed)
+            trio.run(
+                scenario, "a", "enterprise", 1000, 10, args.time_scale, (10.0, 120.0), 2.0, seed
+            )
         if args.scenario in ("b", "all"):
             trio.run(scenario, "b", "pro", 60, 50, args.time_scale, (10.0, 120.0), 2.0, seed)
         if args.scenario in ("c", "all"):
-            trio.run(scenario, "c", "enterprise", 1000, 6, args.time_scale, (4.0, 16.0), 1.0,
-                     seed)
+            trio.run(scenario, "c", "enterprise", 1000, 6, args.time_scale, (4.0, 16.0), 1.0, seed)
     print(f"\n(wall time {time.perf_counter() - started:.0f} s)")
 
 

@@ -33,6 +33,7 @@ SECRET = "whsec-bench-secret"
 
 # -- a receiver node (this script, run with --node) --------------------------------------------
 
+
 def _node(store: str, redis_url: str, sqlite_path: str, owner: str, relay: bool) -> None:
     import anyio
 
@@ -40,7 +41,9 @@ def _node(store: str, redis_url: str, sqlite_path: str, owner: str, relay: bool)
     from jobwatch.transports.webhook import WebhookTransport
 
     doc: dict[str, Any] = {
-        "transport": "webhook", "store": store, "safety_poll": 0,
+        "transport": "webhook",
+        "store": store,
+        "safety_poll": 0,
         "webhook": {"listen": "127.0.0.1:0", "secrets": [SECRET], "scheme": "reader"},
         "redis": {"url": redis_url, "prefix": "bench", "owner": owner},
         "sqlite": {"path": sqlite_path},
@@ -65,6 +68,7 @@ def _node(store: str, redis_url: str, sqlite_path: str, owner: str, relay: bool)
 
 # -- the benchmark -----------------------------------------------------------------------------
 
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -76,9 +80,21 @@ def _start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
 
     port = _free_port()
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(folder)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
     for _ in range(100):
@@ -90,13 +106,27 @@ def _start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("redis-server did not start")
 
 
-def _receivers(n: int, store: str, redis_url: str, sqlite_path: str,
-               relay: bool) -> tuple[list[subprocess.Popen[str]], list[str]]:
-    procs = [subprocess.Popen(
-        [sys.executable, __file__, "--node", store, redis_url, sqlite_path, f"r{i}",
-         "1" if relay else "0"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        for i in range(n)]
+def _receivers(
+    n: int, store: str, redis_url: str, sqlite_path: str, relay: bool
+) -> tuple[list[subprocess.Popen[str]], list[str]]:
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--node",
+                store,
+                redis_url,
+                sqlite_path,
+                f"r{i}",
+                "1" if relay else "0",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n)
+    ]
     urls = []
     for proc in procs:
         assert proc.stdout is not None
@@ -135,9 +165,13 @@ async def _send(urls: list[str], sends: list[tuple[bytes, str]], concurrency: in
             _, (body, delivery) = queue.pop()
             stamp = str(int(time.time()))
             digest = hmac.new(SECRET.encode(), f"{stamp}.".encode() + body, hashlib.sha256)
-            headers = {"content-type": "application/json", "x-reader-event": "job.page",
-                       "x-reader-delivery": delivery, "x-reader-timestamp": stamp,
-                       "x-reader-signature": f"sha256={digest.hexdigest()}"}
+            headers = {
+                "content-type": "application/json",
+                "x-reader-event": "job.page",
+                "x-reader-delivery": delivery,
+                "x-reader-timestamp": stamp,
+                "x-reader-signature": f"sha256={digest.hexdigest()}",
+            }
             reply = await client.post(rng.choice(urls), content=body, headers=headers)
             if reply.status_code != 200:
                 raise SystemExit(f"receiver answered {reply.status_code}: {reply.text}")
@@ -156,8 +190,15 @@ def _commands(redis_url: str) -> int:
     return sum(int(v["calls"]) for k, v in stats.items() if not k.endswith(("info", "ping")))
 
 
-def _scenario(name: str, receivers: int, store: str, relay: bool, args: argparse.Namespace,
-              redis_url: str, folder: Path) -> float:
+def _scenario(
+    name: str,
+    receivers: int,
+    store: str,
+    relay: bool,
+    args: argparse.Namespace,
+    redis_url: str,
+    folder: Path,
+) -> float:
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
@@ -177,8 +218,9 @@ def _scenario(name: str, receivers: int, store: str, relay: bool, args: argparse
     return rate
 
 
-def _store_rate(store_name: str, redis_url: str, folder: Path, count: int,
-                concurrency: int) -> float:
+def _store_rate(
+    store_name: str, redis_url: str, folder: Path, count: int, concurrency: int
+) -> float:
     """Records per second through one store in one process (record + ack, no HTTP)."""
     import functools
 
@@ -189,8 +231,11 @@ def _store_rate(store_name: str, redis_url: str, folder: Path, count: int,
     from jobwatch.stores.sqlite import SQLiteStore
     from jobwatch.testing import make_event
 
-    store: Any = (RedisStore(RedisOptions(url=redis_url, prefix="raw", owner="raw"))
-                  if store_name == "redis" else SQLiteStore(folder / f"{uuid.uuid4().hex}.db"))
+    store: Any = (
+        RedisStore(RedisOptions(url=redis_url, prefix="raw", owner="raw"))
+        if store_name == "redis"
+        else SQLiteStore(folder / f"{uuid.uuid4().hex}.db")
+    )
     events = [make_event("page", f"job_{n // 20}", url=f"https://e/{n}") for n in range(count)]
 
     async def one(event: Any) -> None:
@@ -228,21 +273,27 @@ def main() -> None:
         folder = Path(tmp)
         server, url = _start_redis(folder)
         try:
-            print(f"{args.deliveries} signed job.page deliveries (20 % duplicates), "
-                  f"{args.concurrency} connections, loopback\n")
+            print(
+                f"{args.deliveries} signed job.page deliveries (20 % duplicates), "
+                f"{args.concurrency} connections, loopback\n"
+            )
             raw_sqlite = _store_rate("sqlite", url, folder, args.deliveries, args.concurrency)
             raw_redis = _store_rate("redis", url, folder, args.deliveries, args.concurrency)
             print(f"store only: redis / sqlite = {raw_redis / raw_sqlite:.2f}\n")
             base = _scenario("1 receiver,  sqlite", 1, "sqlite", False, args, url, folder)
             one = _scenario("1 receiver,  redis", 1, "redis", False, args, url, folder)
-            three_sqlite = _scenario("3 receivers, sqlite (one file)", 3, "sqlite", False,
-                                     args, url, folder)
+            three_sqlite = _scenario(
+                "3 receivers, sqlite (one file)", 3, "sqlite", False, args, url, folder
+            )
             three = _scenario("3 receivers, redis", 3, "redis", False, args, url, folder)
-            relay = _scenario("3 receivers, redis + relay publish", 3, "redis", True,
-                              args, url, folder)
-            print(f"\nratios vs 1 receiver on sqlite: redis x1 {one / base:.2f}, "
-                  f"sqlite x3 {three_sqlite / base:.2f}, redis x3 {three / base:.2f}, "
-                  f"redis x3 + relay {relay / base:.2f}")
+            relay = _scenario(
+                "3 receivers, redis + relay publish", 3, "redis", True, args, url, folder
+            )
+            print(
+                f"\nratios vs 1 receiver on sqlite: redis x1 {one / base:.2f}, "
+                f"sqlite x3 {three_sqlite / base:.2f}, redis x3 {three / base:.2f}, "
+                f"redis x3 + relay {relay / base:.2f}"
+            )
         finally:
             server.terminate()
             server.wait()

@@ -48,8 +48,12 @@ def _frames(count: int, jobs: int) -> bytes:
     lines = []
     for n in range(count):
         job, step = n % jobs, n // jobs + 1
-        data = {"jobId": f"job_{job:05d}", "status": "processing", "completed": step,
-                "total": per_job}
+        data = {
+            "jobId": f"job_{job:05d}",
+            "status": "processing",
+            "completed": step,
+            "total": per_job,
+        }
         lines.append(f"event: job:progress\ndata: {json.dumps(data)}\n\n")
     return "".join(lines).encode()
 
@@ -67,14 +71,19 @@ def _app(mode: str, frames: int, jobs: int) -> Any:
         if scope["path"] != "/v1/events":
             await _snapshot(scope["path"].rsplit("/", 1)[-1], send)
             return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
         if mode == "latency":
             await _completions(send)
         else:
             body = flood or memory
             for start in range(0, len(body), 65_536):
-                await _body(send, body[start:start + 65_536])
+                await _body(send, body[start : start + 65_536])
         while True:
             await anyio.sleep(1.0)
             await _body(send, b": ping\n\n")
@@ -83,22 +92,49 @@ def _app(mode: str, frames: int, jobs: int) -> Any:
 
 
 async def _snapshot(job_id: str, send: Any) -> None:
-    body = json.dumps({"success": True, "data": {
-        "id": job_id, "status": "processing", "mode": "batch", "completed": 0, "total": 3,
-        "creditsUsed": 0, "error": None, "results": [], "startedAt": None,
-        "completedAt": None, "createdAt": "2026-01-01T00:00:00Z"},
-        "pagination": {"total": 0, "skip": 0, "limit": 1, "hasMore": False}}).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    body = json.dumps(
+        {
+            "success": True,
+            "data": {
+                "id": job_id,
+                "status": "processing",
+                "mode": "batch",
+                "completed": 0,
+                "total": 3,
+                "creditsUsed": 0,
+                "error": None,
+                "results": [],
+                "startedAt": None,
+                "completedAt": None,
+                "createdAt": "2026-01-01T00:00:00Z",
+            },
+            "pagination": {"total": 0, "skip": 0, "limit": 1, "hasMore": False},
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 async def _completions(send: Any) -> None:
     for n in range(100_000):
         await anyio.sleep(0.005)
-        data = {"jobId": f"job_l{n:06d}", "status": "completed", "completed": 1, "total": 1,
-                "creditsUsed": 1, "sentAt": time.monotonic()}
+        data = {
+            "jobId": f"job_l{n:06d}",
+            "status": "completed",
+            "completed": 1,
+            "total": 1,
+            "creditsUsed": 1,
+            "sentAt": time.monotonic(),
+        }
         await _body(send, f"event: job:completed\ndata: {json.dumps(data)}\n\n".encode())
 
 
@@ -118,8 +154,18 @@ class _Server:
     """The child process serving one mode, as a context manager yielding its URL."""
 
     def __init__(self, mode: str, args: argparse.Namespace) -> None:
-        self.command = [sys.executable, __file__, "--serve", mode, "--frames", str(args.frames),
-                        "--jobs", str(args.jobs), "--backend", args.backend]
+        self.command = [
+            sys.executable,
+            __file__,
+            "--serve",
+            mode,
+            "--frames",
+            str(args.frames),
+            "--jobs",
+            str(args.jobs),
+            "--backend",
+            args.backend,
+        ]
 
     def __enter__(self) -> str:
         self.child = subprocess.Popen(self.command, stdout=subprocess.PIPE, text=True)
@@ -141,10 +187,19 @@ class _Server:
 def _config(url: str, store: str, folder: str) -> Any:
     import jobwatch
 
-    return jobwatch.Config.from_mapping({"jobwatch": {
-        "base_url": url, "api_key": "rdr_bench", "transport": "sse", "store": store,
-        "safety_poll": 0, "sse": {"scope": "workspace"},
-        "sqlite": {"path": os.path.join(folder, "state.db")}}})
+    return jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "base_url": url,
+                "api_key": "rdr_bench",
+                "transport": "sse",
+                "store": store,
+                "safety_poll": 0,
+                "sse": {"scope": "workspace"},
+                "sqlite": {"path": os.path.join(folder, "state.db")},
+            }
+        }
+    )
 
 
 async def _plain(url: str, frames: int) -> float:
@@ -153,8 +208,10 @@ async def _plain(url: str, frames: int) -> float:
 
     count = 0
     started = time.perf_counter()
-    async with httpx.AsyncClient(base_url=url, timeout=None) as client, \
-            aconnect_sse(client, "GET", "/v1/events") as source:
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=None) as client,
+        aconnect_sse(client, "GET", "/v1/events") as source,
+    ):
         async for frame in source.aiter_sse():
             json.loads(frame.data)
             count += 1
@@ -207,8 +264,9 @@ async def _transport_only(url: str, frames: int) -> float:
         async def spend(self) -> None:
             pass
 
-        async def deliver(self, events: Any, *, authoritative: bool = False,
-                          as_of: float | None = None) -> None:
+        async def deliver(
+            self, events: Any, *, authoritative: bool = False, as_of: float | None = None
+        ) -> None:
             self.seen += sum(1 for e in events if e.kind == "progress")
             if self.seen >= frames:
                 done.set()
@@ -300,20 +358,22 @@ def _throughput(args: argparse.Namespace) -> None:
                     rate = anyio.run(_transport_only, url, args.frames, backend=args.backend)
                 else:
                     # The sqlite store is slower: a prefix of the same stream is enough.
-                    frames = args.frames if name == "memory" else min(args.frames,
-                                                                      args.sqlite_frames)
+                    frames = (
+                        args.frames if name == "memory" else min(args.frames, args.sqlite_frames)
+                    )
                     rate = anyio.run(_jobwatch, url, frames, name, backend=args.backend)
             rounds[name].append(rate)
             print(f"  round {number + 1} {name:6s}: {rate:9.0f} events/s", flush=True)
     plain = max(rounds["plain"])
     print(f"  plain httpx-sse + json.loads    {plain:9.0f} events/s")
     decode = max(rounds["decode"])
-    print(f"  sse transport + Reader decoding {decode:9.0f} events/s   {decode / plain:.2f}x "
-          f"plain (a host that only counts: no dedup, store or dispatch)")
+    print(
+        f"  sse transport + Reader decoding {decode:9.0f} events/s   {decode / plain:.2f}x "
+        f"plain (a host that only counts: no dedup, store or dispatch)"
+    )
     for name in ("memory", "sqlite"):
         best = max(rounds[name])
-        print(f"  jobwatch sse ({name} store)    {best:9.0f} events/s   "
-              f"{best / plain:.2f}x plain")
+        print(f"  jobwatch sse ({name} store)    {best:9.0f} events/s   {best / plain:.2f}x plain")
     # Each round against the plain round just before it: the machine's noise cancels.
     for name in ("decode", "memory", "sqlite"):
         ratios = [r / p for r, p in zip(rounds[name], rounds["plain"], strict=True)]
@@ -324,17 +384,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=100_000, help="frames in the flood")
     parser.add_argument("--jobs", type=int, default=1_000, help="jobs the flood is about")
-    parser.add_argument("--sqlite-frames", type=int, default=5_000,
-                        help="frames counted with the sqlite store")
+    parser.add_argument(
+        "--sqlite-frames", type=int, default=5_000, help="frames counted with the sqlite store"
+    )
     parser.add_argument("--samples", type=int, default=400, help="latency samples")
     parser.add_argument("--backend", default="trio", choices=["asyncio", "trio"])
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating rounds of each; the best round of each counts")
-    parser.add_argument("--gc-off", action="store_true",
-                        help="measure with Python's cyclic garbage collector disabled in the "
-                             "client (what allocation costs jobwatch)")
-    parser.add_argument("--serve", choices=["flood", "latency", "memory"],
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating rounds of each; the best round of each counts",
+    )
+    parser.add_argument(
+        "--gc-off",
+        action="store_true",
+        help="measure with Python's cyclic garbage collector disabled in the "
+        "client (what allocation costs jobwatch)",
+    )
+    parser.add_argument("--serve", choices=["flood", "latency", "memory"], help=argparse.SUPPRESS)
     parser.add_argument("--client", choices=["memory"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -345,15 +412,19 @@ def main() -> None:
         return
     if args.gc_off:
         gc.disable()
-    print(f"SSE benchmark: backend {args.backend}, hypercorn on loopback in a child process, "
-          f"{os.cpu_count()} CPUs{', garbage collector off' if args.gc_off else ''}")
+    print(
+        f"SSE benchmark: backend {args.backend}, hypercorn on loopback in a child process, "
+        f"{os.cpu_count()} CPUs{', garbage collector off' if args.gc_off else ''}"
+    )
     print(f"throughput: {args.frames} job:progress frames about {args.jobs} jobs")
     _throughput(args)
     with _Server("latency", args) as url:
         delays = anyio.run(_latency, url, args.samples, backend=args.backend)
     cuts = statistics.quantiles(delays, n=100)
-    print(f"completion latency (server writes job:completed -> callback), {args.samples} "
-          f"samples: p50 {cuts[49] * 1000:.2f} ms   p99 {cuts[98] * 1000:.2f} ms")
+    print(
+        f"completion latency (server writes job:completed -> callback), {args.samples} "
+        f"samples: p50 {cuts[49] * 1000:.2f} ms   p99 {cuts[98] * 1000:.2f} ms"
+    )
     # A fresh process, so that the figures are not those of the runs above.
     command = [sys.executable, __file__, "--client", "memory", "--backend", args.backend]
     subprocess.run(command, check=True)
@@ -362,10 +433,12 @@ def main() -> None:
 def _memory_report(args: argparse.Namespace) -> None:
     with _Server("memory", args) as url:
         before, watching, after, connections = anyio.run(_memory, url, backend=args.backend)
-    print(f"memory: {WATCHED} watched jobs on {connections} connection(s), {3 * WATCHED} "
-          f"frames dispatched: resident {after:.0f} MiB (process with jobwatch imported: "
-          f"{before:.0f} MiB; {WATCHED} jobs subscribed, before any frame: "
-          f"{watching:.0f} MiB)")
+    print(
+        f"memory: {WATCHED} watched jobs on {connections} connection(s), {3 * WATCHED} "
+        f"frames dispatched: resident {after:.0f} MiB (process with jobwatch imported: "
+        f"{before:.0f} MiB; {WATCHED} jobs subscribed, before any frame: "
+        f"{watching:.0f} MiB)"
+    )
 
 
 if __name__ == "__main__":

@@ -60,12 +60,20 @@ async def _bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     headers = dict(scope["headers"])
     stamp = headers.get(b"x-reader-timestamp", b"")
     expected = hmac.new(SECRET.encode(), stamp + b"." + body, hashlib.sha256).hexdigest()
-    good = hmac.compare_digest(headers.get(b"x-reader-signature", b""),
-                               f"sha256={expected}".encode())
+    good = hmac.compare_digest(
+        headers.get(b"x-reader-signature", b""), f"sha256={expected}".encode()
+    )
     reply = b'{"ok":true}' if good else b'{"ok":false}'
-    await send({"type": "http.response.start", "status": 200 if good else 401,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(reply)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200 if good else 401,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(reply)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": reply})
 
 
@@ -80,9 +88,15 @@ async def _serve(mode: str, db: str) -> None:
             url = await tg.start(serve_app, _bare_app, "127.0.0.1", 0)
             print(url, flush=True)
         return
-    config = jobwatch.Config.from_mapping({"jobwatch": {
-        "transport": "webhook", "safety_poll": 0,
-        "webhook": {"listen": "127.0.0.1:0", "secrets": [SECRET]}}})
+    config = jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "transport": "webhook",
+                "safety_poll": 0,
+                "webhook": {"listen": "127.0.0.1:0", "secrets": [SECRET]},
+            }
+        }
+    )
     transport = WebhookTransport.from_config(config)
     store = SQLiteStore(db)
     dispatched = 0
@@ -105,19 +119,35 @@ def _deliveries(count: int, run: str) -> list[tuple[dict[str, str], bytes]]:
     out = []
     stamp = str(int(time.time()))
     for n in range(count):
-        body = json.dumps({"jobId": f"job_{run}_{n}", "status": "completed", "completed": 10,
-                           "total": 10, "creditsUsed": 10}).encode()
+        body = json.dumps(
+            {
+                "jobId": f"job_{run}_{n}",
+                "status": "completed",
+                "completed": 10,
+                "total": 10,
+                "creditsUsed": 10,
+            }
+        ).encode()
         digest = hmac.new(SECRET.encode(), f"{stamp}.".encode() + body, hashlib.sha256)
-        out.append(({
-            "content-type": "application/json", "user-agent": "Reader-Webhook/1.0",
-            "x-reader-event": "job.completed", "x-reader-delivery": f"d-{run}-{n}",
-            "x-reader-timestamp": stamp, "x-reader-signature": f"sha256={digest.hexdigest()}",
-        }, body))
+        out.append(
+            (
+                {
+                    "content-type": "application/json",
+                    "user-agent": "Reader-Webhook/1.0",
+                    "x-reader-event": "job.completed",
+                    "x-reader-delivery": f"d-{run}-{n}",
+                    "x-reader-timestamp": stamp,
+                    "x-reader-signature": f"sha256={digest.hexdigest()}",
+                },
+                body,
+            )
+        )
     return out
 
 
-async def _drive(url: str, deliveries: list[tuple[dict[str, str], bytes]],
-                 concurrency: int) -> tuple[float, list[float]]:
+async def _drive(
+    url: str, deliveries: list[tuple[dict[str, str], bytes]], concurrency: int
+) -> tuple[float, list[float]]:
     # A keep-alive HTTP/1.1 client on bare asyncio streams: httpx tops out near 450
     # requests/s per process here, below what the servers can take, so it would measure
     # itself. Requests are serialized before the clock starts.
@@ -148,8 +178,12 @@ async def _drive(url: str, deliveries: list[tuple[dict[str, str], bytes]],
 
 
 def _request_bytes(host: str, headers: dict[str, str], body: bytes) -> bytes:
-    lines = [f"POST {PATH} HTTP/1.1", f"host: {host}", f"content-length: {len(body)}",
-             *(f"{k}: {v}" for k, v in headers.items())]
+    lines = [
+        f"POST {PATH} HTTP/1.1",
+        f"host: {host}",
+        f"content-length: {len(body)}",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -191,14 +225,32 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _run_clients(url: str, args: argparse.Namespace, run: str,
-                 server: int) -> tuple[float, float, list[float]]:
+def _run_clients(
+    url: str, args: argparse.Namespace, run: str, server: int
+) -> tuple[float, float, list[float]]:
     per = args.count // args.clients
-    children = [subprocess.Popen(
-        [sys.executable, __file__, "--drive", url, "--count", str(per), "--concurrency",
-         str(max(1, args.concurrency // args.clients)), "--backend", args.backend,
-         "--run", f"{run}-{n}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        for n in range(args.clients)]
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--drive",
+                url,
+                "--count",
+                str(per),
+                "--concurrency",
+                str(max(1, args.concurrency // args.clients)),
+                "--backend",
+                args.backend,
+                "--run",
+                f"{run}-{n}",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(args.clients)
+    ]
     for child in children:  # every client is warmed up before any starts
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
     started, cpu = time.perf_counter(), _cpu_seconds(server)
@@ -229,19 +281,28 @@ def _measure(mode: str, args: argparse.Namespace, run: str) -> dict[str, float]:
             server.terminate()
             server.wait(10)
     cuts = statistics.quantiles(latencies, n=100)
-    return {"rate": len(latencies) / elapsed, "per_cpu": len(latencies) / max(cpu, 1e-9),
-            "p50": cuts[49] * 1000, "p99": cuts[98] * 1000}
+    return {
+        "rate": len(latencies) / elapsed,
+        "per_cpu": len(latencies) / max(cpu, 1e-9),
+        "p50": cuts[49] * 1000,
+        "p99": cuts[98] * 1000,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=6000, help="deliveries per measurement")
-    parser.add_argument("--concurrency", type=int, default=16,
-                        help="requests in flight, over all client processes")
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="requests in flight, over all client processes"
+    )
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
-    parser.add_argument("--rounds", type=int, default=6,
-                        help="alternating rounds of each; the best round of each counts")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=6,
+        help="alternating rounds of each; the best round of each counts",
+    )
     parser.add_argument("--serve", choices=["bare", "full"], help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--drive", help=argparse.SUPPRESS)
@@ -253,29 +314,42 @@ def main() -> None:
     if args.drive:
         _client(args.drive, args.count, args.concurrency, args.run, args.backend)
         return
-    print(f"webhook receiver benchmark: {args.count} deliveries per round, {args.clients} "
-          f"client processes, {args.concurrency} requests in flight, backend "
-          f"{args.backend}, hypercorn on loopback, {os.cpu_count()} CPUs")
+    print(
+        f"webhook receiver benchmark: {args.count} deliveries per round, {args.clients} "
+        f"client processes, {args.concurrency} requests in flight, backend "
+        f"{args.backend}, hypercorn on loopback, {os.cpu_count()} CPUs"
+    )
     rounds: dict[str, list[dict[str, float]]] = {"bare": [], "full": []}
     for number in range(args.rounds):
         for mode in ("bare", "full"):
             rounds[mode].append(_measure(mode, args, f"{number}"))
             last = rounds[mode][-1]
-            print(f"  round {number + 1} {mode}: {last['rate']:.0f}/s, "
-                  f"{last['per_cpu']:.0f} per server CPU second", flush=True)
+            print(
+                f"  round {number + 1} {mode}: {last['rate']:.0f}/s, "
+                f"{last['per_cpu']:.0f} per server CPU second",
+                flush=True,
+            )
     bare = max(rounds["bare"], key=lambda r: r["rate"])
     full = max(rounds["full"], key=lambda r: r["rate"])
     cheap = {mode: max(r["per_cpu"] for r in rounds[mode]) for mode in rounds}
-    for name, mode, figures in (("bare HMAC endpoint", "bare", bare),
-                                ("jobwatch receiver (sqlite)", "full", full)):
-        print(f"  {name:28s} {figures['rate']:6.0f} deliveries/s  "
-              f"{cheap[mode]:6.0f} per server CPU s  "
-              f"p50 {figures['p50']:5.1f} ms  p99 {figures['p99']:6.1f} ms")
-    print(f"  ratio: {full['rate'] / bare['rate']:.0%} of the bare endpoint's rate; "
-          f"{cheap['full'] / cheap['bare']:.0%} of its deliveries per server CPU second")
+    for name, mode, figures in (
+        ("bare HMAC endpoint", "bare", bare),
+        ("jobwatch receiver (sqlite)", "full", full),
+    ):
+        print(
+            f"  {name:28s} {figures['rate']:6.0f} deliveries/s  "
+            f"{cheap[mode]:6.0f} per server CPU s  "
+            f"p50 {figures['p50']:5.1f} ms  p99 {figures['p99']:6.1f} ms"
+        )
+    print(
+        f"  ratio: {full['rate'] / bare['rate']:.0%} of the bare endpoint's rate; "
+        f"{cheap['full'] / cheap['bare']:.0%} of its deliveries per server CPU second"
+    )
     paired = [f["rate"] / b["rate"] for b, f in zip(rounds["bare"], rounds["full"], strict=True)]
-    print(f"  round by round: {', '.join(f'{r:.0%}' for r in paired)}; "
-          f"median {statistics.median(paired):.0%}")
+    print(
+        f"  round by round: {', '.join(f'{r:.0%}' for r in paired)}; "
+        f"median {statistics.median(paired):.0%}"
+    )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,10 @@ def describe_http_error(exc: BaseException) -> str:
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
         if isinstance(cause, ssl.SSLError):
-            return (f"{type(exc).__name__}: TLS failed ({cause.reason or cause}); if the "
-                    "server speaks plain HTTP, base_url must begin with http://")
+            return (
+                f"{type(exc).__name__}: TLS failed ({cause.reason or cause}); if the "
+                "server speaks plain HTTP, base_url must begin with http://"
+            )
         if str(cause):
             return f"{type(exc).__name__}: {cause}"
         cause = cause.__cause__ or cause.__context__
@@ -79,8 +81,15 @@ class APIClient:
     it did, for ``Watcher.statistics()``.
     """
 
-    def __init__(self, config: Config, provider: Provider, budget: RequestBudget, *,
-                 base_url: str, http_transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        provider: Provider,
+        budget: RequestBudget,
+        *,
+        base_url: str,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.config = config
         self.provider = provider
         self.budget = budget
@@ -131,7 +140,9 @@ class APIClient:
         sent_at = anyio.current_time()
         try:
             reply = await self._http.request(
-                request.method, request.path, params=dict(request.params),
+                request.method,
+                request.path,
+                params=dict(request.params),
                 headers=dict(request.headers),
             )
         except httpx.HTTPError as exc:
@@ -142,8 +153,12 @@ class APIClient:
             )
             raise self.last_failure from exc
         self.failures_in_a_row, self.answered = 0, True
-        response = Response(status=reply.status_code, headers=dict(reply.headers),
-                            body=reply.content, sent_at=sent_at)
+        response = Response(
+            status=reply.status_code,
+            headers=dict(reply.headers),
+            body=reply.content,
+            sent_at=sent_at,
+        )
         verdict = self.provider.classify(response)
         limited = verdict.outcome is Outcome.RATE_LIMITED
         self.budget.observe(anyio.current_time(), ticket, verdict.rate_limit, limited=limited)
@@ -158,8 +173,9 @@ class APIClient:
         until = self.budget.rate_limited(now, retry_after)
         log.info("the API is rate limiting: every request waits %.1f s", until - now)
 
-    async def fetch(self, request: Request, *, deadline: float = RATE_LIMIT_DEADLINE
-                    ) -> tuple[Response, Classification]:
+    async def fetch(
+        self, request: Request, *, deadline: float = RATE_LIMIT_DEADLINE
+    ) -> tuple[Response, Classification]:
         """The answer that settles ``request``, and its verdict: fine, gone or fatal.
 
         Rate-limited answers are waited out (every caller pauses) for up to ``deadline``
@@ -202,6 +218,8 @@ class APIClient:
         error = self.provider.error_for(response)
         if isinstance(error, RateLimited):
             return error
-        return RateLimited(f"{error}; still rate limited after waiting up to {deadline:g} s",
-                           status=response.status, retry_after=self.budget.paused_until
-                           - anyio.current_time())
+        return RateLimited(
+            f"{error}; still rate limited after waiting up to {deadline:g} s",
+            status=response.status,
+            retry_after=self.budget.paused_until - anyio.current_time(),
+        )

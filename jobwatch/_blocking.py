@@ -72,8 +72,10 @@ def iter_events(
     items: queue.Queue[Any] = queue.Queue()
     stop = _Stopper()
     thread = threading.Thread(
-        target=_produce, args=(job_id, resolved, deadline, items, stop),
-        name=f"jobwatch-iter-{job_id}", daemon=True,
+        target=_produce,
+        args=(job_id, resolved, deadline, items, stop),
+        name=f"jobwatch-iter-{job_id}",
+        daemon=True,
     )
     thread.start()
     try:
@@ -96,7 +98,8 @@ def _resolve(config: Config | None, transport: str | Sequence[str] | None) -> Co
     resolved = config if config is not None else load_config()
     if transport is not None:
         resolved = resolved.replace(
-            transport=transport if isinstance(transport, str) else tuple(transport))
+            transport=transport if isinstance(transport, str) else tuple(transport)
+        )
     return resolved
 
 
@@ -157,8 +160,9 @@ class _Stopper:
                     pass
 
 
-def _produce(job_id: str, config: Config, deadline: float, items: queue.Queue[Any],
-             stop: _Stopper) -> None:
+def _produce(
+    job_id: str, config: Config, deadline: float, items: queue.Queue[Any], stop: _Stopper
+) -> None:
     async def main() -> None:
         with trio.CancelScope() as scope:
             stop.attach(scope)
@@ -170,9 +174,14 @@ def _produce(job_id: str, config: Config, deadline: float, items: queue.Queue[An
                             if event.terminal:
                                 return
                 if timer.cancelled_caught:
-                    raise explain_timeout(WatchTimeout(
-                        f"job {job_id} did not finish within {deadline} s; pass a longer "
-                        "timeout, or check the job", job_id=job_id), watcher)
+                    raise explain_timeout(
+                        WatchTimeout(
+                            f"job {job_id} did not finish within {deadline} s; pass a longer "
+                            "timeout, or check the job",
+                            job_id=job_id,
+                        ),
+                        watcher,
+                    )
 
     try:
         trio.run(main)

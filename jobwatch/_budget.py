@@ -69,8 +69,9 @@ class BudgetOptions:
         for key, per in (("rpm", "a minute"), ("rph", "an hour")):
             value = getattr(self, key)
             if value is not None and not value > 0:
-                raise ConfigError(f"{table} {key} must be a positive number of requests "
-                                  f"{per}, got {value!r}")
+                raise ConfigError(
+                    f"{table} {key} must be a positive number of requests {per}, got {value!r}"
+                )
         return self
 
     @classmethod
@@ -122,15 +123,23 @@ class RequestBudget:
     must not go backwards between calls.
     """
 
-    def __init__(self, capacity: int, window: float = 60.0, *,
-                 margin: float = DEFAULT_MARGIN, also: Iterable[tuple[int, float]] = ()) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        window: float = 60.0,
+        *,
+        margin: float = DEFAULT_MARGIN,
+        also: Iterable[tuple[int, float]] = (),
+    ) -> None:
         if window <= 0 or margin < 0:
             raise ValueError(f"window must be > 0 and margin >= 0, got {window!r}, {margin!r}")
         limits = [(capacity, window), *also]
         for size, span in limits:
             if isinstance(size, bool) or not isinstance(size, int) or size < 1 or not span > 0:
-                raise ValueError(f"a budget of capacity {size!r} per {span!r} s: the capacity "
-                                 "must be a positive integer and the window > 0 seconds")
+                raise ValueError(
+                    f"a budget of capacity {size!r} per {span!r} s: the capacity "
+                    "must be a positive integer and the window > 0 seconds"
+                )
         self.capacity = capacity
         self.window = window
         self.margin = margin
@@ -145,8 +154,10 @@ class RequestBudget:
 
     def __repr__(self) -> str:
         also = "".join(f", also=({c}, {w:g})" for c, w in self._configured[1:])
-        return (f"RequestBudget(capacity={self.capacity}, window={self.window:g}, "
-                f"margin={self.margin:g}{also})")
+        return (
+            f"RequestBudget(capacity={self.capacity}, window={self.window:g}, "
+            f"margin={self.margin:g}{also})"
+        )
 
     @property
     def limits(self) -> tuple[tuple[int, float], ...]:
@@ -222,8 +233,9 @@ class RequestBudget:
         self.pause(now + wait)
         return self._paused_until
 
-    def observe(self, now: float, ticket: int | None, rate_limit: RateLimit | None, *,
-                limited: bool = False) -> None:
+    def observe(
+        self, now: float, ticket: int | None, rate_limit: RateLimit | None, *, limited: bool = False
+    ) -> None:
         """Learn from the answer to the request of ``ticket`` (None: one not counted here).
 
         ``remaining`` with a ``reset`` allows that many more requests until ``now + reset``,
@@ -263,7 +275,7 @@ class RequestBudget:
             raise ValueError(f"n must be >= 1, got {n!r}")
         for window in self._windows:
             window.expire(now)
-        times = [list(w.taken)[-w.capacity:] for w in self._windows]
+        times = [list(w.taken)[-w.capacity :] for w in self._windows]
         at, tickets = max(now, self._paused_until), self._tickets
         for _ in range(n):
             if tickets >= self._allowed:

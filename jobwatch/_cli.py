@@ -58,24 +58,33 @@ PROBE_AFTER = 2.0
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="jobwatch", description="Watch long-running jobs of web APIs.")
+        prog="jobwatch", description="Watch long-running jobs of web APIs."
+    )
     parser.add_argument("--version", action="version", version=f"jobwatch {__version__}")
-    parser.add_argument("--debug", action="store_true",
-                        help="show tracebacks on errors, and the library's log")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks on errors, and the library's log"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     watch = sub.add_parser("watch", help="watch jobs until they finish")
     watch.add_argument("jobs", nargs="+", metavar="JOB_ID")
     _common(watch)
     watch.add_argument("--transport", help="poll, sse, webhook or a comma-separated list")
-    watch.add_argument("--timeout", type=_positive(float), default=DEFAULT_TIMEOUT,
-                       help="seconds to wait for each job (default 3600)")
+    watch.add_argument(
+        "--timeout",
+        type=_positive(float),
+        default=DEFAULT_TIMEOUT,
+        help="seconds to wait for each job (default 3600)",
+    )
 
     listen = sub.add_parser("listen", help="run the webhook receiver and print each event")
     _common(listen)
-    listen.add_argument("--listen", metavar="HOST:PORT",
-                        help="address to serve on (default: [jobwatch.webhook] listen, "
-                             "else 127.0.0.1:8787; port 0: any free port)")
+    listen.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="address to serve on (default: [jobwatch.webhook] listen, "
+        "else 127.0.0.1:8787; port 0: any free port)",
+    )
     listen.add_argument("--certfile", help="TLS certificate (PEM)")
     listen.add_argument("--keyfile", help="TLS private key (PEM)")
 
@@ -86,31 +95,51 @@ def _parser() -> argparse.ArgumentParser:
 
     dashboard = sub.add_parser("dashboard", help="serve the live dashboard and SSE relay")
     _source(dashboard)
-    dashboard.add_argument("--listen", metavar="HOST:PORT",
-                           help="address to serve on (default: [jobwatch.dashboard] listen, "
-                                "else 127.0.0.1:8788; port 0: any free port)")
+    dashboard.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="address to serve on (default: [jobwatch.dashboard] listen, "
+        "else 127.0.0.1:8788; port 0: any free port)",
+    )
 
     providers = sub.add_parser("providers", help="installed providers and what each offers")
-    providers.add_argument("name", nargs="?", metavar="NAME",
-                           help="print this preset's TOML description, to copy and adapt")
+    providers.add_argument(
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help="print this preset's TOML description, to copy and adapt",
+    )
 
     demo = sub.add_parser("demo", help="watch a job on the built-in simulator (no account)")
     group = demo.add_mutually_exclusive_group()
     group.add_argument("--transport", help="poll, sse or webhook (default: the policy's choice)")
-    group.add_argument("--compare", action="store_true",
-                       help="watch one job with every transport at once and compare them")
-    demo.add_argument("--pages", type=_positive(int), default=50, help="pages in the demo job "
-                      "(with --provider: its requests, jobs or output tokens)")
-    demo.add_argument("--provider", default="reader", metavar="NAME",
-                      help="the API: reader (default), or openai-batch, github-actions or "
-                           "replicate, watched on a fake of that API")
-    demo.add_argument("--time-scale", type=_positive(float), default=5.0,
-                      help="simulated seconds per real second")
+    group.add_argument(
+        "--compare",
+        action="store_true",
+        help="watch one job with every transport at once and compare them",
+    )
+    demo.add_argument(
+        "--pages",
+        type=_positive(int),
+        default=50,
+        help="pages in the demo job (with --provider: its requests, jobs or output tokens)",
+    )
+    demo.add_argument(
+        "--provider",
+        default="reader",
+        metavar="NAME",
+        help="the API: reader (default), or openai-batch, github-actions or "
+        "replicate, watched on a fake of that API",
+    )
+    demo.add_argument(
+        "--time-scale", type=_positive(float), default=5.0, help="simulated seconds per real second"
+    )
     return parser
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
     """An argparse type: a number of ``kind`` greater than zero."""
+
     def parse(text: str) -> float:
         try:
             value = kind(text)
@@ -119,23 +148,29 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
         if not value > 0:  # also refuses nan
             raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
         return value
+
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
 
 
 def _source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="F", help="configuration file")
-    parser.add_argument("--base-url", metavar="URL",
-                        help="the API's address, over the configuration and JOBWATCH_BASE_URL "
-                             "(e.g. the address `jobwatch sim` prints)")
+    parser.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="the API's address, over the configuration and JOBWATCH_BASE_URL "
+        "(e.g. the address `jobwatch sim` prints)",
+    )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     _source(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object per event")
-    parser.add_argument("--raw", action="store_true",
-                        help="with --json: include each event's payload as the API sent it "
-                             "(data)")
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="with --json: include each event's payload as the API sent it (data)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,15 +181,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The simulator has its own options and --help; hand it the rest untouched.
         from .sim import main as sim_main
 
-        return sim_main(argv[argv.index("sim") + 1:])
+        return sim_main(argv[argv.index("sim") + 1 :])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_OK
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
-        "watch": _watch_command, "listen": _listen_command, "doctor": _doctor_command,
-        "demo": _demo_command, "dashboard": _dashboard_command,
+        "watch": _watch_command,
+        "listen": _listen_command,
+        "doctor": _doctor_command,
+        "demo": _demo_command,
+        "dashboard": _dashboard_command,
         "providers": _providers_command,
     }
     with _warnings(args.debug):
@@ -193,14 +231,15 @@ def _one_line(message: str) -> str:
     return _RETRIES.sub("", " ".join(message.split()))
 
 
-def _load(args: argparse.Namespace, transport: str | None = None
-          ) -> tuple[Config, dict[str, str]]:
+def _load(args: argparse.Namespace, transport: str | None = None) -> tuple[Config, dict[str, str]]:
     """The configuration with the command line's and the environment's overrides, and the
     environment the Watcher's policy reads."""
     environ = dict(os.environ)
     config = load_config(args.config)
-    for value, where in ((environ.get("JOBWATCH_BASE_URL"), "JOBWATCH_BASE_URL"),
-                         (args.base_url, "--base-url")):
+    for value, where in (
+        (environ.get("JOBWATCH_BASE_URL"), "JOBWATCH_BASE_URL"),
+        (args.base_url, "--base-url"),
+    ):
         if value:
             try:
                 config = config.replace(base_url=value)
@@ -320,10 +359,10 @@ def _reported_by_watch(jobs: Sequence[str]) -> Callable[[logging.LogRecord], boo
 
     def mute(record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
-        if str(record.msg).startswith("stopped watching job") and args[:1] and \
-                args[0] in watched:
+        if str(record.msg).startswith("stopped watching job") and args[:1] and args[0] in watched:
             return True
         return any(isinstance(a, AuthenticationError) for a in args)
+
     return mute
 
 
@@ -378,8 +417,9 @@ def _configures_store(config: Config) -> bool:
     return isinstance(table, Mapping) and "store" in table
 
 
-async def _watch_fresh(config: Config, jobs: list[str], deadline: float, renderer: Any,
-                       environ: Mapping[str, str]) -> int:
+async def _watch_fresh(
+    config: Config, jobs: list[str], deadline: float, renderer: Any, environ: Mapping[str, str]
+) -> int:
     watcher = Watcher(config, environ=environ)
     if _handler is not None:
         # Until the API first answers, what is said may be only that it does not: held back,
@@ -393,8 +433,9 @@ async def _watch_fresh(config: Config, jobs: list[str], deadline: float, rendere
         _end_hold(say=True)
 
 
-async def _watch(config: Config, jobs: list[str], deadline: float, renderer: Any,
-                 watcher: Watcher | None = None) -> int:
+async def _watch(
+    config: Config, jobs: list[str], deadline: float, renderer: Any, watcher: Watcher | None = None
+) -> int:
     """Watch ``jobs``; returns the exit code. ``watcher``: one already running, else one is
     made from ``config`` for the duration."""
     if watcher is None:
@@ -411,8 +452,9 @@ async def _watch(config: Config, jobs: list[str], deadline: float, renderer: Any
     return outcomes.exit_code()
 
 
-async def _watch_one(watcher: Watcher, job_id: str, deadline: float, renderer: Any,
-                     outcomes: _Outcomes) -> None:
+async def _watch_one(
+    watcher: Watcher, job_id: str, deadline: float, renderer: Any, outcomes: _Outcomes
+) -> None:
     renderer.begin(job_id)
     try:
         with anyio.fail_after(deadline):
@@ -465,9 +507,11 @@ async def _give_up_if_unreachable(watcher: Watcher, job_id: str) -> None:
         _end_hold(say=True)
         return
     _end_hold(say=False)
-    raise _GiveUp(f"the API does not answer: {api.failures_in_a_row} requests in a row got no "
-                  f"answer, the last: {_one_line(str(api.last_failure))}; check base_url "
-                  f"({redact_url(api.base_url)}) and the network")
+    raise _GiveUp(
+        f"the API does not answer: {api.failures_in_a_row} requests in a row got no "
+        f"answer, the last: {_one_line(str(api.last_failure))}; check base_url "
+        f"({redact_url(api.base_url)}) and the network"
+    )
 
 
 def _hint_if_none_found(watcher: Watcher, jobs: Sequence[str], outcomes: _Outcomes) -> None:
@@ -479,12 +523,16 @@ def _hint_if_none_found(watcher: Watcher, jobs: Sequence[str], outcomes: _Outcom
     path = watcher.provider.status_request(jobs[0]).path
     repeated = repeated_prefix(base_url, path)
     if repeated is not None:
-        hint = (f"base_url {base} ends in {repeated}, which the {watcher.provider.name} "
-                f"provider adds itself (requests went to {base}{path}); remove {repeated} "
-                "from base_url")
+        hint = (
+            f"base_url {base} ends in {repeated}, which the {watcher.provider.name} "
+            f"provider adds itself (requests went to {base}{path}); remove {repeated} "
+            "from base_url"
+        )
     elif urlsplit(base_url).path.strip("/"):
-        hint = (f"no job was found, and base_url {base} has a path (requests went to "
-                f"{base}{path}); check that base_url is the API's root")
+        hint = (
+            f"no job was found, and base_url {base} has a path (requests went to "
+            f"{base}{path}); check that base_url is the API's root"
+        )
     else:
         return
     print(f"jobwatch: hint: {hint}", file=sys.stderr, flush=True)
@@ -526,12 +574,14 @@ class _JsonRenderer:
         fields = event.to_dict()
         if not self.raw:
             del fields["data"]
-        print(json.dumps(fields, separators=(",", ":"), default=str), file=self.out,
-              flush=True)
+        print(json.dumps(fields, separators=(",", ":"), default=str), file=self.out, flush=True)
 
     def problem(self, job_id: str, message: str, kind: str) -> None:
-        print(json.dumps({"job_id": job_id, "error": kind, "message": message}),
-              file=self.out, flush=True)
+        print(
+            json.dumps({"job_id": job_id, "error": kind, "message": message}),
+            file=self.out,
+            flush=True,
+        )
 
 
 def _describe(event: JobEvent) -> str:
@@ -582,9 +632,13 @@ class _RichRenderer:
 
         self.escape = escape  # messages and API text may hold brackets rich would parse
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-            TextColumn("{task.fields[status]}"), console=Console(file=out),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=Console(file=out),
         )
         self.tasks: dict[str, Any] = {}
 
@@ -596,15 +650,15 @@ class _RichRenderer:
         self.progress.stop()
 
     def begin(self, job_id: str) -> None:
-        self.tasks[job_id] = self.progress.add_task(job_id, total=None, status="waiting",
-                                                    rate="")
+        self.tasks[job_id] = self.progress.add_task(job_id, total=None, status="waiting", rate="")
 
     def event(self, event: JobEvent) -> None:
         task = self.tasks.get(event.job_id or "")
         if task is None:
             return
-        fields: dict[str, Any] = {"status": event.status.value if event.status else
-                                  event.kind.value}
+        fields: dict[str, Any] = {
+            "status": event.status.value if event.status else event.kind.value
+        }
         if event.total is not None:
             fields["total"] = event.total
         if event.completed is not None:
@@ -616,7 +670,8 @@ class _RichRenderer:
             self.progress.console.print(f"[yellow]{self.escape(_describe(event))}[/yellow]")
         elif event.kind is EventKind.FAILED and event.error:
             self.progress.console.print(
-                f"[red]{self.escape(f'{event.job_id}: failed: {_one_line(event.error)}')}[/red]")
+                f"[red]{self.escape(f'{event.job_id}: failed: {_one_line(event.error)}')}[/red]"
+            )
         self.progress.update(task, **fields)
 
     def problem(self, job_id: str, message: str, kind: str) -> None:
@@ -648,8 +703,13 @@ def _listen_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _listen(config: Config, renderer: Any, environ: Mapping[str, str] | None = None, *,
-                  task_status: Any = None) -> None:
+async def _listen(
+    config: Config,
+    renderer: Any,
+    environ: Mapping[str, str] | None = None,
+    *,
+    task_status: Any = None,
+) -> None:
     """Serve until SIGTERM or SIGINT (what systemd, Kubernetes and Ctrl-C send): then stop
     accepting, let deliveries in flight finish, close the store (a Redis lease is given
     back), and return."""
@@ -668,8 +728,11 @@ async def _listen(config: Config, renderer: Any, environ: Mapping[str, str] | No
 
 async def _stop_on_signal(signals: Any, scope: anyio.CancelScope) -> None:
     async for signum in signals:
-        print(f"jobwatch: {signal.Signals(signum).name}: stopping after the deliveries in "
-              "flight", file=sys.stderr, flush=True)
+        print(
+            f"jobwatch: {signal.Signals(signum).name}: stopping after the deliveries in flight",
+            file=sys.stderr,
+            flush=True,
+        )
         scope.cancel()
         return
 
@@ -711,5 +774,6 @@ def _providers_command(args: argparse.Namespace) -> int:
 def _demo_command(args: argparse.Namespace) -> int:
     from ._demo import demo
 
-    return trio.run(demo, args.transport, args.compare, args.pages, args.time_scale, sys.stdout,
-                    args.provider)
+    return trio.run(
+        demo, args.transport, args.compare, args.pages, args.time_scale, sys.stdout, args.provider
+    )

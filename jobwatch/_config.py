@@ -33,9 +33,7 @@ __all__ = ["Config", "Secret", "load_config"]
 T = TypeVar("T")
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_CORE_KEYS = (
-    "provider", "base_url", "api_key", "transport", "store", "safety_poll", "dedup_ttl"
-)
+_CORE_KEYS = ("provider", "base_url", "api_key", "transport", "store", "safety_poll", "dedup_ttl")
 DEFAULT_DEDUP_TTL = 7 * 24 * 3600.0
 #: The provider a configuration without ``provider`` watches, so that ``jobwatch.wait(job_id)``
 #: works with no configuration file at all: the built-in providers name it; its base URL,
@@ -109,8 +107,10 @@ def _describe(exc: BaseException, kind: type | None) -> str:
     # cattrs says only "invalid value" for a validator's error; say what the validator said.
     if isinstance(exc, cattrs.ForbiddenExtraKeysError):
         known = sorted(a.name for a in attrs.fields(exc.cl)) if attrs.has(exc.cl) else []
-        return (f"unknown key(s) {', '.join(sorted(exc.extra_fields))}; known keys are "
-                f"{', '.join(known)}")
+        return (
+            f"unknown key(s) {', '.join(sorted(exc.extra_fields))}; known keys are "
+            f"{', '.join(known)}"
+        )
     if isinstance(exc, TypeError | ValueError) and str(exc):
         return f"invalid value: {exc}"
     return cattrs.v.format_exception(exc, kind)
@@ -134,6 +134,7 @@ def structure(data: Mapping[str, Any], cls: type[T], where: str) -> T:
 
 def _expand(value: Any, where: str, environ: Mapping[str, str]) -> Any:
     if isinstance(value, str):
+
         def sub(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in environ:
@@ -266,8 +267,9 @@ class Config:
     def redacted(self) -> dict[str, Any]:
         """The configuration as a document, with every secret replaced by ``***``."""
         core = {k: getattr(self, k) for k in _CORE_KEYS}
-        core["transport"] = list(self.transport) if isinstance(self.transport, tuple) \
-            else self.transport
+        core["transport"] = (
+            list(self.transport) if isinstance(self.transport, tuple) else self.transport
+        )
         return {"jobwatch": _redact({**core, **self.tables})}
 
 
@@ -293,8 +295,10 @@ def _check_tables(tables: Mapping[str, Any]) -> None:
     known = sorted({name for kind in GROUPS for name in installed(kind)} | set(TABLES))
     for name in tables:
         if name in _CORE_KEYS:
-            raise ConfigError(f"[jobwatch.{name}] must not be a table: {name} is a key of "
-                              f"[jobwatch] (write `{name} = ...` under [jobwatch])")
+            raise ConfigError(
+                f"[jobwatch.{name}] must not be a table: {name} is a key of "
+                f"[jobwatch] (write `{name} = ...` under [jobwatch])"
+            )
         if name not in known:
             raise ConfigError(
                 f"unknown table [jobwatch.{name}]: tables are named after an installed "
@@ -305,8 +309,10 @@ def _check_tables(tables: Mapping[str, Any]) -> None:
 
 def _check_core(core: _Core | Config) -> None:
     if not core.dedup_ttl > 0:
-        raise ConfigError("[jobwatch] dedup_ttl must be > 0 seconds (how long a seen event "
-                          "key is remembered; default 604800, one week)")
+        raise ConfigError(
+            "[jobwatch] dedup_ttl must be > 0 seconds (how long a seen event "
+            "key is remembered; default 604800, one week)"
+        )
     if core.safety_poll < 0:
         raise ConfigError("[jobwatch] safety_poll must be >= 0 seconds (0 turns it off)")
     if core.base_url is not None and not core.base_url.startswith(("http://", "https://")):
@@ -363,5 +369,4 @@ def _as_written(source: str | Path, exc: ConfigError) -> str:
     message = str(exc)
     if Path(source).name != "pyproject.toml":
         return message
-    return message.replace("[jobwatch]", "[tool.jobwatch]").replace(
-        "[jobwatch.", "[tool.jobwatch.")
+    return message.replace("[jobwatch]", "[tool.jobwatch]").replace("[jobwatch.", "[tool.jobwatch.")

@@ -101,7 +101,8 @@ class DashboardOptions:
         if token is not None and len(token.reveal()) < MIN_TOKEN:
             raise ConfigError(
                 f"[jobwatch.dashboard] token must be at least {MIN_TOKEN} characters long; "
-                "generate one with python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+                "generate one with python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
         return options
 
 
@@ -110,8 +111,9 @@ def check_exposure(host: str, options: DashboardOptions) -> None:
     if options.token is None and not is_loopback(host):
         raise ConfigError(
             f"the dashboard would listen on {host}, which other machines can reach, and "
-            "[jobwatch.dashboard] token is not set: set token = \"${JOBWATCH_DASHBOARD_TOKEN}\" "
-            "(at least 16 characters), or listen on 127.0.0.1")
+            '[jobwatch.dashboard] token is not set: set token = "${JOBWATCH_DASHBOARD_TOKEN}" '
+            "(at least 16 characters), or listen on 127.0.0.1"
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -127,8 +129,10 @@ def is_loopback(host: str) -> bool:
 
 # -- the ASGI app ---------------------------------------------------------------------------
 
-_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 _HEADERS = [
     (b"content-security-policy", _CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
@@ -172,8 +176,11 @@ class DashboardApp:
         token = options.token.reveal().encode() if options.token is not None else None
         self._token = token
         # The cookie holds a value derived from the token, never the token itself.
-        self._session = None if token is None else hmac.new(
-            token, b"jobwatch dashboard session", hashlib.sha256).hexdigest().encode()
+        self._session = (
+            None
+            if token is None
+            else hmac.new(token, b"jobwatch dashboard session", hashlib.sha256).hexdigest().encode()
+        )
         self._files = {path: (_asset(name), kind) for path, (name, kind) in _ASSETS.items()}
         self._page = _asset("index.html")
         self._login = _asset("login.html")
@@ -193,12 +200,21 @@ class DashboardApp:
             except JobwatchError:
                 return None  # closing, or an id the Watcher cannot watch: shown anyway
 
-        relay = Relay(scrubber=Scrubber.for_config(watcher.config), buffer=options.buffer,
-                      client_queue=options.client_queue, jobs=options.jobs,
-                      timeline=options.timeline, follow=follow if options.follow else None)
+        relay = Relay(
+            scrubber=Scrubber.for_config(watcher.config),
+            buffer=options.buffer,
+            client_queue=options.client_queue,
+            jobs=options.jobs,
+            timeline=options.timeline,
+            follow=follow if options.follow else None,
+        )
         watcher._pipeline.observers.append(_guarded(relay.observe))
-        return cls(relay, options, stats=lambda: watcher_stats(watcher),
-                   dead_letters=lambda: dead_letters(watcher, relay.scrubber))
+        return cls(
+            relay,
+            options,
+            stats=lambda: watcher_stats(watcher),
+            dead_letters=lambda: dead_letters(watcher, relay.scrubber),
+        )
 
     def close(self) -> None:
         """End every ``/events`` stream (clients reconnect); call before the server stops."""
@@ -218,14 +234,16 @@ class DashboardApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         root = scope.get("root_path", "").rstrip("/")
         path: str = scope.get("path", "/")
-        inner = path[len(root):] if root and (path == root or path.startswith(root + "/")) \
-            else path
+        inner = (
+            path[len(root) :] if root and (path == root or path.startswith(root + "/")) else path
+        )
         if inner == "" and root:  # the mount point: its page's relative links need the slash
             await _reply(send, 308, b"", extra=[(b"location", (root + "/").encode())])
             return
         method = scope.get("method", "GET")
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers", ())}
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())
+        }
         if inner in self._files:
             body, content_type = self._files[inner]
             await _reply(send, 200, body, content_type, cache=b"no-cache")
@@ -238,8 +256,9 @@ class DashboardApp:
             await self._login_route(scope, receive, send, method, root)
             return
         if method != "GET":
-            await _reply(send, 405, b"method not allowed\n", b"text/plain",
-                         extra=[(b"allow", b"GET")])
+            await _reply(
+                send, 405, b"method not allowed\n", b"text/plain", extra=[(b"allow", b"GET")]
+            )
             return
         if not self._authorized(headers):
             await self._unauthorized(send, inner)
@@ -247,8 +266,14 @@ class DashboardApp:
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
         await self._route(inner, query, headers, receive, send)
 
-    async def _route(self, inner: str, query: dict[str, str], headers: dict[str, str],
-                     receive: Receive, send: Send) -> None:
+    async def _route(
+        self,
+        inner: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        receive: Receive,
+        send: Send,
+    ) -> None:
         if inner == "/":
             await _reply(send, 200, self._page, _HTML)
         elif inner == "/events":
@@ -265,8 +290,11 @@ class DashboardApp:
         elif inner == "/stats":
             await _json(send, 200, self.stats())
         elif inner == "/dead-letters":
-            listed = await self._dead_letters() if self._dead_letters is not None else {
-                "listed": False, "reason": "no store", "entries": []}
+            listed = (
+                await self._dead_letters()
+                if self._dead_letters is not None
+                else {"listed": False, "reason": "no store", "entries": []}
+            )
             await _json(send, 200, listed)
         else:
             await _reply(send, 404, b"not found\n", b"text/plain")
@@ -279,8 +307,10 @@ class DashboardApp:
             return None
         server = scope.get("server")
         if server and not is_loopback(str(server[0])):
-            return ("this dashboard has no token and is served beyond loopback: set "
-                    "[jobwatch.dashboard] token\n")
+            return (
+                "this dashboard has no token and is served beyond loopback: set "
+                "[jobwatch.dashboard] token\n"
+            )
         # A page elsewhere may point a name of its own at 127.0.0.1 (DNS rebinding): without
         # a token, only a loopback Host is answered.
         host = headers.get("host", "")
@@ -305,20 +335,26 @@ class DashboardApp:
         if inner == "/":
             await _reply(send, 401, self._login_page(), _HTML, extra=challenge)
         else:
-            await _json(send, 401, {"error": "unauthorized: send the token as a bearer "
-                                             "header, or log in"}, extra=challenge)
+            await _json(
+                send,
+                401,
+                {"error": "unauthorized: send the token as a bearer header, or log in"},
+                extra=challenge,
+            )
 
     def _login_page(self, message: bytes = b"") -> bytes:
         return self._login.replace(b"<!--message-->", message)
 
-    async def _login_route(self, scope: Scope, receive: Receive, send: Send, method: str,
-                           root: str) -> None:
+    async def _login_route(
+        self, scope: Scope, receive: Receive, send: Send, method: str, root: str
+    ) -> None:
         if method == "GET":
             await _reply(send, 200, self._login_page(), _HTML)
             return
         if method != "POST":
-            await _reply(send, 405, b"method not allowed\n", b"text/plain",
-                         extra=[(b"allow", b"GET, POST")])
+            await _reply(
+                send, 405, b"method not allowed\n", b"text/plain", extra=[(b"allow", b"GET, POST")]
+            )
             return
         body = await _read(receive, 4096)
         offered = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[-1].encode()
@@ -329,10 +365,11 @@ class DashboardApp:
             await _reply(send, 401, self._login_page(_LOGIN_FAILED), _HTML)
             return
         secure = "; Secure" if scope.get("scheme") == "https" else ""
-        cookie = (f"{COOKIE}={self._session.decode()}; Path={root or ''}/; HttpOnly; "
-                  f"SameSite=Strict{secure}")
-        await _reply(send, 303, b"", extra=[(b"location", b"./"),
-                                            (b"set-cookie", cookie.encode())])
+        cookie = (
+            f"{COOKIE}={self._session.decode()}; Path={root or ''}/; HttpOnly; "
+            f"SameSite=Strict{secure}"
+        )
+        await _reply(send, 303, b"", extra=[(b"location", b"./"), (b"set-cookie", cookie.encode())])
 
     # -- the stream --------------------------------------------------------------------------
 
@@ -342,17 +379,26 @@ class DashboardApp:
     def _stats_frame(self) -> bytes:
         now = anyio.current_time()
         if self._stats_cache is None or now - self._stats_cache[0] >= STATS_INTERVAL / 2:
-            self._stats_cache = (now, f"event: stats\ndata: {_encode(self.stats())}\n\n"
-                                 .encode())
+            self._stats_cache = (now, f"event: stats\ndata: {_encode(self.stats())}\n\n".encode())
         return self._stats_cache[1]
 
-    async def _events(self, receive: Receive, send: Send, last_event_id: str | None, *,
-                      stats: bool) -> None:
+    async def _events(
+        self, receive: Receive, send: Send, last_event_id: str | None, *, stats: bool
+    ) -> None:
         client = self.relay.connect(last_event_id)
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", b"text/event-stream; charset=utf-8"),
-                (b"cache-control", b"no-store"), (b"x-accel-buffering", b"no"), *_HEADERS]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-store"),
+                        (b"x-accel-buffering", b"no"),
+                        *_HEADERS,
+                    ],
+                }
+            )
             ended = False  # (the client may leave first: the stream is then cancelled)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
@@ -386,8 +432,7 @@ class DashboardApp:
             if not data and now >= next_ping:
                 data = b": ping\n\n"
             if not data:
-                with anyio.move_on_after(min(next_ping, next_stats if stats else math.inf)
-                                         - now):
+                with anyio.move_on_after(min(next_ping, next_stats if stats else math.inf) - now):
                     await relay.changed().wait()
                 continue
             # A write that takes too long is abandoned and the client let go; where the server
@@ -399,8 +444,10 @@ class DashboardApp:
             client.writing_since = None
             if timer.cancelled_caught:
                 relay.counts["stuck"] += 1
-                log.info("a dashboard client took over %g s to take a write; disconnected",
-                         options.send_timeout)
+                log.info(
+                    "a dashboard client took over %g s to take a write; disconnected",
+                    options.send_timeout,
+                )
                 return False
             client.flushed_at = anyio.current_time()
             next_ping = client.flushed_at + PING_INTERVAL
@@ -414,10 +461,11 @@ def _ignore(event: JobEvent) -> None:
 
 
 def _guarded(
-    observe: Callable[[JobEvent, str | None], None]
+    observe: Callable[[JobEvent, str | None], None],
 ) -> Callable[[JobEvent, str | None], None]:
     """``observe``, logging rather than raising: a fault of the dashboard must never reach
     the Watcher's pipeline."""
+
     def call(event: JobEvent, dropped: str | None) -> None:
         try:
             observe(event, dropped)
@@ -432,11 +480,18 @@ def watcher_stats(watcher: Watcher) -> dict[str, Any]:
     s = watcher.statistics()
     transports = {name: dict(counts) for name, counts in s.transports.items()}
     return {
-        "requests": s.requests, "duplicates": s.duplicates, "reconnects": s.reconnects,
+        "requests": s.requests,
+        "duplicates": s.duplicates,
+        "reconnects": s.reconnects,
         "fallbacks": sum(c.get("fallbacks", 0) for c in transports.values()),
-        "dead_letters": s.dead_letters, "callback_errors": s.callback_errors,
-        "events_in": s.events_in, "events_out": s.events_out, "rate_limited": s.rate_limited,
-        "reconciles": s.reconciles, "safety_polls": s.safety_polls, "dropped": dict(s.dropped),
+        "dead_letters": s.dead_letters,
+        "callback_errors": s.callback_errors,
+        "events_in": s.events_in,
+        "events_out": s.events_out,
+        "rate_limited": s.rate_limited,
+        "reconciles": s.reconciles,
+        "safety_polls": s.safety_polls,
+        "dropped": dict(s.dropped),
         "transports": transports,
     }
 
@@ -450,20 +505,32 @@ async def dead_letters(watcher: Watcher, scrubber: Scrubber) -> dict[str, Any]:
     list, or an async method returning one) of ``(event, subscriber, error)``."""
     store = watcher.store
     kept = getattr(store, "dead_letters", None)
-    answer: dict[str, Any] = {"store": store.name, "replay": False,
-                              "counted": watcher.statistics().dead_letters}
+    answer: dict[str, Any] = {
+        "store": store.name,
+        "replay": False,
+        "counted": watcher.statistics().dead_letters,
+    }
     if callable(kept):
         try:
             kept = await kept()
         except JobwatchError as exc:
-            return {**answer, "listed": False, "entries": [],
-                    "reason": scrubber.text(f"the {store.name} store failed: {exc}")}
+            return {
+                **answer,
+                "listed": False,
+                "entries": [],
+                "reason": scrubber.text(f"the {store.name} store failed: {exc}"),
+            }
     if not isinstance(kept, list):
-        return {**answer, "listed": False, "entries": [],
-                "reason": f"the {store.name} store does not list dead letters"}
-    entries = [{"event": scrubber.event(event), "subscriber": subscriber,
-                "error": scrubber.text(error)}
-               for event, subscriber, error in kept[-DEAD_LETTERS_SHOWN:]]
+        return {
+            **answer,
+            "listed": False,
+            "entries": [],
+            "reason": f"the {store.name} store does not list dead letters",
+        }
+    entries = [
+        {"event": scrubber.event(event), "subscriber": subscriber, "error": scrubber.text(error)}
+        for event, subscriber, error in kept[-DEAD_LETTERS_SHOWN:]
+    ]
     return {**answer, "listed": True, "total": len(kept), "entries": entries[::-1]}
 
 
@@ -493,18 +560,30 @@ async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> N
     scope.cancel()
 
 
-async def _reply(send: Send, status: int, body: bytes, content_type: bytes | None = None, *,
-                 extra: Iterable[tuple[bytes, bytes]] = (), cache: bytes = b"no-store") -> None:
-    headers = [*_HEADERS, (b"cache-control", cache),
-               (b"content-length", str(len(body)).encode()), *extra]
+async def _reply(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes | None = None,
+    *,
+    extra: Iterable[tuple[bytes, bytes]] = (),
+    cache: bytes = b"no-store",
+) -> None:
+    headers = [
+        *_HEADERS,
+        (b"cache-control", cache),
+        (b"content-length", str(len(body)).encode()),
+        *extra,
+    ]
     if content_type is not None:
         headers.append((b"content-type", content_type))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _json(send: Send, status: int, value: Any, *,
-                extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
+async def _json(
+    send: Send, status: int, value: Any, *, extra: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
     await _reply(send, status, _encode(value).encode(), _JSON, extra=extra)
 
 
@@ -539,13 +618,19 @@ async def serve_dashboard(
     app = watcher.dashboard_app()
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
         async with anyio.create_task_group() as tg, watcher:
-            url = await tg.start(functools.partial(
-                serve_app, app, host, port, certfile=options.certfile, keyfile=options.keyfile))
+            url = await tg.start(
+                functools.partial(
+                    serve_app, app, host, port, certfile=options.certfile, keyfile=options.keyfile
+                )
+            )
             print(f"listening on {url}", flush=True)
             task_status.started(url)
             async for signum in received:
-                print(f"jobwatch: {signal.Signals(signum).name}: stopping", file=sys.stderr,
-                      flush=True)
+                print(
+                    f"jobwatch: {signal.Signals(signum).name}: stopping",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 break
             app.close()  # streams end now, so that the server need not wait for them
             tg.cancel_scope.cancel()

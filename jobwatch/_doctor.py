@@ -25,9 +25,21 @@ from .abc import Provider, Request, Response, Store
 
 __all__ = ["doctor"]
 
-_ENV = ("JOBWATCH_TRANSPORT", "JOBWATCH_CONFIG", "CI", "AWS_LAMBDA_FUNCTION_NAME",
-        "FUNCTIONS_WORKER_RUNTIME", "K_SERVICE", "FUNCTION_TARGET", "VERCEL", "NETLIFY",
-        "KUBERNETES_SERVICE_HOST", "INVOCATION_ID", "DYNO", "SERVER_SOFTWARE")
+_ENV = (
+    "JOBWATCH_TRANSPORT",
+    "JOBWATCH_CONFIG",
+    "CI",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "FUNCTIONS_WORKER_RUNTIME",
+    "K_SERVICE",
+    "FUNCTION_TARGET",
+    "VERCEL",
+    "NETLIFY",
+    "KUBERNETES_SERVICE_HOST",
+    "INVOCATION_ID",
+    "DYNO",
+    "SERVER_SOFTWARE",
+)
 
 
 class _Report:
@@ -54,8 +66,14 @@ class _Report:
         return 1
 
 
-async def doctor(config: Config, out: TextIO, *, environ: dict[str, str] | None = None,
-                 signals: Signals | None = None, provider: Provider | None = None) -> int:
+async def doctor(
+    config: Config,
+    out: TextIO,
+    *,
+    environ: dict[str, str] | None = None,
+    signals: Signals | None = None,
+    provider: Provider | None = None,
+) -> int:
     """Print the report; returns 0 when ``watch`` would start and the API answers, else 1.
 
     ``provider``: a ready instance instead of the configured one, as ``Watcher`` takes.
@@ -64,14 +82,19 @@ async def doctor(config: Config, out: TextIO, *, environ: dict[str, str] | None 
     signals = signals or Signals.detect()
     report = _Report(out)
     say = report.say
-    say(f"configuration file: {config.source}" if config.source is not None else
-        "configuration file: none found (no --config, JOBWATCH_CONFIG, jobwatch.toml or "
-        "[tool.jobwatch] in pyproject.toml); the defaults")
+    say(
+        f"configuration file: {config.source}"
+        if config.source is not None
+        else "configuration file: none found (no --config, JOBWATCH_CONFIG, jobwatch.toml or "
+        "[tool.jobwatch] in pyproject.toml); the defaults"
+    )
     say("configuration (secrets redacted):")
     say(_indent(json.dumps(config.redacted(), indent=2, default=str)))
     say("environment signals:")
-    say(f"  stdout is a terminal: {signals.tty}; notebook: {signals.notebook}; "
-        f"web server: {signals.web_server}")
+    say(
+        f"  stdout is a terminal: {signals.tty}; notebook: {signals.notebook}; "
+        f"web server: {signals.web_server}"
+    )
     for name in _ENV:
         if env.get(name):
             shown = env[name] if name in ("JOBWATCH_TRANSPORT", "JOBWATCH_CONFIG", "CI") else "set"
@@ -101,12 +124,17 @@ def _provider(config: Config, report: _Report) -> Provider | None:
 
 def _base_url(config: Config, provider: Provider, report: _Report) -> str | None:
     caps = provider.capabilities
-    streams = [scope for scope, has in (("job", caps.job_stream),
-                                        ("workspace", caps.workspace_stream)) if has]
-    report.say(f"provider {provider.name}: offers {', '.join(caps.offers())} (streams: "
-               f"{', '.join(streams) or 'none'}; webhook scheme: "
-               f"{caps.webhook_scheme if caps.webhooks else 'none'}; push channels report "
-               f"cancellations: {'yes' if caps.announces_cancellation else 'no'})")
+    streams = [
+        scope
+        for scope, has in (("job", caps.job_stream), ("workspace", caps.workspace_stream))
+        if has
+    ]
+    report.say(
+        f"provider {provider.name}: offers {', '.join(caps.offers())} (streams: "
+        f"{', '.join(streams) or 'none'}; webhook scheme: "
+        f"{caps.webhook_scheme if caps.webhooks else 'none'}; push channels report "
+        f"cancellations: {'yes' if caps.announces_cancellation else 'no'})"
+    )
     try:
         with config.naming_source():
             url = provider.resolve_base_url(config)
@@ -118,8 +146,9 @@ def _base_url(config: Config, provider: Provider, report: _Report) -> str | None
     return url
 
 
-def _policy(config: Config, env: dict[str, str], signals: Signals, provider: Provider,
-            report: _Report) -> Decision | None:
+def _policy(
+    config: Config, env: dict[str, str], signals: Signals, provider: Provider, report: _Report
+) -> Decision | None:
     try:
         decision = choose_transport(config, env, signals, provider=provider)
         check_names(decision.transports, installed("transport"))
@@ -128,8 +157,7 @@ def _policy(config: Config, env: dict[str, str], signals: Signals, provider: Pro
         return None
     scope = f" ({decision.scope} scope)" if decision.scope else ""
     safety = f"{decision.safety_poll:g} s" if decision.safety_poll else "off"
-    report.say(f"policy: transports {', '.join(decision.transports)}{scope}; safety net "
-               f"{safety}")
+    report.say(f"policy: transports {', '.join(decision.transports)}{scope}; safety net {safety}")
     for reason in decision.reasons:
         report.say(f"  - {reason}")
     return decision
@@ -148,8 +176,9 @@ def _plugins(report: _Report) -> None:
             report.say(f"  {group}: {point.name} ({point.value}) {state}")
 
 
-def _components(config: Config, report: _Report, decision: Decision | None, *,
-                built_provider: bool) -> None:
+def _components(
+    config: Config, report: _Report, decision: Decision | None, *, built_provider: bool
+) -> None:
     """Build the store, the provider, every transport the policy chose and every component
     whose table is configured: what a Watcher would refuse, doctor reports."""
     chosen = decision.transports if decision is not None else ()
@@ -157,8 +186,9 @@ def _components(config: Config, report: _Report, decision: Decision | None, *,
     if built_provider:
         wanted.add(("provider", config.provider))
     for kind, group in GROUPS.items():
-        wanted.update((kind, point.name) for point in entry_points(group=group)
-                      if point.name in config.tables)
+        wanted.update(
+            (kind, point.name) for point in entry_points(group=group) if point.name in config.tables
+        )
     if decision is not None and decision.scope is not None and "scope" not in config.table("sse"):
         config = config.with_table("sse", scope=decision.scope)  # as the Watcher builds it
     report.say("configured components:")
@@ -175,8 +205,7 @@ def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
 
 
-async def _reachability(config: Config, provider: Provider, base_url: str,
-                        report: _Report) -> None:
+async def _reachability(config: Config, provider: Provider, base_url: str, report: _Report) -> None:
     say: Callable[[str], None] = report.say
     request = provider.status_request("jobwatch-doctor-probe")
     url = redact_url(base_url.rstrip("/")) + request.path
@@ -184,16 +213,20 @@ async def _reachability(config: Config, provider: Provider, base_url: str,
         response = await _probe(base_url, request, provider.headers())
     except httpx.HTTPError as exc:
         why = describe_http_error(exc)
-        report.problem(f"reachability: {request.method} {url} failed: {why}; check base_url "
-                       "and the network",
-                       f"the API at {redact_url(base_url)} cannot be reached ({why})")
+        report.problem(
+            f"reachability: {request.method} {url} failed: {why}; check base_url and the network",
+            f"the API at {redact_url(base_url)} cannot be reached ({why})",
+        )
         return
     said = f"reachability: {request.method} {url} -> HTTP {response.status}"
     # Which answers mean "the key is wrong" is the provider's to say, not a status code's.
     error = provider.error_for(response) if response.status >= 300 else None
     if isinstance(error, AuthenticationError):
-        refused = ("no api_key is set; set [jobwatch] api_key" if config.api_key is None
-                   else "the API refused the api_key; check it")
+        refused = (
+            "no api_key is set; set [jobwatch] api_key"
+            if config.api_key is None
+            else "the API refused the api_key; check it"
+        )
         report.problem(f"{said}: {refused}", refused)
     elif isinstance(error, JobNotFound):
         await _not_found(provider, base_url, request, said, report)
@@ -202,15 +235,18 @@ async def _reachability(config: Config, provider: Provider, base_url: str,
 
 
 async def _probe(base_url: str, request: Request, headers: Mapping[str, str]) -> Response:
-    async with httpx.AsyncClient(base_url=base_url, timeout=10.0,
-                                 headers={"user-agent": user_agent(), **headers}) as client:
-        reply = await client.request(request.method, request.path, params=dict(request.params),
-                                     headers=dict(request.headers))
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=10.0, headers={"user-agent": user_agent(), **headers}
+    ) as client:
+        reply = await client.request(
+            request.method, request.path, params=dict(request.params), headers=dict(request.headers)
+        )
     return Response(status=reply.status_code, headers=dict(reply.headers), body=reply.content)
 
 
-async def _not_found(provider: Provider, base_url: str, request: Request, said: str,
-                     report: _Report) -> None:
+async def _not_found(
+    provider: Provider, base_url: str, request: Request, said: str, report: _Report
+) -> None:
     """The probe job is not found: the key counts as accepted only if the API refuses the
     same request without it; a base_url repeating the API's path prefix is a problem."""
     try:
@@ -219,16 +255,21 @@ async def _not_found(provider: Provider, base_url: str, request: Request, said: 
     except httpx.HTTPError:
         checked = False
     if checked:
-        report.say(f"{said}: the API answered and accepted the key (a probe job is not found, "
-                   "as expected)")
+        report.say(
+            f"{said}: the API answered and accepted the key (a probe job is not found, as expected)"
+        )
     else:
-        report.say(f"{said}: the API answered, but the key was not checked (it answers the "
-                   "same without one)")
+        report.say(
+            f"{said}: the API answered, but the key was not checked (it answers the "
+            "same without one)"
+        )
     repeated = repeated_prefix(base_url, request.path)
     if repeated is not None:
-        problem = (f"base_url {redact_url(base_url)} ends in {repeated}, which the "
-                   f"{provider.name} provider adds itself (requests go to "
-                   f"{repeated}{request.path}); remove {repeated} from base_url")
+        problem = (
+            f"base_url {redact_url(base_url)} ends in {repeated}, which the "
+            f"{provider.name} provider adds itself (requests go to "
+            f"{repeated}{request.path}); remove {repeated} from base_url"
+        )
         report.problem(f"  {problem}", problem)
 
 
@@ -247,8 +288,10 @@ async def _store_reachable(config: Config, report: _Report) -> None:
             await store.open()
             await store.aclose()
     except JobwatchError as exc:
-        report.problem(f"store {config.store}: cannot be opened: {exc}",
-                       f"the store {config.store} cannot be opened: {exc}")
+        report.problem(
+            f"store {config.store}: cannot be opened: {exc}",
+            f"the store {config.store} cannot be opened: {exc}",
+        )
         return
     if waited.cancelled_caught:
         report.say(f"store {config.store}: still opening after 5 s (see the warning above)")

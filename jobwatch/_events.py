@@ -71,8 +71,10 @@ class JobStatus(enum.StrEnum):
 _TERMINAL_KINDS = frozenset({EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED})
 _DATA_KINDS = frozenset({EventKind.PAGE, EventKind.PAGE_FAILED})
 _TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
-_RANK = {status: 2 if status in _TERMINAL_STATUSES else int(status is not JobStatus.QUEUED)
-         for status in JobStatus}
+_RANK = {
+    status: 2 if status in _TERMINAL_STATUSES else int(status is not JobStatus.QUEUED)
+    for status in JobStatus
+}
 
 
 def _kind(value: EventKind | str) -> EventKind:
@@ -151,8 +153,19 @@ class JobEvent:
         through attrs' frozen ``__setattr__``.
         """
         event = _new(JobEvent)
-        set_kind, set_job, set_status, set_completed, set_total, set_key, set_source, \
-            set_when, set_error, set_attempt, set_data = _SETTERS
+        (
+            set_kind,
+            set_job,
+            set_status,
+            set_completed,
+            set_total,
+            set_key,
+            set_source,
+            set_when,
+            set_error,
+            set_attempt,
+            set_data,
+        ) = _SETTERS
         set_kind(event, kind if type(kind) is EventKind else EventKind(kind))
         set_job(event, job_id)
         set_status(event, status)
@@ -174,8 +187,19 @@ class JobEvent:
     def with_key(self, key: str) -> JobEvent:
         """The same event under another key (cheaper than ``attrs.evolve``)."""
         event = _new(JobEvent)
-        set_kind, set_job, set_status, set_completed, set_total, set_key, set_source, \
-            set_when, set_error, set_attempt, set_data = _SETTERS
+        (
+            set_kind,
+            set_job,
+            set_status,
+            set_completed,
+            set_total,
+            set_key,
+            set_source,
+            set_when,
+            set_error,
+            set_attempt,
+            set_data,
+        ) = _SETTERS
         set_kind(event, self.kind)
         set_job(event, self.job_id)
         set_status(event, self.status)
@@ -268,11 +292,23 @@ def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Any, ...]:
     for values that are already what the converters would make of them, on hot paths.
     """
     if names != tuple(field.name for field in attrs.fields(cls)):
-        raise AssertionError(f"the fast constructor of {cls.__name__} must set every field, "
-                             "in order")
+        raise AssertionError(
+            f"the fast constructor of {cls.__name__} must set every field, in order"
+        )
     return tuple(getattr(cls, name).__set__ for name in names)
 
 
-_FIELDS = ("kind", "job_id", "status", "completed", "total", "key", "source", "occurred_at",
-           "error", "attempt", "data")
+_FIELDS = (
+    "kind",
+    "job_id",
+    "status",
+    "completed",
+    "total",
+    "key",
+    "source",
+    "occurred_at",
+    "error",
+    "attempt",
+    "data",
+)
 _SETTERS = _slot_setters(JobEvent, _FIELDS)

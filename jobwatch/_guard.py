@@ -43,12 +43,27 @@ _BACKWARDS = Verdict(event=None, dropped="backwards")
 _STALE = Verdict(event=None, dropped="stale")
 _DUPLICATE = Verdict(event=None, dropped="duplicate")
 _OLD_ATTEMPT = Verdict(event=None, dropped="old-attempt")
-_AFTER_TERMINAL = {(check, reason): Verdict(event=None, check=check, dropped=reason)
-                   for check in (False, True) for reason in ("duplicate", "after-terminal")}
+_AFTER_TERMINAL = {
+    (check, reason): Verdict(event=None, check=check, dropped=reason)
+    for check in (False, True)
+    for reason in ("duplicate", "after-terminal")
+}
 
-_STATE_SETTERS = _slot_setters(JobState, ("job_id", "run", "attempt", "status", "completed",
-                                          "total", "started", "terminal", "watched",
-                                          "updated_at"))
+_STATE_SETTERS = _slot_setters(
+    JobState,
+    (
+        "job_id",
+        "run",
+        "attempt",
+        "status",
+        "completed",
+        "total",
+        "started",
+        "terminal",
+        "watched",
+        "updated_at",
+    ),
+)
 _VERDICT_SETTERS = _slot_setters(Verdict, ("event", "state", "check", "dropped"))
 _new = object.__new__
 # The suffixes of the first runs, made once (most jobs never have a second run).
@@ -75,8 +90,7 @@ def qualify(event: JobEvent, run: int) -> JobEvent:
 
 
 def _new_run(state: JobState, attempt: int | None = None) -> JobState:
-    return JobState(job_id=state.job_id, run=state.run + 1, attempt=attempt,
-                    watched=state.watched)
+    return JobState(job_id=state.job_id, run=state.run + 1, attempt=attempt, watched=state.watched)
 
 
 def _advance(state: JobState, event: JobEvent) -> JobState:
@@ -91,8 +105,18 @@ def _advance(state: JobState, event: JobEvent) -> JobState:
         completed = count
     terminal = event.kind in _TERMINAL_KINDS
     advanced = _new(JobState)
-    set_job, set_run, set_attempt, set_status, set_completed, set_total, set_started, \
-        set_terminal, set_watched, set_updated = _STATE_SETTERS
+    (
+        set_job,
+        set_run,
+        set_attempt,
+        set_status,
+        set_completed,
+        set_total,
+        set_started,
+        set_terminal,
+        set_watched,
+        set_updated,
+    ) = _STATE_SETTERS
     set_job(advanced, state.job_id)
     set_run(advanced, state.run)
     set_attempt(advanced, state.attempt if event.attempt is None else event.attempt)
@@ -133,8 +157,13 @@ def decide(state: JobState | None, event: JobEvent, *, authoritative: bool = Fal
             state = attrs.evolve(state, attempt=attempt)
         return Verdict(event=qualify(event, state.run), state=None if state is saved else state)
     status: JobStatus | None = event.status
-    if state.terminal and authoritative and not numbered and status is not None \
-            and status not in _TERMINAL_STATUSES:
+    if (
+        state.terminal
+        and authoritative
+        and not numbered
+        and status is not None
+        and status not in _TERMINAL_STATUSES
+    ):
         state = _new_run(state, attempt)  # a polled snapshot shows the job going again
     if state.terminal:
         return _after_terminal(state, event, numbered)
@@ -143,8 +172,12 @@ def decide(state: JobState | None, event: JobEvent, *, authoritative: bool = Fal
             return _BACKWARDS
         if event.completed is None and status is state.status and kind is _PROGRESS:
             return _DUPLICATE  # a status change without a count, already delivered
-    if kind is _PROGRESS and event.completed is not None \
-            and state.completed is not None and event.completed < state.completed:
+    if (
+        kind is _PROGRESS
+        and event.completed is not None
+        and state.completed is not None
+        and event.completed < state.completed
+    ):
         return _STALE
     if kind is _STARTED and state.started:
         return _DUPLICATE
@@ -157,10 +190,13 @@ def _after_terminal(state: JobState, event: JobEvent, numbered: bool) -> Verdict
     # A pushed `started`, or progress beyond the final count, hints at a new run (a retry):
     # only a poll may confirm it. Where attempts are numbered, a new run has a higher one, so
     # a report of the same attempt needs no poll.
-    contradicts = not numbered and (event.kind is _STARTED or (
-        event.kind is _PROGRESS
-        and event.completed is not None
-        and (state.completed is None or event.completed > state.completed)
-    ))
+    contradicts = not numbered and (
+        event.kind is _STARTED
+        or (
+            event.kind is _PROGRESS
+            and event.completed is not None
+            and (state.completed is None or event.completed > state.completed)
+        )
+    )
     reason = "duplicate" if event.terminal else "after-terminal"
     return _AFTER_TERMINAL[contradicts, reason]

@@ -100,8 +100,9 @@ class Pipeline:
             record = self.jobs[job_id] = JobRecord(job_id)
         return record
 
-    async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False,
-                      as_of: float | None = None) -> None:
+    async def deliver(
+        self, events: Sequence[JobEvent], *, authoritative: bool = False, as_of: float | None = None
+    ) -> None:
         """Record and dispatch ``events``; returns once every one is recorded.
 
         ``events`` is what one network read decoded (a stream read, a webhook delivery, a
@@ -152,8 +153,11 @@ class Pipeline:
         return records
 
     async def _deliver_batch(
-        self, by_job: dict[str | None, list[JobEvent]], records: dict[str | None, JobRecord],
-        authoritative: bool, as_of: float | None,
+        self,
+        by_job: dict[str | None, list[JobEvent]],
+        records: dict[str | None, JobRecord],
+        authoritative: bool,
+        as_of: float | None,
     ) -> dict[str | None, list[JobEvent]]:
         """Record and dispatch one batch; return what must wait for another store call (the
         events after a terminal event of an authoritative batch: its recording decides
@@ -172,7 +176,7 @@ class Pipeline:
                 if job_id is not None and event.terminal:
                     record.started = False
                     if vouched and index + 1 < len(group):
-                        later[job_id] = group[index + 1:]
+                        later[job_id] = group[index + 1 :]
                 elif event.kind is _STARTED and record.started and event.attempt is None:
                     # (A `started` of a numbered attempt may begin a new run: the guard decides.)
                     self._dropped(event, "duplicate")
@@ -182,23 +186,28 @@ class Pipeline:
                     break
         if not steps:
             return later
-        verdicts = await self.store.record_batch([(s.event.job_id, s) for s in steps],
-                                                 ttl=self.dedup_ttl)
+        verdicts = await self.store.record_batch(
+            [(s.event.job_id, s) for s in steps], ttl=self.dedup_ttl
+        )
         shared = self.store.shared
         for step, verdict in zip(steps, verdicts, strict=True):
             await self._settle(step.record, step.event, verdict, step.check, shared)
         return later
 
-    async def _settle(self, record: JobRecord, event: JobEvent, verdict: Verdict, check: bool,
-                      shared: bool) -> None:
+    async def _settle(
+        self, record: JobRecord, event: JobEvent, verdict: Verdict, check: bool, shared: bool
+    ) -> None:
         """Act on one recorded event's verdict: ask for a check, keep the bookkeeping of
         starts and final events, and dispatch what was delivered."""
         job_id = event.job_id
         if verdict.check and check and job_id is not None:
             self._on_check(job_id)
-        if event.kind is _STARTED and job_id is not None and not shared \
-                and (verdict.event is not None or verdict.dropped == "duplicate"
-                     and not verdict.check):
+        if (
+            event.kind is _STARTED
+            and job_id is not None
+            and not shared
+            and (verdict.event is not None or verdict.dropped == "duplicate" and not verdict.check)
+        ):
             # Other processes record into a shared store: there, no shortcut of our own.
             record.started = True
         delivered = verdict.event
@@ -266,8 +275,9 @@ class _Step:
 
     __slots__ = ("authoritative", "check", "event", "record")
 
-    def __init__(self, record: JobRecord, event: JobEvent, authoritative: bool,
-                 check: bool) -> None:
+    def __init__(
+        self, record: JobRecord, event: JobEvent, authoritative: bool, check: bool
+    ) -> None:
         self.record, self.event = record, event
         self.authoritative, self.check = authoritative, check
 

@@ -95,8 +95,9 @@ def split_transports(text: str, where: str) -> tuple[str, ...]:
     names none."""
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     if not names:
-        raise ConfigError(f"{where} names no transport; give poll, sse, webhook, a "
-                          "comma-separated list, or auto")
+        raise ConfigError(
+            f"{where} names no transport; give poll, sse, webhook, a comma-separated list, or auto"
+        )
     return names
 
 
@@ -112,14 +113,23 @@ def _explicit(config: Config, environ: Mapping[str, str]) -> _Explicit | None:
     override = environ.get("JOBWATCH_TRANSPORT", "").strip()
     if override and override != "auto":
         names = split_transports(override, f"JOBWATCH_TRANSPORT={override!r}")
-        return _Explicit(names, f"JOBWATCH_TRANSPORT={override} overrides the configuration "
-                         "and the table", f"JOBWATCH_TRANSPORT={override!r}", True)
+        return _Explicit(
+            names,
+            f"JOBWATCH_TRANSPORT={override} overrides the configuration and the table",
+            f"JOBWATCH_TRANSPORT={override!r}",
+            True,
+        )
     if config.transports is not None:
         joined = ", ".join(config.transports)
-        written = json.dumps(config.transport if isinstance(config.transport, str)
-                             else list(config.transport))
-        return _Explicit(config.transports, f"transport = {joined} set in the configuration",
-                         f"[jobwatch] transport = {written}", False)
+        written = json.dumps(
+            config.transport if isinstance(config.transport, str) else list(config.transport)
+        )
+        return _Explicit(
+            config.transports,
+            f"transport = {joined} set in the configuration",
+            f"[jobwatch] transport = {written}",
+            False,
+        )
     return None
 
 
@@ -127,8 +137,11 @@ _Served = Provider | type[Provider]
 
 
 def choose_transport(
-    config: Config, environ: Mapping[str, str] | None = None, signals: Signals | None = None,
-    *, provider: _Served | None = None,
+    config: Config,
+    environ: Mapping[str, str] | None = None,
+    signals: Signals | None = None,
+    *,
+    provider: _Served | None = None,
 ) -> Decision:
     """Pick the transports for ``config`` in this environment (DESIGN §6), with reasons.
 
@@ -156,11 +169,14 @@ def _honour(config: Config, explicit: _Explicit, provider: _Served) -> Decision:
     lacking = {"sse": not (caps.job_stream or caps.workspace_stream), "webhook": not caps.webhooks}
     refused = [name for name in names if lacking.get(name)]
     if refused:
-        what = " and ".join({"sse": "no event stream", "webhook": "no webhooks"}[n]
-                            for n in refused)
-        message = (f"{explicit.where} asks for {', '.join(refused)}, but the {provider.name} "
-                   f"provider has {what}; it offers {', '.join(caps.offers())}: choose from "
-                   "those, or \"auto\"")
+        what = " and ".join(
+            {"sse": "no event stream", "webhook": "no webhooks"}[n] for n in refused
+        )
+        message = (
+            f"{explicit.where} asks for {', '.join(refused)}, but the {provider.name} "
+            f"provider has {what}; it offers {', '.join(caps.offers())}: choose from "
+            'those, or "auto"'
+        )
         if explicit.environment:
             raise ConfigError(message)
         with config.naming_source():
@@ -172,21 +188,32 @@ def _honour(config: Config, explicit: _Explicit, provider: _Served) -> Decision:
         offered = {"job": caps.job_stream, "workspace": caps.workspace_stream}
         if wanted in offered and not offered[wanted]:
             scope = "workspace" if wanted == "job" else "job"
-            reasons.append(f"the {provider.name} provider has no {wanted} stream: sse uses "
-                           f"its {scope} stream")
-    return Decision(transports=names, reasons=tuple(reasons), scope=scope,
-                    safety_poll=config.safety_poll if push and "poll" not in names else 0.0)
+            reasons.append(
+                f"the {provider.name} provider has no {wanted} stream: sse uses its {scope} stream"
+            )
+    return Decision(
+        transports=names,
+        reasons=tuple(reasons),
+        scope=scope,
+        safety_poll=config.safety_poll if push and "poll" not in names else 0.0,
+    )
 
 
 def _warn_of_cancellations(decision: Decision, config: Config, provider: _Served) -> Decision:
     # Without a poll of its own, a push-only Watcher learns of a cancellation the provider's
     # push channels do not report only through the safety net.
-    if provider.capabilities.announces_cancellation or decision.handler_mode \
-            or config.safety_poll > 0 or "poll" in decision.transports:
+    if (
+        provider.capabilities.announces_cancellation
+        or decision.handler_mode
+        or config.safety_poll > 0
+        or "poll" in decision.transports
+    ):
         return decision
-    warning = (f"warning: the {provider.name} provider's push channels do not report cancelled "
-               "jobs, and safety_poll = 0 turns the safety net off: a cancelled job is never "
-               "reported; set safety_poll (seconds, e.g. 600) or add poll to transport")
+    warning = (
+        f"warning: the {provider.name} provider's push channels do not report cancelled "
+        "jobs, and safety_poll = 0 turns the safety net off: a cancelled job is never "
+        "reported; set safety_poll (seconds, e.g. 600) or add poll to transport"
+    )
     return attrs.evolve(decision, reasons=(*decision.reasons, warning))
 
 
@@ -199,8 +226,11 @@ def _plugin_choice(config: Config, env: Mapping[str, str], signals: Signals) -> 
             continue
         reason = load("transport", name, Transport).fits(config, env, signals)
         if reason:
-            return Decision(transports=(name,), safety_poll=config.safety_poll,
-                            reasons=(f"the {name} plugin fits: {reason}",))
+            return Decision(
+                transports=(name,),
+                safety_poll=config.safety_poll,
+                reasons=(f"the {name} plugin fits: {reason}",),
+            )
     return None
 
 
@@ -208,8 +238,7 @@ def _poll(*reasons: str) -> Decision:
     return Decision(transports=("poll",), safety_poll=0.0, reasons=reasons)
 
 
-def _table(config: Config, env: Mapping[str, str], signals: Signals,
-           provider: _Served) -> Decision:
+def _table(config: Config, env: Mapping[str, str], signals: Signals, provider: _Served) -> Decision:
     plugin = _plugin_choice(config, env, signals)
     if plugin is not None:
         return plugin
@@ -217,20 +246,32 @@ def _table(config: Config, env: Mapping[str, str], signals: Signals,
     configured = _webhook_configured(config)
     hook = configured and caps.webhooks
     # A configured webhook the provider cannot decode is said once, where it would have won.
-    unserved = (f"[jobwatch.webhook] is configured, but {who} receives no webhooks",) \
-        if configured and not caps.webhooks else ()
+    unserved = (
+        (f"[jobwatch.webhook] is configured, but {who} receives no webhooks",)
+        if configured and not caps.webhooks
+        else ()
+    )
     for var, platform in _SERVERLESS:
         if env.get(var):
             where = f"{var} is set: serverless on {platform}"
             if hook:
-                return Decision(transports=("webhook",), safety_poll=0.0, handler_mode=True,
-                                reasons=(f"{where}; webhook in handler mode, no server and no "
-                                         "stream",))
+                return Decision(
+                    transports=("webhook",),
+                    safety_poll=0.0,
+                    handler_mode=True,
+                    reasons=(f"{where}; webhook in handler mode, no server and no stream",),
+                )
             if not caps.webhooks:
-                return _poll(where, f"warning: {who} receives no webhooks, so polling "
-                             "instead; a function learns of a job only while it runs")
-            return _poll(where, "warning: no [jobwatch.webhook] is configured, so polling "
-                         "instead; configure webhook secrets for serverless use")
+                return _poll(
+                    where,
+                    f"warning: {who} receives no webhooks, so polling "
+                    "instead; a function learns of a job only while it runs",
+                )
+            return _poll(
+                where,
+                "warning: no [jobwatch.webhook] is configured, so polling "
+                "instead; configure webhook secrets for serverless use",
+            )
     if signals.notebook:
         return _poll("running in a notebook kernel: poll")
     service = next((f"{var} is set: {what}" for var, what in _SERVICE if env.get(var)), None)
@@ -244,39 +285,74 @@ def _table(config: Config, env: Mapping[str, str], signals: Signals,
     return _poll(f"{why}: poll")
 
 
-def _service(config: Config, service: str, provider: _Served, hook: bool,
-             unserved: tuple[str, ...]) -> Decision:
+def _service(
+    config: Config, service: str, provider: _Served, hook: bool, unserved: tuple[str, ...]
+) -> Decision:
     caps, who = provider.capabilities, f"the {provider.name} provider"
     if hook:
-        return Decision(transports=("webhook",), safety_poll=config.safety_poll,
-                        reasons=(f"{service}: a long-running service with a webhook "
-                                 "configured: webhook, safety net on",))
+        return Decision(
+            transports=("webhook",),
+            safety_poll=config.safety_poll,
+            reasons=(
+                f"{service}: a long-running service with a webhook "
+                "configured: webhook, safety net on",
+            ),
+        )
     if caps.workspace_stream:
-        return Decision(transports=("sse",), safety_poll=config.safety_poll, scope="workspace",
-                        reasons=(f"{service}: a long-running service without a webhook: one "
-                                 "workspace stream, safety net on", *unserved))
+        return Decision(
+            transports=("sse",),
+            safety_poll=config.safety_poll,
+            scope="workspace",
+            reasons=(
+                f"{service}: a long-running service without a webhook: one "
+                "workspace stream, safety net on",
+                *unserved,
+            ),
+        )
     if caps.job_stream:
-        return Decision(transports=("sse",), safety_poll=config.safety_poll, scope="job",
-                        reasons=(f"{service}: a long-running service without a webhook",
-                                 *unserved, f"{who} has per-job streams only: a stream per "
-                                 "watched job instead of one workspace stream, safety net on"))
-    advice = "configure [jobwatch.webhook] to be told instead of asking" if caps.webhooks \
+        return Decision(
+            transports=("sse",),
+            safety_poll=config.safety_poll,
+            scope="job",
+            reasons=(
+                f"{service}: a long-running service without a webhook",
+                *unserved,
+                f"{who} has per-job streams only: a stream per "
+                "watched job instead of one workspace stream, safety net on",
+            ),
+        )
+    advice = (
+        "configure [jobwatch.webhook] to be told instead of asking"
+        if caps.webhooks
         else "it receives no webhooks either"
-    return _poll(f"{service}: a long-running service", *unserved,
-                 f"{who} has no event stream: poll ({advice})")
+    )
+    return _poll(
+        f"{service}: a long-running service",
+        *unserved,
+        f"{who} has no event stream: poll ({advice})",
+    )
 
 
 def _terminal(config: Config, provider: _Served) -> Decision:
     caps, who = provider.capabilities, f"the {provider.name} provider"
     where = "stdout is a terminal and CI is not set"
     if caps.job_stream:
-        return Decision(transports=("sse",), safety_poll=config.safety_poll, scope="job",
-                        reasons=(f"{where}: a stream per job, falling back to polling",))
+        return Decision(
+            transports=("sse",),
+            safety_poll=config.safety_poll,
+            scope="job",
+            reasons=(f"{where}: a stream per job, falling back to polling",),
+        )
     if caps.workspace_stream:
-        return Decision(transports=("sse",), safety_poll=config.safety_poll, scope="workspace",
-                        reasons=(f"{where}: a stream, falling back to polling",
-                                 f"{who} has a workspace stream only: one stream for every "
-                                 "job"))
+        return Decision(
+            transports=("sse",),
+            safety_poll=config.safety_poll,
+            scope="workspace",
+            reasons=(
+                f"{where}: a stream, falling back to polling",
+                f"{who} has a workspace stream only: one stream for every job",
+            ),
+        )
     return _poll(f"{where}, but {who} has no event stream: poll")
 
 

@@ -90,21 +90,27 @@ def parse_rate_limit(response: Response, *, cap: float = MAX_WAIT) -> RateLimit 
     """
     headers = response.headers
     for family in _FAMILIES:
-        limit, remaining, reset = (_number(_header(headers, family + part))
-                                   for part in ("limit", "remaining", "reset"))
+        limit, remaining, reset = (
+            _number(_header(headers, family + part)) for part in ("limit", "remaining", "reset")
+        )
         if limit is None and remaining is None and reset is None:
             continue
         if reset is not None and reset > _UNIX_TIME:
             reset = _seconds_until(reset, headers)
-        return RateLimit(limit=None if limit is None or limit < 1 else int(limit),
-                         remaining=None if remaining is None else int(remaining),
-                         reset=_capped(reset, cap))
+        return RateLimit(
+            limit=None if limit is None or limit < 1 else int(limit),
+            remaining=None if remaining is None else int(remaining),
+            reset=_capped(reset, cap),
+        )
     return None
 
 
-def classify_http(response: Response,
-                  error_for: Callable[[Response], JobwatchError] | None = None, *,
-                  cap: float = MAX_WAIT) -> Classification:
+def classify_http(
+    response: Response,
+    error_for: Callable[[Response], JobwatchError] | None = None,
+    *,
+    cap: float = MAX_WAIT,
+) -> Classification:
     """The standard HTTP meaning of a response; ``Provider.classify`` by default.
 
     - 2xx: fine.
@@ -124,9 +130,14 @@ def classify_http(response: Response,
     error = error_for(response) if error_for is not None else None
     hint = parse_retry_after(response, cap=cap)
     spent = limits is not None and limits.remaining == 0
-    if (isinstance(error, RateLimited) or status == 429
-            or status == 503 and hint is not None
-            or status in (401, 403) and (hint is not None or spent)):
+    if (
+        isinstance(error, RateLimited)
+        or status == 429
+        or status == 503
+        and hint is not None
+        or status in (401, 403)
+        and (hint is not None or spent)
+    ):
         told = error.retry_after if isinstance(error, RateLimited) else None
         if told is not None and not (math.isfinite(told) and told >= 0):
             told = None

@@ -20,8 +20,8 @@ _USERINFO = re.compile(r'(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<userinfo>[^\s/?#"
 
 # A query argument whose name says it is a credential (?password=, ?api_key=, ?token=).
 _QUERY_SECRET = re.compile(
-    r"(?P<name>[?&][^=&#\s\"<>]*(?:password|secret|token|key)[^=&#\s\"<>]*=)[^&#\s\"<>]*",
-    re.I)
+    r"(?P<name>[?&][^=&#\s\"<>]*(?:password|secret|token|key)[^=&#\s\"<>]*=)[^&#\s\"<>]*", re.I
+)
 
 
 def redact_url(text: str) -> str:

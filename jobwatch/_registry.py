@@ -33,8 +33,12 @@ def base(kind: str) -> type[Any]:
     """The abstract class of ``jobwatch.abc`` that every component of ``kind`` subclasses."""
     from .abc import Provider, Scheme, Store, Transport  # .abc needs the config, which needs us
 
-    bases: dict[str, type[Any]] = {"transport": Transport, "provider": Provider, "store": Store,
-                                   "scheme": Scheme}
+    bases: dict[str, type[Any]] = {
+        "transport": Transport,
+        "provider": Provider,
+        "store": Store,
+        "scheme": Scheme,
+    }
     return bases[kind]
 
 

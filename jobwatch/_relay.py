@@ -37,8 +37,20 @@ encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 # -- secrets -------------------------------------------------------------------------------
 
-_SECRET_NAMES = ("secret", "secrets", "token", "password", "passwd", "apikey", "authorization",
-                 "signature", "credential", "credentials", "cookie", "privatekey")
+_SECRET_NAMES = (
+    "secret",
+    "secrets",
+    "token",
+    "password",
+    "passwd",
+    "apikey",
+    "authorization",
+    "signature",
+    "credential",
+    "credentials",
+    "cookie",
+    "privatekey",
+)
 #: Secrets shorter than this are removed where a whole value equals them, not inside text.
 _MIN_SCRUB = 4
 REDACTED = "***"
@@ -96,8 +108,10 @@ class Scrubber:
         if isinstance(value, str):
             return self.text(value) if self._long or self._short else value
         if isinstance(value, Mapping):
-            return {str(k): REDACTED if secret_name(str(k)) else self.payload(v)
-                    for k, v in value.items()}
+            return {
+                str(k): REDACTED if secret_name(str(k)) else self.payload(v)
+                for k, v in value.items()
+            }
         if isinstance(value, list | tuple):
             return [self.payload(item) for item in value]
         return value
@@ -169,11 +183,19 @@ class _Row:
 
     def to_dict(self, now: float) -> dict[str, Any]:
         return {
-            "job_id": self.job_id, "status": self.status, "kind": self.kind,
-            "completed": self.completed, "total": self.total, "source": self.source,
-            "error": self.error, "attempt": self.attempt, "events": self.events,
-            "dropped": self.dropped, "page_errors": self.page_errors,
-            "age": round(now - self.first_seen, 3), "idle": round(now - self.updated, 3),
+            "job_id": self.job_id,
+            "status": self.status,
+            "kind": self.kind,
+            "completed": self.completed,
+            "total": self.total,
+            "source": self.source,
+            "error": self.error,
+            "attempt": self.attempt,
+            "events": self.events,
+            "dropped": self.dropped,
+            "page_errors": self.page_errors,
+            "age": round(now - self.first_seen, 3),
+            "idle": round(now - self.updated, 3),
         }
 
 
@@ -408,18 +430,25 @@ class Relay:
     def table(self) -> dict[str, Any]:
         """The current table (what ``GET /jobs`` answers and a snapshot carries)."""
         now = self._clock()
-        return {"last_event_id": self.last_event_id(), "notice": self.notice,
-                "jobs": [row.to_dict(now) for row in self._jobs.values()]}
+        return {
+            "last_event_id": self.last_event_id(),
+            "notice": self.notice,
+            "jobs": [row.to_dict(now) for row in self._jobs.values()],
+        }
 
     def snapshot_frame(self) -> bytes:
         """The ``snapshot`` event: the table as of the last event, with that event's id."""
         now = self._clock()
         key = (self.seq, self._version)
-        if self._snapshot is not None and self._snapshot[0] == key \
-                and now - self._snapshot[1] < 1.0:
+        if (
+            self._snapshot is not None
+            and self._snapshot[0] == key
+            and now - self._snapshot[1] < 1.0
+        ):
             return self._snapshot[2]
-        frame = (f"event: snapshot\nid: {self.last_event_id()}\n"
-                 f"data: {encode(self.table())}\n\n").encode()
+        frame = (
+            f"event: snapshot\nid: {self.last_event_id()}\ndata: {encode(self.table())}\n\n"
+        ).encode()
         self._snapshot = (key, now, frame)
         return frame
 
@@ -434,19 +463,37 @@ class Relay:
         """The relay's counters; ``stalled``: clients with a write pending for longer than
         ``stalled_after`` seconds."""
         since = self._clock() - stalled_after
-        stalled = sum(1 for c in self.clients if c.writing_since is not None
-                      and c.writing_since < since)
-        return {"clients": len(self.clients), "stalled": stalled, "events": self.seq,
-                "jobs": len(self._jobs), **self.counts}
+        stalled = sum(
+            1 for c in self.clients if c.writing_since is not None and c.writing_since < since
+        )
+        return {
+            "clients": len(self.clients),
+            "stalled": stalled,
+            "events": self.seq,
+            "jobs": len(self._jobs),
+            **self.counts,
+        }
 
 
-def _entry(body: Mapping[str, Any], at: float, *, ident: str | None = None,
-           dropped: str | None = None) -> dict[str, Any]:
+def _entry(
+    body: Mapping[str, Any], at: float, *, ident: str | None = None, dropped: str | None = None
+) -> dict[str, Any]:
     url = body["data"].get("url")  # a page's, in the API's words
-    return {"t": round(at, 3), "id": ident, "kind": body["kind"], "key": body["key"],
-            "source": body["source"], "status": body["status"], "completed": body["completed"],
-            "total": body["total"], "error": body["error"], "dropped": dropped, "count": 1,
-            "last": None, "url": url if isinstance(url, str) else None}
+    return {
+        "t": round(at, 3),
+        "id": ident,
+        "kind": body["kind"],
+        "key": body["key"],
+        "source": body["source"],
+        "status": body["status"],
+        "completed": body["completed"],
+        "total": body["total"],
+        "error": body["error"],
+        "dropped": dropped,
+        "count": 1,
+        "last": None,
+        "url": url if isinstance(url, str) else None,
+    }
 
 
 def _cancel(row: _Row) -> None:

@@ -95,7 +95,8 @@ class Scheme(abc.ABC):
                 return kind()
             except TypeError as exc:
                 raise ConfigError(
-                    f"[jobwatch.webhook] the {self.name} scheme needs options: {exc}") from None
+                    f"[jobwatch.webhook] the {self.name} scheme needs options: {exc}"
+                ) from None
         if not isinstance(options, kind):
             raise TypeError(f"options must be a {kind.__name__}, got {type(options).__name__}")
         return options
@@ -133,14 +134,19 @@ class Scheme(abc.ABC):
             raise WebhookVerificationError(f"the delivery has no {header} header", status=400)
         if not _DIGITS.fullmatch(value):
             raise WebhookVerificationError(
-                f"the {header} header is not a unix time in seconds", status=400)
+                f"the {header} header is not a unix time in seconds", status=400
+            )
         stamp = int(value)
         if stamp < now - self.tolerance:
             raise WebhookVerificationError(
                 f"the {header} is {now - stamp:.0f} s old, more than the tolerance of "
-                f"{self.tolerance:g} s: a replay, or a clock that is off", status=400)
+                f"{self.tolerance:g} s: a replay, or a clock that is off",
+                status=400,
+            )
         if stamp > now + self.tolerance:
             raise WebhookVerificationError(
                 f"the {header} is {stamp - now:.0f} s in the future, more than the tolerance "
-                f"of {self.tolerance:g} s: check the clocks", status=400)
+                f"of {self.tolerance:g} s: check the clocks",
+                status=400,
+            )
         return stamp

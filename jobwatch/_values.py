@@ -146,13 +146,13 @@ def _capped(value: float | None) -> float | None:
 
 def _optional_seconds(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{attribute.name} must be a finite number of seconds >= 0 or None, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{attribute.name} must be a finite number of seconds >= 0 or None, got {value!r}"
+        )
 
 
 def _optional_count(_: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                              or value < 0):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
         raise ValueError(f"{attribute.name} must be an integer >= 0 or None, got {value!r}")
 
 
@@ -167,8 +167,7 @@ class RateLimit:
 
     limit: int | None = attrs.field(default=None, validator=_optional_count)
     remaining: int | None = attrs.field(default=None, validator=_optional_count)
-    reset: float | None = attrs.field(default=None, converter=_capped,
-                                      validator=_optional_seconds)
+    reset: float | None = attrs.field(default=None, converter=_capped, validator=_optional_seconds)
 
 
 @attrs.frozen(kw_only=True)
@@ -185,8 +184,7 @@ class Classification:
     """
 
     outcome: Outcome
-    wait: float | None = attrs.field(default=None, converter=_capped,
-                                     validator=_optional_seconds)
+    wait: float | None = attrs.field(default=None, converter=_capped, validator=_optional_seconds)
     rate_limit: RateLimit | None = None
 
     @classmethod
@@ -195,8 +193,9 @@ class Classification:
         return cls(outcome=Outcome.FINE, rate_limit=rate_limit)
 
     @classmethod
-    def rate_limited(cls, *, wait: float | None = None,
-                     rate_limit: RateLimit | None = None) -> Classification:
+    def rate_limited(
+        cls, *, wait: float | None = None, rate_limit: RateLimit | None = None
+    ) -> Classification:
         """The budget is spent: every caller pauses ``wait`` seconds (None: backoff)."""
         return cls(outcome=Outcome.RATE_LIMITED, wait=wait, rate_limit=rate_limit)
 
@@ -206,8 +205,9 @@ class Classification:
         return cls(outcome=Outcome.GONE, rate_limit=rate_limit)
 
     @classmethod
-    def retry(cls, *, wait: float | None = None,
-              rate_limit: RateLimit | None = None) -> Classification:
+    def retry(
+        cls, *, wait: float | None = None, rate_limit: RateLimit | None = None
+    ) -> Classification:
         """A passing failure: try this request again later (after ``wait`` seconds, if given)."""
         return cls(outcome=Outcome.RETRY, wait=wait, rate_limit=rate_limit)
 

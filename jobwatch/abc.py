@@ -122,8 +122,9 @@ def path_segment(value: str) -> str:
         return value.replace(".", "%2E")
     if all(c in _UNRESERVED for c in value):
         return value
-    return "".join(c if c in _UNRESERVED else "".join(f"%{b:02X}" for b in c.encode("utf-8"))
-                   for c in value)
+    return "".join(
+        c if c in _UNRESERVED else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in value
+    )
 
 
 class Provider(abc.ABC):
@@ -160,7 +161,7 @@ class Provider(abc.ABC):
         if url is None:
             raise ConfigError(
                 f"[jobwatch] base_url is not set and the {self.name} provider has no default "
-                "base URL; set base_url = \"https://...\" under [jobwatch] to the API's address"
+                'base URL; set base_url = "https://..." under [jobwatch] to the API\'s address'
             )
         return url
 
@@ -245,8 +246,9 @@ class EventSink(abc.ABC):
     store: Store
 
     @abc.abstractmethod
-    async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False,
-                      as_of: float | None = None) -> None:
+    async def deliver(
+        self, events: Sequence[JobEvent], *, authoritative: bool = False, as_of: float | None = None
+    ) -> None:
         """Hand decoded events to the pipeline; returns once they are recorded.
 
         ``as_of`` is when the snapshot behind authoritative events was requested
@@ -312,8 +314,13 @@ class TransportHost(EventSink, APIAccess):
         """The names of the transports this host runs."""
         return ()
 
-    def subscribe(self, callback: Callable[[JobEvent], Any], *,
-                  kinds: Collection[str] | None = None, job_id: str | None = None) -> Any:
+    def subscribe(
+        self,
+        callback: Callable[[JobEvent], Any],
+        *,
+        kinds: Collection[str] | None = None,
+        job_id: str | None = None,
+    ) -> Any:
         """Call ``callback`` for matching dispatched events, like ``Watcher.subscribe``
         (a relay publishes what a receiver dispatches this way)."""
         raise NotImplementedError(f"{type(self).__name__} dispatches to no subscribers")
@@ -396,7 +403,9 @@ class Store(abc.ABC):
         """Apply the verdict of ``decide`` atomically; a seen key becomes ``duplicate``."""
 
     async def record_batch(
-        self, records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]], *,
+        self,
+        records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]],
+        *,
         ttl: float,
     ) -> list[Verdict]:
         """Record several events at once: what :meth:`record` of each ``(job_id, decide)``
@@ -484,6 +493,28 @@ class Store(abc.ABC):
 
     async def dead_letter(self, event: JobEvent, subscriber: str, error: str) -> None:  # noqa: B027
         """Keep an event whose callback kept failing (default: not kept beyond the log)."""
+
+    async def dead_letters(self) -> list[tuple[JobEvent, str, str]]:
+        """The dead letters kept, oldest first, each ``(event, subscriber, error)``.
+
+        ``jobwatch inbox`` and the dashboard list them. The default keeps none, so lists none.
+        """
+        return []
+
+    async def replay_dead_letter(self, key: str) -> bool:
+        """Move the dead letters of the event ``key`` back into the inbox, as one event: the
+        next Watcher on this store dispatches it at start, to every matching subscriber.
+        True if there was one; the default keeps none, so answers False."""
+        return False
+
+    async def drop(self, key: str) -> bool:
+        """Forget the event ``key`` for good: its dead letters and its inbox row, so that it
+        is never dispatched. True if there was either. The default removes the inbox row with
+        :meth:`ack`."""
+        if not any(event.key == key for event in await self.pending()):
+            return False
+        await self.ack(key)
+        return True
 
     def describe(self) -> Mapping[str, Any]:
         """Non-secret facts for ``jobwatch doctor`` (path, URL without password, ...)."""

@@ -49,8 +49,11 @@ log = logging.getLogger("jobwatch.serverless")
 
 OnEvent = Callable[[JobEvent], Awaitable[None] | None]
 _HANDLED = 10_000
-_UNAVAILABLE = Reply(503, (("content-type", "application/json"),),
-                     b'{"ok":false,"error":"the store is unavailable; retry later"}')
+_UNAVAILABLE = Reply(
+    503,
+    (("content-type", "application/json"),),
+    b'{"ok":false,"error":"the store is unavailable; retry later"}',
+)
 LambdaFunction = Callable[[Mapping[str, Any], Any], dict[str, Any]]
 
 
@@ -68,8 +71,9 @@ class _HandlerSink(EventSink):
     async def _recorded(self, event: JobEvent) -> None:
         self.recorded.append(event)  # on_event is called once the delivery is answered for
 
-    async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False,
-                      as_of: float | None = None) -> None:
+    async def deliver(
+        self, events: Sequence[JobEvent], *, authoritative: bool = False, as_of: float | None = None
+    ) -> None:
         # A handler never polls, so nothing it records is a (possibly stale) snapshot.
         await self.pipeline.deliver(events, authoritative=authoritative, as_of=as_of)
         for reason, n in self.pipeline.dropped.items():
@@ -132,14 +136,20 @@ class Handler:
         self.backend = backend
 
     def handle(
-        self, method: str, path: str, headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]],
         body: bytes,
     ) -> Reply:
         """Handle one request from synchronous code; returns (status, headers, body)."""
         return anyio.run(self.handle_async, method, path, headers, body, backend=self.backend)
 
     async def handle_async(
-        self, method: str, path: str, headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]],
         body: bytes,
     ) -> Reply:
         """Handle one request inside a running event loop; requests may overlap.
@@ -159,15 +169,15 @@ class Handler:
         try:
             await self._open()
         except Exception as exc:
-            log.warning("the %s store could not be opened, answering 503: %s",
-                        self.store.name, exc)
+            log.warning("the %s store could not be opened, answering 503: %s", self.store.name, exc)
             return _UNAVAILABLE
         try:
             try:
                 pending = await self.store.pending()
             except Exception as exc:
-                log.warning("the %s store could not be read, answering 503: %s",
-                            self.store.name, exc)
+                log.warning(
+                    "the %s store could not be read, answering 503: %s", self.store.name, exc
+                )
                 return _UNAVAILABLE
             await self._dispatch(pending)
             reply = await receiver.record(fields, body)
@@ -193,8 +203,9 @@ class Handler:
                 if self._open_error is _ABANDONED:  # its opener was cancelled: open it here
                     await self._open_first()
                 elif self._open_error is not None:
-                    raise JobwatchError(f"the {self.store.name} store could not be opened: "
-                                        f"{self._open_error}")
+                    raise JobwatchError(
+                        f"the {self.store.name} store could not be opened: {self._open_error}"
+                    )
                 return
         except BaseException:
             self._users -= 1
@@ -231,9 +242,13 @@ class Handler:
     def _receiver(self, host: _HandlerSink) -> Receiver:
         options = self._options
         return Receiver(
-            host, scheme=self._scheme, path=self._path if self._check_path else None,
-            max_body=options.max_body, allow_unsigned=options.allow_unsigned,
-            dedup_ttl=self.config.dedup_ttl, failures=self._refused,
+            host,
+            scheme=self._scheme,
+            path=self._path if self._check_path else None,
+            max_body=options.max_body,
+            allow_unsigned=options.allow_unsigned,
+            dedup_ttl=self.config.dedup_ttl,
+            failures=self._refused,
         )
 
     async def _dispatch(self, events: Sequence[JobEvent]) -> None:
@@ -254,8 +269,12 @@ class Handler:
         except Exception as exc:  # the event stays in the inbox for the next invocation
             self._failures[event.key] += 1
             error = f"{type(exc).__name__}: {exc}"
-            log.warning("on_event failed on %s (attempt %d): %s",
-                        event.key, self._failures[event.key], error)
+            log.warning(
+                "on_event failed on %s (attempt %d): %s",
+                event.key,
+                self._failures[event.key],
+                error,
+            )
             if self._failures[event.key] >= self._attempts:
                 log.error("on_event gave up on %s; kept as a dead letter", event.key)
                 await self.store.dead_letter(event, "on_event", error)
@@ -295,8 +314,11 @@ def _from_lambda(event: Mapping[str, Any]) -> tuple[str, str, list[tuple[str, st
     if not isinstance(event, Mapping):
         raise ValueError("not an API Gateway or function URL event")
     context = event.get("requestContext")
-    http = context.get("http") if isinstance(context, Mapping) and event.get("version") == "2.0" \
+    http = (
+        context.get("http")
+        if isinstance(context, Mapping) and event.get("version") == "2.0"
         else None
+    )
     if isinstance(http, Mapping):
         method, path = http.get("method"), event.get("rawPath", http.get("path", "/"))
         headers = _pairs(event.get("headers"), multi=False)

@@ -27,7 +27,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 def load_example(name: str) -> ModuleType:
     """A fresh import of ``examples/<name>.py`` (its module-level code runs again)."""
     spec = importlib.util.spec_from_file_location(
-        f"example_{name}_{uuid.uuid4().hex[:8]}", EXAMPLES / f"{name}.py")
+        f"example_{name}_{uuid.uuid4().hex[:8]}", EXAMPLES / f"{name}.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -65,13 +66,24 @@ async def serving(app: Any) -> AsyncIterator[str]:
             stop.set()
 
 
-async def _trio_serve(serve: Callable[..., Any], app: Any, config: HypercornConfig,
-                      trigger: Callable[[], Any], *, task_status: Any) -> None:
+async def _trio_serve(
+    serve: Callable[..., Any],
+    app: Any,
+    config: HypercornConfig,
+    trigger: Callable[[], Any],
+    *,
+    task_status: Any,
+) -> None:
     await serve(app, config, shutdown_trigger=trigger, task_status=task_status)
 
 
-async def _asyncio_serve(serve: Callable[..., Any], app: Any, config: HypercornConfig,
-                         trigger: Callable[[], Any], started: anyio.Event) -> None:
+async def _asyncio_serve(
+    serve: Callable[..., Any],
+    app: Any,
+    config: HypercornConfig,
+    trigger: Callable[[], Any],
+    started: anyio.Event,
+) -> None:
     # hypercorn's asyncio server has no task_status: the socket already listens, so a client
     # connecting before it accepts waits in the backlog.
     started.set()

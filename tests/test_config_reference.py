@@ -16,8 +16,13 @@ from jobwatch.transports.sse import SSEOptions
 from jobwatch.transports.webhook import WebhookOptions
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
-TABLES = {"jobwatch": _Core, "jobwatch.poll": PollOptions, "jobwatch.sse": SSEOptions,
-          "jobwatch.webhook": WebhookOptions, "jobwatch.sqlite": SQLiteOptions}
+TABLES = {
+    "jobwatch": _Core,
+    "jobwatch.poll": PollOptions,
+    "jobwatch.sse": SSEOptions,
+    "jobwatch.webhook": WebhookOptions,
+    "jobwatch.sqlite": SQLiteOptions,
+}
 
 
 def documented() -> dict[str, dict[str, str]]:

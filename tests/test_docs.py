@@ -29,8 +29,9 @@ def test_snippets_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         excerpt = EXCERPT.match(code)
         if excerpt:
             source = (ROOT / excerpt[1]).read_text(encoding="utf-8")
-            assert code[excerpt.end():] in source, (
-                f"{page.name}, python block {number} is not a verbatim part of {excerpt[1]}")
+            assert code[excerpt.end() :] in source, (
+                f"{page.name}, python block {number} is not a verbatim part of {excerpt[1]}"
+            )
             continue
         try:
             exec(compile(code, f"{page.name} block {number}", "exec"), namespace)

@@ -43,18 +43,22 @@ def _config_file(tmp_path: Path, text: str) -> dict[str, str]:
 
 
 async def _run_script(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
-    return await anyio.run_process([sys.executable, str(EXAMPLES / "wait_for_job.py"), *args],
-                                   env=env, check=False)
+    return await anyio.run_process(
+        [sys.executable, str(EXAMPLES / "wait_for_job.py"), *args], env=env, check=False
+    )
 
 
 async def test_script_waits_for_a_job(tmp_path: Path) -> None:
     simulator = Simulator(time_scale=100)
     async with running(simulator) as url:
-        env = _config_file(tmp_path, f'[jobwatch]\nbase_url = "{url}"\napi_key = '
-                           f'"{simulator.api_key}"\nstore = "memory"\n')
+        env = _config_file(
+            tmp_path,
+            f'[jobwatch]\nbase_url = "{url}"\napi_key = "{simulator.api_key}"\nstore = "memory"\n',
+        )
         done = simulator.create_job(urls=[f"https://example.com/{n}" for n in range(3)])
-        failed = simulator.create_job(steps=[Step(kind="page", delay=0.1),
-                                             Step(kind="fail", error="the browser crashed")])
+        failed = simulator.create_job(
+            steps=[Step(kind="page", delay=0.1), Step(kind="fail", error="the browser crashed")]
+        )
         completed = await _run_script(env, done)
         broken = await _run_script(env, failed)
         usage = await _run_script(env)
@@ -85,23 +89,41 @@ def redis_names() -> Iterator[str]:
 
 @pytest.mark.redis
 async def test_worker_acts_on_what_a_receiver_relays(tmp_path: Path, redis_names: str) -> None:
-    relay = (f'[jobwatch.relay]\nurl = "{REDIS_URL}"\nstream = "{redis_names}:events"\n'
-             'block = 0.1\ntimeout = 2.0\n')
-    receiver = jobwatch.Config.from_mapping({"jobwatch": {
-        "transport": ["webhook", "relay"], "store": "redis", "safety_poll": 0,
-        "redis": {"url": REDIS_URL, "prefix": redis_names, "owner": "receiver-1"},
-        "relay": {"url": REDIS_URL, "stream": f"{redis_names}:events", "block": 0.1,
-                  "timeout": 2.0},
-        "webhook": {"listen": "127.0.0.1:0", "secrets": [SECRET]},
-    }})
+    relay = (
+        f'[jobwatch.relay]\nurl = "{REDIS_URL}"\nstream = "{redis_names}:events"\n'
+        "block = 0.1\ntimeout = 2.0\n"
+    )
+    receiver = jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "transport": ["webhook", "relay"],
+                "store": "redis",
+                "safety_poll": 0,
+                "redis": {"url": REDIS_URL, "prefix": redis_names, "owner": "receiver-1"},
+                "relay": {
+                    "url": REDIS_URL,
+                    "stream": f"{redis_names}:events",
+                    "block": 0.1,
+                    "timeout": 2.0,
+                },
+                "webhook": {"listen": "127.0.0.1:0", "secrets": [SECRET]},
+            }
+        }
+    )
     env = _config_file(tmp_path, f'[jobwatch]\ntransport = "relay"\nstore = "memory"\n{relay}')
     simulator = Simulator(time_scale=100)
-    async with (running(simulator), jobwatch.Watcher(receiver) as watcher,
-                await anyio.open_process([sys.executable, str(EXAMPLES / "redis_worker.py")],
-                                         env=env) as worker):
+    async with (
+        running(simulator),
+        jobwatch.Watcher(receiver) as watcher,
+        await anyio.open_process(
+            [sys.executable, str(EXAMPLES / "redis_worker.py")], env=env
+        ) as worker,
+    ):
         assert worker.stdout is not None
-        job_id = simulator.create_job(urls=["https://example.com/a"], webhook={
-            "url": watcher.bound_url("webhook") + "/hooks/reader", "secret": SECRET})
+        job_id = simulator.create_job(
+            urls=["https://example.com/a"],
+            webhook={"url": watcher.bound_url("webhook") + "/hooks/reader", "secret": SECRET},
+        )
         lines = await _read_lines(worker.stdout, until=f"{job_id} completed")
         worker.send_signal(signal.SIGINT)
         with anyio.fail_after(10):
@@ -119,6 +141,7 @@ async def _read_lines(stream: Any, *, until: str) -> list[str]:
 
 def _api_gateway(handler: Any) -> Any:
     """A loopback stand-in for API Gateway (HTTP API, payload 2.0) in front of a function."""
+
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             await receive()
@@ -133,24 +156,29 @@ def _api_gateway(handler: Any) -> Any:
             if not message.get("more_body"):
                 break
         event = {
-            "version": "2.0", "rawPath": scope["path"], "isBase64Encoded": False,
+            "version": "2.0",
+            "rawPath": scope["path"],
+            "isBase64Encoded": False,
             "requestContext": {"http": {"method": scope["method"], "path": scope["path"]}},
             "headers": {k.decode(): v.decode() for k, v in scope["headers"]},
             "body": body.decode(),
         }
         reply = await anyio.to_thread.run_sync(handler, event, None)
         headers = [(k.encode(), v.encode()) for k, v in reply["headers"].items()]
-        await send({"type": "http.response.start", "status": reply["statusCode"],
-                    "headers": headers})
+        await send(
+            {"type": "http.response.start", "status": reply["statusCode"], "headers": headers}
+        )
         await send({"type": "http.response.body", "body": reply["body"].encode()})
+
     return app
 
 
 async def test_lambda_handler_receives_the_simulators_webhooks(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    env = _config_file(tmp_path, '[jobwatch]\nstore = "memory"\n'
-                                 '[jobwatch.webhook]\nsecrets = ["${TEST_SECRET}"]\n')
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = _config_file(
+        tmp_path, '[jobwatch]\nstore = "memory"\n[jobwatch.webhook]\nsecrets = ["${TEST_SECRET}"]\n'
+    )
     monkeypatch.setenv("JOBWATCH_CONFIG", env["JOBWATCH_CONFIG"])
     monkeypatch.setenv("TEST_SECRET", SECRET)
     example = load_example("lambda_handler")  # reads the configuration at import
@@ -158,8 +186,12 @@ async def test_lambda_handler_receives_the_simulators_webhooks(
     async with running(simulator), serving(_api_gateway(example.handler)) as url:
         job_id = simulator.create_job(
             urls=["https://example.com/a"],
-            webhook={"url": url + "/hooks/reader", "secret": SECRET,
-                     "events": ["job.started", "job.completed"]})
+            webhook={
+                "url": url + "/hooks/reader",
+                "secret": SECRET,
+                "events": ["job.started", "job.completed"],
+            },
+        )
         with anyio.fail_after(10):
             while len(simulator.deliveries()) < 2:  # noqa: ASYNC110 - the sender's record
                 await anyio.sleep(0.01)

@@ -20,8 +20,11 @@ NAMESPACES = ("jobwatch.abc", "jobwatch.serverless", "jobwatch.sim", "jobwatch.t
 
 
 def _directives() -> set[str]:
-    return {name for page in REFERENCE.glob("*.md")
-            for name in DIRECTIVE.findall(page.read_text(encoding="utf-8"))}
+    return {
+        name
+        for page in REFERENCE.glob("*.md")
+        for name in DIRECTIVE.findall(page.read_text(encoding="utf-8"))
+    }
 
 
 def _public_names() -> set[str]:
@@ -38,14 +41,18 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("site")
     done = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, f"mkdocs build --strict failed:\n{done.stderr}"
     return out
 
 
 def test_the_reference_renders_every_public_name(site: Path) -> None:
-    html = "".join(p.read_text(encoding="utf-8")
-                   for p in (site / "reference").glob("*/index.html"))
+    html = "".join(p.read_text(encoding="utf-8") for p in (site / "reference").glob("*/index.html"))
     anchors = set(re.findall(r'id="(jobwatch[\w.]*)"', html))
     assert _public_names() - anchors == set()
     # The members of each namespace are rendered too, from their own docstrings.

@@ -35,14 +35,14 @@ def webhook_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-async def _deliver_a_job_to(url: str,
-                           finished: dict[str, str]) -> tuple[str, list[int | None]]:
+async def _deliver_a_job_to(url: str, finished: dict[str, str]) -> tuple[str, list[int | None]]:
     """A simulated job whose webhook posts to ``url``; returns its id and the statuses."""
     simulator = Simulator(time_scale=100)
     async with running(simulator):
         job_id = simulator.create_job(
             urls=["https://example.com/a", "https://example.com/b"],
-            webhook={"url": url + "/hooks/reader", "secret": SECRET})
+            webhook={"url": url + "/hooks/reader", "secret": SECRET},
+        )
         with anyio.fail_after(10):
             # The callback may run before the simulator has read the answer.
             while job_id not in finished or not simulator.deliveries():  # noqa: ASYNC110
@@ -82,14 +82,18 @@ async def test_django_recipe(webhook_config: Path, monkeypatch: pytest.MonkeyPat
 
 @asyncio_only
 async def test_a_watcher_that_cannot_start_fails_the_django_start_up(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "_django_site")
     path = tmp_path / "jobwatch.toml"
     # The sqlite store's directory is a file: opening the store fails at start-up.
     (tmp_path / "blocked").write_text("")
-    path.write_text('[jobwatch]\ntransport = "webhook"\nsafety_poll = 0\n'
-                    '[jobwatch.sqlite]\npath = "blocked/state.db"\n'
-                    '[jobwatch.webhook]\nallow_unsigned = true\n', encoding="utf-8")
+    path.write_text(
+        '[jobwatch]\ntransport = "webhook"\nsafety_poll = 0\n'
+        '[jobwatch.sqlite]\npath = "blocked/state.db"\n'
+        "[jobwatch.webhook]\nallow_unsigned = true\n",
+        encoding="utf-8",
+    )
     monkeypatch.setenv("JOBWATCH_CONFIG", str(path))
     monkeypatch.chdir(tmp_path)
     example = load_example("django_asgi")

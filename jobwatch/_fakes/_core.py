@@ -46,7 +46,6 @@ __all__ = ["FakeAPI", "FakeFaults", "FakeStep", "SlidingWindow"]
 _log = logging.getLogger("jobwatch.fakes")
 
 
-
 def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and not value >= 0:
         raise ValueError(f"{attribute.name} must be a number of at least 0, got {value}")
@@ -154,8 +153,14 @@ class FakeAPI:
     step_extras: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
-        self, *, api_key: str, seed: int, time_scale: float,
-        clock: Callable[[], float] | None, faults: FakeFaults, epoch: float | None,
+        self,
+        *,
+        api_key: str,
+        seed: int,
+        time_scale: float,
+        clock: Callable[[], float] | None,
+        faults: FakeFaults,
+        epoch: float | None,
         webhook_timeout: float,
     ) -> None:
         if not time_scale > 0:
@@ -197,8 +202,9 @@ class FakeAPI:
         or raise the API's rate-limit answer."""
         raise NotImplementedError
 
-    def error(self, status: int, message: str, headers: Mapping[str, str] | None = None
-              ) -> FakeError:
+    def error(
+        self, status: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> FakeError:
         """An error in the API's envelope."""
         raise NotImplementedError
 
@@ -264,8 +270,11 @@ class FakeAPI:
         self.timers.run_due(now)
 
     def _next_due(self, now: float) -> tuple[str, _Timeline] | None:
-        due = [(t.due, job_id) for job_id, t in self._timelines.items()
-               if t.due is not None and t.due <= now]
+        due = [
+            (t.due, job_id)
+            for job_id, t in self._timelines.items()
+            if t.due is not None and t.due <= now
+        ]
         if not due:
             return None
         job_id = min(due)[1]
@@ -296,8 +305,9 @@ class FakeAPI:
         if self._kick is not None:
             self._kick.set()
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Move simulated time on and send webhooks until cancelled (`running_fake` does)."""
         if self._running:
             raise RuntimeError(f"this {type(self).__name__} is already running")
@@ -337,12 +347,15 @@ class FakeAPI:
         """Raise ValueError for a step this API cannot take, before any of it runs."""
         for index, step in enumerate(steps):
             if step.status is not None and step.status not in self.statuses:
-                raise ValueError(f"steps[{index}]: {step.status!r} is no {self.provider} status; "
-                                 f"the statuses are {', '.join(self.statuses)}")
+                raise ValueError(
+                    f"steps[{index}]: {step.status!r} is no {self.provider} status; "
+                    f"the statuses are {', '.join(self.statuses)}"
+                )
             for extra in ("output", "logs", "job"):
                 if getattr(step, extra) is not None and extra not in self.step_extras:
-                    raise ValueError(f"steps[{index}]: the {self.provider} fake takes no "
-                                     f"{extra}= in a step")
+                    raise ValueError(
+                        f"steps[{index}]: the {self.provider} fake takes no {extra}= in a step"
+                    )
 
     def _follow(self, job_id: str, steps: Sequence[FakeStep]) -> None:
         """Replace the steps left in a job's timeline with `steps`, starting now."""
@@ -391,8 +404,10 @@ class FakeAPI:
     def set_faults(self, faults: FakeFaults) -> None:
         """Put `faults` in force; the bursts start counting again."""
         self.faults = faults
-        self._bursts = {"error_burst": faults.error_burst,
-                        "rate_limit_burst": faults.rate_limit_burst}
+        self._bursts = {
+            "error_burst": faults.error_burst,
+            "rate_limit_burst": faults.rate_limit_burst,
+        }
 
     def chance(self, name: str, probability: float) -> bool:
         """A seeded coin that lands true with `probability`; counted under `name`."""
@@ -408,9 +423,11 @@ class FakeAPI:
 
     def request_counts(self) -> RequestCounts:
         """How many requests arrived, by bearer token, by User-Agent and by route."""
-        return RequestCounts(by_api_key=dict(self._requests["key"]),
-                             by_user_agent=dict(self._requests["ua"]),
-                             by_endpoint=dict(self._requests["route"]))
+        return RequestCounts(
+            by_api_key=dict(self._requests["key"]),
+            by_user_agent=dict(self._requests["ua"]),
+            by_endpoint=dict(self._requests["route"]),
+        )
 
     def deliveries(self) -> tuple[FakeDelivery, ...]:
         """Every webhook delivery attempt so far, oldest first."""
@@ -446,8 +463,10 @@ class FakeAPI:
     def base_url(self) -> str:
         """What ``[jobwatch] base_url`` is while the fake is served: its URL and API prefix."""
         if self.url is None:
-            raise RuntimeError(f"this {type(self).__name__} is not being served: "
-                               "use `async with running_fake(fake):` first")
+            raise RuntimeError(
+                f"this {type(self).__name__} is not being served: "
+                "use `async with running_fake(fake):` first"
+            )
         return self.url + self.prefix
 
     def config(self, **jobwatch: Any) -> dict[str, Any]:
@@ -459,8 +478,15 @@ class FakeAPI:
         ``[jobwatch]`` keys and win over these (a ``webhook`` table is merged).
         """
         webhook = {"secrets": [self.webhook_secret], **jobwatch.pop("webhook", {})}
-        body = {"provider": self.provider, "base_url": self.base_url, "api_key": self.api_key,
-                "store": "memory", **self.tables(), "webhook": webhook, **jobwatch}
+        body = {
+            "provider": self.provider,
+            "base_url": self.base_url,
+            "api_key": self.api_key,
+            "store": "memory",
+            **self.tables(),
+            "webhook": webhook,
+            **jobwatch,
+        }
         return {"jobwatch": body}
 
     def tables(self) -> dict[str, Any]:
@@ -518,9 +544,8 @@ class FakeAPI:
         try:
             reply = self.handle(await read_request(scope, receive))
         except Exception:  # a bug of the fake: still answer as the API would
-            _log.exception("the %s fake failed on %s %s", self.provider, scope["method"],
-                           scope["path"])
+            _log.exception(
+                "the %s fake failed on %s %s", self.provider, scope["method"], scope["path"]
+            )
             reply = Reply(status=500, body=self.error(500, "internal error").body)
         await send_reply(reply, request_id, receive, send)
-
-

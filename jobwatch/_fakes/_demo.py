@@ -26,43 +26,62 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-async def demo_fake(provider: str, transport: str | None, compare: bool, size: int,
-                    time_scale: float, out: TextIO) -> int:
+async def demo_fake(
+    provider: str, transport: str | None, compare: bool, size: int, time_scale: float, out: TextIO
+) -> int:
     """Run the demo against the fake of `provider`; returns ``jobwatch watch``'s exit code."""
     if provider not in FAKES:
-        return _fail(f"there is no fake of a {provider!r} API; --provider takes reader, "
-                     f"{', '.join(FAKES)}")
+        return _fail(
+            f"there is no fake of a {provider!r} API; --provider takes reader, {', '.join(FAKES)}"
+        )
     if compare:
         return _fail("--compare runs on the Reader simulator only; leave out --provider")
     if provider not in installed("provider"):
-        return _fail(f"the {provider} provider is not installed in this jobwatch (installed: "
-                     f"{', '.join(installed('provider'))}); its fake API is ready, but no "
-                     "provider can watch it yet")
+        return _fail(
+            f"the {provider} provider is not installed in this jobwatch (installed: "
+            f"{', '.join(installed('provider'))}); its fake API is ready, but no "
+            "provider can watch it yet"
+        )
     from .. import _cli
 
     fake = FAKES[provider](time_scale=time_scale, seed=7)
     async with running_fake(fake):
-        print(f"fake {provider} API listening on {fake.url} (time x{time_scale:g}); no "
-              "account, no network", file=out, flush=True)
+        print(
+            f"fake {provider} API listening on {fake.url} (time x{time_scale:g}); no "
+            "account, no network",
+            file=out,
+            flush=True,
+        )
         path = f"/hooks/{provider}"
-        config = Config.from_mapping(fake.config(
-            transport=transport or "auto", poll={"interval": 1.0},
-            webhook={"listen": "127.0.0.1:0", "path": path}), environ={})
+        config = Config.from_mapping(
+            fake.config(
+                transport=transport or "auto",
+                poll={"interval": 1.0},
+                webhook={"listen": "127.0.0.1:0", "path": path},
+            ),
+            environ={},
+        )
         watcher = Watcher(config)
         async with watcher:
             hook = None
             if "webhook" in watcher.decision.transports:
                 hook = watcher.bound_url("webhook").rstrip("/") + path
             job_id, what = _start(fake, size, hook)
-            print(f"started {what} {job_id}; watching with "
-                  f"{', '.join(watcher.decision.transports)}: "
-                  f"{'; '.join(watcher.decision.reasons)}", file=out, flush=True)
-            code = await _cli._watch(config, [job_id], 600.0, _cli._renderer(False, out),
-                                     watcher)
+            print(
+                f"started {what} {job_id}; watching with "
+                f"{', '.join(watcher.decision.transports)}: "
+                f"{'; '.join(watcher.decision.reasons)}",
+                file=out,
+                flush=True,
+            )
+            code = await _cli._watch(config, [job_id], 600.0, _cli._renderer(False, out), watcher)
         stats = watcher.statistics()
         counts = fake.request_counts()
-        print(f"done: {stats.events_out} events, {counts.total} requests to the fake, "
-              f"{len(fake.deliveries())} webhook deliveries", file=out)
+        print(
+            f"done: {stats.events_out} events, {counts.total} requests to the fake, "
+            f"{len(fake.deliveries())} webhook deliveries",
+            file=out,
+        )
         return code
 
 

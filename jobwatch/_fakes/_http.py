@@ -16,7 +16,14 @@ import anyio
 import attrs
 
 __all__ = [
-    "FakeError", "Reply", "Request", "Route", "StreamReply", "Write", "bearer", "read_request",
+    "FakeError",
+    "Reply",
+    "Request",
+    "Route",
+    "StreamReply",
+    "Write",
+    "bearer",
+    "read_request",
     "send_reply",
 ]
 
@@ -99,15 +106,22 @@ async def read_request(scope: Scope, receive: Receive) -> Request:
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     # The raw path: a job id's %2F stays inside its segment, as an API's router sees it.
     raw = scope.get("raw_path") or scope["path"].encode()
-    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                           keep_blank_values=True))
+    query = dict(
+        parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    )
     host = headers.get("host") or "{}:{}".format(*(scope.get("server") or ("127.0.0.1", 80)))
-    return Request(method=scope["method"], path=raw.decode("latin-1").split("?", 1)[0],
-                   query=query, headers=headers, base_url=f"{scope.get('scheme', 'http')}://{host}")
+    return Request(
+        method=scope["method"],
+        path=raw.decode("latin-1").split("?", 1)[0],
+        query=query,
+        headers=headers,
+        base_url=f"{scope.get('scheme', 'http')}://{host}",
+    )
 
 
-async def send_reply(reply: Reply | StreamReply, request_id: str, receive: Receive,
-                     send: Send) -> None:
+async def send_reply(
+    reply: Reply | StreamReply, request_id: str, receive: Receive, send: Send
+) -> None:
     """Send `reply` as the ASGI response."""
     if isinstance(reply, StreamReply):
         await _send_stream(reply, request_id, receive, send)
@@ -117,18 +131,22 @@ async def send_reply(reply: Reply | StreamReply, request_id: str, receive: Recei
 
 async def _send_json(reply: Reply, request_id: str, send: Send) -> None:
     body = b"" if reply.body is None else json.dumps(reply.body, separators=(",", ":")).encode()
-    headers = [(b"content-type", b"application/json; charset=utf-8"),
-               (b"content-length", str(len(body)).encode()),
-               (b"x-request-id", request_id.encode())]
+    headers = [
+        (b"content-type", b"application/json; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
     headers += [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_stream(reply: StreamReply, request_id: str, receive: Receive, send: Send
-                       ) -> None:
-    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store"),
-               (b"x-request-id", request_id.encode())]
+async def _send_stream(reply: StreamReply, request_id: str, receive: Receive, send: Send) -> None:
+    headers = [
+        (b"content-type", b"text/event-stream"),
+        (b"cache-control", b"no-store"),
+        (b"x-request-id", request_id.encode()),
+    ]
     headers += [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
 

@@ -127,8 +127,9 @@ class Sender:
             raise KeyError(f"no delivery {delivery_id!r} was made")
         self.enqueue(attrs.evolve(made, retries=()))
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Deliver until cancelled."""
         send, receive = anyio.create_memory_object_stream[Outgoing](math.inf)
         async with httpx.AsyncClient(trust_env=False) as client, anyio.create_task_group() as tg:
@@ -166,8 +167,7 @@ class Sender:
     async def _maybe_duplicate(self, sent: FakeDelivery) -> None:
         if self._fake.chance("webhook_duplicate_p", self._fake.faults.webhook_duplicate_p):
             status, error = await self._post(sent.url, sent.headers, sent.body)
-            self._record(attrs.evolve(sent, at=self._fake.now(), status_code=status,
-                                      error=error))
+            self._record(attrs.evolve(sent, at=self._fake.now(), status_code=status, error=error))
 
     async def _attempt(self, delivery: Outgoing, number: int) -> FakeDelivery:
         forged = self._fake.chance("webhook_forge_p", self._fake.faults.webhook_forge_p)
@@ -175,18 +175,29 @@ class Sender:
         at = self._fake.now()
         status, error = await self._post(delivery.url, headers, delivery.body)
         attempt = FakeDelivery(
-            id=delivery.id, event=delivery.event, job_id=delivery.job_id, url=delivery.url,
-            attempt=number, at=at, status_code=status, error=error, headers=headers,
-            body=delivery.body, forged=forged)
+            id=delivery.id,
+            event=delivery.event,
+            job_id=delivery.job_id,
+            url=delivery.url,
+            attempt=number,
+            at=at,
+            status_code=status,
+            error=error,
+            headers=headers,
+            body=delivery.body,
+            forged=forged,
+        )
         self._record(attempt)
         return attempt
 
-    async def _post(self, url: str, headers: Mapping[str, str], body: bytes
-                    ) -> tuple[int | None, str | None]:
+    async def _post(
+        self, url: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int | None, str | None]:
         assert self._client is not None, "deliveries are sent only while run() is running"
         try:
-            response = await self._client.post(url, content=body, headers=dict(headers),
-                                               timeout=self._timeout)
+            response = await self._client.post(
+                url, content=body, headers=dict(headers), timeout=self._timeout
+            )
         except httpx.TimeoutException:
             return None, f"timed out after {self._timeout:g} s"
         except httpx.HTTPError as exc:

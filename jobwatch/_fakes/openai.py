@@ -15,11 +15,23 @@ from ._webhooks import Outgoing
 
 __all__ = ["OpenAIBatchFake"]
 
-STATUSES = ("validating", "in_progress", "finalizing", "completed", "failed", "expired",
-            "cancelling", "cancelled")
+STATUSES = (
+    "validating",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "failed",
+    "expired",
+    "cancelling",
+    "cancelled",
+)
 #: Terminal statuses and the webhook event each sends.
-_EVENTS = {"completed": "batch.completed", "failed": "batch.failed",
-           "expired": "batch.expired", "cancelled": "batch.cancelled"}
+_EVENTS = {
+    "completed": "batch.completed",
+    "failed": "batch.failed",
+    "expired": "batch.expired",
+    "cancelled": "batch.cancelled",
+}
 _USER_AGENT = "OpenAI/1.0 (+https://platform.openai.com/docs/webhooks)"
 
 
@@ -52,28 +64,48 @@ class OpenAIBatchFake(FakeAPI):
     statuses = STATUSES
 
     def __init__(
-        self, *, api_key: str = "sk-fake-openai", seed: int = 0, time_scale: float = 1.0,
-        clock: Callable[[], float] | None = None, faults: FakeFaults | None = None,
-        rpm: int | None = None, webhook_url: str | None = None,
+        self,
+        *,
+        api_key: str = "sk-fake-openai",
+        seed: int = 0,
+        time_scale: float = 1.0,
+        clock: Callable[[], float] | None = None,
+        faults: FakeFaults | None = None,
+        rpm: int | None = None,
+        webhook_url: str | None = None,
         webhook_secret: str | None = None,
         webhook_retries: Sequence[float] = (5.0, 30.0, 120.0, 600.0),
-        webhook_timeout: float = 10.0, epoch: float | None = None,
+        webhook_timeout: float = 10.0,
+        epoch: float | None = None,
     ) -> None:
-        super().__init__(api_key=api_key, seed=seed, time_scale=time_scale, clock=clock,
-                         faults=faults or FakeFaults(), epoch=epoch,
-                         webhook_timeout=webhook_timeout)
+        super().__init__(
+            api_key=api_key,
+            seed=seed,
+            time_scale=time_scale,
+            clock=clock,
+            faults=faults or FakeFaults(),
+            epoch=epoch,
+            webhook_timeout=webhook_timeout,
+        )
         self.webhook_url = webhook_url
         self.webhook_secret = webhook_secret or _whsec(self.rng.randbytes(24))
         self.webhook_retries = tuple(webhook_retries)
         self._window = None if rpm is None else SlidingWindow(rpm)
-        self._schemes = {forged: StandardWebhooksScheme([secret]) for forged, secret in
-                         ((False, self.webhook_secret), (True, _whsec(b"forged-" * 4)))}
+        self._schemes = {
+            forged: StandardWebhooksScheme([secret])
+            for forged, secret in ((False, self.webhook_secret), (True, _whsec(b"forged-" * 4)))
+        }
 
     # -- jobs ----------------------------------------------------------------------------
 
     def create_batch(
-        self, *, outcome: str = "completed", total: int = 10, failed: int = 0,
-        steps: Sequence[FakeStep] | None = None, metadata: Mapping[str, str] | None = None,
+        self,
+        *,
+        outcome: str = "completed",
+        total: int = 10,
+        failed: int = 0,
+        steps: Sequence[FakeStep] | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> str:
         """Create a batch in ``validating`` and return its id.
 
@@ -87,12 +119,24 @@ class OpenAIBatchFake(FakeAPI):
         now = self.now()
         batch_id = f"batch_{self.rng.getrandbits(128):032x}"
         data: dict[str, Any] = {
-            "id": batch_id, "object": "batch", "endpoint": "/v1/chat/completions",
-            "errors": None, "input_file_id": f"file-{self.rng.getrandbits(96):024x}",
-            "completion_window": "24h", "status": "validating", "output_file_id": None,
-            "error_file_id": None, "created_at": self.stamp(now), "in_progress_at": None,
-            "expires_at": self.stamp(now + 86_400), "finalizing_at": None, "completed_at": None,
-            "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": "/v1/chat/completions",
+            "errors": None,
+            "input_file_id": f"file-{self.rng.getrandbits(96):024x}",
+            "completion_window": "24h",
+            "status": "validating",
+            "output_file_id": None,
+            "error_file_id": None,
+            "created_at": self.stamp(now),
+            "in_progress_at": None,
+            "expires_at": self.stamp(now + 86_400),
+            "finalizing_at": None,
+            "completed_at": None,
+            "failed_at": None,
+            "expired_at": None,
+            "cancelling_at": None,
+            "cancelled_at": None,
             "request_counts": {"total": 0, "completed": 0, "failed": 0},
             "metadata": dict(metadata) if metadata is not None else None,
         }
@@ -100,31 +144,41 @@ class OpenAIBatchFake(FakeAPI):
         return batch_id
 
     @staticmethod
-    def timeline(outcome: str = "completed", total: int = 10, failed: int = 0
-                 ) -> list[FakeStep]:
+    def timeline(outcome: str = "completed", total: int = 10, failed: int = 0) -> list[FakeStep]:
         """The default timeline of `create_batch`, one simulated second per step."""
         if outcome not in _EVENTS:
             raise ValueError(f"outcome must be one of {', '.join(_EVENTS)}, got {outcome!r}")
         if outcome == "failed":
-            error = {"code": "invalid_json_line", "line": 1, "param": None,
-                     "message": "This line is not parseable as valid JSON."}
-            return [FakeStep(status="failed", fields={"errors": {"object": "list",
-                                                                 "data": [error]}})]
+            error = {
+                "code": "invalid_json_line",
+                "line": 1,
+                "param": None,
+                "message": "This line is not parseable as valid JSON.",
+            }
+            return [
+                FakeStep(status="failed", fields={"errors": {"object": "list", "data": [error]}})
+            ]
         done = total if outcome == "completed" else total // 2
         steps = [FakeStep(status="in_progress", fields={"request_counts": {"total": total}})]
         for count in sorted({done // 2, done}):
             bad = min(failed, count)
-            steps.append(FakeStep(fields={"request_counts": {"completed": count - bad,
-                                                             "failed": bad}}))
-        ending = {"completed": ["finalizing", "completed"], "expired": ["expired"],
-                  "cancelled": ["cancelling", "cancelled"]}[outcome]
+            steps.append(
+                FakeStep(fields={"request_counts": {"completed": count - bad, "failed": bad}})
+            )
+        ending = {
+            "completed": ["finalizing", "completed"],
+            "expired": ["expired"],
+            "cancelled": ["cancelling", "cancelled"],
+        }[outcome]
         return steps + [FakeStep(status=status) for status in ending]
 
     def cancel(self, batch_id: str) -> None:
         """Cancel a batch that has not ended: ``cancelling`` now, ``cancelled`` 2 s later."""
         if self.job(batch_id)["status"] not in _EVENTS:
-            self._follow(batch_id, [FakeStep(delay=0, status="cancelling"),
-                                    FakeStep(delay=2, status="cancelled")])
+            self._follow(
+                batch_id,
+                [FakeStep(delay=0, status="cancelling"), FakeStep(delay=2, status="cancelled")],
+            )
             self.pump()
 
     def apply(self, job_id: str, data: dict[str, Any], step: FakeStep, at: float) -> None:
@@ -148,17 +202,29 @@ class OpenAIBatchFake(FakeAPI):
     def _notify(self, batch_id: str, event: str, at: float) -> None:
         if self.webhook_url is None:
             return
-        body = {"object": "event", "id": f"evt_{self.rng.getrandbits(128):032x}",
-                "type": event, "created_at": self.stamp(at), "data": {"id": batch_id}}
-        self.sender.enqueue(Outgoing(
-            id=f"wh_{self.rng.getrandbits(128):032x}", event=event, job_id=batch_id,
-            url=self.webhook_url, body=json.dumps(body, separators=(",", ":")).encode(),
-            retries=self.webhook_retries))
+        body = {
+            "object": "event",
+            "id": f"evt_{self.rng.getrandbits(128):032x}",
+            "type": event,
+            "created_at": self.stamp(at),
+            "data": {"id": batch_id},
+        }
+        self.sender.enqueue(
+            Outgoing(
+                id=f"wh_{self.rng.getrandbits(128):032x}",
+                event=event,
+                job_id=batch_id,
+                url=self.webhook_url,
+                body=json.dumps(body, separators=(",", ":")).encode(),
+                retries=self.webhook_retries,
+            )
+        )
 
     def sign(self, delivery: Outgoing, forged: bool) -> dict[str, str]:
         headers = {"content-type": "application/json", "user-agent": _USER_AGENT}
-        return headers | self._schemes[forged].sign(delivery.body, now=self.unix_time(),
-                                                    delivery_id=delivery.id)
+        return headers | self._schemes[forged].sign(
+            delivery.body, now=self.unix_time(), delivery_id=delivery.id
+        )
 
     # -- HTTP ----------------------------------------------------------------------------
 
@@ -174,12 +240,14 @@ class OpenAIBatchFake(FakeAPI):
     def authenticate(self, request: Request) -> None:
         key = _bearer(request.headers)
         if not key:
-            raise self.error(401, "You didn't provide an API key. You need to provide your API "
-                             "key in an Authorization header using Bearer auth.")
+            raise self.error(
+                401,
+                "You didn't provide an API key. You need to provide your API "
+                "key in an Authorization header using Bearer auth.",
+            )
         if key != self.api_key:
             shown = key[:3] + "*" * 4 + key[-4:] if len(key) > 8 else "*" * len(key)
-            raise self.error(401, f"Incorrect API key provided: {shown}.",
-                             code="invalid_api_key")
+            raise self.error(401, f"Incorrect API key provided: {shown}.", code="invalid_api_key")
 
     def limit(self, request: Request) -> dict[str, str]:
         if self._window is None:
@@ -187,24 +255,42 @@ class OpenAIBatchFake(FakeAPI):
         now = self.now()
         wait = self._window.hit(now)
         reset = self.real_seconds(self._window.reset_in(now))
-        headers = {"x-ratelimit-limit-requests": str(self._window.limit),
-                   "x-ratelimit-remaining-requests": str(self._window.remaining()),
-                   "x-ratelimit-reset-requests": f"{reset}s"}
+        headers = {
+            "x-ratelimit-limit-requests": str(self._window.limit),
+            "x-ratelimit-remaining-requests": str(self._window.remaining()),
+            "x-ratelimit-reset-requests": f"{reset}s",
+        }
         if wait is None:
             return headers
         seconds = self.real_seconds(wait)
-        raise self.error(429, f"Rate limit reached for requests per min (RPM): Limit "
-                         f"{self._window.limit}, Used {self._window.limit}, Requested 1. "
-                         f"Please try again in {seconds}s.", code="rate_limit_exceeded",
-                         kind="requests", headers={**headers, "retry-after": str(seconds)})
+        raise self.error(
+            429,
+            f"Rate limit reached for requests per min (RPM): Limit "
+            f"{self._window.limit}, Used {self._window.limit}, Requested 1. "
+            f"Please try again in {seconds}s.",
+            code="rate_limit_exceeded",
+            kind="requests",
+            headers={**headers, "retry-after": str(seconds)},
+        )
 
     def burst_limited(self) -> FakeError:
-        return self.error(429, "Rate limit reached for requests. Please try again in 1s.",
-                          code="rate_limit_exceeded", kind="requests",
-                          headers={"retry-after": "1"})
+        return self.error(
+            429,
+            "Rate limit reached for requests. Please try again in 1s.",
+            code="rate_limit_exceeded",
+            kind="requests",
+            headers={"retry-after": "1"},
+        )
 
-    def error(self, status: int, message: str, headers: Mapping[str, str] | None = None, *,
-              code: str | None = None, kind: str | None = None) -> FakeError:
+    def error(
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        code: str | None = None,
+        kind: str | None = None,
+    ) -> FakeError:
         kind = kind or ("server_error" if status >= 500 else "invalid_request_error")
         body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
         return FakeError(status, body, headers)

@@ -27,8 +27,12 @@ STATUSES = ("starting", "processing", "succeeded", "failed", "canceled", "aborte
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 WEBHOOK_EVENTS = ("start", "output", "logs", "completed")
 #: What the stream's ``done`` event says for each terminal status.
-_DONE = {"succeeded": {}, "canceled": {"reason": "canceled"}, "failed": {"reason": "error"},
-         "aborted": {"reason": "error"}}
+_DONE = {
+    "succeeded": {},
+    "canceled": {"reason": "canceled"},
+    "failed": {"reason": "error"},
+    "aborted": {"reason": "error"},
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -97,33 +101,55 @@ class ReplicateFake(FakeAPI):
     step_extras = frozenset({"output", "logs"})
 
     def __init__(
-        self, *, api_key: str = "r8_fake", seed: int = 0, time_scale: float = 1.0,
-        clock: Callable[[], float] | None = None, faults: FakeFaults | None = None,
-        rpm: int = 3000, webhook_secret: str | None = None,
+        self,
+        *,
+        api_key: str = "r8_fake",
+        seed: int = 0,
+        time_scale: float = 1.0,
+        clock: Callable[[], float] | None = None,
+        faults: FakeFaults | None = None,
+        rpm: int = 3000,
+        webhook_secret: str | None = None,
         webhook_retries: Sequence[float] = (2.0, 4.0, 8.0, 16.0, 30.0),
-        webhook_timeout: float = 10.0, epoch: float | None = None,
+        webhook_timeout: float = 10.0,
+        epoch: float | None = None,
     ) -> None:
-        super().__init__(api_key=api_key, seed=seed, time_scale=time_scale, clock=clock,
-                         faults=faults or FakeFaults(), epoch=epoch,
-                         webhook_timeout=webhook_timeout)
-        self.webhook_secret = webhook_secret or \
-            "whsec_" + base64.b64encode(self.rng.randbytes(24)).decode("ascii")
+        super().__init__(
+            api_key=api_key,
+            seed=seed,
+            time_scale=time_scale,
+            clock=clock,
+            faults=faults or FakeFaults(),
+            epoch=epoch,
+            webhook_timeout=webhook_timeout,
+        )
+        self.webhook_secret = webhook_secret or "whsec_" + base64.b64encode(
+            self.rng.randbytes(24)
+        ).decode("ascii")
         self.webhook_retries = tuple(webhook_retries)
         self._window = SlidingWindow(rpm)
         self._streams: dict[str, _Stream] = {}
         self._hooks: dict[str, _Hook] = {}
         self._started: dict[str, float] = {}  # simulated time each prediction began processing
         forged = "whsec_" + base64.b64encode(b"forged-" * 4).decode("ascii")
-        self._schemes = {False: StandardWebhooksScheme([self.webhook_secret]),
-                         True: StandardWebhooksScheme([forged])}
+        self._schemes = {
+            False: StandardWebhooksScheme([self.webhook_secret]),
+            True: StandardWebhooksScheme([forged]),
+        }
 
     # -- predictions ---------------------------------------------------------------------
 
     def create_prediction(
-        self, *, outcome: str = "succeeded", output: Sequence[str] = ("Hello", ", ", "world"),
-        steps: Sequence[FakeStep] | None = None, webhook: str | None = None,
-        webhook_events_filter: Sequence[str] = WEBHOOK_EVENTS, stream: bool = True,
-        model: str = "fake-org/fake-model", input: Mapping[str, Any] | None = None,
+        self,
+        *,
+        outcome: str = "succeeded",
+        output: Sequence[str] = ("Hello", ", ", "world"),
+        steps: Sequence[FakeStep] | None = None,
+        webhook: str | None = None,
+        webhook_events_filter: Sequence[str] = WEBHOOK_EVENTS,
+        stream: bool = True,
+        model: str = "fake-org/fake-model",
+        input: Mapping[str, Any] | None = None,
     ) -> str:
         """Create a prediction in ``starting`` and return its id.
 
@@ -134,18 +160,29 @@ class ReplicateFake(FakeAPI):
         """
         unknown = set(webhook_events_filter) - set(WEBHOOK_EVENTS)
         if unknown:
-            raise ValueError(f"unknown webhook events {sorted(unknown)}; Replicate's are "
-                             f"{', '.join(WEBHOOK_EVENTS)}")
+            raise ValueError(
+                f"unknown webhook events {sorted(unknown)}; Replicate's are "
+                f"{', '.join(WEBHOOK_EVENTS)}"
+            )
         steps = self.timeline(outcome, output) if steps is None else steps
         self.check_steps(steps)
         self.pump()
-        prediction_id = "".join(self.rng.choice("abcdefghijklmnopqrstuvwxyz0123456789")
-                                for _ in range(26))
+        prediction_id = "".join(
+            self.rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(26)
+        )
         data: dict[str, Any] = {
-            "id": prediction_id, "model": model, "version": f"{self.rng.getrandbits(256):064x}",
-            "input": dict(input or {"prompt": "Say hello"}), "logs": "", "output": None,
-            "data_removed": False, "error": None, "status": "starting",
-            "created_at": self._iso(self.now()), "started_at": None, "completed_at": None,
+            "id": prediction_id,
+            "model": model,
+            "version": f"{self.rng.getrandbits(256):064x}",
+            "input": dict(input or {"prompt": "Say hello"}),
+            "logs": "",
+            "output": None,
+            "data_removed": False,
+            "error": None,
+            "status": "starting",
+            "created_at": self._iso(self.now()),
+            "started_at": None,
+            "completed_at": None,
             "metrics": {},
         }
         if stream:
@@ -157,12 +194,14 @@ class ReplicateFake(FakeAPI):
         return prediction_id
 
     @staticmethod
-    def timeline(outcome: str = "succeeded", output: Sequence[str] = ("Hello", ", ", "world")
-                 ) -> list[FakeStep]:
+    def timeline(
+        outcome: str = "succeeded", output: Sequence[str] = ("Hello", ", ", "world")
+    ) -> list[FakeStep]:
         """The default timeline of `create_prediction`, half a simulated second per step."""
         if outcome not in TERMINAL:
-            raise ValueError(f"outcome must be one of {', '.join(sorted(TERMINAL))}, "
-                             f"got {outcome!r}")
+            raise ValueError(
+                f"outcome must be one of {', '.join(sorted(TERMINAL))}, got {outcome!r}"
+            )
         steps = [FakeStep(delay=0.5, status="processing", logs="Loading the model")]
         steps += [FakeStep(delay=0.5, output=chunk) for chunk in output]
         error = {"failed": "CUDA out of memory", "aborted": None}.get(outcome)
@@ -197,8 +236,10 @@ class ReplicateFake(FakeAPI):
     def _finish(self, job_id: str, data: dict[str, Any], at: float) -> None:
         data["completed_at"] = self._iso(at)
         if job_id in self._started:
-            data["metrics"] = {**data["metrics"],
-                               "predict_time": round(at - self._started[job_id], 3)}
+            data["metrics"] = {
+                **data["metrics"],
+                "predict_time": round(at - self._started[job_id], 3),
+            }
         if data["status"] == "failed":
             self._emit(job_id, "error", json.dumps({"detail": data["error"]}), at)
         self._emit(job_id, "done", json.dumps(_DONE[data["status"]]), at)
@@ -211,7 +252,11 @@ class ReplicateFake(FakeAPI):
     def render(self, data: dict[str, Any], base: str | None) -> dict[str, Any]:
         base = base or "https://api.replicate.com"
         url = f"{base}/v1/predictions/{data['id']}"
-        urls = {"get": url, "cancel": f"{url}/cancel", "web": f"https://replicate.com/p/{data['id']}"}
+        urls = {
+            "get": url,
+            "cancel": f"{url}/cancel",
+            "web": f"https://replicate.com/p/{data['id']}",
+        }
         if data["id"] in self._streams:
             urls["stream"] = f"{base}/v1/streams/{data['id']}"
         return {**data, "urls": urls}
@@ -256,51 +301,76 @@ class ReplicateFake(FakeAPI):
         if hook is None or event not in hook.events:
             return
         body = self.render(self._data(prediction_id), self.url)
-        self.sender.enqueue(Outgoing(
-            id=self.delivery_id(), event=event, job_id=prediction_id, url=hook.url,
-            body=json.dumps(body, separators=(",", ":")).encode(),
-            retries=self.webhook_retries if event == "completed" else ()))
+        self.sender.enqueue(
+            Outgoing(
+                id=self.delivery_id(),
+                event=event,
+                job_id=prediction_id,
+                url=hook.url,
+                body=json.dumps(body, separators=(",", ":")).encode(),
+                retries=self.webhook_retries if event == "completed" else (),
+            )
+        )
 
     def sign(self, delivery: Outgoing, forged: bool) -> dict[str, str]:
         headers = {"content-type": "application/json", "user-agent": "Replicate-Webhook/fake"}
-        return headers | self._schemes[forged].sign(delivery.body, now=self.unix_time(),
-                                                    delivery_id=delivery.id)
+        return headers | self._schemes[forged].sign(
+            delivery.body, now=self.unix_time(), delivery_id=delivery.id
+        )
 
     # -- HTTP ----------------------------------------------------------------------------
 
     def routes(self) -> Sequence[Route]:
         # The stream URL is a capability handed out in the prediction, like Replicate's.
-        return [Route(method="GET", template="/v1/predictions/{prediction_id}",
-                      handler=self._get),
-                Route(method="GET", template="/v1/streams/{prediction_id}",
-                      handler=self._get_stream, auth=False)]
+        return [
+            Route(method="GET", template="/v1/predictions/{prediction_id}", handler=self._get),
+            Route(
+                method="GET",
+                template="/v1/streams/{prediction_id}",
+                handler=self._get_stream,
+                auth=False,
+            ),
+        ]
 
     def _get(self, request: Request) -> Reply:
         prediction_id = request.params["prediction_id"]
         if not self.has_job(prediction_id):
-            raise self.error(404, "The requested resource could not be found.",
-                             title="Not found")
+            raise self.error(404, "The requested resource could not be found.", title="Not found")
         return Reply(body=self.render(self._data(prediction_id), request.base_url))
 
     def authenticate(self, request: Request) -> None:
         if _bearer(request.headers) != self.api_key:
-            raise self.error(401, "You did not pass a valid authentication token",
-                             title="Unauthenticated")
+            raise self.error(
+                401, "You did not pass a valid authentication token", title="Unauthenticated"
+            )
 
     def limit(self, request: Request) -> dict[str, str]:
         wait = self._window.hit(self.now())
         if wait is None:
             return {}
         seconds = self.real_seconds(wait)
-        raise self.error(429, f"Request was throttled. Expected available in {seconds} "
-                         "seconds.", title="Too Many Requests",
-                         headers={"retry-after": str(seconds)})
+        raise self.error(
+            429,
+            f"Request was throttled. Expected available in {seconds} seconds.",
+            title="Too Many Requests",
+            headers={"retry-after": str(seconds)},
+        )
 
     def burst_limited(self) -> FakeError:
-        return self.error(429, "Request was throttled. Expected available in 1 second.",
-                          title="Too Many Requests", headers={"retry-after": "1"})
+        return self.error(
+            429,
+            "Request was throttled. Expected available in 1 second.",
+            title="Too Many Requests",
+            headers={"retry-after": "1"},
+        )
 
-    def error(self, status: int, message: str, headers: Mapping[str, str] | None = None, *,
-              title: str | None = None) -> FakeError:
+    def error(
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        title: str | None = None,
+    ) -> FakeError:
         body = {"title": title or HTTPStatus(status).phrase, "detail": message, "status": status}
         return FakeError(status, body, headers)

@@ -20,15 +20,21 @@ def _line(name: str) -> tuple[str, str, str]:
         return name, "-", f"cannot be loaded: {exc}"
     if issubclass(kind, Preset):
         description = preset_description(name)
-        return name, _offers(capabilities_of(description)), \
-            f"{description.base_url}  {description.description}"
+        return (
+            name,
+            _offers(capabilities_of(description)),
+            f"{description.base_url}  {description.description}",
+        )
     if issubclass(kind, GenericProvider):
-        return name, "as described", "any HTTP job API described in [jobwatch.generic] " \
-            "(jobwatch providers openai-batch prints an example)"
+        return (
+            name,
+            "as described",
+            "any HTTP job API described in [jobwatch.generic] "
+            "(jobwatch providers openai-batch prints an example)",
+        )
     capabilities = getattr(kind, "capabilities", None)
     url = getattr(kind, "default_base_url", None) or "base_url required"
-    offers = _offers(capabilities) if isinstance(capabilities, Capabilities) \
-        else "as configured"
+    offers = _offers(capabilities) if isinstance(capabilities, Capabilities) else "as configured"
     return name, offers, f"{url}  {(kind.__doc__ or '').strip().splitlines()[0]}".rstrip()
 
 
@@ -43,8 +49,9 @@ def listing() -> list[str]:
     """One line per installed provider: name, transports it can serve, base URL, summary."""
     rows = [_line(name) for name in installed("provider")]
     width = [max(len(row[i]) for row in rows) for i in range(2)]
-    return [f"{name:<{width[0]}}  {offers:<{width[1]}}  {rest}".rstrip()
-            for name, offers, rest in rows]
+    return [
+        f"{name:<{width[0]}}  {offers:<{width[1]}}  {rest}".rstrip() for name, offers, rest in rows
+    ]
 
 
 def describe(name: str) -> str:
@@ -55,4 +62,5 @@ def describe(name: str) -> str:
         load("provider", name, base("provider"))  # raises, listing what is installed
     raise ConfigError(
         f"{name} is not described in TOML, so there is nothing to print: only the presets "
-        f"({', '.join(PRESETS)}) are; `jobwatch providers` lists what each provider offers")
+        f"({', '.join(PRESETS)}) are; `jobwatch providers` lists what each provider offers"
+    )

@@ -33,8 +33,23 @@ __all__ = ["VOCABULARY", "Description", "Entry", "read_description"]
 #: The keys of every table of a description, by table ("" is the top level). Tables whose
 #: keys are the user's own (status words, event names, variables) are not listed.
 VOCABULARY: dict[str, tuple[str, ...]] = {
-    "": ("api", "description", "base_url", "variables", "values", "auth", "request", "job",
-         "status", "progress", "results", "stream", "webhook", "rate_limit", "errors"),
+    "": (
+        "api",
+        "description",
+        "base_url",
+        "variables",
+        "values",
+        "auth",
+        "request",
+        "job",
+        "status",
+        "progress",
+        "results",
+        "stream",
+        "webhook",
+        "rate_limit",
+        "errors",
+    ),
     "auth": ("style", "header", "prefix", "env"),
     "request": ("headers",),
     "job": ("get", "root", "id", "attempt", "error", "started_at", "ended_at"),
@@ -42,12 +57,31 @@ VOCABULARY: dict[str, tuple[str, ...]] = {
     "status.rules": ("when", "status", "transitional", "error"),
     "status.guards": ("status", "require", "otherwise"),
     "progress": ("kind", "done", "total", "buckets", "value", "total_may_grow"),
-    "results": ("source", "items", "url", "get", "fields", "format", "next", "next_path",
-                "cursor_param"),
+    "results": (
+        "source",
+        "items",
+        "url",
+        "get",
+        "fields",
+        "format",
+        "next",
+        "next_path",
+        "cursor_param",
+    ),
     "stream": ("url", "url_from", "event_path", "events", "done", "resume"),
     "stream.done": ("path", "map"),
-    "webhook": ("scheme", "event_header", "event_path", "events", "job_id", "delivery_header",
-                "delivery_path", "payload", "root", "only"),
+    "webhook": (
+        "scheme",
+        "event_header",
+        "event_path",
+        "events",
+        "job_id",
+        "delivery_header",
+        "delivery_path",
+        "payload",
+        "root",
+        "only",
+    ),
     "events": ("kind", "error", "id", "failed_when"),
     "rate_limit": ("statuses", "signals", "when", "wait"),
     "errors": ("message", "gone"),
@@ -55,8 +89,18 @@ VOCABULARY: dict[str, tuple[str, ...]] = {
 
 STATUSES = {status.value: status for status in JobStatus}
 #: What a stream frame or a webhook delivery may be.
-ENTRY_KINDS = ("status", "started", "progress", "completed", "failed", "cancelled", "page",
-               "page_failed", "done", "ignore")
+ENTRY_KINDS = (
+    "status",
+    "started",
+    "progress",
+    "completed",
+    "failed",
+    "cancelled",
+    "page",
+    "page_failed",
+    "done",
+    "ignore",
+)
 AUTH_STYLES = ("bearer", "header", "raw", "none")
 PROGRESS_KINDS = ("none", "counts", "buckets", "fraction", "percent")
 RESULT_SOURCES = ("none", "inline", "url", "request")
@@ -79,7 +123,8 @@ class _Table:
             if unknown:
                 raise ConfigError(
                     f"{where}: unknown key(s) {', '.join(unknown)}; the keys of this table are "
-                    f"{', '.join(keys)}")
+                    f"{', '.join(keys)}"
+                )
 
     def at(self, key: str) -> str:
         return f"{self.where} {key}"
@@ -108,8 +153,9 @@ class _Table:
     def choice(self, key: str, options: tuple[str, ...], default: str | None = None) -> str:
         value = self.get(key, _MISSING if default is None else default)
         if value not in options:
-            raise ConfigError(f"{self.at(key)} must be one of {', '.join(options)}, "
-                              f"got {_shown(value)}")
+            raise ConfigError(
+                f"{self.at(key)} must be one of {', '.join(options)}, got {_shown(value)}"
+            )
         return str(value)
 
     def path(self, key: str, default: Any = _MISSING) -> Any:
@@ -123,8 +169,9 @@ class _Table:
         value = self.get(key, ())
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list | tuple):
-            raise ConfigError(f"{self.at(key)} must be a path or a list of paths, got "
-                              f"{_shown(value)}")
+            raise ConfigError(
+                f"{self.at(key)} must be a path or a list of paths, got {_shown(value)}"
+            )
         return tuple(compile_path(item, f"{self.at(key)}[{i}]") for i, item in enumerate(items))
 
     def condition(self, key: str, default: Any = _MISSING) -> Any:
@@ -150,9 +197,11 @@ class _Table:
     def statuses(self, key: str, default: tuple[int, ...]) -> tuple[int, ...]:
         value = self.get(key, list(default))
         if not isinstance(value, list) or not all(
-                type(v) is int and 100 <= v <= 599 for v in value):
-            raise ConfigError(f"{self.at(key)} must be a list of HTTP statuses (100-599), got "
-                              f"{_shown(value)}")
+            type(v) is int and 100 <= v <= 599 for v in value
+        ):
+            raise ConfigError(
+                f"{self.at(key)} must be a list of HTTP statuses (100-599), got {_shown(value)}"
+            )
         return tuple(value)
 
 
@@ -311,8 +360,9 @@ class Description:
         unknown = sorted(set(values) - set(self.variables))
         if unknown:
             known = ", ".join(sorted(self.variables)) or "none"
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; this API's "
-                              f"variables are {known}")
+            raise ConfigError(
+                f"{where}: unknown key(s) {', '.join(unknown)}; this API's variables are {known}"
+            )
         for name, help_text in self.variables.items():
             if not isinstance(values.get(name), str) or not values[name]:
                 raise ConfigError(f"{where} {name} is not set: {help_text}")
@@ -347,8 +397,9 @@ def read_description(data: object, where: str) -> tuple[Description, dict[str, s
     names = frozenset(variables) | {JOB_ID}
     base_url = top.text("base_url", None)
     if base_url is not None and not base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{top.at('base_url')} must start with http:// or https://, "
-                          f"got {base_url!r}")
+        raise ConfigError(
+            f"{top.at('base_url')} must start with http:// or https://, got {base_url!r}"
+        )
     job = _job(_sub(top, "job", required=True), names)
     status = _status_table(_sub(top, "status", required=True))
     description = Description(
@@ -374,11 +425,15 @@ def read_description(data: object, where: str) -> tuple[Description, dict[str, s
 def _check_results(description: Description, where: str) -> None:
     results = description.results
     if (results.source == "url" or results.fields) and description.job.id is None:
-        raise ConfigError(f"{where[:-1]}.job] needs id (the path of the job's id in its status): "
-                          "results read from the job tell its status from a results page by it")
+        raise ConfigError(
+            f"{where[:-1]}.job] needs id (the path of the job's id in its status): "
+            "results read from the job tell its status from a results page by it"
+        )
     if results.next == "cursor" and (results.source == "url" or results.fields):
-        raise ConfigError(f"{where[:-1]}.results] next = \"cursor\" pages the first results "
-                          "request again, which a URL or fields read from the job are not")
+        raise ConfigError(
+            f'{where[:-1]}.results] next = "cursor" pages the first results '
+            "request again, which a URL or fields read from the job are not"
+        )
 
 
 def _sub(top: _Table, name: str, *, required: bool = False) -> _Table:
@@ -430,34 +485,52 @@ def _map_entry(value: object, where: str) -> Rule:
         return Rule(status=_status(value, where))
     entry = _Table(value, where, VOCABULARY["status.rules"][1:])
     status = _status(entry.get("status"), entry.at("status"))
-    return Rule(status=status, transitional=entry.flag("transitional", False),
-                error=_rule_error(entry, status))
+    return Rule(
+        status=status,
+        transitional=entry.flag("transitional", False),
+        error=_rule_error(entry, status),
+    )
 
 
 def _status_table(table: _Table) -> Status:
     path = table.path("path")
     mapping = table.table("map", None)
-    entries = {} if mapping is None else {
-        str(value): _map_entry(rule, f"{mapping.where} {value}")
-        for value, rule in mapping.data.items()}
+    entries = (
+        {}
+        if mapping is None
+        else {
+            str(value): _map_entry(rule, f"{mapping.where} {value}")
+            for value, rule in mapping.data.items()
+        }
+    )
     rules = _rules(table)
     if not rules and not entries:
-        raise ConfigError(f"{table.where} needs map (with path) or rules: without either, no "
-                          "status would ever be known")
+        raise ConfigError(
+            f"{table.where} needs map (with path) or rules: without either, no "
+            "status would ever be known"
+        )
     catch_all = next((i for i, r in enumerate(rules) if r.when and r.when.constant), None)
     if catch_all is not None and entries:
-        raise ConfigError(f"{table.where} map is unreachable: rules[{catch_all}] matches every "
-                          "answer before the map is read")
+        raise ConfigError(
+            f"{table.where} map is unreachable: rules[{catch_all}] matches every "
+            "answer before the map is read"
+        )
     guards = _guards(table, {r.status for r in rules} | {r.status for r in entries.values()})
-    return Status(path=path, map=entries, rules=rules,
-                  unknown=table.choice("unknown", ("warn", "fail"), "warn"), guards=guards)
+    return Status(
+        path=path,
+        map=entries,
+        rules=rules,
+        unknown=table.choice("unknown", ("warn", "fail"), "warn"),
+        guards=guards,
+    )
 
 
 def _rules(table: _Table) -> tuple[Rule, ...]:
     value = table.get("rules", [])
     if not isinstance(value, list):
-        raise ConfigError(f"{table.at('rules')} must be an array of tables ([[...rules]]), got "
-                          f"{_shown(value)}")
+        raise ConfigError(
+            f"{table.at('rules')} must be an array of tables ([[...rules]]), got {_shown(value)}"
+        )
     rules: list[Rule] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(value):
@@ -465,50 +538,63 @@ def _rules(table: _Table) -> tuple[Rule, ...]:
         when = entry.condition("when")
         _reachable(entry, when, index, rules, seen)
         status = _status(entry.get("status"), entry.at("status"))
-        rules.append(Rule(status=status, transitional=entry.flag("transitional", False),
-                          error=_rule_error(entry, status), when=when))
+        rules.append(
+            Rule(
+                status=status,
+                transitional=entry.flag("transitional", False),
+                error=_rule_error(entry, status),
+                when=when,
+            )
+        )
     return tuple(rules)
 
 
-def _reachable(entry: _Table, when: Condition, index: int, rules: list[Rule],
-               seen: dict[str, int]) -> None:
+def _reachable(
+    entry: _Table, when: Condition, index: int, rules: list[Rule], seen: dict[str, int]
+) -> None:
     """Refuse a rule that can never be the first to match."""
     if when.constant is False:
-        raise ConfigError(f"{entry.at('when')}: {when.text!r} is never true; the rule can "
-                          "never match")
+        raise ConfigError(
+            f"{entry.at('when')}: {when.text!r} is never true; the rule can never match"
+        )
     earlier = next((i for i, r in enumerate(rules) if r.when and r.when.constant), None)
     if earlier is not None:
         raise ConfigError(f"{entry.where} is unreachable: rules[{earlier}] matches every answer")
     key = repr(when.path.tree)
     if key in seen:
-        raise ConfigError(f"{entry.where} is unreachable: rules[{seen[key]}] has the same "
-                          f"condition {when.text!r}")
+        raise ConfigError(
+            f"{entry.where} is unreachable: rules[{seen[key]}] has the same condition {when.text!r}"
+        )
     seen[key] = index
 
 
 def _guards(table: _Table, produced: set[JobStatus]) -> dict[JobStatus, Guard]:
     value = table.get("guards", [])
     if not isinstance(value, list):
-        raise ConfigError(f"{table.at('guards')} must be an array of tables, got "
-                          f"{_shown(value)}")
+        raise ConfigError(f"{table.at('guards')} must be an array of tables, got {_shown(value)}")
     guards: dict[JobStatus, Guard] = {}
     for index, item in enumerate(value):
-        entry = _Table(item, f"{table.where[:-1]}.guards][{index}]",
-                       VOCABULARY["status.guards"])
+        entry = _Table(item, f"{table.where[:-1]}.guards][{index}]", VOCABULARY["status.guards"])
         status = _status(entry.get("status"), entry.at("status"))
         if not status.terminal:
-            raise ConfigError(f"{entry.at('status')}: guards are for terminal statuses "
-                              "(completed, failed, cancelled)")
+            raise ConfigError(
+                f"{entry.at('status')}: guards are for terminal statuses "
+                "(completed, failed, cancelled)"
+            )
         if status not in produced:
-            raise ConfigError(f"{entry.where} is unreachable: no map entry or rule gives "
-                              f"{status.value}")
+            raise ConfigError(
+                f"{entry.where} is unreachable: no map entry or rule gives {status.value}"
+            )
         if status in guards:
-            raise ConfigError(f"{entry.where} is unreachable: an earlier guard is for "
-                              f"{status.value}")
+            raise ConfigError(
+                f"{entry.where} is unreachable: an earlier guard is for {status.value}"
+            )
         otherwise = _status(entry.get("otherwise", "processing"), entry.at("otherwise"))
         if otherwise.terminal:
-            raise ConfigError(f"{entry.at('otherwise')} must be queued or processing: a guard "
-                              "that fails leaves the job running")
+            raise ConfigError(
+                f"{entry.at('otherwise')} must be queued or processing: a guard "
+                "that fails leaves the job running"
+            )
         guards[status] = Guard(require=entry.condition("require"), otherwise=otherwise)
     return guards
 
@@ -524,25 +610,42 @@ def _progress(table: _Table) -> Progress:
     total = table.paths("total")
     buckets = table.path("buckets", None)
     value = table.path("value", None)
-    needs = {"counts": ("done",), "buckets": ("buckets", "done"),
-             "fraction": ("value",), "percent": ("value",), "none": ()}[kind]
+    needs = {
+        "counts": ("done",),
+        "buckets": ("buckets", "done"),
+        "fraction": ("value",),
+        "percent": ("value",),
+        "none": (),
+    }[kind]
     for key in needs:
         if key not in table.data:
             raise ConfigError(f"{table.where} kind = {kind!r} needs {key}")
-    allowed = {"counts": {"done", "total"}, "buckets": {"buckets", "done"},
-               "fraction": {"value"}, "percent": {"value"}, "none": set()}[kind]
-    extra = sorted(k for k in ("done", "total", "buckets", "value")
-                   if k in table.data and k not in allowed)
+    allowed = {
+        "counts": {"done", "total"},
+        "buckets": {"buckets", "done"},
+        "fraction": {"value"},
+        "percent": {"value"},
+        "none": set(),
+    }[kind]
+    extra = sorted(
+        k for k in ("done", "total", "buckets", "value") if k in table.data and k not in allowed
+    )
     if extra:
         raise ConfigError(f"{table.where}: {', '.join(extra)} is not read with kind = {kind!r}")
-    return Progress(kind=kind, done=done, total=total, buckets=buckets, bucket_names=names,
-                    value=value, total_may_grow=table.flag("total_may_grow", False))
+    return Progress(
+        kind=kind,
+        done=done,
+        total=total,
+        buckets=buckets,
+        bucket_names=names,
+        value=value,
+        total_may_grow=table.flag("total_may_grow", False),
+    )
 
 
 def _names(table: _Table, key: str) -> tuple[str, ...]:
     value = table.get(key)
-    if not isinstance(value, list) or not value or not all(
-            isinstance(v, str) and v for v in value):
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{table.at(key)} must be a list of names, got {_shown(value)}")
     return tuple(value)
 
@@ -550,17 +653,25 @@ def _names(table: _Table, key: str) -> tuple[str, ...]:
 def _results(table: _Table, names: frozenset[str]) -> Results:
     source = table.choice("source", RESULT_SOURCES, "none")
     fields_table = table.table("fields", None)
-    fields = {} if fields_table is None else {
-        str(name): compile_path(path, f"{fields_table.where} {name}")
-        for name, path in fields_table.data.items()}
+    fields = (
+        {}
+        if fields_table is None
+        else {
+            str(name): compile_path(path, f"{fields_table.where} {name}")
+            for name, path in fields_table.data.items()
+        }
+    )
     get = None
     if "get" in table.data:
         get = compile_template(table.get("get"), table.at("get"), names | frozenset(fields))
     needs = {"url": "url", "request": "get"}.get(source)
     if needs is not None and needs not in table.data:
         raise ConfigError(f"{table.where} source = {source!r} needs {needs}")
-    for key, used in (("url", source == "url"), ("get", source == "request"),
-                      ("fields", source == "request")):
+    for key, used in (
+        ("url", source == "url"),
+        ("get", source == "request"),
+        ("fields", source == "request"),
+    ):
         if key in table.data and not used:
             raise ConfigError(f"{table.at(key)} is not read with source = {source!r}")
     next_kind = table.choice("next", NEXT_KINDS, "none")
@@ -569,13 +680,22 @@ def _results(table: _Table, names: frozenset[str]) -> Results:
         raise ConfigError(f"{table.where} next = {next_kind!r} needs next_path")
     cursor = table.text("cursor_param", None)
     if (cursor is None) != (next_kind != "cursor"):
-        raise ConfigError(f"{table.where}: cursor_param goes with next = \"cursor\" (the query "
-                          "parameter the next page's token is sent in)")
+        raise ConfigError(
+            f'{table.where}: cursor_param goes with next = "cursor" (the query '
+            "parameter the next page's token is sent in)"
+        )
     items = table.path("items", None)
-    return Results(source=source, items=None if items is None or items.is_current else items,
-                   url=table.path("url", None), get=get, fields=fields,
-                   format=table.choice("format", ("json", "jsonl"), "json"), next=next_kind,
-                   next_path=next_path, cursor_param=cursor)
+    return Results(
+        source=source,
+        items=None if items is None or items.is_current else items,
+        url=table.path("url", None),
+        get=get,
+        fields=fields,
+        format=table.choice("format", ("json", "jsonl"), "json"),
+        next=next_kind,
+        next_path=next_path,
+        cursor_param=cursor,
+    )
 
 
 def _entries(table: _Table | None, *, stream: bool) -> dict[str, Entry]:
@@ -592,15 +712,21 @@ def _entries(table: _Table | None, *, stream: bool) -> dict[str, Entry]:
         error = entry.path("error", None)
         ident = entry.path("id", None)
         if error is not None and kind not in ("failed", "page", "page_failed"):
-            raise ConfigError(f"{entry.at('error')} is read only for failed, page (when it "
-                              "failed) and page_failed")
+            raise ConfigError(
+                f"{entry.at('error')} is read only for failed, page (when it "
+                "failed) and page_failed"
+            )
         if (ident is not None) != (kind in ("page", "page_failed")):
-            raise ConfigError(f"{where}: page and page_failed need id (the path of the page's "
-                              "identity, its URL say), and other kinds take none")
+            raise ConfigError(
+                f"{where}: page and page_failed need id (the path of the page's "
+                "identity, its URL say), and other kinds take none"
+            )
         failed_when = entry.condition("failed_when", None)
         if failed_when is not None and kind != "page":
-            raise ConfigError(f"{entry.at('failed_when')} is read only for kind = \"page\" (a "
-                              "page that failed is a page_failed event)")
+            raise ConfigError(
+                f'{entry.at("failed_when")} is read only for kind = "page" (a '
+                "page that failed is a page_failed event)"
+            )
         entries[str(name)] = Entry(kind=kind, error=error, id=ident, failed_when=failed_when)
     return entries
 
@@ -609,15 +735,18 @@ def _stream(table: _Table | None, names: frozenset[str]) -> Stream | None:
     if table is None:
         return None
     if ("url" in table.data) == ("url_from" in table.data):
-        raise ConfigError(f"{table.where} needs url (a request template) or url_from (the "
-                          "path of the stream's URL in the job), one of them")
+        raise ConfigError(
+            f"{table.where} needs url (a request template) or url_from (the "
+            "path of the stream's URL in the job), one of them"
+        )
     url = None
     if "url" in table.data:
         url = compile_template(table.get("url"), table.at("url"), names)
     events = _entries(table.table("events", None), stream=True)
     if not events:
-        raise ConfigError(f"{table.where} needs events: the event names it sends and what "
-                          "each means")
+        raise ConfigError(
+            f"{table.where} needs events: the event names it sends and what each means"
+        )
     done = table.table("done", VOCABULARY["stream.done"])
     done_map: dict[str, JobStatus] = {}
     done_path = None
@@ -625,21 +754,33 @@ def _stream(table: _Table | None, names: frozenset[str]) -> Stream | None:
         done_path = done.path("path")
         outcomes = done.get("map")
         if not isinstance(outcomes, Mapping) or not outcomes:
-            raise ConfigError(f"{done.at('map')} must be a table of values and the terminal "
-                              f"status each means, got {_shown(outcomes)}")
+            raise ConfigError(
+                f"{done.at('map')} must be a table of values and the terminal "
+                f"status each means, got {_shown(outcomes)}"
+            )
         for value, word in outcomes.items():
             status = _status(word, f"{done.at('map')}.{value}")
             if not status.terminal:
-                raise ConfigError(f"{done.at('map')}.{value} must be completed, failed or "
-                                  "cancelled: a done frame ends the job")
+                raise ConfigError(
+                    f"{done.at('map')}.{value} must be completed, failed or "
+                    "cancelled: a done frame ends the job"
+                )
             done_map[str(value)] = status
     uses_done = any(e.kind == "done" for e in events.values())
     if uses_done != (done is not None):
-        raise ConfigError(f"{table.where}: an event of kind \"done\" and the table [stream.done] "
-                          "(which says how it ended) go together")
-    return Stream(url=url, url_from=table.path("url_from", None),
-                  event_path=table.path("event_path", None), events=events,
-                  done_path=done_path, done_map=done_map, resume=table.flag("resume", False))
+        raise ConfigError(
+            f'{table.where}: an event of kind "done" and the table [stream.done] '
+            "(which says how it ended) go together"
+        )
+    return Stream(
+        url=url,
+        url_from=table.path("url_from", None),
+        event_path=table.path("event_path", None),
+        events=events,
+        done_path=done_path,
+        done_map=done_map,
+        resume=table.flag("resume", False),
+    )
 
 
 def _webhook(table: _Table | None, names: frozenset[str]) -> Webhook | None:
@@ -650,28 +791,41 @@ def _webhook(table: _Table | None, names: frozenset[str]) -> Webhook | None:
     header = table.text("event_header", None)
     event_path = table.path("event_path", None)
     if events and header is None and event_path is None:
-        raise ConfigError(f"{table.where}: events needs event_header or event_path, where a "
-                          "delivery names its event")
+        raise ConfigError(
+            f"{table.where}: events needs event_header or event_path, where a "
+            "delivery names its event"
+        )
     if not events and (payload == "thin" or header is not None or event_path is not None):
-        raise ConfigError(f"{table.where} needs events: the event names it receives and what "
-                          "each means (others are acknowledged and ignored)")
+        raise ConfigError(
+            f"{table.where} needs events: the event names it receives and what "
+            "each means (others are acknowledged and ignored)"
+        )
     if payload == "thin" and any(e.kind == "status" for e in events.values()):
-        raise ConfigError(f"{table.where}: payload = \"thin\" carries no job, so no event can be "
-                          "of kind \"status\"")
+        raise ConfigError(
+            f'{table.where}: payload = "thin" carries no job, so no event can be of kind "status"'
+        )
     only = table.table("only", None)
-    filters = () if only is None else tuple(
-        (compile_path(path, f"{only.where} {path!r}"), _only_value(only, path, value, names))
-        for path, value in only.data.items())
+    filters = (
+        ()
+        if only is None
+        else tuple(
+            (compile_path(path, f"{only.where} {path!r}"), _only_value(only, path, value, names))
+            for path, value in only.data.items()
+        )
+    )
     delivery_header = table.text("delivery_header", None)
     root = table.path("root", None)
     return Webhook(
         scheme=table.text("scheme", "standard-webhooks"),
         event_header=None if header is None else header.lower(),
-        event_path=event_path, events=events,
+        event_path=event_path,
+        events=events,
         job_id=table.path("job_id"),
         delivery_header=None if delivery_header is None else delivery_header.lower(),
-        delivery_path=table.path("delivery_path", None), payload=payload,
-        root=None if root is None or root.is_current else root, only=filters,
+        delivery_path=table.path("delivery_path", None),
+        payload=payload,
+        root=None if root is None or root.is_current else root,
+        only=filters,
     )
 
 
@@ -680,24 +834,35 @@ def _only_value(table: _Table, path: object, value: object, names: frozenset[str
         raise ConfigError(f"{table.where} {path!r} must be text, got {_shown(value)}")
     unknown = sorted(placeholders(value) - (names - {JOB_ID}))
     if unknown:
-        raise ConfigError(f"{table.where} {path!r}: {value!r} names {', '.join(unknown)}; only "
-                          "variables may be named here")
+        raise ConfigError(
+            f"{table.where} {path!r}: {value!r} names {', '.join(unknown)}; only "
+            "variables may be named here"
+        )
     return value
 
 
 def _rate_limit(table: _Table) -> RateLimits:
     signals = table.get("signals", list(SIGNALS))
     if not isinstance(signals, list) or not all(s in SIGNALS for s in signals):
-        raise ConfigError(f"{table.at('signals')} must be a list of {', '.join(SIGNALS)}, got "
-                          f"{_shown(signals)}")
+        raise ConfigError(
+            f"{table.at('signals')} must be a list of {', '.join(SIGNALS)}, got {_shown(signals)}"
+        )
     wait = table.get("wait", None)
-    if wait is not None and (isinstance(wait, bool) or not isinstance(wait, int | float)
-                             or not math.isfinite(wait) or wait < 0):
-        raise ConfigError(f"{table.at('wait')} must be a number of seconds >= 0, got "
-                          f"{_shown(wait)}")
-    return RateLimits(statuses=table.statuses("statuses", (429,)), signals=tuple(signals),
-                      when=table.condition("when", None),
-                      wait=None if wait is None else float(wait))
+    if wait is not None and (
+        isinstance(wait, bool)
+        or not isinstance(wait, int | float)
+        or not math.isfinite(wait)
+        or wait < 0
+    ):
+        raise ConfigError(
+            f"{table.at('wait')} must be a number of seconds >= 0, got {_shown(wait)}"
+        )
+    return RateLimits(
+        statuses=table.statuses("statuses", (429,)),
+        signals=tuple(signals),
+        when=table.condition("when", None),
+        wait=None if wait is None else float(wait),
+    )
 
 
 def _errors(table: _Table) -> Errors:

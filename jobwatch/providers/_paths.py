@@ -24,8 +24,16 @@ from jmespath.lexer import Lexer
 from .._errors import ConfigError, InvalidJobId
 from ..abc import Request, path_segment
 
-__all__ = ["Condition", "Path", "Template", "compile_condition", "compile_path",
-           "compile_template", "placeholders", "truthy"]
+__all__ = [
+    "Condition",
+    "Path",
+    "Template",
+    "compile_condition",
+    "compile_path",
+    "compile_template",
+    "placeholders",
+    "truthy",
+]
 
 _BARE_LITERALS = frozenset({"true", "false", "null"})
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -50,6 +58,7 @@ def _chain(names: tuple[str, ...]) -> Callable[[Any], Any]:
 
         def one(value: Any) -> Any:
             return value.get(name) if type(value) is dict else None
+
         return one
     if len(names) == 2:
         first, second = names
@@ -60,6 +69,7 @@ def _chain(names: tuple[str, ...]) -> Callable[[Any], Any]:
                 if type(value) is dict:
                     return value.get(second)
             return None
+
         return two
 
     def many(value: Any) -> Any:
@@ -68,6 +78,7 @@ def _chain(names: tuple[str, ...]) -> Callable[[Any], Any]:
                 return None
             value = value.get(name)
         return value
+
     return many
 
 
@@ -95,9 +106,18 @@ def _searcher(parsed: Any) -> Callable[[Any], Any]:
     def safe(value: Any) -> Any:
         try:
             return search(value)
-        except (jmespath.exceptions.JMESPathError, TypeError, ValueError, RecursionError,
-                AttributeError, KeyError, IndexError, OverflowError):
+        except (
+            jmespath.exceptions.JMESPathError,
+            TypeError,
+            ValueError,
+            RecursionError,
+            AttributeError,
+            KeyError,
+            IndexError,
+            OverflowError,
+        ):
             return None  # the expression does not apply to this document
+
     return safe
 
 
@@ -188,7 +208,8 @@ def _check_variable(name: str, value: str, where: str) -> None:
     if not value or any(part in ("", ".", "..") for part in parts):
         raise ConfigError(
             f"{where}: the value {value!r} of {{{name}}} must be path segments separated by "
-            "single slashes (no empty, '.' or '..' segment)")
+            "single slashes (no empty, '.' or '..' segment)"
+        )
 
 
 def placeholders(text: str) -> frozenset[str]:
@@ -201,14 +222,16 @@ def _pieces(text: str, where: str) -> tuple[str | tuple[str], ...]:
     pieces: list[str | tuple[str]] = []
     last = 0
     for match in _PLACEHOLDER.finditer(text):
-        pieces.append(text[last:match.start()])
+        pieces.append(text[last : match.start()])
         pieces.append((match.group(1),))
         last = match.end()
     pieces.append(text[last:])
     for piece in pieces:
         if isinstance(piece, str) and ("{" in piece or "}" in piece):
-            raise ConfigError(f"{where}: {text!r} has a brace that is not a placeholder; "
-                              "placeholders are {name}, a letter or _ then letters, digits, _")
+            raise ConfigError(
+                f"{where}: {text!r} has a brace that is not a placeholder; "
+                "placeholders are {name}, a letter or _ then letters, digits, _"
+            )
     return tuple(piece for piece in pieces if piece != "")
 
 
@@ -244,25 +267,38 @@ class Template:
                 path.append("/".join(path_segment(part) for part in value.split("/")))
             else:
                 path.append(piece)
-        params = tuple((name, tuple(variables[p[0]] if isinstance(p, tuple)
-                                    and p[0] in variables else p for p in value))
-                       for name, value in self.params)
+        params = tuple(
+            (
+                name,
+                tuple(
+                    variables[p[0]] if isinstance(p, tuple) and p[0] in variables else p
+                    for p in value
+                ),
+            )
+            for name, value in self.params
+        )
         return attrs.evolve(self, path=_merged(path), params=params)
 
     def render(self, values: Mapping[str, str], headers: Mapping[str, str]) -> Request:
         """The request with every placeholder filled from ``values`` (escaped); an empty
         value for a path placeholder is an InvalidJobId (it would name another resource)."""
-        path = "".join(piece if isinstance(piece, str) else _segment(values[piece[0]], piece[0])
-                       for piece in self.path)
-        params = {name: "".join(p if isinstance(p, str) else values[p[0]] for p in value)
-                  for name, value in self.params}
+        path = "".join(
+            piece if isinstance(piece, str) else _segment(values[piece[0]], piece[0])
+            for piece in self.path
+        )
+        params = {
+            name: "".join(p if isinstance(p, str) else values[p[0]] for p in value)
+            for name, value in self.params
+        }
         return Request(method=self.method, path=path, params=params, headers=headers)
 
 
 def _segment(value: str, name: str) -> str:
     if not value:
-        raise InvalidJobId(f"the {name} placeholder of a request is empty: an empty {name} "
-                           "would name another resource; pass the id the API returned")
+        raise InvalidJobId(
+            f"the {name} placeholder of a request is empty: an empty {name} "
+            "would name another resource; pass the id the API returned"
+        )
     return path_segment(value)
 
 
@@ -279,22 +315,29 @@ def _merged(pieces: list[str | tuple[str]]) -> tuple[str | tuple[str], ...]:
 def compile_template(text: object, where: str, allowed: frozenset[str]) -> Template:
     """Parse ``"METHOD /path?query"``; placeholders must be among ``allowed``."""
     if not isinstance(text, str):
-        raise ConfigError(f"{where} must be a request, \"GET /path/{{id}}\", got {text!r}")
+        raise ConfigError(f'{where} must be a request, "GET /path/{{id}}", got {text!r}')
     method, _, target = text.strip().partition(" ")
     target = target.strip()
-    if not _METHOD.fullmatch(method) or not target.startswith("/") or " " in target \
-            or "#" in target:
+    if (
+        not _METHOD.fullmatch(method)
+        or not target.startswith("/")
+        or " " in target
+        or "#" in target
+    ):
         raise ConfigError(
             f"{where} must be a method and a path relative to base_url, such as "
-            f"\"GET /v1/jobs/{{id}}\" (query allowed after ?), got {text!r}")
+            f'"GET /v1/jobs/{{id}}" (query allowed after ?), got {text!r}'
+        )
     path_text, _, query = target.partition("?")
     path = _pieces(path_text, where)
-    params = tuple((name, _pieces(value, where))
-                   for name, value in parse_qsl(query, keep_blank_values=True))
+    params = tuple(
+        (name, _pieces(value, where)) for name, value in parse_qsl(query, keep_blank_values=True)
+    )
     template = Template(text, method, path, params)
     unknown = sorted(template.names - allowed)
     if unknown:
         raise ConfigError(
             f"{where}: {text!r} uses the placeholder(s) {', '.join(unknown)}; the placeholders "
-            f"here are {', '.join(sorted(allowed))} (declare a variable in [variables])")
+            f"here are {', '.join(sorted(allowed))} (declare a variable in [variables])"
+        )
     return template

@@ -18,5 +18,9 @@ class ReaderScheme(HMACSHA256Scheme):
     name = "reader"
     signature_headers = ("x-reader-signature",)
     options_class = None
-    fixed = HMACOptions(header="X-Reader-Signature", prefix="sha256=", signed="timestamp+body",
-                        timestamp_header="X-Reader-Timestamp")
+    fixed = HMACOptions(
+        header="X-Reader-Signature",
+        prefix="sha256=",
+        signed="timestamp+body",
+        timestamp_header="X-Reader-Timestamp",
+    )

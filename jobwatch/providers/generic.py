@@ -59,11 +59,18 @@ __all__ = ["GenericProvider", "capabilities_of"]
 
 log = logging.getLogger("jobwatch.generic")
 
-_TERMINAL_KIND = {JobStatus.COMPLETED: EventKind.COMPLETED, JobStatus.FAILED: EventKind.FAILED,
-                  JobStatus.CANCELLED: EventKind.CANCELLED}
-_KIND_STATUS = {"completed": JobStatus.COMPLETED, "failed": JobStatus.FAILED,
-                "cancelled": JobStatus.CANCELLED, "started": JobStatus.PROCESSING,
-                "progress": JobStatus.PROCESSING}
+_TERMINAL_KIND = {
+    JobStatus.COMPLETED: EventKind.COMPLETED,
+    JobStatus.FAILED: EventKind.FAILED,
+    JobStatus.CANCELLED: EventKind.CANCELLED,
+}
+_KIND_STATUS = {
+    "completed": JobStatus.COMPLETED,
+    "failed": JobStatus.FAILED,
+    "cancelled": JobStatus.CANCELLED,
+    "started": JobStatus.PROCESSING,
+    "progress": JobStatus.PROCESSING,
+}
 _STARTED, _PROGRESS = EventKind.STARTED, EventKind.PROGRESS
 _PROCESSING, _QUEUED, _FAILED = JobStatus.PROCESSING, JobStatus.QUEUED, JobStatus.FAILED
 #: Every delivery of a webhook whose body is the job and that names no events.
@@ -73,7 +80,7 @@ _REMEMBERED = 10_000
 #: Distinct unknown status values warned about, per provider.
 _WARNED = 1_000
 _MESSAGE_CHARS = 300
-_LINK = re.compile(r'<([^>]*)>((?:\s*;\s*[^;,]*)*)')
+_LINK = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]*)*)")
 # msgspec decodes JSON several times faster than json.loads.
 _decode_json = msgspec.json.Decoder().decode
 
@@ -148,12 +155,19 @@ def _origin(url: str) -> tuple[str, str, int | None] | None:
 class _State:
     """What one job object says: the status and everything that rides on its events."""
 
-    __slots__ = ("attempt", "completed", "data", "error", "raw", "status", "total",
-                 "transitional")
+    __slots__ = ("attempt", "completed", "data", "error", "raw", "status", "total", "transitional")
 
-    def __init__(self, status: JobStatus | None, raw: str, completed: int | None,
-                 total: int | None, attempt: int | None, error: str | None,
-                 transitional: bool, data: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        status: JobStatus | None,
+        raw: str,
+        completed: int | None,
+        total: int | None,
+        attempt: int | None,
+        error: str | None,
+        transitional: bool,
+        data: Mapping[str, Any],
+    ) -> None:
         self.status, self.raw, self.completed, self.total = status, raw, completed, total
         self.attempt, self.error, self.transitional, self.data = attempt, error, transitional, data
 
@@ -191,9 +205,16 @@ class GenericProvider(Provider):
         # Fields read from the job object itself by name: a dict lookup, not a call.
         self._status_field = None if d.status.path is None else d.status.path.field
         done, total = d.progress.done, d.progress.total
-        self._count_fields = (done[0].field, total[0].field) if (
-            d.progress.kind == "counts" and len(done) == len(total) == 1
-            and done[0].field is not None and total[0].field is not None) else None
+        self._count_fields = (
+            (done[0].field, total[0].field)
+            if (
+                d.progress.kind == "counts"
+                and len(done) == len(total) == 1
+                and done[0].field is not None
+                and total[0].field is not None
+            )
+            else None
+        )
         self._url_from = None if d.stream is None else d.stream.url_from
         self._frames = None if d.stream is None else d.stream.events
         self._event_path = None if d.stream is None else d.stream.event_path
@@ -206,14 +227,16 @@ class GenericProvider(Provider):
             return cls(description.bind(values, values_where), config)
 
     @classmethod
-    def read(cls, table: Mapping[str, Any], where: str
-             ) -> tuple[Description, Mapping[str, Any], str]:
+    def read(
+        cls, table: Mapping[str, Any], where: str
+    ) -> tuple[Description, Mapping[str, Any], str]:
         """The description a configuration table gives, its variables' values, and where
         those values are configured (for messages)."""
         if not table:
             raise ConfigError(
                 f"{where} is missing: the generic provider watches the API this table "
-                "describes (see docs/providers.md, or copy a preset: jobwatch providers NAME)")
+                "describes (see docs/providers.md, or copy a preset: jobwatch providers NAME)"
+            )
         description, values = read_description(table, where)
         return description, values, f"{where[:-1]}.values]"
 
@@ -237,8 +260,9 @@ class GenericProvider(Provider):
         return self._job.get.render({JOB_ID: job_id}, self._auth)
 
     def _absolute(self, url: Any, what: str) -> Request:
-        if type(url) is not str or not (url.startswith("/") and not url.startswith("//")
-                                        or _origin(url) is not None):
+        if type(url) is not str or not (
+            url.startswith("/") and not url.startswith("//") or _origin(url) is not None
+        ):
             raise DecodeError(f"{what} is not an http(s) URL or a path: {url!r}")
         return Request(path=url, headers=self._headers_for(url))
 
@@ -254,8 +278,14 @@ class GenericProvider(Provider):
             state = self._state(job_id, job)
         except DecodeError as exc:
             raise DecodeError(f"the status of job {job_id}: {exc}") from None
-        snapshot = Snapshot(job_id=job_id, status=state.status, raw_status=state.raw,
-                            completed=state.completed, total=state.total, data=job)
+        snapshot = Snapshot(
+            job_id=job_id,
+            status=state.status,
+            raw_status=state.raw,
+            completed=state.completed,
+            total=state.total,
+            data=job,
+        )
         if self._url_from is not None:
             self._learn(job_id, job)
         return snapshot, self._events(job_id, job, state, previous, source)
@@ -276,15 +306,16 @@ class GenericProvider(Provider):
         if self._map_only:
             rule = self._map.get(raw) if value is not None else None
         else:
-            rule = next((r for r in self._rules if r.when is not None and r.when.holds(job)),
-                        None)
+            rule = next((r for r in self._rules if r.when is not None and r.when.holds(job)), None)
             if rule is None and value is not None:
                 rule = self._map.get(raw)
         names = self._count_fields
         if names is not None:  # the usual: a count and a total, fields of the job
             completed, total = job.get(names[0]), job.get(names[1])
-            if not ((completed is None or type(completed) is int and completed >= 0)
-                    and (total is None or type(total) is int and total >= 0)):
+            if not (
+                (completed is None or type(completed) is int and completed >= 0)
+                and (total is None or type(total) is int and total >= 0)
+            ):
                 completed, total = self._counts(job)  # which says what is wrong
         else:
             completed, total = self._counts(job)
@@ -299,22 +330,46 @@ class GenericProvider(Provider):
         error = None
         if status is _FAILED:
             error = self._error(job, rule.error if rule is not None else None, raw)
-        return _State(status, raw, completed, total, attempt, error, transitional,
-                      MappingProxyType(job))
+        return _State(
+            status, raw, completed, total, attempt, error, transitional, MappingProxyType(job)
+        )
 
-    def _unknown(self, job_id: str, job: dict[str, Any], value: Any, raw: str,
-                 completed: int | None, total: int | None, attempt: int | None) -> _State:
+    def _unknown(
+        self,
+        job_id: str,
+        job: dict[str, Any],
+        value: Any,
+        raw: str,
+        completed: int | None,
+        total: int | None,
+        attempt: int | None,
+    ) -> _State:
         if value is None:
             path = self._status.path
             raise DecodeError(f"the answer has no status at {getattr(path, 'text', '')!r}")
         if self._status.unknown == "fail":
-            return _State(_FAILED, raw, completed, total, attempt, f"unknown status {raw!r}",
-                          False, MappingProxyType(job))
+            return _State(
+                _FAILED,
+                raw,
+                completed,
+                total,
+                attempt,
+                f"unknown status {raw!r}",
+                False,
+                MappingProxyType(job),
+            )
         if raw not in self._warned and len(self._warned) < _WARNED:
             self._warned.add(raw)
-            log.warning("%s: job %s has the status %r, which the %s description does not map; "
-                        "it is not taken as running, and the watch goes on until its deadline "
-                        "(%s)", self.description.api, job_id, raw, self.name, self.remedy)
+            log.warning(
+                "%s: job %s has the status %r, which the %s description does not map; "
+                "it is not taken as running, and the watch goes on until its deadline "
+                "(%s)",
+                self.description.api,
+                job_id,
+                raw,
+                self.name,
+                self.remedy,
+            )
         return _State(None, raw, completed, total, attempt, None, False, MappingProxyType(job))
 
     def _counts(self, job: dict[str, Any]) -> tuple[int | None, int | None]:
@@ -324,8 +379,9 @@ class GenericProvider(Provider):
             done, total = self._one_done, self._one_total
             if done is not None and total is not None:  # the usual: one path each
                 completed, of = done(job), total(job)
-                if (completed is None or type(completed) is int and completed >= 0) and \
-                        (of is None or type(of) is int and of >= 0):
+                if (completed is None or type(completed) is int and completed >= 0) and (
+                    of is None or type(of) is int and of >= 0
+                ):
                     return completed, of
             return _sum(spec.done, job), _sum(spec.total, job)
         if kind == "none":
@@ -338,8 +394,9 @@ class GenericProvider(Provider):
             return None, None
         top = 1.0 if kind == "fraction" else 100.0
         if type(value) not in (int, float) or not 0 <= value <= top:
-            raise DecodeError(f"{spec.value.text!r} must be a number from 0 to {top:g}, got "
-                              f"{value!r}")
+            raise DecodeError(
+                f"{spec.value.text!r} must be a number from 0 to {top:g}, got {value!r}"
+            )
         return round(value * 100 / top), 100
 
     def _buckets(self, job: dict[str, Any]) -> tuple[int | None, int | None]:
@@ -349,9 +406,11 @@ class GenericProvider(Provider):
         if buckets is None:
             return None, None
         if type(buckets) is not dict or not all(
-                type(n) is int and n >= 0 for n in buckets.values()):
-            raise DecodeError(f"{spec.buckets.text!r} must be an object of whole numbers >= 0, "
-                              f"got {buckets!r}")
+            type(n) is int and n >= 0 for n in buckets.values()
+        ):
+            raise DecodeError(
+                f"{spec.buckets.text!r} must be an object of whole numbers >= 0, got {buckets!r}"
+            )
         return sum(buckets.get(name, 0) for name in spec.bucket_names), sum(buckets.values())
 
     def _attempt(self, job: dict[str, Any]) -> int | None:
@@ -367,34 +426,73 @@ class GenericProvider(Provider):
                     return _text(value)
         return word or "failed"
 
-    def _events(self, job_id: str, job: dict[str, Any], state: _State,
-                previous: Snapshot | None, source: str) -> list[JobEvent]:
+    def _events(
+        self,
+        job_id: str,
+        job: dict[str, Any],
+        state: _State,
+        previous: Snapshot | None,
+        source: str,
+    ) -> list[JobEvent]:
         status, data, completed, total = state.status, state.data, state.completed, state.total
         if status is not None and status.terminal:
             ended = self._ended_at
-            return [JobEvent.build(
-                kind=_TERMINAL_KIND[status], job_id=job_id, status=status,
-                completed=completed, total=total, key=f"{job_id}:terminal",
-                source=source, occurred_at=None if ended is None else _when(ended(job)),
-                error=state.error, attempt=state.attempt, data=data)]
+            return [
+                JobEvent.build(
+                    kind=_TERMINAL_KIND[status],
+                    job_id=job_id,
+                    status=status,
+                    completed=completed,
+                    total=total,
+                    key=f"{job_id}:terminal",
+                    source=source,
+                    occurred_at=None if ended is None else _when(ended(job)),
+                    error=state.error,
+                    attempt=state.attempt,
+                    data=data,
+                )
+            ]
         events = []
         if status is _PROCESSING:
             started = None if self._started_at is None else self._started_at(job)
-            events.append(JobEvent.build(
-                kind=_STARTED, job_id=job_id, status=status, completed=completed,
-                total=total, key=f"{job_id}:started", source=source,
-                occurred_at=None if started is None else _when(started),
-                attempt=state.attempt, data=data))
-        if previous is None or previous.completed != completed or previous.total != total \
-                or previous.raw_status != state.raw:
+            events.append(
+                JobEvent.build(
+                    kind=_STARTED,
+                    job_id=job_id,
+                    status=status,
+                    completed=completed,
+                    total=total,
+                    key=f"{job_id}:started",
+                    source=source,
+                    occurred_at=None if started is None else _when(started),
+                    attempt=state.attempt,
+                    data=data,
+                )
+            )
+        if (
+            previous is None
+            or previous.completed != completed
+            or previous.total != total
+            or previous.raw_status != state.raw
+        ):
             if completed is not None and not state.transitional and not self._grows:
                 key: str | None = f"{job_id}:progress:{completed}"  # the usual
             else:
                 key = self._progress_key(job_id, state)
             if key is not None:
-                events.append(JobEvent.build(
-                    kind=_PROGRESS, job_id=job_id, status=status, completed=completed,
-                    total=total, key=key, source=source, attempt=state.attempt, data=data))
+                events.append(
+                    JobEvent.build(
+                        kind=_PROGRESS,
+                        job_id=job_id,
+                        status=status,
+                        completed=completed,
+                        total=total,
+                        key=key,
+                        source=source,
+                        attempt=state.attempt,
+                        data=data,
+                    )
+                )
         return events
 
     def _progress_key(self, job_id: str, state: _State) -> str | None:
@@ -428,8 +526,10 @@ class GenericProvider(Provider):
     def results_request(self, job_id: str) -> Request:
         spec = self.description.results
         if spec.source == "none":
-            raise ConfigError(f"the {self.name} description has no [results] table: set source "
-                              "to inline, url or request to read a job's results")
+            raise ConfigError(
+                f"the {self.name} description has no [results] table: set source "
+                "to inline, url or request to read a job's results"
+            )
         if spec.source == "request" and not spec.fields:
             assert spec.get is not None
             return spec.get.render({JOB_ID: job_id}, self._auth)
@@ -485,8 +585,10 @@ class GenericProvider(Provider):
         spec = self.description.results
         value = document if spec.items is None else spec.items.get(document)
         items = value if type(value) is list else ([] if value is None else [value])
-        return ResultsPage(items=tuple(i if type(i) is dict else {"value": i} for i in items),
-                           next=self._next(job_id, document, response))
+        return ResultsPage(
+            items=tuple(i if type(i) is dict else {"value": i} for i in items),
+            next=self._next(job_id, document, response),
+        )
 
     def _jsonl(self, job_id: str, response: Response) -> ResultsPage:
         try:
@@ -514,8 +616,12 @@ class GenericProvider(Provider):
             return self._absolute(value, repr(spec.next_path.text))
         first = self.results_request(job_id)
         assert spec.cursor_param is not None
-        return Request(method=first.method, path=first.path, headers=first.headers,
-                       params={**first.params, spec.cursor_param: _text(value)})
+        return Request(
+            method=first.method,
+            path=first.path,
+            headers=first.headers,
+            params={**first.params, spec.cursor_param: _text(value)},
+        )
 
     # -- streams -----------------------------------------------------------------------------
 
@@ -528,8 +634,10 @@ class GenericProvider(Provider):
         url = self._stream_urls.get(job_id)
         if url is None:
             assert stream.url_from is not None
-            raise StreamError(f"job {job_id} names its stream's URL in its status "
-                              f"({stream.url_from.text}), which has not been read yet")
+            raise StreamError(
+                f"job {job_id} names its stream's URL in its status "
+                f"({stream.url_from.text}), which has not been read yet"
+            )
         return Request(path=url, headers=self._headers_for(url))
 
     def decode_stream_event(
@@ -570,8 +678,7 @@ class GenericProvider(Provider):
             return self._done(job_id, name, data, payload, source)
         return [self._entry_event(entry, job_id, name, data, payload, source)]
 
-    def _done(self, job_id: str, name: str, data: str, payload: Any, source: str
-              ) -> list[JobEvent]:
+    def _done(self, job_id: str, name: str, data: str, payload: Any, source: str) -> list[JobEvent]:
         stream = self.description.stream
         assert stream is not None and stream.done_path is not None
         body = _parse(data or "{}", "the data") if payload is None else payload
@@ -581,25 +688,40 @@ class GenericProvider(Provider):
         if status is None:
             # Not a way of ending the description knows: the stream closes, and the poll
             # that follows a stream without resume learns how the job ended.
-            log.warning("%s: job %s: a %r frame says %r, which [stream.done] map does not name; "
-                        "polling finds out how the job ended", self.description.api, job_id,
-                        name, reason)
+            log.warning(
+                "%s: job %s: a %r frame says %r, which [stream.done] map does not name; "
+                "polling finds out how the job ended",
+                self.description.api,
+                job_id,
+                name,
+                reason,
+            )
             return []
         error = (reason or status.value) if status is _FAILED else None
         frozen = MappingProxyType(body if type(body) is dict else {"value": body})
-        return [JobEvent.build(kind=_TERMINAL_KIND[status], job_id=job_id, status=status,
-                               key=f"{job_id}:terminal", source=source, error=error,
-                               data=frozen)]
+        return [
+            JobEvent.build(
+                kind=_TERMINAL_KIND[status],
+                job_id=job_id,
+                status=status,
+                key=f"{job_id}:terminal",
+                source=source,
+                error=error,
+                data=frozen,
+            )
+        ]
 
-    def _entry_event(self, entry: Entry, job_id: str, name: str, data: str | bytes,
-                     payload: Any, source: str) -> JobEvent:
+    def _entry_event(
+        self, entry: Entry, job_id: str, name: str, data: str | bytes, payload: Any, source: str
+    ) -> JobEvent:
         """The event a frame or a delivery of a named kind is (its data is not the job)."""
         if payload is None:
             try:
                 payload = _parse(data, "the data") if data else {}
             except DecodeError:
-                payload = {"value": data if isinstance(data, str) else data.decode("utf-8",
-                                                                                   "replace")}
+                payload = {
+                    "value": data if isinstance(data, str) else data.decode("utf-8", "replace")
+                }
         frozen = MappingProxyType(payload if type(payload) is dict else {"value": payload})
         kind = entry.kind
         if kind == "page" and entry.failed_when is not None and entry.failed_when.holds(payload):
@@ -610,17 +732,30 @@ class GenericProvider(Provider):
             if ident is None or ident == "":
                 raise DecodeError(f"no page id at {entry.id.text!r}")
             error = self._item_error(entry, payload, "failed") if kind == "page_failed" else None
-            return JobEvent.build(kind=kind, job_id=job_id, key=f"{job_id}:{kind}:"
-                                  f"{_text(ident)}", source=source, error=error, data=frozen)
+            return JobEvent.build(
+                kind=kind,
+                job_id=job_id,
+                key=f"{job_id}:{kind}:{_text(ident)}",
+                source=source,
+                error=error,
+                data=frozen,
+            )
         status = _KIND_STATUS[kind]
         if status.terminal:
             error = self._item_error(entry, payload, name) if status is _FAILED else None
-            return JobEvent.build(kind=_TERMINAL_KIND[status], job_id=job_id, status=status,
-                                  key=f"{job_id}:terminal", source=source, error=error,
-                                  data=frozen)
+            return JobEvent.build(
+                kind=_TERMINAL_KIND[status],
+                job_id=job_id,
+                status=status,
+                key=f"{job_id}:terminal",
+                source=source,
+                error=error,
+                data=frozen,
+            )
         key = f"{job_id}:started" if kind == "started" else f"{job_id}:progress:processing"
-        return JobEvent.build(kind=kind, job_id=job_id, status=status, key=key, source=source,
-                              data=frozen)
+        return JobEvent.build(
+            kind=kind, job_id=job_id, status=status, key=key, source=source, data=frozen
+        )
 
     def _item_error(self, entry: Entry, payload: Any, name: str) -> str:
         if entry.error is not None:
@@ -648,9 +783,13 @@ class GenericProvider(Provider):
             found = hook.delivery_path.get(payload)
             delivery = None if found is None else _text(found)
         entry = hook.events.get(name) if hook.events else _STATUS_ENTRY
-        if entry is None or entry.kind == "ignore" or not all(
-                _text(path.get(payload)).casefold() == value.casefold()
-                for path, value in hook.only):
+        if (
+            entry is None
+            or entry.kind == "ignore"
+            or not all(
+                _text(path.get(payload)).casefold() == value.casefold() for path, value in hook.only
+            )
+        ):
             return WebhookDelivery(delivery_id=delivery or None, event_name=name, events=())
         job_id = self._webhook_job(payload)
         try:
@@ -661,11 +800,13 @@ class GenericProvider(Provider):
         # A page carries its own data.
         thin = hook.payload == "thin" and entry.kind not in ("page", "page_failed")
         reconcile = (job_id,) if thin else ()
-        return WebhookDelivery(delivery_id=delivery or None, event_name=name,
-                               events=tuple(events), reconcile=reconcile)
+        return WebhookDelivery(
+            delivery_id=delivery or None, event_name=name, events=tuple(events), reconcile=reconcile
+        )
 
-    def _delivered(self, entry: Entry, job_id: str, name: str, payload: dict[str, Any],
-                   source: str) -> tuple[list[JobEvent], str]:
+    def _delivered(
+        self, entry: Entry, job_id: str, name: str, payload: dict[str, Any], source: str
+    ) -> tuple[list[JobEvent], str]:
         """The events of one delivery, and its event name (the job's status, if it has none)."""
         hook = self.description.webhook
         assert hook is not None
@@ -678,8 +819,9 @@ class GenericProvider(Provider):
         return self._events(job_id, job, state, None, source), name or state.raw
 
     @staticmethod
-    def _event_name(header: str | None, path: Path | None, headers: Mapping[str, str],
-                    payload: dict[str, Any]) -> str:
+    def _event_name(
+        header: str | None, path: Path | None, headers: Mapping[str, str], payload: dict[str, Any]
+    ) -> str:
         parts = []
         if header is not None:
             parts.append(headers.get(header, ""))
@@ -694,8 +836,10 @@ class GenericProvider(Provider):
         value = hook.job_id.get(payload)
         if type(value) is int and value >= 0 or type(value) is str and value:
             return str(value)
-        raise DecodeError(f"the webhook body has no job id at {hook.job_id.text!r} (text or a "
-                          f"whole number), got {value!r}")
+        raise DecodeError(
+            f"the webhook body has no job id at {hook.job_id.text!r} (text or a "
+            f"whole number), got {value!r}"
+        )
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -703,16 +847,17 @@ class GenericProvider(Provider):
         status = response.status
         message = self._message(response.body)
         text = f"{self.description.api} answered HTTP {status}" + (
-            f": {message}" if message else "")
+            f": {message}" if message else ""
+        )
         verdict = self.classify(response)
         if verdict.outcome is Outcome.RATE_LIMITED:
-            return RateLimited(f"{text}; jobwatch waits and retries", status=status,
-                               retry_after=verdict.wait)
+            return RateLimited(
+                f"{text}; jobwatch waits and retries", status=status, retry_after=verdict.wait
+            )
         if status == 401:
             env = self.description.auth.env
             hint = f" (or set {env} in the environment)" if env else ""
-            return AuthenticationError(f"{text}; check api_key in [jobwatch]{hint}",
-                                       status=status)
+            return AuthenticationError(f"{text}; check api_key in [jobwatch]{hint}", status=status)
         if status in self.description.errors.gone:
             return JobNotFound(f"{text}; check the job id", status=status)
         return APIError(text, status=status)
@@ -737,10 +882,14 @@ class GenericProvider(Provider):
             return Classification.fine(rate_limit=limits)
         hint = parse_retry_after(response) if "retry-after" in spec.signals else None
         spent = limits is not None and limits.remaining == 0
-        told = status in spec.statuses or spec.when is not None and self._says(spec.when,
-                                                                                response)
-        if told or 400 <= status < 500 and (hint is not None or spent) or \
-                status == 503 and hint is not None:
+        told = status in spec.statuses or spec.when is not None and self._says(spec.when, response)
+        if (
+            told
+            or 400 <= status < 500
+            and (hint is not None or spent)
+            or status == 503
+            and hint is not None
+        ):
             reset = limits.reset if spent and limits is not None else None
             wait = next((w for w in (hint, reset, spec.wait) if w is not None), None)
             return Classification.rate_limited(wait=wait, rate_limit=limits)
@@ -790,8 +939,9 @@ def capabilities_of(description: Description) -> Capabilities:
     announced = False
     if stream is not None:
         kinds = {e.kind for e in stream.events.values()}
-        announced |= bool(kinds & {"status", "cancelled"}) or \
-            JobStatus.CANCELLED in stream.done_map.values()
+        announced |= (
+            bool(kinds & {"status", "cancelled"}) or JobStatus.CANCELLED in stream.done_map.values()
+        )
     if hook is not None:
         kinds = {e.kind for e in hook.events.values()} if hook.events else {"status"}
         announced |= bool(kinds & {"status", "cancelled"})

@@ -63,16 +63,27 @@ _JOB_STREAM_ALIASES = {
     "job:cancelled": "done",
 }
 # The status a `job:`-named final frame implies when its payload carries none.
-_IMPLIED_STATUS = {"job:completed": "completed", "job:failed": "failed",
-                   "job:cancelled": "cancelled"}
+_IMPLIED_STATUS = {
+    "job:completed": "completed",
+    "job:failed": "failed",
+    "job:cancelled": "cancelled",
+}
 # Webhook events about jobs; the final ones with the status they imply when the body has
 # none. Reader documents no job.cancelled; should one come, it is the terminal event it names.
-_JOB_WEBHOOKS: dict[str, str | None] = {"job.started": None, "job.page": None,
-                                        "job.completed": "completed", "job.failed": "failed",
-                                        "job.cancelled": "cancelled"}
+_JOB_WEBHOOKS: dict[str, str | None] = {
+    "job.started": None,
+    "job.page": None,
+    "job.completed": "completed",
+    "job.failed": "failed",
+    "job.cancelled": "cancelled",
+}
 # The webhook event a body with this status is, whatever header it came with.
-_EVENT_BY_STATUS = {"processing": "job.started", "completed": "job.completed",
-                    "failed": "job.failed", "cancelled": "job.cancelled"}
+_EVENT_BY_STATUS = {
+    "processing": "job.started",
+    "completed": "job.completed",
+    "failed": "job.failed",
+    "cancelled": "job.cancelled",
+}
 _WORKSPACE_EVENTS = ("job:progress", "job:completed", "job:failed")
 #: How errors name a frame of each event the workspace stream sends.
 _WORKSPACE_WHAT = {name: f"workspace stream {name!r} frame" for name in _WORKSPACE_EVENTS}
@@ -101,8 +112,14 @@ def _json_object(body: bytes | str, what: str) -> dict[str, Any]:
     return obj
 
 
-def _get(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...], what: str,
-         *, required: bool = True) -> Any:
+def _get(
+    obj: Mapping[str, Any],
+    name: str,
+    kind: type | tuple[type, ...],
+    what: str,
+    *,
+    required: bool = True,
+) -> Any:
     if name not in obj or obj[name] is None:
         if required:
             raise DecodeError(f"{what} has no {name!r} field")
@@ -239,32 +256,51 @@ class ReaderProvider(Provider):
         self, snap: Snapshot, previous: Snapshot | None, source: str
     ) -> list[JobEvent]:
         common: dict[str, Any] = dict(
-            job_id=snap.job_id, status=snap.status, completed=snap.completed,
-            total=snap.total, source=source, data=MappingProxyType(dict(snap.data)))
+            job_id=snap.job_id,
+            status=snap.status,
+            completed=snap.completed,
+            total=snap.total,
+            source=source,
+            data=MappingProxyType(dict(snap.data)),
+        )
         events = []
         if snap.status is JobStatus.PROCESSING:
             when = _timestamp(snap.data.get("startedAt"))
-            events.append(JobEvent(kind=EventKind.STARTED, key=f"{snap.job_id}:started",
-                                   occurred_at=when, **common))
+            events.append(
+                JobEvent(
+                    kind=EventKind.STARTED, key=f"{snap.job_id}:started", occurred_at=when, **common
+                )
+            )
         moved = previous is None or (previous.completed, previous.total, previous.status) != (
-            snap.completed, snap.total, snap.status)
+            snap.completed,
+            snap.total,
+            snap.status,
+        )
         if not snap.terminal and snap.completed is not None and moved:
             events.append(self._progress(snap.job_id, common))
         if snap.status is not None and snap.status.terminal:
             when = _timestamp(snap.data.get("completedAt"))
-            events.append(JobEvent(kind=_TERMINAL_KIND[snap.status],
-                                   key=f"{snap.job_id}:terminal", occurred_at=when,
-                                   error=_failure(snap.data, snap.status), **common))
+            events.append(
+                JobEvent(
+                    kind=_TERMINAL_KIND[snap.status],
+                    key=f"{snap.job_id}:terminal",
+                    occurred_at=when,
+                    error=_failure(snap.data, snap.status),
+                    **common,
+                )
+            )
         return events
 
     @staticmethod
     def _progress(job_id: str, common: Mapping[str, Any]) -> JobEvent:
-        return JobEvent(kind=EventKind.PROGRESS, key=f"{job_id}:progress:{common['completed']}",
-                        **common)
+        return JobEvent(
+            kind=EventKind.PROGRESS, key=f"{job_id}:progress:{common['completed']}", **common
+        )
 
     def results_request(self, job_id: str) -> Request:
-        return Request(path=f"/v1/jobs/{path_segment(job_id)}",
-                       params={"skip": "0", "limit": str(PAGE_SIZE)})
+        return Request(
+            path=f"/v1/jobs/{path_segment(job_id)}", params={"skip": "0", "limit": str(PAGE_SIZE)}
+        )
 
     def decode_results(self, job_id: str, response: Response) -> ResultsPage:
         where = f"GET /v1/jobs/{job_id}"
@@ -276,16 +312,18 @@ class ReaderProvider(Provider):
         skip = pagination.get("skip", 0)
         if pagination.get("hasMore") is True and results and isinstance(skip, int):
             params = {"skip": str(skip + len(results)), "limit": str(PAGE_SIZE)}
-            return ResultsPage(items=tuple(results),
-                               next=Request(path=f"/v1/jobs/{path_segment(job_id)}",
-                                            params=params))
+            return ResultsPage(
+                items=tuple(results),
+                next=Request(path=f"/v1/jobs/{path_segment(job_id)}", params=params),
+            )
         return ResultsPage(items=tuple(results))
 
     # -- streams -------------------------------------------------------------------------
 
     def job_stream_request(self, job_id: str) -> Request:
-        return Request(path=f"/v1/jobs/{path_segment(job_id)}/stream",
-                       headers={"accept": "text/event-stream"})
+        return Request(
+            path=f"/v1/jobs/{path_segment(job_id)}/stream", headers={"accept": "text/event-stream"}
+        )
 
     def workspace_stream_request(self) -> Request:
         return Request(path="/v1/events", headers={"accept": "text/event-stream"})
@@ -325,8 +363,16 @@ class ReaderProvider(Provider):
             payload = {"status": "failed", **payload}
         return self._state_events(job_id, payload, what, source, final=event != "job:progress")
 
-    def _state_events(self, job_id: str, payload: dict[str, Any], what: str, source: str,
-                      *, final: bool, when: datetime | None = None) -> list[JobEvent]:
+    def _state_events(
+        self,
+        job_id: str,
+        payload: dict[str, Any],
+        what: str,
+        source: str,
+        *,
+        final: bool,
+        when: datetime | None = None,
+    ) -> list[JobEvent]:
         """The events of one state payload: ``started`` and ``progress``, or the terminal one.
 
         ``payload`` is a dict of the caller's own (fresh from JSON): it is frozen without a
@@ -339,33 +385,75 @@ class ReaderProvider(Provider):
         if final:
             if status is None or not status.terminal:
                 raise DecodeError(f"{what}: a final frame needs a terminal status, got {raw!r}")
-            return [JobEvent.build(kind=_TERMINAL_KIND[status], job_id=job_id, status=status,
-                                   completed=completed, total=total, key=f"{job_id}:terminal",
-                                   source=source, occurred_at=when, data=frozen,
-                                   error=_failure(payload, status))]
+            return [
+                JobEvent.build(
+                    kind=_TERMINAL_KIND[status],
+                    job_id=job_id,
+                    status=status,
+                    completed=completed,
+                    total=total,
+                    key=f"{job_id}:terminal",
+                    source=source,
+                    occurred_at=when,
+                    data=frozen,
+                    error=_failure(payload, status),
+                )
+            ]
         events = []
         if status is _PROCESSING:
-            events.append(JobEvent.build(kind=_STARTED, job_id=job_id, status=status,
-                                         completed=completed, total=total,
-                                         key=f"{job_id}:started", source=source,
-                                         occurred_at=when, data=frozen))
+            events.append(
+                JobEvent.build(
+                    kind=_STARTED,
+                    job_id=job_id,
+                    status=status,
+                    completed=completed,
+                    total=total,
+                    key=f"{job_id}:started",
+                    source=source,
+                    occurred_at=when,
+                    data=frozen,
+                )
+            )
         elif status is not None and status.terminal:
             raise DecodeError(f"{what}: a progress frame cannot carry the final status {raw!r}")
         if completed is not None:
-            events.append(JobEvent.build(kind=_PROGRESS, job_id=job_id, status=status,
-                                         completed=completed, total=total,
-                                         key=f"{job_id}:progress:{completed}", source=source,
-                                         occurred_at=when, data=frozen))
+            events.append(
+                JobEvent.build(
+                    kind=_PROGRESS,
+                    job_id=job_id,
+                    status=status,
+                    completed=completed,
+                    total=total,
+                    key=f"{job_id}:progress:{completed}",
+                    source=source,
+                    occurred_at=when,
+                    data=frozen,
+                )
+            )
         return events
 
-    def _page(self, job_id: str, payload: Mapping[str, Any], what: str, source: str,
-              when: datetime | None = None, *, failed: bool = False) -> JobEvent:
+    def _page(
+        self,
+        job_id: str,
+        payload: Mapping[str, Any],
+        what: str,
+        source: str,
+        when: datetime | None = None,
+        *,
+        failed: bool = False,
+    ) -> JobEvent:
         url = _get(payload, "url", str, what)
         failed = failed or payload.get("error") is not None
         kind = EventKind.PAGE_FAILED if failed else EventKind.PAGE
-        return JobEvent(kind=kind, job_id=job_id, key=f"{job_id}:{kind.value}:{url}",
-                        source=source, data=payload, occurred_at=when,
-                        error=_error_text(payload) if failed else None)
+        return JobEvent(
+            kind=kind,
+            job_id=job_id,
+            key=f"{job_id}:{kind.value}:{url}",
+            source=source,
+            data=payload,
+            occurred_at=when,
+            error=_error_text(payload) if failed else None,
+        )
 
     # -- webhooks ------------------------------------------------------------------------
 
@@ -382,28 +470,45 @@ class ReaderProvider(Provider):
         if implied is not None and header is not None and header != implied:
             raise DecodeError(
                 f"the X-Reader-Event header says {header!r} but the signed body is a "
-                f"{implied!r} delivery; refused, since the header is not signed")
+                f"{implied!r} delivery; refused, since the header is not signed"
+            )
         name = implied or header
         if name is None:
-            raise DecodeError("webhook delivery names no event: no X-Reader-Event header and "
-                              "no 'event' or 'type' field in the body")
+            raise DecodeError(
+                "webhook delivery names no event: no X-Reader-Event header and "
+                "no 'event' or 'type' field in the body"
+            )
         delivery = headers.get("x-reader-delivery") or None
         when = _unix_time(headers.get("x-reader-timestamp"))
-        events = self._webhook_events(name, payload, body, when, source,
-                                      signed=implied is not None)
+        events = self._webhook_events(name, payload, body, when, source, signed=implied is not None)
         return WebhookDelivery(delivery_id=delivery, event_name=name, events=tuple(events))
 
-    def _webhook_events(self, name: str, payload: dict[str, Any], body: bytes,
-                        when: datetime | None, source: str, *, signed: bool) -> list[JobEvent]:
+    def _webhook_events(
+        self,
+        name: str,
+        payload: dict[str, Any],
+        body: bytes,
+        when: datetime | None,
+        source: str,
+        *,
+        signed: bool,
+    ) -> list[JobEvent]:
         what = f"webhook {name!r} body"
         if name == "credit.low":
             if "jobId" in payload:
                 raise DecodeError(f"{what} names a job; a credit.low delivery names none")
             # Keyed by the signed body, the same across Reader's retries of one delivery.
             ident = hashlib.sha256(body).hexdigest()[:32]
-            return [JobEvent(kind=EventKind.CREDIT_LOW, job_id=None,
-                             key=f"workspace:credit_low:{ident}", source=source, data=payload,
-                             occurred_at=when)]
+            return [
+                JobEvent(
+                    kind=EventKind.CREDIT_LOW,
+                    job_id=None,
+                    key=f"workspace:credit_low:{ident}",
+                    source=source,
+                    data=payload,
+                    occurred_at=when,
+                )
+            ]
         if name not in _JOB_WEBHOOKS:
             # No job event in it (a later revision's session.created, say): nothing to
             # deliver, and nothing wrong with the delivery, which Reader would only retry if
@@ -417,14 +522,24 @@ class ReaderProvider(Provider):
             # is never taken as running. The raw value stays in data.
             status, raw = _status(payload, what, required=False)
             started = None if raw and status is None else JobStatus.PROCESSING
-            return [JobEvent(kind=EventKind.STARTED, job_id=job_id, key=f"{job_id}:started",
-                             status=started, source=source, data=payload,
-                             completed=_get(payload, "completed", int, what, required=False),
-                             total=_get(payload, "total", int, what, required=False),
-                             occurred_at=when)]
+            return [
+                JobEvent(
+                    kind=EventKind.STARTED,
+                    job_id=job_id,
+                    key=f"{job_id}:started",
+                    status=started,
+                    source=source,
+                    data=payload,
+                    completed=_get(payload, "completed", int, what, required=False),
+                    total=_get(payload, "total", int, what, required=False),
+                    occurred_at=when,
+                )
+            ]
         if not signed and "status" not in payload:
-            raise DecodeError(f"{what} does not say the job ended (no terminal 'status'); the "
-                              "X-Reader-Event header alone is not signed, and ends no job")
+            raise DecodeError(
+                f"{what} does not say the job ended (no terminal 'status'); the "
+                "X-Reader-Event header alone is not signed, and ends no job"
+            )
         if signed:  # the status the signed body implies, where it names none itself
             payload = {"status": _JOB_WEBHOOKS[name], **payload}
         return self._state_events(job_id, payload, what, source, final=True, when=when)
@@ -447,19 +562,31 @@ class ReaderProvider(Provider):
         code, message, details = _error_fields(response.body)
         request_id = response.headers.get("x-request-id")
         status = response.status
-        text = f"Reader answered HTTP {status}" + (f" {code}" if code else "") + \
-            (f": {message}" if message else "")
+        text = (
+            f"Reader answered HTTP {status}"
+            + (f" {code}" if code else "")
+            + (f": {message}" if message else "")
+        )
         if status == 401:
             return AuthenticationError(
                 f"{text}; check api_key in [jobwatch] (Reader keys begin with rdr_)",
-                status=status, code=code, request_id=request_id)
+                status=status,
+                code=code,
+                request_id=request_id,
+            )
         if status == 404:
-            return JobNotFound(f"{text}; check the job id", status=status, code=code,
-                               request_id=request_id)
+            return JobNotFound(
+                f"{text}; check the job id", status=status, code=code, request_id=request_id
+            )
         if status == 429:
             retry = _retry_after(response.headers.get("retry-after"), details)
-            return RateLimited(f"{text}; jobwatch waits and retries", status=status, code=code,
-                               retry_after=retry, request_id=request_id)
+            return RateLimited(
+                f"{text}; jobwatch waits and retries",
+                status=status,
+                code=code,
+                retry_after=retry,
+                request_id=request_id,
+            )
         return APIError(text, status=status, code=code, request_id=request_id)
 
     def classify(self, response: Response) -> Classification:
@@ -483,9 +610,11 @@ def _error_fields(body: bytes) -> tuple[str | None, str | None, Mapping[str, Any
     if not isinstance(error, dict):
         return None, None, {}
     code, message, details = error.get("code"), error.get("message"), error.get("details")
-    return (code if isinstance(code, str) else None,
-            message if isinstance(message, str) else None,
-            details if isinstance(details, dict) else {})
+    return (
+        code if isinstance(code, str) else None,
+        message if isinstance(message, str) else None,
+        details if isinstance(details, dict) else {},
+    )
 
 
 MAX_RETRY_AFTER = 3600.0

@@ -150,8 +150,11 @@ def _exit_code(exc: BaseException, host: str, port: int) -> int:
     # An address that cannot be bound is a usage error (exit 2), as for `jobwatch listen`.
     oserrors = [leaf for leaf in errors if isinstance(leaf, OSError)]
     if oserrors:
-        print(f"jobwatch sim: cannot listen on {host}:{port}: {oserrors[0]}; choose another "
-              "--port, or --port 0 for any free one", file=sys.stderr)
+        print(
+            f"jobwatch sim: cannot listen on {host}:{port}: {oserrors[0]}; choose another "
+            "--port, or --port 0 for any free one",
+            file=sys.stderr,
+        )
         return 2
     # The server reports an address it cannot bind as a configuration error of its own.
     refused = [leaf for leaf in errors if isinstance(leaf, ConfigError)]

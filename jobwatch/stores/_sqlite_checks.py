@@ -28,7 +28,12 @@ from pathlib import Path
 from .._errors import ConfigError
 
 __all__ = [
-    "CHECK_SECONDS", "GUIDE", "check_database", "check_files", "mark_database", "marker_path",
+    "CHECK_SECONDS",
+    "GUIDE",
+    "check_database",
+    "check_files",
+    "mark_database",
+    "marker_path",
 ]
 
 log = logging.getLogger("jobwatch.sqlite")
@@ -51,16 +56,20 @@ def check_files(path: str) -> None:
     if not _size(db):
         if _size(wal):
             raise _damaged(
-                path, f"{wal} exists but the database is missing or empty (deleted or "
+                path,
+                f"{wal} exists but the database is missing or empty (deleted or "
                 f"truncated): the store's latest writes are only in the log. Restore {db} "
                 f"from a backup; or, to start with an empty store, delete {wal}, {shm} and "
-                f"{marker}")
+                f"{marker}",
+            )
         if marker.exists():
             raise _damaged(
-                path, f"the database is missing or empty, but {marker} says a store was "
+                path,
+                f"the database is missing or empty, but {marker} says a store was "
                 "created here: it was deleted, truncated or replaced, and the events it "
                 f"recorded would be lost. Restore it from a backup; or, to start with an empty "
-                f"store, delete {marker}")
+                f"store, delete {marker}",
+            )
         return
     if _size(wal) is not None and shm.exists():
         _check_log_length(path, wal, shm)
@@ -88,10 +97,12 @@ def _check_log_length(path: str, wal: Path, shm: Path) -> None:
         need = size + 1
     if size < need:
         raise _damaged(
-            path, f"{wal} is shorter than {shm} says ({size} of at least {need} bytes): "
+            path,
+            f"{wal} is shorter than {shm} says ({size} of at least {need} bytes): "
             "committed writes were cut off. Restore the database and both files from a "
             f"backup; or, to keep the complete writes that remain, delete {shm} and start "
-            "again (events in the lost part will not be dispatched)")
+            "again (events in the lost part will not be dispatched)",
+        )
 
 
 def check_database(db: sqlite3.Connection, path: str) -> str | None:
@@ -108,9 +119,11 @@ def check_database(db: sqlite3.Connection, path: str) -> str | None:
         marker = marker_path(path)
         found = f"id {stored}" if stored else ("no id" if tables else "no tables at all")
         raise _damaged(
-            path, f"it is not the database this store created ({marker} names {expected}, the "
+            path,
+            f"it is not the database this store created ({marker} names {expected}, the "
             f"file holds {found}): it was replaced or emptied, and the events it recorded "
-            f"would be lost. Put the right file back; or, to use this one, delete {marker}")
+            f"would be lost. Put the right file back; or, to use this one, delete {marker}",
+        )
     return stored
 
 
@@ -133,8 +146,12 @@ def _quick_check(db: sqlite3.Connection, path: str) -> None:
     except sqlite3.OperationalError as exc:
         if exc.sqlite_errorcode != sqlite3.SQLITE_INTERRUPT:
             raise
-        log.warning("the integrity check of the sqlite store at %r stopped after %g s (a large "
-                    "database); it is used unchecked", path, CHECK_SECONDS)
+        log.warning(
+            "the integrity check of the sqlite store at %r stopped after %g s (a large "
+            "database); it is used unchecked",
+            path,
+            CHECK_SECONDS,
+        )
         return
     except sqlite3.DatabaseError as exc:
         if exc.sqlite_errorcode == sqlite3.SQLITE_NOTADB:
@@ -144,8 +161,10 @@ def _quick_check(db: sqlite3.Connection, path: str) -> None:
         db.set_progress_handler(None, 0)
     if result != "ok":
         raise _damaged(
-            path, f"PRAGMA quick_check reports {result!r}. Salvage what it holds "
-            "(sqlite3's .recover), restore a backup, or start with an empty store")
+            path,
+            f"PRAGMA quick_check reports {result!r}. Salvage what it holds "
+            "(sqlite3's .recover), restore a backup, or start with an empty store",
+        )
 
 
 def _read_marker(path: str) -> str | None:
@@ -163,7 +182,8 @@ def _write_marker(path: str, store_id: str) -> None:
         f"{store_id}\nThe id of the jobwatch store in {Path(path).name}, which holds the same "
         "id: jobwatch refuses to start if that database is lost, emptied or replaced. Delete "
         "this file only to start afresh, with the database and its -wal and -shm files.\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     os.replace(temporary, marker)
 
 

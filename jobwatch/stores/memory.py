@@ -29,7 +29,7 @@ class MemoryStore(Store):
         self._checkpoints: dict[str, str] = {}
         self._claims: dict[str, float] = {}
         self._records = 0
-        self.dead_letters: list[tuple[JobEvent, str, str]] = []
+        self._dead: list[tuple[JobEvent, str, str]] = []
 
     def _purge(self, now: float) -> None:
         # Keys are (re)inserted at the end with now + ttl, so with one ttl the oldest expire
@@ -48,7 +48,9 @@ class MemoryStore(Store):
         return self._record(job_id, decide, ttl, self._clock())
 
     async def record_batch(
-        self, records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]], *,
+        self,
+        records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]],
+        *,
         ttl: float,
     ) -> list[Verdict]:
         if type(self).record is not MemoryStore.record:  # a subclass's record sees every event
@@ -57,8 +59,13 @@ class MemoryStore(Store):
         record = self._record
         return [record(job_id, decide, ttl, now) for job_id, decide in records]
 
-    def _record(self, job_id: str | None, decide: Callable[[JobState | None], Verdict],
-                ttl: float, now: float) -> Verdict:
+    def _record(
+        self,
+        job_id: str | None,
+        decide: Callable[[JobState | None], Verdict],
+        ttl: float,
+        now: float,
+    ) -> Verdict:
         self._records += 1
         if self._records % _PURGE_EVERY == 0:
             self._purge(now)
@@ -117,7 +124,24 @@ class MemoryStore(Store):
         self._checkpoints[name] = value
 
     async def dead_letter(self, event: JobEvent, subscriber: str, error: str) -> None:
-        self.dead_letters.append((event, subscriber, error))
+        self._dead.append((event, subscriber, error))
+
+    async def dead_letters(self) -> list[tuple[JobEvent, str, str]]:
+        return list(self._dead)
+
+    async def replay_dead_letter(self, key: str) -> bool:
+        events = [event for event, _, _ in self._dead if event.key == key]
+        if not events:
+            return False
+        self._dead = [dead for dead in self._dead if dead[0].key != key]
+        self._inbox.pop(key, None)
+        self._inbox[key] = events[-1]
+        return True
+
+    async def drop(self, key: str) -> bool:
+        kept = len(self._dead)
+        self._dead = [dead for dead in self._dead if dead[0].key != key]
+        return self._inbox.pop(key, None) is not None or len(self._dead) < kept
 
 
 def _drop_expired(claims: dict[str, float], now: float) -> None:

@@ -137,8 +137,12 @@ class SQLiteStore(Store):
                 ) from None
             check_files(self.path)  # before SQLite's own recovery could hide a loss
         try:
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                 timeout=_LOCK_WAIT_MS / 1000)
+            db = sqlite3.connect(
+                self.path,
+                check_same_thread=False,
+                isolation_level=None,
+                timeout=_LOCK_WAIT_MS / 1000,
+            )
             stored = _closing_on_error(db, check_database, self.path)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
@@ -152,7 +156,8 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise ConfigError(
                 f"[jobwatch.sqlite] path {self.path!r} is not a usable SQLite database: {exc}"
-                f"; {GUIDE}") from None
+                f"; {GUIDE}"
+            ) from None
         self._db = db
 
     async def aclose(self) -> None:
@@ -277,8 +282,9 @@ class SQLiteStore(Store):
         purged = True
         if purge:
             now = self._clock()
-            purged = _unless_locked(db, "DELETE FROM seen WHERE expires <= ?", (now,)) \
-                and _unless_locked(db, "DELETE FROM claims WHERE expires <= ?", (now,))
+            purged = _unless_locked(
+                db, "DELETE FROM seen WHERE expires <= ?", (now,)
+            ) and _unless_locked(db, "DELETE FROM claims WHERE expires <= ?", (now,))
         # RESTART: with the writers' lock free, copy everything, so that processes sharing
         # the file cannot keep the WAL growing; with it taken, as much as possible.
         _, frames, copied = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
@@ -315,8 +321,12 @@ class SQLiteStore(Store):
         except BaseException as exc:
             # Nothing of the batch was committed: every call in it fails (with the error
             # itself when it is not a plain Exception), and the acks wait for the next batch.
-            _fail(batch, exc if isinstance(exc, JobwatchError) or not isinstance(exc, Exception)
-                  else JobwatchError(f"the sqlite store at {self.path!r} failed: {exc}"))
+            _fail(
+                batch,
+                exc
+                if isinstance(exc, JobwatchError) or not isinstance(exc, Exception)
+                else JobwatchError(f"the sqlite store at {self.path!r} failed: {exc}"),
+            )
             return False
         self._commits += 1
         for call in batch:
@@ -329,8 +339,9 @@ class SQLiteStore(Store):
             raise JobwatchError(_NOT_OPEN)
         return self._db
 
-    def _transaction(self, batch: list[_Call[Any]], acks: list[str], *, careful: bool,
-                     on_loop: bool) -> None:
+    def _transaction(
+        self, batch: list[_Call[Any]], acks: list[str], *, careful: bool, on_loop: bool
+    ) -> None:
         db = self.db
         for call in batch:  # a batch that runs again starts from nothing
             call.reset()
@@ -362,7 +373,9 @@ class SQLiteStore(Store):
         return (await self._record_batch([(job_id, decide)], ttl))[0]
 
     async def record_batch(
-        self, records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]], *,
+        self,
+        records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]],
+        *,
         ttl: float,
     ) -> list[Verdict]:
         """Record the batch in one group commit (with whatever else is queued)."""
@@ -371,7 +384,8 @@ class SQLiteStore(Store):
         return await self._record_batch(records, ttl)
 
     async def _record_batch(
-        self, records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]],
+        self,
+        records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]],
         ttl: float,
     ) -> list[Verdict]:
         call: _Call[list[Verdict]] = _Call(lambda: self._record_alone(call), self.path)
@@ -390,8 +404,9 @@ class SQLiteStore(Store):
         raises makes the run fail (and run again a call at a time, see ``_transaction``).
         """
         db, now = self.db, self._clock()
-        jobs = list({job_id for c in calls for job_id, _, _ in c.records or ()
-                     if job_id is not None})
+        jobs = list(
+            {job_id for c in calls for job_id, _, _ in c.records or () if job_id is not None}
+        )
         states: dict[str | None, JobState] = {}
         if jobs:
             states = {row[0]: _state(row) for row in db.execute(_STATES, (json.dumps(jobs),))}
@@ -416,12 +431,13 @@ class SQLiteStore(Store):
             self._purge_due = True  # a full scan: in the thread, after this batch
         # Numbers are bound, never passed through SQLite's JSON, which rounds floats.
         if outcome.claims:
-            db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?)",
-                           outcome.claims.items())
+            db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?)", outcome.claims.items())
             # REPLACE gives a re-recorded key a new row at the end of the inbox.
             # Bound, not passed as JSON: SQLite would parse every event's text again.
-            db.executemany("INSERT OR REPLACE INTO inbox (key, event) VALUES (?, ?)",
-                           [(event.key, event.to_json()) for event in outcome.inbox])
+            db.executemany(
+                "INSERT OR REPLACE INTO inbox (key, event) VALUES (?, ?)",
+                [(event.key, event.to_json()) for event in outcome.inbox],
+            )
         if outcome.states:
             db.executemany(_PUT_JOB, [_job_row(state) for state in outcome.states.values()])
 
@@ -431,8 +447,9 @@ class SQLiteStore(Store):
         return call.result()
 
     def _get_job(self, job_id: str) -> JobState | None:
-        row = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id=?",
-                              (job_id,)).fetchone()
+        row = self.db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id=?", (job_id,)
+        ).fetchone()
         return None if row is None else _state(row)
 
     def _put_job(self, state: JobState) -> None:
@@ -440,8 +457,9 @@ class SQLiteStore(Store):
 
     async def claimed(self, key: str) -> bool:
         sql = "SELECT 1 FROM claims WHERE key=? AND expires > ?"
-        call = _Call(lambda: self.db.execute(sql, (key, self._clock())).fetchone() is not None,
-                     self.path)
+        call = _Call(
+            lambda: self.db.execute(sql, (key, self._clock())).fetchone() is not None, self.path
+        )
         if self._on_loop and not self._leading and not self._queue and self._db is not None:
             # No batch is using the connection: one read needs no batch, nor its turns.
             call.settle()
@@ -455,7 +473,9 @@ class SQLiteStore(Store):
             # Taken only where no live claim holds it: one statement, so atomic.
             taken = self.db.execute(
                 "INSERT INTO claims VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET "
-                "expires = ?2 WHERE expires <= ?3", (key, now + ttl, now)).rowcount
+                "expires = ?2 WHERE expires <= ?3",
+                (key, now + ttl, now),
+            ).rowcount
             self._records += 1
             return bool(taken)
 
@@ -525,15 +545,19 @@ class SQLiteStore(Store):
         return [(JobEvent.from_json(e), s, err) for e, s, err in rows]
 
 
-_JOB_COLUMNS = ("job_id, run, status, completed, total, started, terminal, watched, updated_at, "
-                "attempt")
+_JOB_COLUMNS = (
+    "job_id, run, status, completed, total, started, terminal, watched, updated_at, attempt"
+)
 # Columns named: a file from before `attempt` existed has it last, after `active`.
-_PUT_JOB = (f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}, active) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_PUT_JOB = (
+    f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}, active) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 # A run of records reads and writes its texts with one statement each, passed as one JSON array.
 _STATES = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id IN (SELECT value FROM json_each(?1))"
-_LIVE = ("SELECT json_group_array(key) FROM seen "
-         "WHERE key IN (SELECT value FROM json_each(?1)) AND expires > ?2")
+_LIVE = (
+    "SELECT json_group_array(key) FROM seen "
+    "WHERE key IN (SELECT value FROM json_each(?1)) AND expires > ?2"
+)
 _ACK = "DELETE FROM inbox WHERE key IN (SELECT value FROM json_each(?1))"
 _STATUSES = {status.value: status for status in JobStatus}
 
@@ -551,19 +575,37 @@ def _closing_on_error(db: sqlite3.Connection, check: Callable[..., T], *args: An
 
 
 def _job_row(state: JobState) -> tuple[Any, ...]:
-    return (state.job_id, state.run, None if state.status is None else state.status.value,
-            state.completed, state.total, state.started, state.terminal, state.watched,
-            state.updated_at, state.attempt, state.watched and not state.terminal)
+    return (
+        state.job_id,
+        state.run,
+        None if state.status is None else state.status.value,
+        state.completed,
+        state.total,
+        state.started,
+        state.terminal,
+        state.watched,
+        state.updated_at,
+        state.attempt,
+        state.watched and not state.terminal,
+    )
 
 
 def _state(row: tuple[Any, ...]) -> JobState:
     job_id, run, status, completed, total, started, terminal, watched, updated_at, attempt = row
     # Statuses looked up by value: JobStatus(value) costs several times more, for every job
     # of every batch.
-    return JobState(job_id=job_id, run=run, attempt=attempt,
-                    status=None if status is None else _STATUSES.get(status) or JobStatus(status),
-                    completed=completed, total=total, started=bool(started),
-                    terminal=bool(terminal), watched=bool(watched), updated_at=updated_at)
+    return JobState(
+        job_id=job_id,
+        run=run,
+        attempt=attempt,
+        status=None if status is None else _STATUSES.get(status) or JobStatus(status),
+        completed=completed,
+        total=total,
+        started=bool(started),
+        terminal=bool(terminal),
+        watched=bool(watched),
+        updated_at=updated_at,
+    )
 
 
 def _add_columns(db: sqlite3.Connection) -> None:
@@ -595,8 +637,9 @@ class _Thread:
         if self._thread is None or not self._thread.is_alive():
             # A queue of its own: no thread ever takes another's work or its stop signal.
             self._work = queue.SimpleQueue()
-            self._thread = threading.Thread(target=_serve, args=(self._work,), name=self._name,
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=_serve, args=(self._work,), name=self._name, daemon=True
+            )
             self._thread.start()
             # A store dropped without aclose() lets its thread end with it.
             if self._finalizer is not None:
@@ -685,8 +728,12 @@ class _Outcome:
     states: dict[str, JobState] = attrs.Factory(dict)
 
 
-def _decide_run(calls: list[_Call[list[Verdict]]], saved: Mapping[str | None, JobState],
-                live: set[str], now: float) -> _Outcome:
+def _decide_run(
+    calls: list[_Call[list[Verdict]]],
+    saved: Mapping[str | None, JobState],
+    live: set[str],
+    now: float,
+) -> _Outcome:
     """Decide every record of ``calls`` in order, as :meth:`Store.record` would one after
     another, taking keys in ``live`` and those claimed earlier in the run as seen."""
     outcome = _Outcome()
@@ -699,8 +746,7 @@ def _decide_run(calls: list[_Call[list[Verdict]]], saved: Mapping[str | None, Jo
             event = verdict.event
             if event is not None:
                 if event.key in live or event.key in claims:
-                    verdicts.append(Verdict(event=None, check=verdict.check,
-                                            dropped="duplicate"))
+                    verdicts.append(Verdict(event=None, check=verdict.check, dropped="duplicate"))
                     continue
                 claims[event.key] = now + ttl
                 inbox.append(event)
@@ -764,8 +810,9 @@ class _Call(Generic[T]):
         self.done = False
         #: (job_id, decide, ttl) of each event of a record_batch() call, which a batch runs
         #: with its neighbours.
-        self.records: list[tuple[str | None, Callable[[JobState | None], Verdict], float]] \
-            | None = None
+        self.records: (
+            list[tuple[str | None, Callable[[JobState | None], Verdict], float]] | None
+        ) = None
         #: A call that may run on the event loop with the records (it waits for nothing).
         self.quick = False
         self._value: T | None = None

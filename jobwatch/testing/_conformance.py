@@ -152,22 +152,36 @@ class StoreConformance:
         # Each record sees the state the ones before it left: the repeated `started` and
         # the lower count are dropped, and a key claimed earlier in the batch is seen.
         assert await self._batch(
-            store, make_event("started", "j1"), make_event("progress", "j1", completed=3),
-            make_event("started", "j1", source="poll"), make_event("progress", "j2", completed=0),
-            make_event("progress", "j1", completed=2), make_event("progress", "j1", completed=3),
-        ) == ["j1:started#1", "j1:progress:3#1", "duplicate", "j2:progress:0#1", "stale",
-              "duplicate"]
+            store,
+            make_event("started", "j1"),
+            make_event("progress", "j1", completed=3),
+            make_event("started", "j1", source="poll"),
+            make_event("progress", "j2", completed=0),
+            make_event("progress", "j1", completed=2),
+            make_event("progress", "j1", completed=3),
+        ) == [
+            "j1:started#1",
+            "j1:progress:3#1",
+            "duplicate",
+            "j2:progress:0#1",
+            "stale",
+            "duplicate",
+        ]
         state = await store.get_job("j1")
         assert state is not None and state.started and state.completed == 3
         assert [e.key for e in await store.pending()] == [
-            "j1:started#1", "j1:progress:3#1", "j2:progress:0#1"]
+            "j1:started#1",
+            "j1:progress:3#1",
+            "j2:progress:0#1",
+        ]
 
     async def test_a_duplicate_in_a_batch_leaves_the_state_as_it_was(self, store: Store) -> None:
         # Another job's event claimed the key before: within the batch, the duplicate moves
         # nothing, so the next event is judged against the state before it.
         assert await self._record(store, "progress", "j2", key="j1:progress:5", completed=5)
         assert await self._batch(
-            store, make_event("progress", "j1", completed=1),
+            store,
+            make_event("progress", "j1", completed=1),
             make_event("progress", "j1", key="j1:progress:5", completed=5),
             make_event("progress", "j1", completed=4),
         ) == ["j1:progress:1#1", "duplicate", "j1:progress:4#1"]
@@ -233,7 +247,8 @@ class StoreConformance:
     async def test_records_that_succeed_strand_nothing(self, store: Store) -> None:
         await self._record(store, "started")
         assert await self._batch(store, make_event("progress", "j1", completed=2)) == [
-            "j1:progress:2#1"]
+            "j1:progress:2#1"
+        ]
         assert await store.stranded() == []
 
 
@@ -260,9 +275,17 @@ class TransportConformance:
 
     def config(self, url: str, api_key: str) -> Config:
         """The configuration the running tests use against the simulator at ``url``."""
-        return Config.from_mapping({"jobwatch": {
-            "base_url": url, "api_key": api_key, "store": "memory", "safety_poll": 0,
-        }}, environ={})
+        return Config.from_mapping(
+            {
+                "jobwatch": {
+                    "base_url": url,
+                    "api_key": api_key,
+                    "store": "memory",
+                    "safety_poll": 0,
+                }
+            },
+            environ={},
+        )
 
     def start_job(self, simulator: Simulator, transport: Transport) -> str:
         """Create a short job in ``simulator`` and return its id."""
@@ -289,8 +312,10 @@ class TransportConformance:
     async def test_run_starts_and_stops_when_cancelled(
         self, transport: Transport, reader_sim: RunningSimulator
     ) -> None:
-        host = ScriptedHost(self.config(reader_sim.url, reader_sim.api_key), ReaderProvider(
-            self.config(reader_sim.url, reader_sim.api_key)))
+        host = ScriptedHost(
+            self.config(reader_sim.url, reader_sim.api_key),
+            ReaderProvider(self.config(reader_sim.url, reader_sim.api_key)),
+        )
         with anyio.fail_after(10):
             async with host, anyio.create_task_group() as tg:
                 await tg.start(transport.run, host)  # task_status.started() was called

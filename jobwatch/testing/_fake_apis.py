@@ -27,8 +27,12 @@ from .._fakes import GitHubActionsFake, OpenAIBatchFake, ReplicateFake, running_
 from .._fakes._core import FakeAPI
 
 __all__ = [
-    "github_fake", "github_fake_options", "openai_fake", "openai_fake_options",
-    "replicate_fake", "replicate_fake_options",
+    "github_fake",
+    "github_fake_options",
+    "openai_fake",
+    "openai_fake_options",
+    "replicate_fake",
+    "replicate_fake_options",
 ]
 
 F = TypeVar("F", bound=FakeAPI)
@@ -47,8 +51,9 @@ def openai_fake_options() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def openai_fake(request: pytest.FixtureRequest, openai_fake_options: dict[str, Any]
-                      ) -> AsyncIterator[OpenAIBatchFake]:
+async def openai_fake(
+    request: pytest.FixtureRequest, openai_fake_options: dict[str, Any]
+) -> AsyncIterator[OpenAIBatchFake]:
     """An `OpenAIBatchFake` served on 127.0.0.1 at a free port for one test."""
     async with running_fake(_build(OpenAIBatchFake, request, openai_fake_options)) as fake:
         yield fake
@@ -61,8 +66,9 @@ def github_fake_options() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def github_fake(request: pytest.FixtureRequest, github_fake_options: dict[str, Any]
-                      ) -> AsyncIterator[GitHubActionsFake]:
+async def github_fake(
+    request: pytest.FixtureRequest, github_fake_options: dict[str, Any]
+) -> AsyncIterator[GitHubActionsFake]:
     """A `GitHubActionsFake` served on 127.0.0.1 at a free port for one test."""
     async with running_fake(_build(GitHubActionsFake, request, github_fake_options)) as fake:
         yield fake
@@ -75,9 +81,9 @@ def replicate_fake_options() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def replicate_fake(request: pytest.FixtureRequest,
-                         replicate_fake_options: dict[str, Any]
-                         ) -> AsyncIterator[ReplicateFake]:
+async def replicate_fake(
+    request: pytest.FixtureRequest, replicate_fake_options: dict[str, Any]
+) -> AsyncIterator[ReplicateFake]:
     """A `ReplicateFake` served on 127.0.0.1 at a free port for one test."""
     async with running_fake(_build(ReplicateFake, request, replicate_fake_options)) as fake:
         yield fake

@@ -37,15 +37,25 @@ class ScriptedHost(TransportHost):
             final = await host.final(job_id)
     """
 
-    def __init__(self, config: Config, provider: Provider, *, store: Store | None = None,
-                 rpm: int = 6000, http_transport: httpx.AsyncBaseTransport | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        config: Config,
+        provider: Provider,
+        *,
+        store: Store | None = None,
+        rpm: int = 6000,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.config = config
         self.provider = provider
         self.store = store or MemoryStore()
-        self._api = APIClient(config, provider, RequestBudget(rpm),
-                              base_url=provider.resolve_base_url(config),
-                              http_transport=http_transport)
+        self._api = APIClient(
+            config,
+            provider,
+            RequestBudget(rpm),
+            base_url=provider.resolve_base_url(config),
+            http_transport=http_transport,
+        )
         self.delivered: list[JobEvent] = []
         self.ended: dict[str, JobwatchError] = {}
         self.counts: dict[tuple[str, str], int] = defaultdict(int)
@@ -109,8 +119,9 @@ class ScriptedHost(TransportHost):
     def rate_limited(self, retry_after: float | None) -> None:
         self._api.rate_limited(retry_after)
 
-    async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False,
-                      as_of: float | None = None) -> None:
+    async def deliver(
+        self, events: Sequence[JobEvent], *, authoritative: bool = False, as_of: float | None = None
+    ) -> None:
         await self._pipeline.deliver(events, authoritative=authoritative, as_of=as_of)
 
     def count(self, transport: str, name: str, n: int = 1) -> None:
@@ -124,13 +135,17 @@ class ScriptedHost(TransportHost):
             await self.deliver(events, authoritative=True, as_of=response.sent_at)
 
     def watched(self) -> frozenset[str]:
-        return frozenset(j for j in self._watching if j not in self.ended
-                         and not any(e.job_id == j and e.terminal for e in self.delivered))
+        return frozenset(
+            j
+            for j in self._watching
+            if j not in self.ended and not any(e.job_id == j and e.terminal for e in self.delivered)
+        )
 
     def end_job(self, job_id: str, error: JobwatchError) -> None:
         self.ended[job_id] = error
         self._arrived.set()
 
-    def subscribe(self, callback: Callable[[JobEvent], Any], *, kinds: Any = None,
-                  job_id: str | None = None) -> Any:
+    def subscribe(
+        self, callback: Callable[[JobEvent], Any], *, kinds: Any = None, job_id: str | None = None
+    ) -> Any:
         raise NotImplementedError("a ScriptedHost has no subscribers; read host.delivered")

@@ -18,8 +18,11 @@ from ..abc import Outcome, Provider, Response
 
 __all__ = ["ProviderConformance", "ProviderSamples"]
 
-_OUTCOMES = {JobStatus.COMPLETED: EventKind.COMPLETED, JobStatus.FAILED: EventKind.FAILED,
-             JobStatus.CANCELLED: EventKind.CANCELLED}
+_OUTCOMES = {
+    JobStatus.COMPLETED: EventKind.COMPLETED,
+    JobStatus.FAILED: EventKind.FAILED,
+    JobStatus.CANCELLED: EventKind.CANCELLED,
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -71,8 +74,9 @@ class ProviderConformance:
     def samples(self) -> ProviderSamples:
         raise NotImplementedError("override the samples fixture")
 
-    def _poll(self, provider: Provider, samples: ProviderSamples, response: Response
-              ) -> list[JobEvent]:
+    def _poll(
+        self, provider: Provider, samples: ProviderSamples, response: Response
+    ) -> list[JobEvent]:
         _, events = provider.decode_status(samples.job_id, response, None, source="poll")
         return events
 
@@ -113,66 +117,73 @@ class ProviderConformance:
         self, provider: Provider, samples: ProviderSamples, caplog: pytest.LogCaptureFixture
     ) -> None:
         with caplog.at_level(logging.WARNING):
-            snapshot, events = provider.decode_status(samples.job_id, samples.unknown_status,
-                                                      None, source="poll")
+            snapshot, events = provider.decode_status(
+                samples.job_id, samples.unknown_status, None, source="poll"
+            )
         running = (JobStatus.QUEUED, JobStatus.PROCESSING)
         assert snapshot.status not in running
         assert all(e.status not in running for e in events)
         assert snapshot.raw_status, "the raw status value is kept"
-        assert any(r.levelno >= logging.WARNING for r in caplog.records), \
+        assert any(r.levelno >= logging.WARNING for r in caplog.records), (
             "an unknown status is warned about"
+        )
 
-    def test_keys_are_equal_across_channels(self, provider: Provider,
-                                            samples: ProviderSamples) -> None:
+    def test_keys_are_equal_across_channels(
+        self, provider: Provider, samples: ProviderSamples
+    ) -> None:
         if not samples.frames and not samples.webhooks:
             pytest.skip("no stream frames or webhook deliveries among the samples")
         for status, response in samples.statuses.items():
             polled = {e.key for e in self._poll(provider, samples, response) if e.terminal}
             if status in samples.frames:
                 name, data = samples.frames[status]
-                streamed = provider.decode_stream_event(samples.job_id, name, data,
-                                                        source="sse")
+                streamed = provider.decode_stream_event(samples.job_id, name, data, source="sse")
                 assert {e.key for e in streamed if e.terminal} == polled, status
             if status in samples.webhooks:
                 headers, body = samples.webhooks[status]
                 delivery = provider.decode_webhook(headers, body, source="webhook")
                 assert {e.key for e in delivery.events if e.terminal} == polled, status
 
-    def test_not_found_is_classified(self, provider: Provider,
-                                     samples: ProviderSamples) -> None:
+    def test_not_found_is_classified(self, provider: Provider, samples: ProviderSamples) -> None:
         if samples.not_found is None:
             pytest.skip("no not-found sample")
         assert isinstance(provider.error_for(samples.not_found), JobNotFound)
         assert provider.classify(samples.not_found).outcome is Outcome.GONE
 
-    def test_a_rate_limit_pauses_and_never_ends_a_watch(self, provider: Provider,
-                                                        samples: ProviderSamples) -> None:
+    def test_a_rate_limit_pauses_and_never_ends_a_watch(
+        self, provider: Provider, samples: ProviderSamples
+    ) -> None:
         if samples.rate_limited is None:
             pytest.skip("no rate-limited sample")
         assert provider.classify(samples.rate_limited).outcome is Outcome.RATE_LIMITED
 
-    def test_every_status_sample_is_fine(self, provider: Provider,
-                                         samples: ProviderSamples) -> None:
+    def test_every_status_sample_is_fine(
+        self, provider: Provider, samples: ProviderSamples
+    ) -> None:
         for status, response in samples.statuses.items():
             assert provider.classify(response).outcome is Outcome.FINE, status
 
-    def test_arbitrary_bodies_never_crash_a_decoder(self, provider: Provider,
-                                                    samples: ProviderSamples) -> None:
-        @settings(max_examples=200, deadline=None,
-                  suppress_health_check=[HealthCheck.function_scoped_fixture])
-        @given(status=st.sampled_from([200, 201, 400, 404, 429, 500]),
-               body=st.one_of(st.binary(max_size=512), _json_bytes()))
+    def test_arbitrary_bodies_never_crash_a_decoder(
+        self, provider: Provider, samples: ProviderSamples
+    ) -> None:
+        @settings(
+            max_examples=200,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture],
+        )
+        @given(
+            status=st.sampled_from([200, 201, 400, 404, 429, 500]),
+            body=st.one_of(st.binary(max_size=512), _json_bytes()),
+        )
         def check(status: int, body: bytes) -> None:
             response = Response(status=status, body=body)
             try:
-                _, events = provider.decode_status(samples.job_id, response, None,
-                                                   source="poll")
+                _, events = provider.decode_status(samples.job_id, response, None, source="poll")
             except JobwatchError:
                 events = []
             for event in events:  # whatever the body, an event is whole or not made
                 assert event.job_id == samples.job_id and event.key and event.source == "poll"
-                assert not event.terminal or (event.status is not None
-                                              and event.status.terminal)
+                assert not event.terminal or (event.status is not None and event.status.terminal)
                 assert event.kind is not EventKind.FAILED or event.error
             error = provider.error_for(Response(status=max(status, 400), body=body))
             assert isinstance(error, APIError | JobwatchError)
@@ -183,9 +194,23 @@ class ProviderConformance:
 def _json_bytes() -> st.SearchStrategy[bytes]:
     import json
 
-    leaves: st.SearchStrategy[Any] = st.none() | st.booleans() | st.integers() | st.text(
-        max_size=12) | st.floats(allow_nan=False)
-    values = st.recursive(leaves, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-        st.sampled_from(["status", "data", "id", "completed", "total", "error", "success"]),
-        inner, max_size=5), max_leaves=12)
+    leaves: st.SearchStrategy[Any] = (
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.text(max_size=12)
+        | st.floats(allow_nan=False)
+    )
+    values = st.recursive(
+        leaves,
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(["status", "data", "id", "completed", "total", "error", "success"]),
+                inner,
+                max_size=5,
+            )
+        ),
+        max_leaves=12,
+    )
     return values.map(lambda v: json.dumps(v).encode())

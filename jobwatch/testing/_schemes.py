@@ -31,8 +31,9 @@ NOW = 1_712_275_200.0
 BODY = b'{"id":"job_1","status":"completed","count":3}'
 
 
-def _fails(status: int, scheme: Scheme, headers: dict[str, str], body: bytes,
-           now: float = NOW) -> WebhookVerificationError:
+def _fails(
+    status: int, scheme: Scheme, headers: dict[str, str], body: bytes, now: float = NOW
+) -> WebhookVerificationError:
     with pytest.raises(WebhookVerificationError) as info:
         scheme.verify(headers, body, now=now)
     assert info.value.status == status, f"answered {info.value.status}: {info.value}"
@@ -64,8 +65,7 @@ class SchemeConformance:
         assert isinstance(scheme, Scheme)
         assert isinstance(scheme.name, str) and scheme.name
 
-    def test_sign_then_verify(self, make_scheme: SchemeFactory,
-                              secrets: tuple[str, str]) -> None:
+    def test_sign_then_verify(self, make_scheme: SchemeFactory, secrets: tuple[str, str]) -> None:
         scheme = make_scheme([secrets[0]], 300.0)
         headers = scheme.sign(BODY, now=NOW, delivery_id="msg_conformance_1")
         assert headers and all(name == name.lower() for name in headers)
@@ -93,15 +93,17 @@ class SchemeConformance:
             assert len(value) < 16 or value not in error, "a message repeats a signature"
 
     @pytest.mark.parametrize("change", ["append", "flip", "empty"])
-    def test_a_tampered_body_is_401(self, make_scheme: SchemeFactory,
-                                    secrets: tuple[str, str], change: str) -> None:
+    def test_a_tampered_body_is_401(
+        self, make_scheme: SchemeFactory, secrets: tuple[str, str], change: str
+    ) -> None:
         scheme = make_scheme([secrets[0]], 300.0)
         headers = scheme.sign(BODY, now=NOW, delivery_id="msg_3")
         tampered = {"append": BODY + b" ", "flip": BODY.replace(b"3", b"4"), "empty": b""}
         _fails(401, scheme, headers, tampered[change])
 
-    def test_any_secret_of_several_verifies(self, make_scheme: SchemeFactory,
-                                            secrets: tuple[str, str]) -> None:
+    def test_any_secret_of_several_verifies(
+        self, make_scheme: SchemeFactory, secrets: tuple[str, str]
+    ) -> None:
         first, second = secrets
         for order in ([first, second], [second, first]):
             receiver = make_scheme(order, 300.0)
@@ -109,8 +111,9 @@ class SchemeConformance:
                 headers = make_scheme([secret], 300.0).sign(BODY, now=NOW, delivery_id="msg_4")
                 receiver.verify(headers, BODY, now=NOW)
 
-    def test_the_first_secret_signs(self, make_scheme: SchemeFactory,
-                                    secrets: tuple[str, str]) -> None:
+    def test_the_first_secret_signs(
+        self, make_scheme: SchemeFactory, secrets: tuple[str, str]
+    ) -> None:
         first, second = secrets
         headers = make_scheme([first, second], 300.0).sign(BODY, now=NOW, delivery_id="m5")
         make_scheme([first], 300.0).verify(headers, BODY, now=NOW)
@@ -144,8 +147,7 @@ class SchemeConformance:
         relabelled = {**headers, "x-event": "job.failed", "x-delivery": "forged", "x-id": "1"}
         assert scheme.identity(relabelled, BODY) == identity
         other = b'{"id":"job_2","status":"failed"}'
-        assert scheme.identity(scheme.sign(other, now=NOW, delivery_id="msg_9"), other) \
-            != identity
+        assert scheme.identity(scheme.sign(other, now=NOW, delivery_id="msg_9"), other) != identity
 
     def test_identity_reads_only_what_sign_produced(
         self, make_scheme: SchemeFactory, secrets: tuple[str, str]
@@ -162,11 +164,15 @@ class SchemeConformance:
         identity = scheme.identity(headers, BODY)
         # Names senders give their unsigned headers, and arbitrary ones.
         names = st.sampled_from(_UNSIGNED_NAMES) | st.text(
-            alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=24)
+            alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=24
+        )
 
         @settings(max_examples=150, deadline=None)
-        @given(extra=st.dictionaries(names.filter(lambda n: n not in headers),
-                                     st.text(max_size=40), max_size=8))
+        @given(
+            extra=st.dictionaries(
+                names.filter(lambda n: n not in headers), st.text(max_size=40), max_size=8
+            )
+        )
         def check(extra: dict[str, str]) -> None:
             assert scheme.identity({**extra, **headers}, BODY) == identity
 
@@ -188,8 +194,11 @@ class SchemeConformance:
         scheme = make_scheme([secrets[0]], 300.0)
         signed = scheme.sign(BODY, now=NOW, delivery_id="msg_10")
         names = sorted({*signed, *scheme.signature_headers, "content-type"})
-        values = st.one_of(st.text(max_size=120), st.sampled_from(list(signed.values())),
-                           st.text(alphabet="0123456789abcdefv,=t ", max_size=90))
+        values = st.one_of(
+            st.text(max_size=120),
+            st.sampled_from(list(signed.values())),
+            st.text(alphabet="0123456789abcdefv,=t ", max_size=90),
+        )
         headers = st.fixed_dictionaries({}, optional=dict.fromkeys(names, values))
         bodies = st.one_of(st.just(BODY), st.binary(max_size=300))
 
@@ -209,8 +218,24 @@ class SchemeConformance:
 
 #: Headers webhook senders add beside a signature, none of them signed by the usual schemes.
 _UNSIGNED_NAMES = (
-    "x-event", "x-event-type", "x-delivery", "x-delivery-id", "x-id", "x-request-id",
-    "x-webhook-id", "x-webhook-event", "x-github-event", "x-github-delivery", "x-github-hook-id",
-    "x-reader-event", "x-reader-delivery", "x-hook-id", "x-correlation-id", "user-agent",
-    "x-attempt", "x-retry-count", "idempotency-key", "x-event-id",
+    "x-event",
+    "x-event-type",
+    "x-delivery",
+    "x-delivery-id",
+    "x-id",
+    "x-request-id",
+    "x-webhook-id",
+    "x-webhook-event",
+    "x-github-event",
+    "x-github-delivery",
+    "x-github-hook-id",
+    "x-reader-event",
+    "x-reader-delivery",
+    "x-hook-id",
+    "x-correlation-id",
+    "user-agent",
+    "x-attempt",
+    "x-retry-count",
+    "idempotency-key",
+    "x-event-id",
 )

@@ -44,9 +44,17 @@ def make_event(
     payload = dict(data or {})
     if url is not None:
         payload.setdefault("url", url)
-    return JobEvent(kind=kind, job_id=job_id, status=None if status is None else JobStatus(status),
-                    completed=completed, total=total, key=key, source=source,
-                    occurred_at=occurred_at, data=payload)
+    return JobEvent(
+        kind=kind,
+        job_id=job_id,
+        status=None if status is None else JobStatus(status),
+        completed=completed,
+        total=total,
+        key=key,
+        source=source,
+        occurred_at=occurred_at,
+        data=payload,
+    )
 
 
 def _implied_status(kind: EventKind) -> JobStatus | None:
@@ -107,8 +115,10 @@ class ScriptedTransport(Transport):
         self._host = host
         task_status.started()
         for item in self._script:
-            await host.deliver([item] if isinstance(item, JobEvent) else list(item),
-                               authoritative=self._authoritative)
+            await host.deliver(
+                [item] if isinstance(item, JobEvent) else list(item),
+                authoritative=self._authoritative,
+            )
         while True:
             self._wake = anyio.Event()
             while self._queued:

@@ -43,7 +43,7 @@ def _path(scope: Scope, wanted: str | None) -> str:
     root: str = scope.get("root_path", "").rstrip("/")
     # ASGI puts a mount prefix in root_path, and in `path` too (frameworks that follow older
     # servers strip it from `path`): the part after it is what the app itself was asked for.
-    inner = path[len(root):] if root and (path == root or path.startswith(root + "/")) else path
+    inner = path[len(root) :] if root and (path == root or path.startswith(root + "/")) else path
     if wanted is not None and (
         inner == wanted
         or root + inner == wanted  # mounted at a prefix of the receiver's path

@@ -42,7 +42,12 @@ from .._errors import DecodeError, WebhookVerificationError
 from ..abc import EventSink, Scheme
 
 __all__ = [
-    "MAX_DEPTH", "Receiver", "Reply", "VerificationFailures", "nests_deeper", "normalize_headers",
+    "MAX_DEPTH",
+    "Receiver",
+    "Reply",
+    "VerificationFailures",
+    "nests_deeper",
+    "normalize_headers",
 ]
 
 log = logging.getLogger("jobwatch.webhook")
@@ -188,8 +193,11 @@ class Receiver:
         self.allow_unsigned = allow_unsigned
         self._clock = clock
         self._name = name
-        self._remember_for = dedup_ttl if scheme is None or not scheme.signs_timestamp \
+        self._remember_for = (
+            dedup_ttl
+            if scheme is None or not scheme.signs_timestamp
             else 2 * scheme.tolerance + _CLAIM_MARGIN
+        )
         self.failures = VerificationFailures() if failures is None else failures
 
     async def handle(
@@ -216,8 +224,9 @@ class Receiver:
             return self.rejected(refusal)
         return await self.record(headers, body)
 
-    def check(self, method: str, path: str, headers: Mapping[str, str],
-              length: int | None) -> Reply | None:
+    def check(
+        self, method: str, path: str, headers: Mapping[str, str], length: int | None
+    ) -> Reply | None:
         """The early answers (404, 405, 413, 415) that need no body, or None to go on."""
         if self.path is not None and path != self.path:
             return _error(404, f"no webhook receiver at {path!r}")
@@ -265,8 +274,14 @@ class Receiver:
             "warning (%d in all); the last was answered %d: %s. Check that [jobwatch.webhook] "
             "secrets holds the secret the sender signs with, that the sender signs with the "
             "%s scheme, and that the clocks of both agree (tolerance %s s)",
-            count, scheme, self.failures.total, exc.status, exc, scheme,
-            "-" if self.scheme is None else f"{self.scheme.tolerance:g}")
+            count,
+            scheme,
+            self.failures.total,
+            exc.status,
+            exc,
+            scheme,
+            "-" if self.scheme is None else f"{self.scheme.tolerance:g}",
+        )
 
     def rejected(self, reply: Reply) -> Reply:
         """Count and log a refused delivery; returns ``reply``."""
@@ -280,9 +295,13 @@ class Receiver:
         if host is None:
             return _error(503, "the webhook receiver is not running yet; retry later")
         if nests_deeper(body):
-            return self.rejected(_error(
-                400, f"the body nests JSON deeper than {MAX_DEPTH} levels, more than jobwatch "
-                "records"))
+            return self.rejected(
+                _error(
+                    400,
+                    f"the body nests JSON deeper than {MAX_DEPTH} levels, more than jobwatch "
+                    "records",
+                )
+            )
         try:
             delivery = host.provider.decode_webhook(headers, body, source=self._name)
         except DecodeError as exc:
@@ -292,8 +311,11 @@ class Receiver:
             return self.rejected(_error(400, f"the delivery could not be decoded: {exc!r}"))
         if not delivery.events and not delivery.reconcile:
             self._count("ignored")
-            log.info("webhook event %r ignored: the %s provider has no job event for it",
-                     delivery.event_name, host.provider.name)
+            log.info(
+                "webhook event %r ignored: the %s provider has no job event for it",
+                delivery.event_name,
+                host.provider.name,
+            )
             return _IGNORED
         ident = self._identity(headers, body, delivery.delivery_id)
         if ident is not None:
@@ -314,8 +336,11 @@ class Receiver:
                 with anyio.move_on_after(THIN_DELIVERY_DEADLINE) as scope:
                     await host.reconcile(delivery.reconcile, reason="thin webhook delivery")
                 if scope.cancelled_caught:
-                    log.info("the status request of a thin webhook delivery took over %g s; "
-                             "recording the delivery's own events", THIN_DELIVERY_DEADLINE)
+                    log.info(
+                        "the status request of a thin webhook delivery took over %g s; "
+                        "recording the delivery's own events",
+                        THIN_DELIVERY_DEADLINE,
+                    )
             if delivery.events:
                 await host.deliver(delivery.events)
         except Exception as exc:  # the sender must retry: the delivery was not recorded
@@ -326,8 +351,7 @@ class Receiver:
             try:
                 await host.store.claim(ident, ttl=self._remember_for)
             except Exception as exc:  # recorded all the same; the event keys still dedup
-                log.warning("could not keep the identity of a recorded webhook delivery: %s",
-                            exc)
+                log.warning("could not keep the identity of a recorded webhook delivery: %s", exc)
         self._count("deliveries")
         return _RECORDED
 
@@ -336,8 +360,9 @@ class Receiver:
         self._count("unrecorded")
         return _error(503, "the delivery could not be recorded; retry later")
 
-    def _identity(self, headers: Mapping[str, str], body: bytes,
-                  delivery_id: str | None) -> str | None:
+    def _identity(
+        self, headers: Mapping[str, str], body: bytes, delivery_id: str | None
+    ) -> str | None:
         """What makes a delivery the same as another: its signed content when it is signed
         (an unsigned header could name any delivery), else the delivery id it names."""
         scheme = self.scheme

@@ -44,8 +44,17 @@ import random
 
 import attrs
 
-__all__ = ["RETRY_MAX", "RETRY_MIN", "Action", "Backoff", "Cause", "Opened", "Pacer", "Plan",
-           "Reconnector"]
+__all__ = [
+    "RETRY_MAX",
+    "RETRY_MIN",
+    "Action",
+    "Backoff",
+    "Cause",
+    "Opened",
+    "Pacer",
+    "Plan",
+    "Reconnector",
+]
 
 #: The bounds of the server's ``retry:``, seconds.
 RETRY_MIN = 0.5
@@ -178,8 +187,11 @@ class Reconnector:
 
     def opened(self) -> Opened:
         """The server answered 200 with ``text/event-stream``."""
-        result = Opened(reconcile=not self.last_event_id, recovered=self.in_fallback,
-                        reconnected=self._connections > 0)
+        result = Opened(
+            reconcile=not self.last_event_id,
+            recovered=self.in_fallback,
+            reconnected=self._connections > 0,
+        )
         self._connections += 1
         self._healthy = False
         self.in_fallback = False
@@ -245,8 +257,7 @@ class Pacer:
 
     def __init__(self, interval: float, burst: int = 1) -> None:
         if interval < 0 or burst < 1:
-            raise ValueError(f"interval must be >= 0 and burst >= 1, got {interval!r}, "
-                             f"{burst!r}")
+            raise ValueError(f"interval must be >= 0 and burst >= 1, got {interval!r}, {burst!r}")
         self.interval = interval
         self.burst = burst
         self._next = -math.inf  # when the bucket is full again, in the caller's clock

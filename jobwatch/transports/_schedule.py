@@ -171,8 +171,11 @@ class PollSchedule:
 
     def due(self, now: float) -> list[str]:
         """Jobs due at ``now`` and not being polled, most urgent first."""
-        ready = [(self._urgency(p, now), job) for job, p in self._plans.items()
-                 if not p.in_flight and p.due <= now]
+        ready = [
+            (self._urgency(p, now), job)
+            for job, p in self._plans.items()
+            if not p.in_flight and p.due <= now
+        ]
         return [job for _, job in sorted(ready)]
 
     def pick(self, now: float) -> str | None:
@@ -267,7 +270,7 @@ class PollSchedule:
         rate2 = cv2 / moved + (spread / elapsed) ** 2 + (unit / elapsed) ** 2 / 6
         # The end: that error over what remains, the remaining units' own spread, and the
         # lag of the current count's first sighting.
-        sigma = math.sqrt(remaining ** 2 * rate2 + unit ** 2 * (cv2 * left + 1 / 12))
+        sigma = math.sqrt(remaining**2 * rate2 + unit**2 * (cv2 * left + 1 / 12))
         return Estimate(end=first - unit / 2 + remaining, sigma=sigma, unit=unit)
 
     def _calibrate(self, plan: _Plan) -> None:
@@ -278,8 +281,9 @@ class PollSchedule:
         unit = sum(dt for dt, _ in plan.steps) / sum(dk for _, dk in plan.steps)
         # Each first sighting lags its count by up to a unit: a step's normalized square
         # owes 1/(6 dk) to that, not to the units.
-        spread = sum((dt - unit * dk) ** 2 / (unit * unit * dk) - 1 / (6 * dk)
-                     for dt, dk in plan.steps)
+        spread = sum(
+            (dt - unit * dk) ** 2 / (unit * unit * dk) - 1 / (6 * dk) for dt, dk in plan.steps
+        )
         old, plan.spread = plan.spread, (spread, len(plan.steps) - 1)
         self._spread_sum += spread - old[0]
         self._spread_n += plan.spread[1] - old[1]
@@ -290,8 +294,9 @@ class PollSchedule:
     def _cv2(self) -> float:
         """The squared coefficient of variation of a unit's time: the prior ``UNIT_CV``,
         weighed as ``PRIOR_WEIGHT`` steps, moved by what the jobs showed."""
-        return max(PRIOR_WEIGHT * UNIT_CV ** 2 + self._spread_sum, 0.0) / (
-            PRIOR_WEIGHT + self._spread_n)
+        return max(PRIOR_WEIGHT * UNIT_CV**2 + self._spread_sum, 0.0) / (
+            PRIOR_WEIGHT + self._spread_n
+        )
 
     @staticmethod
     def _set_anchor(plan: _Plan, now: float, done: int, total: int) -> None:
@@ -322,19 +327,18 @@ class PollSchedule:
             approach = max(left - Z * est.sigma, left * HALVE)
             if approach > tail:
                 plan.tail_polls = 0
-                return max(min(approach, self.max_interval),
-                           min(approach, self._fair_share()))
+                return max(min(approach, self.max_interval), min(approach, self._fair_share()))
         if aim > 0:
             # Just after the predicted end, where a poll most likely finds the job done (and
             # otherwise shows how few units are left).
             plan.tail_polls = 0
-            return max(min(aim, self.max_interval), min(aim, self._fair_share()),
-                       tail * TAIL_MIN)
+            return max(min(aim, self.max_interval), min(aim, self._fair_share()), tail * TAIL_MIN)
         # Overrunning the prediction: back off gently so a stalled job stops costing much.
         plan.tail_polls += 1
         # (The exponent is bounded: a job stalled for days must not overflow the float.)
-        return min(self.max_interval,
-                   tail * TAIL_MIN * self.growth ** min(max(0, plan.tail_polls - 2), 64))
+        return min(
+            self.max_interval, tail * TAIL_MIN * self.growth ** min(max(0, plan.tail_polls - 2), 64)
+        )
 
     def _fair_share(self) -> float:
         """The gap at which every planned job together stays within the poll budget."""

@@ -34,7 +34,13 @@ from anyio.abc import TaskGroup, TaskStatus
 from .._errors import ConfigError
 
 __all__ = [
-    "ServerLimits", "bind", "check_tls", "format_url", "lifespan", "serve_app", "serve_socket",
+    "ServerLimits",
+    "bind",
+    "check_tls",
+    "format_url",
+    "lifespan",
+    "serve_app",
+    "serve_socket",
 ]
 
 log = logging.getLogger("jobwatch.server")
@@ -105,8 +111,10 @@ def bind(host: str, port: int) -> socket.socket:
         sock.listen(1024)
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot listen on {format_url('http', host, port)}: {exc}; choose "
-                          "another port, or port 0 for any free one") from None
+        raise ConfigError(
+            f"cannot listen on {format_url('http', host, port)}: {exc}; choose "
+            "another port, or port 0 for any free one"
+        ) from None
     return sock
 
 
@@ -157,8 +165,14 @@ async def serve_app(
     With ``certfile`` and ``keyfile`` the server speaks HTTPS. Port 0 binds a free port, and
     the URL handed to ``task_status`` names it.
     """
-    await serve_socket(app, bind(host, port), certfile=certfile, keyfile=keyfile,
-                       limits=limits, task_status=task_status)
+    await serve_socket(
+        app,
+        bind(host, port),
+        certfile=certfile,
+        keyfile=keyfile,
+        limits=limits,
+        task_status=task_status,
+    )
 
 
 async def serve_socket(
@@ -253,13 +267,17 @@ class _Server:
 
         return accept_asyncio
 
-    async def _accept_loop(self, accept: Callable[[], Awaitable[Any]],
-                           connections: TaskGroup) -> None:
+    async def _accept_loop(
+        self, accept: Callable[[], Awaitable[Any]], connections: TaskGroup
+    ) -> None:
         while True:
             if self.connections.full():
                 # Every connection is busy (or closing): new ones wait in the listen queue.
-                self.notes.note("new connections waited", f"{len(self.connections)} are open "
-                                f"(max_connections {self.connections.limit}) and none is idle")
+                self.notes.note(
+                    "new connections waited",
+                    f"{len(self.connections)} are open "
+                    f"(max_connections {self.connections.limit}) and none is idle",
+                )
                 await self.connections.room()
             try:
                 conn = await accept()
@@ -270,8 +288,11 @@ class _Server:
                 # may succeed, and wait a moment rather than spin on a listener that stays
                 # readable.
                 self._shed(self.connections.oldest_idle())
-                self.notes.note("accept failed", f"{exc.strerror or exc}; retrying every "
-                                f"{_ACCEPT_PAUSE:g} s, closing idle connections")
+                self.notes.note(
+                    "accept failed",
+                    f"{exc.strerror or exc}; retrying every "
+                    f"{_ACCEPT_PAUSE:g} s, closing idle connections",
+                )
                 await anyio.sleep(_ACCEPT_PAUSE)
                 continue
             record, victim = self.connections.admit(conn)
@@ -284,8 +305,11 @@ class _Server:
     def _shed(self, record: Connection | None) -> None:
         if record is None:
             return
-        self.notes.note("idle connection closed", f"{self.connections.limit} connections "
-                        "(max_connections) are open; the oldest idle one makes room for a new one")
+        self.notes.note(
+            "idle connection closed",
+            f"{self.connections.limit} connections "
+            "(max_connections) are open; the oldest idle one makes room for a new one",
+        )
         # Cancelled, not shut down: hypercorn keeps a connection whose client has gone until its
         # keep-alive timer ends.
         record.scope.cancel()
@@ -293,8 +317,9 @@ class _Server:
     async def _serve_connection(self, record: Connection) -> None:
         from hypercorn.app_wrappers import ASGIWrapper
 
-        app = ASGIWrapper(functools.partial(_guarded, self.app, self.limits,
-                                             self.connections, record))
+        app = ASGIWrapper(
+            functools.partial(_guarded, self.app, self.limits, self.connections, record)
+        )
         try:
             with record.scope:
                 if self.trio:
@@ -315,8 +340,9 @@ class _Server:
 
         stream: Any = trio.SocketStream(conn)
         if self.ssl_context is not None:
-            stream = trio.SSLStream(stream, self.ssl_context, server_side=True,
-                                    https_compatible=True)
+            stream = trio.SSLStream(
+                stream, self.ssl_context, server_side=True, https_compatible=True
+            )
         await TCPServer(app, self.config, self.context, ConnectionState({}), stream)
 
     async def _serve_asyncio(self, app: Any, conn: socket.socket) -> None:
@@ -328,7 +354,8 @@ class _Server:
         handshake = self.limits.handshake_timeout if self.ssl_context is not None else None
         try:
             transport, _ = await loop.connect_accepted_socket(
-                lambda: protocol, conn, ssl=self.ssl_context, ssl_handshake_timeout=handshake)
+                lambda: protocol, conn, ssl=self.ssl_context, ssl_handshake_timeout=handshake
+            )
         except (OSError, TimeoutError):  # a failed TLS handshake: the client is gone
             log.debug("TLS handshake failed", exc_info=True)
             return
@@ -436,8 +463,13 @@ class RateLimitedLog:
     """Warnings about one kind of trouble at most once per ``interval`` seconds each, with the
     count since the last line (a flood of failing accepts must not become a flood of log)."""
 
-    def __init__(self, logger: logging.Logger, interval: float, *,
-                 clock: Callable[[], float] = anyio.current_time) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float,
+        *,
+        clock: Callable[[], float] = anyio.current_time,
+    ) -> None:
         self.logger = logger
         self.interval = interval
         self.clock = clock
@@ -456,8 +488,15 @@ class RateLimitedLog:
         self._logged[what] = now
 
 
-async def _guarded(app: Any, limits: ServerLimits, connections: Connections,
-                   connection: Connection, scope: Scope, receive: Receive, send: Send) -> None:
+async def _guarded(
+    app: Any,
+    limits: ServerLimits,
+    connections: Connections,
+    connection: Connection,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> None:
     """Run ``app`` for one request, bounding the time its body may take to arrive.
 
     While the body arrives the connection counts as idle (it may be closed to make room);
@@ -466,16 +505,28 @@ async def _guarded(app: Any, limits: ServerLimits, connections: Connections,
     if scope.get("type") != "http":
         await app(scope, receive, send)
         return
-    request = _Request(connections, connection, anyio.current_time() + limits.body_timeout,
-                       has_body=_has_body(scope))
+    request = _Request(
+        connections,
+        connection,
+        anyio.current_time() + limits.body_timeout,
+        has_body=_has_body(scope),
+    )
     try:
         await app(scope, request.receive(receive), request.send(send))
     finally:
         request.done()
     if request.timed_out and not request.responded:
-        await send({"type": "http.response.start", "status": 408, "headers": [
-            (b"content-type", b"text/plain"), (b"connection", b"close"),
-            (b"content-length", str(len(_LATE_BODY)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 408,
+                "headers": [
+                    (b"content-type", b"text/plain"),
+                    (b"connection", b"close"),
+                    (b"content-length", str(len(_LATE_BODY)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": _LATE_BODY})
 
 
@@ -491,8 +542,9 @@ def _has_body(scope: Scope) -> bool:
 
 
 class _Request:
-    def __init__(self, connections: Connections, connection: Connection, deadline: float, *,
-                 has_body: bool) -> None:
+    def __init__(
+        self, connections: Connections, connection: Connection, deadline: float, *, has_body: bool
+    ) -> None:
         self.connections = connections
         self.connection = connection
         self.deadline = deadline

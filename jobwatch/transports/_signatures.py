@@ -138,11 +138,13 @@ class HMACOptions:
                 raise ConfigError(f"{_WHERE}.{key} must be a header name, got {value!r}")
         timed = self.signed == "timestamp+body"
         if timed and self.timestamp_header is None:
-            raise ConfigError(f"{_WHERE}.timestamp_header is required with "
-                              "signed = \"timestamp+body\"")
+            raise ConfigError(
+                f'{_WHERE}.timestamp_header is required with signed = "timestamp+body"'
+            )
         if not timed and self.timestamp_header is not None:
-            raise ConfigError(f"{_WHERE}.timestamp_header is used only with "
-                              "signed = \"timestamp+body\"")
+            raise ConfigError(
+                f'{_WHERE}.timestamp_header is used only with signed = "timestamp+body"'
+            )
         if not self.prefix.isascii() or not self.separator.isascii():
             raise ConfigError(f"{_WHERE}: prefix and separator must be ASCII text")
         return self
@@ -168,8 +170,9 @@ class HMACSHA256Scheme(_HMACScheme):
         settings: HMACOptions = (self.fixed or self.options).check()
         self._settings = settings
         self._header = settings.header.lower()
-        self._stamp = None if settings.timestamp_header is None \
-            else settings.timestamp_header.lower()
+        self._stamp = (
+            None if settings.timestamp_header is None else settings.timestamp_header.lower()
+        )
         self.signs_timestamp = self._stamp is not None
         self._separator = settings.separator.encode("ascii")
 
@@ -193,11 +196,11 @@ class HMACSHA256Scheme(_HMACScheme):
         text = _bounded(value, header).strip()
         if self._settings.encoding == "hex":
             if text.startswith(prefix) and _HEX64.fullmatch(text, len(prefix)):
-                return bytes.fromhex(text[len(prefix):])
+                return bytes.fromhex(text[len(prefix) :])
             raise _reject(f"the {header} header is not {prefix!r} and 64 hex digits")
         if text.startswith(prefix):
             try:
-                digest = base64.b64decode(text[len(prefix):], validate=True)
+                digest = base64.b64decode(text[len(prefix) :], validate=True)
             except (binascii.Error, ValueError):
                 digest = b""
             if len(digest) == 32:
@@ -217,8 +220,11 @@ class HMACSHA256Scheme(_HMACScheme):
             out[self._stamp] = stamp
             parts = [stamp.encode(), self._separator, body]
         digest = _hmac(self._macs[0], *parts)
-        text = digest.hex() if self._settings.encoding == "hex" \
+        text = (
+            digest.hex()
+            if self._settings.encoding == "hex"
             else base64.b64encode(digest).decode("ascii")
+        )
         out[self._header] = self._settings.prefix + text
         return out
 
@@ -246,7 +252,8 @@ class StripeScheme(_HMACScheme):
         stamps, signatures = self._parse(value)
         if len(stamps) != 1:
             raise WebhookVerificationError(
-                "the Stripe-Signature header needs exactly one t= timestamp", status=400)
+                "the Stripe-Signature header needs exactly one t= timestamp", status=400
+            )
         self.check_timestamp(stamps[0], "Stripe-Signature timestamp", now=now)
         self._match(signatures, stamps[0].encode("ascii"), b".", body)
 
@@ -381,13 +388,14 @@ def scheme_spec(value: object, *, where: str = _WHERE) -> tuple[str, dict[str, A
         if isinstance(name, str) and name:
             return name, {k: v for k, v in value.items() if k != "name"}
     raise ConfigError(
-        f"{where} must be a scheme name (scheme = \"github\") or a table with its name and "
-        f"options (scheme = {{name = \"hmac-sha256\", header = \"X-Signature\"}}), got {value!r}"
+        f'{where} must be a scheme name (scheme = "github") or a table with its name and '
+        f'options (scheme = {{name = "hmac-sha256", header = "X-Signature"}}), got {value!r}'
     )
 
 
-def build_scheme(value: object, secrets: Sequence[str], *, tolerance: float,
-                 whose: str = "") -> Scheme:
+def build_scheme(
+    value: object, secrets: Sequence[str], *, tolerance: float, whose: str = ""
+) -> Scheme:
     """The scheme ``value`` names (see :func:`scheme_spec`), built with its options."""
     name, table = scheme_spec(value, where=whose or _WHERE)
     kind = scheme_class(name, whose=whose)
@@ -395,6 +403,7 @@ def build_scheme(value: object, secrets: Sequence[str], *, tolerance: float,
     if kind.options_class is not None:
         options = structure(table, kind.options_class, _WHERE)
     elif table:
-        raise ConfigError(f"{_WHERE}: the {name} scheme takes no options, got "
-                          f"{', '.join(sorted(table))}")
+        raise ConfigError(
+            f"{_WHERE}: the {name} scheme takes no options, got {', '.join(sorted(table))}"
+        )
     return kind(secrets, tolerance=tolerance, options=options)

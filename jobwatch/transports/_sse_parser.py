@@ -141,8 +141,7 @@ class FrameParser:
         frames = self._lines(lines if too_long is None else lines[:too_long])
         if self.error is None:
             if too_long is not None:
-                self._fail(f"a line of {len(lines[too_long])} bytes (at most "
-                           f"{self._max_line})")
+                self._fail(f"a line of {len(lines[too_long])} bytes (at most {self._max_line})")
             else:
                 self._check_partial()
         return frames
@@ -153,7 +152,7 @@ class FrameParser:
             self._head = head
             return b""
         self._started, self._head = True, b""
-        return head[len(_BOM):] if head.startswith(_BOM) else head
+        return head[len(_BOM) :] if head.startswith(_BOM) else head
 
     def _check_partial(self) -> None:
         if len(self._partial) > self._max_line:
@@ -177,10 +176,14 @@ class FrameParser:
         for line in lines:
             if not line:
                 if seen:
-                    frames.append(Frame(
-                        event.decode("utf-8", "replace") if event else "message",
-                        b"\n".join(data).decode("utf-8", "replace") if data else "",
-                        None if ident is None else ident.decode("utf-8", "replace"), retry))
+                    frames.append(
+                        Frame(
+                            event.decode("utf-8", "replace") if event else "message",
+                            b"\n".join(data).decode("utf-8", "replace") if data else "",
+                            None if ident is None else ident.decode("utf-8", "replace"),
+                            retry,
+                        )
+                    )
                     data, size, event, ident, retry, seen = [], 0, b"", None, None, False
                 continue
             if line[0] == 58:  # ":" begins a comment
@@ -224,12 +227,14 @@ class BodyDecoder:
         if len(codings) > 1 or codings and codings[0] not in ("gzip", "x-gzip", "deflate"):
             raise StreamError(
                 f"the stream is encoded {encoding!r}; jobwatch asks for and decodes only "
-                f"gzip or deflate")
+                f"gzip or deflate"
+            )
         self._coding = codings[0] if codings else None
         self._inflater: zlib._Decompress | None = None
         if self._coding is not None:
             self._inflater = zlib.decompressobj(
-                zlib.MAX_WBITS | 16 if self._coding != "deflate" else zlib.MAX_WBITS)
+                zlib.MAX_WBITS | 16 if self._coding != "deflate" else zlib.MAX_WBITS
+            )
         self._first = True
 
     def decode(self, raw: bytes) -> Iterator[bytes]:
@@ -240,7 +245,7 @@ class BodyDecoder:
         """
         if self._inflater is None:
             for start in range(0, len(raw), self._piece):
-                yield raw[start:start + self._piece] if len(raw) > self._piece else raw
+                yield raw[start : start + self._piece] if len(raw) > self._piece else raw
             return
         produced, pending = 0, raw
         while True:
@@ -251,7 +256,8 @@ class BodyDecoder:
             if produced > self._max_read:
                 raise StreamError(
                     f"one read of {len(raw)} compressed bytes expanded to more than "
-                    f"{self._max_read} bytes (a compression bomb?); the stream is dropped")
+                    f"{self._max_read} bytes (a compression bomb?); the stream is dropped"
+                )
             yield piece
             pending = self._inflater.unconsumed_tail
             # A full piece may leave output inside the inflater even when no input is left.
@@ -272,7 +278,8 @@ class BodyDecoder:
                 self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
                 piece = self._inflater.decompress(data, self._piece)
         except zlib.error as exc:
-            raise StreamError(f"the {self._coding} stream is corrupt ({exc}); the stream is "
-                              f"dropped") from exc
+            raise StreamError(
+                f"the {self._coding} stream is corrupt ({exc}); the stream is dropped"
+            ) from exc
         self._first = False
         return piece

@@ -64,11 +64,12 @@ class PollOptions(BudgetOptions):
         super().check(table)
         for key in ("interval", "max_interval"):
             if not getattr(self, key) > 0:
-                raise ConfigError(f"{table} {key} must be positive, got "
-                                  f"{getattr(self, key)!r}")
+                raise ConfigError(f"{table} {key} must be positive, got {getattr(self, key)!r}")
         if self.max_interval < self.interval:
-            raise ConfigError(f"[jobwatch.poll] max_interval ({self.max_interval}) must be >= "
-                              f"interval ({self.interval})")
+            raise ConfigError(
+                f"[jobwatch.poll] max_interval ({self.max_interval}) must be >= "
+                f"interval ({self.interval})"
+            )
         return self
 
 
@@ -82,12 +83,15 @@ class PollTransport(Transport):
     name = "poll"
     push = False
 
-    def __init__(self, options: PollOptions | None = None, *,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self, options: PollOptions | None = None, *, rng: random.Random | None = None
+    ) -> None:
         self.options = (options if options is not None else PollOptions()).check()
         self.schedule = PollSchedule(
-            interval=self.options.interval, max_interval=self.options.max_interval,
-            rpm=self.options.rpm, rng=rng,
+            interval=self.options.interval,
+            max_interval=self.options.max_interval,
+            rpm=self.options.rpm,
+            rng=rng,
         )
         self._snapshots: dict[str, Snapshot] = {}
         self._arrived: set[str] = set()
@@ -130,8 +134,7 @@ class PollTransport(Transport):
             while True:
                 await self._step(host, tg, budget)
 
-    async def _step(self, host: TransportHost, tg: TaskGroup, budget: RequestBudget | None
-                    ) -> None:
+    async def _step(self, host: TransportHost, tg: TaskGroup, budget: RequestBudget | None) -> None:
         now = anyio.current_time()
         for job_id in self._arrived:
             self.schedule.add(job_id, now)
@@ -173,8 +176,12 @@ class PollTransport(Transport):
             # a row, not only once and then never.
             streak = self.schedule.failures(job_id)
             if streak > 1 and streak & (streak - 1) == 0:
-                log.warning("poll of job %s failed %d times in a row, still backing off: %s",
-                            job_id, streak, exc)
+                log.warning(
+                    "poll of job %s failed %d times in a row, still backing off: %s",
+                    job_id,
+                    streak,
+                    exc,
+                )
             else:
                 log.info("poll of job %s failed, backing off: %s", job_id, exc)
             return None
@@ -191,7 +198,8 @@ class PollTransport(Transport):
             return
         try:
             snapshot, events = host.provider.decode_status(
-                job_id, response, self._snapshots.get(job_id), source=self.name)
+                job_id, response, self._snapshots.get(job_id), source=self.name
+            )
         except JobwatchError as exc:
             # DecodeError, or an error envelope behind a 2xx: retry later, it may pass.
             host.count(self.name, "errors")
@@ -210,14 +218,21 @@ class PollTransport(Transport):
         self._snapshots[job_id] = snapshot
         self.schedule.observe(job_id, now, snapshot)
 
-    def _refused(self, host: TransportHost, job_id: str, response: Response,
-                 verdict: Classification, now: float) -> None:
+    def _refused(
+        self,
+        host: TransportHost,
+        job_id: str,
+        response: Response,
+        verdict: Classification,
+        now: float,
+    ) -> None:
         if verdict.outcome is Outcome.RATE_LIMITED:
             host.count(self.name, "rate_limited")
             # The host paused the whole budget; the job simply waits its turn.
             budget = host.budget if isinstance(host.budget, RequestBudget) else None
-            until = max(now + (verdict.wait or 0.0),
-                        budget.paused_until if budget is not None else now)
+            until = max(
+                now + (verdict.wait or 0.0), budget.paused_until if budget is not None else now
+            )
             if until > now:
                 self.schedule.defer(job_id, until)
             else:  # no wait named and no budget pausing: back off rather than ask again now
@@ -237,7 +252,12 @@ class PollTransport(Transport):
 def _for_job(job_id: str, error: JobwatchError) -> JobwatchError:
     """The API's error, its message naming the job (what a script's traceback shows)."""
     if isinstance(error, APIError):
-        named = type(error)(f"job {job_id}: {error}", status=error.status, code=error.code,
-                            retry_after=error.retry_after, request_id=error.request_id)
+        named = type(error)(
+            f"job {job_id}: {error}",
+            status=error.status,
+            code=error.code,
+            retry_after=error.retry_after,
+            request_id=error.request_id,
+        )
         return named
     return error

@@ -128,8 +128,9 @@ class SSEOptions:
 
     def backoff(self) -> Backoff:
         """The reconnection backoff these options describe."""
-        return Backoff(initial=self.backoff_initial,
-                       maximum=max(self.backoff_max, self.backoff_initial))
+        return Backoff(
+            initial=self.backoff_initial, maximum=max(self.backoff_max, self.backoff_initial)
+        )
 
     def limits(self) -> Limits:
         """How much of a stream the parser may hold, as these options say."""
@@ -184,8 +185,9 @@ class SSETransport(Transport):
     name = "sse"
     push = True
 
-    def __init__(self, options: SSEOptions | None = None, *,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self, options: SSEOptions | None = None, *, rng: random.Random | None = None
+    ) -> None:
         self.options = options or SSEOptions()
         self._rng = rng or random.Random()
         self._host: TransportHost | None = None
@@ -219,8 +221,9 @@ class SSETransport(Transport):
         if self._host is not None:
             raise RuntimeError("this SSETransport is already running; create another one")
         self._host = host
-        self._scope = _pick_scope(self.options.scope, host.provider.capabilities,
-                                  host.provider.name)
+        self._scope = _pick_scope(
+            self.options.scope, host.provider.capabilities, host.provider.name
+        )
         send, receive = anyio.create_memory_object_stream[_Batch](_QUEUE)
         self._send = send
         try:
@@ -250,8 +253,13 @@ class SSETransport(Transport):
             base_url = base_url.copy_with(username=None, password=None)
         self._origin = _origin(base_url)
         # Redirects are followed by _open, within one origin.
-        return httpx.AsyncClient(base_url=base_url, headers={"user-agent": user_agent()},
-                                 timeout=timeout, limits=limits, follow_redirects=False)
+        return httpx.AsyncClient(
+            base_url=base_url,
+            headers={"user-agent": user_agent()},
+            timeout=timeout,
+            limits=limits,
+            follow_redirects=False,
+        )
 
     def _start_streams(self, host: TransportHost) -> None:
         if self._scope == "workspace":
@@ -266,9 +274,13 @@ class SSETransport(Transport):
         # Ids are trusted only where the provider says its server resumes from them: ids from
         # a server that does not replay would skip the reconcile that finds what was missed.
         resumable = self._require_host().provider.capabilities.stream_event_ids
-        return Reconnector(self.options.backoff(), max_failures=self.options.max_failures,
-                           probe_interval=self.options.probe_interval, rng=self._rng,
-                           resumable=resumable)
+        return Reconnector(
+            self.options.backoff(),
+            max_failures=self.options.max_failures,
+            probe_interval=self.options.probe_interval,
+            rng=self._rng,
+            resumable=resumable,
+        )
 
     def _spawn(self, stream: _Stream) -> None:
         assert self._tg is not None
@@ -314,8 +326,9 @@ class SSETransport(Transport):
             ending = await self._connect(stream)
             if ending is None:
                 return  # the job's stream delivered its terminal frame
-            plan = stream.machine.ended(anyio.current_time(), ending.cause,
-                                        retry_after=ending.retry_after)
+            plan = stream.machine.ended(
+                anyio.current_time(), ending.cause, retry_after=ending.retry_after
+            )
             if plan.action is Action.END:
                 await self._refused(stream, ending.error)
                 if stream.job_id is not None:
@@ -323,13 +336,21 @@ class SSETransport(Transport):
             elif plan.action is Action.FALLBACK:
                 if plan.fell_back:
                     host.count(self.name, "fallbacks")
-                    log.warning("%s: %s; falling back to polling, and trying the stream again "
-                                "in %g s", stream.label, ending.error, plan.at - _now())
+                    log.warning(
+                        "%s: %s; falling back to polling, and trying the stream again in %g s",
+                        stream.label,
+                        ending.error,
+                        plan.at - _now(),
+                    )
                 await self._fallback(stream, until=plan.at)
             else:
                 host.count(self.name, "reconnects")
-                log.info("%s: %s; reconnecting in %.2f s", stream.label, ending.error,
-                         max(0.0, plan.at - _now()))
+                log.info(
+                    "%s: %s; reconnecting in %.2f s",
+                    stream.label,
+                    ending.error,
+                    max(0.0, plan.at - _now()),
+                )
                 await anyio.sleep_until(plan.at)
 
     async def _refused(self, stream: _Stream, error: JobwatchError) -> None:
@@ -388,11 +409,16 @@ class SSETransport(Transport):
         spec = stream.request or await self._stream_request(stream)
         if isinstance(spec, _Ending):
             return spec
-        headers = {**spec.headers, "accept": "text/event-stream",
-                   "accept-encoding": "gzip, deflate", "cache-control": "no-store",
-                   **stream.machine.request_headers()}
-        request = client.build_request(spec.method, spec.path,
-                                       params=dict(spec.params), headers=headers)
+        headers = {
+            **spec.headers,
+            "accept": "text/event-stream",
+            "accept-encoding": "gzip, deflate",
+            "cache-control": "no-store",
+            **stream.machine.request_headers(),
+        }
+        request = client.build_request(
+            spec.method, spec.path, params=dict(spec.params), headers=headers
+        )
         if _origin(request.url) == self._origin:
             request.headers.update(self._credentials)
             headers = {**self._credentials, **headers}  # redirects stay at this origin
@@ -403,9 +429,13 @@ class SSETransport(Transport):
             with anyio.move_on_after(self.options.heartbeat_timeout):
                 response = await client.send(request, stream=True, follow_redirects=False)
             if response is None:
-                return _Ending(cause=Cause.STALLED, error=StreamError(
-                    f"{_where(request)} sent no response headers within "
-                    f"{self.options.heartbeat_timeout:g} s"))
+                return _Ending(
+                    cause=Cause.STALLED,
+                    error=StreamError(
+                        f"{_where(request)} sent no response headers within "
+                        f"{self.options.heartbeat_timeout:g} s"
+                    ),
+                )
             if not response.has_redirect_location:
                 return response
             await _close(response)
@@ -436,9 +466,13 @@ class SSETransport(Transport):
             kind = response.headers.get("content-type", "").partition(";")[0].strip()
             if kind.lower() == "text/event-stream":
                 return None
-            return _Ending(cause=Cause.UNSUPPORTED, error=StreamError(
-                f"{_where(response.request)} answered {response.status_code} with content type "
-                f"{kind or 'none'!r}, not text/event-stream; is base_url right?"))
+            return _Ending(
+                cause=Cause.UNSUPPORTED,
+                error=StreamError(
+                    f"{_where(response.request)} answered {response.status_code} with content type "
+                    f"{kind or 'none'!r}, not text/event-stream; is base_url right?"
+                ),
+            )
         # The provider's verdict decides; the transport knows no status codes of its own.
         host, answer = self._require_host(), await _error_response(response)
         verdict, error = host.provider.classify(answer), host.provider.error_for(answer)
@@ -455,8 +489,9 @@ class SSETransport(Transport):
         try:
             body = BodyDecoder(response.headers.get("content-encoding", ""), self._limits)
         except StreamError as exc:
-            return _Ending(cause=Cause.UNSUPPORTED,
-                           error=StreamError(f"{_where(response.request)}: {exc}"))
+            return _Ending(
+                cause=Cause.UNSUPPORTED, error=StreamError(f"{_where(response.request)}: {exc}")
+            )
         host = self._require_host()
         stream.open = True
         stream.malformed = 0
@@ -470,8 +505,9 @@ class SSETransport(Transport):
             self._reconcile(self._jobs_of(stream), reason)
         return await self._read(stream, response, body)
 
-    async def _read(self, stream: _Stream, response: httpx.Response,
-                    body: BodyDecoder) -> _Ending | None:
+    async def _read(
+        self, stream: _Stream, response: httpx.Response, body: BodyDecoder
+    ) -> _Ending | None:
         """Read frames until the stream ends; None if it ended after a job's terminal frame.
 
         The loop never leaves the body iterator early (no ``break``, no cancellation outside
@@ -485,8 +521,7 @@ class SSETransport(Transport):
         machine = stream.machine
         violation: StreamError | None = None
         finished = False
-        with anyio.CancelScope(deadline=_now() + timeout) as watchdog, \
-                anyio.CancelScope() as stop:
+        with anyio.CancelScope(deadline=_now() + timeout) as watchdog, anyio.CancelScope() as stop:
             async for raw in response.aiter_raw():
                 if stop.cancel_called:
                     continue  # what was already buffered, after a broken bound
@@ -508,17 +543,25 @@ class SSETransport(Transport):
             return None
         if violation is not None:
             self._require_host().count(self.name, "oversized")
-            return _Ending(cause=Cause.VIOLATED, error=StreamError(
-                f"{_where(response.request)}: {violation}"))
+            return _Ending(
+                cause=Cause.VIOLATED, error=StreamError(f"{_where(response.request)}: {violation}")
+            )
         if watchdog.cancelled_caught:
             self._require_host().count(self.name, "stalls")
-            return _Ending(cause=Cause.STALLED, error=StreamError(
-                f"{_where(response.request)}: no byte for {timeout:g} s (heartbeat timeout)"))
-        return _Ending(cause=Cause.CLOSED, error=StreamError(
-            f"{_where(response.request)}: the server closed the stream"))
+            return _Ending(
+                cause=Cause.STALLED,
+                error=StreamError(
+                    f"{_where(response.request)}: no byte for {timeout:g} s (heartbeat timeout)"
+                ),
+            )
+        return _Ending(
+            cause=Cause.CLOSED,
+            error=StreamError(f"{_where(response.request)}: the server closed the stream"),
+        )
 
-    async def _frames(self, stream: _Stream, frames: Sequence[Frame],
-                      watchdog: anyio.CancelScope) -> bool:
+    async def _frames(
+        self, stream: _Stream, frames: Sequence[Frame], watchdog: anyio.CancelScope
+    ) -> bool:
         """Decode frames and queue their events, a batch per group; True after a terminal
         frame of a job's own stream."""
         decode = self._require_host().provider.decode_stream_event
@@ -528,7 +571,7 @@ class SSETransport(Transport):
                 await _yield()
             events: list[JobEvent] = []
             position = machine.last_event_id
-            group = frames if len(frames) <= _YIELD_EVERY else frames[start:start + _YIELD_EVERY]
+            group = frames if len(frames) <= _YIELD_EVERY else frames[start : start + _YIELD_EVERY]
             for frame in group:
                 if frame.id is not None or frame.retry is not None:
                     machine.event(event_id=frame.id, retry_ms=frame.retry)
@@ -570,10 +613,14 @@ class SSETransport(Transport):
         self._require_host().count(self.name, "malformed")
         stream.malformed += 1
         if stream.malformed <= _MALFORMED_LOGGED:
-            more = ("; further malformed frames on this connection are only counted"
-                    if stream.malformed == _MALFORMED_LOGGED else "")
-            log.warning("%s: dropped a malformed %r frame: %s%s", stream.label, name[:80],
-                        error, more)
+            more = (
+                "; further malformed frames on this connection are only counted"
+                if stream.malformed == _MALFORMED_LOGGED
+                else ""
+            )
+            log.warning(
+                "%s: dropped a malformed %r frame: %s%s", stream.label, name[:80], error, more
+            )
 
     # -- delivery and reconciliation ------------------------------------------------------
 
@@ -610,8 +657,12 @@ class SSETransport(Transport):
                 return
             except JobwatchError as exc:
                 host.count(self.name, "store_errors")
-                log.warning("could not record %d streamed event(s), trying again in %g s: %s",
-                            len(events), delay, exc)
+                log.warning(
+                    "could not record %d streamed event(s), trying again in %g s: %s",
+                    len(events),
+                    delay,
+                    exc,
+                )
             await anyio.sleep(delay)
             delay = min(delay * 2, _STORE_RETRY_MAX)
 
@@ -666,19 +717,21 @@ def _now() -> float:
     return anyio.current_time()
 
 
-def _pick_scope(wanted: Literal["job", "workspace"], caps: Capabilities,
-                provider: str) -> Literal["job", "workspace"]:
+def _pick_scope(
+    wanted: Literal["job", "workspace"], caps: Capabilities, provider: str
+) -> Literal["job", "workspace"]:
     offered = {"job": caps.job_stream, "workspace": caps.workspace_stream}
     if offered[wanted]:
         return wanted
     other: Literal["job", "workspace"] = "workspace" if wanted == "job" else "job"
     if offered[other]:
-        log.warning("the %s provider has no %s stream; using its %s stream instead",
-                    provider, wanted, other)
+        log.warning(
+            "the %s provider has no %s stream; using its %s stream instead", provider, wanted, other
+        )
         return other
     raise ConfigError(
         f"[jobwatch.sse] the {provider} provider offers no event stream; use transport = "
-        f"\"poll\" or \"webhook\" with it"
+        f'"poll" or "webhook" with it'
     )
 
 
@@ -704,18 +757,30 @@ def _redirect(response: httpx.Response, hop: int) -> httpx.URL | _Ending:
     try:
         target = request.url.join(response.headers["location"])
     except (httpx.InvalidURL, ValueError):
-        return _Ending(cause=Cause.UNSUPPORTED, error=StreamError(
-            f"{_where(request)} answered {status} with a Location that is not a URL"))
+        return _Ending(
+            cause=Cause.UNSUPPORTED,
+            error=StreamError(
+                f"{_where(request)} answered {status} with a Location that is not a URL"
+            ),
+        )
     if _origin(target) != _origin(request.url):
         shown = redact_url(str(target.copy_with(path="/", query=None, fragment=None)))
-        return _Ending(cause=Cause.UNSUPPORTED, error=StreamError(
-            f"{_where(request)} answered {status}, redirecting to another origin ({shown}); "
-            f"jobwatch sends credentials only to the origin it is configured with and does "
-            f"not follow: set base_url to the API's own origin"))
+        return _Ending(
+            cause=Cause.UNSUPPORTED,
+            error=StreamError(
+                f"{_where(request)} answered {status}, redirecting to another origin ({shown}); "
+                f"jobwatch sends credentials only to the origin it is configured with and does "
+                f"not follow: set base_url to the API's own origin"
+            ),
+        )
     if hop >= _MAX_REDIRECTS:
-        return _Ending(cause=Cause.UNSUPPORTED, error=StreamError(
-            f"{_where(request)} answered {status} after {_MAX_REDIRECTS} redirects; jobwatch "
-            f"follows no more (a redirect loop?)"))
+        return _Ending(
+            cause=Cause.UNSUPPORTED,
+            error=StreamError(
+                f"{_where(request)} answered {status} after {_MAX_REDIRECTS} redirects; jobwatch "
+                f"follows no more (a redirect loop?)"
+            ),
+        )
     return target
 
 
@@ -727,8 +792,9 @@ def _network_error(exc: httpx.HTTPError) -> NetworkError:
     text = describe_http_error(exc).partition(": ")[2]
     if url.password:
         text = text.replace(str(url), redact_url(str(url))).replace(url.password, "***")
-    error = NetworkError(f"GET {redact_url(str(url.copy_with(query=None)))} failed: "
-                         f"{type(exc).__name__}: {text}")
+    error = NetworkError(
+        f"GET {redact_url(str(url.copy_with(query=None)))} failed: {type(exc).__name__}: {text}"
+    )
     error.__cause__ = exc
     return error
 
@@ -754,8 +820,7 @@ async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
     """At most ``limit`` decoded bytes of the body; a server may not fill memory with an
     error answer either. The iterator is ended by a cancellation, as in ``_read``."""
     try:
-        decoder = BodyDecoder(response.headers.get("content-encoding", ""),
-                              Limits(max_event=limit))
+        decoder = BodyDecoder(response.headers.get("content-encoding", ""), Limits(max_event=limit))
     except StreamError:
         return b""
     body = bytearray()
@@ -765,7 +830,7 @@ async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
                 continue
             try:
                 for piece in decoder.decode(raw):
-                    body += piece[:limit - len(body)]
+                    body += piece[: limit - len(body)]
                     if len(body) >= limit:
                         stop.cancel()
                         break

@@ -91,7 +91,7 @@ def _check(options: WebhookOptions) -> None:
     if not options.secrets and not options.allow_unsigned:
         raise ConfigError(
             "[jobwatch.webhook] secrets is empty: set it to the secret the sender signs its "
-            "deliveries with (secrets = [\"${MY_WEBHOOK_SECRET}\"], say), or allow_unsigned = "
+            'deliveries with (secrets = ["${MY_WEBHOOK_SECRET}"], say), or allow_unsigned = '
             "true for local testing only"
         )
     if options.listen is not None:
@@ -111,8 +111,9 @@ def _build(options: WebhookOptions, value: object, whose: str = "") -> Scheme | 
     if not options.secrets:
         scheme_class(scheme_spec(value)[0], whose=whose)
         return None
-    return build_scheme(value, [s.reveal() for s in options.secrets],
-                        tolerance=options.tolerance, whose=whose)
+    return build_scheme(
+        value, [s.reveal() for s in options.secrets], tolerance=options.tolerance, whose=whose
+    )
 
 
 class WebhookTransport(Transport):
@@ -159,8 +160,11 @@ class WebhookTransport(Transport):
         the provider's; None for an unsigned receiver (no secrets)."""
         if self._chosen is not None:
             return self.scheme
-        return _build(self.options, provider.capabilities.webhook_scheme,
-                      whose=f"the {provider.name} provider's webhook_scheme")
+        return _build(
+            self.options,
+            provider.capabilities.webhook_scheme,
+            whose=f"the {provider.name} provider's webhook_scheme",
+        )
 
     def path_for(self, provider: Provider) -> str:
         """Where deliveries arrive: the configured path, else ``/hooks/<provider name>``."""
@@ -183,8 +187,13 @@ class WebhookTransport(Transport):
         self.scheme = self.scheme_for(host.provider)
         self.path = self.path_for(host.provider)
         self.receiver = Receiver(
-            host, scheme=self.scheme, path=self.path, max_body=self.options.max_body,
-            allow_unsigned=self.options.allow_unsigned, clock=self._clock, name=self.name,
+            host,
+            scheme=self.scheme,
+            path=self.path,
+            max_body=self.options.max_body,
+            allow_unsigned=self.options.allow_unsigned,
+            clock=self._clock,
+            name=self.name,
             dedup_ttl=host.config.dedup_ttl,
         )
         self._warn_unsigned()
@@ -203,9 +212,15 @@ class WebhookTransport(Transport):
         # Bound here, outside the task group, so that a taken port raises a plain ConfigError.
         sock = bind(*parse_listen(self.options.listen))
         async with anyio.create_task_group() as tg:
-            self.bound_url = await tg.start(functools.partial(
-                serve_socket, self._app, sock, certfile=self.options.certfile,
-                keyfile=self.options.keyfile))
+            self.bound_url = await tg.start(
+                functools.partial(
+                    serve_socket,
+                    self._app,
+                    sock,
+                    certfile=self.options.certfile,
+                    keyfile=self.options.keyfile,
+                )
+            )
             log.info("webhook receiver listening on %s", self.url)
             task_status.started()
 
@@ -213,12 +228,17 @@ class WebhookTransport(Transport):
         if not self.options.allow_unsigned:
             return
         if self.scheme is None:
-            log.warning("UNSIGNED webhook receiver: [jobwatch.webhook] has no secrets and "
-                        "allow_unsigned = true, so anyone who can reach %s can inject job "
-                        "events; configure secrets before exposing it", self.path)
+            log.warning(
+                "UNSIGNED webhook receiver: [jobwatch.webhook] has no secrets and "
+                "allow_unsigned = true, so anyone who can reach %s can inject job "
+                "events; configure secrets before exposing it",
+                self.path,
+            )
         else:
-            log.warning("[jobwatch.webhook] allow_unsigned = true: deliveries without a "
-                        "signature are accepted (signed ones are still verified)")
+            log.warning(
+                "[jobwatch.webhook] allow_unsigned = true: deliveries without a "
+                "signature are accepted (signed ones are still verified)"
+            )
 
     def describe(self) -> dict[str, Any]:
         """Non-secret facts for ``jobwatch doctor``."""
@@ -226,7 +246,8 @@ class WebhookTransport(Transport):
             "listen": self.options.listen,
             "path": self.path or "/hooks/<provider>",
             "scheme": self._scheme_name(),
-            "secrets": len(self.options.secrets), "allow_unsigned": self.options.allow_unsigned,
+            "secrets": len(self.options.secrets),
+            "allow_unsigned": self.options.allow_unsigned,
         }
 
     def _scheme_name(self) -> str:

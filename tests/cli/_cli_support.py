@@ -36,8 +36,9 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def signed(secret: str, event: str, body: dict[str, object], delivery: str
-           ) -> tuple[bytes, dict[str, str]]:
+def signed(
+    secret: str, event: str, body: dict[str, object], delivery: str
+) -> tuple[bytes, dict[str, str]]:
     """A Reader webhook delivery signed with ``secret``: its body and headers."""
     import hashlib
     import hmac
@@ -47,6 +48,10 @@ def signed(secret: str, event: str, body: dict[str, object], delivery: str
     raw = json.dumps(body).encode()
     stamp = str(int(time.time()))
     digest = hmac.new(secret.encode(), f"{stamp}.".encode() + raw, hashlib.sha256).hexdigest()
-    return raw, {"content-type": "application/json", "x-reader-event": event,
-                 "x-reader-delivery": delivery, "x-reader-timestamp": stamp,
-                 "x-reader-signature": f"sha256={digest}"}
+    return raw, {
+        "content-type": "application/json",
+        "x-reader-event": event,
+        "x-reader-delivery": delivery,
+        "x-reader-timestamp": stamp,
+        "x-reader-signature": f"sha256={digest}",
+    }

@@ -26,6 +26,6 @@ def config(sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "jobwatch.toml"
     path.write_text(
         f'[jobwatch]\nbase_url = "{sim.url}"\napi_key = "${{SIM_KEY}}"\ntransport = "poll"\n'
-        '[jobwatch.poll]\ninterval = 0.2\nmax_interval = 1.0\n'
+        "[jobwatch.poll]\ninterval = 0.2\nmax_interval = 1.0\n"
     )
     return path

@@ -31,22 +31,27 @@ def _one_error_line(out: str, err: str) -> str:
 
 
 @pytest.mark.parametrize("transport", ["poll", "sse"])
-def test_a_refused_key_is_one_line_on_stderr(sim: Sim, config: Path, transport: str,
-                                             capsys: pytest.CaptureFixture[str],
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_refused_key_is_one_line_on_stderr(
+    sim: Sim,
+    config: Path,
+    transport: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("SIM_KEY", "rdr_wrong")
     jobs = [sim.job(*["page"] * 50, delay=5.0), sim.job(*["page"] * 50, delay=5.0)]
-    code, out, err = run(capsys, "watch", *jobs, "--config", str(config),
-                         "--transport", transport)
+    code, out, err = run(capsys, "watch", *jobs, "--config", str(config), "--transport", transport)
     line = _one_error_line(out, err)
     assert code == 1 and "401" in line and "api_key" in line and "rdr_wrong" not in line
 
 
-def test_a_store_that_is_down_is_one_line(sim: Sim, config: Path, closed_port: int,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
-    config.write_text(config.read_text().replace(
-        'transport = "poll"\n', 'transport = "poll"\nstore = "redis"\n')
-        + f'[jobwatch.redis]\nurl = "redis://127.0.0.1:{closed_port}"\n')
+def test_a_store_that_is_down_is_one_line(
+    sim: Sim, config: Path, closed_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config.write_text(
+        config.read_text().replace('transport = "poll"\n', 'transport = "poll"\nstore = "redis"\n')
+        + f'[jobwatch.redis]\nurl = "redis://127.0.0.1:{closed_port}"\n'
+    )
     code, out, err = run(capsys, "watch", sim.job("page"), "--config", str(config))
     line = _one_error_line(out, err)
     assert code == 1 and f"127.0.0.1:{closed_port}" in line
@@ -55,19 +60,26 @@ def test_a_store_that_is_down_is_one_line(sim: Sim, config: Path, closed_port: i
     assert out.splitlines()[-1].startswith("doctor: jobwatch watch would fail: the store redis")
 
 
-@pytest.mark.parametrize(("scheme", "transport"), [
-    ("http", "poll"), ("https", "poll"), ("http", "sse")])
+@pytest.mark.parametrize(
+    ("scheme", "transport"), [("http", "poll"), ("https", "poll"), ("http", "sse")]
+)
 def test_an_api_that_does_not_answer_is_said_early(
-        sim: Sim, config: Path, closed_port: int, scheme: str, transport: str,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    sim: Sim,
+    config: Path,
+    closed_port: int,
+    scheme: str,
+    transport: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     # http: nothing listens there. https: the simulator listens, but speaks plain HTTP. A
     # stream that cannot connect backs off for a while before it falls back to polling:
     # watch does not wait for that.
     port = closed_port if scheme == "http" else int(sim.url.rsplit(":", 1)[1])
     config.write_text(config.read_text().replace(sim.url, f"{scheme}://127.0.0.1:{port}"))
     started = time.monotonic()
-    code, out, err = run(capsys, "watch", "job_1", "job_2", "--config", str(config),
-                         "--transport", transport)
+    code, out, err = run(
+        capsys, "watch", "job_1", "job_2", "--config", str(config), "--transport", transport
+    )
     elapsed = time.monotonic() - started
     line = _one_error_line(out, err)
     assert code == 1 and elapsed < 15, (elapsed, line)
@@ -78,20 +90,23 @@ def test_an_api_that_does_not_answer_is_said_early(
 
 
 def test_a_base_url_with_the_version_prefix_gets_a_hint(
-        sim: Sim, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sim: Sim, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config.write_text(config.read_text().replace(sim.url, f"{sim.url}/v1"))
     job = sim.job("page")
     code, out, err = run(capsys, "watch", job, "--config", str(config))
     assert code == 1 and out.count("\n") == 1 and "404" in out
     assert err.splitlines() == [
         f"jobwatch: hint: base_url {sim.url}/v1 ends in /v1, which the reader provider adds "
-        f"itself (requests went to {sim.url}/v1/v1/jobs/{job}); remove /v1 from base_url"]
+        f"itself (requests went to {sim.url}/v1/v1/jobs/{job}); remove /v1 from base_url"
+    ]
     code, out, _ = run(capsys, "doctor", "--config", str(config))
     assert code == 1 and "remove /v1 from base_url" in out.splitlines()[-1]
 
 
 def test_doctor_claims_the_key_accepted_only_when_it_was_checked(
-        sim: Sim, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sim: Sim, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = run(capsys, "doctor", "--config", str(config))
     assert code == 0 and "accepted the key" in out
     # Under this path the simulator answers 404 whatever the key: nothing was checked.
@@ -101,18 +116,26 @@ def test_doctor_claims_the_key_accepted_only_when_it_was_checked(
 
 
 def test_listen_on_a_taken_port_is_a_usage_error_suggesting_port_0(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "jobwatch.toml"
-    config.write_text('[jobwatch]\nstore = "memory"\ntransport = "webhook"\n'
-                      '[jobwatch.webhook]\nsecrets = ["whsec-cli-port-0123456789"]\n')
+    config.write_text(
+        '[jobwatch]\nstore = "memory"\ntransport = "webhook"\n'
+        '[jobwatch.webhook]\nsecrets = ["whsec-cli-port-0123456789"]\n'
+    )
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code, out, err = run(capsys, "listen", "--config", str(config), "--listen",
-                             f"127.0.0.1:{port}")
-        sim_run = subprocess.run([sys.executable, "-m", "jobwatch", "sim", "--port",
-                                  str(port)], capture_output=True, text=True, timeout=60)
+        code, out, err = run(
+            capsys, "listen", "--config", str(config), "--listen", f"127.0.0.1:{port}"
+        )
+        sim_run = subprocess.run(
+            [sys.executable, "-m", "jobwatch", "sim", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     line = _one_error_line(out, err)
     assert code == 2 and "cannot listen on" in line and "port 0" in line
     assert sim_run.returncode == code and "port 0" in sim_run.stderr

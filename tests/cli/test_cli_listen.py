@@ -23,9 +23,22 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 def _listen(config: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "jobwatch", "listen", "--config", str(config), "--json",
-         "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        [
+            sys.executable,
+            "-m",
+            "jobwatch",
+            "listen",
+            "--config",
+            str(config),
+            "--json",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
 
 
 def _address(proc: subprocess.Popen[str]) -> str:
@@ -43,29 +56,41 @@ def _stop(proc: subprocess.Popen[str], signum: int = signal.SIGTERM) -> tuple[st
 
 def _config(tmp_path: Path, store: str) -> Path:
     path = tmp_path / "jobwatch.toml"
-    path.write_text(f'[jobwatch]\ntransport = "webhook"\nsafety_poll = 0\n{store}\n'
-                    f'[jobwatch.webhook]\nsecrets = ["{SECRET}"]\n')
+    path.write_text(
+        f'[jobwatch]\ntransport = "webhook"\nsafety_poll = 0\n{store}\n'
+        f'[jobwatch.webhook]\nsecrets = ["{SECRET}"]\n'
+    )
     return path
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_delivery_in_flight_is_finished_then_listen_exits_0(tmp_path: Path,
-                                                             signum: int) -> None:
-    config = _config(tmp_path, f'store = "sqlite"\n[jobwatch.sqlite]\npath = '
-                               f'"{tmp_path / "state.db"}"')
+def test_a_delivery_in_flight_is_finished_then_listen_exits_0(tmp_path: Path, signum: int) -> None:
+    config = _config(
+        tmp_path, f'store = "sqlite"\n[jobwatch.sqlite]\npath = "{tmp_path / "state.db"}"'
+    )
     proc = _listen(config)
     try:
         host, port = _address(proc).removeprefix("http://").split(":")
-        body, headers = signed(SECRET, "job.completed", {
-            "jobId": "job_stop", "status": "completed", "completed": 2, "total": 2,
-            "creditsUsed": 2}, "d-stop")
+        body, headers = signed(
+            SECRET,
+            "job.completed",
+            {
+                "jobId": "job_stop",
+                "status": "completed",
+                "completed": 2,
+                "total": 2,
+                "creditsUsed": 2,
+            },
+            "d-stop",
+        )
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         with socket.create_connection((host, int(port)), timeout=10) as conn:
             # The server says "100 Continue" once the receiver reads the body: from then on
             # the delivery is in flight.
-            conn.sendall(f"POST /hooks/reader HTTP/1.1\r\nhost: {host}\r\n{head}"
-                         f"expect: 100-continue\r\ncontent-length: {len(body)}\r\n\r\n"
-                         .encode())
+            conn.sendall(
+                f"POST /hooks/reader HTTP/1.1\r\nhost: {host}\r\n{head}"
+                f"expect: 100-continue\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+            )
             assert conn.recv(100).startswith(b"HTTP/1.1 100")
             conn.sendall(body[:10])
             os.kill(proc.pid, signum)
@@ -102,8 +127,13 @@ def redis_store() -> Iterator[tuple[str, str]]:
     except redis.RedisError as exc:
         pytest.fail(f"this test needs Redis on 127.0.0.1:6379 ({exc})")
     prefix, owner = f"jw-cli-{uuid.uuid4().hex[:8]}", "cli-listener"
-    yield (f'store = "redis"\n[jobwatch.redis]\nurl = "redis://127.0.0.1:6379/15"\n'
-           f'prefix = "{prefix}"\nowner = "{owner}"\nlease = 4.0'), f"{prefix}:lease:{owner}"
+    yield (
+        (
+            f'store = "redis"\n[jobwatch.redis]\nurl = "redis://127.0.0.1:6379/15"\n'
+            f'prefix = "{prefix}"\nowner = "{owner}"\nlease = 4.0'
+        ),
+        f"{prefix}:lease:{owner}",
+    )
     for key in client.scan_iter(f"{prefix}:*"):
         client.delete(key)
     client.close()
@@ -111,7 +141,8 @@ def redis_store() -> Iterator[tuple[str, str]]:
 
 @pytest.mark.redis
 def test_listen_gives_its_lease_back_and_a_start_that_must_wait_says_so(
-        tmp_path: Path, redis_store: tuple[str, str]) -> None:
+    tmp_path: Path, redis_store: tuple[str, str]
+) -> None:
     import redis
 
     table, lease = redis_store
@@ -128,11 +159,19 @@ def test_listen_gives_its_lease_back_and_a_start_that_must_wait_says_so(
         assert "holds a lease" in said and "waiting" in said, said
         out, err = _stop(second)
         assert second.returncode == 0 and out == "", err
-        body, headers = signed(SECRET, "job.completed", {
-            "jobId": "job_lease", "status": "completed", "completed": 1, "total": 1,
-            "creditsUsed": 1}, "d-lease")
-        assert httpx.post(f"{url}/hooks/reader", content=body, headers=headers
-                          ).status_code == 200
+        body, headers = signed(
+            SECRET,
+            "job.completed",
+            {
+                "jobId": "job_lease",
+                "status": "completed",
+                "completed": 1,
+                "total": 1,
+                "creditsUsed": 1,
+            },
+            "d-lease",
+        )
+        assert httpx.post(f"{url}/hooks/reader", content=body, headers=headers).status_code == 200
         out, err = _stop(first)
     finally:
         first.kill()

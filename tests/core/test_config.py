@@ -74,8 +74,14 @@ def error(document: object, environ: dict[str, str] | None = None) -> str:
 
 def test_defaults() -> None:
     config = Config.from_mapping({"jobwatch": {}}, environ={})
-    assert (config.provider, config.base_url, config.api_key, config.transport, config.store,
-            config.safety_poll) == ("reader", None, None, "auto", "sqlite", 600.0)
+    assert (
+        config.provider,
+        config.base_url,
+        config.api_key,
+        config.transport,
+        config.store,
+        config.safety_poll,
+    ) == ("reader", None, None, "auto", "sqlite", 600.0)
     assert config.transports is None and config.table("poll") == {}
 
 
@@ -110,9 +116,14 @@ def test_is_frozen() -> None:
         config.store = "memory"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("auto", None), ("poll", ("poll",)), (["webhook", "sse"], ("webhook", "sse")),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("auto", None),
+        ("poll", ("poll",)),
+        (["webhook", "sse"], ("webhook", "sse")),
+    ],
+)
 def test_transport_forms(value: object, expected: tuple[str, ...] | None) -> None:
     config = Config.from_mapping(doc(transport=value), environ={})
     assert config.transports == expected
@@ -132,15 +143,22 @@ def test_replace_and_with_table() -> None:
 
 def test_variables_expand_everywhere() -> None:
     env = {"HOST": "api.example.com", "PORT": "8443", "KEY": "rdr_x", "S1": "one", "S2": "two"}
-    config = Config.from_mapping({"jobwatch": {
-        "base_url": "https://${HOST}:${PORT}/v1",
-        "api_key": "${KEY}",
-        "webhook": {"secrets": ["${S1}", "prefix-${S2}"], "nested": {"deep": "${HOST}"}},
-    }}, environ=env)
+    config = Config.from_mapping(
+        {
+            "jobwatch": {
+                "base_url": "https://${HOST}:${PORT}/v1",
+                "api_key": "${KEY}",
+                "webhook": {"secrets": ["${S1}", "prefix-${S2}"], "nested": {"deep": "${HOST}"}},
+            }
+        },
+        environ=env,
+    )
     assert config.base_url == "https://api.example.com:8443/v1"
     assert config.api_key is not None and config.api_key.reveal() == "rdr_x"
-    assert config.table("webhook") == {"secrets": ["one", "prefix-two"],
-                                       "nested": {"deep": "api.example.com"}}
+    assert config.table("webhook") == {
+        "secrets": ["one", "prefix-two"],
+        "nested": {"deep": "api.example.com"},
+    }
 
 
 def test_variables_come_from_the_process_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,12 +172,17 @@ def test_only_braced_names_expand() -> None:
     assert config.base_url == "https://x/$HOME/${}"
 
 
-@pytest.mark.parametrize(("document", "where"), [
-    (doc(api_key="${MISSING}"), "[jobwatch].api_key"),
-    ({"jobwatch": {"poll": {"rpm": "${MISSING}"}}}, "[jobwatch].poll.rpm"),
-    ({"jobwatch": {"webhook": {"secrets": ["ok", "${MISSING}"]}}},
-     "[jobwatch].webhook.secrets[1]"),
-])
+@pytest.mark.parametrize(
+    ("document", "where"),
+    [
+        (doc(api_key="${MISSING}"), "[jobwatch].api_key"),
+        ({"jobwatch": {"poll": {"rpm": "${MISSING}"}}}, "[jobwatch].poll.rpm"),
+        (
+            {"jobwatch": {"webhook": {"secrets": ["ok", "${MISSING}"]}}},
+            "[jobwatch].webhook.secrets[1]",
+        ),
+    ],
+)
 def test_unset_variable_names_the_key(document: dict[str, object], where: str) -> None:
     message = error(document)
     assert where in message and "MISSING" in message and "not set" in message
@@ -173,26 +196,28 @@ def test_empty_variable_is_set() -> None:
 # -- strictness --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("document", "fragments"), [
-    (doc(bogus=1), ["[jobwatch]", "bogus"]),
-    (doc(safety_pol=600), ["[jobwatch]", "safety_pol"]),
-    (doc(safety_poll="600"), ["[jobwatch].safety_poll", "float"]),
-    (doc(safety_poll=True), ["[jobwatch].safety_poll"]),
-    (doc(safety_poll=-1), ["[jobwatch] safety_poll", ">= 0"]),
-    (doc(store=3), ["[jobwatch].store", "str"]),
-    (doc(provider=["reader"]), ["[jobwatch].provider"]),
-    (doc(api_key=123), ["[jobwatch].api_key"]),
-    (doc(transport=[1]), ["[jobwatch].transport"]),
-    (doc(transport=[]), ["[jobwatch] transport", "empty list"]),
-    (doc(transport=5), ["[jobwatch].transport"]),
-    (doc(base_url="ftp://x"), ["[jobwatch] base_url", "http://"]),
-    (doc(base_url=8080), ["[jobwatch].base_url", "str"]),
-    ({"jobwatch": {}, "tool": {}}, ["'jobwatch'", "tool"]),
-    ({"jobwatch": 3}, ["[jobwatch] must be a table"]),
-    ([("jobwatch", {})], ["a jobwatch configuration is a mapping"]),
-])
-def test_wrong_keys_and_types_name_table_and_key(document: object,
-                                                 fragments: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("document", "fragments"),
+    [
+        (doc(bogus=1), ["[jobwatch]", "bogus"]),
+        (doc(safety_pol=600), ["[jobwatch]", "safety_pol"]),
+        (doc(safety_poll="600"), ["[jobwatch].safety_poll", "float"]),
+        (doc(safety_poll=True), ["[jobwatch].safety_poll"]),
+        (doc(safety_poll=-1), ["[jobwatch] safety_poll", ">= 0"]),
+        (doc(store=3), ["[jobwatch].store", "str"]),
+        (doc(provider=["reader"]), ["[jobwatch].provider"]),
+        (doc(api_key=123), ["[jobwatch].api_key"]),
+        (doc(transport=[1]), ["[jobwatch].transport"]),
+        (doc(transport=[]), ["[jobwatch] transport", "empty list"]),
+        (doc(transport=5), ["[jobwatch].transport"]),
+        (doc(base_url="ftp://x"), ["[jobwatch] base_url", "http://"]),
+        (doc(base_url=8080), ["[jobwatch].base_url", "str"]),
+        ({"jobwatch": {}, "tool": {}}, ["'jobwatch'", "tool"]),
+        ({"jobwatch": 3}, ["[jobwatch] must be a table"]),
+        ([("jobwatch", {})], ["a jobwatch configuration is a mapping"]),
+    ],
+)
+def test_wrong_keys_and_types_name_table_and_key(document: object, fragments: list[str]) -> None:
     message = error(document)
     for fragment in fragments:
         assert fragment in message
@@ -234,10 +259,24 @@ def options(table: dict[str, object], environ: dict[str, str] | None = None) -> 
 
 
 def test_options_structure_the_table() -> None:
-    got = options({"interval": 1, "rpm": 10, "scope": "workspace", "names": ["a", "b"],
-                   "secrets": ["s1", "s2"], "enabled": False})
-    assert got == PollLike(interval=1.0, rpm=10, scope="workspace", names=("a", "b"),
-                           secrets=(Secret("s1"), Secret("s2")), enabled=False)
+    got = options(
+        {
+            "interval": 1,
+            "rpm": 10,
+            "scope": "workspace",
+            "names": ["a", "b"],
+            "secrets": ["s1", "s2"],
+            "enabled": False,
+        }
+    )
+    assert got == PollLike(
+        interval=1.0,
+        rpm=10,
+        scope="workspace",
+        names=("a", "b"),
+        secrets=(Secret("s1"), Secret("s2")),
+        enabled=False,
+    )
     assert isinstance(got.interval, float)
     assert all(isinstance(s, Secret) for s in got.secrets)
 
@@ -246,20 +285,23 @@ def test_options_of_a_missing_table_are_the_defaults() -> None:
     assert Config.from_mapping(doc(), environ={}).options("poll", PollLike) == PollLike()
 
 
-@pytest.mark.parametrize(("table", "key"), [
-    ({"bogus": 1}, "bogus"),
-    ({"interval": "fast"}, "interval"),
-    ({"interval": True}, "interval"),
-    ({"rpm": 1.5}, "rpm"),
-    ({"rpm": True}, "rpm"),
-    ({"rpm": "60"}, "rpm"),
-    ({"scope": "everything"}, "scope"),
-    ({"names": "a"}, "names"),
-    ({"names": [1]}, "names"),
-    ({"secrets": [None]}, "secrets"),
-    ({"enabled": "yes"}, "enabled"),
-    ({"enabled": 1}, "enabled"),
-])
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ({"bogus": 1}, "bogus"),
+        ({"interval": "fast"}, "interval"),
+        ({"interval": True}, "interval"),
+        ({"rpm": 1.5}, "rpm"),
+        ({"rpm": True}, "rpm"),
+        ({"rpm": "60"}, "rpm"),
+        ({"scope": "everything"}, "scope"),
+        ({"names": "a"}, "names"),
+        ({"names": [1]}, "names"),
+        ({"secrets": [None]}, "secrets"),
+        ({"enabled": "yes"}, "enabled"),
+        ({"enabled": 1}, "enabled"),
+    ],
+)
 def test_options_are_strict(table: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError) as info:
         options(table)
@@ -287,9 +329,11 @@ def test_load_named_file(tmp_path: Path) -> None:
 
 
 def test_load_named_pyproject(tmp_path: Path) -> None:
-    path = write(tmp_path / "pyproject.toml",
-                 '[project]\nname = "app"\n[tool.jobwatch]\nstore = "memory"\n'
-                 '[tool.jobwatch.poll]\nrpm = 10\n')
+    path = write(
+        tmp_path / "pyproject.toml",
+        '[project]\nname = "app"\n[tool.jobwatch]\nstore = "memory"\n'
+        "[tool.jobwatch.poll]\nrpm = 10\n",
+    )
     config = load_config(path, environ={})
     assert config.store == "memory" and config.table("poll") == {"rpm": 10}
 
@@ -313,8 +357,9 @@ def test_cwd_pyproject(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_config(environ={}).store == "memory"
 
 
-def test_cwd_pyproject_without_the_table_gives_defaults(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cwd_pyproject_without_the_table_gives_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write(tmp_path / "pyproject.toml", '[project]\nname = "app"\n')
     monkeypatch.chdir(tmp_path)
     assert load_config(environ={}) == Config.from_mapping({}, environ={})
@@ -375,11 +420,16 @@ def test_errors_inside_a_file_name_the_file_table_and_key(tmp_path: Path) -> Non
 
 
 def secret_config() -> Config:
-    return Config.from_mapping({"jobwatch": {
-        "api_key": "${READER_API_KEY}",
-        "webhook": {"secrets": ["${READER_WEBHOOK_SECRET}"], "path": "/hooks"},
-        "redis": {"url": "redis://localhost", "password": "hunter2", "token": "t0k3n"},
-    }}, environ=ENV)
+    return Config.from_mapping(
+        {
+            "jobwatch": {
+                "api_key": "${READER_API_KEY}",
+                "webhook": {"secrets": ["${READER_WEBHOOK_SECRET}"], "path": "/hooks"},
+                "redis": {"url": "redis://localhost", "password": "hunter2", "token": "t0k3n"},
+            }
+        },
+        environ=ENV,
+    )
 
 
 def test_secret_never_shows_itself() -> None:
@@ -387,8 +437,17 @@ def test_secret_never_shows_itself() -> None:
     # Every way Python turns a value into text, %-formatting and str.format included.
     percent = ("%s" % secret, "%r" % (secret,))  # noqa: UP031
     braces = "{}".format(secret)  # noqa: UP032
-    for text in (repr(secret), str(secret), f"{secret}", f"{secret!s}", f"{secret!r}",
-                 f"{secret:>20}", *percent, format(secret), braces):
+    for text in (
+        repr(secret),
+        str(secret),
+        f"{secret}",
+        f"{secret!s}",
+        f"{secret!r}",
+        f"{secret:>20}",
+        *percent,
+        format(secret),
+        braces,
+    ):
         assert "rdr_live_123" not in text
     assert secret.reveal() == "rdr_live_123"
     assert secret == "rdr_live_123"  # still a string for the one place that sends it
@@ -413,10 +472,15 @@ def test_redacted_hides_every_secret() -> None:
 
 
 def test_redacted_hides_passwords_in_urls() -> None:
-    config = Config.from_mapping({"jobwatch": {
-        "base_url": "https://user:s3cret-base@api.example.com",
-        "redis": {"url": "redis://:hunter2@cache.internal:6379/0"},
-    }}, environ={})
+    config = Config.from_mapping(
+        {
+            "jobwatch": {
+                "base_url": "https://user:s3cret-base@api.example.com",
+                "redis": {"url": "redis://:hunter2@cache.internal:6379/0"},
+            }
+        },
+        environ={},
+    )
     text = repr(config.redacted())
     assert "hunter2" not in text and "s3cret-base" not in text
     assert "cache.internal:6379" in text  # the rest of the URL stays readable
@@ -430,8 +494,9 @@ def test_redacted_is_a_document_that_loads_again() -> None:
 def test_secrets_stay_out_of_logs(caplog: pytest.LogCaptureFixture) -> None:
     config = secret_config()
     with caplog.at_level(logging.INFO):
-        logging.getLogger("jobwatch.test").info("config %s key %s %r", config, config.api_key,
-                                                config.api_key)
+        logging.getLogger("jobwatch.test").info(
+            "config %s key %s %r", config, config.api_key, config.api_key
+        )
     assert "rdr_live_123" not in caplog.text
 
 
@@ -443,26 +508,35 @@ def test_options_secrets_are_hidden() -> None:
 def test_a_watcher_checks_the_tables_of_components_it_does_not_use() -> None:
     # The policy picks poll here; the SSE table is still wrong, and would fail the day the
     # policy picks SSE (in a terminal instead of CI): it fails now.
-    config = Config.from_mapping({"jobwatch": {
-        "transport": "poll", "store": "memory", "sse": {"scope": "galaxy"}}})
+    config = Config.from_mapping(
+        {"jobwatch": {"transport": "poll", "store": "memory", "sse": {"scope": "galaxy"}}}
+    )
     with pytest.raises(ConfigError, match=r"galaxy.*\[jobwatch.sse\]"):
         Watcher(config)
-    fine = Config.from_mapping({"jobwatch": {
-        "transport": "poll", "store": "memory", "sse": {"scope": "workspace"}}})
+    fine = Config.from_mapping(
+        {"jobwatch": {"transport": "poll", "store": "memory", "sse": {"scope": "workspace"}}}
+    )
     assert Watcher(fine).decision.transports == ("poll",)
 
 
 def test_errors_in_a_components_table_name_the_file(tmp_path: Path) -> None:
     path = tmp_path / "jobwatch.toml"
-    path.write_text('[jobwatch]\ntransport = "poll"\nstore = "memory"\n'
-                    '[jobwatch.poll]\nbogus = 1\n')
+    path.write_text(
+        '[jobwatch]\ntransport = "poll"\nstore = "memory"\n[jobwatch.poll]\nbogus = 1\n'
+    )
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: .*bogus.*\[jobwatch.poll\]"):
         Watcher(load_config(path))
-    path.write_text('[jobwatch]\ntransport = "poll"\nstore = "memory"\n'
-                    '[jobwatch.webhook]\nlisten = "127.0.0.1:0"\n')
-    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: \[jobwatch.webhook\] "
-                                          "secrets is empty"):
+    path.write_text(
+        '[jobwatch]\ntransport = "poll"\nstore = "memory"\n'
+        '[jobwatch.webhook]\nlisten = "127.0.0.1:0"\n'
+    )
+    with pytest.raises(
+        ConfigError,
+        match=rf"^{re.escape(str(path))}: \[jobwatch.webhook\] "
+        "secrets is empty",
+    ):
         Watcher(load_config(path))
     # Where the configuration came from is not part of what it is.
-    assert load_config(path) == Config.from_mapping({"jobwatch": {
-        "transport": "poll", "store": "memory", "webhook": {"listen": "127.0.0.1:0"}}})
+    assert load_config(path) == Config.from_mapping(
+        {"jobwatch": {"transport": "poll", "store": "memory", "webhook": {"listen": "127.0.0.1:0"}}}
+    )

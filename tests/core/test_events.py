@@ -17,8 +17,12 @@ from jobwatch.testing import make_event
 
 # -- strategies ------------------------------------------------------------------------------
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.text() | st.floats(
-    allow_nan=False, allow_infinity=False
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False)
 )
 json_values = st.recursive(
     json_scalars,
@@ -50,9 +54,15 @@ events = st.builds(
 
 
 def full_event(**changes: Any) -> JobEvent:
-    base = make_event("progress", "job_1", completed=3, total=9, source="poll",
-                      occurred_at=datetime(2026, 4, 4, 12, 0, tzinfo=UTC),
-                      data={"status": "processing", "completed": 3, "total": 9})
+    base = make_event(
+        "progress",
+        "job_1",
+        completed=3,
+        total=9,
+        source="poll",
+        occurred_at=datetime(2026, 4, 4, 12, 0, tzinfo=UTC),
+        data={"status": "processing", "completed": 3, "total": 9},
+    )
     return attrs.evolve(base, **changes)
 
 
@@ -88,15 +98,30 @@ def test_kind_is_converted_from_its_value() -> None:
 
 def test_defaults() -> None:
     event = JobEvent(kind=EventKind.STARTED, job_id="j", key="j:started", source="sse")
-    assert (event.status, event.completed, event.total, event.occurred_at, event.error,
-            event.attempt) == (None,) * 6
+    assert (
+        event.status,
+        event.completed,
+        event.total,
+        event.occurred_at,
+        event.error,
+        event.attempt,
+    ) == (None,) * 6
     assert dict(event.data) == {}
 
 
 def test_fields_in_the_documented_order() -> None:
     assert [field.name for field in attrs.fields(JobEvent)] == [
-        "kind", "job_id", "status", "completed", "total", "key", "source", "occurred_at",
-        "error", "attempt", "data",
+        "kind",
+        "job_id",
+        "status",
+        "completed",
+        "total",
+        "key",
+        "source",
+        "occurred_at",
+        "error",
+        "attempt",
+        "data",
     ]
 
 
@@ -122,8 +147,7 @@ def test_build_freezes_a_copy_of_data_and_shares_a_frozen_one() -> None:
     with pytest.raises(TypeError):
         built.data["url"] = "x"  # type: ignore[index]
     frozen = types.MappingProxyType({"a": 1})
-    assert JobEvent.build(kind="page", job_id="j", key="k", source="s", data=frozen).data \
-        is frozen
+    assert JobEvent.build(kind="page", job_id="j", key="k", source="s", data=frozen).data is frozen
     assert dict(JobEvent.build(kind="started", job_id="j", key="k", source="s").data) == {}
     with pytest.raises(ValueError):
         JobEvent.build(kind="exploded", job_id="j", key="k", source="s")
@@ -159,13 +183,16 @@ def test_kinds_that_carry_data(kind: EventKind) -> None:
     assert not (kind.carries_data and kind.terminal)
 
 
-@pytest.mark.parametrize(("status", "terminal", "rank"), [
-    (JobStatus.QUEUED, False, 0),
-    (JobStatus.PROCESSING, False, 1),
-    (JobStatus.COMPLETED, True, 2),
-    (JobStatus.FAILED, True, 2),
-    (JobStatus.CANCELLED, True, 2),
-])
+@pytest.mark.parametrize(
+    ("status", "terminal", "rank"),
+    [
+        (JobStatus.QUEUED, False, 0),
+        (JobStatus.PROCESSING, False, 1),
+        (JobStatus.COMPLETED, True, 2),
+        (JobStatus.FAILED, True, 2),
+        (JobStatus.CANCELLED, True, 2),
+    ],
+)
 def test_status_terminal_and_rank(status: JobStatus, terminal: bool, rank: int) -> None:
     assert (status.terminal, status.rank) == (terminal, rank)
 
@@ -175,7 +202,13 @@ def test_enums_are_strings() -> None:
     assert kind == "page_failed"
     assert JobStatus("cancelled") is JobStatus.CANCELLED
     assert [k.value for k in EventKind] == [
-        "started", "progress", "page", "page_failed", "completed", "failed", "cancelled",
+        "started",
+        "progress",
+        "page",
+        "page_failed",
+        "completed",
+        "failed",
+        "cancelled",
         "credit_low",
     ]
 
@@ -186,13 +219,21 @@ def test_enums_are_strings() -> None:
 def test_json_form_has_the_field_names_and_iso_time() -> None:
     obj = json.loads(full_event().to_json())
     assert obj == {
-        "kind": "progress", "job_id": "job_1", "status": "processing", "completed": 3,
-        "total": 9, "key": "job_1:progress:3", "source": "poll",
-        "occurred_at": "2026-04-04T12:00:00+00:00", "error": None, "attempt": None,
+        "kind": "progress",
+        "job_id": "job_1",
+        "status": "processing",
+        "completed": 3,
+        "total": 9,
+        "key": "job_1:progress:3",
+        "source": "poll",
+        "occurred_at": "2026-04-04T12:00:00+00:00",
+        "error": None,
+        "attempt": None,
         "data": {"status": "processing", "completed": 3, "total": 9},
     }
-    failed = full_event(kind=EventKind.FAILED, status=JobStatus.FAILED, error="out of credits",
-                        attempt=3)
+    failed = full_event(
+        kind=EventKind.FAILED, status=JobStatus.FAILED, error="out of credits", attempt=3
+    )
     obj = json.loads(failed.to_json())
     assert (obj["error"], obj["attempt"]) == ("out of credits", 3)
     assert list(obj) == [field.name for field in attrs.fields(JobEvent)]
@@ -245,19 +286,22 @@ def test_from_json_on_arbitrary_input_raises_only_decode_error(raw: bytes | str)
     assert isinstance(event, JobEvent)
 
 
-field_values = st.fixed_dictionaries({}, optional={
-    "kind": st.sampled_from([k.value for k in EventKind]) | json_values,
-    "job_id": st.text() | json_values,
-    "status": st.sampled_from([s.value for s in JobStatus]) | json_values,
-    "completed": st.integers() | json_values,
-    "total": st.integers() | json_values,
-    "key": st.text() | json_values,
-    "source": st.text() | json_values,
-    "occurred_at": st.datetimes().map(datetime.isoformat) | json_values,
-    "error": st.text() | json_values,
-    "attempt": st.integers() | json_values,
-    "data": json_objects | json_values,
-})
+field_values = st.fixed_dictionaries(
+    {},
+    optional={
+        "kind": st.sampled_from([k.value for k in EventKind]) | json_values,
+        "job_id": st.text() | json_values,
+        "status": st.sampled_from([s.value for s in JobStatus]) | json_values,
+        "completed": st.integers() | json_values,
+        "total": st.integers() | json_values,
+        "key": st.text() | json_values,
+        "source": st.text() | json_values,
+        "occurred_at": st.datetimes().map(datetime.isoformat) | json_values,
+        "error": st.text() | json_values,
+        "attempt": st.integers() | json_values,
+        "data": json_objects | json_values,
+    },
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -276,28 +320,48 @@ def test_from_json_on_arbitrary_objects_raises_only_decode_error(obj: dict[str, 
     assert JobEvent.from_json(event.to_json()) == event
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("not json", "not valid JSON"),
-    ("[1, 2]", "must be an object"),
-    ('{"kind": "started", "job_id": "j", "source": "poll"}', "missing the field 'key'"),
-    ('{"kind": "started", "job_id": "j", "key": 5, "source": "poll"}', "'key' must be a string"),
-    ('{"kind": "boom", "job_id": "j", "key": "k", "source": "poll"}', "malformed event"),
-    ('{"kind": "started", "job_id": 7, "key": "k", "source": "poll"}', "'job_id' must be"),
-    ('{"kind": "progress", "job_id": "j", "key": "k", "source": "poll", "completed": "3"}',
-     "expected an integer"),
-    ('{"kind": "progress", "job_id": "j", "key": "k", "source": "poll", "completed": true}',
-     "expected an integer"),
-    ('{"kind": "page", "job_id": "j", "key": "k", "source": "poll", "data": [1]}',
-     "'data' must be an object"),
-    ('{"kind": "page", "job_id": "j", "key": "k", "source": "poll", "occurred_at": "noon"}',
-     "malformed event"),
-    ('{"kind": "failed", "job_id": "j", "key": "k", "source": "poll", "error": {"a": 1}}',
-     "'error' must be a string or null"),
-    ('{"kind": "failed", "job_id": "j", "key": "k", "source": "poll", "attempt": "2"}',
-     "expected an integer"),
-    ('{"kind": "failed", "job_id": "j", "key": "k", "source": "poll", "attempt": 2.0}',
-     "expected an integer"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("not json", "not valid JSON"),
+        ("[1, 2]", "must be an object"),
+        ('{"kind": "started", "job_id": "j", "source": "poll"}', "missing the field 'key'"),
+        (
+            '{"kind": "started", "job_id": "j", "key": 5, "source": "poll"}',
+            "'key' must be a string",
+        ),
+        ('{"kind": "boom", "job_id": "j", "key": "k", "source": "poll"}', "malformed event"),
+        ('{"kind": "started", "job_id": 7, "key": "k", "source": "poll"}', "'job_id' must be"),
+        (
+            '{"kind": "progress", "job_id": "j", "key": "k", "source": "poll", "completed": "3"}',
+            "expected an integer",
+        ),
+        (
+            '{"kind": "progress", "job_id": "j", "key": "k", "source": "poll", "completed": true}',
+            "expected an integer",
+        ),
+        (
+            '{"kind": "page", "job_id": "j", "key": "k", "source": "poll", "data": [1]}',
+            "'data' must be an object",
+        ),
+        (
+            '{"kind": "page", "job_id": "j", "key": "k", "source": "poll", "occurred_at": "noon"}',
+            "malformed event",
+        ),
+        (
+            '{"kind": "failed", "job_id": "j", "key": "k", "source": "poll", "error": {"a": 1}}',
+            "'error' must be a string or null",
+        ),
+        (
+            '{"kind": "failed", "job_id": "j", "key": "k", "source": "poll", "attempt": "2"}',
+            "expected an integer",
+        ),
+        (
+            '{"kind": "failed", "job_id": "j", "key": "k", "source": "poll", "attempt": 2.0}',
+            "expected an integer",
+        ),
+    ],
+)
 def test_from_json_messages(text: str, message: str) -> None:
     with pytest.raises(DecodeError, match=message):
         JobEvent.from_json(text)

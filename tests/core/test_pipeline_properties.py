@@ -57,16 +57,21 @@ class Lifecycle:
         job = self.job_id
         facts = []
         if self.queued:
-            facts.append(make_event("progress", job, status="queued", completed=0,
-                                    total=self.total))
+            facts.append(
+                make_event("progress", job, status="queued", completed=0, total=self.total)
+            )
         facts.append(make_event("started", job, total=self.total))
-        facts += [make_event("progress", job, completed=c, total=self.total)
-                  for c in self.counts]
-        facts += [make_event("page_failed" if failed else "page", job, url=url)
-                  for url, failed in self.pages]
+        facts += [make_event("progress", job, completed=c, total=self.total) for c in self.counts]
+        facts += [
+            make_event("page_failed" if failed else "page", job, url=url)
+            for url, failed in self.pages
+        ]
         done = self.total if self.end is EventKind.COMPLETED else max(self.counts, default=0)
-        facts.append(make_event(self.end, job, total=self.total,
-                                completed=done if self.final_count else None))
+        facts.append(
+            make_event(
+                self.end, job, total=self.total, completed=done if self.final_count else None
+            )
+        )
         return facts
 
 
@@ -150,8 +155,10 @@ def run_memory_store(inputs: Sequence[JobEvent]) -> list[Verdict]:
     store = MemoryStore(clock=lambda: 0.0)
 
     async def feed() -> list[Verdict]:
-        return [await store.record(e.job_id, functools.partial(decide, event=e), ttl=TTL)
-                for e in inputs]
+        return [
+            await store.record(e.job_id, functools.partial(decide, event=e), ttl=TTL)
+            for e in inputs
+        ]
 
     return trio.run(feed)
 
@@ -161,7 +168,7 @@ def batches(inputs: Sequence[JobEvent], seed: int) -> list[list[JobEvent]]:
     rng, out, start = random.Random(seed), [], 0
     while start < len(inputs):
         size = rng.choice([1, 2, 3, 5, 8, len(inputs)])
-        out.append(list(inputs[start:start + size]))
+        out.append(list(inputs[start : start + size]))
         start += size
     return out
 
@@ -173,7 +180,8 @@ def run_store_batched(store: Store, inputs: Sequence[JobEvent], seed: int) -> li
             verdicts = []
             for batch in batches(inputs, seed):
                 verdicts += await store.record_batch(
-                    [(e.job_id, functools.partial(decide, event=e)) for e in batch], ttl=TTL)
+                    [(e.job_id, functools.partial(decide, event=e)) for e in batch], ttl=TTL
+                )
             return verdicts
         finally:
             await store.aclose()
@@ -191,8 +199,13 @@ def by_job(events: Sequence[JobEvent]) -> dict[str | None, list[JobEvent]]:
     return out
 
 
-def check_run(job: Lifecycle, seen: Sequence[JobEvent], arrived: Sequence[JobEvent],
-              run: int = 1, opened_by: Sequence[JobEvent] = ()) -> None:
+def check_run(
+    job: Lifecycle,
+    seen: Sequence[JobEvent],
+    arrived: Sequence[JobEvent],
+    run: int = 1,
+    opened_by: Sequence[JobEvent] = (),
+) -> None:
     """The application's view of one run of one job, given the order reports arrived in.
 
     ``opened_by``: the polled snapshot's events that began this run (a retry), if any.
@@ -203,7 +216,7 @@ def check_run(job: Lifecycle, seen: Sequence[JobEvent], arrived: Sequence[JobEve
     # Exactly one terminal event, of the job's end; nothing but pages after it.
     terminals = [i for i, e in enumerate(seen) if e.terminal]
     assert len(terminals) == 1 and seen[terminals[0]].kind is job.end
-    assert all(e.kind in (EventKind.PAGE, EventKind.PAGE_FAILED) for e in seen[terminals[0]:][1:])
+    assert all(e.kind in (EventKind.PAGE, EventKind.PAGE_FAILED) for e in seen[terminals[0] :][1:])
     # Status never moves backwards; progress counts only rise.
     ranks = [e.status.rank for e in seen if e.status is not None]
     assert ranks == sorted(ranks)
@@ -211,21 +224,26 @@ def check_run(job: Lifecycle, seen: Sequence[JobEvent], arrived: Sequence[JobEve
     assert counts == sorted(set(counts))  # type: ignore[type-var]
     # Every page, once.
     pages = sorted(e.key for e in seen if e.kind in (EventKind.PAGE, EventKind.PAGE_FAILED))
-    assert pages == sorted(f"{k}#{run}" for k, f in facts.items()
-                           if f.kind in (EventKind.PAGE, EventKind.PAGE_FAILED))
+    assert pages == sorted(
+        f"{k}#{run}" for k, f in facts.items() if f.kind in (EventKind.PAGE, EventKind.PAGE_FAILED)
+    )
     # Liveness: started and the freshest progress that arrived before the end get through.
     first_end = next(i for i, e in enumerate(arrived) if e.terminal)
     before = arrived[:first_end]
     started = [e for e in seen if e.kind is EventKind.STARTED]
     assert len(started) == int(any(e.kind is EventKind.STARTED for e in before))
-    running = [e.completed for e in before
-               if e.kind is EventKind.PROGRESS and e.status is JobStatus.PROCESSING]
+    running = [
+        e.completed
+        for e in before
+        if e.kind is EventKind.PROGRESS and e.status is JobStatus.PROCESSING
+    ]
     if running:
         assert max(running) in counts  # type: ignore[type-var]
 
 
-def check_view(jobs: Sequence[Lifecycle], inputs: Sequence[JobEvent],
-               verdicts: Sequence[Verdict]) -> None:
+def check_view(
+    jobs: Sequence[Lifecycle], inputs: Sequence[JobEvent], verdicts: Sequence[Verdict]
+) -> None:
     seen = [v.event for v in verdicts if v.event is not None]
     keys = [e.key for e in seen]
     assert len(keys) == len(set(keys)), "a key reached the application twice"
@@ -270,7 +288,8 @@ def test_any_interleaving(scenario: tuple[list[Lifecycle], list[JobEvent]]) -> N
 @settings(max_examples=200, deadline=None)
 @given(scenarios(), st.integers(0, 2**32 - 1))
 def test_batches_of_any_size_through_the_stores(
-    scenario: tuple[list[Lifecycle], list[JobEvent]], seed: int,
+    scenario: tuple[list[Lifecycle], list[JobEvent]],
+    seed: int,
 ) -> None:
     # A store's record_batch answers what recording each event in turn would.
     _, inputs = scenario
@@ -287,8 +306,7 @@ def snapshot(job_id: str, status: str, completed: int = 0) -> list[JobEvent]:
     events = []
     if status == "processing":
         events.append(make_event("started", job_id, source="poll", completed=completed))
-    events.append(make_event("progress", job_id, status=status, completed=completed,
-                             source="poll"))
+    events.append(make_event("progress", job_id, status=status, completed=completed, source="poll"))
     return events
 
 
@@ -352,25 +370,36 @@ def test_authoritative_terminal_snapshot_does_not_begin_a_run() -> None:
 
 def test_authoritative_snapshot_begins_a_run_with_new_keys() -> None:
     store = ModelStore()
-    for event in (make_event("started", "j"), make_event("progress", "j", completed=2),
-                  make_event("completed", "j", completed=2)):
+    for event in (
+        make_event("started", "j"),
+        make_event("progress", "j", completed=2),
+        make_event("completed", "j", completed=2),
+    ):
         assert store.record(event).event is not None
-    assert [v.event.key for v in map(functools.partial(store.record, authoritative=True),
-                                     snapshot("j", "processing", 0)) if v.event] == [
-        "j:started#2", "j:progress:0#2"]
+    assert [
+        v.event.key
+        for v in map(
+            functools.partial(store.record, authoritative=True), snapshot("j", "processing", 0)
+        )
+        if v.event
+    ] == ["j:started#2", "j:progress:0#2"]
     assert store.record(make_event("progress", "j", completed=2)).event.key == (  # type: ignore[union-attr]
-        "j:progress:2#2")
+        "j:progress:2#2"
+    )
     assert store.record(make_event("completed", "j")).event.key == "j:terminal#2"  # type: ignore[union-attr]
-    assert store.states["j"] == JobState(job_id="j", run=2, status=JobStatus.COMPLETED,
-                                         completed=2, started=True, terminal=True)
+    assert store.states["j"] == JobState(
+        job_id="j", run=2, status=JobStatus.COMPLETED, completed=2, started=True, terminal=True
+    )
 
 
 def test_new_run_keeps_the_watched_flag() -> None:
     state = JobState(job_id="j", run=1, terminal=True, status=JobStatus.FAILED, watched=True)
-    verdict = decide(state, make_event("progress", "j", status="queued", completed=0),
-                     authoritative=True)
-    assert verdict.state == JobState(job_id="j", run=2, status=JobStatus.QUEUED, completed=0,
-                                     watched=True)
+    verdict = decide(
+        state, make_event("progress", "j", status="queued", completed=0), authoritative=True
+    )
+    assert verdict.state == JobState(
+        job_id="j", run=2, status=JobStatus.QUEUED, completed=0, watched=True
+    )
 
 
 def test_workspace_events_are_not_qualified_or_guarded() -> None:
@@ -387,15 +416,24 @@ def test_page_after_terminal_is_delivered() -> None:
     assert not verdict.check
 
 
-@pytest.mark.parametrize(("first", "second", "dropped"), [
-    (make_event("progress", "j", completed=5), make_event("progress", "j", completed=3),
-     "stale"),
-    (make_event("progress", "j", completed=5),
-     make_event("progress", "j", status="queued", completed=6), "backwards"),
-    (make_event("started", "j"), make_event("started", "j", source="sse"), "duplicate"),
-    (make_event("failed", "j"), make_event("progress", "j", completed=1), "after-terminal"),
-    (make_event("cancelled", "j"), make_event("completed", "j"), "duplicate"),
-])
+@pytest.mark.parametrize(
+    ("first", "second", "dropped"),
+    [
+        (
+            make_event("progress", "j", completed=5),
+            make_event("progress", "j", completed=3),
+            "stale",
+        ),
+        (
+            make_event("progress", "j", completed=5),
+            make_event("progress", "j", status="queued", completed=6),
+            "backwards",
+        ),
+        (make_event("started", "j"), make_event("started", "j", source="sse"), "duplicate"),
+        (make_event("failed", "j"), make_event("progress", "j", completed=1), "after-terminal"),
+        (make_event("cancelled", "j"), make_event("completed", "j"), "duplicate"),
+    ],
+)
 def test_drop_reasons(first: JobEvent, second: JobEvent, dropped: str) -> None:
     store = ModelStore()
     store.record(first)
@@ -431,8 +469,9 @@ def run_number(event: JobEvent) -> int:
     return int(event.key.rsplit("#", 1)[1])
 
 
-def check_attempts(lives: Sequence[Lifecycle], inputs: Sequence[JobEvent],
-                   verdicts: Sequence[Verdict]) -> None:
+def check_attempts(
+    lives: Sequence[Lifecycle], inputs: Sequence[JobEvent], verdicts: Sequence[Verdict]
+) -> None:
     seen = [v.event for v in verdicts if v.event is not None]
     assert len({e.key for e in seen}) == len(seen), "a key reached the application twice"
     # The application sees attempts in order, each in a run of its own, and never needs a
@@ -457,15 +496,19 @@ def check_attempts(lives: Sequence[Lifecycle], inputs: Sequence[JobEvent],
         assert len(ends) <= 1
         if ends:
             assert view[ends[0]].kind is life.end
-            assert all(e.kind.carries_data for e in view[ends[0] + 1:])
+            assert all(e.kind.carries_data for e in view[ends[0] + 1 :])
         ranks = [e.status.rank for e in view if e.status is not None]
         assert ranks == sorted(ranks)
         counts = [e.completed for e in view if e.kind is EventKind.PROGRESS]
         assert counts == sorted(set(counts))  # type: ignore[type-var]
     # The last attempt is whole: one terminal event, of its end, every page, its started.
     last = len(lives)
-    check_run(lives[-1], [e for e in seen if e.attempt == last],
-              [e for e in inputs if e.attempt == last], run=runs[last])
+    check_run(
+        lives[-1],
+        [e for e in seen if e.attempt == last],
+        [e for e in inputs if e.attempt == last],
+        run=runs[last],
+    )
 
 
 @PROPERTY
@@ -496,8 +539,10 @@ def github_rerun() -> list[tuple[JobEvent, bool]]:
     run = "run_42"
 
     def report(kind: str, attempt: int, source: str, **fields: object) -> JobEvent:
-        return attrs.evolve(make_event(kind, run, source=source, **fields),  # type: ignore[arg-type]
-                            attempt=attempt)
+        return attrs.evolve(
+            make_event(kind, run, source=source, **fields),  # type: ignore[arg-type]
+            attempt=attempt,
+        )
 
     return [
         (report("started", 1, "webhook"), False),
@@ -524,9 +569,15 @@ def test_a_late_terminal_event_of_an_older_attempt_is_dropped() -> None:
     ]
     delivered = [v.event for v in verdicts if v.event is not None]
     assert [(e.kind, e.attempt) for e in delivered if e.terminal] == [(EventKind.FAILED, 2)]
-    assert store.states["run_42"] == JobState(job_id="run_42", run=2, attempt=2,
-                                              status=JobStatus.FAILED, completed=0,
-                                              started=True, terminal=True)
+    assert store.states["run_42"] == JobState(
+        job_id="run_42",
+        run=2,
+        attempt=2,
+        status=JobStatus.FAILED,
+        completed=0,
+        started=True,
+        terminal=True,
+    )
 
 
 def test_a_pushed_higher_attempt_begins_a_run_without_a_poll() -> None:
@@ -535,16 +586,16 @@ def test_a_pushed_higher_attempt_begins_a_run_without_a_poll() -> None:
         assert store.record(attrs.evolve(event, attempt=1)).event is not None
     # A pushed `started` after the end would only ask for a poll; with a higher attempt it
     # is a new run, delivered as it comes.
-    verdict = store.record(attrs.evolve(make_event("started", "j", source="webhook"),
-                                        attempt=2))
+    verdict = store.record(attrs.evolve(make_event("started", "j", source="webhook"), attempt=2))
     assert verdict.event is not None and verdict.event.key == "j:started#2"
     assert not verdict.check
     assert (store.states["j"].run, store.states["j"].attempt) == (2, 2)
     # The same attempt after its end is no new run, and needs no poll to say so.
     late = store.record(attrs.evolve(make_event("completed", "j"), attempt=2))
     assert late.event is not None and late.event.key == "j:terminal#2"
-    again = store.record(attrs.evolve(make_event("started", "j", source="poll"), attempt=2),
-                         authoritative=True)
+    again = store.record(
+        attrs.evolve(make_event("started", "j", source="poll"), attempt=2), authoritative=True
+    )
     assert (again.event, again.check, again.dropped) == (None, False, "after-terminal")
 
 
@@ -552,8 +603,9 @@ def test_an_authoritative_snapshot_of_the_same_attempt_is_no_new_run() -> None:
     # A poll that reads a lagging replica shows attempt 1 still running after its end.
     store = ModelStore()
     store.record(attrs.evolve(make_event("completed", "j", completed=3), attempt=1))
-    verdict = store.record(attrs.evolve(make_event("progress", "j", completed=2), attempt=1),
-                           authoritative=True)
+    verdict = store.record(
+        attrs.evolve(make_event("progress", "j", completed=2), attempt=1), authoritative=True
+    )
     assert (verdict.event, verdict.dropped) == (None, "after-terminal")
     assert store.states["j"].run == 1
 
@@ -569,8 +621,7 @@ def test_pages_carry_attempts_too() -> None:
     old = store.record(attrs.evolve(make_event("page_failed", "j", url="u2"), attempt=1))
     assert (old.event, old.dropped) == (None, "old-attempt")
     # A page of the current attempt leaves the state as it is.
-    assert store.record(attrs.evolve(make_event("page", "j", url="u3"),
-                                     attempt=2)).state is None
+    assert store.record(attrs.evolve(make_event("page", "j", url="u3"), attempt=2)).state is None
 
 
 def test_events_without_an_attempt_keep_the_rules_of_runs() -> None:
@@ -586,8 +637,9 @@ def test_events_without_an_attempt_keep_the_rules_of_runs() -> None:
     store.record(make_event("completed", "j"))
     pushed = store.record(attrs.evolve(make_event("started", "j"), attempt=2))
     assert (pushed.event, pushed.check) == (None, True)
-    polled = store.record(attrs.evolve(make_event("started", "j", source="poll"), attempt=2),
-                          authoritative=True)
+    polled = store.record(
+        attrs.evolve(make_event("started", "j", source="poll"), attempt=2), authoritative=True
+    )
     assert polled.event is not None and polled.event.key == "j:started#2"
     assert (store.states["j"].run, store.states["j"].attempt) == (2, 2)
 
@@ -602,10 +654,15 @@ def status_change(status: str, source: str = "poll") -> JobEvent:
 
 def test_a_status_change_without_counts_is_delivered_once_and_never_backwards() -> None:
     store = ModelStore()
-    assert [store.record(e).dropped for e in (
-        status_change("queued"), status_change("processing"),
-        status_change("processing", "webhook"), status_change("queued", "webhook"),
-    )] == [None, None, "duplicate", "backwards"]
+    assert [
+        store.record(e).dropped
+        for e in (
+            status_change("queued"),
+            status_change("processing"),
+            status_change("processing", "webhook"),
+            status_change("queued", "webhook"),
+        )
+    ] == [None, None, "duplicate", "backwards"]
     # Under another key (a provider that keys by time, a dedup window that expired) the
     # guard still delivers a status once.
     again = attrs.evolve(status_change("processing"), key="j:status:processing:later")
@@ -619,7 +676,7 @@ def test_a_status_change_without_counts_is_delivered_once_and_never_backwards() 
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_status_changes_without_counts_under_any_interleaving(data: st.DataObject) -> None:
-    statuses = ["queued", "processing"][data.draw(st.integers(0, 1)):]
+    statuses = ["queued", "processing"][data.draw(st.integers(0, 1)) :]
     end = data.draw(st.sampled_from(["completed", "failed", "cancelled"]))
     facts = [status_change(s) for s in statuses] + [make_event(end, "j")]
     inputs = data.draw(deliveries(facts))
@@ -640,18 +697,22 @@ CONFIG = jobwatch.Config.from_mapping({"jobwatch": {"store": "memory", "safety_p
 NO_HTTP = httpx.MockTransport(lambda request: httpx.Response(500))
 
 
-async def through_watcher(inputs: Sequence[JobEvent], seed: int | None = None
-                          ) -> list[JobEvent]:
+async def through_watcher(inputs: Sequence[JobEvent], seed: int | None = None) -> list[JobEvent]:
     """The events the Watcher dispatches for ``inputs``: one delivery each, or (with a seed)
     in batches of random sizes, as one network read hands them over."""
     transports = {name: ScriptedTransport(name=name) for name in SOURCES}
     seen: list[JobEvent] = []
     # No network here: a mock HTTP transport (also spares the TLS setup) and a ready provider.
-    watcher = jobwatch.Watcher(CONFIG, transports=list(transports.values()), store=MemoryStore(),
-                               provider=ReaderProvider(), http_transport=NO_HTTP)
+    watcher = jobwatch.Watcher(
+        CONFIG,
+        transports=list(transports.values()),
+        store=MemoryStore(),
+        provider=ReaderProvider(),
+        http_transport=NO_HTTP,
+    )
     watcher.subscribe(seen.append)
     async with watcher:
-        for batch in ([[e] for e in inputs] if seed is None else batches(inputs, seed)):
+        for batch in [[e] for e in inputs] if seed is None else batches(inputs, seed):
             await transports[batch[0].source].send(*batch)
         await trio.testing.wait_all_tasks_blocked()
         assert await watcher.store.pending() == []
@@ -677,7 +738,8 @@ def test_any_interleaving_through_the_watcher(
 @settings(max_examples=100, deadline=None)
 @given(scenarios(), st.integers(0, 2**32 - 1))
 def test_any_interleaving_in_batches_through_the_watcher(
-    scenario: tuple[list[Lifecycle], list[JobEvent]], seed: int,
+    scenario: tuple[list[Lifecycle], list[JobEvent]],
+    seed: int,
 ) -> None:
     # A batch is grouped by job: each job's events keep their order, and what the
     # application sees of each job is what one delivery per event would show.
@@ -693,7 +755,8 @@ def test_any_interleaving_in_batches_through_the_watcher(
 @settings(max_examples=100, deadline=None)
 @given(reruns(), st.integers(0, 2**32 - 1))
 def test_attempts_in_batches_through_the_watcher(
-    scenario: tuple[list[Lifecycle], list[JobEvent]], seed: int,
+    scenario: tuple[list[Lifecycle], list[JobEvent]],
+    seed: int,
 ) -> None:
     _, inputs = scenario
     seen = trio.run(through_watcher, inputs, seed)
@@ -716,16 +779,21 @@ def test_a_poll_answered_before_the_end_does_not_begin_a_run() -> None:
     async def main() -> list[str]:
         push = ScriptedTransport(name="webhook")
         seen: list[str] = []
-        watcher = jobwatch.Watcher(CONFIG, transports=[push], store=MemoryStore(),
-                                   provider=ReaderProvider(),
-                                   http_transport=httpx.MockTransport(api))
+        watcher = jobwatch.Watcher(
+            CONFIG,
+            transports=[push],
+            store=MemoryStore(),
+            provider=ReaderProvider(),
+            http_transport=httpx.MockTransport(api),
+        )
         watcher.subscribe(lambda event: seen.append(event.key))
         async with watcher, trio.open_nursery() as nursery:
             await push.send(make_event("started", "job_1", source="webhook"))
             nursery.start_soon(push.reconcile, "job_1")
             await answered.wait()
-            await push.send(make_event("completed", "job_1", completed=9, total=9,
-                                       source="webhook"))
+            await push.send(
+                make_event("completed", "job_1", completed=9, total=9, source="webhook")
+            )
             release.set()
             await trio.testing.wait_all_tasks_blocked()
         return seen
@@ -746,8 +814,13 @@ def test_a_late_terminal_event_of_an_older_attempt_never_ends_the_watch() -> Non
         poll = ScriptedTransport(name="poll", authoritative=True)
         webhook = ScriptedTransport(name="webhook")
         seen: list[str] = []
-        watcher = jobwatch.Watcher(CONFIG, transports=[poll, webhook], store=MemoryStore(),
-                                   provider=ReaderProvider(), http_transport=NO_HTTP)
+        watcher = jobwatch.Watcher(
+            CONFIG,
+            transports=[poll, webhook],
+            store=MemoryStore(),
+            provider=ReaderProvider(),
+            http_transport=NO_HTTP,
+        )
         watcher.subscribe(lambda event: seen.append(event.key))
         async with watcher:
             for event, polled in github_rerun():
@@ -758,8 +831,12 @@ def test_a_late_terminal_event_of_an_older_attempt_never_ends_the_watch() -> Non
         return seen, final
 
     seen, final = trio.run(main)
-    assert seen == ["run_42:started#1", "run_42:progress:0#2", "run_42:started#2",
-                    "run_42:terminal#2"]
+    assert seen == [
+        "run_42:started#1",
+        "run_42:progress:0#2",
+        "run_42:started#2",
+        "run_42:terminal#2",
+    ]
     assert (final.kind, final.attempt) == (EventKind.FAILED, 2)
 
 
@@ -776,9 +853,14 @@ def test_a_snapshot_older_than_the_end_it_reports_begins_no_run_within_one_batch
         pipeline = Pipeline(MemoryStore(), dedup_ttl=TTL, dispatch=dispatch)
         pipeline.ready.set()
         asked = trio.current_time() - 1.0
-        await pipeline.deliver([make_event("completed", "j", completed=2, source="poll"),
-                                make_event("progress", "j", completed=1, source="poll")],
-                               authoritative=True, as_of=asked)
+        await pipeline.deliver(
+            [
+                make_event("completed", "j", completed=2, source="poll"),
+                make_event("progress", "j", completed=1, source="poll"),
+            ],
+            authoritative=True,
+            as_of=asked,
+        )
         return [e.key for e in seen], dict(pipeline.dropped)
 
     assert trio.run(main) == (["j:terminal#1"], {"after-terminal": 1})

@@ -20,8 +20,14 @@ HOOKED = Config.from_mapping(
     environ={},
 )
 NOTHING = Signals()
-SERVERLESS = ["AWS_LAMBDA_FUNCTION_NAME", "FUNCTIONS_WORKER_RUNTIME", "K_SERVICE",
-              "FUNCTION_TARGET", "VERCEL", "NETLIFY"]
+SERVERLESS = [
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "FUNCTIONS_WORKER_RUNTIME",
+    "K_SERVICE",
+    "FUNCTION_TARGET",
+    "VERCEL",
+    "NETLIFY",
+]
 SERVICES = ["KUBERNETES_SERVICE_HOST", "INVOCATION_ID", "DYNO", "SERVER_SOFTWARE"]
 
 
@@ -70,7 +76,10 @@ def test_service_with_a_webhook(var: str) -> None:
 def test_service_without_a_webhook_uses_the_workspace_stream(var: str) -> None:
     decision = choose(PLAIN, **{var: "x"})
     assert (decision.transports, decision.scope, decision.safety_poll) == (
-        ("sse",), "workspace", 300)
+        ("sse",),
+        "workspace",
+        300,
+    )
     assert var in reasons(decision) and "workspace" in reasons(decision)
 
 
@@ -97,22 +106,29 @@ def test_terminal_with_ci_polls() -> None:
 def test_anything_else_polls() -> None:
     decision = choose(HOOKED)
     assert (decision.transports, decision.safety_poll, decision.handler_mode) == (
-        ("poll",), 0, False)
+        ("poll",),
+        0,
+        False,
+    )
     assert decision.reasons
 
 
 def test_empty_variables_are_not_signals() -> None:
-    assert choose(HOOKED, AWS_LAMBDA_FUNCTION_NAME="", KUBERNETES_SERVICE_HOST="").transports \
-        == ("poll",)
+    assert choose(HOOKED, AWS_LAMBDA_FUNCTION_NAME="", KUBERNETES_SERVICE_HOST="").transports == (
+        "poll",
+    )
 
 
-@pytest.mark.parametrize(("table", "configured"), [
-    ({"secrets": ["whsec_0123456789abcdef"]}, True),
-    ({"allow_unsigned": True}, True),
-    ({"listen": "127.0.0.1:0"}, True),
-    ({"path": "/hooks"}, False),
-    ({"secrets": []}, False),
-])
+@pytest.mark.parametrize(
+    ("table", "configured"),
+    [
+        ({"secrets": ["whsec_0123456789abcdef"]}, True),
+        ({"allow_unsigned": True}, True),
+        ({"listen": "127.0.0.1:0"}, True),
+        ({"path": "/hooks"}, False),
+        ({"secrets": []}, False),
+    ],
+)
 def test_what_counts_as_a_configured_webhook(table: dict[str, Any], configured: bool) -> None:
     config = Config.from_mapping({"jobwatch": {"webhook": table}}, environ={})
     assert (choose(config, KUBERNETES_SERVICE_HOST="x").transports == ("webhook",)) is configured
@@ -121,17 +137,29 @@ def test_what_counts_as_a_configured_webhook(table: dict[str, Any], configured: 
 # -- first match wins ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("signals", "environ", "expected", "why"), [
-    (Signals(notebook=True, tty=True, web_server=True),
-     {"VERCEL": "1", "DYNO": "web.1"}, ("webhook",), "VERCEL"),
-    (Signals(notebook=True, tty=True), {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, ("poll",),
-     "notebook"),
-    (Signals(tty=True, web_server=True), {}, ("webhook",), "ASGI/WSGI"),
-    (Signals(tty=True), {"INVOCATION_ID": "abc", "CI": "1"}, ("webhook",), "INVOCATION_ID"),
-    (Signals(tty=True), {"CI": "1"}, ("poll",), "CI"),
-])
-def test_first_match_wins(signals: Signals, environ: dict[str, str],
-                          expected: tuple[str, ...], why: str) -> None:
+@pytest.mark.parametrize(
+    ("signals", "environ", "expected", "why"),
+    [
+        (
+            Signals(notebook=True, tty=True, web_server=True),
+            {"VERCEL": "1", "DYNO": "web.1"},
+            ("webhook",),
+            "VERCEL",
+        ),
+        (
+            Signals(notebook=True, tty=True),
+            {"KUBERNETES_SERVICE_HOST": "10.0.0.1"},
+            ("poll",),
+            "notebook",
+        ),
+        (Signals(tty=True, web_server=True), {}, ("webhook",), "ASGI/WSGI"),
+        (Signals(tty=True), {"INVOCATION_ID": "abc", "CI": "1"}, ("webhook",), "INVOCATION_ID"),
+        (Signals(tty=True), {"CI": "1"}, ("poll",), "CI"),
+    ],
+)
+def test_first_match_wins(
+    signals: Signals, environ: dict[str, str], expected: tuple[str, ...], why: str
+) -> None:
     decision = choose(HOOKED, signals, **environ)
     assert decision.transports == expected and why in reasons(decision)
 
@@ -146,19 +174,23 @@ def test_serverless_variables_in_table_order() -> None:
 
 def configured(transport: object, safety_poll: float = 300) -> Config:
     return Config.from_mapping(
-        {"jobwatch": {"transport": transport, "safety_poll": safety_poll}}, environ={})
+        {"jobwatch": {"transport": transport, "safety_poll": safety_poll}}, environ={}
+    )
 
 
-@pytest.mark.parametrize(("transport", "expected", "safety"), [
-    ("poll", ("poll",), 0),
-    ("sse", ("sse",), 300),
-    ("webhook", ("webhook",), 300),
-    (["webhook", "sse"], ("webhook", "sse"), 300),
-    (["webhook", "poll"], ("webhook", "poll"), 0),
-])
-def test_transport_in_the_configuration_overrides_the_table(transport: object,
-                                                            expected: tuple[str, ...],
-                                                            safety: float) -> None:
+@pytest.mark.parametrize(
+    ("transport", "expected", "safety"),
+    [
+        ("poll", ("poll",), 0),
+        ("sse", ("sse",), 300),
+        ("webhook", ("webhook",), 300),
+        (["webhook", "sse"], ("webhook", "sse"), 300),
+        (["webhook", "poll"], ("webhook", "poll"), 0),
+    ],
+)
+def test_transport_in_the_configuration_overrides_the_table(
+    transport: object, expected: tuple[str, ...], safety: float
+) -> None:
     # Even where the table would choose otherwise (serverless, a terminal).
     decision = choose(configured(transport), Signals(tty=True), AWS_LAMBDA_FUNCTION_NAME="f")
     assert (decision.transports, decision.safety_poll) == (expected, safety)
@@ -177,8 +209,7 @@ def test_environment_variable_takes_a_list() -> None:
 
 
 def test_environment_variable_beats_the_table() -> None:
-    decision = choose(HOOKED, Signals(notebook=True), JOBWATCH_TRANSPORT="webhook",
-                      VERCEL="1")
+    decision = choose(HOOKED, Signals(notebook=True), JOBWATCH_TRANSPORT="webhook", VERCEL="1")
     assert decision.transports == ("webhook",) and not decision.handler_mode
     assert "JOBWATCH_TRANSPORT" in reasons(decision)
 
@@ -229,10 +260,13 @@ def fake_ipython(monkeypatch: pytest.MonkeyPatch, shell_class: str | None) -> No
     monkeypatch.setitem(sys.modules, "IPython", module)
 
 
-@pytest.mark.parametrize(("shell", "notebook"), [
-    ("ZMQInteractiveShell", True), ("TerminalInteractiveShell", False), (None, False)])
-def test_detects_a_notebook_kernel(monkeypatch: pytest.MonkeyPatch, shell: str | None,
-                                   notebook: bool) -> None:
+@pytest.mark.parametrize(
+    ("shell", "notebook"),
+    [("ZMQInteractiveShell", True), ("TerminalInteractiveShell", False), (None, False)],
+)
+def test_detects_a_notebook_kernel(
+    monkeypatch: pytest.MonkeyPatch, shell: str | None, notebook: bool
+) -> None:
     fake_ipython(monkeypatch, shell)
     assert Signals.detect().notebook is notebook
 
@@ -248,12 +282,19 @@ def test_detects_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not Signals.detect().tty
 
 
-@pytest.mark.parametrize(("argv0", "server"), [
-    ("/usr/local/bin/uvicorn", True), ("/srv/venv/bin/gunicorn", True),
-    ("hypercorn", True), ("/home/me/script.py", False), ("", False),
-])
-def test_detects_a_web_server_entry_point(monkeypatch: pytest.MonkeyPatch, argv0: str,
-                                          server: bool) -> None:
+@pytest.mark.parametrize(
+    ("argv0", "server"),
+    [
+        ("/usr/local/bin/uvicorn", True),
+        ("/srv/venv/bin/gunicorn", True),
+        ("hypercorn", True),
+        ("/home/me/script.py", False),
+        ("", False),
+    ],
+)
+def test_detects_a_web_server_entry_point(
+    monkeypatch: pytest.MonkeyPatch, argv0: str, server: bool
+) -> None:
     monkeypatch.setattr(sys, "argv", [argv0, "app:app"])
     main = types.ModuleType("__main__")
     main.__spec__ = None
@@ -281,7 +322,7 @@ def test_importing_a_server_does_not_count(monkeypatch: pytest.MonkeyPatch) -> N
 
 # -- plugin transports take part ----------------------------------------------------------------
 
-PLUGIN = '''
+PLUGIN = """
 from jobwatch.abc import Transport
 
 
@@ -296,7 +337,7 @@ class Pigeon(Transport):
         if environ.get("PIGEON_LOFT"):
             return "a loft is configured"
         return None
-'''
+"""
 
 
 @pytest.fixture
@@ -305,7 +346,8 @@ def pigeon(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-pigeon\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(
-        "[jobwatch.transports]\npigeon = fake_jw_pigeon:Pigeon\n")
+        "[jobwatch.transports]\npigeon = fake_jw_pigeon:Pigeon\n"
+    )
     (tmp_path / "fake_jw_pigeon.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
     yield
@@ -314,8 +356,9 @@ def pigeon(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def with_pigeon() -> Config:
     # Built once the plugin is installed: a table must be named after an installed component.
-    return Config.from_mapping({"jobwatch": {"safety_poll": 60, "pigeon": {"loft": "roof"}}},
-                               environ={})
+    return Config.from_mapping(
+        {"jobwatch": {"safety_poll": 60, "pigeon": {"loft": "roof"}}}, environ={}
+    )
 
 
 def test_a_fitting_plugin_is_chosen_before_the_table(pigeon: None) -> None:
@@ -371,8 +414,10 @@ def test_a_provider_without_streams_in_a_service(var: str) -> None:
     assert "configure [jobwatch.webhook]" in reasons(plain)
     neither = service(HOOKED, BARE)
     assert neither.transports == ("poll",)
-    assert "[jobwatch.webhook] is configured, but the bare provider receives no webhooks" in \
-        neither.reasons
+    assert (
+        "[jobwatch.webhook] is configured, but the bare provider receives no webhooks"
+        in neither.reasons
+    )
 
 
 @pytest.mark.parametrize("var", SERVICES)
@@ -386,9 +431,14 @@ def test_a_provider_without_webhooks_gets_its_stream_in_a_service(var: str) -> N
 def test_serverless_without_webhook_support_polls_with_a_warning(var: str) -> None:
     decision = choose_transport(HOOKED, environ={var: "f"}, signals=NOTHING, provider=FIREHOSE)
     assert (decision.transports, decision.handler_mode, decision.safety_poll) == (
-        ("poll",), False, 0)
-    assert any(r.startswith("warning:") and "firehose provider receives no webhooks" in r
-               for r in decision.reasons)
+        ("poll",),
+        False,
+        0,
+    )
+    assert any(
+        r.startswith("warning:") and "firehose provider receives no webhooks" in r
+        for r in decision.reasons
+    )
 
 
 @pytest.mark.parametrize("signals", [Signals(web_server=True), Signals(tty=True)])
@@ -407,23 +457,28 @@ def test_a_workspace_stream_only_serves_a_terminal() -> None:
 
 def test_a_provider_instance_or_class_and_the_configured_one() -> None:
     for served in (LEDGER, LEDGER(PLAIN)):
-        assert choose_transport(PLAIN, environ={"DYNO": "web.1"}, signals=NOTHING,
-                                provider=served).transports == ("poll",)
+        assert choose_transport(
+            PLAIN, environ={"DYNO": "web.1"}, signals=NOTHING, provider=served
+        ).transports == ("poll",)
     # Without one, the configured provider is built and asked.
     assert choose(PLAIN, DYNO="web.1").transports == ("sse",)
     with pytest.raises(ConfigError, match="unknown provider 'nowhere'"):
         choose(PLAIN.replace(provider="nowhere"), DYNO="web.1")
 
 
-@pytest.mark.parametrize(("transport", "refused"), [
-    ("sse", "sse, but the bare provider has no event stream;"),
-    ("webhook", "webhook, but the bare provider has no webhooks;"),
-    (["webhook", "sse"], "webhook, sse, but the bare provider has no webhooks and no event "
-                         "stream;"),
-    (["poll", "sse"], "sse, but the bare provider has no event stream;"),
-])
-def test_an_explicit_transport_the_provider_cannot_serve(transport: object,
-                                                         refused: str) -> None:
+@pytest.mark.parametrize(
+    ("transport", "refused"),
+    [
+        ("sse", "sse, but the bare provider has no event stream;"),
+        ("webhook", "webhook, but the bare provider has no webhooks;"),
+        (
+            ["webhook", "sse"],
+            "webhook, sse, but the bare provider has no webhooks and no event stream;",
+        ),
+        (["poll", "sse"], "sse, but the bare provider has no event stream;"),
+    ],
+)
+def test_an_explicit_transport_the_provider_cannot_serve(transport: object, refused: str) -> None:
     with pytest.raises(ConfigError) as info:
         choose_transport(configured(transport), environ={}, signals=NOTHING, provider=BARE)
     message = str(info.value)
@@ -434,21 +489,24 @@ def test_an_explicit_transport_the_provider_cannot_serve(transport: object,
 def test_an_unservable_transport_names_the_file_or_the_variable(tmp_path: Any) -> None:
     path = tmp_path / "jobwatch.toml"
     path.write_text('[jobwatch]\ntransport = "sse"\n')
-    with pytest.raises(ConfigError, match=rf'^{re.escape(str(path))}: \[jobwatch\] transport = '
-                                          r'"sse" asks for sse, but the ledger provider'):
+    with pytest.raises(
+        ConfigError,
+        match=rf"^{re.escape(str(path))}: \[jobwatch\] transport = "
+        r'"sse" asks for sse, but the ledger provider',
+    ):
         choose_transport(load_config(path, environ={}), environ={}, provider=LEDGER)
     with pytest.raises(ConfigError) as info:
         choose_transport(PLAIN, environ={"JOBWATCH_TRANSPORT": "poll,webhook"}, provider=FIREHOSE)
-    assert str(info.value).startswith("JOBWATCH_TRANSPORT='poll,webhook' asks for webhook, but "
-                                      "the firehose provider has no webhooks; it offers poll, sse")
+    assert str(info.value).startswith(
+        "JOBWATCH_TRANSPORT='poll,webhook' asks for webhook, but "
+        "the firehose provider has no webhooks; it offers poll, sse"
+    )
 
 
 def test_an_explicit_stream_uses_the_scope_the_provider_has() -> None:
-    decision = choose_transport(configured("sse"), environ={}, signals=NOTHING,
-                                provider=FIREHOSE)
+    decision = choose_transport(configured("sse"), environ={}, signals=NOTHING, provider=FIREHOSE)
     assert (decision.transports, decision.scope) == (("sse",), "workspace")
-    assert "firehose provider has no job stream: sse uses its workspace stream" in \
-        reasons(decision)
+    assert "firehose provider has no job stream: sse uses its workspace stream" in reasons(decision)
     assert choose(configured("sse")).scope is None  # the configured scope exists
 
 
@@ -460,36 +518,52 @@ def test_offers() -> None:
 
 # -- cancellations the push channels do not announce -----------------------------------------
 
-SILENT = provider("silent", Capabilities(job_stream=True, workspace_stream=True, webhooks=True,
-                                         announces_cancellation=False))
+SILENT = provider(
+    "silent",
+    Capabilities(
+        job_stream=True, workspace_stream=True, webhooks=True, announces_cancellation=False
+    ),
+)
 LOUD = provider("loud", Capabilities(job_stream=True, workspace_stream=True, webhooks=True))
 CANCELLATION = "silent provider's push channels do not report cancelled jobs"
 
 
-@pytest.mark.parametrize(("config", "environ", "signals"), [
-    (configured("sse", 0), {}, NOTHING),
-    (configured(["webhook", "sse"], 0), {}, NOTHING),
-    (configured("auto", 0), {"DYNO": "web.1"}, NOTHING),
-    (configured("auto", 0), {}, Signals(tty=True)),
-])
+@pytest.mark.parametrize(
+    ("config", "environ", "signals"),
+    [
+        (configured("sse", 0), {}, NOTHING),
+        (configured(["webhook", "sse"], 0), {}, NOTHING),
+        (configured("auto", 0), {"DYNO": "web.1"}, NOTHING),
+        (configured("auto", 0), {}, Signals(tty=True)),
+    ],
+)
 def test_push_without_the_safety_net_misses_cancellations(
-        config: Config, environ: dict[str, str], signals: Signals) -> None:
+    config: Config, environ: dict[str, str], signals: Signals
+) -> None:
     decision = choose_transport(config, environ=environ, signals=signals, provider=SILENT)
     assert decision.safety_poll == 0
-    assert any(r.startswith("warning:") and CANCELLATION in r and "safety_poll" in r
-               for r in decision.reasons)
+    assert any(
+        r.startswith("warning:") and CANCELLATION in r and "safety_poll" in r
+        for r in decision.reasons
+    )
     # A provider whose push channels report cancellations needs no warning.
-    assert not any(r.startswith("warning:") for r in choose_transport(
-        config, environ=environ, signals=signals, provider=LOUD).reasons)
+    assert not any(
+        r.startswith("warning:")
+        for r in choose_transport(config, environ=environ, signals=signals, provider=LOUD).reasons
+    )
 
 
-@pytest.mark.parametrize(("config", "environ"), [
-    (configured("sse", 300), {}),  # the net is on
-    (configured(["sse", "poll"], 0), {}),  # polling sees the cancellation
-    (configured("auto", 0), {}),  # the table polls
-])
-def test_no_cancellation_warning_where_something_polls(config: Config,
-                                                       environ: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("config", "environ"),
+    [
+        (configured("sse", 300), {}),  # the net is on
+        (configured(["sse", "poll"], 0), {}),  # polling sees the cancellation
+        (configured("auto", 0), {}),  # the table polls
+    ],
+)
+def test_no_cancellation_warning_where_something_polls(
+    config: Config, environ: dict[str, str]
+) -> None:
     decision = choose_transport(config, environ=environ, signals=NOTHING, provider=SILENT)
     assert CANCELLATION not in reasons(decision)
 

@@ -33,8 +33,7 @@ def streamed(name: str, data: dict[str, Any], job_id: str | None = JOB) -> list[
 
 def delivered(name: str, body: dict[str, Any]) -> list[JobEvent]:
     headers = {"x-reader-event": name, "x-reader-delivery": "d-1"}
-    return list(READER.decode_webhook(headers, json.dumps(body).encode(),
-                                      source="webhook").events)
+    return list(READER.decode_webhook(headers, json.dumps(body).encode(), source="webhook").events)
 
 
 def failures(error: Any) -> dict[str, JobEvent]:
@@ -83,13 +82,19 @@ def test_only_failures_carry_an_error(status: str) -> None:
     assert streamed("done", {"status": status})[0].error is None
     page = streamed("page", {"url": "https://example.com/b", "markdown": "# B"})[0]
     assert (page.kind, page.error) == (EventKind.PAGE, None)
-    running = polled({"id": JOB, "status": "processing", "completed": 1, "total": 5,
-                      "error": "not final yet"})
+    running = polled(
+        {"id": JOB, "status": "processing", "completed": 1, "total": 5, "error": "not final yet"}
+    )
     assert [e.error for e in running] == [None, None]
 
 
-errors = st.none() | st.text() | st.integers() | st.lists(st.text(), max_size=2) | \
-    st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2)
+errors = (
+    st.none()
+    | st.text()
+    | st.integers()
+    | st.lists(st.text(), max_size=2)
+    | st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2)
+)
 
 
 @settings(max_examples=200, deadline=None)

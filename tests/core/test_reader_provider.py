@@ -53,8 +53,12 @@ def frame(event: str, data: dict[str, Any] | str, job_id: str | None = JOB) -> l
     return READER.decode_stream_event(job_id, event, text, source="sse")
 
 
-def hook(event: str | None, body: dict[str, Any] | bytes, delivery: str | None = "d-1",
-         timestamp: str | None = "1712275200") -> WebhookDelivery:
+def hook(
+    event: str | None,
+    body: dict[str, Any] | bytes,
+    delivery: str | None = "d-1",
+    timestamp: str | None = "1712275200",
+) -> WebhookDelivery:
     headers = {"content-type": "application/json", "user-agent": "Reader-Webhook/1.0"}
     if event is not None:
         headers["x-reader-event"] = event
@@ -73,12 +77,24 @@ def summary(events: list[JobEvent]) -> list[tuple[str, str | None, str | None, i
 # -- §1.3 GET /v1/jobs/{id} --------------------------------------------------------------------
 
 SNAPSHOT = {
-    "id": JOB, "status": "processing", "mode": "batch", "completed": 45, "total": 100,
-    "creditsUsed": 45, "error": None,
-    "results": [{"url": "https://example.com/page-1", "markdown": "...",
-                 "proxyMode": "standard", "credits": 1,
-                 "metadata": {"duration": 410, "statusCode": 200, "scrapedAt": "..."}}],
-    "startedAt": "2026-04-04T12:00:00Z", "completedAt": None,
+    "id": JOB,
+    "status": "processing",
+    "mode": "batch",
+    "completed": 45,
+    "total": 100,
+    "creditsUsed": 45,
+    "error": None,
+    "results": [
+        {
+            "url": "https://example.com/page-1",
+            "markdown": "...",
+            "proxyMode": "standard",
+            "credits": 1,
+            "metadata": {"duration": 410, "statusCode": 200, "scrapedAt": "..."},
+        }
+    ],
+    "startedAt": "2026-04-04T12:00:00Z",
+    "completedAt": None,
     "createdAt": "2026-04-04T11:59:58Z",
 }
 PAGINATION = {"total": 100, "skip": 0, "limit": 20, "hasMore": True}
@@ -95,8 +111,9 @@ def test_headers_carry_the_api_key() -> None:
 
 
 def test_processing_snapshot() -> None:
-    snap, events = READER.decode_status(JOB, envelope(SNAPSHOT, pagination=PAGINATION), None,
-                                        source="poll")
+    snap, events = READER.decode_status(
+        JOB, envelope(SNAPSHOT, pagination=PAGINATION), None, source="poll"
+    )
     assert (snap.job_id, snap.status, snap.raw_status) == (JOB, JobStatus.PROCESSING, "processing")
     assert (snap.completed, snap.total, snap.terminal) == (45, 100, False)
     assert summary(events) == [
@@ -110,8 +127,15 @@ def test_processing_snapshot() -> None:
 
 def test_queued_snapshot_from_the_create_response() -> None:
     # §1.1 201 JobSummary: the same shape as the job's data.
-    created = {"id": JOB, "status": "queued", "mode": "batch", "total": 3, "completed": 0,
-               "creditsUsed": 0, "createdAt": "2026-04-04T12:00:00Z"}
+    created = {
+        "id": JOB,
+        "status": "queued",
+        "mode": "batch",
+        "total": 3,
+        "completed": 0,
+        "creditsUsed": 0,
+        "createdAt": "2026-04-04T12:00:00Z",
+    }
     snap, events = poll(created)
     assert snap.status is JobStatus.QUEUED
     assert summary(events) == [("progress", f"{JOB}:progress:0", "queued", 0)]
@@ -125,13 +149,16 @@ def test_unchanged_snapshot_reports_nothing_new() -> None:
     assert summary(events) == [("started", f"{JOB}:started", "processing", 45)]
 
 
-@pytest.mark.parametrize(("status", "kind"), [
-    ("completed", EventKind.COMPLETED), ("failed", EventKind.FAILED),
-    ("cancelled", EventKind.CANCELLED),
-])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        ("completed", EventKind.COMPLETED),
+        ("failed", EventKind.FAILED),
+        ("cancelled", EventKind.CANCELLED),
+    ],
+)
 def test_terminal_snapshot(status: str, kind: EventKind) -> None:
-    data = {**SNAPSHOT, "status": status, "completed": 100,
-            "completedAt": "2026-04-04T12:05:00Z"}
+    data = {**SNAPSHOT, "status": status, "completed": 100, "completedAt": "2026-04-04T12:05:00Z"}
     snap, events = poll(data, previous=poll(SNAPSHOT)[0])
     assert snap.terminal
     assert summary(events) == [(kind.value, f"{JOB}:terminal", status, 100)]
@@ -140,12 +167,14 @@ def test_terminal_snapshot(status: str, kind: EventKind) -> None:
 
 def test_results_pages_follow_has_more() -> None:
     assert READER.results_request(JOB) == Request(
-        path=f"/v1/jobs/{JOB}", params={"skip": "0", "limit": "100"})
+        path=f"/v1/jobs/{JOB}", params={"skip": "0", "limit": "100"}
+    )
     page = READER.decode_results(JOB, envelope(SNAPSHOT, pagination=PAGINATION))
     assert [item["url"] for item in page.items] == ["https://example.com/page-1"]
     assert page.next == Request(path=f"/v1/jobs/{JOB}", params={"skip": "1", "limit": "100"})
     last = READER.decode_results(
-        JOB, envelope(SNAPSHOT, pagination={**PAGINATION, "hasMore": False}))
+        JOB, envelope(SNAPSHOT, pagination={**PAGINATION, "hasMore": False})
+    )
     assert last.next is None
 
 
@@ -178,13 +207,19 @@ def test_job_stream_wire_example() -> None:
     assert page.data["markdown"] == "..."
     (done,) = frame("done", '{"status":"completed","completed":100,"total":100}')
     assert (done.kind, done.key, done.completed, done.total) == (
-        EventKind.COMPLETED, f"{JOB}:terminal", 100, 100)
+        EventKind.COMPLETED,
+        f"{JOB}:terminal",
+        100,
+        100,
+    )
 
 
 def test_job_stream_error_frame_is_a_failed_page() -> None:
     (event,) = frame("error", {"url": "https://example.com/x", "error": "timeout"})
     assert (event.kind, event.key) == (
-        EventKind.PAGE_FAILED, f"{JOB}:page_failed:https://example.com/x")
+        EventKind.PAGE_FAILED,
+        f"{JOB}:page_failed:https://example.com/x",
+    )
     assert event.data["error"] == "timeout"
 
 
@@ -198,10 +233,14 @@ def test_job_stream_error_frame_is_failed_even_without_error_text() -> None:
     assert event.kind is EventKind.PAGE_FAILED
 
 
-@pytest.mark.parametrize(("status", "kind"), [
-    ("completed", EventKind.COMPLETED), ("failed", EventKind.FAILED),
-    ("cancelled", EventKind.CANCELLED),
-])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        ("completed", EventKind.COMPLETED),
+        ("failed", EventKind.FAILED),
+        ("cancelled", EventKind.CANCELLED),
+    ],
+)
 def test_job_stream_done_carries_every_terminal_status(status: str, kind: EventKind) -> None:
     # Decision 6: only polling and the per-job stream see cancellation.
     (event,) = frame("done", {"status": status, "completed": 7, "total": 9})
@@ -210,12 +249,15 @@ def test_job_stream_done_carries_every_terminal_status(status: str, kind: EventK
 
 def test_job_stream_accepts_prefixed_names() -> None:
     # Decision 4: the API reference's example shows workspace names on the per-job stream.
-    prefixed = frame("job:progress", {"jobId": JOB, "status": "processing", "completed": 45,
-                                      "total": 100})
+    prefixed = frame(
+        "job:progress", {"jobId": JOB, "status": "processing", "completed": 45, "total": 100}
+    )
     bare = frame("progress", {"status": "processing", "completed": 45, "total": 100})
     assert summary(prefixed) == summary(bare)
-    (done,) = frame("job:completed", {"jobId": JOB, "status": "completed", "completed": 100,
-                                      "total": 100, "creditsUsed": 100})
+    (done,) = frame(
+        "job:completed",
+        {"jobId": JOB, "status": "completed", "completed": 100, "total": 100, "creditsUsed": 100},
+    )
     assert (done.kind, done.key) == (EventKind.COMPLETED, f"{JOB}:terminal")
     (page,) = frame("job:page", {"url": "https://example.com/a"})
     assert page.key == f"{JOB}:page:https://example.com/a"
@@ -223,9 +265,14 @@ def test_job_stream_accepts_prefixed_names() -> None:
     assert error.kind is EventKind.PAGE_FAILED
 
 
-@pytest.mark.parametrize(("name", "kind"), [
-    ("job:completed", EventKind.COMPLETED), ("job:failed", EventKind.FAILED),
-    ("job:cancelled", EventKind.CANCELLED)])
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("job:completed", EventKind.COMPLETED),
+        ("job:failed", EventKind.FAILED),
+        ("job:cancelled", EventKind.CANCELLED),
+    ],
+)
 def test_job_stream_prefixed_final_frames_imply_their_status(name: str, kind: EventKind) -> None:
     (event,) = frame(name, {"jobId": JOB, "error": "..."})
     assert (event.kind, event.key, event.status) == (kind, f"{JOB}:terminal", kind.value)
@@ -238,7 +285,8 @@ def test_job_stream_bare_done_still_needs_a_status() -> None:
 
 def test_job_stream_progress_frame_with_queued_status() -> None:
     assert summary(frame("progress", {"status": "queued", "completed": 0, "total": 5})) == [
-        ("progress", f"{JOB}:progress:0", "queued", 0)]
+        ("progress", f"{JOB}:progress:0", "queued", 0)
+    ]
 
 
 # -- §2.2 workspace stream ---------------------------------------------------------------------
@@ -251,21 +299,32 @@ def test_workspace_stream_request() -> None:
 
 def test_workspace_stream_wire_example() -> None:
     progress = frame(
-        "job:progress", '{"jobId":"job_9fba2","status":"processing","completed":45,"total":100}',
-        job_id=None)
+        "job:progress",
+        '{"jobId":"job_9fba2","status":"processing","completed":45,"total":100}',
+        job_id=None,
+    )
     assert summary(progress) == [
         ("started", f"{JOB}:started", "processing", 45),
         ("progress", f"{JOB}:progress:45", "processing", 45),
     ]
     (completed,) = frame(
-        "job:completed", '{"jobId":"job_9fba2","status":"completed","completed":100,'
-        '"total":100,"creditsUsed":100}', job_id=None)
+        "job:completed",
+        '{"jobId":"job_9fba2","status":"completed","completed":100,"total":100,"creditsUsed":100}',
+        job_id=None,
+    )
     assert (completed.kind, completed.job_id, completed.key) == (
-        EventKind.COMPLETED, JOB, f"{JOB}:terminal")
+        EventKind.COMPLETED,
+        JOB,
+        f"{JOB}:terminal",
+    )
     assert completed.data["creditsUsed"] == 100
     (failed,) = frame("job:failed", '{"jobId":"job_73ab1","error":"..."}', job_id=None)
     assert (failed.kind, failed.job_id, failed.status, failed.key) == (
-        EventKind.FAILED, "job_73ab1", JobStatus.FAILED, "job_73ab1:terminal")
+        EventKind.FAILED,
+        "job_73ab1",
+        JobStatus.FAILED,
+        "job_73ab1:terminal",
+    )
     assert failed.data["error"] == "..."
 
 
@@ -273,12 +332,17 @@ def test_workspace_stream_wire_example() -> None:
 
 
 def test_webhook_job_started() -> None:
-    delivery = hook("job.started", {"jobId": JOB, "status": "processing", "completed": 0,
-                                    "total": 100})
+    delivery = hook(
+        "job.started", {"jobId": JOB, "status": "processing", "completed": 0, "total": 100}
+    )
     assert (delivery.delivery_id, delivery.event_name) == ("d-1", "job.started")
     (event,) = delivery.events
     assert (event.kind, event.key, event.status, event.source) == (
-        EventKind.STARTED, f"{JOB}:started", JobStatus.PROCESSING, "webhook")
+        EventKind.STARTED,
+        f"{JOB}:started",
+        JobStatus.PROCESSING,
+        "webhook",
+    )
     assert event.occurred_at == datetime.fromtimestamp(1712275200, UTC)
 
 
@@ -288,16 +352,25 @@ def test_webhook_job_started_without_status_is_processing() -> None:
 
 
 def test_webhook_job_completed() -> None:
-    (event,) = hook("job.completed", {"jobId": JOB, "status": "completed", "completed": 100,
-                                      "total": 100, "creditsUsed": 100}).events
+    (event,) = hook(
+        "job.completed",
+        {"jobId": JOB, "status": "completed", "completed": 100, "total": 100, "creditsUsed": 100},
+    ).events
     assert (event.kind, event.key, event.completed, event.total) == (
-        EventKind.COMPLETED, f"{JOB}:terminal", 100, 100)
+        EventKind.COMPLETED,
+        f"{JOB}:terminal",
+        100,
+        100,
+    )
 
 
 def test_webhook_job_failed() -> None:
     (event,) = hook("job.failed", {"jobId": JOB, "status": "failed", "error": "boom"}).events
     assert (event.kind, event.key, event.status) == (
-        EventKind.FAILED, f"{JOB}:terminal", JobStatus.FAILED)
+        EventKind.FAILED,
+        f"{JOB}:terminal",
+        JobStatus.FAILED,
+    )
     (bare,) = hook("job.failed", {"jobId": JOB, "error": "boom"}).events
     assert bare.kind is EventKind.FAILED
 
@@ -306,15 +379,23 @@ def test_webhook_job_page() -> None:
     entry = {"url": "https://example.com/page-1", "markdown": "# hi", "credits": 1}
     (event,) = hook("job.page", {"jobId": JOB, **entry}).events
     assert (event.kind, event.key) == (EventKind.PAGE, f"{JOB}:page:https://example.com/page-1")
-    (failed,) = hook("job.page", {"jobId": JOB, "url": "https://example.com/x",
-                                  "error": "timeout", "credits": 0}).events
+    (failed,) = hook(
+        "job.page", {"jobId": JOB, "url": "https://example.com/x", "error": "timeout", "credits": 0}
+    ).events
     assert (failed.kind, failed.key) == (
-        EventKind.PAGE_FAILED, f"{JOB}:page_failed:https://example.com/x")
+        EventKind.PAGE_FAILED,
+        f"{JOB}:page_failed:https://example.com/x",
+    )
 
 
 def test_webhook_credit_low_is_keyed_by_the_signed_body() -> None:
-    body = {"balance": 90, "limit": 1000, "used": 910, "tier": "free",
-            "resetAt": "2026-05-01T00:00:00Z"}
+    body = {
+        "balance": 90,
+        "limit": 1000,
+        "used": 910,
+        "tier": "free",
+        "resetAt": "2026-05-01T00:00:00Z",
+    }
     delivery = hook("credit.low", body, delivery="7c3e89f1-2d44-4b1a-8c9f-b3d2e4f5a6b7")
     (event,) = delivery.events
     assert (event.kind, event.job_id, event.status) == (EventKind.CREDIT_LOW, None, None)
@@ -334,7 +415,10 @@ def test_webhook_credit_low_naming_a_job_is_refused() -> None:
 def test_webhook_job_cancelled_is_the_terminal_event_it_names() -> None:
     (event,) = hook("job.cancelled", {"jobId": JOB, "status": "cancelled"}).events
     assert (event.kind, event.status, event.key) == (
-        EventKind.CANCELLED, JobStatus.CANCELLED, f"{JOB}:terminal")
+        EventKind.CANCELLED,
+        JobStatus.CANCELLED,
+        f"{JOB}:terminal",
+    )
 
 
 @pytest.mark.parametrize("name", ["job.cancelled", "job.completed", "job.failed"])
@@ -366,21 +450,27 @@ def test_webhook_event_name_from_the_body(field: str) -> None:
 
 
 def test_webhook_body_wins_and_a_contradicting_header_is_refused() -> None:
-    with pytest.raises(DecodeError, match="header says 'job.failed' but the signed body is a "
-                                          "'job.completed' delivery"):
+    with pytest.raises(
+        DecodeError,
+        match="header says 'job.failed' but the signed body is a 'job.completed' delivery",
+    ):
         hook("job.failed", {"event": "job.completed", "jobId": JOB, "error": "x"})
 
 
-@pytest.mark.parametrize(("header", "body", "implied"), [
-    ("job.failed", {"jobId": JOB, "url": "https://example.com/a", "markdown": "#"}, "job.page"),
-    ("credit.low", {"jobId": JOB, "url": "https://example.com/a"}, "job.page"),
-    ("job.completed", {"jobId": JOB, "status": "processing"}, "job.started"),
-    ("job.page", {"jobId": JOB, "status": "completed"}, "job.completed"),
-    ("job.completed", {"jobId": JOB, "error": "boom"}, "job.failed"),
-    ("session.created", {"jobId": JOB, "status": "failed"}, "job.failed"),
-])
-def test_webhook_a_relabelled_body_is_refused(header: str, body: dict[str, Any],
-                                              implied: str) -> None:
+@pytest.mark.parametrize(
+    ("header", "body", "implied"),
+    [
+        ("job.failed", {"jobId": JOB, "url": "https://example.com/a", "markdown": "#"}, "job.page"),
+        ("credit.low", {"jobId": JOB, "url": "https://example.com/a"}, "job.page"),
+        ("job.completed", {"jobId": JOB, "status": "processing"}, "job.started"),
+        ("job.page", {"jobId": JOB, "status": "completed"}, "job.completed"),
+        ("job.completed", {"jobId": JOB, "error": "boom"}, "job.failed"),
+        ("session.created", {"jobId": JOB, "status": "failed"}, "job.failed"),
+    ],
+)
+def test_webhook_a_relabelled_body_is_refused(
+    header: str, body: dict[str, Any], implied: str
+) -> None:
     with pytest.raises(DecodeError, match=f"signed body is a {implied!r} delivery"):
         hook(header, body)
     # Without the header, the body alone says what it is.
@@ -399,25 +489,39 @@ def test_webhook_bad_timestamp_leaves_occurred_at_empty(stamp: str | None) -> No
 def test_started_has_one_key_on_every_channel() -> None:
     polled = poll(SNAPSHOT)[1][0]
     streamed = frame("progress", {"status": "processing", "completed": 45, "total": 100})[0]
-    workspace = frame("job:progress", {"jobId": JOB, "status": "processing", "completed": 45,
-                                       "total": 100}, job_id=None)[0]
-    pushed = hook("job.started", {"jobId": JOB, "status": "processing", "completed": 45,
-                                  "total": 100}).events[0]
+    workspace = frame(
+        "job:progress",
+        {"jobId": JOB, "status": "processing", "completed": 45, "total": 100},
+        job_id=None,
+    )[0]
+    pushed = hook(
+        "job.started", {"jobId": JOB, "status": "processing", "completed": 45, "total": 100}
+    ).events[0]
     for event in (polled, streamed, workspace, pushed):
         assert (event.kind, event.key, event.status) == (
-            EventKind.STARTED, f"{JOB}:started", JobStatus.PROCESSING)
+            EventKind.STARTED,
+            f"{JOB}:started",
+            JobStatus.PROCESSING,
+        )
 
 
 def test_progress_has_one_key_on_every_channel() -> None:
     polled = poll(SNAPSHOT)[1][1]
     streamed = frame("progress", {"status": "processing", "completed": 45, "total": 100})[1]
-    workspace = frame("job:progress", {"jobId": JOB, "status": "processing", "completed": 45,
-                                       "total": 100}, job_id=None)[1]
-    assert attrs.evolve(streamed, source="poll") == attrs.evolve(workspace, source="poll") \
-        == polled
+    workspace = frame(
+        "job:progress",
+        {"jobId": JOB, "status": "processing", "completed": 45, "total": 100},
+        job_id=None,
+    )[1]
+    assert attrs.evolve(streamed, source="poll") == attrs.evolve(workspace, source="poll") == polled
     for event in (polled, streamed, workspace):
         assert (event.kind, event.key, event.status, event.completed, event.total) == (
-            EventKind.PROGRESS, f"{JOB}:progress:45", JobStatus.PROCESSING, 45, 100)
+            EventKind.PROGRESS,
+            f"{JOB}:progress:45",
+            JobStatus.PROCESSING,
+            45,
+            100,
+        )
 
 
 @pytest.mark.parametrize("status", ["completed", "failed"])
@@ -430,16 +534,25 @@ def test_terminal_has_one_key_on_every_channel(status: str) -> None:
     pushed = hook(f"job.{status}", {"jobId": JOB, **fields}).events[0]
     for event in (polled, streamed, workspace, pushed):
         assert (event.kind.value, event.key, event.status, event.completed) == (
-            status, f"{JOB}:terminal", JobStatus(status), 100)
+            status,
+            f"{JOB}:terminal",
+            JobStatus(status),
+            100,
+        )
 
 
 def test_pages_have_one_key_on_every_channel() -> None:
     url = "https://example.com/page-1"
-    assert frame("page", {"url": url})[0].key == \
-        hook("job.page", {"jobId": JOB, "url": url}).events[0].key == f"{JOB}:page:{url}"
-    assert frame("error", {"url": url, "error": "x"})[0].key == \
-        hook("job.page", {"jobId": JOB, "url": url, "error": "x"}).events[0].key == \
-        f"{JOB}:page_failed:{url}"
+    assert (
+        frame("page", {"url": url})[0].key
+        == hook("job.page", {"jobId": JOB, "url": url}).events[0].key
+        == f"{JOB}:page:{url}"
+    )
+    assert (
+        frame("error", {"url": url, "error": "x"})[0].key
+        == hook("job.page", {"jobId": JOB, "url": url, "error": "x"}).events[0].key
+        == f"{JOB}:page_failed:{url}"
+    )
 
 
 def test_one_terminal_key_whatever_the_terminal_status() -> None:
@@ -467,7 +580,11 @@ def test_rate_limited_with_retry_after() -> None:
     error = READER.error_for(error_response(429, RATE_LIMITED, **{"retry-after": "12"}))
     assert isinstance(error, RateLimited)
     assert (error.status, error.code, error.retry_after, error.request_id) == (
-        429, "rate_limited", 12.0, "req_1")
+        429,
+        "rate_limited",
+        12.0,
+        "req_1",
+    )
     assert error.retryable
     assert "Rate limit of 60" in str(error)
 
@@ -500,21 +617,46 @@ def test_huge_retry_after_is_capped() -> None:
     assert isinstance(error, RateLimited) and error.retry_after == 3600.0
 
 
-@pytest.mark.parametrize(("status", "error", "cls", "hint"), [
-    (404, {"code": "not_found", "message": "Job not found",
-           "docsUrl": "https://reader.dev/docs/home/concepts/errors#not-found"},
-     JobNotFound, "check the job id"),
-    (401, {"code": "unauthenticated", "message": "Invalid API key",
-           "docsUrl": "https://reader.dev/docs/home/concepts/errors#unauthenticated"},
-     AuthenticationError, "rdr_"),
-    (409, {"code": "conflict", "message": "Job is already completed",
-           "details": {"status": "completed"},
-           "docsUrl": "https://reader.dev/docs/home/concepts/errors#conflict"},
-     APIError, "Job is already completed"),
-    (500, {"code": "internal_error", "message": "oops", "docsUrl": "x"}, APIError, "oops"),
-])
-def test_error_envelopes(status: int, error: dict[str, Any], cls: type[APIError],
-                         hint: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "error", "cls", "hint"),
+    [
+        (
+            404,
+            {
+                "code": "not_found",
+                "message": "Job not found",
+                "docsUrl": "https://reader.dev/docs/home/concepts/errors#not-found",
+            },
+            JobNotFound,
+            "check the job id",
+        ),
+        (
+            401,
+            {
+                "code": "unauthenticated",
+                "message": "Invalid API key",
+                "docsUrl": "https://reader.dev/docs/home/concepts/errors#unauthenticated",
+            },
+            AuthenticationError,
+            "rdr_",
+        ),
+        (
+            409,
+            {
+                "code": "conflict",
+                "message": "Job is already completed",
+                "details": {"status": "completed"},
+                "docsUrl": "https://reader.dev/docs/home/concepts/errors#conflict",
+            },
+            APIError,
+            "Job is already completed",
+        ),
+        (500, {"code": "internal_error", "message": "oops", "docsUrl": "x"}, APIError, "oops"),
+    ],
+)
+def test_error_envelopes(
+    status: int, error: dict[str, Any], cls: type[APIError], hint: str
+) -> None:
     result = READER.error_for(error_response(status, error))
     assert type(result) is cls
     assert isinstance(result, APIError)
@@ -523,10 +665,13 @@ def test_error_envelopes(status: int, error: dict[str, Any], cls: type[APIError]
     assert result.retryable is (status >= 500)
 
 
-@pytest.mark.parametrize(("status", "cls"), [
-    (404, JobNotFound), (401, AuthenticationError), (429, RateLimited), (409, APIError)])
-def test_decode_status_raises_the_error_of_an_error_response(status: int,
-                                                             cls: type[APIError]) -> None:
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [(404, JobNotFound), (401, AuthenticationError), (429, RateLimited), (409, APIError)],
+)
+def test_decode_status_raises_the_error_of_an_error_response(
+    status: int, cls: type[APIError]
+) -> None:
     response = error_response(status, {"code": "x", "message": "y", "docsUrl": "z"})
     with pytest.raises(cls):
         READER.decode_status(JOB, response, None, source="poll")
@@ -543,62 +688,94 @@ def test_error_for_a_body_that_is_not_an_envelope() -> None:
 # -- malformed payloads: a precise DecodeError, never a half-filled event ----------------------
 
 
-@pytest.mark.parametrize(("call", "message"), [
-    (lambda: frame("bogus", {}), "unknown event 'bogus'"),
-    (lambda: frame("job:page", {"jobId": JOB}, job_id=None), "unknown event 'job:page'"),
-    (lambda: frame("progress", "{not json"), "'progress' frame is not valid JSON"),
-    (lambda: frame("progress", "[1]"), "must be a JSON object, got list"),
-    (lambda: frame("progress", {"completed": 1}), "has no 'status' field"),
-    (lambda: frame("progress", {"status": 3}), "'status' must be a string"),
-    (lambda: frame("progress", {"status": "processing", "completed": -1}),
-     "'completed' must not be negative"),
-    (lambda: frame("progress", {"status": "processing", "completed": 1.5}),
-     "'completed' must be an integer"),
-    (lambda: frame("progress", {"status": "processing", "total": True}),
-     "'total' must be an integer"),
-    (lambda: frame("progress", {"status": "completed", "completed": 1}),
-     "cannot carry the final status 'completed'"),
-    (lambda: frame("done", {"status": "processing"}), "needs a terminal status"),
-    (lambda: frame("page", {"markdown": "x"}), "has no 'url' field"),
-    (lambda: frame("page", {"url": 5}), "'url' must be a string"),
-    (lambda: frame("job:progress", {"status": "processing"}, job_id=None),
-     "has no 'jobId' field"),
-    (lambda: hook(None, {"jobId": JOB}), "names no event"),
-    (lambda: hook("job.completed", {"status": "completed"}), "has no 'jobId' field"),
-    (lambda: hook("job.completed", b"\xff\xfe"), "webhook body is not valid JSON"),
-    (lambda: hook("job.completed", b'"text"'), "must be a JSON object"),
-    (lambda: hook("job.started", {"jobId": JOB, "completed": "3"}),
-     "'completed' must be an integer"),
-    (lambda: poll({"status": "processing", "completed": "many"}), "'completed' must be"),
-    (lambda: poll({"completed": 1}), "has no 'status' field"),
-    (lambda: READER.decode_status(JOB, Response(status=200, body=b'{"success": false}'), None,
-                                  source="poll"), "not Reader's success envelope"),
-    (lambda: READER.decode_status(JOB, Response(status=200, body=b'{"data": []}'), None,
-                                  source="poll"), "not Reader's success envelope"),
-    (lambda: READER.decode_results(JOB, envelope({"results": {}})), "'results' must be"),
-])
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: frame("bogus", {}), "unknown event 'bogus'"),
+        (lambda: frame("job:page", {"jobId": JOB}, job_id=None), "unknown event 'job:page'"),
+        (lambda: frame("progress", "{not json"), "'progress' frame is not valid JSON"),
+        (lambda: frame("progress", "[1]"), "must be a JSON object, got list"),
+        (lambda: frame("progress", {"completed": 1}), "has no 'status' field"),
+        (lambda: frame("progress", {"status": 3}), "'status' must be a string"),
+        (
+            lambda: frame("progress", {"status": "processing", "completed": -1}),
+            "'completed' must not be negative",
+        ),
+        (
+            lambda: frame("progress", {"status": "processing", "completed": 1.5}),
+            "'completed' must be an integer",
+        ),
+        (
+            lambda: frame("progress", {"status": "processing", "total": True}),
+            "'total' must be an integer",
+        ),
+        (
+            lambda: frame("progress", {"status": "completed", "completed": 1}),
+            "cannot carry the final status 'completed'",
+        ),
+        (lambda: frame("done", {"status": "processing"}), "needs a terminal status"),
+        (lambda: frame("page", {"markdown": "x"}), "has no 'url' field"),
+        (lambda: frame("page", {"url": 5}), "'url' must be a string"),
+        (
+            lambda: frame("job:progress", {"status": "processing"}, job_id=None),
+            "has no 'jobId' field",
+        ),
+        (lambda: hook(None, {"jobId": JOB}), "names no event"),
+        (lambda: hook("job.completed", {"status": "completed"}), "has no 'jobId' field"),
+        (lambda: hook("job.completed", b"\xff\xfe"), "webhook body is not valid JSON"),
+        (lambda: hook("job.completed", b'"text"'), "must be a JSON object"),
+        (
+            lambda: hook("job.started", {"jobId": JOB, "completed": "3"}),
+            "'completed' must be an integer",
+        ),
+        (lambda: poll({"status": "processing", "completed": "many"}), "'completed' must be"),
+        (lambda: poll({"completed": 1}), "has no 'status' field"),
+        (
+            lambda: READER.decode_status(
+                JOB, Response(status=200, body=b'{"success": false}'), None, source="poll"
+            ),
+            "not Reader's success envelope",
+        ),
+        (
+            lambda: READER.decode_status(
+                JOB, Response(status=200, body=b'{"data": []}'), None, source="poll"
+            ),
+            "not Reader's success envelope",
+        ),
+        (lambda: READER.decode_results(JOB, envelope({"results": {}})), "'results' must be"),
+    ],
+)
 def test_malformed_payloads(call: Any, message: str) -> None:
     with pytest.raises(DecodeError, match=message):
         call()
 
 
-@pytest.mark.parametrize("call", [
-    lambda: hook("job.completed", b"[" * 100_000),
-    lambda: frame("progress", "[" * 100_000),
-    lambda: frame("job:progress", "{\"a\":" * 50_000, job_id=None),
-    lambda: READER.decode_status(JOB, Response(status=200, body=b"[" * 100_000), None,
-                                 source="poll"),
-], ids=["webhook", "job-stream", "workspace-stream", "snapshot"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: hook("job.completed", b"[" * 100_000),
+        lambda: frame("progress", "[" * 100_000),
+        lambda: frame("job:progress", '{"a":' * 50_000, job_id=None),
+        lambda: READER.decode_status(
+            JOB, Response(status=200, body=b"[" * 100_000), None, source="poll"
+        ),
+    ],
+    ids=["webhook", "job-stream", "workspace-stream", "snapshot"],
+)
 def test_deeply_nested_json_is_a_decode_error(call: Any) -> None:
     with pytest.raises(DecodeError, match="nested too deeply"):
         call()
 
 
-@pytest.mark.parametrize("call", [
-    lambda: frame("page", '{"url": "https://example.com/\\ud800"}'),
-    lambda: frame("job:progress", '{"jobId": "job_\\udfff", "status": "queued"}', job_id=None),
-    lambda: hook("job.page", b'{"jobId": "job_1", "url": "https://example.com/\\ud800"}'),
-], ids=["job-stream-url", "workspace-job-id", "webhook-url"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: frame("page", '{"url": "https://example.com/\\ud800"}'),
+        lambda: frame("job:progress", '{"jobId": "job_\\udfff", "status": "queued"}', job_id=None),
+        lambda: hook("job.page", b'{"jobId": "job_1", "url": "https://example.com/\\ud800"}'),
+    ],
+    ids=["job-stream-url", "workspace-job-id", "webhook-url"],
+)
 def test_text_that_is_not_unicode_is_a_decode_error(call: Any) -> None:
     with pytest.raises(DecodeError):
         call()
@@ -624,23 +801,33 @@ def test_unknown_status_in_a_snapshot(caplog: pytest.LogCaptureFixture) -> None:
 def test_unknown_status_on_the_streams(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="jobwatch.reader"):
         (job,) = frame("progress", {"status": "aborted", "completed": 3})
-        (workspace,) = frame("job:progress", {"jobId": JOB, "status": "aborted",
-                                              "completed": 3}, job_id=None)
+        (workspace,) = frame(
+            "job:progress", {"jobId": JOB, "status": "aborted", "completed": 3}, job_id=None
+        )
     for event in (job, workspace):
         assert (event.kind, event.status, event.data["status"]) == (
-            EventKind.PROGRESS, None, "aborted")
+            EventKind.PROGRESS,
+            None,
+            "aborted",
+        )
     assert caplog.text.count("'aborted'") == 2
 
 
-@pytest.mark.parametrize("call", [
-    lambda: frame("done", {"status": "aborted"}),
-    lambda: frame("job:completed", {"jobId": JOB, "status": "aborted"}, job_id=None),
-    lambda: frame("job:failed", {"jobId": JOB, "status": "aborted"}, job_id=None),
-    lambda: hook("job.completed", {"jobId": JOB, "status": "aborted"}),
-], ids=["done", "job:completed", "job:failed", "job.completed"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: frame("done", {"status": "aborted"}),
+        lambda: frame("job:completed", {"jobId": JOB, "status": "aborted"}, job_id=None),
+        lambda: frame("job:failed", {"jobId": JOB, "status": "aborted"}, job_id=None),
+        lambda: hook("job.completed", {"jobId": JOB, "status": "aborted"}),
+    ],
+    ids=["done", "job:completed", "job:failed", "job.completed"],
+)
 def test_unknown_status_never_ends_a_job(call: Any, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="jobwatch.reader"), \
-            pytest.raises(DecodeError, match="'aborted'"):
+    with (
+        caplog.at_level(logging.WARNING, logger="jobwatch.reader"),
+        pytest.raises(DecodeError, match="'aborted'"),
+    ):
         call()
     assert "'aborted'" in caplog.text
 
@@ -666,48 +853,78 @@ def test_job_started_with_a_terminal_body_is_refused(status: str) -> None:
 
 # -- hypothesis: anything in, events or DecodeError / APIError out -----------------------------
 
-json_scalars = st.none() | st.booleans() | st.integers(-5, 10**6) | st.text(max_size=12) | \
-    st.floats(allow_nan=False, allow_infinity=False)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 10**6)
+    | st.text(max_size=12)
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=5,
 )
-statuses = st.sampled_from(["queued", "processing", "completed", "failed", "cancelled",
-                            "aborted", ""]) | json_values
+statuses = (
+    st.sampled_from(["queued", "processing", "completed", "failed", "cancelled", "aborted", ""])
+    | json_values
+)
 # Objects shaped like Reader's, with any field missing or of any type.
-payloads = st.fixed_dictionaries({}, optional={
-    "jobId": st.sampled_from([JOB, "job_73ab1"]) | json_values,
-    "status": statuses,
-    "completed": st.integers(-2, 200) | json_values,
-    "total": st.integers(-2, 200) | json_values,
-    "url": st.sampled_from(["https://example.com/a", ""]) | json_values,
-    "error": st.none() | st.text(max_size=8) | json_values,
-    "event": st.sampled_from(["job.page", "job.completed", "credit.low"]) | json_values,
-    "type": json_values,
-    "startedAt": st.sampled_from(["2026-04-04T12:00:00Z", "nope"]) | json_values,
-    "completedAt": st.sampled_from(["2026-04-04T12:00:00Z", "nope"]) | json_values,
-    "results": st.lists(json_values, max_size=2) | json_values,
-    "extra": json_values,
-})
+payloads = st.fixed_dictionaries(
+    {},
+    optional={
+        "jobId": st.sampled_from([JOB, "job_73ab1"]) | json_values,
+        "status": statuses,
+        "completed": st.integers(-2, 200) | json_values,
+        "total": st.integers(-2, 200) | json_values,
+        "url": st.sampled_from(["https://example.com/a", ""]) | json_values,
+        "error": st.none() | st.text(max_size=8) | json_values,
+        "event": st.sampled_from(["job.page", "job.completed", "credit.low"]) | json_values,
+        "type": json_values,
+        "startedAt": st.sampled_from(["2026-04-04T12:00:00Z", "nope"]) | json_values,
+        "completedAt": st.sampled_from(["2026-04-04T12:00:00Z", "nope"]) | json_values,
+        "results": st.lists(json_values, max_size=2) | json_values,
+        "extra": json_values,
+    },
+)
 # Objects with every field well typed, so that the decoders get past the checks too.
-typed_payloads = st.fixed_dictionaries({
-    "jobId": st.sampled_from([JOB, "job_73ab1"]),
-    "status": st.sampled_from(["queued", "processing", "completed", "failed", "cancelled",
-                               "aborted"]),
-}, optional={
-    "completed": st.integers(0, 200),
-    "total": st.integers(0, 200),
-    "url": st.sampled_from(["https://example.com/a", "https://example.com/b"]),
-    "error": st.none() | st.just("timeout"),
-    "creditsUsed": st.integers(0, 9),
-})
-bodies = st.one_of(typed_payloads.map(json.dumps), typed_payloads.map(json.dumps),
-                   payloads.map(json.dumps), json_values.map(json.dumps), st.text(max_size=40))
+typed_payloads = st.fixed_dictionaries(
+    {
+        "jobId": st.sampled_from([JOB, "job_73ab1"]),
+        "status": st.sampled_from(
+            ["queued", "processing", "completed", "failed", "cancelled", "aborted"]
+        ),
+    },
+    optional={
+        "completed": st.integers(0, 200),
+        "total": st.integers(0, 200),
+        "url": st.sampled_from(["https://example.com/a", "https://example.com/b"]),
+        "error": st.none() | st.just("timeout"),
+        "creditsUsed": st.integers(0, 9),
+    },
+)
+bodies = st.one_of(
+    typed_payloads.map(json.dumps),
+    typed_payloads.map(json.dumps),
+    payloads.map(json.dumps),
+    json_values.map(json.dumps),
+    st.text(max_size=40),
+)
 raw_bodies = bodies.map(str.encode) | st.binary(max_size=60)
-JOB_EVENTS = ["progress", "page", "error", "done", "job:progress", "job:page", "job:error",
-              "job:completed", "job:failed", "job:cancelled"]
+JOB_EVENTS = [
+    "progress",
+    "page",
+    "error",
+    "done",
+    "job:progress",
+    "job:page",
+    "job:error",
+    "job:completed",
+    "job:failed",
+    "job:cancelled",
+]
 WORKSPACE_EVENTS = ["job:progress", "job:completed", "job:failed"]
 HOOK_EVENTS = ["job.started", "job.page", "job.completed", "job.failed", "credit.low"]
 
@@ -729,7 +946,8 @@ def check_events(events: list[JobEvent], job_id: str | None = None) -> None:
             # Unknown statuses aside (None), a started event is processing, whatever the body.
             assert event.status in (JobStatus.PROCESSING, None)
             assert event.status is not None or event.data.get("status") not in [
-                s.value for s in JobStatus]
+                s.value for s in JobStatus
+            ]
         for count in (event.completed, event.total):
             assert count is None or (type(count) is int and count >= 0)
 
@@ -759,23 +977,32 @@ def test_fuzz_workspace_stream(event: str, data: str) -> None:
 
 
 @FUZZ
-@given(event=st.none() | st.sampled_from(HOOK_EVENTS) | st.text(max_size=10),
-       delivery=st.none() | st.text(max_size=10), stamp=st.none() | st.text(max_size=12),
-       body=raw_bodies)
-def test_fuzz_webhook(event: str | None, delivery: str | None, stamp: str | None,
-                      body: bytes) -> None:
+@given(
+    event=st.none() | st.sampled_from(HOOK_EVENTS) | st.text(max_size=10),
+    delivery=st.none() | st.text(max_size=10),
+    stamp=st.none() | st.text(max_size=12),
+    body=raw_bodies,
+)
+def test_fuzz_webhook(
+    event: str | None, delivery: str | None, stamp: str | None, body: bytes
+) -> None:
     headers = {}
-    for name, value in (("x-reader-event", event), ("x-reader-delivery", delivery),
-                        ("x-reader-timestamp", stamp)):
+    for name, value in (
+        ("x-reader-event", event),
+        ("x-reader-delivery", delivery),
+        ("x-reader-timestamp", stamp),
+    ):
         if value is not None:
             headers[name] = value
     expect_events_or_error(lambda: READER.decode_webhook(headers, body, source="webhook"))
 
 
 snapshot_bodies = (typed_payloads | payloads).map(
-    lambda d: json.dumps({"success": True, "data": d})) | bodies
-statuses_http = st.sampled_from([200, 200, 200, 201, 401, 404, 409, 429, 500, 502]) | \
-    st.integers(100, 599)
+    lambda d: json.dumps({"success": True, "data": d})
+) | bodies
+statuses_http = st.sampled_from([200, 200, 200, 201, 401, 404, 409, 429, 500, 502]) | st.integers(
+    100, 599
+)
 
 
 @FUZZ
@@ -793,8 +1020,11 @@ def test_fuzz_status(status: int, body: bytes) -> None:
 
 
 @FUZZ
-@given(status=statuses_http, body=snapshot_bodies.map(str.encode) | st.binary(max_size=40),
-       pagination=st.none() | json_values)
+@given(
+    status=statuses_http,
+    body=snapshot_bodies.map(str.encode) | st.binary(max_size=40),
+    pagination=st.none() | json_values,
+)
 def test_fuzz_results(status: int, body: bytes, pagination: Any) -> None:
     if pagination is not None and body.startswith(b'{"success"'):
         body = body[:-1] + b', "pagination": ' + json.dumps(pagination).encode() + b"}"
@@ -807,8 +1037,11 @@ def test_fuzz_results(status: int, body: bytes, pagination: Any) -> None:
 
 
 @FUZZ
-@given(status=st.integers(400, 599), body=raw_bodies,
-       retry=st.none() | st.text(max_size=8) | st.integers(-5, 100).map(str))
+@given(
+    status=st.integers(400, 599),
+    body=raw_bodies,
+    retry=st.none() | st.text(max_size=8) | st.integers(-5, 100).map(str),
+)
 def test_fuzz_error_for(status: int, body: bytes, retry: str | None) -> None:
     headers = {} if retry is None else {"retry-after": retry}
     error = READER.error_for(Response(status=status, headers=headers, body=body))

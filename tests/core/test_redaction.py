@@ -24,18 +24,23 @@ from jobwatch.sim import Simulator, running
 PASSWORD = "s3cret-Pa55"
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("https://user:pw@host/v1", "https://user:***@host/v1"),
-    ("https://user:p@ss@host:8443/v1?x=1", "https://user:***@host:8443/v1?x=1"),
-    ("https://:pw@host", "https://:***@host"),
-    ("https://ghp_token@host/", "https://***@host/"),
-    ("https://host/v1?next=a@b", "https://host/v1?next=a@b"),
-    ("mail alice@example.com", "mail alice@example.com"),
-    ("https://host/v1?api_key=abc&page=2", "https://host/v1?api_key=***&page=2"),
-    ("unix:///run/redis.sock?db=0&password=pw", "unix:///run/redis.sock?db=0&password=***"),
-    ('GET HTTPS://u:pw@h/x "HTTP/1.1 200 OK" then http://v:pw2@g', 'GET HTTPS://u:***@h/x '
-     '"HTTP/1.1 200 OK" then http://v:***@g'),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:pw@host/v1", "https://user:***@host/v1"),
+        ("https://user:p@ss@host:8443/v1?x=1", "https://user:***@host:8443/v1?x=1"),
+        ("https://:pw@host", "https://:***@host"),
+        ("https://ghp_token@host/", "https://***@host/"),
+        ("https://host/v1?next=a@b", "https://host/v1?next=a@b"),
+        ("mail alice@example.com", "mail alice@example.com"),
+        ("https://host/v1?api_key=abc&page=2", "https://host/v1?api_key=***&page=2"),
+        ("unix:///run/redis.sock?db=0&password=pw", "unix:///run/redis.sock?db=0&password=***"),
+        (
+            'GET HTTPS://u:pw@h/x "HTTP/1.1 200 OK" then http://v:pw2@g',
+            'GET HTTPS://u:***@h/x "HTTP/1.1 200 OK" then http://v:***@g',
+        ),
+    ],
+)
 def test_urls_are_shown_without_their_password(url: str, shown: str) -> None:
     assert redact_url(url) == shown
 
@@ -51,9 +56,18 @@ def test_no_password_survives_redaction(password: str) -> None:
 
 
 def _config(base_url: str, **extra: object) -> jobwatch.Config:
-    return jobwatch.Config.from_mapping({"jobwatch": {
-        "base_url": base_url, "api_key": "rdr_sim", "transport": "poll", "store": "memory",
-        "safety_poll": 0, **extra}})
+    return jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "base_url": base_url,
+                "api_key": "rdr_sim",
+                "transport": "poll",
+                "store": "memory",
+                "safety_poll": 0,
+                **extra,
+            }
+        }
+    )
 
 
 def _closed_port() -> int:
@@ -70,8 +84,9 @@ async def test_httpx_request_lines_and_poll_lines_show_no_password(
     job_id = sim.create_job(urls=["https://example.com/a"])
     with caplog.at_level(logging.DEBUG):
         async with running(sim) as url:
-            config = _config(url.replace("http://", f"http://reader:{PASSWORD}@"),
-                             api_key=sim.api_key)
+            config = _config(
+                url.replace("http://", f"http://reader:{PASSWORD}@"), api_key=sim.api_key
+            )
             async with Watcher(config) as watcher:
                 final = await watcher.wait(job_id, timeout=30)
     assert final.kind == "completed"
@@ -81,8 +96,14 @@ async def test_httpx_request_lines_and_poll_lines_show_no_password(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", [pytest.param(
-    ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}), id="trio-mockclock")])
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [
+        pytest.param(
+            ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}), id="trio-mockclock"
+        )
+    ],
+)
 async def test_an_unreachable_api_is_reported_without_the_password(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -108,8 +129,12 @@ async def test_doctor_shows_no_password_in_its_reachability_line() -> None:
         unreachable = f"http://reader:{PASSWORD}@127.0.0.1:{_closed_port()}"
         for base_url in (reachable, unreachable):
             out = io.StringIO()
-            await doctor(_config(base_url, api_key=sim.api_key), out, environ={},
-                         signals=Signals(tty=False, notebook=False, web_server=False))
+            await doctor(
+                _config(base_url, api_key=sim.api_key),
+                out,
+                environ={},
+                signals=Signals(tty=False, notebook=False, web_server=False),
+            )
             report = out.getvalue()
             assert "reachability:" in report and "reader:***@" in report
             assert PASSWORD not in report
@@ -124,10 +149,19 @@ def test_a_bad_base_url_is_refused_without_its_password() -> None:
 def test_the_log_filter_keeps_arguments_it_does_not_change() -> None:
     from jobwatch._redact import RedactingFilter
 
-    clean, leaking = jobwatch.NetworkError("refused"), jobwatch.NetworkError(
-        f"GET http://u:{PASSWORD}@h/x failed")
-    record = logging.LogRecord("jobwatch.poll", logging.INFO, __file__, 1,
-                               "poll failed: %s; then %s (%d)", (clean, leaking, 3), None)
+    clean, leaking = (
+        jobwatch.NetworkError("refused"),
+        jobwatch.NetworkError(f"GET http://u:{PASSWORD}@h/x failed"),
+    )
+    record = logging.LogRecord(
+        "jobwatch.poll",
+        logging.INFO,
+        __file__,
+        1,
+        "poll failed: %s; then %s (%d)",
+        (clean, leaking, 3),
+        None,
+    )
     assert RedactingFilter().filter(record)
     assert isinstance(record.args, tuple) and record.args[0] is clean
     assert record.getMessage() == "poll failed: refused; then GET http://u:***@h/x failed (3)"

@@ -56,10 +56,12 @@ def fake_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     info = tmp_path / "fake_jobwatch_plugins-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: fake-jobwatch-plugins\nVersion: 1.0\n")
+        "Metadata-Version: 2.1\nName: fake-jobwatch-plugins\nVersion: 1.0\n"
+    )
     (info / "entry_points.txt").write_text(textwrap.dedent(ENTRY_POINTS))
     (tmp_path / "fake_jw_broken.py").write_text(
-        "raise ImportError(\"No module named 'fakeredis_client'\")\n")
+        "raise ImportError(\"No module named 'fakeredis_client'\")\n"
+    )
     (tmp_path / "fake_jw_plugins.py").write_text(textwrap.dedent(PLUGINS))
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
@@ -68,8 +70,11 @@ def fake_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
 
 
 def test_groups() -> None:
-    assert GROUPS == {"transport": "jobwatch.transports", "provider": "jobwatch.providers",
-                      "store": "jobwatch.stores"}
+    assert GROUPS == {
+        "transport": "jobwatch.transports",
+        "provider": "jobwatch.providers",
+        "store": "jobwatch.stores",
+    }
 
 
 def test_builtins_are_entry_points() -> None:

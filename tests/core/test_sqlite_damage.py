@@ -31,8 +31,9 @@ async def _recorded(path: Path, count: int = EVENTS, *, crash_copy: Path | None 
     store = SQLiteStore(path)
     await store.open()
     for n in range(count):
-        event = make_event("page", f"job_{n % 7}", url=f"https://example.com/{n}",
-                           data={"markdown": "x" * 200})
+        event = make_event(
+            "page", f"job_{n % 7}", url=f"https://example.com/{n}", data={"markdown": "x" * 200}
+        )
         await store.record(event.job_id, functools.partial(decide, event=event), ttl=600)
     if crash_copy is not None:
         _copy_folder(path.parent, crash_copy)
@@ -180,9 +181,10 @@ def test_listen_refuses_a_damaged_store_before_it_listens(tmp_path: Path) -> Non
     db = tmp_path / "state.db"
     config = tmp_path / "jobwatch.toml"
     config.write_text(
-        "[jobwatch]\nstore = \"sqlite\"\nsafety_poll = 0\n"
+        '[jobwatch]\nstore = "sqlite"\nsafety_poll = 0\n'
         f"[jobwatch.sqlite]\npath = {str(db)!r}\n"
-        "[jobwatch.webhook]\nlisten = \"127.0.0.1:0\"\nsecrets = [\"s3cret\"]\n")
+        '[jobwatch.webhook]\nlisten = "127.0.0.1:0"\nsecrets = ["s3cret"]\n'
+    )
     import anyio
 
     anyio.run(_recorded, db, 50)
@@ -193,7 +195,11 @@ def test_listen_refuses_a_damaged_store_before_it_listens(tmp_path: Path) -> Non
     try:
         done = subprocess.run(
             [sys.executable, "-m", "jobwatch", "listen", "--config", str(config)],
-            capture_output=True, text=True, timeout=30, env={**os.environ, "NO_COLOR": "1"})
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(f"listen ran with a damaged store: {exc.stdout!r}") from None
     assert "listening on" not in done.stdout

@@ -10,6 +10,7 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -130,8 +131,9 @@ async def test_a_store_dropped_without_closing_lets_its_thread_end() -> None:
 
 
 _KINDS = st.sampled_from(["started", "progress", "completed", "failed", "page"])
-_STEPS = st.lists(st.tuples(st.sampled_from(["a", "b", "c", None, None]), _KINDS,
-                            st.integers(0, 3)), max_size=24)
+_STEPS = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "c", None, None]), _KINDS, st.integers(0, 3)), max_size=24
+)
 
 
 @settings(max_examples=100, deadline=None)
@@ -154,8 +156,9 @@ def test_records_committed_together_decide_as_one_at_a_time(steps: list) -> None
 
         async def one(i: int) -> None:
             event = events[i]
-            verdicts[i] = await store.record(event.job_id, functools.partial(decide, event=event),
-                                             ttl=60)
+            verdicts[i] = await store.record(
+                event.job_id, functools.partial(decide, event=event), ttl=60
+            )
 
         if together:
             async with anyio.create_task_group() as tg:
@@ -184,7 +187,8 @@ async def _record_refused_beside_fine(store: Store) -> dict[str, object]:
     async def record(state: JobState) -> None:
         try:
             results[state.job_id] = await store.record(
-                state.job_id, lambda _: Verdict(event=None, state=state), ttl=60)
+                state.job_id, lambda _: Verdict(event=None, state=state), ttl=60
+            )
         except Exception as exc:
             results[state.job_id] = exc
 
@@ -294,8 +298,13 @@ async def test_a_lock_taken_between_a_batchs_two_passes_sends_the_batch_to_the_t
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     transaction = store._transaction
 
-    def locking_before_the_second_pass(batch: list, acks: list[str], *,  # type: ignore[type-arg]
-                                       careful: bool, on_loop: bool) -> None:
+    def locking_before_the_second_pass(
+        batch: list[Any],
+        acks: list[str],
+        *,
+        careful: bool,
+        on_loop: bool,
+    ) -> None:
         if careful and on_loop:
             other.execute("BEGIN IMMEDIATE")
             threading.Timer(0.05, other.execute, ("ROLLBACK",)).start()
@@ -414,14 +423,18 @@ async def test_acks_flushed_with_records_commit_on_the_loop(tmp_path: Path) -> N
     try:
         events = [make_event("progress", f"j{n}", completed=1) for n in range(300)]
         verdicts = await store.record_batch(
-            [(e.job_id, functools.partial(decide, event=e)) for e in events], ttl=60)
+            [(e.job_id, functools.partial(decide, event=e)) for e in events], ttl=60
+        )
         async with anyio.create_task_group() as tg:
             for verdict in verdicts:
                 assert verdict.event is not None
                 tg.start_soon(store.ack, verdict.event.key)
             later = make_event("progress", "j0", completed=2)
-            tg.start_soon(functools.partial(
-                store.record_batch, [("j0", functools.partial(decide, event=later))], ttl=60))
+            tg.start_soon(
+                functools.partial(
+                    store.record_batch, [("j0", functools.partial(decide, event=later))], ttl=60
+                )
+            )
         assert where and all(where)
         assert len(await store.pending()) == 1
     finally:

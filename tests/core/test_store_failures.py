@@ -25,7 +25,9 @@ class FlakyStore(MemoryStore):
         self.failures = failures
 
     async def record_batch(
-        self, records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]], *,
+        self,
+        records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]],
+        *,
         ttl: float,
     ) -> list[Verdict]:
         if self.failures > 0:
@@ -35,13 +37,23 @@ class FlakyStore(MemoryStore):
 
 
 def _config(sim: RunningSimulator, transport: str, **sse: Any) -> jobwatch.Config:
-    return jobwatch.Config.from_mapping({"jobwatch": {
-        "base_url": sim.url, "api_key": sim.api_key, "transport": transport, "safety_poll": 0,
-        "poll": {"interval": 0.05, "max_interval": 0.2, "rpm": 6000}, "sse": sse}})
+    return jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "base_url": sim.url,
+                "api_key": sim.api_key,
+                "transport": transport,
+                "safety_poll": 0,
+                "poll": {"interval": 0.05, "max_interval": 0.2, "rpm": 6000},
+                "sse": sse,
+            }
+        }
+    )
 
 
-@pytest.mark.parametrize(("transport", "sse"), [
-    ("poll", {}), ("sse", {"scope": "workspace"}), ("sse", {"scope": "job"})])
+@pytest.mark.parametrize(
+    ("transport", "sse"), [("poll", {}), ("sse", {"scope": "workspace"}), ("sse", {"scope": "job"})]
+)
 async def test_a_store_that_fails_for_a_while_loses_nothing(
     reader_sim: RunningSimulator, transport: str, sse: dict[str, Any]
 ) -> None:

@@ -42,9 +42,14 @@ job_events = st.builds(
     url=st.sampled_from(URLS),
     source=st.sampled_from(["poll", "sse", "webhook"]),
     data=st.none() | st.fixed_dictionaries({"n": st.integers(0, 3)}),
-).flatmap(lambda event: st.builds(attrs.evolve, st.just(event),
-                                  attempt=st.none() | st.integers(1, 3),
-                                  error=st.none() | st.sampled_from(["boom", ""])))
+).flatmap(
+    lambda event: st.builds(
+        attrs.evolve,
+        st.just(event),
+        attempt=st.none() | st.integers(1, 3),
+        error=st.none() | st.sampled_from(["boom", ""]),
+    )
+)
 workspace_events = st.builds(
     make_event,
     kind=st.just(EventKind.CREDIT_LOW),
@@ -101,8 +106,9 @@ class StoreModel:
         return verdict
 
     def active(self) -> list[JobState]:
-        return sorted((s for s in self.jobs.values() if s.watched and not s.terminal),
-                      key=lambda s: s.job_id)
+        return sorted(
+            (s for s in self.jobs.values() if s.watched and not s.terminal), key=lambda s: s.job_id
+        )
 
 
 class StoreMachine(RuleBasedStateMachine):
@@ -129,8 +135,9 @@ class StoreMachine(RuleBasedStateMachine):
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return self.portal.call(functools.partial(fn, *args, **kwargs))
 
-    def _record(self, job_id: str | None, decide_fn: Callable[[JobState | None], Verdict],
-                ttl: float) -> None:
+    def _record(
+        self, job_id: str | None, decide_fn: Callable[[JobState | None], Verdict], ttl: float
+    ) -> None:
         given: list[JobState | None] = []
 
         def spy(state: JobState | None) -> Verdict:
@@ -156,16 +163,23 @@ class StoreMachine(RuleBasedStateMachine):
         decide_fn = functools.partial(decide, event=event, authoritative=authoritative)
         self._record(event.job_id, decide_fn, ttl)
 
-    @rule(events=st.lists(job_events | workspace_events, max_size=8),
-          authoritative=st.booleans(), ttl=st.sampled_from([5.0, 60.0]))
+    @rule(
+        events=st.lists(job_events | workspace_events, max_size=8),
+        authoritative=st.booleans(),
+        ttl=st.sampled_from([5.0, 60.0]),
+    )
     def record_a_batch(self, events: list[JobEvent], authoritative: bool, ttl: float) -> None:
         # One call, as if each event were recorded in turn: every decide sees the state the
         # records before it left (a duplicate leaves it as it was), and keys claimed earlier
         # in the batch are seen.
-        decides = [functools.partial(decide, event=event, authoritative=authoritative)
-                   for event in events]
-        got = self.call(self.store.record_batch,
-                        [(e.job_id, d) for e, d in zip(events, decides, strict=True)], ttl=ttl)
+        decides = [
+            functools.partial(decide, event=event, authoritative=authoritative) for event in events
+        ]
+        got = self.call(
+            self.store.record_batch,
+            [(e.job_id, d) for e, d in zip(events, decides, strict=True)],
+            ttl=ttl,
+        )
         want = []
         for event, decide_fn in zip(events, decides, strict=True):
             state = None if event.job_id is None else self.model.jobs.get(event.job_id)
@@ -177,11 +191,13 @@ class StoreMachine(RuleBasedStateMachine):
         self._record(None, functools.partial(decide, event=event), ttl)
 
     @rule(event=st.none() | job_events, state=st.none() | states, check=st.booleans())
-    def record_any_verdict(self, event: JobEvent | None, state: JobState | None,
-                           check: bool) -> None:
+    def record_any_verdict(
+        self, event: JobEvent | None, state: JobState | None, check: bool
+    ) -> None:
         # The store applies whatever verdict it is given, not only the guard's.
-        verdict = Verdict(event=event, state=state, check=check,
-                          dropped=None if event is not None else "stale")
+        verdict = Verdict(
+            event=event, state=state, check=check, dropped=None if event is not None else "stale"
+        )
         job_id = event.job_id if event is not None else (state.job_id if state else "a")
         self._record(job_id, lambda _: verdict, 30.0)
 
@@ -358,8 +374,9 @@ async def test_sqlite_used_before_open_says_so() -> None:
 def test_sqlite_store_from_config() -> None:
     from jobwatch import Config, ConfigError
 
-    config = Config.from_mapping({"jobwatch": {"sqlite": {"path": "x/y.db",
-                                                          "synchronous": "full"}}})
+    config = Config.from_mapping(
+        {"jobwatch": {"sqlite": {"path": "x/y.db", "synchronous": "full"}}}
+    )
     store = SQLiteStore.from_config(config)
     assert store.path == "x/y.db" and store.describe() == {"name": "sqlite", "path": "x/y.db"}
     bad = Config.from_mapping({"jobwatch": {"sqlite": {"synchronous": "sometimes"}}})
@@ -374,9 +391,11 @@ _OLD_JOBS = """CREATE TABLE jobs (job_id TEXT PRIMARY KEY, run INTEGER NOT NULL,
     status TEXT, completed INTEGER, total INTEGER, started INTEGER NOT NULL,
     terminal INTEGER NOT NULL, watched INTEGER NOT NULL, updated_at REAL NOT NULL,
     active INTEGER NOT NULL)"""
-_OLD_EVENT = ('{"kind":"failed","job_id":"j","status":"failed","completed":2,"total":5,'
-              '"key":"j:terminal#1","source":"webhook","occurred_at":null,'
-              '"data":{"jobId":"j","error":"quota"}}')
+_OLD_EVENT = (
+    '{"kind":"failed","job_id":"j","status":"failed","completed":2,"total":5,'
+    '"key":"j:terminal#1","source":"webhook","occurred_at":null,'
+    '"data":{"jobId":"j","error":"quota"}}'
+)
 
 
 @pytest.mark.anyio
@@ -387,16 +406,30 @@ async def test_sqlite_opens_a_file_written_before_attempts(tmp_path: Path) -> No
     with sqlite3.connect(path) as db:
         db.execute(_OLD_JOBS)
         db.execute("INSERT INTO jobs VALUES ('w', 2, 'processing', 3, 5, 1, 0, 1, 7.5, 1)")
-        db.execute("CREATE TABLE inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE,"
-                   " event TEXT NOT NULL)")
+        db.execute(
+            "CREATE TABLE inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE,"
+            " event TEXT NOT NULL)"
+        )
         db.execute("INSERT INTO inbox (key, event) VALUES ('j:terminal#1', ?)", (_OLD_EVENT,))
-        db.execute("CREATE TABLE dead_letters (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-                   " subscriber TEXT NOT NULL, error TEXT NOT NULL, event TEXT NOT NULL)")
-        db.execute("INSERT INTO dead_letters (subscriber, error, event) VALUES ('cb', 'boom', ?)",
-                   (_OLD_EVENT,))
+        db.execute(
+            "CREATE TABLE dead_letters (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " subscriber TEXT NOT NULL, error TEXT NOT NULL, event TEXT NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO dead_letters (subscriber, error, event) VALUES ('cb', 'boom', ?)",
+            (_OLD_EVENT,),
+        )
     db.close()
-    old_state = JobState(job_id="w", run=2, status=JobStatus.PROCESSING, completed=3, total=5,
-                         started=True, watched=True, updated_at=7.5)
+    old_state = JobState(
+        job_id="w",
+        run=2,
+        status=JobStatus.PROCESSING,
+        completed=3,
+        total=5,
+        started=True,
+        watched=True,
+        updated_at=7.5,
+    )
 
     store = SQLiteStore(path)
     await store.open()
@@ -427,7 +460,8 @@ async def test_sqlite_opens_a_file_written_before_attempts(tmp_path: Path) -> No
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
 async def test_an_event_read_from_an_older_line_is_recorded_and_replayed(
-    kind: str, tmp_path: Path,
+    kind: str,
+    tmp_path: Path,
 ) -> None:
     event = JobEvent.from_json(_OLD_EVENT.replace("#1", ""))
     store: Store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "state.db")

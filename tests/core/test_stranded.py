@@ -19,8 +19,9 @@ from jobwatch.testing import ScriptedTransport, make_event
 
 pytestmark = pytest.mark.anyio
 
-CONFIG = jobwatch.Config.from_mapping({"jobwatch": {"api_key": "rdr_test", "store": "memory",
-                                                    "safety_poll": 0}})
+CONFIG = jobwatch.Config.from_mapping(
+    {"jobwatch": {"api_key": "rdr_test", "store": "memory", "safety_poll": 0}}
+)
 
 
 class _Breaks(MemoryStore):

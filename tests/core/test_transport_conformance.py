@@ -36,11 +36,14 @@ class TestWorkspaceStreamConformance(TransportConformance):
 class TestWebhookConformance(TransportConformance):
     @pytest.fixture
     def transport(self) -> Transport:
-        options = Config.from_mapping({"jobwatch": {"webhook": {
-            "listen": "127.0.0.1:0", "secrets": [SECRET]}}}).options("webhook", WebhookOptions)
+        options = Config.from_mapping(
+            {"jobwatch": {"webhook": {"listen": "127.0.0.1:0", "secrets": [SECRET]}}}
+        ).options("webhook", WebhookOptions)
         return WebhookTransport(options, default_scheme="reader")
 
     def start_job(self, simulator: Simulator, transport: Transport) -> str:
         assert isinstance(transport, WebhookTransport) and transport.url is not None
-        return simulator.create_job(steps=[Step(kind="page"), Step(kind="page")],
-                                    webhook={"url": transport.url, "secret": SECRET})
+        return simulator.create_job(
+            steps=[Step(kind="page"), Step(kind="page")],
+            webhook={"url": transport.url, "secret": SECRET},
+        )

@@ -16,8 +16,11 @@ from jobwatch.testing import ScriptedTransport, make_event
 pytestmark = pytest.mark.anyio
 
 CONFIG = jobwatch.Config.from_mapping({"jobwatch": {"api_key": "rdr_test", "store": "memory"}})
-MOCK = [pytest.param(("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}),
-                     id="trio-mockclock")]
+MOCK = [
+    pytest.param(
+        ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}), id="trio-mockclock"
+    )
+]
 
 
 def lifecycle(job: str = "job_1") -> list[jobwatch.JobEvent]:
@@ -88,7 +91,7 @@ async def test_failing_callback_is_retried_then_dead_lettered() -> None:
         stats = watcher.statistics()
     assert len(calls) == 4 and good == ["j:terminal#1"]
     assert stats.dead_letters == 1 and stats.callback_errors == 4
-    assert [e.key for e, _, _ in store.dead_letters] == ["j:terminal#1"]
+    assert [e.key for e, _, _ in await store.dead_letters()] == ["j:terminal#1"]
     assert await store.pending() == []
 
 

@@ -15,8 +15,9 @@ from jobwatch.testing import ScriptedTransport, make_event
 
 pytestmark = pytest.mark.anyio
 
-CONFIG = jobwatch.Config.from_mapping({"jobwatch": {"store": "memory", "safety_poll": 0}},
-                                      environ={})
+CONFIG = jobwatch.Config.from_mapping(
+    {"jobwatch": {"store": "memory", "safety_poll": 0}}, environ={}
+)
 
 
 async def test_a_cancelled_group_commit_leader_leaves_no_caller_waiting() -> None:
@@ -80,8 +81,7 @@ async def test_marking_a_job_watched_never_undoes_its_terminal_state() -> None:
 
 async def test_a_failing_dead_letter_store_stops_nothing() -> None:
     class DiskFull(MemoryStore):
-        async def dead_letter(self, event: jobwatch.JobEvent, subscriber: str,
-                              error: str) -> None:
+        async def dead_letter(self, event: jobwatch.JobEvent, subscriber: str, error: str) -> None:
             raise jobwatch.JobwatchError("disk full")
 
     transport = ScriptedTransport()
@@ -137,12 +137,14 @@ async def test_a_fleet_member_never_hides_a_new_runs_started() -> None:
     store = Shared()
     a, b = ScriptedTransport(name="a"), ScriptedTransport(name="b", authoritative=True)
     seen_a: list[str] = []
-    async with jobwatch.Watcher(CONFIG, transports=[a], store=store) as first, \
-            jobwatch.Watcher(CONFIG, transports=[b], store=store):
+    async with (
+        jobwatch.Watcher(CONFIG, transports=[a], store=store) as first,
+        jobwatch.Watcher(CONFIG, transports=[b], store=store),
+    ):
         first.subscribe(lambda e: seen_a.append(e.key))
-        await a.send(make_event("started", "j1"))           # run 1, through this member
-        await b.send(make_event("completed", "j1"))         # the other member ends run 1
+        await a.send(make_event("started", "j1"))  # run 1, through this member
+        await b.send(make_event("completed", "j1"))  # the other member ends run 1
         await b.send(make_event("progress", "j1", status="queued", completed=0))  # retried
-        await a.send(make_event("started", "j1"))           # run 2 starts, seen here
+        await a.send(make_event("started", "j1"))  # run 2 starts, seen here
         await anyio.sleep(0.05)
     assert seen_a == ["j1:started#1", "j1:started#2"]

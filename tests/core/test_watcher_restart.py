@@ -18,11 +18,19 @@ from jobwatch.testing import ScriptedTransport
 
 pytestmark = pytest.mark.anyio
 
-MOCK = [pytest.param(("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}),
-                     id="trio-mockclock")]
+MOCK = [
+    pytest.param(
+        ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}), id="trio-mockclock"
+    )
+]
 CONFIG = jobwatch.Config.from_mapping({"jobwatch": {"store": "memory", "safety_poll": 0}})
-DONE = {"id": "job_1", "status": "completed", "completed": 3, "total": 3,
-        "completedAt": "2026-04-04T12:05:00Z"}
+DONE = {
+    "id": "job_1",
+    "status": "completed",
+    "completed": 3,
+    "total": 3,
+    "completedAt": "2026-04-04T12:05:00Z",
+}
 
 
 def api(*answers: httpx.Response) -> tuple[httpx.MockTransport, list[str]]:
@@ -42,15 +50,28 @@ def ok(data: dict[str, object]) -> httpx.Response:
 
 async def finished_store() -> MemoryStore:
     store = MemoryStore()
-    await store.put_job(JobState(job_id="job_1", status=jobwatch.JobStatus.COMPLETED,
-                                 completed=3, total=3, started=True, terminal=True,
-                                 watched=True))
+    await store.put_job(
+        JobState(
+            job_id="job_1",
+            status=jobwatch.JobStatus.COMPLETED,
+            completed=3,
+            total=3,
+            started=True,
+            terminal=True,
+            watched=True,
+        )
+    )
     return store
 
 
 def watcher(store: MemoryStore, transport: httpx.MockTransport) -> jobwatch.Watcher:
-    return jobwatch.Watcher(CONFIG, transports=[ScriptedTransport()], store=store,
-                            provider=ReaderProvider(), http_transport=transport)
+    return jobwatch.Watcher(
+        CONFIG,
+        transports=[ScriptedTransport()],
+        store=store,
+        provider=ReaderProvider(),
+        http_transport=transport,
+    )
 
 
 @pytest.mark.parametrize("anyio_backend", MOCK)
@@ -72,8 +93,16 @@ async def test_re_read_terminal_event_has_the_delivered_key() -> None:
 
 @pytest.mark.parametrize("anyio_backend", MOCK)
 async def test_re_read_survives_a_transient_error() -> None:
-    transport, calls = api(httpx.Response(503, json={"success": False, "error": {
-        "code": "upstream_unavailable", "message": "try again", "docsUrl": "x"}}), ok(DONE))
+    transport, calls = api(
+        httpx.Response(
+            503,
+            json={
+                "success": False,
+                "error": {"code": "upstream_unavailable", "message": "try again", "docsUrl": "x"},
+            },
+        ),
+        ok(DONE),
+    )
     async with watcher(await finished_store(), transport) as w:
         final = await w.wait("job_1", timeout=60)
     assert final.kind is jobwatch.EventKind.COMPLETED
@@ -82,8 +111,15 @@ async def test_re_read_survives_a_transient_error() -> None:
 
 @pytest.mark.parametrize("anyio_backend", MOCK)
 async def test_re_read_of_an_unknown_job_raises_job_not_found() -> None:
-    transport, _ = api(httpx.Response(404, json={"success": False, "error": {
-        "code": "not_found", "message": "Job not found", "docsUrl": "x"}}))
+    transport, _ = api(
+        httpx.Response(
+            404,
+            json={
+                "success": False,
+                "error": {"code": "not_found", "message": "Job not found", "docsUrl": "x"},
+            },
+        )
+    )
     async with watcher(await finished_store(), transport) as w:
         with pytest.raises(jobwatch.JobNotFound):
             await w.wait("job_1", timeout=60)

@@ -18,8 +18,10 @@ from jobwatch.testing import ScriptedTransport, make_event
 
 
 def _config(**core: Any) -> jobwatch.Config:
-    return jobwatch.Config.from_mapping({"jobwatch": {
-        "api_key": "rdr_x", "store": "memory", "safety_poll": 0.5, **core}}, environ={})
+    return jobwatch.Config.from_mapping(
+        {"jobwatch": {"api_key": "rdr_x", "store": "memory", "safety_poll": 0.5, **core}},
+        environ={},
+    )
 
 
 class API:
@@ -31,8 +33,13 @@ class API:
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.polls += 1
-        return httpx.Response(200, json={"success": True, "data": {
-            "id": "j1", "status": self.status, "completed": 1, "total": 2}})
+        return httpx.Response(
+            200,
+            json={
+                "success": True,
+                "data": {"id": "j1", "status": self.status, "completed": 1, "total": 2},
+            },
+        )
 
 
 def _run(main: Any) -> Any:
@@ -50,8 +57,9 @@ def test_a_finished_jobs_new_run_is_watched_by_the_safety_net() -> None:
             if event.key == "j1:terminal#2":
                 second_end.set()
 
-        watcher = jobwatch.Watcher(_config(), transports=[push],
-                                   http_transport=httpx.MockTransport(api))
+        watcher = jobwatch.Watcher(
+            _config(), transports=[push], http_transport=httpx.MockTransport(api)
+        )
         async with watcher:
             watcher.subscribe(note, job_id="j1")
             await push.send(make_event("started", "j1"))
@@ -75,8 +83,12 @@ def test_a_final_event_replayed_from_the_inbox_ends_the_run() -> None:
         await store.open()
         await store.put_job(JobState(job_id="j1", watched=True))
         await store.record("j1", functools.partial(decide, event=final), ttl=60)
-        watcher = jobwatch.Watcher(_config(), transports=[ScriptedTransport()], store=store,
-                                   http_transport=httpx.MockTransport(api))
+        watcher = jobwatch.Watcher(
+            _config(),
+            transports=[ScriptedTransport()],
+            store=store,
+            http_transport=httpx.MockTransport(api),
+        )
         watcher.subscribe(lambda event: seen.append(event.key), job_id="j1")
         async with watcher:
             await trio.sleep(5)  # ten safety-net periods
@@ -89,22 +101,23 @@ def test_a_final_event_replayed_from_the_inbox_ends_the_run() -> None:
 
 
 def _poll_config() -> jobwatch.Config:
-    return _config(transport="poll", safety_poll=0,
-                   poll={"interval": 1.0, "max_interval": 5.0})
+    return _config(transport="poll", safety_poll=0, poll={"interval": 1.0, "max_interval": 5.0})
 
 
 def test_a_job_let_go_is_not_polled_by_the_next_watcher() -> None:
     api, store = API("processing"), MemoryStore()
 
     async def main() -> None:
-        async with jobwatch.Watcher(_poll_config(), store=store,
-                                    http_transport=httpx.MockTransport(api)) as watcher:
+        async with jobwatch.Watcher(
+            _poll_config(), store=store, http_transport=httpx.MockTransport(api)
+        ) as watcher:
             with trio.move_on_after(10):
                 await watcher.wait("j1", timeout=None)  # the application gives up on it
             await trio.sleep(1)  # the Watcher runs on
         polls = api.polls
-        async with jobwatch.Watcher(_poll_config(), store=store,
-                                    http_transport=httpx.MockTransport(api)):
+        async with jobwatch.Watcher(
+            _poll_config(), store=store, http_transport=httpx.MockTransport(api)
+        ):
             await trio.sleep(60)
         assert api.polls == polls, "nobody waits for j1 any more: no poll"
 
@@ -115,13 +128,15 @@ def test_a_job_left_by_a_closing_watcher_is_watched_by_the_next_until_a_deadline
     api, store = API("processing"), MemoryStore()
 
     async def main() -> None:
-        async with jobwatch.Watcher(_poll_config(), store=store,
-                                    http_transport=httpx.MockTransport(api)) as watcher:
+        async with jobwatch.Watcher(
+            _poll_config(), store=store, http_transport=httpx.MockTransport(api)
+        ) as watcher:
             watcher.subscribe(lambda event: None, job_id="j1")
             await trio.sleep(10)
         # The process stopped (or restarted) while the job ran: the next one watches it ...
-        watcher = jobwatch.Watcher(_poll_config(), store=store,
-                                   http_transport=httpx.MockTransport(api))
+        watcher = jobwatch.Watcher(
+            _poll_config(), store=store, http_transport=httpx.MockTransport(api)
+        )
         async with watcher:
             polls = api.polls
             await trio.sleep(60)
@@ -139,8 +154,9 @@ def test_waiting_again_on_a_retried_job_waits_for_its_new_run() -> None:
     api = API("failed")
 
     async def main() -> None:
-        async with jobwatch.Watcher(_poll_config(), store=MemoryStore(),
-                                    http_transport=httpx.MockTransport(api)) as watcher:
+        async with jobwatch.Watcher(
+            _poll_config(), store=MemoryStore(), http_transport=httpx.MockTransport(api)
+        ) as watcher:
             first = await watcher.wait("j1", timeout=60)
             api.status = "processing"  # the job is retried: a new run
             async with trio.open_nursery() as nursery:

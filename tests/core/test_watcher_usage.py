@@ -39,7 +39,8 @@ async def test_waiting_on_a_watcher_that_was_never_entered_fails_at_once() -> No
 
 @pytest.mark.parametrize("kinds", [("complete",), ("completed", "faild")])
 def test_an_unknown_event_kind_is_a_jobwatch_error_listing_the_kinds(
-        kinds: tuple[str, ...]) -> None:
+    kinds: tuple[str, ...],
+) -> None:
     watcher = jobwatch.Watcher(_config(), transports=[ScriptedTransport()])
     with pytest.raises(jobwatch.ConfigError) as caught:
         watcher.on(*kinds)(lambda event: None)
@@ -67,14 +68,18 @@ def test_a_subscription_shows_what_it_is_not_how_it_works() -> None:
     assert repr(sub).endswith("cancelled>")
 
 
-@pytest.mark.parametrize(("core", "warned"), [
-    ({"transport": "poll"}, True),
-    ({"transport": "sse", "sse": {"scope": "job"}}, True),
-    ({"transport": "sse", "sse": {"scope": "workspace"}}, False),
-    ({"transport": "webhook", "webhook": {"secrets": ["whsec-usage-test-0123456789"]}}, False),
-])
+@pytest.mark.parametrize(
+    ("core", "warned"),
+    [
+        ({"transport": "poll"}, True),
+        ({"transport": "sse", "sse": {"scope": "job"}}, True),
+        ({"transport": "sse", "sse": {"scope": "workspace"}}, False),
+        ({"transport": "webhook", "webhook": {"secrets": ["whsec-usage-test-0123456789"]}}, False),
+    ],
+)
 def test_callbacks_for_every_job_warn_once_where_only_watched_jobs_are_reported(
-        caplog: pytest.LogCaptureFixture, core: dict[str, object], warned: bool) -> None:
+    caplog: pytest.LogCaptureFixture, core: dict[str, object], warned: bool
+) -> None:
     watcher = jobwatch.Watcher(_config(**core))
     with caplog.at_level(logging.WARNING, logger="jobwatch"):
         watcher.on("completed")(lambda event: None)
@@ -88,11 +93,16 @@ def test_callbacks_for_every_job_warn_once_where_only_watched_jobs_are_reported(
 
 @pytest.mark.anyio
 async def test_a_job_whose_watch_ended_in_an_error_is_not_watched_by_the_next_watcher(
-        reader_sim: RunningSimulator, tmp_path: Path) -> None:
+    reader_sim: RunningSimulator, tmp_path: Path
+) -> None:
     # A mistyped id (404) must not be polled again by every later Watcher on the same store.
     path = tmp_path / "state.db"
-    config = _config(base_url=reader_sim.url, api_key=reader_sim.api_key, transport="poll",
-                     poll={"interval": 0.05})
+    config = _config(
+        base_url=reader_sim.url,
+        api_key=reader_sim.api_key,
+        transport="poll",
+        poll={"interval": 0.05},
+    )
     async with jobwatch.Watcher(config, store=SQLiteStore(path)) as watcher:
         with pytest.raises(jobwatch.JobNotFound):
             await watcher.wait("job_nope", timeout=30)
@@ -110,8 +120,12 @@ async def test_a_job_whose_watch_ended_in_an_error_is_not_watched_by_the_next_wa
 async def test_every_request_says_it_comes_from_jobwatch(reader_sim: RunningSimulator) -> None:
     job = reader_sim.simulator.create_job(urls=["https://example.com/a"])
     for transport in ("poll", "sse"):
-        config = _config(base_url=reader_sim.url, api_key=reader_sim.api_key,
-                         transport=transport, poll={"interval": 0.05})
+        config = _config(
+            base_url=reader_sim.url,
+            api_key=reader_sim.api_key,
+            transport=transport,
+            poll={"interval": 0.05},
+        )
         async with jobwatch.Watcher(config, store=MemoryStore()) as watcher:
             await watcher.wait(job, timeout=30)
     agents = reader_sim.simulator.request_counts().by_user_agent
@@ -140,8 +154,7 @@ async def test_a_direct_wait_that_times_out_on_an_unreachable_api_says_so() -> N
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    config = _config(api_key="rdr_x", transport="poll",
-                     poll={"interval": 0.1, "max_interval": 0.2})
+    config = _config(api_key="rdr_x", transport="poll", poll={"interval": 0.1, "max_interval": 0.2})
     async with jobwatch.Watcher(config, http_transport=httpx.MockTransport(refuse)) as watcher:
         with pytest.raises(jobwatch.WatchTimeout) as caught:
             await watcher.wait("job_1", timeout=2)

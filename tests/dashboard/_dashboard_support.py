@@ -26,34 +26,58 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from jobwatch.transports._serve import serve_app
 from jobwatch.transports._sse_parser import Frame, FrameParser
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TOKEN = "dashboard-token-0123456789abcdef"
 XSS = "<img src=x onerror=alert(1)>"
 
 
 def chromium_path() -> str:
     """Debian's chromium, or the one named by JOBWATCH_CHROMIUM; skips the test if none."""
-    for candidate in (os.environ.get("JOBWATCH_CHROMIUM"), "/usr/bin/chromium",
-                      shutil.which("chromium"), shutil.which("chromium-browser")):
+    for candidate in (
+        os.environ.get("JOBWATCH_CHROMIUM"),
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ):
         if candidate and Path(candidate).exists():
             return candidate
-    pytest.skip("no Chromium found (/usr/bin/chromium, chromium on PATH or JOBWATCH_CHROMIUM): "
-                "install Debian's chromium package (apt-get install chromium) to run the "
-                "browser tests")
+    pytest.skip(
+        "no Chromium found (/usr/bin/chromium, chromium on PATH or JOBWATCH_CHROMIUM): "
+        "install Debian's chromium package (apt-get install chromium) to run the "
+        "browser tests"
+    )
 
 
 class Process:
     """A ``jobwatch`` command running in a child process; ``url`` is what it printed first
     (``listening on URL``); ``lines`` holds the rest of its output."""
 
-    def __init__(self, args: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None,
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         self.args = list(args)
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "jobwatch", *args], cwd=cwd, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+            [sys.executable, "-m", "jobwatch", *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -75,8 +99,9 @@ class Process:
         try:
             return self.lines.get(timeout=timeout)
         except queue.Empty:
-            raise AssertionError(f"jobwatch {' '.join(self.args)} printed nothing in "
-                                 f"{timeout} s") from None
+            raise AssertionError(
+                f"jobwatch {' '.join(self.args)} printed nothing in {timeout} s"
+            ) from None
 
     def _drain(self) -> Iterator[str]:
         while True:
@@ -109,13 +134,16 @@ class Process:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
-            raise AssertionError(f"jobwatch {' '.join(self.args)} did not stop within "
-                                 f"{timeout} s of {signal.Signals(signum).name}") from None
+            raise AssertionError(
+                f"jobwatch {' '.join(self.args)} did not stop within "
+                f"{timeout} s of {signal.Signals(signum).name}"
+            ) from None
 
 
 @contextmanager
-def running(args: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None
-            ) -> Iterator[Process]:
+def running(
+    args: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None
+) -> Iterator[Process]:
     process = Process(args, cwd=cwd, env=env)
     try:
         yield process
@@ -150,14 +178,30 @@ class Sim:
         return data
 
 
-def write_config(directory: Path, sim_url: str, *, token: str | None = TOKEN,
-                 safety_poll: float = 1.0, extra: str = "") -> Path:
+def write_config(
+    directory: Path,
+    sim_url: str,
+    *,
+    token: str | None = TOKEN,
+    safety_poll: float = 1.0,
+    extra: str = "",
+) -> Path:
     """A configuration that watches the simulator's workspace stream, with a sqlite store in
     ``directory`` (shared by a restarted dashboard)."""
     lines = [
-        "[jobwatch]", f'base_url = "{sim_url}"', 'api_key = "rdr_sim"', 'transport = "sse"',
-        f"safety_poll = {safety_poll}", "", "[jobwatch.sse]", 'scope = "workspace"', "",
-        "[jobwatch.sqlite]", f'path = "{directory / "state.db"}"', "", "[jobwatch.dashboard]",
+        "[jobwatch]",
+        f'base_url = "{sim_url}"',
+        'api_key = "rdr_sim"',
+        'transport = "sse"',
+        f"safety_poll = {safety_poll}",
+        "",
+        "[jobwatch.sse]",
+        'scope = "workspace"',
+        "",
+        "[jobwatch.sqlite]",
+        f'path = "{directory / "state.db"}"',
+        "",
+        "[jobwatch.dashboard]",
     ]
     if token is not None:
         lines.append(f'token = "{token}"')
@@ -207,8 +251,9 @@ class RawClient:
 
 
 @asynccontextmanager
-async def sse(http: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None
-              ) -> AsyncIterator[MemoryObjectReceiveStream[Frame]]:
+async def sse(
+    http: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[MemoryObjectReceiveStream[Frame]]:
     """Read ``url`` as an event stream in a task of its own; yield its frames as they come.
 
     (The reading ends by cancellation, as in jobwatch's own SSE transport, so that httpx's

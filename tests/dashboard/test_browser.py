@@ -64,8 +64,9 @@ def config_for(directory: Path, sim: Sim) -> Path:
 @pytest.fixture(scope="module")
 def dashboard(workdir: Path, sim: Sim) -> Iterator[Process]:
     config = config_for(workdir / "main", sim)
-    with running(["dashboard", "--config", str(config), "--listen", "127.0.0.1:0"],
-                 cwd=workdir) as proc:
+    with running(
+        ["dashboard", "--config", str(config), "--listen", "127.0.0.1:0"], cwd=workdir
+    ) as proc:
         yield proc
 
 
@@ -116,8 +117,9 @@ def until(condition: Callable[[], Any], what: str, timeout: float = 20.0) -> Any
         time.sleep(0.05)
 
 
-def test_rows_appear_and_progress_bars_move_as_jobs_run(page: Any, dashboard: Process,
-                                                         sim: Sim) -> None:
+def test_rows_appear_and_progress_bars_move_as_jobs_run(
+    page: Any, dashboard: Process, sim: Sim
+) -> None:
     log_in(page, dashboard.url)
     jobs = [sim.job(60) for _ in range(3)]
     for job_id in jobs:
@@ -125,6 +127,7 @@ def test_rows_appear_and_progress_bars_move_as_jobs_run(page: Any, dashboard: Pr
     first = until(lambda: share(page, jobs[0]) or None, "the first bar moves off zero")
     until(lambda: share(page, jobs[0]) > first, "the first bar moves on")
     for job_id in jobs:
+
         def completed(job_id: str = job_id) -> bool:
             return row(page, job_id).get_attribute("data-status") == "completed"
 
@@ -136,7 +139,8 @@ def test_rows_appear_and_progress_bars_move_as_jobs_run(page: Any, dashboard: Pr
 
 
 def test_a_failed_job_shows_its_reason_as_text_and_a_cancelled_one_its_state(
-        page: Any, dashboard: Process, sim: Sim) -> None:
+    page: Any, dashboard: Process, sim: Sim
+) -> None:
     log_in(page, dashboard.url)
     failing = sim.job(3, fail=XSS)
     cancelled = sim.job(2000)
@@ -147,8 +151,11 @@ def test_a_failed_job_shows_its_reason_as_text_and_a_cancelled_one_its_state(
     assert reason.inner_text() == XSS
     assert reason.locator("img").count() == 0
     # No stream reports a cancellation: the safety net's poll of the silent job finds it.
-    until(lambda: row(page, cancelled).get_attribute("data-status") == "cancelled",
-          "the cancellation shows", timeout=30)
+    until(
+        lambda: row(page, cancelled).get_attribute("data-status") == "cancelled",
+        "the cancellation shows",
+        timeout=30,
+    )
     assert row(page, cancelled).locator(".badge").inner_text() == "cancelled"
     page.click(f"#jobs tbody tr[data-job-id='{failing}']")
     page.locator("#timeline li").first.wait_for(timeout=10_000)
@@ -161,7 +168,8 @@ def test_a_failed_job_shows_its_reason_as_text_and_a_cancelled_one_its_state(
 
 
 def test_without_the_token_the_page_and_the_stream_answer_401(
-        browser: Any, dashboard: Process) -> None:
+    browser: Any, dashboard: Process
+) -> None:
     context = browser.new_context()
     try:
         page = context.new_page()
@@ -171,19 +179,24 @@ def test_without_the_token_the_page_and_the_stream_answer_401(
         assert page.locator("#jobs").count() == 0
     finally:
         context.close()
-    for headers in ({}, {"authorization": "Bearer not-the-token-0000000000"},
-                    {"cookie": f"jobwatch_dashboard={TOKEN}"}):
+    for headers in (
+        {},
+        {"authorization": "Bearer not-the-token-0000000000"},
+        {"cookie": f"jobwatch_dashboard={TOKEN}"},
+    ):
         for path in ("/events", "/jobs", "/"):
             status = httpx.get(dashboard.url + path, headers=headers, timeout=10).status_code
             assert status == 401, (path, headers)
-    with httpx.stream("GET", dashboard.url + "/events", timeout=10,
-                      headers={"authorization": f"Bearer {TOKEN}"}) as stream:
+    with httpx.stream(
+        "GET", dashboard.url + "/events", timeout=10, headers={"authorization": f"Bearer {TOKEN}"}
+    ) as stream:
         assert stream.status_code == 200
         assert stream.headers["content-type"].startswith("text/event-stream")
 
 
 def test_after_the_dashboard_restarts_the_page_reconnects_with_no_gap_and_no_duplicate(
-        page: Any, workdir: Path, sim: Sim) -> None:
+    page: Any, workdir: Path, sim: Sim
+) -> None:
     config = config_for(workdir / "restart", sim)
     command = ["dashboard", "--config", str(config)]
     first = Process([*command, "--listen", "127.0.0.1:0"], cwd=workdir)
@@ -200,14 +213,19 @@ def test_after_the_dashboard_restarts_the_page_reconnects_with_no_gap_and_no_dup
         seen = {j: share(page, j) for j in [*jobs, short]}
         assert row(page, short).get_attribute("data-status") != "completed"
         assert first.stop() == 0
-        until(lambda: page.locator("#connection").get_attribute("data-state") == "wait",
-              "the page sees the stream end")
+        until(
+            lambda: page.locator("#connection").get_attribute("data-state") == "wait",
+            "the page sees the stream end",
+        )
         time.sleep(1.5)
         assert sim.status(short)["status"] == "completed"  # it ended while nobody looked
         second = Process([*command, "--listen", f"127.0.0.1:{port}"], cwd=workdir)
-        until(lambda: page.locator("#connection").get_attribute("data-state") == "live",
-              "the page reconnects by itself")
+        until(
+            lambda: page.locator("#connection").get_attribute("data-state") == "live",
+            "the page reconnects by itself",
+        )
         for job_id in [*jobs, short]:
+
             def done(job_id: str = job_id) -> bool:
                 now = share(page, job_id)
                 assert now >= seen[job_id], f"{job_id}'s bar went back"
@@ -217,8 +235,9 @@ def test_after_the_dashboard_restarts_the_page_reconnects_with_no_gap_and_no_dup
             until(done, f"{job_id} shows completed", timeout=30)
             assert row(page, job_id).count() == 1
         assert row(page, short).locator(".progress .text").inner_text() == "20 / 20"
-        assert all(row(page, j).locator(".progress .text").inner_text() == "100 / 100"
-                   for j in jobs)
+        assert all(
+            row(page, j).locator(".progress .text").inner_text() == "100 / 100" for j in jobs
+        )
         frames = page.evaluate("window.__frames")
     finally:
         for process in (first, second):

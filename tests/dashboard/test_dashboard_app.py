@@ -24,14 +24,20 @@ pytestmark = pytest.mark.anyio
 ASSETS = Path(jobwatch.__file__).parent / "dashboard"
 
 
-def make_watcher(dashboard: dict[str, Any] | None = None, *, store: Store | None = None,
-                 transport: ScriptedTransport | None = None, **core: Any) -> jobwatch.Watcher:
+def make_watcher(
+    dashboard: dict[str, Any] | None = None,
+    *,
+    store: Store | None = None,
+    transport: ScriptedTransport | None = None,
+    **core: Any,
+) -> jobwatch.Watcher:
     document: dict[str, Any] = {"api_key": "rdr_secret_key_42", **core}
     if dashboard is not None:
         document["dashboard"] = dashboard
     config = jobwatch.Config.from_mapping({"jobwatch": document})
-    return jobwatch.Watcher(config, transports=[transport or ScriptedTransport()],
-                            store=store or MemoryStore())
+    return jobwatch.Watcher(
+        config, transports=[transport or ScriptedTransport()], store=store or MemoryStore()
+    )
 
 
 def client(app: Any, base: str = "http://127.0.0.1:8788", **kw: Any) -> httpx.AsyncClient:
@@ -161,8 +167,14 @@ async def test_the_page_has_a_strict_policy_and_no_inline_script_or_style() -> N
 
 def test_the_script_never_parses_text_as_html() -> None:
     source = (ASSETS / "dashboard.js").read_text(encoding="utf-8")
-    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
-                 "new Function"):
+    for sink in (
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+    ):
         assert sink not in source
 
 
@@ -171,21 +183,27 @@ async def test_jobs_answers_the_table_and_the_statistics_without_secrets() -> No
     watcher = make_watcher(transport=transport)
     app = watcher.dashboard_app()
     async with watcher, client(app) as http:
-        await transport.send(make_event("started", "job_1", data={"token": "t0ps3cret"}),
-                             make_event("progress", "job_1", completed=2, total=5))
-        await transport.send(make_event("progress", "job_1", completed=2, total=5,
-                                        source="webhook"))
+        await transport.send(
+            make_event("started", "job_1", data={"token": "t0ps3cret"}),
+            make_event("progress", "job_1", completed=2, total=5),
+        )
+        await transport.send(
+            make_event("progress", "job_1", completed=2, total=5, source="webhook")
+        )
         table = (await http.get("/jobs")).json()
         job = (await http.get("/job", params={"id": "job_1"})).json()
         missing = await http.get("/job", params={"id": "job_2"})
-    assert [(j["job_id"], j["status"], j["completed"], j["total"], j["source"])
-            for j in table["jobs"]] == [("job_1", "processing", 2, 5, "scripted")]
+    assert [
+        (j["job_id"], j["status"], j["completed"], j["total"], j["source"]) for j in table["jobs"]
+    ] == [("job_1", "processing", 2, 5, "scripted")]
     stats = table["stats"]
     assert stats["duplicates"] == 1 and stats["relay"]["events"] == 2
     assert {"requests", "reconnects", "fallbacks", "dead_letters"} <= set(stats)
     assert [(e["kind"], e["source"], e["dropped"]) for e in job["timeline"]] == [
-        ("started", "scripted", None), ("progress", "scripted", None),
-        ("progress", "webhook", "duplicate")]
+        ("started", "scripted", None),
+        ("progress", "scripted", None),
+        ("progress", "webhook", "duplicate"),
+    ]
     assert "t0ps3cret" not in str(job) and "rdr_secret_key_42" not in str(table)
     assert missing.status_code == 404
 
@@ -235,12 +253,15 @@ def test_the_dashboard_table_is_a_known_table() -> None:
     assert config.table("dashboard")["token"] == TOKEN
 
 
-@pytest.mark.parametrize(("table", "message"), [
-    ({"tokn": TOKEN}, r"tokn.*\[jobwatch.dashboard\]"),
-    ({"token": "short"}, r"at least 16 characters"),
-    ({"buffer": 0}, r"buffer"),
-    ({"follow": "yes"}, r"follow"),
-])
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"tokn": TOKEN}, r"tokn.*\[jobwatch.dashboard\]"),
+        ({"token": "short"}, r"at least 16 characters"),
+        ({"buffer": 0}, r"buffer"),
+        ({"follow": "yes"}, r"follow"),
+    ],
+)
 def test_a_wrong_dashboard_table_is_a_config_error(table: dict[str, Any], message: str) -> None:
     watcher = make_watcher(table)
     with pytest.raises(jobwatch.ConfigError, match=message):
@@ -259,8 +280,11 @@ async def test_the_relay_sees_dispatched_and_dropped_events_in_the_pipelines_ord
         await transport.send(make_event("progress", "job_1", completed=1))
         await transport.send(make_event("progress", "job_1", completed=1, source="webhook"))
         await transport.send(make_event("progress", "job_1", completed=0))
-    assert seen == [("job_1:progress:1#1", None), ("job_1:progress:1", "duplicate"),
-                    ("job_1:progress:0", "stale")]
+    assert seen == [
+        ("job_1:progress:1#1", None),
+        ("job_1:progress:1", "duplicate"),
+        ("job_1:progress:0", "stale"),
+    ]
 
 
 async def test_events_replayed_from_the_inbox_reach_the_relay() -> None:
@@ -276,7 +300,8 @@ async def test_events_replayed_from_the_inbox_reach_the_relay() -> None:
 
 
 async def test_a_fault_in_the_dashboard_never_reaches_the_watcher(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     transport = ScriptedTransport()
     watcher = make_watcher(transport=transport)
     app = watcher.dashboard_app()

@@ -26,10 +26,12 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_it_prints_the_bound_address_first_and_stops_cleanly_on_a_signal(
-        tmp_path: Path, sim: Sim, signum: int) -> None:
+    tmp_path: Path, sim: Sim, signum: int
+) -> None:
     config = write_config(tmp_path, sim.url)
-    dashboard = Process(["dashboard", "--config", str(config), "--listen", "127.0.0.1:0"],
-                        cwd=tmp_path)
+    dashboard = Process(
+        ["dashboard", "--config", str(config), "--listen", "127.0.0.1:0"], cwd=tmp_path
+    )
     try:
         assert dashboard.url.startswith("http://127.0.0.1:")
         assert not dashboard.url.endswith(":0")
@@ -50,7 +52,8 @@ def test_it_prints_the_bound_address_first_and_stops_cleanly_on_a_signal(
 
 
 def test_it_refuses_to_listen_beyond_loopback_without_a_token(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = write_config(tmp_path, "http://127.0.0.1:9", token=None)
     code = main(["dashboard", "--config", str(config), "--listen", "0.0.0.0:0"])
     assert code == 2
@@ -58,8 +61,9 @@ def test_it_refuses_to_listen_beyond_loopback_without_a_token(
     assert "[jobwatch.dashboard] token" in err and "listen on 127.0.0.1" in err
 
 
-def test_a_bad_listen_address_names_the_flag(tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_listen_address_names_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = write_config(tmp_path, "http://127.0.0.1:9")
     assert main(["dashboard", "--config", str(config), "--listen", "here"]) == 2
     assert "--listen must be 'HOST:PORT'" in capsys.readouterr().err

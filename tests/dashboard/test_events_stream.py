@@ -25,8 +25,7 @@ pytestmark = pytest.mark.anyio
 
 
 @asynccontextmanager
-async def dashboard(**options: Any) -> AsyncIterator[tuple[ScriptedTransport, DashboardApp,
-                                                           str]]:
+async def dashboard(**options: Any) -> AsyncIterator[tuple[ScriptedTransport, DashboardApp, str]]:
     """A running Watcher fed by a ScriptedTransport, its dashboard served on loopback."""
     transport = ScriptedTransport()
     config = jobwatch.Config.from_mapping({"jobwatch": {"dashboard": options}})
@@ -75,8 +74,7 @@ async def test_a_client_that_reconnects_with_last_event_id_gets_exactly_what_it_
 
 
 async def test_a_client_that_fell_out_of_the_buffer_gets_a_snapshot_then_the_rest() -> None:
-    async with dashboard(buffer=3) as (transport, app, url), \
-            httpx.AsyncClient(timeout=20) as http:
+    async with dashboard(buffer=3) as (transport, app, url), httpx.AsyncClient(timeout=20) as http:
         await transport.send(*(progress(n) for n in range(1, 8)))
         old = f"{app.relay.epoch}-2"
         async with sse(http, url + "/events", headers={"Last-Event-ID": old}) as events:
@@ -107,8 +105,11 @@ async def test_a_client_too_slow_for_the_flow_is_resynced_with_a_snapshot() -> N
 
 
 async def test_a_stuck_client_slows_neither_the_watcher_nor_the_others() -> None:
-    async with dashboard(send_timeout=1.0) as (transport, app, url), \
-            RawClient.open(url) as stuck, httpx.AsyncClient(timeout=20) as http:
+    async with (
+        dashboard(send_timeout=1.0) as (transport, app, url),
+        RawClient.open(url) as stuck,
+        httpx.AsyncClient(timeout=20) as http,
+    ):
         await stuck.read_until(b"event: snapshot")  # then it never reads again
         async with sse(http, url + "/events") as events:
             await take(events, 1)
@@ -142,7 +143,8 @@ async def test_closing_ends_every_stream() -> None:
 
 
 async def test_a_client_that_leaves_is_forgotten_without_an_error(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async with dashboard() as (transport, app, url), httpx.AsyncClient(timeout=20) as http:
         async with sse(http, url + "/events") as events:
             await take(events, 1)

@@ -64,7 +64,8 @@ def test_a_client_resumes_after_its_last_event_id_from_the_ring() -> None:
 
 @pytest.mark.parametrize("last_event_id", [None, "e1-1", "other-7", "e1-x", "e1-99"])
 def test_a_client_too_far_behind_or_from_another_process_gets_a_snapshot(
-        last_event_id: str | None) -> None:
+    last_event_id: str | None,
+) -> None:
     r = relay(buffer=3)
     for n in range(1, 7):
         r.observe(progress("job_1", n), None)
@@ -152,12 +153,22 @@ def test_the_table_follows_status_progress_failure_and_a_new_run() -> None:
     r.observe(failed, None)
     (row,) = r.table()["jobs"]
     assert row | {"age": 0, "idle": 0} == {
-        "job_id": "job_1", "status": "failed", "kind": "failed", "completed": 4,
-        "total": 10, "source": "sse", "error": "the browser pool crashed", "attempt": None,
-        "events": 4, "dropped": 0, "page_errors": 1, "age": 0, "idle": 0}
+        "job_id": "job_1",
+        "status": "failed",
+        "kind": "failed",
+        "completed": 4,
+        "total": 10,
+        "source": "sse",
+        "error": "the browser pool crashed",
+        "attempt": None,
+        "events": 4,
+        "dropped": 0,
+        "page_errors": 1,
+        "age": 0,
+        "idle": 0,
+    }
     r.observe(make_event("started", "job_1", key="job_1:started#2"), None)
-    assert r.table()["jobs"][0]["error"] is None and r.table()["jobs"][0]["status"] == \
-        "processing"
+    assert r.table()["jobs"][0]["error"] is None and r.table()["jobs"][0]["status"] == "processing"
 
 
 def test_drops_appear_in_the_timeline_once_each_with_a_count() -> None:
@@ -168,7 +179,10 @@ def test_drops_appear_in_the_timeline_once_each_with_a_count() -> None:
     r.observe(progress("job_1", 0, source="poll"), "stale")
     timeline = r.job("job_1")["timeline"]  # type: ignore[index]
     assert [(e["source"], e["dropped"], e["count"]) for e in timeline] == [
-        ("sse", None, 1), ("webhook", "duplicate", 3), ("poll", "stale", 1)]
+        ("sse", None, 1),
+        ("webhook", "duplicate", 3),
+        ("poll", "stale", 1),
+    ]
     assert r.table()["jobs"][0]["dropped"] == 4
 
 
@@ -214,21 +228,41 @@ def test_workspace_events_are_relayed_and_kept_as_the_notice() -> None:
 
 
 def test_the_configurations_secrets_are_collected() -> None:
-    config = jobwatch.Config.from_mapping({"jobwatch": {
-        "api_key": "rdr_key_123456", "transport": "webhook",
-        "webhook": {"secrets": ["whsec_first", "whsec_second"]},
-        "dashboard": {"token": "dashboard-token-0123456789"}}})
+    config = jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "api_key": "rdr_key_123456",
+                "transport": "webhook",
+                "webhook": {"secrets": ["whsec_first", "whsec_second"]},
+                "dashboard": {"token": "dashboard-token-0123456789"},
+            }
+        }
+    )
     scrubber = Scrubber.for_config(config)
     text = "rdr_key_123456 whsec_first whsec_second dashboard-token-0123456789 fine"
     assert scrubber.text(text) == "*** *** *** *** fine"
 
 
-@pytest.mark.parametrize("name", ["secret", "webhookSecret", "api_key", "apiKey", "X-Api-Key",
-                                  "Authorization", "access_token", "password", "signature"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "secret",
+        "webhookSecret",
+        "api_key",
+        "apiKey",
+        "X-Api-Key",
+        "Authorization",
+        "access_token",
+        "password",
+        "signature",
+    ],
+)
 def test_keys_named_like_secrets_are_redacted(name: str) -> None:
     assert secret_name(name)
     assert Scrubber(()).payload({name: "value", "nested": [{name: 1}]}) == {
-        name: "***", "nested": [{name: "***"}]}
+        name: "***",
+        "nested": [{name: "***"}],
+    }
 
 
 @pytest.mark.parametrize("name", ["total_tokens", "status", "url", "keys", "id"])
@@ -240,21 +274,25 @@ SECRET = "sk_live_SECRETVALUE"
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
 
-@given(payload=st.dictionaries(st.text(max_size=8), json_values, max_size=5),
-       prefix=st.text(max_size=5), suffix=st.text(max_size=5),
-       error=st.text(max_size=10))
+@given(
+    payload=st.dictionaries(st.text(max_size=8), json_values, max_size=5),
+    prefix=st.text(max_size=5),
+    suffix=st.text(max_size=5),
+    error=st.text(max_size=10),
+)
 def test_no_secret_reaches_a_frame_or_the_table_whatever_the_payload(
-        payload: dict[str, Any], prefix: str, suffix: str, error: str) -> None:
+    payload: dict[str, Any], prefix: str, suffix: str, error: str
+) -> None:
     r = Relay(epoch="e1", clock=Clock(), scrubber=Scrubber([SECRET]))
     planted = {**payload, "note": prefix + SECRET + suffix, "list": [SECRET]}
-    event = attrs.evolve(make_event("failed", "job_" + SECRET, data=planted),
-                         error=error + SECRET)
+    event = attrs.evolve(make_event("failed", "job_" + SECRET, data=planted), error=error + SECRET)
     r.observe(event, None)
     r.observe(event, "duplicate")
     sent = r.take(r.connect("e1-0")) + r.snapshot_frame() + json.dumps(r.table()).encode()
@@ -262,10 +300,15 @@ def test_no_secret_reaches_a_frame_or_the_table_whatever_the_payload(
     assert SECRET.encode() not in sent
 
 
-@given(sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=60),
-       budget=st.integers(1, 5000), start=st.integers(0, 59), ring=st.integers(1, 80))
+@given(
+    sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=60),
+    budget=st.integers(1, 5000),
+    start=st.integers(0, 59),
+    ring=st.integers(1, 80),
+)
 def test_writes_carry_every_frame_once_in_order_within_the_byte_budget(
-        sizes: list[int], budget: int, start: int, ring: int) -> None:
+    sizes: list[int], budget: int, start: int, ring: int
+) -> None:
     r = relay(buffer=ring)
     for n, size in enumerate(sizes, 1):
         r.observe(progress("job_1", n, data={"pad": "x" * size}), None)

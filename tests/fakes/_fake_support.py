@@ -82,5 +82,6 @@ def verify(name: str, secret: str, received: Received) -> None:
 
 
 def client(base_url: str, token: str, **headers: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=base_url,
-                             headers={"authorization": f"Bearer {token}", **headers})
+    return httpx.AsyncClient(
+        base_url=base_url, headers={"authorization": f"Bearer {token}", **headers}
+    )

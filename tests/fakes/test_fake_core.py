@@ -31,10 +31,14 @@ from jobwatch.testing import (
 Fake = OpenAIBatchFake | GitHubActionsFake | ReplicateFake
 FAKES: list[type[Fake]] = [OpenAIBatchFake, GitHubActionsFake, ReplicateFake]
 #: The status route of each fake, with {} where the job id goes.
-ROUTES = {OpenAIBatchFake: ("/v1/batches/{}", "GET /v1/batches/{batch_id}"),
-          GitHubActionsFake: ("/repos/octo-org/octo-repo/actions/runs/{}",
-                              "GET /repos/{owner}/{repo}/actions/runs/{run_id}"),
-          ReplicateFake: ("/v1/predictions/{}", "GET /v1/predictions/{prediction_id}")}
+ROUTES = {
+    OpenAIBatchFake: ("/v1/batches/{}", "GET /v1/batches/{batch_id}"),
+    GitHubActionsFake: (
+        "/repos/octo-org/octo-repo/actions/runs/{}",
+        "GET /repos/{owner}/{repo}/actions/runs/{run_id}",
+    ),
+    ReplicateFake: ("/v1/predictions/{}", "GET /v1/predictions/{prediction_id}"),
+}
 
 
 def create(fake: FakeAPI, **options: Any) -> str:
@@ -77,11 +81,13 @@ def test_steps_and_faults_are_checked() -> None:
         FakeFaults(stream_cut_after=-1)
 
 
-
 def test_a_step_the_api_cannot_take_is_refused_before_anything_runs() -> None:
     openai, github, replicate = OpenAIBatchFake(), GitHubActionsFake(), ReplicateFake()
-    with pytest.raises(ValueError, match=r"steps\[1\]: 'done' is no openai-batch status; "
-                                         "the statuses are validating, in_progress"):
+    with pytest.raises(
+        ValueError,
+        match=r"steps\[1\]: 'done' is no openai-batch status; "
+        "the statuses are validating, in_progress",
+    ):
         openai.create_batch(steps=[FakeStep(status="in_progress"), FakeStep(status="done")])
     with pytest.raises(ValueError, match="the replicate fake takes no job= in a step"):
         replicate.create_prediction(steps=[FakeStep(job="build")])
@@ -105,9 +111,12 @@ def test_steps_of_several_jobs_run_in_time_order() -> None:
     fake = GitHubActionsFake(clock=clock)
     slow = fake.create_run(steps=[FakeStep(delay=10, status="in_progress")])
     clock.advance(4)
-    quick = fake.create_run(steps=[FakeStep(delay=1, status="in_progress"),
-                                   FakeStep(delay=10, status="completed",
-                                            fields={"conclusion": "success"})])
+    quick = fake.create_run(
+        steps=[
+            FakeStep(delay=1, status="in_progress"),
+            FakeStep(delay=10, status="completed", fields={"conclusion": "success"}),
+        ]
+    )
     clock.advance(30)  # one advance: slow at 10, quick at 5 and 15
     assert fake.job(slow)["updated_at"] < fake.job(quick)["updated_at"]
     assert fake.job(quick)["status"] == "completed"
@@ -119,10 +128,17 @@ async def test_config_watches_the_fake_with_its_provider() -> None:
     async with running_fake(GitHubActionsFake(repository="me/mine")) as fake:
         document = fake.config(transport="poll", webhook={"path": "/hooks/gh"})
         base_url = fake.base_url
-    assert document == {"jobwatch": {
-        "provider": "github-actions", "base_url": base_url, "api_key": "ghp_fake",
-        "store": "memory", "transport": "poll", "github-actions": {"repository": "me/mine"},
-        "webhook": {"secrets": [fake.webhook_secret], "path": "/hooks/gh"}}}
+    assert document == {
+        "jobwatch": {
+            "provider": "github-actions",
+            "base_url": base_url,
+            "api_key": "ghp_fake",
+            "store": "memory",
+            "transport": "poll",
+            "github-actions": {"repository": "me/mine"},
+            "webhook": {"secrets": [fake.webhook_secret], "path": "/hooks/gh"},
+        }
+    }
 
 
 @pytest.mark.anyio
@@ -141,9 +157,15 @@ async def test_the_base_url_carries_the_api_prefix(kind: type[Fake]) -> None:
 def test_no_job_id_changes_the_route(kind: type[Fake], job_id: str) -> None:
     fake = kind(clock=ManualClock())
     template, endpoint = ROUTES[kind]
-    reply = fake.handle(Request(method="GET", path=template.format(quote(job_id, safe="")),
-                                query={}, headers={"authorization": f"Bearer {fake.api_key}"},
-                                base_url="http://fake"))
+    reply = fake.handle(
+        Request(
+            method="GET",
+            path=template.format(quote(job_id, safe="")),
+            query={},
+            headers={"authorization": f"Bearer {fake.api_key}"},
+            base_url="http://fake",
+        )
+    )
     assert isinstance(reply, Reply) and reply.status == 404
     json.dumps(reply.body)  # the API's envelope, serialisable
     expected = endpoint if job_id else "GET ?"
@@ -159,8 +181,12 @@ async def test_the_openai_fixture(openai_fake: OpenAIBatchFake, receiver: Receiv
     batch_id = openai_fake.create_batch(outcome="expired")  # 3 simulated s: 30 ms
     (delivery,) = await receiver.wait(1)
     assert json.loads(delivery.body) | {"id": "", "created_at": 0} == {
-        "object": "event", "id": "", "type": "batch.expired", "created_at": 0,
-        "data": {"id": batch_id}}
+        "object": "event",
+        "id": "",
+        "type": "batch.expired",
+        "created_at": 0,
+        "data": {"id": batch_id},
+    }
 
 
 @pytest.mark.anyio
@@ -179,9 +205,11 @@ def replicate_fake_options() -> dict[str, Any]:
 
 @pytest.mark.anyio
 async def test_the_replicate_fixture_runs_in_scaled_time(
-        replicate_fake: ReplicateFake, receiver: Receiver) -> None:
+    replicate_fake: ReplicateFake, receiver: Receiver
+) -> None:
     prediction_id = replicate_fake.create_prediction(
-        webhook=receiver.url, webhook_events_filter=["completed"])
+        webhook=receiver.url, webhook_events_filter=["completed"]
+    )
     with anyio.fail_after(5):
         (delivery,) = await receiver.wait(1)
     assert json.loads(delivery.body)["id"] == prediction_id
@@ -189,8 +217,10 @@ async def test_the_replicate_fixture_runs_in_scaled_time(
 
 
 @pytest.mark.anyio
-@pytest.mark.skipif("github-actions" not in installed("provider"),
-                    reason="the github-actions provider is not installed yet")
+@pytest.mark.skipif(
+    "github-actions" not in installed("provider"),
+    reason="the github-actions provider is not installed yet",
+)
 async def test_the_fixture_example_of_the_docs(github_fake: GitHubActionsFake) -> None:
     # docs/fakes.md, "In pytest", as written there
     run_id = github_fake.create_run(outcome="timed_out")

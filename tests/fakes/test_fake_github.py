@@ -23,8 +23,17 @@ pytestmark = pytest.mark.anyio
 
 RUNS = "/repos/octo-org/octo-repo/actions/runs"
 VERSION = {"x-github-api-version": "2022-11-28", "accept": "application/vnd.github+json"}
-CONCLUSIONS = ["success", "failure", "neutral", "cancelled", "skipped", "timed_out",
-               "action_required", "stale", "startup_failure"]
+CONCLUSIONS = [
+    "success",
+    "failure",
+    "neutral",
+    "cancelled",
+    "skipped",
+    "timed_out",
+    "action_required",
+    "stale",
+    "startup_failure",
+]
 
 
 def gh(fake: GitHubActionsFake, token: str | None = None) -> httpx.AsyncClient:
@@ -33,18 +42,27 @@ def gh(fake: GitHubActionsFake, token: str | None = None) -> httpx.AsyncClient:
 
 async def test_status_then_conclusion(clock: ManualClock) -> None:
     async with running_fake(GitHubActionsFake(clock=clock)) as fake, gh(fake) as http:
-        run_id = fake.create_run(outcome="failure", steps=[
-            FakeStep(status="pending"), FakeStep(status="in_progress"),
-            FakeStep(status="completed"),  # the conclusion is written a moment later
-            FakeStep(fields={"conclusion": "failure"}),
-        ])
+        run_id = fake.create_run(
+            outcome="failure",
+            steps=[
+                FakeStep(status="pending"),
+                FakeStep(status="in_progress"),
+                FakeStep(status="completed"),  # the conclusion is written a moment later
+                FakeStep(fields={"conclusion": "failure"}),
+            ],
+        )
         seen = []
         for _ in range(5):
             run = (await http.get(f"{RUNS}/{run_id}")).json()
             seen.append((run["status"], run["conclusion"]))
             clock.advance(1)
-    assert seen == [("queued", None), ("pending", None), ("in_progress", None),
-                    ("completed", None), ("completed", "failure")]
+    assert seen == [
+        ("queued", None),
+        ("pending", None),
+        ("in_progress", None),
+        ("completed", None),
+        ("completed", "failure"),
+    ]
     assert run["id"] == int(run_id) and run["run_attempt"] == 1
     assert run["url"].endswith(f"{RUNS}/{run_id}") and run["repository"]["full_name"]
 
@@ -74,11 +92,14 @@ async def test_jobs_are_paged_with_link_headers(clock: ManualClock) -> None:
 
 def test_steps_move_one_job_and_the_rest_follow_the_run(clock: ManualClock) -> None:
     fake = GitHubActionsFake(clock=clock)
-    run_id = fake.create_run(jobs=["build", "test"], steps=[
-        FakeStep(status="in_progress"),
-        FakeStep(job="build", status="completed", fields={"conclusion": "failure"}),
-        FakeStep(status="completed", fields={"conclusion": "failure"}),
-    ])
+    run_id = fake.create_run(
+        jobs=["build", "test"],
+        steps=[
+            FakeStep(status="in_progress"),
+            FakeStep(job="build", status="completed", fields={"conclusion": "failure"}),
+            FakeStep(status="completed", fields={"conclusion": "failure"}),
+        ],
+    )
     clock.advance(2)
     jobs = {job["name"]: job for job in fake._jobs[run_id][-1]}
     assert (jobs["build"]["status"], jobs["test"]["status"]) == ("completed", "in_progress")
@@ -120,8 +141,7 @@ async def test_credentials_version_and_repository(clock: ManualClock) -> None:
 
 
 async def test_the_primary_limit_is_a_403_until_the_reset(clock: ManualClock) -> None:
-    async with running_fake(GitHubActionsFake(clock=clock, rate_limit=2)) as fake, \
-            gh(fake) as http:
+    async with running_fake(GitHubActionsFake(clock=clock, rate_limit=2)) as fake, gh(fake) as http:
         run_id = fake.create_run()
         answers = [await http.get(f"{RUNS}/{run_id}") for _ in range(3)]
         clock.advance(3600)
@@ -149,7 +169,8 @@ async def test_the_secondary_limit_says_retry_after(clock: ManualClock, status: 
 
 
 async def test_workflow_run_webhooks_are_signed_as_github_signs_them(
-        clock: ManualClock, receiver: Receiver) -> None:
+    clock: ManualClock, receiver: Receiver
+) -> None:
     fake = GitHubActionsFake(clock=clock, webhook_url=receiver.url)
     async with running_fake(fake):
         fake.ping()
@@ -160,8 +181,12 @@ async def test_workflow_run_webhooks_are_signed_as_github_signs_them(
         verify("github", fake.webhook_secret, delivery)
         assert re.fullmatch(r"[0-9a-f-]{36}", delivery.headers["x-github-delivery"])
     events = [(r.headers["x-github-event"], json.loads(r.body).get("action")) for r in received]
-    assert events == [("ping", None), ("workflow_run", "requested"),
-                      ("workflow_run", "in_progress"), ("workflow_run", "completed")]
+    assert events == [
+        ("ping", None),
+        ("workflow_run", "requested"),
+        ("workflow_run", "in_progress"),
+        ("workflow_run", "completed"),
+    ]
     last = json.loads(received[-1].body)
     assert last["workflow_run"]["id"] == int(run_id)
     assert last["workflow_run"]["conclusion"] == "timed_out"
@@ -169,7 +194,8 @@ async def test_workflow_run_webhooks_are_signed_as_github_signs_them(
 
 
 async def test_a_failed_delivery_is_not_retried_but_can_be_redelivered(
-        clock: ManualClock, receiver: Receiver) -> None:
+    clock: ManualClock, receiver: Receiver
+) -> None:
     receiver.answers = [500]
     fake = GitHubActionsFake(clock=clock, webhook_url=receiver.url)
     async with running_fake(fake):
@@ -185,7 +211,8 @@ async def test_a_failed_delivery_is_not_retried_but_can_be_redelivered(
 
 
 async def test_a_late_attempt_one_completion_arrives_after_attempt_two_began(
-        clock: ManualClock, receiver: Receiver) -> None:
+    clock: ManualClock, receiver: Receiver
+) -> None:
     fake = GitHubActionsFake(clock=clock, webhook_url=receiver.url)
     async with running_fake(fake):
         run_id = fake.create_run(outcome="failure")
@@ -195,8 +222,10 @@ async def test_a_late_attempt_one_completion_arrives_after_attempt_two_began(
         fake.rerun(run_id)
         fake.release_webhooks(reverse=True)
         received = await receiver.wait(4)
-    order = [(json.loads(r.body)["action"], json.loads(r.body)["workflow_run"]["run_attempt"])
-             for r in received]
+    order = [
+        (json.loads(r.body)["action"], json.loads(r.body)["workflow_run"]["run_attempt"])
+        for r in received
+    ]
     assert order == [("requested", 1), ("requested", 2), ("completed", 1), ("in_progress", 1)]
 
 
@@ -227,5 +256,10 @@ def test_following_next_links_yields_every_job_once(jobs: int, per_page: int) ->
 
 
 def request(path: str, query: str = "") -> Request:
-    return Request(method="GET", path=path, query=dict(parse_qsl(query)),
-                   headers={"authorization": "Bearer ghp_fake"}, base_url="http://fake")
+    return Request(
+        method="GET",
+        path=path,
+        query=dict(parse_qsl(query)),
+        headers={"authorization": "Bearer ghp_fake"},
+        base_url="http://fake",
+    )

@@ -51,10 +51,12 @@ def test_every_outcome_of_the_default_timeline(clock: ManualClock, outcome: str)
 
 def test_a_scripted_timeline_and_a_cancel(clock: ManualClock) -> None:
     fake = OpenAIBatchFake(clock=clock)
-    batch_id = fake.create_batch(steps=[
-        FakeStep(delay=5, status="in_progress", fields={"request_counts": {"total": 3}}),
-        FakeStep(delay=3600, status="finalizing"),
-    ])
+    batch_id = fake.create_batch(
+        steps=[
+            FakeStep(delay=5, status="in_progress", fields={"request_counts": {"total": 3}}),
+            FakeStep(delay=3600, status="finalizing"),
+        ]
+    )
     clock.advance(10)
     assert fake.job(batch_id)["status"] == "in_progress"
     fake.cancel(batch_id)
@@ -78,8 +80,10 @@ async def test_a_wrong_or_missing_key_is_401_in_openais_envelope(clock: ManualCl
 
 
 async def test_an_unknown_batch_and_an_id_with_a_slash_are_404(clock: ManualClock) -> None:
-    async with running_fake(OpenAIBatchFake(clock=clock)) as fake, \
-            client(fake.base_url, fake.api_key) as http:
+    async with (
+        running_fake(OpenAIBatchFake(clock=clock)) as fake,
+        client(fake.base_url, fake.api_key) as http,
+    ):
         unknown = await http.get("/batches/batch_nope")
         slashed = await http.get("/batches/a%2F..%2Fb")
     assert unknown.status_code == slashed.status_code == 404
@@ -88,8 +92,10 @@ async def test_an_unknown_batch_and_an_id_with_a_slash_are_404(clock: ManualCloc
 
 
 async def test_past_the_rpm_a_429_says_when_to_retry(clock: ManualClock) -> None:
-    async with running_fake(OpenAIBatchFake(clock=clock, rpm=2)) as fake, \
-            client(fake.base_url, fake.api_key) as http:
+    async with (
+        running_fake(OpenAIBatchFake(clock=clock, rpm=2)) as fake,
+        client(fake.base_url, fake.api_key) as http,
+    ):
         batch_id = fake.create_batch()
         answers = [await http.get(f"/batches/{batch_id}") for _ in range(3)]
         clock.advance(60)
@@ -106,8 +112,10 @@ async def test_past_the_rpm_a_429_says_when_to_retry(clock: ManualClock) -> None
 
 async def test_injected_bursts(clock: ManualClock) -> None:
     faults = FakeFaults(error_burst=1, rate_limit_burst=1)
-    async with running_fake(OpenAIBatchFake(clock=clock, faults=faults)) as fake, \
-            client(fake.base_url, fake.api_key) as http:
+    async with (
+        running_fake(OpenAIBatchFake(clock=clock, faults=faults)) as fake,
+        client(fake.base_url, fake.api_key) as http,
+    ):
         batch_id = fake.create_batch()
         codes = [(await http.get(f"/batches/{batch_id}")).status_code for _ in range(3)]
     assert codes == [500, 429, 200]
@@ -115,11 +123,14 @@ async def test_injected_bursts(clock: ManualClock) -> None:
 
 
 async def test_terminal_batches_send_thin_signed_webhooks(
-        clock: ManualClock, receiver: Receiver) -> None:
+    clock: ManualClock, receiver: Receiver
+) -> None:
     fake = OpenAIBatchFake(clock=clock, webhook_url=receiver.url)
     async with running_fake(fake):
-        ids = {outcome: fake.create_batch(outcome=outcome)
-               for outcome in ("completed", "failed", "expired", "cancelled")}
+        ids = {
+            outcome: fake.create_batch(outcome=outcome)
+            for outcome in ("completed", "failed", "expired", "cancelled")
+        }
         clock.advance(60)
         received = await receiver.wait(4)
         made = await fake.delivered(4)
@@ -136,7 +147,8 @@ async def test_terminal_batches_send_thin_signed_webhooks(
 
 
 async def test_a_failed_delivery_is_retried_with_the_same_id(
-        clock: ManualClock, receiver: Receiver) -> None:
+    clock: ManualClock, receiver: Receiver
+) -> None:
     receiver.answers = [500, 502]
     fake = OpenAIBatchFake(clock=clock, webhook_url=receiver.url, webhook_retries=(5, 30))
     async with running_fake(fake):
@@ -151,8 +163,7 @@ async def test_a_failed_delivery_is_retried_with_the_same_id(
     assert len({r.headers["webhook-id"] for r in received}) == 1
     for delivery in received:
         verify("standard-webhooks", fake.webhook_secret, delivery)
-    assert [(d.attempt, d.status_code) for d in made] == [
-        (1, 500), (2, 502), (3, 204)]
+    assert [(d.attempt, d.status_code) for d in made] == [(1, 500), (2, 502), (3, 204)]
 
 
 async def test_duplicated_and_forged_deliveries(clock: ManualClock, receiver: Receiver) -> None:
@@ -176,7 +187,8 @@ async def test_duplicated_and_forged_deliveries(clock: ManualClock, receiver: Re
 
 
 async def test_held_deliveries_are_released_newest_first(
-        clock: ManualClock, receiver: Receiver) -> None:
+    clock: ManualClock, receiver: Receiver
+) -> None:
     fake = OpenAIBatchFake(clock=clock, webhook_url=receiver.url)
     async with running_fake(fake):
         fake.hold_webhooks()

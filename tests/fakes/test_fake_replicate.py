@@ -19,15 +19,18 @@ from jobwatch.testing import FakeFaults, FakeStep, ReplicateFake, running_fake
 pytestmark = pytest.mark.anyio
 
 
-async def read_stream(url: str, last_event_id: str | None = None
-                      ) -> tuple[list[ServerSentEvent], bool]:
+async def read_stream(
+    url: str, last_event_id: str | None = None
+) -> tuple[list[ServerSentEvent], bool]:
     """The events of one connection, and whether it ended cleanly."""
     headers = {} if last_event_id is None else {"last-event-id": last_event_id}
     events: list[ServerSentEvent] = []
     async with httpx.AsyncClient(timeout=10) as http:
         try:
-            async with aconnect_sse(http, "GET", url, headers=headers) as source, \
-                    aclosing(source.aiter_sse()) as stream:
+            async with (
+                aconnect_sse(http, "GET", url, headers=headers) as source,
+                aclosing(source.aiter_sse()) as stream,
+            ):
                 async for event in stream:
                     events.append(event)
         except httpx.RemoteProtocolError:  # the connection was cut mid-body
@@ -57,10 +60,10 @@ async def test_the_prediction_names_its_stream_and_needs_the_token(clock: Manual
         async with client(fake.base_url, fake.api_key) as http:
             first = (await http.get(f"/predictions/{streamed}")).json()
             second = (await http.get(f"/predictions/{quiet}")).json()
-            token = await http.get(f"/predictions/{quiet}",
-                                   headers={"authorization": f"Token {fake.api_key}"})
-            wrong = await http.get(f"/predictions/{quiet}",
-                                   headers={"authorization": "Bearer x"})
+            token = await http.get(
+                f"/predictions/{quiet}", headers={"authorization": f"Token {fake.api_key}"}
+            )
+            wrong = await http.get(f"/predictions/{quiet}", headers={"authorization": "Bearer x"})
             missing = await http.get("/predictions/nope")
         base_url = fake.base_url
     assert first["urls"]["stream"] == f"{base_url}/streams/{streamed}"
@@ -71,14 +74,21 @@ async def test_the_prediction_names_its_stream_and_needs_the_token(clock: Manual
     assert missing.status_code == 404 and missing.json()["status"] == 404
 
 
-@pytest.mark.parametrize(("outcome", "last"), [
-    ("succeeded", [("done", "{}")]),
-    ("canceled", [("done", '{"reason": "canceled"}')]),
-    ("failed", [("error", '{"detail": "CUDA out of memory"}'), ("done", '{"reason": "error"}')]),
-    ("aborted", [("done", '{"reason": "error"}')]),
-])
+@pytest.mark.parametrize(
+    ("outcome", "last"),
+    [
+        ("succeeded", [("done", "{}")]),
+        ("canceled", [("done", '{"reason": "canceled"}')]),
+        (
+            "failed",
+            [("error", '{"detail": "CUDA out of memory"}'), ("done", '{"reason": "error"}')],
+        ),
+        ("aborted", [("done", '{"reason": "error"}')]),
+    ],
+)
 async def test_the_stream_from_start_to_done(
-        clock: ManualClock, outcome: str, last: list[tuple[str, str]]) -> None:
+    clock: ManualClock, outcome: str, last: list[tuple[str, str]]
+) -> None:
     async with running_fake(ReplicateFake(clock=clock)) as fake:
         prediction_id = fake.create_prediction(outcome=outcome)
         url = f"{fake.base_url}/streams/{prediction_id}"
@@ -86,20 +96,31 @@ async def test_the_stream_from_start_to_done(
         events, clean = await read_stream(url)
     assert clean
     assert [(e.event, e.data) for e in events] == [
-        ("logs", "Loading the model"), ("output", "Hello"), ("output", ", "),
-        ("output", "world"), *last]
+        ("logs", "Loading the model"),
+        ("output", "Hello"),
+        ("output", ", "),
+        ("output", "world"),
+        *last,
+    ]
     assert len({e.id for e in events}) == len(events)
     assert all(e.id.split(":")[0].isdigit() for e in events)
 
 
 async def test_a_stream_waits_for_events_as_they_happen(clock: ManualClock) -> None:
     async with running_fake(ReplicateFake(clock=clock)) as fake:
-        prediction_id = fake.create_prediction(steps=[
-            FakeStep(status="processing", output="a"), FakeStep(output="b\nc"),
-            FakeStep(status="succeeded")])
+        prediction_id = fake.create_prediction(
+            steps=[
+                FakeStep(status="processing", output="a"),
+                FakeStep(output="b\nc"),
+                FakeStep(status="succeeded"),
+            ]
+        )
         url = f"{fake.base_url}/streams/{prediction_id}"
-        async with httpx.AsyncClient(timeout=10) as http, \
-                aconnect_sse(http, "GET", url) as source, aclosing(source.aiter_sse()) as events:
+        async with (
+            httpx.AsyncClient(timeout=10) as http,
+            aconnect_sse(http, "GET", url) as source,
+            aclosing(source.aiter_sse()) as events,
+        ):
             clock.advance(1)
             assert (await anext(events)).data == "a"
             clock.advance(1)
@@ -129,12 +150,14 @@ async def test_a_cut_stream_resumes_after_the_last_event_id(clock: ManualClock) 
 
 
 async def test_webhooks_carry_the_prediction_and_only_the_last_is_retried(
-        clock: ManualClock, receiver: Receiver) -> None:
+    clock: ManualClock, receiver: Receiver
+) -> None:
     receiver.answers = [500, 500, 500, 500]  # start and the three outputs fail
     fake = ReplicateFake(clock=clock, webhook_retries=(2,))
     async with running_fake(fake):
         prediction_id = fake.create_prediction(
-            webhook=receiver.url, webhook_events_filter=["start", "output", "completed"])
+            webhook=receiver.url, webhook_events_filter=["start", "output", "completed"]
+        )
         clock.advance(60)
         await fake.delivered(5)
         clock.advance(60)  # time enough for any retry
@@ -152,11 +175,13 @@ async def test_webhooks_carry_the_prediction_and_only_the_last_is_retried(
 
 
 async def test_a_failed_final_delivery_is_retried_with_the_same_webhook_id(
-        clock: ManualClock, receiver: Receiver) -> None:
+    clock: ManualClock, receiver: Receiver
+) -> None:
     fake = ReplicateFake(clock=clock, webhook_retries=(2, 4))
     async with running_fake(fake):
-        fake.create_prediction(webhook=receiver.url, webhook_events_filter=["completed"],
-                               outcome="aborted")
+        fake.create_prediction(
+            webhook=receiver.url, webhook_events_filter=["completed"], outcome="aborted"
+        )
         receiver.answers = [500]
         clock.advance(60)
         await fake.delivered(1)
@@ -178,8 +203,10 @@ async def test_forged_deliveries_fail_verification(clock: ManualClock, receiver:
 
 
 async def test_past_the_rpm_a_429(clock: ManualClock) -> None:
-    async with running_fake(ReplicateFake(clock=clock, rpm=1)) as fake, \
-            client(fake.base_url, fake.api_key) as http:
+    async with (
+        running_fake(ReplicateFake(clock=clock, rpm=1)) as fake,
+        client(fake.base_url, fake.api_key) as http,
+    ):
         prediction_id = fake.create_prediction()
         first, second = [await http.get(f"/predictions/{prediction_id}") for _ in range(2)]
     assert (first.status_code, second.status_code) == (200, 429)

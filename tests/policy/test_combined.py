@@ -16,23 +16,36 @@ from jobwatch.sim import Simulator, Step, running
 pytestmark = pytest.mark.anyio
 
 SECRET = "whsec-combined-0123456789abcdef"
-FAULTS = ("drop_sse_p=0.15,webhook_dup_p=0.4,webhook_reorder=true,corrupt_signature_p=0.2,"
-          "error_burst=3")
+FAULTS = (
+    "drop_sse_p=0.15,webhook_dup_p=0.4,webhook_reorder=true,corrupt_signature_p=0.2,error_burst=3"
+)
 
 
 def config(url: str, key: str, transport: object, **extra: object) -> jobwatch.Config:
-    body = {"base_url": url, "api_key": key, "transport": transport, "store": "memory",
-            "poll": {"interval": 0.5, "max_interval": 2.0, "rpm": 1000},
-            "sse": {"scope": "workspace", "backoff_initial": 0.05, "backoff_max": 0.2},
-            "webhook": {"listen": "127.0.0.1:0", "secrets": [SECRET]}, **extra}
+    body = {
+        "base_url": url,
+        "api_key": key,
+        "transport": transport,
+        "store": "memory",
+        "poll": {"interval": 0.5, "max_interval": 2.0, "rpm": 1000},
+        "sse": {"scope": "workspace", "backoff_initial": 0.05, "backoff_max": 0.2},
+        "webhook": {"listen": "127.0.0.1:0", "secrets": [SECRET]},
+        **extra,
+    }
     return jobwatch.Config.from_mapping({"jobwatch": body}, environ={})
 
 
 async def register_webhook(url: str, key: str, hook: str) -> None:
     async with httpx.AsyncClient(base_url=url, headers={"x-api-key": key}) as http:
-        reply = await http.post("/v1/webhooks", json={
-            "url": hook, "name": "combined", "secret": SECRET,
-            "events": ["job.started", "job.page", "job.completed", "job.failed"]})
+        reply = await http.post(
+            "/v1/webhooks",
+            json={
+                "url": hook,
+                "name": "combined",
+                "secret": SECRET,
+                "events": ["job.started", "job.page", "job.completed", "job.failed"],
+            },
+        )
     assert reply.status_code == 201, reply.text
 
 
@@ -43,11 +56,14 @@ async def test_webhook_sse_and_poll_at_once_deliver_each_event_once() -> None:
         seen: list[jobwatch.JobEvent] = []
         watcher.subscribe(seen.append)
         async with watcher:
-            await register_webhook(url, sim.api_key, watcher.bound_url("webhook").rstrip("/")
-                                   + "/hooks/reader")
+            await register_webhook(
+                url, sim.api_key, watcher.bound_url("webhook").rstrip("/") + "/hooks/reader"
+            )
             sim.set_faults(FAULTS)
-            jobs = [sim.create_job(steps=[Step(kind="page")] * 8 + [Step(kind="page_error")])
-                    for _ in range(5)]
+            jobs = [
+                sim.create_job(steps=[Step(kind="page")] * 8 + [Step(kind="page_error")])
+                for _ in range(5)
+            ]
             jobs.append(sim.create_job(steps=[Step(kind="page"), Step(kind="fail")]))
             with anyio.fail_after(60):
                 finals = [await watcher.wait(job, timeout=60) for job in jobs]
@@ -84,8 +100,9 @@ async def test_completion_comes_from_whichever_transport_saw_it_first() -> None:
         sim.set_faults("webhook_delay=60s")
         watcher = jobwatch.Watcher(config(url, sim.api_key, ["webhook", "sse"]))
         async with watcher:
-            await register_webhook(url, sim.api_key, watcher.bound_url("webhook").rstrip("/")
-                                   + "/hooks/reader")
+            await register_webhook(
+                url, sim.api_key, watcher.bound_url("webhook").rstrip("/") + "/hooks/reader"
+            )
             job = sim.create_job(steps=[Step(kind="page")] * 3)
             final = await watcher.wait(job, timeout=30)
     assert final.source == "sse"

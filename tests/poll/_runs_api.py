@@ -38,8 +38,11 @@ from jobwatch.transports.poll import PollOptions, PollTransport
 
 #: The server's Unix time when anyio's clock reads 0.
 EPOCH = 1_800_000_000.0
-_STATUS = {"queued": JobStatus.QUEUED, "in_progress": JobStatus.PROCESSING,
-           "completed": JobStatus.COMPLETED}
+_STATUS = {
+    "queued": JobStatus.QUEUED,
+    "in_progress": JobStatus.PROCESSING,
+    "completed": JobStatus.COMPLETED,
+}
 
 Refusal = tuple[int, dict[str, str]]
 
@@ -59,21 +62,39 @@ class RunsProvider(Provider):
     def status_request(self, job_id: str) -> Request:
         return Request(path=f"/runs/{job_id}")
 
-    def decode_status(self, job_id: str, response: Response, previous: Snapshot | None, *,
-                      source: str) -> tuple[Snapshot, list[JobEvent]]:
+    def decode_status(
+        self, job_id: str, response: Response, previous: Snapshot | None, *, source: str
+    ) -> tuple[Snapshot, list[JobEvent]]:
         data = json.loads(response.body)
         status = _STATUS[data["status"]]
         snapshot = Snapshot(job_id=job_id, status=status, raw_status=data["status"], data=data)
         return snapshot, self._events(job_id, status, source, data)
 
-    def _events(self, job_id: str, status: JobStatus, source: str,
-                data: Mapping[str, Any]) -> list[JobEvent]:
+    def _events(
+        self, job_id: str, status: JobStatus, source: str, data: Mapping[str, Any]
+    ) -> list[JobEvent]:
         if status is JobStatus.COMPLETED:
-            return [JobEvent(kind=EventKind.COMPLETED, job_id=job_id, status=status,
-                             key=f"{job_id}:terminal", source=source, data=data)]
+            return [
+                JobEvent(
+                    kind=EventKind.COMPLETED,
+                    job_id=job_id,
+                    status=status,
+                    key=f"{job_id}:terminal",
+                    source=source,
+                    data=data,
+                )
+            ]
         if status is JobStatus.PROCESSING:
-            return [JobEvent(kind=EventKind.STARTED, job_id=job_id, status=status,
-                             key=f"{job_id}:started", source=source, data=data)]
+            return [
+                JobEvent(
+                    kind=EventKind.STARTED,
+                    job_id=job_id,
+                    status=status,
+                    key=f"{job_id}:started",
+                    source=source,
+                    data=data,
+                )
+            ]
         return []
 
     def results_request(self, job_id: str) -> Request:
@@ -82,14 +103,19 @@ class RunsProvider(Provider):
     def decode_results(self, job_id: str, response: Response) -> ResultsPage:
         data = json.loads(response.body)
         more = data.get("next")
-        return ResultsPage(items=tuple(data["jobs"]), next=None if more is None else Request(
-            path=f"/runs/{job_id}/jobs", params={"page": str(more)}))
+        return ResultsPage(
+            items=tuple(data["jobs"]),
+            next=None
+            if more is None
+            else Request(path=f"/runs/{job_id}/jobs", params={"page": str(more)}),
+        )
 
     def job_stream_request(self, job_id: str) -> Request:
         return Request(path=f"/runs/{job_id}/stream")
 
-    def decode_stream_event(self, job_id: str | None, event: str, data: str, *,
-                            source: str) -> list[JobEvent]:
+    def decode_stream_event(
+        self, job_id: str | None, event: str, data: str, *, source: str
+    ) -> list[JobEvent]:
         assert job_id is not None
         payload = json.loads(data)
         return self._events(job_id, _STATUS[payload["status"]], source, payload)
@@ -121,8 +147,11 @@ class RunsAPI:
         now = anyio.current_time()
         self.times.append(now)
         self.paths.append(path)
-        headers = {"date": email.utils.formatdate(EPOCH + now, usegmt=True),
-                   "content-type": "application/json", **self._budget(now)}
+        headers = {
+            "date": email.utils.formatdate(EPOCH + now, usegmt=True),
+            "content-type": "application/json",
+            **self._budget(now),
+        }
         scripted = self.refuse(len(self.times), path) if self.refuse else None
         if scripted is not None:
             status, extra = scripted
@@ -141,20 +170,25 @@ class RunsAPI:
             self.window_ends += 3600.0
             self._used = 0
         self._used += 1
-        return {"x-ratelimit-limit": str(self.hourly),
-                "x-ratelimit-remaining": str(max(0, self.hourly - self._used)),
-                "x-ratelimit-reset": str(int(EPOCH + self.window_ends))}
+        return {
+            "x-ratelimit-limit": str(self.hourly),
+            "x-ratelimit-remaining": str(max(0, self.hourly - self._used)),
+            "x-ratelimit-reset": str(int(EPOCH + self.window_ends)),
+        }
 
-    def _route(self, path: str, query: Mapping[str, str], now: float,
-               headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    def _route(
+        self, path: str, query: Mapping[str, str], now: float, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
         parts = path.strip("/").split("/")
         if parts[0] != "runs" or len(parts) < 2 or parts[1] not in self.ends:
             return 404, headers, b'{"message": "Not Found"}'
         run = parts[1]
         if len(parts) == 3 and parts[2] == "jobs":
             page = int(query.get("page", "1"))
-            body = {"jobs": [{"run": run, "page": page}],
-                    "next": page + 1 if page < self.pages else None}
+            body = {
+                "jobs": [{"run": run, "page": page}],
+                "next": page + 1 if page < self.pages else None,
+            }
             return 200, headers, json.dumps(body).encode()
         status = "completed" if now >= self.ends[run] else "in_progress"
         return 200, headers, json.dumps({"id": run, "status": status}).encode()
@@ -170,8 +204,9 @@ class RunsAPI:
             await lifespan(receive, send)
             return
         path = scope["path"]
-        if path.endswith("/stream") and (self.refuse is None or self.refuse(
-                len(self.times) + 1, path) is None):
+        if path.endswith("/stream") and (
+            self.refuse is None or self.refuse(len(self.times) + 1, path) is None
+        ):
             self.times.append(anyio.current_time())
             self.paths.append(path)
             self.statuses.append(200)
@@ -179,31 +214,58 @@ class RunsAPI:
             return
         query = dict(httpx.QueryParams(scope["query_string"].decode()))
         status, headers, body = self.answer(path, query)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(k.encode(), v.encode()) for k, v in headers.items()]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def _stream(self, run: str, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
         await anyio.sleep_until(self.ends[run])
         frame = f"event: done\ndata: {json.dumps({'status': 'completed'})}\n\n"
         await send({"type": "http.response.body", "body": frame.encode(), "more_body": True})
         await anyio.sleep_forever()
 
 
-def watcher(api: RunsAPI, *, transports: list[Transport] | None = None,
-            base_url: str | None = None, **poll: Any) -> jobwatch.Watcher:
+def watcher(
+    api: RunsAPI,
+    *,
+    transports: list[Transport] | None = None,
+    base_url: str | None = None,
+    **poll: Any,
+) -> jobwatch.Watcher:
     """A Watcher of the runs API: through ``httpx.MockTransport``, polling, unless a
     ``base_url`` (a loopback server) and ``transports`` are given."""
-    cfg = jobwatch.Config.from_mapping({"jobwatch": {
-        "base_url": base_url or "http://runs.test", "transport": "poll", "store": "memory",
-        "poll": {"rpm": 1000, **poll}}})
+    cfg = jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "base_url": base_url or "http://runs.test",
+                "transport": "poll",
+                "store": "memory",
+                "poll": {"rpm": 1000, **poll},
+            }
+        }
+    )
     if transports is None:
         transports = [PollTransport(cfg.options("poll", PollOptions), rng=random.Random(1))]
     mock = None if base_url else httpx.MockTransport(api.handler)
-    return jobwatch.Watcher(cfg, provider=RunsProvider(cfg), transports=transports,
-                            store=MemoryStore(), http_transport=mock)
+    return jobwatch.Watcher(
+        cfg,
+        provider=RunsProvider(cfg),
+        transports=transports,
+        store=MemoryStore(),
+        http_transport=mock,
+    )
 
 
 @asynccontextmanager

@@ -38,17 +38,25 @@ def sim() -> Iterator[tuple[Simulator, str]]:
 
 
 def config(url: str) -> jobwatch.Config:
-    return jobwatch.Config.from_mapping({"jobwatch": {
-        "api_key": "rdr_sim", "base_url": url, "transport": "poll", "store": "memory",
-        "poll": {"interval": 0.2, "max_interval": 1.0, "rpm": 1000},
-    }})
+    return jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "api_key": "rdr_sim",
+                "base_url": url,
+                "transport": "poll",
+                "store": "memory",
+                "poll": {"interval": 0.2, "max_interval": 1.0, "rpm": 1000},
+            }
+        }
+    )
 
 
 def job(simulator: Simulator, pages: int = 8) -> str:
     """Create a job on the simulator's own thread (its clock is that thread's trio clock)."""
     urls = [f"https://example.com/b/{n}" for n in range(pages)]
     return trio.from_thread.run_sync(
-        lambda: simulator.create_job(urls=urls), trio_token=simulator.token  # type: ignore[attr-defined]
+        lambda: simulator.create_job(urls=urls),
+        trio_token=simulator.token,  # type: ignore[attr-defined]
     )
 
 

@@ -158,30 +158,38 @@ def test_budget_options_build_a_minute_and_an_hour_window() -> None:
 @given(
     hourly=st.integers(1, 60),
     rpm=st.integers(1, 30) | st.none(),
-    steps=st.lists(st.tuples(
-        st.just(0.0) | st.floats(0, 600, allow_nan=False),    # load: often no gap at all
-        st.none() | st.integers(0, 5),                          # remaining
-        st.floats(0, 4000, allow_nan=False),                    # reset
-        st.none() | st.integers(1, 100),                        # limit
-        st.booleans(),                                          # a rate-limited answer
-    ), min_size=1, max_size=300),
+    steps=st.lists(
+        st.tuples(
+            st.just(0.0) | st.floats(0, 600, allow_nan=False),  # load: often no gap at all
+            st.none() | st.integers(0, 5),  # remaining
+            st.floats(0, 4000, allow_nan=False),  # reset
+            st.none() | st.integers(1, 100),  # limit
+            st.booleans(),  # a rate-limited answer
+        ),
+        min_size=1,
+        max_size=300,
+    ),
 )
 def test_an_hourly_budget_never_sends_more_than_its_capacity_in_any_hour(
-        hourly: int, rpm: int | None,
-        steps: list[tuple[float, int | None, float, int | None, bool]]) -> None:
+    hourly: int, rpm: int | None, steps: list[tuple[float, int | None, float, int | None, bool]]
+) -> None:
     """A greedy client — it sends whenever the budget allows — under whatever the API says
     about remaining requests and resets, and whatever rate limits it announces, never sends
     more than N in any hour (nor more than rpm in any minute)."""
-    budget = (RequestBudget(hourly, 3600.0) if rpm is None
-              else BudgetOptions(rpm=rpm, rph=hourly).budget())
+    budget = (
+        RequestBudget(hourly, 3600.0)
+        if rpm is None
+        else BudgetOptions(rpm=rpm, rph=hourly).budget()
+    )
     now, sent = 0.0, []
     for gap, remaining, reset, limit, limited in steps:
         now += gap
         now += budget.delay(now)
         ticket = budget.take(now)
         sent.append(now)
-        budget.observe(now, ticket, RateLimit(limit=limit, remaining=remaining, reset=reset),
-                       limited=limited)
+        budget.observe(
+            now, ticket, RateLimit(limit=limit, remaining=remaining, reset=reset), limited=limited
+        )
         if limited:
             budget.rate_limited(now, None)
     for i, t in enumerate(sent):
@@ -252,13 +260,16 @@ def test_rate_limits_without_a_wait_back_off_until_an_answer_is_not_limited() ->
     assert budget.rate_limited(80.0, 0.0) == 82.0  # "wait 0" while limited: the backoff
 
 
-@pytest.mark.parametrize(("table", "message"), [
-    ({"rph": 0}, "rph must be a positive number of requests an hour"),
-    ({"rph": "5000/h"}, r"expected int, got str .* \[jobwatch.poll\]\.rph"),
-    ({"rph": 5000.0}, r"expected int, got float .* \[jobwatch.poll\]\.rph"),
-    ({"rph": True}, r"expected int, got bool .* \[jobwatch.poll\]\.rph"),
-    ({"rpm": -1}, "rpm must be a positive number of requests a minute"),
-])
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"rph": 0}, "rph must be a positive number of requests an hour"),
+        ({"rph": "5000/h"}, r"expected int, got str .* \[jobwatch.poll\]\.rph"),
+        ({"rph": 5000.0}, r"expected int, got float .* \[jobwatch.poll\]\.rph"),
+        ({"rph": True}, r"expected int, got bool .* \[jobwatch.poll\]\.rph"),
+        ({"rpm": -1}, "rpm must be a positive number of requests a minute"),
+    ],
+)
 def test_budget_keys_are_checked_strictly(table: dict[str, object], message: str) -> None:
     config = jobwatch.Config.from_mapping({"jobwatch": {"poll": table}})
     with pytest.raises(jobwatch.ConfigError, match=message):
@@ -268,8 +279,15 @@ def test_budget_keys_are_checked_strictly(table: dict[str, object], message: str
 
 
 def test_the_watcher_budget_reads_rpm_and_rph() -> None:
-    config = jobwatch.Config.from_mapping({"jobwatch": {
-        "transport": "poll", "store": "memory", "base_url": "http://api.test",
-        "poll": {"rpm": 900, "rph": 5000, "interval": 5.0}}})
+    config = jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "transport": "poll",
+                "store": "memory",
+                "base_url": "http://api.test",
+                "poll": {"rpm": 900, "rph": 5000, "interval": 5.0},
+            }
+        }
+    )
     assert BudgetOptions.from_config(config) == BudgetOptions(rpm=900, rph=5000)
     assert jobwatch.Watcher(config)._api.budget.limits == ((900, 60.0), (5000, 3600.0))

@@ -16,8 +16,9 @@ from jobwatch.transports._schedule import PollSchedule
 
 
 def snap(status: str, completed: int | None = None, total: int | None = None) -> Snapshot:
-    return Snapshot(job_id="j", status=JobStatus(status), raw_status=status,
-                    completed=completed, total=total)
+    return Snapshot(
+        job_id="j", status=JobStatus(status), raw_status=status, completed=completed, total=total
+    )
 
 
 def schedule(**kw: float) -> PollSchedule:
@@ -191,15 +192,18 @@ def _snapshot(times: list[float], now: float, start: float) -> Snapshot:
     return snap("completed" if done == len(times) else "processing", done, len(times))
 
 
-def drive(rpm: int, jobs: list[tuple[float, float, float]], seed: int
-          ) -> tuple[list[float], dict[str, float]]:
+def drive(
+    rpm: int, jobs: list[tuple[float, float, float]], seed: int
+) -> tuple[list[float], dict[str, float]]:
     """Run many jobs (added at, duration, unit) through one schedule and one budget in
     virtual time, as the poll transport does; return the request times and detections."""
     rng = random.Random(seed)
     budget = RequestBudget(rpm)
     s = PollSchedule(rpm=rpm, rng=random.Random(seed))
-    models = {f"j{n}": (added, added + 0.1, [added + t for t in _job_model(rng, d, u)])
-              for n, (added, d, u) in enumerate(jobs)}
+    models = {
+        f"j{n}": (added, added + 0.1, [added + t for t in _job_model(rng, d, u)])
+        for n, (added, d, u) in enumerate(jobs)
+    }
     pending = sorted((added, job) for job, (added, _, _) in models.items())
     sent: list[float] = []
     detected: dict[str, float] = {}
@@ -227,7 +231,8 @@ def drive(rpm: int, jobs: list[tuple[float, float, float]], seed: int
     rpm=st.sampled_from([10, 60, 200]),
     jobs=st.lists(
         st.tuples(st.floats(0, 300), st.floats(1, 900), st.floats(0.05, 20)),
-        min_size=1, max_size=40,
+        min_size=1,
+        max_size=40,
     ),
     seed=st.integers(0, 2**16),
 )

@@ -33,8 +33,12 @@ Send = Callable[[Message], Awaitable[None]]
 class Recorder:
     """ASGI middleware: records when each API request arrives and can answer some itself."""
 
-    def __init__(self, app: Any, *, refuse: Callable[[str, int], tuple[int, dict[str, str]]
-                                                      | None] | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        refuse: Callable[[str, int], tuple[int, dict[str, str]] | None] | None = None,
+    ) -> None:
         self.app = app
         self.refuse = refuse
         self.times: list[float] = []
@@ -52,9 +56,15 @@ class Recorder:
             status, headers = answer
             self.statuses.append(status)
             body = b'{"success":false,"error":{"code":"%s","message":"scripted"}}' % (
-                b"rate_limited" if status == 429 else b"internal_error")
-            await send({"type": "http.response.start", "status": status,
-                        "headers": [(k.encode(), v.encode()) for k, v in headers.items()]})
+                b"rate_limited" if status == 429 else b"internal_error"
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
 
@@ -67,17 +77,28 @@ class Recorder:
 
 
 def config(rpm: int = 60, api_key: str = "rdr_sim", **poll: Any) -> jobwatch.Config:
-    return jobwatch.Config.from_mapping({"jobwatch": {
-        "api_key": api_key, "base_url": "http://sim", "transport": "poll", "store": "memory",
-        "poll": {"rpm": rpm, **poll},
-    }})
+    return jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "api_key": api_key,
+                "base_url": "http://sim",
+                "transport": "poll",
+                "store": "memory",
+                "poll": {"rpm": rpm, **poll},
+            }
+        }
+    )
 
 
 def watcher(app: Any, cfg: jobwatch.Config | None = None) -> jobwatch.Watcher:
     cfg = cfg or config()
     transport = PollTransport(cfg.options("poll", PollOptions), rng=random.Random(1))
-    return jobwatch.Watcher(cfg, transports=[transport], store=MemoryStore(),
-                            http_transport=httpx.ASGITransport(app=app))
+    return jobwatch.Watcher(
+        cfg,
+        transports=[transport],
+        store=MemoryStore(),
+        http_transport=httpx.ASGITransport(app=app),
+    )
 
 
 async def settle() -> None:
@@ -94,7 +115,8 @@ def urls(n: int, prefix: str = "p") -> list[str]:
 
 def test_options_come_from_the_poll_table_strictly() -> None:
     assert PollTransport.from_config(config(rpm=10, interval=1)).options == PollOptions(
-        interval=1.0, rpm=10)
+        interval=1.0, rpm=10
+    )
     with pytest.raises(ConfigError, match=r"jobwatch\.poll"):
         PollTransport.from_config(config(intervall=3))
     with pytest.raises(ConfigError, match="rpm"):
@@ -174,8 +196,7 @@ async def test_budget_holds_for_many_jobs_on_the_free_tier() -> None:
 async def test_retry_after_pauses_every_poller() -> None:
     sim = Simulator(seed=5, tier="enterprise")
     jobs = [sim.create_job(urls=urls(30, str(n))) for n in range(3)]
-    app = Recorder(sim.app, refuse=lambda path, n: (429, {"retry-after": "20"}) if n == 2
-                   else None)
+    app = Recorder(sim.app, refuse=lambda path, n: (429, {"retry-after": "20"}) if n == 2 else None)
     async with watcher(app, config(rpm=1000)) as w:
         await settle()
         async with anyio.create_task_group() as tg:
@@ -242,9 +263,11 @@ async def test_cancelled_and_failed_jobs_are_reported() -> None:
     async with watcher(sim2.app, config(rpm=1000)) as w:
         start = anyio.current_time()
         async with anyio.create_task_group() as tg:
+
             async def cancel_later() -> None:
                 await anyio.sleep(15)
                 sim2.cancel_job(cancelled)
+
             tg.start_soon(cancel_later)
             final = await w.wait(cancelled)
         assert final.kind == "cancelled"
@@ -310,17 +333,22 @@ class _Unreachable(httpx.AsyncBaseTransport):
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", MOCK)
 async def test_an_unreachable_api_is_said_again_while_it_lasts(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # Not one line and then an hour of silence: the 2nd, 4th, 8th... failure in a row says so.
     cfg = config(rpm=1000)
     transport = PollTransport(cfg.options("poll", PollOptions), rng=random.Random(1))
-    w = jobwatch.Watcher(cfg, transports=[transport], store=MemoryStore(),
-                         http_transport=_Unreachable())
+    w = jobwatch.Watcher(
+        cfg, transports=[transport], store=MemoryStore(), http_transport=_Unreachable()
+    )
     async with w:
         with pytest.raises(TimeoutError), anyio.fail_after(1800):
             await w.wait("job_1", timeout=None)
-    said = [r.getMessage() for r in caplog.records
-            if r.levelname == "WARNING" and "times in a row" in r.getMessage()]
+    said = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "WARNING" and "times in a row" in r.getMessage()
+    ]
     streaks = [int(m.split(" failed ")[1].split()[0]) for m in said]
     assert streaks[:4] == [2, 4, 8, 16], said
     assert all("Name or service not known" in m for m in said)

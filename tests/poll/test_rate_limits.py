@@ -41,13 +41,16 @@ async def wait_all(w: object, runs: list[str], deadline: float = 3600.0) -> dict
 async def test_a_403_with_retry_after_pauses_every_poller_and_ends_no_watch() -> None:
     # GitHub's secondary limit: 403 + retry-after. The default classification calls it a rate
     # limit, so every poller waits the minute and every run's completion is still delivered.
-    api = RunsAPI(ends={"r1": 40.0, "r2": 70.0, "r3": 100.0},
-                  refuse=lambda n, path: (403, {"retry-after": "60"}) if n == 5 else None)
+    api = RunsAPI(
+        ends={"r1": 40.0, "r2": 70.0, "r3": 100.0},
+        refuse=lambda n, path: (403, {"retry-after": "60"}) if n == 5 else None,
+    )
     async with watcher(api) as w:
         finals = await wait_all(w, list(api.ends))
         stats = w.statistics()
     assert {run: str(event.kind) for run, event in finals.items()} == dict.fromkeys(
-        api.ends, "completed")
+        api.ends, "completed"
+    )
     refused = api.times[4]
     assert api.statuses[4] == 403
     assert min(api.times[5:]) >= refused + 60.0
@@ -75,15 +78,21 @@ async def test_a_spent_hourly_budget_pauses_until_its_reset() -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", MOCK)
-@pytest.mark.parametrize(("refusal", "times", "waited"), [
-    ((403, {"retry-after": "30"}), 2, 60.0),        # GitHub's secondary limit
-    ((429, {}), 5, 1.0 + 2 + 4 + 8 + 16),           # no wait named: backoff, every caller
-    ((503, {"retry-after": "10"}), 1, 10.0),
-], ids=["403+retry-after", "429-without-wait", "503+retry-after"])
+@pytest.mark.parametrize(
+    ("refusal", "times", "waited"),
+    [
+        ((403, {"retry-after": "30"}), 2, 60.0),  # GitHub's secondary limit
+        ((429, {}), 5, 1.0 + 2 + 4 + 8 + 16),  # no wait named: backoff, every caller
+        ((503, {"retry-after": "10"}), 1, 10.0),
+    ],
+    ids=["403+retry-after", "429-without-wait", "503+retry-after"],
+)
 async def test_results_wait_through_a_rate_limit_instead_of_raising(
-        refusal: tuple[int, dict[str, str]], times: int, waited: float) -> None:
-    api = RunsAPI(ends={"r1": 0.0}, pages=3,
-                  refuse=lambda n, path: refusal if 2 <= n < 2 + times else None)
+    refusal: tuple[int, dict[str, str]], times: int, waited: float
+) -> None:
+    api = RunsAPI(
+        ends={"r1": 0.0}, pages=3, refuse=lambda n, path: refusal if 2 <= n < 2 + times else None
+    )
     async with watcher(api) as w:
         start = anyio.current_time()
         items = [item async for item in w.results("r1")]
@@ -124,8 +133,9 @@ async def test_a_stream_opening_answered_403_with_retry_after_pauses_every_calle
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", MOCK)
 async def test_a_reconcile_waits_through_a_rate_limit_and_delivers() -> None:
-    api = RunsAPI(ends={"r1": 0.0},
-                  refuse=lambda n, path: (403, {"retry-after": "30"}) if n == 1 else None)
+    api = RunsAPI(
+        ends={"r1": 0.0}, refuse=lambda n, path: (403, {"retry-after": "30"}) if n == 1 else None
+    )
     scripted = ScriptedTransport()
     async with watcher(api, transports=[scripted]) as w:
         async with anyio.create_task_group() as tg:

@@ -21,8 +21,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_every_provider_is_listed_with_what_it_offers(capsys: pytest.CaptureFixture[str]
-                                                      ) -> None:
+def test_every_provider_is_listed_with_what_it_offers(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "providers")
     rows = {line.split()[0]: line for line in out.splitlines()}
     assert code == 0 and not err
@@ -34,12 +33,20 @@ def test_every_provider_is_listed_with_what_it_offers(capsys: pytest.CaptureFixt
     assert "[jobwatch.generic]" in rows["generic"]
 
 
-@pytest.mark.parametrize(("name", "samples", "values"), [
-    ("openai-batch", OPENAI, None), ("github-actions", GITHUB, {"repository": REPOSITORY}),
-    ("replicate", REPLICATE, None)])
+@pytest.mark.parametrize(
+    ("name", "samples", "values"),
+    [
+        ("openai-batch", OPENAI, None),
+        ("github-actions", GITHUB, {"repository": REPOSITORY}),
+        ("replicate", REPLICATE, None),
+    ],
+)
 def test_a_printed_preset_watches_the_same_as_generic(
-        capsys: pytest.CaptureFixture[str], name: str, samples: ProviderSamples,
-        values: dict[str, str] | None) -> None:
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    samples: ProviderSamples,
+    values: dict[str, str] | None,
+) -> None:
     code, out, _ = run(capsys, "providers", name)
     document = tomllib.loads(out)
     assert code == 0 and list(document) == ["jobwatch"]
@@ -62,13 +69,16 @@ def test_a_printed_preset_watches_the_same_as_generic(
         assert ours == theirs
 
 
-@pytest.mark.parametrize(("name", "words"), [
-    ("reader", ["reader is not described in TOML", "openai-batch"]),
-    ("nope", ["unknown provider 'nope'", "installed providers are"]),
-])
-def test_only_presets_print(capsys: pytest.CaptureFixture[str], name: str,
-                            words: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("reader", ["reader is not described in TOML", "openai-batch"]),
+        ("nope", ["unknown provider 'nope'", "installed providers are"]),
+    ],
+)
+def test_only_presets_print(
+    capsys: pytest.CaptureFixture[str], name: str, words: list[str]
+) -> None:
     code, out, err = run(capsys, "providers", name)
     assert code == 2 and out == ""
     assert all(word in err for word in words) and len(err.splitlines()) == 1
-

@@ -18,16 +18,34 @@ CRAWLS = {
     "base_url": "https://api.crawls.example",
     "auth": {"style": "header", "header": "x-api-key"},
     "job": {"get": "GET /v2/crawl/{id}", "id": "id", "error": "error"},
-    "status": {"path": "status", "map": {
-        "pending": "queued", "scraping": "processing", "completed": "completed",
-        "failed": "failed", "cancelled": "cancelled"}},
+    "status": {
+        "path": "status",
+        "map": {
+            "pending": "queued",
+            "scraping": "processing",
+            "completed": "completed",
+            "failed": "failed",
+            "cancelled": "cancelled",
+        },
+    },
     "progress": {"kind": "counts", "done": "completed", "total": "total"},
-    "stream": {"url": "GET /v2/crawl/{id}/events",
-               "events": {"snapshot": "status", "document": {"kind": "page", "id": "url"}}},
-    "webhook": {"scheme": "hmac-sha256", "event_path": "type", "job_id": "id",
-                "delivery_path": "webhookId", "payload": "thin",
-                "events": {"crawl.started": "started", "crawl.completed": "completed",
-                           "crawl.failed": "failed", "crawl.cancelled": "cancelled"}},
+    "stream": {
+        "url": "GET /v2/crawl/{id}/events",
+        "events": {"snapshot": "status", "document": {"kind": "page", "id": "url"}},
+    },
+    "webhook": {
+        "scheme": "hmac-sha256",
+        "event_path": "type",
+        "job_id": "id",
+        "delivery_path": "webhookId",
+        "payload": "thin",
+        "events": {
+            "crawl.started": "started",
+            "crawl.completed": "completed",
+            "crawl.failed": "failed",
+            "crawl.cancelled": "cancelled",
+        },
+    },
 }
 
 
@@ -47,17 +65,20 @@ class TestGenericProvider(ProviderConformance):
 
     @pytest.fixture
     def samples(self) -> ProviderSamples:
-        terminal = {"completed": crawl("completed", completed=10),
-                    "failed": crawl("failed", error="robots.txt disallows"),
-                    "cancelled": crawl("cancelled")}
+        terminal = {
+            "completed": crawl("completed", completed=10),
+            "failed": crawl("failed", error="robots.txt disallows"),
+            "cancelled": crawl("cancelled"),
+        }
         return ProviderSamples(
             job_id="crawl_1",
-            statuses={"queued": answer(crawl("pending")),
-                      "processing": answer(crawl("scraping")),
-                      **{status: answer(body) for status, body in terminal.items()}},
+            statuses={
+                "queued": answer(crawl("pending")),
+                "processing": answer(crawl("scraping")),
+                **{status: answer(body) for status, body in terminal.items()},
+            },
             unknown_status=answer(crawl("paused")),
-            frames={status: ("snapshot", json.dumps(body))
-                    for status, body in terminal.items()},
+            frames={status: ("snapshot", json.dumps(body)) for status, body in terminal.items()},
             webhooks={status: crawl_hook(status) for status in terminal},
             not_found=answer({"success": False, "error": "Crawl job not found"}, 404),
         )

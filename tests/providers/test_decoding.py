@@ -31,10 +31,14 @@ from jobwatch import EventKind, JobStatus
 from jobwatch.abc import Outcome, Response
 
 
-def poll(table_or_name: Any, body: Any, job_id: str = "j1", previous: Any = None,
-         **variables: Any) -> tuple[Any, list[jobwatch.JobEvent]]:
-    built = provider(table_or_name, variables or None) if isinstance(table_or_name, str) \
+def poll(
+    table_or_name: Any, body: Any, job_id: str = "j1", previous: Any = None, **variables: Any
+) -> tuple[Any, list[jobwatch.JobEvent]]:
+    built = (
+        provider(table_or_name, variables or None)
+        if isinstance(table_or_name, str)
         else provider("generic", table_or_name)
+    )
     return built.decode_status(job_id, answer(body), previous, source="poll")
 
 
@@ -46,46 +50,58 @@ def kinds(events: list[jobwatch.JobEvent]) -> list[tuple[str, str]]:
 
 
 def test_counts_summed_of_a_total() -> None:
-    snapshot, events = poll("openai-batch", batch("in_progress", completed=40, failed=2),
-                            BATCH)
+    snapshot, events = poll("openai-batch", batch("in_progress", completed=40, failed=2), BATCH)
     assert (snapshot.completed, snapshot.total) == (42, 100)
-    assert kinds(events) == [("started", f"{BATCH}:started"),
-                             ("progress", f"{BATCH}:progress:42")]
+    assert kinds(events) == [("started", f"{BATCH}:started"), ("progress", f"{BATCH}:progress:42")]
     assert events[0].occurred_at == datetime.fromtimestamp(1711471538, UTC)
 
 
-@pytest.mark.parametrize(("progress", "body", "counts"), [
-    ({"kind": "buckets", "buckets": "request_counts", "done": ["succeeded", "errored"]},
-     {"request_counts": {"processing": 5, "succeeded": 3, "errored": 2, "expired": 0}},
-     (5, 10)),
-    ({"kind": "fraction", "value": "progress"}, {"progress": 0.25}, (25, 100)),
-    ({"kind": "percent", "value": "metadata.progressPercent"},
-     {"metadata": {"progressPercent": 70}}, (70, 100)),
-    ({"kind": "counts", "done": "done", "total": "total"}, {"done": 3}, (3, None)),
-    ({"kind": "none"}, {"done": 3, "total": 9}, (None, None)),
-])
-def test_progress_kinds(progress: dict[str, Any], body: dict[str, Any],
-                        counts: tuple[int | None, int | None]) -> None:
+@pytest.mark.parametrize(
+    ("progress", "body", "counts"),
+    [
+        (
+            {"kind": "buckets", "buckets": "request_counts", "done": ["succeeded", "errored"]},
+            {"request_counts": {"processing": 5, "succeeded": 3, "errored": 2, "expired": 0}},
+            (5, 10),
+        ),
+        ({"kind": "fraction", "value": "progress"}, {"progress": 0.25}, (25, 100)),
+        (
+            {"kind": "percent", "value": "metadata.progressPercent"},
+            {"metadata": {"progressPercent": 70}},
+            (70, 100),
+        ),
+        ({"kind": "counts", "done": "done", "total": "total"}, {"done": 3}, (3, None)),
+        ({"kind": "none"}, {"done": 3, "total": 9}, (None, None)),
+    ],
+)
+def test_progress_kinds(
+    progress: dict[str, Any], body: dict[str, Any], counts: tuple[int | None, int | None]
+) -> None:
     snapshot, _ = poll(described(progress=progress), {"status": "running", **body})
     assert (snapshot.completed, snapshot.total) == counts
 
 
-@pytest.mark.parametrize(("progress", "body"), [
-    ({"kind": "fraction", "value": "p"}, {"p": 1.5}),
-    ({"kind": "percent", "value": "p"}, {"p": "70%"}),
-    ({"kind": "counts", "done": "d"}, {"d": -1}),
-    ({"kind": "counts", "done": "d"}, {"d": True}),
-    ({"kind": "buckets", "buckets": "b", "done": ["x"]}, {"b": {"x": "1"}}),
-])
-def test_counts_that_are_not_counts_are_refused(progress: dict[str, Any],
-                                                body: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("progress", "body"),
+    [
+        ({"kind": "fraction", "value": "p"}, {"p": 1.5}),
+        ({"kind": "percent", "value": "p"}, {"p": "70%"}),
+        ({"kind": "counts", "done": "d"}, {"d": -1}),
+        ({"kind": "counts", "done": "d"}, {"d": True}),
+        ({"kind": "buckets", "buckets": "b", "done": ["x"]}, {"b": {"x": "1"}}),
+    ],
+)
+def test_counts_that_are_not_counts_are_refused(
+    progress: dict[str, Any], body: dict[str, Any]
+) -> None:
     with pytest.raises(jobwatch.DecodeError):
         poll(described(progress=progress), {"status": "running", **body})
 
 
 def test_a_growing_total_is_reported() -> None:
-    table = described(progress={"kind": "counts", "done": "c", "total": "t",
-                                "total_may_grow": True})
+    table = described(
+        progress={"kind": "counts", "done": "c", "total": "t", "total_may_grow": True}
+    )
     first, events = poll(table, {"status": "running", "c": 3, "t": 10})
     _, later = poll(table, {"status": "running", "c": 3, "t": 25}, previous=first)
     assert [e.key for e in events if e.kind is EventKind.PROGRESS] == ["j1:progress:3/10"]
@@ -100,37 +116,41 @@ def test_a_status_change_without_counts_is_progress_keyed_by_status() -> None:
 
 def test_a_transitional_state_is_reported_when_entered() -> None:
     first, _ = poll("openai-batch", batch("in_progress", completed=100), BATCH)
-    snapshot, events = poll("openai-batch", batch("finalizing", completed=100), BATCH,
-                            previous=first)
+    snapshot, events = poll(
+        "openai-batch", batch("finalizing", completed=100), BATCH, previous=first
+    )
     assert snapshot.status is JobStatus.PROCESSING
-    assert [e.key for e in events if e.kind is EventKind.PROGRESS] == \
-        [f"{BATCH}:progress:100:finalizing"]
-    _, again = poll("openai-batch", batch("finalizing", completed=100), BATCH,
-                    previous=snapshot)
+    assert [e.key for e in events if e.kind is EventKind.PROGRESS] == [
+        f"{BATCH}:progress:100:finalizing"
+    ]
+    _, again = poll("openai-batch", batch("finalizing", completed=100), BATCH, previous=snapshot)
     assert [e.kind for e in again] == [EventKind.STARTED]
 
 
 def test_a_terminal_guard_keeps_an_unbelievable_end_running() -> None:
-    table = described(progress={"kind": "counts", "done": "completed", "total": "total"},
-                      status__guards=[{"status": "completed", "require": "total > `0`"}])
+    table = described(
+        progress={"kind": "counts", "done": "completed", "total": "total"},
+        status__guards=[{"status": "completed", "require": "total > `0`"}],
+    )
     early, _ = poll(table, {"status": "done", "completed": 0, "total": 0})
     done, events = poll(table, {"status": "done", "completed": 4, "total": 4})
     assert early.status is JobStatus.PROCESSING and not early.terminal
-    assert done.status is JobStatus.COMPLETED and [e.kind for e in events] == [
-        EventKind.COMPLETED]
+    assert done.status is JobStatus.COMPLETED and [e.kind for e in events] == [EventKind.COMPLETED]
 
 
 @pytest.mark.parametrize(("policy", "status"), [("warn", None), ("fail", JobStatus.FAILED)])
-def test_an_unknown_status_warns_or_fails(policy: str, status: JobStatus | None,
-                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unknown_status_warns_or_fails(
+    policy: str, status: JobStatus | None, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="jobwatch.generic"):
         snapshot, events = poll(described(status__unknown=policy), {"status": "paused"})
     assert snapshot.status is status and snapshot.raw_status == "paused"
     if status is None:
         assert events == [] and "'paused'" in caplog.text and "deadline" in caplog.text
     else:
-        assert [(e.kind, e.error) for e in events] == [(EventKind.FAILED,
-                                                        "unknown status 'paused'")]
+        assert [(e.kind, e.error) for e in events] == [
+            (EventKind.FAILED, "unknown status 'paused'")
+        ]
 
 
 def test_an_answer_without_a_status_is_malformed() -> None:
@@ -139,25 +159,35 @@ def test_an_answer_without_a_status_is_malformed() -> None:
 
 
 def test_the_job_may_sit_inside_an_envelope() -> None:
-    snapshot, events = poll(described(job__root="data"),
-                            {"success": True, "data": {"status": "done"}})
+    snapshot, events = poll(
+        described(job__root="data"), {"success": True, "data": {"status": "done"}}
+    )
     assert snapshot.status is JobStatus.COMPLETED and events[0].data["status"] == "done"
     with pytest.raises(jobwatch.DecodeError, match="'data'"):
         poll(described(job__root="data"), {"success": False})
 
 
-@pytest.mark.parametrize(("conclusion", "status", "error"), [
-    ("success", JobStatus.COMPLETED, None), ("neutral", JobStatus.COMPLETED, None),
-    ("skipped", JobStatus.COMPLETED, None), ("cancelled", JobStatus.CANCELLED, None),
-    ("failure", JobStatus.FAILED, "failure"), ("timed_out", JobStatus.FAILED, "timed_out"),
-    ("startup_failure", JobStatus.FAILED, "startup_failure"),
-    ("action_required", JobStatus.FAILED, "action_required"),
-    ("stale", JobStatus.FAILED, "stale"), (None, JobStatus.PROCESSING, None),
-])
-def test_github_two_field_status(conclusion: str | None, status: JobStatus,
-                                 error: str | None) -> None:
-    snapshot, events = poll("github-actions", run("completed", conclusion), RUN,
-                            repository=REPOSITORY)
+@pytest.mark.parametrize(
+    ("conclusion", "status", "error"),
+    [
+        ("success", JobStatus.COMPLETED, None),
+        ("neutral", JobStatus.COMPLETED, None),
+        ("skipped", JobStatus.COMPLETED, None),
+        ("cancelled", JobStatus.CANCELLED, None),
+        ("failure", JobStatus.FAILED, "failure"),
+        ("timed_out", JobStatus.FAILED, "timed_out"),
+        ("startup_failure", JobStatus.FAILED, "startup_failure"),
+        ("action_required", JobStatus.FAILED, "action_required"),
+        ("stale", JobStatus.FAILED, "stale"),
+        (None, JobStatus.PROCESSING, None),
+    ],
+)
+def test_github_two_field_status(
+    conclusion: str | None, status: JobStatus, error: str | None
+) -> None:
+    snapshot, events = poll(
+        "github-actions", run("completed", conclusion), RUN, repository=REPOSITORY
+    )
     assert snapshot.status is status
     assert events[-1].error == error and events[-1].attempt == 1
 
@@ -168,11 +198,14 @@ def test_github_waiting_words_are_queued(word: str) -> None:
     assert snapshot.status is JobStatus.QUEUED
 
 
-@pytest.mark.parametrize(("body", "error"), [
-    (prediction("failed", error="CUDA out of memory"), "CUDA out of memory"),
-    (prediction("aborted"), "aborted"),
-    (prediction("failed"), "failed"),
-])
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (prediction("failed", error="CUDA out of memory"), "CUDA out of memory"),
+        (prediction("aborted"), "aborted"),
+        (prediction("failed"), "failed"),
+    ],
+)
 def test_a_failure_says_why_or_its_status_word(body: dict[str, Any], error: str) -> None:
     _, events = poll("replicate", body, PREDICTION)
     assert [(e.kind, e.error) for e in events] == [(EventKind.FAILED, error)]
@@ -193,8 +226,10 @@ def test_inline_results() -> None:
     replicate = provider("replicate")
     request = replicate.results_request(PREDICTION)
     assert request == replicate.status_request(PREDICTION)
-    page = replicate.decode_results(PREDICTION, answer(prediction(
-        "succeeded", output=["https://replicate.delivery/a.png", {"text": "b"}])))
+    page = replicate.decode_results(
+        PREDICTION,
+        answer(prediction("succeeded", output=["https://replicate.delivery/a.png", {"text": "b"}])),
+    )
     assert page.items == ({"value": "https://replicate.delivery/a.png"}, {"text": "b"})
     assert page.next is None
     single = replicate.decode_results(PREDICTION, answer(prediction("succeeded", output="hi")))
@@ -205,17 +240,21 @@ def test_results_paged_by_link_header_keep_credentials_at_home() -> None:
     github = provider("github-actions", {"repository": REPOSITORY})
     first = github.results_request(RUN)
     assert (first.path, dict(first.params)) == (
-        f"/repos/{REPOSITORY}/actions/runs/{RUN}/jobs", {"per_page": "100"})
+        f"/repos/{REPOSITORY}/actions/runs/{RUN}/jobs",
+        {"per_page": "100"},
+    )
     assert first.headers["authorization"] == "Bearer sk-test"
-    link = (f'<https://api.github.com/repositories/1/actions/runs/{RUN}/jobs?page=2>; '
-            'rel="next", <https://api.github.com/x?page=5>; rel="last"')
-    page = github.decode_results(RUN, answer({"total_count": 3, "jobs": [{"id": 1}]},
-                                             link=link))
+    link = (
+        f"<https://api.github.com/repositories/1/actions/runs/{RUN}/jobs?page=2>; "
+        'rel="next", <https://api.github.com/x?page=5>; rel="last"'
+    )
+    page = github.decode_results(RUN, answer({"total_count": 3, "jobs": [{"id": 1}]}, link=link))
     assert page.items == ({"id": 1},)
     assert page.next is not None and page.next.path.endswith("jobs?page=2")
     assert page.next.headers["authorization"] == "Bearer sk-test"
-    elsewhere = github.decode_results(RUN, answer({"jobs": []}, link='<https://evil.example/'
-                                                  'steal>; rel="next"'))
+    elsewhere = github.decode_results(
+        RUN, answer({"jobs": []}, link='<https://evil.example/steal>; rel="next"')
+    )
     assert elsewhere.next is not None and "authorization" not in elsewhere.next.headers
     last = github.decode_results(RUN, answer({"jobs": []}, link='<https://x>; rel="prev"'))
     assert last.next is None
@@ -237,17 +276,35 @@ def test_results_from_a_file_the_job_names() -> None:
     assert nothing.items == () and nothing.next is None
 
 
-@pytest.mark.parametrize(("results", "body", "expected"), [
-    ({"source": "inline", "items": "data", "next": "url", "next_path": "next"},
-     {"status": "done", "data": [{"u": 1}], "next": "https://api.example.com/jobs/j1?skip=1"},
-     ("https://api.example.com/jobs/j1?skip=1", {})),
-    ({"source": "request", "get": "GET /jobs/{id}/items?limit=10", "items": "items",
-      "next": "cursor", "next_path": "next_page_token", "cursor_param": "page_token"},
-     {"items": [{"u": 1}], "next_page_token": "t2"},
-     ("/jobs/j1/items", {"limit": "10", "page_token": "t2"})),
-])
-def test_results_paged_by_url_or_cursor(results: dict[str, Any], body: dict[str, Any],
-                                        expected: tuple[str, dict[str, str]]) -> None:
+@pytest.mark.parametrize(
+    ("results", "body", "expected"),
+    [
+        (
+            {"source": "inline", "items": "data", "next": "url", "next_path": "next"},
+            {
+                "status": "done",
+                "data": [{"u": 1}],
+                "next": "https://api.example.com/jobs/j1?skip=1",
+            },
+            ("https://api.example.com/jobs/j1?skip=1", {}),
+        ),
+        (
+            {
+                "source": "request",
+                "get": "GET /jobs/{id}/items?limit=10",
+                "items": "items",
+                "next": "cursor",
+                "next_path": "next_page_token",
+                "cursor_param": "page_token",
+            },
+            {"items": [{"u": 1}], "next_page_token": "t2"},
+            ("/jobs/j1/items", {"limit": "10", "page_token": "t2"}),
+        ),
+    ],
+)
+def test_results_paged_by_url_or_cursor(
+    results: dict[str, Any], body: dict[str, Any], expected: tuple[str, dict[str, str]]
+) -> None:
     built = provider("generic", described(results=results))
     page = built.decode_results("j1", answer(body))
     assert page.items == ({"u": 1},) and page.next is not None
@@ -256,8 +313,9 @@ def test_results_paged_by_url_or_cursor(results: dict[str, Any], body: dict[str,
 
 
 def test_results_from_a_url_field() -> None:
-    table = described(job__id="id", results={"source": "url", "url": "results_url",
-                                             "format": "jsonl"})
+    table = described(
+        job__id="id", results={"source": "url", "url": "results_url", "format": "jsonl"}
+    )
     built = provider("generic", table)
     job = {"id": "j1", "status": "done", "results_url": "https://files.example.net/r.jsonl"}
     found = built.decode_results("j1", answer(job))
@@ -303,29 +361,37 @@ def test_replicate_stream_frames() -> None:
     assert frame("heartbeat", "") == []
 
 
-def test_a_done_frame_with_an_unknown_reason_ends_nothing(
-        caplog: pytest.LogCaptureFixture) -> None:
+def test_a_done_frame_with_an_unknown_reason_ends_nothing(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="jobwatch.generic"):
         events = provider("replicate").decode_stream_event(
-            PREDICTION, "done", '{"reason": "preempted"}', source="sse")
+            PREDICTION, "done", '{"reason": "preempted"}', source="sse"
+        )
     assert events == [] and "'preempted'" in caplog.text
 
 
 def test_stream_event_names_in_the_body_and_pages() -> None:
-    table = described(stream={"url": "GET /jobs/{id}/ws", "event_path": "type", "events": {
-        "catchup": "status", "document": {"kind": "page", "id": "data.url"},
-        "skipped": {"kind": "page_failed", "id": "url", "error": "reason"}}})
+    table = described(
+        stream={
+            "url": "GET /jobs/{id}/ws",
+            "event_path": "type",
+            "events": {
+                "catchup": "status",
+                "document": {"kind": "page", "id": "data.url"},
+                "skipped": {"kind": "page_failed", "id": "url", "error": "reason"},
+            },
+        }
+    )
     built = provider("generic", table)
     assert built.job_stream_request("j/1").path == "/jobs/j%2F1/ws"
 
     def frame(payload: dict[str, Any]) -> list[jobwatch.JobEvent]:
         return built.decode_stream_event("j1", "message", json.dumps(payload), source="sse")
 
-    page, = frame({"type": "document", "data": {"url": "https://a.example/x"}})
+    (page,) = frame({"type": "document", "data": {"url": "https://a.example/x"}})
     assert (page.kind, page.key) == (EventKind.PAGE, "j1:page:https://a.example/x")
-    failed, = frame({"type": "skipped", "url": "https://a.example/y", "reason": "404"})
+    (failed,) = frame({"type": "skipped", "url": "https://a.example/y", "reason": "404"})
     assert (failed.kind, failed.error) == (EventKind.PAGE_FAILED, "404")
-    done, = frame({"type": "catchup", "status": "done"})
+    (done,) = frame({"type": "catchup", "status": "done"})
     assert done.kind is EventKind.COMPLETED and done.key == "j1:terminal"
     with pytest.raises(jobwatch.DecodeError, match="page id"):
         frame({"type": "document", "data": {}})
@@ -340,19 +406,27 @@ def test_github_deliveries() -> None:
     delivery = github.decode_webhook(headers, body, source="webhook")
     assert delivery.event_name == "workflow_run.completed" and delivery.reconcile == ()
     assert delivery.delivery_id == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
-    final, = delivery.events
+    (final,) = delivery.events
     assert (final.kind, final.key, final.error, final.attempt) == (
-        EventKind.FAILED, f"{RUN}:terminal", "failure", 2)
+        EventKind.FAILED,
+        f"{RUN}:terminal",
+        "failure",
+        2,
+    )
     assert final.data["id"] == int(RUN), "the run, not the envelope"
 
 
-@pytest.mark.parametrize("headers_body", [
-    github_event("completed", run("completed", "success"), repository="someone/else"),
-    github_event("created", {"id": 1}, event="ping"),
-    github_event("completed", {"id": 9}, event="workflow_job"),
-])
+@pytest.mark.parametrize(
+    "headers_body",
+    [
+        github_event("completed", run("completed", "success"), repository="someone/else"),
+        github_event("created", {"id": 1}, event="ping"),
+        github_event("completed", {"id": 9}, event="workflow_job"),
+    ],
+)
 def test_github_pings_and_other_repositories_are_ignored(
-        headers_body: tuple[dict[str, str], bytes]) -> None:
+    headers_body: tuple[dict[str, str], bytes],
+) -> None:
     github = provider("github-actions", {"repository": REPOSITORY})
     delivery = github.decode_webhook(*headers_body, source="webhook")
     assert delivery.events == () and delivery.reconcile == ()
@@ -361,8 +435,9 @@ def test_github_pings_and_other_repositories_are_ignored(
 def test_a_repository_compares_without_regard_to_case() -> None:
     github = provider("github-actions", {"repository": "Octo-Org/Hello-World"})
     headers, body = github_event("in_progress", run("in_progress"))
-    assert [e.kind for e in github.decode_webhook(headers, body, source="webhook").events] \
-        == [EventKind.STARTED]
+    assert [e.kind for e in github.decode_webhook(headers, body, source="webhook").events] == [
+        EventKind.STARTED
+    ]
 
 
 def test_a_thin_delivery_asks_for_one_status_request() -> None:
@@ -371,25 +446,40 @@ def test_a_thin_delivery_asks_for_one_status_request() -> None:
     assert delivery.reconcile == (BATCH,)
     assert delivery.event_name == "batch.expired"
     assert delivery.delivery_id == "wh_685342e6c53881918bd7bee1e4b9b62c"
-    final, = delivery.events
+    (final,) = delivery.events
     assert (final.kind, final.status, final.error, final.key) == (
-        EventKind.FAILED, JobStatus.FAILED, "expired", f"{BATCH}:terminal")
-    other = openai.decode_webhook({"content-type": "application/json"}, json.dumps(
-        {"type": "fine_tuning.job.succeeded", "data": {"id": "ft"}}).encode(), source="webhook")
+        EventKind.FAILED,
+        JobStatus.FAILED,
+        "expired",
+        f"{BATCH}:terminal",
+    )
+    other = openai.decode_webhook(
+        {"content-type": "application/json"},
+        json.dumps({"type": "fine_tuning.job.succeeded", "data": {"id": "ft"}}).encode(),
+        source="webhook",
+    )
     assert other.events == () and other.reconcile == ()
 
 
 def test_a_delivery_whose_body_is_the_job() -> None:
     replicate = provider("replicate")
-    delivery = replicate.decode_webhook(*replicate_delivery(prediction("aborted")),
-                                        source="webhook")
+    delivery = replicate.decode_webhook(
+        *replicate_delivery(prediction("aborted")), source="webhook"
+    )
     assert delivery.event_name == "aborted" and delivery.delivery_id == "msg_2fM0b3GxlEb4CXvJ"
     assert [(e.kind, e.error) for e in delivery.events] == [(EventKind.FAILED, "aborted")]
     assert replicate.job_stream_request(PREDICTION).path == STREAM_URL
 
 
-@pytest.mark.parametrize("body", [b"[1, 2]", b"{", json.dumps({"status": "succeeded"}).encode(),
-                                  json.dumps({"id": "", "status": "succeeded"}).encode()])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[1, 2]",
+        b"{",
+        json.dumps({"status": "succeeded"}).encode(),
+        json.dumps({"id": "", "status": "succeeded"}).encode(),
+    ],
+)
 def test_a_malformed_delivery_is_refused(body: bytes) -> None:
     with pytest.raises(jobwatch.DecodeError):
         provider("replicate").decode_webhook({}, body, source="webhook")
@@ -398,21 +488,38 @@ def test_a_malformed_delivery_is_refused(body: bytes) -> None:
 # -- answers -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("status", "headers", "body", "outcome", "wait"), [
-    (403, {"retry-after": "30"}, {"message": "secondary"}, Outcome.RATE_LIMITED, 30.0),
-    (429, {"retry-after": "7"}, {}, Outcome.RATE_LIMITED, 7.0),
-    (403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1700000120",
-           "date": "Tue, 14 Nov 2023 22:13:20 GMT"}, {"message": "API rate limit exceeded"},
-     Outcome.RATE_LIMITED, 120.0),
-    (403, {}, {"message": "You have exceeded a secondary rate limit."},
-     Outcome.RATE_LIMITED, 60.0),
-    (403, {}, {"message": "Resource not accessible by integration"}, Outcome.FATAL, None),
-    (401, {}, {"message": "Bad credentials"}, Outcome.FATAL, None),
-    (404, {}, {"message": "Not Found"}, Outcome.GONE, None),
-    (502, {}, {}, Outcome.RETRY, None),
-])
-def test_github_answers(status: int, headers: dict[str, str], body: dict[str, Any],
-                       outcome: Outcome, wait: float | None) -> None:
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "outcome", "wait"),
+    [
+        (403, {"retry-after": "30"}, {"message": "secondary"}, Outcome.RATE_LIMITED, 30.0),
+        (429, {"retry-after": "7"}, {}, Outcome.RATE_LIMITED, 7.0),
+        (
+            403,
+            {
+                "x-ratelimit-remaining": "0",
+                "x-ratelimit-reset": "1700000120",
+                "date": "Tue, 14 Nov 2023 22:13:20 GMT",
+            },
+            {"message": "API rate limit exceeded"},
+            Outcome.RATE_LIMITED,
+            120.0,
+        ),
+        (
+            403,
+            {},
+            {"message": "You have exceeded a secondary rate limit."},
+            Outcome.RATE_LIMITED,
+            60.0,
+        ),
+        (403, {}, {"message": "Resource not accessible by integration"}, Outcome.FATAL, None),
+        (401, {}, {"message": "Bad credentials"}, Outcome.FATAL, None),
+        (404, {}, {"message": "Not Found"}, Outcome.GONE, None),
+        (502, {}, {}, Outcome.RETRY, None),
+    ],
+)
+def test_github_answers(
+    status: int, headers: dict[str, str], body: dict[str, Any], outcome: Outcome, wait: float | None
+) -> None:
     github = provider("github-actions", {"repository": REPOSITORY})
     verdict = github.classify(answer(body, status, **headers))
     assert (verdict.outcome, verdict.wait) == (outcome, wait)
@@ -426,21 +533,28 @@ def test_errors_say_what_to_do() -> None:
     assert isinstance(refused, jobwatch.AuthenticationError)
     assert "GitHub answered HTTP 401: Bad credentials" in str(refused)
     assert "GITHUB_TOKEN" in str(refused)
-    gone = provider("openai-batch").error_for(answer(
-        {"error": {"message": "No batch found with id 'b'."}}, 404))
+    gone = provider("openai-batch").error_for(
+        answer({"error": {"message": "No batch found with id 'b'."}}, 404)
+    )
     assert isinstance(gone, jobwatch.JobNotFound) and "No batch found" in str(gone)
-    assert isinstance(provider("replicate").error_for(Response(status=500, body=b"<html>")),
-                      jobwatch.APIError)
+    assert isinstance(
+        provider("replicate").error_for(Response(status=500, body=b"<html>")), jobwatch.APIError
+    )
 
 
-@pytest.mark.parametrize(("auth", "expected"), [
-    ({}, {"authorization": "Bearer sk-test"}),
-    ({"style": "header", "header": "X-Api-Key"}, {"x-api-key": "sk-test"}),
-    ({"style": "header", "header": "Authorization", "prefix": "Token "},
-     {"authorization": "Token sk-test"}),
-    ({"style": "raw"}, {"authorization": "sk-test"}),
-    ({"style": "none"}, {}),
-])
+@pytest.mark.parametrize(
+    ("auth", "expected"),
+    [
+        ({}, {"authorization": "Bearer sk-test"}),
+        ({"style": "header", "header": "X-Api-Key"}, {"x-api-key": "sk-test"}),
+        (
+            {"style": "header", "header": "Authorization", "prefix": "Token "},
+            {"authorization": "Token sk-test"},
+        ),
+        ({"style": "raw"}, {"authorization": "sk-test"}),
+        ({"style": "none"}, {}),
+    ],
+)
 def test_auth_styles(auth: dict[str, str], expected: dict[str, str]) -> None:
     built = provider("generic", described(auth=auth, request={"headers": {"Accept": "a/b"}}))
     assert dict(built.status_request("j1").headers) == expected
@@ -457,20 +571,41 @@ def test_a_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_page_delivery_that_failed() -> None:
-    table = described(webhook={"scheme": "hmac-sha256", "event_path": "type", "job_id": "id",
-                               "delivery_path": "webhookId", "events": {"crawl.page": {
-                                   "kind": "page", "id": "data[0].metadata.sourceURL",
-                                   "failed_when": "success == `false`", "error": "error"}}})
+    table = described(
+        webhook={
+            "scheme": "hmac-sha256",
+            "event_path": "type",
+            "job_id": "id",
+            "delivery_path": "webhookId",
+            "events": {
+                "crawl.page": {
+                    "kind": "page",
+                    "id": "data[0].metadata.sourceURL",
+                    "failed_when": "success == `false`",
+                    "error": "error",
+                }
+            },
+        }
+    )
     built = provider("generic", table)
 
     def page(success: bool, **more: Any) -> jobwatch.JobEvent:
-        body = {"type": "crawl.page", "id": "c1", "webhookId": "w1", "success": success,
-                "data": [{"metadata": {"sourceURL": "https://a.example/x"}}], **more}
-        event, = built.decode_webhook({}, json.dumps(body).encode(), source="webhook").events
+        body = {
+            "type": "crawl.page",
+            "id": "c1",
+            "webhookId": "w1",
+            "success": success,
+            "data": [{"metadata": {"sourceURL": "https://a.example/x"}}],
+            **more,
+        }
+        (event,) = built.decode_webhook({}, json.dumps(body).encode(), source="webhook").events
         return event
 
     assert (page(True).kind, page(True).key) == (EventKind.PAGE, "c1:page:https://a.example/x")
     failed = page(False, error="timeout")
     assert (failed.kind, failed.error, failed.key) == (
-        EventKind.PAGE_FAILED, "timeout", "c1:page_failed:https://a.example/x")
+        EventKind.PAGE_FAILED,
+        "timeout",
+        "c1:page_failed:https://a.example/x",
+    )
     assert page(False).error == "failed"

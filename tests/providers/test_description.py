@@ -15,8 +15,15 @@ import jobwatch
 BASE: dict[str, Any] = {
     "base_url": "https://api.example.com",
     "job": {"get": "GET /jobs/{id}"},
-    "status": {"path": "status", "map": {"queued": "queued", "running": "processing",
-                                         "done": "completed", "error": "failed"}},
+    "status": {
+        "path": "status",
+        "map": {
+            "queued": "queued",
+            "running": "processing",
+            "done": "completed",
+            "error": "failed",
+        },
+    },
 }
 
 
@@ -56,13 +63,18 @@ def test_an_unknown_key_is_named_with_its_table() -> None:
     refused(described(job__idd="id"), "[jobwatch.generic.job]", "idd")
 
 
-@pytest.mark.parametrize(("changes", "words"), [
-    ({"status__path": "status["}, ("[jobwatch.generic.status] path", "not a JMESPath")),
-    ({"job__attempt": "a..b"}, ("[jobwatch.generic.job] attempt", "not a JMESPath")),
-    ({"progress": {"kind": "counts", "done": ["ok", "x[?"]}},
-     ("[jobwatch.generic.progress] done[1]",)),
-    ({"status__path": 3}, ("[jobwatch.generic.status] path", "JMESPath expression")),
-])
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"status__path": "status["}, ("[jobwatch.generic.status] path", "not a JMESPath")),
+        ({"job__attempt": "a..b"}, ("[jobwatch.generic.job] attempt", "not a JMESPath")),
+        (
+            {"progress": {"kind": "counts", "done": ["ok", "x[?"]}},
+            ("[jobwatch.generic.progress] done[1]",),
+        ),
+        ({"status__path": 3}, ("[jobwatch.generic.status] path", "JMESPath expression")),
+    ],
+)
 def test_a_path_that_does_not_compile(changes: dict[str, Any], words: tuple[str, ...]) -> None:
     refused(described(**changes), *words)
 
@@ -70,28 +82,42 @@ def test_a_path_that_does_not_compile(changes: dict[str, Any], words: tuple[str,
 @pytest.mark.parametrize("word", ["true", "false", "null"])
 def test_a_bare_literal_in_a_condition_is_refused(word: str) -> None:
     rules = [{"when": f"finished == {word}", "status": "completed"}]
-    message = refused(described(status__rules=rules), "[jobwatch.generic.status.rules][0] when",
-                      f"`{word}`")
+    message = refused(
+        described(status__rules=rules), "[jobwatch.generic.status.rules][0] when", f"`{word}`"
+    )
     assert "backticks" in message
 
 
 def test_a_backticked_literal_is_fine() -> None:
-    provider("generic", described(status__rules=[{"when": "finished == `true`",
-                                                  "status": "completed"}]))
+    provider(
+        "generic", described(status__rules=[{"when": "finished == `true`", "status": "completed"}])
+    )
 
 
 def test_a_rule_after_one_that_matches_everything_is_unreachable() -> None:
-    rules = [{"when": "`true`", "status": "failed"},
-             {"when": "status == 'done'", "status": "completed"}]
-    refused(described(status__rules=rules, status__map=None),
-            "[jobwatch.generic.status.rules][1]", "unreachable", "rules[0]")
+    rules = [
+        {"when": "`true`", "status": "failed"},
+        {"when": "status == 'done'", "status": "completed"},
+    ]
+    refused(
+        described(status__rules=rules, status__map=None),
+        "[jobwatch.generic.status.rules][1]",
+        "unreachable",
+        "rules[0]",
+    )
 
 
 def test_a_rule_with_an_earlier_rules_condition_is_unreachable() -> None:
-    rules = [{"when": "status == 'done'", "status": "completed"},
-             {"when": "status=='done'", "status": "failed"}]
-    refused(described(status__rules=rules), "[jobwatch.generic.status.rules][1]",
-            "unreachable", "same condition")
+    rules = [
+        {"when": "status == 'done'", "status": "completed"},
+        {"when": "status=='done'", "status": "failed"},
+    ]
+    refused(
+        described(status__rules=rules),
+        "[jobwatch.generic.status.rules][1]",
+        "unreachable",
+        "same condition",
+    )
 
 
 def test_a_rule_that_is_never_true() -> None:
@@ -100,14 +126,20 @@ def test_a_rule_that_is_never_true() -> None:
 
 
 def test_a_map_behind_a_catch_all_rule_is_unreachable() -> None:
-    refused(described(status__rules=[{"when": "`true`", "status": "failed"}]),
-            "[jobwatch.generic.status] map is unreachable")
+    refused(
+        described(status__rules=[{"when": "`true`", "status": "failed"}]),
+        "[jobwatch.generic.status] map is unreachable",
+    )
 
 
 def test_a_guard_for_a_status_nothing_gives_is_unreachable() -> None:
     guards = [{"status": "cancelled", "require": "total > `0`"}]
-    refused(described(status__guards=guards), "[jobwatch.generic.status.guards][0]",
-            "unreachable", "cancelled")
+    refused(
+        described(status__guards=guards),
+        "[jobwatch.generic.status.guards][0]",
+        "unreachable",
+        "cancelled",
+    )
 
 
 def test_a_guard_must_leave_the_job_running() -> None:
@@ -115,39 +147,64 @@ def test_a_guard_must_leave_the_job_running() -> None:
     refused(described(status__guards=guards), "guards][0] otherwise")
 
 
-@pytest.mark.parametrize(("changes", "words"), [
-    ({"job": None}, ("[jobwatch.generic]", "[jobwatch.generic.job]")),
-    ({"status__map": None}, ("[jobwatch.generic.status]", "map", "rules")),
-    ({"status__path": None}, ("[jobwatch.generic.status]", "path")),
-    ({"status__map": {"done": "finished"}}, ("[jobwatch.generic.status.map] done",
-                                             "completed")),
-    ({"status__unknown": "ignore"}, ("[jobwatch.generic.status] unknown", "warn, fail")),
-    ({"job__get": "GET https://api.example.com/jobs/{id}"}, ("[jobwatch.generic.job] get",
-                                                            "relative")),
-    ({"job__get": "GET /jobs/{job}"}, ("[jobwatch.generic.job] get", "job")),
-    ({"job__get": "GET /jobs/{id"}, ("[jobwatch.generic.job] get", "brace")),
-    ({"progress": {"kind": "counts"}}, ("[jobwatch.generic.progress]", "needs done")),
-    ({"progress": {"kind": "percent", "value": "p", "done": "d"}},
-     ("[jobwatch.generic.progress]", "done")),
-    ({"stream": {"events": {"x": "status"}}}, ("[jobwatch.generic.stream]", "url_from")),
-    ({"stream": {"url": "GET /jobs/{id}/events", "events": {"x": "sometimes"}}},
-     ("[jobwatch.generic.stream.events] x kind",)),
-    ({"stream": {"url": "GET /jobs/{id}/events", "events": {"end": "done"}}},
-     ("[stream.done]",)),
-    ({"webhook": {"job_id": "id", "payload": "thin", "event_path": "type",
-                  "events": {"job.done": "status"}}}, ("[jobwatch.generic.webhook]", "thin")),
-    ({"webhook": {"job_id": "id", "event_path": "type"}},
-     ("[jobwatch.generic.webhook]", "needs events")),
-    ({"rate_limit": {"signals": ["retry-after", "smoke"]}},
-     ("[jobwatch.generic.rate_limit] signals",)),
-    ({"errors": {"gone": [404, "410"]}}, ("[jobwatch.generic.errors] gone",)),
-    ({"results": {"source": "url"}}, ("[jobwatch.generic.results]", "needs url")),
-    ({"results": {"source": "url", "url": "result_url"}}, ("[jobwatch.generic.job]", "id")),
-    ({"base_url": "api.example.com"}, ("[jobwatch.generic] base_url", "http")),
-    ({"auth": {"style": "oauth"}}, ("[jobwatch.generic.auth] style",)),
-])
-def test_mistakes_name_their_table_and_key(changes: dict[str, Any],
-                                           words: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"job": None}, ("[jobwatch.generic]", "[jobwatch.generic.job]")),
+        ({"status__map": None}, ("[jobwatch.generic.status]", "map", "rules")),
+        ({"status__path": None}, ("[jobwatch.generic.status]", "path")),
+        (
+            {"status__map": {"done": "finished"}},
+            ("[jobwatch.generic.status.map] done", "completed"),
+        ),
+        ({"status__unknown": "ignore"}, ("[jobwatch.generic.status] unknown", "warn, fail")),
+        (
+            {"job__get": "GET https://api.example.com/jobs/{id}"},
+            ("[jobwatch.generic.job] get", "relative"),
+        ),
+        ({"job__get": "GET /jobs/{job}"}, ("[jobwatch.generic.job] get", "job")),
+        ({"job__get": "GET /jobs/{id"}, ("[jobwatch.generic.job] get", "brace")),
+        ({"progress": {"kind": "counts"}}, ("[jobwatch.generic.progress]", "needs done")),
+        (
+            {"progress": {"kind": "percent", "value": "p", "done": "d"}},
+            ("[jobwatch.generic.progress]", "done"),
+        ),
+        ({"stream": {"events": {"x": "status"}}}, ("[jobwatch.generic.stream]", "url_from")),
+        (
+            {"stream": {"url": "GET /jobs/{id}/events", "events": {"x": "sometimes"}}},
+            ("[jobwatch.generic.stream.events] x kind",),
+        ),
+        (
+            {"stream": {"url": "GET /jobs/{id}/events", "events": {"end": "done"}}},
+            ("[stream.done]",),
+        ),
+        (
+            {
+                "webhook": {
+                    "job_id": "id",
+                    "payload": "thin",
+                    "event_path": "type",
+                    "events": {"job.done": "status"},
+                }
+            },
+            ("[jobwatch.generic.webhook]", "thin"),
+        ),
+        (
+            {"webhook": {"job_id": "id", "event_path": "type"}},
+            ("[jobwatch.generic.webhook]", "needs events"),
+        ),
+        (
+            {"rate_limit": {"signals": ["retry-after", "smoke"]}},
+            ("[jobwatch.generic.rate_limit] signals",),
+        ),
+        ({"errors": {"gone": [404, "410"]}}, ("[jobwatch.generic.errors] gone",)),
+        ({"results": {"source": "url"}}, ("[jobwatch.generic.results]", "needs url")),
+        ({"results": {"source": "url", "url": "result_url"}}, ("[jobwatch.generic.job]", "id")),
+        ({"base_url": "api.example.com"}, ("[jobwatch.generic] base_url", "http")),
+        ({"auth": {"style": "oauth"}}, ("[jobwatch.generic.auth] style",)),
+    ],
+)
+def test_mistakes_name_their_table_and_key(changes: dict[str, Any], words: tuple[str, ...]) -> None:
     refused(described(**changes), *words)
 
 
@@ -157,8 +214,9 @@ def test_a_missing_description_says_where_to_start() -> None:
 
 
 def test_variables_are_filled_from_values() -> None:
-    table = described(variables={"repository": "OWNER/REPO"},
-                      job__get="GET /repos/{repository}/runs/{id}")
+    table = described(
+        variables={"repository": "OWNER/REPO"}, job__get="GET /repos/{repository}/runs/{id}"
+    )
     refused(table, "[jobwatch.generic.values] repository is not set", "OWNER/REPO")
     table["values"] = {"repository": "octo/hello"}
     assert provider("generic", table).status_request("7").path == "/repos/octo/hello/runs/7"
@@ -167,19 +225,27 @@ def test_variables_are_filled_from_values() -> None:
 
 
 def test_a_presets_table_holds_its_variables_only() -> None:
-    refused({}, "[jobwatch.github-actions] repository is not set", "OWNER/REPO",
-            name="github-actions")
-    refused({"repository": "o/r", "repo": "o/r"}, "[jobwatch.github-actions]", "repo",
-            "variables are repository", name="github-actions")
-    refused({"base_url": "https://x"}, "[jobwatch.openai-batch]", "base_url",
-            name="openai-batch")
+    refused(
+        {}, "[jobwatch.github-actions] repository is not set", "OWNER/REPO", name="github-actions"
+    )
+    refused(
+        {"repository": "o/r", "repo": "o/r"},
+        "[jobwatch.github-actions]",
+        "repo",
+        "variables are repository",
+        name="github-actions",
+    )
+    refused({"base_url": "https://x"}, "[jobwatch.openai-batch]", "base_url", name="openai-batch")
 
 
 def test_errors_in_a_file_name_the_file(tmp_path: Path) -> None:
     path = tmp_path / "jobwatch.toml"
-    path.write_text('[jobwatch]\nprovider = "generic"\n[jobwatch.generic.job]\n'
-                    'get = "GET /jobs/{id}"\n[jobwatch.generic.status]\npath = "status"\n'
-                    'map = { done = "completed" }\nunknwon = "fail"\n', encoding="utf-8")
+    path.write_text(
+        '[jobwatch]\nprovider = "generic"\n[jobwatch.generic.job]\n'
+        'get = "GET /jobs/{id}"\n[jobwatch.generic.status]\npath = "status"\n'
+        'map = { done = "completed" }\nunknwon = "fail"\n',
+        encoding="utf-8",
+    )
     config = jobwatch.load_config(path)
     from jobwatch._registry import base, load
 

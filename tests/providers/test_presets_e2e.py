@@ -33,14 +33,16 @@ HOOK = "/hooks/e2e"
 
 
 @asynccontextmanager
-async def watching(fake: FakeAPI, transport: str, **more: Any
-                   ) -> AsyncIterator[tuple[jobwatch.Watcher, list[JobEvent]]]:
+async def watching(
+    fake: FakeAPI, transport: str, **more: Any
+) -> AsyncIterator[tuple[jobwatch.Watcher, list[JobEvent]]]:
     """A Watcher of ``fake`` by ``transport``, its webhook receiver (if any) registered
     with the fake; yields it and every event it dispatches, for any job."""
     webhook = {"listen": "127.0.0.1:0", "path": HOOK}
     more.setdefault("safety_poll", 0 if transport == "webhook" else 600)
-    config = jobwatch.Config.from_mapping(fake.config(
-        transport=transport, poll=FAST_POLL, webhook=webhook, **more), environ={})
+    config = jobwatch.Config.from_mapping(
+        fake.config(transport=transport, poll=FAST_POLL, webhook=webhook, **more), environ={}
+    )
     seen: list[JobEvent] = []
     async with jobwatch.Watcher(config) as watcher:
         watcher.subscribe(seen.append)
@@ -80,18 +82,23 @@ def finals(events: list[JobEvent], job_id: str) -> list[JobEvent]:
 
 # -- OpenAI batches ------------------------------------------------------------------------
 
-BATCH_OUTCOMES = [("completed", EventKind.COMPLETED, None),
-                  ("failed", EventKind.FAILED, "This line is not parseable as valid JSON."),
-                  ("expired", EventKind.FAILED, "expired"),
-                  ("cancelled", EventKind.CANCELLED, None)]
+BATCH_OUTCOMES = [
+    ("completed", EventKind.COMPLETED, None),
+    ("failed", EventKind.FAILED, "This line is not parseable as valid JSON."),
+    ("expired", EventKind.FAILED, "expired"),
+    ("cancelled", EventKind.CANCELLED, None),
+]
 
 
 @pytest.mark.parametrize("transport", ["poll", "webhook"])
 @pytest.mark.parametrize(("outcome", "kind", "error"), BATCH_OUTCOMES)
-async def test_openai_batch_outcomes(transport: str, outcome: str, kind: EventKind,
-                                     error: str | None) -> None:
-    async with running_fake(OpenAIBatchFake(time_scale=100)) as fake, \
-            watching(fake, transport) as (watcher, seen):
+async def test_openai_batch_outcomes(
+    transport: str, outcome: str, kind: EventKind, error: str | None
+) -> None:
+    async with (
+        running_fake(OpenAIBatchFake(time_scale=100)) as fake,
+        watching(fake, transport) as (watcher, seen),
+    ):
         batch_id = fake.create_batch(outcome=outcome, total=10, failed=2)
         final = await watcher.wait(batch_id, timeout=20)
     assert (final.kind, final.error) == (kind, error)
@@ -105,11 +112,15 @@ async def test_openai_batch_outcomes(transport: str, outcome: str, kind: EventKi
 
 async def test_openai_duplicated_and_reordered_deliveries() -> None:
     faults = FakeFaults(webhook_duplicate_p=1.0)
-    async with running_fake(OpenAIBatchFake(time_scale=100, faults=faults)) as fake, \
-            watching(fake, "webhook") as (watcher, seen):
+    async with (
+        running_fake(OpenAIBatchFake(time_scale=100, faults=faults)) as fake,
+        watching(fake, "webhook") as (watcher, seen),
+    ):
         fake.hold_webhooks()
-        batches = {fake.create_batch(outcome=outcome): outcome
-                   for outcome in ("completed", "expired", "cancelled")}
+        batches = {
+            fake.create_batch(outcome=outcome): outcome
+            for outcome in ("completed", "expired", "cancelled")
+        }
         await until(lambda: all(fake.job(b)["status"] == o for b, o in batches.items()))
         fake.release_webhooks(reverse=True)
         await until(lambda: all(finals(seen, b) for b in batches))
@@ -117,14 +128,18 @@ async def test_openai_duplicated_and_reordered_deliveries() -> None:
         await anyio.sleep(0.2)
         stats = watcher.statistics().transports["webhook"]
     assert {b: [e.kind.value for e in finals(seen, b)] for b in batches} == {
-        b: [{"expired": "failed"}.get(o, o)] for b, o in batches.items()}
+        b: [{"expired": "failed"}.get(o, o)] for b, o in batches.items()
+    }
     assert stats["duplicates"] >= 3
 
 
 async def test_openai_forged_deliveries_are_refused_until_signed() -> None:
-    async with running_fake(OpenAIBatchFake(time_scale=100,
-                                            faults=FakeFaults(webhook_forge_p=1.0))) as fake, \
-            watching(fake, "webhook") as (watcher, seen):
+    async with (
+        running_fake(
+            OpenAIBatchFake(time_scale=100, faults=FakeFaults(webhook_forge_p=1.0))
+        ) as fake,
+        watching(fake, "webhook") as (watcher, seen),
+    ):
         batch_id = fake.create_batch()
         await until(lambda: counter(watcher, "webhook", "rejected") >= 1)
         assert seen == []
@@ -135,18 +150,24 @@ async def test_openai_forged_deliveries_are_refused_until_signed() -> None:
 
 # -- GitHub Actions ------------------------------------------------------------------------
 
-RUN_OUTCOMES = [("success", EventKind.COMPLETED, None), ("skipped", EventKind.COMPLETED, None),
-                ("failure", EventKind.FAILED, "failure"),
-                ("timed_out", EventKind.FAILED, "timed_out"),
-                ("cancelled", EventKind.CANCELLED, None)]
+RUN_OUTCOMES = [
+    ("success", EventKind.COMPLETED, None),
+    ("skipped", EventKind.COMPLETED, None),
+    ("failure", EventKind.FAILED, "failure"),
+    ("timed_out", EventKind.FAILED, "timed_out"),
+    ("cancelled", EventKind.CANCELLED, None),
+]
 
 
 @pytest.mark.parametrize("transport", ["poll", "webhook"])
 @pytest.mark.parametrize(("conclusion", "kind", "error"), RUN_OUTCOMES)
-async def test_github_run_outcomes(transport: str, conclusion: str, kind: EventKind,
-                                   error: str | None) -> None:
-    async with running_fake(GitHubActionsFake(time_scale=100)) as fake, \
-            watching(fake, transport) as (watcher, seen):
+async def test_github_run_outcomes(
+    transport: str, conclusion: str, kind: EventKind, error: str | None
+) -> None:
+    async with (
+        running_fake(GitHubActionsFake(time_scale=100)) as fake,
+        watching(fake, transport) as (watcher, seen),
+    ):
         run_id = fake.create_run(outcome=conclusion)
         final = await watcher.wait(run_id, timeout=20)
         results = [job async for job in watcher.results(run_id)]
@@ -157,8 +178,9 @@ async def test_github_run_outcomes(transport: str, conclusion: str, kind: EventK
 
 @pytest.mark.parametrize("status", [403, 429])
 async def test_github_secondary_limits_pause_and_never_end_a_watch(status: int) -> None:
-    fake = GitHubActionsFake(time_scale=100, secondary_status=status,
-                             faults=FakeFaults(rate_limit_burst=1))
+    fake = GitHubActionsFake(
+        time_scale=100, secondary_status=status, faults=FakeFaults(rate_limit_burst=1)
+    )
     async with running_fake(fake), watching(fake, "poll") as (watcher, _):
         run_id = fake.create_run()
         final = await watcher.wait(run_id, timeout=30)
@@ -170,14 +192,19 @@ async def test_github_secondary_limits_pause_and_never_end_a_watch(status: int) 
 async def test_github_primary_limit_waits_for_the_reset() -> None:
     # Another client spent the hour's budget; an hour of the fake's time is two real seconds.
     fake = GitHubActionsFake(time_scale=1800, rate_limit=2)
-    steps = [FakeStep(status="in_progress"),
-             FakeStep(delay=3600, status="completed", fields={"conclusion": "success"})]
+    steps = [
+        FakeStep(status="in_progress"),
+        FakeStep(delay=3600, status="completed", fields={"conclusion": "success"}),
+    ]
     async with running_fake(fake):
         run_id = fake.create_run(steps=steps)
-        async with httpx.AsyncClient(base_url=fake.base_url, headers={
-                "authorization": f"Bearer {fake.api_key}"}) as other:
-            spent = [(await other.get(f"/repos/{fake.repository}/actions/runs/{run_id}"))
-                     .status_code for _ in range(3)]
+        async with httpx.AsyncClient(
+            base_url=fake.base_url, headers={"authorization": f"Bearer {fake.api_key}"}
+        ) as other:
+            spent = [
+                (await other.get(f"/repos/{fake.repository}/actions/runs/{run_id}")).status_code
+                for _ in range(3)
+            ]
         async with watching(fake, "poll") as (watcher, _):
             final = await watcher.wait(run_id, timeout=30)
             limited = watcher.statistics().rate_limited
@@ -186,8 +213,10 @@ async def test_github_primary_limit_waits_for_the_reset() -> None:
 
 
 async def test_github_a_late_attempt_one_completion_never_ends_attempt_two() -> None:
-    async with running_fake(GitHubActionsFake(time_scale=100)) as fake, \
-            watching(fake, "webhook") as (watcher, seen):
+    async with (
+        running_fake(GitHubActionsFake(time_scale=100)) as fake,
+        watching(fake, "webhook") as (watcher, seen),
+    ):
         fake.hold_webhooks()
         run_id = fake.create_run(outcome="failure")
         await until(lambda: fake.job(run_id)["status"] == "completed")
@@ -202,19 +231,36 @@ async def test_github_a_late_attempt_one_completion_never_ends_attempt_two() -> 
 
 
 async def test_github_ping_and_other_repositories_are_answered_and_ignored() -> None:
-    async with running_fake(GitHubActionsFake(time_scale=100)) as fake, \
-            watching(fake, "webhook") as (watcher, seen):
+    async with (
+        running_fake(GitHubActionsFake(time_scale=100)) as fake,
+        watching(fake, "webhook") as (watcher, seen),
+    ):
         fake.ping()
         await until(lambda: counter(watcher, "webhook", "ignored") == 1)
-        other = json.dumps({"action": "completed", "repository": {"full_name": "else/where"},
-                            "workflow_run": {"id": 1, "status": "completed",
-                                             "conclusion": "success", "run_attempt": 1}})
+        other = json.dumps(
+            {
+                "action": "completed",
+                "repository": {"full_name": "else/where"},
+                "workflow_run": {
+                    "id": 1,
+                    "status": "completed",
+                    "conclusion": "success",
+                    "run_attempt": 1,
+                },
+            }
+        )
         headers = GitHubScheme([fake.webhook_secret]).sign(other.encode(), now=0)
         async with httpx.AsyncClient() as client:
             answer = await client.post(
-                watcher.bound_url("webhook") + HOOK, content=other,
-                headers={**headers, "x-github-event": "workflow_run",
-                         "x-github-delivery": "d-1", "content-type": "application/json"})
+                watcher.bound_url("webhook") + HOOK,
+                content=other,
+                headers={
+                    **headers,
+                    "x-github-event": "workflow_run",
+                    "x-github-delivery": "d-1",
+                    "content-type": "application/json",
+                },
+            )
         run_id = fake.create_run()
         final = await watcher.wait(run_id, timeout=20)
     assert answer.status_code == 200 and answer.json()["ignored"] is True
@@ -224,8 +270,10 @@ async def test_github_ping_and_other_repositories_are_answered_and_ignored() -> 
 
 async def test_github_forged_and_duplicated_deliveries() -> None:
     faults = FakeFaults(webhook_duplicate_p=1.0, webhook_forge_p=0.5)
-    async with running_fake(GitHubActionsFake(time_scale=100, faults=faults)) as fake, \
-            watching(fake, "webhook", safety_poll=1) as (watcher, seen):
+    async with (
+        running_fake(GitHubActionsFake(time_scale=100, faults=faults)) as fake,
+        watching(fake, "webhook", safety_poll=1) as (watcher, seen),
+    ):
         run_id = fake.create_run()
         final = await watcher.wait(run_id, timeout=20)
         await settled(fake)
@@ -236,8 +284,12 @@ async def test_github_forged_and_duplicated_deliveries() -> None:
 
 # -- Replicate predictions -----------------------------------------------------------------
 
-PREDICTION_OUTCOMES = [("succeeded", EventKind.COMPLETED), ("failed", EventKind.FAILED),
-                       ("canceled", EventKind.CANCELLED), ("aborted", EventKind.FAILED)]
+PREDICTION_OUTCOMES = [
+    ("succeeded", EventKind.COMPLETED),
+    ("failed", EventKind.FAILED),
+    ("canceled", EventKind.CANCELLED),
+    ("aborted", EventKind.FAILED),
+]
 
 
 @pytest.mark.parametrize("transport", ["poll", "webhook", "sse"])
@@ -245,8 +297,10 @@ PREDICTION_OUTCOMES = [("succeeded", EventKind.COMPLETED), ("failed", EventKind.
 async def test_replicate_outcomes(transport: str, outcome: str, kind: EventKind) -> None:
     # Slower for the stream: it is open before the prediction ends, and reports the end.
     scale = 10 if transport == "sse" else 100
-    async with running_fake(ReplicateFake(time_scale=scale)) as fake, \
-            watching(fake, transport) as (watcher, seen):
+    async with (
+        running_fake(ReplicateFake(time_scale=scale)) as fake,
+        watching(fake, transport) as (watcher, seen),
+    ):
         hook = hook_url(watcher) if transport == "webhook" else None
         prediction_id = fake.create_prediction(outcome=outcome, webhook=hook)
         final = await watcher.wait(prediction_id, timeout=20)
@@ -261,12 +315,17 @@ async def test_replicate_outcomes(transport: str, outcome: str, kind: EventKind)
 
 
 async def test_replicate_aborted_ends_as_failed_by_poll() -> None:
-    async with running_fake(ReplicateFake(time_scale=100)) as fake, \
-            watching(fake, "poll") as (watcher, _):
+    async with (
+        running_fake(ReplicateFake(time_scale=100)) as fake,
+        watching(fake, "poll") as (watcher, _),
+    ):
         prediction_id = fake.create_prediction(outcome="aborted")
         final = await watcher.wait(prediction_id, timeout=20)
     assert (final.kind, final.status, final.error) == (
-        EventKind.FAILED, jobwatch.JobStatus.FAILED, "aborted")
+        EventKind.FAILED,
+        jobwatch.JobStatus.FAILED,
+        "aborted",
+    )
 
 
 async def test_replicate_a_cut_stream_is_reconnected() -> None:
@@ -280,8 +339,10 @@ async def test_replicate_a_cut_stream_is_reconnected() -> None:
 
 
 async def test_replicate_without_a_stream_falls_back_to_polling() -> None:
-    async with running_fake(ReplicateFake(time_scale=100)) as fake, \
-            watching(fake, "sse", sse={"fallback_interval": 0.1}) as (watcher, _):
+    async with (
+        running_fake(ReplicateFake(time_scale=100)) as fake,
+        watching(fake, "sse", sse={"fallback_interval": 0.1}) as (watcher, _),
+    ):
         prediction_id = fake.create_prediction(stream=False)
         final = await watcher.wait(prediction_id, timeout=20)
     assert final.kind is EventKind.COMPLETED and final.source == "poll"
@@ -289,8 +350,10 @@ async def test_replicate_without_a_stream_falls_back_to_polling() -> None:
 
 async def test_replicate_forged_and_duplicated_deliveries() -> None:
     faults = FakeFaults(webhook_duplicate_p=1.0, webhook_forge_p=0.3)
-    async with running_fake(ReplicateFake(time_scale=100, faults=faults)) as fake, \
-            watching(fake, "webhook") as (watcher, seen):
+    async with (
+        running_fake(ReplicateFake(time_scale=100, faults=faults)) as fake,
+        watching(fake, "webhook") as (watcher, seen),
+    ):
         prediction_id = fake.create_prediction(webhook=hook_url(watcher))
         final = await watcher.wait(prediction_id, timeout=20)
         await settled(fake)

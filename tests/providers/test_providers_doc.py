@@ -21,8 +21,11 @@ def documented() -> dict[str, list[str]]:
     for line in PAGE.read_text(encoding="utf-8").splitlines():
         if line.startswith("#"):
             heading = HEADING.fullmatch(line)
-            current = (heading.group(1) or "") if heading else (
-                "events" if line == "### Entries of `events`" else None)
+            current = (
+                (heading.group(1) or "")
+                if heading
+                else ("events" if line == "### Entries of `events`" else None)
+            )
             if current is not None:
                 sections[current] = []
             continue

@@ -27,13 +27,15 @@ def _api(requests: list[str]) -> httpx.MockTransport:
         requests.append(request.url.path)
         body = answer(batch("completed", completed=95, failed=5, output_file_id="file-1"))
         return httpx.Response(200, content=body.body)
+
     return httpx.MockTransport(handle)
 
 
 async def test_a_thin_delivery_is_answered_after_one_status_request() -> None:
     requests: list[str] = []
-    config = jobwatch.Config.from_mapping({"jobwatch": {"provider": "openai-batch",
-                                                        "api_key": "sk-test"}})
+    config = jobwatch.Config.from_mapping(
+        {"jobwatch": {"provider": "openai-batch", "api_key": "sk-test"}}
+    )
     from jobwatch.providers.presets import OpenAIBatchProvider
 
     provider = OpenAIBatchProvider.from_config(config)
@@ -43,7 +45,7 @@ async def test_a_thin_delivery_is_answered_after_one_status_request() -> None:
         reply = await receiver.handle("POST", "/", headers, body)
     assert reply.status == 200 and json.loads(reply.body) == {"ok": True, "duplicate": False}
     assert requests == [f"/v1/batches/{BATCH}"] and host.reconciled == [BATCH]
-    final, = [e for e in host.delivered if e.terminal]
+    (final,) = [e for e in host.delivered if e.terminal]
     assert (final.kind, final.completed, final.total) == (jobwatch.EventKind.COMPLETED, 100, 100)
     assert final.source == "poll", "the snapshot came first; the thin event was a duplicate"
 
@@ -58,10 +60,16 @@ class _Sink(EventSink):
         from jobwatch.providers.presets import OpenAIBatchProvider
 
         self.provider = OpenAIBatchProvider.from_config(
-            jobwatch.Config.from_mapping({"jobwatch": {"provider": "openai-batch"}}))
+            jobwatch.Config.from_mapping({"jobwatch": {"provider": "openai-batch"}})
+        )
 
-    async def deliver(self, events: Sequence[jobwatch.JobEvent], *, authoritative: bool = False,
-                      as_of: float | None = None) -> None:
+    async def deliver(
+        self,
+        events: Sequence[jobwatch.JobEvent],
+        *,
+        authoritative: bool = False,
+        as_of: float | None = None,
+    ) -> None:
         self.delivered += events
 
     def count(self, transport: str, name: str, n: int = 1) -> None:
@@ -76,20 +84,21 @@ async def test_without_requests_the_thin_event_itself_is_recorded() -> None:
     receiver = Receiver(sink, scheme=None, path=None, allow_unsigned=True)
     reply = await receiver.handle("POST", "/", *openai_event("expired"))
     assert reply.status == 200 and sink.asked == [BATCH]
-    assert [(e.kind, e.error) for e in sink.delivered] == [(jobwatch.EventKind.FAILED,
-                                                            "expired")]
+    assert [(e.kind, e.error) for e in sink.delivered] == [(jobwatch.EventKind.FAILED, "expired")]
 
 
 async def test_a_delivery_that_only_asks_for_a_poll_is_not_ignored() -> None:
     sink = _Sink()
 
     def decode(headers: object, body: bytes, *, source: str) -> WebhookDelivery:
-        return WebhookDelivery(delivery_id="d1", event_name="job.changed", events=(),
-                               reconcile=("job-9",))
+        return WebhookDelivery(
+            delivery_id="d1", event_name="job.changed", events=(), reconcile=("job-9",)
+        )
 
     sink.provider.decode_webhook = decode  # type: ignore[method-assign]
     reply = await Receiver(sink, scheme=None, path=None, allow_unsigned=True).handle(
-        "POST", "/", {"content-type": "application/json"}, b"{}")
+        "POST", "/", {"content-type": "application/json"}, b"{}"
+    )
     assert json.loads(reply.body) == {"ok": True, "duplicate": False}
     assert sink.asked == ["job-9"]
 

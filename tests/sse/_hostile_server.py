@@ -47,7 +47,7 @@ async def line(send: Any) -> None:
 async def gzip_bomb(send: Any) -> None:
     await start_stream(send, encoding=b"gzip")
     for start in range(0, len(BOMB), 16_384):
-        await write(send, BOMB[start:start + 16_384])
+        await write(send, BOMB[start : start + 16_384])
     await anyio.sleep_forever()
 
 

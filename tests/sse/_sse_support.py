@@ -68,8 +68,15 @@ class FakeReader:
     polls: dict[str, int] = attrs.Factory(dict)
     _changed: anyio.Event = attrs.Factory(anyio.Event)
 
-    def add(self, event: str, payload: dict[str, Any], *, job_id: str | None = None,
-            with_id: bool = True, raw: str | None = None) -> None:
+    def add(
+        self,
+        event: str,
+        payload: dict[str, Any],
+        *,
+        job_id: str | None = None,
+        with_id: bool = True,
+        raw: str | None = None,
+    ) -> None:
         """Append a frame (its id is its position, from 1) and wake every open stream."""
         data = raw if raw is not None else json.dumps(payload)
         ident = str(len(self.frames) + 1) if with_id else None
@@ -98,15 +105,30 @@ class FakeReader:
         if snapshot is None:
             await _json(send, 404, _error("not_found", "Job not found"))
             return
-        data = {"id": job_id, "mode": "batch", "creditsUsed": 0, "error": None,
-                "results": [], "startedAt": None, "completedAt": None,
-                "createdAt": "2026-01-01T00:00:00Z", **snapshot}
-        await _json(send, 200, {"success": True, "data": data,
-                                "pagination": {"total": 0, "skip": 0, "limit": 1,
-                                               "hasMore": False}})
+        data = {
+            "id": job_id,
+            "mode": "batch",
+            "creditsUsed": 0,
+            "error": None,
+            "results": [],
+            "startedAt": None,
+            "completedAt": None,
+            "createdAt": "2026-01-01T00:00:00Z",
+            **snapshot,
+        }
+        await _json(
+            send,
+            200,
+            {
+                "success": True,
+                "data": data,
+                "pagination": {"total": 0, "skip": 0, "limit": 1, "hasMore": False},
+            },
+        )
 
-    async def _stream(self, job_id: str | None, headers: dict[str, str], receive: Receive,
-                      send: Send) -> None:
+    async def _stream(
+        self, job_id: str | None, headers: dict[str, str], receive: Receive, send: Send
+    ) -> None:
         # The position is taken before the open is announced: a test that adds frames once it
         # sees the open must find them sent on this connection, however late it gets going.
         start = self._start(headers.get("last-event-id"))
@@ -120,8 +142,13 @@ class FakeReader:
             body = _error(codes.get(self.stream_mode, "internal_error"), "refused")
             await _json(send, self.stream_mode, body)
             return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
         async with anyio.create_task_group() as tg:
             tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
             await self._write(job_id, start, send)
@@ -164,8 +191,10 @@ async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> N
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
-    return {"success": False, "error": {"code": code, "message": message,
-                                        "docsUrl": "https://reader.dev/docs"}}
+    return {
+        "success": False,
+        "error": {"code": code, "message": message, "docsUrl": "https://reader.dev/docs"},
+    }
 
 
 async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
@@ -173,9 +202,13 @@ async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
 
 
 async def _send(send: Send, status: int, body: bytes, kind: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", kind),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -214,14 +247,14 @@ class Hostile:
             await lifespan(receive, send)
             return
         path: str = scope["path"]
-        self.requests.append((path, {k.decode().lower(): v.decode()
-                                     for k, v in scope["headers"]}))
+        self.requests.append((path, {k.decode().lower(): v.decode() for k, v in scope["headers"]}))
         parts = path.split("/")
         if len(parts) == 4 and parts[:3] == ["", "v1", "jobs"]:
             self.polls[parts[3]] = self.polls.get(parts[3], 0) + 1
             self.poll_times.append(anyio.current_time())
-            await FakeReader(snapshots={parts[3]: {"status": "processing", "completed": 0,
-                                                   "total": 9}})._poll(parts[3], send)
+            await FakeReader(
+                snapshots={parts[3]: {"status": "processing", "completed": 0, "total": 9}}
+            )._poll(parts[3], send)
             return
         self.stream_opens.append(anyio.current_time())
         async with anyio.create_task_group() as tg:
@@ -245,20 +278,26 @@ async def write(send: Send, data: bytes, *, more: bool = True) -> None:
 
 async def redirect(send: Send, status: int, location: str) -> None:
     """Answer a redirect to ``location``."""
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"location", location.encode()), (b"content-length", b"0")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"location", location.encode()), (b"content-length", b"0")],
+        }
+    )
     await send({"type": "http.response.body", "body": b""})
 
 
 @asynccontextmanager
 async def hostile_process() -> AsyncIterator[str]:
     """Run ``_hostile_server.py`` in a child process; yield its URL."""
-    process = await anyio.open_process([sys.executable, str(HOSTILE_SERVER)],
-                                       stderr=subprocess.DEVNULL)
+    process = await anyio.open_process(
+        [sys.executable, str(HOSTILE_SERVER)], stderr=subprocess.DEVNULL
+    )
     try:
         assert process.stdout is not None
         with anyio.fail_after(30):
-            url = (await BufferedByteReceiveStream(process.stdout).receive_until(b"\n", 200))
+            url = await BufferedByteReceiveStream(process.stdout).receive_until(b"\n", 200)
         yield url.decode().strip()
     finally:
         process.kill()

@@ -42,18 +42,32 @@ MEMORY_BOUND = 24 * MiB
 
 
 def config(url: str, rpm: int = 100_000, **sse: Any) -> jobwatch.Config:
-    options = {"scope": "workspace", "backoff_initial": 0.01, "backoff_max": 0.05,
-               "heartbeat_timeout": 5.0, **sse}
-    return jobwatch.Config.from_mapping({"jobwatch": {
-        "base_url": url, "api_key": KEY, "store": "memory", "safety_poll": 0,
-        "poll": {"rpm": rpm}, "sse": options,
-    }})
+    options = {
+        "scope": "workspace",
+        "backoff_initial": 0.01,
+        "backoff_max": 0.05,
+        "heartbeat_timeout": 5.0,
+        **sse,
+    }
+    return jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "base_url": url,
+                "api_key": KEY,
+                "store": "memory",
+                "safety_poll": 0,
+                "poll": {"rpm": rpm},
+                "sse": options,
+            }
+        }
+    )
 
 
 def watcher(cfg: jobwatch.Config) -> jobwatch.Watcher:
     transport = SSETransport(cfg.options("sse", SSEOptions), rng=random.Random(0))
-    return jobwatch.Watcher(cfg, transports=[transport], store=MemoryStore(),
-                            provider=ReaderProvider(cfg))
+    return jobwatch.Watcher(
+        cfg, transports=[transport], store=MemoryStore(), provider=ReaderProvider(cfg)
+    )
 
 
 def sse_stats(w: jobwatch.Watcher) -> dict[str, int]:
@@ -94,15 +108,18 @@ class Lateness:
 
 
 def progress(job: str, completed: int) -> bytes:
-    return (f'event: job:progress\ndata: {{"jobId": "{job}", "status": "processing", '
-            f'"completed": {completed}, "total": 9}}\n\n').encode()
+    return (
+        f'event: job:progress\ndata: {{"jobId": "{job}", "status": "processing", '
+        f'"completed": {completed}, "total": 9}}\n\n'
+    ).encode()
 
 
 # -- credentials and redirects -------------------------------------------------------------
 
 
 async def test_a_redirect_to_another_origin_is_not_followed_and_never_gets_the_key(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async def stream(scope: Scope, send: Send) -> None:
         await start_stream(send)
         await write(send, progress(JOB, 1))
@@ -110,6 +127,7 @@ async def test_a_redirect_to_another_origin_is_not_followed_and_never_gets_the_k
 
     elsewhere = Hostile(stream)
     async with serving(elsewhere) as other_url:
+
         async def moved(scope: Scope, send: Send) -> None:
             await redirect(send, 302, f"{other_url}/v1/events")
 
@@ -119,8 +137,7 @@ async def test_a_redirect_to_another_origin_is_not_followed_and_never_gets_the_k
                 await until(lambda: sse_stats(w).get("fallbacks") == 1 or elsewhere.requests)
                 stats = sse_stats(w)
     assert elsewhere.requests == []  # not even a request without the key
-    assert [headers.get("x-api-key") for _, headers in api.requests] == \
-        [KEY] * len(api.requests)
+    assert [headers.get("x-api-key") for _, headers in api.requests] == [KEY] * len(api.requests)
     assert stats["requests"] == len(api.stream_opens) == 1
     assert "another origin" in caplog.text and other_url.rsplit(":", 1)[1] in caplog.text
 
@@ -130,20 +147,23 @@ async def test_a_stream_url_on_another_origin_gets_no_credentials() -> None:
     # the API's key and a password in base_url go to the API's own origin only.
     async def stream(scope: Scope, send: Send) -> None:
         await start_stream(send)
-        await write(send, b'event: progress\ndata: {"status": "processing", "completed": 1, '
-                          b'"total": 9}\n\n')
+        await write(
+            send, b'event: progress\ndata: {"status": "processing", "completed": 1, "total": 9}\n\n'
+        )
         await anyio.sleep_forever()
 
     elsewhere = Hostile(stream)
     async with serving(elsewhere) as other_url, serving(Hostile(stream)) as url:
+
         class Elsewhere(ReaderProvider):
             def job_stream_request(self, job_id: str) -> jobwatch.abc.Request:
                 return jobwatch.abc.Request(path=f"{other_url}/streams/{job_id}")
 
         cfg = config(url.replace("http://", "http://user:s3cret@"), scope="job")
         transport = SSETransport(cfg.options("sse", SSEOptions), rng=random.Random(0))
-        async with jobwatch.Watcher(cfg, transports=[transport], store=MemoryStore(),
-                                    provider=Elsewhere(cfg)) as w:
+        async with jobwatch.Watcher(
+            cfg, transports=[transport], store=MemoryStore(), provider=Elsewhere(cfg)
+        ) as w:
             w.subscribe(lambda event: None, job_id=JOB)
             await until(lambda: bool(elsewhere.requests))
     (path, headers), *_ = elsewhere.requests
@@ -187,8 +207,7 @@ async def test_a_redirect_loop_is_bounded_and_every_request_is_counted() -> None
     assert requests == len(server.requests)
 
 
-async def test_a_password_in_base_url_is_never_printed(
-        caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_password_in_base_url_is_never_printed(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     server = FakeReader(stream_mode="html")
     async with serving(server) as url:
@@ -199,8 +218,12 @@ async def test_a_password_in_base_url_is_never_printed(
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     await listener.aclose()
-    cfg = config(f"http://user:hunter2secret@127.0.0.1:{port}", max_failures=2,
-                 fallback_interval=30, probe_interval=30)
+    cfg = config(
+        f"http://user:hunter2secret@127.0.0.1:{port}",
+        max_failures=2,
+        fallback_interval=30,
+        probe_interval=30,
+    )
     async with watcher(cfg) as w:
         await until(lambda: sse_stats(w).get("fallbacks") == 1)
     assert "text/html" in caplog.text and "ConnectError" in caplog.text
@@ -210,17 +233,20 @@ async def test_a_password_in_base_url_is_never_printed(
 # -- memory and loop time ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("stream", "message"), [
-    ("line", "a line of more than"),   # 64 MiB without a line feed
-    ("gzip-bomb", "the stream is dropped"),  # 64 MiB of zeros in about 64 KiB of gzip
-])
+@pytest.mark.parametrize(
+    ("stream", "message"),
+    [
+        ("line", "a line of more than"),  # 64 MiB without a line feed
+        ("gzip-bomb", "the stream is dropped"),  # 64 MiB of zeros in about 64 KiB of gzip
+    ],
+)
 async def test_an_oversized_stream_is_dropped_within_bounded_memory(
-        stream: str, message: str, caplog: pytest.LogCaptureFixture) -> None:
+    stream: str, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
     # The server runs in a child process: the peak is the transport's own.
     async with hostile_process() as url:
         with peak_memory() as peak:
-            async with watcher(config(f"{url}/{stream}", max_failures=3,
-                                      probe_interval=30)) as w:
+            async with watcher(config(f"{url}/{stream}", max_failures=3, probe_interval=30)) as w:
                 # A dropped stream is a failed attempt, however much it sent: three in a
                 # row, each after a longer wait, and the stream falls back to polling.
                 await until(lambda: sse_stats(w).get("fallbacks") == 1)
@@ -234,10 +260,13 @@ async def test_a_bomb_of_newlines_and_tiny_frames_keeps_the_loop_responsive() ->
     # Each read expands to megabytes of blank lines and tiny frames, within the bounds: the
     # transport must work through them in turns, and the stream goes on afterwards.
     deflate = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
-    flood = (deflate.compress(b"\n" * 3 * MiB + b"data: x\n\n" * 50_000)
-             + deflate.flush(zlib.Z_SYNC_FLUSH))
-    final = deflate.compress(b'event: job:completed\ndata: {"jobId": "job_1", "status": '
-                             b'"completed", "completed": 9, "total": 9}\n\n')
+    flood = deflate.compress(b"\n" * 3 * MiB + b"data: x\n\n" * 50_000) + deflate.flush(
+        zlib.Z_SYNC_FLUSH
+    )
+    final = deflate.compress(
+        b'event: job:completed\ndata: {"jobId": "job_1", "status": '
+        b'"completed", "completed": 9, "total": 9}\n\n'
+    )
     final += deflate.flush(zlib.Z_SYNC_FLUSH)
 
     async def bomb(scope: Scope, send: Send) -> None:
@@ -309,16 +338,21 @@ async def test_a_huge_retry_is_clamped(caplog: pytest.LogCaptureFixture) -> None
 async def test_ids_from_a_provider_without_resume_are_ignored_and_the_job_is_polled() -> None:
     # The server sends ids but does not replay (a proxy that adds ids, say). Reader's provider
     # says its streams carry none: no Last-Event-ID, and each reconnect is reconciled.
-    server = FakeReader(snapshots={JOB: {"status": "processing", "completed": 0, "total": 9}},
-                        drop_after=2, replay=False)
+    server = FakeReader(
+        snapshots={JOB: {"status": "processing", "completed": 0, "total": 9}},
+        drop_after=2,
+        replay=False,
+    )
     async with serving(server) as url:
         async with watcher(config(url)) as w:
             sub = w.subscribe(lambda e: None, job_id=JOB)
             await until(lambda: len(server.stream_opens) == 1 and server.polls.get(JOB) == 1)
             server.snapshots[JOB] = {"status": "completed", "completed": 9, "total": 9}
             for n in (1, 2, 3):  # the connection drops instead of sending 3
-                server.add("job:progress", {"jobId": JOB, "status": "processing",
-                                            "completed": n, "total": 9})
+                server.add(
+                    "job:progress",
+                    {"jobId": JOB, "status": "processing", "completed": n, "total": 9},
+                )
             with anyio.fail_after(10):
                 final = await w.wait(JOB)
             sub.cancel()

@@ -32,40 +32,49 @@ def parse(*chunks: bytes, limits: Limits | None = None) -> list[Frame]:
 
 def test_data_lines_join_with_line_feeds_and_a_blank_line_dispatches() -> None:
     assert parse(b"data: YHOO\ndata: +2\ndata: 10\n\n") == [
-        Frame("message", "YHOO\n+2\n10", None, None)]
+        Frame("message", "YHOO\n+2\n10", None, None)
+    ]
 
 
 def test_comments_fields_and_the_space_after_the_colon() -> None:
-    stream = (b": test stream\n\ndata: first event\nid: 1\n\ndata:second event\nid\n\n"
-              b"data:  third event\n\n")
+    stream = (
+        b": test stream\n\ndata: first event\nid: 1\n\ndata:second event\nid\n\n"
+        b"data:  third event\n\n"
+    )
     assert parse(stream) == [
         Frame("message", "first event", "1", None),
-        Frame("message", "second event", "", None),   # `id` alone: an empty id
+        Frame("message", "second event", "", None),  # `id` alone: an empty id
         Frame("message", " third event", None, None),  # only one space is removed
     ]
 
 
 def test_an_event_without_a_blank_line_at_the_end_is_not_dispatched() -> None:
     assert parse(b"data\n\ndata\ndata\n\ndata:") == [
-        Frame("message", "", None, None), Frame("message", "\n", None, None)]
+        Frame("message", "", None, None),
+        Frame("message", "\n", None, None),
+    ]
 
 
 def test_cr_lf_and_crlf_all_end_lines_even_split_between_reads() -> None:
     expected = [Frame("job:progress", "a", "7", 1500)]
-    for stream in (b"event: job:progress\ndata: a\nid: 7\nretry: 1500\n\n",
-                   b"event: job:progress\rdata: a\rid: 7\rretry: 1500\r\r",
-                   b"event: job:progress\r\ndata: a\r\nid: 7\r\nretry: 1500\r\n\r\n"):
+    for stream in (
+        b"event: job:progress\ndata: a\nid: 7\nretry: 1500\n\n",
+        b"event: job:progress\rdata: a\rid: 7\rretry: 1500\r\r",
+        b"event: job:progress\r\ndata: a\r\nid: 7\r\nretry: 1500\r\n\r\n",
+    ):
         assert parse(stream) == expected
-        assert parse(*[stream[i:i + 1] for i in range(len(stream))]) == expected
+        assert parse(*[stream[i : i + 1] for i in range(len(stream))]) == expected
     # A CR at the end of one read and a LF at the start of the next are one line end.
     assert parse(b"data: a\r", b"\ndata: b\r", b"\n\r", b"\n") == [
-        Frame("message", "a\nb", None, None)]
+        Frame("message", "a\nb", None, None)
+    ]
 
 
 def test_a_bom_is_skipped_once_and_only_at_the_start() -> None:
     assert parse(b"\xef", b"\xbb", b"\xbfdata: x\n\n") == [Frame("message", "x", None, None)]
     assert parse(b"\xef\xbb\xbfdata: \xef\xbb\xbfx\n\n") == [
-        Frame("message", "\ufeffx", None, None)]
+        Frame("message", "\ufeffx", None, None)
+    ]
 
 
 def test_ids_with_nul_and_retry_that_is_not_digits_are_ignored() -> None:
@@ -81,7 +90,9 @@ def test_invalid_utf8_becomes_replacement_characters() -> None:
 
 def test_a_flood_of_blank_lines_collapses() -> None:
     assert parse(b"data: a\n" + b"\n" * 100_000 + b"data: b\n\n") == [
-        Frame("message", "a", None, None), Frame("message", "b", None, None)]
+        Frame("message", "a", None, None),
+        Frame("message", "b", None, None),
+    ]
 
 
 # -- bounds --------------------------------------------------------------------------------
@@ -101,7 +112,8 @@ def test_a_line_over_the_bound_stops_the_parser_after_the_frames_before_it() -> 
 def test_an_event_over_the_bound_stops_the_parser() -> None:
     parser = FrameParser(Limits(max_event=10, max_line=100))
     assert parser.feed(b"data: 12345\ndata: 1234\n\ndata: 12345\ndata: 12345\n\n") == [
-        Frame("message", "12345\n1234", None, None)]
+        Frame("message", "12345\n1234", None, None)
+    ]
     assert parser.error is not None and "more than 10 bytes" in str(parser.error)
 
 
@@ -117,12 +129,19 @@ def test_limits_derive_from_the_event_bound() -> None:
 def test_gzip_and_deflate_decode_in_bounded_pieces() -> None:
     body = b"data: hello\n\n" * 20_000
     limits = Limits(piece=4096)
-    for encoding, encoded in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body)),
-                              ("deflate", zlib.compress(body)[2:-4]),  # raw, no zlib header
-                              ("", body), ("identity", body)):
+    for encoding, encoded in (
+        ("gzip", gzip.compress(body)),
+        ("deflate", zlib.compress(body)),
+        ("deflate", zlib.compress(body)[2:-4]),  # raw, no zlib header
+        ("", body),
+        ("identity", body),
+    ):
         decoder = BodyDecoder(encoding, limits)
-        pieces = [piece for i in range(0, len(encoded), 1000)
-                  for piece in decoder.decode(encoded[i:i + 1000])]
+        pieces = [
+            piece
+            for i in range(0, len(encoded), 1000)
+            for piece in decoder.decode(encoded[i : i + 1000])
+        ]
         assert b"".join(pieces) == body and max(map(len, pieces)) <= 4096
 
 
@@ -151,15 +170,35 @@ def test_bytes_after_the_end_of_a_gzip_body_are_ignored() -> None:
 # -- the fuzz target -----------------------------------------------------------------------
 
 #: Bytes that make up SSE, so that the fuzzer builds frames, not only noise.
-_ATOMS = [b"data", b"event", b"id", b"retry", b":", b": ", b"\n", b"\r", b"\r\n", b"\n\n",
-          b" ", b"x", b"42", b"\0", b"\xef\xbb\xbf", b"\xff", b"\xe2\x82", b"job:progress"]
+_ATOMS = [
+    b"data",
+    b"event",
+    b"id",
+    b"retry",
+    b":",
+    b": ",
+    b"\n",
+    b"\r",
+    b"\r\n",
+    b"\n\n",
+    b" ",
+    b"x",
+    b"42",
+    b"\0",
+    b"\xef\xbb\xbf",
+    b"\xff",
+    b"\xe2\x82",
+    b"job:progress",
+]
 streams = st.one_of(
     st.binary(max_size=400),
     st.lists(st.sampled_from(_ATOMS) | st.binary(max_size=8), max_size=120).map(b"".join),
 )
 small_limits = st.builds(
     lambda event, extra: Limits(max_event=event, max_line=event + extra),
-    st.integers(1, 64), st.integers(0, 16))
+    st.integers(1, 64),
+    st.integers(0, 16),
+)
 
 
 def _cuts(data: bytes, points: list[int]) -> list[bytes]:
@@ -180,14 +219,18 @@ def _run(chunks: list[bytes], limits: Limits) -> tuple[list[Frame], bool]:
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=streams, points=st.lists(st.integers(0, 10_000), max_size=12),
-       limits=st.none() | small_limits)
-def test_fuzz_any_bytes_split_anywhere_parse_the_same(data: bytes, points: list[int],
-                                                      limits: Limits | None) -> None:
+@given(
+    data=streams,
+    points=st.lists(st.integers(0, 10_000), max_size=12),
+    limits=st.none() | small_limits,
+)
+def test_fuzz_any_bytes_split_anywhere_parse_the_same(
+    data: bytes, points: list[int], limits: Limits | None
+) -> None:
     limits = limits or Limits()
     whole = _run([data], limits)
     assert _run(_cuts(data, points), limits) == whole
-    assert _run([data[i:i + 1] for i in range(len(data))], limits) == whole
+    assert _run([data[i : i + 1] for i in range(len(data))], limits) == whole
 
 
 @dataclasses.dataclass
@@ -210,8 +253,9 @@ def _reference(data: bytes) -> list[Frame]:
     for line in lines:
         if not line:
             if block.seen:
-                frames.append(Frame(block.event or "message", "\n".join(block.data), block.id,
-                                    block.retry))
+                frames.append(
+                    Frame(block.event or "message", "\n".join(block.data), block.id, block.retry)
+                )
             block = _Block()
             continue
         if line.startswith(":"):
@@ -239,10 +283,10 @@ def test_fuzz_the_parser_agrees_with_the_specification_read_literally(data: byte
 
 
 @settings(max_examples=300, deadline=None)
-@given(data=streams, points=st.lists(st.integers(0, 10_000), max_size=12),
-       level=st.integers(0, 9))
+@given(data=streams, points=st.lists(st.integers(0, 10_000), max_size=12), level=st.integers(0, 9))
 def test_fuzz_compressed_reads_split_anywhere_decode_the_same(
-        data: bytes, points: list[int], level: int) -> None:
+    data: bytes, points: list[int], level: int
+) -> None:
     encoded = gzip.compress(data, compresslevel=level)
     limits = Limits(piece=7)
     decoder = BodyDecoder("gzip", limits)

@@ -66,10 +66,18 @@ def test_retry_field_sets_the_reconnection_time() -> None:
     assert plan == plan.__class__(action=Action.RECONNECT, at=102.5)
 
 
-@pytest.mark.parametrize(("retry_ms", "clamped"), [
-    (0, RETRY_MIN), (1, RETRY_MIN), (499, RETRY_MIN), (500, 0.5), (2500, 2.5),
-    (60_000, RETRY_MAX), (99_999_999_999, RETRY_MAX),
-])
+@pytest.mark.parametrize(
+    ("retry_ms", "clamped"),
+    [
+        (0, RETRY_MIN),
+        (1, RETRY_MIN),
+        (499, RETRY_MIN),
+        (500, 0.5),
+        (2500, 2.5),
+        (60_000, RETRY_MAX),
+        (99_999_999_999, RETRY_MAX),
+    ],
+)
 def test_retry_is_clamped(retry_ms: int, clamped: float) -> None:
     m = machine(backoff=Backoff(initial=0.01, maximum=0.05, jitter=0.5))
     m.opened()
@@ -122,8 +130,11 @@ def test_the_pacer_allows_a_burst_then_one_per_interval() -> None:
     assert Pacer(0.0).delay(0.0) == 0.0
 
 
-@given(interval=st.floats(0.001, 100.0), burst=st.integers(1, 8),
-       gaps=st.lists(st.floats(0.0, 10.0), min_size=1, max_size=60))
+@given(
+    interval=st.floats(0.001, 100.0),
+    burst=st.integers(1, 8),
+    gaps=st.lists(st.floats(0.0, 10.0), min_size=1, max_size=60),
+)
 def test_paced_takes_never_beat_the_rate(interval: float, burst: int, gaps: list[float]) -> None:
     pacer, now, taken = Pacer(interval, burst=burst), 0.0, []
     for gap in gaps:
@@ -187,8 +198,9 @@ def test_retry_after_is_a_floor() -> None:
 def test_jitter_is_reproducible_with_a_seeded_rng() -> None:
     a = machine(rng=random.Random(42))
     b = machine(rng=random.Random(42))
-    assert [a.ended(0, Cause.REFUSED).at for _ in range(4)] == \
-        [b.ended(0, Cause.REFUSED).at for _ in range(4)]
+    assert [a.ended(0, Cause.REFUSED).at for _ in range(4)] == [
+        b.ended(0, Cause.REFUSED).at for _ in range(4)
+    ]
 
 
 def test_invalid_settings_are_refused() -> None:
@@ -209,19 +221,23 @@ backoffs = st.builds(
 )
 causes = st.sampled_from(RETRYING)
 steps = st.lists(
-    st.tuples(causes, st.booleans(), st.none() | st.integers(0, 10**7),
-              st.none() | st.text(max_size=5)),
+    st.tuples(
+        causes, st.booleans(), st.none() | st.integers(0, 10**7), st.none() | st.text(max_size=5)
+    ),
     max_size=40,
 )
 
 
 @given(backoff=backoffs, seed=st.integers(), script=steps, max_failures=st.integers(1, 8))
 def test_backoff_is_bounded_and_honours_retry(
-    backoff: Backoff, seed: int, script: list[tuple[Cause, bool, int | None, str | None]],
+    backoff: Backoff,
+    seed: int,
+    script: list[tuple[Cause, bool, int | None, str | None]],
     max_failures: int,
 ) -> None:
-    m = Reconnector(backoff, max_failures=max_failures, probe_interval=30.0,
-                    rng=random.Random(seed))
+    m = Reconnector(
+        backoff, max_failures=max_failures, probe_interval=30.0, rng=random.Random(seed)
+    )
     now = 0.0
     last_id = ""
     for cause, healthy, retry_ms, event_id in script:
@@ -237,19 +253,24 @@ def test_backoff_is_bounded_and_honours_retry(
         if plan.action is Action.RECONNECT:
             retry = m.retry or 0.0
             assert wait <= max(backoff.maximum, retry) + 1e-9  # bounded
-            assert wait >= retry - 1e-9                        # retry: honoured
+            assert wait >= retry - 1e-9  # retry: honoured
             assert m.failures < max_failures
         else:
             assert plan.action is Action.FALLBACK and wait == pytest.approx(30.0)
-        assert m.last_event_id == last_id                     # ids tracked
+        assert m.last_event_id == last_id  # ids tracked
         assert m.request_headers() == ({"last-event-id": last_id} if last_id else {})
         now = plan.at
 
 
-@given(backoff=backoffs, seed=st.integers(), failures=st.integers(0, 10_000),
-       retry_ms=st.none() | st.integers(0, 10**9))
-def test_delay_never_overflows(backoff: Backoff, seed: int, failures: int,
-                               retry_ms: int | None) -> None:
+@given(
+    backoff=backoffs,
+    seed=st.integers(),
+    failures=st.integers(0, 10_000),
+    retry_ms=st.none() | st.integers(0, 10**9),
+)
+def test_delay_never_overflows(
+    backoff: Backoff, seed: int, failures: int, retry_ms: int | None
+) -> None:
     m = Reconnector(backoff, max_failures=1, probe_interval=1.0, rng=random.Random(seed))
     m.event(event_id=None, retry_ms=retry_ms)
     m.failures = failures

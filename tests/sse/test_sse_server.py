@@ -25,34 +25,58 @@ JOB = "job_1"
 class ReaderWithIds(ReaderProvider):
     """Reader's wire formats, from a server that does send ids and replays (unlike Reader)."""
 
-    capabilities = Capabilities(job_stream=True, workspace_stream=True, stream_event_ids=True,
-                                webhook_scheme="reader")
+    capabilities = Capabilities(
+        job_stream=True, workspace_stream=True, stream_event_ids=True, webhook_scheme="reader"
+    )
 
 
 def config(url: str, **sse: Any) -> jobwatch.Config:
     options = {"backoff_initial": 0.01, "backoff_max": 0.05, "heartbeat_timeout": 5.0, **sse}
-    return jobwatch.Config.from_mapping({"jobwatch": {
-        "base_url": url, "api_key": "rdr_test", "store": "memory", "safety_poll": 0,
-        "poll": {"rpm": 100_000}, "sse": options,
-    }})
+    return jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "base_url": url,
+                "api_key": "rdr_test",
+                "store": "memory",
+                "safety_poll": 0,
+                "poll": {"rpm": 100_000},
+                "sse": options,
+            }
+        }
+    )
 
 
-def watcher(cfg: jobwatch.Config, store: MemoryStore | None = None,
-            provider: ReaderProvider | None = None) -> jobwatch.Watcher:
+def watcher(
+    cfg: jobwatch.Config, store: MemoryStore | None = None, provider: ReaderProvider | None = None
+) -> jobwatch.Watcher:
     transport = SSETransport(cfg.options("sse", SSEOptions), rng=random.Random(0))
-    return jobwatch.Watcher(cfg, transports=[transport], store=store or MemoryStore(),
-                            provider=provider or ReaderProvider(cfg))
+    return jobwatch.Watcher(
+        cfg,
+        transports=[transport],
+        store=store or MemoryStore(),
+        provider=provider or ReaderProvider(cfg),
+    )
 
 
-def progress(server: FakeReader, job: str, completed: int, total: int = 50,
-             status: str = "processing") -> None:
-    server.add("job:progress", {"jobId": job, "status": status, "completed": completed,
-                                "total": total})
+def progress(
+    server: FakeReader, job: str, completed: int, total: int = 50, status: str = "processing"
+) -> None:
+    server.add(
+        "job:progress", {"jobId": job, "status": status, "completed": completed, "total": total}
+    )
 
 
 def completed(server: FakeReader, job: str, total: int = 50) -> None:
-    server.add("job:completed", {"jobId": job, "status": "completed", "completed": total,
-                                 "total": total, "creditsUsed": total})
+    server.add(
+        "job:completed",
+        {
+            "jobId": job,
+            "status": "completed",
+            "completed": total,
+            "total": total,
+            "creditsUsed": total,
+        },
+    )
 
 
 class Seen:
@@ -64,8 +88,11 @@ class Seen:
         self.events[event.job_id].append(event)
 
     def progress(self, job: str) -> list[int]:
-        return [e.completed for e in self.events[job]
-                if e.kind == "progress" and e.completed is not None]
+        return [
+            e.completed
+            for e in self.events[job]
+            if e.kind == "progress" and e.completed is not None
+        ]
 
 
 def sse_stats(w: jobwatch.Watcher) -> dict[str, int]:
@@ -80,8 +107,9 @@ async def until(condition: Any, limit: float = 10.0) -> None:
 
 
 async def test_a_server_with_ids_is_resumed_with_last_event_id_and_not_polled() -> None:
-    server = FakeReader(snapshots={JOB: {"status": "processing", "completed": 0, "total": 50}},
-                        drop_after=4)
+    server = FakeReader(
+        snapshots={JOB: {"status": "processing", "completed": 0, "total": 50}}, drop_after=4
+    )
     async with serving(server) as url:
         cfg = config(url, scope="workspace")
         seen = Seen()
@@ -130,13 +158,17 @@ async def test_a_restarted_process_resumes_from_its_checkpoint() -> None:
 
 
 async def test_a_server_without_ids_gets_one_poll_per_job_after_each_reconnect() -> None:
-    server = FakeReader(snapshots={JOB: {"status": "processing", "completed": 0, "total": 9}},
-                        drop_after=2)
+    server = FakeReader(
+        snapshots={JOB: {"status": "processing", "completed": 0, "total": 9}}, drop_after=2
+    )
 
     def frames(*counts: int) -> None:
         for n in counts:
-            server.add("job:progress", {"jobId": JOB, "status": "processing", "completed": n,
-                                        "total": 9}, with_id=False)
+            server.add(
+                "job:progress",
+                {"jobId": JOB, "status": "processing", "completed": n, "total": 9},
+                with_id=False,
+            )
 
     async with serving(server) as url:
         cfg = config(url, scope="workspace")
@@ -163,8 +195,9 @@ async def test_a_server_without_ids_gets_one_poll_per_job_after_each_reconnect()
 @pytest.mark.parametrize("refusal", [404, 405, "html"])
 @pytest.mark.parametrize("scope", ["job", "workspace"])
 async def test_fallback_to_polling_and_back(scope: str, refusal: str | int) -> None:
-    server = FakeReader(snapshots={JOB: {"status": "processing", "completed": 1, "total": 10}},
-                        stream_mode=refusal)
+    server = FakeReader(
+        snapshots={JOB: {"status": "processing", "completed": 1, "total": 10}}, stream_mode=refusal
+    )
     async with serving(server) as url:
         cfg = config(url, scope=scope, fallback_interval=0.05, probe_interval=0.3)
         seen = Seen()
@@ -182,10 +215,18 @@ async def test_fallback_to_polling_and_back(scope: str, refusal: str | int) -> N
             await until(lambda: sse_stats(w).get("recoveries") == 1)
             polls = server.polls[JOB]
             if scope == "job":
-                server.add("progress", {"status": "processing", "completed": 8, "total": 10},
-                           job_id=JOB, with_id=False)
-                server.add("done", {"status": "completed", "completed": 10, "total": 10},
-                           job_id=JOB, with_id=False)
+                server.add(
+                    "progress",
+                    {"status": "processing", "completed": 8, "total": 10},
+                    job_id=JOB,
+                    with_id=False,
+                )
+                server.add(
+                    "done",
+                    {"status": "completed", "completed": 10, "total": 10},
+                    job_id=JOB,
+                    with_id=False,
+                )
             else:
                 progress(server, JOB, 8, total=10)
                 completed(server, JOB, total=10)
@@ -218,11 +259,13 @@ async def test_a_malformed_frame_is_counted_and_the_stream_goes_on() -> None:
 
 
 async def test_repeated_failures_fall_back_and_a_401_ends_the_jobs() -> None:
-    server = FakeReader(snapshots={JOB: {"status": "processing", "completed": 0, "total": 3}},
-                        stream_mode=503)
+    server = FakeReader(
+        snapshots={JOB: {"status": "processing", "completed": 0, "total": 3}}, stream_mode=503
+    )
     async with serving(server) as url:
-        cfg = config(url, scope="workspace", max_failures=3, fallback_interval=0.05,
-                     probe_interval=0.2)
+        cfg = config(
+            url, scope="workspace", max_failures=3, fallback_interval=0.05, probe_interval=0.2
+        )
         async with watcher(cfg) as w:
             sub = w.subscribe(lambda e: None, job_id=JOB)
             await until(lambda: sse_stats(w).get("fallbacks") == 1)

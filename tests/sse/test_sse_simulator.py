@@ -20,10 +20,18 @@ pytestmark = pytest.mark.anyio
 
 
 def config(url: str, *, api_key: str = "rdr_sim", **sse: Any) -> jobwatch.Config:
-    return jobwatch.Config.from_mapping({"jobwatch": {
-        "base_url": url, "api_key": api_key, "store": "memory", "safety_poll": 0,
-        "poll": {"rpm": 100_000}, "sse": sse,
-    }})
+    return jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "base_url": url,
+                "api_key": api_key,
+                "store": "memory",
+                "safety_poll": 0,
+                "poll": {"rpm": 100_000},
+                "sse": sse,
+            }
+        }
+    )
 
 
 def transport(cfg: jobwatch.Config, seed: int = 0) -> SSETransport:
@@ -45,8 +53,9 @@ class Recorder:
             self.progress[event.job_id].append(event.completed)
 
 
-async def wait_all(watcher: jobwatch.Watcher, jobs: list[str], *, limit: float,
-                   tick: Callable[[], None]) -> list[JobEvent]:
+async def wait_all(
+    watcher: jobwatch.Watcher, jobs: list[str], *, limit: float, tick: Callable[[], None]
+) -> list[JobEvent]:
     """Wait for every job at once (each is watched from the start), calling ``tick`` and
     sleeping a little until they are all done."""
     finals: dict[str, JobEvent] = {}
@@ -72,20 +81,29 @@ def pages(n: int, pace: random.Random | None = None, interval: float = 1.0) -> l
     return [Step(kind="page", delay=interval * pace.uniform(0.5, 1.5)) for _ in range(n)]
 
 
-@pytest.mark.parametrize(("scope", "drop_p", "interval", "min_drops"), [
-    ("job", 0.2, 1.0, 100),
-    # Every reconnect of the workspace stream polls each of the 20 jobs (Reader cannot
-    # replay): fewer drops, spread over more simulated time, keep those polls within the
-    # simulator's rate limit (1,000 requests per simulated minute).
-    ("workspace", 0.1, 4.0, 12),
-])
-async def test_random_drops_lose_no_terminal_event(scope: str, drop_p: float, interval: float,
-                                                   min_drops: int) -> None:
+@pytest.mark.parametrize(
+    ("scope", "drop_p", "interval", "min_drops"),
+    [
+        ("job", 0.2, 1.0, 100),
+        # Every reconnect of the workspace stream polls each of the 20 jobs (Reader cannot
+        # replay): fewer drops, spread over more simulated time, keep those polls within the
+        # simulator's rate limit (1,000 requests per simulated minute).
+        ("workspace", 0.1, 4.0, 12),
+    ],
+)
+async def test_random_drops_lose_no_terminal_event(
+    scope: str, drop_p: float, interval: float, min_drops: int
+) -> None:
     # A manual clock moves the jobs on only as fast as the test says, so that the stream
     # is connected when frames are written (and drops are injected) however loaded the CPU.
     clock = ManualClock()
-    sim = Simulator(seed=7, tier="enterprise", clock=clock, page_interval=interval,
-                    faults=Faults(drop_sse_p=drop_p))
+    sim = Simulator(
+        seed=7,
+        tier="enterprise",
+        clock=clock,
+        page_interval=interval,
+        faults=Faults(drop_sse_p=drop_p),
+    )
 
     def tick() -> None:
         # The workspace stream carries every job: move on only while it is connected (the
@@ -93,12 +111,20 @@ async def test_random_drops_lose_no_terminal_event(scope: str, drop_p: float, in
         opens = sim.request_counts().by_endpoint.get("GET /v1/events", 0)
         if scope == "job" or opens > sim.fault_counts()["drop_sse_p"]:
             sim.advance(interval / 5)
+
     async with running(sim) as url:
-        cfg = config(url, scope=scope, backoff_initial=0.002, backoff_max=0.01,
-                     max_failures=50, heartbeat_timeout=30.0)
+        cfg = config(
+            url,
+            scope=scope,
+            backoff_initial=0.002,
+            backoff_max=0.01,
+            max_failures=50,
+            heartbeat_timeout=30.0,
+        )
         seen = Recorder()
-        async with jobwatch.Watcher(cfg, transports=[transport(cfg)],
-                                    store=MemoryStore()) as watcher:
+        async with jobwatch.Watcher(
+            cfg, transports=[transport(cfg)], store=MemoryStore()
+        ) as watcher:
             watcher.subscribe(seen)
             pace = random.Random(5)
             jobs = [sim.create_job(steps=pages(25, pace, interval)) for _ in range(20)]
@@ -119,10 +145,12 @@ async def test_a_stalled_stream_is_detected_and_recovered() -> None:
     # the test may take: only the heartbeat watchdog can get the job to its end.
     sim = Simulator(seed=3, time_scale=20.0, page_interval=1.0, faults="stall_sse=3@1h")
     async with running(sim) as url:
-        cfg = config(url, scope="job", heartbeat_timeout=0.3, backoff_initial=0.01,
-                     backoff_max=0.05)
-        async with jobwatch.Watcher(cfg, transports=[transport(cfg)],
-                                    store=MemoryStore()) as watcher:
+        cfg = config(
+            url, scope="job", heartbeat_timeout=0.3, backoff_initial=0.01, backoff_max=0.05
+        )
+        async with jobwatch.Watcher(
+            cfg, transports=[transport(cfg)], store=MemoryStore()
+        ) as watcher:
             job = sim.create_job(steps=pages(12))
             with anyio.fail_after(30):
                 final = await watcher.wait(job)
@@ -136,8 +164,9 @@ async def test_a_refused_key_ends_the_job_instead_of_retrying() -> None:
     sim = Simulator(seed=1)
     async with running(sim) as url:
         cfg = config(url, api_key="rdr_wrong", scope="job", backoff_initial=0.01)
-        async with jobwatch.Watcher(cfg, transports=[transport(cfg)],
-                                    store=MemoryStore()) as watcher:
+        async with jobwatch.Watcher(
+            cfg, transports=[transport(cfg)], store=MemoryStore()
+        ) as watcher:
             job = sim.create_job(steps=pages(3))
             with anyio.fail_after(10), pytest.raises(jobwatch.AuthenticationError):
                 await watcher.wait(job)
@@ -148,8 +177,9 @@ async def test_a_job_unknown_to_the_api_ends_with_job_not_found() -> None:
     sim = Simulator(seed=1)
     async with running(sim) as url:
         cfg = config(url, scope="job", backoff_initial=0.01)
-        async with jobwatch.Watcher(cfg, transports=[transport(cfg)],
-                                    store=MemoryStore()) as watcher:
+        async with jobwatch.Watcher(
+            cfg, transports=[transport(cfg)], store=MemoryStore()
+        ) as watcher:
             with anyio.fail_after(10), pytest.raises(jobwatch.JobNotFound):
                 await watcher.wait("job_does_not_exist")
             stats = watcher.statistics().transports["sse"]

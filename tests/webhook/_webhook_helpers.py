@@ -23,23 +23,44 @@ PATH = "/hooks/reader"
 
 def config(**webhook: Any) -> jobwatch.Config:
     table = {"secrets": [SECRET], **webhook}
-    return jobwatch.Config.from_mapping({"jobwatch": {
-        "api_key": "rdr_sim", "transport": "webhook", "store": "memory", "safety_poll": 0,
-        "webhook": table,
-    }})
+    return jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "api_key": "rdr_sim",
+                "transport": "webhook",
+                "store": "memory",
+                "safety_poll": 0,
+                "webhook": table,
+            }
+        }
+    )
 
 
-def delivery(event: str = "job.completed", payload: Mapping[str, Any] | None = None, *,
-             delivery_id: str = "d-1", secret: str = SECRET, now: float | None = None,
-             body: bytes | None = None) -> tuple[dict[str, str], bytes]:
+def delivery(
+    event: str = "job.completed",
+    payload: Mapping[str, Any] | None = None,
+    *,
+    delivery_id: str = "d-1",
+    secret: str = SECRET,
+    now: float | None = None,
+    body: bytes | None = None,
+) -> tuple[dict[str, str], bytes]:
     """Headers and body of a Reader delivery signed with ``secret`` at ``now``."""
     if body is None:
-        data = payload if payload is not None else {
-            "jobId": "job_1", "status": "completed", "completed": 3, "total": 3}
+        data = (
+            payload
+            if payload is not None
+            else {"jobId": "job_1", "status": "completed", "completed": 3, "total": 3}
+        )
         body = json.dumps(data).encode()
     headers = ReaderScheme([secret]).sign(body, now=time.time() if now is None else now)
-    headers.update({"content-type": "application/json", "x-reader-event": event,
-                    "x-reader-delivery": delivery_id})
+    headers.update(
+        {
+            "content-type": "application/json",
+            "x-reader-event": event,
+            "x-reader-delivery": delivery_id,
+        }
+    )
     return headers, body
 
 
@@ -56,8 +77,9 @@ class Running:
 
 
 @asynccontextmanager
-async def receiving(cfg: jobwatch.Config | None = None, *,
-                    store: Store | None = None) -> AsyncIterator[Running]:
+async def receiving(
+    cfg: jobwatch.Config | None = None, *, store: Store | None = None
+) -> AsyncIterator[Running]:
     """A real Watcher with the webhook transport, collecting every dispatched event."""
     cfg = cfg or config()
     transport = WebhookTransport.from_config(cfg)

@@ -26,12 +26,22 @@ PATH = "/hooks"
 
 
 def config(db: str) -> Config:
-    return Config.from_mapping({"jobwatch": {
-        "transport": "webhook", "store": "sqlite", "safety_poll": 0,
-        "sqlite": {"path": db},
-        "webhook": {"listen": "127.0.0.1:0", "path": PATH, "secrets": [SECRET],
-                    "scheme": "reader"},
-    }})
+    return Config.from_mapping(
+        {
+            "jobwatch": {
+                "transport": "webhook",
+                "store": "sqlite",
+                "safety_poll": 0,
+                "sqlite": {"path": db},
+                "webhook": {
+                    "listen": "127.0.0.1:0",
+                    "path": PATH,
+                    "secrets": [SECRET],
+                    "scheme": "reader",
+                },
+            }
+        }
+    )
 
 
 async def serve(db: str, record: TextIO, generation: str) -> None:

@@ -47,15 +47,26 @@ class Receiver:
         backend = ("trio", "asyncio")[self.generation % 2]
         with (self.folder / f"stderr-{self.generation}").open("w") as errors:
             proc = subprocess.Popen(
-                [sys.executable, str(NODE), backend, str(self.folder / "state.db"),
-                 str(self.folder / "handled"), str(self.generation)],
-                stdout=subprocess.PIPE, stderr=errors, text=True)
+                [
+                    sys.executable,
+                    str(NODE),
+                    backend,
+                    str(self.folder / "state.db"),
+                    str(self.folder / "handled"),
+                    str(self.generation),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
+            )
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line.startswith("listening on "):
             proc.kill()
-            raise AssertionError(f"generation {self.generation} did not start: "
-                                 f"{(self.folder / f'stderr-{self.generation}').read_text()}")
+            raise AssertionError(
+                f"generation {self.generation} did not start: "
+                f"{(self.folder / f'stderr-{self.generation}').read_text()}"
+            )
         with self.lock:
             self.proc, self.url = proc, line.removeprefix("listening on ").strip()
 
@@ -82,18 +93,23 @@ class Receiver:
 
 def _signed(body: bytes, delivery_id: str) -> dict[str, str]:
     stamp = str(int(time.time()))
-    digest = hmac.new(receiver_node.SECRET.encode(), f"{stamp}.".encode() + body,
-                      hashlib.sha256).hexdigest()
-    return {"content-type": "application/json", "x-reader-event": "job.completed",
-            "x-reader-delivery": delivery_id, "x-reader-timestamp": stamp,
-            "x-reader-signature": f"sha256={digest}"}
+    digest = hmac.new(
+        receiver_node.SECRET.encode(), f"{stamp}.".encode() + body, hashlib.sha256
+    ).hexdigest()
+    return {
+        "content-type": "application/json",
+        "x-reader-event": "job.completed",
+        "x-reader-delivery": delivery_id,
+        "x-reader-timestamp": stamp,
+        "x-reader-signature": f"sha256={digest}",
+    }
 
 
-def _send_until_acknowledged(client: httpx.Client, receiver: Receiver, job_id: str,
-                             give_up: float) -> int:
+def _send_until_acknowledged(
+    client: httpx.Client, receiver: Receiver, job_id: str, give_up: float
+) -> int:
     """Post one delivery until it is answered 2xx; returns the attempts it took."""
-    body = json.dumps({"jobId": job_id, "status": "completed", "completed": 1,
-                       "total": 1}).encode()
+    body = json.dumps({"jobId": job_id, "status": "completed", "completed": 1, "total": 1}).encode()
     headers = _signed(body, str(uuid.uuid4()))
     attempts = 0
     while True:
@@ -101,8 +117,9 @@ def _send_until_acknowledged(client: httpx.Client, receiver: Receiver, job_id: s
         with receiver.lock:
             url = receiver.url
         try:
-            status = client.post(url + receiver_node.PATH, content=body,
-                                 headers=headers).status_code
+            status = client.post(
+                url + receiver_node.PATH, content=body, headers=headers
+            ).status_code
         except httpx.TransportError:  # killed under it, or not started yet
             status = 0
         if 200 <= status < 300:
@@ -118,8 +135,10 @@ def _handled(folder: Path) -> list[tuple[int, str]]:
         return []
     lines = path.read_text().splitlines()
     # A line cut by the kill has no newline yet at the end: it is not a dispatch.
-    return [(int(generation), job_id) for generation, job_id, *_ in
-            (line.split(" ", 3) for line in lines if line.count(" ") >= 3)]
+    return [
+        (int(generation), job_id)
+        for generation, job_id, *_ in (line.split(" ", 3) for line in lines if line.count(" ") >= 3)
+    ]
 
 
 @pytest.mark.slow
@@ -166,9 +185,11 @@ def test_no_acknowledged_delivery_is_lost_when_the_receiver_is_killed(tmp_path: 
     lost = set(sent) - set(seen)
     within_one_run = collections.Counter(handled) - collections.Counter(set(handled))
     again = sum(n - 1 for n in seen.values())
-    print(f"seed {seed}: {len(sent)} deliveries acknowledged after {sum(attempts) - len(sent)} "
-          f"retries across {KILLS} kills; {len(handled)} dispatched, {again} of them again "
-          "after a restart")
+    print(
+        f"seed {seed}: {len(sent)} deliveries acknowledged after {sum(attempts) - len(sent)} "
+        f"retries across {KILLS} kills; {len(handled)} dispatched, {again} of them again "
+        "after a restart"
+    )
     assert len(sent) == len(attempts) and len(sent) > 100
     assert lost == set(), f"seed {seed}: {len(lost)} lost, e.g. {sorted(lost)[:3]}"
     assert within_one_run == collections.Counter(), f"seed {seed}: {within_one_run}"

@@ -32,8 +32,11 @@ DUPLICATE = {"ok": True, "duplicate": True}
 
 async def _run_again(store: Store, job_id: str) -> None:
     # What a poll leaves when it finds the job running again: its second run.
-    await store.put_job(JobState(job_id=job_id, run=2, status=jobwatch.JobStatus.PROCESSING,
-                                 started=True, watched=True))
+    await store.put_job(
+        JobState(
+            job_id=job_id, run=2, status=jobwatch.JobStatus.PROCESSING, started=True, watched=True
+        )
+    )
 
 
 async def test_a_replay_to_a_restarted_receiver_is_a_duplicate(tmp_path: Path) -> None:
@@ -47,9 +50,12 @@ async def test_a_replay_to_a_restarted_receiver_is_a_duplicate(tmp_path: Path) -
     await _run_again(store, "job_9")
     await store.aclose()
     async with receiving(store=SQLiteStore(db)) as running, running.client() as client:
-        replays = [await client.post(PATH, content=body,
-                                     headers={**headers, "x-reader-delivery": f"d-{n}"})
-                   for n in range(3)]
+        replays = [
+            await client.post(
+                PATH, content=body, headers={**headers, "x-reader-delivery": f"d-{n}"}
+            )
+            for n in range(3)
+        ]
         await anyio.wait_all_tasks_blocked()
         stats = running.watcher.statistics().transports["webhook"]
     assert first.json() == {"ok": True, "duplicate": False}
@@ -65,11 +71,14 @@ async def test_a_replay_after_ten_thousand_other_deliveries_is_a_duplicate() -> 
         receiver = running.transport.receiver
         assert receiver is not None
         assert json.loads((await receiver.handle("POST", PATH, headers, body)).body) == {
-            "ok": True, "duplicate": False}
+            "ok": True,
+            "duplicate": False,
+        }
         for n in range(10_001):
             other = {"jobId": f"job_{n}", "url": f"https://example.com/{n}"}
-            reply = await receiver.handle("POST", PATH, *delivery("job.page", other,
-                                                                  delivery_id=f"d{n}"))
+            reply = await receiver.handle(
+                "POST", PATH, *delivery("job.page", other, delivery_id=f"d{n}")
+            )
             assert reply.status == 200
         await until(lambda: len(running.events) == 10_002)
         await _run_again(store, "job_9")
@@ -82,9 +91,16 @@ async def test_a_replay_after_ten_thousand_other_deliveries_is_a_duplicate() -> 
 
 def test_a_replay_to_another_serverless_instance_is_a_duplicate(tmp_path: Path) -> None:
     # Two instances of a function (or one after a cold start) with one store between them.
-    cfg = jobwatch.Config.from_mapping({"jobwatch": {
-        "api_key": "rdr_sim", "store": "sqlite", "sqlite": {"path": str(tmp_path / "s.db")},
-        "webhook": {"secrets": [SECRET]}}})
+    cfg = jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "api_key": "rdr_sim",
+                "store": "sqlite",
+                "sqlite": {"path": str(tmp_path / "s.db")},
+                "webhook": {"secrets": [SECRET]},
+            }
+        }
+    )
     received: list[jobwatch.JobEvent] = []
     headers, body = delivery("job.page", PAGE, delivery_id="d-page")
     first = Handler(cfg, on_event=received.append).handle("POST", PATH, headers, body)
@@ -182,8 +198,9 @@ async def test_the_default_batch_strands_what_it_recorded_before_a_record_raised
     store = Breaks()
     events = [make_event("started", job) for job in ("j1", "j2", "j3")]
     with pytest.raises(jobwatch.JobwatchError):
-        await store.record_batch([(e.job_id, functools.partial(decide, event=e))
-                                  for e in events], ttl=60)
+        await store.record_batch(
+            [(e.job_id, functools.partial(decide, event=e)) for e in events], ttl=60
+        )
     assert [e.key for e in await store.stranded()] == ["j1:started#1", "j2:started#1"]
     assert await store.stranded() == []
 

@@ -46,8 +46,10 @@ class TestStandardWebhooks(SchemeConformance):
 
     @pytest.fixture
     def secrets(self) -> tuple[str, str]:
-        return ("whsec_" + base64.b64encode(b"standard-webhooks-key-32-bytes!!").decode(),
-                base64.b64encode(b"the-next-standard-webhooks-key!!").decode())
+        return (
+            "whsec_" + base64.b64encode(b"standard-webhooks-key-32-bytes!!").decode(),
+            base64.b64encode(b"the-next-standard-webhooks-key!!").decode(),
+        )
 
 
 class TestHMACOverTheBody(SchemeConformance):
@@ -61,6 +63,14 @@ class TestHMACOverTheBody(SchemeConformance):
 class TestHMACWithATimestamp(SchemeConformance):
     @pytest.fixture
     def make_scheme(self) -> Factory:
-        return factory({"name": "hmac-sha256", "header": "X-Signature", "prefix": "sha256=",
-                        "encoding": "base64", "signed": "timestamp+body",
-                        "timestamp_header": "X-Signature-Time", "separator": ""})
+        return factory(
+            {
+                "name": "hmac-sha256",
+                "header": "X-Signature",
+                "prefix": "sha256=",
+                "encoding": "base64",
+                "signed": "timestamp+body",
+                "timestamp_header": "X-Signature-Time",
+                "separator": "",
+            }
+        )

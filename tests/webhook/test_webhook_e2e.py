@@ -27,18 +27,32 @@ ALL_EVENTS = ["job.started", "job.page", "job.completed", "job.failed"]
 
 
 def sim_config(base_url: str, *, safety_poll: float = 0, **webhook: Any) -> jobwatch.Config:
-    return jobwatch.Config.from_mapping({"jobwatch": {
-        "base_url": base_url, "api_key": "rdr_sim", "transport": "webhook", "store": "memory",
-        "safety_poll": safety_poll,
-        "webhook": {"listen": "127.0.0.1:0", "secrets": [SECRET], **webhook},
-    }})
+    return jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "base_url": base_url,
+                "api_key": "rdr_sim",
+                "transport": "webhook",
+                "store": "memory",
+                "safety_poll": safety_poll,
+                "webhook": {"listen": "127.0.0.1:0", "secrets": [SECRET], **webhook},
+            }
+        }
+    )
 
 
 async def test_simulator_deliveries_with_faults_arrive_exactly_once() -> None:
-    faults = Faults(webhook_dup_p=0.5, webhook_reorder=True, webhook_delay=0.5,
-                    corrupt_signature_p=0.2)
-    sim = Simulator(seed=7, time_scale=20, page_interval=0.5, faults=faults,
-                    webhook_attempts=6, webhook_waits=(1.0,))
+    faults = Faults(
+        webhook_dup_p=0.5, webhook_reorder=True, webhook_delay=0.5, corrupt_signature_p=0.2
+    )
+    sim = Simulator(
+        seed=7,
+        time_scale=20,
+        page_interval=0.5,
+        faults=faults,
+        webhook_attempts=6,
+        webhook_waits=(1.0,),
+    )
     async with running(sim) as base:
         config = sim_config(base)
         transport = WebhookTransport.from_config(config)
@@ -47,8 +61,12 @@ async def test_simulator_deliveries_with_faults_arrive_exactly_once() -> None:
         watcher.subscribe(events.append)
         async with watcher:
             hook = {"url": transport.url, "secret": SECRET, "events": ALL_EVENTS}
-            jobs = [sim.create_job(urls=[f"https://example.com/{j}/{p}" for p in range(3)],
-                                   webhook=hook) for j in range(4)]
+            jobs = [
+                sim.create_job(
+                    urls=[f"https://example.com/{j}/{p}" for p in range(3)], webhook=hook
+                )
+                for j in range(4)
+            ]
             await until(lambda: sum(e.terminal for e in events) == len(jobs), within=20)
             await anyio.sleep(0.5)  # late duplicates and reordered deliveries
             stats = watcher.statistics()
@@ -72,30 +90,40 @@ async def test_restart_between_the_2xx_and_the_callback_dispatches_after_restart
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "state.db"
-    config = jobwatch.Config.from_mapping({"jobwatch": {
-        "api_key": "rdr_sim", "transport": "webhook", "safety_poll": 0,
-        "webhook": {"secrets": [SECRET]}}})
+    config = jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "api_key": "rdr_sim",
+                "transport": "webhook",
+                "safety_poll": 0,
+                "webhook": {"secrets": [SECRET]},
+            }
+        }
+    )
     entered = anyio.Event()
 
     async def stuck(event: jobwatch.JobEvent) -> None:
         entered.set()
         await anyio.sleep_forever()  # the process dies before the callback finishes
 
-    first = jobwatch.Watcher(config, transports=[WebhookTransport.from_config(config)],
-                             store=SQLiteStore(db))
+    first = jobwatch.Watcher(
+        config, transports=[WebhookTransport.from_config(config)], store=SQLiteStore(db)
+    )
     first.subscribe(stuck)
     async with first:
         app: Any = first.asgi_app()
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://hook") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://hook"
+        ) as client:
             headers, body = delivery()
             reply = await client.post(PATH, content=body, headers=headers)
         assert reply.status_code == 200
         await entered.wait()
 
     seen: list[jobwatch.JobEvent] = []
-    second = jobwatch.Watcher(config, transports=[WebhookTransport.from_config(config)],
-                              store=SQLiteStore(db))
+    second = jobwatch.Watcher(
+        config, transports=[WebhookTransport.from_config(config)], store=SQLiteStore(db)
+    )
     second.subscribe(seen.append)
     async with second:
         await until(lambda: len(seen) == 1)
@@ -110,8 +138,9 @@ async def test_a_cancelled_job_is_reported_by_the_safety_net() -> None:
         transport = WebhookTransport.from_config(config)
         async with jobwatch.Watcher(config, transports=[transport], store=MemoryStore()) as w:
             hook = {"url": transport.url, "secret": SECRET, "events": ALL_EVENTS}
-            job = sim.create_job(steps=[Step(kind="page", delay=0.05),
-                                        Step(kind="pause", delay=60)], webhook=hook)
+            job = sim.create_job(
+                steps=[Step(kind="page", delay=0.05), Step(kind="pause", delay=60)], webhook=hook
+            )
             await anyio.sleep(0.2)
             sim.cancel_job(job)
             final = await w.wait(job, timeout=10)
@@ -153,10 +182,26 @@ def certificate(tmp_path: Path) -> tuple[str, str]:
         pytest.skip("needs the openssl command to make a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return str(cert), str(key)
 
@@ -164,8 +209,9 @@ def certificate(tmp_path: Path) -> tuple[str, str]:
 async def test_serve_app_speaks_https_with_a_certificate(certificate: tuple[str, str]) -> None:
     cert, key = certificate
     async with anyio.create_task_group() as tg:
-        url = await tg.start(functools.partial(serve_app, WebhookApp(), "127.0.0.1", 0,
-                                               certfile=cert, keyfile=key))
+        url = await tg.start(
+            functools.partial(serve_app, WebhookApp(), "127.0.0.1", 0, certfile=cert, keyfile=key)
+        )
         assert url.startswith("https://127.0.0.1:")
         async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=cert)) as client:
             reply = await client.post(url + PATH, content=b"{}")
@@ -182,10 +228,22 @@ async def test_a_bad_certificate_is_a_config_error(tmp_path: Path) -> None:
 
 async def test_the_watchers_own_server_speaks_https(certificate: tuple[str, str]) -> None:
     cert, key = certificate
-    config = jobwatch.Config.from_mapping({"jobwatch": {
-        "api_key": "rdr_sim", "transport": "webhook", "store": "memory", "safety_poll": 0,
-        "webhook": {"listen": "127.0.0.1:0", "secrets": [SECRET], "certfile": cert,
-                    "keyfile": key}}})
+    config = jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "api_key": "rdr_sim",
+                "transport": "webhook",
+                "store": "memory",
+                "safety_poll": 0,
+                "webhook": {
+                    "listen": "127.0.0.1:0",
+                    "secrets": [SECRET],
+                    "certfile": cert,
+                    "keyfile": key,
+                },
+            }
+        }
+    )
     transport = WebhookTransport.from_config(config)
     seen: list[jobwatch.JobEvent] = []
     async with jobwatch.Watcher(config, transports=[transport], store=MemoryStore()) as w:

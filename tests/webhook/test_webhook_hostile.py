@@ -35,8 +35,10 @@ from jobwatch.transports import _serve
 from jobwatch.transports._serve import RateLimitedLog, ServerLimits, lifespan, serve_app
 
 NODE = Path(__file__).with_name("receiver_node.py")
-HALF_A_BODY = (b"POST /hooks HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-               b"content-length: 1000\r\n\r\n" + b"{" * 500)
+HALF_A_BODY = (
+    b"POST /hooks HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    b"content-length: 1000\r\n\r\n" + b"{" * 500
+)
 
 
 async def _echo(scope: Any, receive: Any, send: Any) -> None:
@@ -66,8 +68,11 @@ async def serving(limits: ServerLimits) -> AsyncIterator[tuple[str, int]]:
     global HELD, RELEASE
     HELD, RELEASE = anyio.Event(), anyio.Event()
     async with anyio.create_task_group() as tg:
-        url = await tg.start(lambda task_status: serve_app(
-            _echo, "127.0.0.1", 0, limits=limits, task_status=task_status))
+        url = await tg.start(
+            lambda task_status: serve_app(
+                _echo, "127.0.0.1", 0, limits=limits, task_status=task_status
+            )
+        )
         yield url, int(url.rsplit(":", 1)[1])
         tg.cancel_scope.cancel()
 
@@ -125,8 +130,11 @@ async def test_past_the_bound_the_oldest_idle_connections_make_room() -> None:
 @pytest.mark.anyio
 async def test_a_connection_processing_a_request_is_never_the_one_closed() -> None:
     async with serving(ServerLimits(max_connections=2)) as (url, port):
-        async with httpx.AsyncClient() as busy_client, httpx.AsyncClient() as client, \
-                anyio.create_task_group() as tg:
+        async with (
+            httpx.AsyncClient() as busy_client,
+            httpx.AsyncClient() as client,
+            anyio.create_task_group() as tg,
+        ):
             held: list[httpx.Response] = []
 
             async def hold() -> None:
@@ -164,8 +172,10 @@ def test_trouble_is_logged_at_most_once_per_interval_with_a_count(
             now[0] = step * 0.01
             notes.note("accept failed", "Too many open files")
     lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["accept failed 1 time(s): Too many open files",
-                     "accept failed 1000 time(s) in the last 10 s: Too many open files"]
+    assert lines == [
+        "accept failed 1 time(s): Too many open files",
+        "accept failed 1000 time(s) in the last 10 s: Too many open files",
+    ]
 
 
 @pytest.mark.anyio
@@ -174,8 +184,9 @@ async def test_an_accept_out_of_descriptors_pauses_and_closes_an_idle_connection
 ) -> None:
     # accept(2) failing with EMFILE: the loop pauses between tries (no spinning on a listener
     # that stays readable), closes the oldest idle connection, and logs once.
-    server = _serve._Server(_echo, _serve._hypercorn_config(ServerLimits(), None, None),
-                            ServerLimits(max_connections=8))
+    server = _serve._Server(
+        _echo, _serve._hypercorn_config(ServerLimits(), None, None), ServerLimits(max_connections=8)
+    )
     idle = server.connections.admit(object())[0]
     tries: list[float] = []
 
@@ -197,7 +208,8 @@ async def test_an_accept_out_of_descriptors_pauses_and_closes_an_idle_connection
     assert idle.scope.cancel_called
     assert [r.getMessage() for r in caplog.records if "accept failed" in r.getMessage()] == [
         "accept failed 1 time(s): Too many open files; retrying every 0.1 s, closing idle "
-        "connections"]
+        "connections"
+    ]
 
 
 # -- the attack, against a receiver in a process of its own ------------------------------------
@@ -206,17 +218,31 @@ async def test_an_accept_out_of_descriptors_pauses_and_closes_an_idle_connection
 def _signed(body: bytes, secret: str) -> dict[str, str]:
     stamp = str(int(time.time()))
     digest = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return {"content-type": "application/json", "x-reader-event": "job.completed",
-            "x-reader-delivery": str(uuid.uuid4()), "x-reader-timestamp": stamp,
-            "x-reader-signature": f"sha256={digest}"}
+    return {
+        "content-type": "application/json",
+        "x-reader-event": "job.completed",
+        "x-reader-delivery": str(uuid.uuid4()),
+        "x-reader-timestamp": stamp,
+        "x-reader-signature": f"sha256={digest}",
+    }
 
 
 def _start(backend: str, folder: Path, nofile: int) -> tuple[subprocess.Popen[str], str]:
     with (folder / "stderr").open("w") as errors:
         proc = subprocess.Popen(
-            [sys.executable, str(NODE), backend, str(folder / "state.db"),
-             str(folder / "handled"), "0", str(nofile)],
-            stdout=subprocess.PIPE, stderr=errors, text=True)
+            [
+                sys.executable,
+                str(NODE),
+                backend,
+                str(folder / "state.db"),
+                str(folder / "handled"),
+                "0",
+                str(nofile),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
@@ -260,7 +286,9 @@ def _cpu_seconds(pid: int) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
 def test_genuine_deliveries_are_answered_while_slow_connections_hold_half_a_body(
-    backend: str, tmp_path: Path, raise_descriptor_limit: Callable[[int], None],
+    backend: str,
+    tmp_path: Path,
+    raise_descriptor_limit: Callable[[int], None],
 ) -> None:
     raise_descriptor_limit(1200)
     proc, url = _start(backend, tmp_path, nofile=256)
@@ -272,12 +300,16 @@ def test_genuine_deliveries_are_answered_while_slow_connections_hold_half_a_body
         latencies: list[float] = []
         with httpx.Client(timeout=5) as client:
             for n in range(20):
-                body = json.dumps({"jobId": f"job_{n}", "status": "completed",
-                                   "completed": 1, "total": 1}).encode()
+                body = json.dumps(
+                    {"jobId": f"job_{n}", "status": "completed", "completed": 1, "total": 1}
+                ).encode()
                 started = time.monotonic()
                 try:
-                    reply = client.post(f"{url}{receiver_node.PATH}", content=body,
-                                        headers=_signed(body, receiver_node.SECRET))
+                    reply = client.post(
+                        f"{url}{receiver_node.PATH}",
+                        content=body,
+                        headers=_signed(body, receiver_node.SECRET),
+                    )
                     answers.append(reply.status_code)
                 except httpx.TransportError as exc:
                     answers.append(type(exc).__name__)

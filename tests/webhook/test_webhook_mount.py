@@ -21,17 +21,21 @@ pytestmark = pytest.mark.anyio
 async def _post(app: Any, url: str, *, follow: bool = False) -> httpx.Response:
     headers, body = delivery()
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://service",
-                                 follow_redirects=follow) as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://service", follow_redirects=follow
+    ) as client:
         return await client.post(url, content=body, headers=headers)
 
 
-@pytest.mark.parametrize(("mount", "url"), [
-    ("/hooks/reader", "/hooks/reader/"),       # the mount point itself
-    ("/hooks", "/hooks/reader"),               # mounted at a prefix of the receiver's path
-    ("/hooks/reader", "/hooks/reader/hooks/reader"),  # the path taken after the mount point
-    ("/api", "/api/hooks/reader"),
-])
+@pytest.mark.parametrize(
+    ("mount", "url"),
+    [
+        ("/hooks/reader", "/hooks/reader/"),  # the mount point itself
+        ("/hooks", "/hooks/reader"),  # mounted at a prefix of the receiver's path
+        ("/hooks/reader", "/hooks/reader/hooks/reader"),  # the path taken after the mount point
+        ("/api", "/api/hooks/reader"),
+    ],
+)
 async def test_fastapi_mount_answers_deliveries(mount: str, url: str) -> None:
     async with receiving() as running:
         app = FastAPI()
@@ -59,11 +63,14 @@ async def test_a_starlette_route_to_the_exact_path() -> None:
         await until(lambda: len(running.events) == 1)
 
 
-@pytest.mark.parametrize(("mount", "url"), [
-    ("/hooks", "/hooks/other"),
-    ("/hooks/reader", "/hooks/reader/other"),
-    ("/webhooks", "/webhooks/reader"),
-])
+@pytest.mark.parametrize(
+    ("mount", "url"),
+    [
+        ("/hooks", "/hooks/other"),
+        ("/hooks/reader", "/hooks/reader/other"),
+        ("/webhooks", "/webhooks/reader"),
+    ],
+)
 async def test_other_paths_under_the_mount_are_404(mount: str, url: str) -> None:
     async with receiving() as running:
         app = FastAPI()
@@ -84,8 +91,7 @@ _paths = st.lists(_segment, max_size=3).map("".join)
 
 
 @given(root=_paths, wanted=_paths.filter(bool), stripped=st.booleans())
-def test_the_receivers_path_under_any_mount_point(root: str, wanted: str,
-                                                  stripped: bool) -> None:
+def test_the_receivers_path_under_any_mount_point(root: str, wanted: str, stripped: bool) -> None:
     # Whether the framework leaves the mount prefix in `path` or strips it, the receiver's
     # path after the mount point, and the mount point itself, are the receiver.
     for inner in (wanted, "/", ""):

@@ -34,8 +34,9 @@ class FlakyStore(MemoryStore):
 
     broken = False
 
-    async def record(self, job_id: str | None, decide: Callable[[JobState | None], Verdict], *,
-                     ttl: float) -> Verdict:
+    async def record(
+        self, job_id: str | None, decide: Callable[[JobState | None], Verdict], *, ttl: float
+    ) -> Verdict:
         if self.broken:
             raise jobwatch.JobwatchError("the store is down")
         return await super().record(job_id, decide, ttl=ttl)
@@ -79,14 +80,33 @@ CASES: list[tuple[str, str, str, Callable[[], tuple[dict[str, str], bytes]], int
     ("GET", "GET", PATH, _signed, 405),
     ("PUT", "PUT", PATH, _signed, 405),
     ("too large", "POST", PATH, lambda: _signed(body=b"{" + b" " * 2000 + b"}"), 413),
-    ("text/plain", "POST", PATH,
-     lambda: ({**_signed()[0], "content-type": "text/plain"}, _signed()[1]), 415),
-    ("form", "POST", PATH,
-     lambda: ({**_signed()[0], "content-type": "application/x-www-form-urlencoded"},
-              _signed()[1]), 415),
-    ("no signature", "POST", PATH,
-     lambda: ({"content-type": "application/json", "x-reader-event": "job.completed"},
-              _signed()[1]), 401),
+    (
+        "text/plain",
+        "POST",
+        PATH,
+        lambda: ({**_signed()[0], "content-type": "text/plain"}, _signed()[1]),
+        415,
+    ),
+    (
+        "form",
+        "POST",
+        PATH,
+        lambda: (
+            {**_signed()[0], "content-type": "application/x-www-form-urlencoded"},
+            _signed()[1],
+        ),
+        415,
+    ),
+    (
+        "no signature",
+        "POST",
+        PATH,
+        lambda: (
+            {"content-type": "application/json", "x-reader-event": "job.completed"},
+            _signed()[1],
+        ),
+        401,
+    ),
     ("wrong secret", "POST", PATH, lambda: _signed(secret="not-the-secret-0123456"), 401),
     ("tampered", "POST", PATH, lambda: (_signed()[0], _signed()[1] + b" "), 401),
     ("stale", "POST", PATH, lambda: _signed(now=time.time() - 3600), 400),
@@ -94,16 +114,22 @@ CASES: list[tuple[str, str, str, Callable[[], tuple[dict[str, str], bytes]], int
     ("bad json", "POST", PATH, lambda: _signed(body=b"{not json"), 400),
     ("json array", "POST", PATH, lambda: _signed(body=b"[1, 2]"), 400),
     ("no job id", "POST", PATH, lambda: _signed(payload={"status": "completed"}), 400),
-    ("empty job id", "POST", PATH, lambda: _signed(payload={"jobId": "", "status": "completed"}),
-     400),
+    (
+        "empty job id",
+        "POST",
+        PATH,
+        lambda: _signed(payload={"jobId": "", "status": "completed"}),
+        400,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "make", "status"),
-                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-async def test_exact_statuses(method: str, path: str,
-                              make: Callable[[], tuple[dict[str, str], bytes]],
-                              status: int) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "make", "status"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+async def test_exact_statuses(
+    method: str, path: str, make: Callable[[], tuple[dict[str, str], bytes]], status: int
+) -> None:
     async with receiving(config(max_body=1024)) as running, running.client() as client:
         headers, body = make()
         via_app = await client.request(method, path, content=body, headers=headers)
@@ -132,12 +158,18 @@ async def test_a_lower_case_method_is_not_post() -> None:
 
 
 PAGE = {"jobId": "job_9", "url": "https://example.com/p1", "markdown": "# p1"}
-CREDIT = {"balance": 5, "limit": 1000, "used": 995, "tier": "free",
-          "resetAt": "2026-05-01T00:00:00Z"}
+CREDIT = {
+    "balance": 5,
+    "limit": 1000,
+    "used": 995,
+    "tier": "free",
+    "resetAt": "2026-05-01T00:00:00Z",
+}
 
 
-async def test_signed_content_sent_again_under_other_unsigned_headers_is_refused_or_a_duplicate(
-) -> None:
+async def test_signed_content_again_under_other_unsigned_headers_is_refused_or_a_duplicate() -> (
+    None
+):
     # Reader signs the timestamp and the body, not X-Reader-Event nor X-Reader-Delivery: a
     # captured delivery sent again relabelled must not become another event.
     async with receiving() as running, running.client() as client:
@@ -145,8 +177,9 @@ async def test_signed_content_sent_again_under_other_unsigned_headers_is_refused
         first = await client.post(PATH, content=body, headers=headers)
         forged = {**headers, "x-reader-event": "job.failed", "x-reader-delivery": "d-forged"}
         relabelled = await client.post(PATH, content=body, headers=forged)
-        again = await client.post(PATH, content=body,
-                                  headers={**headers, "x-reader-delivery": "d-fresh"})
+        again = await client.post(
+            PATH, content=body, headers={**headers, "x-reader-delivery": "d-fresh"}
+        )
         headers, body = delivery("credit.low", CREDIT, delivery_id="d-credit-0")
         replies = []
         for n in range(3):
@@ -181,9 +214,11 @@ async def test_relabelled_replays_to_a_receiver_that_never_saw_the_original(
     statuses: list[int] = []
     for n in range(3):
         async with receiving(store=SQLiteStore(db)) as running, running.client() as client:
-            for event, headers, body in (("job.failed", page_headers, page),
-                                         ("credit.low", page_headers, page),
-                                         ("credit.low", credit_headers, credit)):
+            for event, headers, body in (
+                ("job.failed", page_headers, page),
+                ("credit.low", page_headers, page),
+                ("credit.low", credit_headers, credit),
+            ):
                 fresh = {**headers, "x-reader-event": event, "x-reader-delivery": f"d-{n}"}
                 reply = await client.post(PATH, content=body, headers=fresh)
                 statuses.append(reply.status_code)
@@ -198,13 +233,19 @@ async def test_a_body_nested_deeper_than_the_bound_is_400_every_time(tmp_path: P
     # Deep enough to decode, too deep to store: it was answered 503 on every retry. Now it is
     # refused for good, whatever the depth, and a body at the bound is recorded.
     def nested(job: str, depth: int) -> bytes:
-        return (b'{"jobId":"%s","status":"completed","data":' % job.encode() + b"[" * depth
-                + b"]" * depth + b"}")
+        return (
+            b'{"jobId":"%s","status":"completed","data":' % job.encode()
+            + b"[" * depth
+            + b"]" * depth
+            + b"}"
+        )
 
     cfg = config(listen="127.0.0.1:0")
     store = SQLiteStore(str(tmp_path / "state.db"))
-    async with receiving(cfg, store=store) as running, httpx.AsyncClient(
-            base_url=running.watcher.bound_url("webhook")) as client:
+    async with (
+        receiving(cfg, store=store) as running,
+        httpx.AsyncClient(base_url=running.watcher.bound_url("webhook")) as client,
+    ):
         replies = {}
         for depth in (*range(900, 1000, 10), 975, 975, 5000):
             headers, body = delivery(body=nested(f"job_{depth}", depth), delivery_id="d-deep")
@@ -218,13 +259,18 @@ async def test_a_body_nested_deeper_than_the_bound_is_400_every_time(tmp_path: P
     assert [e.job_id for e in running.events] == ["job_ok"]
 
 
-@pytest.mark.parametrize(("body", "deeper"), [
-    (b"[]", False), (b"[" * 101 + b"]" * 101, True), (b"[" * 100 + b"]" * 100, False),
-    (b'{"a":"' + b"[" * 300 + b'"}', False),  # brackets in a string are text
-    (b'{"a":"\\\"' + b"[" * 300 + b'"}', False),  # so are they after escaped quotes
-    (b'["' + b"[" * 300, False),  # an unterminated string: not JSON, left to the decoder
-    (b"[" + b"[]," * 5000 + b"[]]", False),
-])
+@pytest.mark.parametrize(
+    ("body", "deeper"),
+    [
+        (b"[]", False),
+        (b"[" * 101 + b"]" * 101, True),
+        (b"[" * 100 + b"]" * 100, False),
+        (b'{"a":"' + b"[" * 300 + b'"}', False),  # brackets in a string are text
+        (b'{"a":"\\"' + b"[" * 300 + b'"}', False),  # so are they after escaped quotes
+        (b'["' + b"[" * 300, False),  # an unterminated string: not JSON, left to the decoder
+        (b"[" + b"[]," * 5000 + b"[]]", False),
+    ],
+)
 def test_nesting_is_measured_outside_strings(body: bytes, deeper: bool) -> None:
     assert nests_deeper(body) is deeper
 
@@ -237,10 +283,14 @@ def _depth(value: Any) -> int:
     return 0
 
 
-_JSON = st.recursive(st.none() | st.integers() | st.text(alphabet='[]{}"\\ab', max_size=6),
-                     lambda inner: st.lists(inner, max_size=3)
-                     | st.dictionaries(st.text(alphabet='[]{}"\\a', max_size=4), inner,
-                                       max_size=3), max_leaves=20)
+_JSON = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='[]{}"\\ab', max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(alphabet='[]{}"\\a', max_size=4), inner, max_size=3)
+    ),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -283,8 +333,12 @@ async def test_content_length_over_the_limit_is_refused_before_reading() -> None
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        scope = {"type": "http", "method": "POST", "path": PATH, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", b"999999")]}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": PATH,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"999999")],
+        }
         await app(scope, receive, send)
     assert sent[0]["status"] == 413 and received == []
 
@@ -301,8 +355,12 @@ async def test_a_body_streamed_past_the_limit_is_413() -> None:
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        scope = {"type": "http", "method": "POST", "path": PATH,
-                 "headers": [(b"content-type", b"application/json")]}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": PATH,
+            "headers": [(b"content-type", b"application/json")],
+        }
         await app(scope, receive, send)
     assert sent[0]["status"] == 413
 
@@ -325,8 +383,9 @@ async def test_a_store_failure_answers_503_and_the_retry_is_dispatched() -> None
 async def test_the_app_answers_503_until_the_watcher_runs() -> None:
     transport = WebhookTransport.from_config(config())
     app: Any = transport.asgi_app()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://hook") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://hook"
+    ) as client:
         headers, body = delivery()
         reply = await client.post(PATH, content=body, headers=headers)
     assert reply.status_code == 503
@@ -344,8 +403,13 @@ async def test_mounted_under_a_prefix() -> None:
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        scope = {"type": "http", "method": "POST", "path": "/api" + PATH, "root_path": "/api",
-                 "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/api" + PATH,
+            "root_path": "/api",
+            "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+        }
         await app(scope, receive, send)
         await until(lambda: len(running.events) == 1)
     assert sent[0]["status"] == 200
@@ -365,7 +429,10 @@ async def test_lifespan_and_websocket_scopes() -> None:
     await app({"type": "lifespan"}, receive, send)
     await app({"type": "websocket", "path": PATH}, receive, send)
     assert [m["type"] for m in sent] == [
-        "lifespan.startup.complete", "lifespan.shutdown.complete", "websocket.close"]
+        "lifespan.startup.complete",
+        "lifespan.shutdown.complete",
+        "websocket.close",
+    ]
 
 
 # -- unsigned receivers ------------------------------------------------------------------
@@ -396,22 +463,30 @@ async def test_allow_unsigned_with_secrets_still_rejects_a_wrong_signature() -> 
 # -- configuration -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("table", "match"), [
-    ({"secrets": []}, "secrets is empty"),
-    ({"scheme": "svix"}, "installed schemes are github, hmac-sha256, reader, standard-webhooks"),
-    ({"scheme": {"name": "hmac-sha256", "header": "X-S", "color": "red"}},
-     r"unknown key\(s\) color.*\[jobwatch.webhook\] scheme"),
-    ({"scheme": ["github"]}, "must be a scheme name"),
-    ({"listen": "localhost"}, "HOST:PORT"),
-    ({"listen": "127.0.0.1:99999"}, "HOST:PORT"),
-    ({"path": "hooks"}, "path must begin"),
-    ({"tolerance": 0}, "tolerance"),
-    ({"max_body": 0}, "max_body"),
-    ({"secrets": "one"}, r"\[jobwatch.webhook\]"),
-    ({"secret": "x"}, "secret"),
-    ({"certfile": "cert.pem"}, "certfile and keyfile go together"),
-    ({"certfile": "/nonexistent.pem", "keyfile": "/nonexistent.pem"}, "cannot use the TLS"),
-])
+@pytest.mark.parametrize(
+    ("table", "match"),
+    [
+        ({"secrets": []}, "secrets is empty"),
+        (
+            {"scheme": "svix"},
+            "installed schemes are github, hmac-sha256, reader, standard-webhooks",
+        ),
+        (
+            {"scheme": {"name": "hmac-sha256", "header": "X-S", "color": "red"}},
+            r"unknown key\(s\) color.*\[jobwatch.webhook\] scheme",
+        ),
+        ({"scheme": ["github"]}, "must be a scheme name"),
+        ({"listen": "localhost"}, "HOST:PORT"),
+        ({"listen": "127.0.0.1:99999"}, "HOST:PORT"),
+        ({"path": "hooks"}, "path must begin"),
+        ({"tolerance": 0}, "tolerance"),
+        ({"max_body": 0}, "max_body"),
+        ({"secrets": "one"}, r"\[jobwatch.webhook\]"),
+        ({"secret": "x"}, "secret"),
+        ({"certfile": "cert.pem"}, "certfile and keyfile go together"),
+        ({"certfile": "/nonexistent.pem", "keyfile": "/nonexistent.pem"}, "cannot use the TLS"),
+    ],
+)
 def test_configuration_errors(table: dict[str, Any], match: str) -> None:
     with pytest.raises(jobwatch.ConfigError, match=match):
         WebhookTransport.from_config(config(**table))
@@ -449,29 +524,49 @@ def test_json_content_types() -> None:
 
 _TOKEN = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-0123456789", min_size=1, max_size=20)
 _VALUE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80)
-_NAMES = st.one_of(_TOKEN, st.sampled_from([
-    "content-type", "content-length", "x-reader-signature", "x-reader-timestamp",
-    "x-reader-event", "x-reader-delivery"]))
-_HEADERS = st.dictionaries(_NAMES, _VALUE, max_size=8).map(
-    lambda h: {k: v for k, v in h.items() if k != "content-length"})
-_REQUEST = st.fixed_dictionaries({
-    "method": st.sampled_from(["POST", "GET", "PUT", "DELETE", "PATCH"]),
-    "path": st.one_of(st.just(PATH), st.just("/"),
-                      # httpx refuses a relative URL that begins with "//"
-                      st.text(alphabet="abcxyz/-_.~%09", max_size=30)
-                      .map(lambda p: "/" + p.lstrip("/"))),
-    "headers": st.one_of(
-        _HEADERS,
-        _HEADERS.map(lambda h: {**h, "content-type": "application/json"}),
-        _HEADERS.map(lambda h: {**h, **delivery()[0]}),
+_NAMES = st.one_of(
+    _TOKEN,
+    st.sampled_from(
+        [
+            "content-type",
+            "content-length",
+            "x-reader-signature",
+            "x-reader-timestamp",
+            "x-reader-event",
+            "x-reader-delivery",
+        ]
     ),
-    # Signed headers above sign another body than any of these, so nothing here is valid.
-    "body": st.one_of(st.binary(max_size=300),
-                      st.recursive(st.none() | st.integers() | st.text(max_size=10),
-                                   lambda c: st.lists(c, max_size=3)
-                                   | st.dictionaries(st.text(max_size=8), c, max_size=3),
-                                   max_leaves=8).map(lambda v: json.dumps(v).encode())),
-})
+)
+_HEADERS = st.dictionaries(_NAMES, _VALUE, max_size=8).map(
+    lambda h: {k: v for k, v in h.items() if k != "content-length"}
+)
+_REQUEST = st.fixed_dictionaries(
+    {
+        "method": st.sampled_from(["POST", "GET", "PUT", "DELETE", "PATCH"]),
+        "path": st.one_of(
+            st.just(PATH),
+            st.just("/"),
+            # httpx refuses a relative URL that begins with "//"
+            st.text(alphabet="abcxyz/-_.~%09", max_size=30).map(lambda p: "/" + p.lstrip("/")),
+        ),
+        "headers": st.one_of(
+            _HEADERS,
+            _HEADERS.map(lambda h: {**h, "content-type": "application/json"}),
+            _HEADERS.map(lambda h: {**h, **delivery()[0]}),
+        ),
+        # Signed headers above sign another body than any of these, so nothing here is valid.
+        "body": st.one_of(
+            st.binary(max_size=300),
+            st.recursive(
+                st.none() | st.integers() | st.text(max_size=10),
+                lambda c: (
+                    st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3)
+                ),
+                max_leaves=8,
+            ).map(lambda v: json.dumps(v).encode()),
+        ),
+    }
+)
 
 # Hypothesis runs in a worker thread and calls into the event loop for each request, so that
 # one Watcher serves every example.
@@ -488,8 +583,12 @@ async def test_arbitrary_requests_through_the_handler() -> None:
         def check(requests: list[dict[str, Any]]) -> None:
             for request in requests:
                 reply = anyio.from_thread.run(
-                    receiver.handle, request["method"], request["path"], request["headers"],
-                    request["body"])
+                    receiver.handle,
+                    request["method"],
+                    request["path"],
+                    request["headers"],
+                    request["body"],
+                )
                 assert reply.status in (400, 401, 404, 405, 413, 415), reply
 
         await anyio.to_thread.run_sync(check)
@@ -497,10 +596,20 @@ async def test_arbitrary_requests_through_the_handler() -> None:
     assert running.events == []
 
 
-_UNSIGNED_NAMES = st.sampled_from([
-    "content-type", "x-reader-signature", "x-reader-timestamp", "x-reader-event",
-    "x-reader-delivery", "stripe-signature", "webhook-signature", "webhook-id",
-    "webhook-timestamp", "x-hub-signature-256"])
+_UNSIGNED_NAMES = st.sampled_from(
+    [
+        "content-type",
+        "x-reader-signature",
+        "x-reader-timestamp",
+        "x-reader-event",
+        "x-reader-delivery",
+        "stripe-signature",
+        "webhook-signature",
+        "webhook-id",
+        "webhook-timestamp",
+        "x-hub-signature-256",
+    ]
+)
 _ANY_TEXT = st.one_of(_VALUE, st.text(max_size=20))  # latin-1 and beyond, as ASGI may hand over
 
 
@@ -515,11 +624,20 @@ async def test_arbitrary_requests_to_an_unsigned_receiver_never_5xx(scheme: str)
         assert receiver is not None
 
         @settings(max_examples=80, deadline=None)
-        @given(headers=st.dictionaries(_UNSIGNED_NAMES, _ANY_TEXT, max_size=6),
-               body=st.one_of(_REQUEST.map(lambda r: r["body"]), st.sampled_from([
-                   b'{"jobId": "job_1", "status": "completed"}', b'{"balance": 3}',
-                   b'{"jobId": "job_2", "url": "https://example.com/a"}'])),
-               event=st.sampled_from(["job.completed", "job.page", "credit.low", "job.x"]))
+        @given(
+            headers=st.dictionaries(_UNSIGNED_NAMES, _ANY_TEXT, max_size=6),
+            body=st.one_of(
+                _REQUEST.map(lambda r: r["body"]),
+                st.sampled_from(
+                    [
+                        b'{"jobId": "job_1", "status": "completed"}',
+                        b'{"balance": 3}',
+                        b'{"jobId": "job_2", "url": "https://example.com/a"}',
+                    ]
+                ),
+            ),
+            event=st.sampled_from(["job.completed", "job.page", "credit.low", "job.x"]),
+        )
         def check(headers: dict[str, str], body: bytes, event: str) -> None:
             headers = {"content-type": "application/json", "x-reader-event": event, **headers}
             reply = anyio.from_thread.run(receiver.handle, "POST", PATH, headers, body)
@@ -535,9 +653,15 @@ async def test_arbitrary_requests_through_the_asgi_app() -> None:
         @given(requests=st.lists(_REQUEST, min_size=1, max_size=6))
         def check(requests: list[dict[str, Any]]) -> None:
             for request in requests:
-                reply = anyio.from_thread.run(functools.partial(
-                    client.request, request["method"], request["path"],
-                    headers=request["headers"], content=request["body"]))
+                reply = anyio.from_thread.run(
+                    functools.partial(
+                        client.request,
+                        request["method"],
+                        request["path"],
+                        headers=request["headers"],
+                        content=request["body"],
+                    )
+                )
                 assert reply.status_code in (400, 401, 404, 405, 413, 415), reply.text
 
         await anyio.to_thread.run_sync(check)
@@ -545,15 +669,22 @@ async def test_arbitrary_requests_through_the_asgi_app() -> None:
     assert running.events == []
 
 
-_PAYLOAD = st.fixed_dictionaries({}, optional={
-    "jobId": st.one_of(st.text(max_size=8), st.integers(), st.none()),
-    "status": st.one_of(st.sampled_from(["queued", "processing", "completed", "failed",
-                                         "cancelled", "aborted"]), st.integers()),
-    "completed": st.one_of(st.integers(min_value=-3, max_value=5), st.text(max_size=3)),
-    "total": st.one_of(st.integers(min_value=-3, max_value=5), st.none()),
-    "url": st.one_of(st.text(max_size=10), st.integers()),
-    "error": st.one_of(st.none(), st.text(max_size=5)),
-})
+_PAYLOAD = st.fixed_dictionaries(
+    {},
+    optional={
+        "jobId": st.one_of(st.text(max_size=8), st.integers(), st.none()),
+        "status": st.one_of(
+            st.sampled_from(
+                ["queued", "processing", "completed", "failed", "cancelled", "aborted"]
+            ),
+            st.integers(),
+        ),
+        "completed": st.one_of(st.integers(min_value=-3, max_value=5), st.text(max_size=3)),
+        "total": st.one_of(st.integers(min_value=-3, max_value=5), st.none()),
+        "url": st.one_of(st.text(max_size=10), st.integers()),
+        "error": st.one_of(st.none(), st.text(max_size=5)),
+    },
+)
 
 
 async def test_signed_arbitrary_payloads_never_5xx_and_400s_never_dispatch() -> None:
@@ -562,10 +693,16 @@ async def test_signed_arbitrary_payloads_never_5xx_and_400s_never_dispatch() -> 
         assert receiver is not None
 
         @_FUZZ
-        @given(event=st.one_of(st.sampled_from(["job.started", "job.page", "job.completed",
-                                                "job.failed", "credit.low"]),
-                               st.text(max_size=12)),
-               payload=_PAYLOAD, ident=st.uuids())
+        @given(
+            event=st.one_of(
+                st.sampled_from(
+                    ["job.started", "job.page", "job.completed", "job.failed", "credit.low"]
+                ),
+                st.text(max_size=12),
+            ),
+            payload=_PAYLOAD,
+            ident=st.uuids(),
+        )
         def check(event: str, payload: dict[str, Any], ident: Any) -> None:
             headers, body = delivery(event, payload, delivery_id=str(ident))
             before = running.watcher.statistics().events_in
@@ -579,8 +716,7 @@ async def test_signed_arbitrary_payloads_never_5xx_and_400s_never_dispatch() -> 
 
 @pytest.mark.parametrize("scheme", ["reader", "standard-webhooks", "github", "stripe"])
 async def test_allow_unsigned_takes_an_unsigned_delivery_under_every_scheme(scheme: str) -> None:
-    secret = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQ=" if scheme == "standard-webhooks" \
-        else SECRET
+    secret = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQ=" if scheme == "standard-webhooks" else SECRET
     cfg = config(scheme=scheme, secrets=[secret], allow_unsigned=True)
     async with receiving(cfg) as running, running.client() as client:
         headers, body = delivery()

@@ -45,7 +45,7 @@ acme-sig = fake_jw_acme_scheme:AcmeScheme
 """
 
 # A third party's scheme: HMAC-SHA512 of "{X-Acme-Id}:{body}", hex, in X-Acme-Signature.
-PLUGIN = '''
+PLUGIN = """
 import hashlib
 import hmac
 
@@ -79,15 +79,16 @@ class AcmeScheme(Scheme):
         ident = delivery_id or "acme-1"
         mac = self._mac(self.secrets[0], ident, body).hex()
         return {"x-acme-id": ident, "x-acme-signature": mac}
-'''
+"""
 
 
 @pytest.fixture
 def acme_scheme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[type[Scheme]]:
     info = tmp_path / "fake_jobwatch_acme-1.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-jobwatch-acme\n"
-                                   "Version: 1.0\n")
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: fake-jobwatch-acme\nVersion: 1.0\n"
+    )
     (info / "entry_points.txt").write_text(textwrap.dedent(ENTRY_POINTS))
     (tmp_path / "fake_jw_acme_scheme.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -114,8 +115,9 @@ class AcmeProvider(Provider):
     def status_request(self, job_id: str) -> Request:
         return Request(path=f"/jobs/{job_id}")
 
-    def decode_status(self, job_id: str, response: Response, previous: Snapshot | None, *,
-                      source: str) -> tuple[Snapshot, list[jobwatch.JobEvent]]:
+    def decode_status(
+        self, job_id: str, response: Response, previous: Snapshot | None, *, source: str
+    ) -> tuple[Snapshot, list[jobwatch.JobEvent]]:
         raise jobwatch.DecodeError("not polled in these tests")
 
     def results_request(self, job_id: str) -> Request:
@@ -127,28 +129,41 @@ class AcmeProvider(Provider):
     def error_for(self, response: Response) -> jobwatch.JobwatchError:
         return jobwatch.APIError(f"HTTP {response.status}", status=response.status)
 
-    def decode_webhook(self, headers: Mapping[str, str], body: bytes, *,
-                       source: str) -> WebhookDelivery:
+    def decode_webhook(
+        self, headers: Mapping[str, str], body: bytes, *, source: str
+    ) -> WebhookDelivery:
         name = headers.get("x-acme-event", "")
         if name != "job.done":
             return WebhookDelivery(delivery_id=None, event_name=name, events=())
         job = json.loads(body)["id"]
-        event = jobwatch.JobEvent(kind=jobwatch.EventKind.COMPLETED, job_id=job,
-                                  status=jobwatch.JobStatus.COMPLETED, key=f"{job}:terminal",
-                                  source=source)
+        event = jobwatch.JobEvent(
+            kind=jobwatch.EventKind.COMPLETED,
+            job_id=job,
+            status=jobwatch.JobStatus.COMPLETED,
+            key=f"{job}:terminal",
+            source=source,
+        )
         return WebhookDelivery(delivery_id=None, event_name=name, events=(event,))
 
 
 def acme_config(**webhook: Any) -> jobwatch.Config:
     # The configured provider is left at its default: the instance given to the Watcher wins.
-    return jobwatch.Config.from_mapping({"jobwatch": {
-        "transport": "webhook", "store": "memory", "safety_poll": 0,
-        "webhook": {"listen": "127.0.0.1:0", "secrets": [SECRET], **webhook}}})
+    return jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "transport": "webhook",
+                "store": "memory",
+                "safety_poll": 0,
+                "webhook": {"listen": "127.0.0.1:0", "secrets": [SECRET], **webhook},
+            }
+        }
+    )
 
 
 @asynccontextmanager
-async def serving(provider: Provider, cfg: jobwatch.Config) -> AsyncIterator[
-        tuple[jobwatch.Watcher, httpx.AsyncClient, list[jobwatch.JobEvent]]]:
+async def serving(
+    provider: Provider, cfg: jobwatch.Config
+) -> AsyncIterator[tuple[jobwatch.Watcher, httpx.AsyncClient, list[jobwatch.JobEvent]]]:
     watcher = jobwatch.Watcher(cfg, provider=provider, store=MemoryStore())
     events: list[jobwatch.JobEvent] = []
     watcher.subscribe(events.append)
@@ -156,8 +171,9 @@ async def serving(provider: Provider, cfg: jobwatch.Config) -> AsyncIterator[
         yield watcher, client, events
 
 
-def signed(scheme: Scheme, event: str, job: str, ident: str = "d-1") -> tuple[dict[str, str],
-                                                                              bytes]:
+def signed(
+    scheme: Scheme, event: str, job: str, ident: str = "d-1"
+) -> tuple[dict[str, str], bytes]:
     body = json.dumps({"id": job, "state": "done"}).encode()
     headers = scheme.sign(body, now=time.time(), delivery_id=ident)
     return {**headers, "content-type": "application/json", "x-acme-event": event}, body
@@ -174,8 +190,9 @@ async def test_an_injected_providers_scheme_and_path_verify_end_to_end(
     async with serving(AcmeProvider("github"), acme_config()) as (watcher, client, events):
         headers, body = signed(github, "job.done", "run_7")
         done = await client.post("/hooks/acme-jobs", content=body, headers=headers)
-        ping = await client.post("/hooks/acme-jobs", content=body,
-                                 headers={**headers, "x-acme-event": "ping"})
+        ping = await client.post(
+            "/hooks/acme-jobs", content=body, headers={**headers, "x-acme-event": "ping"}
+        )
         # Reader's scheme and path are not this provider's.
         reader_headers, _ = delivery(body=body)
         as_reader = await client.post("/hooks/acme-jobs", content=body, headers=reader_headers)
@@ -263,8 +280,11 @@ class Clock:
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.levelno == logging.WARNING and "failed verification" in r.getMessage()]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "failed verification" in r.getMessage()
+    ]
 
 
 async def test_failed_verifications_warn_at_once_then_once_a_minute_with_a_count(
@@ -274,8 +294,9 @@ async def test_failed_verifications_warn_at_once_then_once_a_minute_with_a_count
     options = WebhookOptions(secrets=(jobwatch.Secret(SECRET),))
     transport = WebhookTransport(options, clock=clock)
     cfg = acme_config()
-    watcher = jobwatch.Watcher(cfg, provider=AcmeProvider("github"), store=MemoryStore(),
-                               transports=[transport])
+    watcher = jobwatch.Watcher(
+        cfg, provider=AcmeProvider("github"), store=MemoryStore(), transports=[transport]
+    )
     wrong = build_scheme("github", ["not-the-secret-0123"], tolerance=300)
     headers, body = signed(wrong, "job.done", "run_1")
     async with watcher:
@@ -311,14 +332,21 @@ def test_serverless_invocations_share_the_pace_of_warnings(
 ) -> None:
     from jobwatch.serverless import Handler
 
-    cfg = jobwatch.Config.from_mapping({"jobwatch": {
-        "transport": "webhook", "store": "memory", "safety_poll": 0,
-        "webhook": {"secrets": [SECRET], "scheme": "github"}}})
-    handler = Handler(cfg, on_event=lambda event: None, provider=AcmeProvider("github"),
-                      store=MemoryStore())
+    cfg = jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "transport": "webhook",
+                "store": "memory",
+                "safety_poll": 0,
+                "webhook": {"secrets": [SECRET], "scheme": "github"},
+            }
+        }
+    )
+    handler = Handler(
+        cfg, on_event=lambda event: None, provider=AcmeProvider("github"), store=MemoryStore()
+    )
     wrong = build_scheme("github", ["not-the-secret-0123"], tolerance=300)
     headers, body = signed(wrong, "job.done", "run_1")
     for _ in range(5):
         assert handler.handle("POST", "/x", headers, body).status == 401
     assert len(_warnings(caplog)) == 1
-

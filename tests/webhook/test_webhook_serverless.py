@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from _webhook_helpers import PATH, SECRET, delivery
 
 import jobwatch
@@ -17,35 +18,64 @@ from jobwatch.stores.memory import MemoryStore
 
 
 def config(store: str = "memory", **tables: Any) -> jobwatch.Config:
-    return jobwatch.Config.from_mapping({"jobwatch": {
-        "api_key": "rdr_sim", "store": store, "webhook": {"secrets": [SECRET]}, **tables}})
+    return jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "api_key": "rdr_sim",
+                "store": store,
+                "webhook": {"secrets": [SECRET]},
+                **tables,
+            }
+        }
+    )
 
 
-def v1_event(headers: dict[str, str], body: bytes, *, b64: bool = False,
-             multi: bool = False) -> dict[str, Any]:
+def v1_event(
+    headers: dict[str, str], body: bytes, *, b64: bool = False, multi: bool = False
+) -> dict[str, Any]:
     """An API Gateway REST API (payload format 1.0) proxy event."""
     wire = {k.title(): v for k, v in headers.items()}  # API Gateway v1 keeps the sender's case
     return {
-        "resource": PATH, "path": PATH, "httpMethod": "POST",
+        "resource": PATH,
+        "path": PATH,
+        "httpMethod": "POST",
         "headers": None if multi else wire,
         "multiValueHeaders": {k: [v] for k, v in wire.items()} if multi else None,
-        "queryStringParameters": None, "pathParameters": None, "stageVariables": None,
-        "requestContext": {"resourcePath": PATH, "httpMethod": "POST", "stage": "prod",
-                           "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"},
+        "queryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": PATH,
+            "httpMethod": "POST",
+            "stage": "prod",
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+        },
         "body": base64.b64encode(body).decode() if b64 else body.decode(),
         "isBase64Encoded": b64,
     }
 
 
-def v2_event(headers: dict[str, str], body: bytes, *, b64: bool = True,
-             path: str = "/prod" + PATH) -> dict[str, Any]:
+def v2_event(
+    headers: dict[str, str], body: bytes, *, b64: bool = True, path: str = "/prod" + PATH
+) -> dict[str, Any]:
     """An API Gateway HTTP API (payload format 2.0) event; function URLs send the same shape."""
     return {
-        "version": "2.0", "routeKey": f"POST {PATH}", "rawPath": path, "rawQueryString": "",
+        "version": "2.0",
+        "routeKey": f"POST {PATH}",
+        "rawPath": path,
+        "rawQueryString": "",
         "headers": {k.lower(): v for k, v in headers.items()},
-        "requestContext": {"http": {"method": "POST", "path": path, "protocol": "HTTP/1.1",
-                                    "sourceIp": "192.0.2.1", "userAgent": "Reader-Webhook/1.0"},
-                           "requestId": "JKJaXmPLvHcESHA=", "stage": "prod"},
+        "requestContext": {
+            "http": {
+                "method": "POST",
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "192.0.2.1",
+                "userAgent": "Reader-Webhook/1.0",
+            },
+            "requestId": "JKJaXmPLvHcESHA=",
+            "stage": "prod",
+        },
         "body": base64.b64encode(body).decode() if b64 else body.decode(),
         "isBase64Encoded": b64,
     }
@@ -57,7 +87,8 @@ def received() -> list[jobwatch.JobEvent]:
 
 
 def test_v1_event_is_verified_recorded_and_dispatched_once(
-        received: list[jobwatch.JobEvent]) -> None:
+    received: list[jobwatch.JobEvent],
+) -> None:
     handler = lambda_handler(config(), on_event=received.append, store=MemoryStore())
     headers, body = delivery()
     first = handler(v1_event(headers, body), None)
@@ -82,25 +113,34 @@ def test_function_url_event(received: list[jobwatch.JobEvent]) -> None:
     assert len(received) == 1
 
 
-@pytest.mark.parametrize(("change", "status"), [
-    (lambda h, b: (h, b + b" "), 401),
-    (lambda h, b: ({**h, "x-reader-timestamp": str(int(time.time()) - 3600)}, b), 400),
-    (lambda h, b: ({k: v for k, v in h.items() if k != "x-reader-signature"}, b), 401),
-    (lambda h, b: ({**h, "content-type": "text/plain"}, b), 415),
-])
-def test_bad_deliveries_are_refused(change: Any, status: int,
-                                    received: list[jobwatch.JobEvent]) -> None:
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        (lambda h, b: (h, b + b" "), 401),
+        (lambda h, b: ({**h, "x-reader-timestamp": str(int(time.time()) - 3600)}, b), 400),
+        (lambda h, b: ({k: v for k, v in h.items() if k != "x-reader-signature"}, b), 401),
+        (lambda h, b: ({**h, "content-type": "text/plain"}, b), 415),
+    ],
+)
+def test_bad_deliveries_are_refused(
+    change: Any, status: int, received: list[jobwatch.JobEvent]
+) -> None:
     handler = lambda_handler(config(), on_event=received.append, store=MemoryStore())
     headers, body = change(*delivery())
     assert handler(v2_event(headers, body), None)["statusCode"] == status
     assert received == []
 
 
-@pytest.mark.parametrize("event", [
-    {}, {"httpMethod": 5}, {"version": "2.0", "requestContext": "x"},
-    {"httpMethod": "POST", "path": PATH, "body": "%%%", "isBase64Encoded": True},
-    {"httpMethod": "POST", "path": PATH, "body": 12},
-])
+@pytest.mark.parametrize(
+    "event",
+    [
+        {},
+        {"httpMethod": 5},
+        {"version": "2.0", "requestContext": "x"},
+        {"httpMethod": "POST", "path": PATH, "body": "%%%", "isBase64Encoded": True},
+        {"httpMethod": "POST", "path": PATH, "body": 12},
+    ],
+)
 def test_malformed_platform_events_are_400(event: dict[str, Any]) -> None:
     handler = lambda_handler(config(), on_event=lambda e: None, store=MemoryStore())
     assert handler(event, None)["statusCode"] == 400
@@ -120,7 +160,7 @@ def test_a_failing_callback_is_retried_on_the_next_invocation_then_dead_lettered
     other_headers, other_body = delivery("job.started", {"jobId": "job_2"}, delivery_id="d-2")
     handler.handle("POST", PATH, other_headers, other_body)
     assert calls.count("job_1:terminal#1") == 2
-    assert [e.key for e, _, _ in store.dead_letters] == ["job_1:terminal#1"]
+    assert [e.key for e, _, _ in trio.run(store.dead_letters)] == ["job_1:terminal#1"]
 
 
 def test_async_callbacks_and_the_platform_neutral_handle() -> None:
@@ -129,8 +169,9 @@ def test_async_callbacks_and_the_platform_neutral_handle() -> None:
     async def on_event(event: jobwatch.JobEvent) -> None:
         seen.append(event.kind)
 
-    handler = jobwatch.serverless.Handler(config(), on_event=on_event, store=MemoryStore(),
-                                          backend="trio")
+    handler = jobwatch.serverless.Handler(
+        config(), on_event=on_event, store=MemoryStore(), backend="trio"
+    )
     headers, body = delivery()
     status, reply_headers, reply_body = handler.handle("POST", "/anything", headers, body)
     assert status == 200 and reply_body == b'{"ok":true,"duplicate":false}'
@@ -189,14 +230,19 @@ def test_a_store_that_is_down_answers_503_and_bad_input_never_reaches_it(fail: s
     assert reply.status == 503 and b"retry later" in reply.body  # the sender retries
     opened = store.opened
     assert handler.handle("GET", PATH, headers, body).status == 405
-    assert handler.handle("POST", PATH, {**headers, "x-reader-signature": "sha256=" + "0" * 64},
-                          body).status == 401
+    assert (
+        handler.handle(
+            "POST", PATH, {**headers, "x-reader-signature": "sha256=" + "0" * 64}, body
+        ).status
+        == 401
+    )
     assert store.opened == opened and seen == []
 
 
 @pytest.mark.anyio
 async def test_overlapping_invocations_share_the_store_and_dispatch_each_event_once(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     # An async runtime (Cloud Run, an ASGI function) runs invocations at once: the first to
     # finish must not close the store under the others, nor offer their events again.
     import anyio
@@ -207,14 +253,16 @@ async def test_overlapping_invocations_share_the_store_and_dispatch_each_event_o
         await anyio.sleep(0.01 * (hash(event.job_id) % 3))
         seen.append(event.job_id)
 
-    handler = Handler(config("sqlite", sqlite={"path": str(tmp_path / "state.db")}),
-                      on_event=on_event)
+    handler = Handler(
+        config("sqlite", sqlite={"path": str(tmp_path / "state.db")}), on_event=on_event
+    )
     statuses: list[int] = []
 
     async def invoke(n: int) -> None:
         await anyio.sleep(0.002 * (n % 5))
-        headers, body = delivery(payload={"jobId": f"job_{n}", "status": "completed"},
-                                 delivery_id=f"d-{n}")
+        headers, body = delivery(
+            payload={"jobId": f"job_{n}", "status": "completed"}, delivery_id=f"d-{n}"
+        )
         statuses.append((await handler.handle_async("POST", PATH, headers, body)).status)
 
     async with anyio.create_task_group() as tg:
@@ -223,8 +271,9 @@ async def test_overlapping_invocations_share_the_store_and_dispatch_each_event_o
     assert statuses == [200] * 20
     assert sorted(seen, key=str) == sorted((f"job_{n}" for n in range(20)), key=str)
     # The last invocation closed the store: a later one opens it again.
-    headers, body = delivery(payload={"jobId": "job_late", "status": "completed"},
-                             delivery_id="d-late")
+    headers, body = delivery(
+        payload={"jobId": "job_late", "status": "completed"}, delivery_id="d-late"
+    )
     assert (await handler.handle_async("POST", PATH, headers, body)).status == 200
     assert seen[-1] == "job_late"
 
@@ -252,8 +301,9 @@ async def test_an_invocation_that_comes_while_the_store_closes_waits_for_it() ->
 
     async def invoke(n: int, delay: float) -> None:
         await anyio.sleep(delay)
-        headers, body = delivery(payload={"jobId": f"job_{n}", "status": "completed"},
-                                 delivery_id=f"d-{n}")
+        headers, body = delivery(
+            payload={"jobId": f"job_{n}", "status": "completed"}, delivery_id=f"d-{n}"
+        )
         assert (await handler.handle_async("POST", PATH, headers, body)).status == 200
 
     async with anyio.create_task_group() as tg:
@@ -279,8 +329,7 @@ async def test_an_invocation_cancelled_while_it_opens_the_store_fails_no_other()
 
     async def invoke(name: str, after: float, patience: float = 10) -> None:
         await anyio.sleep(after)
-        headers, body = delivery(payload={"jobId": name, "status": "completed"},
-                                 delivery_id=name)
+        headers, body = delivery(payload={"jobId": name, "status": "completed"}, delivery_id=name)
         with anyio.move_on_after(patience) as scope:
             outcomes[name] = (await handler.handle_async("POST", PATH, headers, body)).status
         if scope.cancelled_caught:

@@ -45,16 +45,21 @@ SECRETS = {
     "hmac-sha256": (SECRET, OTHER),
 }
 #: hmac-sha256 as the tests below configure it: a timestamp, base64, a prefix of its own.
-HMAC = {"name": "hmac-sha256", "header": "X-Acme-Signature", "prefix": "v1=",
-        "encoding": "base64", "signed": "timestamp+body", "timestamp_header": "X-Acme-Time",
-        "separator": ":"}
+HMAC = {
+    "name": "hmac-sha256",
+    "header": "X-Acme-Signature",
+    "prefix": "v1=",
+    "encoding": "base64",
+    "signed": "timestamp+body",
+    "timestamp_header": "X-Acme-Time",
+    "separator": ":",
+}
 SCHEMES = sorted(SECRETS)
 TIMED = ["reader", "stripe", "standard-webhooks", "hmac-sha256"]
 
 
 def make(name: str, *secrets: str, tolerance: float = 300.0) -> Scheme:
-    return build_scheme(HMAC if name == "hmac-sha256" else name, list(secrets),
-                        tolerance=tolerance)
+    return build_scheme(HMAC if name == "hmac-sha256" else name, list(secrets), tolerance=tolerance)
 
 
 def fails(status: int, check: Callable[[], None]) -> WebhookVerificationError:
@@ -137,12 +142,21 @@ MALFORMED: list[tuple[str, dict[str, str], int]] = [
     ("stripe", {"stripe-signature": "t=1,t=2,v1=" + "a" * 64}, 400),
     ("stripe", {"stripe-signature": ",,,"}, 401),
     ("standard-webhooks", {"webhook-signature": "v1,AAAA", "webhook-timestamp": "1712275200"}, 401),
-    ("standard-webhooks",
-     {"webhook-id": "m", "webhook-signature": "v1,AAAA", "webhook-timestamp": "now"}, 400),
-    ("standard-webhooks",
-     {"webhook-id": "m", "webhook-signature": "v2,AAAA", "webhook-timestamp": "1712275200"}, 401),
-    ("standard-webhooks",
-     {"webhook-id": "m", "webhook-signature": "v1,!!!", "webhook-timestamp": "1712275200"}, 401),
+    (
+        "standard-webhooks",
+        {"webhook-id": "m", "webhook-signature": "v1,AAAA", "webhook-timestamp": "now"},
+        400,
+    ),
+    (
+        "standard-webhooks",
+        {"webhook-id": "m", "webhook-signature": "v2,AAAA", "webhook-timestamp": "1712275200"},
+        401,
+    ),
+    (
+        "standard-webhooks",
+        {"webhook-id": "m", "webhook-signature": "v1,!!!", "webhook-timestamp": "1712275200"},
+        401,
+    ),
 ]
 
 
@@ -157,8 +171,11 @@ def test_malformed_headers(name: str, headers: dict[str, str], status: int) -> N
 def _library_headers(secret: str, msg_id: str, when: float, body: bytes) -> dict[str, str]:
     stamp = datetime.fromtimestamp(when, UTC)
     signature = Webhook(secret).sign(msg_id, stamp, body.decode())
-    return {"webhook-id": msg_id, "webhook-timestamp": str(int(when)),
-            "webhook-signature": signature}
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(when)),
+        "webhook-signature": signature,
+    }
 
 
 def test_standardwebhooks_package_signatures_verify() -> None:
@@ -179,8 +196,11 @@ def test_standardwebhooks_package_tampered_fails() -> None:
 def test_standard_webhooks_several_signatures_in_one_header() -> None:
     ours = _library_headers(WHSEC, "m1", NOW, BODY)["webhook-signature"]
     theirs = _library_headers(WHSEC_OTHER, "m1", NOW, BODY)["webhook-signature"]
-    headers = {"webhook-id": "m1", "webhook-timestamp": str(int(NOW)),
-               "webhook-signature": f"v1a,ed25519stuff {theirs} {ours}"}
+    headers = {
+        "webhook-id": "m1",
+        "webhook-timestamp": str(int(NOW)),
+        "webhook-signature": f"v1a,ed25519stuff {theirs} {ours}",
+    }
     StandardWebhooksScheme([WHSEC]).verify(headers, BODY, now=NOW)
 
 
@@ -189,8 +209,11 @@ def test_standard_webhooks_signatures_on_two_header_lines() -> None:
     ours = _library_headers(WHSEC, "m1", NOW, BODY)["webhook-signature"]
     theirs = _library_headers(WHSEC_OTHER, "m1", NOW, BODY)["webhook-signature"]
     for value in (f"{ours}, {theirs}", f"{theirs}, {ours}"):
-        headers = {"webhook-id": "m1", "webhook-timestamp": str(int(NOW)),
-                   "webhook-signature": value}
+        headers = {
+            "webhook-id": "m1",
+            "webhook-timestamp": str(int(NOW)),
+            "webhook-signature": value,
+        }
         StandardWebhooksScheme([WHSEC]).verify(headers, BODY, now=NOW)
 
 
@@ -202,8 +225,14 @@ def test_standard_webhooks_id_that_is_not_ascii() -> None:
     scheme.verify(headers, BODY, now=NOW)
     as_asgi = {**headers, "webhook-id": "msg_ü".encode().decode("latin-1")}
     scheme.verify(as_asgi, BODY, now=NOW)
-    fails(401, lambda: scheme.verify({**headers, "webhook-id": "msg_ü".encode("latin-1")
-                                      .decode("latin-1") + "x"}, BODY, now=NOW))
+    fails(
+        401,
+        lambda: scheme.verify(
+            {**headers, "webhook-id": "msg_ü".encode("latin-1").decode("latin-1") + "x"},
+            BODY,
+            now=NOW,
+        ),
+    )
 
 
 def test_identity_names_the_signed_content_not_the_unsigned_headers(name: str) -> None:
@@ -225,8 +254,9 @@ def test_identity_names_the_signed_content_not_the_unsigned_headers(name: str) -
 
 
 def test_standardwebhooks_package_verifies_our_signatures() -> None:
-    headers = StandardWebhooksScheme([WHSEC]).sign(BODY, now=datetime.now(UTC).timestamp(),
-                                                   delivery_id="msg_x")
+    headers = StandardWebhooksScheme([WHSEC]).sign(
+        BODY, now=datetime.now(UTC).timestamp(), delivery_id="msg_x"
+    )
     Webhook(WHSEC).verify(BODY, headers)
 
 
@@ -257,47 +287,62 @@ def test_unknown_scheme_lists_the_installed_ones() -> None:
         scheme_class("svix")
     message = str(info.value)
     assert "[jobwatch.webhook] scheme" in message and "unknown scheme 'svix'" in message
-    assert "installed schemes are github, hmac-sha256, reader, standard-webhooks, stripe" \
-        in message
+    assert "installed schemes are github, hmac-sha256, reader, standard-webhooks, stripe" in message
     assert "jobwatch.schemes" in message
 
 
 def test_every_builtin_is_an_entry_point() -> None:
-    assert {"github", "hmac-sha256", "reader", "standard-webhooks", "stripe"} <= \
-        set(installed("scheme"))
+    assert {"github", "hmac-sha256", "reader", "standard-webhooks", "stripe"} <= set(
+        installed("scheme")
+    )
     for name in installed("scheme"):
         kind = scheme_class(name)
         assert issubclass(kind, Scheme) and kind.name == name
     assert scheme_class("reader") is ReaderScheme
 
 
-@pytest.mark.parametrize(("spec", "match"), [
-    ({"name": "hmac-sha256"}, r"required field missing @ \[jobwatch.webhook\] scheme.header"),
-    ({"name": "hmac-sha256", "header": "X-Sig", "hedaer": "x"},
-     r"unknown key\(s\) hedaer.*@ \[jobwatch.webhook\] scheme"),
-    ({"name": "hmac-sha256", "header": 5}, r"\[jobwatch.webhook\] scheme.header"),
-    ({"name": "hmac-sha256", "header": "X-Sig", "encoding": "b64"},
-     r"'hex', 'base64'.*\[jobwatch.webhook\] scheme.encoding"),
-    ({"name": "hmac-sha256", "header": "X-Sig", "signed": "timestamp+body"},
-     r"scheme.timestamp_header is required"),
-    ({"name": "hmac-sha256", "header": "X-Sig", "timestamp_header": "X-Time"},
-     r"scheme.timestamp_header is used only"),
-    ({"name": "hmac-sha256", "header": "X Sig"}, r"scheme.header must be a header name"),
-    ({"name": "github", "header": "X-Sig"}, "the github scheme takes no options"),
-    ({"header": "X-Sig"}, "must be a scheme name"),
-    (5, "must be a scheme name"),
-])
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ({"name": "hmac-sha256"}, r"required field missing @ \[jobwatch.webhook\] scheme.header"),
+        (
+            {"name": "hmac-sha256", "header": "X-Sig", "hedaer": "x"},
+            r"unknown key\(s\) hedaer.*@ \[jobwatch.webhook\] scheme",
+        ),
+        ({"name": "hmac-sha256", "header": 5}, r"\[jobwatch.webhook\] scheme.header"),
+        (
+            {"name": "hmac-sha256", "header": "X-Sig", "encoding": "b64"},
+            r"'hex', 'base64'.*\[jobwatch.webhook\] scheme.encoding",
+        ),
+        (
+            {"name": "hmac-sha256", "header": "X-Sig", "signed": "timestamp+body"},
+            r"scheme.timestamp_header is required",
+        ),
+        (
+            {"name": "hmac-sha256", "header": "X-Sig", "timestamp_header": "X-Time"},
+            r"scheme.timestamp_header is used only",
+        ),
+        ({"name": "hmac-sha256", "header": "X Sig"}, r"scheme.header must be a header name"),
+        ({"name": "github", "header": "X-Sig"}, "the github scheme takes no options"),
+        ({"header": "X-Sig"}, "must be a scheme name"),
+        (5, "must be a scheme name"),
+    ],
+)
 def test_scheme_options_are_strict(spec: object, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         build_scheme(spec, [SECRET], tolerance=300)
 
 
-@pytest.mark.parametrize(("options", "header"), [
-    ({"header": "X-Hub-Signature-256", "prefix": "sha256="}, "x-hub-signature-256"),
-    ({"header": "Signature"}, "signature"),
-])
-def test_hmac_sha256_over_the_body_matches_a_plain_recipe(options: dict[str, str],
-                                                          header: str) -> None:
+@pytest.mark.parametrize(
+    ("options", "header"),
+    [
+        ({"header": "X-Hub-Signature-256", "prefix": "sha256="}, "x-hub-signature-256"),
+        ({"header": "Signature"}, "signature"),
+    ],
+)
+def test_hmac_sha256_over_the_body_matches_a_plain_recipe(
+    options: dict[str, str], header: str
+) -> None:
     digest = hmac.new(SECRET.encode(), BODY, hashlib.sha256).hexdigest()
     scheme = build_scheme({"name": "hmac-sha256", **options}, [SECRET], tolerance=300)
     scheme.verify({header: options.get("prefix", "") + digest.upper()}, BODY, now=NOW)
@@ -307,14 +352,13 @@ def test_hmac_sha256_over_the_body_matches_a_plain_recipe(options: dict[str, str
 def test_hmac_sha256_with_a_timestamp_matches_a_plain_recipe() -> None:
     stamp = str(int(NOW))
     digest = hmac.new(SECRET.encode(), f"{stamp}:".encode() + BODY, hashlib.sha256).digest()
-    headers = {"x-acme-signature": "v1=" + base64.b64encode(digest).decode(),
-               "x-acme-time": stamp}
+    headers = {"x-acme-signature": "v1=" + base64.b64encode(digest).decode(), "x-acme-time": stamp}
     scheme = make("hmac-sha256", SECRET)
     scheme.verify(headers, BODY, now=NOW)
-    fails(400, lambda: scheme.verify({**headers, "x-acme-time": str(int(NOW) + 1000)}, BODY,
-                                     now=NOW))
-    fails(401, lambda: scheme.verify({**headers, "x-acme-time": str(int(NOW) + 1)}, BODY,
-                                     now=NOW))
+    fails(
+        400, lambda: scheme.verify({**headers, "x-acme-time": str(int(NOW) + 1000)}, BODY, now=NOW)
+    )
+    fails(401, lambda: scheme.verify({**headers, "x-acme-time": str(int(NOW) + 1)}, BODY, now=NOW))
     fails(401, lambda: scheme.verify({"x-acme-time": stamp}, BODY, now=NOW))
 
 
@@ -364,11 +408,20 @@ def test_a_signature_header_over_the_byte_bound_is_401(name: str) -> None:
 
 # -- arbitrary input ---------------------------------------------------------------------
 
-_HEADER_NAMES = st.sampled_from([
-    "x-reader-signature", "x-reader-timestamp", "x-hub-signature-256", "stripe-signature",
-    "webhook-id", "webhook-timestamp", "webhook-signature", "content-type",
-    "x-acme-signature", "x-acme-time",
-])
+_HEADER_NAMES = st.sampled_from(
+    [
+        "x-reader-signature",
+        "x-reader-timestamp",
+        "x-hub-signature-256",
+        "stripe-signature",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "content-type",
+        "x-acme-signature",
+        "x-acme-time",
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -377,8 +430,9 @@ _HEADER_NAMES = st.sampled_from([
     headers=st.dictionaries(_HEADER_NAMES, st.text(max_size=120)),
     body=st.binary(max_size=200),
 )
-def test_arbitrary_input_is_rejected_cleanly(name: str, headers: dict[str, str],
-                                             body: bytes) -> None:
+def test_arbitrary_input_is_rejected_cleanly(
+    name: str, headers: dict[str, str], body: bytes
+) -> None:
     scheme = make(name, SECRETS[name][0])
     with pytest.raises(WebhookVerificationError) as info:
         scheme.verify(headers, body, now=NOW)
@@ -386,8 +440,7 @@ def test_arbitrary_input_is_rejected_cleanly(name: str, headers: dict[str, str],
 
 
 @settings(max_examples=100, deadline=None)
-@given(name=st.sampled_from(SCHEMES), body=st.binary(max_size=300),
-       flip=st.integers(min_value=0))
+@given(name=st.sampled_from(SCHEMES), body=st.binary(max_size=300), flip=st.integers(min_value=0))
 def test_any_single_bit_flip_in_the_body_is_caught(name: str, body: bytes, flip: int) -> None:
     scheme = make(name, SECRETS[name][0])
     headers = scheme.sign(body, now=NOW)

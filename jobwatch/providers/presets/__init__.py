@@ -18,8 +18,14 @@ from ..._errors import ConfigError
 from .._describe import Description, read_description
 from ..generic import GenericProvider
 
-__all__ = ["PRESETS", "GitHubActionsProvider", "OpenAIBatchProvider", "ReplicateProvider",
-           "preset_description", "preset_text"]
+__all__ = [
+    "PRESETS",
+    "GitHubActionsProvider",
+    "OpenAIBatchProvider",
+    "ReplicateProvider",
+    "preset_description",
+    "preset_text",
+]
 
 #: The presets shipped with jobwatch, by provider name.
 PRESETS = ("github-actions", "openai-batch", "replicate")
@@ -36,8 +42,9 @@ def preset_text(name: str) -> str:
 def preset_description(name: str) -> Description:
     """The preset ``name``, read and compiled once per process."""
     document = tomllib.loads(preset_text(name))
-    description, _ = read_description(document["jobwatch"]["generic"],
-                                      f"[jobwatch.generic] of the {name} preset")
+    description, _ = read_description(
+        document["jobwatch"]["generic"], f"[jobwatch.generic] of the {name} preset"
+    )
     return description
 
 
@@ -46,12 +53,15 @@ class Preset(GenericProvider):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.remedy = (f"`jobwatch providers {cls.name}` prints this description, to adapt in "
-                      "[jobwatch.generic] with the value mapped")
+        cls.remedy = (
+            f"`jobwatch providers {cls.name}` prints this description, to adapt in "
+            "[jobwatch.generic] with the value mapped"
+        )
 
     @classmethod
-    def read(cls, table: Mapping[str, Any], where: str
-             ) -> tuple[Description, Mapping[str, Any], str]:
+    def read(
+        cls, table: Mapping[str, Any], where: str
+    ) -> tuple[Description, Mapping[str, Any], str]:
         return preset_description(cls.name), table, where
 
 

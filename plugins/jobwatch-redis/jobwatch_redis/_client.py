@@ -65,9 +65,13 @@ class RedisClient:
     def _connect(self) -> Redis:
         try:
             pool = BlockingConnectionPool.from_url(
-                self.url, max_connections=self._connections, timeout=self._timeout,
-                socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
-                retry=Retry(NoBackoff(), 1), health_check_interval=0,
+                self.url,
+                max_connections=self._connections,
+                timeout=self._timeout,
+                socket_timeout=self._timeout,
+                socket_connect_timeout=self._timeout,
+                retry=Retry(NoBackoff(), 1),
+                health_check_interval=0,
             )
         except ValueError as exc:
             raise ConfigError(f"not a usable Redis URL {describe_url(self.url)!r}: {exc}") from None

@@ -206,8 +206,9 @@ def describe_url(url: str) -> str:
     """A Redis URL without its password, for logs, ``repr()`` and ``jobwatch doctor``: the
     user part's password (``redis://user:***@host``; a user part without one is ``***``) and
     the value of a ``password`` query argument (``unix:///run/redis.sock?password=***``)."""
-    url = _USERINFO.sub(lambda m: m[1] + (f"{m[2].partition(':')[0]}:***" if ":" in m[2]
-                                          else "***") + "@", url)
+    url = _USERINFO.sub(
+        lambda m: m[1] + (f"{m[2].partition(':')[0]}:***" if ":" in m[2] else "***") + "@", url
+    )
     return _QUERY_PASSWORD.sub(r"\1***", url)
 
 

@@ -64,8 +64,9 @@ class RelayOptions:
     - ``connections`` / ``timeout``: the connection pool and its per-command timeout.
     """
 
-    url: str = attrs.field(default="redis://127.0.0.1:6379/0",
-                           repr=lambda url: repr(describe_url(url)))
+    url: str = attrs.field(
+        default="redis://127.0.0.1:6379/0", repr=lambda url: repr(describe_url(url))
+    )
     stream: str = "jobwatch:events"
     group: str = "jobwatch"
     consumer: str | None = None
@@ -110,8 +111,13 @@ class RelayTransport(Transport):
     def describe(self) -> dict[str, Any]:
         """Non-secret facts for ``jobwatch doctor``."""
         o = self.options
-        return {"url": describe_url(o.url), "stream": o.stream, "group": o.group,
-                "consumer": self.consumer, "role": o.role}
+        return {
+            "url": describe_url(o.url),
+            "stream": o.stream,
+            "group": o.group,
+            "consumer": self.consumer,
+            "role": o.role,
+        }
 
     def _role(self, host: TransportHost) -> str:
         if self.options.role != "auto":
@@ -161,8 +167,14 @@ class RelayTransport(Transport):
         if event.source == self.name:
             return  # never echo what the relay itself delivered
         o = self.options
-        args = [f"{o.stream}:published:{event.key}", o.stream, str(int(o.published_ttl)),
-                str(o.maxlen), event.key, event.to_json()]
+        args = [
+            f"{o.stream}:published:{event.key}",
+            o.stream,
+            str(int(o.published_ttl)),
+            str(o.maxlen),
+            event.key,
+            event.to_json(),
+        ]
         backoff = Backoff()
         while True:
             try:
@@ -189,8 +201,9 @@ class RelayTransport(Transport):
             except JobwatchError as exc:
                 host.count(self.name, "reconnects")
                 delay = backoff.next_delay()
-                log.warning("relay consumer %s: %s; reconnecting in %.2f s",
-                            self.consumer, exc, delay)
+                log.warning(
+                    "relay consumer %s: %s; reconnecting in %.2f s", self.consumer, exc, delay
+                )
                 await anyio.sleep(delay)
 
     def _ensure_group(self, r: redis.Redis) -> None:
@@ -223,8 +236,9 @@ class RelayTransport(Transport):
 
     def _read(self, after: str, block_ms: int | None, r: redis.Redis) -> list[Entry]:
         o = self.options
-        reply: Any = r.xreadgroup(o.group, self.consumer, {o.stream: after}, count=o.batch,
-                                  block=block_ms)
+        reply: Any = r.xreadgroup(
+            o.group, self.consumer, {o.stream: after}, count=o.batch, block=block_ms
+        )
         return list(reply[0][1]) if reply else []
 
     async def _claim_idle(self, host: TransportHost) -> None:
@@ -233,16 +247,25 @@ class RelayTransport(Transport):
             start, entries = await self.client.call(functools.partial(self._autoclaim, start))
             if entries:
                 host.count(self.name, "claimed", len(entries))
-                log.warning("relay consumer %s claimed %d entries left idle by another worker",
-                            self.consumer, len(entries))
+                log.warning(
+                    "relay consumer %s claimed %d entries left idle by another worker",
+                    self.consumer,
+                    len(entries),
+                )
                 await self._handle(host, entries)
             if start in ("0-0", "0"):
                 return
 
     def _autoclaim(self, start: str, r: redis.Redis) -> tuple[str, list[Entry]]:
         o = self.options
-        reply = r.xautoclaim(o.stream, o.group, self.consumer, int(o.claim_idle * 1000),
-                             start_id=start, count=o.batch)
+        reply = r.xautoclaim(
+            o.stream,
+            o.group,
+            self.consumer,
+            int(o.claim_idle * 1000),
+            start_id=start,
+            count=o.batch,
+        )
         return as_str(reply[0]), list(reply[1])
 
     async def _handle(self, host: TransportHost, entries: Sequence[Entry]) -> None:

@@ -176,5 +176,6 @@ return redis.call('XADD', KEYS[2], '*', 'key', ARGV[3], 'event', ARGV[4])
 """
 
 # Script objects only hash the text here; every call names the client that runs it.
-_SCRIPTS = {text: Script(redis.Redis(), text)
-            for text in (ADOPT, CLAIM, COMMIT, COMMIT_BATCH, PUBLISH)}
+_SCRIPTS = {
+    text: Script(redis.Redis(), text) for text in (ADOPT, CLAIM, COMMIT, COMMIT_BATCH, PUBLISH)
+}

@@ -87,8 +87,9 @@ class RedisOptions:
     - ``write_deadline``: seconds an acknowledgement or state write keeps retrying.
     """
 
-    url: str = attrs.field(default="redis://127.0.0.1:6379/0",
-                           repr=lambda url: repr(describe_url(url)))
+    url: str = attrs.field(
+        default="redis://127.0.0.1:6379/0", repr=lambda url: repr(describe_url(url))
+    )
     prefix: str = "jobwatch"
     owner: str | None = None
     lease: float = 15.0
@@ -151,8 +152,12 @@ class RedisStore(Store):
         return cls(config.options("redis", RedisOptions))
 
     def describe(self) -> Mapping[str, Any]:
-        return {"name": self.name, "url": describe_url(self.options.url),
-                "prefix": self.options.prefix, "owner": self.owner}
+        return {
+            "name": self.name,
+            "url": describe_url(self.options.url),
+            "prefix": self.options.prefix,
+            "owner": self.owner,
+        }
 
     @property
     def client(self) -> RedisClient:
@@ -168,10 +173,13 @@ class RedisStore(Store):
         while not await self._client.call(self._take_lease):
             if not waiting:  # a start that waits says why, rather than seeming to hang
                 waiting = True
-                log.warning("[jobwatch.redis] owner %r holds a lease: another live process "
-                            "uses this owner name, or one stopped without giving it back; "
-                            "waiting up to %.0f s for it to expire", self.owner,
-                            self.options.lease * 1.5)
+                log.warning(
+                    "[jobwatch.redis] owner %r holds a lease: another live process "
+                    "uses this owner name, or one stopped without giving it back; "
+                    "waiting up to %.0f s for it to expire",
+                    self.owner,
+                    self.options.lease * 1.5,
+                )
             if anyio.current_time() > deadline:
                 raise ConfigError(
                     f"[jobwatch.redis] owner {self.owner!r} is in use by another live process; "
@@ -276,7 +284,9 @@ class RedisStore(Store):
             # b"conflict": another receiver changed the job meanwhile; decide on its state.
 
     async def record_batch(
-        self, records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]], *,
+        self,
+        records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]],
+        *,
         ttl: float,
     ) -> list[Verdict]:
         """Decide every record, then commit the batch with one script call.
@@ -371,8 +381,11 @@ class RedisStore(Store):
             if self._unsure.get(key) == entry:  # not marked again meanwhile
                 del self._unsure[key]
         if found:
-            log.warning("%d events were recorded although recording them seemed to fail "
-                        "(Redis' answer was lost); dispatching them now", len(found))
+            log.warning(
+                "%d events were recorded although recording them seemed to fail "
+                "(Redis' answer was lost); dispatching them now",
+                len(found),
+            )
         return found
 
     # -- claims ----------------------------------------------------------------------------
@@ -383,12 +396,17 @@ class RedisStore(Store):
 
     async def claim(self, key: str, *, ttl: float) -> bool:
         now, nonce = self._clock(), uuid.uuid4().hex
-        args = [repr(now), seen_value(now + ttl, nonce), str(max(1, math.ceil(ttl)) + _GRACE),
-                nonce]
+        args = [
+            repr(now),
+            seen_value(now + ttl, nonce),
+            str(max(1, math.ceil(ttl)) + _GRACE),
+            nonce,
+        ]
 
         def take(r: redis.Redis) -> Any:
-            return _scripts.script(r, _scripts.CLAIM)(keys=[self.keys.claim(key)], args=args,
-                                                      client=r)
+            return _scripts.script(r, _scripts.CLAIM)(
+                keys=[self.keys.claim(key)], args=args, client=r
+            )
 
         return bool(await self._read(take, "claiming"))
 
@@ -397,7 +415,7 @@ class RedisStore(Store):
         if job_id is None:
             return
         if len(self._states) >= _STATES_KEPT and job_id not in self._states:
-            for old in list(self._states)[:_STATES_KEPT // 2]:  # the oldest half goes
+            for old in list(self._states)[: _STATES_KEPT // 2]:  # the oldest half goes
                 del self._states[old]
         self._states[job_id] = raw
 
@@ -414,7 +432,10 @@ class RedisStore(Store):
         return [
             keys.job(job_id) if job_id is not None else keys.no_job,
             keys.seen(event.key) if event is not None else keys.seen(""),
-            keys.inbox(), keys.order(), keys.seq, keys.active,
+            keys.inbox(),
+            keys.order(),
+            keys.seq,
+            keys.active,
             "1" if job_id is not None else "0",
             current or b"",
             state_to_json(state) if state is not None else "",
@@ -481,11 +502,20 @@ class RedisStore(Store):
             if other == self.owner:
                 continue
             adopt = _scripts.script(r, _scripts.ADOPT)
-            moved = adopt(keys=[keys.lease(other), keys.inbox(other), keys.order(other),
-                                keys.inbox(), keys.order(), keys.owners], args=[other], client=r)
+            moved = adopt(
+                keys=[
+                    keys.lease(other),
+                    keys.inbox(other),
+                    keys.order(other),
+                    keys.inbox(),
+                    keys.order(),
+                    keys.owners,
+                ],
+                args=[other],
+                client=r,
+            )
             if isinstance(moved, int) and moved > 0:
-                log.warning("adopted %d undispatched events of the expired owner %s",
-                            moved, other)
+                log.warning("adopted %d undispatched events of the expired owner %s", moved, other)
 
     def _inbox(self, r: redis.Redis) -> list[Any]:
         names: list[Any] = list(r.zrange(self.keys.order(), 0, -1))
@@ -549,8 +579,12 @@ class _BatchPlan:
         self.ttl, self.nonce = ttl, nonce
         self.jobs: list[str | None] = []
         self.entries: list[dict[str, Any]] = []
-        self.redis_keys: list[str] = [self.keys.inbox(), self.keys.order(), self.keys.seq,
-                                      self.keys.active]
+        self.redis_keys: list[str] = [
+            self.keys.inbox(),
+            self.keys.order(),
+            self.keys.seq,
+            self.keys.active,
+        ]
         self.claimed: set[str] = set()
         self._decided: dict[str | None, tuple[list[tuple[int, Verdict]], bytes | None]] = {}
 
@@ -558,9 +592,12 @@ class _BatchPlan:
         self.redis_keys.append(name)
         return len(self.redis_keys)  # Lua counts from 1
 
-    def add(self, job_id: str | None,
-            records: list[tuple[int, Callable[[JobState | None], Verdict]]],
-            held: set[str]) -> None:
+    def add(
+        self,
+        job_id: str | None,
+        records: list[tuple[int, Callable[[JobState | None], Verdict]]],
+        held: set[str],
+    ) -> None:
         """Decide a job's records in order, as record() would one after another: a key held
         in Redis, or claimed earlier in this plan, is a duplicate and moves nothing."""
         expected = self.store._states.get(job_id) if job_id is not None else None
@@ -574,23 +611,29 @@ class _BatchPlan:
             event = verdict.event
             if event is not None:
                 if event.key in held or event.key in self.claimed:
-                    decided.append((index, Verdict(event=None, check=verdict.check,
-                                                   dropped="duplicate")))
+                    decided.append(
+                        (index, Verdict(event=None, check=verdict.check, dropped="duplicate"))
+                    )
                     continue
                 self.claimed.add(event.key)
-                events.append([self._key(self.keys.seen(event.key)), event.key,
-                               event.to_json(), expires])
+                events.append(
+                    [self._key(self.keys.seen(event.key)), event.key, event.to_json(), expires]
+                )
             if verdict.state is not None:
                 state, changed = verdict.state, True
             decided.append((index, verdict))
         new = state_to_json(state) if changed and state is not None else ""
         self.jobs.append(job_id)
-        self.entries.append({
-            "k": self._key(self.keys.job(job_id)) if job_id is not None else 0,
-            "exp": (expected or b"").decode(), "new": new, "ev": events,
-            "act": "1" if state is not None and state.watched and not state.terminal else "0",
-            "id": "" if job_id is None else job_id,
-        })
+        self.entries.append(
+            {
+                "k": self._key(self.keys.job(job_id)) if job_id is not None else 0,
+                "exp": (expected or b"").decode(),
+                "new": new,
+                "ev": events,
+                "act": "1" if state is not None and state.watched and not state.terminal else "0",
+                "id": "" if job_id is None else job_id,
+            }
+        )
         self._decided[job_id] = (decided, new.encode() if new else expected)
 
     def settle(self, job_id: str | None, verdicts: list[Verdict | None]) -> None:
@@ -601,14 +644,21 @@ class _BatchPlan:
         self.store._cache(job_id, saved)
 
     def argument(self) -> str:
-        return json.dumps({"now": repr(self.now), "ex": max(1, math.ceil(self.ttl)) + _GRACE,
-                           "nonce": self.nonce, "jobs": self.entries})
+        return json.dumps(
+            {
+                "now": repr(self.now),
+                "ex": max(1, math.ceil(self.ttl)) + _GRACE,
+                "nonce": self.nonce,
+                "jobs": self.entries,
+            }
+        )
 
 
 def _commit_batch(plan: _BatchPlan, r: redis.Redis) -> list[list[str]]:
     run = _scripts.script(r, _scripts.COMMIT_BATCH)
-    answers: list[list[str]] = json.loads(run(keys=plan.redis_keys, args=[plan.argument()],
-                                              client=r))
+    answers: list[list[str]] = json.loads(
+        run(keys=plan.redis_keys, args=[plan.argument()], client=r)
+    )
     return answers
 
 

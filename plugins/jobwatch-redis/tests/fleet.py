@@ -40,8 +40,11 @@ def spawn(role: str, *args: str, log: Path) -> subprocess.Popen[str]:
     record of what it handled beside it."""
     with log.open("w") as errors:
         return subprocess.Popen(
-            [sys.executable, str(NODE), role, *args], stdout=subprocess.PIPE, stderr=errors,
-            text=True, env={**os.environ, "FLEET_DIR": str(log.parent)},
+            [sys.executable, str(NODE), role, *args],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            env={**os.environ, "FLEET_DIR": str(log.parent)},
         )
 
 
@@ -80,16 +83,23 @@ def deliveries(jobs: int, pages: int) -> list[Delivery]:
         for p in range(pages):
             url = f"https://example.com/{j}/{p}"
             body: dict[str, object] = {"jobId": job, "url": url, "markdown": f"# page {p}"}
-            out.append(Delivery("job.page", json.dumps(body).encode(), str(uuid.uuid4()),
-                                f"{job}:page:{url}#1"))
+            out.append(
+                Delivery(
+                    "job.page", json.dumps(body).encode(), str(uuid.uuid4()), f"{job}:page:{url}#1"
+                )
+            )
         body = {"jobId": job, "status": "completed", "completed": pages, "total": pages}
-        out.append(Delivery("job.completed", json.dumps(body).encode(), str(uuid.uuid4()),
-                            f"{job}:terminal#1"))
+        out.append(
+            Delivery(
+                "job.completed", json.dumps(body).encode(), str(uuid.uuid4()), f"{job}:terminal#1"
+            )
+        )
     return out
 
 
-def fan_out(items: Sequence[Delivery], receivers: int, rng: random.Random) -> list[
-        tuple[Delivery, int]]:
+def fan_out(
+    items: Sequence[Delivery], receivers: int, rng: random.Random
+) -> list[tuple[Delivery, int]]:
     """Each delivery to one to three receivers (duplicates spread across them), shuffled."""
     sends = []
     for item in items:
@@ -102,13 +112,18 @@ def fan_out(items: Sequence[Delivery], receivers: int, rng: random.Random) -> li
 def signed(item: Delivery) -> dict[str, str]:
     stamp = str(int(time.time()))
     digest = hmac.new(SECRET.encode(), f"{stamp}.".encode() + item.body, hashlib.sha256)
-    return {"content-type": "application/json", "x-reader-event": item.event,
-            "x-reader-delivery": item.delivery_id, "x-reader-timestamp": stamp,
-            "x-reader-signature": f"sha256={digest.hexdigest()}"}
+    return {
+        "content-type": "application/json",
+        "x-reader-event": item.event,
+        "x-reader-delivery": item.delivery_id,
+        "x-reader-timestamp": stamp,
+        "x-reader-signature": f"sha256={digest.hexdigest()}",
+    }
 
 
-def send_all(sends: Sequence[tuple[Delivery, int]], urls: Sequence[str],
-             *, deadline: float = 30.0) -> dict[int, int]:
+def send_all(
+    sends: Sequence[tuple[Delivery, int]], urls: Sequence[str], *, deadline: float = 30.0
+) -> dict[int, int]:
     """Send concurrently; like Reader, retry each until 2xx. Returns a count per status."""
     statuses: dict[int, int] = {}
 
@@ -116,8 +131,9 @@ def send_all(sends: Sequence[tuple[Delivery, int]], urls: Sequence[str],
         give_up = time.monotonic() + deadline
         while True:
             try:
-                status = client.post(urls[target], content=item.body,
-                                     headers=signed(item)).status_code
+                status = client.post(
+                    urls[target], content=item.body, headers=signed(item)
+                ).status_code
             except httpx.TransportError:
                 status = 0
             statuses[status] = statuses.get(status, 0) + 1
@@ -149,8 +165,9 @@ def handled(folder: Path) -> collections.Counter[str]:
     return counts
 
 
-def assert_each_handled_once(client: Any, folder: Path, stream: str,
-                             items: Sequence[Delivery]) -> None:
+def assert_each_handled_once(
+    client: Any, folder: Path, stream: str, items: Sequence[Delivery]
+) -> None:
     """Wait until the workers handled and acknowledged every delivery; each exactly once."""
     expected = {item.key for item in items}
     wait_for(lambda: len(handled(folder)) >= len(expected), 30, "every event to be handled")

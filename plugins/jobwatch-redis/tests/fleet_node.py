@@ -27,22 +27,48 @@ from jobwatch.transports.webhook import WebhookTransport
 
 
 def receiver_config(url: str, prefix: str, stream: str, owner: str, secret: str) -> Config:
-    return Config.from_mapping({"jobwatch": {
-        "transport": ["webhook", "relay"], "store": "redis", "safety_poll": 0,
-        "redis": {"url": url, "prefix": prefix, "owner": owner, "lease": 3.0,
-                  "record_deadline": 1.0, "timeout": 0.5},
-        "relay": {"url": url, "stream": stream, "group": "g", "timeout": 2.0},
-        "webhook": {"listen": "127.0.0.1:0", "secrets": [secret], "scheme": "reader"},
-    }})
+    return Config.from_mapping(
+        {
+            "jobwatch": {
+                "transport": ["webhook", "relay"],
+                "store": "redis",
+                "safety_poll": 0,
+                "redis": {
+                    "url": url,
+                    "prefix": prefix,
+                    "owner": owner,
+                    "lease": 3.0,
+                    "record_deadline": 1.0,
+                    "timeout": 0.5,
+                },
+                "relay": {"url": url, "stream": stream, "group": "g", "timeout": 2.0},
+                "webhook": {"listen": "127.0.0.1:0", "secrets": [secret], "scheme": "reader"},
+            }
+        }
+    )
 
 
 def consumer_config(url: str, stream: str, name: str) -> Config:
     # The worker's whole difference from a receiver is this table: no code changes.
-    return Config.from_mapping({"jobwatch": {
-        "transport": "relay", "store": "memory", "safety_poll": 0,
-        "relay": {"url": url, "stream": stream, "group": "g", "consumer": name,
-                  "claim_idle": 1.0, "block": 0.2, "timeout": 2.0, "batch": 5},
-    }})
+    return Config.from_mapping(
+        {
+            "jobwatch": {
+                "transport": "relay",
+                "store": "memory",
+                "safety_poll": 0,
+                "relay": {
+                    "url": url,
+                    "stream": stream,
+                    "group": "g",
+                    "consumer": name,
+                    "claim_idle": 1.0,
+                    "block": 0.2,
+                    "timeout": 2.0,
+                    "batch": 5,
+                },
+            }
+        }
+    )
 
 
 async def _until_terminated() -> None:
@@ -59,8 +85,9 @@ async def receiver(url: str, prefix: str, stream: str, owner: str, secret: str) 
         await _until_terminated()
 
 
-async def consumer(url: str, prefix: str, stream: str, name: str, hang_after: int,
-                   record: TextIO) -> None:
+async def consumer(
+    url: str, prefix: str, stream: str, name: str, hang_after: int, record: TextIO
+) -> None:
     client = redis.Redis.from_url(url)
     handled = 0
 

@@ -53,26 +53,43 @@ def _commit_marker() -> bytes:
 
 
 @asynccontextmanager
-async def _receiver(url: str, prefix: str, owner: str, events: list[jobwatch.JobEvent]
-                    ) -> AsyncIterator[httpx.AsyncClient]:
-    cfg = jobwatch.Config.from_mapping({"jobwatch": {
-        "api_key": "rdr_sim", "transport": "webhook", "safety_poll": 0,
-        "webhook": {"secrets": [SECRET], "scheme": "reader"}}})
-    store = RedisStore(RedisOptions(url=url, prefix=prefix, owner=owner, record_deadline=0.5,
-                                    timeout=0.3))
+async def _receiver(
+    url: str, prefix: str, owner: str, events: list[jobwatch.JobEvent]
+) -> AsyncIterator[httpx.AsyncClient]:
+    cfg = jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "api_key": "rdr_sim",
+                "transport": "webhook",
+                "safety_poll": 0,
+                "webhook": {"secrets": [SECRET], "scheme": "reader"},
+            }
+        }
+    )
+    store = RedisStore(
+        RedisOptions(url=url, prefix=prefix, owner=owner, record_deadline=0.5, timeout=0.3)
+    )
     watcher = jobwatch.Watcher(cfg, transports=[WebhookTransport.from_config(cfg)], store=store)
     watcher.subscribe(events.append)
-    async with watcher, httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=watcher.asgi_app()), base_url="http://r") as client:
+    async with (
+        watcher,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=watcher.asgi_app()), base_url="http://r"
+        ) as client,
+    ):
         yield client
 
 
 def _delivery() -> tuple[bytes, dict[str, str]]:
-    body = json.dumps({"jobId": "job_1", "status": "completed", "completed": 3,
-                       "total": 3}).encode()
-    return body, {**ReaderScheme([SECRET]).sign(body, now=time.time()),
-                  "content-type": "application/json", "x-reader-event": "job.completed",
-                  "x-reader-delivery": "d-1"}
+    body = json.dumps(
+        {"jobId": "job_1", "status": "completed", "completed": 3, "total": 3}
+    ).encode()
+    return body, {
+        **ReaderScheme([SECRET]).sign(body, now=time.time()),
+        "content-type": "application/json",
+        "x-reader-event": "job.completed",
+        "x-reader-delivery": "d-1",
+    }
 
 
 async def _lose_the_answer(client: httpx.AsyncClient, proxy: RedisProxy) -> None:
@@ -101,7 +118,8 @@ def _inbox(redis_url: str, prefix: str, owner: str) -> int:
 
 
 async def test_the_receiver_that_recorded_it_dispatches_it(
-        redis_url: str, prefix: str, proxy: RedisProxy) -> None:
+    redis_url: str, prefix: str, proxy: RedisProxy
+) -> None:
     events: list[jobwatch.JobEvent] = []
     async with _receiver(proxy.url(), prefix, "r1", events) as r1:
         await _lose_the_answer(r1, proxy)
@@ -114,11 +132,14 @@ async def test_the_receiver_that_recorded_it_dispatches_it(
 
 
 async def test_it_is_dispatched_when_the_retry_goes_to_another_receiver(
-        redis_url: str, prefix: str, proxy: RedisProxy) -> None:
+    redis_url: str, prefix: str, proxy: RedisProxy
+) -> None:
     first: list[jobwatch.JobEvent] = []
     other: list[jobwatch.JobEvent] = []
-    async with _receiver(proxy.url(), prefix, "r1", first) as r1, \
-            _receiver(redis_url, prefix, "r2", other) as r2:
+    async with (
+        _receiver(proxy.url(), prefix, "r1", first) as r1,
+        _receiver(redis_url, prefix, "r2", other) as r2,
+    ):
         await _lose_the_answer(r1, proxy)
         body, headers = _delivery()
         retried = await r2.post(PATH, content=body, headers=headers)
@@ -129,7 +150,8 @@ async def test_it_is_dispatched_when_the_retry_goes_to_another_receiver(
 
 
 async def test_without_a_retry_it_is_dispatched_all_the_same(
-        redis_url: str, prefix: str, proxy: RedisProxy) -> None:
+    redis_url: str, prefix: str, proxy: RedisProxy
+) -> None:
     events: list[jobwatch.JobEvent] = []
     async with _receiver(proxy.url(), prefix, "r1", events) as r1:
         await _lose_the_answer(r1, proxy)

@@ -23,15 +23,18 @@ from fleet import (
 pytestmark = pytest.mark.redis
 
 
-def test_every_event_is_handled_once_across_the_fleet(redis_url: str, prefix: str,
-                                                       tmp_path: Path) -> None:
+def test_every_event_is_handled_once_across_the_fleet(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
     client = redis.Redis.from_url(redis_url)
     stream = f"{prefix}:events"
     procs: list[subprocess.Popen[str]] = []
     try:
         logs = [tmp_path / f"{name}.log" for name in ("r1", "r2", "r3", "c1", "c2")]
-        procs += [spawn("receiver", redis_url, prefix, stream, f"r{n}", SECRET, log=logs[n - 1])
-                  for n in (1, 2, 3)]
+        procs += [
+            spawn("receiver", redis_url, prefix, stream, f"r{n}", SECRET, log=logs[n - 1])
+            for n in (1, 2, 3)
+        ]
         procs.append(spawn("consumer", redis_url, prefix, stream, "c1", log=logs[3]))
         procs.append(spawn("consumer", redis_url, prefix, stream, "c2", "4", log=logs[4]))
         lines = [first_line(proc, log) for proc, log in zip(procs, logs, strict=True)]

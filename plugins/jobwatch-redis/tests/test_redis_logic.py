@@ -37,25 +37,41 @@ def test_keys_share_a_prefix_and_split_inboxes_by_owner() -> None:
 
 @pytest.mark.parametrize(
     ("value", "now", "fresh"),
-    [(None, 0.0, False), ("", 0.0, False), (seen_value(10.0, "n"), 9.9, True),
-     (seen_value(10.0, "n"), 10.0, False), ("garbage|n", 1e12, True)],
+    [
+        (None, 0.0, False),
+        ("", 0.0, False),
+        (seen_value(10.0, "n"), 9.9, True),
+        (seen_value(10.0, "n"), 10.0, False),
+        ("garbage|n", 1e12, True),
+    ],
 )
-def test_dedup_value_expires_on_the_store_clock(value: str | None, now: float,
-                                                fresh: bool) -> None:
+def test_dedup_value_expires_on_the_store_clock(value: str | None, now: float, fresh: bool) -> None:
     assert is_fresh(value, now) is fresh
 
 
 def test_state_round_trips() -> None:
-    state = JobState(job_id="j", run=2, status=JobStatus.PROCESSING, completed=3, total=9,
-                     started=True, watched=True, updated_at=1.5)
+    state = JobState(
+        job_id="j",
+        run=2,
+        status=JobStatus.PROCESSING,
+        completed=3,
+        total=9,
+        started=True,
+        watched=True,
+        updated_at=1.5,
+    )
     assert state_from_json(state_to_json(state)) == state
     assert state_from_json(state_to_json(JobState(job_id="k"))) == JobState(job_id="k")
 
 
 @pytest.mark.parametrize(
     ("key", "bare"),
-    [("j1:terminal#1", "j1:terminal"), ("j1:page:https://x/#a#12", "j1:page:https://x/#a"),
-     ("workspace:credit_low:d1", "workspace:credit_low:d1"), ("j#x", "j#x")],
+    [
+        ("j1:terminal#1", "j1:terminal"),
+        ("j1:page:https://x/#a#12", "j1:page:https://x/#a"),
+        ("workspace:credit_low:d1", "workspace:credit_low:d1"),
+        ("j#x", "j#x"),
+    ],
 )
 def test_unqualify_strips_only_the_run_suffix(key: str, bare: str) -> None:
     assert unqualify(key) == bare

@@ -21,17 +21,35 @@ pytestmark = pytest.mark.redis
 
 #: A job state and an event (key OLD_KEY) as the store wrote them before either had an attempt.
 OLD_KEY = "j1:page_failed:https://example.com/a#1"
-OLD_STATE = {"completed": 3, "job_id": "j1", "run": 1, "started": True, "status": "processing",
-             "terminal": False, "total": 9, "updated_at": 0.0, "watched": True}
-OLD_EVENT = {"kind": "page_failed", "job_id": "j1", "status": None, "completed": None,
-             "total": None, "key": OLD_KEY, "source": "webhook",
-             "occurred_at": None, "data": {"url": "https://example.com/a", "error": "timeout"}}
+OLD_STATE = {
+    "completed": 3,
+    "job_id": "j1",
+    "run": 1,
+    "started": True,
+    "status": "processing",
+    "terminal": False,
+    "total": 9,
+    "updated_at": 0.0,
+    "watched": True,
+}
+OLD_EVENT = {
+    "kind": "page_failed",
+    "job_id": "j1",
+    "status": None,
+    "completed": None,
+    "total": None,
+    "key": OLD_KEY,
+    "source": "webhook",
+    "occurred_at": None,
+    "data": {"url": "https://example.com/a", "error": "timeout"},
+}
 
 
 def test_an_old_job_state_loads_without_an_attempt() -> None:
     state = state_from_json(json.dumps(OLD_STATE))
-    assert state == JobState(job_id="j1", completed=3, total=9, started=True, watched=True,
-                             status=JobStatus.PROCESSING)
+    assert state == JobState(
+        job_id="j1", completed=3, total=9, started=True, watched=True, status=JobStatus.PROCESSING
+    )
     assert state.attempt is None
     numbered = attrs.evolve(state, attempt=2)
     assert state_from_json(state_to_json(numbered)) == numbered
@@ -39,8 +57,11 @@ def test_an_old_job_state_loads_without_an_attempt() -> None:
 
 def test_an_old_relayed_event_decodes() -> None:
     event = decode_entry({b"event": json.dumps(OLD_EVENT).encode()})
-    assert (event.key, event.error, event.attempt) == ("j1:page_failed:https://example.com/a",
-                                                       None, None)
+    assert (event.key, event.error, event.attempt) == (
+        "j1:page_failed:https://example.com/a",
+        None,
+        None,
+    )
 
 
 @pytest.mark.anyio

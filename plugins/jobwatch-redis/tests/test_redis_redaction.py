@@ -14,14 +14,17 @@ from jobwatch import Config, ConfigError
 PASSWORD = "s3cret-Pa55"
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("redis://:pw@host:6379/0", "redis://:***@host:6379/0"),
-    ("rediss://user:p@ss@host:6380/1", "rediss://user:***@host:6380/1"),
-    ("redis://token@host/0", "redis://***@host/0"),
-    ("unix:///run/redis.sock?db=0&password=pw", "unix:///run/redis.sock?db=0&password=***"),
-    ("redis://host/0?ssl_password=pw&db=1", "redis://host/0?ssl_password=***&db=1"),
-    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@host:6379/0", "redis://:***@host:6379/0"),
+        ("rediss://user:p@ss@host:6380/1", "rediss://user:***@host:6380/1"),
+        ("redis://token@host/0", "redis://***@host/0"),
+        ("unix:///run/redis.sock?db=0&password=pw", "unix:///run/redis.sock?db=0&password=***"),
+        ("redis://host/0?ssl_password=pw&db=1", "redis://host/0?ssl_password=***&db=1"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ],
+)
 def test_redis_urls_are_described_without_passwords(url: str, shown: str) -> None:
     assert describe_url(url) == shown
 
@@ -31,8 +34,9 @@ def test_the_options_repr_shows_no_password() -> None:
     for options in (RedisOptions(url=url), RelayOptions(url=url)):
         assert PASSWORD not in repr(options)
         assert "jobwatch:***@redis.internal" in repr(options)
-    store = RedisStore.from_config(Config.from_mapping({"jobwatch": {
-        "store": "redis", "redis": {"url": url}}}))
+    store = RedisStore.from_config(
+        Config.from_mapping({"jobwatch": {"store": "redis", "redis": {"url": url}}})
+    )
     assert PASSWORD not in repr(store.describe())
 
 

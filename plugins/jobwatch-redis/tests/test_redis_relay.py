@@ -29,13 +29,15 @@ class TestRelayConformance(TransportConformance):
 
 
 def _relay(redis_url: str, prefix: str, **kw: object) -> RelayTransport:
-    return RelayTransport(RelayOptions(url=redis_url, stream=f"{prefix}:events", group="g",
-                                       **kw))  # type: ignore[arg-type]
+    return RelayTransport(RelayOptions(url=redis_url, stream=f"{prefix}:events", group="g", **kw))  # type: ignore[arg-type]
 
 
 def _events(jobs: int = 3, pages: int = 4) -> list[JobEvent]:
-    out = [make_event("page", f"j{j}", url=f"https://e/{j}/{p}")
-           for j in range(jobs) for p in range(pages)]
+    out = [
+        make_event("page", f"j{j}", url=f"https://e/{j}/{p}")
+        for j in range(jobs)
+        for p in range(pages)
+    ]
     return out + [make_event("completed", f"j{j}") for j in range(jobs)]
 
 
@@ -43,8 +45,9 @@ async def _publish(redis_url: str, prefix: str, events: Sequence[JobEvent]) -> W
     """A receiver: scripted events through a Watcher on the redis store, relayed."""
     store = RedisStore(RedisOptions(url=redis_url, prefix=prefix, owner="pub"))
     relay = _relay(redis_url, prefix)
-    async with Watcher(CONFIG, transports=[ScriptedTransport(events), relay],
-                       store=store) as watcher:
+    async with Watcher(
+        CONFIG, transports=[ScriptedTransport(events), relay], store=store
+    ) as watcher:
         await _until(lambda: _decided(watcher) >= len(events))
         with anyio.fail_after(10):
             while await store.pending_keys():  # noqa: ASYNC110 - polls Redis
@@ -107,8 +110,9 @@ async def test_a_replayed_inbox_publishes_nothing_twice(redis_url: str, prefix: 
         client.hset(f"{prefix}:inbox:pub", recorded.key, recorded.to_json())
         client.zadd(f"{prefix}:order:pub", {recorded.key: n})
     watcher = await _publish(redis_url, prefix, [])
-    assert watcher.statistics().transports["relay"]["republish_skipped"] == len(events), \
+    assert watcher.statistics().transports["relay"]["republish_skipped"] == len(events), (
         watcher.statistics()
+    )
     assert _stream_length(redis_url, prefix) == len(events)
 
 
@@ -136,22 +140,23 @@ async def test_ack_waits_for_slow_callbacks(redis_url: str, prefix: str) -> None
     release = anyio.Event()
     relay = _relay(redis_url, prefix, consumer="slow", claim_idle=0.3, block=0.1, timeout=1.0)
     async with Watcher(CONFIG, transports=[relay], store=MemoryStore()) as watcher:
+
         async def slow(event: JobEvent) -> None:
             await release.wait()
 
         watcher.subscribe(slow)
         await anyio.sleep(0.8)  # well past claim_idle: the claim is renewed meanwhile
         assert _pending(redis_url, prefix) == 1
-        info = redis.Redis.from_url(redis_url).xpending_range(
-            f"{prefix}:events", "g", "-", "+", 10)
+        info = redis.Redis.from_url(redis_url).xpending_range(f"{prefix}:events", "g", "-", "+", 10)
         assert [i["consumer"] for i in info] == [b"slow"]
         release.set()
         await _until(lambda: _pending(redis_url, prefix) == 0)
 
 
 @pytest.mark.anyio
-async def test_malformed_entries_are_acknowledged_not_delivered(redis_url: str,
-                                                                 prefix: str) -> None:
+async def test_malformed_entries_are_acknowledged_not_delivered(
+    redis_url: str, prefix: str
+) -> None:
     client = redis.Redis.from_url(redis_url)
     client.xadd(f"{prefix}:events", {"event": "{not json"})
     client.xadd(f"{prefix}:events", {"key": "x"})
@@ -174,8 +179,20 @@ async def test_consumer_keeps_retrying_while_redis_is_unreachable() -> None:
 
 
 def test_options_come_from_the_relay_table() -> None:
-    config = Config.from_mapping({"jobwatch": {"transport": "relay", "relay": {
-        "stream": "s", "group": "g", "consumer": "c", "claim_idle": 5, "role": "consume"}}})
+    config = Config.from_mapping(
+        {
+            "jobwatch": {
+                "transport": "relay",
+                "relay": {
+                    "stream": "s",
+                    "group": "g",
+                    "consumer": "c",
+                    "claim_idle": 5,
+                    "role": "consume",
+                },
+            }
+        }
+    )
     relay = RelayTransport.from_config(config)
     assert (relay.consumer, relay.options.claim_idle, relay.options.role) == ("c", 5.0, "consume")
     with pytest.raises(ConfigError, match=r"\[jobwatch.relay\]"):
@@ -191,7 +208,8 @@ def test_a_worker_switches_to_the_relay_in_toml_alone(tmp_path: object) -> None:
     from jobwatch import load_config
 
     path = Path(str(tmp_path)) / "jobwatch.toml"
-    path.write_text('[jobwatch]\ntransport = "relay"\nstore = "memory"\n'
-                    '[jobwatch.relay]\nstream = "s"\n')
+    path.write_text(
+        '[jobwatch]\ntransport = "relay"\nstore = "memory"\n[jobwatch.relay]\nstream = "s"\n'
+    )
     watcher = Watcher(load_config(path))
     assert watcher.decision.transports == ("relay",)

@@ -49,10 +49,25 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder),
-             "--logfile", str(self.folder / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.folder),
+                "--logfile",
+                str(self.folder / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
         wait_for(lambda: _pings(client), 10, "redis-server to start")
@@ -60,8 +75,12 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"],
-                           capture_output=True, timeout=10, check=False)
+            subprocess.run(
+                ["redis-cli", "-p", str(self.port), "shutdown", "nosave"],
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -90,8 +109,9 @@ def test_nothing_is_lost_when_redis_restarts(server: RedisServer, tmp_path: Path
     url, prefix = server.url, "jw"
     stream = f"{prefix}:events"
     logs = [tmp_path / f"{name}.log" for name in ("r1", "r2", "c1")]
-    procs = [spawn("receiver", url, prefix, stream, f"r{n}", SECRET, log=logs[n - 1])
-             for n in (1, 2)]
+    procs = [
+        spawn("receiver", url, prefix, stream, f"r{n}", SECRET, log=logs[n - 1]) for n in (1, 2)
+    ]
     procs.append(spawn("consumer", url, prefix, stream, "c1", log=logs[2]))
     try:
         urls = [first_line(proc, log) for proc, log in zip(procs, logs, strict=True)][:2]
@@ -103,12 +123,13 @@ def test_nothing_is_lost_when_redis_restarts(server: RedisServer, tmp_path: Path
         server.stop()
         statuses: dict[int, int] = {}
         during = threading.Thread(
-            target=lambda: statuses.update(send_all(sends[third:2 * third], urls)))
+            target=lambda: statuses.update(send_all(sends[third : 2 * third], urls))
+        )
         during.start()
         time.sleep(2.0)  # deliveries meet a receiver that cannot record: 503, and retry
         server.start()
         during.join(timeout=60)
-        send_all(sends[2 * third:], urls)
+        send_all(sends[2 * third :], urls)
 
         client = redis.Redis.from_url(url)
         assert_each_handled_once(client, tmp_path, stream, items)

@@ -36,8 +36,7 @@ def options(redis_url: str, prefix: str) -> RedisOptions:
 @pytest.fixture
 async def fleet(options: RedisOptions) -> AsyncIterator[list[RedisStore]]:
     """Three stores of one namespace, each with its own owner and connection pool."""
-    stores = [RedisStore(attrs.evolve(options, owner=f"r{n}"))
-              for n in (1, 2, 3)]
+    stores = [RedisStore(attrs.evolve(options, owner=f"r{n}")) for n in (1, 2, 3)]
     for store in stores:
         await store.open()
     try:
@@ -124,8 +123,7 @@ async def test_batches_of_receivers_claim_each_key_once_and_keep_the_furthest_co
         async with anyio.create_task_group() as tg:
             for store in fleet:
                 tg.start_soon(receive, store, step)
-    assert sorted(delivered) == sorted(f"j{n}:progress:{c}#1" for n in range(5)
-                                       for c in (1, 3, 4))
+    assert sorted(delivered) == sorted(f"j{n}:progress:{c}#1" for n in range(5) for c in (1, 3, 4))
     for n in range(5):
         state = await fleet[0].get_job(f"j{n}")
         assert state is not None and state.completed == 4
@@ -170,12 +168,12 @@ async def test_an_owner_name_in_use_is_refused(options: RedisOptions) -> None:
 
 @pytest.mark.anyio
 async def test_unreachable_redis_fails_record_quickly() -> None:
-    store = RedisStore(RedisOptions(url="redis://127.0.0.1:1/0", owner="x", timeout=0.2,
-                                    record_deadline=0.3))
+    store = RedisStore(
+        RedisOptions(url="redis://127.0.0.1:1/0", owner="x", timeout=0.2, record_deadline=0.3)
+    )
     with anyio.fail_after(5):
         with pytest.raises(RedisUnavailable, match="unavailable"):
-            await store.record("j1", functools.partial(decide, event=make_event("started")),
-                               ttl=60)
+            await store.record("j1", functools.partial(decide, event=make_event("started")), ttl=60)
     store.client.close()
 
 
@@ -194,16 +192,16 @@ async def test_watchers_sharing_the_store_dispatch_each_event_once(
     assert sorted(seen) == sorted(e.key + "#1" for e in events)
 
 
-async def _run_watcher(config: Config, store: RedisStore, events: list[JobEvent],
-                       seen: list[str]) -> None:
+async def _run_watcher(
+    config: Config, store: RedisStore, events: list[JobEvent], seen: list[str]
+) -> None:
     transport = ScriptedTransport(events)
     async with Watcher(config, transports=[transport], store=store) as watcher:
         watcher.subscribe(lambda e: seen.append(e.key))
         with anyio.fail_after(10):
             # Done when every event has been decided (delivered or dropped: events_in counts
             # one as soon as its record starts) and none waits in this owner's inbox.
-            while _decided(watcher) < len(events) or \
-                    await store.pending_keys():  # noqa: ASYNC110 - polls Redis
+            while _decided(watcher) < len(events) or await store.pending_keys():  # noqa: ASYNC110 - polls Redis
                 await anyio.sleep(0.02)
 
 
@@ -213,8 +211,14 @@ def _decided(watcher: Watcher) -> int:
 
 
 def test_options_come_from_the_redis_table(redis_url: str) -> None:
-    config = Config.from_mapping({"jobwatch": {"store": "redis", "redis": {
-        "url": redis_url, "prefix": "svc", "owner": "r7", "lease": 5}}})
+    config = Config.from_mapping(
+        {
+            "jobwatch": {
+                "store": "redis",
+                "redis": {"url": redis_url, "prefix": "svc", "owner": "r7", "lease": 5},
+            }
+        }
+    )
     store = RedisStore.from_config(config)
     assert (store.owner, store.keys.prefix, store.options.lease) == ("r7", "svc", 5.0)
     assert store.describe()["url"] == redis_url
