@@ -11,7 +11,7 @@ from typing import Any
 
 from ._blocking import iter_events, wait
 from ._config import Config, Secret, load_config
-from ._dispatch import Subscription
+from ._dispatch import Retry, Subscription
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -51,6 +51,7 @@ __all__ = [
     "NetworkError",
     "PluginError",
     "RateLimited",
+    "Retry",
     "Secret",
     "Signals",
     "Statistics",

@@ -4,8 +4,8 @@ Each subscription has its own bounded queue, drained by a task of its own, so a 
 delays only itself until its queue is full. A subscription to one job has that task only while
 its queue holds events, so ten thousand idle subscriptions cost no task; a subscription to
 every job sees a steady flow and keeps its task, parked between events (starting a task costs
-several times more than waking one). A callback that raises is retried with
-backoff and then kept as a dead letter; it never stops the other callbacks or the
+several times more than waking one). A callback that raises is retried as its subscription's
+:class:`Retry` says and then kept as a dead letter; it never stops the other callbacks or the
 transports. An event leaves the store's inbox once every subscriber it went to has handled it.
 """
 
@@ -16,6 +16,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable
+from typing import Any
 
 import anyio
 import attrs
@@ -25,7 +26,7 @@ from ._errors import ConfigError, JobwatchError
 from ._events import EventKind, JobEvent
 from .abc import Store, Transport
 
-__all__ = ["Callback", "Dispatcher", "Subscription"]
+__all__ = ["DEFAULT_RETRY", "Callback", "Dispatcher", "Retry", "Subscription"]
 
 log = logging.getLogger("jobwatch")
 
@@ -50,6 +51,53 @@ def _kinds(kinds: Collection[str] | None) -> frozenset[EventKind] | None:
 _KIND_NAMES = tuple(kind.value for kind in EventKind)
 
 
+def _delays(value: Any) -> tuple[float, ...]:
+    """``backoff`` as a tuple of seconds: one number, or a sequence of them."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = (value,)
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ConfigError(f"Retry backoff must be seconds (a number or a sequence of numbers), "
+                          f"got {value!r}")
+    delays = tuple(value)
+    for delay in delays:
+        if (isinstance(delay, bool) or not isinstance(delay, int | float)
+                or not math.isfinite(delay) or delay < 0):
+            raise ConfigError(f"Retry backoff must be seconds, each a finite number >= 0, "
+                              f"got {delay!r} in {value!r}")
+    return tuple(float(d) for d in delays)
+
+
+def _check_attempts(instance: Retry, attribute: object, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"Retry attempts must be a whole number >= 1 (1: no retry), "
+                          f"got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Retry:
+    """How a subscription's callback is retried when it raises, before its event is kept as
+    a dead letter.
+
+    ``attempts`` is how many times the callback is called for one event, in all (1: no
+    retry). ``backoff`` is the wait, in seconds, before each retry: the first number before
+    the second call, and so on, the last repeated if there are more retries than numbers
+    (one number: the same wait every time; ``()``: none). While a callback waits to be
+    retried, the later events of its subscription wait behind it, so that each callback sees
+    its events in order; other subscriptions are not held up.
+
+    The default, ``Retry()``, is four calls with 0.5, 2 and 8 s between them (about 10 s).
+    """
+
+    attempts: int = attrs.field(default=4, validator=_check_attempts)
+    backoff: tuple[float, ...] = attrs.field(default=(0.5, 2.0, 8.0), converter=_delays)
+
+    def delay(self, failed: int) -> float:
+        """Seconds to wait after the ``failed``-th failed call (1 for the first)."""
+        if not self.backoff:
+            return 0.0
+        return self.backoff[min(failed, len(self.backoff)) - 1]
+
+
 def _is_async(callback: Callback) -> bool:
     return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
         getattr(callback, "__call__", None)  # noqa: B004 - async callable objects
@@ -64,7 +112,7 @@ class Subscription:
     kinds: frozenset[EventKind] | None
     job_id: str | None
     name: str
-    retry: bool = True
+    retry: Retry | None = None  # None: the Watcher's own (watch, wait): called once
     cancelled: bool = False
     is_async: bool = False
     _queue: deque[JobEvent] = attrs.field(factory=deque)
@@ -109,14 +157,10 @@ class Dispatcher:
         store: Store,
         *,
         queue_size: int = 1000,
-        attempts: int = 4,
-        backoff: float = 0.5,
         on_unsubscribe: Callable[[Subscription], None] | None = None,
     ) -> None:
         self._store = store
         self._queue_size = queue_size
-        self._attempts = attempts
-        self._backoff = backoff
         self._by_job: dict[str | None, list[Subscription]] = {}
         self._outstanding: dict[str, int] = {}
         self._tg: TaskGroup | None = None
@@ -141,10 +185,13 @@ class Dispatcher:
         *,
         kinds: Collection[str] | None = None,
         job_id: str | None = None,
-        retry: bool = True,
+        retry: Retry | bool = True,
     ) -> Subscription:
+        """Register ``callback``; ``retry`` is its :class:`Retry` (True: the default one;
+        False: called once, for the Watcher's own subscriptions)."""
+        policy = _policy(retry)
         name = getattr(callback, "__qualname__", None) or repr(callback)
-        sub = Subscription(callback, _kinds(kinds), job_id, name, retry,
+        sub = Subscription(callback, _kinds(kinds), job_id, name, policy,
                            is_async=_is_async(callback))
         sub._on_cancel = self._unsubscribe
         self._by_job.setdefault(job_id, []).append(sub)
@@ -242,7 +289,8 @@ class Dispatcher:
             log.warning("could not remove %s from the store's inbox: %s", key, exc)
 
     async def _call(self, sub: Subscription, event: JobEvent) -> None:
-        attempts = self._attempts if sub.retry else 1
+        policy = sub.retry
+        attempts = 1 if policy is None else policy.attempts
         for attempt in range(attempts):
             try:
                 # What an async callback returns is awaited, and so is an awaitable that a
@@ -256,14 +304,28 @@ class Dispatcher:
                 error = f"{type(exc).__name__}: {exc}"
                 log.warning("callback %s failed on %s (attempt %d): %s",
                             sub.name, event.key, attempt + 1, error)
-                if attempt + 1 < attempts:
-                    await anyio.sleep(self._backoff * math.pow(4, attempt))
+                if policy is not None and attempt + 1 < attempts:
+                    await anyio.sleep(policy.delay(attempt + 1))
         self.counts.dead_letters += 1
         log.error("callback %s gave up on %s; kept as a dead letter", sub.name, event.key)
         try:
             await self._store.dead_letter(event, sub.name, error)
         except JobwatchError as exc:  # the log line above is then all that is kept
             log.warning("could not keep the dead letter of %s in the store: %s", event.key, exc)
+
+
+DEFAULT_RETRY = Retry()
+
+
+def _policy(retry: Retry | bool) -> Retry | None:
+    if retry is True:
+        return DEFAULT_RETRY
+    if retry is False:
+        return None
+    if not isinstance(retry, Retry):
+        raise ConfigError(f"retry must be a jobwatch.Retry, e.g. jobwatch.Retry(attempts=4, "
+                          f"backoff=(0.5, 2, 8)), got {retry!r}")
+    return retry
 
 
 def _reports_every_job(transport: Transport) -> bool:

@@ -28,7 +28,7 @@ from anyio.abc import TaskGroup
 from ._api import APIClient
 from ._budget import BudgetOptions, RequestBudget
 from ._config import Config, load_config
-from ._dispatch import Callback, Dispatcher, Subscription
+from ._dispatch import DEFAULT_RETRY, Callback, Dispatcher, Retry, Subscription
 from ._errors import (
     ConfigError,
     InvalidJobId,
@@ -271,16 +271,17 @@ class Watcher:
 
     # -- the application's API -----------------------------------------------------------
 
-    def on(self, *kinds: str) -> Callable[[Callback], Callback]:
+    def on(self, *kinds: str, retry: Retry = DEFAULT_RETRY) -> Callable[[Callback], Callback]:
         """Decorator: call the function for events of these kinds (``"*"`` = every kind) of
-        every job the transports report — see :meth:`subscribe` for which jobs those are."""
+        every job the transports report — see :meth:`subscribe` for which jobs those are,
+        and for ``retry``."""
         def register(callback: Callback) -> Callback:
-            self.subscribe(callback, kinds=kinds or None)
+            self.subscribe(callback, kinds=kinds or None, retry=retry)
             return callback
         return register
 
     def subscribe(self, callback: Callback, *, kinds: Collection[str] | None = None,
-                  job_id: str | None = None) -> Subscription:
+                  job_id: str | None = None, retry: Retry = DEFAULT_RETRY) -> Subscription:
         """Call ``callback`` (sync or async) for matching events.
 
         With ``job_id``, the Watcher watches that job (until the subscription is cancelled)
@@ -288,13 +289,20 @@ class Watcher:
         transports report: webhooks and a workspace stream report every job of the account,
         but polling and per-job streams ask only about watched jobs — there the callback hears
         only of jobs watched by ``watch()``, ``wait()`` or a subscription with a ``job_id``.
+
+        A callback that raises is called again as ``retry`` says (by default four calls, 0.5,
+        2 and 8 s apart), then its event is kept in the store as a dead letter
+        (``jobwatch inbox``); the subscription's later events wait meanwhile.
         """
         self._check_open(starting=True)
         if job_id is not None:
             check_job_id(job_id)
         else:
             self._dispatcher.note_every_job(self._transports)
-        sub = self._dispatcher.subscribe(callback, kinds=kinds, job_id=job_id)
+        if not isinstance(retry, Retry):  # True/False mean something else to the dispatcher
+            raise ConfigError(f"retry must be a jobwatch.Retry, e.g. jobwatch.Retry(attempts=4, "
+                              f"backoff=(0.5, 2, 8)), got {retry!r}")
+        sub = self._dispatcher.subscribe(callback, kinds=kinds, job_id=job_id, retry=retry)
         if job_id is not None:
             self._add_watch(job_id)
         return sub

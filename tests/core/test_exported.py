@@ -62,7 +62,7 @@ def test_the_design_surface_is_exported() -> None:
     # DESIGN §4: the names applications and outside tests call.
     design = {
         "Config", "load_config", "Watcher", "JobEvent", "EventKind", "JobStatus",
-        "choose_transport", "Decision", "Signals", "Statistics", "Subscription", "wait",
+        "choose_transport", "Decision", "Signals", "Statistics", "Subscription", "Retry", "wait",
         "iter_events", "JobwatchError", "ConfigError", "PluginError", "TransportError",
         "NetworkError", "StreamError", "APIError", "AuthenticationError", "JobNotFound",
         "RateLimited", "DecodeError", "WebhookVerificationError", "WatchTimeout",
