@@ -544,6 +544,34 @@ class SQLiteStore(Store):
         )
         return [(JobEvent.from_json(e), s, err) for e, s, err in rows]
 
+    async def replay_dead_letter(self, key: str) -> bool:
+        def move() -> bool:
+            found = self._dead_letters_of(key)
+            if not found:
+                return False
+            self.db.executemany("DELETE FROM dead_letters WHERE seq=?",
+                                [(seq,) for seq, _ in found])
+            self.db.execute("INSERT OR REPLACE INTO inbox (key, event) VALUES (?, ?)",
+                            (key, found[-1][1]))
+            return True
+
+        return await self._tx(move)
+
+    async def drop(self, key: str) -> bool:
+        def forget() -> bool:
+            found = self._dead_letters_of(key)
+            self.db.executemany("DELETE FROM dead_letters WHERE seq=?",
+                                [(seq,) for seq, _ in found])
+            return bool(found) | (self.db.execute(
+                "DELETE FROM inbox WHERE key=?", (key,)).rowcount > 0)
+
+        return await self._tx(forget)
+
+    def _dead_letters_of(self, key: str) -> list[tuple[int, str]]:
+        # Events are kept as JSON: few dead letters, so they are read rather than indexed.
+        rows = self.db.execute("SELECT seq, event FROM dead_letters ORDER BY seq").fetchall()
+        return [(seq, raw) for seq, raw in rows if JobEvent.from_json(raw).key == key]
+
 
 _JOB_COLUMNS = (
     "job_id, run, status, completed, total, started, terminal, watched, updated_at, attempt"

@@ -251,6 +251,37 @@ class StoreConformance:
         ]
         assert await store.stranded() == []
 
+    async def _dead(self, store: Store, job: str) -> str:
+        """Record an event, have it dispatched, and keep it as a dead letter: its key."""
+        assert await self._record(store, "completed", job)
+        (event,) = [e for e in await store.pending() if e.job_id == job]
+        await store.ack(event.key)
+        await store.dead_letter(event, "notify", "RuntimeError: boom")
+        if not await store.dead_letters():
+            pytest.skip(f"the {store.name} store keeps no dead letters")
+        return event.key
+
+    async def test_a_dead_letter_is_listed_and_replayed_into_the_inbox(self, store: Store
+                                                                        ) -> None:
+        key = await self._dead(store, "j9")
+        [(event, subscriber, error)] = await store.dead_letters()
+        assert (event.key, subscriber, error) == (key, "notify", "RuntimeError: boom")
+        assert key not in [e.key for e in await store.pending()]
+        assert await store.replay_dead_letter(key)
+        assert await store.dead_letters() == []
+        assert [e for e in await store.pending() if e.key == key] == [event]
+        assert not await store.replay_dead_letter(key)
+
+    async def test_drop_forgets_a_dead_letter_and_an_inbox_row(self, store: Store) -> None:
+        assert await self._record(store, "started", "j1")
+        assert await store.drop("j1:started#1")
+        assert await store.pending() == []
+        assert not await store.drop("j1:started#1")
+        key = await self._dead(store, "j9")
+        assert await store.drop(key)
+        assert await store.dead_letters() == [] and await store.pending() == []
+        assert not await store.replay_dead_letter(key)
+
 
 @pytest.mark.anyio
 class TransportConformance:

@@ -559,6 +559,62 @@ class RedisStore(Store):
         except RedisUnavailable as exc:
             log.error("could not keep the dead letter of %s: %s", event.key, exc)
 
+    async def dead_letters(self) -> list[tuple[JobEvent, str, str]]:
+        """The namespace's dead letters (every owner's), oldest first."""
+        raws = await self._read(lambda r: r.lrange(self.keys.dead_letters, 0, -1),
+                                "reading dead letters")
+        return [_dead_letter(raw) for raw in raws]
+
+    async def replay_dead_letter(self, key: str) -> bool:
+        """Move the dead letters of ``key`` into this owner's inbox (one event)."""
+        keys = self.keys
+
+        def move(r: redis.Redis) -> bool:
+            moved = False
+
+            def attempt(pipe: Any) -> None:  # run again by redis-py if a WATCHed key changed
+                nonlocal moved
+                found: list[Any] = [raw for raw in pipe.lrange(keys.dead_letters, 0, -1)
+                                    if _dead_letter(raw)[0].key == key]
+                moved = bool(found)
+                if not found:
+                    return
+                seq = int(pipe.get(keys.seq) or 0) + 1
+                pipe.multi()
+                for raw in found:
+                    pipe.lrem(keys.dead_letters, 0, raw)
+                pipe.set(keys.seq, seq)
+                pipe.hset(keys.inbox(), key, _dead_letter(found[-1])[0].to_json())
+                pipe.zadd(keys.order(), {key: seq})
+
+            # WATCHed: two replays of one dead letter put it in one inbox, once.
+            r.transaction(attempt, keys.dead_letters, keys.seq)
+            return moved
+
+        return await self._write(move, "replaying a dead letter")
+
+    async def drop(self, key: str) -> bool:
+        """Forget ``key``: its dead letters (every owner's) and its row in this owner's inbox."""
+        keys = self.keys
+
+        def forget(r: redis.Redis) -> bool:
+            found: list[Any] = [raw for raw in r.lrange(keys.dead_letters, 0, -1)
+                                if _dead_letter(raw)[0].key == key]
+            with r.pipeline(transaction=True) as pipe:
+                for raw in found:
+                    pipe.lrem(keys.dead_letters, 0, raw)
+                pipe.hdel(keys.inbox(), key)
+                pipe.zrem(keys.order(), key)
+                removed = pipe.execute()
+            return bool(found) or bool(removed[-2])
+
+        return await self._write(forget, "dropping an event")
+
+
+def _dead_letter(raw: bytes | str) -> tuple[JobEvent, str, str]:
+    entry = json.loads(raw)
+    return JobEvent.from_dict(entry["event"]), entry["subscriber"], entry["error"]
+
 
 def _q(text: str) -> str:
     return json.dumps(text)

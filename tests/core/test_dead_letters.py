@@ -1,0 +1,226 @@
+"""A subscription's retry policy, and dead letters listed, replayed and dropped."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+import pytest
+import trio
+import trio.testing
+
+import jobwatch
+from jobwatch.abc import Store, Verdict
+from jobwatch.stores.memory import MemoryStore
+from jobwatch.stores.sqlite import SQLiteStore
+from jobwatch.testing import ScriptedTransport, make_event
+
+CONFIG = jobwatch.Config.from_mapping({"jobwatch": {"api_key": "rdr_test", "store": "memory"}})
+
+
+def failing_calls(retry: jobwatch.Retry | None, *, use_on: bool = False
+                  ) -> tuple[list[float], list[float], int]:
+    """Run a Watcher on trio's MockClock with a callback that always raises on the first
+    event: when it was called, when a later event reached it, and the dead letters kept."""
+    failed: list[float] = []
+    later: list[float] = []
+    store = MemoryStore()
+
+    def callback(event: jobwatch.JobEvent) -> None:
+        if event.job_id == "later":
+            later.append(trio.current_time())
+            return
+        failed.append(trio.current_time())
+        raise RuntimeError("boom")
+
+    async def main() -> None:
+        transport = ScriptedTransport([make_event("completed", "first"),
+                                       make_event("completed", "later")])
+        watcher = jobwatch.Watcher(CONFIG, transports=[transport], store=store)
+        options: dict[str, Any] = {} if retry is None else {"retry": retry}
+        if use_on:
+            watcher.on("completed", **options)(callback)
+        else:
+            watcher.subscribe(callback, **options)
+        async with watcher:
+            await trio.sleep(100)
+
+    start = 0.0
+
+    async def timed() -> None:
+        nonlocal start
+        start = trio.current_time()
+        await main()
+
+    trio.run(timed, clock=trio.testing.MockClock(autojump_threshold=0))
+    dead = trio.run(store.dead_letters)
+    return [t - start for t in failed], [t - start for t in later], len(dead)
+
+
+def close(got: list[float], want: list[float]) -> bool:
+    return len(got) == len(want) and all(math.isclose(g, w, abs_tol=0.01)
+                                         for g, w in zip(got, want, strict=True))
+
+
+def test_the_default_is_four_calls_0_5_2_and_8_s_apart() -> None:
+    failed, later, dead = failing_calls(None)
+    start = failed[0]
+    assert close([t - start for t in failed], [0, 0.5, 2.5, 10.5])
+    assert close([t - start for t in later], [10.5]) and dead == 1
+    assert jobwatch.Retry() == jobwatch.Retry(attempts=4, backoff=(0.5, 2, 8))
+
+
+def test_a_subscription_retries_as_its_policy_says() -> None:
+    failed, later, dead = failing_calls(jobwatch.Retry(attempts=3, backoff=(1, 5)))
+    start = failed[0]
+    assert close([t - start for t in failed], [0, 1, 6])
+    assert close([t - start for t in later], [6]) and dead == 1
+
+
+def test_the_last_wait_repeats_and_one_number_is_every_wait() -> None:
+    failed, _, _ = failing_calls(jobwatch.Retry(attempts=4, backoff=2), use_on=True)
+    assert close([t - failed[0] for t in failed], [0, 2, 4, 6])
+    assert jobwatch.Retry(attempts=5, backoff=(1, 3)).backoff == (1.0, 3.0)
+    assert [jobwatch.Retry(backoff=(1, 3)).delay(n) for n in (1, 2, 3)] == [1.0, 3.0, 3.0]
+
+
+def test_one_attempt_keeps_the_dead_letter_at_once_and_holds_nothing_up() -> None:
+    failed, later, dead = failing_calls(jobwatch.Retry(attempts=1), use_on=True)
+    assert len(failed) == 1 and close(later, failed) and dead == 1
+
+
+@pytest.mark.parametrize("options", [
+    {"attempts": 0}, {"attempts": -1}, {"attempts": 2.5}, {"attempts": True},
+    {"backoff": -1}, {"backoff": "1s"}, {"backoff": (1, math.nan)}, {"backoff": (math.inf,)},
+    {"backoff": None}, {"backoff": (True,)},
+])
+def test_nonsense_is_refused_saying_what_is_expected(options: dict[str, object]) -> None:
+    with pytest.raises(jobwatch.ConfigError, match=r"Retry (attempts|backoff) must be"):
+        jobwatch.Retry(**options)  # type: ignore[arg-type]
+
+
+def test_a_retry_is_a_frozen_value() -> None:
+    retry = jobwatch.Retry(attempts=2, backoff=[1])
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        retry.attempts = 3  # type: ignore[misc]
+    assert retry == jobwatch.Retry(attempts=2, backoff=(1.0,))
+    with pytest.raises(TypeError):
+        jobwatch.Retry(3)  # type: ignore[call-arg]
+
+
+@pytest.mark.anyio
+async def test_retry_must_be_a_retry() -> None:
+    watcher = jobwatch.Watcher(CONFIG, transports=[ScriptedTransport()], store=MemoryStore())
+    for wrong in (3, False, None):
+        with pytest.raises(jobwatch.ConfigError, match="retry must be a jobwatch.Retry"):
+            watcher.subscribe(print, retry=wrong)  # type: ignore[arg-type]
+        with pytest.raises(jobwatch.ConfigError, match="retry must be a jobwatch.Retry"):
+            watcher.on("completed", retry=wrong)(print)  # type: ignore[arg-type]
+
+
+# -- dead letters, on the stores ---------------------------------------------------------------
+
+Stores = Callable[[], Store]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
+    """Each call: the store a new process would open (one MemoryStore stands in for one)."""
+    if request.param == "memory":
+        shared = MemoryStore()
+        return lambda: shared
+    return lambda: SQLiteStore(tmp_path / "state.db")
+
+
+async def kept_dead_letter(store: Store) -> str:
+    """A Watcher whose only callback fails on a job's final event: its key, once kept."""
+    watcher = jobwatch.Watcher(CONFIG, store=store,
+                               transports=[ScriptedTransport([make_event("completed", "j")])])
+
+    def broken(event: jobwatch.JobEvent) -> None:
+        raise RuntimeError("mail server down")
+
+    kept = anyio.Event()
+    keep = store.dead_letter
+
+    async def dead_letter(event: jobwatch.JobEvent, subscriber: str, error: str) -> None:
+        await keep(event, subscriber, error)
+        kept.set()
+
+    store.dead_letter = dead_letter  # type: ignore[method-assign]
+    watcher.subscribe(broken, retry=jobwatch.Retry(attempts=1))
+    async with watcher:
+        with anyio.fail_after(5):
+            await kept.wait()
+    return "j:terminal#1"
+
+
+@pytest.mark.anyio
+async def test_a_dead_letter_is_listed_then_replayed_to_the_next_watcher(stores: Stores
+                                                                        ) -> None:
+    key = await kept_dead_letter(stores())
+    store = stores()
+    await store.open()
+    try:
+        [(event, subscriber, error)] = await store.dead_letters()
+        assert (event.key, error) == (key, "RuntimeError: mail server down")
+        assert subscriber.endswith("broken") and await store.pending() == []
+        assert await store.replay_dead_letter(key)
+        assert await store.dead_letters() == [] and await store.pending() == [event]
+    finally:
+        await store.aclose()
+
+    got: list[jobwatch.JobEvent] = []
+    arrived = anyio.Event()
+
+    def fixed(event: jobwatch.JobEvent) -> None:
+        got.append(event)
+        arrived.set()
+
+    store = stores()
+    watcher = jobwatch.Watcher(CONFIG, store=store, transports=[ScriptedTransport()])
+    watcher.subscribe(fixed)
+    async with watcher:
+        with anyio.fail_after(5):
+            await arrived.wait()
+    assert [e.key for e in got] == [key]
+    async with jobwatch.Watcher(CONFIG, store=stores(), transports=[ScriptedTransport()]) as w:
+        assert await w.store.pending() == [] and await w.store.dead_letters() == []
+
+
+@pytest.mark.anyio
+async def test_a_dropped_dead_letter_is_never_dispatched(stores: Stores) -> None:
+    key = await kept_dead_letter(stores())
+    store = stores()
+    await store.open()
+    try:
+        assert await store.drop(key)
+        assert await store.dead_letters() == []
+        assert not await store.drop(key) and not await store.replay_dead_letter(key)
+    finally:
+        await store.aclose()
+
+
+class Plain(MemoryStore):
+    """A third-party store from before dead letters could be listed: the defaults serve it."""
+
+    name = "plain"
+    dead_letter = Store.dead_letter
+    dead_letters = Store.dead_letters
+    replay_dead_letter = Store.replay_dead_letter
+    drop = Store.drop
+
+
+@pytest.mark.anyio
+async def test_a_store_without_dead_letters_lists_none_and_drops_inbox_rows() -> None:
+    store = Plain()
+    event = make_event("started", "j")
+    await store.record("j", lambda _: Verdict(event=event), ttl=60)
+    await store.dead_letter(event, "cb", "boom")
+    assert await store.dead_letters() == [] and not await store.replay_dead_letter(event.key)
+    assert await store.drop(event.key) and await store.pending() == []
+    assert not await store.drop(event.key)
