@@ -40,7 +40,7 @@ CONFTESTS := $(shell find tests plugins -name conftest.py ! -path tests/conftest
 
 check: install
 	$(VENV)/bin/ruff check .
-#	$(VENV)/bin/ruff format --check .  # enabled once the tree is formatted
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m mypy
 	@for conftest in $(CONFTESTS); do \
 	  echo "$(PY) -m mypy $$conftest"; $(PY) -m mypy $$conftest || exit 1; done

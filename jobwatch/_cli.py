@@ -93,16 +93,21 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("sim", help="run the local Reader simulator (jobwatch sim --help)")
 
-    inbox = sub.add_parser("inbox", help="the store's dead letters and undelivered events: "
-                                         "list, show, replay, drop")
+    inbox = sub.add_parser(
+        "inbox", help="the store's dead letters and undelivered events: list, show, replay, drop"
+    )
     _inbox_options(inbox, argparse.SUPPRESS)
-    actions = inbox.add_subparsers(dest="action", metavar="{list,show,replay,drop}",
-                                   required=True)
-    for action, about in (("list", "every dead letter and undelivered event"),
-                          ("show", "one event, with why it failed"),
-                          ("replay", "put a dead letter back in the inbox: the next Watcher "
-                                     "on this store dispatches it when it starts"),
-                          ("drop", "forget an event for good")):
+    actions = inbox.add_subparsers(dest="action", metavar="{list,show,replay,drop}", required=True)
+    for action, about in (
+        ("list", "every dead letter and undelivered event"),
+        ("show", "one event, with why it failed"),
+        (
+            "replay",
+            "put a dead letter back in the inbox: the next Watcher "
+            "on this store dispatches it when it starts",
+        ),
+        ("drop", "forget an event for good"),
+    ):
         parsed = actions.add_parser(action, help=about)
         if action != "list":
             parsed.add_argument("key", metavar="KEY", help="the event's key")
@@ -182,8 +187,9 @@ def _inbox_options(parser: argparse.ArgumentParser, default: Any) -> None:
     # Before or after the action (`inbox --config F list`, `inbox list --json`): SUPPRESS
     # keeps an action's parser from overwriting what was given before it.
     parser.add_argument("--config", metavar="F", default=default, help="configuration file")
-    parser.add_argument("--json", action="store_true", default=default,
-                        help="print JSON (one object per line)")
+    parser.add_argument(
+        "--json", action="store_true", default=default, help="print JSON (one object per line)"
+    )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -786,8 +792,15 @@ def _inbox_command(args: argparse.Namespace) -> int:
     from ._inbox import inbox
 
     config = load_config(getattr(args, "config", None))
-    trio.run(lambda: inbox(config, args.action, getattr(args, "key", None),
-                           as_json=getattr(args, "json", False), out=sys.stdout))
+    trio.run(
+        lambda: inbox(
+            config,
+            args.action,
+            getattr(args, "key", None),
+            as_json=getattr(args, "json", False),
+            out=sys.stdout,
+        )
+    )
     return EXIT_OK
 
 

@@ -44,7 +44,8 @@ def _kinds(kinds: Collection[str] | None) -> frozenset[EventKind] | None:
     if unknown:
         raise ConfigError(
             f"unknown event kind{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; "
-            f"the kinds are {', '.join(_KIND_NAMES)}, or \"*\" for every kind")
+            f'the kinds are {", ".join(_KIND_NAMES)}, or "*" for every kind'
+        )
     return frozenset(EventKind(k) for k in kinds)
 
 
@@ -56,21 +57,29 @@ def _delays(value: Any) -> tuple[float, ...]:
     if isinstance(value, int | float) and not isinstance(value, bool):
         value = (value,)
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise ConfigError(f"Retry backoff must be seconds (a number or a sequence of numbers), "
-                          f"got {value!r}")
+        raise ConfigError(
+            f"Retry backoff must be seconds (a number or a sequence of numbers), got {value!r}"
+        )
     delays = tuple(value)
     for delay in delays:
-        if (isinstance(delay, bool) or not isinstance(delay, int | float)
-                or not math.isfinite(delay) or delay < 0):
-            raise ConfigError(f"Retry backoff must be seconds, each a finite number >= 0, "
-                              f"got {delay!r} in {value!r}")
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not math.isfinite(delay)
+            or delay < 0
+        ):
+            raise ConfigError(
+                f"Retry backoff must be seconds, each a finite number >= 0, "
+                f"got {delay!r} in {value!r}"
+            )
     return tuple(float(d) for d in delays)
 
 
 def _check_attempts(instance: Retry, attribute: object, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"Retry attempts must be a whole number >= 1 (1: no retry), "
-                          f"got {value!r}")
+        raise ConfigError(
+            f"Retry attempts must be a whole number >= 1 (1: no retry), got {value!r}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -191,8 +200,9 @@ class Dispatcher:
         False: called once, for the Watcher's own subscriptions)."""
         policy = _policy(retry)
         name = getattr(callback, "__qualname__", None) or repr(callback)
-        sub = Subscription(callback, _kinds(kinds), job_id, name, policy,
-                           is_async=_is_async(callback))
+        sub = Subscription(
+            callback, _kinds(kinds), job_id, name, policy, is_async=_is_async(callback)
+        )
         sub._on_cancel = self._unsubscribe
         self._by_job.setdefault(job_id, []).append(sub)
         return sub
@@ -208,7 +218,9 @@ class Dispatcher:
             "a callback for every job is registered, but the transports (%s) report only the "
             "jobs this Watcher watches: it is called for jobs given to watch(), wait() or "
             "subscribe(job_id=...), and no others; to hear of every job of the account, use "
-            "webhooks or the workspace stream", ", ".join(t.name for t in running))
+            "webhooks or the workspace stream",
+            ", ".join(t.name for t in running),
+        )
 
     def _unsubscribe(self, sub: Subscription) -> None:
         subs = self._by_job.get(sub.job_id, [])
@@ -223,8 +235,10 @@ class Dispatcher:
         """The subscriptions that want ``event``: the job's own first, then everyone's."""
         kind, by_job = event.kind, self._by_job
         targets = []
-        for group in (by_job.get(event.job_id, ()) if event.job_id is not None else (),
-                      by_job.get(None, ())):
+        for group in (
+            by_job.get(event.job_id, ()) if event.job_id is not None else (),
+            by_job.get(None, ()),
+        ):
             for sub in group:  # Subscription.wants, inlined: this runs for every event
                 if not sub.cancelled and (sub.kinds is None or kind in sub.kinds):
                     targets.append(sub)
@@ -302,8 +316,13 @@ class Dispatcher:
             except Exception as exc:  # a callback's failure must never stop the others
                 self.counts.callback_errors += 1
                 error = f"{type(exc).__name__}: {exc}"
-                log.warning("callback %s failed on %s (attempt %d): %s",
-                            sub.name, event.key, attempt + 1, error)
+                log.warning(
+                    "callback %s failed on %s (attempt %d): %s",
+                    sub.name,
+                    event.key,
+                    attempt + 1,
+                    error,
+                )
                 if policy is not None and attempt + 1 < attempts:
                     await anyio.sleep(policy.delay(attempt + 1))
         self.counts.dead_letters += 1
@@ -323,8 +342,10 @@ def _policy(retry: Retry | bool) -> Retry | None:
     if retry is False:
         return None
     if not isinstance(retry, Retry):
-        raise ConfigError(f"retry must be a jobwatch.Retry, e.g. jobwatch.Retry(attempts=4, "
-                          f"backoff=(0.5, 2, 8)), got {retry!r}")
+        raise ConfigError(
+            f"retry must be a jobwatch.Retry, e.g. jobwatch.Retry(attempts=4, "
+            f"backoff=(0.5, 2, 8)), got {retry!r}"
+        )
     return retry
 
 

@@ -25,8 +25,10 @@ __all__ = ["inbox"]
 
 ACTIONS = ("list", "show", "replay", "drop")
 
-NEXT_START = ("the next Watcher on this store dispatches it when it starts (jobwatch listen, "
-              "or your application)")
+NEXT_START = (
+    "the next Watcher on this store dispatches it when it starts (jobwatch listen, "
+    "or your application)"
+)
 
 
 class NotKept(JobwatchError):
@@ -57,8 +59,9 @@ class _Entry:
         return said if self.subscriber is None else f"{said}  {self.subscriber}: {self.error}"
 
 
-async def inbox(config: Config, action: str, key: str | None, *, as_json: bool,
-                out: TextIO) -> None:
+async def inbox(
+    config: Config, action: str, key: str | None, *, as_json: bool, out: TextIO
+) -> None:
     """Run one ``jobwatch inbox`` action on the configured store, writing to ``out``."""
     store = _store(config)
     await store.open()
@@ -82,12 +85,16 @@ def _store(config: Config) -> Store:
     with config.naming_source():
         store: Store = load("store", config.store, Store).from_config(config)
     if store.name == "memory":
-        raise ConfigError("the memory store keeps nothing once its process ends: configure a "
-                          "durable store (store = \"sqlite\" or \"redis\") to keep dead letters")
+        raise ConfigError(
+            "the memory store keeps nothing once its process ends: configure a "
+            'durable store (store = "sqlite" or "redis") to keep dead letters'
+        )
     path = store.describe().get("path")
     if store.name == "sqlite" and path != ":memory:" and not Path(str(path)).exists():
-        raise ConfigError(f"no sqlite store at {path}: run this where the application runs, "
-                          "or give --config with its [jobwatch.sqlite] path")
+        raise ConfigError(
+            f"no sqlite store at {path}: run this where the application runs, "
+            "or give --config with its [jobwatch.sqlite] path"
+        )
     return store
 
 
@@ -107,9 +114,17 @@ def _show(found: Sequence[_Entry], as_json: bool, out: TextIO) -> None:
     event = found[-1].event
     failures = [{"subscriber": e.subscriber, "error": e.error} for e in found if e.subscriber]
     if as_json:
-        out.write(json.dumps({"key": event.key, "dead_letters": failures,
-                              "undelivered": any(e.subscriber is None for e in found),
-                              "event": event.to_dict()}) + "\n")
+        out.write(
+            json.dumps(
+                {
+                    "key": event.key,
+                    "dead_letters": failures,
+                    "undelivered": any(e.subscriber is None for e in found),
+                    "event": event.to_dict(),
+                }
+            )
+            + "\n"
+        )
         return
     for entry in found:
         out.write(entry.line() + "\n")
@@ -131,5 +146,6 @@ def _key(key: str | None) -> str:
 
 
 def _not_kept(key: str | None) -> NotKept:
-    return NotKept(f"no dead letter or undelivered event has the key {key!r}; "
-                   "`jobwatch inbox list` shows them")
+    return NotKept(
+        f"no dead letter or undelivered event has the key {key!r}; `jobwatch inbox list` shows them"
+    )

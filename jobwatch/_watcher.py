@@ -89,9 +89,7 @@ class _JobQueue:
     """One ``watch()`` iterator's queue: events, then maybe an error."""
 
     def __init__(self) -> None:
-        self.send, self.receive = anyio.create_memory_object_stream[JobEvent | JobwatchError](
-            1000
-        )
+        self.send, self.receive = anyio.create_memory_object_stream[JobEvent | JobwatchError](1000)
 
 
 class Watcher:
@@ -121,24 +119,38 @@ class Watcher:
         self.config = config if config is not None else load_config()
         with self.config.naming_source():  # a component's ConfigError names the file
             self.provider = provider or load(
-                "provider", self.config.provider, Provider).from_config(self.config)
+                "provider", self.config.provider, Provider
+            ).from_config(self.config)
             base_url = self.provider.resolve_base_url(self.config)
         # The transport names may come from the environment or a flag: not the file's to name.
         self.decision = self._decide(transports, environ, signals)
         with self.config.naming_source():
             self._transports = list(transports) if transports is not None else self._build()
-            self.store = store or load("store", self.config.store, Store).from_config(
-                self.config)
-            _check_other_tables(self.config, {
-                ("provider", self.config.provider), ("store", self.config.store),
-                *(("transport", n) for n in self.decision.transports)})
-        self._api = APIClient(self.config, self.provider, _make_budget(self.config),
-                              base_url=base_url, http_transport=http_transport)
+            self.store = store or load("store", self.config.store, Store).from_config(self.config)
+            _check_other_tables(
+                self.config,
+                {
+                    ("provider", self.config.provider),
+                    ("store", self.config.store),
+                    *(("transport", n) for n in self.decision.transports),
+                },
+            )
+        self._api = APIClient(
+            self.config,
+            self.provider,
+            _make_budget(self.config),
+            base_url=base_url,
+            http_transport=http_transport,
+        )
         self._dispatcher = Dispatcher(self.store, on_unsubscribe=self._on_unsubscribe)
-        self._pipeline = Pipeline(self.store, dedup_ttl=self.config.dedup_ttl,
-                                  dispatch=self._dispatcher.dispatch, on_check=self._check,
-                                  on_final=self._unwatch_transports,
-                                  on_new_run=self._rewatch)
+        self._pipeline = Pipeline(
+            self.store,
+            dedup_ttl=self.config.dedup_ttl,
+            dispatch=self._dispatcher.dispatch,
+            on_check=self._check,
+            on_final=self._unwatch_transports,
+            on_new_run=self._rewatch,
+        )
         self._host = _Host(self)
         self._state = _State.NEW
         self._tg: TaskGroup | None = None
@@ -150,13 +162,20 @@ class Watcher:
 
     # -- construction --------------------------------------------------------------------
 
-    def _decide(self, transports: Sequence[Transport] | None, environ: Mapping[str, str] | None,
-                signals: Signals | None) -> Decision:
+    def _decide(
+        self,
+        transports: Sequence[Transport] | None,
+        environ: Mapping[str, str] | None,
+        signals: Signals | None,
+    ) -> Decision:
         if transports is not None:
             names = tuple(t.name for t in transports)
             push = bool(transports) and all(t.push for t in transports)
-            return Decision(transports=names, reasons=("transports given to the Watcher",),
-                            safety_poll=self.config.safety_poll if push else 0.0)
+            return Decision(
+                transports=names,
+                reasons=("transports given to the Watcher",),
+                safety_poll=self.config.safety_poll if push else 0.0,
+            )
         decision = choose_transport(self.config, environ, signals, provider=self.provider)
         check_names(decision.transports, installed("transport"))
         return decision
@@ -165,8 +184,10 @@ class Watcher:
         config = self.config
         if self.decision.scope is not None and "scope" not in config.table("sse"):
             config = config.with_table("sse", scope=self.decision.scope)
-        return [load("transport", name, Transport).from_config(config)
-                for name in self.decision.transports]
+        return [
+            load("transport", name, Transport).from_config(config)
+            for name in self.decision.transports
+        ]
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -198,8 +219,12 @@ class Watcher:
             raise
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> bool | None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
         return await self._shutdown(exc_type, exc, tb)
 
     async def aclose(self) -> None:
@@ -207,8 +232,12 @@ class Watcher:
         if self._state is _State.OPEN:
             await self._shutdown(None, None, None)
 
-    async def _shutdown(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> bool | None:
+    async def _shutdown(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
         self._state = _State.CLOSED
         self._dispatcher.close()
         result = None
@@ -236,8 +265,10 @@ class Watcher:
         if self._state is _State.CLOSED:
             raise WatcherClosed("this Watcher is closed; create a new Watcher")
         if self._state is _State.NEW and not starting:
-            raise WatcherClosed("this Watcher is not running: use it inside `async with "
-                                "watcher:` (callbacks may be registered before entering)")
+            raise WatcherClosed(
+                "this Watcher is not running: use it inside `async with "
+                "watcher:` (callbacks may be registered before entering)"
+            )
 
     async def _open_gate(self) -> None:
         # Runs at the first checkpoint of the `async with` body, after its callbacks are on.
@@ -275,13 +306,21 @@ class Watcher:
         """Decorator: call the function for events of these kinds (``"*"`` = every kind) of
         every job the transports report — see :meth:`subscribe` for which jobs those are,
         and for ``retry``."""
+
         def register(callback: Callback) -> Callback:
             self.subscribe(callback, kinds=kinds or None, retry=retry)
             return callback
+
         return register
 
-    def subscribe(self, callback: Callback, *, kinds: Collection[str] | None = None,
-                  job_id: str | None = None, retry: Retry = DEFAULT_RETRY) -> Subscription:
+    def subscribe(
+        self,
+        callback: Callback,
+        *,
+        kinds: Collection[str] | None = None,
+        job_id: str | None = None,
+        retry: Retry = DEFAULT_RETRY,
+    ) -> Subscription:
         """Call ``callback`` (sync or async) for matching events.
 
         With ``job_id``, the Watcher watches that job (until the subscription is cancelled)
@@ -300,8 +339,10 @@ class Watcher:
         else:
             self._dispatcher.note_every_job(self._transports)
         if not isinstance(retry, Retry):  # True/False mean something else to the dispatcher
-            raise ConfigError(f"retry must be a jobwatch.Retry, e.g. jobwatch.Retry(attempts=4, "
-                              f"backoff=(0.5, 2, 8)), got {retry!r}")
+            raise ConfigError(
+                f"retry must be a jobwatch.Retry, e.g. jobwatch.Retry(attempts=4, "
+                f"backoff=(0.5, 2, 8)), got {retry!r}"
+            )
         sub = self._dispatcher.subscribe(callback, kinds=kinds, job_id=job_id, retry=retry)
         if job_id is not None:
             self._add_watch(job_id)
@@ -352,8 +393,9 @@ class Watcher:
             record.queues.discard(queue)
             self._drop_watch(job_id)
 
-    async def _replay_final(self, record: JobRecord, queue: _JobQueue
-                            ) -> AsyncGenerator[JobEvent | JobwatchError, None]:
+    async def _replay_final(
+        self, record: JobRecord, queue: _JobQueue
+    ) -> AsyncGenerator[JobEvent | JobwatchError, None]:
         if record.final is not None:
             yield record.final
             return
@@ -374,7 +416,9 @@ class Watcher:
         return None if final is None else qualify(final, state.run)
 
     async def wait(
-        self, job_id: str, timeout: float | None = DEFAULT_TIMEOUT  # noqa: ASYNC109 - DESIGN §4
+        self,
+        job_id: str,
+        timeout: float | None = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - DESIGN §4
     ) -> JobEvent:
         """The job's terminal event; raises WatchTimeout after ``timeout`` seconds."""
         last: JobEvent | None = None
@@ -385,11 +429,14 @@ class Watcher:
                     last = event
                     if event.terminal:
                         return event
-        raise self._explained(WatchTimeout(
-            f"job {job_id} did not finish within {timeout} s (last event: "
-            f"{last.kind if last else 'none'}); pass a longer timeout, or check the job",
-            job_id=job_id, last_event=last,
-        ))
+        raise self._explained(
+            WatchTimeout(
+                f"job {job_id} did not finish within {timeout} s (last event: "
+                f"{last.kind if last else 'none'}); pass a longer timeout, or check the job",
+                job_id=job_id,
+                last_event=last,
+            )
+        )
 
     def _explained(self, exc: WatchTimeout) -> WatchTimeout:
         """``exc``, saying so when the API was not answering at the end: a wait that times
@@ -401,7 +448,10 @@ class Watcher:
         count = api.failures_in_a_row
         return WatchTimeout(
             f"{exc}; behind it, the API did not answer the last {count} request"
-            f"{'s' * (count > 1)}: {why}", job_id=exc.job_id, last_event=exc.last_event)
+            f"{'s' * (count > 1)}: {why}",
+            job_id=exc.job_id,
+            last_event=exc.last_event,
+        )
 
     async def results(self, job_id: str) -> AsyncIterator[Mapping[str, Any]]:
         """Every result entry of a job, following the API's pagination within the budget."""
@@ -421,7 +471,7 @@ class Watcher:
             if transport.name == "webhook":
                 return transport.asgi_app()  # type: ignore[attr-defined]
         raise ConfigError(
-            "asgi_app() needs the webhook transport; set transport = \"webhook\" (or a list "
+            'asgi_app() needs the webhook transport; set transport = "webhook" (or a list '
             "with it) and configure [jobwatch.webhook]"
         )
 
@@ -438,8 +488,10 @@ class Watcher:
             url = getattr(candidate, "bound_url", None)
             if candidate.name == transport and url:
                 return str(url)
-        raise ConfigError(f"no running {transport!r} transport listens on an address; set "
-                          f"[jobwatch.{transport}] listen")
+        raise ConfigError(
+            f"no running {transport!r} transport listens on an address; set "
+            f"[jobwatch.{transport}] listen"
+        )
 
     def statistics(self) -> Statistics:
         """A frozen snapshot of the counters."""
@@ -447,12 +499,17 @@ class Watcher:
         counts = self._dispatcher.counts
         pipeline = self._pipeline
         return Statistics(
-            events_in=pipeline.events_in, events_out=pipeline.events_out,
-            duplicates=pipeline.dropped.get("duplicate", 0), dropped=dict(pipeline.dropped),
-            requests=self._api.requests, rate_limited=self._api.rate_limited_count,
+            events_in=pipeline.events_in,
+            events_out=pipeline.events_out,
+            duplicates=pipeline.dropped.get("duplicate", 0),
+            dropped=dict(pipeline.dropped),
+            requests=self._api.requests,
+            rate_limited=self._api.rate_limited_count,
             reconnects=sum(c.get("reconnects", 0) for c in per.values()),
-            reconciles=self._totals["reconciles"], safety_polls=self._totals["safety_polls"],
-            callback_errors=counts.callback_errors, dead_letters=counts.dead_letters,
+            reconciles=self._totals["reconciles"],
+            safety_polls=self._totals["safety_polls"],
+            callback_errors=counts.callback_errors,
+            dead_letters=counts.dead_letters,
             transports=per,
         )
 
@@ -497,9 +554,12 @@ class Watcher:
         await anyio.sleep(DEFAULT_TIMEOUT)
         record = self._pipeline.job(job_id)
         if record.watched and record.watchers == 0 and record.final is None:
-            log.warning("stopped watching job %s, left unfinished by an earlier process: no "
-                        "end within %g s and nobody here waits for it", job_id,
-                        DEFAULT_TIMEOUT)
+            log.warning(
+                "stopped watching job %s, left unfinished by an earlier process: no "
+                "end within %g s and nobody here waits for it",
+                job_id,
+                DEFAULT_TIMEOUT,
+            )
             self._stop_watching(record)
 
     def _watch_transports(self, job_id: str) -> None:
@@ -528,8 +588,9 @@ class Watcher:
         def watched(state: JobState | None) -> Verdict:
             if state is not None and state.watched:
                 return Verdict(event=None)
-            return Verdict(event=None, state=attrs.evolve(state or JobState(job_id=job_id),
-                                                          watched=True))
+            return Verdict(
+                event=None, state=attrs.evolve(state or JobState(job_id=job_id), watched=True)
+            )
 
         try:
             await self.store.record(job_id, watched, ttl=self.config.dedup_ttl)
@@ -537,15 +598,19 @@ class Watcher:
             log.warning("could not mark job %s as watched in the store: %s", job_id, exc)
 
     def _watched(self) -> frozenset[str]:
-        return frozenset(job_id for job_id, record in self._watching.items()
-                         if record.final is None and record.error is None)
+        return frozenset(
+            job_id
+            for job_id, record in self._watching.items()
+            if record.final is None and record.error is None
+        )
 
     def _end_job(self, job_id: str, error: JobwatchError) -> None:
         record = self._pipeline.job(job_id)
         if record.error is not None:
             return  # ended already (a transport and a reconcile may both find out): said once
-        log.warning("stopped watching job %s: %s", job_id,
-                    str(error).removeprefix(f"job {job_id}: "))
+        log.warning(
+            "stopped watching job %s: %s", job_id, str(error).removeprefix(f"job {job_id}: ")
+        )
         record.error = error
         self._unwatch_transports(job_id)
         if self._tg is not None:
@@ -569,8 +634,9 @@ class Watcher:
             try:
                 await self.store.record(job_id, ended, ttl=self.config.dedup_ttl)
             except JobwatchError as exc:
-                log.warning("could not mark job %s as no longer watched in the store: %s",
-                            job_id, exc)
+                log.warning(
+                    "could not mark job %s as no longer watched in the store: %s", job_id, exc
+                )
 
     # -- what the transports ask of the Watcher through its host ----------------------------
 
@@ -583,8 +649,9 @@ class Watcher:
     async def _run_check(self, record: JobRecord) -> None:
         assert record.job_id is not None
         try:
-            await self._reconcile([record.job_id],
-                                  reason="pushed event contradicts a terminal state")
+            await self._reconcile(
+                [record.job_id], reason="pushed event contradicts a terminal state"
+            )
         finally:
             record.checking = False
 
@@ -606,7 +673,8 @@ class Watcher:
         record = self._pipeline.job(job_id)
         try:
             snapshot, events = self.provider.decode_status(
-                job_id, response, record.snapshot, source="poll")
+                job_id, response, record.snapshot, source="poll"
+            )
         except JobwatchError as exc:
             log.warning("could not decode job %s: %s", job_id, exc)
             return
@@ -614,8 +682,7 @@ class Watcher:
             # Once asked, the answer is recorded whole: a caller's deadline (a webhook
             # receiver's, say) may cut the request short, never the recording.
             with anyio.CancelScope(shield=True):
-                await self._pipeline.deliver(events, authoritative=True,
-                                             as_of=response.sent_at)
+                await self._pipeline.deliver(events, authoritative=True, as_of=response.sent_at)
         except JobwatchError as exc:  # the store failed; the safety net or a later poll retries
             log.warning("could not record the poll of job %s: %s", job_id, exc)
             return
@@ -635,8 +702,7 @@ class Watcher:
             try:
                 _, events = self.provider.decode_status(job_id, response, None, source="poll")
                 with anyio.CancelScope(shield=True):
-                    await self._pipeline.deliver(events, authoritative=True,
-                                                 as_of=response.sent_at)
+                    await self._pipeline.deliver(events, authoritative=True, as_of=response.sent_at)
             except JobwatchError as exc:
                 log.debug("could not confirm the end of job %s: %s", job_id, exc)
 
@@ -645,8 +711,11 @@ class Watcher:
         while True:
             await anyio.sleep(tick)
             now = anyio.current_time()
-            silent = [job_id for job_id in self._watched()
-                      if now - _heard(self._watching[job_id], now) >= seconds]
+            silent = [
+                job_id
+                for job_id in self._watched()
+                if now - _heard(self._watching[job_id], now) >= seconds
+            ]
             for job_id in silent:
                 self._watching[job_id].heard = now
                 self._totals["safety_polls"] += 1
@@ -665,11 +734,15 @@ def check_job_id(job_id: object) -> None:
     if not job_id.strip():
         raise InvalidJobId("the job id is empty; pass the id the API returned for the job")
     if len(job_id) > MAX_JOB_ID:
-        raise InvalidJobId(f"the job id is {len(job_id)} characters long (at most "
-                           f"{MAX_JOB_ID}); pass the id the API returned for the job")
+        raise InvalidJobId(
+            f"the job id is {len(job_id)} characters long (at most "
+            f"{MAX_JOB_ID}); pass the id the API returned for the job"
+        )
     if any(ord(c) < 32 or ord(c) == 127 for c in job_id):
-        raise InvalidJobId(f"the job id {job_id!r} contains control characters; pass the id "
-                           "the API returned for the job")
+        raise InvalidJobId(
+            f"the job id {job_id!r} contains control characters; pass the id "
+            "the API returned for the job"
+        )
 
 
 def _heard(record: JobRecord, now: float) -> float:
@@ -698,8 +771,9 @@ class _Host(TransportHost):
     def transports(self) -> tuple[str, ...]:
         return tuple(t.name for t in self._watcher._transports)
 
-    async def deliver(self, events: Sequence[JobEvent], *, authoritative: bool = False,
-                      as_of: float | None = None) -> None:
+    async def deliver(
+        self, events: Sequence[JobEvent], *, authoritative: bool = False, as_of: float | None = None
+    ) -> None:
         await self._watcher._pipeline.deliver(events, authoritative=authoritative, as_of=as_of)
 
     async def request(self, request: Request) -> Response:
@@ -723,8 +797,13 @@ class _Host(TransportHost):
     def end_job(self, job_id: str, error: JobwatchError) -> None:
         self._watcher._end_job(job_id, error)
 
-    def subscribe(self, callback: Callable[[JobEvent], Any], *,
-                  kinds: Collection[str] | None = None, job_id: str | None = None) -> Any:
+    def subscribe(
+        self,
+        callback: Callable[[JobEvent], Any],
+        *,
+        kinds: Collection[str] | None = None,
+        job_id: str | None = None,
+    ) -> Any:
         return self._watcher.subscribe(callback, kinds=kinds, job_id=job_id)
 
 
@@ -742,4 +821,3 @@ def _check_other_tables(config: Config, built: set[tuple[str, str]]) -> None:
 
 def _make_budget(config: Config) -> RequestBudget:
     return BudgetOptions.from_config(config).budget()
-

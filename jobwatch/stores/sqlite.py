@@ -549,10 +549,12 @@ class SQLiteStore(Store):
             found = self._dead_letters_of(key)
             if not found:
                 return False
-            self.db.executemany("DELETE FROM dead_letters WHERE seq=?",
-                                [(seq,) for seq, _ in found])
-            self.db.execute("INSERT OR REPLACE INTO inbox (key, event) VALUES (?, ?)",
-                            (key, found[-1][1]))
+            self.db.executemany(
+                "DELETE FROM dead_letters WHERE seq=?", [(seq,) for seq, _ in found]
+            )
+            self.db.execute(
+                "INSERT OR REPLACE INTO inbox (key, event) VALUES (?, ?)", (key, found[-1][1])
+            )
             return True
 
         return await self._tx(move)
@@ -560,10 +562,12 @@ class SQLiteStore(Store):
     async def drop(self, key: str) -> bool:
         def forget() -> bool:
             found = self._dead_letters_of(key)
-            self.db.executemany("DELETE FROM dead_letters WHERE seq=?",
-                                [(seq,) for seq, _ in found])
-            return bool(found) | (self.db.execute(
-                "DELETE FROM inbox WHERE key=?", (key,)).rowcount > 0)
+            self.db.executemany(
+                "DELETE FROM dead_letters WHERE seq=?", [(seq,) for seq, _ in found]
+            )
+            return bool(found) | (
+                self.db.execute("DELETE FROM inbox WHERE key=?", (key,)).rowcount > 0
+            )
 
         return await self._tx(forget)
 

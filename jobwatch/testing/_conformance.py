@@ -261,8 +261,7 @@ class StoreConformance:
             pytest.skip(f"the {store.name} store keeps no dead letters")
         return event.key
 
-    async def test_a_dead_letter_is_listed_and_replayed_into_the_inbox(self, store: Store
-                                                                        ) -> None:
+    async def test_a_dead_letter_is_listed_and_replayed_into_the_inbox(self, store: Store) -> None:
         key = await self._dead(store, "j9")
         [(event, subscriber, error)] = await store.dead_letters()
         assert (event.key, subscriber, error) == (key, "notify", "RuntimeError: boom")

@@ -28,8 +28,9 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A jobwatch.toml whose sqlite store keeps a dead letter and an undelivered event."""
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "jobwatch.toml"
-    path.write_text('[jobwatch]\napi_key = "rdr_test"\nstore = "sqlite"\n'
-                    '[jobwatch.sqlite]\npath = "state.db"\n')
+    path.write_text(
+        '[jobwatch]\napi_key = "rdr_test"\nstore = "sqlite"\n[jobwatch.sqlite]\npath = "state.db"\n'
+    )
 
     async def keep() -> None:
         store = SQLiteStore(tmp_path / "state.db")
@@ -45,7 +46,8 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_list_shows_dead_letters_and_undelivered_events(
-        capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    capsys: pytest.CaptureFixture[str], config: Path
+) -> None:
     code, out, err = run(capsys, "inbox", "--config", str(config), "list")
     assert (code, err) == (0, "")
     assert out.splitlines() == [
@@ -55,7 +57,9 @@ def test_list_shows_dead_letters_and_undelivered_events(
     code, out, _ = run(capsys, "inbox", "list", "--json")  # jobwatch.toml in the folder
     lines = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and [(x["key"], x["state"]) for x in lines] == [
-        (DEAD.key, "dead"), (UNDELIVERED.key, "undelivered")]
+        (DEAD.key, "dead"),
+        (UNDELIVERED.key, "undelivered"),
+    ]
     assert jobwatch.JobEvent.from_dict(lines[0]["event"]) == DEAD
 
 
@@ -65,13 +69,15 @@ def test_show_tells_why_it_failed(capsys: pytest.CaptureFixture[str], config: Pa
     assert '"pages": 3' in out
     code, out, _ = run(capsys, "inbox", "show", DEAD.key, "--json")
     shown = json.loads(out)
-    assert shown["dead_letters"] == [{"subscriber": "notify",
-                                      "error": "RuntimeError: mail server down"}]
+    assert shown["dead_letters"] == [
+        {"subscriber": "notify", "error": "RuntimeError: mail server down"}
+    ]
     assert shown["undelivered"] is False and shown["event"]["data"] == {"pages": 3}
 
 
 def test_a_replayed_dead_letter_is_dispatched_by_the_next_watcher(
-        capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    capsys: pytest.CaptureFixture[str], config: Path
+) -> None:
     code, out, err = run(capsys, "inbox", "replay", DEAD.key)
     assert (code, err) == (0, "")
     assert out.startswith(f"replayed {DEAD.key}: back in the inbox; the next Watcher")
@@ -91,8 +97,7 @@ def test_a_replayed_dead_letter_is_dispatched_by_the_next_watcher(
             if len(got) == 2:
                 both.set()
 
-        watcher = jobwatch.Watcher(jobwatch.load_config(config),
-                                   transports=[ScriptedTransport()])
+        watcher = jobwatch.Watcher(jobwatch.load_config(config), transports=[ScriptedTransport()])
         watcher.subscribe(handle)
         async with watcher:
             with trio.fail_after(5):
@@ -113,16 +118,19 @@ def test_drop_forgets_for_good(capsys: pytest.CaptureFixture[str], config: Path)
 
 @pytest.mark.parametrize("action", ["show", "replay", "drop"])
 def test_an_unknown_key_is_one_line_saying_where_to_look(
-        capsys: pytest.CaptureFixture[str], config: Path, action: str) -> None:
+    capsys: pytest.CaptureFixture[str], config: Path, action: str
+) -> None:
     code, out, err = run(capsys, "inbox", action, "job_9:terminal")
     assert (code, out) == (1, "")
-    assert err == ("jobwatch: error: no dead letter or undelivered event has the key "
-                   "'job_9:terminal'; `jobwatch inbox list` shows them\n")
+    assert err == (
+        "jobwatch: error: no dead letter or undelivered event has the key "
+        "'job_9:terminal'; `jobwatch inbox list` shows them\n"
+    )
 
 
 def test_a_store_that_keeps_nothing_is_a_usage_error(
-        capsys: pytest.CaptureFixture[str], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "memory.toml").write_text('[jobwatch]\napi_key = "k"\nstore = "memory"\n')
     code, _, err = run(capsys, "inbox", "--config", "memory.toml", "list")

@@ -22,8 +22,9 @@ from jobwatch.testing import ScriptedTransport, make_event
 CONFIG = jobwatch.Config.from_mapping({"jobwatch": {"api_key": "rdr_test", "store": "memory"}})
 
 
-def failing_calls(retry: jobwatch.Retry | None, *, use_on: bool = False
-                  ) -> tuple[list[float], list[float], int]:
+def failing_calls(
+    retry: jobwatch.Retry | None, *, use_on: bool = False
+) -> tuple[list[float], list[float], int]:
     """Run a Watcher on trio's MockClock with a callback that always raises on the first
     event: when it was called, when a later event reached it, and the dead letters kept."""
     failed: list[float] = []
@@ -38,8 +39,9 @@ def failing_calls(retry: jobwatch.Retry | None, *, use_on: bool = False
         raise RuntimeError("boom")
 
     async def main() -> None:
-        transport = ScriptedTransport([make_event("completed", "first"),
-                                       make_event("completed", "later")])
+        transport = ScriptedTransport(
+            [make_event("completed", "first"), make_event("completed", "later")]
+        )
         watcher = jobwatch.Watcher(CONFIG, transports=[transport], store=store)
         options: dict[str, Any] = {} if retry is None else {"retry": retry}
         if use_on:
@@ -62,8 +64,9 @@ def failing_calls(retry: jobwatch.Retry | None, *, use_on: bool = False
 
 
 def close(got: list[float], want: list[float]) -> bool:
-    return len(got) == len(want) and all(math.isclose(g, w, abs_tol=0.01)
-                                         for g, w in zip(got, want, strict=True))
+    return len(got) == len(want) and all(
+        math.isclose(g, w, abs_tol=0.01) for g, w in zip(got, want, strict=True)
+    )
 
 
 def test_the_default_is_four_calls_0_5_2_and_8_s_apart() -> None:
@@ -93,11 +96,21 @@ def test_one_attempt_keeps_the_dead_letter_at_once_and_holds_nothing_up() -> Non
     assert len(failed) == 1 and close(later, failed) and dead == 1
 
 
-@pytest.mark.parametrize("options", [
-    {"attempts": 0}, {"attempts": -1}, {"attempts": 2.5}, {"attempts": True},
-    {"backoff": -1}, {"backoff": "1s"}, {"backoff": (1, math.nan)}, {"backoff": (math.inf,)},
-    {"backoff": None}, {"backoff": (True,)},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"attempts": 0},
+        {"attempts": -1},
+        {"attempts": 2.5},
+        {"attempts": True},
+        {"backoff": -1},
+        {"backoff": "1s"},
+        {"backoff": (1, math.nan)},
+        {"backoff": (math.inf,)},
+        {"backoff": None},
+        {"backoff": (True,)},
+    ],
+)
 def test_nonsense_is_refused_saying_what_is_expected(options: dict[str, object]) -> None:
     with pytest.raises(jobwatch.ConfigError, match=r"Retry (attempts|backoff) must be"):
         jobwatch.Retry(**options)  # type: ignore[arg-type]
@@ -138,8 +151,9 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
 
 async def kept_dead_letter(store: Store) -> str:
     """A Watcher whose only callback fails on a job's final event: its key, once kept."""
-    watcher = jobwatch.Watcher(CONFIG, store=store,
-                               transports=[ScriptedTransport([make_event("completed", "j")])])
+    watcher = jobwatch.Watcher(
+        CONFIG, store=store, transports=[ScriptedTransport([make_event("completed", "j")])]
+    )
 
     def broken(event: jobwatch.JobEvent) -> None:
         raise RuntimeError("mail server down")
@@ -160,8 +174,7 @@ async def kept_dead_letter(store: Store) -> str:
 
 
 @pytest.mark.anyio
-async def test_a_dead_letter_is_listed_then_replayed_to_the_next_watcher(stores: Stores
-                                                                        ) -> None:
+async def test_a_dead_letter_is_listed_then_replayed_to_the_next_watcher(stores: Stores) -> None:
     key = await kept_dead_letter(stores())
     store = stores()
     await store.open()

@@ -44,8 +44,10 @@ def test_every_public_member_is_exported(namespace: str) -> None:
     # names a sub-namespace imports from the top-level surface for its signatures.
     module = importlib.import_module(namespace)
     public = {
-        name for name, value in vars(module).items()
-        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
         and defined_in_jobwatch(value)
     }
     elsewhere = set() if module is jobwatch else set(jobwatch.__all__)
@@ -61,19 +63,45 @@ def test_exported_members_come_from_jobwatch() -> None:
 def test_the_design_surface_is_exported() -> None:
     # DESIGN §4: the names applications and outside tests call.
     design = {
-        "Config", "load_config", "Watcher", "JobEvent", "EventKind", "JobStatus",
-        "choose_transport", "Decision", "Signals", "Statistics", "Subscription", "Retry", "wait",
-        "iter_events", "JobwatchError", "ConfigError", "PluginError", "TransportError",
-        "NetworkError", "StreamError", "APIError", "AuthenticationError", "JobNotFound",
-        "RateLimited", "DecodeError", "WebhookVerificationError", "WatchTimeout",
-        "WatcherClosed", "Secret",
+        "Config",
+        "load_config",
+        "Watcher",
+        "JobEvent",
+        "EventKind",
+        "JobStatus",
+        "choose_transport",
+        "Decision",
+        "Signals",
+        "Statistics",
+        "Subscription",
+        "Retry",
+        "wait",
+        "iter_events",
+        "JobwatchError",
+        "ConfigError",
+        "PluginError",
+        "TransportError",
+        "NetworkError",
+        "StreamError",
+        "APIError",
+        "AuthenticationError",
+        "JobNotFound",
+        "RateLimited",
+        "DecodeError",
+        "WebhookVerificationError",
+        "WatchTimeout",
+        "WatcherClosed",
+        "Secret",
     }
     assert design <= set(jobwatch.__all__)
 
 
 def test_errors_form_one_tree() -> None:
-    errors = [getattr(jobwatch, n) for n in jobwatch.__all__
-              if n.endswith(("Error", "Timeout", "Closed", "NotFound", "Limited"))]
+    errors = [
+        getattr(jobwatch, n)
+        for n in jobwatch.__all__
+        if n.endswith(("Error", "Timeout", "Closed", "NotFound", "Limited"))
+    ]
     assert len(errors) >= 14
     for error in errors:
         assert issubclass(error, jobwatch.JobwatchError)
@@ -88,16 +116,29 @@ def test_abc_holds_the_three_seams() -> None:
     import jobwatch.abc
 
     assert {"Provider", "Transport", "Store", "TransportHost", "Scheme"} <= set(
-        jobwatch.abc.__all__)
+        jobwatch.abc.__all__
+    )
 
 
 def test_testing_holds_the_helpers() -> None:
     import jobwatch.testing
 
-    assert {"ScriptedTransport", "make_event", "StoreConformance", "SchemeConformance",
-            "TransportConformance"} <= set(jobwatch.testing.__all__)
-    assert {"OpenAIBatchFake", "GitHubActionsFake", "ReplicateFake", "FakeStep", "FakeFaults",
-            "FakeDelivery", "running_fake"} <= set(jobwatch.testing.__all__)
+    assert {
+        "ScriptedTransport",
+        "make_event",
+        "StoreConformance",
+        "SchemeConformance",
+        "TransportConformance",
+    } <= set(jobwatch.testing.__all__)
+    assert {
+        "OpenAIBatchFake",
+        "GitHubActionsFake",
+        "ReplicateFake",
+        "FakeStep",
+        "FakeFaults",
+        "FakeDelivery",
+        "running_fake",
+    } <= set(jobwatch.testing.__all__)
 
 
 @pytest.mark.parametrize("name", ["abc", "testing"])

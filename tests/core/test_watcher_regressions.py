@@ -86,13 +86,12 @@ async def test_a_failing_dead_letter_store_stops_nothing() -> None:
 
     transport = ScriptedTransport()
     watcher = jobwatch.Watcher(CONFIG, transports=[transport], store=DiskFull())
-    watcher._dispatcher._backoff = 0.0
     other: list[str] = []
 
     def broken(event: jobwatch.JobEvent) -> None:
         raise ValueError("boom")
 
-    watcher.subscribe(broken, kinds=("progress",))
+    watcher.subscribe(broken, kinds=("progress",), retry=jobwatch.Retry(backoff=0))
     watcher.subscribe(lambda e: other.append(e.kind.value), kinds=("completed",))
     async with watcher:
         await transport.send(make_event("progress", "j1", completed=1))

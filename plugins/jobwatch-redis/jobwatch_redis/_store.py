@@ -561,8 +561,9 @@ class RedisStore(Store):
 
     async def dead_letters(self) -> list[tuple[JobEvent, str, str]]:
         """The namespace's dead letters (every owner's), oldest first."""
-        raws = await self._read(lambda r: r.lrange(self.keys.dead_letters, 0, -1),
-                                "reading dead letters")
+        raws = await self._read(
+            lambda r: r.lrange(self.keys.dead_letters, 0, -1), "reading dead letters"
+        )
         return [_dead_letter(raw) for raw in raws]
 
     async def replay_dead_letter(self, key: str) -> bool:
@@ -574,8 +575,11 @@ class RedisStore(Store):
 
             def attempt(pipe: Any) -> None:  # run again by redis-py if a WATCHed key changed
                 nonlocal moved
-                found: list[Any] = [raw for raw in pipe.lrange(keys.dead_letters, 0, -1)
-                                    if _dead_letter(raw)[0].key == key]
+                found: list[Any] = [
+                    raw
+                    for raw in pipe.lrange(keys.dead_letters, 0, -1)
+                    if _dead_letter(raw)[0].key == key
+                ]
                 moved = bool(found)
                 if not found:
                     return
@@ -598,8 +602,9 @@ class RedisStore(Store):
         keys = self.keys
 
         def forget(r: redis.Redis) -> bool:
-            found: list[Any] = [raw for raw in r.lrange(keys.dead_letters, 0, -1)
-                                if _dead_letter(raw)[0].key == key]
+            found: list[Any] = [
+                raw for raw in r.lrange(keys.dead_letters, 0, -1) if _dead_letter(raw)[0].key == key
+            ]
             with r.pipeline(transaction=True) as pipe:
                 for raw in found:
                     pipe.lrem(keys.dead_letters, 0, raw)

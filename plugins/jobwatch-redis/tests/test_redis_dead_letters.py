@@ -31,8 +31,9 @@ async def kept_dead_letter(options: RedisOptions) -> str:
         kept.set()
 
     store.dead_letter = dead_letter  # type: ignore[method-assign]
-    watcher = jobwatch.Watcher(CONFIG, store=store,
-                               transports=[ScriptedTransport([make_event("completed", "j")])])
+    watcher = jobwatch.Watcher(
+        CONFIG, store=store, transports=[ScriptedTransport([make_event("completed", "j")])]
+    )
 
     def broken(event: jobwatch.JobEvent) -> None:
         raise RuntimeError("mail server down")
@@ -45,7 +46,8 @@ async def kept_dead_letter(options: RedisOptions) -> str:
 
 
 async def test_a_replayed_dead_letter_is_dispatched_by_the_owners_next_start(
-        options: RedisOptions) -> None:
+    options: RedisOptions,
+) -> None:
     key = await kept_dead_letter(options)
     other = RedisStore(attrs.evolve(options, owner="operator"))
     await other.open()
