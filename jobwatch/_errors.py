@@ -19,7 +19,7 @@ went wrong and what to do about it::
     ├── WatchTimeout                a wait ended before the job reached a terminal state
     └── WatcherClosed               a closed Watcher was used again
 
-Errors of httpx and httpx-sse are translated into this tree at the transport seam; they never
+Errors of httpx are translated into this tree at the transport seam; they never
 leak raw to the application.
 """
 
