@@ -378,8 +378,8 @@ class Store(abc.ABC):
     """
 
     name: ClassVar[str]
-    #: A store whose ``record`` waits on I/O gains from concurrent calls (it can commit them
-    #: together): the Watcher then records a batch's jobs concurrently, each job in order.
+    #: A store whose ``record`` waits on I/O. The pipeline does not consult it: it hands each
+    #: batch to :meth:`record_batch`, which such a store overrides to apply it in one go.
     concurrent: ClassVar[bool] = False
     #: Other processes record into the same store (a fleet): a process then keeps no
     #: shortcut of its own about a job's state.

@@ -121,7 +121,7 @@ class RedisStore(Store):
     """
 
     name = "redis"
-    concurrent = True  # record waits on the network: a batch's jobs go in parallel
+    concurrent = True  # record waits on the network (a batch is one script: record_batch)
     shared = True  # several receivers and workers record into one Redis
 
     def __init__(
