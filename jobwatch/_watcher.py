@@ -542,11 +542,9 @@ class Watcher:
         record.watched = False
         self._watching.pop(record.job_id, None)
         self._unwatch_transports(record.job_id)
-        # The application let the job go while the Watcher runs: a later Watcher on this
-        # store need not poll it. (A Watcher that closes keeps its jobs watched, so that the
-        # next process picks them up.)
-        if self._state is _State.OPEN and record.final is None and self._tg is not None:
-            self._tg.start_soon(self._mark_ended, record.job_id)
+        # It stays watched in the store: a process going away closes its watches just as an
+        # application letting a job go does, and the next process must pick the job up (for
+        # the default deadline, see _inherited_deadline).
 
     async def _inherited_deadline(self, job_id: str) -> None:
         # A job an earlier process left unfinished, that nobody here asked about, is watched
@@ -561,6 +559,7 @@ class Watcher:
                 DEFAULT_TIMEOUT,
             )
             self._stop_watching(record)
+            self._tg.start_soon(self._mark_ended, job_id)  # type: ignore[union-attr]
 
     def _watch_transports(self, job_id: str) -> None:
         record = self._pipeline.job(job_id)

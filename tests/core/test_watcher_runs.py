@@ -104,27 +104,7 @@ def _poll_config() -> jobwatch.Config:
     return _config(transport="poll", safety_poll=0, poll={"interval": 1.0, "max_interval": 5.0})
 
 
-def test_a_job_let_go_is_not_polled_by_the_next_watcher() -> None:
-    api, store = API("processing"), MemoryStore()
-
-    async def main() -> None:
-        async with jobwatch.Watcher(
-            _poll_config(), store=store, http_transport=httpx.MockTransport(api)
-        ) as watcher:
-            with trio.move_on_after(10):
-                await watcher.wait("j1", timeout=None)  # the application gives up on it
-            await trio.sleep(1)  # the Watcher runs on
-        polls = api.polls
-        async with jobwatch.Watcher(
-            _poll_config(), store=store, http_transport=httpx.MockTransport(api)
-        ):
-            await trio.sleep(60)
-        assert api.polls == polls, "nobody waits for j1 any more: no poll"
-
-    _run(main)
-
-
-def test_a_job_left_by_a_closing_watcher_is_watched_by_the_next_until_a_deadline() -> None:
+def test_a_job_left_unfinished_is_watched_by_the_next_watcher_until_a_deadline() -> None:
     api, store = API("processing"), MemoryStore()
 
     async def main() -> None:
