@@ -13,9 +13,20 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHES = [
     ("poll transport vs reader-py's wait_for_job", ["bench_poll.py"]),
-    ("SSE transport vs plain httpx-sse with json.loads",
-     ["bench_sse.py", "--frames", "200000", "--jobs", "10000", "--sqlite-frames", "30000",
-      "--rounds", "2"]),
+    (
+        "SSE transport vs plain httpx-sse with json.loads",
+        [
+            "bench_sse.py",
+            "--frames",
+            "200000",
+            "--jobs",
+            "10000",
+            "--sqlite-frames",
+            "30000",
+            "--rounds",
+            "2",
+        ],
+    ),
     ("webhook receiver vs a bare HMAC endpoint", ["bench_webhook.py"]),
     ("Redis store vs sqlite store behind receivers", ["bench_redis.py"]),
 ]

@@ -592,9 +592,21 @@ _LIVE = (
 )
 _ACK = "DELETE FROM inbox WHERE key IN (SELECT value FROM json_each(?1))"
 _STATUSES = {status.value: status for status in JobStatus}
-_STATE_SETTERS = _slot_setters(JobState, ("job_id", "run", "attempt", "status", "completed",
-                                          "total", "started", "terminal", "watched",
-                                          "updated_at"))
+_STATE_SETTERS = _slot_setters(
+    JobState,
+    (
+        "job_id",
+        "run",
+        "attempt",
+        "status",
+        "completed",
+        "total",
+        "started",
+        "terminal",
+        "watched",
+        "updated_at",
+    ),
+)
 _new = object.__new__
 
 
@@ -631,8 +643,18 @@ def _state(row: tuple[Any, ...]) -> JobState:
     (every job of every batch is read back), with statuses looked up by value."""
     job_id, run, status, completed, total, started, terminal, watched, updated_at, attempt = row
     state = _new(JobState)
-    set_job, set_run, set_attempt, set_status, set_completed, set_total, set_started, \
-        set_terminal, set_watched, set_updated = _STATE_SETTERS
+    (
+        set_job,
+        set_run,
+        set_attempt,
+        set_status,
+        set_completed,
+        set_total,
+        set_started,
+        set_terminal,
+        set_watched,
+        set_updated,
+    ) = _STATE_SETTERS
     set_job(state, job_id)
     set_run(state, run)
     set_attempt(state, attempt)
