@@ -30,7 +30,7 @@ from ._events import (
     JobStatus,
     _slot_setters,
 )
-from ._values import JobState
+from ._values import JobState, make_state
 from .abc import Verdict
 
 __all__ = ["decide", "qualify"]
@@ -49,21 +49,6 @@ _AFTER_TERMINAL = {
     for reason in ("duplicate", "after-terminal")
 }
 
-_STATE_SETTERS = _slot_setters(
-    JobState,
-    (
-        "job_id",
-        "run",
-        "attempt",
-        "status",
-        "completed",
-        "total",
-        "started",
-        "terminal",
-        "watched",
-        "updated_at",
-    ),
-)
 _VERDICT_SETTERS = _slot_setters(Verdict, ("event", "state", "check", "dropped"))
 _new = object.__new__
 # The suffixes of the first runs, made once (most jobs never have a second run).
@@ -104,30 +89,18 @@ def _advance(state: JobState, event: JobEvent) -> JobState:
     if count is not None and (completed is None or count > completed):
         completed = count
     terminal = event.kind in _TERMINAL_KINDS
-    advanced = _new(JobState)
-    (
-        set_job,
-        set_run,
-        set_attempt,
-        set_status,
-        set_completed,
-        set_total,
-        set_started,
-        set_terminal,
-        set_watched,
-        set_updated,
-    ) = _STATE_SETTERS
-    set_job(advanced, state.job_id)
-    set_run(advanced, state.run)
-    set_attempt(advanced, state.attempt if event.attempt is None else event.attempt)
-    set_status(advanced, new if terminal else status)
-    set_completed(advanced, completed)
-    set_total(advanced, state.total if event.total is None else event.total)
-    set_started(advanced, state.started or event.kind is _STARTED)
-    set_terminal(advanced, state.terminal or terminal)
-    set_watched(advanced, state.watched)
-    set_updated(advanced, state.updated_at)
-    return advanced
+    return make_state(
+        state.job_id,
+        state.run,
+        state.attempt if event.attempt is None else event.attempt,
+        new if terminal else status,
+        completed,
+        state.total if event.total is None else event.total,
+        state.started or event.kind is _STARTED,
+        state.terminal or terminal,
+        state.watched,
+        state.updated_at,
+    )
 
 
 def decide(state: JobState | None, event: JobEvent, *, authoritative: bool = False) -> Verdict:

@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from ._events import JobStatus
+from ._events import JobStatus, _slot_setters
 
 __all__ = [
     "Capabilities",
@@ -119,6 +119,63 @@ class JobState:
     terminal: bool = False
     watched: bool = False
     updated_at: float = 0.0
+
+
+_STATE_SETTERS = _slot_setters(
+    JobState,
+    (
+        "job_id",
+        "run",
+        "attempt",
+        "status",
+        "completed",
+        "total",
+        "started",
+        "terminal",
+        "watched",
+        "updated_at",
+    ),
+)
+
+
+def make_state(
+    job_id: str,
+    run: int,
+    attempt: int | None,
+    status: JobStatus | None,
+    completed: int | None,
+    total: int | None,
+    started: bool,
+    terminal: bool,
+    watched: bool,
+    updated_at: float,
+) -> JobState:
+    """``JobState(...)`` with these values, built through the slots' own setters: for the
+    guard and the stores, which build one for every event and every job read back."""
+    state = object.__new__(JobState)
+    (
+        set_job,
+        set_run,
+        set_attempt,
+        set_status,
+        set_completed,
+        set_total,
+        set_started,
+        set_terminal,
+        set_watched,
+        set_updated,
+    ) = _STATE_SETTERS
+    set_job(state, job_id)
+    set_run(state, run)
+    set_attempt(state, attempt)
+    set_status(state, status)
+    set_completed(state, completed)
+    set_total(state, total)
+    set_started(state, started)
+    set_terminal(state, terminal)
+    set_watched(state, watched)
+    set_updated(state, updated_at)
+    return state
 
 
 class Outcome(enum.StrEnum):

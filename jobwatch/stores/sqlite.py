@@ -42,7 +42,8 @@ import sniffio
 
 from .._config import Config
 from .._errors import ConfigError, JobwatchError
-from .._events import JobEvent, JobStatus, _slot_setters
+from .._events import JobEvent, JobStatus
+from .._values import make_state
 from ..abc import JobState, Store, Verdict
 from ._sqlite_checks import GUIDE, check_database, check_files, mark_database
 
@@ -592,22 +593,6 @@ _LIVE = (
 )
 _ACK = "DELETE FROM inbox WHERE key IN (SELECT value FROM json_each(?1))"
 _STATUSES = {status.value: status for status in JobStatus}
-_STATE_SETTERS = _slot_setters(
-    JobState,
-    (
-        "job_id",
-        "run",
-        "attempt",
-        "status",
-        "completed",
-        "total",
-        "started",
-        "terminal",
-        "watched",
-        "updated_at",
-    ),
-)
-_new = object.__new__
 
 
 def _closing_on_error(db: sqlite3.Connection, check: Callable[..., T], *args: Any) -> T | None:
@@ -642,30 +627,18 @@ def _state(row: tuple[Any, ...]) -> JobState:
     """A job's state from its row: ``JobState(...)``, built through the slots' own setters
     (every job of every batch is read back), with statuses looked up by value."""
     job_id, run, status, completed, total, started, terminal, watched, updated_at, attempt = row
-    state = _new(JobState)
-    (
-        set_job,
-        set_run,
-        set_attempt,
-        set_status,
-        set_completed,
-        set_total,
-        set_started,
-        set_terminal,
-        set_watched,
-        set_updated,
-    ) = _STATE_SETTERS
-    set_job(state, job_id)
-    set_run(state, run)
-    set_attempt(state, attempt)
-    set_status(state, None if status is None else _STATUSES.get(status) or JobStatus(status))
-    set_completed(state, completed)
-    set_total(state, total)
-    set_started(state, bool(started))
-    set_terminal(state, bool(terminal))
-    set_watched(state, bool(watched))
-    set_updated(state, updated_at)
-    return state
+    return make_state(
+        job_id,
+        run,
+        attempt,
+        None if status is None else _STATUSES.get(status) or JobStatus(status),
+        completed,
+        total,
+        bool(started),
+        bool(terminal),
+        bool(watched),
+        updated_at,
+    )
 
 
 def _add_columns(db: sqlite3.Connection) -> None:
