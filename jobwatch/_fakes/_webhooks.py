@@ -7,6 +7,7 @@ Each attempt is signed anew by the fake (`FakeAPI.sign`) and logged as a `FakeDe
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -20,7 +21,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 if TYPE_CHECKING:
     from ._core import FakeAPI
 
-__all__ = ["FakeDelivery", "Outgoing", "Sender"]
+__all__ = ["FakeDelivery", "Outgoing", "Sender", "whsec"]
 
 
 @attrs.frozen(kw_only=True)
@@ -203,3 +204,9 @@ class Sender:
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"
         return response.status_code, None
+
+
+def whsec(key: bytes) -> str:
+    """A Standard Webhooks secret (``whsec_`` and the key in base64), as the APIs that use the
+    scheme hand them out."""
+    return "whsec_" + base64.b64encode(key).decode("ascii")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -11,7 +10,7 @@ from ..transports._signatures import StandardWebhooksScheme
 from ._core import FakeAPI, FakeFaults, FakeStep, SlidingWindow
 from ._http import FakeError, Reply, Request, Route
 from ._http import bearer as _bearer
-from ._webhooks import Outgoing
+from ._webhooks import Outgoing, whsec
 
 __all__ = ["OpenAIBatchFake"]
 
@@ -88,12 +87,12 @@ class OpenAIBatchFake(FakeAPI):
             webhook_timeout=webhook_timeout,
         )
         self.webhook_url = webhook_url
-        self.webhook_secret = webhook_secret or _whsec(self.rng.randbytes(24))
+        self.webhook_secret = webhook_secret or whsec(self.rng.randbytes(24))
         self.webhook_retries = tuple(webhook_retries)
         self._window = None if rpm is None else SlidingWindow(rpm)
         self._schemes = {
             forged: StandardWebhooksScheme([secret])
-            for forged, secret in ((False, self.webhook_secret), (True, _whsec(b"forged-" * 4)))
+            for forged, secret in ((False, self.webhook_secret), (True, whsec(b"forged-" * 4)))
         }
 
     # -- jobs ----------------------------------------------------------------------------
@@ -294,7 +293,3 @@ class OpenAIBatchFake(FakeAPI):
         kind = kind or ("server_error" if status >= 500 else "invalid_request_error")
         body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
         return FakeError(status, body, headers)
-
-
-def _whsec(key: bytes) -> str:
-    return "whsec_" + base64.b64encode(key).decode("ascii")

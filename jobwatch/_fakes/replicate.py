@@ -4,7 +4,6 @@ is the prediction, signed with Standard Webhooks."""
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from ..transports._signatures import StandardWebhooksScheme
 from ._core import FakeAPI, FakeFaults, FakeStep, SlidingWindow
 from ._http import FakeError, Reply, Request, Route, StreamReply, Write
 from ._http import bearer as _bearer
-from ._webhooks import Outgoing
+from ._webhooks import Outgoing, whsec
 
 __all__ = ["ReplicateFake"]
 
@@ -123,15 +122,13 @@ class ReplicateFake(FakeAPI):
             epoch=epoch,
             webhook_timeout=webhook_timeout,
         )
-        self.webhook_secret = webhook_secret or "whsec_" + base64.b64encode(
-            self.rng.randbytes(24)
-        ).decode("ascii")
+        self.webhook_secret = webhook_secret or whsec(self.rng.randbytes(24))
         self.webhook_retries = tuple(webhook_retries)
         self._window = SlidingWindow(rpm)
         self._streams: dict[str, _Stream] = {}
         self._hooks: dict[str, _Hook] = {}
         self._started: dict[str, float] = {}  # simulated time each prediction began processing
-        forged = "whsec_" + base64.b64encode(b"forged-" * 4).decode("ascii")
+        forged = whsec(b"forged-" * 4)
         self._schemes = {
             False: StandardWebhooksScheme([self.webhook_secret]),
             True: StandardWebhooksScheme([forged]),
