@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -119,7 +120,8 @@ def _faults(spec: str) -> Faults:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``jobwatch sim``: serve a simulator until Ctrl-C; print ``listening on URL`` first."""
+    """``jobwatch sim``: serve a simulator until Ctrl-C or SIGTERM; print ``listening on URL``
+    first."""
     args = _parser().parse_args(argv)
     try:
         simulator = Simulator(
@@ -165,6 +167,11 @@ def _exit_code(exc: BaseException, host: str, port: int) -> int:
 
 
 async def _main(simulator: Simulator, host: str, port: int) -> None:
-    async with running(simulator, host=host, port=port) as url:
-        print(f"listening on {url}", flush=True)
-        await anyio.sleep_forever()
+    # Ctrl-C and SIGTERM arrive as messages, not as a KeyboardInterrupt raised inside whatever
+    # task runs (a connection's, deep in the server): the server then stops as it would when
+    # cancelled.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with running(simulator, host=host, port=port) as url:
+            print(f"listening on {url}", flush=True)
+            async for _ in signals:
+                return
