@@ -25,6 +25,12 @@ from .abc import JobState, Store, Verdict
 __all__ = ["JobRecord", "Pipeline"]
 
 _STARTED = EventKind.STARTED
+#: Records are looked over for quiet ones once there are this many (and then each time their
+#: number has doubled since): amortized, a constant cost per new job.
+PRUNE_FROM = 4096
+#: A run's end is kept this long (seconds, anyio's clock) whatever else: a poll asked before
+#: it and answered after it must still find it (see ``_fresh``).
+KEEP_ENDED = 300.0
 
 
 def _ignore(job_id: str) -> None:
@@ -40,6 +46,7 @@ class JobRecord:
     stream repeats it with every progress frame, and a repeat needs no store trip), ``heard``
     (when a transport last spoke of a watched job; None when not watched) and the job's turn
     (``busy``, ``waiting``). The Watcher keeps the rest: who watches it and why it stopped.
+    ``touched`` is the pipeline's generation when the record was last asked for.
     """
 
     job_id: str | None
@@ -55,6 +62,19 @@ class JobRecord:
     error: JobwatchError | None = None
     snapshot: Snapshot | None = None
     checking: bool = False
+    touched: int = 0
+
+    def idle(self) -> bool:
+        """Nothing here holds the record: no watcher, no turn taken or awaited, no check."""
+        return not (
+            self.busy
+            or self.waiting
+            or self.watched
+            or self.watchers
+            or self.queues
+            or self.checking
+            or self.heard is not None
+        )
 
 
 class Pipeline:
@@ -92,13 +112,50 @@ class Pipeline:
         self._on_check = on_check
         self._on_final = on_final
         self._on_new_run = on_new_run
+        self._generation = 0
+        self._prune_from = self._prune_at = PRUNE_FROM
+
+    @property
+    def prune_from(self) -> int:
+        """Records are looked over for quiet ones once there are this many, then each time
+        their number has doubled since."""
+        return self._prune_from
+
+    @prune_from.setter
+    def prune_from(self, count: int) -> None:
+        self._prune_from = self._prune_at = count
 
     def job(self, job_id: str | None) -> JobRecord:
         """The record of ``job_id``, created on first use."""
         record = self.jobs.get(job_id)
         if record is None:
-            record = self.jobs[job_id] = JobRecord(job_id)
+            if len(self.jobs) >= self._prune_at:
+                self.prune()
+            record = self.jobs[job_id] = JobRecord(job_id, touched=self._generation)
+        else:
+            record.touched = self._generation
         return record
+
+    def prune(self) -> int:
+        """Let go of the records of jobs nobody here holds (:meth:`JobRecord.idle`) and that no
+        one asked for since the last prune, keeping a run's end for :data:`KEEP_ENDED`
+        seconds; returns how many went. What they knew is a shortcut only: the store has the
+        job's state, and a record made again starts from it."""
+        generation, jobs = self._generation, self.jobs
+        now = anyio.current_time()
+        quiet = [
+            job_id
+            for job_id, record in jobs.items()
+            if job_id is not None
+            and record.touched < generation
+            and record.idle()
+            and (record.ended_at is None or now - record.ended_at >= KEEP_ENDED)
+        ]
+        for job_id in quiet:
+            del jobs[job_id]
+        self._generation = generation + 1
+        self._prune_at = max(self._prune_from, 2 * len(jobs))
+        return len(quiet)
 
     async def deliver(
         self, events: Sequence[JobEvent], *, authoritative: bool = False, as_of: float | None = None

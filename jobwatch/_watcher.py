@@ -367,6 +367,8 @@ class Watcher:
             if stored is not None:
                 yield stored
                 return
+        # The same record unless it was let go during the requests above (nobody held it).
+        record = self._pipeline.job(job_id)
         queue = _JobQueue()
         if record.queues is None:
             record.queues = set()

@@ -1,0 +1,133 @@
+"""The pipeline lets go of what it knows of quiet jobs: a long-lived process on a busy stream
+keeps a bounded number of job records, and what it forgets changes no verdict."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+import trio.testing
+
+from jobwatch import JobEvent
+from jobwatch._pipeline import KEEP_ENDED, Pipeline
+from jobwatch.stores.memory import MemoryStore
+from jobwatch.testing import make_event
+
+pytestmark = pytest.mark.anyio
+
+
+def pipeline(delivered: list[JobEvent], prune_from: int = 64) -> Pipeline:
+    async def dispatch(event: JobEvent) -> None:
+        delivered.append(event)
+
+    made = Pipeline(MemoryStore(), dedup_ttl=3600.0, dispatch=dispatch)
+    made.prune_from = prune_from
+    made.ready.set()
+    return made
+
+
+def running(job_id: str, completed: int = 1) -> list[JobEvent]:
+    return [
+        make_event("started", job_id, total=9),
+        make_event("progress", job_id, completed=completed, total=9),
+    ]
+
+
+async def test_records_of_quiet_jobs_are_let_go() -> None:
+    delivered: list[JobEvent] = []
+    pipe = pipeline(delivered)
+    most = 0
+    for n in range(5000):
+        await pipe.deliver(running(f"job_{n}"))
+        most = max(most, len(pipe.jobs))
+    # Each job was heard of once: the records stay within twice the count pruning starts at
+    # (it doubles from what is left), where 5,000 were kept before.
+    assert most <= 2 * 64 + 1
+    assert len(delivered) == 10_000
+
+
+async def test_jobs_still_talking_keep_their_records() -> None:
+    delivered: list[JobEvent] = []
+    pipe = pipeline(delivered)
+    for n in range(2000):
+        await pipe.deliver(running("busy", completed=n + 1) + running(f"job_{n}"))
+        assert "busy" in pipe.jobs
+    # The busy job's start is still known here: only its first `started` reached the store.
+    assert pipe.dropped["duplicate"] == 1999
+    assert [e.completed for e in delivered if e.job_id == "busy" and e.kind == "progress"] == list(
+        range(1, 2001)
+    )
+
+
+async def test_records_held_by_someone_are_kept() -> None:
+    delivered: list[JobEvent] = []
+    pipe = pipeline(delivered)
+    watched, waited, checked = pipe.job("watched"), pipe.job("waited"), pipe.job("checked")
+    watched.watched, watched.watchers, watched.heard = True, 1, 0.0
+    waited.queues = {object()}
+    checked.checking = True
+    for n in range(1000):
+        await pipe.deliver(running(f"job_{n}"))
+    assert pipe.jobs["watched"] is watched
+    assert pipe.jobs["waited"] is waited
+    assert pipe.jobs["checked"] is checked
+    for held in (watched, waited, checked):
+        assert not held.idle()
+
+
+async def test_a_record_whose_turn_is_taken_is_kept() -> None:
+    delivered: list[JobEvent] = []
+    release = anyio.Event()
+
+    async def slow(event: JobEvent) -> None:
+        if event.job_id == "slow":
+            await release.wait()
+        delivered.append(event)
+
+    pipe = Pipeline(MemoryStore(), dedup_ttl=3600.0, dispatch=slow)
+    pipe.prune_from = 8
+    pipe.ready.set()
+    async with anyio.create_task_group() as nursery:
+        nursery.start_soon(pipe.deliver, running("slow"))
+        await anyio.wait_all_tasks_blocked()
+        record = pipe.jobs["slow"]
+        assert record.busy
+        for n in range(200):
+            await pipe.deliver(running(f"job_{n}"))
+        assert pipe.jobs["slow"] is record
+        release.set()
+    assert [e.job_id for e in delivered].count("slow") == 2
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param(("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}), id="trio")],
+)
+async def test_a_run_s_end_is_kept_for_a_while() -> None:
+    delivered: list[JobEvent] = []
+    pipe = pipeline(delivered)
+    await pipe.deliver([*running("ended"), make_event("completed", "ended", total=9)])
+    record = pipe.jobs["ended"]
+    assert record.final is not None
+    for n in range(1000):
+        await pipe.deliver(running(f"job_{n}"))
+    assert pipe.jobs["ended"] is record  # a poll asked before its end may still be answered
+    await anyio.sleep(KEEP_ENDED)
+    for n in range(1000, 2000):
+        await pipe.deliver(running(f"job_{n}"))
+    assert "ended" not in pipe.jobs
+
+
+async def test_what_a_forgotten_job_sends_again_is_still_dropped() -> None:
+    delivered: list[JobEvent] = []
+    pipe = pipeline(delivered)
+    await pipe.deliver(running("again", completed=5))
+    for n in range(1000):
+        await pipe.deliver(running(f"job_{n}"))
+    assert "again" not in pipe.jobs
+    before = len(delivered)
+    await pipe.deliver(running("again", completed=5) + running("again", completed=3))
+    # The store remembers the start, the key and the count: the record was only a shortcut.
+    assert len(delivered) == before
+    assert pipe.dropped["stale"] == 1
+    await pipe.deliver(running("again", completed=6))
+    assert [e.completed for e in delivered[before:]] == [6]
