@@ -289,14 +289,16 @@ class Pipeline:
             if job_id is not None:
                 self._on_new_run(job_id)
 
-    async def replay(self, events: Sequence[JobEvent]) -> None:
+    async def replay(self, events: Sequence[JobEvent], *, bookkeeping: bool = True) -> None:
         """Dispatch events the store recorded earlier but never saw dispatched (its inbox at
         start, a record whose answer was lost): each in its job's turn, with the bookkeeping
-        of final events, as if delivered now."""
+        of final events, as if delivered now. Without ``bookkeeping`` (a dead letter handed
+        over again), the job's runs are left as they are: the event is old news to them."""
         for event in events:
             (record,) = (await self._take_turns([event.job_id])).values()
             try:
-                self._keep_final(record, event)
+                if bookkeeping:
+                    self._keep_final(record, event)
                 self.notify(event)
                 await self._dispatch(event)
             finally:

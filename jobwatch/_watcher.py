@@ -455,6 +455,22 @@ class Watcher:
             last_event=exc.last_event,
         )
 
+    async def replay_dead_letter(self, key: str) -> bool:
+        """Hand the event of the dead letter ``key`` to the subscribers again, now.
+
+        The store moves it back into its inbox first (so a crash before every subscriber
+        handled it replays it at the next start), then it is dispatched to every matching
+        subscription, as at start: a callback that handled it before sees it again, so keep
+        callbacks idempotent by ``event.key``. False if the store keeps no dead letter
+        ``key`` (stores that keep none: the default, and stores without a list of them).
+        """
+        self._check_open()
+        kept = [event for event, _, _ in await self.store.dead_letters() if event.key == key]
+        if not kept or not await self.store.replay_dead_letter(key):
+            return False
+        await self._pipeline.replay(kept[-1:], bookkeeping=False)
+        return True
+
     async def results(self, job_id: str) -> AsyncIterator[Mapping[str, Any]]:
         """Every result entry of a job, following the API's pagination within the budget."""
         self._check_open()

@@ -237,3 +237,39 @@ async def test_a_store_without_dead_letters_lists_none_and_drops_inbox_rows() ->
     assert await store.dead_letters() == [] and not await store.replay_dead_letter(event.key)
     assert await store.drop(event.key) and await store.pending() == []
     assert not await store.drop(event.key)
+
+
+@pytest.mark.anyio
+async def test_a_running_watcher_replays_a_dead_letter_now(stores: Stores) -> None:
+    calls: list[str] = []
+    failing = True
+    handled = anyio.Event()
+    store = stores()
+    transport = ScriptedTransport()
+    watcher = jobwatch.Watcher(CONFIG, store=store, transports=[transport])
+
+    def mailer(event: jobwatch.JobEvent) -> None:
+        calls.append(event.key)
+        if failing:
+            raise RuntimeError("mail server down")
+        handled.set()
+
+    watcher.subscribe(mailer, kinds=("completed",), retry=jobwatch.Retry(attempts=1))
+    async with watcher:
+        await transport.send(make_event("started", "j"), make_event("completed", "j"))
+        with anyio.fail_after(5):
+            while not await store.dead_letters():
+                await anyio.wait_all_tasks_blocked()
+        [(event, _, _)] = await store.dead_letters()
+        final_before = watcher._pipeline.jobs["j"].final
+        failing = False
+        assert not await watcher.replay_dead_letter("no-such-key")
+        assert await watcher.replay_dead_letter(event.key)
+        with anyio.fail_after(5):
+            await handled.wait()
+        await anyio.wait_all_tasks_blocked()
+        assert await store.dead_letters() == [] and await store.pending() == []
+        assert not await watcher.replay_dead_letter(event.key)  # handed over once
+        # The job's runs are as they were: the event is old news to them.
+        assert watcher._pipeline.jobs["j"].final is final_before
+    assert calls == [event.key, event.key]
