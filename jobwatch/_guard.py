@@ -11,7 +11,9 @@ keys it has already seen. Rules, per job and run:
 - where the API numbers its attempts, an event of a higher attempt starts a new run whatever
   transport reported it, and an event of an older attempt is dropped;
 - for events without an attempt, a polled snapshot (authoritative) that is not terminal after a
-  terminal one starts a new run;
+  terminal one starts a new run — unless it was requested before that run's end was recorded
+  (``as_of`` against the state's ``updated_at``, both wall-clock times, so that this holds
+  across the processes sharing a store);
 - a new run's events have new keys;
 - events of kinds that carry data (:attr:`EventKind.carries_data`) are delivered even when
   late; only duplicates are dropped.
@@ -78,8 +80,9 @@ def _new_run(state: JobState, attempt: int | None = None) -> JobState:
     return JobState(job_id=state.job_id, run=state.run + 1, attempt=attempt, watched=state.watched)
 
 
-def _advance(state: JobState, event: JobEvent) -> JobState:
-    """The job's state once ``event`` is delivered (built like ``JobState(...)``, faster)."""
+def _advance(state: JobState, event: JobEvent, now: float | None) -> JobState:
+    """The job's state once ``event`` is delivered (built like ``JobState(...)``, faster),
+    stamped ``now`` (wall clock) when given."""
     status = state.status
     new = event.status
     if new is not None and (status is None or _RANK[new] > _RANK[status]):
@@ -99,12 +102,24 @@ def _advance(state: JobState, event: JobEvent) -> JobState:
         state.started or event.kind is _STARTED,
         state.terminal or terminal,
         state.watched,
-        state.updated_at,
+        state.updated_at if now is None else now,
     )
 
 
-def decide(state: JobState | None, event: JobEvent, *, authoritative: bool = False) -> Verdict:
-    """Decide whether ``event`` is delivered, given the job's saved ``state``."""
+def decide(
+    state: JobState | None,
+    event: JobEvent,
+    *,
+    authoritative: bool = False,
+    as_of: float | None = None,
+    now: float | None = None,
+) -> Verdict:
+    """Decide whether ``event`` is delivered, given the job's saved ``state``.
+
+    ``authoritative``: the event comes from a polled snapshot, requested at ``as_of`` (wall
+    clock; None: unknown, taken as fresh). ``now`` (wall clock) stamps the state's
+    ``updated_at`` when the event changes it.
+    """
     job_id = event.job_id
     if job_id is None:
         return Verdict(event=event)
@@ -137,6 +152,10 @@ def decide(state: JobState | None, event: JobEvent, *, authoritative: bool = Fal
         and status is not None
         and status not in _TERMINAL_STATUSES
     ):
+        if as_of is not None and as_of <= state.updated_at:
+            # Requested before the end was recorded (here or by another process sharing the
+            # store): it shows the run that ended, not a new one, and asks for no check.
+            return _AFTER_TERMINAL[False, "after-terminal"]
         state = _new_run(state, attempt)  # a polled snapshot shows the job going again
     if state.terminal:
         return _after_terminal(state, event, numbered)
@@ -156,7 +175,7 @@ def decide(state: JobState | None, event: JobEvent, *, authoritative: bool = Fal
         return _DUPLICATE
     run = state.run  # qualify(event, run), inlined: this is the path of every new event
     key = event.key + (_SUFFIXES[run] if run < _KEPT else f"#{run}")
-    return _delivered(event.with_key(key), _advance(state, event))
+    return _delivered(event.with_key(key), _advance(state, event, now))
 
 
 def _after_terminal(state: JobState, event: JobEvent, numbered: bool) -> Verdict:

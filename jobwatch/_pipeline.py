@@ -9,6 +9,7 @@ lives in one :class:`JobRecord`.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -28,9 +29,6 @@ _STARTED = EventKind.STARTED
 #: Records are looked over for quiet ones once there are this many (and then each time their
 #: number has doubled since): amortized, a constant cost per new job.
 PRUNE_FROM = 4096
-#: A run's end is kept this long (seconds, anyio's clock) whatever else: a poll asked before
-#: it and answered after it must still find it (see ``_fresh``).
-KEEP_ENDED = 300.0
 
 
 def _ignore(job_id: str) -> None:
@@ -42,8 +40,8 @@ class JobRecord:
     """What this process knows of one job.
 
     The pipeline keeps ``final`` (the current run's terminal event, once delivered),
-    ``ended_at`` (when it was recorded), ``started`` (the run's ``started`` was recorded: a
-    stream repeats it with every progress frame, and a repeat needs no store trip), ``heard``
+    ``started`` (the run's ``started`` was recorded: a stream repeats it with every progress
+    frame, and a repeat needs no store trip), ``heard``
     (when a transport last spoke of a watched job; None when not watched) and the job's turn
     (``busy``, ``waiting``). The Watcher keeps the rest: who watches it and why it stopped.
     ``touched`` is the pipeline's generation when the record was last asked for.
@@ -51,7 +49,6 @@ class JobRecord:
 
     job_id: str | None
     final: JobEvent | None = None
-    ended_at: float | None = None
     started: bool = False
     heard: float | None = None
     busy: bool = False
@@ -138,18 +135,14 @@ class Pipeline:
 
     def prune(self) -> int:
         """Let go of the records of jobs nobody here holds (:meth:`JobRecord.idle`) and that no
-        one asked for since the last prune, keeping a run's end for :data:`KEEP_ENDED`
-        seconds; returns how many went. What they knew is a shortcut only: the store has the
-        job's state, and a record made again starts from it."""
+        one asked for since the last prune; returns how many went. What they knew is a
+        shortcut only: the store has the job's state, and a record made again starts from
+        it."""
         generation, jobs = self._generation, self.jobs
-        now = anyio.current_time()
         quiet = [
             job_id
             for job_id, record in jobs.items()
-            if job_id is not None
-            and record.touched < generation
-            and record.idle()
-            and (record.ended_at is None or now - record.ended_at >= KEEP_ENDED)
+            if job_id is not None and record.touched < generation and record.idle()
         ]
         for job_id in quiet:
             del jobs[job_id]
@@ -180,8 +173,7 @@ class Pipeline:
             return
         records = await self._take_turns(by_job)
         try:
-            while by_job:
-                by_job = await self._deliver_batch(by_job, records, authoritative, as_of)
+            await self._deliver_batch(by_job, records, authoritative, as_of)
         finally:
             for record in records.values():
                 _pass_turn(record)
@@ -215,49 +207,40 @@ class Pipeline:
         records: dict[str | None, JobRecord],
         authoritative: bool,
         as_of: float | None,
-    ) -> dict[str | None, list[JobEvent]]:
-        """Record and dispatch one batch; return what must wait for another store call (the
-        events after a terminal event of an authoritative batch: its recording decides
-        whether they are still authoritative)."""
+    ) -> None:
+        """Record one batch with one store call, then dispatch it."""
         steps: list[_Step] = []
-        later: dict[str | None, list[JobEvent]] = {}
         heard = None
+        now = time.time()  # the stamp of the states this batch changes (wall clock: shared)
         for job_id, group in by_job.items():
             record = records[job_id]
             if record.heard is not None:
                 record.heard = heard = heard or anyio.current_time()
-            stale = authoritative and not _fresh(record, as_of)
-            vouched = authoritative and not stale
-            for index, event in enumerate(group):
+            for event in group:
                 self.events_in += 1
                 if job_id is not None and event.terminal:
                     record.started = False
-                    if vouched and index + 1 < len(group):
-                        later[job_id] = group[index + 1 :]
                 elif event.kind is _STARTED and record.started and event.attempt is None:
                     # (A `started` of a numbered attempt may begin a new run: the guard decides.)
                     self._dropped(event, "duplicate")
                     continue
-                steps.append(_Step(record, event, vouched, not stale))
-                if job_id in later:
-                    break
+                steps.append(_Step(record, event, authoritative, as_of, now))
         if not steps:
-            return later
+            return
         verdicts = await self.store.record_batch(
             [(s.event.job_id, s) for s in steps], ttl=self.dedup_ttl
         )
         shared = self.store.shared
         for step, verdict in zip(steps, verdicts, strict=True):
-            await self._settle(step.record, step.event, verdict, step.check, shared)
-        return later
+            await self._settle(step.record, step.event, verdict, shared)
 
     async def _settle(
-        self, record: JobRecord, event: JobEvent, verdict: Verdict, check: bool, shared: bool
+        self, record: JobRecord, event: JobEvent, verdict: Verdict, shared: bool
     ) -> None:
         """Act on one recorded event's verdict: ask for a check, keep the bookkeeping of
         starts and final events, and dispatch what was delivered."""
         job_id = event.job_id
-        if verdict.check and check and job_id is not None:
+        if verdict.check and job_id is not None:
             self._on_check(job_id)
         if (
             event.kind is _STARTED
@@ -281,7 +264,6 @@ class Pipeline:
         job_id = delivered.job_id
         if delivered.terminal and job_id is not None:
             record.final = delivered
-            record.ended_at = anyio.current_time()
             record.started = False  # a `started` earlier in the batch set it: the run is over
             self._on_final(job_id)
         elif record.final is not None and not delivered.kind.carries_data:
@@ -332,22 +314,23 @@ class _Step:
     """One event of a batch on its way through the store: called with the job's state, it
     asks the ordering guard (what ``Store.record_batch`` calls for each record)."""
 
-    __slots__ = ("authoritative", "check", "event", "record")
+    __slots__ = ("as_of", "authoritative", "event", "now", "record")
 
     def __init__(
-        self, record: JobRecord, event: JobEvent, authoritative: bool, check: bool
+        self,
+        record: JobRecord,
+        event: JobEvent,
+        authoritative: bool,
+        as_of: float | None,
+        now: float,
     ) -> None:
         self.record, self.event = record, event
-        self.authoritative, self.check = authoritative, check
+        self.authoritative, self.as_of, self.now = authoritative, as_of, now
 
     def __call__(self, state: JobState | None) -> Verdict:
-        return decide(state, self.event, authoritative=self.authoritative)
-
-
-def _fresh(record: JobRecord, as_of: float | None) -> bool:
-    # A poll answered after a pushed terminal event, but asked before it, shows the old run
-    # still going: it is no evidence of a new run.
-    return as_of is None or record.ended_at is None or as_of >= record.ended_at
+        return decide(
+            state, self.event, authoritative=self.authoritative, as_of=self.as_of, now=self.now
+        )
 
 
 def _order(record: JobRecord) -> tuple[bool, str]:

@@ -41,7 +41,8 @@ class Response:
     status: int
     headers: Mapping[str, str] = attrs.field(factory=dict)
     body: bytes = b""
-    #: When the request left (the host's clock): what a snapshot in the body is as of.
+    #: When the request left (wall clock, ``time.time()``): what a snapshot in the body is as
+    #: of, compared with when other processes sharing the store recorded a job's end.
     sent_at: float | None = None
 
 
@@ -106,7 +107,9 @@ class JobState:
     attempt number of this run, where its events carry one (None until then). ``completed`` is
     the highest progress count delivered in this run, ``status`` the furthest status,
     ``terminal`` whether the run's terminal event was delivered. ``watched`` marks jobs an
-    application asked about, which a restarted Watcher reconciles.
+    application asked about, which a restarted Watcher reconciles. ``updated_at`` is when a
+    delivered event last changed it (wall clock, seconds since the epoch; 0 if never
+    stamped): a polled snapshot requested before a run's end was recorded begins no new run.
     """
 
     job_id: str

@@ -252,8 +252,9 @@ class EventSink(abc.ABC):
         """Hand decoded events to the pipeline; returns once they are recorded.
 
         ``as_of`` is when the snapshot behind authoritative events was requested
-        (``Response.sent_at``): a snapshot requested before the job's terminal event was
-        recorded is stale, and may not begin a new run.
+        (``Response.sent_at``, wall clock): a snapshot requested before the job's terminal
+        event was recorded — by this process or another sharing the store — is stale, and may
+        not begin a new run.
         """
 
     @abc.abstractmethod

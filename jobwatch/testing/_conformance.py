@@ -131,6 +131,21 @@ class StoreConformance:
         assert state is not None and state.terminal and state.watched
         assert await store.active_jobs() == []
 
+    async def test_the_end_s_stamp_survives(self, store: Store) -> None:
+        # A poll requested before a run's end was recorded must begin no new run, in every
+        # process sharing the store: the stamp of the state is what tells.
+        event = make_event("completed", "j1")
+        await store.record("j1", lambda s: decide(s, event, now=1_700_000_000.5), ttl=60)
+        state = await store.get_job("j1")
+        assert state is not None and state.updated_at == 1_700_000_000.5
+        asked_before = make_event("progress", "j1", completed=1, source="poll")
+        verdict = await store.record(
+            "j1",
+            lambda s: decide(s, asked_before, authoritative=True, as_of=1_700_000_000.0),
+            ttl=60,
+        )
+        assert verdict.event is None and verdict.dropped == "after-terminal"
+
     async def test_concurrent_records_claim_a_key_once(self, store: Store) -> None:
         results: list[bool] = []
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import functools
 import random
+import time
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 
 import attrs
 import httpx
@@ -874,7 +876,7 @@ def test_a_snapshot_older_than_the_end_it_reports_begins_no_run_within_one_batch
 
         pipeline = Pipeline(MemoryStore(), dedup_ttl=TTL, dispatch=dispatch)
         pipeline.ready.set()
-        asked = trio.current_time() - 1.0
+        asked = time.time() - 1.0  # wall clock, as Response.sent_at
         await pipeline.deliver(
             [
                 make_event("completed", "j", completed=2, source="poll"),
@@ -886,3 +888,51 @@ def test_a_snapshot_older_than_the_end_it_reports_begins_no_run_within_one_batch
         return [e.key for e in seen], dict(pipeline.dropped)
 
     assert trio.run(main) == (["j:terminal#1"], {"after-terminal": 1})
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_poll_asked_before_another_process_recorded_the_end_begins_no_run(
+    store: str, tmp_path: Path
+) -> None:
+    # Two processes share a store: one asks for a job's status while it is processing; the
+    # other records the job's end (a webhook, say); then the first one's answer arrives. It
+    # shows the run that ended, not a new one.
+    async def main() -> tuple[list[str], list[str], JobState | None]:
+        shared = MemoryStore() if store == "memory" else SQLiteStore(tmp_path / "state.db")
+        await shared.open()
+        seen: dict[str, list[str]] = {"poller": [], "receiver": []}
+
+        def pipeline(name: str) -> Pipeline:
+            async def dispatch(event: JobEvent) -> None:
+                seen[name].append(event.key)
+
+            made = Pipeline(shared, dedup_ttl=TTL, dispatch=dispatch)
+            made.ready.set()
+            return made
+
+        poller, receiver = pipeline("poller"), pipeline("receiver")
+        await poller.deliver([make_event("started", "j", source="poll")], authoritative=True)
+        asked = time.time()
+        await receiver.deliver([make_event("completed", "j", completed=2, source="webhook")])
+        await poller.deliver(
+            [
+                make_event("started", "j", source="poll"),
+                make_event("progress", "j", completed=1, source="poll"),
+            ],
+            authoritative=True,
+            as_of=asked,
+        )
+        # Asked after the end, such an answer is a new run.
+        await poller.deliver(
+            [make_event("progress", "j", completed=2, source="poll")],
+            authoritative=True,
+            as_of=time.time(),
+        )
+        state = await shared.get_job("j")
+        await shared.aclose()
+        return seen["poller"], seen["receiver"], state
+
+    poller, receiver, state = trio.run(main)
+    assert receiver == ["j:terminal#1"]
+    assert poller == ["j:started#1", "j:progress:2#2"]
+    assert state is not None and (state.run, state.terminal) == (2, False)
