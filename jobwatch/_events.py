@@ -71,6 +71,11 @@ class JobStatus(enum.StrEnum):
 _TERMINAL_KINDS = frozenset({EventKind.COMPLETED, EventKind.FAILED, EventKind.CANCELLED})
 _DATA_KINDS = frozenset({EventKind.PAGE, EventKind.PAGE_FAILED})
 _TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+_TERMINAL_KIND = {
+    JobStatus.COMPLETED: EventKind.COMPLETED,
+    JobStatus.FAILED: EventKind.FAILED,
+    JobStatus.CANCELLED: EventKind.CANCELLED,
+}
 _RANK = {
     status: 2 if status in _TERMINAL_STATUSES else int(status is not JobStatus.QUEUED)
     for status in JobStatus
@@ -152,32 +157,94 @@ class JobEvent:
         about two thirds as much: the fields are written through their slots rather than
         through attrs' frozen ``__setattr__``.
         """
-        event = _new(JobEvent)
-        (
-            set_kind,
-            set_job,
-            set_status,
-            set_completed,
-            set_total,
-            set_key,
-            set_source,
-            set_when,
-            set_error,
-            set_attempt,
-            set_data,
-        ) = _SETTERS
-        set_kind(event, kind if type(kind) is EventKind else EventKind(kind))
-        set_job(event, job_id)
-        set_status(event, status)
-        set_completed(event, completed)
-        set_total(event, total)
-        set_key(event, key)
-        set_source(event, source)
-        set_when(event, occurred_at)
-        set_error(event, error)
-        set_attempt(event, attempt)
-        set_data(event, data if type(data) is _Proxy else _Proxy(dict(data)))
-        return event
+        return _build(
+            kind, job_id, status, completed, total, key, source, occurred_at, error, attempt, data
+        )
+
+    @staticmethod
+    def lifecycle(
+        job_id: str,
+        status: JobStatus | None,
+        *,
+        source: str,
+        completed: int | None = None,
+        total: int | None = None,
+        data: Mapping[str, Any] = _NO_DATA,
+        progress: bool | str = True,
+        error: str | None = None,
+        attempt: int | None = None,
+        started_at: datetime | None = None,
+        progress_at: datetime | None = None,
+        ended_at: datetime | None = None,
+    ) -> list[JobEvent]:
+        """The events a job's reported state implies, keyed as the built-in providers key
+        them — what a provider's ``decode_status`` or a stream frame of the job's state
+        returns.
+
+        A terminal ``status`` is the run's one terminal event (``{job}:terminal``, with
+        ``error`` and ``ended_at``). Otherwise: ``started`` (``{job}:started``, at
+        ``started_at``) while the job is processing, then ``progress``
+        (``{job}:progress:{completed}``, at ``progress_at``) when a count is known.
+        ``progress=False`` leaves the progress event out (the count did not move since the
+        last snapshot); a string is its key instead (a status change without a count, say).
+        Every event carries ``completed``, ``total``, ``attempt`` and ``data``.
+        """
+        kind = _TERMINAL_KIND.get(status)  # type: ignore[arg-type]
+        if kind is not None:
+            return [
+                _build(
+                    kind,
+                    job_id,
+                    status,
+                    completed,
+                    total,
+                    f"{job_id}:terminal",
+                    source,
+                    ended_at,
+                    error,
+                    attempt,
+                    data,
+                )
+            ]
+        if progress is True:
+            key = None if completed is None else f"{job_id}:progress:{completed}"
+        else:
+            key = progress or None
+        events = []
+        if status is _PROCESSING:
+            started = f"{job_id}:started"
+            events.append(
+                _build(
+                    _STARTED,
+                    job_id,
+                    status,
+                    completed,
+                    total,
+                    started,
+                    source,
+                    started_at,
+                    None,
+                    attempt,
+                    data,
+                )
+            )
+        if key is not None:
+            events.append(
+                _build(
+                    _PROGRESS,
+                    job_id,
+                    status,
+                    completed,
+                    total,
+                    key,
+                    source,
+                    progress_at,
+                    None,
+                    attempt,
+                    data,
+                )
+            )
+        return events
 
     @property
     def terminal(self) -> bool:
@@ -186,32 +253,19 @@ class JobEvent:
 
     def with_key(self, key: str) -> JobEvent:
         """The same event under another key (cheaper than ``attrs.evolve``)."""
-        event = _new(JobEvent)
-        (
-            set_kind,
-            set_job,
-            set_status,
-            set_completed,
-            set_total,
-            set_key,
-            set_source,
-            set_when,
-            set_error,
-            set_attempt,
-            set_data,
-        ) = _SETTERS
-        set_kind(event, self.kind)
-        set_job(event, self.job_id)
-        set_status(event, self.status)
-        set_completed(event, self.completed)
-        set_total(event, self.total)
-        set_key(event, key)
-        set_source(event, self.source)
-        set_when(event, self.occurred_at)
-        set_error(event, self.error)
-        set_attempt(event, self.attempt)
-        set_data(event, self.data)
-        return event
+        return _build(
+            self.kind,
+            self.job_id,
+            self.status,
+            self.completed,
+            self.total,
+            key,
+            self.source,
+            self.occurred_at,
+            self.error,
+            self.attempt,
+            self.data,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form: field names of JobEvent, ``occurred_at`` in ISO 8601."""
@@ -312,3 +366,46 @@ _FIELDS = (
     "data",
 )
 _SETTERS = _slot_setters(JobEvent, _FIELDS)
+_STARTED, _PROGRESS, _PROCESSING = EventKind.STARTED, EventKind.PROGRESS, JobStatus.PROCESSING
+
+
+def _build(
+    kind: EventKind | str,
+    job_id: str | None,
+    status: JobStatus | None,
+    completed: int | None,
+    total: int | None,
+    key: str,
+    source: str,
+    occurred_at: datetime | None,
+    error: str | None,
+    attempt: int | None,
+    data: Mapping[str, Any],
+) -> JobEvent:
+    """:meth:`JobEvent.build`, its arguments by position (the hot paths inside jobwatch)."""
+    event = _new(JobEvent)
+    (
+        set_kind,
+        set_job,
+        set_status,
+        set_completed,
+        set_total,
+        set_key,
+        set_source,
+        set_when,
+        set_error,
+        set_attempt,
+        set_data,
+    ) = _SETTERS
+    set_kind(event, kind if type(kind) is EventKind else EventKind(kind))
+    set_job(event, job_id)
+    set_status(event, status)
+    set_completed(event, completed)
+    set_total(event, total)
+    set_key(event, key)
+    set_source(event, source)
+    set_when(event, occurred_at)
+    set_error(event, error)
+    set_attempt(event, attempt)
+    set_data(event, data if type(data) is _Proxy else _Proxy(dict(data)))
+    return event

@@ -38,7 +38,7 @@ from .._errors import (
     RateLimited,
     StreamError,
 )
-from .._events import EventKind, JobEvent, JobStatus
+from .._events import _TERMINAL_KIND, JobEvent, JobStatus
 from ..abc import (
     Capabilities,
     Classification,
@@ -59,11 +59,6 @@ __all__ = ["GenericProvider", "capabilities_of"]
 
 log = logging.getLogger("jobwatch.generic")
 
-_TERMINAL_KIND = {
-    JobStatus.COMPLETED: EventKind.COMPLETED,
-    JobStatus.FAILED: EventKind.FAILED,
-    JobStatus.CANCELLED: EventKind.CANCELLED,
-}
 _KIND_STATUS = {
     "completed": JobStatus.COMPLETED,
     "failed": JobStatus.FAILED,
@@ -71,7 +66,6 @@ _KIND_STATUS = {
     "started": JobStatus.PROCESSING,
     "progress": JobStatus.PROCESSING,
 }
-_STARTED, _PROGRESS = EventKind.STARTED, EventKind.PROGRESS
 _PROCESSING, _QUEUED, _FAILED = JobStatus.PROCESSING, JobStatus.QUEUED, JobStatus.FAILED
 #: Every delivery of a webhook whose body is the job and that names no events.
 _STATUS_ENTRY = Entry(kind="status")
@@ -434,41 +428,8 @@ class GenericProvider(Provider):
         previous: Snapshot | None,
         source: str,
     ) -> list[JobEvent]:
-        status, data, completed, total = state.status, state.data, state.completed, state.total
-        if status is not None and status.terminal:
-            ended = self._ended_at
-            return [
-                JobEvent.build(
-                    kind=_TERMINAL_KIND[status],
-                    job_id=job_id,
-                    status=status,
-                    completed=completed,
-                    total=total,
-                    key=f"{job_id}:terminal",
-                    source=source,
-                    occurred_at=None if ended is None else _when(ended(job)),
-                    error=state.error,
-                    attempt=state.attempt,
-                    data=data,
-                )
-            ]
-        events = []
-        if status is _PROCESSING:
-            started = None if self._started_at is None else self._started_at(job)
-            events.append(
-                JobEvent.build(
-                    kind=_STARTED,
-                    job_id=job_id,
-                    status=status,
-                    completed=completed,
-                    total=total,
-                    key=f"{job_id}:started",
-                    source=source,
-                    occurred_at=None if started is None else _when(started),
-                    attempt=state.attempt,
-                    data=data,
-                )
-            )
+        status, completed, total = state.status, state.completed, state.total
+        progress: bool | str = False
         if (
             previous is None
             or previous.completed != completed
@@ -476,24 +437,25 @@ class GenericProvider(Provider):
             or previous.raw_status != state.raw
         ):
             if completed is not None and not state.transitional and not self._grows:
-                key: str | None = f"{job_id}:progress:{completed}"  # the usual
+                progress = True  # the usual key, {job}:progress:{completed}
             else:
-                key = self._progress_key(job_id, state)
-            if key is not None:
-                events.append(
-                    JobEvent.build(
-                        kind=_PROGRESS,
-                        job_id=job_id,
-                        status=status,
-                        completed=completed,
-                        total=total,
-                        key=key,
-                        source=source,
-                        attempt=state.attempt,
-                        data=data,
-                    )
-                )
-        return events
+                progress = self._progress_key(job_id, state) or False
+        terminal = status is not None and status.terminal
+        started = self._started_at if status is _PROCESSING else None
+        ended = self._ended_at if terminal else None
+        return JobEvent.lifecycle(
+            job_id,
+            status,
+            source=source,
+            completed=completed,
+            total=total,
+            data=state.data,
+            progress=progress,
+            error=state.error,
+            attempt=state.attempt,
+            started_at=None if started is None else _when(started(job)),
+            ended_at=None if ended is None else _when(ended(job)),
+        )
 
     def _progress_key(self, job_id: str, state: _State) -> str | None:
         completed = state.completed

@@ -49,11 +49,6 @@ __all__ = ["ReaderProvider"]
 log = logging.getLogger("jobwatch.reader")
 
 PAGE_SIZE = 100
-_TERMINAL_KIND = {
-    JobStatus.COMPLETED: EventKind.COMPLETED,
-    JobStatus.FAILED: EventKind.FAILED,
-    JobStatus.CANCELLED: EventKind.CANCELLED,
-}
 _JOB_STREAM_ALIASES = {
     "job:progress": "progress",
     "job:page": "page",
@@ -88,7 +83,6 @@ _WORKSPACE_EVENTS = ("job:progress", "job:completed", "job:failed")
 #: How errors name a frame of each event the workspace stream sends.
 _WORKSPACE_WHAT = {name: f"workspace stream {name!r} frame" for name in _WORKSPACE_EVENTS}
 _STATUS_BY_VALUE = {status.value: status for status in JobStatus}
-_STARTED, _PROGRESS, _PROCESSING = EventKind.STARTED, EventKind.PROGRESS, JobStatus.PROCESSING
 # msgspec decodes a frame's JSON several times faster than json.loads; whatever it refuses
 # goes to json.loads, which accepts what the standard library accepts and words the errors.
 _decode_json = msgspec.json.Decoder().decode
@@ -255,46 +249,23 @@ class ReaderProvider(Provider):
     def _snapshot_events(
         self, snap: Snapshot, previous: Snapshot | None, source: str
     ) -> list[JobEvent]:
-        common: dict[str, Any] = dict(
-            job_id=snap.job_id,
-            status=snap.status,
-            completed=snap.completed,
-            total=snap.total,
-            source=source,
-            data=MappingProxyType(dict(snap.data)),
-        )
-        events = []
-        if snap.status is JobStatus.PROCESSING:
-            when = _timestamp(snap.data.get("startedAt"))
-            events.append(
-                JobEvent(
-                    kind=EventKind.STARTED, key=f"{snap.job_id}:started", occurred_at=when, **common
-                )
-            )
         moved = previous is None or (previous.completed, previous.total, previous.status) != (
             snap.completed,
             snap.total,
             snap.status,
         )
-        if not snap.terminal and snap.completed is not None and moved:
-            events.append(self._progress(snap.job_id, common))
-        if snap.status is not None and snap.status.terminal:
-            when = _timestamp(snap.data.get("completedAt"))
-            events.append(
-                JobEvent(
-                    kind=_TERMINAL_KIND[snap.status],
-                    key=f"{snap.job_id}:terminal",
-                    occurred_at=when,
-                    error=_failure(snap.data, snap.status),
-                    **common,
-                )
-            )
-        return events
-
-    @staticmethod
-    def _progress(job_id: str, common: Mapping[str, Any]) -> JobEvent:
-        return JobEvent(
-            kind=EventKind.PROGRESS, key=f"{job_id}:progress:{common['completed']}", **common
+        status = snap.status
+        return JobEvent.lifecycle(
+            snap.job_id,
+            status,
+            source=source,
+            completed=snap.completed,
+            total=snap.total,
+            data=MappingProxyType(dict(snap.data)),
+            progress=moved,
+            error=None if status is None else _failure(snap.data, status),
+            started_at=_timestamp(snap.data.get("startedAt")),
+            ended_at=_timestamp(snap.data.get("completedAt")),
         )
 
     def results_request(self, job_id: str) -> Request:
@@ -381,56 +352,23 @@ class ReaderProvider(Provider):
         status, raw = _status(payload, what)
         completed = _count(payload, "completed", what)
         total = _count(payload, "total", what)
-        frozen = MappingProxyType(payload)
         if final:
             if status is None or not status.terminal:
                 raise DecodeError(f"{what}: a final frame needs a terminal status, got {raw!r}")
-            return [
-                JobEvent.build(
-                    kind=_TERMINAL_KIND[status],
-                    job_id=job_id,
-                    status=status,
-                    completed=completed,
-                    total=total,
-                    key=f"{job_id}:terminal",
-                    source=source,
-                    occurred_at=when,
-                    data=frozen,
-                    error=_failure(payload, status),
-                )
-            ]
-        events = []
-        if status is _PROCESSING:
-            events.append(
-                JobEvent.build(
-                    kind=_STARTED,
-                    job_id=job_id,
-                    status=status,
-                    completed=completed,
-                    total=total,
-                    key=f"{job_id}:started",
-                    source=source,
-                    occurred_at=when,
-                    data=frozen,
-                )
-            )
         elif status is not None and status.terminal:
             raise DecodeError(f"{what}: a progress frame cannot carry the final status {raw!r}")
-        if completed is not None:
-            events.append(
-                JobEvent.build(
-                    kind=_PROGRESS,
-                    job_id=job_id,
-                    status=status,
-                    completed=completed,
-                    total=total,
-                    key=f"{job_id}:progress:{completed}",
-                    source=source,
-                    occurred_at=when,
-                    data=frozen,
-                )
-            )
-        return events
+        return JobEvent.lifecycle(
+            job_id,
+            status,
+            source=source,
+            completed=completed,
+            total=total,
+            data=MappingProxyType(payload),
+            error=_failure(payload, status) if final and status is not None else None,
+            started_at=when,
+            progress_at=when,
+            ended_at=when,
+        )
 
     def _page(
         self,
