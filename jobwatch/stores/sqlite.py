@@ -17,6 +17,9 @@ Where a batch runs:
   file cannot keep it growing, followed by the write that starts the WAL over and syncs its
   header; it waits for nobody). A database another process has locked sends the batch to the
   thread too, which waits for the lock there rather than on the loop.
+- **A claim's read** (:meth:`~SQLiteStore.claimed`: was this webhook delivery recorded?) runs
+  on the event loop at once, outside any batch, unless the thread is using the connection: it
+  would otherwise wait for a whole group commit.
 - **Everything else**, and every batch when ``synchronous`` is ``full``, runs in the store's own
   thread.
 """
@@ -116,6 +119,9 @@ class SQLiteStore(Store):
         self._acks: list[str] = []
         self._leading = False
         self._batch_done: anyio.Event | None = None
+        #: Work the thread is doing with the connection (a batch, housekeeping, open/close):
+        #: while there is some, nothing else may use it.
+        self._in_thread = 0
 
     @classmethod
     def from_config(cls, config: Config) -> SQLiteStore:
@@ -173,9 +179,17 @@ class SQLiteStore(Store):
     async def _run(self, fn: Callable[[], T]) -> T:
         # Connection-level work (open, close): alone, outside any batch.
         call = _Call(fn, self.path)
-        with anyio.CancelScope(shield=True):
-            await self._thread.run(call.settle)
+        await self._settle_in_thread(call)
         return call.result()
+
+    async def _settle_in_thread(self, call: _Call[Any]) -> None:
+        """Settle ``call`` in the thread, shielded, marking the connection as in use there."""
+        self._in_thread += 1
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._thread.run(call.settle)
+        finally:
+            self._in_thread -= 1
 
     async def _tx(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` inside the next group commit; return once that commit is done."""
@@ -248,8 +262,7 @@ class SQLiteStore(Store):
             except _Locked:  # another process holds the database: wait for it in the thread
                 pass
         commit = _Call(functools.partial(self._commit, batch, acks, on_loop=False), self.path)
-        with anyio.CancelScope(shield=True):
-            await self._thread.run(commit.settle)
+        await self._settle_in_thread(commit)
         return commit.result()
 
     async def _maintain(self) -> None:
@@ -262,8 +275,7 @@ class SQLiteStore(Store):
             return
         purge, self._purge_due = self._purge_due, False
         call = _Call(functools.partial(self._housekeeping, purge), self.path)
-        with anyio.CancelScope(shield=True):
-            await self._thread.run(call.settle)
+        await self._settle_in_thread(call)
         try:
             purged, left = call.result()
         except JobwatchError as exc:  # the next turn may succeed; meanwhile the files only grow
@@ -457,26 +469,27 @@ class SQLiteStore(Store):
         self.db.execute(_PUT_JOB, _job_row(state))
 
     async def claimed(self, key: str) -> bool:
-        sql = "SELECT 1 FROM claims WHERE key=? AND expires > ?"
-        call = _Call(
-            lambda: self.db.execute(sql, (key, self._clock())).fetchone() is not None, self.path
-        )
-        if self._on_loop and not self._leading and not self._queue and self._db is not None:
-            # No batch is using the connection: one read needs no batch, nor its turns.
-            call.settle()
-            return call.result()
-        call.quick = True
-        return await self._tx_call(call)
+        """Whether ``key`` is claimed: one read, on the event loop, without waiting for a
+        group commit (a batch on the loop never holds the connection across an ``await``),
+        unless the thread is using the connection or the read meets a lock."""
+
+        def read() -> bool:
+            return self.db.execute(_CLAIMED, (key, self._clock())).fetchone() is not None
+
+        if self._on_loop and not self._in_thread and self._db is not None:
+            try:
+                return read()
+            except sqlite3.Error as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                    raise JobwatchError(f"the sqlite store at {self.path!r} failed: {exc}") from exc
+        # In the next batch: one another process has locked the database runs in the thread,
+        # which waits for the lock.
+        return await self._quick(read)
 
     async def claim(self, key: str, *, ttl: float) -> bool:
         def claim() -> bool:
             now = self._clock()
-            # Taken only where no live claim holds it: one statement, so atomic.
-            taken = self.db.execute(
-                "INSERT INTO claims VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET "
-                "expires = ?2 WHERE expires <= ?3",
-                (key, now + ttl, now),
-            ).rowcount
+            taken = self.db.execute(_CLAIM, (key, now + ttl, now)).rowcount
             self._records += 1
             return bool(taken)
 
@@ -592,6 +605,12 @@ _LIVE = (
     "WHERE key IN (SELECT value FROM json_each(?1)) AND expires > ?2"
 )
 _ACK = "DELETE FROM inbox WHERE key IN (SELECT value FROM json_each(?1))"
+# A claim is taken only where no live claim holds it: one statement, so atomic.
+_CLAIM = (
+    "INSERT INTO claims VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET "
+    "expires = ?2 WHERE expires <= ?3"
+)
+_CLAIMED = "SELECT 1 FROM claims WHERE key=? AND expires > ?"
 _STATUSES = {status.value: status for status in JobStatus}
 
 

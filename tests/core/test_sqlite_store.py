@@ -439,3 +439,62 @@ async def test_acks_flushed_with_records_commit_on_the_loop(tmp_path: Path) -> N
         assert len(await store.pending()) == 1
     finally:
         await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_claim_is_read_without_waiting_for_the_commit_in_flight() -> None:
+    # The receiver asks before recording whether a delivery was recorded; a read needs no
+    # group commit, and waiting for one cost the receiver a whole commit's turns.
+    store = SQLiteStore(":memory:")
+    await store.open()
+    await store.claim("delivery:a", ttl=60)
+    recorded: list[bool] = []
+
+    async def record() -> None:
+        await store.record_batch([("job_1", _completed("job_1"))], ttl=60)
+        recorded.append(True)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(record)
+        while not store._leading:  # the record leads its batch, letting others join it
+            await anyio.lowlevel.checkpoint()
+        assert await store.claimed("delivery:a")
+        assert not await store.claimed("delivery:b")
+        assert recorded == []
+    assert recorded == [True]
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_claim_is_read_in_a_batch_while_the_thread_uses_the_connection(
+    tmp_path: Path,
+) -> None:
+    # Another process holds the write lock: the batch waits for it in the thread, and a read
+    # meanwhile must not use the connection under it.
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.claim("delivery:a", ttl=60)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    answers: list[bool] = []
+
+    async def record() -> None:
+        await store.record("job_1", _completed("job_1"), ttl=60)
+
+    with anyio.fail_after(4):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(record)
+            while not store._in_thread:  # noqa: ASYNC110 - the lock has no event to await
+                await anyio.sleep(0.01)
+
+            async def ask() -> None:
+                answers.append(await store.claimed("delivery:a"))
+
+            tg.start_soon(ask)
+            await anyio.sleep(0.1)
+            assert answers == []  # queued behind the batch the thread holds
+            other.execute("ROLLBACK")
+    other.close()
+    assert answers == [True]
+    await store.aclose()
