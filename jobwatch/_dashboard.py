@@ -185,6 +185,7 @@ class DashboardApp:
         self._page = _asset("index.html")
         self._login = _asset("login.html")
         self._stats_cache: tuple[float, bytes] | None = None
+        self._ticks = _Ticks(relay, options.flush_interval, STATS_INTERVAL)
 
     @classmethod
     def for_watcher(cls, watcher: Watcher) -> DashboardApp:
@@ -386,6 +387,7 @@ class DashboardApp:
         self, receive: Receive, send: Send, last_event_id: str | None, *, stats: bool
     ) -> None:
         client = self.relay.connect(last_event_id)
+        watch = _Watch(receive, client, self.options.send_timeout)
         try:
             await send(
                 {
@@ -401,59 +403,141 @@ class DashboardApp:
             )
             ended = False  # (the client may leave first: the stream is then cancelled)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+                tg.start_soon(watch.run, tg.cancel_scope)
                 ended = await self._stream(client, send, stats)
                 tg.cancel_scope.cancel()
-            if ended:  # the dashboard closes: the body ends, and the browser reconnects
+            if watch.stuck:
+                self.relay.counts["stuck"] += 1
+                log.info(
+                    "a dashboard client took over %g s to take a write; disconnected",
+                    self.options.send_timeout,
+                )
+            elif ended:  # the dashboard closes: the body ends, and the browser reconnects
                 # (Outside the task group: its end is no disconnect to cancel the write on.)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             self.relay.disconnect(client)
 
     async def _stream(self, client: Client, send: Send, stats: bool) -> bool:
-        """Write to ``client`` until the relay closes (True) or a write is abandoned."""
-        relay, options = self.relay, self.options
+        """Write to ``client`` at the ticks until the relay closes (True)."""
+        relay, ticks = self.relay, self._ticks
         now = anyio.current_time()
-        next_ping, next_stats = now + PING_INTERVAL, now
-        # The retry field opens the first event's block: a block of its own would be an empty
+        next_ping, next_stats = now + PING_INTERVAL, now + STATS_INTERVAL
+        # The first write goes at once: the snapshot, or what a resuming client missed. The
+        # retry field opens its first event's block: a block of its own would be an empty
         # event to some clients.
-        data = f"retry: {RETRY_MS}\n".encode()
+        data = f"retry: {RETRY_MS}\n".encode() + relay.take(client)
+        if stats:
+            data += self._stats_frame()
+        tick = ticks.number
         while not relay.closed:
-            now = anyio.current_time()
-            if relay.due(client):
-                # Events that arrive soon after a write wait to go with the next ones.
-                wait = client.flushed_at + options.flush_interval - now
-                if wait > 0:
-                    await anyio.sleep(wait)
-                data += relay.take(client)
+            if data:
+                client.writing_since = now
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                client.writing_since = None
+                next_ping = now + PING_INTERVAL
+                relay.sent(client)
+            # A client behind the last tick (its write was cut, it was resynced, or it missed
+            # a tick while writing) goes on at once; the others wait for the next tick.
+            if client.position is not None and client.position >= ticks.upto:
+                await ticks.wait(tick)
+                now = ticks.at
+            else:
+                now = anyio.current_time()
+            tick = ticks.number
+            data = relay.take(client, upto=ticks.upto)
             if stats and now >= next_stats:
                 data += self._stats_frame()
                 next_stats = now + STATS_INTERVAL
             if not data and now >= next_ping:
                 data = b": ping\n\n"
-            if not data:
-                with anyio.move_on_after(min(next_ping, next_stats if stats else math.inf) - now):
-                    await relay.changed().wait()
-                continue
-            # A write that takes too long is abandoned and the client let go; where the server
-            # shields its writes from cancellation (hypercorn on trio), the client stays, and
-            # the statistics count it as stalled. Either way, nobody else waits for it.
-            client.writing_since = now
-            with anyio.move_on_after(options.send_timeout) as timer:
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-            client.writing_since = None
-            if timer.cancelled_caught:
-                relay.counts["stuck"] += 1
-                log.info(
-                    "a dashboard client took over %g s to take a write; disconnected",
-                    options.send_timeout,
-                )
-                return False
-            client.flushed_at = anyio.current_time()
-            next_ping = client.flushed_at + PING_INTERVAL
-            relay.sent(client)
-            data = b""
         return True
+
+
+class _Ticks:
+    """When the ``/events`` clients of one dashboard are written to: all at the same moments,
+    the ticks, so that clients at the same position share one write and each wakes once a
+    tick rather than for each event.
+
+    A tick comes as soon as an event is published after a quiet spell, ``interval`` seconds
+    after the one before at the soonest, and at least every ``heartbeat`` seconds (clients
+    send their pings and statistics then). No task of its own keeps the time: the first
+    client to wait for a tick does, for all of them, and another takes over if it leaves.
+    ``upto`` is the last event published before the last tick: what clients are sent then.
+    """
+
+    def __init__(self, relay: Relay, interval: float, heartbeat: float) -> None:
+        self.relay = relay
+        self.interval = interval
+        self.heartbeat = heartbeat
+        self.number = 0
+        self.at = -math.inf
+        self.upto = relay.seq
+        self._keeping = False
+        self._ticked: anyio.Event | None = None
+
+    async def wait(self, seen: int) -> None:
+        """Wait until a tick after tick number ``seen``."""
+        while self.number <= seen:
+            if self._keeping:
+                if self._ticked is None:
+                    self._ticked = anyio.Event()
+                await self._ticked.wait()
+            else:
+                await self._keep()
+
+    async def _keep(self) -> None:
+        relay = self.relay
+        self._keeping = True
+        # The first client back from its write keeps the time: the clients of a tick are
+        # written to together, so when it is done the others nearly are too. The next tick
+        # comes ``interval`` after that, rather than after the tick: a busy process, whose
+        # writes take longer, makes fewer and larger ones.
+        ready = anyio.current_time()
+        try:
+            if relay.seq == self.upto and not relay.closed:
+                with anyio.CancelScope(deadline=self.at + self.heartbeat):
+                    await relay.changed().wait()
+            if not relay.closed:
+                await anyio.sleep_until(ready + self.interval)
+            self.number += 1
+            self.at, self.upto = anyio.current_time(), relay.seq
+        finally:
+            # On a tick, or when the keeper leaves: the others wake (one keeps the time next).
+            self._keeping = False
+            ticked, self._ticked = self._ticked, None
+            if ticked is not None:
+                ticked.set()
+
+
+class _Watch:
+    """What ends one ``/events`` stream from outside it: the client leaving, or a write to it
+    pending for longer than ``send_timeout`` (``stuck``)."""
+
+    def __init__(self, receive: Receive, client: Client, send_timeout: float) -> None:
+        self.receive = receive
+        self.client = client
+        self.send_timeout = send_timeout
+        self.stuck = False
+
+    async def run(self, scope: anyio.CancelScope) -> None:
+        # One timer a quarter of send_timeout apart while no write is pending, none per write.
+        timeout = self.send_timeout
+        check = timeout / 4
+        while True:
+            with anyio.move_on_after(check):
+                while (await self.receive())["type"] != "http.disconnect":
+                    pass
+                scope.cancel()
+                return
+            since, now = self.client.writing_since, anyio.current_time()
+            if since is not None and now - since >= timeout:
+                # Where the server lets a write be cancelled, it ends now; where it does not
+                # (hypercorn on trio), when the write does, and the client counts as stalled.
+                self.stuck = True
+                scope.cancel()
+                return
+            check = since + timeout - now if since is not None else timeout / 4
 
 
 def _ignore(event: JobEvent) -> None:
@@ -552,12 +636,6 @@ async def _read(receive: Receive, limit: int) -> bytes:
         body += chunk
         if len(body) > limit or not message.get("more_body", False):
             return body[:limit]
-
-
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    scope.cancel()
 
 
 async def _reply(

@@ -132,12 +132,10 @@ class Scrubber:
 @attrs.define(eq=False)
 class Client:
     """One ``/events`` connection: the id of the last event it was sent (None: it is due a
-    snapshot), the last event when it resumed, when it was last written to, and since when
-    a write to it is pending."""
+    snapshot), the last event when it resumed, and since when a write to it is pending."""
 
     position: int | None
     resumed_at: int = 0
-    flushed_at: float = -math.inf
     writing_since: float | None = None
 
 
@@ -358,8 +356,14 @@ class Relay:
         """Whether ``client`` has something to be sent."""
         return client.position is None or client.position < self.seq
 
-    def take(self, client: Client, *, max_bytes: int = MAX_WRITE) -> bytes:
-        """The next write for ``client`` (b"" when it is up to date), moving its position."""
+    def take(self, client: Client, *, max_bytes: int = MAX_WRITE, upto: int | None = None) -> bytes:
+        """The next write for ``client`` (b"" when it is up to date), moving its position:
+        the events after its position up to event ``upto`` (default: the last), as many as
+        ``max_bytes`` allow and at least one; or a snapshot.
+
+        Clients at the same position given the same ``upto`` share one write: the bytes are
+        joined for the first of them only.
+        """
         if client.position is not None and client.position < self.seq - len(self._ring):
             self.counts["resyncs"] += 1  # what it missed has left the ring
             client.position = None
@@ -367,21 +371,23 @@ class Relay:
             client.position = self.seq
             self.counts["snapshots"] += 1
             return self.snapshot_frame()
-        after = client.position
-        end = self._cut(after, max_bytes)
+        after, last = client.position, self.seq if upto is None else min(upto, self.seq)
+        if last <= after:
+            return b""
+        end = self._cut(after, last, max_bytes)
         if self._write[:2] != (after, end):
             self._write = (after, end, b"".join(self._slice(after, end)))
         client.position = end
         return self._write[2]
 
-    def _cut(self, after: int, max_bytes: int) -> int:
-        """The last event of a write that begins after ``after``: as many as ``max_bytes``
-        allow, and at least one."""
+    def _cut(self, after: int, last: int, max_bytes: int) -> int:
+        """The last event of a write that begins after ``after`` and ends at ``last`` at the
+        latest: as many as ``max_bytes`` allow, and at least one."""
         sizes, slots = self._sizes, len(self._sizes)
         base = sizes[after % slots]
-        if self._bytes - base <= max_bytes:
-            return self.seq
-        low, high = after + 1, self.seq  # sizes[low] - base may exceed max_bytes: one frame
+        if sizes[last % slots] - base <= max_bytes:
+            return last
+        low, high = after + 1, last  # sizes[low] - base may exceed max_bytes: one frame
         while low < high:
             middle = (low + high + 1) // 2
             if sizes[middle % slots] - base <= max_bytes:
