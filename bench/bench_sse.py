@@ -265,7 +265,12 @@ async def _transport_only(url: str, frames: int) -> float:
             pass
 
         async def deliver(
-            self, events: Any, *, authoritative: bool = False, as_of: float | None = None
+            self,
+            events: Any,
+            *,
+            authoritative: bool = False,
+            as_of: float | None = None,
+            claim: tuple[str, float] | None = None,
         ) -> None:
             self.seen += sum(1 for e in events if e.kind == "progress")
             if self.seen >= frames:

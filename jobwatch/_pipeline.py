@@ -9,6 +9,7 @@ lives in one :class:`JobRecord`.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -17,6 +18,7 @@ from typing import Any
 import anyio
 import attrs
 
+from ._compat import takes_keyword
 from ._errors import JobwatchError
 from ._events import EventKind, JobEvent
 from ._guard import decide
@@ -24,6 +26,8 @@ from ._values import Snapshot
 from .abc import JobState, Store, Verdict
 
 __all__ = ["JobRecord", "Pipeline"]
+
+log = logging.getLogger("jobwatch")
 
 _STARTED = EventKind.STARTED
 #: Records are looked over for quiet ones once there are this many (and then each time their
@@ -151,14 +155,20 @@ class Pipeline:
         return len(quiet)
 
     async def deliver(
-        self, events: Sequence[JobEvent], *, authoritative: bool = False, as_of: float | None = None
+        self,
+        events: Sequence[JobEvent],
+        *,
+        authoritative: bool = False,
+        as_of: float | None = None,
+        claim: tuple[str, float] | None = None,
     ) -> None:
         """Record and dispatch ``events``; returns once every one is recorded.
 
         ``events`` is what one network read decoded (a stream read, a webhook delivery, a
         polled snapshot). They are grouped by job, each job's turn is taken once, the whole
         batch is recorded in one :meth:`Store.record_batch <jobwatch.abc.Store.record_batch>`
-        call, and then dispatched, each job's events in order.
+        call, and then dispatched, each job's events in order. ``claim`` (``(key, ttl)``, a
+        webhook delivery's identity) is claimed in that same call.
         """
         if not self.ready.is_set():
             await self.ready.wait()
@@ -170,10 +180,12 @@ class Pipeline:
             else:
                 group.append(event)
         if not by_job:
+            if claim is not None:
+                await self.store.claim(claim[0], ttl=claim[1])
             return
         records = await self._take_turns(by_job)
         try:
-            await self._deliver_batch(by_job, records, authoritative, as_of)
+            await self._deliver_batch(by_job, records, authoritative, as_of, claim)
         finally:
             for record in records.values():
                 _pass_turn(record)
@@ -207,6 +219,7 @@ class Pipeline:
         records: dict[str | None, JobRecord],
         authoritative: bool,
         as_of: float | None,
+        claim: tuple[str, float] | None,
     ) -> None:
         """Record one batch with one store call, then dispatch it."""
         steps: list[_Step] = []
@@ -226,13 +239,28 @@ class Pipeline:
                     continue
                 steps.append(_Step(record, event, authoritative, as_of, now))
         if not steps:
+            if claim is not None:
+                await self.store.claim(claim[0], ttl=claim[1])
             return
-        verdicts = await self.store.record_batch(
-            [(s.event.job_id, s) for s in steps], ttl=self.dedup_ttl
-        )
+        verdicts = await self._record(steps, claim)
         shared = self.store.shared
         for step, verdict in zip(steps, verdicts, strict=True):
             await self._settle(step.record, step.event, verdict, shared)
+
+    async def _record(self, steps: list[_Step], claim: tuple[str, float] | None) -> list[Verdict]:
+        """The verdicts of one ``record_batch`` call, which takes ``claim`` with the records."""
+        store, records = self.store, [(s.event.job_id, s) for s in steps]
+        if claim is None:
+            return await store.record_batch(records, ttl=self.dedup_ttl)
+        if takes_keyword(store.record_batch, "claim"):
+            return await store.record_batch(records, ttl=self.dedup_ttl, claim=claim)
+        # A store written before claims rode with records: claimed once they are recorded.
+        verdicts = await store.record_batch(records, ttl=self.dedup_ttl)
+        try:
+            await store.claim(claim[0], ttl=claim[1])
+        except Exception as exc:  # recorded all the same; the event keys still dedup
+            log.warning("could not keep the identity of a recorded webhook delivery: %s", exc)
+        return verdicts
 
     async def _settle(
         self, record: JobRecord, event: JobEvent, verdict: Verdict, shared: bool

@@ -789,9 +789,16 @@ class _Host(TransportHost):
         return tuple(t.name for t in self._watcher._transports)
 
     async def deliver(
-        self, events: Sequence[JobEvent], *, authoritative: bool = False, as_of: float | None = None
+        self,
+        events: Sequence[JobEvent],
+        *,
+        authoritative: bool = False,
+        as_of: float | None = None,
+        claim: tuple[str, float] | None = None,
     ) -> None:
-        await self._watcher._pipeline.deliver(events, authoritative=authoritative, as_of=as_of)
+        await self._watcher._pipeline.deliver(
+            events, authoritative=authoritative, as_of=as_of, claim=claim
+        )
 
     async def request(self, request: Request) -> Response:
         return await self._api.request(request)

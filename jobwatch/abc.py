@@ -247,14 +247,23 @@ class EventSink(abc.ABC):
 
     @abc.abstractmethod
     async def deliver(
-        self, events: Sequence[JobEvent], *, authoritative: bool = False, as_of: float | None = None
+        self,
+        events: Sequence[JobEvent],
+        *,
+        authoritative: bool = False,
+        as_of: float | None = None,
+        claim: tuple[str, float] | None = None,
     ) -> None:
         """Hand decoded events to the pipeline; returns once they are recorded.
 
         ``as_of`` is when the snapshot behind authoritative events was requested
         (``Response.sent_at``, wall clock): a snapshot requested before the job's terminal
         event was recorded — by this process or another sharing the store — is stale, and may
-        not begin a new run.
+        not begin a new run. ``claim``, a ``(key, ttl)`` pair, is claimed in the store with the
+        events, once they are recorded (:meth:`Store.record_batch`): the webhook receiver hands
+        each delivery's identity this way. A sink whose ``deliver`` does not take ``claim``
+        (written before it existed) still works: the receiver then claims the key itself,
+        once ``deliver`` returns.
         """
 
     @abc.abstractmethod
@@ -408,6 +417,7 @@ class Store(abc.ABC):
         records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]],
         *,
         ttl: float,
+        claim: tuple[str, float] | None = None,
     ) -> list[Verdict]:
         """Record several events at once: what :meth:`record` of each ``(job_id, decide)``
         in turn would answer, one verdict per record, in order.
@@ -418,11 +428,22 @@ class Store(abc.ABC):
         one round trip) overrides this. The default calls :meth:`record` for each: if one
         raises, those before it stay recorded, and :meth:`stranded` hands their events over
         for dispatch.
+
+        ``claim``, a ``(key, ttl)`` pair (the identity of a webhook delivery), is claimed as
+        :meth:`claim` would, once the records are recorded, never when recording raised. A
+        store that can writes it in the records' own transaction, so that a crash keeps both
+        or neither. The default calls :meth:`claim` after the records; if that raises, the
+        records stand and their events are stranded as above (the sender's retry is then
+        recorded again, and its events' keys make it dispatch nothing twice). A store whose
+        ``record_batch`` does not take ``claim`` (written before it existed) still works: the
+        pipeline calls :meth:`claim` after it.
         """
         verdicts: list[Verdict] = []
         try:
             for job_id, decide in records:
                 verdicts.append(await self.record(job_id, decide, ttl=ttl))
+            if claim is not None:
+                await self.claim(claim[0], ttl=claim[1])
         except BaseException:
             # The caller sees the error, not these verdicts: nobody would dispatch them.
             _local(self).stranded.extend(v.event for v in verdicts if v.event is not None)

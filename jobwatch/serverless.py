@@ -72,10 +72,15 @@ class _HandlerSink(EventSink):
         self.recorded.append(event)  # on_event is called once the delivery is answered for
 
     async def deliver(
-        self, events: Sequence[JobEvent], *, authoritative: bool = False, as_of: float | None = None
+        self,
+        events: Sequence[JobEvent],
+        *,
+        authoritative: bool = False,
+        as_of: float | None = None,
+        claim: tuple[str, float] | None = None,
     ) -> None:
         # A handler never polls, so nothing it records is a (possibly stale) snapshot.
-        await self.pipeline.deliver(events, authoritative=authoritative, as_of=as_of)
+        await self.pipeline.deliver(events, authoritative=authoritative, as_of=as_of, claim=claim)
         for reason, n in self.pipeline.dropped.items():
             self.counters[f"dropped_{reason}"] = n
 

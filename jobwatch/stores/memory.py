@@ -52,12 +52,16 @@ class MemoryStore(Store):
         records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]],
         *,
         ttl: float,
+        claim: tuple[str, float] | None = None,
     ) -> list[Verdict]:
         if type(self).record is not MemoryStore.record:  # a subclass's record sees every event
-            return await super().record_batch(records, ttl=ttl)
+            return await super().record_batch(records, ttl=ttl, claim=claim)
         now = self._clock()
         record = self._record
-        return [record(job_id, decide, ttl, now) for job_id, decide in records]
+        verdicts = [record(job_id, decide, ttl, now) for job_id, decide in records]
+        if claim is not None:
+            await self.claim(claim[0], ttl=claim[1])
+        return verdicts
 
     def _record(
         self,

@@ -19,7 +19,8 @@ Where a batch runs:
   thread too, which waits for the lock there rather than on the loop.
 - **A claim's read** (:meth:`~SQLiteStore.claimed`: was this webhook delivery recorded?) runs
   on the event loop at once, outside any batch, unless the thread is using the connection: it
-  would otherwise wait for a whole group commit.
+  would otherwise wait for a whole group commit. A delivery's claim is written with its
+  records, in their transaction.
 - **Everything else**, and every batch when ``synchronous`` is ``full``, runs in the store's own
   thread.
 """
@@ -390,19 +391,23 @@ class SQLiteStore(Store):
         records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]],
         *,
         ttl: float,
+        claim: tuple[str, float] | None = None,
     ) -> list[Verdict]:
-        """Record the batch in one group commit (with whatever else is queued)."""
+        """Record the batch in one group commit (with whatever else is queued); ``claim`` is
+        written in the same transaction."""
         if type(self).record is not SQLiteStore.record:  # a subclass's record sees every event
-            return await super().record_batch(records, ttl=ttl)
-        return await self._record_batch(records, ttl)
+            return await super().record_batch(records, ttl=ttl, claim=claim)
+        return await self._record_batch(records, ttl, claim)
 
     async def _record_batch(
         self,
         records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]],
         ttl: float,
+        claim: tuple[str, float] | None = None,
     ) -> list[Verdict]:
         call: _Call[list[Verdict]] = _Call(lambda: self._record_alone(call), self.path)
         call.records = [(job_id, decide, ttl) for job_id, decide in records]
+        call.claim = claim
         return await self._tx_call(call)
 
     def _record_all(self, calls: list[_Call[list[Verdict]]]) -> None:
@@ -413,8 +418,9 @@ class SQLiteStore(Store):
         the statement (measured: about 20 % more webhook deliveries a second). The records
         are decided in order against the states read at once; whether their keys were
         claimed before is asked for all of them at once, and only a key found claimed makes
-        them decided again (a duplicate leaves its job's state as it was). A ``decide`` that
-        raises makes the run fail (and run again a call at a time, see ``_transaction``).
+        them decided again (a duplicate leaves its job's state as it was). The calls' claims
+        (webhook deliveries' identities) are written with them. A ``decide`` that raises
+        makes the run fail (and run again a call at a time, see ``_transaction``).
         """
         db, now = self.db, self._clock()
         jobs = list(
@@ -453,6 +459,10 @@ class SQLiteStore(Store):
             )
         if outcome.states:
             db.executemany(_PUT_JOB, [_job_row(state) for state in outcome.states.values()])
+        claims = [(c.claim[0], now + c.claim[1], now) for c in calls if c.claim is not None]
+        if claims:
+            db.executemany(_CLAIM, claims)
+            self._records += len(claims)
 
     def _record_alone(self, call: _Call[list[Verdict]]) -> list[Verdict]:
         # A batch that failed runs again a call at a time: a record is then a run of one.
@@ -865,6 +875,8 @@ class _Call(Generic[T]):
         self.records: (
             list[tuple[str | None, Callable[[JobState | None], Verdict], float]] | None
         ) = None
+        #: (key, ttl) of a record_batch() call's claim, written with its records.
+        self.claim: tuple[str, float] | None = None
         #: A call that may run on the event loop with the records (it waits for nothing).
         self.quick = False
         self._value: T | None = None

@@ -259,6 +259,45 @@ class StoreConformance:
         assert await store.claim("delivery:d", ttl=10)
         assert await store.claimed("delivery:d")
 
+    async def test_a_batch_takes_its_claim_with_its_records(self, store: Store) -> None:
+        # The webhook receiver hands a delivery's identity with its events.
+        events = [make_event("started", "j1"), make_event("progress", "j2", completed=1)]
+        records = [(e.job_id, lambda s, e=e: decide(s, e)) for e in events]
+        verdicts = await store.record_batch(records, ttl=60, claim=("delivery:f", 60))
+        assert [v.event and v.event.key for v in verdicts] == ["j1:started#1", "j2:progress:1#1"]
+        assert await store.claimed("delivery:f")
+        assert not await store.claim("delivery:f", ttl=60)
+        # A claim without records, and one already held (it stays as it was).
+        assert await store.record_batch([], ttl=60, claim=("delivery:g", 60)) == []
+        assert await store.claimed("delivery:g")
+        assert await self._batch(store, make_event("started", "j1")) == ["duplicate"]
+        again = [("j3", lambda s: decide(s, make_event("started", "j3")))]
+        await store.record_batch(again, ttl=60, claim=("delivery:f", 60))
+        assert [e.key for e in await store.pending()][-1] == "j3:started#1"
+        assert await store.claimed("delivery:f")
+
+    async def test_a_batch_that_raises_takes_no_claim(self, store: Store) -> None:
+        # Claimed once recorded, never before: a delivery answered 503 is recorded when the
+        # sender retries it.
+        def fails(state: JobState | None) -> Any:
+            raise RuntimeError("decide failed")
+
+        with pytest.raises(RuntimeError, match="decide failed"):
+            await store.record_batch([("j1", fails)], ttl=60, claim=("delivery:h", 60))
+        assert not await store.claimed("delivery:h")
+        assert await store.claim("delivery:h", ttl=60)
+
+    async def test_a_claim_taken_with_a_batch_runs_out_after_its_ttl(
+        self, store: Store, clock: _Clock
+    ) -> None:
+        if type(store).claim is Store.claim:
+            pytest.skip("the default claims run out on the event loop's clock, in this process")
+        await store.record_batch([], ttl=60, claim=("delivery:i", 10))
+        clock.now += 9
+        assert await store.claimed("delivery:i")
+        clock.now += 2
+        assert not await store.claimed("delivery:i")
+
     async def test_records_that_succeed_strand_nothing(self, store: Store) -> None:
         await self._record(store, "started")
         assert await self._batch(store, make_event("progress", "j1", completed=2)) == [

@@ -120,9 +120,14 @@ class ScriptedHost(TransportHost):
         self._api.rate_limited(retry_after)
 
     async def deliver(
-        self, events: Sequence[JobEvent], *, authoritative: bool = False, as_of: float | None = None
+        self,
+        events: Sequence[JobEvent],
+        *,
+        authoritative: bool = False,
+        as_of: float | None = None,
+        claim: tuple[str, float] | None = None,
     ) -> None:
-        await self._pipeline.deliver(events, authoritative=authoritative, as_of=as_of)
+        await self._pipeline.deliver(events, authoritative=authoritative, as_of=as_of, claim=claim)
 
     def count(self, transport: str, name: str, n: int = 1) -> None:
         self.counts[transport, name] += n

@@ -21,9 +21,11 @@ A delivery is a duplicate when its identity was recorded lately: the scheme's
 :meth:`~jobwatch.abc.Scheme.identity` of the signed content, or, for an unsigned delivery
 only, the delivery id the provider read. Identities are claims in the store
 (:meth:`~jobwatch.abc.Store.claim`), beside the dedup keys, so that they hold across restarts
-and across receivers sharing the store. Nothing is dispatched before it is recorded, nothing
-that failed a check is dispatched, and no input makes it answer a 5xx or raise. Failed
-verifications are logged at WARNING, the first at once and then at most one a minute.
+and across receivers sharing the store. A delivery's identity goes to the sink with its events
+(``deliver(events, claim=...)``), and the store claims it as it records them, in the same
+transaction where it can. Nothing is dispatched before it is recorded, nothing that failed a
+check is dispatched, and no input makes it answer a 5xx or raise. Failed verifications are
+logged at WARNING, the first at once and then at most one a minute.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import NamedTuple
 
 import anyio
 
+from .._compat import takes_keyword
 from .._errors import DecodeError, WebhookVerificationError
 from ..abc import EventSink, Scheme
 
@@ -342,12 +345,17 @@ class Receiver:
                         THIN_DELIVERY_DEADLINE,
                     )
             if delivery.events:
-                await host.deliver(delivery.events)
+                if ident is not None and takes_keyword(host.deliver, "claim"):
+                    # Claimed with the events, in their transaction where the store can: once
+                    # recorded, never before (a delivery answered 503 must not be taken for a
+                    # duplicate when the sender retries it).
+                    await host.deliver(delivery.events, claim=(ident, self._remember_for))
+                    ident = None
+                else:
+                    await host.deliver(delivery.events)
         except Exception as exc:  # the sender must retry: the delivery was not recorded
             return self._unrecorded(exc)
-        if ident is not None:
-            # Claimed once recorded, never before: a delivery answered 503 must not be taken
-            # for a duplicate when the sender retries it.
+        if ident is not None:  # no events of its own (a thin delivery), or an older sink
             try:
                 await host.store.claim(ident, ttl=self._remember_for)
             except Exception as exc:  # recorded all the same; the event keys still dedup

@@ -442,6 +442,58 @@ async def test_acks_flushed_with_records_commit_on_the_loop(tmp_path: Path) -> N
 
 
 @pytest.mark.anyio
+async def test_a_claim_is_written_in_its_records_transaction(tmp_path: Path) -> None:
+    # A webhook delivery's identity and its events commit together: a crash keeps both or
+    # neither, and the delivery costs one group commit.
+    store = SQLiteStore(tmp_path / "state.db")
+    await store.open()
+    commits: list[int] = []
+    commit = store._commit
+
+    def counting(batch: list, acks: list[str], **where: bool) -> bool:  # type: ignore[type-arg]
+        commits.append(len(batch))
+        return commit(batch, acks, **where)
+
+    store._commit = counting  # type: ignore[method-assign]
+    try:
+        await store.record_batch([("job_1", _completed("job_1"))], ttl=60, claim=("d:1", 60))
+        assert commits == [1]
+        other = sqlite3.connect(tmp_path / "state.db")
+        try:
+            assert other.execute("SELECT key FROM claims").fetchall() == [("d:1",)]
+            assert other.execute("SELECT count(*) FROM inbox").fetchone() == (1,)
+        finally:
+            other.close()
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_record_sqlite_refuses_takes_its_claim_back_alone() -> None:
+    store = SQLiteStore(":memory:")
+    await store.open()
+    errors: list[Exception] = []
+
+    async def record(state: JobState) -> None:
+        try:
+            await store.record_batch(
+                [(state.job_id, lambda _: Verdict(event=None, state=state))],
+                ttl=60,
+                claim=(f"delivery:{state.job_id}", 60),
+            )
+        except Exception as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:  # one group commit
+        tg.start_soon(record, _HUGE)
+        tg.start_soon(record, _FINE)
+    assert [type(e) for e in errors] == [OverflowError]
+    assert not await store.claimed("delivery:huge")
+    assert await store.claimed("delivery:fine")
+    await store.aclose()
+
+
+@pytest.mark.anyio
 async def test_a_claim_is_read_without_waiting_for_the_commit_in_flight() -> None:
     # The receiver asks before recording whether a delivery was recorded; a read needs no
     # group commit, and waiting for one cost the receiver a whole commit's turns.

@@ -29,11 +29,12 @@ class FlakyStore(MemoryStore):
         records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]],
         *,
         ttl: float,
+        claim: tuple[str, float] | None = None,
     ) -> list[Verdict]:
         if self.failures > 0:
             self.failures -= 1
             raise jobwatch.JobwatchError("the store is unavailable")
-        return await super().record_batch(records, ttl=ttl)
+        return await super().record_batch(records, ttl=ttl, claim=claim)
 
 
 def _config(sim: RunningSimulator, transport: str, **sse: Any) -> jobwatch.Config:

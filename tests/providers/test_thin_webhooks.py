@@ -69,8 +69,11 @@ class _Sink(EventSink):
         *,
         authoritative: bool = False,
         as_of: float | None = None,
+        claim: tuple[str, float] | None = None,
     ) -> None:
         self.delivered += events
+        if claim is not None:
+            await self.store.claim(claim[0], ttl=claim[1])
 
     def count(self, transport: str, name: str, n: int = 1) -> None:
         pass

@@ -18,11 +18,15 @@ import pytest
 from _webhook_helpers import PATH, SECRET, delivery, receiving, until
 
 import jobwatch
-from jobwatch.abc import JobState, Store
+from jobwatch._guard import decide
+from jobwatch.abc import EventSink, JobState, Store
+from jobwatch.providers._reader_scheme import ReaderScheme
+from jobwatch.providers.reader import ReaderProvider
 from jobwatch.serverless import Handler
 from jobwatch.stores.memory import MemoryStore
 from jobwatch.stores.sqlite import SQLiteStore
 from jobwatch.testing import StoreConformance
+from jobwatch.transports._receiver import Receiver
 
 pytestmark = pytest.mark.anyio
 
@@ -146,14 +150,97 @@ async def test_a_store_that_cannot_say_whether_it_saw_a_delivery_answers_503() -
     assert running.watcher.statistics().transports["webhook"]["unrecorded"] == 1
 
 
+async def test_a_delivery_s_identity_goes_to_the_store_with_its_events() -> None:
+    # One store call records a delivery and claims its identity (in one transaction, where
+    # the store has them), instead of a second call once the first returned.
+    store = _Noting()
+    headers, body = delivery("job.page", PAGE, delivery_id="d-page")
+    async with receiving(store=store) as running, running.client() as client:
+        first = await client.post(PATH, content=body, headers=headers)
+        replay = await client.post(PATH, content=body, headers=headers)
+        await until(lambda: len(running.events) == 1)
+    assert first.json() == {"ok": True, "duplicate": False} and replay.json() == DUPLICATE
+    ((key, ttl),) = store.claims
+    assert key.startswith("delivery:reader:") and ttl == 2 * 300 + 60  # twice the tolerance
+    assert store.calls == ["record_batch"]
+
+
+async def test_a_store_whose_record_batch_takes_no_claim_still_refuses_a_replay(
+    tmp_path: Path,
+) -> None:
+    # A store plugin written before claims went with the records: claimed after them.
+    db = tmp_path / "state.db"
+    headers, body = delivery("job.page", PAGE, delivery_id="d-page")
+    async with receiving(store=_OlderStore(db)) as running, running.client() as client:
+        first = await client.post(PATH, content=body, headers=headers)
+        await until(lambda: len(running.events) == 1)
+    async with receiving(store=_OlderStore(db)) as running, running.client() as client:
+        replay = await client.post(
+            PATH, content=body, headers={**headers, "x-reader-delivery": "x"}
+        )
+    assert first.json() == {"ok": True, "duplicate": False} and replay.json() == DUPLICATE
+
+
+async def test_a_sink_whose_deliver_takes_no_claim_still_gets_deliveries_claimed() -> None:
+    # A sink written before deliver took a claim: the receiver claims once deliver returns.
+    store = MemoryStore()
+
+    class OlderSink(EventSink):
+        provider = ReaderProvider(jobwatch.Config.from_mapping({"jobwatch": {}}))
+
+        async def deliver(  # type: ignore[override]
+            self, events: Any, *, authoritative: bool = False, as_of: float | None = None
+        ) -> None:
+            for event in events:
+                await store.record(event.job_id, functools.partial(decide, event=event), ttl=60)
+
+        def count(self, transport: str, name: str, n: int = 1) -> None:
+            pass
+
+    sink = OlderSink()
+    sink.store = store
+    receiver = Receiver(sink, scheme=ReaderScheme([SECRET]), path=PATH)
+    headers, body = delivery("job.page", PAGE, delivery_id="d-page")
+    first = await receiver.handle("POST", PATH, headers, body)
+    replay = await receiver.handle("POST", PATH, headers, body)
+    assert json.loads(first.body) == {"ok": True, "duplicate": False}
+    assert json.loads(replay.body) == DUPLICATE
+    assert [e.key for e in await store.pending()] == ["job_9:page:https://example.com/p1#1"]
+
+
+class _Noting(MemoryStore):
+    """Notes which of its claim-taking methods are called, and the claims handed along."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.claims: list[tuple[str, float]] = []
+
+    async def record_batch(self, records: Any, *, ttl: float, claim: Any = None) -> Any:
+        if claim is not None:
+            self.calls.append("record_batch")
+            self.claims.append(claim)
+        return await super().record_batch(records, ttl=ttl, claim=claim)
+
+    async def claim(self, key: str, *, ttl: float) -> bool:
+        if not self.calls or self.calls[-1] != "record_batch":
+            self.calls.append("claim")
+        return await super().claim(key, ttl=ttl)
+
+
+class _OlderStore(SQLiteStore):
+    async def record_batch(self, records: Any, *, ttl: float) -> Any:  # type: ignore[override]
+        return await super().record_batch(records, ttl=ttl)
+
+
 class _Failing(MemoryStore):
     failing = False
     claims_fail = False
 
-    async def record_batch(self, records: Any, *, ttl: float) -> Any:
+    async def record_batch(self, records: Any, *, ttl: float, claim: Any = None) -> Any:
         if self.failing:
             raise jobwatch.JobwatchError("the store is down")
-        return await super().record_batch(records, ttl=ttl)
+        return await super().record_batch(records, ttl=ttl, claim=claim)
 
     async def claimed(self, key: str) -> bool:
         if self.claims_fail:

@@ -61,9 +61,10 @@ return 'ok'
 #: names by index. ARGV[1]: the plan as JSON, {now, ex (EX seconds), nonce, jobs: [{k (index
 #: of the job key, 0 = a workspace event), exp (expected state, '' = absent), new (state to
 #: save, '' = unchanged), act ('1' = active), id, ev: [[dedup key index, event key, event
-#: JSON, dedup value], ...]}]}. Returns, as JSON, per job ["ok"] (also when this very commit,
-#: same nonce, ran before: a retry after a lost reply), ["conflict", current state] or
-#: ["seen", current state, held event key, ...].
+#: JSON, dedup value], ...]}], claim: false or [claim key index, value, EX seconds]}: a claim
+#: taken, as CLAIM takes it, only when every job of the call commits. Returns, as JSON, per
+#: job ["ok"] (also when this very commit, same nonce, ran before: a retry after a lost
+#: reply), ["conflict", current state] or ["seen", current state, held event key, ...].
 COMMIT_BATCH = """
 local plan = cjson.decode(ARGV[1])
 local now = tonumber(plan.now)
@@ -123,6 +124,21 @@ for i, job in ipairs(plan.jobs) do
     local answer = {status, current}
     for _, key in ipairs(live) do answer[#answer + 1] = key end
     out[i] = answer
+  end
+end
+if plan.claim then
+  local every = true
+  for _, answer in ipairs(out) do
+    if answer[1] ~= 'ok' then every = false end
+  end
+  local held = every and redis.call('GET', KEYS[plan.claim[1]])
+  if held and string.sub(held, -string.len(mark)) ~= mark then
+    local sep = string.find(held, '|', 1, true)
+    local expires = tonumber(sep and string.sub(held, 1, sep - 1) or held)
+    if expires == nil or expires > now then every = false end
+  end
+  if every then
+    redis.call('SET', KEYS[plan.claim[1]], plan.claim[2], 'EX', plan.claim[3])
   end
 end
 return cjson.encode(out)

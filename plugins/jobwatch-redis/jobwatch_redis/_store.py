@@ -288,6 +288,7 @@ class RedisStore(Store):
         records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]],
         *,
         ttl: float,
+        claim: tuple[str, float] | None = None,
     ) -> list[Verdict]:
         """Decide every record, then commit the batch with one script call.
 
@@ -295,10 +296,15 @@ class RedisStore(Store):
         it has not met) and committed compare-and-set: a job another receiver changed
         meanwhile, or one whose event key turns out held, comes back with what Redis holds
         and is decided again. A steady stream of jobs this process records therefore costs
-        one round trip a batch.
+        one round trip a batch. ``claim`` is taken by the script call that commits the last
+        of the batch's jobs, atomically with them.
         """
         if type(self).record is not RedisStore.record:  # a subclass's record sees every event
-            return await super().record_batch(records, ttl=ttl)
+            return await super().record_batch(records, ttl=ttl, claim=claim)
+        if not records:  # nothing to commit the claim with
+            if claim is not None:
+                await self.claim(claim[0], ttl=claim[1])
+            return []
         give_up = anyio.current_time() + self.options.record_deadline
         groups: dict[str | None, list[int]] = {}
         for index, (job_id, _) in enumerate(records):
@@ -312,6 +318,8 @@ class RedisStore(Store):
                 plan = _BatchPlan(self, ttl, nonce)
                 for job_id in todo:
                     plan.add(job_id, [(i, records[i][1]) for i in groups[job_id]], held[job_id])
+                if claim is not None:  # taken only by the call in which every job commits
+                    plan.take(*claim)
                 try:
                     answers = await self._until(give_up, functools.partial(_commit_batch, plan))
                 except BaseException:
@@ -647,6 +655,7 @@ class _BatchPlan:
             self.keys.active,
         ]
         self.claimed: set[str] = set()
+        self.claim: list[Any] | None = None
         self._decided: dict[str | None, tuple[list[tuple[int, Verdict]], bytes | None]] = {}
 
     def _key(self, name: str) -> int:
@@ -697,6 +706,14 @@ class _BatchPlan:
         )
         self._decided[job_id] = (decided, new.encode() if new else expected)
 
+    def take(self, key: str, ttl: float) -> None:
+        """Claim ``key`` for ``ttl`` seconds if every job of this call commits."""
+        self.claim = [
+            self._key(self.keys.claim(key)),
+            seen_value(self.now + ttl, self.nonce),
+            max(1, math.ceil(ttl)) + _GRACE,
+        ]
+
     def settle(self, job_id: str | None, verdicts: list[Verdict | None]) -> None:
         """The job committed: its verdicts are final, and its state is what Redis holds."""
         decided, saved = self._decided[job_id]
@@ -711,6 +728,7 @@ class _BatchPlan:
                 "ex": max(1, math.ceil(self.ttl)) + _GRACE,
                 "nonce": self.nonce,
                 "jobs": self.entries,
+                "claim": self.claim or False,
             }
         )
 

@@ -107,6 +107,35 @@ async def test_a_batch_is_one_round_trip(options: RedisOptions) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_batch_s_claim_rides_the_round_trip_that_commits_its_last_job(
+    fleet: list[RedisStore],
+) -> None:
+    # A webhook delivery's identity is claimed with its events: one round trip where the
+    # store's view is fresh, and never before every job of the batch is committed.
+    mine, other = fleet[0], fleet[1]
+    claim_key = mine.keys.claim("delivery:x")
+    trips: list[bool] = []
+    call = mine.client.call
+
+    async def noting(fn: Any, **kw: Any) -> Any:
+        answer = await call(fn, **kw)
+        trips.append(await call(lambda r: r.exists(claim_key)) == 1)
+        return answer
+
+    await mine.record_batch(_batch([make_event("progress", "j1", completed=1)]), ttl=60)
+    await other.record_batch(_batch([make_event("progress", "j1", completed=2)]), ttl=60)
+    mine.client.call = noting  # type: ignore[method-assign]
+    events = [make_event("progress", "j2", completed=1), make_event("progress", "j1", completed=3)]
+    verdicts = await mine.record_batch(_batch(events), ttl=60, claim=("delivery:x", 60))
+    assert all(v.event is not None for v in verdicts)
+    assert trips == [False, True]  # j1 changed under it: decided again, then claimed
+    trips.clear()
+    events = [make_event("progress", "j3", completed=1)]
+    await mine.record_batch(_batch(events), ttl=60, claim=("delivery:y", 60))
+    assert len(trips) == 1 and await mine.claimed("delivery:y")
+
+
+@pytest.mark.anyio
 async def test_batches_of_receivers_claim_each_key_once_and_keep_the_furthest_count(
     fleet: list[RedisStore],
 ) -> None:
