@@ -380,7 +380,7 @@ class DashboardApp:
     def _stats_frame(self) -> bytes:
         now = anyio.current_time()
         if self._stats_cache is None or now - self._stats_cache[0] >= STATS_INTERVAL / 2:
-            self._stats_cache = (now, f"event: stats\ndata: {_encode(self.stats())}\n\n".encode())
+            self._stats_cache = (now, b"event: stats\ndata: %s\n\n" % _encode(self.stats()))
         return self._stats_cache[1]
 
     async def _events(
@@ -662,7 +662,7 @@ async def _reply(
 async def _json(
     send: Send, status: int, value: Any, *, extra: Iterable[tuple[bytes, bytes]] = ()
 ) -> None:
-    await _reply(send, status, _encode(value).encode(), _JSON, extra=extra)
+    await _reply(send, status, _encode(value), _JSON, extra=extra)
 
 
 # -- jobwatch dashboard ----------------------------------------------------------------------

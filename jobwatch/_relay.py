@@ -12,7 +12,7 @@ secrets from everything the relay shows. No I/O here, and no clock but the one g
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 import secrets
 from collections import OrderedDict, deque
@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 import attrs
+import msgspec
 
 from ._config import Config, Secret
 from ._events import JobEvent
@@ -31,8 +32,9 @@ __all__ = ["MAX_WRITE", "Client", "Relay", "Scrubber", "encode", "secret_name"]
 MAX_WRITE = 256 * 1024
 
 _TERMINAL = frozenset({"completed", "failed", "cancelled"})
-#: Compact JSON (events are encoded on the path of every event: one encoder, built once).
-encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+#: Compact JSON, as UTF-8 bytes (on the path of every event: one encoder, built once; what
+#: JSON has no form for is written as its ``str()``).
+encode = msgspec.json.Encoder(enc_hook=str).encode
 
 
 # -- secrets -------------------------------------------------------------------------------
@@ -54,8 +56,10 @@ _SECRET_NAMES = (
 #: Secrets shorter than this are removed where a whole value equals them, not inside text.
 _MIN_SCRUB = 4
 REDACTED = "***"
+_SCALARS = frozenset({int, float, bool, type(None)})
 
 
+@functools.lru_cache(maxsize=4096)  # on the path of every event; payloads repeat their keys
 def secret_name(name: str) -> bool:
     """Whether a key named ``name`` holds a secret (``api_key``, ``webhookSecret``, ...)."""
     flat = name.lower().replace("_", "").replace("-", "")
@@ -105,9 +109,11 @@ class Scrubber:
 
     def payload(self, value: Any) -> Any:
         """A JSON-ready copy of ``value`` without secrets."""
+        if type(value) in _SCALARS:  # most of a payload: no ABC checks for them
+            return value
         if isinstance(value, str):
             return self.text(value) if self._long or self._short else value
-        if isinstance(value, Mapping):
+        if type(value) is dict or isinstance(value, Mapping):
             return {
                 str(k): REDACTED if secret_name(str(k)) else self.payload(v)
                 for k, v in value.items()
@@ -258,7 +264,7 @@ class Relay:
         body = self.scrubber.event(event)
         self.seq += 1
         ident = f"{self.epoch}-{self.seq}"
-        frame = f"id: {ident}\ndata: {encode(body)}\n\n".encode()
+        frame = b"id: %s\ndata: %s\n\n" % (ident.encode(), encode(body))
         self._ring[(self.seq - 1) % len(self._ring)] = frame
         self._bytes += len(frame)
         self._sizes[self.seq % len(self._sizes)] = self._bytes
@@ -452,9 +458,10 @@ class Relay:
             and now - self._snapshot[1] < 1.0
         ):
             return self._snapshot[2]
-        frame = (
-            f"event: snapshot\nid: {self.last_event_id()}\ndata: {encode(self.table())}\n\n"
-        ).encode()
+        frame = b"event: snapshot\nid: %s\ndata: %s\n\n" % (
+            self.last_event_id().encode(),
+            encode(self.table()),
+        )
         self._snapshot = (key, now, frame)
         return frame
 
