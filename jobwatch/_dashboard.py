@@ -12,6 +12,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import json
 import logging
 import math
 import signal
@@ -30,6 +31,7 @@ from ._errors import ConfigError, JobwatchError
 from ._events import JobEvent
 from ._relay import Client, Relay, Scrubber
 from ._relay import encode as _encode
+from .abc import Store
 
 if TYPE_CHECKING:
     from ._watcher import Watcher
@@ -52,6 +54,9 @@ STATS_INTERVAL = 1.0
 #: What the browser waits before reconnecting (the SSE ``retry:`` field), in milliseconds.
 RETRY_MS = 1000
 COOKIE = "jobwatch_dashboard"
+#: Where the page asks for a dead letter's replay, and the header it must send with it.
+REPLAY_ROUTE = "/dead-letters/replay"
+REPLAY_HEADER = "x-jobwatch-dashboard"
 
 
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -157,8 +162,9 @@ def _asset(name: str) -> bytes:
 class DashboardApp:
     """The dashboard as an ASGI 3 app; build it with ``watcher.dashboard_app()``.
 
-    Mount it anywhere (its links are relative). ``stats()`` gives the Watcher's counters and
-    ``dead_letters()`` what its store keeps of them.
+    Mount it anywhere (its links are relative). ``stats()`` gives the Watcher's counters,
+    ``dead_letters()`` what its store keeps of them, and ``replay(key)`` hands one to the
+    callbacks again (None: the store cannot).
     """
 
     def __init__(
@@ -168,11 +174,13 @@ class DashboardApp:
         *,
         stats: Callable[[], dict[str, Any]] = dict,
         dead_letters: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        replay: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.relay = relay
         self.options = options
         self._stats = stats
         self._dead_letters = dead_letters
+        self._replay = replay
         token = options.token.reveal().encode() if options.token is not None else None
         self._token = token
         # The cookie holds a value derived from the token, never the token itself.
@@ -215,6 +223,7 @@ class DashboardApp:
             options,
             stats=lambda: watcher_stats(watcher),
             dead_letters=lambda: dead_letters(watcher, relay.scrubber),
+            replay=watcher.replay_dead_letter if replays(watcher.store) else None,
         )
 
     def close(self) -> None:
@@ -256,13 +265,17 @@ class DashboardApp:
         if inner == "/login":
             await self._login_route(scope, receive, send, method, root)
             return
-        if method != "GET":
+        allowed = b"POST" if inner == REPLAY_ROUTE else b"GET"
+        if method.encode() != allowed:
             await _reply(
-                send, 405, b"method not allowed\n", b"text/plain", extra=[(b"allow", b"GET")]
+                send, 405, b"method not allowed\n", b"text/plain", extra=[(b"allow", allowed)]
             )
             return
         if not self._authorized(headers):
             await self._unauthorized(send, inner)
+            return
+        if inner == REPLAY_ROUTE:
+            await self._replay_route(headers, receive, send)
             return
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
         await self._route(inner, query, headers, receive, send)
@@ -299,6 +312,40 @@ class DashboardApp:
             await _json(send, 200, listed)
         else:
             await _reply(send, 404, b"not found\n", b"text/plain")
+
+    async def _replay_route(self, headers: dict[str, str], receive: Receive, send: Send) -> None:
+        """``POST dead-letters/replay`` with ``{"key": ...}``: the dead letter's event goes to
+        the callbacks again. Only the page's own script can ask: it must send a JSON body and
+        the ``x-jobwatch-dashboard`` header, which a form on another site cannot, and which
+        a script elsewhere cannot without a preflight this app never grants."""
+        if headers.get(REPLAY_HEADER) != "replay" or not headers.get("content-type", "").startswith(
+            "application/json"
+        ):
+            await _json(
+                send,
+                403,
+                {"error": f"a replay is a JSON POST with the header {REPLAY_HEADER}: replay"},
+            )
+            return
+        try:
+            key = json.loads(await _read(receive, 4096)).get("key")
+        except (ValueError, AttributeError):
+            key = None
+        if not isinstance(key, str) or not key:
+            await _json(send, 400, {"error": 'the body must be {"key": "<the event key>"}'})
+            return
+        if self._replay is None:
+            await _json(send, 409, {"error": "this store keeps no dead letters to replay"})
+            return
+        try:
+            replayed = await self._replay(key)
+        except JobwatchError as exc:
+            await _json(send, 503, {"error": self.relay.scrubber.text(f"the store failed: {exc}")})
+            return
+        if not replayed:
+            await _json(send, 404, {"error": "no dead letter with that key (replayed already?)"})
+            return
+        await _json(send, 200, {"replayed": key})
 
     # -- who may look ------------------------------------------------------------------------
 
@@ -591,7 +638,7 @@ async def dead_letters(watcher: Watcher, scrubber: Scrubber) -> dict[str, Any]:
     kept = getattr(store, "dead_letters", None)
     answer: dict[str, Any] = {
         "store": store.name,
-        "replay": False,
+        "replay": replays(store),
         "counted": watcher.statistics().dead_letters,
     }
     if callable(kept):
@@ -616,6 +663,11 @@ async def dead_letters(watcher: Watcher, scrubber: Scrubber) -> dict[str, Any]:
         for event, subscriber, error in kept[-DEAD_LETTERS_SHOWN:]
     ]
     return {**answer, "listed": True, "total": len(kept), "entries": entries[::-1]}
+
+
+def replays(store: Store) -> bool:
+    """Whether ``store`` keeps dead letters it can put back into its inbox."""
+    return type(store).replay_dead_letter is not Store.replay_dead_letter
 
 
 def _cookie(header: str, name: str) -> str:

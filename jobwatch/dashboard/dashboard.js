@@ -199,12 +199,48 @@
       replay;
     for (const entry of answer.entries) {
       const tr = el("tr");
+      const action = el("td");
+      if (answer.replay) action.append(replayButton(entry.event.key));
       tr.append(el("td", "mono", entry.event.job_id ?? "workspace"),
                 el("td", "mono", entry.event.kind + " " + entry.event.key),
-                el("td", "mono", entry.subscriber), el("td", "err", entry.error));
+                el("td", "mono", entry.subscriber), el("td", "err", entry.error), action);
       body.append(tr);
     }
     table.hidden = false;
+  }
+
+  // A dead letter's event, handed to the callbacks again (every matching one: they should be
+  // idempotent by the event's key). The header marks the page's own request.
+  function replayButton(key) {
+    const button = el("button", "replay", "Replay");
+    button.type = "button";
+    button.title = "Hand this event to the callbacks again";
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      button.textContent = "Replaying…";
+      let message;
+      try {
+        const response = await fetch("dead-letters/replay", {
+          method: "POST",
+          cache: "no-store",
+          headers: { "content-type": "application/json", "x-jobwatch-dashboard": "replay" },
+          body: JSON.stringify({ key }),
+        });
+        const answer = await response.json().catch(() => ({}));
+        message = response.ok ? null : (answer.error || "the replay failed");
+      } catch {
+        message = "the dashboard did not answer";
+      }
+      if (message === null) {
+        loadDeadLetters();
+      } else {
+        button.disabled = false;
+        button.textContent = "Replay";
+        button.title = message;
+        $("#dead-note").textContent = "Replay of " + key + ": " + message + ".";
+      }
+    });
+    return button;
   }
 
   // -- the table ------------------------------------------------------------------------------

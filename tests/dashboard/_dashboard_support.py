@@ -58,8 +58,9 @@ def chromium_path() -> str:
 
 
 class Process:
-    """A ``jobwatch`` command running in a child process; ``url`` is what it printed first
-    (``listening on URL``); ``lines`` holds the rest of its output."""
+    """A ``jobwatch`` command (or another ``program`` run by this Python) in a child
+    process; ``url`` is what it printed first (``listening on URL``); ``lines`` holds the rest
+    of its output."""
 
     def __init__(
         self,
@@ -68,10 +69,11 @@ class Process:
         cwd: Path,
         env: dict[str, str] | None = None,
         timeout: float = 30.0,
+        program: Sequence[str] = ("-m", "jobwatch"),
     ) -> None:
         self.args = list(args)
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "jobwatch", *args],
+            [sys.executable, *program, *args],
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -142,9 +144,13 @@ class Process:
 
 @contextmanager
 def running(
-    args: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    program: Sequence[str] = ("-m", "jobwatch"),
 ) -> Iterator[Process]:
-    process = Process(args, cwd=cwd, env=env)
+    process = Process(args, cwd=cwd, env=env, program=program)
     try:
         yield process
     finally:

@@ -252,3 +252,35 @@ def test_after_the_dashboard_restarts_the_page_reconnects_with_no_gap_and_no_dup
         assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
     kinds = [f["kind"] for f in frames]
     assert kinds.count("snapshot") == 2  # one when the page opened, one after the restart
+
+
+def test_a_dead_letter_is_replayed_from_its_row(page: Any, workdir: Path, sim: Sim) -> None:
+    # A service whose callback fails keeps its events as dead letters; once the cause is
+    # fixed, the Replay button hands one to the callback again and its row goes.
+    directory = workdir / "replay"
+    config = config_for(directory, sim)
+    service = Path(__file__).with_name("_replay_service.py")
+    with running([str(config)], cwd=directory, program=(str(service),)) as proc:
+        log_in(page, proc.url)
+        job_id = sim.job(2)
+        dead = page.locator("#dead tbody tr")
+        dead.first.wait_for(timeout=20_000)
+        assert job_id in dead.first.inner_text()
+        assert "mail server down" in dead.first.inner_text()
+        (directory / "fixed").touch()
+        dead.first.locator("button.replay").click()
+        until(lambda: page.locator("#dead tbody tr").count() == 0, "the row goes")
+        assert page.locator("#dead-note").inner_text().startswith("None")
+        handled = until(
+            lambda: next(
+                (
+                    line
+                    for line in iter(lambda: proc.next_line(10), "")
+                    if line.startswith("handled")
+                ),
+                None,
+            ),
+            "the callback handles the replayed event",
+        )
+        assert handled.split() == ["handled", f"{job_id}:terminal#1"]
+        assert page.dialogs == []

@@ -219,10 +219,86 @@ async def test_dead_letters_kept_by_the_store_are_listed_without_secrets(tmp_pat
         async with watcher, client(app) as http:
             await store.dead_letter(event, "notify", "ValueError: rdr_secret_key_42 refused")
             listed = (await http.get("/dead-letters")).json()
-        assert listed["listed"] is True and listed["total"] == 1 and listed["replay"] is False
+        assert listed["listed"] is True and listed["total"] == 1 and listed["replay"] is True
         (entry,) = listed["entries"]
         assert entry["subscriber"] == "notify" and entry["error"] == "ValueError: *** refused"
         assert entry["event"]["data"] == {"note": "key ***"}
+
+
+REPLAY = {"x-jobwatch-dashboard": "replay"}
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_a_dead_letter_is_replayed_from_the_page(kind: str, tmp_path: Path) -> None:
+    store: Store = MemoryStore() if kind == "memory" else SQLiteStore(path=str(tmp_path / "s.db"))
+    transport = ScriptedTransport()
+    watcher = make_watcher({"token": TOKEN}, store=store, transport=transport)
+    calls: list[str] = []
+    broken = True
+
+    def notify(event: jobwatch.JobEvent) -> None:
+        calls.append(event.key)
+        if broken:
+            raise RuntimeError("mail server down")
+
+    watcher.subscribe(notify, kinds=("completed",), retry=jobwatch.Retry(attempts=1))
+    app = watcher.dashboard_app()
+    bearer = {"authorization": f"Bearer {TOKEN}"}
+    async with watcher, client(app) as http:
+        await transport.send(make_event("completed", "job_1"))
+        with anyio.fail_after(5):
+            while not await store.dead_letters():
+                await anyio.wait_all_tasks_blocked()
+        listed = (await http.get("/dead-letters", headers=bearer)).json()
+        key = listed["entries"][0]["event"]["key"]
+        assert listed["replay"] is True
+        ask = {"json": {"key": key}}
+        # Who may ask, and how: the token, a POST, a JSON body and the page's own header.
+        assert (await http.post("/dead-letters/replay", headers=REPLAY, **ask)).status_code == 401
+        got = await http.get("/dead-letters/replay", headers=bearer)
+        assert got.status_code == 405 and got.headers["allow"] == "POST"
+        form = await http.post("/dead-letters/replay", headers=bearer, data={"key": key})
+        assert form.status_code == 403 and "x-jobwatch-dashboard" in form.json()["error"]
+        plain = await http.post("/dead-letters/replay", headers=bearer, **ask)
+        assert plain.status_code == 403
+        mine = {**bearer, **REPLAY}
+        for body in (b"", b"[]", b"{}", b'{"key": 7}', b"not json"):
+            bad = await http.post(
+                "/dead-letters/replay",
+                headers={**mine, "content-type": "application/json"},
+                content=body,
+            )
+            assert bad.status_code == 400, body
+        assert calls == [key]  # nothing was replayed by any of those
+        broken = False
+        done = await http.post("/dead-letters/replay", headers=mine, **ask)
+        assert done.status_code == 200 and done.json() == {"replayed": key}
+        await anyio.wait_all_tasks_blocked()
+        assert calls == [key, key]
+        assert (await http.get("/dead-letters", headers=bearer)).json()["entries"] == []
+        again = await http.post("/dead-letters/replay", headers=mine, **ask)
+        assert again.status_code == 404
+
+
+class PlainStore(MemoryStore):
+    """A store from before dead letters could be replayed."""
+
+    name = "plain"
+    replay_dead_letter = Store.replay_dead_letter
+
+
+async def test_a_store_that_cannot_replay_offers_no_replay() -> None:
+    store = PlainStore()
+    watcher = make_watcher(store=store)
+    app = watcher.dashboard_app()
+    async with watcher, client(app) as http:
+        await store.dead_letter(make_event("completed", "job_1"), "notify", "boom")
+        listed = (await http.get("/dead-letters")).json()
+        assert listed["listed"] is True and listed["replay"] is False
+        asked = await http.post(
+            "/dead-letters/replay", headers=REPLAY, json={"key": "job_1:terminal#1"}
+        )
+    assert asked.status_code == 409
 
 
 class SilentStore(MemoryStore):
