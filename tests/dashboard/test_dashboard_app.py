@@ -252,14 +252,16 @@ async def test_a_dead_letter_is_replayed_from_the_page(kind: str, tmp_path: Path
         listed = (await http.get("/dead-letters", headers=bearer)).json()
         key = listed["entries"][0]["event"]["key"]
         assert listed["replay"] is True
-        ask = {"json": {"key": key}}
+        ask = {"key": key}
         # Who may ask, and how: the token, a POST, a JSON body and the page's own header.
-        assert (await http.post("/dead-letters/replay", headers=REPLAY, **ask)).status_code == 401
+        assert (
+            await http.post("/dead-letters/replay", headers=REPLAY, json=ask)
+        ).status_code == 401
         got = await http.get("/dead-letters/replay", headers=bearer)
         assert got.status_code == 405 and got.headers["allow"] == "POST"
         form = await http.post("/dead-letters/replay", headers=bearer, data={"key": key})
         assert form.status_code == 403 and "x-jobwatch-dashboard" in form.json()["error"]
-        plain = await http.post("/dead-letters/replay", headers=bearer, **ask)
+        plain = await http.post("/dead-letters/replay", headers=bearer, json=ask)
         assert plain.status_code == 403
         mine = {**bearer, **REPLAY}
         for body in (b"", b"[]", b"{}", b'{"key": 7}', b"not json"):
@@ -271,12 +273,12 @@ async def test_a_dead_letter_is_replayed_from_the_page(kind: str, tmp_path: Path
             assert bad.status_code == 400, body
         assert calls == [key]  # nothing was replayed by any of those
         broken = False
-        done = await http.post("/dead-letters/replay", headers=mine, **ask)
+        done = await http.post("/dead-letters/replay", headers=mine, json=ask)
         assert done.status_code == 200 and done.json() == {"replayed": key}
         await anyio.wait_all_tasks_blocked()
         assert calls == [key, key]
         assert (await http.get("/dead-letters", headers=bearer)).json()["entries"] == []
-        again = await http.post("/dead-letters/replay", headers=mine, **ask)
+        again = await http.post("/dead-letters/replay", headers=mine, json=ask)
         assert again.status_code == 404
 
 
