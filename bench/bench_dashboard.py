@@ -7,8 +7,9 @@ Three processes on loopback:
   ``job:progress`` frames as fast as it can write them;
 - the server (this file, ``--serve``): a ``Watcher`` on that stream (workspace scope, memory
   store) and its ``dashboard_app()`` served by jobwatch's hypercorn server; it notes the
-  monotonic time at which each event is dispatched (an observer after the relay's), and answers
-  their count, those from ``?since=N`` on, and its resident memory at ``/_bench``;
+  monotonic time at which each event is dispatched (an observer after the relay's) and counts
+  its writes to ``/events`` clients, and answers their count, those from ``?since=N`` on, the
+  writes and its resident memory at ``/_bench``;
 - the clients (this file, ``--clients``): N bare HTTP/1.1 connections to ``/events`` in one
   trio process, each counting the ``id:`` lines it reads and noting, for each read, the first
   id in it and when it arrived (one monotonic clock for every process on Linux).
@@ -18,8 +19,11 @@ client, then with N clients connected beforehand (alternating, since the machine
 Reported: the Watcher's dispatch rate (over the middle 80 % of a flood's events), each
 client's delivery rate over the same events and its ratio to the dispatch rate with no client,
 the lag from dispatch to a client's read (p50, p99; each event counted with the lag of the
-first event of its read, an upper bound), the server's resident memory per connected client,
-and the CPU each process spent.
+first event of its read, an upper bound), how often and how much the server wrote to each
+client, the server's resident memory per connected client (in the first round: later rounds
+reuse memory the clients before them freed), and the CPU each process spent, in all and per
+event dispatched (which tells a round slowed by other load on the machine, whose processes
+spend no more per event, from one whose processes do more work).
 
     python bench/bench_dashboard.py [--clients 200] [--jobs 20] [--pages 2000] [--rounds 3]
                                     [--flush-interval 0.05]
@@ -70,6 +74,7 @@ def _server_app(sim_url: str, flush_interval: float) -> tuple[Any, Any]:
             times.append(monotonic())
 
     watcher._pipeline.observers.append(note)
+    writes = [0, 0]  # writes to /events clients, and their bytes
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/_bench":
@@ -79,6 +84,7 @@ def _server_app(sim_url: str, flush_interval: float) -> tuple[Any, Any]:
                 "count": len(times),
                 "rss": psutil.Process().memory_info().rss,
                 "relay": dashboard.stats()["relay"],
+                "writes": writes,
             }
             since = scope["query_string"].decode().removeprefix("since=")
             if since.isdigit():  # the dispatch times from event `since` on
@@ -92,6 +98,16 @@ def _server_app(sim_url: str, flush_interval: float) -> tuple[Any, Any]:
                 }
             )
             await send({"type": "http.response.body", "body": body})
+            return
+        if scope["type"] == "http" and scope["path"] == "/events":
+
+            async def counted(message: Any) -> None:
+                if message["type"] == "http.response.body":
+                    writes[0] += 1
+                    writes[1] += len(message.get("body", b""))
+                await send(message)
+
+            await dashboard(scope, receive, counted)
             return
         await dashboard(scope, receive, send)
 
@@ -183,13 +199,15 @@ class _Cpu:
         times = process.cpu_times()
         return float(times.user + times.system), process.num_ctx_switches().involuntary
 
-    def share(self) -> str:
-        """Each child's CPU time per second since creation (and how often a second the
-        system took the CPU from it while it could run: other load)."""
+    def share(self, events: int) -> str:
+        """Each child's CPU time per second since creation, and per event of the ``events``
+        dispatched meanwhile (and how often a second the system took the CPU from it while
+        it could run: other load)."""
         now = [self._used(p) for p in self.processes]
         seconds = time.monotonic() - self.began
         return " / ".join(
-            f"{(cpu - cpu0) / seconds:.2f} ({(cs - cs0) / seconds:.0f} preempted/s)"
+            f"{(cpu - cpu0) / seconds:.2f}, {(cpu - cpu0) / events * 1e6:.0f} us/event "
+            f"({(cs - cs0) / seconds:.0f} preempted/s)"
             for (cpu, cs), (cpu0, cs0) in zip(now, self.start, strict=True)
         )
 
@@ -243,7 +261,7 @@ def _alone(
     start = _count(server)
     _flood(sim, args.jobs, args.pages)
     times = _wait_for(server, start, args.jobs * args.pages)
-    return _middle(times)[2], cpu.share()
+    return _middle(times)[2], cpu.share(len(times))
 
 
 def _shared(
@@ -263,10 +281,13 @@ def _shared(
         time.sleep(1.0)
         rss_connected = server.get("/_bench").json()["rss"]
         before = _count(server)
+        writes_before = server.get("/_bench").json()["writes"]
         cpu = _Cpu(*children, clients)
         _flood(sim, args.jobs, args.pages)
         times = _wait_for(server, before, args.jobs * args.pages)
-        share = cpu.share()
+        share = cpu.share(len(times))
+        seconds = time.monotonic() - cpu.began
+        writes_after = server.get("/_bench").json()["writes"]
         time.sleep(2.0)  # the clients read what is still on its way
         bench = server.get("/_bench").json()
         out, _ = clients.process.communicate("", timeout=120)
@@ -286,8 +307,11 @@ def _shared(
             per_client.append(received / (inside[-1][2] - inside[0][2]))
         for n, count, at in inside:
             lags += [at - times[int(n) - 1 - before]] * int(count)
+    writes, written = (writes_after[0] - writes_before[0], writes_after[1] - writes_before[1])
     return {
         "rate": rate,
+        "writes": writes / seconds / args.clients,
+        "write_size": written / max(writes, 1),
         "per_client": per_client,
         "lags": lags,
         "cpu": share,
@@ -357,8 +381,9 @@ def main() -> int:
         f"stream, per round; {args.clients} clients; flush_interval {args.flush_interval} s"
     )
     print(
-        "CPU: share of one core during a flood (sim / server / clients), and how often a "
-        "second the system took the CPU from each while it could run"
+        "CPU: share of one core during a flood and CPU time per event dispatched (sim / "
+        "server / clients), and how often a second the system took the CPU from each while "
+        "it could run"
     )
     ratios, lags, memory = [], [], []
     try:
@@ -388,7 +413,9 @@ def main() -> int:
                     f"[CPU {shared['cpu']}]"
                 )
                 print(
-                    f"         lag p50 {_percentile(shared['lags'], 0.5) * 1000:.0f} ms, "
+                    f"         {shared['writes']:.1f} writes/s per client, "
+                    f"{shared['write_size'] / 1024:.0f} KiB each; "
+                    f"lag p50 {_percentile(shared['lags'], 0.5) * 1000:.0f} ms, "
                     f"p99 {_percentile(shared['lags'], 0.99) * 1000:.0f} ms; "
                     f"{shared['memory'] / 1024:.1f} KiB per client; relay "
                     f"{json.dumps(shared['relay'])}"
@@ -400,7 +427,8 @@ def main() -> int:
         f"per client against no client: median {statistics.median(ratios):.2f}x "
         f"(rounds: {', '.join(f'{r:.2f}x' for r in ratios)}); lag p50 "
         f"{_percentile(lags, 0.5) * 1000:.0f} ms, p99 {_percentile(lags, 0.99) * 1000:.0f} ms; "
-        f"server memory {statistics.median(memory) / 1024:.1f} KiB per connected client"
+        f"server memory {memory[0] / 1024:.1f} KiB per connected client (round 1: later "
+        "rounds reuse what the clients before them freed)"
     )
     return 0
 
