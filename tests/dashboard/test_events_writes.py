@@ -20,9 +20,10 @@ FLUSH = 0.05
 class Client:
     """One ``/events`` request to the app: what it was sent, and when."""
 
-    def __init__(self, app: DashboardApp, query: bytes = b"") -> None:
+    def __init__(self, app: DashboardApp, query: bytes = b"", *, write_time: float = 0.0) -> None:
         self.app = app
         self.query = query
+        self.write_time = write_time
         self.writes: list[tuple[float, bytes]] = []
         self.left = trio.Event()
         self.ended = trio.Event()
@@ -49,6 +50,7 @@ class Client:
         async def send(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.body" and message.get("body"):
                 self.writes.append((trio.current_time(), message["body"]))
+                await trio.sleep(self.write_time)
 
         try:
             await self.app(scope, receive, send)
@@ -57,7 +59,11 @@ class Client:
 
     def ids(self) -> list[int]:
         """The numbers of the events it was sent (snapshots left out)."""
-        blocks = b"".join(data for _, data in self.writes).split(b"\n\n")
+        return self.numbers(b"".join(data for _, data in self.writes))
+
+    @staticmethod
+    def numbers(written: bytes) -> list[int]:
+        blocks = written.split(b"\n\n")
         return [
             int(line.rsplit(b"-", 1)[1])
             for block in blocks
@@ -108,6 +114,55 @@ def test_every_client_is_written_to_at_the_same_ticks_with_the_same_bytes() -> N
         moments = [at for at, _ in later[0]]
         assert all(b - a >= FLUSH - 1e-9 for a, b in zip(moments, moments[1:], strict=False))
         assert len(moments) <= 0.3 / FLUSH + 2  # one write a tick, not one an event
+
+    run(main)
+
+
+def test_when_writes_take_long_the_ticks_spread_out() -> None:
+    relay, app = dashboard()
+    clients = [Client(app, write_time=0.03) for _ in range(3)]  # a busy process
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for client in clients:
+                nursery.start_soon(client.run)
+            await trio.sleep(1.0)
+            start = trio.current_time()
+            for n in range(1, 201):  # an event every 5 ms for 1 s
+                publish(relay, n)
+                await trio.sleep(0.005)
+            await trio.sleep(1.0)
+            nursery.cancel_scope.cancel()
+        for client in clients:
+            assert client.ids() == list(range(1, 201))
+            moments = [at for at, _ in client.writes if at >= start]
+            # flush_interval after the writes are done, rather than after the tick: fewer and
+            # larger writes.
+            assert all(b - a >= 0.08 - 1e-9 for a, b in zip(moments, moments[1:], strict=False))
+            assert len(moments) <= 1.0 / 0.08 + 2
+
+    run(main)
+
+
+def test_a_slow_client_alone_gets_each_event_within_a_write_and_a_tick() -> None:
+    relay, app = dashboard()
+    client = Client(app, write_time=0.5)  # a slow network: each write takes half a second
+    published: dict[int, float] = {}
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.run)
+            await trio.sleep(1.0)
+            for n in range(1, 601):  # an event every 5 ms for 3 s
+                published[n] = trio.current_time()
+                publish(relay, n)
+                await trio.sleep(0.005)
+            await trio.sleep(3.0)
+            nursery.cancel_scope.cancel()
+        assert client.ids() == list(range(1, 601))
+        for at, data in client.writes:
+            for n in Client.numbers(data):
+                assert at - published[n] <= 0.5 + 0.5 + FLUSH + 1e-9
 
     run(main)
 
