@@ -134,17 +134,22 @@ async def _client(url: str, reads: list[tuple[int, int, float]], ready: Any) -> 
         tail = b""
         ready()
         monotonic = time.monotonic
+        # An id line is "id: EPOCH-N" (one epoch per server process): once the first id has
+        # told the epoch, the lines counted are found by all of it, which searches faster.
+        mark = b"\nid: "
         while True:
             data = await stream.receive(1 << 20)
             now = monotonic()
             joined = tail + data
-            count = joined.count(b"\nid: ")
+            count = joined.count(mark)
             if count:
-                at = joined.index(b"\nid: ") + 5
+                at = joined.index(mark) + 5
                 start = joined.index(b"-", at) + 1
                 end = joined.index(b"\n", start)
                 reads.append((int(joined[start:end]), count, now))
-            tail = joined[-5:]
+                if len(mark) == 5:
+                    mark = joined[at - 5 : start]
+            tail = joined[1 - len(mark) :]
 
 
 async def _clients(url: str, count: int) -> None:
