@@ -81,7 +81,8 @@ class DashboardOptions:
             past it that client is resynced with a snapshot.
         jobs: jobs kept in the table (the oldest finished ones leave first).
         timeline: entries kept per job.
-        flush_interval: seconds a busy client's events are gathered into one write.
+        flush_interval: seconds from the end of one round of writes to the clients to the
+            next; events arriving meanwhile are gathered into one write per client.
         send_timeout: seconds a write may take before the client is taken as stuck and
             disconnected (it reconnects and resumes).
     """
@@ -507,9 +508,10 @@ class _Ticks:
     tick rather than for each event.
 
     A tick comes as soon as an event is published after a quiet spell, ``interval`` seconds
-    after the one before at the soonest, and at least every ``heartbeat`` seconds (clients
-    send their pings and statistics then). No task of its own keeps the time: the first
-    client to wait for a tick does, for all of them, and another takes over if it leaves.
+    after the writes of the tick before are done at the soonest, and at least every
+    ``heartbeat`` seconds (clients send their pings and statistics then). No task of its own
+    keeps the time: the first client to wait for a tick does, for all of them, and another
+    takes over if it leaves.
     ``upto`` is the last event published before the last tick: what clients are sent then.
     """
 
