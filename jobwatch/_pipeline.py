@@ -179,9 +179,7 @@ class Pipeline:
                 by_job[event.job_id] = [event]
             else:
                 group.append(event)
-        if not by_job:
-            if claim is not None:
-                await self.store.claim(claim[0], ttl=claim[1])
+        if not by_job and claim is None:
             return
         records = await self._take_turns(by_job)
         try:
@@ -238,9 +236,7 @@ class Pipeline:
                     self._dropped(event, "duplicate")
                     continue
                 steps.append(_Step(record, event, authoritative, as_of, now))
-        if not steps:
-            if claim is not None:
-                await self.store.claim(claim[0], ttl=claim[1])
+        if not steps and claim is None:
             return
         verdicts = await self._record(steps, claim)
         shared = self.store.shared
@@ -256,10 +252,7 @@ class Pipeline:
             return await store.record_batch(records, ttl=self.dedup_ttl, claim=claim)
         # A store written before claims rode with records: claimed once they are recorded.
         verdicts = await store.record_batch(records, ttl=self.dedup_ttl)
-        try:
-            await store.claim(claim[0], ttl=claim[1])
-        except Exception as exc:  # recorded all the same; the event keys still dedup
-            log.warning("could not keep the identity of a recorded webhook delivery: %s", exc)
+        await claim_recorded(store, claim)
         return verdicts
 
     async def _settle(
@@ -359,6 +352,16 @@ class _Step:
         return decide(
             state, self.event, authoritative=self.authoritative, as_of=self.as_of, now=self.now
         )
+
+
+async def claim_recorded(store: Store, claim: tuple[str, float]) -> None:
+    """Claim ``(key, ttl)``, a webhook delivery's identity, after its events were recorded
+    (where it could not ride with them): a failure is logged, not raised, since the delivery
+    is recorded all the same and its events' keys still deduplicate."""
+    try:
+        await store.claim(claim[0], ttl=claim[1])
+    except Exception as exc:
+        log.warning("could not keep the identity of a recorded webhook delivery: %s", exc)
 
 
 def _order(record: JobRecord) -> tuple[bool, str]:

@@ -42,6 +42,7 @@ import anyio
 
 from .._compat import takes_keyword
 from .._errors import DecodeError, WebhookVerificationError
+from .._pipeline import claim_recorded
 from ..abc import EventSink, Scheme
 
 __all__ = [
@@ -356,10 +357,7 @@ class Receiver:
         except Exception as exc:  # the sender must retry: the delivery was not recorded
             return self._unrecorded(exc)
         if ident is not None:  # no events of its own (a thin delivery), or an older sink
-            try:
-                await host.store.claim(ident, ttl=self._remember_for)
-            except Exception as exc:  # recorded all the same; the event keys still dedup
-                log.warning("could not keep the identity of a recorded webhook delivery: %s", exc)
+            await claim_recorded(host.store, (ident, self._remember_for))
         self._count("deliveries")
         return _RECORDED
 
