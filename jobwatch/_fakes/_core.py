@@ -159,7 +159,7 @@ class FakeAPI:
         seed: int,
         time_scale: float,
         clock: Callable[[], float] | None,
-        faults: FakeFaults,
+        faults: FakeFaults | None,
         epoch: float | None,
         webhook_timeout: float,
     ) -> None:
@@ -183,7 +183,7 @@ class FakeAPI:
         self._t0: float | None = None
         self._kick: anyio.Event | None = None
         self._running = False
-        self.set_faults(faults)
+        self.set_faults(faults or FakeFaults())
         if isinstance(clock, ManualClock):
             clock.subscribe(self.pump)
 

@@ -82,7 +82,7 @@ class OpenAIBatchFake(FakeAPI):
             seed=seed,
             time_scale=time_scale,
             clock=clock,
-            faults=faults or FakeFaults(),
+            faults=faults,
             epoch=epoch,
             webhook_timeout=webhook_timeout,
         )

@@ -118,7 +118,7 @@ class ReplicateFake(FakeAPI):
             seed=seed,
             time_scale=time_scale,
             clock=clock,
-            faults=faults or FakeFaults(),
+            faults=faults,
             epoch=epoch,
             webhook_timeout=webhook_timeout,
         )
