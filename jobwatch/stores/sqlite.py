@@ -339,7 +339,7 @@ class SQLiteStore(Store):
                 batch,
                 exc
                 if isinstance(exc, JobwatchError) or not isinstance(exc, Exception)
-                else JobwatchError(f"the sqlite store at {self.path!r} failed: {exc}"),
+                else _failed(self.path, exc),
             )
             return False
         self._commits += 1
@@ -491,7 +491,7 @@ class SQLiteStore(Store):
                 return read()
             except sqlite3.Error as exc:
                 if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
-                    raise JobwatchError(f"the sqlite store at {self.path!r} failed: {exc}") from exc
+                    raise _failed(self.path, exc) from exc
         # In the next batch: one another process has locked the database runs in the thread,
         # which waits for the lock.
         return await self._quick(read)
@@ -848,6 +848,11 @@ def _not_open(batch: list[_Call[Any]]) -> None:
     _fail(batch, JobwatchError(_NOT_OPEN))
 
 
+def _failed(path: object, error: Exception) -> JobwatchError:
+    """What a caller of the store sees of an error of SQLite's."""
+    return JobwatchError(f"the sqlite store at {path!r} failed: {error}")
+
+
 def _fail(batch: list[_Call[Any]], error: BaseException) -> None:
     for call in batch:
         if not call.done:
@@ -920,8 +925,6 @@ class _Call(Generic[T]):
     def result(self) -> T:
         if self._error is not None:
             if isinstance(self._error, sqlite3.Error):
-                raise JobwatchError(
-                    f"the sqlite store at {self.path!r} failed: {self._error}"
-                ) from self._error
+                raise _failed(self.path, self._error) from self._error
             raise self._error
         return self._value  # type: ignore[return-value]
