@@ -121,6 +121,13 @@ def _parser() -> argparse.ArgumentParser:
         help="address to serve on (default: [jobwatch.dashboard] listen, "
         "else 127.0.0.1:8788; port 0: any free port)",
     )
+    dashboard.add_argument(
+        "--backend",
+        choices=("trio", "asyncio"),
+        default="trio",
+        help="the event loop to serve on (default trio; asyncio writes to many clients with "
+        "less CPU, see docs/dashboard.md)",
+    )
 
     providers = sub.add_parser("providers", help="installed providers and what each offers")
     providers.add_argument(
@@ -774,7 +781,7 @@ def _dashboard_command(args: argparse.Namespace) -> int:
     from ._dashboard import serve_dashboard
 
     config, environ = _load(args)
-    trio.run(serve_dashboard, config, args.listen, environ)
+    anyio.run(serve_dashboard, config, args.listen, environ, backend=args.backend)
     return EXIT_OK
 
 
