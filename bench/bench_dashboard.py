@@ -7,7 +7,7 @@ Three processes on loopback:
   ``job:progress`` frames as fast as it can write them;
 - the server (this file, ``--serve``): a ``Watcher`` on that stream (workspace scope, memory
   store) and its ``dashboard_app()`` served by jobwatch's hypercorn server on ``--backend``
-  (trio, the default, or asyncio: ``jobwatch dashboard --backend``); it notes the
+  (asyncio, the default of ``jobwatch dashboard``, or trio); it notes the
   monotonic time at which each event is dispatched (an observer after the relay's) and counts
   its writes to ``/events`` clients, and answers their count, those from ``?since=N`` on, the
   writes and its resident memory at ``/_bench``;
@@ -20,7 +20,8 @@ Three processes on loopback:
 Rounds of the same flood (``--jobs`` jobs of ``--pages`` pages), each run twice: with no
 client, then with N clients connected beforehand (alternating, since the machine is shared).
 Reported: the Watcher's dispatch rate (over the middle 80 % of a flood's events), each
-client's delivery rate over the same events and its ratio to the dispatch rate with no client,
+client's delivery rate over the same events (from the dispatch of the first to the read that
+brought the last) and its ratio to the dispatch rate with no client,
 the lag from dispatch to a client's read (p50, p99; each event counted with the lag of the
 first event of its read, an upper bound), how often and how much the server wrote to each
 client, the server's resident memory per connected client (in the first round: later rounds
@@ -29,7 +30,7 @@ event dispatched (which tells a round slowed by other load on the machine, whose
 spend no more per event, from one whose processes do more work).
 
     python bench/bench_dashboard.py [--clients 200] [--jobs 20] [--pages 2000] [--rounds 3]
-                                    [--flush-interval 0.05] [--backend trio|asyncio]
+                                    [--flush-interval 0.05] [--backend asyncio|trio]
 """
 
 from __future__ import annotations
@@ -318,11 +319,13 @@ def _shared(
     per_client, lags = [], []
     for client in reads:
         inside = [(n, count, at) for n, count, at in client if first <= n <= last]
-        if len(inside) >= 2 and inside[-1][2] > inside[0][2]:
-            # Events read after the first read, over the time since it (ids are not counted
-            # by difference: a resynced client skips to a snapshot).
-            received = sum(count for _, count, _ in inside[1:])
-            per_client.append(received / (inside[-1][2] - inside[0][2]))
+        if inside and inside[-1][2] > times[low]:
+            # The events read, over the time from the dispatch of the first to the read of
+            # the last: a client that falls behind and catches up in a burst is not counted
+            # faster than it kept up (ids are not counted by difference: a resynced client
+            # skips to a snapshot).
+            received = sum(count for _, count, _ in inside)
+            per_client.append(received / (inside[-1][2] - times[low]))
         for n, count, at in inside:
             lags += [at - times[int(n) - 1 - before]] * int(count)
     writes, written = (writes_after[0] - writes_before[0], writes_after[1] - writes_before[1])
@@ -350,9 +353,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--backend",
-        choices=("trio", "asyncio"),
-        default="trio",
-        help="the server's event loop (jobwatch dashboard --backend)",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help="the server's event loop (jobwatch dashboard --backend; default asyncio, as there)",
     )
     parser.add_argument(
         "--flush-interval",
