@@ -270,6 +270,22 @@ def test_json_round_trip(event: JobEvent) -> None:
     assert back.to_json() == event.to_json()
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), st.floats() | json_values, max_size=4))
+def test_json_round_trip_keeps_floats_json_has_no_form_for(data: dict[str, Any]) -> None:
+    # An API's NaN or Infinity (which json.loads accepts) survives a durable store's inbox.
+    event = make_event("progress", "job_1", completed=1, total=2, data=data)
+    back = JobEvent.from_json(event.to_json())
+    assert json.dumps(dict(back.data), sort_keys=True) == json.dumps(data, sort_keys=True)
+
+
+def test_json_form_writes_text_as_utf_8() -> None:
+    event = full_event(job_id="job_é", error="échec: null", data={"titre": "ünïcode"})
+    text = event.to_json()
+    assert "job_é" in text and "échec: null" in text and "ünïcode" in text
+    assert JobEvent.from_json(text.encode()) == event
+
+
 @settings(max_examples=50, deadline=None)
 @given(events)
 def test_from_json_accepts_bytes(event: JobEvent) -> None:
