@@ -19,10 +19,12 @@ __all__ = ["EventKind", "JobEvent", "JobStatus"]
 #: Compact JSON as UTF-8 bytes, for what jobwatch writes on the path of every event (a durable
 #: store's inbox, the relay): one encoder, built once, three times as fast as the standard
 #: library's; what JSON has no form for is written as its ``str()``, and a float that is not
-#: a number or infinite as ``null``.
+#: a number or infinite as ``null``. Text with a lone surrogate (which JSON's ``\ud83d``
+#: escapes can carry and UTF-8 cannot) raises UnicodeEncodeError.
 encode_json = msgspec.json.Encoder(enc_hook=str).encode
-# The standard library's writes those floats as NaN and Infinity, which json.loads reads back.
-_encode_exact = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False).encode
+# The standard library's writes those floats as NaN and Infinity and those surrogates as
+# escapes, all of which json.loads reads back.
+_encode_exact = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 class EventKind(enum.StrEnum):
@@ -293,13 +295,16 @@ class JobEvent:
         """One line of JSON (the NDJSON form used by the CLI, the relay and the logs), which
         :meth:`from_json` reads back as the same event."""
         body = self.to_dict()
-        data = encode_json(body["data"])
-        if b"null" in data:
-            # Perhaps a float JSON has no form for (an API's NaN, read by json.loads), which
-            # only the standard library's encoder writes so that it reads back the same.
-            return _encode_exact(body)
-        body["data"] = msgspec.Raw(data)
-        return encode_json(body).decode()
+        try:
+            data = encode_json(body["data"])
+            # A null may be a float JSON has no form for (an API's NaN, read by json.loads):
+            # then, as for a lone surrogate, only the standard library's encoder writes what
+            # reads back the same.
+            if b"null" not in data:
+                return encode_json({**body, "data": msgspec.Raw(data)}).decode()
+        except UnicodeEncodeError:
+            pass
+        return _encode_exact(body)
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any]) -> JobEvent:

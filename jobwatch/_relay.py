@@ -23,8 +23,7 @@ import anyio
 import attrs
 
 from ._config import Config, Secret
-from ._events import JobEvent
-from ._events import encode_json as encode
+from ._events import JobEvent, encode_json
 
 __all__ = ["MAX_WRITE", "Client", "Relay", "Scrubber", "encode", "secret_name"]
 
@@ -32,6 +31,25 @@ __all__ = ["MAX_WRITE", "Client", "Relay", "Scrubber", "encode", "secret_name"]
 MAX_WRITE = 256 * 1024
 
 _TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+def encode(value: Any) -> bytes:
+    """Compact JSON as UTF-8 bytes, for the page and ``/events``: text with a lone surrogate
+    (an API's string cut inside a character) is shown with U+FFFD in its place."""
+    try:
+        return encode_json(value)
+    except UnicodeEncodeError:
+        return encode_json(_without_surrogates(value))
+
+
+def _without_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, Mapping):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_surrogates(item) for item in value]
+    return value
 
 
 # -- secrets -------------------------------------------------------------------------------

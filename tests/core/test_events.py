@@ -279,6 +279,21 @@ def test_json_round_trip_keeps_floats_json_has_no_form_for(data: dict[str, Any])
     assert json.dumps(dict(back.data), sort_keys=True) == json.dumps(data, sort_keys=True)
 
 
+# JSON's escapes can carry a lone surrogate (an API's string cut inside a character), which
+# json.loads reads and UTF-8 cannot encode.
+surrogate_text = st.text(
+    st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF) | st.characters(), max_size=8
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(surrogate_text, st.dictionaries(surrogate_text, surrogate_text, max_size=3))
+def test_json_round_trip_keeps_lone_surrogates(text: str, data: dict[str, str]) -> None:
+    event = full_event(job_id=text, error=text, data=data)
+    back = JobEvent.from_json(event.to_json())
+    assert back == event and dict(back.data) == data
+
+
 def test_json_form_writes_text_as_utf_8() -> None:
     event = full_event(job_id="job_é", error="échec: null", data={"titre": "ünïcode"})
     text = event.to_json()

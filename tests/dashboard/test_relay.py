@@ -194,6 +194,22 @@ def test_a_duplicate_of_an_unknown_job_shows_the_job_and_a_stale_event_does_not(
     assert r.seq == 0  # nothing was dispatched: nothing is sent on /events
 
 
+def test_text_cut_inside_a_character_is_shown_and_breaks_no_frame_or_snapshot() -> None:
+    # JSON's escapes can carry a lone surrogate (an API's string cut inside an emoji), which
+    # UTF-8 cannot: it is shown as U+FFFD, in the event's frame, the table and the snapshot.
+    r = relay()
+    cut = "disk quota exceeded \ud83d"
+    failed = make_event("failed", "job_1", status="failed", data={"error": cut})
+    r.observe(attrs.evolve(failed, error=cut), None)
+    r.observe(attrs.evolve(failed, error=cut, source="poll"), "duplicate")
+    (frame,) = frames(r.take(r.connect("e1-0")))
+    assert json.loads(frame["data"])["error"] == "disk quota exceeded \ufffd"
+    assert json.loads(r.snapshot_frame().split(b"data: ", 1)[1])["jobs"][0]["error"] == (
+        "disk quota exceeded \ufffd"
+    )
+    assert r.table()["jobs"][0]["error"] == cut  # the table keeps the text as it came
+
+
 def test_new_jobs_are_followed_until_they_end_or_leave_the_table() -> None:
     followed: dict[str, list[str]] = {}
 
