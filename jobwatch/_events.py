@@ -292,8 +292,8 @@ class JobEvent:
         }
 
     def to_json(self) -> str:
-        """One line of JSON (the NDJSON form used by the CLI, the relay and the logs), which
-        :meth:`from_json` reads back as the same event."""
+        """:meth:`to_dict` as one line of JSON (the form the CLI's ``--json`` prints and the
+        durable stores keep), which :meth:`from_json` reads back as the same event."""
         body = self.to_dict()
         try:
             data = encode_json(body["data"])
