@@ -18,7 +18,8 @@ A :class:`Scheme` verifies webhook signatures; schemes are registered under
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
@@ -439,15 +440,11 @@ class Store(abc.ABC):
         pipeline calls :meth:`claim` after it.
         """
         verdicts: list[Verdict] = []
-        try:
+        with _stranding(self, verdicts):
             for job_id, decide in records:
                 verdicts.append(await self.record(job_id, decide, ttl=ttl))
             if claim is not None:
                 await self.claim(claim[0], ttl=claim[1])
-        except BaseException:
-            # The caller sees the error, not these verdicts: nobody would dispatch them.
-            _local(self).stranded.extend(v.event for v in verdicts if v.event is not None)
-            raise
         return verdicts
 
     async def stranded(self) -> list[JobEvent]:
@@ -587,3 +584,15 @@ def _local(store: Store) -> _Local:
 
 
 _SLOTTED: dict[int, _Local] = {}
+
+
+@contextlib.contextmanager
+def _stranding(store: Store, verdicts: Sequence[Verdict]) -> Iterator[None]:
+    """Strand the events of ``verdicts`` (:meth:`Store.stranded`) if the block raises: they
+    are recorded, but the caller sees the error, not these verdicts, so nobody would
+    dispatch them. ``verdicts`` is read when the block raises: it may grow inside it."""
+    try:
+        yield
+    except BaseException:
+        _local(store).stranded.extend(v.event for v in verdicts if v.event is not None)
+        raise

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from .._events import JobEvent
-from ..abc import JobState, Store, Verdict
+from ..abc import JobState, Store, Verdict, _stranding
 
 __all__ = ["MemoryStore"]
 
@@ -60,7 +60,10 @@ class MemoryStore(Store):
         record = self._record
         verdicts = [record(job_id, decide, ttl, now) for job_id, decide in records]
         if claim is not None:
-            await self.claim(claim[0], ttl=claim[1])
+            # A subclass's claim may raise: the records stand, so their events are stranded,
+            # as Store.record_batch does (the sender's retry then finds their keys taken).
+            with _stranding(self, verdicts):
+                await self.claim(claim[0], ttl=claim[1])
         return verdicts
 
     def _record(

@@ -248,6 +248,46 @@ class _Failing(MemoryStore):
         return await super().claimed(key)
 
 
+class _ClaimFailsOnce(MemoryStore):
+    """Its first claim raises, as a store whose claims live apart and blink."""
+
+    failed = False
+
+    async def claim(self, key: str, *, ttl: float) -> bool:
+        if not self.failed:
+            self.failed = True
+            raise jobwatch.JobwatchError("the claims are unavailable")
+        return await super().claim(key, ttl=ttl)
+
+
+class _DefaultBatchClaimFailsOnce(_ClaimFailsOnce):
+    record_batch = Store.record_batch
+
+
+@pytest.mark.parametrize(
+    "kind", [_ClaimFailsOnce, _DefaultBatchClaimFailsOnce], ids=["memory", "default"]
+)
+async def test_a_claim_that_raises_strands_the_events_recorded_with_it(
+    kind: type[_ClaimFailsOnce],
+) -> None:
+    # The receiver answers 503 and the sender retries, but the retry's events are duplicates
+    # of the recorded ones: only the stranded events reach the callbacks.
+    from jobwatch.testing import make_event
+
+    store = kind()
+    event = make_event("completed", "job_1")
+    records = [("job_1", functools.partial(decide, event=event))]
+    with pytest.raises(jobwatch.JobwatchError):
+        await store.record_batch(records, ttl=60, claim=("delivery:d-1", 60))
+    assert not await store.claimed("delivery:d-1")
+    assert [e.key for e in await store.stranded()] == ["job_1:terminal#1"]
+    assert await store.stranded() == []  # each handed over once
+    retried = await store.record_batch(records, ttl=60, claim=("delivery:d-1", 60))
+    assert [(v.event, v.dropped) for v in retried] == [(None, "duplicate")]
+    assert await store.claimed("delivery:d-1") and await store.stranded() == []
+    assert [e.key for e in await store.pending()] == ["job_1:terminal#1"]
+
+
 # -- the defaults a third-party store inherits ----------------------------------------------
 
 
