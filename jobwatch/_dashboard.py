@@ -330,7 +330,7 @@ class DashboardApp:
             return
         try:
             key = json.loads(await _read(receive, 4096)).get("key")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # deep nesting: RecursionError
             key = None
         if not isinstance(key, str) or not key:
             await _json(send, 400, {"error": 'the body must be {"key": "<the event key>"}'})

@@ -282,6 +282,18 @@ async def test_a_dead_letter_is_replayed_from_the_page(kind: str, tmp_path: Path
         assert again.status_code == 404
 
 
+async def test_a_replay_body_nested_too_deep_is_refused_as_malformed() -> None:
+    # The JSON decoder gives up on deep nesting with RecursionError, not ValueError.
+    watcher = make_watcher()
+    headers = {**REPLAY, "content-type": "application/json"}
+    async with watcher, client(watcher.dashboard_app()) as http:
+        plain = await http.post("/dead-letters/replay", headers=headers, content=b"not json")
+        for body in (b"[" * 4096, b"[" * 2048 + b"]" * 2048):  # 4 KiB: the most it reads
+            deep = await http.post("/dead-letters/replay", headers=headers, content=body)
+            assert deep.status_code == 400, body[:20]
+            assert deep.json() == plain.json()
+
+
 class PlainStore(MemoryStore):
     """A store from before dead letters could be replayed."""
 
