@@ -244,9 +244,12 @@ class Dispatcher:
                     targets.append(sub)
         return targets
 
-    async def dispatch(self, event: JobEvent) -> None:
-        """Queue ``event`` for every matching subscription (waits while a queue is full)."""
+    async def dispatch(self, event: JobEvent, *, callbacks_only: bool = False) -> None:
+        """Queue ``event`` for every matching subscription (waits while a queue is full);
+        with ``callbacks_only``, not for the Watcher's own (``watch()``, ``wait()``)."""
         targets = self._targets(event)
+        if callbacks_only:
+            targets = [sub for sub in targets if sub.retry is not None]
         self.counts.delivered += 1
         key = event.key
         self._outstanding[key] = self._outstanding.get(key, 0) + (len(targets) or 1)

@@ -9,10 +9,11 @@ lives in one :class:`JobRecord`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import anyio
@@ -48,7 +49,8 @@ class JobRecord:
     frame, and a repeat needs no store trip), ``heard``
     (when a transport last spoke of a watched job; None when not watched) and the job's turn
     (``busy``, ``waiting``). The Watcher keeps the rest: who watches it and why it stopped.
-    ``touched`` is the pipeline's generation when the record was last asked for.
+    ``touched`` is the pipeline's generation when the record was last asked for; ``holds``
+    counts those that need the record kept while they await something (:meth:`Pipeline.held`).
     """
 
     job_id: str | None
@@ -64,11 +66,13 @@ class JobRecord:
     snapshot: Snapshot | None = None
     checking: bool = False
     touched: int = 0
+    holds: int = 0
 
     def idle(self) -> bool:
         """Nothing here holds the record: no watcher, no turn taken or awaited, no check."""
         return not (
-            self.busy
+            self.holds
+            or self.busy
             or self.waiting
             or self.watched
             or self.watchers
@@ -137,6 +141,21 @@ class Pipeline:
             record.touched = self._generation
         return record
 
+    @contextlib.contextmanager
+    def held(self, *job_ids: str | None) -> Iterator[list[JobRecord]]:
+        """The records of ``job_ids``, kept (not let go by :meth:`prune`) until the block ends:
+        for whoever reads a record, awaits, and reads it again."""
+        records = []
+        try:
+            for job_id in job_ids:
+                record = self.job(job_id)
+                record.holds += 1  # before the next job() may prune
+                records.append(record)
+            yield records
+        finally:
+            for record in records:
+                record.holds -= 1
+
     def prune(self) -> int:
         """Let go of the records of jobs nobody here holds (:meth:`JobRecord.idle`) and that no
         one asked for since the last prune; returns how many went. What they knew is a
@@ -181,22 +200,24 @@ class Pipeline:
                 group.append(event)
         if not by_job and claim is None:
             return
-        records = await self._take_turns(by_job)
-        try:
-            await self._deliver_batch(by_job, records, authoritative, as_of, claim)
-        finally:
-            for record in records.values():
-                _pass_turn(record)
+        # Held from the first until the batch is done: a record let go meanwhile (a batch of
+        # thousands of new jobs prunes as it gathers them) would leave a job's turn behind.
+        with self.held(*by_job) as held:
+            records = dict(zip(by_job, held, strict=True))
+            await self._take_turns(records)
+            try:
+                await self._deliver_batch(by_job, records, authoritative, as_of, claim)
+            finally:
+                for record in records.values():
+                    _pass_turn(record)
 
-    async def _take_turns(self, jobs: Iterable[str | None]) -> dict[str | None, JobRecord]:
-        """The records of ``jobs``, each job's turn taken: at once when no job is busy, else
-        in order of job id, so that two batches waiting for each other's jobs cannot both
-        hold one the other waits for."""
-        records = {job_id: self.job(job_id) for job_id in jobs}
+    async def _take_turns(self, records: dict[str | None, JobRecord]) -> None:
+        """Take each job's turn: at once when no job is busy, else in order of job id, so that
+        two batches waiting for each other's jobs cannot both hold one the other waits for."""
         if not any(record.busy for record in records.values()):
             for record in records.values():
                 record.busy = True
-            return records
+            return
         taken: list[JobRecord] = []
         try:
             for record in sorted(records.values(), key=_order):
@@ -209,7 +230,6 @@ class Pipeline:
             for record in taken:
                 _pass_turn(record)
             raise
-        return records
 
     async def _deliver_batch(
         self,
@@ -292,18 +312,23 @@ class Pipeline:
             if job_id is not None:
                 self._on_new_run(job_id)
 
-    async def replay(self, events: Sequence[JobEvent], *, bookkeeping: bool = True) -> None:
+    async def replay(self, events: Sequence[JobEvent]) -> None:
         """Dispatch events the store recorded earlier but never saw dispatched (its inbox at
         start, a record whose answer was lost): each in its job's turn, with the bookkeeping
-        of final events, as if delivered now. Without ``bookkeeping`` (a dead letter handed
-        over again), the job's runs are left as they are: the event is old news to them."""
+        of final events, as if delivered now."""
         for event in events:
-            (record,) = (await self._take_turns([event.job_id])).values()
-            try:
-                if bookkeeping:
-                    self._keep_final(record, event)
+            async with self.turn(event.job_id) as record:
+                self._keep_final(record, event)
                 self.notify(event)
                 await self._dispatch(event)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, job_id: str | None) -> AsyncIterator[JobRecord]:
+        """The job's turn: none of its events is recorded or dispatched until the block ends."""
+        with self.held(job_id) as (record,):
+            await self._take_turns({job_id: record})
+            try:
+                yield record
             finally:
                 _pass_turn(record)
 

@@ -356,19 +356,19 @@ class Watcher:
         """This job's events as they arrive; ends after its terminal event."""
         self._check_open()
         check_job_id(job_id)
-        record = self._pipeline.job(job_id)
-        if record.final is not None and not record.watched:
-            # It ended while nobody watched it here: it may have been retried since.
-            await self._confirm_final(job_id)
-        if record.final is None:
-            # Finished before this process knew of it: answer from the store and one poll,
-            # without opening a stream or a poll schedule for it.
-            stored = await self._final_from_store(job_id)
-            if stored is not None:
-                yield stored
-                return
-        # The same record unless it was let go during the requests above (nobody held it).
-        record = self._pipeline.job(job_id)
+        # Held while the requests below are awaited: the record they answer into stays.
+        with self._pipeline.held(job_id) as (record,):
+            if record.final is not None and not record.watched:
+                # It ended while nobody watched it here: it may have been retried since.
+                await self._confirm_final(job_id)
+            stored = None
+            if record.final is None:
+                # Finished before this process knew of it: answer from the store and one
+                # poll, without opening a stream or a poll schedule for it.
+                stored = await self._final_from_store(job_id)
+        if stored is not None:
+            yield stored
+            return
         queue = _JobQueue()
         if record.queues is None:
             record.queues = set()
@@ -461,14 +461,18 @@ class Watcher:
         The store moves it back into its inbox first (so a crash before every subscriber
         handled it replays it at the next start), then it is dispatched to every matching
         subscription, as at start: a callback that handled it before sees it again, so keep
-        callbacks idempotent by ``event.key``. False if the store keeps no dead letter
-        ``key`` (stores that keep none: the default, and stores without a list of them).
+        callbacks idempotent by ``event.key``. It is old news to the job: ``watch()``,
+        ``wait()`` and the dashboard's table are not given it, and the job's runs are left as
+        they are. False if the store keeps no dead letter ``key`` (stores that keep none: the
+        default, and stores without a list of them).
         """
         self._check_open()
         kept = [event for event, _, _ in await self.store.dead_letters() if event.key == key]
         if not kept or not await self.store.replay_dead_letter(key):
             return False
-        await self._pipeline.replay(kept[-1:], bookkeeping=False)
+        event = kept[-1]
+        async with self._pipeline.turn(event.job_id):  # in order with the job's live events
+            await self._dispatcher.dispatch(event, callbacks_only=True)
         return True
 
     async def results(self, job_id: str) -> AsyncIterator[Mapping[str, Any]]:
@@ -687,23 +691,23 @@ class Watcher:
         if verdict.ends:  # the provider says the job is gone, or asking again cannot help
             self._end_job(job_id, self.provider.error_for(response))
             return
-        record = self._pipeline.job(job_id)
-        try:
-            snapshot, events = self.provider.decode_status(
-                job_id, response, record.snapshot, source="poll"
-            )
-        except JobwatchError as exc:
-            log.warning("could not decode job %s: %s", job_id, exc)
-            return
-        try:
-            # Once asked, the answer is recorded whole: a caller's deadline (a webhook
-            # receiver's, say) may cut the request short, never the recording.
-            with anyio.CancelScope(shield=True):
-                await self._pipeline.deliver(events, authoritative=True, as_of=response.sent_at)
-        except JobwatchError as exc:  # the store failed; the safety net or a later poll retries
-            log.warning("could not record the poll of job %s: %s", job_id, exc)
-            return
-        record.snapshot = snapshot
+        with self._pipeline.held(job_id) as (record,):  # its snapshot is kept after the await
+            try:
+                snapshot, events = self.provider.decode_status(
+                    job_id, response, record.snapshot, source="poll"
+                )
+            except JobwatchError as exc:
+                log.warning("could not decode job %s: %s", job_id, exc)
+                return
+            try:
+                # Once asked, the answer is recorded whole: a caller's deadline (a webhook
+                # receiver's, say) may cut the request short, never the recording.
+                with anyio.CancelScope(shield=True):
+                    await self._pipeline.deliver(events, authoritative=True, as_of=response.sent_at)
+            except JobwatchError as exc:  # the store failed; the safety net or a later poll
+                log.warning("could not record the poll of job %s: %s", job_id, exc)
+                return
+            record.snapshot = snapshot
 
     async def _confirm_final(self, job_id: str) -> None:
         """Ask the API once, briefly, whether a finished job began a new run; the snapshot goes

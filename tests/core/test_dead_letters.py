@@ -273,3 +273,47 @@ async def test_a_running_watcher_replays_a_dead_letter_now(stores: Stores) -> No
         # The job's runs are as they were: the event is old news to them.
         assert watcher._pipeline.jobs["j"].final is final_before
     assert calls == [event.key, event.key]
+
+
+@pytest.mark.anyio
+async def test_a_replayed_dead_letter_is_news_to_callbacks_only(stores: Stores) -> None:
+    # The job was retried after the end its callback failed on: a wait() on the new run and
+    # the dashboard's row of it are not given the old run's end.
+    failing = True
+    handled = anyio.Event()
+    store = stores()
+    transport = ScriptedTransport()
+    watcher = jobwatch.Watcher(CONFIG, store=store, transports=[transport])
+    dashboard = watcher.dashboard_app()
+
+    def pager(event: jobwatch.JobEvent) -> None:
+        if failing:
+            raise RuntimeError("pager down")
+        handled.set()
+
+    watcher.subscribe(pager, kinds=("failed",), retry=jobwatch.Retry(attempts=1))
+    async with watcher:
+        await transport.send(make_event("started", "j"), make_event("failed", "j"))
+        with anyio.fail_after(5):
+            while not await store.dead_letters():
+                await anyio.wait_all_tasks_blocked()
+        [(event, _, _)] = await store.dead_letters()
+        await transport.send(make_event("progress", "j", completed=2), authoritative=True)
+        ended: list[jobwatch.JobEvent] = []
+
+        async def wait() -> None:
+            ended.append(await watcher.wait("j"))
+
+        async with anyio.create_task_group() as nursery:
+            nursery.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            failing = False
+            assert await watcher.replay_dead_letter(event.key)
+            with anyio.fail_after(5):
+                await handled.wait()
+            await anyio.wait_all_tasks_blocked()
+            assert ended == []  # run 2 has not ended
+            [row] = dashboard.relay.table()["jobs"]
+            assert (row["status"], row["completed"], row["error"]) == ("processing", 2, None)
+            await transport.send(make_event("completed", "j", completed=3, total=3))
+        assert [e.key for e in ended] == ["j:terminal#2"]

@@ -6,12 +6,14 @@ from __future__ import annotations
 import time
 
 import anyio
+import httpx
 import pytest
 
+import jobwatch
 from jobwatch import JobEvent
 from jobwatch._pipeline import Pipeline
 from jobwatch.stores.memory import MemoryStore
-from jobwatch.testing import make_event
+from jobwatch.testing import ScriptedTransport, make_event
 
 pytestmark = pytest.mark.anyio
 
@@ -97,6 +99,70 @@ async def test_a_record_whose_turn_is_taken_is_kept() -> None:
         assert pipe.jobs["slow"] is record
         release.set()
     assert [e.job_id for e in delivered].count("slow") == 2
+
+
+async def test_a_batch_of_many_new_jobs_keeps_its_own_records_until_it_is_done() -> None:
+    # One read naming thousands of jobs prunes twice while it gathers their records: the
+    # records it gathered first are its own, and a later batch of one of them waits its turn.
+    delivered: list[JobEvent] = []
+    release = anyio.Event()
+
+    async def slow(event: JobEvent) -> None:
+        if event.job_id == "first" and event.kind == "started":
+            await release.wait()  # a full subscription queue, say: the batch keeps the turn
+        delivered.append(event)
+
+    pipe = Pipeline(MemoryStore(), dedup_ttl=3600.0, dispatch=slow)
+    pipe.prune_from = 8
+    pipe.ready.set()
+    crowd = [event for n in range(40) for event in running(f"job_{n}")]
+    async with anyio.create_task_group() as nursery:
+        nursery.start_soon(pipe.deliver, running("first") + crowd)
+        await anyio.wait_all_tasks_blocked()
+        assert pipe.jobs["first"].busy
+        nursery.start_soon(pipe.deliver, [make_event("completed", "first", total=9)])
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+    assert [(e.kind, e.completed) for e in delivered if e.job_id == "first"] == [
+        ("started", None),
+        ("progress", 1),
+        ("completed", None),
+    ]
+    assert all(record.holds == 0 for record in pipe.jobs.values())
+
+
+async def test_waiting_on_an_ended_job_keeps_its_record_while_the_api_is_asked() -> None:
+    # wait() on a job that ended while nobody watched it asks the API once whether it was
+    # retried; jobs heard of meanwhile must not take its record, and its end, away.
+    asked, answer = anyio.Event(), anyio.Event()
+
+    async def api(request: httpx.Request) -> httpx.Response:
+        asked.set()
+        await answer.wait()
+        data = {"id": "j", "status": "completed", "completed": 9, "total": 9}
+        return httpx.Response(200, json={"success": True, "data": data})
+
+    config = jobwatch.Config.from_mapping(
+        {"jobwatch": {"api_key": "rdr_x", "store": "memory", "safety_poll": 0}}, environ={}
+    )
+    push = ScriptedTransport()
+    watcher = jobwatch.Watcher(config, transports=[push], http_transport=httpx.MockTransport(api))
+    async with watcher:
+        watcher._pipeline.prune_from = 2
+        await push.send(make_event("started", "j"), make_event("completed", "j"))
+        ended: list[JobEvent] = []
+
+        async def wait() -> None:
+            ended.append(await watcher.wait("j", timeout=30))
+
+        async with anyio.create_task_group() as nursery:
+            nursery.start_soon(wait)
+            await asked.wait()
+            for n in range(40):
+                await push.send(make_event("started", f"other_{n}"))
+            assert "j" in watcher._pipeline.jobs
+            answer.set()
+    assert [event.key for event in ended] == ["j:terminal#1"]
 
 
 async def test_an_ended_job_s_record_goes_too_and_its_end_still_holds() -> None:
