@@ -490,7 +490,7 @@ class SQLiteStore(Store):
             try:
                 return read()
             except sqlite3.Error as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                if not _busy(exc):
                     raise _failed(self.path, exc) from exc
         # In the next batch: one another process has locked the database runs in the thread,
         # which waits for the lock.
@@ -825,10 +825,16 @@ def _unless_locked(db: sqlite3.Connection, sql: str, parameters: tuple[Any, ...]
     try:
         db.execute(sql, parameters)
     except sqlite3.OperationalError as exc:
-        if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+        if _busy(exc):
             return False
         raise
     return True
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    """Whether SQLite failed because another connection holds the lock: SQLITE_BUSY or one
+    of its extended codes (a WAL being recovered, a stale snapshot), which Python reports."""
+    return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def _begin(db: sqlite3.Connection, on_loop: bool) -> None:

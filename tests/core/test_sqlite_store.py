@@ -550,3 +550,29 @@ async def test_a_claim_is_read_in_a_batch_while_the_thread_uses_the_connection(
     other.close()
     assert answers == [True]
     await store.aclose()
+
+
+@pytest.mark.parametrize(
+    ("code", "locked"),
+    [
+        (sqlite3.SQLITE_BUSY, True),
+        (261, True),  # SQLITE_BUSY_RECOVERY: another process recovers the WAL
+        (517, True),  # SQLITE_BUSY_SNAPSHOT
+        (sqlite3.SQLITE_LOCKED, False),
+        (sqlite3.SQLITE_IOERR, False),
+    ],
+)
+def test_a_lock_held_elsewhere_is_told_by_its_extended_codes_too(code: int, locked: bool) -> None:
+    class Locked:
+        def execute(self, sql: str, parameters: tuple[Any, ...]) -> None:
+            error = sqlite3.OperationalError("database is locked")
+            error.sqlite_errorcode = code
+            raise error
+
+    db: Any = Locked()  # a connection whose statement meets the lock
+    run = functools.partial(sqlite_store._unless_locked, db, "DELETE FROM seen", ())
+    if locked:
+        assert run() is False
+    else:
+        with pytest.raises(sqlite3.OperationalError):
+            run()
