@@ -242,7 +242,6 @@ class Pipeline:
         """Record one batch with one store call, then dispatch it."""
         steps: list[_Step] = []
         heard = None
-        now = time.time()  # the stamp of the states this batch changes (wall clock: shared)
         for job_id, group in by_job.items():
             record = records[job_id]
             if record.heard is not None:
@@ -255,7 +254,7 @@ class Pipeline:
                     # (A `started` of a numbered attempt may begin a new run: the guard decides.)
                     self._dropped(event, "duplicate")
                     continue
-                steps.append(_Step(record, event, authoritative, as_of, now))
+                steps.append(_Step(record, event, authoritative, as_of))
         if not steps and claim is None:
             return
         verdicts = await self._record(steps, claim)
@@ -358,24 +357,25 @@ class Pipeline:
 
 class _Step:
     """One event of a batch on its way through the store: called with the job's state, it
-    asks the ordering guard (what ``Store.record_batch`` calls for each record)."""
+    asks the ordering guard (what ``Store.record_batch`` calls for each record). A state it
+    changes is stamped with the wall clock of that moment, inside the store's atomic record
+    (after any wait for another process's lock): a poll asked before it is older news."""
 
-    __slots__ = ("as_of", "authoritative", "event", "now", "record")
+    __slots__ = ("as_of", "authoritative", "event", "record")
 
     def __init__(
-        self,
-        record: JobRecord,
-        event: JobEvent,
-        authoritative: bool,
-        as_of: float | None,
-        now: float,
+        self, record: JobRecord, event: JobEvent, authoritative: bool, as_of: float | None
     ) -> None:
         self.record, self.event = record, event
-        self.authoritative, self.as_of, self.now = authoritative, as_of, now
+        self.authoritative, self.as_of = authoritative, as_of
 
     def __call__(self, state: JobState | None) -> Verdict:
         return decide(
-            state, self.event, authoritative=self.authoritative, as_of=self.as_of, now=self.now
+            state,
+            self.event,
+            authoritative=self.authoritative,
+            as_of=self.as_of,
+            now=time.time(),
         )
 
 

@@ -936,3 +936,48 @@ def test_a_poll_asked_before_another_process_recorded_the_end_begins_no_run(
     assert receiver == ["j:terminal#1"]
     assert poller == ["j:started#1", "j:progress:2#2"]
     assert state is not None and (state.run, state.terminal) == (2, False)
+
+
+def test_a_poll_asked_while_the_end_waited_for_the_store_begins_no_run() -> None:
+    # The end's batch waits for the store (another process holds its lock) while a poll is
+    # asked; the poll's answer, still showing the job running, comes after the end is
+    # recorded: it was asked before that, so it is no new run.
+    class Locked(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.held = trio.Event()
+            self.waiting = trio.Event()
+
+        async def record_batch(self, records, *, ttl, claim=None):  # type: ignore[no-untyped-def]
+            if not self.held.is_set():
+                self.waiting.set()
+                await self.held.wait()
+            return await super().record_batch(records, ttl=ttl, claim=claim)
+
+    async def main() -> list[str]:
+        seen: list[str] = []
+
+        async def dispatch(event: JobEvent) -> None:
+            seen.append(event.key)
+
+        store = Locked()
+        pipeline = Pipeline(store, dedup_ttl=TTL, dispatch=dispatch)
+        pipeline.ready.set()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                pipeline.deliver,
+                [make_event("started", "j"), make_event("completed", "j", completed=2)],
+            )
+            await store.waiting.wait()
+            asked = time.time()
+            while time.time() <= asked:  # the clock moves on before the lock is let go
+                pass
+            store.held.set()
+        await pipeline.deliver(
+            [make_event("progress", "j", completed=1, source="poll")],
+            authoritative=True,
+            as_of=asked,
+        )
+        return seen
+
+    assert trio.run(main) == ["j:started#1", "j:terminal#1"]
