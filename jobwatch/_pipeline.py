@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -141,20 +141,10 @@ class Pipeline:
             record.touched = self._generation
         return record
 
-    @contextlib.contextmanager
-    def held(self, *job_ids: str | None) -> Iterator[list[JobRecord]]:
-        """The records of ``job_ids``, kept (not let go by :meth:`prune`) until the block ends:
-        for whoever reads a record, awaits, and reads it again."""
-        records = []
-        try:
-            for job_id in job_ids:
-                record = self.job(job_id)
-                record.holds += 1  # before the next job() may prune
-                records.append(record)
-            yield records
-        finally:
-            for record in records:
-                record.holds -= 1
+    def held(self, job_ids: Iterable[str | None]) -> _Held:
+        """The records of ``job_ids`` by job id, kept (not let go by :meth:`prune`) until the
+        ``with`` block ends: for whoever reads a record, awaits, and reads it again."""
+        return _Held(self, job_ids)
 
     def prune(self) -> int:
         """Let go of the records of jobs nobody here holds (:meth:`JobRecord.idle`) and that no
@@ -202,8 +192,7 @@ class Pipeline:
             return
         # Held from the first until the batch is done: a record let go meanwhile (a batch of
         # thousands of new jobs prunes as it gathers them) would leave a job's turn behind.
-        with self.held(*by_job) as held:
-            records = dict(zip(by_job, held, strict=True))
+        with self.held(by_job) as records:
             await self._take_turns(records)
             try:
                 await self._deliver_batch(by_job, records, authoritative, as_of, claim)
@@ -324,12 +313,12 @@ class Pipeline:
     @contextlib.asynccontextmanager
     async def turn(self, job_id: str | None) -> AsyncIterator[JobRecord]:
         """The job's turn: none of its events is recorded or dispatched until the block ends."""
-        with self.held(job_id) as (record,):
-            await self._take_turns({job_id: record})
+        with self.held((job_id,)) as records:
+            await self._take_turns(records)
             try:
-                yield record
+                yield records[job_id]
             finally:
-                _pass_turn(record)
+                _pass_turn(records[job_id])
 
     async def _wait_turn(self, record: JobRecord) -> None:
         turn = anyio.Event()
@@ -353,6 +342,30 @@ class Pipeline:
         """Tell the observers of ``event``: dispatched (``dropped`` None), or dropped and why."""
         for observer in self.observers:
             observer(event, dropped)
+
+
+class _Held:
+    """:meth:`Pipeline.held` (a class rather than a generator: it is on every batch's path)."""
+
+    __slots__ = ("records",)
+
+    def __init__(self, pipeline: Pipeline, job_ids: Iterable[str | None]) -> None:
+        self.records: dict[str | None, JobRecord] = {}
+        try:
+            for job_id in job_ids:
+                record = pipeline.job(job_id)
+                record.holds += 1  # before the next job() may prune
+                self.records[job_id] = record
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __enter__(self) -> dict[str | None, JobRecord]:
+        return self.records
+
+    def __exit__(self, *exc_info: object) -> None:
+        for record in self.records.values():
+            record.holds -= 1
 
 
 class _Step:

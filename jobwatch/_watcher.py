@@ -357,7 +357,8 @@ class Watcher:
         self._check_open()
         check_job_id(job_id)
         # Held while the requests below are awaited: the record they answer into stays.
-        with self._pipeline.held(job_id) as (record,):
+        with self._pipeline.held((job_id,)) as held:
+            record = held[job_id]
             if record.final is not None and not record.watched:
                 # It ended while nobody watched it here: it may have been retried since.
                 await self._confirm_final(job_id)
@@ -691,7 +692,8 @@ class Watcher:
         if verdict.ends:  # the provider says the job is gone, or asking again cannot help
             self._end_job(job_id, self.provider.error_for(response))
             return
-        with self._pipeline.held(job_id) as (record,):  # its snapshot is kept after the await
+        with self._pipeline.held((job_id,)) as held:  # its snapshot is kept after the await
+            record = held[job_id]
             try:
                 snapshot, events = self.provider.decode_status(
                     job_id, response, record.snapshot, source="poll"
