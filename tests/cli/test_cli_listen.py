@@ -21,7 +21,7 @@ SECRET = "whsec-cli-listen-0123456789"
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
-def _listen(config: Path) -> subprocess.Popen[str]:
+def _listen(config: Path, backend: str = "trio") -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -33,6 +33,8 @@ def _listen(config: Path) -> subprocess.Popen[str]:
             "--json",
             "--listen",
             "127.0.0.1:0",
+            "--backend",
+            backend,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -63,12 +65,17 @@ def _config(tmp_path: Path, store: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_delivery_in_flight_is_finished_then_listen_exits_0(tmp_path: Path, signum: int) -> None:
+@pytest.mark.parametrize(
+    ("signum", "backend"),
+    [(signal.SIGTERM, "trio"), (signal.SIGINT, "trio"), (signal.SIGTERM, "asyncio")],
+)
+def test_a_delivery_in_flight_is_finished_then_listen_exits_0(
+    tmp_path: Path, signum: int, backend: str
+) -> None:
     config = _config(
         tmp_path, f'store = "sqlite"\n[jobwatch.sqlite]\npath = "{tmp_path / "state.db"}"'
     )
-    proc = _listen(config)
+    proc = _listen(config, backend)
     try:
         host, port = _address(proc).removeprefix("http://").split(":")
         body, headers = signed(
