@@ -257,7 +257,9 @@ class Dispatcher:
             await self._done(key)
             return
         for sub in targets:
-            while len(sub._queue) >= self._queue_size and not sub.cancelled:
+            # (A replay waits for no room: asked for from a callback, it would wait for that
+            # callback's own queue; it goes one event over the bound instead.)
+            while len(sub._queue) >= self._queue_size and not sub.cancelled and not callbacks_only:
                 if sub._space is None:  # one event for every dispatch waiting on this queue
                     sub._space = anyio.Event()
                 await sub._space.wait()

@@ -76,6 +76,13 @@ def qualify(event: JobEvent, run: int) -> JobEvent:
     return event.with_key(event.key + (_SUFFIXES[run] if run < _KEPT else f"#{run}"))
 
 
+def run_of(key: str) -> int | None:
+    """The run a key bound by :func:`qualify` names (``job_1:terminal#2``: 2); None for a key
+    bound to no run (a workspace event's)."""
+    _, bound, run = key.rpartition("#")
+    return int(run) if bound and run.isdigit() else None
+
+
 def _new_run(state: JobState, attempt: int | None = None) -> JobState:
     return JobState(job_id=state.job_id, run=state.run + 1, attempt=attempt, watched=state.watched)
 

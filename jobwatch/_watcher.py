@@ -38,7 +38,7 @@ from ._errors import (
     leaves,
 )
 from ._events import JobEvent
-from ._guard import qualify
+from ._guard import qualify, run_of
 from ._pipeline import JobRecord, Pipeline
 from ._policy import Decision, Signals, check_names, choose_transport
 from ._registry import GROUPS, base, installed, load
@@ -275,7 +275,7 @@ class Watcher:
         # Deliveries wait for the gate, so nothing new is recorded while the inbox replays.
         pending = await self.store.pending()
         self._totals["replayed"] += len(pending)
-        await self._pipeline.replay(pending)
+        await self._replay(pending)
         self._pipeline.ready.set()
         for job_id in self._inherited:
             self._watch(job_id)
@@ -298,7 +298,25 @@ class Watcher:
                 log.warning("could not ask the store for events left undispatched: %s", exc)
                 continue
             self._totals["replayed"] += len(events)
-            await self._pipeline.replay(events)
+            await self._replay(events)
+
+    async def _replay(self, events: Sequence[JobEvent]) -> None:
+        """Hand events the store recorded but never saw handled to the subscribers, in order.
+        One of a run the job has left since (a dead letter moved back to the inbox) goes to
+        the callbacks only, as :meth:`replay_dead_letter` hands it: it is old news to the
+        job, to ``watch()`` and ``wait()`` and to the dashboard."""
+        for event in events:
+            if await self._of_an_earlier_run(event):
+                await self._hand_to_callbacks(event)
+            else:
+                await self._pipeline.replay([event])
+
+    async def _of_an_earlier_run(self, event: JobEvent) -> bool:
+        run = run_of(event.key)
+        if event.job_id is None or run is None:
+            return False
+        state = await self.store.get_job(event.job_id)
+        return state is not None and run < state.run
 
     # -- the application's API -----------------------------------------------------------
 
@@ -459,22 +477,27 @@ class Watcher:
     async def replay_dead_letter(self, key: str) -> bool:
         """Hand the event of the dead letter ``key`` to the subscribers again, now.
 
-        The store moves it back into its inbox first (so a crash before every subscriber
-        handled it replays it at the next start), then it is dispatched to every matching
-        subscription, as at start: a callback that handled it before sees it again, so keep
-        callbacks idempotent by ``event.key``. It is old news to the job: ``watch()``,
-        ``wait()`` and the dashboard's table are not given it, and the job's runs are left as
-        they are. False if the store keeps no dead letter ``key`` (stores that keep none: the
-        default, and stores without a list of them).
+        The store moves it back into its inbox (so a crash before every subscriber handled it
+        replays it at the next start); once it has, this returns True, and the event is
+        dispatched in its job's turn to every matching subscription, as at start: a callback
+        that handled it before sees it again, so keep callbacks idempotent by ``event.key``.
+        It is old news to the job: ``watch()``, ``wait()`` and the dashboard's table are not
+        given it, and the job's runs are left as they are. False if the store keeps no dead
+        letter ``key`` (stores that keep none: the default, and stores without a list of
+        them).
         """
         self._check_open()
         kept = [event for event, _, _ in await self.store.dead_letters() if event.key == key]
         if not kept or not await self.store.replay_dead_letter(key):
             return False
-        event = kept[-1]
+        # Not awaited here: a callback may ask for it while its job's turn waits for room in
+        # that callback's own queue.
+        self._tg.start_soon(self._hand_to_callbacks, kept[-1])  # type: ignore[union-attr]
+        return True
+
+    async def _hand_to_callbacks(self, event: JobEvent) -> None:
         async with self._pipeline.turn(event.job_id):  # in order with the job's live events
             await self._dispatcher.dispatch(event, callbacks_only=True)
-        return True
 
     async def results(self, job_id: str) -> AsyncIterator[Mapping[str, Any]]:
         """Every result entry of a job, following the API's pagination within the budget."""

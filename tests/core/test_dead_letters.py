@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import attrs
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -317,3 +318,112 @@ async def test_a_replayed_dead_letter_is_news_to_callbacks_only(stores: Stores) 
             assert (row["status"], row["completed"], row["error"]) == ("processing", 2, None)
             await transport.send(make_event("completed", "j", completed=3, total=3))
         assert [e.key for e in ended] == ["j:terminal#2"]
+
+
+@pytest.mark.anyio
+async def test_a_dead_letter_of_a_run_left_since_is_news_to_callbacks_only_at_start(
+    stores: Stores,
+) -> None:
+    # Run 1's end failed its callback; the job was retried (run 2); the dead letter is moved
+    # back to the inbox (`jobwatch inbox replay`). The next Watcher hands it to the callbacks,
+    # and not to wait(): run 2 has not ended.
+    def api(request: httpx.Request) -> httpx.Response:
+        data = {"id": "j1", "status": "processing", "completed": 1, "total": 2}
+        return httpx.Response(200, json={"success": True, "data": data})
+
+    config = jobwatch.Config.from_mapping(
+        {"jobwatch": {"api_key": "rdr_x", "safety_poll": 0}}, environ={}
+    )
+    push, seen = ScriptedTransport(), []
+
+    def flaky(event: jobwatch.JobEvent) -> None:
+        seen.append(event.key)
+        if event.key == "j1:terminal#1":
+            raise RuntimeError("the application was down")
+
+    first = jobwatch.Watcher(
+        config, transports=[push], store=stores(), http_transport=httpx.MockTransport(api)
+    )
+    first.subscribe(flaky, retry=jobwatch.Retry(attempts=1))
+    async with first:
+        await push.send(make_event("started", "j1"))
+        await push.send(make_event("completed", "j1", completed=2, total=2))
+        await push.send(make_event("started", "j1"))  # a retry: the check poll confirms it
+        with anyio.fail_after(5):
+            while "j1:started#2" not in seen or not await first.store.dead_letters():
+                await anyio.wait_all_tasks_blocked()
+    store = stores()
+    await store.open()
+    try:
+        assert await store.replay_dead_letter("j1:terminal#1")
+    finally:
+        await store.aclose()
+
+    handed: list[str] = []
+    second = jobwatch.Watcher(
+        config,
+        transports=[ScriptedTransport()],
+        store=stores(),
+        http_transport=httpx.MockTransport(api),
+    )
+    second.subscribe(lambda event: handed.append(event.key))
+    async with second:
+        with anyio.fail_after(5):
+            while not handed:
+                await anyio.wait_all_tasks_blocked()
+        assert handed == ["j1:terminal#1"]
+        with pytest.raises(jobwatch.WatchTimeout):
+            await second.wait("j1", timeout=0.5)
+        assert await second.store.pending() == []
+
+
+def test_a_callback_may_replay_a_dead_letter_of_a_job_whose_events_fill_its_queue() -> None:
+    # The callback asks for the replay while a batch of the same job holds the job's turn and
+    # waits for room in that callback's queue: the replay must not wait for the turn there.
+    async def main() -> list[str]:
+        store = MemoryStore()
+        transport = ScriptedTransport()
+        watcher = jobwatch.Watcher(CONFIG, transports=[transport], store=store)
+        kept, asked, replayed = trio.Event(), trio.Event(), trio.Event()
+        handed: list[str] = []
+        keep = store.dead_letter
+
+        async def dead_letter(event: jobwatch.JobEvent, subscriber: str, error: str) -> None:
+            await keep(event, subscriber, error)
+            kept.set()
+
+        store.dead_letter = dead_letter  # type: ignore[method-assign]
+
+        async def operator(event: jobwatch.JobEvent) -> None:
+            if event.kind == "page" and not handed:
+                handed.append("failed")
+                raise RuntimeError("fails once: kept as a dead letter")
+            if event.kind == "page":
+                handed.append("page replayed")
+                replayed.set()
+            elif event.kind == "started":
+                await asked.wait()
+                [(dead, _, _)] = await store.dead_letters()
+                assert await watcher.replay_dead_letter(dead.key)
+                handed.append("replay asked")
+
+        watcher.subscribe(operator, retry=jobwatch.Retry(attempts=1))
+        async with watcher:
+            await transport.send(make_event("page", "j", url="https://example.com/a"))
+            await kept.wait()
+            await transport.send(make_event("started", "j"))
+            async with trio.open_nursery() as nursery:
+
+                async def flood() -> None:
+                    for n in range(1, 1200):  # more than a subscription's queue holds
+                        await transport.send(make_event("progress", "j", completed=n))
+
+                nursery.start_soon(flood)
+                await trio.testing.wait_all_tasks_blocked()  # the flood waits, holding j's turn
+                asked.set()
+                with trio.fail_after(60):
+                    await replayed.wait()
+        return handed
+
+    handed = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert handed == ["failed", "replay asked", "page replayed"]
