@@ -17,7 +17,7 @@ import logging
 import math
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -748,21 +748,30 @@ async def serve_dashboard(
     signals = attrs.evolve(Signals.detect(), tty=False, web_server=True)
     watcher = Watcher(config, environ=environ, signals=signals)
     app = watcher.dashboard_app()
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
-        async with anyio.create_task_group() as tg, watcher:
-            url = await tg.start(
-                functools.partial(
-                    serve_app, app, host, port, certfile=options.certfile, keyfile=options.keyfile
-                )
-            )
-            print(f"listening on {url}", flush=True)
-            task_status.started(url)
-            async for signum in received:
-                print(
-                    f"jobwatch: {signal.Signals(signum).name}: stopping",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                break
+
+    async def stop_on_signal(received: AsyncIterator[int], scope: anyio.CancelScope) -> None:
+        async for signum in received:
+            print(f"jobwatch: {signal.Signals(signum).name}: stopping", file=sys.stderr, flush=True)
             app.close()  # streams end now, so that the server need not wait for them
-            tg.cancel_scope.cancel()
+            scope.cancel()
+            return
+
+    # The signals are heard from the start: the Watcher may wait to start (a Redis owner's
+    # lease another process holds).
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_on_signal, received, tg.cancel_scope)
+            async with watcher:
+                url = await tg.start(
+                    functools.partial(
+                        serve_app,
+                        app,
+                        host,
+                        port,
+                        certfile=options.certfile,
+                        keyfile=options.keyfile,
+                    )
+                )
+                print(f"listening on {url}", flush=True)
+                task_status.started(url)
+                await anyio.sleep_forever()

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,3 +188,33 @@ def test_listen_gives_its_lease_back_and_a_start_that_must_wait_says_so(
     assert "job_lease" in out
     assert not client.exists(lease)  # given back: a restart under this owner starts at once
     client.close()
+
+
+@pytest.mark.redis
+def test_a_dashboard_waiting_for_the_lease_stops_on_a_signal(
+    tmp_path: Path, redis_store: tuple[str, str]
+) -> None:
+    table, _ = redis_store
+    config = _config(tmp_path, table)
+    config.write_text(config.read_text() + 'listen = "127.0.0.1:0"\n')  # [jobwatch.webhook]
+    holder = _listen(config)
+    try:
+        _address(holder)
+        dashboard = subprocess.Popen(
+            [sys.executable, "-m", "jobwatch", "dashboard", "--config", str(config)]
+            + ["--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
+        assert dashboard.stderr is not None
+        said = dashboard.stderr.readline()
+        assert "holds a lease" in said, said  # it waits for the owner's lease...
+        began = time.monotonic()
+        out, err = _stop(dashboard)  # ... and hears the signal meanwhile
+        assert dashboard.returncode == 0, err
+        assert "SIGTERM: stopping" in err and "Traceback" not in err
+        assert time.monotonic() - began < 4.0  # sooner than the lease could pass
+    finally:
+        _stop(holder)
