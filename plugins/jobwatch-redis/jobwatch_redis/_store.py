@@ -657,6 +657,8 @@ class _BatchPlan:
         self.claimed: set[str] = set()
         self.claim: list[Any] | None = None
         self._decided: dict[str | None, tuple[list[tuple[int, Verdict]], bytes | None]] = {}
+        # The states an event changed (entry, job, state): stamped again when committed.
+        self._stamped: list[tuple[dict[str, Any], str, JobState]] = []
 
     def _key(self, name: str) -> int:
         self.redis_keys.append(name)
@@ -671,7 +673,7 @@ class _BatchPlan:
         """Decide a job's records in order, as record() would one after another: a key held
         in Redis, or claimed earlier in this plan, is a duplicate and moves nothing."""
         expected = self.store._states.get(job_id) if job_id is not None else None
-        state = None if expected is None else state_from_json(expected)
+        state = before = None if expected is None else state_from_json(expected)
         decided: list[tuple[int, Verdict]] = []
         events: list[list[Any]] = []
         changed = False
@@ -694,17 +696,23 @@ class _BatchPlan:
             decided.append((index, verdict))
         new = state_to_json(state) if changed and state is not None else ""
         self.jobs.append(job_id)
-        self.entries.append(
-            {
-                "k": self._key(self.keys.job(job_id)) if job_id is not None else 0,
-                "exp": (expected or b"").decode(),
-                "new": new,
-                "ev": events,
-                "act": "1" if state is not None and state.watched and not state.terminal else "0",
-                "id": "" if job_id is None else job_id,
-            }
-        )
+        entry = {
+            "k": self._key(self.keys.job(job_id)) if job_id is not None else 0,
+            "exp": (expected or b"").decode(),
+            "new": new,
+            "ev": events,
+            "act": "1" if state is not None and state.watched and not state.terminal else "0",
+            "id": "" if job_id is None else job_id,
+        }
+        self.entries.append(entry)
         self._decided[job_id] = (decided, new.encode() if new else expected)
+        if (
+            new
+            and job_id is not None
+            and state is not None
+            and (before is None or state.updated_at != before.updated_at)
+        ):
+            self._stamped.append((entry, job_id, state))
 
     def take(self, key: str, ttl: float) -> None:
         """Claim ``key`` for ``ttl`` seconds if every job of this call commits."""
@@ -722,6 +730,13 @@ class _BatchPlan:
         self.store._cache(job_id, saved)
 
     def argument(self) -> str:
+        """The script's argument, its states stamped now: it is called once the connection
+        is held (after any wait for one, and again on a retry), so that a poll asked while
+        the batch waited is older news than what the batch records."""
+        now = time.time()
+        for entry, job_id, state in self._stamped:
+            entry["new"] = new = state_to_json(attrs.evolve(state, updated_at=now))
+            self._decided[job_id] = (self._decided[job_id][0], new.encode())
         return json.dumps(
             {
                 "now": repr(self.now),

@@ -275,3 +275,54 @@ async def test_put_job_keeps_the_active_index(options: RedisOptions) -> None:
         assert await store.active_jobs() == []
     finally:
         await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_state_is_stamped_when_committed_after_waiting_for_a_connection(
+    options: RedisOptions,
+) -> None:
+    # Receiver a's end waits for its only connection while receiver b asks the API (which
+    # still shows the job running): b's answer, recorded after a's end, is no new run.
+    import threading
+    import time
+
+    from jobwatch._pipeline import Pipeline
+
+    a = RedisStore(attrs.evolve(options, owner="a", connections=1))
+    b = RedisStore(attrs.evolve(options, owner="b"))
+    await a.open()
+    await b.open()
+    to_b: list[str] = []
+
+    async def ignore(event: JobEvent) -> None:
+        pass
+
+    async def dispatch_b(event: JobEvent) -> None:
+        to_b.append(event.key)
+
+    receiver_a = Pipeline(a, dedup_ttl=3600, dispatch=ignore)
+    receiver_b = Pipeline(b, dedup_ttl=3600, dispatch=dispatch_b)
+    receiver_a.ready.set()
+    receiver_b.ready.set()
+    busy = threading.Event()
+    try:
+        await receiver_a.deliver([make_event("started", "j"), make_event("progress", "j")])
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(a.client.call, lambda r: busy.wait(10))  # its one connection
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(receiver_a.deliver, [make_event("completed", "j", completed=2)])
+            await anyio.wait_all_tasks_blocked()  # decided, waiting for the connection
+            asked = time.time()
+            while time.time() <= asked:  # the clock moves on before the connection is free
+                pass
+            busy.set()
+        await receiver_b.deliver(
+            [make_event("progress", "j", completed=1)], authoritative=True, as_of=asked
+        )
+        state = await b.get_job("j")
+        assert state is not None and (state.run, state.terminal) == (1, True)
+        assert to_b == [] and dict(receiver_b.dropped) == {"after-terminal": 1}
+    finally:
+        busy.set()
+        await a.aclose()
+        await b.aclose()
