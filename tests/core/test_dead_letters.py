@@ -240,6 +240,15 @@ async def test_a_store_without_dead_letters_lists_none_and_drops_inbox_rows() ->
     assert not await store.drop(event.key)
 
 
+async def first_dead_letter(store: Store) -> jobwatch.JobEvent:
+    """The event of the first dead letter ``store`` keeps, once it keeps one."""
+    with anyio.fail_after(5):
+        while not await store.dead_letters():
+            await anyio.wait_all_tasks_blocked()
+    [(event, _, _)] = await store.dead_letters()
+    return event
+
+
 @pytest.mark.anyio
 async def test_a_running_watcher_replays_a_dead_letter_now(stores: Stores) -> None:
     calls: list[str] = []
@@ -258,10 +267,7 @@ async def test_a_running_watcher_replays_a_dead_letter_now(stores: Stores) -> No
     watcher.subscribe(mailer, kinds=("completed",), retry=jobwatch.Retry(attempts=1))
     async with watcher:
         await transport.send(make_event("started", "j"), make_event("completed", "j"))
-        with anyio.fail_after(5):
-            while not await store.dead_letters():
-                await anyio.wait_all_tasks_blocked()
-        [(event, _, _)] = await store.dead_letters()
+        event = await first_dead_letter(store)
         final_before = watcher._pipeline.jobs["j"].final
         failing = False
         assert not await watcher.replay_dead_letter("no-such-key")
@@ -295,10 +301,7 @@ async def test_a_replayed_dead_letter_is_news_to_callbacks_only(stores: Stores) 
     watcher.subscribe(pager, kinds=("failed",), retry=jobwatch.Retry(attempts=1))
     async with watcher:
         await transport.send(make_event("started", "j"), make_event("failed", "j"))
-        with anyio.fail_after(5):
-            while not await store.dead_letters():
-                await anyio.wait_all_tasks_blocked()
-        [(event, _, _)] = await store.dead_letters()
+        event = await first_dead_letter(store)
         await transport.send(make_event("progress", "j", completed=2), authoritative=True)
         ended: list[jobwatch.JobEvent] = []
 
