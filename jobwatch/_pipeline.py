@@ -300,15 +300,14 @@ class Pipeline:
             if job_id is not None:
                 self._on_new_run(job_id)
 
-    async def replay(self, events: Sequence[JobEvent]) -> None:
-        """Dispatch events the store recorded earlier but never saw dispatched (its inbox at
-        start, a record whose answer was lost): each in its job's turn, with the bookkeeping
-        of final events, as if delivered now."""
-        for event in events:
-            async with self.turn(event.job_id) as record:
-                self._keep_final(record, event)
-                self.notify(event)
-                await self._dispatch(event)
+    async def replay(self, event: JobEvent) -> None:
+        """Dispatch an event the store recorded earlier but never saw dispatched (its inbox at
+        start, a record whose answer was lost): in its job's turn, with the bookkeeping of
+        final events, as if delivered now."""
+        async with self.turn(event.job_id) as record:
+            self._keep_final(record, event)
+            self.notify(event)
+            await self._dispatch(event)
 
     @contextlib.asynccontextmanager
     async def turn(self, job_id: str | None) -> AsyncIterator[JobRecord]:

@@ -305,18 +305,17 @@ class Watcher:
         One of a run the job has left since (a dead letter moved back to the inbox) goes to
         the callbacks only, as :meth:`replay_dead_letter` hands it: it is old news to the
         job, to ``watch()`` and ``wait()`` and to the dashboard."""
+        runs: dict[str, int] = {}  # each job's current run, read once (replays record none)
         for event in events:
-            if await self._of_an_earlier_run(event):
-                await self._hand_to_callbacks(event)
-            else:
-                await self._pipeline.replay([event])
-
-    async def _of_an_earlier_run(self, event: JobEvent) -> bool:
-        run = run_of(event.key)
-        if event.job_id is None or run is None:
-            return False
-        state = await self.store.get_job(event.job_id)
-        return state is not None and run < state.run
+            run, job_id = run_of(event.key), event.job_id
+            if run is not None and job_id is not None:
+                if job_id not in runs:
+                    state = await self.store.get_job(job_id)
+                    runs[job_id] = 0 if state is None else state.run
+                if run < runs[job_id]:
+                    await self._hand_to_callbacks(event)
+                    continue
+            await self._pipeline.replay(event)
 
     # -- the application's API -----------------------------------------------------------
 
