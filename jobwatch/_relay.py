@@ -373,10 +373,6 @@ class Relay:
         position = int(number)
         return position if self.seq - len(self._ring) <= position <= self.seq else None
 
-    def due(self, client: Client) -> bool:
-        """Whether ``client`` has something to be sent."""
-        return client.position is None or client.position < self.seq
-
     def take(self, client: Client, *, max_bytes: int = MAX_WRITE, upto: int | None = None) -> bytes:
         """The next write for ``client`` (b"" when it is up to date), moving its position:
         the events after its position up to event ``upto`` (default: the last), as many as

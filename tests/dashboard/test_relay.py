@@ -331,8 +331,7 @@ def test_writes_carry_every_frame_once_in_order_within_the_byte_budget(
     after = max(min(start, r.seq), r.seq - ring)
     client = r.connect(f"e1-{after}")
     got: list[str] = []
-    while r.due(client):
-        write = r.take(client, max_bytes=budget)
+    while write := r.take(client, max_bytes=budget):
         ids = [f["id"] for f in frames(write)]
         assert len(write) <= budget or len(ids) == 1
         got += ids
