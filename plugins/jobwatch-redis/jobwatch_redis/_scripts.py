@@ -14,30 +14,40 @@ def script(client: redis.Redis, text: str) -> Script:
     return _SCRIPTS[text]
 
 
+# What a dedup key or a claim holds: "{expires}|{nonce}" (the nonce of the commit that wrote
+# it). The scripts below that read one start with these.
+_VALUES = """
+local function ours(value, nonce)
+  local mark = '|' .. nonce
+  return string.sub(value, -string.len(mark)) == mark
+end
+local function live(value, now)
+  local sep = string.find(value, '|', 1, true)
+  local expires = tonumber(sep and string.sub(value, 1, sep - 1) or value)
+  return expires == nil or expires > now
+end
+"""
+
 #: Commit a record, compare-and-set on the job's state.
 #: KEYS: job state, dedup key, inbox hash, inbox order, sequence, active set.
 #: ARGV: has_job, expected state ('' = absent), new state ('' = unchanged), active ('1'/'0'),
 #:       job id, event key ('' = no event), event JSON, now, dedup value, EX seconds, nonce.
 #: Returns 'ok' (also when this very commit, same nonce, ran before: a retry after a lost
 #: reply), 'duplicate', or 'conflict' (the state changed since it was read: decide again).
-COMMIT = """
+COMMIT = (
+    _VALUES
+    + """
 local seen = false
 if ARGV[6] ~= '' then
   seen = redis.call('GET', KEYS[2])
-  if seen and string.sub(seen, -string.len(ARGV[11]) - 1) == '|' .. ARGV[11] then
-    return 'ok'
-  end
+  if seen and ours(seen, ARGV[11]) then return 'ok' end
 end
 if ARGV[1] == '1' then
   local current = redis.call('GET', KEYS[1])
   if (current or '') ~= ARGV[2] then return 'conflict' end
 end
 if ARGV[6] ~= '' then
-  if seen then
-    local sep = string.find(seen, '|', 1, true)
-    local expires = tonumber(sep and string.sub(seen, 1, sep - 1) or seen)
-    if expires == nil or expires > tonumber(ARGV[8]) then return 'duplicate' end
-  end
+  if seen and live(seen, tonumber(ARGV[8])) then return 'duplicate' end
   redis.call('SET', KEYS[2], ARGV[9], 'EX', ARGV[10])
   local seq = redis.call('INCR', KEYS[5])
   redis.call('HSET', KEYS[3], ARGV[6], ARGV[7])
@@ -53,6 +63,7 @@ if ARGV[3] ~= '' then
 end
 return 'ok'
 """
+)
 
 #: Commit a batch of records, job by job, each job compare-and-set on its state: a job whose
 #: state changed since it was read, or one of whose event keys is held (by another process,
@@ -65,21 +76,22 @@ return 'ok'
 #: taken, as CLAIM takes it, only when every job of the call commits. Returns, as JSON, per
 #: job ["ok"] (also when this very commit, same nonce, ran before: a retry after a lost
 #: reply), ["conflict", current state] or ["seen", current state, held event key, ...].
-COMMIT_BATCH = """
+COMMIT_BATCH = (
+    _VALUES
+    + """
 local plan = cjson.decode(ARGV[1])
 local now = tonumber(plan.now)
-local mark = '|' .. plan.nonce
 local claimed = {}
 local out = {}
 for i, job in ipairs(plan.jobs) do
   local mine = false
   for _, ev in ipairs(job.ev) do
     local held = redis.call('GET', KEYS[ev[1]])
-    if held and string.sub(held, -string.len(mark)) == mark then mine = true end
+    if held and ours(held, plan.nonce) then mine = true end
   end
   local current = ''
   local status = 'ok'
-  local live = {}
+  local held_keys = {}
   if not mine then
     if job.k > 0 then
       current = redis.call('GET', KEYS[job.k]) or ''
@@ -88,17 +100,13 @@ for i, job in ipairs(plan.jobs) do
     if status == 'ok' then
       for _, ev in ipairs(job.ev) do
         if claimed[ev[2]] then
-          live[#live + 1] = ev[2]
+          held_keys[#held_keys + 1] = ev[2]
         else
           local held = redis.call('GET', KEYS[ev[1]])
-          if held then
-            local sep = string.find(held, '|', 1, true)
-            local expires = tonumber(sep and string.sub(held, 1, sep - 1) or held)
-            if expires == nil or expires > now then live[#live + 1] = ev[2] end
-          end
+          if held and live(held, now) then held_keys[#held_keys + 1] = ev[2] end
         end
       end
-      if #live > 0 then status = 'seen' end
+      if #held_keys > 0 then status = 'seen' end
     end
     if status == 'ok' then
       for _, ev in ipairs(job.ev) do
@@ -122,7 +130,7 @@ for i, job in ipairs(plan.jobs) do
     out[i] = {'ok'}
   else
     local answer = {status, current}
-    for _, key in ipairs(live) do answer[#answer + 1] = key end
+    for _, key in ipairs(held_keys) do answer[#answer + 1] = key end
     out[i] = answer
   end
 end
@@ -132,17 +140,14 @@ if plan.claim then
     if answer[1] ~= 'ok' then every = false end
   end
   local held = every and redis.call('GET', KEYS[plan.claim[1]])
-  if held and string.sub(held, -string.len(mark)) ~= mark then
-    local sep = string.find(held, '|', 1, true)
-    local expires = tonumber(sep and string.sub(held, 1, sep - 1) or held)
-    if expires == nil or expires > now then every = false end
-  end
+  if held and not ours(held, plan.nonce) and live(held, now) then every = false end
   if every then
     redis.call('SET', KEYS[plan.claim[1]], plan.claim[2], 'EX', plan.claim[3])
   end
 end
 return cjson.encode(out)
 """
+)
 
 #: Move a dead owner's inbox into ours, keeping the record order; only if its lease is gone.
 #: KEYS: their lease, their inbox, their order, our inbox, our order, owners set.
@@ -167,17 +172,18 @@ return moved
 #: Take a claim unless a live one holds it. KEYS: the claim. ARGV: now (store clock), the
 #: value ("{expires}|{nonce}"), EX seconds, nonce. Returns 1 if taken (also when this very
 #: claim, same nonce, ran before: a retry after a lost reply), 0 if held.
-CLAIM = """
+CLAIM = (
+    _VALUES
+    + """
 local held = redis.call('GET', KEYS[1])
 if held then
-  if string.sub(held, -string.len(ARGV[4]) - 1) == '|' .. ARGV[4] then return 1 end
-  local sep = string.find(held, '|', 1, true)
-  local expires = tonumber(sep and string.sub(held, 1, sep - 1) or held)
-  if expires == nil or expires > tonumber(ARGV[1]) then return 0 end
+  if ours(held, ARGV[4]) then return 1 end
+  if live(held, tonumber(ARGV[1])) then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 """
+)
 
 #: Append an event to the relay stream once per key, however often it is published.
 #: KEYS: the published-marker key, the stream. ARGV: marker TTL seconds, MAXLEN (0 = none),
