@@ -22,6 +22,7 @@ from ._errors import AuthenticationError, JobNotFound, JobwatchError
 from ._policy import Decision, Signals, check_names, choose_transport
 from ._registry import GROUPS, base, installed, load
 from .abc import Provider, Request, Response, Store
+from .stores.sqlite import SQLiteStore
 
 __all__ = ["doctor"]
 
@@ -281,8 +282,8 @@ async def _store_reachable(config: Config, report: _Report) -> None:
             store = load("store", config.store, Store).from_config(config)
     except JobwatchError:
         return  # said among the components
-    if not store.shared:
-        return
+    if not store.shared or isinstance(store, SQLiteStore):
+        return  # in this process, or in a file that opening would create
     try:
         with anyio.move_on_after(5.0) as waited:
             await store.open()

@@ -392,8 +392,8 @@ class Store(abc.ABC):
     #: A store whose ``record`` waits on I/O. The pipeline does not consult it: it hands each
     #: batch to :meth:`record_batch`, which such a store overrides to apply it in one go.
     concurrent: ClassVar[bool] = False
-    #: Other processes record into the same store (a fleet): a process then keeps no
-    #: shortcut of its own about a job's state.
+    #: Other processes may record into the same store (a fleet on one server, processes
+    #: sharing one file): a process then keeps no shortcut of its own about a job's state.
     shared: ClassVar[bool] = False
 
     @classmethod

@@ -98,6 +98,7 @@ class SQLiteStore(Store):
 
     name = "sqlite"
     concurrent = True
+    shared = True  # other processes may open the same file and record into it
 
     def __init__(
         self,

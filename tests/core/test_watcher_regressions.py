@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import anyio
 import pytest
@@ -146,4 +147,24 @@ async def test_a_fleet_member_never_hides_a_new_runs_started() -> None:
         await b.send(make_event("progress", "j1", status="queued", completed=0))  # retried
         await a.send(make_event("started", "j1"))  # run 2 starts, seen here
         await anyio.sleep(0.05)
+    assert seen_a == ["j1:started#1", "j1:started#2"]
+
+
+async def test_processes_sharing_a_sqlite_file_never_hide_a_new_runs_started(
+    tmp_path: Path,
+) -> None:
+    # Two processes' stores on one file: what one records, the other's shortcuts cannot know.
+    path = tmp_path / "state.db"
+    a, b = ScriptedTransport(name="a"), ScriptedTransport(name="b", authoritative=True)
+    seen_a: list[str] = []
+    async with (
+        jobwatch.Watcher(CONFIG, transports=[a], store=SQLiteStore(path)) as first,
+        jobwatch.Watcher(CONFIG, transports=[b], store=SQLiteStore(path)),
+    ):
+        first.subscribe(lambda e: seen_a.append(e.key))
+        await a.send(make_event("started", "j1"))  # run 1, through this process
+        await b.send(make_event("completed", "j1"))  # the other process ends run 1
+        await b.send(make_event("progress", "j1", status="queued", completed=0))  # retried
+        await a.send(make_event("started", "j1"))  # run 2 starts, seen here
+        await anyio.wait_all_tasks_blocked()
     assert seen_a == ["j1:started#1", "j1:started#2"]
