@@ -17,6 +17,7 @@ import attrs
 
 from .._errors import ConfigError
 from .._events import JobStatus
+from .._registry import installed
 from ._paths import (
     JOB_ID,
     Condition,
@@ -816,7 +817,7 @@ def _webhook(table: _Table | None, names: frozenset[str]) -> Webhook | None:
     delivery_header = table.text("delivery_header", None)
     root = table.path("root", None)
     return Webhook(
-        scheme=table.text("scheme", "standard-webhooks"),
+        scheme=_scheme(table),
         event_header=None if header is None else header.lower(),
         event_path=event_path,
         events=events,
@@ -827,6 +828,20 @@ def _webhook(table: _Table | None, names: frozenset[str]) -> Webhook | None:
         root=None if root is None or root.is_current else root,
         only=filters,
     )
+
+
+def _scheme(table: _Table) -> str:
+    # Checked here, not when the receiver starts: there the name would be "the provider's
+    # webhook_scheme", which no file spells, and `jobwatch doctor` would not see it.
+    scheme = table.text("scheme", "standard-webhooks")
+    schemes = installed("scheme")
+    if scheme not in schemes:
+        raise ConfigError(
+            f"{table.at('scheme')}: unknown scheme {scheme!r}; the installed schemes are "
+            f"{', '.join(schemes)} (entry point group jobwatch.schemes): check the spelling, "
+            "or install the package that provides it"
+        )
+    return scheme  # type: ignore[no-any-return]
 
 
 def _only_value(table: _Table, path: object, value: object, names: frozenset[str]) -> str:

@@ -252,3 +252,17 @@ def test_errors_in_a_file_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(jobwatch.ConfigError) as caught:
         load("provider", "generic", base("provider")).from_config(config)
     assert str(caught.value).startswith(str(path)) and "unknwon" in str(caught.value)
+
+
+def test_an_unknown_signature_scheme_is_named_where_it_is_written() -> None:
+    # Caught when the description is read (so `jobwatch doctor` sees it), in the words of the
+    # file: the receiver, starting later, could only call it the provider's webhook_scheme.
+    refused(
+        described(webhook={"job_id": "id", "scheme": "githib"}),
+        "[jobwatch.generic.webhook] scheme",
+        "'githib'",
+        "github, hmac-sha256",
+    )
+    refused(described(webhook={"job_id": "id", "scheme": ""}), "webhook] scheme")
+    built = provider("generic", described(webhook={"job_id": "id", "scheme": "github"}))
+    assert built.capabilities.webhook_scheme == "github"
