@@ -394,6 +394,12 @@ def read_description(data: object, where: str) -> tuple[Description, dict[str, s
     """The description in ``data`` (the table named ``where``) and its ``values``."""
     top = _Table(data, where, VOCABULARY[""])
     variables = top.texts("variables")
+    if JOB_ID in variables:
+        raise ConfigError(
+            f"{top.where[:-1]}.variables] {JOB_ID}: {{{JOB_ID}}} is the job's id in every "
+            "template, and a variable of that name would put its one value in place of every "
+            "job's; name the variable otherwise"
+        )
     values = top.texts("values")
     names = frozenset(variables) | {JOB_ID}
     base_url = top.text("base_url", None)

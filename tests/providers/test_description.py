@@ -266,3 +266,12 @@ def test_an_unknown_signature_scheme_is_named_where_it_is_written() -> None:
     refused(described(webhook={"job_id": "id", "scheme": ""}), "webhook] scheme")
     built = provider("generic", described(webhook={"job_id": "id", "scheme": "github"}))
     assert built.capabilities.webhook_scheme == "github"
+
+
+def test_a_variable_cannot_be_named_like_the_job_id() -> None:
+    # Its value filled every {id}: each job's status request asked for the same resource.
+    refused(
+        described(variables={"id": "the job"}, values={"id": "job-1"}),
+        "[jobwatch.generic.variables] id",
+        "name the variable otherwise",
+    )
