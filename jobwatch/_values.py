@@ -11,7 +11,13 @@ import attrs
 
 from ._events import JobStatus, _slot_setters
 
+#: The largest count (or attempt number) a provider may decode: SQLite's largest INTEGER.
+#: Beyond it no durable store could record the event, and a webhook delivery carrying one
+#: would be answered 503 on every retry instead of being refused once.
+MAX_COUNT = 2**63 - 1
+
 __all__ = [
+    "MAX_COUNT",
     "Capabilities",
     "Classification",
     "JobState",

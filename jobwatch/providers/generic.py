@@ -39,6 +39,7 @@ from .._errors import (
     StreamError,
 )
 from .._events import _TERMINAL_KIND, JobEvent, JobStatus
+from .._values import MAX_COUNT
 from ..abc import (
     Capabilities,
     Classification,
@@ -106,17 +107,40 @@ def _text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
+def _identifier(value: str, what: str) -> str:
+    """``value``, which names a job, a page or a delivery in event keys and claims, once it is
+    known to be Unicode text: a JSON escape of half a character (``"\\ud800"``) is valid JSON,
+    but no store can write it, and a delivery naming one would fail on every retry."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DecodeError(f"{what} is not valid Unicode text: {value!r}") from None
+    return value
+
+
 def _count(value: Any, path: Path) -> int | None:
-    if value is None or type(value) is int and value >= 0:
+    if value is None or type(value) is int and 0 <= value <= MAX_COUNT:
         return value
+    if type(value) is int and value > MAX_COUNT:
+        raise DecodeError(f"{path.text!r} must be at most {MAX_COUNT}, got {value!r}")
     raise DecodeError(f"{path.text!r} must be a whole number >= 0, got {value!r}")
+
+
+def _at_most(total: int, what: str) -> int:
+    """A sum of counts, which no store could record past MAX_COUNT: refused here instead of
+    failing to be recorded (a webhook delivery would be answered 503 on every retry)."""
+    if total > MAX_COUNT:
+        raise DecodeError(f"{what} must be at most {MAX_COUNT}, got {total!r}")
+    return total
 
 
 def _sum(paths: tuple[Path, ...], job: dict[str, Any]) -> int | None:
     """The count at ``paths``, summed; None where none of them holds one."""
     counts = [_count(path.get(job), path) for path in paths]
     known = [c for c in counts if c is not None]
-    return sum(known) if known else None
+    if not known:
+        return None
+    return _at_most(sum(known), " + ".join(repr(path.text) for path in paths))
 
 
 def _nothing(value: Any) -> None:
@@ -307,8 +331,8 @@ class GenericProvider(Provider):
         if names is not None:  # the usual: a count and a total, fields of the job
             completed, total = job.get(names[0]), job.get(names[1])
             if not (
-                (completed is None or type(completed) is int and completed >= 0)
-                and (total is None or type(total) is int and total >= 0)
+                (completed is None or type(completed) is int and 0 <= completed <= MAX_COUNT)
+                and (total is None or type(total) is int and 0 <= total <= MAX_COUNT)
             ):
                 completed, total = self._counts(job)  # which says what is wrong
         else:
@@ -373,9 +397,9 @@ class GenericProvider(Provider):
             done, total = self._one_done, self._one_total
             if done is not None and total is not None:  # the usual: one path each
                 completed, of = done(job), total(job)
-                if (completed is None or type(completed) is int and completed >= 0) and (
-                    of is None or type(of) is int and of >= 0
-                ):
+                if (
+                    completed is None or type(completed) is int and 0 <= completed <= MAX_COUNT
+                ) and (of is None or type(of) is int and 0 <= of <= MAX_COUNT):
                     return completed, of
             return _sum(spec.done, job), _sum(spec.total, job)
         if kind == "none":
@@ -405,7 +429,10 @@ class GenericProvider(Provider):
             raise DecodeError(
                 f"{spec.buckets.text!r} must be an object of whole numbers >= 0, got {buckets!r}"
             )
-        return sum(buckets.get(name, 0) for name in spec.bucket_names), sum(buckets.values())
+        return (
+            _at_most(sum(buckets.get(name, 0) for name in spec.bucket_names), spec.buckets.text),
+            _at_most(sum(buckets.values()), spec.buckets.text),
+        )
 
     def _attempt(self, job: dict[str, Any]) -> int | None:
         path = self._job.attempt
@@ -697,7 +724,7 @@ class GenericProvider(Provider):
             return JobEvent.build(
                 kind=kind,
                 job_id=job_id,
-                key=f"{job_id}:{kind}:{_text(ident)}",
+                key=f"{job_id}:{kind}:{_identifier(_text(ident), 'the page id')}",
                 source=source,
                 error=error,
                 data=frozen,
@@ -743,7 +770,7 @@ class GenericProvider(Provider):
         delivery = headers.get(hook.delivery_header) if hook.delivery_header else None
         if delivery is None and hook.delivery_path is not None:
             found = hook.delivery_path.get(payload)
-            delivery = None if found is None else _text(found)
+            delivery = None if found is None else _identifier(_text(found), "the delivery id")
         entry = hook.events.get(name) if hook.events else _STATUS_ENTRY
         if (
             entry is None
@@ -797,7 +824,7 @@ class GenericProvider(Provider):
         assert hook is not None
         value = hook.job_id.get(payload)
         if type(value) is int and value >= 0 or type(value) is str and value:
-            return str(value)
+            return _identifier(str(value), f"the job id at {hook.job_id.text!r}")
         raise DecodeError(
             f"the webhook body has no job id at {hook.job_id.text!r} (text or a "
             f"whole number), got {value!r}"

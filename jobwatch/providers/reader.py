@@ -31,6 +31,7 @@ from .._errors import (
     RateLimited,
 )
 from .._events import EventKind, JobEvent, JobStatus
+from .._values import MAX_COUNT
 from ..abc import (
     Capabilities,
     Classification,
@@ -123,6 +124,9 @@ def _get(
         raise DecodeError(f"{what}: {name!r} must be {_kind_name(kind)}, got {value!r}")
     if kind is int and isinstance(value, int) and value < 0:
         raise DecodeError(f"{what}: {name!r} must not be negative, got {value!r}")
+    if kind is int and isinstance(value, int) and value > MAX_COUNT:
+        # No store could record it: refused here, not failed on every retry of a delivery.
+        raise DecodeError(f"{what}: {name!r} must be at most {MAX_COUNT}, got {value!r}")
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -134,7 +138,7 @@ def _get(
 def _count(obj: Mapping[str, Any], name: str, what: str) -> int | None:
     """An optional count field: ``_get(obj, name, int, what, required=False)``, faster."""
     value = obj.get(name)
-    if value is None or type(value) is int and value >= 0:
+    if value is None or type(value) is int and 0 <= value <= MAX_COUNT:
         return value
     return _get(obj, name, int, what, required=False)  # type: ignore[no-any-return]
 
