@@ -253,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except JobwatchError as exc:
             return _fail(args, exc)
         except BaseExceptionGroup as group:
+            if any(isinstance(e, KeyboardInterrupt) for e in leaves(group)):
+                # Ctrl-C inside a task group (the demo's simulator) arrives wrapped.
+                print("jobwatch: interrupted", file=sys.stderr)
+                return 130
             inner = _first_jobwatch_error(group)
             if inner is None:
                 raise

@@ -139,3 +139,26 @@ def test_listen_on_a_taken_port_is_a_usage_error_suggesting_port_0(
     line = _one_error_line(out, err)
     assert code == 2 and "cannot listen on" in line and "port 0" in line
     assert sim_run.returncode == code and "port 0" in sim_run.stderr
+
+
+@pytest.mark.parametrize("mode", [["--transport", "poll"], ["--compare"]])
+def test_ctrl_c_in_the_demo_leaves_cleanly(mode: list[str]) -> None:
+    # The demo's watcher runs inside the simulator's task group: the interrupt arrives there
+    # wrapped in an exception group, and must still end as `watch`'s Ctrl-C does.
+    import os
+    import signal
+
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "jobwatch", "demo", *mode, "--pages", "500", "--time-scale", "1"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert demo.stdout is not None
+    assert demo.stdout.readline().startswith("simulator listening on ")
+    assert demo.stdout.readline().startswith("submitted batch job ")  # watching
+    demo.send_signal(signal.SIGINT)
+    _, err = demo.communicate(timeout=20)
+    assert demo.returncode == 130, err
+    assert err.strip() == "jobwatch: interrupted"
