@@ -193,6 +193,14 @@ class Handler:
             with anyio.CancelScope(shield=True):
                 await self._close()
 
+    async def _close(self) -> None:
+        """Close the store once the last invocation using it is done; a failure is logged:
+        what the invocation answers was decided by what the store had committed."""
+        try:
+            await self._close_store()
+        except Exception as exc:
+            log.warning("the %s store failed to close: %s", self.store.name, exc)
+
     async def _open(self) -> None:
         self._users += 1
         try:
@@ -233,7 +241,7 @@ class Handler:
         finally:
             opened.set()
 
-    async def _close(self) -> None:
+    async def _close_store(self) -> None:
         self._users -= 1
         if self._users == 0 and self._open_error is None:
             closing = self._closing = anyio.Event()
@@ -282,13 +290,29 @@ class Handler:
             )
             if self._failures[event.key] >= self._attempts:
                 log.error("on_event gave up on %s; kept as a dead letter", event.key)
-                await self.store.dead_letter(event, "on_event", error)
                 self._remember(event.key)
-                await self.store.ack(event.key)
+                await self._settle(event, error)
             return
         self._failures.pop(event.key, None)
         self._remember(event.key)
-        await self.store.ack(event.key)
+        await self._settle(event, None)
+
+    async def _settle(self, event: JobEvent, error: str | None) -> None:
+        """Keep ``event``'s dead letter (``error``: why on_event gave up), then take it out of
+        the inbox. A store failing here fails no delivery: each was recorded and answered for
+        already (an error would only make its sender retry into the dedup), and an event left
+        in the inbox is not offered again by this process."""
+        try:
+            if error is not None:
+                await self.store.dead_letter(event, "on_event", error)
+            await self.store.ack(event.key)
+        except Exception as exc:
+            log.warning(
+                "the %s store failed to take %s out of its inbox: %s; it stays there",
+                self.store.name,
+                event.key,
+                exc,
+            )
 
     def _remember(self, key: str) -> None:
         self._handled[key] = None

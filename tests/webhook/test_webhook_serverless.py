@@ -340,3 +340,53 @@ async def test_an_invocation_cancelled_while_it_opens_the_store_fails_no_other()
         tg.start_soon(invoke, "impatient", 0.01, 0.02)  # comes while "first" closes the store
         tg.start_soon(invoke, "patient", 0.015)  # comes just after it, and waits
     assert outcomes == {"first": 200, "impatient": "cancelled", "patient": 200}
+
+
+class _FailsAfterRecording(MemoryStore):
+    """A store that records, then fails at ``fail``: removing a handled event from the inbox,
+    keeping a dead letter, or closing (where a store writes what it deferred)."""
+
+    def __init__(self, *, fail: str) -> None:
+        super().__init__()
+        self.fail = fail
+
+    async def ack(self, key: str) -> None:
+        if self.fail == "ack":
+            raise jobwatch.JobwatchError("the store went away")
+        await super().ack(key)
+
+    async def dead_letter(self, event: jobwatch.JobEvent, subscriber: str, error: str) -> None:
+        if self.fail == "dead_letter":
+            raise jobwatch.JobwatchError("the store went away")
+        await super().dead_letter(event, subscriber, error)
+
+    async def aclose(self) -> None:
+        if self.fail == "aclose":
+            raise jobwatch.JobwatchError("the store went away")
+        await super().aclose()
+
+
+@pytest.mark.parametrize("fail", ["ack", "dead_letter", "aclose"])
+def test_a_store_failing_after_the_delivery_is_recorded_still_answers_200(fail: str) -> None:
+    # The delivery is recorded and its callback ran (or gave up): an error now would only
+    # make the sender retry into the dedup. The event stays in the inbox, not offered again by
+    # this process, and the next delivery is recorded as usual.
+    store = _FailsAfterRecording(fail=fail)
+    seen: list[str] = []
+
+    def on_event(event: jobwatch.JobEvent) -> None:
+        seen.append(event.key)
+        if fail == "dead_letter":
+            raise RuntimeError("downstream is down")
+
+    handler = Handler(config(), on_event=on_event, store=store, attempts=1)
+    replies = [
+        handler.handle("POST", PATH, *delivery()),
+        handler.handle(
+            "POST",
+            PATH,
+            *delivery("job.started", {"jobId": "job_2", "status": "processing"}, delivery_id="d-2"),
+        ),
+    ]
+    assert [reply.status for reply in replies] == [200, 200], replies
+    assert seen == ["job_1:terminal#1", "job_2:started#1"]
