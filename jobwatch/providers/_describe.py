@@ -467,10 +467,24 @@ def _headers(table: _Table) -> dict[str, str]:
     return {name.lower(): value for name, value in headers.items()}
 
 
+def _naming_the_job(template: Template, where: str, fields: frozenset[str] = frozenset()) -> None:
+    """Refuse a per-job request in which nothing names the job: every job would get the
+    answer about one."""
+    if not template.names & (fields | {JOB_ID}):
+        also = "".join(f" or {{{name}}}" for name in sorted(fields))
+        raise ConfigError(
+            f"{where}: {template.text!r} does not name the job, so every job would be asked "
+            f"about with the same request; put {{{JOB_ID}}}{also} where the API expects the "
+            "job's id (the path or the query)"
+        )
+
+
 def _job(table: _Table, names: frozenset[str]) -> Job:
     root = table.path("root", None)
+    get = compile_template(table.get("get"), table.at("get"), names)
+    _naming_the_job(get, table.at("get"))
     return Job(
-        get=compile_template(table.get("get"), table.at("get"), names),
+        get=get,
         root=None if root is None or root.is_current else root,
         id=table.path("id", None),
         attempt=table.path("attempt", None),
@@ -671,6 +685,7 @@ def _results(table: _Table, names: frozenset[str]) -> Results:
     get = None
     if "get" in table.data:
         get = compile_template(table.get("get"), table.at("get"), names | frozenset(fields))
+        _naming_the_job(get, table.at("get"), frozenset(fields))
     needs = {"url": "url", "request": "get"}.get(source)
     if needs is not None and needs not in table.data:
         raise ConfigError(f"{table.where} source = {source!r} needs {needs}")
@@ -749,6 +764,7 @@ def _stream(table: _Table | None, names: frozenset[str]) -> Stream | None:
     url = None
     if "url" in table.data:
         url = compile_template(table.get("url"), table.at("url"), names)
+        _naming_the_job(url, table.at("url"))
     events = _entries(table.table("events", None), stream=True)
     if not events:
         raise ConfigError(

@@ -275,3 +275,40 @@ def test_a_variable_cannot_be_named_like_the_job_id() -> None:
         "[jobwatch.generic.variables] id",
         "name the variable otherwise",
     )
+
+
+@pytest.mark.parametrize(
+    ("changes", "where"),
+    [
+        ({"job__get": "GET /jobs/current"}, "[jobwatch.generic.job] get"),
+        (
+            {"stream": {"url": "GET /events", "events": {"update": "status"}}},
+            "[jobwatch.generic.stream] url",
+        ),
+        (
+            {"results": {"source": "request", "get": "GET /results?limit=10"}},
+            "[jobwatch.generic.results] get",
+        ),
+    ],
+)
+def test_a_request_about_a_job_names_it(changes: dict[str, Any], where: str) -> None:
+    # Without {id}, every job was asked about with one request and read its answer.
+    refused(described(**changes), where, "does not name the job", "{id}")
+
+
+def test_a_job_named_in_the_query_or_by_a_field_of_it_is_named() -> None:
+    built = provider(
+        "generic",
+        described(
+            job={"get": "GET /jobs?id={id}", "id": "id"},
+            results={"source": "request", "get": "GET /files/{file}", "fields": {"file": "out"}},
+        ),
+    )
+    assert built.status_request("j-1").params == {"id": "j-1"}
+    refused(
+        described(
+            job__id="id",
+            results={"source": "request", "get": "GET /files", "fields": {"file": "out"}},
+        ),
+        "{id} or {file}",
+    )
