@@ -284,9 +284,12 @@ def _one_line(message: str) -> str:
     return _RETRIES.sub("", " ".join(message.split()))
 
 
-def _load(args: argparse.Namespace, transport: str | None = None) -> tuple[Config, dict[str, str]]:
+def _load(
+    args: argparse.Namespace, transport: str | None = None, *, check_file: bool = True
+) -> tuple[Config, dict[str, str]]:
     """The configuration with the command line's and the environment's overrides, and the
-    environment the Watcher's policy reads."""
+    environment the Watcher's policy reads. ``check_file``: a transport the file names that
+    is not installed is a ConfigError here (doctor reports it among its findings instead)."""
     environ = dict(os.environ)
     config = load_config(args.config)
     for value, where in (
@@ -308,6 +311,13 @@ def _load(args: argparse.Namespace, transport: str | None = None) -> tuple[Confi
         chosen = environ.get("JOBWATCH_TRANSPORT", "").strip()
         if chosen and chosen != "auto":
             _transports(chosen, f"JOBWATCH_TRANSPORT={chosen!r}")
+        elif config.transports and check_file:
+            # Checked here, where the file can be named; the Watcher would say only the name.
+            with config.naming_source():
+                try:
+                    check_names(config.transports, installed("transport"))
+                except ConfigError as exc:
+                    raise ConfigError(f"[jobwatch] transport: {exc}") from None
     return config, environ
 
 
@@ -807,7 +817,7 @@ def _dashboard_command(args: argparse.Namespace) -> int:
 def _doctor_command(args: argparse.Namespace) -> int:
     from ._doctor import doctor
 
-    config, environ = _load(args)
+    config, environ = _load(args, check_file=False)
     return trio.run(lambda: doctor(config, sys.stdout, environ=environ))
 
 

@@ -162,3 +162,25 @@ def test_ctrl_c_in_the_demo_leaves_cleanly(mode: list[str]) -> None:
     _, err = demo.communicate(timeout=20)
     assert demo.returncode == 130, err
     assert err.strip() == "jobwatch: interrupted"
+
+
+@pytest.mark.parametrize("command", [["watch", "job_1"], ["listen"], ["dashboard"]])
+@pytest.mark.parametrize("file", ["jobwatch.toml", "pyproject.toml"])
+def test_an_unknown_transport_in_the_file_names_the_file_and_key(
+    command: list[str],
+    file: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JOBWATCH_TRANSPORT", raising=False)
+    table = "[tool.jobwatch]" if file == "pyproject.toml" else "[jobwatch]"
+    (tmp_path / file).write_text(
+        f'{table}\ntransport = ["poll", "pol"]\nstore = "memory"\n'
+        f'{table[:-1]}.webhook]\nsecrets = ["s"]\n'
+    )
+    code, out, err = run(capsys, *command)
+    line = _one_error_line(out, err)
+    assert code == 2
+    assert line.startswith(f"jobwatch: error: {file}: {table} transport: unknown transport 'pol'")
