@@ -700,6 +700,18 @@ def _results(table: _Table, names: frozenset[str]) -> Results:
     next_path = table.path("next_path", None)
     if next_kind in ("url", "cursor") and next_path is None:
         raise ConfigError(f"{table.where} next = {next_kind!r} needs next_path")
+    if next_kind not in ("url", "cursor") and next_path is not None:
+        # Left alone, only the first page would be read, without a word.
+        raise ConfigError(
+            f'{table.at("next_path")} is read only with next = "url" (a next page\'s URL '
+            f'is there) or next = "cursor" (a token sent back); this table has next = '
+            f"{next_kind!r}"
+        )
+    if source == "inline" and "format" in table.data:
+        raise ConfigError(
+            f"{table.at('format')} is not read with source = 'inline': the entries are in the "
+            "job's JSON answer"
+        )
     cursor = table.text("cursor_param", None)
     if (cursor is None) != (next_kind != "cursor"):
         raise ConfigError(

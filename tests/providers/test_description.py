@@ -312,3 +312,18 @@ def test_a_job_named_in_the_query_or_by_a_field_of_it_is_named() -> None:
         ),
         "{id} or {file}",
     )
+
+
+@pytest.mark.parametrize(
+    ("results", "words"),
+    [
+        # next left at "none": only the first page of results was read, without a word
+        ({"source": "inline", "items": "data", "next_path": "next"}, ("next_path", "'none'")),
+        ({"source": "inline", "next": "link", "next_path": "next"}, ("next_path", "'link'")),
+        ({"source": "inline", "format": "jsonl"}, ("format", "inline")),
+    ],
+)
+def test_results_keys_that_would_not_be_read(
+    results: dict[str, Any], words: tuple[str, ...]
+) -> None:
+    refused(described(results=results), "[jobwatch.generic.results]", *words)
