@@ -531,11 +531,21 @@ async def _watch_one(
         renderer.problem(job_id, _one_line(str(explain_timeout(timeout, watcher))), "timeout")
     except AuthenticationError as exc:
         # The key is refused for every job: one error, not a line per job.
-        raise _GiveUp(_without_job(exc, job_id)) from None
+        raise _GiveUp(_without_job(exc, job_id) + _key_origin(watcher.config)) from None
     except JobwatchError as exc:
         outcomes.kinds[job_id] = "error"
         outcomes.errors[job_id] = exc
         renderer.problem(job_id, _one_line(_without_job(exc, job_id)), "error")
+
+
+def _key_origin(config: Config) -> str:
+    """Where the refused key came from, when it was not the file's ``api_key``: the
+    provider's message can only point at the file."""
+    if config.api_key is None:
+        return "; [jobwatch] api_key is not set, nor JOBWATCH_API_KEY: set one of them"
+    if config.api_key.reveal() == os.environ.get("JOBWATCH_API_KEY"):
+        return "; the key sent is JOBWATCH_API_KEY's, which overrides [jobwatch] api_key"
+    return ""
 
 
 def _without_job(exc: JobwatchError, job_id: str) -> str:

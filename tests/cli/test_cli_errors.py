@@ -184,3 +184,25 @@ def test_an_unknown_transport_in_the_file_names_the_file_and_key(
     line = _one_error_line(out, err)
     assert code == 2
     assert line.startswith(f"jobwatch: error: {file}: {table} transport: unknown transport 'pol'")
+
+
+@pytest.mark.parametrize("key", ["none", "environment"])
+def test_a_refused_key_says_where_it_came_from(
+    sim: Sim,
+    config: Path,
+    key: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The file has no key, or JOBWATCH_API_KEY overrides the file's: "check api_key in
+    # [jobwatch]" alone sends the user to the wrong place.
+    if key == "none":
+        config.write_text(config.read_text().replace('api_key = "${SIM_KEY}"\n', ""))
+        expected = "[jobwatch] api_key is not set, nor JOBWATCH_API_KEY: set one of them"
+    else:
+        monkeypatch.setenv("JOBWATCH_API_KEY", "rdr_wrong")
+        expected = "the key sent is JOBWATCH_API_KEY's, which overrides [jobwatch] api_key"
+    code, out, err = run(capsys, "watch", sim.job("page"), "--config", str(config))
+    line = _one_error_line(out, err)
+    assert code == 1 and "401" in line and line.endswith(expected), line
+    assert "rdr_wrong" not in line
