@@ -169,9 +169,10 @@ class _Table:
         """A path, or a list of paths (tried in order, or summed, as the key says)."""
         value = self.get(key, ())
         items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list | tuple):
+        if not isinstance(items, list | tuple) or key in self.data and not items:
+            # An empty list would read nothing: progress never counted, say, without a word.
             raise ConfigError(
-                f"{self.at(key)} must be a path or a list of paths, got {_shown(value)}"
+                f"{self.at(key)} must be a path or a non-empty list of paths, got {_shown(value)}"
             )
         return tuple(compile_path(item, f"{self.at(key)}[{i}]") for i, item in enumerate(items))
 

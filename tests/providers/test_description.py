@@ -327,3 +327,17 @@ def test_results_keys_that_would_not_be_read(
     results: dict[str, Any], words: tuple[str, ...]
 ) -> None:
     refused(described(results=results), "[jobwatch.generic.results]", *words)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        # kind = "counts" with done = [] loaded, and no progress was ever reported
+        {"progress": {"kind": "counts", "done": []}},
+        {"progress": {"kind": "counts", "done": "done", "total": []}},
+        {"job__error": []},
+        {"errors": {"message": []}},
+    ],
+)
+def test_an_empty_list_of_paths_is_refused(changes: dict[str, Any]) -> None:
+    refused(described(**changes), "must be a path or a non-empty list of paths")
