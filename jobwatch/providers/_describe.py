@@ -453,6 +453,15 @@ def _sub(top: _Table, name: str, *, required: bool = False) -> _Table:
 
 def _auth(table: _Table) -> Auth:
     style = table.choice("style", AUTH_STYLES, "bearer")
+    unread = {"bearer": ("header", "prefix"), "none": ("header", "prefix", "env")}.get(style, ())
+    for key in unread:
+        if key in table.data:
+            # The key would go where the style says, not where this key does: a 401 follows.
+            sends = "Authorization: Bearer KEY" if style == "bearer" else "no key"
+            raise ConfigError(
+                f'{table.at(key)} is not read with style = "{style}", which sends {sends}; '
+                'set style = "header" (or "raw") to send the key in a header of your choice'
+            )
     header = table.text("header", "authorization" if style != "header" else "x-api-key")
     if not header or not all(c.isalnum() or c in "-_" for c in header):
         raise ConfigError(f"{table.at('header')} must be a header name, got {header!r}")

@@ -341,3 +341,16 @@ def test_results_keys_that_would_not_be_read(
 )
 def test_an_empty_list_of_paths_is_refused(changes: dict[str, Any]) -> None:
     refused(described(**changes), "must be a path or a non-empty list of paths")
+
+
+@pytest.mark.parametrize(
+    ("auth", "key"),
+    [
+        # the key went out as Authorization: Bearer, not in X-Api-Key: the API answered 401
+        ({"header": "X-Api-Key"}, "header"),
+        ({"style": "bearer", "prefix": "Token "}, "prefix"),
+        ({"style": "none", "env": "API_KEY"}, "env"),
+    ],
+)
+def test_auth_keys_the_style_does_not_read(auth: dict[str, str], key: str) -> None:
+    refused(described(auth=auth), f"[jobwatch.generic.auth] {key} is not read", 'style = "header"')
