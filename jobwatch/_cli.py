@@ -863,6 +863,14 @@ def _providers_command(args: argparse.Namespace) -> int:
 def _demo_command(args: argparse.Namespace) -> int:
     from ._demo import demo
 
+    if args.transport is not None:
+        # Said before the simulator starts, and named as the flag it came from.
+        where = f"--transport {args.transport!r}"
+        if len(_transports(args.transport, where)) > 1:
+            raise ConfigError(
+                f"{where}: the demo watches with one transport; --compare watches one job "
+                "with poll, sse and webhook at once"
+            )
     return trio.run(
         demo, args.transport, args.compare, args.pages, args.time_scale, sys.stdout, args.provider
     )

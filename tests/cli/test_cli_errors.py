@@ -206,3 +206,18 @@ def test_a_refused_key_says_where_it_came_from(
     line = _one_error_line(out, err)
     assert code == 1 and "401" in line and line.endswith(expected), line
     assert "rdr_wrong" not in line
+
+
+@pytest.mark.parametrize(
+    ("transport", "said"),
+    [
+        ("carrier", "--transport 'carrier': unknown transport 'carrier'"),
+        ("poll,sse", "--transport 'poll,sse': the demo watches with one transport"),
+    ],
+)
+def test_a_bad_demo_transport_is_said_before_the_simulator_starts(
+    transport: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "demo", "--transport", transport)
+    line = _one_error_line(out, err)
+    assert code == 2 and line.startswith(f"jobwatch: error: {said}"), line
