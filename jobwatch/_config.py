@@ -334,7 +334,15 @@ def load_config(
     """
     env = os.environ if environ is None else environ
     if path is None and env.get("JOBWATCH_CONFIG"):
-        path = env["JOBWATCH_CONFIG"]
+        named = Path(env["JOBWATCH_CONFIG"])
+        if not named.exists():
+            # A variable exported long ago is easy to forget: say it is where the path came from.
+            raise ConfigError(
+                f"JOBWATCH_CONFIG names the configuration file {str(named)!r}, which does not "
+                "exist; point it at the file, or unset it to use jobwatch.toml or "
+                "pyproject.toml in the current directory"
+            )
+        return _load_file(named, env, required=True)
     if path is None:
         for candidate in (Path("jobwatch.toml"), Path("pyproject.toml")):
             if candidate.is_file():

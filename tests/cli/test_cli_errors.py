@@ -221,3 +221,18 @@ def test_a_bad_demo_transport_is_said_before_the_simulator_starts(
     code, out, err = run(capsys, "demo", "--transport", transport)
     line = _one_error_line(out, err)
     assert code == 2 and line.startswith(f"jobwatch: error: {said}"), line
+
+
+def test_a_missing_file_named_by_jobwatch_config_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An exported variable is easy to forget: the message names it, not just the path.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JOBWATCH_CONFIG", "gone.toml")
+    code, out, err = run(capsys, "watch", "job_1")
+    line = _one_error_line(out, err)
+    assert code == 2
+    assert line.startswith(
+        "jobwatch: error: JOBWATCH_CONFIG names the configuration file 'gone.toml', "
+        "which does not exist; point it at the file, or unset it"
+    ), line
