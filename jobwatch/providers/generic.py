@@ -121,6 +121,10 @@ def _identifier(value: str, what: str) -> str:
 def _count(value: Any, path: Path) -> int | None:
     if value is None or type(value) is int and 0 <= value <= MAX_COUNT:
         return value
+    if type(value) is float and value.is_integer() and 0 <= value <= MAX_COUNT:
+        # JSON has numbers, not integers: an API that writes 10.0 means 10, and refusing it
+        # lost the job's every answer, its end included.
+        return int(value)
     if type(value) is int and value > MAX_COUNT:
         raise DecodeError(f"{path.text!r} must be at most {MAX_COUNT}, got {value!r}")
     raise DecodeError(f"{path.text!r} must be a whole number >= 0, got {value!r}")
@@ -423,12 +427,17 @@ class GenericProvider(Provider):
         buckets = spec.buckets.get(job)
         if buckets is None:
             return None, None
-        if type(buckets) is not dict or not all(
-            type(n) is int and n >= 0 for n in buckets.values()
-        ):
+        if type(buckets) is not dict:
             raise DecodeError(
                 f"{spec.buckets.text!r} must be an object of whole numbers >= 0, got {buckets!r}"
             )
+        if not all(type(n) is int and n >= 0 for n in buckets.values()):
+            if None in buckets.values():
+                raise DecodeError(
+                    f"{spec.buckets.text!r} must be an object of whole numbers >= 0, got "
+                    f"{buckets!r}"
+                )
+            buckets = {name: _count(n, spec.buckets) for name, n in buckets.items()}
         return (
             _at_most(sum(buckets.get(name, 0) for name in spec.bucket_names), spec.buckets.text),
             _at_most(sum(buckets.values()), spec.buckets.text),

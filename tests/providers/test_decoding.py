@@ -98,6 +98,37 @@ def test_counts_that_are_not_counts_are_refused(
         poll(described(progress=progress), {"status": "running", **body})
 
 
+def test_whole_numbers_written_with_a_fraction_are_counts() -> None:
+    # JSON knows numbers only: 10.0 is 10. Refused, the batch's end was never delivered.
+    body = batch("completed", completed=9, failed=1, total=10)
+    body["request_counts"] = {k: float(v) for k, v in body["request_counts"].items()}
+    snapshot, events = poll("openai-batch", body, BATCH)
+    assert (snapshot.completed, snapshot.total) == (10, 10)
+    assert (events[-1].kind, events[-1].completed, events[-1].total) == (
+        EventKind.COMPLETED,
+        10,
+        10,
+    )
+    assert type(events[-1].completed) is int
+    headers, raw = github_event("completed", {**run("completed", "success"), "run_attempt": 2.0})
+    delivery = provider("github-actions", {"repository": REPOSITORY}).decode_webhook(
+        headers, raw, source="webhook"
+    )
+    assert [e.attempt for e in delivery.events] == [2]
+    buckets = {"kind": "buckets", "buckets": "b", "done": ["x"]}
+    snapshot, _ = poll(described(progress=buckets), {"status": "running", "b": {"x": 2.0, "y": 1}})
+    assert (snapshot.completed, snapshot.total) == (2, 3)
+
+
+@pytest.mark.parametrize("count", [2.5, -1.0, float("nan"), float("inf"), 2.0**64])
+def test_numbers_that_are_not_whole_are_not_counts(count: float) -> None:
+    with pytest.raises(jobwatch.DecodeError):
+        poll(described(progress={"kind": "counts", "done": "d"}), {"status": "running", "d": count})
+    buckets = {"kind": "buckets", "buckets": "b", "done": ["x"]}
+    with pytest.raises(jobwatch.DecodeError):
+        poll(described(progress=buckets), {"status": "running", "b": {"x": count}})
+
+
 def test_a_growing_total_is_reported() -> None:
     table = described(
         progress={"kind": "counts", "done": "c", "total": "t", "total_may_grow": True}
