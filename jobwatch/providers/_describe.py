@@ -833,7 +833,7 @@ def _webhook(table: _Table | None, names: frozenset[str]) -> Webhook | None:
         return None
     payload = table.choice("payload", ("object", "thin"), "object")
     events = _entries(table.table("events", None), stream=False)
-    header = table.text("event_header", None)
+    header = _header_name(table, "event_header")
     event_path = table.path("event_path", None)
     if events and header is None and event_path is None:
         raise ConfigError(
@@ -858,7 +858,7 @@ def _webhook(table: _Table | None, names: frozenset[str]) -> Webhook | None:
             for path, value in only.data.items()
         )
     )
-    delivery_header = table.text("delivery_header", None)
+    delivery_header = _header_name(table, "delivery_header")
     root = table.path("root", None)
     return Webhook(
         scheme=_scheme(table),
@@ -872,6 +872,14 @@ def _webhook(table: _Table | None, names: frozenset[str]) -> Webhook | None:
         root=None if root is None or root.is_current else root,
         only=filters,
     )
+
+
+def _header_name(table: _Table, key: str) -> str | None:
+    # No delivery carries a header named otherwise: every one would read as unnamed.
+    name: str | None = table.text(key, None)
+    if name is not None and (not name or not all(c.isalnum() or c in "-_" for c in name)):
+        raise ConfigError(f"{table.at(key)} must be a header name (X-Event-Type), got {name!r}")
+    return name
 
 
 def _scheme(table: _Table) -> str:

@@ -354,3 +354,13 @@ def test_an_empty_list_of_paths_is_refused(changes: dict[str, Any]) -> None:
 )
 def test_auth_keys_the_style_does_not_read(auth: dict[str, str], key: str) -> None:
     refused(described(auth=auth), f"[jobwatch.generic.auth] {key} is not read", 'style = "header"')
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("event_header", "X-GitHub-Event:"), ("event_header", ""), ("delivery_header", "Delivery Id")],
+)
+def test_a_webhook_header_is_a_header_name(key: str, value: str) -> None:
+    # No delivery has such a header: every one was answered and ignored, or left unnamed.
+    webhook = {"job_id": "id", "event_path": "type", "events": {"done": "completed"}, key: value}
+    refused(described(webhook=webhook), f"[jobwatch.generic.webhook] {key}", "header name")
