@@ -164,6 +164,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--time-scale", type=_positive(float), default=5.0, help="simulated seconds per real second"
     )
+    # --debug after the command too (`jobwatch watch JOB --debug`): SUPPRESS keeps a command
+    # that is not given it from overwriting the one given before the command.
+    for command in (*sub.choices.values(), *actions.choices.values()):
+        command.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show tracebacks on errors, and the library's log",
+        )
     return parser
 
 

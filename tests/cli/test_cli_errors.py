@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from _cli_support import Sim, run
 
+import jobwatch
+from jobwatch._cli import main
+
 
 @pytest.fixture
 def closed_port() -> Iterator[int]:
@@ -236,3 +239,22 @@ def test_a_missing_file_named_by_jobwatch_config_says_so(
         "jobwatch: error: JOBWATCH_CONFIG names the configuration file 'gone.toml', "
         "which does not exist; point it at the file, or unset it"
     ), line
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--debug", "watch", "job_1"],
+        ["watch", "job_1", "--debug"],
+        ["doctor", "--debug"],
+        ["inbox", "list", "--debug"],
+    ],
+)
+def test_debug_before_or_after_the_command_shows_the_error_itself(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With --debug the error is raised (a traceback) instead of said in one line.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JOBWATCH_CONFIG", "gone.toml")
+    with pytest.raises(jobwatch.ConfigError, match="gone.toml"):
+        main(argv)
