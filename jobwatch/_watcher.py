@@ -31,6 +31,7 @@ from ._config import Config, load_config
 from ._dispatch import DEFAULT_RETRY, Callback, Dispatcher, Retry, Subscription
 from ._errors import (
     ConfigError,
+    DecodeError,
     InvalidJobId,
     JobwatchError,
     WatcherClosed,
@@ -503,12 +504,21 @@ class Watcher:
         self._check_open()
         check_job_id(job_id)
         request: Request | None = self.provider.results_request(job_id)
+        asked: set[tuple[Any, ...]] = set()
         while request is not None:
+            asked.add(_identity(request))
             response = await self._api.request_with_retry(request)
             page = self.provider.decode_results(job_id, response)
             for item in page.items:
                 yield item
             request = page.next
+            if request is not None and _identity(request) in asked:
+                # An API that ignores its own cursor would hand out the same pages forever.
+                raise DecodeError(
+                    f"the results of job {job_id}: the next page ({request.method} "
+                    f"{request.path} {dict(request.params)}) repeats a page already read; "
+                    "stopped there (the API ignores the position it was asked for)"
+                )
 
     def asgi_app(self) -> Any:
         """The webhook receiver as an ASGI app, to mount in your own server."""
@@ -788,6 +798,16 @@ def check_job_id(job_id: object) -> None:
             f"the job id {job_id!r} contains control characters; pass the id "
             "the API returned for the job"
         )
+
+
+def _identity(request: Request) -> tuple[Any, ...]:
+    """What makes two requests the same request (a Request's mappings are not hashable)."""
+    return (
+        request.method,
+        request.path,
+        tuple(sorted(request.params.items())),
+        tuple(sorted(request.headers.items())),
+    )
 
 
 def _heard(record: JobRecord, now: float) -> float:

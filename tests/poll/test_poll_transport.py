@@ -353,3 +353,30 @@ async def test_an_unreachable_api_is_said_again_while_it_lasts(
     assert streaks[:4] == [2, 4, 8, 16], said
     assert all("Name or service not known" in m for m in said)
     assert w.statistics().transports["poll"]["errors"] >= 16
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", MOCK)
+async def test_results_stop_with_an_error_when_the_next_page_repeats_an_asked_one() -> None:
+    # An API that ignores `skip` answers every page as the first: following its `next`
+    # forever would yield the same results without end.
+    body = (
+        b'{"success":true,"data":{"id":"j1","status":"completed","mode":"batch","completed":2,'
+        b'"total":2,"creditsUsed":2,"error":null,"results":[{"url":"https://example.com/a"}],'
+        b'"startedAt":null,"completedAt":null,"createdAt":"2026-01-01T00:00:00Z"},'
+        b'"pagination":{"total":2,"skip":0,"limit":100,"hasMore":true}}'
+    )
+    asked: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        asked.append(scope["query_string"].decode())
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    items: list[Any] = []
+    async with watcher(app, config(rpm=1000)) as w:
+        with pytest.raises(jobwatch.DecodeError, match="repeats a page already read"):
+            async for item in w.results("j1"):
+                items.append(item)
+    assert len(items) == 2 and len(asked) == 2  # the first page, the second, then no third
