@@ -881,5 +881,33 @@ def _demo_command(args: argparse.Namespace) -> int:
                 "with poll, sse and webhook at once"
             )
     return trio.run(
-        demo, args.transport, args.compare, args.pages, args.time_scale, sys.stdout, args.provider
+        _interruptible,
+        demo,
+        args.transport,
+        args.compare,
+        args.pages,
+        args.time_scale,
+        sys.stdout,
+        args.provider,
     )
+
+
+async def _interruptible(run: Callable[..., Any], *args: Any) -> int:
+    """``await run(*args)``, whose exit code it returns, or 130 after Ctrl-C. The signal
+    cancels it: a KeyboardInterrupt raised wherever it landed could leave tasks half
+    started, whose coroutines Python then warns about on the way out."""
+    code = 130
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def run_then_stop() -> None:
+                nonlocal code
+                code = await run(*args)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(run_then_stop)
+            async for _ in signals:
+                print("jobwatch: interrupted", file=sys.stderr, flush=True)
+                nursery.cancel_scope.cancel()
+                break
+    return code
