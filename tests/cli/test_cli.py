@@ -465,3 +465,22 @@ def test_doctor_and_watch_poll_a_provider_without_streams_in_a_service(
     code, out, err = run(capsys, "watch", job, "--config", str(quiet), "--json")
     assert code == 0, err
     assert jobwatch.JobEvent.from_json(out.splitlines()[-1]).source == "poll"
+
+
+def test_json_says_a_job_that_could_not_be_watched_in_the_documented_shape(
+    sim: Sim, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # docs/cli.md: no `kind`; `error` is "error" or "timeout"; `message` says why.
+    code, out, _ = run(capsys, "watch", "job_nope", "--json", "--config", str(config))
+    [line] = out.splitlines()
+    assert code == 1 and json.loads(line) == {
+        "job_id": "job_nope",
+        "error": "error",
+        "message": "Reader answered HTTP 404 not_found: Job not found; check the job id",
+    }
+    running = sim.job(*["page"] * 50, delay=5.0)
+    code, out, _ = run(
+        capsys, "watch", running, "--json", "--timeout", "0.5", "--config", str(config)
+    )
+    last = json.loads(out.splitlines()[-1])
+    assert code == 4 and last["error"] == "timeout" and "kind" not in last
