@@ -350,7 +350,8 @@ class PollSchedule:
         if plan is None:
             return None
         plan.in_flight, plan.errors = False, plan.errors + 1
-        step = min(self.max_interval, self.interval * 2.0 ** (plan.errors - 1))
+        # (The exponent is bounded: a 5xx storm of hours must not overflow the float.)
+        step = min(self.max_interval, self.interval * 2.0 ** min(plan.errors - 1, 64))
         plan.due = plan.held = now + max(step * self._rng.uniform(0.5, 1.0), wait or 0.0)
         return plan.due
 
