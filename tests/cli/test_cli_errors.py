@@ -258,3 +258,20 @@ def test_debug_before_or_after_the_command_shows_the_error_itself(
     monkeypatch.setenv("JOBWATCH_CONFIG", "gone.toml")
     with pytest.raises(jobwatch.ConfigError, match="gone.toml"):
         main(argv)
+
+
+def test_a_flag_transport_the_provider_cannot_serve_names_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The file says nothing of sse: the message must not send the user to it.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "jobwatch.toml").write_text(
+        '[jobwatch]\nprovider = "openai-batch"\napi_key = "sk-test"\nstore = "memory"\n'
+    )
+    code, out, err = run(capsys, "watch", "batch_1", "--transport", "sse")
+    line = _one_error_line(out, err)
+    assert code == 2
+    assert line.startswith(
+        "jobwatch: error: --transport 'sse' asks for sse, but the openai-batch provider has no "
+        "event stream; it offers poll, webhook"
+    ), line
