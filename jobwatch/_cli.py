@@ -302,6 +302,7 @@ def _load(
     is not installed is a ConfigError here (doctor reports it among its findings instead)."""
     environ = dict(os.environ)
     config = load_config(args.config)
+    _warn_of_other_providers(config)
     for value, where in (
         (environ.get("JOBWATCH_BASE_URL"), "JOBWATCH_BASE_URL"),
         (args.base_url, "--base-url"),
@@ -330,6 +331,23 @@ def _load(
                 except ConfigError as exc:
                     raise ConfigError(f"[jobwatch] transport: {exc}") from None
     return config, environ
+
+
+def _warn_of_other_providers(config: Config) -> None:
+    """A provider's table that nothing reads, because ``provider`` names another: the
+    usual slip after copying a preset (`jobwatch providers NAME > jobwatch.toml`)."""
+    unread = sorted(set(config.tables) & set(installed("provider")) - {config.provider})
+    if not unread or config.source is None:
+        return
+    top = "tool.jobwatch" if Path(config.source).name == "pyproject.toml" else "jobwatch"
+    tables = ", ".join(f"[{top}.{name}]" for name in unread)
+    print(
+        f"jobwatch: warning: {config.source} has {tables}, but provider = "
+        f'"{config.provider}", which does not read it; set provider = "{unread[0]}" '
+        f"under [{top}] to watch that API",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _check_served(config: Config, where: str) -> None:

@@ -275,3 +275,18 @@ def test_a_flag_transport_the_provider_cannot_serve_names_the_flag(
         "jobwatch: error: --transport 'sse' asks for sse, but the openai-batch provider has no "
         "event stream; it offers poll, webhook"
     ), line
+
+
+def test_a_provider_table_that_nothing_reads_is_a_warning(
+    sim: Sim, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A preset copied into the file without `provider = ...`: the default provider watches,
+    # and the table the user wrote is silently ignored.
+    config.write_text(config.read_text() + '[jobwatch.github-actions]\nrepository = "o/r"\n')
+    code, _, err = run(capsys, "watch", sim.job("page"), "--config", str(config))
+    assert code == 0
+    assert err == (
+        f"jobwatch: warning: {config} has [jobwatch.github-actions], but provider = "
+        '"reader", which does not read it; set provider = "github-actions" under [jobwatch] '
+        "to watch that API\n"
+    )
