@@ -87,10 +87,18 @@ class _State(enum.Enum):
 
 
 class _JobQueue:
-    """One ``watch()`` iterator's queue: events, then maybe an error."""
+    """One ``watch()`` iterator's queue: events, then maybe an error that ends it."""
 
     def __init__(self) -> None:
         self.send, self.receive = anyio.create_memory_object_stream[JobEvent | JobwatchError](1000)
+        self.error: JobwatchError | None = None
+
+    def end(self, error: JobwatchError) -> None:
+        """Raise ``error`` to the iterator once it has read what is queued (a full queue
+        cannot lose it, as a last item could be)."""
+        if self.error is None:
+            self.error = error
+        self.send.close()
 
 
 class Watcher:
@@ -407,6 +415,8 @@ class Watcher:
                     yield item
                     if item.terminal:
                         return
+            if queue.error is not None:
+                raise queue.error
         finally:
             sub.cancel()
             queue.send.close()
@@ -670,10 +680,7 @@ class Watcher:
         if self._tg is not None:
             self._tg.start_soon(self._mark_ended, job_id)
         for queue in list(record.queues or ()):
-            try:
-                queue.send.send_nowait(error)
-            except anyio.WouldBlock:
-                pass
+            queue.end(error)
 
     async def _mark_ended(self, job_id: str) -> None:
         # A job whose watch ended (in an error, or let go) is watched no more: a later Watcher
