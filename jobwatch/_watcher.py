@@ -249,6 +249,15 @@ class Watcher:
     ) -> bool | None:
         self._state = _State.CLOSED
         self._dispatcher.close()
+        # watch() and wait() in tasks that outlive the block end now, not at their timeout.
+        for record in list(self._pipeline.jobs.values()):
+            for queue in list(record.queues or ()):
+                queue.end(
+                    WatcherClosed(
+                        f"the Watcher closed while job {record.job_id} was watched; wait "
+                        "for the job inside the Watcher's `async with` block"
+                    )
+                )
         result = None
         try:
             if self._tg is not None:

@@ -27,6 +27,48 @@ def watcher(**options: object) -> jobwatch.Watcher:
     )
 
 
+async def test_a_wait_in_a_task_that_outlives_the_block_ends_when_the_watcher_closes() -> None:
+    # Not an hour later with "did not finish; check the job": the job was fine.
+    ended: list[BaseException] = []
+
+    async def wait(w: jobwatch.Watcher) -> None:
+        try:
+            await w.wait("job_1", timeout=3600)
+        except jobwatch.JobwatchError as exc:
+            ended.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            async with watcher() as w:
+                tg.start_soon(wait, w)
+                await anyio.wait_all_tasks_blocked()
+    assert len(ended) == 1 and type(ended[0]) is jobwatch.WatcherClosed
+    assert "job_1" in str(ended[0]) and "async with" in str(ended[0])
+
+
+async def test_a_watch_in_a_task_that_outlives_the_block_ends_after_what_was_queued() -> None:
+    seen: list[str] = []
+    ended: list[BaseException] = []
+
+    async def watch(w: jobwatch.Watcher) -> None:
+        try:
+            async for event in w.watch("job_1"):
+                seen.append(event.key)
+        except jobwatch.JobwatchError as exc:
+            ended.append(exc)
+
+    transport = ScriptedTransport()
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            async with jobwatch.Watcher(CONFIG, transports=[transport], store=MemoryStore()) as w:
+                tg.start_soon(watch, w)
+                await anyio.wait_all_tasks_blocked()
+                await transport.send(make_event("progress", "job_1", completed=1))
+                await anyio.wait_all_tasks_blocked()
+    assert seen == ["job_1:progress:1#1"]
+    assert len(ended) == 1 and type(ended[0]) is jobwatch.WatcherClosed
+
+
 async def test_a_watch_that_ends_in_an_error_behind_a_full_queue_still_raises_it() -> None:
     # The job's watch ends (404) while its reader has 1000 events unread: the error must come
     # after them, not be lost to a full queue (the reader then waited for its timeout).
