@@ -247,6 +247,8 @@ class Watcher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        if self._state is _State.CLOSED:
+            return None  # aclose() inside the block, then the block's end: closed once
         self._state = _State.CLOSED
         self._dispatcher.close()
         # watch() and wait() in tasks that outlive the block end now, not at their timeout.

@@ -69,6 +69,14 @@ async def test_a_watch_in_a_task_that_outlives_the_block_ends_after_what_was_que
     assert len(ended) == 1 and type(ended[0]) is jobwatch.WatcherClosed
 
 
+async def test_aclose_inside_the_block_then_leaving_it_closes_once() -> None:
+    with anyio.fail_after(5):
+        async with watcher() as w:
+            await w.aclose()
+        with pytest.raises(jobwatch.WatcherClosed):
+            await w.wait("job_1", timeout=1)
+
+
 async def test_a_watch_that_ends_in_an_error_behind_a_full_queue_still_raises_it() -> None:
     # The job's watch ends (404) while its reader has 1000 events unread: the error must come
     # after them, not be lost to a full queue (the reader then waited for its timeout).
