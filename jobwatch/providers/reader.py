@@ -239,6 +239,11 @@ class ReaderProvider(Provider):
     ) -> tuple[Snapshot, list[JobEvent]]:
         data = self._data(response, f"GET /v1/jobs/{job_id}")
         what = f"job {job_id} snapshot"
+        if "id" in data and data["id"] != job_id:
+            # A proxy or cache that mixed answers up: another job's state is not this one's.
+            raise DecodeError(
+                f"GET /v1/jobs/{job_id} answered about another job: {data['id']!r:.80}"
+            )
         status, raw = _status(data, what)
         snap = Snapshot(
             job_id=job_id,
