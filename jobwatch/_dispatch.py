@@ -38,7 +38,21 @@ def _kinds(kinds: Collection[str] | None) -> frozenset[EventKind] | None:
     for a name that is none of them."""
     if isinstance(kinds, str):  # kinds="completed": one kind, not its letters
         kinds = (kinds,)
-    if kinds is None or "*" in kinds:
+    if kinds is None:
+        return None
+    if not isinstance(kinds, Iterable):
+        raise ConfigError(
+            f'kinds must be event kind names (e.g. ("completed", "failed")), got {kinds!r}; '
+            'leave it out (None) or give "*" for every kind'
+        )
+    kinds = list(kinds)
+    if not kinds:
+        # Nothing would ever reach the callback, and a subscription to a job watched it forever.
+        raise ConfigError(
+            f"kinds is empty, so no event would reach the callback; name the kinds "
+            f'({", ".join(_KIND_NAMES)}), or leave it out (None) or give "*" for every kind'
+        )
+    if "*" in kinds:
         return None
     unknown = [k for k in kinds if k not in _KIND_NAMES]
     if unknown:

@@ -49,6 +49,18 @@ def test_an_unknown_event_kind_is_a_jobwatch_error_listing_the_kinds(
     assert all(kind.value in message for kind in jobwatch.EventKind)
 
 
+@pytest.mark.parametrize("kinds", [(), [], set()])
+def test_no_kinds_at_all_is_refused_rather_than_never_calling_back(kinds: object) -> None:
+    # An empty list matched no event: the callback was never called, and a subscription to a
+    # job kept it watched in vain.
+    watcher = jobwatch.Watcher(_config(), transports=[ScriptedTransport()])
+    with pytest.raises(jobwatch.ConfigError, match=r"kinds is empty.*\"\*\" for every kind"):
+        watcher.subscribe(lambda event: None, kinds=kinds, job_id="job_1")  # type: ignore[arg-type]
+    with pytest.raises(jobwatch.ConfigError, match="kinds must be event kind names"):
+        watcher.subscribe(lambda event: None, kinds=3)  # type: ignore[arg-type]
+    assert not watcher._watching  # the job is not watched for a refused subscription
+
+
 def test_a_single_kind_as_a_string_is_that_kind() -> None:
     watcher = jobwatch.Watcher(_config(), transports=[ScriptedTransport()])
     sub = watcher.subscribe(lambda event: None, kinds="completed")
