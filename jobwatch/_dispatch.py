@@ -142,6 +142,7 @@ class Subscription:
     _running: bool = False
     _space: anyio.Event | None = None
     _idle: anyio.Event | None = None
+    _stop: anyio.Event | None = None
     _on_cancel: Callable[[Subscription], None] | None = None
 
     def __repr__(self) -> str:
@@ -161,6 +162,8 @@ class Subscription:
                 self._space.set()
             if self._idle is not None:
                 self._idle.set()
+            if self._stop is not None:
+                self._stop.set()  # a callback waiting to be retried is not called again
             if self._on_cancel is not None:
                 self._on_cancel(self)
 
@@ -343,13 +346,27 @@ class Dispatcher:
                     error,
                 )
                 if policy is not None and attempt + 1 < attempts:
-                    await anyio.sleep(policy.delay(attempt + 1))
+                    await _backoff(sub, policy.delay(attempt + 1))
+                    if sub.cancelled:  # cancelled meanwhile: its event is skipped, not kept
+                        return
         self.counts.dead_letters += 1
         log.error("callback %s gave up on %s; kept as a dead letter", sub.name, event.key)
         try:
             await self._store.dead_letter(event, sub.name, error)
         except JobwatchError as exc:  # the log line above is then all that is kept
             log.warning("could not keep the dead letter of %s in the store: %s", event.key, exc)
+
+
+async def _backoff(sub: Subscription, delay: float) -> None:
+    """Wait ``delay`` seconds before the next call, or until the subscription is cancelled."""
+    if sub.cancelled:
+        return
+    sub._stop = anyio.Event()
+    try:
+        with anyio.move_on_after(delay):
+            await sub._stop.wait()
+    finally:
+        sub._stop = None
 
 
 DEFAULT_RETRY = Retry()

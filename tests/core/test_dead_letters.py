@@ -126,6 +126,34 @@ def test_a_retry_is_a_frozen_value() -> None:
         jobwatch.Retry(3)  # type: ignore[call-arg]
 
 
+def test_a_subscription_cancelled_while_its_callback_waits_to_be_retried_is_not_called_again() -> (
+    None
+):
+    # cancel() says: stop calling this callback. It was called three more times, 10 s on,
+    # and its event kept as a dead letter for a subscriber that had gone.
+    calls: list[float] = []
+    store = MemoryStore()
+
+    async def main() -> None:
+        transport = ScriptedTransport([make_event("completed", "j")])
+        watcher = jobwatch.Watcher(CONFIG, transports=[transport], store=store)
+
+        def broken(event: jobwatch.JobEvent) -> None:
+            calls.append(trio.current_time())
+            raise RuntimeError("boom")
+
+        sub = watcher.subscribe(broken)
+        async with watcher:
+            await anyio.wait_all_tasks_blocked()  # failed once; waits 0.5 s for its retry
+            sub.cancel()
+            await trio.sleep(100)
+        assert watcher.statistics().dead_letters == 0
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert len(calls) == 1
+    assert trio.run(store.dead_letters) == [] and trio.run(store.pending) == []
+
+
 @pytest.mark.anyio
 async def test_retry_must_be_a_retry() -> None:
     watcher = jobwatch.Watcher(CONFIG, transports=[ScriptedTransport()], store=MemoryStore())
