@@ -526,6 +526,7 @@ async def _watch_fresh(
     config: Config, jobs: list[str], deadline: float, renderer: Any, environ: Mapping[str, str]
 ) -> int:
     watcher = Watcher(config, environ=environ)
+    _warn_if_no_receiver(config, watcher)
     if _handler is not None:
         # Until the API first answers, what is said may be only that it does not: held back,
         # and dropped if watch gives up saying so (_give_up_if_unreachable).
@@ -536,6 +537,22 @@ async def _watch_fresh(
                 return await _watch(config, jobs, deadline, renderer, watcher)
     finally:
         _end_hold(say=True)
+
+
+def _warn_if_no_receiver(config: Config, watcher: Watcher) -> None:
+    """Webhooks alone, with no address to receive them on: nothing will arrive, and a job's
+    end waits for a safety poll (or forever, with safety_poll = 0)."""
+    if watcher.decision.transports != ("webhook",) or config.table("webhook").get("listen"):
+        return
+    net = watcher.decision.safety_poll
+    then = f"a safety poll after {net:g} s of silence" if net else "nothing (safety_poll = 0)"
+    print(
+        "jobwatch: warning: the webhook transport receives nothing here: [jobwatch.webhook] "
+        f"listen is not set, so no receiver runs, and a job's end is seen only through {then}; "
+        "set listen to an address the API's webhooks reach, or watch with --transport poll",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 async def _watch(

@@ -290,3 +290,27 @@ def test_a_provider_table_that_nothing_reads_is_a_warning(
         '"reader", which does not read it; set provider = "github-actions" under [jobwatch] '
         "to watch that API\n"
     )
+
+
+def test_watching_with_webhooks_and_no_receiver_is_a_warning(
+    sim: Sim, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No [jobwatch.webhook] listen: no receiver runs, and the watch would sit until a safety
+    # poll (600 s) or its timeout, saying nothing.
+    config.write_text(config.read_text() + '[jobwatch.webhook]\nsecrets = ["s"]\n')
+    job = sim.job(*["page"] * 50, delay=5.0)
+    code, _, err = run(
+        capsys, "watch", job, "--config", str(config), "--transport", "webhook", "--timeout", "0.2"
+    )
+    assert code == 4
+    assert err == (
+        "jobwatch: warning: the webhook transport receives nothing here: [jobwatch.webhook] "
+        "listen is not set, so no receiver runs, and a job's end is seen only through a safety "
+        "poll after 600 s of silence; set listen to an address the API's webhooks reach, or "
+        "watch with --transport poll\n"
+    )
+    config.write_text(config.read_text() + 'listen = "127.0.0.1:0"\n')
+    code, _, err = run(
+        capsys, "watch", job, "--config", str(config), "--transport", "webhook", "--timeout", "0.2"
+    )
+    assert code == 4 and err == ""
