@@ -16,9 +16,12 @@ and a :class:`Plan` saying when to try again or whether to fall back::
 
 Rules (WHATWG EventSource, plus what jobwatch adds):
 
-- ``id:`` sets the last event id, sent back as ``Last-Event-ID`` on the next connection; an
-  empty id clears it. Only a ``resumable`` stream (the provider says its server resumes from
-  ``Last-Event-ID``) tracks ids; any other ignores them and is reconciled on every connection.
+- ``id:`` sets the last event id, sent back as ``Last-Event-ID`` (UTF-8) on the next
+  connection; an empty id clears it. Only a ``resumable`` stream (the provider says its server
+  resumes from ``Last-Event-ID``) tracks ids; any other ignores them and is reconciled on every
+  connection. An id that no HTTP header can carry (a control character, or a space or tab at
+  either end: :func:`header_id` says why) is ignored and the last good one kept: the server
+  then resumes from earlier, and what it sends again is dropped as a duplicate.
 - ``retry:`` (milliseconds) sets the reconnection time, clamped to ``RETRY_MIN`` ..
   ``RETRY_MAX`` seconds: a server may neither make a client hammer it nor send it away.
 - A connection attempt *fails* when it ends before a single byte arrived. The delay before the
@@ -41,6 +44,7 @@ from __future__ import annotations
 import enum
 import math
 import random
+import re
 
 import attrs
 
@@ -54,11 +58,29 @@ __all__ = [
     "Pacer",
     "Plan",
     "Reconnector",
+    "header_id",
 ]
 
 #: The bounds of the server's ``retry:``, seconds.
 RETRY_MIN = 0.5
 RETRY_MAX = 60.0
+
+
+#: Characters no header value may hold (RFC 9110 field-value: no control but HTAB).
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_id(event_id: str) -> str | None:
+    """Why ``event_id`` cannot be sent back as ``Last-Event-ID``, or None when it can.
+
+    A header value may not begin or end with a space or tab, nor hold a control character;
+    any other text goes as UTF-8, as browsers send it.
+    """
+    if _CONTROL.search(event_id):
+        return "it holds a control character"
+    if event_id[:1] in (" ", "\t") or event_id[-1:] in (" ", "\t"):
+        return "it begins or ends with a space or tab"
+    return None
 
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -169,7 +191,9 @@ class Reconnector:
         self.probe_interval = probe_interval
         self._rng = rng if rng is not None else random.Random()
         self.resumable = resumable
-        self.last_event_id: str = (last_event_id or "") if resumable else ""
+        self.last_event_id = ""
+        if resumable and last_event_id and header_id(last_event_id) is None:
+            self.last_event_id = last_event_id
         #: The server's reconnection time (``retry:``, clamped), seconds; None until it sends one.
         self.retry: float | None = None
         #: Connection attempts in a row that failed: ended before a byte arrived, or broke a
@@ -201,12 +225,20 @@ class Reconnector:
         """Bytes arrived on the open stream (an event, a comment, a blank line)."""
         self._healthy = True
 
-    def event(self, *, event_id: str | None, retry_ms: int | None) -> None:
-        """A frame was dispatched with these ``id:`` / ``retry:`` values (None: absent)."""
+    def event(self, *, event_id: str | None, retry_ms: int | None) -> str | None:
+        """A frame was dispatched with these ``id:`` / ``retry:`` values (None: absent).
+
+        Returns why the id was ignored when it cannot be sent back (see :func:`header_id`),
+        else None.
+        """
+        refused = None
         if self.resumable and event_id is not None and "\0" not in event_id:
-            self.last_event_id = event_id
+            refused = header_id(event_id)
+            if refused is None:
+                self.last_event_id = event_id
         if retry_ms is not None and retry_ms >= 0:
             self.retry = min(max(retry_ms / 1000.0, RETRY_MIN), RETRY_MAX)
+        return refused
 
     def ended(self, now: float, cause: Cause, *, retry_after: float | None = None) -> Plan:
         """The connection (or attempt) ended for ``cause``; plan the next move."""

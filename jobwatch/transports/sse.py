@@ -65,7 +65,7 @@ from .._errors import (
 )
 from .._events import JobEvent
 from ..abc import Capabilities, Outcome, Request, Response, Transport, TransportHost
-from ._reconnect import Action, Backoff, Cause, Pacer, Reconnector
+from ._reconnect import Action, Backoff, Cause, Pacer, Reconnector, header_id
 from ._sse_parser import BodyDecoder, Frame, FrameParser, Limits
 
 __all__ = ["SSEOptions", "SSETransport"]
@@ -157,6 +157,8 @@ class _Stream:
     open: bool = False
     #: Malformed frames logged on the current connection.
     malformed: int = 0
+    #: An id that cannot be sent back was logged on the current connection.
+    bad_id: bool = False
 
     @property
     def checkpoint(self) -> str:
@@ -314,7 +316,8 @@ class SSETransport(Transport):
             try:
                 if stream.machine.resumable and not stream.machine.last_event_id:
                     saved = await host.store.get_checkpoint(stream.checkpoint)
-                    stream.machine.last_event_id = saved or ""
+                    if saved and header_id(saved) is None:
+                        stream.machine.last_event_id = saved
                 await self._stream_loop(stream)
             finally:
                 if self._streams.get(stream.job_id) is stream:
@@ -417,7 +420,7 @@ class SSETransport(Transport):
             **stream.machine.request_headers(),
         }
         request = client.build_request(
-            spec.method, spec.path, params=dict(spec.params), headers=headers
+            spec.method, spec.path, params=dict(spec.params), headers=_utf8(headers)
         )
         if _origin(request.url) == self._origin:
             request.headers.update(self._credentials)
@@ -443,7 +446,7 @@ class SSETransport(Transport):
             if isinstance(target, _Ending):
                 return target
             host.count(self.name, "redirects")
-            request = client.build_request(request.method, target, headers=headers)
+            request = client.build_request(request.method, target, headers=_utf8(headers))
         raise AssertionError("unreachable: _redirect refuses the last hop")
 
     async def _stream_request(self, stream: _Stream) -> Request | _Ending:
@@ -494,7 +497,7 @@ class SSETransport(Transport):
             )
         host = self._require_host()
         stream.open = True
-        stream.malformed = 0
+        stream.malformed, stream.bad_id = 0, False
         host.count(self.name, "streams_opened")
         opened = stream.machine.opened()
         if opened.recovered:
@@ -574,7 +577,9 @@ class SSETransport(Transport):
             group = frames if len(frames) <= _YIELD_EVERY else frames[start : start + _YIELD_EVERY]
             for frame in group:
                 if frame.id is not None or frame.retry is not None:
-                    machine.event(event_id=frame.id, retry_ms=frame.retry)
+                    refused = machine.event(event_id=frame.id, retry_ms=frame.retry)
+                    if refused is not None:
+                        self._bad_id(stream, frame.id or "", refused)
                 if not frame.data:
                     continue  # a frame without data delivers nothing
                 try:
@@ -606,6 +611,18 @@ class SSETransport(Transport):
             # The transport is closing and the delivery loop is gone: nothing was recorded
             # or checkpointed past these events, so a restart gets them again.
             pass
+
+    def _bad_id(self, stream: _Stream, event_id: str, why: str) -> None:
+        """An id that cannot be sent back is ignored: logged once per connection."""
+        if not stream.bad_id:
+            stream.bad_id = True
+            log.warning(
+                "%s: ignored the event id %r, which cannot be sent back as Last-Event-ID (%s); "
+                "a reconnect resumes from the last id before it, and repeats are dropped",
+                stream.label,
+                event_id[:80],
+                why,
+            )
 
     def _malformed(self, stream: _Stream, name: str, error: DecodeError) -> None:
         """A frame the provider could not decode is dropped: counted, and logged up to a
@@ -782,6 +799,12 @@ def _redirect(response: httpx.Response, hop: int) -> httpx.URL | _Ending:
             ),
         )
     return target
+
+
+def _utf8(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """Headers as UTF-8, as browsers send ``Last-Event-ID``: httpx encodes a text value as
+    ASCII, and an id beyond ASCII would raise."""
+    return [(name.encode(), value.encode()) for name, value in headers.items()]
 
 
 def _network_error(exc: httpx.HTTPError) -> NetworkError:

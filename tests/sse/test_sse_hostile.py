@@ -379,3 +379,69 @@ async def test_ids_from_a_provider_without_resume_are_ignored_and_the_job_is_pol
     assert final.kind == "completed" and final.source == "poll"
     assert all(ident is None for ident in server.last_event_ids)
     assert server.polls[JOB] == 2
+
+
+class ReaderWithIds(ReaderProvider):
+    """Reader's wire formats, from a server that sends ids and resumes from them."""
+
+    capabilities = jobwatch.abc.Capabilities(
+        job_stream=True, workspace_stream=True, stream_event_ids=True, webhook_scheme="reader"
+    )
+
+
+@pytest.mark.parametrize(
+    ("ident", "resumed_with"),
+    [
+        ("é-2", "é-2"),  # not ASCII: sent back as UTF-8, as browsers do
+        (" 2", "1"),  # no header value begins or ends with a space: ignored, the last kept
+        ("2\t", "1"),
+    ],
+)
+async def test_an_event_id_that_is_not_ascii_or_not_a_header_value_keeps_the_stream(
+    ident: str, resumed_with: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def stream(scope: Scope, send: Send) -> None:
+        await start_stream(send)
+        if len(server.stream_opens) == 1:
+            first = b"id: 1\n" + progress(JOB, 1) + f"id: {ident}\n".encode() + progress(JOB, 2)
+            await write(send, first, more=False)
+            return
+        await write(send, progress(JOB, 3))
+        await anyio.sleep_forever()
+
+    server = Hostile(stream)
+    async with serving(server) as url:
+        cfg = config(url, probe_interval=30, fallback_interval=30)
+        transport = SSETransport(cfg.options("sse", SSEOptions), rng=random.Random(0))
+        async with jobwatch.Watcher(
+            cfg, transports=[transport], store=MemoryStore(), provider=ReaderWithIds(cfg)
+        ) as w:
+            seen: list[int | None] = []
+            w.subscribe(lambda e: seen.append(e.completed), kinds=("progress",))
+            await until(lambda: 3 in seen)
+            stats = sse_stats(w)
+    assert seen == [1, 2, 3]
+    assert [headers.get("last-event-id") for _, headers in server.requests] == [None, resumed_with]
+    assert stats.get("fallbacks", 0) == 0
+    assert (resumed_with == "1") == ("cannot be sent back as Last-Event-ID" in caplog.text)
+
+
+async def test_a_saved_position_no_header_can_carry_is_not_sent() -> None:
+    async def stream(scope: Scope, send: Send) -> None:
+        await start_stream(send)
+        await write(send, progress(JOB, 1))
+        await anyio.sleep_forever()
+
+    server = Hostile(stream)
+    store = MemoryStore()
+    await store.put_checkpoint("sse:workspace", "7 ")  # saved by an earlier version
+    async with serving(server) as url:
+        cfg = config(url, probe_interval=30, fallback_interval=30)
+        transport = SSETransport(cfg.options("sse", SSEOptions), rng=random.Random(0))
+        async with jobwatch.Watcher(
+            cfg, transports=[transport], store=store, provider=ReaderWithIds(cfg)
+        ) as w:
+            seen: list[int | None] = []
+            w.subscribe(lambda e: seen.append(e.completed), kinds=("progress",))
+            await until(lambda: 1 in seen)
+    assert [headers.get("last-event-id") for _, headers in server.requests] == [None]

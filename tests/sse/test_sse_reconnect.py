@@ -57,6 +57,20 @@ def test_an_empty_id_clears_it_and_an_id_with_nul_is_ignored() -> None:
     assert m.opened().reconcile
 
 
+@pytest.mark.parametrize("bad", [" 8", "8 ", "\t8", "8\t", "8\x01", "8\x1b[31m", "8\x7f"])
+def test_an_id_no_header_can_carry_is_ignored_and_the_last_one_kept(bad: str) -> None:
+    m = machine(last_event_id="7")
+    assert m.event(event_id=bad, retry_ms=None) is not None
+    assert m.request_headers() == {"last-event-id": "7"}
+    assert machine(last_event_id=bad).request_headers() == {}  # nor resumed from a checkpoint
+
+
+def test_an_id_with_text_beyond_ascii_is_kept() -> None:
+    m = machine()
+    assert m.event(event_id="é 8\t9", retry_ms=None) is None
+    assert m.request_headers() == {"last-event-id": "é 8\t9"}
+
+
 def test_retry_field_sets_the_reconnection_time() -> None:
     m = machine(backoff=Backoff(initial=1.0, maximum=30.0, jitter=0.0))
     m.opened()
@@ -245,8 +259,9 @@ def test_backoff_is_bounded_and_honours_retry(
         if healthy:
             m.received()
         m.event(event_id=event_id, retry_ms=retry_ms)
-        if event_id is not None and "\0" not in event_id:
-            last_id = event_id
+        sendable = event_id is not None and event_id.strip(" \t") == event_id
+        if sendable and not any(c < " " and c != "\t" or c == "\x7f" for c in event_id or ""):
+            last_id = event_id or ""
         plan = m.ended(now, cause)
         wait = plan.at - now
         assert wait >= 0
