@@ -368,7 +368,9 @@ class Relay:
 
     def _position(self, last_event_id: str) -> int | None:
         epoch, _, number = last_event_id.strip().rpartition("-")
-        if epoch != self.epoch or not number.isdigit():
+        # ASCII digits, few enough for a count of events: str.isdigit() takes '²', which
+        # int() refuses, and int() refuses more than 4,300 digits.
+        if epoch != self.epoch or not (number.isascii() and number.isdigit()) or len(number) > 20:
             return None
         position = int(number)
         return position if self.seq - len(self._ring) <= position <= self.seq else None

@@ -156,3 +156,28 @@ async def test_a_client_that_leaves_is_forgotten_without_an_error(
                 await transport.send(progress(len(caplog.records) + 1))
                 await anyio.sleep(0.05)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "\xb2".encode("latin-1"),  # '²': a digit to str.isdigit, not to int()
+        b"9" * 5000,  # past the digits int() converts
+        b"0" * 5000,
+        b"99999999999999999999",  # from the future
+        b"",
+    ],
+)
+async def test_a_last_event_id_that_is_garbage_huge_or_from_the_future_gets_a_snapshot(
+    number: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with dashboard() as (transport, app, url), httpx.AsyncClient(timeout=20) as http:
+        await transport.send(progress(1))
+        last = app.relay.epoch.encode() + b"-" + number
+        async with sse(http, url + "/events", headers={"Last-Event-ID": last}) as events:  # type: ignore[dict-item]
+            (snapshot,) = await take(events, 1)
+            await transport.send(progress(2))
+            (live,) = await take(events, 1)
+    assert snapshot.event == "snapshot" and json.loads(snapshot.data)["jobs"][0]["completed"] == 1
+    assert json.loads(live.data)["completed"] == 2
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
