@@ -829,10 +829,24 @@ def _listen_command(args: argparse.Namespace) -> int:
     listen = args.listen or config.table("webhook").get("listen") or "127.0.0.1:8787"
     config = config.with_table("webhook", listen=listen)
     if args.certfile or args.keyfile:
+        _check_tls_flags(args.certfile, args.keyfile)
         config = config.with_table("webhook", certfile=args.certfile, keyfile=args.keyfile)
     renderer = _renderer(args.json, raw=args.raw)
     anyio.run(_listen, config, renderer, environ, backend=args.backend)
     return EXIT_OK
+
+
+def _check_tls_flags(certfile: str | None, keyfile: str | None) -> None:
+    """The flags' certificate and key, checked as the flags (the receiver would name the
+    configuration file's [jobwatch.webhook], which may not mention them)."""
+    from .transports._serve import check_tls
+
+    if not (certfile and keyfile):
+        raise ConfigError("--certfile and --keyfile go together: give both, or neither")
+    try:
+        check_tls(certfile, keyfile)
+    except ConfigError as exc:
+        raise ConfigError(f"--certfile/--keyfile: {exc}") from None
 
 
 async def _listen(

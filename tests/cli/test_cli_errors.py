@@ -314,3 +314,30 @@ def test_watching_with_webhooks_and_no_receiver_is_a_warning(
         capsys, "watch", job, "--config", str(config), "--transport", "webhook", "--timeout", "0.2"
     )
     assert code == 4 and err == ""
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--certfile", "cert.pem"], "--certfile and --keyfile go together: give both, or neither"),
+        (
+            ["--certfile", "gone.pem", "--keyfile", "gone.key"],
+            "--certfile/--keyfile: cannot use the TLS certificate 'gone.pem'",
+        ),
+    ],
+)
+def test_tls_flags_that_cannot_work_are_named_as_flags(
+    flags: list[str],
+    said: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The file says nothing of TLS: the message must not send the user to it.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "jobwatch.toml").write_text(
+        '[jobwatch]\nstore = "memory"\n[jobwatch.webhook]\nsecrets = ["s"]\n'
+    )
+    code, out, err = run(capsys, "listen", "--listen", "127.0.0.1:0", *flags)
+    line = _one_error_line(out, err)
+    assert code == 2 and line.startswith(f"jobwatch: error: {said}"), line
