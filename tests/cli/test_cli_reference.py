@@ -40,3 +40,9 @@ def test_every_command_has_a_heading() -> None:
 def test_a_heading_names_the_options_of_its_command(command: str, heading: str) -> None:
     documented = set(re.findall(r"--[a-z][a-z-]*", heading))
     assert documented == _options(_commands()[command])
+
+
+def test_the_documentation_map_names_every_command() -> None:
+    index = (PAGE.parent / "index.md").read_text(encoding="utf-8")
+    [row] = [line for line in index.splitlines() if line.startswith("| [cli.md](cli.md)")]
+    assert set(re.findall(r"\b[a-z]+\b", row.split("`")[1])) - {"jobwatch"} == set(_commands())
