@@ -21,7 +21,7 @@ import trio
 from ._config import Config, load_config
 from ._errors import WatchTimeout
 from ._events import JobEvent
-from ._watcher import DEFAULT_TIMEOUT, Watcher
+from ._watcher import DEFAULT_TIMEOUT, Watcher, check_timeout
 
 __all__ = ["iter_events", "wait"]
 
@@ -44,6 +44,7 @@ def wait(
     list). Raises :class:`~jobwatch.WatchTimeout` after ``timeout`` seconds (default: one hour),
     and the job's own error (``JobNotFound``, ``AuthenticationError``) if its watch ends.
     """
+    check_timeout(timeout)
     resolved = _resolve(config, transport)
     deadline = DEFAULT_TIMEOUT if timeout is None else timeout
 
@@ -67,6 +68,7 @@ def iter_events(
     :class:`~jobwatch.WatchTimeout` if the job has not finished after ``timeout`` seconds
     (default: one hour). Leaving the loop early stops the Watcher.
     """
+    check_timeout(timeout)
     resolved = _resolve(config, transport)
     deadline = DEFAULT_TIMEOUT if timeout is None else timeout
     items: queue.Queue[Any] = queue.Queue()

@@ -463,6 +463,7 @@ class Watcher:
         timeout: float | None = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - DESIGN §4
     ) -> JobEvent:
         """The job's terminal event; raises WatchTimeout after ``timeout`` seconds."""
+        check_timeout(timeout)
         last: JobEvent | None = None
         deadline = math.inf if timeout is None else timeout
         with anyio.move_on_after(deadline):
@@ -815,6 +816,16 @@ def check_job_id(job_id: object) -> None:
         raise InvalidJobId(
             f"the job id {job_id!r} contains control characters; pass the id "
             "the API returned for the job"
+        )
+
+
+def check_timeout(timeout: object) -> None:
+    """Raise ConfigError unless ``timeout`` is seconds (a number, not NaN) or None."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or math.isnan(timeout):
+        raise ConfigError(
+            f"timeout must be seconds (a number, e.g. 600) or None for no deadline, got {timeout!r}"
         )
 
 

@@ -172,3 +172,21 @@ async def test_a_direct_wait_that_times_out_on_an_unreachable_api_says_so() -> N
             await watcher.wait("job_1", timeout=2)
     message = str(caught.value)
     assert "did not answer" in message and "connection refused" in message, message
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("seconds", [float("nan"), "600", True])
+async def test_a_timeout_that_is_not_seconds_is_refused_saying_what_is_expected(
+    seconds: object,
+) -> None:
+    # NaN failed with "deadline must not be NaN" from deep inside, and a string read from the
+    # environment with "unsupported operand type(s) for +: 'float' and 'str'".
+    watcher = jobwatch.Watcher(_config(), transports=[ScriptedTransport()], store=MemoryStore())
+    match = r"timeout must be seconds \(a number, e.g. 600\) or None for no deadline, got"
+    async with watcher:
+        with anyio.fail_after(5), pytest.raises(jobwatch.ConfigError, match=match):
+            await watcher.wait("job_1", timeout=seconds)  # type: ignore[arg-type]
+    with pytest.raises(jobwatch.ConfigError, match=match):
+        jobwatch.wait("job_1", config=_config(), timeout=seconds)  # type: ignore[arg-type]
+    with pytest.raises(jobwatch.ConfigError, match=match):
+        next(jobwatch.iter_events("job_1", config=_config(), timeout=seconds))  # type: ignore[arg-type]
