@@ -25,6 +25,9 @@ __all__ = ["classify_http", "parse_rate_limit", "parse_retry_after"]
 _UNIX_TIME = 100_000_000.0
 #: The leading number of a header value: ``60``, ``12.5``, or ``100`` of ``100;w=60``.
 _NUMBER = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:[,;]|$)")
+#: The commas between several values of one header, not the one inside an HTTP-date
+#: (``Wed, 21 Oct 2015 07:28:00 GMT``).
+_SEVERAL = re.compile(r",(?!\s*\d{1,2}\s+[A-Za-z]{3}\s)")
 #: Header families that carry limit, remaining and reset, tried in order.
 _FAMILIES = ("x-ratelimit-", "ratelimit-")
 
@@ -69,16 +72,27 @@ def parse_retry_after(response: Response, *, cap: float = MAX_WAIT) -> float | N
     """The seconds ``Retry-After`` asks to wait: a number of seconds or an HTTP-date.
 
     None when the header is absent or unreadable, or when it is a date and the response has
-    no ``Date`` to measure it against; at most ``cap`` seconds.
+    no ``Date`` to measure it against; at most ``cap`` seconds. Several values (the header
+    sent twice arrives as one, joined by commas): the longest of those that can be read.
     """
     value = _header(response.headers, "retry-after")
     if value is None:
         return None
-    seconds = _number(value) if _NUMBER.fullmatch(value.strip()) else None
-    if seconds is None:
-        when = _server_time(response.headers, "retry-after")
-        seconds = None if when is None else _seconds_until(when, response.headers)
-    return _capped(seconds, cap)
+    # Sent twice (an API's and a proxy's), the values arrive joined by a comma: the
+    # longest is waited, so that neither is cut short.
+    waits = [_retry_after(part, response.headers) for part in _SEVERAL.split(value)]
+    return _capped(max((w for w in waits if w is not None), default=None), cap)
+
+
+def _retry_after(value: str, headers: Mapping[str, str]) -> float | None:
+    """Seconds one ``Retry-After`` value asks to wait: a number, or an HTTP-date."""
+    if _NUMBER.fullmatch(value.strip()):
+        return _number(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip()).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return _seconds_until(when, headers)
 
 
 def parse_rate_limit(response: Response, *, cap: float = MAX_WAIT) -> RateLimit | None:

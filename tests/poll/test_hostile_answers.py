@@ -16,6 +16,7 @@ import trio.testing
 from _runs_api import RunsAPI, watcher
 
 import jobwatch
+from jobwatch.abc import Response, parse_retry_after
 from jobwatch.stores.memory import MemoryStore
 from jobwatch.transports.poll import PollOptions, PollTransport
 
@@ -89,3 +90,51 @@ async def test_an_answer_about_another_job_is_not_taken_for_the_job_asked_about(
     assert final.kind == "completed"
     assert final.data["id"] == "job_a"
     assert asked[-1] >= 60.0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", MOCK)
+@pytest.mark.parametrize("value", ["60, 60", "30,60", " 60 , 60 "])
+async def test_a_retry_after_sent_twice_is_still_a_rate_limit(value: str) -> None:
+    # A proxy that adds its own Retry-After to the API's: HTTP joins the two with a comma.
+    # GitHub's secondary limit (403 + Retry-After) must still pause every poller, for the
+    # longer of the two, and end no watch.
+    start = anyio.current_time()  # the clock is shared by the parameters
+    api = RunsAPI(
+        ends={"r1": start + 40.0, "r2": start + 70.0},
+        refuse=lambda n, path: (403, {"retry-after": value}) if n == 3 else None,
+    )
+    async with watcher(api) as w:
+        finals: dict[str, jobwatch.JobEvent] = {}
+
+        async def one(run: str) -> None:
+            finals[run] = await w.wait(run, timeout=3600)
+
+        async with anyio.create_task_group() as tg:
+            for run in api.ends:
+                tg.start_soon(one, run)
+        stats = w.statistics()
+    assert {run: str(e.kind) for run, e in finals.items()} == dict.fromkeys(api.ends, "completed")
+    assert api.statuses[2] == 403
+    assert min(api.times[3:]) >= api.times[2] + 60.0
+    assert stats.transports["poll"].get("ended", 0) == 0
+
+
+DATE = "Fri, 15 Jan 2027 08:00:00 GMT"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("60, 60", 60.0),
+        ("10, 45", 45.0),
+        ("60, soon", 60.0),
+        (f"{DATE}, Fri, 15 Jan 2027 08:01:40 GMT", 100.0),  # two HTTP-dates
+        ("Fri, 15 Jan 2027 08:00:30 GMT, 10", 30.0),
+        ("soon, later", None),
+        ("99999999, 5", 3600.0),
+    ],
+)
+def test_several_retry_after_values_wait_the_longest(value: str, seconds: float | None) -> None:
+    response = Response(status=429, headers={"retry-after": value, "date": DATE})
+    assert parse_retry_after(response) == seconds
