@@ -256,6 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     with _warnings(args.debug):
         try:
+            if getattr(args, "raw", False) and not args.json:
+                raise ConfigError(
+                    "--raw adds each event's payload to the lines of --json; give --json too"
+                )
             return commands[args.command](args)
         except KeyboardInterrupt:
             print("jobwatch: interrupted", file=sys.stderr)

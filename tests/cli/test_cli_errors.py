@@ -341,3 +341,15 @@ def test_tls_flags_that_cannot_work_are_named_as_flags(
     code, out, err = run(capsys, "listen", "--listen", "127.0.0.1:0", *flags)
     line = _one_error_line(out, err)
     assert code == 2 and line.startswith(f"jobwatch: error: {said}"), line
+
+
+@pytest.mark.parametrize("command", [["watch", "job_1"], ["listen"]])
+def test_raw_without_json_is_a_usage_error(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It was ignored: the plain lines came out with no payload, and no word why.
+    code, out, err = run(capsys, *command, "--raw")
+    line = _one_error_line(out, err)
+    assert code == 2 and line == (
+        "jobwatch: error: --raw adds each event's payload to the lines of --json; give --json too"
+    )
