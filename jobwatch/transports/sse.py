@@ -19,6 +19,9 @@ What makes a stream reliable (details in ``docs/streaming.md``):
 - **Reconcile**: a connection that was not resumed with ``Last-Event-ID`` (the first one, and
   every reconnect to a server without ids) polls each of its watched jobs once,
   paced at the request budget's rate, so nothing that happened while it was down is lost.
+  A job's stream that the server ends without a terminal frame polls its job once too, even
+  where the next connection resumes: a server ends a job's stream when the job ends, and a
+  resumed stream would have nothing more to say (a final frame the provider could not read).
 - **A hostile server is contained**: the transport parses the bytes itself
   (:mod:`~jobwatch.transports._sse_parser`), holding at most ``max_event_bytes`` of a line or
   an event and expanding a compressed read by a bounded amount, and yields to the event loop
@@ -329,6 +332,9 @@ class SSETransport(Transport):
             ending = await self._connect(stream)
             if ending is None:
                 return  # the job's stream delivered its terminal frame
+            if ending.cause is Cause.CLOSED and stream.job_id and stream.machine.last_event_id:
+                # (Without an id the next connection is reconciled anyway.)
+                self._reconcile([stream.job_id], "sse stream ended")
             plan = stream.machine.ended(
                 anyio.current_time(), ending.cause, retry_after=ending.retry_after
             )

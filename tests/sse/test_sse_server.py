@@ -8,13 +8,14 @@ from typing import Any
 
 import anyio
 import pytest
-from _sse_support import FakeReader, serving
+from _sse_support import FakeReader, serving, start_stream, write
 
 import jobwatch
 from jobwatch import JobEvent
 from jobwatch.abc import Capabilities
 from jobwatch.providers.reader import ReaderProvider
 from jobwatch.stores.memory import MemoryStore
+from jobwatch.transports._serve import lifespan
 from jobwatch.transports.sse import SSEOptions, SSETransport
 
 pytestmark = pytest.mark.anyio
@@ -274,3 +275,85 @@ async def test_repeated_failures_fall_back_and_a_401_ends_the_jobs() -> None:
             with anyio.fail_after(10), pytest.raises(jobwatch.AuthenticationError):
                 await w.wait(JOB)
             sub.cancel()
+
+
+def described(url: str) -> jobwatch.Config:
+    """A described API whose job streams carry ids and resume, with one way of ending."""
+    return jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "provider": "generic",
+                "base_url": url,
+                "store": "memory",
+                "safety_poll": 0,
+                "poll": {"rpm": 100_000},
+                "sse": {"backoff_initial": 0.01, "backoff_max": 0.05, "heartbeat_timeout": 5.0},
+                "generic": {
+                    "api": "Resuming",
+                    "auth": {"style": "none"},
+                    "job": {"get": "GET /jobs/{id}", "id": "id"},
+                    "status": {
+                        "path": "status",
+                        "map": {"running": "processing", "ok": "completed"},
+                    },
+                    "stream": {
+                        "url": "GET /jobs/{id}/stream",
+                        "resume": True,
+                        "events": {"done": "done"},
+                        "done": {"path": "reason", "map": {"": "completed"}},
+                    },
+                },
+            }
+        }
+    )
+
+
+async def test_a_resumed_job_stream_that_ended_without_a_readable_final_frame_polls_the_job(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The server ends the job's stream after a final frame the description cannot read; a
+    # resumed connection then has nothing more to say (it only pings): one poll must learn
+    # how the job ended, as the provider's warning promises.
+    opens: list[str | None] = []
+    polled, ended = anyio.Event(), anyio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+            return
+        if scope["path"].endswith("/stream"):
+            opens.append(dict(scope["headers"]).get(b"last-event-id"))
+            await start_stream(send)
+            if len(opens) == 1:
+                await polled.wait()  # the poll of the first connection is answered first
+                await write(send, b'id: 1\nevent: done\ndata: {"reason": "expired"}\n\n')
+                ended.set()
+                await write(send, b"", more=False)
+                return
+            while True:
+                await write(send, b": ping\n\n")
+                await anyio.sleep(0.05)
+        status = "ok" if ended.is_set() else "running"
+        polled.set()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send(
+            {
+                "type": "http.response.body",
+                "body": b'{"id": "j1", "status": "%s"}' % status.encode(),
+            }
+        )
+
+    async with serving(app) as url:
+        cfg = described(url)
+        transport = SSETransport(cfg.options("sse", SSEOptions), rng=random.Random(0))
+        async with jobwatch.Watcher(cfg, transports=[transport], store=MemoryStore()) as w:
+            with anyio.fail_after(10):
+                final = await w.wait("j1")
+    assert final.kind == "completed" and final.source == "poll"
+    assert "polling finds out how the job ended" in caplog.text
