@@ -777,6 +777,9 @@ class _RichRenderer:
             console=Console(file=out),
         )
         self.tasks: dict[str, Any] = {}
+        #: Per job, the first count seen and when: the rate counts only what was done since
+        #: (a job half done before the watch began is not half done in its first second).
+        self.first: dict[str, tuple[int, float]] = {}
 
     def __enter__(self) -> _RichRenderer:
         self.progress.start()
@@ -799,9 +802,10 @@ class _RichRenderer:
             fields["total"] = event.total
         if event.completed is not None:
             fields["completed"] = event.completed
-            elapsed = self.progress.tasks[task].elapsed or 0.0
-            if elapsed > 0:
-                fields["rate"] = f"{event.completed / elapsed:.1f} pages/s"
+            now = self.progress.get_time()
+            count, since = self.first.setdefault(event.job_id or "", (event.completed, now))
+            if now > since and event.completed > count:
+                fields["rate"] = f"{(event.completed - count) / (now - since):.1f}/s"
         if event.kind is EventKind.PAGE_FAILED:
             self.progress.console.print(f"[yellow]{self.escape(_describe(event))}[/yellow]")
         elif event.kind is EventKind.FAILED and event.error:

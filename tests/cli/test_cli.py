@@ -484,3 +484,23 @@ def test_json_says_a_job_that_could_not_be_watched_in_the_documented_shape(
     )
     last = json.loads(out.splitlines()[-1])
     assert code == 4 and last["error"] == "timeout" and "kind" not in last
+
+
+def test_the_progress_rate_counts_only_what_was_done_while_watching() -> None:
+    # A job 40 pages in when the watch began did not do 40 pages in its first half second.
+    import io
+
+    from jobwatch._cli import _RichRenderer
+    from jobwatch.testing import make_event
+
+    renderer = _RichRenderer(io.StringIO())
+    now = [100.0]
+    renderer.progress.get_time = lambda: now[0]
+    with renderer:
+        renderer.begin("job_1")
+        now[0] = 100.5
+        renderer.event(make_event("started", completed=40, total=50))
+        assert renderer.progress.tasks[0].fields["rate"] == ""
+        now[0] = 102.5
+        renderer.event(make_event("progress", completed=50, total=50))
+        assert renderer.progress.tasks[0].fields["rate"] == "5.0/s"
