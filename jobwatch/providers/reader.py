@@ -42,6 +42,7 @@ from ..abc import (
     Snapshot,
     WebhookDelivery,
     classify_http,
+    parse_retry_after,
     path_segment,
 )
 
@@ -526,7 +527,7 @@ class ReaderProvider(Provider):
                 f"{text}; check the job id", status=status, code=code, request_id=request_id
             )
         if status == 429:
-            retry = _retry_after(response.headers.get("retry-after"), details)
+            retry = _retry_after(response, details)
             return RateLimited(
                 f"{text}; jobwatch waits and retries",
                 status=status,
@@ -544,7 +545,7 @@ class ReaderProvider(Provider):
             code, _, details = _error_fields(response.body)
             if code == "concurrency_limited":
                 return Classification.retry()
-            wait = _retry_after(response.headers.get("retry-after"), details)
+            wait = _retry_after(response, details)
             return Classification.rate_limited(wait=wait)
         return classify_http(response, self.error_for)
 
@@ -567,10 +568,14 @@ def _error_fields(body: bytes) -> tuple[str | None, str | None, Mapping[str, Any
 MAX_RETRY_AFTER = 3600.0
 
 
-def _retry_after(header: str | None, details: Mapping[str, Any]) -> float | None:
-    # A Retry-After that is not a finite, non-negative number of seconds is ignored; a huge one
-    # is capped so that one bad header cannot stop a Watcher for good.
-    for value in (header, details.get("retryAfterSeconds")):
+def _retry_after(response: Response, details: Mapping[str, Any]) -> float | None:
+    # Retry-After as HTTP reads it (seconds, an HTTP-date, a header sent twice), else the
+    # same seconds in the body. One that is not a finite, non-negative number of seconds is
+    # ignored; a huge one is capped so that one bad header cannot stop a Watcher for good.
+    header = parse_retry_after(response, cap=MAX_RETRY_AFTER)
+    if header is not None:
+        return header
+    for value in (response.headers.get("retry-after"), details.get("retryAfterSeconds")):
         try:
             seconds = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):

@@ -138,3 +138,25 @@ DATE = "Fri, 15 Jan 2027 08:00:00 GMT"
 def test_several_retry_after_values_wait_the_longest(value: str, seconds: float | None) -> None:
     response = Response(status=429, headers={"retry-after": value, "date": DATE})
     assert parse_retry_after(response) == seconds
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", MOCK)
+@pytest.mark.parametrize("value", ["30, 30", "Fri, 15 Jan 2027 08:00:30 GMT"])
+async def test_reader_honours_any_retry_after_it_can_read(value: str) -> None:
+    # Reader's 429 rate_limited names its wait in Retry-After; one sent twice, or as an
+    # HTTP-date, must still be waited, not replaced by a backoff of a second.
+    asked: list[float] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(anyio.current_time())
+        if len(asked) == 1:
+            error = {"code": "rate_limited", "message": "Rate limit exceeded."}
+            headers = {"retry-after": value, "date": DATE}
+            return httpx.Response(429, headers=headers, json={"success": False, "error": error})
+        return reader_job("job_a", "completed", 10)
+
+    async with reader_watcher(handler) as w:
+        final = await w.wait("job_a", timeout=600)
+    assert final.kind == "completed"
+    assert asked[1] - asked[0] >= 30.0
