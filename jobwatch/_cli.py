@@ -317,7 +317,10 @@ def _load(
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
     if environ.get("JOBWATCH_API_KEY"):
-        config = config.replace(api_key=Secret(environ["JOBWATCH_API_KEY"]))
+        try:
+            config = config.replace(api_key=Secret(environ["JOBWATCH_API_KEY"]))
+        except ConfigError as exc:
+            raise ConfigError(f"JOBWATCH_API_KEY: {exc}") from None
     if transport is not None:
         names = _transports(transport, f"--transport {transport!r}")
         config = config.replace(transport=names[0] if len(names) == 1 else names)

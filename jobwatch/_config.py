@@ -320,8 +320,20 @@ def _check_core(core: _Core | Config) -> None:
             "[jobwatch] base_url must start with http:// or https://, "
             f"got {redact_url(core.base_url)!r}"
         )
+    if core.api_key is not None and _unsendable(core.api_key.reveal()):
+        # Said without the key: httpx would refuse the header with the value in its message.
+        raise ConfigError(
+            "[jobwatch] api_key has whitespace or control characters at its ends or inside "
+            "(a key copied with a space or a newline?); remove them"
+        )
     if isinstance(core.transport, tuple) and not core.transport:
         raise ConfigError("[jobwatch] transport is an empty list; name at least one transport")
+
+
+def _unsendable(key: str) -> bool:
+    """Whether ``key`` cannot go in a header as it is: surrounding whitespace, or a control
+    character anywhere."""
+    return key != key.strip() or any(ord(c) < 32 or ord(c) == 127 for c in key)
 
 
 def load_config(

@@ -353,3 +353,31 @@ def test_raw_without_json_is_a_usage_error(
     assert code == 2 and line == (
         "jobwatch: error: --raw adds each event's payload to the lines of --json; give --json too"
     )
+
+
+@pytest.mark.parametrize("where", ["file", "environment"])
+def test_a_key_with_whitespace_is_a_usage_error_that_does_not_print_it(
+    where: str,
+    sim: Sim,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # httpx refuses such a header, naming its value: the key reached standard error, under
+    # "the API does not answer ... check base_url and the network".
+    monkeypatch.chdir(tmp_path)
+    key = " rdr_secret_value\n"
+    body = f'[jobwatch]\nbase_url = "{sim.url}"\nstore = "memory"\n'
+    if where == "file":
+        monkeypatch.setenv("KEY", key)
+        body += 'api_key = "${KEY}"\n'
+    else:
+        monkeypatch.setenv("JOBWATCH_API_KEY", key)
+    (tmp_path / "jobwatch.toml").write_text(body)
+    code, out, err = run(capsys, "watch", "job_1")
+    line = _one_error_line(out, err)
+    prefix = "JOBWATCH_API_KEY: " if where == "environment" else "jobwatch.toml: "
+    assert code == 2 and "rdr_secret_value" not in line
+    assert line.startswith(
+        f"jobwatch: error: {prefix}[jobwatch] api_key has whitespace or control characters"
+    ), line
