@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from ._errors import JobwatchError, RateLimited
+from ._redact import redact_url
 from ._values import MAX_WAIT, Classification, RateLimit, Response
 
 __all__ = ["classify_http", "parse_rate_limit", "parse_retry_after"]
@@ -163,3 +164,19 @@ def classify_http(
     if status >= 500 or status == 408:
         return Classification.retry(wait=hint, rate_limit=limits)
     return Classification.fatal(rate_limit=limits)
+
+
+def redirect_note(response: Response) -> str:
+    """What to say of a redirect (a 3xx answer), to add to the API's error; else ``""``.
+
+    jobwatch follows no redirect: the API key would go along to wherever it points. A user
+    whose API moved changes ``base_url``; the note says where the API pointed.
+    """
+    if not 300 <= response.status < 400:
+        return ""
+    location = " ".join((_header(response.headers, "location") or "").split())[:200]
+    where = f" to {redact_url(location)}" if location else ""
+    return (
+        f"; a redirect{where}, which jobwatch does not follow (the API key would go along): "
+        "if the API has moved, set base_url in [jobwatch] to its new address"
+    )

@@ -39,6 +39,7 @@ from .._errors import (
     StreamError,
 )
 from .._events import _TERMINAL_KIND, JobEvent, JobStatus
+from .._ratelimit import redirect_note
 from .._values import MAX_COUNT
 from ..abc import (
     Capabilities,
@@ -858,7 +859,7 @@ class GenericProvider(Provider):
             return AuthenticationError(f"{text}; check api_key in [jobwatch]{hint}", status=status)
         if status in self.description.errors.gone:
             return JobNotFound(f"{text}; check the job id", status=status)
-        return APIError(text, status=status)
+        return APIError(text + redirect_note(response), status=status)
 
     def _message(self, body: bytes) -> str | None:
         try:

@@ -31,6 +31,7 @@ from .._errors import (
     RateLimited,
 )
 from .._events import EventKind, JobEvent, JobStatus
+from .._ratelimit import redirect_note
 from .._values import MAX_COUNT
 from ..abc import (
     Capabilities,
@@ -535,6 +536,7 @@ class ReaderProvider(Provider):
                 retry_after=retry,
                 request_id=request_id,
             )
+        text += redirect_note(response)
         return APIError(text, status=status, code=code, request_id=request_id)
 
     def classify(self, response: Response) -> Classification:

@@ -16,6 +16,7 @@ import trio.testing
 from _runs_api import RunsAPI, watcher
 
 import jobwatch
+from jobwatch._registry import base, load
 from jobwatch.abc import Response, parse_retry_after
 from jobwatch.stores.memory import MemoryStore
 from jobwatch.transports.poll import PollOptions, PollTransport
@@ -160,3 +161,42 @@ async def test_reader_honours_any_retry_after_it_can_read(value: str) -> None:
         final = await w.wait("job_a", timeout=600)
     assert final.kind == "completed"
     assert asked[1] - asked[0] >= 30.0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", MOCK)
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirect_ends_the_watch_saying_where_it_points_and_what_to_do(
+    status: int,
+) -> None:
+    # jobwatch follows no redirect (the API key would go along to wherever it points): the
+    # error says where the API sent it, and that base_url is what to change.
+    moved = "https://api.reader.example/v1/jobs/job_a?limit=1"
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, headers={"location": moved})
+
+    async with reader_watcher(handler) as w:
+        with pytest.raises(jobwatch.APIError) as caught:
+            await w.wait("job_a", timeout=600)
+    message = str(caught.value)
+    assert f"HTTP {status}" in message
+    assert "https://api.reader.example/v1/jobs/job_a" in message
+    assert "base_url" in message
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_described_api_says_where_a_redirect_points(status: int) -> None:
+    config = jobwatch.Config.from_mapping(
+        {"jobwatch": {"provider": "github-actions", "github-actions": {"repository": "o/r"}}},
+        environ={},
+    )
+    github = load("provider", "github-actions", base("provider")).from_config(config)
+    moved = Response(
+        status=status, headers={"location": "https://user:pw@api.github.example/repos/o/r"}
+    )
+    assert github.classify(moved).ends
+    message = str(github.error_for(moved))
+    assert f"HTTP {status}" in message
+    assert "https://user:***@api.github.example/repos/o/r" in message
+    assert "base_url" in message
