@@ -843,8 +843,30 @@ def _listen_command(args: argparse.Namespace) -> int:
         _check_tls_flags(args.certfile, args.keyfile)
         config = config.with_table("webhook", certfile=args.certfile, keyfile=args.keyfile)
     renderer = _renderer(args.json, raw=args.raw)
-    anyio.run(_listen, config, renderer, environ, backend=args.backend)
+    with _naming_address(args.listen, config, "webhook"):
+        anyio.run(_listen, config, renderer, environ, backend=args.backend)
     return EXIT_OK
+
+
+@contextmanager
+def _naming_address(flag: str | None, config: Config, table: str) -> Iterator[None]:
+    """An address that cannot be listened on is said with where it came from, so that the
+    user knows what to change."""
+    try:
+        yield
+    except (ConfigError, BaseExceptionGroup) as exc:
+        error = _first_jobwatch_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        if not (isinstance(error, ConfigError) and str(error).startswith("cannot listen on ")):
+            raise
+        if flag is not None:
+            where = "the address of --listen"
+        elif config.table(table).get("listen") and config.source is not None:
+            where = f"the address of [jobwatch.{table}] listen in {config.source}"
+        else:
+            where = (
+                f"the default address: --listen HOST:PORT or [jobwatch.{table}] listen sets another"
+            )
+        raise ConfigError(f"{error} ({where})") from None
 
 
 def _check_tls_flags(certfile: str | None, keyfile: str | None) -> None:
@@ -901,7 +923,8 @@ def _dashboard_command(args: argparse.Namespace) -> int:
     from ._dashboard import serve_dashboard
 
     config, environ = _load(args)
-    anyio.run(serve_dashboard, config, args.listen, environ, backend=args.backend)
+    with _naming_address(args.listen, config, "dashboard"):
+        anyio.run(serve_dashboard, config, args.listen, environ, backend=args.backend)
     return EXIT_OK
 
 

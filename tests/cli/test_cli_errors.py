@@ -381,3 +381,37 @@ def test_a_key_with_whitespace_is_a_usage_error_that_does_not_print_it(
     assert line.startswith(
         f"jobwatch: error: {prefix}[jobwatch] api_key has whitespace or control characters"
     ), line
+
+
+@pytest.mark.parametrize("command", ["listen", "dashboard"])
+@pytest.mark.parametrize("source", ["flag", "file"])
+def test_a_taken_port_says_where_its_address_came_from(
+    command: str,
+    source: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "choose another port" — in the file, or with --listen? The message says which.
+    monkeypatch.chdir(tmp_path)
+    table = "webhook" if command == "listen" else "dashboard"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        body = f'[jobwatch]\nstore = "memory"\n[jobwatch.{table}]\n'
+        body += 'secrets = ["s"]\n' if table == "webhook" else ""
+        flags: list[str] = ["--listen", address]
+        if source == "file":
+            body += f'listen = "{address}"\n'
+            flags = []
+        (tmp_path / "jobwatch.toml").write_text(body)
+        code, out, err = run(capsys, command, *flags)
+    line = _one_error_line(out, err)
+    where = (
+        "(the address of --listen)"
+        if source == "flag"
+        else f"(the address of [jobwatch.{table}] listen in jobwatch.toml)"
+    )
+    assert code == 2 and line.startswith("jobwatch: error: cannot listen on ")
+    assert line.endswith(where), line
