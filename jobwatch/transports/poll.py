@@ -215,8 +215,9 @@ class PollTransport(Transport):
             log.warning("could not record the poll of job %s, backing off: %s", job_id, exc)
             self.schedule.failed(job_id, now)
             return
-        self._snapshots[job_id] = snapshot
-        self.schedule.observe(job_id, now, snapshot)
+        if job_id in self.schedule:  # not unwatched while its events were being recorded
+            self._snapshots[job_id] = snapshot
+            self.schedule.observe(job_id, now, snapshot)
 
     def _refused(
         self,

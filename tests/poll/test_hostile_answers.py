@@ -19,6 +19,7 @@ import jobwatch
 from jobwatch._registry import base, load
 from jobwatch.abc import Response, parse_retry_after
 from jobwatch.stores.memory import MemoryStore
+from jobwatch.testing import ScriptedHost
 from jobwatch.transports.poll import PollOptions, PollTransport
 
 MOCK = [
@@ -200,3 +201,46 @@ def test_a_described_api_says_where_a_redirect_points(status: int) -> None:
     assert f"HTTP {status}" in message
     assert "https://user:***@api.github.example/repos/o/r" in message
     assert "base_url" in message
+
+
+class _UnwatchingHost(ScriptedHost):
+    """A host whose application stops watching each job while its poll is being recorded."""
+
+    transport: PollTransport
+
+    async def deliver(self, events: Any, **kw: Any) -> None:
+        for job_id in {e.job_id for e in events if e.job_id is not None}:
+            self._watching.discard(job_id)
+            self.transport.unwatch(job_id)
+        await anyio.lowlevel.checkpoint()
+        await super().deliver(events, **kw)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", MOCK)
+async def test_jobs_unwatched_while_their_poll_is_recorded_leave_nothing_behind() -> None:
+    # Thousands of jobs watched and unwatched, each while its poll is in flight: the poll
+    # transport keeps nothing of them (what it kept would grow with every job ever watched).
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return reader_job(request.url.path.rsplit("/", 1)[-1], "processing", 3)
+
+    config = jobwatch.Config.from_mapping(
+        {"jobwatch": {"provider": "reader", "base_url": "http://reader.test", "api_key": "k"}}
+    )
+    provider = load("provider", "reader", base("provider")).from_config(config)
+    poll = PollTransport(PollOptions(rpm=100_000), rng=random.Random(1))
+    host = _UnwatchingHost(
+        config, provider, rpm=100_000, http_transport=httpx.MockTransport(handler)
+    )
+    host.transport = poll
+    async with host, anyio.create_task_group() as tg:
+        await tg.start(poll.run, host)
+        for n in range(2000):
+            host.watch(poll, f"job_{n}")
+            if n % 50 == 0:
+                await anyio.sleep(1.0)
+        await anyio.sleep(60.0)
+        tg.cancel_scope.cancel()
+    assert host.requests >= 2000
+    assert len(poll.schedule) == 0
+    assert poll._snapshots == {}
