@@ -19,6 +19,7 @@ import httpx
 from ._budget import RequestBudget
 from ._config import Config, redact_url
 from ._errors import JobwatchError, NetworkError, RateLimited, WatcherClosed
+from ._redact import redact
 from ._values import Classification, Outcome, Request, Response
 from .abc import Provider
 
@@ -55,7 +56,7 @@ def describe_http_error(exc: BaseException) -> str:
                 "server speaks plain HTTP, base_url must begin with http://"
             )
         if str(cause):
-            return f"{type(exc).__name__}: {cause}"
+            return f"{type(exc).__name__}: {redact(str(cause))}"
         cause = cause.__cause__ or cause.__context__
     return f"{type(exc).__name__} (no detail given)"
 

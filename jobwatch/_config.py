@@ -24,9 +24,9 @@ from ._errors import ConfigError
 from ._redact import install_log_filter
 from ._redact import redact_url as redact_url  # where the rest of jobwatch imports it from
 
-# httpx logs every request's URL at INFO, a password in base_url included; the poll
-# transport's lines carry the errors of requests to it.
-install_log_filter("httpx", "jobwatch.poll")
+# httpx logs every request's URL at INFO, a password in base_url included; httpcore's trace
+# names a header value it refused; the poll transport's lines carry the errors of requests.
+install_log_filter("httpx", "httpcore.http11", "httpcore.http2", "jobwatch.poll")
 
 __all__ = ["Config", "Secret", "load_config"]
 
@@ -320,20 +320,28 @@ def _check_core(core: _Core | Config) -> None:
             "[jobwatch] base_url must start with http:// or https://, "
             f"got {redact_url(core.base_url)!r}"
         )
-    if core.api_key is not None and _unsendable(core.api_key.reveal()):
+    if core.api_key is not None and unsendable(core.api_key.reveal()):
         # Said without the key: httpx would refuse the header with the value in its message.
-        raise ConfigError(
-            "[jobwatch] api_key has whitespace or control characters at its ends or inside "
-            "(a key copied with a space or a newline?); remove them"
-        )
+        raise ConfigError(f"[jobwatch] api_key {UNSENDABLE}")
     if isinstance(core.transport, tuple) and not core.transport:
         raise ConfigError("[jobwatch] transport is an empty list; name at least one transport")
 
 
-def _unsendable(key: str) -> bool:
-    """Whether ``key`` cannot go in a header as it is: surrounding whitespace, or a control
-    character anywhere."""
-    return key != key.strip() or any(ord(c) < 32 or ord(c) == 127 for c in key)
+#: Why a value is not sendable in a header, said without the value (often a credential).
+UNSENDABLE = (
+    "has whitespace or control characters at its ends or inside, or a character outside "
+    "ASCII (a key copied with a space, a newline or a typographic quote?); remove them"
+)
+
+
+def unsendable(value: str) -> bool:
+    """Whether ``value`` cannot go in a header as it is: surrounding whitespace, a control
+    character, or a character outside ASCII (which httpx does not send)."""
+    return (
+        value != value.strip()
+        or not value.isascii()
+        or any(ord(c) < 32 or ord(c) == 127 for c in value)
+    )
 
 
 def load_config(

@@ -1,10 +1,11 @@
-"""Credentials out of what jobwatch prints: URLs with a user part, and httpx's request log.
+"""Credentials out of what jobwatch prints: URLs with a user part, header values the HTTP
+library refused, and httpx's request log.
 
 :func:`redact_url` replaces the password of every ``scheme://user:password@host`` in a text
 with ``***`` (a user part without a password is itself a token: it becomes ``***``), and the
 value of query arguments named like credentials (``password``, ``secret``, ``token``, ``key``).
 :func:`install_log_filter` makes httpx's own log — one INFO line per request, URL included —
-pass through it; ``import jobwatch`` installs it once.
+and httpcore's trace pass through it; ``import jobwatch`` installs it once.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 
-__all__ = ["RedactingFilter", "install_log_filter", "redact_url"]
+__all__ = ["RedactingFilter", "install_log_filter", "redact", "redact_url"]
 
 # The user part runs to the last "@" before the path, query, fragment or the end of the URL.
 _USERINFO = re.compile(r'(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<userinfo>[^\s/?#"<>]*)@', re.I)
@@ -24,10 +25,24 @@ _QUERY_SECRET = re.compile(
 )
 
 
+# h11 names a header value it refuses (the rest of its message), most often a credential.
+_REFUSED_HEADER = re.compile(r"Illegal header value .*", re.DOTALL)
+#: What replaces it.
+UNSENDABLE_HEADER = (
+    "a header's value is not sendable (whitespace at its ends, or a control character; "
+    "check the API key and the headers configured)"
+)
+
+
 def redact_url(text: str) -> str:
     """``text`` with the user part of every URL in it redacted (``user:***@``, ``***@``), and
     the value of query arguments named like credentials (``?password=***``)."""
     return _QUERY_SECRET.sub(r"\g<name>***", _USERINFO.sub(_redacted, text))
+
+
+def redact(text: str) -> str:
+    """:func:`redact_url`, and a header value the HTTP library refused and named."""
+    return redact_url(_REFUSED_HEADER.sub(UNSENDABLE_HEADER, text))
 
 
 def _redacted(match: re.Match[str]) -> str:
@@ -45,11 +60,11 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):
-            record.msg = redact_url(record.msg)
+            record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
             record.args = tuple(_redact_arg(arg) for arg in record.args)
         elif record.args:  # a mapping: the message is formatted here, once
-            record.msg, record.args = redact_url(record.getMessage()), None
+            record.msg, record.args = redact(record.getMessage()), None
         return True
 
 
@@ -57,7 +72,7 @@ def _redact_arg(arg: object) -> object:
     if arg is None or isinstance(arg, int | float):
         return arg
     text = str(arg)
-    redacted = redact_url(text)
+    redacted = redact(text)
     return arg if redacted == text else redacted
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from .._config import UNSENDABLE, unsendable
 from .._errors import ConfigError
 from .._events import JobStatus
 from .._registry import installed
@@ -466,14 +467,19 @@ def _auth(table: _Table) -> Auth:
     if not header or not all(c.isalnum() or c in "-_" for c in header):
         raise ConfigError(f"{table.at('header')} must be a header name, got {header!r}")
     env = table.text("env", None)
-    return Auth(style=style, header=header.lower(), prefix=table.text("prefix", ""), env=env)
+    prefix = table.text("prefix", "")
+    if prefix and unsendable(prefix + "k"):  # ("Token " ends in the space before the key)
+        raise ConfigError(f"{table.at('prefix')} {UNSENDABLE}")
+    return Auth(style=style, header=header.lower(), prefix=prefix, env=env)
 
 
 def _headers(table: _Table) -> dict[str, str]:
     headers = table.texts("headers")
-    for name in headers:
+    for name, value in headers.items():
         if not name or not all(c.isalnum() or c in "-_" for c in name):
             raise ConfigError(f"{table.where} headers: {name!r} is not a header name")
+        if unsendable(value):
+            raise ConfigError(f"{table.where} headers: the value of {name!r} {UNSENDABLE}")
     return {name.lower(): value for name, value in headers.items()}
 
 

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from .._config import Config
+from .._config import UNSENDABLE, Config, unsendable
 from .._errors import (
     APIError,
     AuthenticationError,
@@ -926,6 +926,10 @@ def _credentials(description: Description, config: Config | None) -> dict[str, s
     key = config.api_key.reveal() if config is not None and config.api_key else None
     if key is None and auth.env:
         key = os.environ.get(auth.env) or None
+        if key is not None and unsendable(key):
+            raise ConfigError(
+                f"{auth.env} (the API key the description's [auth] env names) {UNSENDABLE}"
+            )
     if key is None:
         return {}
     if auth.style == "bearer":

@@ -165,3 +165,44 @@ def test_the_log_filter_keeps_arguments_it_does_not_change() -> None:
     assert RedactingFilter().filter(record)
     assert isinstance(record.args, tuple) and record.args[0] is clean
     assert record.getMessage() == "poll failed: refused; then GET http://u:***@h/x failed (3)"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [
+        pytest.param(
+            ("trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}), id="trio-mockclock"
+        )
+    ],
+)
+async def test_a_header_value_httpx_refuses_is_not_repeated_in_errors_or_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A provider's credential with a newline: httpx's refusal names the value.
+    from jobwatch.providers.reader import ReaderProvider
+
+    class Careless(ReaderProvider):
+        def headers(self) -> dict[str, str]:
+            return {"x-api-key": f"{PASSWORD}\n"}
+
+    with socket.socket() as listening:  # connections complete; the headers never leave
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(16)
+        config = _config(f"http://127.0.0.1:{listening.getsockname()[1]}")
+        with caplog.at_level(logging.DEBUG):
+            async with Watcher(config, provider=Careless(config)) as watcher:
+                with pytest.raises(jobwatch.JobwatchError) as failed:
+                    with anyio.fail_after(30):
+                        async for _ in watcher.results("job_1"):
+                            pass
+    assert "a header's value is not sendable" in str(failed.value)
+    assert "send_request_headers.failed" in caplog.text  # httpcore's trace, redacted
+    assert PASSWORD not in caplog.text and PASSWORD not in str(failed.value)
+
+
+@pytest.mark.parametrize("key", ["rdr_s\u00e9cret", "\u201crdr_secret\u201d", "rdr_secret\n"])
+def test_an_api_key_no_header_can_carry_is_refused_without_showing_it(key: str) -> None:
+    with pytest.raises(ConfigError, match=r"^\[jobwatch\] api_key .* remove them") as refused:
+        _config("https://api.example.com", api_key=key)
+    assert "secret" not in str(refused.value)

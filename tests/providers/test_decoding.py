@@ -640,3 +640,41 @@ def test_a_page_delivery_that_failed() -> None:
         "c1:page_failed:https://a.example/x",
     )
     assert page(False).error == "failed"
+
+
+@pytest.mark.parametrize("value", [" sk-from-env", "sk-from-env\n", "sk-fr\u00f6m-env"])
+def test_a_key_from_the_environment_that_no_header_can_carry_is_refused_unsaid(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # httpx refused the header naming its value, and the key reached the log; a key outside
+    # ASCII made every request raise UnicodeEncodeError.
+    monkeypatch.setenv("OPENAI_API_KEY", value)
+    config = jobwatch.Config.from_mapping({"jobwatch": {"provider": "openai-batch"}})
+    from jobwatch.providers.presets import OpenAIBatchProvider
+
+    with pytest.raises(jobwatch.ConfigError, match="^OPENAI_API_KEY .* remove them") as caught:
+        OpenAIBatchProvider.from_config(config)
+    assert "sk-fr" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("request_table", "said"),
+    [
+        ({"headers": {"X-Token": "t0ken\n"}}, "the value of 'X-Token'"),
+        ({"headers": {"X-Token": " t0ken"}}, "the value of 'X-Token'"),
+        ({"headers": {"X-Token": "t\u00f6ken"}}, "the value of 'X-Token'"),
+    ],
+)
+def test_a_described_header_no_request_can_carry_is_refused_unsaid(
+    request_table: dict[str, Any], said: str
+) -> None:
+    with pytest.raises(jobwatch.ConfigError, match="remove them") as caught:
+        provider("generic", described(request=request_table))
+    assert said in str(caught.value) and "t0ken" not in str(caught.value)
+
+
+def test_an_auth_prefix_no_header_can_carry_is_refused() -> None:
+    with pytest.raises(jobwatch.ConfigError, match="prefix .* remove them"):
+        provider("generic", described(auth={"style": "header", "prefix": "Token\n"}))
+    built = provider("generic", described(auth={"style": "header", "prefix": "Token "}))
+    assert dict(built.status_request("j1").headers) == {"x-api-key": "Token sk-test"}
