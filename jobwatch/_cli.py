@@ -45,6 +45,7 @@ from ._events import EventKind, JobEvent
 from ._policy import Signals, check_names, choose_transport, split_transports
 from ._registry import installed
 from ._watcher import DEFAULT_TIMEOUT, Watcher, check_job_id
+from .abc import Provider
 
 __all__ = ["main"]
 
@@ -597,21 +598,40 @@ async def _watch_one(
         renderer.problem(job_id, _one_line(str(explain_timeout(timeout, watcher))), "timeout")
     except AuthenticationError as exc:
         # The key is refused for every job: one error, not a line per job.
-        raise _GiveUp(_without_job(exc, job_id) + _key_origin(watcher.config)) from None
+        raise _GiveUp(_without_job(exc, job_id) + _key_origin(watcher, job_id)) from None
     except JobwatchError as exc:
         outcomes.kinds[job_id] = "error"
         outcomes.errors[job_id] = exc
         renderer.problem(job_id, _one_line(_without_job(exc, job_id)), "error")
 
 
-def _key_origin(config: Config) -> str:
+def _key_origin(watcher: Watcher, job_id: str) -> str:
     """Where the refused key came from, when it was not the file's ``api_key``: the
     provider's message can only point at the file."""
+    config = watcher.config
     if config.api_key is None:
+        if _sends_a_key_of_its_own(watcher, job_id):
+            return ""  # read by the provider itself ([auth] env): its message names it
         return "; [jobwatch] api_key is not set, nor JOBWATCH_API_KEY: set one of them"
     if config.api_key.reveal() == os.environ.get("JOBWATCH_API_KEY"):
         return "; the key sent is JOBWATCH_API_KEY's, which overrides [jobwatch] api_key"
     return ""
+
+
+def _sends_a_key_of_its_own(watcher: Watcher, job_id: str) -> bool:
+    """Whether the provider sent a key though ``api_key`` is not set (a description's
+    ``[auth] env``): the headers that carry a key given as api_key are in its request."""
+    probe = "jobwatch-probe-key"
+
+    def sent(provider: Provider) -> dict[str, str]:
+        return {**provider.headers(), **provider.status_request(job_id).headers}
+
+    try:
+        keyed = type(watcher.provider).from_config(watcher.config.replace(api_key=Secret(probe)))
+    except JobwatchError:
+        return False
+    carrying = {name for name, value in sent(keyed).items() if probe in value}
+    return bool(carrying & sent(watcher.provider).keys())
 
 
 def _without_job(exc: JobwatchError, job_id: str) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -209,6 +211,54 @@ def test_a_refused_key_says_where_it_came_from(
     line = _one_error_line(out, err)
     assert code == 1 and "401" in line and line.endswith(expected), line
     assert "rdr_wrong" not in line
+
+
+@pytest.fixture
+def refusing_api() -> Iterator[str]:
+    """A loopback API that answers every request 401, as to a wrong key: its base URL."""
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"error": {"message": "Incorrect API key provided"}}'
+            self.send_response(401)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_refused_key_the_provider_read_itself_is_not_said_to_be_missing(
+    refusing_api: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # openai-batch reads OPENAI_API_KEY when [jobwatch] api_key is not set: that key was
+    # sent and refused, so "set one of them" would send the user to set a key they have.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JOBWATCH_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
+    (tmp_path / "jobwatch.toml").write_text(
+        f'[jobwatch]\nprovider = "openai-batch"\nbase_url = "{refusing_api}"\n'
+        'transport = "poll"\nstore = "memory"\n'
+    )
+    code, out, err = run(capsys, "watch", "batch_abc")
+    line = _one_error_line(out, err)
+    assert code == 1 and "401" in line and "OPENAI_API_KEY" in line, line
+    assert "is not set" not in line and "sk-wrong" not in line, line
 
 
 @pytest.mark.parametrize(
