@@ -857,13 +857,14 @@ def _listen_command(args: argparse.Namespace) -> int:
         from .transports.webhook import parse_listen
 
         parse_listen(args.listen, "--listen")  # named as the flag it came from, not the file
+    as_loaded = config  # where the address came from, before the default fills it in
     listen = args.listen or config.table("webhook").get("listen") or "127.0.0.1:8787"
     config = config.with_table("webhook", listen=listen)
     if args.certfile or args.keyfile:
         _check_tls_flags(args.certfile, args.keyfile)
         config = config.with_table("webhook", certfile=args.certfile, keyfile=args.keyfile)
     renderer = _renderer(args.json, raw=args.raw)
-    with _naming_address(args.listen, config, "webhook"):
+    with _naming_address(args.listen, as_loaded, "webhook"):
         anyio.run(_listen, config, renderer, environ, backend=args.backend)
     return EXIT_OK
 

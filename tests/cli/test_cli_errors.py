@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import socket
 import subprocess
@@ -465,3 +466,35 @@ def test_a_taken_port_says_where_its_address_came_from(
     )
     assert code == 2 and line.startswith("jobwatch: error: cannot listen on ")
     assert line.endswith(where), line
+
+
+@pytest.mark.parametrize(
+    ("command", "default"), [("listen", 8787), ("dashboard", 8788)], ids=["listen", "dashboard"]
+)
+def test_a_taken_default_address_is_said_to_be_the_default(
+    command: str,
+    default: int,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A jobwatch.toml without listen: the address is the default, not "[...] listen in
+    # jobwatch.toml", which would send the user to a key the file does not have.
+    monkeypatch.chdir(tmp_path)
+    table = "webhook" if command == "listen" else "dashboard"
+    body = f'[jobwatch]\nstore = "memory"\n[jobwatch.{table}]\n'
+    body += 'secrets = ["s"]\n' if table == "webhook" else ""
+    (tmp_path / "jobwatch.toml").write_text(body)
+    with contextlib.ExitStack() as stack:
+        holder = stack.enter_context(socket.socket())
+        try:
+            holder.bind(("127.0.0.1", default))
+            holder.listen()
+        except OSError:
+            pass  # taken already, by another program: as good for this test
+        code, out, err = run(capsys, command)
+    line = _one_error_line(out, err)
+    assert code == 2 and line.startswith("jobwatch: error: cannot listen on "), line
+    assert line.endswith(
+        f"(the default address: --listen HOST:PORT or [jobwatch.{table}] listen sets another)"
+    ), line
