@@ -29,9 +29,11 @@ end
 """
 
 #: Commit a record, compare-and-set on the job's state.
-#: KEYS: job state, dedup key, inbox hash, inbox order, sequence, active set.
+#: KEYS: job state, dedup key, inbox hash, inbox order, sequence, active set, owners set.
 #: ARGV: has_job, expected state ('' = absent), new state ('' = unchanged), active ('1'/'0'),
-#:       job id, event key ('' = no event), event JSON, now, dedup value, EX seconds, nonce.
+#:       job id, event key ('' = no event), event JSON, now, dedup value, EX seconds, nonce,
+#:       owner (of the inbox: named in the owners set with every event it takes, so that a
+#:       Redis that lost the set, restarted empty, still has the inbox adopted).
 #: Returns 'ok' (also when this very commit, same nonce, ran before: a retry after a lost
 #: reply), 'duplicate', or 'conflict' (the state changed since it was read: decide again).
 COMMIT = (
@@ -52,6 +54,7 @@ if ARGV[6] ~= '' then
   local seq = redis.call('INCR', KEYS[5])
   redis.call('HSET', KEYS[3], ARGV[6], ARGV[7])
   redis.call('ZADD', KEYS[4], seq, ARGV[6])
+  redis.call('SADD', KEYS[7], ARGV[12])
 end
 if ARGV[3] ~= '' then
   redis.call('SET', KEYS[1], ARGV[3])
@@ -68,8 +71,10 @@ return 'ok'
 #: Commit a batch of records, job by job, each job compare-and-set on its state: a job whose
 #: state changed since it was read, or one of whose event keys is held (by another process,
 #: or by an earlier job of this batch), is left as it is and reported, to be decided again.
-#: KEYS: inbox hash, inbox order, sequence, active set, then the job and dedup keys the plan
-#: names by index. ARGV[1]: the plan as JSON, {now, ex (EX seconds), nonce, jobs: [{k (index
+#: KEYS: inbox hash, inbox order, sequence, active set, owners set, then the job and dedup
+#: keys the plan names by index. ARGV[1]: the plan as JSON, {now, ex (EX seconds), nonce,
+#: owner (of the inbox: named in the owners set when an event is taken, as COMMIT does),
+#: jobs: [{k (index
 #: of the job key, 0 = a workspace event), exp (expected state, '' = absent), new (state to
 #: save, '' = unchanged), act ('1' = active), id, ev: [[dedup key index, event key, event
 #: JSON, dedup value], ...]}], claim: false or [claim key index, value, EX seconds]}: a claim
@@ -82,6 +87,7 @@ COMMIT_BATCH = (
 local plan = cjson.decode(ARGV[1])
 local now = tonumber(plan.now)
 local claimed = {}
+local registered = false
 local out = {}
 for i, job in ipairs(plan.jobs) do
   local mine = false
@@ -115,6 +121,10 @@ for i, job in ipairs(plan.jobs) do
         redis.call('HSET', KEYS[1], ev[2], ev[3])
         redis.call('ZADD', KEYS[2], seq, ev[2])
         claimed[ev[2]] = true
+      end
+      if #job.ev > 0 and not registered then
+        redis.call('SADD', KEYS[5], plan.owner)
+        registered = true
       end
       if job.new ~= '' then
         redis.call('SET', KEYS[job.k], job.new)
@@ -151,7 +161,8 @@ return cjson.encode(out)
 
 #: Move a dead owner's inbox into ours, keeping the record order; only if its lease is gone.
 #: KEYS: their lease, their inbox, their order, our inbox, our order, owners set.
-#: ARGV: their owner name. Returns how many events moved, or -1 if the owner is alive.
+#: ARGV: their owner name, our owner name. Returns how many events moved, or -1 if the owner
+#: is alive.
 ADOPT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
 local entries = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
@@ -166,6 +177,7 @@ for i = 1, #entries, 2 do
 end
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('SREM', KEYS[6], ARGV[1])
+if moved > 0 then redis.call('SADD', KEYS[6], ARGV[2]) end
 return moved
 """
 

@@ -204,11 +204,16 @@ class RedisStore(Store):
 
     def _renew(self) -> None:
         # A thread, not a task: the store has no task group, and the lease must be renewed
-        # even while the event loop is busy.
+        # even while the event loop is busy. The owner is named again each time: a Redis
+        # that restarted empty has forgotten it, and an owner missing from the set is never
+        # looked at by the others, whatever its inbox holds when it dies.
         ms = int(self.options.lease * 1000)
         while not self._stop.wait(self.options.lease / 3):
             try:
-                self._client.redis.set(self.keys.lease(), self._token, px=ms)
+                with self._client.redis.pipeline(transaction=False) as pipe:
+                    pipe.set(self.keys.lease(), self._token, px=ms)
+                    pipe.sadd(self.keys.owners, self.owner)
+                    pipe.execute()
             except redis.RedisError as exc:
                 log.warning("could not renew the lease of owner %s: %s", self.owner, exc)
 
@@ -273,7 +278,7 @@ class RedisStore(Store):
                 outcome = await self._until(give_up, functools.partial(_commit, args))
             except BaseException:
                 if verdict.event is not None:
-                    self._mark_unsure([verdict.event.key], str(args[-1]))
+                    self._mark_unsure([verdict.event.key], str(args[-2]))
                 raise
             if outcome == b"duplicate":
                 return Verdict(event=None, check=verdict.check, dropped="duplicate")
@@ -444,6 +449,7 @@ class RedisStore(Store):
             keys.order(),
             keys.seq,
             keys.active,
+            keys.owners,
             "1" if job_id is not None else "0",
             current or b"",
             state_to_json(state) if state is not None else "",
@@ -455,6 +461,7 @@ class RedisStore(Store):
             seen_value(now + ttl, nonce),
             str(max(1, math.ceil(ttl)) + _GRACE),
             nonce,
+            self.owner,
         ]
 
     # -- jobs ------------------------------------------------------------------------------
@@ -519,7 +526,7 @@ class RedisStore(Store):
                     keys.order(),
                     keys.owners,
                 ],
-                args=[other],
+                args=[other, self.owner],
                 client=r,
             )
             if isinstance(moved, int) and moved > 0:
@@ -598,6 +605,7 @@ class RedisStore(Store):
                 pipe.set(keys.seq, seq)
                 pipe.hset(keys.inbox(), key, _dead_letter(found[-1])[0].to_json())
                 pipe.zadd(keys.order(), {key: seq})
+                pipe.sadd(keys.owners, self.owner)
 
             # WATCHed: two replays of one dead letter put it in one inbox, once.
             r.transaction(attempt, keys.dead_letters, keys.seq)
@@ -653,6 +661,7 @@ class _BatchPlan:
             self.keys.order(),
             self.keys.seq,
             self.keys.active,
+            self.keys.owners,
         ]
         self.claimed: set[str] = set()
         self.claim: list[Any] | None = None
@@ -742,6 +751,7 @@ class _BatchPlan:
                 "now": repr(self.now),
                 "ex": max(1, math.ceil(self.ttl)) + _GRACE,
                 "nonce": self.nonce,
+                "owner": self.store.owner,
                 "jobs": self.entries,
                 "claim": self.claim or False,
             }
@@ -758,5 +768,5 @@ def _commit_batch(plan: _BatchPlan, r: redis.Redis) -> list[list[str]]:
 
 def _commit(args: list[str | bytes], r: redis.Redis) -> bytes:
     # EVALSHA, loading the script on NOSCRIPT (a restarted Redis has forgotten it).
-    outcome: bytes = _scripts.script(r, _scripts.COMMIT)(keys=args[:6], args=args[6:], client=r)
+    outcome: bytes = _scripts.script(r, _scripts.COMMIT)(keys=args[:7], args=args[7:], client=r)
     return outcome
