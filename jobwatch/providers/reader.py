@@ -137,6 +137,13 @@ def _get(
     return value
 
 
+def _about(job_id: str, data: Mapping[str, Any]) -> None:
+    """Raise DecodeError when an answer to ``GET /v1/jobs/{job_id}`` is about another job (a
+    proxy or cache that mixed answers up): its state or results are not this job's."""
+    if "id" in data and data["id"] != job_id:
+        raise DecodeError(f"GET /v1/jobs/{job_id} answered about another job: {data['id']!r:.80}")
+
+
 def _count(obj: Mapping[str, Any], name: str, what: str) -> int | None:
     """An optional count field: ``_get(obj, name, int, what, required=False)``, faster."""
     value = obj.get(name)
@@ -241,11 +248,7 @@ class ReaderProvider(Provider):
     ) -> tuple[Snapshot, list[JobEvent]]:
         data = self._data(response, f"GET /v1/jobs/{job_id}")
         what = f"job {job_id} snapshot"
-        if "id" in data and data["id"] != job_id:
-            # A proxy or cache that mixed answers up: another job's state is not this one's.
-            raise DecodeError(
-                f"GET /v1/jobs/{job_id} answered about another job: {data['id']!r:.80}"
-            )
+        _about(job_id, data)
         status, raw = _status(data, what)
         snap = Snapshot(
             job_id=job_id,
@@ -287,6 +290,7 @@ class ReaderProvider(Provider):
     def decode_results(self, job_id: str, response: Response) -> ResultsPage:
         where = f"GET /v1/jobs/{job_id}"
         envelope = self._envelope(response, where)
+        _about(job_id, envelope["data"])
         results = _get(envelope["data"], "results", list, f"{where} data")
         if not all(isinstance(item, dict) for item in results):
             raise DecodeError(f"{where}: every entry of 'results' must be an object")

@@ -95,6 +95,30 @@ async def test_an_answer_about_another_job_is_not_taken_for_the_job_asked_about(
 
 
 @pytest.mark.anyio
+async def test_results_about_another_job_are_not_taken_for_the_job_asked_about() -> None:
+    # The same mixed-up answer to a results request: job_b's pages must not be handed out
+    # as job_a's results.
+    async def handler(request: httpx.Request) -> httpx.Response:
+        data = {
+            "id": "job_b",
+            "status": "completed",
+            "completed": 1,
+            "total": 1,
+            "error": None,
+            "results": [{"url": "https://example.com/b"}],
+        }
+        pagination = {"total": 1, "skip": 0, "limit": 20, "hasMore": False}
+        return httpx.Response(200, json={"success": True, "data": data, "pagination": pagination})
+
+    got: list[object] = []
+    async with reader_watcher(handler) as w:
+        with pytest.raises(jobwatch.DecodeError, match="another job: 'job_b'"):
+            async for item in w.results("job_a"):
+                got.append(item)
+    assert got == []
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", MOCK)
 @pytest.mark.parametrize("value", ["60, 60", "30,60", " 60 , 60 "])
 async def test_a_retry_after_sent_twice_is_still_a_rate_limit(value: str) -> None:
