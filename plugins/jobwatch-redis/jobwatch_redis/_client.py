@@ -8,6 +8,7 @@ queueing on the pool. Errors of redis-py are translated here, at the seam, into 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -42,11 +43,20 @@ class RedisClient:
 
     ``timeout`` bounds connecting, each command and the wait for a free connection. A
     connection found dead is reconnected once, transparently (Redis restarted, say); after
-    that a failure is :class:`RedisUnavailable`.
+    that a failure is :class:`RedisUnavailable`. ``names`` is the option that names the keys
+    (``[jobwatch.redis] prefix``), for errors that say what to change.
     """
 
-    def __init__(self, url: str, *, connections: int = 16, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connections: int = 16,
+        timeout: float = 2.0,
+        names: str = "[jobwatch.redis] prefix",
+    ) -> None:
         self.url = url
+        self._names = names
         self._connections = connections
         self._timeout = timeout
         self._limiter = anyio.CapacityLimiter(connections)
@@ -82,7 +92,9 @@ class RedisClient:
         (blocking reads, which end on their own within their block time)."""
         client = self.redis
         return await anyio.to_thread.run_sync(
-            _translated, fn, client, self.url, limiter=self._limiter, abandon_on_cancel=abandon
+            functools.partial(_translated, fn, client, self.url, self._names),
+            limiter=self._limiter,
+            abandon_on_cancel=abandon,
         )
 
     def close(self) -> None:
@@ -93,7 +105,7 @@ class RedisClient:
             client.connection_pool.disconnect()
 
 
-def _translated(fn: Callable[[Redis], T], client: Redis, url: str) -> T:
+def _translated(fn: Callable[[Redis], T], client: Redis, url: str, names: str) -> T:
     try:
         return fn(client)
     except (rex.ConnectionError, rex.TimeoutError, TimeoutError, OSError) as exc:
@@ -101,5 +113,13 @@ def _translated(fn: Callable[[Redis], T], client: Redis, url: str) -> T:
             f"Redis at {describe_url(url)} is unavailable ({type(exc).__name__}: {exc}); "
             "check that it runs and is reachable — jobwatch retries"
         ) from exc
+    except rex.ResponseError as exc:
+        if str(exc).startswith("WRONGTYPE"):
+            raise RedisCommandError(
+                f"Redis at {describe_url(url)} holds a key of another type than jobwatch "
+                f"keeps there ({exc}): another program uses the same key names; give {names} "
+                "a value of its own, or delete that program's keys"
+            ) from exc
+        raise RedisCommandError(f"Redis at {describe_url(url)} refused a command: {exc}") from exc
     except rex.RedisError as exc:
         raise RedisCommandError(f"Redis at {describe_url(url)} refused a command: {exc}") from exc

@@ -136,7 +136,10 @@ class RelayTransport(Transport):
     ) -> None:
         self.role = self._role(host)
         self._client = RedisClient(
-            self.options.url, connections=self.options.connections, timeout=self.options.timeout
+            self.options.url,
+            connections=self.options.connections,
+            timeout=self.options.timeout,
+            names="[jobwatch.relay] stream",
         )
         try:
             if self.role == "publish":

@@ -48,21 +48,26 @@ if ARGV[1] == '1' then
   local current = redis.call('GET', KEYS[1])
   if (current or '') ~= ARGV[2] then return 'conflict' end
 end
-if ARGV[6] ~= '' then
-  if seen and live(seen, tonumber(ARGV[8])) then return 'duplicate' end
-  redis.call('SET', KEYS[2], ARGV[9], 'EX', ARGV[10])
-  local seq = redis.call('INCR', KEYS[5])
-  redis.call('HSET', KEYS[3], ARGV[6], ARGV[7])
-  redis.call('ZADD', KEYS[4], seq, ARGV[6])
-  redis.call('SADD', KEYS[7], ARGV[12])
-end
+if seen and live(seen, tonumber(ARGV[8])) then return 'duplicate' end
+-- The writes a key of the wrong type refuses come first, the dedup key last: a refused
+-- write ends the script, and a dedup key written before it would make the sender's retry a
+-- duplicate of an event that no inbox holds.
 if ARGV[3] ~= '' then
-  redis.call('SET', KEYS[1], ARGV[3])
   if ARGV[4] == '1' then
     redis.call('SADD', KEYS[6], ARGV[5])
   else
     redis.call('SREM', KEYS[6], ARGV[5])
   end
+end
+if ARGV[6] ~= '' then
+  local seq = redis.call('INCR', KEYS[5])
+  redis.call('HSET', KEYS[3], ARGV[6], ARGV[7])
+  redis.call('ZADD', KEYS[4], seq, ARGV[6])
+  redis.call('SADD', KEYS[7], ARGV[12])
+  redis.call('SET', KEYS[2], ARGV[9], 'EX', ARGV[10])
+end
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[3])
 end
 return 'ok'
 """
@@ -115,24 +120,28 @@ for i, job in ipairs(plan.jobs) do
       if #held_keys > 0 then status = 'seen' end
     end
     if status == 'ok' then
-      for _, ev in ipairs(job.ev) do
-        redis.call('SET', KEYS[ev[1]], ev[4], 'EX', plan.ex)
-        local seq = redis.call('INCR', KEYS[3])
-        redis.call('HSET', KEYS[1], ev[2], ev[3])
-        redis.call('ZADD', KEYS[2], seq, ev[2])
-        claimed[ev[2]] = true
-      end
-      if #job.ev > 0 and not registered then
-        redis.call('SADD', KEYS[5], plan.owner)
-        registered = true
-      end
+      -- The writes a key of the wrong type refuses first, each dedup key after its inbox
+      -- entry, as in COMMIT.
       if job.new ~= '' then
-        redis.call('SET', KEYS[job.k], job.new)
         if job.act == '1' then
           redis.call('SADD', KEYS[4], job.id)
         else
           redis.call('SREM', KEYS[4], job.id)
         end
+      end
+      for _, ev in ipairs(job.ev) do
+        local seq = redis.call('INCR', KEYS[3])
+        redis.call('HSET', KEYS[1], ev[2], ev[3])
+        redis.call('ZADD', KEYS[2], seq, ev[2])
+        if not registered then
+          redis.call('SADD', KEYS[5], plan.owner)
+          registered = true
+        end
+        redis.call('SET', KEYS[ev[1]], ev[4], 'EX', plan.ex)
+        claimed[ev[2]] = true
+      end
+      if job.new ~= '' then
+        redis.call('SET', KEYS[job.k], job.new)
       end
     end
   end
