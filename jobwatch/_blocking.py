@@ -9,6 +9,7 @@ nesting event loops.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -21,6 +22,7 @@ import trio
 from ._config import Config, load_config
 from ._errors import WatchTimeout
 from ._events import JobEvent
+from ._policy import check_served
 from ._watcher import DEFAULT_TIMEOUT, Watcher, check_timeout
 
 __all__ = ["iter_events", "wait"]
@@ -102,6 +104,9 @@ def _resolve(config: Config | None, transport: str | Sequence[str] | None) -> Co
         resolved = resolved.replace(
             transport=transport if isinstance(transport, str) else tuple(transport)
         )
+        if os.environ.get("JOBWATCH_TRANSPORT", "").strip() in ("", "auto"):
+            # Named as the argument: the Watcher would blame the file's [jobwatch] transport.
+            check_served(resolved, f"transport={transport!r}")
     return resolved
 
 

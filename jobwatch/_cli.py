@@ -23,7 +23,6 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import anyio
-import attrs
 import trio
 
 from . import __version__
@@ -42,7 +41,7 @@ from ._errors import (
     leaves,
 )
 from ._events import EventKind, JobEvent
-from ._policy import Signals, check_names, choose_transport, split_transports
+from ._policy import check_names, check_served, split_transports
 from ._registry import installed
 from ._watcher import DEFAULT_TIMEOUT, Watcher, check_job_id
 from .abc import Provider
@@ -326,7 +325,7 @@ def _load(
         names = _transports(transport, f"--transport {transport!r}")
         config = config.replace(transport=names[0] if len(names) == 1 else names)
         environ.pop("JOBWATCH_TRANSPORT", None)  # the flag is the more specific choice
-        _check_served(config, f"--transport {transport!r}")
+        check_served(config, f"--transport {transport!r}")
     else:
         chosen = environ.get("JOBWATCH_TRANSPORT", "").strip()
         if chosen and chosen != "auto":
@@ -356,19 +355,6 @@ def _warn_of_other_providers(config: Config) -> None:
         file=sys.stderr,
         flush=True,
     )
-
-
-def _check_served(config: Config, where: str) -> None:
-    """A transport of the flag that the provider cannot serve is a ConfigError naming the
-    flag: the Watcher would blame ``[jobwatch] transport`` in the file, which may not say it."""
-    written = config.transport if isinstance(config.transport, str) else list(config.transport)
-    said = f"[jobwatch] transport = {json.dumps(written)} "
-    try:
-        choose_transport(attrs.evolve(config, source=None), environ={}, signals=Signals())
-    except ConfigError as exc:
-        if str(exc).startswith(said):
-            raise ConfigError(f"{where} {str(exc).removeprefix(said)}") from None
-        # Anything else is the Watcher's to say, naming the file.
 
 
 def _transports(text: str, where: str) -> tuple[str, ...]:

@@ -133,6 +133,20 @@ def _explicit(config: Config, environ: Mapping[str, str]) -> _Explicit | None:
     return None
 
 
+def check_served(config: Config, where: str) -> None:
+    """Raise a ConfigError naming ``where`` (a flag, an argument) when ``config``'s transport,
+    which ``where`` set, is one the provider cannot serve: the Watcher would blame
+    ``[jobwatch] transport`` in the configuration file, which may not say it."""
+    written = config.transport if isinstance(config.transport, str) else list(config.transport)
+    said = f"[jobwatch] transport = {json.dumps(written)} "
+    try:
+        choose_transport(attrs.evolve(config, source=None), environ={}, signals=Signals())
+    except ConfigError as exc:
+        if str(exc).startswith(said):
+            raise ConfigError(f"{where} {str(exc).removeprefix(said)}") from None
+        # Anything else is the Watcher's to say, naming the file.
+
+
 _Served = Provider | type[Provider]
 
 

@@ -190,3 +190,28 @@ async def test_a_timeout_that_is_not_seconds_is_refused_saying_what_is_expected(
         jobwatch.wait("job_1", config=_config(), timeout=seconds)  # type: ignore[arg-type]
     with pytest.raises(jobwatch.ConfigError, match=match):
         next(jobwatch.iter_events("job_1", config=_config(), timeout=seconds))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("call", ["wait", "iter_events"])
+def test_a_transport_argument_the_provider_cannot_serve_is_named_as_the_argument(
+    call: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The argument replaced the file's transport, and the error blamed the file's
+    # '[jobwatch] transport = "sse"', which says "poll".
+    monkeypatch.delenv("JOBWATCH_TRANSPORT", raising=False)
+    path = tmp_path / "jobwatch.toml"
+    path.write_text(
+        '[jobwatch]\nprovider = "openai-batch"\napi_key = "sk-test"\ntransport = "poll"\n'
+        'store = "memory"\n'
+    )
+    config = jobwatch.load_config(path)
+    with pytest.raises(jobwatch.ConfigError) as caught:
+        if call == "wait":
+            jobwatch.wait("batch_1", config=config, transport="sse", timeout=5)
+        else:
+            next(jobwatch.iter_events("batch_1", config=config, transport="sse", timeout=5))
+    message = str(caught.value)
+    assert message.startswith("transport='sse' asks for sse, but the openai-batch provider"), (
+        message
+    )
+    assert "jobwatch.toml" not in message
