@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 
 class RedisUnavailable(JobwatchError):
-    """Redis did not answer (refused, reset, timed out, loading). Retry later.
+    """Redis did not answer (refused, reset, timed out, loading), or is full. Retry later.
 
     A webhook receiver answers 503 when recording fails with it, so the sender retries.
     """
@@ -112,6 +112,12 @@ def _translated(fn: Callable[[Redis], T], client: Redis, url: str, names: str) -
         raise RedisUnavailable(
             f"Redis at {describe_url(url)} is unavailable ({type(exc).__name__}: {exc}); "
             "check that it runs and is reachable — jobwatch retries"
+        ) from exc
+    except rex.OutOfMemoryError as exc:
+        raise RedisUnavailable(
+            f"Redis at {describe_url(url)} is full ({exc}): raise its maxmemory or free "
+            "memory, and keep maxmemory-policy noeviction (an evicted dedup key, lease or "
+            "inbox delivers events twice or loses them) — jobwatch retries"
         ) from exc
     except rex.ResponseError as exc:
         if str(exc).startswith("WRONGTYPE"):

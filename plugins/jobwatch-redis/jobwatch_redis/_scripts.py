@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 from redis.commands.core import Script
 
-__all__ = ["ADOPT", "CLAIM", "COMMIT", "COMMIT_BATCH", "PUBLISH", "script"]
+__all__ = ["ACK", "ADOPT", "CLAIM", "COMMIT", "COMMIT_BATCH", "PUBLISH", "script"]
 
 
 def script(client: redis.Redis, text: str) -> Script:
@@ -168,6 +168,15 @@ return cjson.encode(out)
 """
 )
 
+#: Remove a dispatched event from an inbox. A script, not MULTI/EXEC: a Redis at its
+#: maxmemory refuses every command queued in a transaction, even one that frees memory, but
+#: lets a script that only deletes run. KEYS: inbox hash, inbox order. ARGV: the event key.
+ACK = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+"""
+
 #: Move a dead owner's inbox into ours, keeping the record order; only if its lease is gone.
 #: KEYS: their lease, their inbox, their order, our inbox, our order, owners set.
 #: ARGV: their owner name, our owner name. Returns how many events moved, or -1 if the owner
@@ -220,5 +229,5 @@ return redis.call('XADD', KEYS[2], '*', 'key', ARGV[3], 'event', ARGV[4])
 
 # Script objects only hash the text here; every call names the client that runs it.
 _SCRIPTS = {
-    text: Script(redis.Redis(), text) for text in (ADOPT, CLAIM, COMMIT, COMMIT_BATCH, PUBLISH)
+    text: Script(redis.Redis(), text) for text in (ACK, ADOPT, CLAIM, COMMIT, COMMIT_BATCH, PUBLISH)
 }

@@ -540,10 +540,8 @@ class RedisStore(Store):
 
     async def ack(self, key: str) -> None:
         def ack(r: redis.Redis) -> None:
-            with r.pipeline(transaction=True) as pipe:
-                pipe.hdel(self.keys.inbox(), key)
-                pipe.zrem(self.keys.order(), key)
-                pipe.execute()
+            run = _scripts.script(r, _scripts.ACK)
+            run(keys=[self.keys.inbox(), self.keys.order()], args=[key], client=r)
 
         try:
             await self._write(ack, "acknowledging an event")
