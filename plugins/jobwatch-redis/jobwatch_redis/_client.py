@@ -9,8 +9,10 @@ queueing on the pool. Errors of redis-py are translated here, at the seam, into 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import anyio
 import redis.exceptions as rex
@@ -43,8 +45,9 @@ class RedisClient:
 
     ``timeout`` bounds connecting, each command and the wait for a free connection. A
     connection found dead is reconnected once, transparently (Redis restarted, say); after
-    that a failure is :class:`RedisUnavailable`. ``names`` is the option that names the keys
-    (``[jobwatch.redis] prefix``), for errors that say what to change.
+    that a failure is :class:`RedisUnavailable`. A password or database Redis refuses is a
+    :class:`~jobwatch.ConfigError`. ``table`` is where ``url`` is set and ``names`` the
+    option there that names the keys, for errors that say what to change.
     """
 
     def __init__(
@@ -53,9 +56,11 @@ class RedisClient:
         *,
         connections: int = 16,
         timeout: float = 2.0,
-        names: str = "[jobwatch.redis] prefix",
+        table: str = "[jobwatch.redis]",
+        names: str = "prefix",
     ) -> None:
         self.url = url
+        self._table = table
         self._names = names
         self._connections = connections
         self._timeout = timeout
@@ -73,6 +78,14 @@ class RedisClient:
         return self._redis
 
     def _connect(self) -> Redis:
+        where = describe_url(self.url)
+        path = urlsplit(self.url).path
+        if not self.url.startswith("unix:") and not re.fullmatch(r"/?|/[0-9]+", path):
+            # redis-py ignores a path it cannot read as a number, and uses database 0.
+            raise ConfigError(
+                f"{self._table} url {where!r}: the database after the port must be a number "
+                f"(redis://host:6379/0), got {path[1:]!r}"
+            )
         try:
             pool = BlockingConnectionPool.from_url(
                 self.url,
@@ -92,10 +105,56 @@ class RedisClient:
         (blocking reads, which end on their own within their block time)."""
         client = self.redis
         return await anyio.to_thread.run_sync(
-            functools.partial(_translated, fn, client, self.url, self._names),
+            functools.partial(self._translated, fn, client),
             limiter=self._limiter,
             abandon_on_cancel=abandon,
         )
+
+    def _translated(self, fn: Callable[[Redis], T], client: Redis) -> T:
+        where, url = describe_url(self.url), f"{self._table} url"
+        try:
+            return fn(client)
+        except rex.AuthenticationError as exc:  # before ConnectionError, its base
+            raise ConfigError(
+                f"Redis at {where} refused the user or password of {url} ({exc}); "
+                "correct them there (redis://user:password@host:port/db, or "
+                "redis://:password@host:port/db without an ACL user)"
+            ) from None
+        except (rex.ConnectionError, rex.TimeoutError, TimeoutError, OSError) as exc:
+            raise RedisUnavailable(
+                f"Redis at {where} is unavailable ({type(exc).__name__}: {exc}); "
+                "check that it runs and is reachable — jobwatch retries"
+            ) from exc
+        except rex.OutOfMemoryError as exc:
+            raise RedisUnavailable(
+                f"Redis at {where} is full ({exc}): raise its maxmemory or free "
+                "memory, and keep maxmemory-policy noeviction (an evicted dedup key, lease or "
+                "inbox delivers events twice or loses them) — jobwatch retries"
+            ) from exc
+        except rex.NoPermissionError as exc:
+            raise ConfigError(
+                f"Redis at {where} does not let the user of {url} run what jobwatch needs "
+                f"({exc}); grant that user +@all on the key names jobwatch uses, or name "
+                "another user there"
+            ) from None
+        except rex.ResponseError as exc:
+            text = str(exc)
+            if "DB index" in text:
+                raise ConfigError(
+                    f"Redis at {where} has no such database ({exc}); correct the number after "
+                    f"the port in {url} (a Redis has databases 0 to 15 unless its "
+                    "'databases' setting says more)"
+                ) from None
+            if text.startswith("WRONGTYPE"):
+                raise RedisCommandError(
+                    f"Redis at {where} holds a key of another type than jobwatch keeps there "
+                    f"({exc}): another program uses the same key names; give "
+                    f"{self._table} {self._names} a value of its own, or delete that "
+                    "program's keys"
+                ) from exc
+            raise RedisCommandError(f"Redis at {where} refused a command: {exc}") from exc
+        except rex.RedisError as exc:
+            raise RedisCommandError(f"Redis at {where} refused a command: {exc}") from exc
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -103,29 +162,3 @@ class RedisClient:
             client, self._redis = self._redis, None
             client.close()
             client.connection_pool.disconnect()
-
-
-def _translated(fn: Callable[[Redis], T], client: Redis, url: str, names: str) -> T:
-    try:
-        return fn(client)
-    except (rex.ConnectionError, rex.TimeoutError, TimeoutError, OSError) as exc:
-        raise RedisUnavailable(
-            f"Redis at {describe_url(url)} is unavailable ({type(exc).__name__}: {exc}); "
-            "check that it runs and is reachable — jobwatch retries"
-        ) from exc
-    except rex.OutOfMemoryError as exc:
-        raise RedisUnavailable(
-            f"Redis at {describe_url(url)} is full ({exc}): raise its maxmemory or free "
-            "memory, and keep maxmemory-policy noeviction (an evicted dedup key, lease or "
-            "inbox delivers events twice or loses them) — jobwatch retries"
-        ) from exc
-    except rex.ResponseError as exc:
-        if str(exc).startswith("WRONGTYPE"):
-            raise RedisCommandError(
-                f"Redis at {describe_url(url)} holds a key of another type than jobwatch "
-                f"keeps there ({exc}): another program uses the same key names; give {names} "
-                "a value of its own, or delete that program's keys"
-            ) from exc
-        raise RedisCommandError(f"Redis at {describe_url(url)} refused a command: {exc}") from exc
-    except rex.RedisError as exc:
-        raise RedisCommandError(f"Redis at {describe_url(url)} refused a command: {exc}") from exc

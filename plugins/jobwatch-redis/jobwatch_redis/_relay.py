@@ -139,9 +139,11 @@ class RelayTransport(Transport):
             self.options.url,
             connections=self.options.connections,
             timeout=self.options.timeout,
-            names="[jobwatch.relay] stream",
+            table="[jobwatch.relay]",
+            names="stream",
         )
         try:
+            await self._check_credentials()
             if self.role == "publish":
                 await self._publisher(host, task_status)
             else:
@@ -149,6 +151,17 @@ class RelayTransport(Transport):
                 await self._consumer(host)
         finally:
             self._client.close()
+
+    async def _check_credentials(self) -> None:
+        """A password or database Redis refuses ends the start with a ConfigError that says
+        what to fix, rather than a relay that retries in vain; a Redis that is away now is
+        retried by the roles themselves."""
+        try:
+            await self.client.call(lambda r: r.ping())
+        except ConfigError:
+            raise
+        except JobwatchError as exc:
+            log.warning("relay: %s", exc)
 
     # -- publish ---------------------------------------------------------------------------
 
@@ -201,6 +214,8 @@ class RelayTransport(Transport):
                 await self._drain_own(host)
                 backoff.reset()
                 await self._consume(host, backoff)
+            except ConfigError:
+                raise  # a password changed under a running worker: retrying cannot help
             except JobwatchError as exc:
                 host.count(self.name, "reconnects")
                 delay = backoff.next_delay()
