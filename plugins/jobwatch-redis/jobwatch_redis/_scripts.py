@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 from redis.commands.core import Script
 
-__all__ = ["ACK", "ADOPT", "CLAIM", "COMMIT", "COMMIT_BATCH", "PUBLISH", "script"]
+__all__ = ["ACK", "ADOPT", "CLAIM", "COMMIT", "COMMIT_BATCH", "PUBLISH", "RENEW", "script"]
 
 
 def script(client: redis.Redis, text: str) -> Script:
@@ -199,6 +199,19 @@ if moved > 0 then redis.call('SADD', KEYS[6], ARGV[2]) end
 return moved
 """
 
+#: Renew this process's lease, unless another process holds it, and name the owner in the
+#: owners set. KEYS: the lease, the owners set. ARGV: our token, PX milliseconds, the owner.
+#: Returns 1 if renewed, 2 if taken again (it had run out, or Redis lost it), 0 if another
+#: process holds it (its token is there: it started under this owner name meanwhile).
+RENEW = """
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+if held then return 1 end
+return 2
+"""
+
 #: Take a claim unless a live one holds it. KEYS: the claim. ARGV: now (store clock), the
 #: value ("{expires}|{nonce}"), EX seconds, nonce. Returns 1 if taken (also when this very
 #: claim, same nonce, ran before: a retry after a lost reply), 0 if held.
@@ -229,5 +242,6 @@ return redis.call('XADD', KEYS[2], '*', 'key', ARGV[3], 'event', ARGV[4])
 
 # Script objects only hash the text here; every call names the client that runs it.
 _SCRIPTS = {
-    text: Script(redis.Redis(), text) for text in (ACK, ADOPT, CLAIM, COMMIT, COMMIT_BATCH, PUBLISH)
+    text: Script(redis.Redis(), text)
+    for text in (ACK, ADOPT, CLAIM, COMMIT, COMMIT_BATCH, PUBLISH, RENEW)
 }

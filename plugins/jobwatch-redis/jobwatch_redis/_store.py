@@ -207,15 +207,32 @@ class RedisStore(Store):
         # even while the event loop is busy. The owner is named again each time: a Redis
         # that restarted empty has forgotten it, and an owner missing from the set is never
         # looked at by the others, whatever its inbox holds when it dies.
-        ms = int(self.options.lease * 1000)
         while not self._stop.wait(self.options.lease / 3):
             try:
-                with self._client.redis.pipeline(transaction=False) as pipe:
-                    pipe.set(self.keys.lease(), self._token, px=ms)
-                    pipe.sadd(self.keys.owners, self.owner)
-                    pipe.execute()
+                self._renew_once(self._client.redis)
             except redis.RedisError as exc:
                 log.warning("could not renew the lease of owner %s: %s", self.owner, exc)
+
+    def _renew_once(self, r: redis.Redis) -> None:
+        renew = _scripts.script(r, _scripts.RENEW)
+        keys = [self.keys.lease(), self.keys.owners]
+        args = [self._token, str(int(self.options.lease * 1000)), self.owner]
+        outcome = renew(keys=keys, args=args, client=r)
+        if outcome == 0:  # never taken from the process that holds it now
+            log.error(
+                "[jobwatch.redis] owner %r is held by another process that started under the "
+                "same name after this one's lease ran out; give each receiver its own owner "
+                "name — until this process stops, both dispatch that owner's inbox",
+                self.owner,
+            )
+        elif outcome == 2:
+            log.warning(
+                "the lease of owner %s had run out (Redis restarted empty, or could not be "
+                "reached for %.0f s) and is taken again; a receiver that started meanwhile "
+                "may have adopted and dispatched what its inbox held",
+                self.owner,
+                self.options.lease,
+            )
 
     async def aclose(self) -> None:
         """Stop renewing, give the lease back (others may adopt what is left), disconnect."""
