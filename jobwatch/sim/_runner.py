@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             job_failure_p=args.job_failure_p,
         )
     except ValueError as exc:
-        print(f"jobwatch sim: {exc}", file=sys.stderr)
+        print(f"jobwatch sim: error: {exc}", file=sys.stderr)
         return 2
     try:
         trio.run(_main, simulator, args.host, args.port)
@@ -149,19 +149,11 @@ def _exit_code(exc: BaseException, host: str, port: int) -> int:
     if any(isinstance(leaf, KeyboardInterrupt) for leaf in errors):
         # Ctrl-C decides; a connection reset while serving stops with it is no failure.
         return 0
-    # An address that cannot be bound is a usage error (exit 2), as for `jobwatch listen`.
-    oserrors = [leaf for leaf in errors if isinstance(leaf, OSError)]
-    if oserrors:
-        print(
-            f"jobwatch sim: cannot listen on {host}:{port}: {oserrors[0]}; choose another "
-            "--port, or --port 0 for any free one",
-            file=sys.stderr,
-        )
-        return 2
-    # The server reports an address it cannot bind as a configuration error of its own.
+    # An address that cannot be bound is a usage error (exit 2), as for `jobwatch listen`: the
+    # server says why, and what to do.
     refused = [leaf for leaf in errors if isinstance(leaf, ConfigError)]
     if refused:
-        print(f"jobwatch sim: {refused[0]}", file=sys.stderr)
+        print(f"jobwatch sim: error: {refused[0]} (--host {host} --port {port})", file=sys.stderr)
         return 2
     raise exc
 

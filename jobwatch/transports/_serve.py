@@ -102,6 +102,9 @@ def format_url(scheme: str, host: str, port: int) -> str:
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (port 0: any free port); ConfigError if not."""
+    where = format_url("http", host, port)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"cannot listen on {where}: a port is 1 to 65535, or 0 for any free one")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -111,11 +114,28 @@ def bind(host: str, port: int) -> socket.socket:
         sock.listen(1024)
     except OSError as exc:
         sock.close()
-        raise ConfigError(
-            f"cannot listen on {format_url('http', host, port)}: {exc}; choose "
-            "another port, or port 0 for any free one"
-        ) from None
+        raise ConfigError(f"cannot listen on {where}: {_why_not(exc, host)}") from None
     return sock
+
+
+def _why_not(exc: OSError, host: str) -> str:
+    """What went wrong binding, and what to do about it."""
+    if isinstance(exc, socket.gaierror):
+        return (
+            f"{host!r} is not a host name known here ({exc.strerror}); give an address of "
+            "this machine (127.0.0.1, or 0.0.0.0 for every interface)"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"{exc.strerror}: {host} is not an address of this machine; give one of its "
+            "addresses (127.0.0.1, or 0.0.0.0 for every interface)"
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"{exc.strerror} (ports below 1024 need privileges); choose a port from 1024, "
+            "or port 0 for any free one"
+        )
+    return f"{exc}; choose another port, or port 0 for any free one"
 
 
 def _hypercorn_config(limits: ServerLimits, certfile: str | None, keyfile: str | None) -> Any:

@@ -498,3 +498,40 @@ def test_a_taken_default_address_is_said_to_be_the_default(
     assert line.endswith(
         f"(the default address: --listen HOST:PORT or [jobwatch.{table}] listen sets another)"
     ), line
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--port", "99999"], "a port is 1 to 65535, or 0 for any free one"),
+        (["--port", "-1"], "a port is 1 to 65535, or 0 for any free one"),
+        (["--host", "nothere.invalid"], "'nothere.invalid' is not a host name known here"),
+        (["--host", "192.0.2.1"], "192.0.2.1 is not an address of this machine"),
+    ],
+)
+def test_sim_on_an_address_it_cannot_have_says_why_in_one_line(
+    flags: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A port out of range escaped as an OverflowError traceback; an unknown or foreign host
+    # was told to choose another port.
+    from jobwatch.sim._runner import main as sim_main
+
+    code = sim_main(flags)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "Traceback" not in err
+    assert err.startswith("jobwatch sim: error: cannot listen on ") and said in err, err
+
+
+def test_listen_on_a_host_not_known_here_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It was told to choose another port.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "jobwatch.toml").write_text(
+        '[jobwatch]\nstore = "memory"\n[jobwatch.webhook]\nsecrets = ["s"]\n'
+    )
+    code, out, err = run(capsys, "listen", "--listen", "nothere.invalid:0")
+    line = _one_error_line(out, err)
+    assert code == 2 and line.startswith("jobwatch: error: cannot listen on "), line
+    assert "'nothere.invalid' is not a host name known here" in line
+    assert "another port" not in line and line.endswith("(the address of --listen)")
