@@ -298,6 +298,7 @@ class GenericProvider(Provider):
             raise self.error_for(response)
         try:
             job = self._root(_parse(response.body, "the answer"))
+            self._about(job_id, job)
             state = self._state(job_id, job)
         except DecodeError as exc:
             raise DecodeError(f"the status of job {job_id}: {exc}") from None
@@ -312,6 +313,14 @@ class GenericProvider(Provider):
         if self._url_from is not None:
             self._learn(job_id, job)
         return snapshot, self._events(job_id, job, state, previous, source)
+
+    def _about(self, job_id: str, job: dict[str, Any]) -> None:
+        """Refuse an answer whose ``[job] id`` names another job (a proxy or cache that mixed
+        answers up): its state is not this job's."""
+        ident = self._job.id
+        if ident is not None and (found := ident.get(job)) is not None:
+            if _text(found) != job_id:
+                raise DecodeError(f"answered about another job: {found!r:.80}")
 
     def _root(self, document: Any) -> dict[str, Any]:
         root = self._job.root

@@ -678,3 +678,20 @@ def test_an_auth_prefix_no_header_can_carry_is_refused() -> None:
         provider("generic", described(auth={"style": "header", "prefix": "Token\n"}))
     built = provider("generic", described(auth={"style": "header", "prefix": "Token "}))
     assert dict(built.status_request("j1").headers) == {"x-api-key": "Token sk-test"}
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "asked", "variables"),
+    [
+        ("replicate", prediction("succeeded"), "other_prediction", {}),
+        ("github-actions", run("completed", "success"), "1", {"repository": REPOSITORY}),
+    ],
+)
+def test_a_status_answer_about_another_job_is_refused(
+    name: str, body: dict[str, Any], asked: str, variables: dict[str, str]
+) -> None:
+    # A proxy or cache that mixed answers up: the other job's end would end this job's watch.
+    with pytest.raises(jobwatch.DecodeError, match="answered about another job"):
+        poll(name, body, asked, **variables)
+    snap, _ = poll(name, body, str(body["id"]), **variables)  # its own answer is read
+    assert snap.status is JobStatus.COMPLETED
