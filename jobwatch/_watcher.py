@@ -6,6 +6,7 @@ import contextlib
 import enum
 import logging
 import math
+import numbers
 from collections import defaultdict
 from collections.abc import (
     AsyncGenerator,
@@ -823,7 +824,8 @@ def check_timeout(timeout: object) -> None:
     """Raise ConfigError unless ``timeout`` is seconds (a number, not NaN) or None."""
     if timeout is None:
         return
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or math.isnan(timeout):
+    # (numbers.Real: a NumPy integer or a Fraction is seconds too.)
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or math.isnan(timeout):
         raise ConfigError(
             f"timeout must be seconds (a number, e.g. 600) or None for no deadline, got {timeout!r}"
         )

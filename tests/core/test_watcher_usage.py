@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from fractions import Fraction
 from pathlib import Path
 
 import anyio
@@ -215,3 +216,12 @@ def test_a_transport_argument_the_provider_cannot_serve_is_named_as_the_argument
         message
     )
     assert "jobwatch.toml" not in message
+
+
+@pytest.mark.anyio
+async def test_a_timeout_of_any_real_number_type_is_seconds() -> None:
+    # (A NumPy integer is a numbers.Real, as a Fraction is: such timeouts worked before.)
+    watcher = jobwatch.Watcher(_config(), transports=[ScriptedTransport()], store=MemoryStore())
+    async with watcher:
+        with anyio.fail_after(5), pytest.raises(jobwatch.WatchTimeout):
+            await watcher.wait("job_1", timeout=Fraction(1, 20))  # type: ignore[arg-type]
