@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import socket
 from collections.abc import Sequence
@@ -81,8 +82,10 @@ class RelayOptions:
 
 
 def _check(options: RelayOptions) -> None:
-    if not options.claim_idle > 0 or not options.block > 0:
-        raise ConfigError("[jobwatch.relay] claim_idle and block must be > 0 seconds")
+    if not options.claim_idle > 0 or not options.block > 0 or not options.published_ttl > 0:
+        raise ConfigError(
+            "[jobwatch.relay] claim_idle, block and published_ttl must be > 0 seconds"
+        )
     if options.timeout <= options.block:
         raise ConfigError("[jobwatch.relay] timeout must be longer than block")
     if options.batch < 1 or options.maxlen < 0 or options.connections < 1:
@@ -186,7 +189,7 @@ class RelayTransport(Transport):
         args = [
             f"{o.stream}:published:{event.key}",
             o.stream,
-            str(int(o.published_ttl)),
+            str(math.ceil(o.published_ttl)),  # Redis refuses EX 0
             str(o.maxlen),
             event.key,
             event.to_json(),
