@@ -7,6 +7,8 @@ import sys
 from typing import TextIO
 
 from .._config import Config
+from .._errors import ConfigError
+from .._policy import check_served
 from .._registry import installed
 from .._watcher import Watcher
 from . import FAKES
@@ -26,6 +28,20 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+def _unserved(fake: FakeAPI, transport: str) -> str | None:
+    """Why ``--transport`` cannot serve the API ``fake`` stands in for, before it starts (the
+    Watcher would blame ``[jobwatch] transport`` in a file the demo does not read)."""
+    try:
+        config = Config.from_mapping(
+            {"jobwatch": {"provider": fake.provider, "transport": transport, **fake.tables()}},
+            environ={},
+        )
+        check_served(config, f"--transport {transport!r}")
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
 async def demo_fake(
     provider: str, transport: str | None, compare: bool, size: int, time_scale: float, out: TextIO
 ) -> int:
@@ -42,9 +58,13 @@ async def demo_fake(
             f"{', '.join(installed('provider'))}); its fake API is ready, but no "
             "provider can watch it yet"
         )
+    fake = FAKES[provider](time_scale=time_scale, seed=7)
+    if transport is not None:
+        refused = _unserved(fake, transport)
+        if refused is not None:
+            return _fail(refused)
     from .. import _cli
 
-    fake = FAKES[provider](time_scale=time_scale, seed=7)
     async with running_fake(fake):
         print(
             f"fake {provider} API listening on {fake.url} (time x{time_scale:g}); no "

@@ -535,3 +535,17 @@ def test_listen_on_a_host_not_known_here_says_so(
     assert code == 2 and line.startswith("jobwatch: error: cannot listen on "), line
     assert "'nothere.invalid' is not a host name known here" in line
     assert "another port" not in line and line.endswith("(the address of --listen)")
+
+
+@pytest.mark.parametrize("provider", ["openai-batch", "github-actions"])
+def test_a_demo_transport_the_provider_cannot_serve_is_named_as_the_flag(
+    provider: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It blamed '[jobwatch] transport = "sse"' in a file the demo does not read, after the
+    # fake API had started.
+    code, out, err = run(capsys, "demo", "--provider", provider, "--transport", "sse")
+    assert code == 2 and out == "", out
+    assert err.strip() == (
+        f"jobwatch demo: --transport 'sse' asks for sse, but the {provider} provider has no "
+        'event stream; it offers poll, webhook: choose from those, or "auto"'
+    )
