@@ -80,8 +80,9 @@ class RedisClient:
     def _connect(self) -> Redis:
         where = describe_url(self.url)
         path = urlsplit(self.url).path
-        if not self.url.startswith("unix:") and not re.fullmatch(r"/?|/[0-9]+", path):
-            # redis-py ignores a path it cannot read as a number, and uses database 0.
+        if not self.url.startswith("unix:") and not re.fullmatch(r"/?|/[0-9]+/?", path):
+            # redis-py ignores a path it cannot read as a number, and uses database 0 (it
+            # reads /3/, a number with a slash after it, as database 3).
             raise ConfigError(
                 f"{self._table} url {where!r}: the database after the port must be a number "
                 f"(redis://host:6379/0), got {path[1:]!r}"

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
+import redis
 from jobwatch_redis import RedisOptions, RedisStore, RelayOptions, RelayTransport
 from own_redis import OwnRedis, needs_server
 
@@ -78,3 +79,22 @@ async def test_a_user_without_the_commands_jobwatch_needs_says_so(locked_redis: 
     finally:
         await store.aclose()
     assert "grant" in str(refused.value) and PASSWORD not in str(refused.value)
+
+
+@pytest.mark.parametrize(("db", "number"), [("0/", 0), ("3/", 3)])
+async def test_a_database_number_with_a_slash_after_it_is_that_database(
+    locked_redis: OwnRedis, db: str, number: int
+) -> None:
+    # redis://host:6379/3/ is database 3 to redis-py: refusing it stopped a working receiver.
+    store = RedisStore(RedisOptions(url=locked_redis.url(f":{PASSWORD}@", db), owner="r1"))
+    try:
+        with anyio.fail_after(10):
+            await store.open()
+        await store.put_checkpoint("stream", "1-0")
+    finally:
+        await store.aclose()
+    client = redis.Redis(port=locked_redis.port, password=PASSWORD, db=number)
+    try:
+        assert client.hget(store.keys.checkpoints, "stream") == b"1-0"
+    finally:
+        client.close()
