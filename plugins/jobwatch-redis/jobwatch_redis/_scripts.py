@@ -203,10 +203,17 @@ return moved
 #: owners set. KEYS: the lease, the owners set. ARGV: our token, PX milliseconds, the owner.
 #: Returns 1 if renewed, 2 if taken again (it had run out, or Redis lost it), 0 if another
 #: process holds it (its token is there: it started under this owner name meanwhile).
+#: A lease held is renewed with PEXPIRE, not SET: a Redis at its maxmemory refuses a script's
+#: first write that may take memory (SET), but not one that cannot (PEXPIRE); a lease that
+#: runs out while Redis is full leaves a live process's inbox to the next receiver to start.
 RENEW = """
 local held = redis.call('GET', KEYS[1])
 if held and held ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if held then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
 redis.call('SADD', KEYS[2], ARGV[3])
 if held then return 1 end
 return 2

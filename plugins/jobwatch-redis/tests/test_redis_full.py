@@ -1,5 +1,6 @@
 """A full Redis (maxmemory reached, maxmemory-policy noeviction): recording is refused as a
-condition to retry, saying what to change, and what was dispatched still leaves the inbox.
+condition to retry, saying what to change, what was dispatched still leaves the inbox, and a
+live receiver keeps its lease.
 
 Runs a redis-server of its own: the shared one is never reconfigured.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 
+import anyio
 import pytest
 import redis
 from jobwatch_redis import RedisOptions, RedisStore, RedisUnavailable
@@ -58,5 +60,20 @@ async def test_a_full_redis_still_takes_acknowledgements(own_redis: OwnRedis) ->
         for key in await store.pending_keys():
             await store.ack(key)
         assert await store.pending_keys() == []
+    finally:
+        await store.aclose()
+
+
+async def test_a_full_redis_keeps_a_live_owners_lease(own_redis: OwnRedis) -> None:
+    # A lease that runs out while Redis is full has another receiver, once memory is freed,
+    # adopt and dispatch the inbox of a process that is still dispatching it.
+    store = RedisStore(RedisOptions(url=own_redis.url(), owner="r1", lease=0.3))
+    await store.open()
+    try:
+        _fill(own_redis)
+        with anyio.move_on_after(1.0):  # more than three leases: renewed or gone by then
+            while own_redis.client.exists(store.keys.lease()):  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+        assert own_redis.client.exists(store.keys.lease())
     finally:
         await store.aclose()
