@@ -137,7 +137,11 @@ def jobwatch(
         while flying and flying[0][0] <= now:
             answered, job_id = heapq.heappop(flying)
             job = by_id[job_id]
-            if schedule.observe(job_id, answered, job.snapshot(answered - latency / 2)) is None:
+            read = answered - latency / 2  # the server reads the job halfway
+            snapshot = job.snapshot(read)
+            # Reader's answer says when the job started (the simulator's clock is the client's).
+            started = job.started if read >= job.started else None
+            if schedule.observe(job_id, answered, snapshot, started=started) is None:
                 delays.append(answered - job.end)
     return requests, delays
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -27,6 +28,7 @@ __all__ = [
     "Response",
     "ResultsPage",
     "Snapshot",
+    "seconds",
 ]
 
 
@@ -82,7 +84,11 @@ class Capabilities:
 
 @attrs.frozen(kw_only=True)
 class Snapshot:
-    """A job's state as one status request showed it (what polling compares)."""
+    """A job's state as one status request showed it (what polling compares).
+
+    ``started_at`` is when the API says the job started (wall clock, seconds since the epoch),
+    where its answer says so: the poll schedule times the job's pace from there.
+    """
 
     job_id: str
     status: JobStatus | None
@@ -90,6 +96,7 @@ class Snapshot:
     completed: int | None = None
     total: int | None = None
     data: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
+    started_at: float | None = attrs.field(default=None, eq=False)
 
     @property
     def terminal(self) -> bool:
@@ -145,6 +152,17 @@ _STATE_SETTERS = _slot_setters(
         "updated_at",
     ),
 )
+
+
+def seconds(when: datetime | None) -> float | None:
+    """An API's time as wall-clock seconds since the epoch (a time without a zone taken as
+    UTC, as APIs write them); None stays None."""
+    if when is None:
+        return None
+    try:
+        return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def make_state(

@@ -40,7 +40,7 @@ from .._errors import (
 )
 from .._events import _TERMINAL_KIND, JobEvent, JobStatus
 from .._ratelimit import redirect_note
-from .._values import MAX_COUNT
+from .._values import MAX_COUNT, seconds
 from ..abc import (
     Capabilities,
     Classification,
@@ -309,6 +309,7 @@ class GenericProvider(Provider):
             completed=state.completed,
             total=state.total,
             data=job,
+            started_at=None if self._started_at is None else seconds(_when(self._started_at(job))),
         )
         if self._url_from is not None:
             self._learn(job_id, job)

@@ -32,7 +32,7 @@ from .._errors import (
 )
 from .._events import EventKind, JobEvent, JobStatus
 from .._ratelimit import redirect_note
-from .._values import MAX_COUNT
+from .._values import MAX_COUNT, seconds
 from ..abc import (
     Capabilities,
     Classification,
@@ -257,6 +257,7 @@ class ReaderProvider(Provider):
             completed=_get(data, "completed", int, what, required=False),
             total=_get(data, "total", int, what, required=False),
             data=data,
+            started_at=seconds(_timestamp(data.get("startedAt"))),
         )
         return snap, self._snapshot_events(snap, previous, source)
 

@@ -10,7 +10,8 @@ How the next poll of a job is placed (``docs/polling.md`` explains why):
 - **Growth.** Without a usable progress rate (queued, no counts, nothing completed yet) the
   gap starts at ``interval`` and grows by ``growth`` per poll up to ``max_interval``.
 - **Prediction.** Once the job's ``completed`` count has moved, its pace (seconds per unit of
-  progress) and the remaining units give a predicted end and its uncertainty ``sigma``.
+  progress) and the remaining units give a predicted end and its uncertainty ``sigma``; a
+  job seen waiting is timed from the start its API states, where it states one.
 - **Pooling.** What one job shows is combined with what the others show: its pace with the
   other jobs' paces, as far as jobs' paces are seen to agree (a prior ``PACE_SPREAD`` until
   they show their own spread); how irregular units are (the prior ``UNIT_CV``) from every
@@ -147,6 +148,7 @@ class _Plan:
     held: float = 0.0  # no poll before this (a back-off, a rate-limit pause)
     waiting: float | None = None  # last poll that saw the job not yet started
     anchor: tuple[float, int, float] | None = None  # (time, completed, +/- seconds)
+    started_known: bool = False  # the anchor is the start the API stated
     seen: tuple[float, int, int] | None = None  # (first time, completed, total) of the count
     evidence: _Evidence | None = None
     estimate: Estimate | None = None
@@ -317,11 +319,16 @@ class PollSchedule:
 
     # -- outcomes ---------------------------------------------------------------------------
 
-    def observe(self, job_id: str, now: float, snapshot: Snapshot) -> float | None:
+    def observe(
+        self, job_id: str, now: float, snapshot: Snapshot, *, started: float | None = None
+    ) -> float | None:
         """Record a successful poll at ``now``; return the next poll's time (None: job gone).
 
         A terminal snapshot removes the job: there is nothing more to poll for. What the
         snapshot shows can re-plan other jobs too (their predictions lean on this one's pace).
+        ``started`` is when the API says the job started, on the clock of ``now``: where the
+        job was last seen waiting, it is taken (within the span the polls allow) instead of
+        the middle of that span.
         """
         plan = self._plans.get(job_id)
         if plan is None:
@@ -331,7 +338,7 @@ class PollSchedule:
             return None
         plan.in_flight, plan.errors, plan.polls = False, 0, plan.polls + 1
         plan.last, plan.held = now, 0.0
-        plan.evidence = self._record(plan, now, snapshot)
+        plan.evidence = self._record(plan, now, snapshot, started)
         self._learn(plan)
         plan.estimate, leaning = self._predict(plan)
         if leaning:
@@ -374,14 +381,16 @@ class PollSchedule:
 
     # -- what the polls show ----------------------------------------------------------------
 
-    def _record(self, plan: _Plan, now: float, snap: Snapshot) -> _Evidence | None:
+    def _record(
+        self, plan: _Plan, now: float, snap: Snapshot, started: float | None
+    ) -> _Evidence | None:
         """Note the count the poll showed; return what the job's progress now tells."""
         done, total = snap.completed, snap.total
         if done is None or not total or snap.status is None or snap.status.rank < 1:
             plan.waiting = now
             return None
         if plan.anchor is None or done < plan.anchor[1]:
-            self._set_anchor(plan, now, done, total)
+            self._set_anchor(plan, now, done, total, started)
             if plan.anchor is None or plan.anchor[1] == done:
                 return None
         if plan.seen is None or plan.seen[1] != done:
@@ -396,7 +405,12 @@ class PollSchedule:
         # Both counts were reached some time before the poll that first showed them; taking
         # the first sightings at both ends makes those offsets (about half a unit) cancel.
         steps = tuple(plan.steps)
-        if not spread:  # the anchor is a sighting: its step to the next count is one too
+        elapsed = first - anchor_time
+        if plan.started_known:
+            # A start the API stated has no sighting's lag, but the count's first sighting
+            # lags it by about half a unit: time the units from there.
+            elapsed *= moved / (moved + 0.5)
+        elif not spread:  # the anchor is a sighting: its step to the next count is one too
             head = (
                 first - anchor_time - sum(dt for dt, _ in steps),
                 moved - sum(k for _, k in steps),
@@ -406,7 +420,7 @@ class PollSchedule:
             first=first,
             left=max(total - done, 0),
             moved=moved,
-            elapsed=first - anchor_time,
+            elapsed=elapsed,
             spread=spread,
             steps=steps,
         )
@@ -483,10 +497,16 @@ class PollSchedule:
         )
 
     @staticmethod
-    def _set_anchor(plan: _Plan, now: float, done: int, total: int) -> None:
+    def _set_anchor(plan: _Plan, now: float, done: int, total: int, started: float | None) -> None:
         plan.seen = (now, done, total)
         plan.steps, plan.spread = [], (0.0, 0)  # what it added to the pool stays there
-        if plan.waiting is not None and done > 0:
+        plan.started_known = False
+        if plan.waiting is not None and done > 0 and started is not None:
+            # The API says when it started: kept within the span the polls allow (a server
+            # clock off by more than that cannot move the anchor past it).
+            plan.anchor = (min(max(started, plan.waiting), now), 0, 0.0)
+            plan.started_known = True
+        elif plan.waiting is not None and done > 0:
             # It started after the last poll that saw it waiting, early enough for `done`
             # units to fit before this one. The middle of that range, with units of the pace
             # that this start implies, is one part in done + 1 after the waiting poll; keep

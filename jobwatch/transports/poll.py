@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 
 import anyio
 import attrs
@@ -217,7 +218,11 @@ class PollTransport(Transport):
             return
         if job_id in self.schedule:  # not unwatched while its events were being recorded
             self._snapshots[job_id] = snapshot
-            self.schedule.observe(job_id, now, snapshot)
+            # The API's start on the schedule's clock: the wall clock read beside it.
+            started = snapshot.started_at
+            if started is not None:
+                started = now - (time.time() - started)
+            self.schedule.observe(job_id, now, snapshot, started=started)
 
     def _refused(
         self,

@@ -1072,3 +1072,21 @@ def test_the_fast_json_path_agrees_with_json_loads(text: str) -> None:
             _json_object(text, "frame")
     else:
         assert _json_object(text, "frame") == expected
+
+
+@pytest.mark.parametrize(
+    ("started", "seconds"),
+    [
+        ("2026-04-04T12:00:00Z", datetime(2026, 4, 4, 12, tzinfo=UTC).timestamp()),
+        ("2026-04-04T12:00:00.250Z", datetime(2026, 4, 4, 12, tzinfo=UTC).timestamp() + 0.25),
+        ("2026-04-04T12:00:00", datetime(2026, 4, 4, 12, tzinfo=UTC).timestamp()),  # no zone
+        (None, None),
+        ("not a time", None),
+    ],
+)
+def test_a_snapshot_carries_when_the_job_started(started: Any, seconds: float | None) -> None:
+    # What the poll schedule times a job's pace from, where it saw the job waiting.
+    snap, _ = poll(
+        {"id": JOB, "status": "processing", "completed": 1, "total": 4, "startedAt": started}
+    )
+    assert snap.started_at == (None if seconds is None else pytest.approx(seconds))

@@ -456,3 +456,44 @@ def test_predicted_polls_are_not_jittered() -> None:
         return s.due_at("new")
 
     assert due(0.5) == due(0.0)
+
+
+def _after_a_wait(started: float | None) -> Estimate | None:
+    """The estimate for a job of 20 units seen waiting at 0 s and 4 units done at 2 s, told
+    that it started at ``started`` (None: not told)."""
+    s = schedule(interval=2.0, max_interval=30.0)
+    s.add("j", 0.0)
+    s.pick(0.0)
+    s.observe("j", 0.0, snap("queued", 0, 20))
+    s.pick(2.0)
+    s.observe("j", 2.0, snap("processing", 4, 20), started=started)
+    return s.estimate("j")
+
+
+def test_a_start_the_api_states_times_the_pace_from_there() -> None:
+    # Not told, the start is guessed in the middle of its span (0.4 s: one part in five);
+    # told, the four units took the time since then, less half a unit of sighting lag.
+    guessed, early, late = _after_a_wait(None), _after_a_wait(0.1), _after_a_wait(1.2)
+    assert guessed is not None and early is not None and late is not None
+    assert early.unit == pytest.approx(1.9 * (4 / 4.5) / 4)
+    assert late.unit == pytest.approx(0.8 * (4 / 4.5) / 4)
+    assert late.end < guessed.end < early.end
+    # A stated start the polls rule out (a server clock far off) is held within their span:
+    # at the waiting poll, or at this one (which leaves no time to time the units by).
+    assert _after_a_wait(-100.0) == _after_a_wait(0.0)
+    assert _after_a_wait(100.0) is None
+
+
+def test_a_stated_start_changes_nothing_for_a_job_first_seen_running() -> None:
+    def unit(started: float | None) -> float:
+        s = schedule(interval=2.0, max_interval=30.0)
+        s.add("j", 0.0)
+        s.pick(0.0)
+        s.observe("j", 0.0, snap("processing", 0, 20), started=started)
+        s.pick(2.0)
+        s.observe("j", 2.0, snap("processing", 4, 20), started=started)
+        estimate = s.estimate("j")
+        assert estimate is not None
+        return estimate.unit
+
+    assert unit(-0.5) == unit(None)  # first sightings at both ends: their lags cancel

@@ -695,3 +695,13 @@ def test_a_status_answer_about_another_job_is_refused(
         poll(name, body, asked, **variables)
     snap, _ = poll(name, body, str(body["id"]), **variables)  # its own answer is read
     assert snap.status is JobStatus.COMPLETED
+
+
+def test_a_described_snapshot_carries_when_the_job_started() -> None:
+    body = prediction("processing", started_at="2026-01-20T12:00:01.500Z")
+    snap, _ = poll("replicate", body, PREDICTION)
+    assert snap.started_at == pytest.approx(
+        datetime(2026, 1, 20, 12, 0, 1, 500000, tzinfo=UTC).timestamp()
+    )
+    snap, _ = poll("replicate", prediction("starting"), PREDICTION)
+    assert snap.started_at is None
