@@ -15,14 +15,16 @@ The built-in stores and transports run the same suites.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import anyio
+import attrs
 import pytest
 
 from .._config import Config
 from .._errors import ConfigError
-from .._events import EventKind
+from .._events import EventKind, JobStatus
 from .._guard import decide
 from ..abc import JobState, Store, Transport
 from ..providers.reader import ReaderProvider
@@ -106,6 +108,28 @@ class StoreConformance:
         (event,) = await store.pending()
         assert event.kind is EventKind.PAGE and event.data["markdown"] == "# a"
 
+    async def test_pending_events_keep_every_field(self, store: Store) -> None:
+        # What the application is handed after a restart is the event as it was recorded:
+        # every field, not just its kind and key.
+        sent = attrs.evolve(
+            make_event(
+                "failed",
+                "j1",
+                completed=3,
+                total=7,
+                source="webhook",
+                occurred_at=datetime(2026, 4, 4, 12, 0, 0, 250_000, tzinfo=UTC),
+                data={"error": "the browser pool crashed", "results": [{"url": "u", "n": 1}]},
+            ),
+            error="the browser pool crashed",
+            attempt=2,
+        )
+        verdict = await store.record("j1", lambda s: decide(s, sent), ttl=60)
+        assert verdict.event is not None
+        (event,) = await store.pending()
+        assert event == verdict.event
+        assert event.data == verdict.event.data
+
     async def test_active_jobs_are_watched_and_not_terminal(self, store: Store) -> None:
         await store.put_job(JobState(job_id="a", watched=True))
         await store.put_job(JobState(job_id="b", watched=True, terminal=True))
@@ -118,11 +142,50 @@ class StoreConformance:
         assert await store.get_job("x") == state
         assert await store.get_job("nope") is None
 
+    async def test_put_and_get_keep_every_field(self, store: Store) -> None:
+        # The ordering guard reads all of them: a lost status or attempt lets a stale event
+        # or an older run's report through after a restart.
+        states = [
+            JobState(
+                job_id="x",
+                run=3,
+                attempt=2,
+                status=JobStatus.PROCESSING,
+                completed=5,
+                total=9,
+                started=True,
+                watched=True,
+                updated_at=1_700_000_000.25,
+            ),
+            JobState(
+                job_id="y",
+                run=1,
+                attempt=1,
+                status=JobStatus.CANCELLED,
+                completed=0,
+                total=0,
+                started=False,
+                terminal=True,
+                updated_at=1_700_000_001.5,
+            ),
+        ]
+        for state in states:
+            await store.put_job(state)
+        assert [await store.get_job(s.job_id) for s in states] == states
+
     async def test_checkpoints(self, store: Store) -> None:
         assert await store.get_checkpoint("sse:workspace") is None
         await store.put_checkpoint("sse:workspace", "42")
         await store.put_checkpoint("sse:workspace", "43")
         assert await store.get_checkpoint("sse:workspace") == "43"
+
+    async def test_checkpoints_are_kept_per_name(self, store: Store) -> None:
+        # Each stream resumes from its own last event id.
+        await store.put_checkpoint("sse:job:a", "7")
+        await store.put_checkpoint("sse:job:b", "12")
+        assert await store.get_checkpoint("sse:job:a") == "7"
+        assert await store.get_checkpoint("sse:job:b") == "12"
+        assert await store.get_checkpoint("sse:job:c") is None
 
     async def test_terminal_state_survives(self, store: Store) -> None:
         await store.put_job(JobState(job_id="j1", watched=True))
