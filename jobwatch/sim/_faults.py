@@ -9,7 +9,8 @@ A spec is a comma-separated list of ``name=value`` items, for example::
 Values are integers (``error_burst=3``), probabilities between 0 and 1 (``drop_sse_p=0.1``),
 durations (``5s``, ``500ms``, ``2m``, or a bare number of seconds), booleans
 (``true/false/yes/no/on/off/1/0``) and, for ``stall_sse``, ``EVENTS@DURATION``. Every duration
-is simulated time. The counters a simulator keeps use the same names as the items.
+is simulated time. Each name may be given once. The counters a simulator keeps use the same
+names as the items.
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ class Faults:
         values: dict[str, Any] = {}
         for item in (part.strip() for part in spec.split(",")):
             if item:
-                values.update(_parse_item(item))
+                parsed = _parse_item(item)
+                if values.keys() & parsed.keys():
+                    raise ValueError(f"invalid fault item {item!r}: that fault is given twice")
+                values.update(parsed)
         try:
             return cls(**values)
         except ValueError as exc:
@@ -168,21 +172,26 @@ def _parse_item(item: str) -> dict[str, Any]:
         raise ValueError(f"invalid fault item {item!r}: {exc}") from None
 
 
+def _number(value: float) -> str:
+    # repr is the shortest text that reads back as the same float; `:g` kept six digits.
+    return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
+
+
 def _seconds(value: float) -> str:
-    return f"{value:g}s"
+    return f"{_number(value)}s"
 
 
 _RENDERERS: dict[str, Callable[[Faults], str | None]] = {
     "drop_sse_after": lambda f: None if f.drop_sse_after is None else str(f.drop_sse_after),
-    "drop_sse_p": lambda f: f"{f.drop_sse_p:g}",
+    "drop_sse_p": lambda f: _number(f.drop_sse_p),
     "stall_sse": lambda f: (
         None if f.stall_sse_after is None else f"{f.stall_sse_after}@{_seconds(f.stall_sse_for)}"
     ),
     "error_burst": lambda f: str(f.error_burst),
     "rate_limit_burst": lambda f: str(f.rate_limit_burst),
-    "webhook_dup_p": lambda f: f"{f.webhook_dup_p:g}",
+    "webhook_dup_p": lambda f: _number(f.webhook_dup_p),
     "webhook_delay": lambda f: _seconds(f.webhook_delay),
     "webhook_reorder": lambda f: "true" if f.webhook_reorder else "false",
-    "corrupt_signature_p": lambda f: f"{f.corrupt_signature_p:g}",
+    "corrupt_signature_p": lambda f: _number(f.corrupt_signature_p),
     "receiver_down": lambda f: _seconds(f.receiver_down),
 }

@@ -69,7 +69,8 @@ class Subscription:
             self._receive.close()
 
     async def _write_all(self, write: Callable[[bytes], Awaitable[None]]) -> bool:
-        sent, quiet_until = 0, -math.inf
+        sent = 0
+        quiet_until = await self._maybe_stall(sent, -math.inf)  # stall_sse=0@D: from the start
         async for item in self._receive:
             if isinstance(item, float):
                 if item >= quiet_until:

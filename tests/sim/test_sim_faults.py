@@ -69,3 +69,31 @@ def test_invalid_item_is_named(spec: str, names: str) -> None:
 def test_unknown_fault_lists_known_names() -> None:
     with pytest.raises(ValueError, match="known: drop_sse_after, drop_sse_p, stall_sse"):
         Faults.parse("explode=1")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "drop_sse_after=5,drop_sse_after=3",
+        "stall_sse=1@10s, stall_sse=2@1s",
+        "webhook_dup_p=0.3,error_burst=1,webhook_dup_p=0.5",
+    ],
+)
+def test_an_item_given_twice_is_refused(spec: str) -> None:
+    # Which of the two would hold is anyone's guess: the spec says it twice, so it is a mistake.
+    with pytest.raises(ValueError, match="given twice"):
+        Faults.parse(spec)
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        Faults(drop_sse_p=0.123456789),
+        Faults(webhook_delay=1234567.0),
+        Faults(corrupt_signature_p=1 / 3, receiver_down=0.1 + 0.2),
+        Faults(stall_sse_after=2, stall_sse_for=12345.678901),
+    ],
+)
+def test_the_rendered_spec_is_the_same_faults(faults: Faults) -> None:
+    # /_sim/state shows the faults in force as a spec: read back, it must be those faults.
+    assert Faults.parse(faults.to_spec()) == faults

@@ -196,3 +196,20 @@ async def test_random_drops_and_stall() -> None:
             clock.advance(2)
     assert [name for name, _ in frames] == ["progress", "progress", "page", "progress", "done"]
     assert simulator.fault_counts()["stall_sse"] == 1
+
+
+async def test_stall_before_the_first_event() -> None:
+    # stall_sse=0@D: the stream opens, then says nothing for D, not even its first frame.
+    clock = ManualClock()
+    simulator = Simulator(clock=clock, faults="stall_sse=0@60s")
+    async with served(simulator) as client:
+        job_id = simulator.create_job(urls=["https://example.com/"])
+        frames: list[tuple[str, Any]] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_frames, client, f"/v1/jobs/{job_id}/stream", frames)
+            await wait_until(lambda: simulator.fault_counts()["stall_sse"] == 1)
+            clock.advance(59)
+            await anyio.sleep(0.1)
+            assert frames == []
+            clock.advance(2)
+    assert [name for name, _ in frames] == ["progress", "progress", "page", "progress", "done"]
