@@ -62,7 +62,13 @@ def _strict(kind: type[Any]) -> Any:
     def structure(value: Any, _: Any) -> Any:
         # TOML already has exact types: accept an int for a float, nothing else loosely.
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise ValueError("an integer above 1e308 is too large here") from None
+        if kind is float and value != value:
+            # Every comparison with NaN is false, so it would pass any range check unseen.
+            raise ValueError("nan is not a number; write the value in seconds")
         if type(value) is not kind and not (kind is str and isinstance(value, str)):
             raise TypeError(f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
         return value
@@ -84,14 +90,33 @@ def _structure_str_tuple(value: Any, _: Any) -> tuple[str, ...]:
 
 
 def _structure_secret_tuple(value: Any, _: Any) -> tuple[Secret, ...]:
-    return tuple(Secret(v) for v in _structure_str_tuple(value, None))
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        # Said without the value: it is, or holds, a secret.
+        raise TypeError(f"expected a list of strings, got {_shape(value)}")
+    return tuple(Secret(v) for v in value)
+
+
+def _structure_secret(value: Any, _: Any) -> Secret | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {_shape(value)} (not shown: it may be a secret)")
+    return Secret(value)
+
+
+def _shape(value: Any) -> str:
+    """What ``value`` is, without what it holds."""
+    if isinstance(value, list | tuple):
+        return f"a list of {', '.join(sorted({type(v).__name__ for v in value})) or 'nothing'}"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True)
     for kind in (int, float, str, bool):
         conv.register_structure_hook(kind, _strict(kind))
-    conv.register_structure_hook(Secret, lambda v, _: Secret(_strict(str)(v, None)))
+    conv.register_structure_hook(Secret, _structure_secret)
     conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _structure_str_tuple)
     conv.register_structure_hook_func(lambda t: t == tuple[Secret, ...], _structure_secret_tuple)
     conv.register_structure_hook_func(
@@ -175,10 +200,7 @@ _converter.register_structure_hook_func(
 _converter.register_structure_hook_func(
     lambda t: t == (str | None), lambda v, _: None if v is None else _strict(str)(v, None)
 )
-_converter.register_structure_hook_func(
-    lambda t: t == (Secret | None),
-    lambda v, _: None if v is None else Secret(_strict(str)(v, None)),
-)
+_converter.register_structure_hook_func(lambda t: t == (Secret | None), _structure_secret)
 
 
 @attrs.frozen(kw_only=True)
@@ -222,6 +244,7 @@ class Config:
         tables = {k: v for k, v in body.items() if isinstance(v, Mapping)}
         scalars = {k: v for k, v in body.items() if k not in tables}
         _check_tables(tables)
+        _check_not_tables(scalars)
         core = structure(scalars, _Core, "[jobwatch]")
         _check_core(core)
         return cls(**attrs.asdict(core, recurse=False), tables=tables)
@@ -289,10 +312,33 @@ def _is_secret_key(key: str) -> bool:
     return any(word in key.lower() for word in ("secret", "key", "password", "token"))
 
 
-def _check_tables(tables: Mapping[str, Any]) -> None:
+def _known_tables() -> list[str]:
     from ._registry import GROUPS, TABLES, installed
 
-    known = sorted({name for kind in GROUPS for name in installed(kind)} | set(TABLES))
+    return sorted({name for kind in GROUPS for name in installed(kind)} | set(TABLES))
+
+
+def _check_not_tables(scalars: Mapping[str, Any]) -> None:
+    """A component's table written as something else: ``[[jobwatch.poll]]`` (an array of
+    tables) or ``poll = 3``. Its name is known, so "unknown key" would mislead."""
+    misplaced = [name for name in scalars if name not in _CORE_KEYS]
+    known = _known_tables() if misplaced else []
+    for name in misplaced:
+        if name in known:
+            value = scalars[name]
+            written = (
+                f"an array of tables ([[jobwatch.{name}]])"
+                if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value)
+                else _shape(value)
+            )
+            raise ConfigError(
+                f"[jobwatch.{name}] must be a table, but it is written as {written}; write "
+                f"it as one [jobwatch.{name}] table with `key = value` lines under it"
+            )
+
+
+def _check_tables(tables: Mapping[str, Any]) -> None:
+    known = _known_tables()
     for name in tables:
         if name in _CORE_KEYS:
             raise ConfigError(
@@ -313,7 +359,7 @@ def _check_core(core: _Core | Config) -> None:
             "[jobwatch] dedup_ttl must be > 0 seconds (how long a seen event "
             "key is remembered; default 604800, one week)"
         )
-    if core.safety_poll < 0:
+    if not core.safety_poll >= 0:  # NaN too
         raise ConfigError("[jobwatch] safety_poll must be >= 0 seconds (0 turns it off)")
     if core.base_url is not None and not core.base_url.startswith(("http://", "https://")):
         raise ConfigError(
@@ -381,7 +427,13 @@ def _load_file(path: Path, env: Mapping[str, str], *, required: bool) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     if path.name == "pyproject.toml":
-        document = {"jobwatch": document.get("tool", {}).get("jobwatch", {})}
+        tool = document.get("tool", {})
+        if not isinstance(tool, dict):
+            raise ConfigError(
+                f"{path}: [tool] must be a table (it holds [tool.jobwatch]), but it is a "
+                f"{type(tool).__name__}; write it as [tool.<name>] tables"
+            )
+        document = {"jobwatch": tool.get("jobwatch", {})}
         if not document["jobwatch"] and required:
             raise ConfigError(f"{path} has no [tool.jobwatch] table")
     try:

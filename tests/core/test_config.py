@@ -11,6 +11,7 @@ import attrs
 import pytest
 
 from jobwatch import Config, ConfigError, Secret, Watcher, load_config
+from jobwatch.transports.webhook import WebhookOptions
 
 ENV = {"READER_API_KEY": "rdr_live_123", "READER_WEBHOOK_SECRET": "whsec_abcdefghijklmnop"}
 
@@ -540,3 +541,74 @@ def test_errors_in_a_components_table_name_the_file(tmp_path: Path) -> None:
     assert load_config(path) == Config.from_mapping(
         {"jobwatch": {"transport": "poll", "store": "memory", "webhook": {"listen": "127.0.0.1:0"}}}
     )
+
+
+# -- valid TOML that is still a mistake ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("table", "secret"),
+    [
+        ({"webhook": {"secrets": "whsec_written_as_a_string"}}, "whsec_written_as_a_string"),
+        ({"webhook": {"secrets": ["whsec_among_others", 3]}}, "whsec_among_others"),
+        ({"webhook": {"secrets": [["whsec_nested"]]}}, "whsec_nested"),
+    ],
+)
+def test_a_secret_of_the_wrong_type_is_not_shown_in_the_error(
+    table: dict[str, object], secret: str
+) -> None:
+    config = Config.from_mapping({"jobwatch": table}, environ={})
+    with pytest.raises(ConfigError) as raised:
+        config.options("webhook", WebhookOptions)
+    assert "[jobwatch.webhook].secrets" in str(raised.value) and "list of strings" in str(
+        raised.value
+    )
+    assert secret not in str(raised.value)
+
+
+@pytest.mark.parametrize("value", [["rdr_live_in_a_list"], 12345678901234])
+def test_an_api_key_of_the_wrong_type_is_not_shown_in_the_error(value: object) -> None:
+    message = error(doc(api_key=value))
+    assert "[jobwatch].api_key" in message and "string" in message
+    assert "rdr_live_in_a_list" not in message and "12345678901234" not in message
+
+
+def test_nan_is_no_number_of_seconds() -> None:
+    # TOML writes it `nan`; every comparison with it is false, so it passed the range checks
+    # and turned the safety net off without a word.
+    nan = float("nan")
+    message = error(doc(safety_poll=nan))
+    assert "[jobwatch].safety_poll" in message and "nan" in message
+    config = Config.from_mapping({"jobwatch": {"webhook": {"tolerance": nan}}}, environ={})
+    with pytest.raises(ConfigError, match=r"\[jobwatch.webhook\].tolerance"):
+        config.options("webhook", WebhookOptions)
+    with pytest.raises(ConfigError, match=r"safety_poll"):
+        Config().replace(safety_poll=nan)
+
+
+def test_an_integer_too_large_for_seconds_says_so() -> None:
+    message = error(doc(safety_poll=10**400))
+    assert "[jobwatch].safety_poll" in message and "too large" in message
+    assert "unknown error" not in message
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [([{"interval": 1.0}], "an array of tables"), (3, "int"), ("fast", "str")],
+)
+def test_a_components_table_written_as_something_else_says_it_must_be_a_table(
+    value: object, written: str
+) -> None:
+    # `[[jobwatch.poll]]` (an array of tables) or `poll = 3` under [jobwatch]: poll is a
+    # known table, so "unknown key poll" would send the user looking for a typo.
+    message = error({"jobwatch": {"poll": value}})
+    assert "[jobwatch.poll] must be a table" in message and written in message
+    assert "unknown key" not in message
+
+
+@pytest.mark.parametrize("tool", ['tool = "jobwatch"', "[[tool]]\nname = 1"])
+def test_a_pyproject_whose_tool_is_not_a_table(tmp_path: Path, tool: str) -> None:
+    path = tmp_path / "pyproject.toml"
+    path.write_text(f'{tool}\n[project]\nname = "x"\n')
+    with pytest.raises(ConfigError, match=r"pyproject.toml.*\[tool\] must be a table"):
+        load_config(path)
