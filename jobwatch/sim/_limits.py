@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 
@@ -53,6 +54,14 @@ class IdempotencyCache:
             return None
         return entry[1]
 
+    def __len__(self) -> int:
+        """How many keys are kept (expired ones included until the next `put`)."""
+        return len(self._entries)
+
     def put(self, key: str, now: float, response: StoredResponse) -> None:
-        """Keep `response` for `key` until ``now + ttl``."""
+        """Keep `response` for `key` until ``now + ttl``, and forget the keys that expired."""
+        self._entries.pop(key, None)
         self._entries[key] = (now + self.ttl, response)
+        # One ttl and a clock that only moves on: the oldest entries expire first.
+        for old in list(itertools.takewhile(lambda k: self._entries[k][0] <= now, self._entries)):
+            del self._entries[old]

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from jobwatch.sim import ManualClock, Simulator
+from jobwatch.sim._limits import IdempotencyCache, StoredResponse
 
 pytestmark = pytest.mark.anyio
 
@@ -120,3 +121,16 @@ async def test_request_counts(make_client: MakeClient) -> None:
     assert counts.by_api_key == {"rdr_sim": 3, "rdr_other": 1}
     assert counts.by_user_agent["mybot/1"] == 1
     assert counts.by_endpoint == {"GET /v1/usage/credits": 2, "GET /v1/jobs/{id}": 2}
+
+
+def test_expired_idempotency_keys_are_forgotten() -> None:
+    # A simulator left running keeps a key for 24 simulated hours, not for ever: keys that are
+    # never sent again must not pile up.
+    cache = IdempotencyCache(ttl=10.0)
+    stored = StoredResponse(status=201, body=b"{}")
+    for n in range(1000):
+        cache.put(f"key-{n}", float(n) / 100, stored)
+    assert len(cache) == 1000
+    cache.put("late", 100.0, stored)
+    assert len(cache) == 1
+    assert cache.get("late", 105.0) == stored and cache.get("key-999", 105.0) is None
