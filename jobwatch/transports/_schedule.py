@@ -327,8 +327,8 @@ class PollSchedule:
         A terminal snapshot removes the job: there is nothing more to poll for. What the
         snapshot shows can re-plan other jobs too (their predictions lean on this one's pace).
         ``started`` is when the API says the job started, on the clock of ``now``: where the
-        job was last seen waiting, it is taken (within the span the polls allow) instead of
-        the middle of that span.
+        job was last seen waiting, it is taken (no earlier than that poll; one at or after
+        this poll, or not finite, is not) instead of a guess within that span.
         """
         plan = self._plans.get(job_id)
         if plan is None:
@@ -388,6 +388,9 @@ class PollSchedule:
         done, total = snap.completed, snap.total
         if done is None or not total or snap.status is None or snap.status.rank < 1:
             plan.waiting = now
+            if snap.status is not None and snap.status.rank < 1:
+                # Queued again (a retry, a new run): its progress is timed from its new start.
+                plan.anchor, plan.started_known = None, False
             return None
         if plan.anchor is None or done < plan.anchor[1]:
             self._set_anchor(plan, now, done, total, started)
@@ -501,10 +504,17 @@ class PollSchedule:
         plan.seen = (now, done, total)
         plan.steps, plan.spread = [], (0.0, 0)  # what it added to the pool stays there
         plan.started_known = False
-        if plan.waiting is not None and done > 0 and started is not None:
-            # The API says when it started: kept within the span the polls allow (a server
-            # clock off by more than that cannot move the anchor past it).
-            plan.anchor = (min(max(started, plan.waiting), now), 0, 0.0)
+        if (
+            plan.waiting is not None
+            and done > 0
+            and started is not None
+            and math.isfinite(started)
+            and started < now
+        ):
+            # The API says when it started: kept after the waiting poll (a server clock
+            # behind by more than that cannot move the anchor before it). A start at or after
+            # this poll (a clock ahead) leaves no time for the units done: it is not taken.
+            plan.anchor = (max(started, plan.waiting), 0, 0.0)
             plan.started_known = True
         elif plan.waiting is not None and done > 0:
             # It started after the last poll that saw it waiting, early enough for `done`

@@ -478,10 +478,11 @@ def test_a_start_the_api_states_times_the_pace_from_there() -> None:
     assert early.unit == pytest.approx(1.9 * (4 / 4.5) / 4)
     assert late.unit == pytest.approx(0.8 * (4 / 4.5) / 4)
     assert late.end < guessed.end < early.end
-    # A stated start the polls rule out (a server clock far off) is held within their span:
-    # at the waiting poll, or at this one (which leaves no time to time the units by).
+    # A stated start the polls rule out (a server clock far off): one before the waiting poll
+    # is held at it; one at or after this poll leaves no time for the units done, and the
+    # start is guessed as if the API had not stated one.
     assert _after_a_wait(-100.0) == _after_a_wait(0.0)
-    assert _after_a_wait(100.0) is None
+    assert _after_a_wait(100.0) == _after_a_wait(2.0) == guessed
 
 
 def test_a_stated_start_changes_nothing_for_a_job_first_seen_running() -> None:
@@ -497,3 +498,107 @@ def test_a_stated_start_changes_nothing_for_a_job_first_seen_running() -> None:
         return estimate.unit
 
     assert unit(-0.5) == unit(None)  # first sightings at both ends: their lags cancel
+
+
+def test_a_stated_start_after_the_poll_is_not_taken_as_a_start_with_nothing_done() -> None:
+    # A server clock ahead of ours by more than the span the polls allow says nothing of when
+    # the job started: the four units done by 2 s were not all done after it.
+    def estimate(started: float | None) -> Estimate | None:
+        s = schedule(interval=2.0, max_interval=30.0)
+        s.add("j", 0.0)
+        s.pick(0.0)
+        s.observe("j", 0.0, snap("queued", 0, 20))
+        s.pick(2.0)
+        s.observe("j", 2.0, snap("processing", 4, 20), started=started)
+        s.pick(4.0)
+        s.observe("j", 4.0, snap("processing", 8, 20), started=started)
+        return s.estimate("j")
+
+    assert estimate(100.0) == estimate(None)
+
+
+def test_a_job_queued_again_is_timed_from_its_new_start() -> None:
+    # A retried job (a new run, queued again) is timed from the start of that run, not from
+    # the start of the run before it.
+    def unit(retried: bool) -> float:
+        s = schedule(interval=2.0, max_interval=30.0)
+        s.add("j", 0.0)
+        now = 0.0
+        if retried:
+            for now, shot, started in (
+                (0.0, snap("queued", 0, 20), None),
+                (2.0, snap("processing", 4, 20), 1.0),
+                (4.0, snap("processing", 8, 20), 1.0),
+                (6.0, snap("queued", 0, 20), None),
+            ):
+                s.pick(now)
+                s.observe("j", now, shot, started=started)
+        s.pick(now + 10.0)
+        s.observe("j", now + 10.0, snap("queued", 0, 20))
+        s.pick(now + 12.0)
+        s.observe("j", now + 12.0, snap("processing", 2, 20), started=now + 11.0)
+        estimate = s.estimate("j")
+        assert estimate is not None
+        return estimate.unit
+
+    assert unit(retried=True) == pytest.approx(unit(retried=False))
+
+
+_ANY_START = st.one_of(
+    st.none(),
+    st.floats(-1e3, 1e3),
+    st.sampled_from([math.nan, math.inf, -math.inf, 1e300, -1e300]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rpm=st.sampled_from([10, 60, 200]),
+    jobs=st.lists(
+        st.tuples(st.floats(0, 300), st.floats(1, 900), st.floats(0.05, 20), _ANY_START),
+        min_size=1,
+        max_size=20,
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_any_stated_start_keeps_the_budget_and_finite_due_times(
+    rpm: int, jobs: list[tuple[float, float, float, float | None]], seed: int
+) -> None:
+    # Whatever start an API states (its clock off either way, a stale run's, not a number),
+    # the schedule stays within the budget, reports every completion, and plans every poll
+    # at a finite time no sooner than the poll that planned it.
+    rng = random.Random(seed)
+    budget = RequestBudget(rpm)
+    s = PollSchedule(rpm=rpm, rng=random.Random(seed))
+    models = {
+        f"j{n}": (added, added + 0.1, [added + t for t in _job_model(rng, d, u)], skew)
+        for n, (added, d, u, skew) in enumerate(jobs)
+    }
+    pending = sorted((m[0], job) for job, m in models.items())
+    sent: list[float] = []
+    detected: set[str] = set()
+    now = 0.0
+    while len(detected) < len(models):
+        while pending and pending[0][0] <= now:
+            s.add(pending.pop(0)[1], now)
+        job = s.pick(now) if budget.delay(now) == 0 else None
+        if job is not None:
+            budget.take(now)
+            sent.append(now)
+            _, start, times, skew = models[job]
+            started = None if skew is None else start + skew
+            due = s.observe(job, now, _snapshot(times, now, start), started=started)
+            if due is None:
+                detected.add(job)
+            else:
+                assert math.isfinite(due) and due >= now
+                estimate = s.estimate(job)
+                assert estimate is None or all(
+                    math.isfinite(v) for v in (estimate.end, estimate.sigma, estimate.unit)
+                )
+            continue
+        due_next = s.next_due()
+        candidates = [t for t in (due_next, pending[0][0] if pending else None) if t is not None]
+        now = max(now + budget.delay(now), min(candidates, default=now))
+    for i, t in enumerate(sent):
+        assert sum(1 for u in sent[i:] if u < t + 60.0) <= rpm
