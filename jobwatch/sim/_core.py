@@ -329,7 +329,11 @@ class Core:
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Stop feeding a subscription."""
-        self._subscriptions.get(subscription.job_id, set()).discard(subscription)
+        subscriptions = self._subscriptions.get(subscription.job_id)
+        if subscriptions is not None:
+            subscriptions.discard(subscription)
+            if not subscriptions:  # else one entry per job ever streamed stays for good
+                del self._subscriptions[subscription.job_id]
 
     def _publish(self, notice: Notice, now: float) -> None:
         if notice.job_id is not None:

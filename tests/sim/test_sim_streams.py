@@ -213,3 +213,19 @@ async def test_stall_before_the_first_event() -> None:
             assert frames == []
             clock.advance(2)
     assert [name for name, _ in frames] == ["progress", "progress", "page", "progress", "done"]
+
+
+async def test_closed_streams_leave_nothing_behind() -> None:
+    # One entry per job ever streamed would grow for as long as the simulator runs.
+    clock = ManualClock()
+    simulator = Simulator(clock=clock)
+    async with served(simulator) as client:
+        for _ in range(3):
+            job_id = simulator.create_job(steps=[Step(kind="page")])
+            frames: list[tuple[str, Any]] = []
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read_frames, client, f"/v1/jobs/{job_id}/stream", frames)
+                await wait_until(lambda frames=frames: len(frames) == 1)
+                clock.advance(5)
+            assert frames[-1][0] == "done"
+    assert simulator._core._subscriptions == {}
