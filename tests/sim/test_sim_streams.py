@@ -220,12 +220,15 @@ async def test_closed_streams_leave_nothing_behind() -> None:
     clock = ManualClock()
     simulator = Simulator(clock=clock)
     async with served(simulator) as client:
-        for _ in range(3):
+
+        async def stream_a_job_to_its_end() -> str:
             job_id = simulator.create_job(steps=[Step(kind="page")])
             frames: list[tuple[str, Any]] = []
             async with anyio.create_task_group() as tg:
                 tg.start_soon(read_frames, client, f"/v1/jobs/{job_id}/stream", frames)
-                await wait_until(lambda frames=frames: len(frames) == 1)
+                await wait_until(lambda: len(frames) == 1)
                 clock.advance(5)
-            assert frames[-1][0] == "done"
+            return frames[-1][0]
+
+        assert [await stream_a_job_to_its_end() for _ in range(3)] == ["done"] * 3
     assert simulator._core._subscriptions == {}
