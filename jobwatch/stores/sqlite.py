@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS jobs (job_id TEXT PRIMARY KEY, run INTEGER NOT NULL,
     terminal INTEGER NOT NULL, watched INTEGER NOT NULL, updated_at REAL NOT NULL,
     active INTEGER NOT NULL, attempt INTEGER);
 CREATE TABLE IF NOT EXISTS inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE,
-                                  event TEXT NOT NULL);
+                                  event TEXT NOT NULL, replayed INTEGER);
 CREATE TABLE IF NOT EXISTS checkpoints (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (seq INTEGER PRIMARY KEY AUTOINCREMENT,
     subscriber TEXT NOT NULL, error TEXT NOT NULL, event TEXT NOT NULL);
@@ -119,6 +119,9 @@ class SQLiteStore(Store):
         self._purge_due = False
         self._queue: list[_Call[Any]] = []
         self._acks: list[str] = []
+        #: Keys of replayed inbox rows this store read or wrote itself: only its acks of
+        #: them remove them (see _ACK).
+        self._replays: set[str] = set()
         self._leading = False
         self._batch_done: anyio.Event | None = None
         #: Work the thread is doing with the connection (a batch, housekeeping, open/close):
@@ -363,7 +366,8 @@ class SQLiteStore(Store):
         try:
             _begin(db, on_loop)
             if acks:
-                db.execute(_ACK, (json.dumps(acks),))
+                mine = [key for key in acks if key in self._replays]
+                db.execute(_ACK, (json.dumps(acks), json.dumps(mine)))
             if careful:
                 for call in batch:
                     call.run_in(db)
@@ -377,6 +381,7 @@ class SQLiteStore(Store):
                     else:
                         run.run(db)
             db.execute("COMMIT")
+            self._replays.difference_update(acks)
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -527,9 +532,13 @@ class SQLiteStore(Store):
 
     async def pending(self) -> list[JobEvent]:
         rows = await self._tx(
-            lambda: self.db.execute("SELECT event FROM inbox ORDER BY seq").fetchall()
+            lambda: self.db.execute("SELECT event, replayed FROM inbox ORDER BY seq").fetchall()
         )
-        return [JobEvent.from_json(r[0]) for r in rows]
+        events = [JobEvent.from_json(r[0]) for r in rows]
+        self._replays.update(
+            e.key for e, (_, replayed) in zip(events, rows, strict=True) if replayed
+        )
+        return events
 
     async def ack(self, key: str) -> None:
         # Acks ride along with the next group commit: until then the event would only be
@@ -578,11 +587,15 @@ class SQLiteStore(Store):
                 "DELETE FROM dead_letters WHERE seq=?", [(seq,) for seq, _ in found]
             )
             self.db.execute(
-                "INSERT OR REPLACE INTO inbox (key, event) VALUES (?, ?)", (key, found[-1][1])
+                "INSERT OR REPLACE INTO inbox (key, event, replayed) VALUES (?, ?, 1)",
+                (key, found[-1][1]),
             )
             return True
 
-        return await self._tx(move)
+        if not await self._tx(move):
+            return False
+        self._replays.add(key)
+        return True
 
     async def drop(self, key: str) -> bool:
         def forget() -> bool:
@@ -615,7 +628,13 @@ _LIVE = (
     "SELECT json_group_array(key) FROM seen "
     "WHERE key IN (SELECT value FROM json_each(?1)) AND expires > ?2"
 )
-_ACK = "DELETE FROM inbox WHERE key IN (SELECT value FROM json_each(?1))"
+# A Watcher's ack waits for its next commit, and may come after a dead letter of the same
+# event was replayed by another process (`jobwatch inbox replay` while the service runs):
+# a replayed row is removed only by the acks of a store that read or replayed it itself.
+_ACK = (
+    "DELETE FROM inbox WHERE key IN (SELECT value FROM json_each(?1)) "
+    "AND (replayed IS NULL OR key IN (SELECT value FROM json_each(?2)))"
+)
 # A claim is taken only where no live claim holds it: one statement, so atomic.
 _CLAIM = (
     "INSERT INTO claims VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET "
@@ -672,11 +691,14 @@ def _state(row: tuple[Any, ...]) -> JobState:
 
 
 def _add_columns(db: sqlite3.Connection) -> None:
-    """Add the columns a file written by an older jobwatch lacks (``jobs.attempt``)."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-    if "attempt" not in columns:
+    """Add the columns a file written by an older jobwatch lacks (``jobs.attempt``,
+    ``inbox.replayed``)."""
+    for table, column in (("jobs", "attempt"), ("inbox", "replayed")):
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column in columns:
+            continue
         try:
-            db.execute("ALTER TABLE jobs ADD COLUMN attempt INTEGER")
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
         except sqlite3.OperationalError as exc:
             if "duplicate column" not in str(exc):  # another process added it meanwhile
                 raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -458,3 +459,63 @@ def test_a_callback_may_replay_a_dead_letter_of_a_job_whose_events_fill_its_queu
 
     handed = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert handed == ["failed", "replay asked", "page replayed"]
+
+
+@pytest.mark.anyio
+async def test_a_dead_letter_replayed_from_another_process_outlives_the_running_watcher(
+    tmp_path: Path,
+) -> None:
+    # `jobwatch inbox replay` while the service still runs, then the service's restart (what
+    # docs/cli.md tells a user to do): the service's ack of the event, held back to ride with
+    # its next commit, was written at its close and took the replayed event out of the inbox
+    # again, so the next start dispatched nothing, and the dead letter was gone too.
+    store = SQLiteStore(tmp_path / "state.db")
+    transport = ScriptedTransport()
+    watcher = jobwatch.Watcher(CONFIG, store=store, transports=[transport])
+
+    def broken(event: jobwatch.JobEvent) -> None:
+        raise RuntimeError("mail server down")
+
+    watcher.subscribe(broken, retry=jobwatch.Retry(attempts=1))
+    async with watcher:
+        await transport.send(make_event("completed", "j"))
+        await anyio.wait_all_tasks_blocked()  # the callback is done with it: acked
+        command = SQLiteStore(tmp_path / "state.db")  # the `jobwatch inbox replay` process
+        await command.open()
+        try:
+            event = await first_dead_letter(command)
+            assert await command.replay_dead_letter(event.key)
+        finally:
+            await command.aclose()
+    restarted = SQLiteStore(tmp_path / "state.db")
+    await restarted.open()
+    try:
+        assert await restarted.pending() == [event]
+    finally:
+        await restarted.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_store_file_of_an_older_jobwatch_replays_too(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.execute(
+        "CREATE TABLE inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE, "
+        "event TEXT NOT NULL)"
+    )
+    db.close()
+    event = make_event("completed", "j")
+    store = SQLiteStore(tmp_path / "state.db")
+    await store.open()
+    try:
+        await store.dead_letter(event, "notify", "RuntimeError: down")
+        assert await store.replay_dead_letter(event.key)
+        assert await store.pending() == [event]
+        await store.ack(event.key)
+    finally:
+        await store.aclose()
+    again = SQLiteStore(tmp_path / "state.db")
+    await again.open()
+    try:
+        assert await again.pending() == []
+    finally:
+        await again.aclose()
