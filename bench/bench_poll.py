@@ -103,9 +103,9 @@ def durations(
     return [rng.uniform(shortest, longest) for _ in range(n)]
 
 
-def sim_seconds(iso: str) -> float:
-    """Simulated seconds of a timestamp (the simulators use epoch 0)."""
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+def sim_seconds(iso: str, epoch: float) -> float:
+    """Simulated seconds of a timestamp of simulators whose time zero is ``epoch``."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() - epoch
 
 
 async def scenario(
@@ -120,9 +120,12 @@ async def scenario(
 ) -> tuple[Outcome, Outcome]:
     rng = random.Random(seed)
     lengths = durations(n_jobs, rng, *lengths_range)
+    # Time zero is now, on the wall clock, as for a real API: its times (a job's startedAt)
+    # are the client's.
+    epoch = time.time()
     sims = {
         who: Simulator(
-            seed=seed, tier=tier, time_scale=scale, epoch=0.0, page_interval=PAGE_INTERVAL
+            seed=seed, tier=tier, time_scale=scale, epoch=epoch, page_interval=PAGE_INTERVAL
         )
         for who in ("sdk", "jobwatch")
     }
@@ -159,7 +162,7 @@ async def scenario(
             )
         tg.cancel_scope.cancel()
     sdk, ours = (
-        report(who, sims[who], counters[who], jobs[who], seen[who], zero[who], scale)
+        report(who, sims[who], counters[who], jobs[who], seen[who], zero[who], scale, epoch)
         for who in ("sdk", "jobwatch")
     )
     mean = statistics.mean
@@ -178,13 +181,14 @@ def report(
     seen: dict[str, float],
     zero: float,
     scale: float,
+    epoch: float,
 ) -> Outcome:
     delays = []
     results = 0
     for job_id in jobs:
         detail = sim.job(job_id)
         if job_id in seen and detail["completedAt"]:
-            ended = zero + sim_seconds(detail["completedAt"]) / scale
+            ended = zero + sim_seconds(detail["completedAt"], epoch) / scale
             delays.append((seen[job_id] - ended) * scale)  # in simulated seconds
         if who == "sdk" and job_id in seen:  # wait_for_job then fetched every result page
             results += max(1, math.ceil(len(detail["results"]) / 100))

@@ -97,6 +97,10 @@ class PollTransport(Transport):
         self._snapshots: dict[str, Snapshot] = {}
         self._arrived: set[str] = set()
         self._in_flight = 0
+        #: Wall clock minus the event loop's, read once when the loop starts: what an API's
+        #: times are moved by onto the schedule's clock (once, so that a test's virtual clock
+        #: and a simulator stamping from it agree however long the test really takes).
+        self._wall_offset = 0.0
         self._wakeup: anyio.Event | None = None
 
     @classmethod
@@ -130,6 +134,7 @@ class PollTransport(Transport):
         self, host: TransportHost, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         budget = host.budget if isinstance(host.budget, RequestBudget) else None
+        self._wall_offset = time.time() - anyio.current_time()
         async with anyio.create_task_group() as tg:
             task_status.started()
             while True:
@@ -218,10 +223,9 @@ class PollTransport(Transport):
             return
         if job_id in self.schedule:  # not unwatched while its events were being recorded
             self._snapshots[job_id] = snapshot
-            # The API's start on the schedule's clock: the wall clock read beside it.
             started = snapshot.started_at
             if started is not None:
-                started = now - (time.time() - started)
+                started -= self._wall_offset  # onto the schedule's clock
             self.schedule.observe(job_id, now, snapshot, started=started)
 
     def _refused(

@@ -380,3 +380,32 @@ async def test_results_stop_with_an_error_when_the_next_page_repeats_an_asked_on
             async for item in w.results("j1"):
                 items.append(item)
     assert len(items) == 2 and len(asked) == 2  # the first page, the second, then no third
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", MOCK)
+async def test_a_waiting_job_is_timed_from_the_start_the_api_states() -> None:
+    # The simulator stamps startedAt from the loop's clock (virtual here) and the wall clock
+    # at its creation; the transport moves it onto the schedule's clock by the offset read
+    # when it started, so the anchor is the job's start however long the test really takes.
+    sim = Simulator(seed=5, tier="enterprise")
+    job_id = sim.create_job(urls=urls(20))
+    app = Recorder(sim.app)
+    async with watcher(app, config(rpm=1000)) as w:
+        (transport,) = w._transports
+        assert isinstance(transport, PollTransport)
+        progressed = anyio.Event()
+
+        def running(event: jobwatch.JobEvent) -> None:
+            if event.completed:
+                progressed.set()
+
+        w.subscribe(running, job_id=job_id, kinds=("progress",))
+        with anyio.fail_after(60):
+            await progressed.wait()  # the poll that saw it running, recorded
+            await anyio.wait_all_tasks_blocked()  # ... and observed by the schedule
+        plan = transport.schedule._plans[job_id]
+    # First seen queued (its first poll at once), then running: anchored at its start, which
+    # the simulator makes 0.1 s after the job's creation.
+    assert plan.started_known and plan.anchor is not None
+    assert plan.anchor[0] == pytest.approx(app.times[0] + 0.1, abs=0.05)
