@@ -9,6 +9,7 @@ component's own attrs class.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import tomllib
@@ -354,10 +355,10 @@ def _check_tables(tables: Mapping[str, Any]) -> None:
 
 
 def _check_core(core: _Core | Config) -> None:
-    if not core.dedup_ttl > 0:
+    if not 0 < core.dedup_ttl < math.inf:
         raise ConfigError(
-            "[jobwatch] dedup_ttl must be > 0 seconds (how long a seen event "
-            "key is remembered; default 604800, one week)"
+            "[jobwatch] dedup_ttl must be > 0 seconds and finite (how long a seen event key "
+            "is remembered; default 604800, one week; years are fine)"
         )
     if not core.safety_poll >= 0:  # NaN too
         raise ConfigError("[jobwatch] safety_poll must be >= 0 seconds (0 turns it off)")

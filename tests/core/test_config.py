@@ -236,6 +236,14 @@ def test_dedup_ttl() -> None:
     assert "[jobwatch].dedup_ttl" in error(doc(dedup_ttl="1d"))
 
 
+def test_dedup_ttl_is_finite() -> None:
+    # "Remember for ever" is no number of seconds a store can expire a key at (the Redis
+    # store's TTL arithmetic raised OverflowError on every record).
+    said = error(doc(dedup_ttl=float("inf")))
+    assert "[jobwatch] dedup_ttl must be > 0 seconds and finite" in said
+    assert Config.from_mapping(doc(dedup_ttl=10 * 365 * 86400), environ={}).dedup_ttl > 0
+
+
 @pytest.mark.parametrize("key", ["base_url", "api_key", "store", "safety_poll"])
 def test_core_key_given_as_a_table_is_an_error(key: str) -> None:
     assert f"[jobwatch.{key}] must not be a table" in error({"jobwatch": {key: {"value": 1}}})
