@@ -45,7 +45,7 @@ import attrs
 import sniffio
 
 from .._config import Config
-from .._errors import ConfigError, JobwatchError
+from .._errors import ConfigError, DecodeError, JobwatchError
 from .._events import JobEvent, JobStatus
 from .._values import make_state
 from ..abc import JobState, Store, Verdict
@@ -532,12 +532,12 @@ class SQLiteStore(Store):
 
     async def pending(self) -> list[JobEvent]:
         rows = await self._tx(
-            lambda: self.db.execute("SELECT event, replayed FROM inbox ORDER BY seq").fetchall()
+            lambda: self.db.execute(
+                "SELECT key, event, replayed FROM inbox ORDER BY seq"
+            ).fetchall()
         )
-        events = [JobEvent.from_json(r[0]) for r in rows]
-        self._replays.update(
-            e.key for e, (_, replayed) in zip(events, rows, strict=True) if replayed
-        )
+        events = [self._stored(raw, "the undelivered event", key) for key, raw, _ in rows]
+        self._replays.update(key for key, _, replayed in rows if replayed)
         return events
 
     async def ack(self, key: str) -> None:
@@ -576,13 +576,14 @@ class SQLiteStore(Store):
                 "SELECT event, subscriber, error FROM dead_letters ORDER BY seq"
             ).fetchall()
         )
-        return [(JobEvent.from_json(e), s, err) for e, s, err in rows]
+        return [(self._stored(e, "the dead letter"), s, err) for e, s, err in rows]
 
     async def replay_dead_letter(self, key: str) -> bool:
         def move() -> bool:
             found = self._dead_letters_of(key)
             if not found:
                 return False
+            self._stored(found[-1][1], "the dead letter")  # the inbox must read it back
             self.db.executemany(
                 "DELETE FROM dead_letters WHERE seq=?", [(seq,) for seq, _ in found]
             )
@@ -611,8 +612,26 @@ class SQLiteStore(Store):
 
     def _dead_letters_of(self, key: str) -> list[tuple[int, str]]:
         # Events are kept as JSON: few dead letters, so they are read rather than indexed.
+        # (Matched by the key its JSON holds: one this jobwatch cannot read can still go.)
         rows = self.db.execute("SELECT seq, event FROM dead_letters ORDER BY seq").fetchall()
-        return [(seq, raw) for seq, raw in rows if JobEvent.from_json(raw).key == key]
+        return [(seq, raw) for seq, raw in rows if _key_of(raw) == key]
+
+    def _stored(self, raw: str, what: str, key: str | None = None) -> JobEvent:
+        """An event this store kept, or a DecodeError naming it and the way out."""
+        try:
+            return JobEvent.from_json(raw)
+        except DecodeError as exc:
+            key = key or _key_of(raw)
+            way_out = (
+                f"remove it with `jobwatch inbox drop {key}`"
+                if key
+                else "it names no key, so only a new store file leaves it behind"
+            )
+            raise DecodeError(
+                f"the sqlite store at {self.path}: {what} {key!r} cannot be read by this "
+                f"jobwatch ({exc}); a newer jobwatch may have written it: run that one, or "
+                f"{way_out}"
+            ) from None
 
 
 _JOB_COLUMNS = (
@@ -642,6 +661,16 @@ _CLAIM = (
 )
 _CLAIMED = "SELECT 1 FROM claims WHERE key=? AND expires > ?"
 _STATUSES = {status.value: status for status in JobStatus}
+
+
+def _key_of(raw: str) -> str | None:
+    """The key an event's JSON holds, read without the rest of it."""
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        return None
+    key = found.get("key") if isinstance(found, dict) else None
+    return key if isinstance(key, str) else None
 
 
 def _closing_on_error(db: sqlite3.Connection, check: Callable[..., T], *args: Any) -> T | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,24 @@ def test_an_action_is_required(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         run(capsys, "inbox")
     assert exit_.value.code == 2 and "list" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("table", ["dead_letters", "inbox"])
+def test_an_entry_this_jobwatch_cannot_read_is_named_and_can_be_dropped(
+    table: str, capsys: pytest.CaptureFixture[str], config: Path
+) -> None:
+    # An event kind a newer jobwatch wrote: every inbox command failed with "malformed
+    # event", naming no entry and no way out, and the entry could not be dropped.
+    key = DEAD.key if table == "dead_letters" else UNDELIVERED.key
+    db = sqlite3.connect(config.parent / "state.db")
+    with db:
+        db.execute(f"UPDATE {table} SET event = json_set(event, '$.kind', 'paused')")
+    db.close()
+    code, out, err = run(capsys, "inbox", "list")
+    assert code != 0 and out == ""
+    assert f"{key!r} cannot be read by this jobwatch" in err, err
+    assert f"jobwatch inbox drop {key}" in err and "Traceback" not in err
+    code, out, _ = run(capsys, "inbox", "drop", key)
+    assert code == 0 and out.startswith(f"dropped {key}")
+    code, out, _ = run(capsys, "inbox", "list")
+    assert code == 0 and key not in out and out.count("\n") == 1
