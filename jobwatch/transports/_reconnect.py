@@ -19,9 +19,10 @@ Rules (WHATWG EventSource, plus what jobwatch adds):
 - ``id:`` sets the last event id, sent back as ``Last-Event-ID`` (UTF-8) on the next
   connection; an empty id clears it. Only a ``resumable`` stream (the provider says its server
   resumes from ``Last-Event-ID``) tracks ids; any other ignores them and is reconciled on every
-  connection. An id that no HTTP header can carry (a control character, or a space or tab at
-  either end: :func:`header_id` says why) is ignored and the last good one kept: the server
-  then resumes from earlier, and what it sends again is dropped as a duplicate.
+  connection. An id that no HTTP header can carry (a control character, a space or tab at
+  either end, over ``MAX_ID_BYTES``: :func:`header_id` says why) is ignored and the last good
+  one kept: the server then resumes from earlier, and what it sends again is dropped as a
+  duplicate.
 - ``retry:`` (milliseconds) sets the reconnection time, clamped to ``RETRY_MIN`` ..
   ``RETRY_MAX`` seconds: a server may neither make a client hammer it nor send it away.
 - A connection attempt *fails* when it ends before a single byte arrived. The delay before the
@@ -68,18 +69,23 @@ RETRY_MAX = 60.0
 
 #: Characters no header value may hold (RFC 9110 field-value: no control but HTAB).
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+#: The longest id sent back, in UTF-8 bytes: servers refuse header lines of 4–16 KiB and more
+#: (nginx and Apache by default at 8 KiB), and an id is a position, not a payload.
+MAX_ID_BYTES = 4096
 
 
 def header_id(event_id: str) -> str | None:
     """Why ``event_id`` cannot be sent back as ``Last-Event-ID``, or None when it can.
 
     A header value may not begin or end with a space or tab, nor hold a control character;
-    any other text goes as UTF-8, as browsers send it.
+    any other text goes as UTF-8, as browsers send it, up to ``MAX_ID_BYTES``.
     """
     if _CONTROL.search(event_id):
         return "it holds a control character"
     if event_id[:1] in (" ", "\t") or event_id[-1:] in (" ", "\t"):
         return "it begins or ends with a space or tab"
+    if len(event_id) > MAX_ID_BYTES // 4 and len(event_id.encode()) > MAX_ID_BYTES:
+        return f"it is longer than {MAX_ID_BYTES} bytes, more than a server takes in a header"
     return None
 
 

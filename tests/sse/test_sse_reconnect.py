@@ -291,3 +291,14 @@ def test_delay_never_overflows(
     m.failures = failures
     retry = m.retry or 0.0
     assert retry - 1e-9 <= m.delay() <= max(backoff.maximum, retry) + 1e-9
+
+
+def test_an_id_longer_than_a_header_takes_is_ignored_and_the_last_one_kept() -> None:
+    # An id of megabytes was kept, saved as the checkpoint and sent on every reconnect.
+    m = machine(last_event_id="7")
+    assert m.event(event_id="8" * 5000, retry_ms=None) is not None
+    assert m.request_headers() == {"last-event-id": "7"}
+    longest = "é" * 2048  # 4,096 bytes of UTF-8
+    assert m.event(event_id=longest, retry_ms=None) is None
+    assert m.request_headers() == {"last-event-id": longest}
+    assert m.event(event_id=longest + "8", retry_ms=None) is not None
