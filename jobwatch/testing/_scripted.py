@@ -30,11 +30,14 @@ def make_event(
     key: str | None = None,
     occurred_at: datetime | None = None,
     data: dict[str, Any] | None = None,
+    error: str | None = None,
+    attempt: int | None = None,
 ) -> JobEvent:
     """Build a JobEvent with the key the built-in providers would give it.
 
     ``status`` defaults to what the kind implies (``processing`` for started and progress, the
-    terminal status for completed, failed and cancelled).
+    terminal status for completed, failed and cancelled). ``error`` is why a job or a page
+    failed, ``attempt`` the API's own attempt number (an event of a higher one begins a run).
     """
     kind = EventKind(kind)
     if status is None:
@@ -53,6 +56,8 @@ def make_event(
         key=key,
         source=source,
         occurred_at=occurred_at,
+        error=error,
+        attempt=attempt,
         data=payload,
     )
 

@@ -401,3 +401,10 @@ def test_from_json_messages(text: str, message: str) -> None:
 def test_from_json_on_deeply_nested_input_raises_decode_error() -> None:
     with pytest.raises(DecodeError, match="nested too deeply"):
         JobEvent.from_json("[" * 100_000)
+
+
+def test_make_event_builds_a_failure_and_a_numbered_attempt() -> None:
+    # A failed event without its error, or an event of a re-run, took attrs.evolve to build.
+    failed = make_event("failed", "j", error="out of credits", attempt=2)
+    assert (failed.error, failed.attempt, failed.status) == ("out of credits", 2, "failed")
+    assert failed.key == make_event("failed", "j").key
