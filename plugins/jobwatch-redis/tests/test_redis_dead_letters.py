@@ -91,3 +91,35 @@ async def test_a_dropped_dead_letter_is_gone_for_every_owner(options: RedisOptio
         assert not await store.drop(key) and not await store.replay_dead_letter(key)
     finally:
         await store.aclose()
+
+
+async def test_a_dead_letter_this_jobwatch_cannot_read_is_named_and_can_be_dropped(
+    options: RedisOptions,
+) -> None:
+    # An event kind a newer jobwatch wrote: listing failed with "malformed event", naming
+    # nothing, and drop and replay parsed every dead letter, so it could not be removed.
+    import json
+
+    import redis
+
+    key = await kept_dead_letter(options)
+    store = RedisStore(attrs.evolve(options, owner="operator"))
+    await store.open()
+    client = redis.Redis.from_url(options.url)
+    try:
+        (raw,) = client.lrange(store.keys.dead_letters, 0, -1)
+        entry = json.loads(raw)
+        entry["event"]["kind"] = "paused"
+        client.lset(store.keys.dead_letters, 0, json.dumps(entry))
+        with pytest.raises(jobwatch.DecodeError) as unread:
+            await store.dead_letters()
+        said = str(unread.value)
+        assert f"{key!r} cannot be read by this jobwatch" in said
+        assert f"jobwatch inbox drop {key}" in said
+        with pytest.raises(jobwatch.DecodeError, match="cannot be read by this jobwatch"):
+            await store.replay_dead_letter(key)  # the inbox must read back what it holds
+        assert await store.drop(key)
+        assert await store.dead_letters() == []
+    finally:
+        client.close()
+        await store.aclose()
