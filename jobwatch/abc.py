@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import json
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -28,7 +29,7 @@ from anyio.abc import TaskStatus
 
 from ._budget import RequestBudget
 from ._config import Config
-from ._errors import ConfigError, JobwatchError
+from ._errors import ConfigError, DecodeError, JobwatchError
 from ._events import JobEvent
 from ._ratelimit import classify_http, parse_rate_limit, parse_retry_after
 from ._scheme import Scheme
@@ -70,9 +71,11 @@ __all__ = [
     "Verdict",
     "WebhookDelivery",
     "classify_http",
+    "kept_key",
     "parse_rate_limit",
     "parse_retry_after",
     "path_segment",
+    "unreadable_kept",
 ]
 
 
@@ -125,6 +128,34 @@ def path_segment(value: str) -> str:
         return value
     return "".join(
         c if c in _UNRESERVED else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in value
+    )
+
+
+def kept_key(raw: str | bytes, *, within: str | None = None) -> str | None:
+    """The key of an event a store kept as JSON (:meth:`JobEvent.to_json`; inside the field
+    ``within`` of a JSON object when given), read without the rest of it: an entry this
+    jobwatch cannot read as an event (a newer one wrote it) is still found by its key, and
+    ``jobwatch inbox drop KEY`` removes it. None where no key can be read."""
+    try:
+        found = json.loads(raw)
+    except ValueError:  # (UnicodeDecodeError too)
+        return None
+    if within is not None:
+        found = found.get(within) if isinstance(found, dict) else None
+    key = found.get("key") if isinstance(found, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def unreadable_kept(
+    store: str, what: str, key: str | None, error: Exception, *, otherwise: str
+) -> DecodeError:
+    """The error for an event ``store`` kept (``what``: "the dead letter", say; its ``key``)
+    that this jobwatch cannot read (``error``), with the way out: ``jobwatch inbox drop KEY``,
+    or ``otherwise`` for one that names no key."""
+    way_out = f"remove it with `jobwatch inbox drop {key}`" if key else otherwise
+    return DecodeError(
+        f"{store}: {what} {key!r} cannot be read by this jobwatch ({error}); a newer "
+        f"jobwatch may have written it: run that one, or {way_out}"
     )
 
 

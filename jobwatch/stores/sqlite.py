@@ -48,7 +48,7 @@ from .._config import Config
 from .._errors import ConfigError, DecodeError, JobwatchError
 from .._events import JobEvent, JobStatus
 from .._values import make_state
-from ..abc import JobState, Store, Verdict
+from ..abc import JobState, Store, Verdict, kept_key, unreadable_kept
 from ._sqlite_checks import GUIDE, check_database, check_files, mark_database
 
 __all__ = ["SQLiteOptions", "SQLiteStore"]
@@ -614,23 +614,19 @@ class SQLiteStore(Store):
         # Events are kept as JSON: few dead letters, so they are read rather than indexed.
         # (Matched by the key its JSON holds: one this jobwatch cannot read can still go.)
         rows = self.db.execute("SELECT seq, event FROM dead_letters ORDER BY seq").fetchall()
-        return [(seq, raw) for seq, raw in rows if _key_of(raw) == key]
+        return [(seq, raw) for seq, raw in rows if kept_key(raw) == key]
 
     def _stored(self, raw: str, what: str, key: str | None = None) -> JobEvent:
         """An event this store kept, or a DecodeError naming it and the way out."""
         try:
             return JobEvent.from_json(raw)
         except DecodeError as exc:
-            key = key or _key_of(raw)
-            way_out = (
-                f"remove it with `jobwatch inbox drop {key}`"
-                if key
-                else "it names no key, so only a new store file leaves it behind"
-            )
-            raise DecodeError(
-                f"the sqlite store at {self.path}: {what} {key!r} cannot be read by this "
-                f"jobwatch ({exc}); a newer jobwatch may have written it: run that one, or "
-                f"{way_out}"
+            raise unreadable_kept(
+                f"the sqlite store at {self.path}",
+                what,
+                key or kept_key(raw),
+                exc,
+                otherwise="it names no key, so only a new store file leaves it behind",
             ) from None
 
 
@@ -661,16 +657,6 @@ _CLAIM = (
 )
 _CLAIMED = "SELECT 1 FROM claims WHERE key=? AND expires > ?"
 _STATUSES = {status.value: status for status in JobStatus}
-
-
-def _key_of(raw: str) -> str | None:
-    """The key an event's JSON holds, read without the rest of it."""
-    try:
-        found = json.loads(raw)
-    except ValueError:
-        return None
-    key = found.get("key") if isinstance(found, dict) else None
-    return key if isinstance(key, str) else None
 
 
 def _closing_on_error(db: sqlite3.Connection, check: Callable[..., T], *args: Any) -> T | None:

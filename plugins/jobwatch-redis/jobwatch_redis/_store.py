@@ -38,7 +38,7 @@ import attrs
 import redis
 
 from jobwatch import Config, ConfigError, DecodeError, JobEvent, JobwatchError
-from jobwatch.abc import JobState, Store, Verdict
+from jobwatch.abc import JobState, Store, Verdict, kept_key, unreadable_kept
 
 from . import _scripts
 from ._client import RedisClient, RedisUnavailable
@@ -520,7 +520,7 @@ class RedisStore(Store):
             await self._read(self._adopt_orphans, "adopting inboxes")
             self._adopted = True
         raws = await self._read(self._inbox, "reading the inbox")
-        return [_readable(raw, "the undelivered event", _key_of(raw)) for raw in raws]
+        return [_readable(raw, "the undelivered event") for raw in raws]
 
     async def pending_keys(self) -> list[str]:
         """The keys of this owner's inbox (cheaper than :meth:`pending`; adopts nothing)."""
@@ -608,7 +608,7 @@ class RedisStore(Store):
                 found: list[Any] = [
                     raw
                     for raw in pipe.lrange(keys.dead_letters, 0, -1)
-                    if _dead_letter_key(raw) == key
+                    if kept_key(raw, within="event") == key
                 ]
                 moved = bool(found)
                 if not found:
@@ -635,7 +635,9 @@ class RedisStore(Store):
         def forget(r: redis.Redis) -> bool:
             # (Matched by the key its JSON holds: one this jobwatch cannot read can still go.)
             found: list[Any] = [
-                raw for raw in r.lrange(keys.dead_letters, 0, -1) if _dead_letter_key(raw) == key
+                raw
+                for raw in r.lrange(keys.dead_letters, 0, -1)
+                if kept_key(raw, within="event") == key
             ]
             with r.pipeline(transaction=True) as pipe:
                 for raw in found:
@@ -654,47 +656,25 @@ def _dead_letter(raw: bytes | str) -> tuple[JobEvent, str, str]:
         event = JobEvent.from_dict(entry["event"])
         return event, str(entry["subscriber"]), str(entry["error"])
     except (DecodeError, ValueError, KeyError, TypeError) as exc:
-        raise _unreadable("the dead letter", _dead_letter_key(raw), exc) from None
+        raise _unreadable("the dead letter", kept_key(raw, within="event"), exc) from None
 
 
-def _readable(raw: bytes | str, what: str, key: str | None) -> JobEvent:
+def _readable(raw: bytes | str, what: str) -> JobEvent:
     """An event the store kept, or a DecodeError naming it and the way out."""
     try:
         return JobEvent.from_json(raw if isinstance(raw, str) else raw.decode())
     except (DecodeError, ValueError) as exc:
-        raise _unreadable(what, key, exc) from None
+        raise _unreadable(what, kept_key(raw), exc) from None
 
 
 def _unreadable(what: str, key: str | None, exc: Exception) -> DecodeError:
-    way_out = (
-        f"remove it with `jobwatch inbox drop {key}`"
-        if key
-        else "it names no key, so only deleting it in Redis removes it"
+    return unreadable_kept(
+        "the redis store",
+        what,
+        key,
+        exc,
+        otherwise="it names no key, so only deleting it in Redis removes it",
     )
-    return DecodeError(
-        f"the redis store: {what} {key!r} cannot be read by this jobwatch ({exc}); a newer "
-        f"jobwatch may have written it: run that one, or {way_out}"
-    )
-
-
-def _key_of(raw: bytes | str) -> str | None:
-    """The key an event's JSON holds, read without the rest of it."""
-    try:
-        found = json.loads(raw)
-    except ValueError:
-        return None
-    key = found.get("key") if isinstance(found, dict) else None
-    return key if isinstance(key, str) else None
-
-
-def _dead_letter_key(raw: bytes | str) -> str | None:
-    """The key of a dead letter's event, read without the rest of it."""
-    try:
-        event = json.loads(raw).get("event")
-    except (ValueError, AttributeError):
-        return None
-    key = event.get("key") if isinstance(event, dict) else None
-    return key if isinstance(key, str) else None
 
 
 def _q(text: str) -> str:
