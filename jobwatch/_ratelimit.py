@@ -51,10 +51,13 @@ def _number(value: str | None) -> float | None:
 def _server_time(headers: Mapping[str, str], name: str) -> float | None:
     """A header's HTTP-date as a Unix time, or None."""
     value = _header(headers, name)
-    if not value:
-        return None
+    return _http_date(value) if value else None
+
+
+def _http_date(text: str) -> float | None:
+    """An HTTP-date as a Unix time, or None."""
     try:
-        return email.utils.parsedate_to_datetime(value).timestamp()
+        return email.utils.parsedate_to_datetime(text).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
 
@@ -89,11 +92,8 @@ def _retry_after(value: str, headers: Mapping[str, str]) -> float | None:
     """Seconds one ``Retry-After`` value asks to wait: a number, or an HTTP-date."""
     if _NUMBER.fullmatch(value.strip()):
         return _number(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value.strip()).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    return _seconds_until(when, headers)
+    when = _http_date(value.strip())
+    return None if when is None else _seconds_until(when, headers)
 
 
 def parse_rate_limit(response: Response, *, cap: float = MAX_WAIT) -> RateLimit | None:
