@@ -464,7 +464,7 @@ def _auth(table: _Table) -> Auth:
                 'set style = "header" (or "raw") to send the key in a header of your choice'
             )
     header = table.text("header", "authorization" if style != "header" else "x-api-key")
-    if not header or not all(c.isalnum() or c in "-_" for c in header):
+    if not _is_header_name(header):
         raise ConfigError(f"{table.at('header')} must be a header name, got {header!r}")
     env = table.text("env", None)
     prefix = table.text("prefix", "")
@@ -476,7 +476,7 @@ def _auth(table: _Table) -> Auth:
 def _headers(table: _Table) -> dict[str, str]:
     headers = table.texts("headers")
     for name, value in headers.items():
-        if not name or not all(c.isalnum() or c in "-_" for c in name):
+        if not _is_header_name(name):
             raise ConfigError(f"{table.where} headers: {name!r} is not a header name")
         if unsendable(value):
             raise ConfigError(f"{table.where} headers: the value of {name!r} {UNSENDABLE}")
@@ -880,10 +880,15 @@ def _webhook(table: _Table | None, names: frozenset[str]) -> Webhook | None:
     )
 
 
+def _is_header_name(name: str) -> bool:
+    """Letters, digits, ``-`` and ``_``: what the header names of APIs are made of."""
+    return bool(name) and all(c.isalnum() or c in "-_" for c in name)
+
+
 def _header_name(table: _Table, key: str) -> str | None:
     # No delivery carries a header named otherwise: every one would read as unnamed.
     name: str | None = table.text(key, None)
-    if name is not None and (not name or not all(c.isalnum() or c in "-_" for c in name)):
+    if name is not None and not _is_header_name(name):
         raise ConfigError(f"{table.at(key)} must be a header name (X-Event-Type), got {name!r}")
     return name
 
