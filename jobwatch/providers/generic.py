@@ -438,16 +438,11 @@ class GenericProvider(Provider):
         buckets = spec.buckets.get(job)
         if buckets is None:
             return None, None
-        if type(buckets) is not dict:
+        if type(buckets) is not dict or None in buckets.values():
             raise DecodeError(
                 f"{spec.buckets.text!r} must be an object of whole numbers >= 0, got {buckets!r}"
             )
         if not all(type(n) is int and n >= 0 for n in buckets.values()):
-            if None in buckets.values():
-                raise DecodeError(
-                    f"{spec.buckets.text!r} must be an object of whole numbers >= 0, got "
-                    f"{buckets!r}"
-                )
             buckets = {name: _count(n, spec.buckets) for name, n in buckets.items()}
         return (
             _at_most(sum(buckets.get(name, 0) for name in spec.bucket_names), spec.buckets.text),
