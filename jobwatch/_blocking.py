@@ -104,9 +104,8 @@ def _resolve(config: Config | None, transport: str | Sequence[str] | None) -> Co
         resolved = resolved.replace(
             transport=transport if isinstance(transport, str) else tuple(transport)
         )
-        if os.environ.get("JOBWATCH_TRANSPORT", "").strip() in ("", "auto"):
-            # Named as the argument: the Watcher would blame the file's [jobwatch] transport.
-            check_served(resolved, f"transport={transport!r}")
+        # Named as the argument: the Watcher would blame the file's [jobwatch] transport.
+        check_served(resolved, f"transport={transport!r}", os.environ)
     return resolved
 
 

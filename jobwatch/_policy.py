@@ -133,14 +133,17 @@ def _explicit(config: Config, environ: Mapping[str, str]) -> _Explicit | None:
     return None
 
 
-def check_served(config: Config, where: str) -> None:
+def check_served(config: Config, where: str, environ: Mapping[str, str] | None = None) -> None:
     """Raise a ConfigError naming ``where`` (a flag, an argument) when ``config``'s transport,
     which ``where`` set, is one the provider cannot serve: the Watcher would blame
-    ``[jobwatch] transport`` in the configuration file, which may not say it."""
+    ``[jobwatch] transport`` in the configuration file, which may not say it. Nothing is
+    raised where ``environ``'s JOBWATCH_TRANSPORT overrides that transport."""
     written = config.transport if isinstance(config.transport, str) else list(config.transport)
     said = f"[jobwatch] transport = {json.dumps(written)} "
     try:
-        choose_transport(attrs.evolve(config, source=None), environ={}, signals=Signals())
+        choose_transport(
+            attrs.evolve(config, source=None), environ=environ or {}, signals=Signals()
+        )
     except ConfigError as exc:
         if str(exc).startswith(said):
             raise ConfigError(f"{where} {str(exc).removeprefix(said)}") from None
