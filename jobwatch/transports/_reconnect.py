@@ -198,8 +198,7 @@ class Reconnector:
         self._rng = rng if rng is not None else random.Random()
         self.resumable = resumable
         self.last_event_id = ""
-        if resumable and last_event_id and header_id(last_event_id) is None:
-            self.last_event_id = last_event_id
+        self.resume_from(last_event_id)
         #: The server's reconnection time (``retry:``, clamped), seconds; None until it sends one.
         self.retry: float | None = None
         #: Connection attempts in a row that failed: ended before a byte arrived, or broke a
@@ -208,6 +207,12 @@ class Reconnector:
         self.in_fallback = False
         self._connections = 0
         self._healthy = False
+
+    def resume_from(self, saved: str | None) -> None:
+        """Resume from ``saved``, a position kept before a restart, where it can be sent back
+        (a stream that does not resume, and an id no header can carry, ignore it)."""
+        if self.resumable and saved and header_id(saved) is None:
+            self.last_event_id = saved
 
     # -- what the shell reports -----------------------------------------------------------
 

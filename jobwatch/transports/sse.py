@@ -68,7 +68,7 @@ from .._errors import (
 )
 from .._events import JobEvent
 from ..abc import Capabilities, Outcome, Request, Response, Transport, TransportHost
-from ._reconnect import Action, Backoff, Cause, Pacer, Reconnector, header_id
+from ._reconnect import Action, Backoff, Cause, Pacer, Reconnector
 from ._sse_parser import BodyDecoder, Frame, FrameParser, Limits
 
 __all__ = ["SSEOptions", "SSETransport"]
@@ -318,9 +318,7 @@ class SSETransport(Transport):
         with stream.scope:
             try:
                 if stream.machine.resumable and not stream.machine.last_event_id:
-                    saved = await host.store.get_checkpoint(stream.checkpoint)
-                    if saved and header_id(saved) is None:
-                        stream.machine.last_event_id = saved
+                    stream.machine.resume_from(await host.store.get_checkpoint(stream.checkpoint))
                 await self._stream_loop(stream)
             finally:
                 if self._streams.get(stream.job_id) is stream:
