@@ -899,28 +899,20 @@ async def _listen(
     """Serve until SIGTERM or SIGINT (what systemd, Kubernetes and Ctrl-C send): then stop
     accepting, let deliveries in flight finish, close the store (a Redis lease is given
     back), and return."""
+    from .transports._serve import stop_on_signal
+
     watcher = Watcher(config, environ=environ)
     watcher.subscribe(renderer.event)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signal, signals, tg.cancel_scope)
+            doing = "stopping after the deliveries in flight"
+            tg.start_soon(stop_on_signal, signals, tg.cancel_scope, doing)
             async with watcher:
                 url = watcher.bound_url("webhook")
                 print(f"listening on {url}", flush=True)
                 if task_status is not None:
                     task_status.started(url)
                 await anyio.sleep_forever()
-
-
-async def _stop_on_signal(signals: Any, scope: anyio.CancelScope) -> None:
-    async for signum in signals:
-        print(
-            f"jobwatch: {signal.Signals(signum).name}: stopping after the deliveries in flight",
-            file=sys.stderr,
-            flush=True,
-        )
-        scope.cancel()
-        return
 
 
 # -- dashboard -------------------------------------------------------------------------------

@@ -16,8 +16,7 @@ import json
 import logging
 import math
 import signal
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -738,7 +737,7 @@ async def serve_dashboard(
     """
     from ._policy import Signals
     from ._watcher import Watcher
-    from .transports._serve import serve_app
+    from .transports._serve import serve_app, stop_on_signal
     from .transports.webhook import parse_listen
 
     options = DashboardOptions.from_config(config)
@@ -749,18 +748,13 @@ async def serve_dashboard(
     watcher = Watcher(config, environ=environ, signals=signals)
     app = watcher.dashboard_app()
 
-    async def stop_on_signal(received: AsyncIterator[int], scope: anyio.CancelScope) -> None:
-        async for signum in received:
-            print(f"jobwatch: {signal.Signals(signum).name}: stopping", file=sys.stderr, flush=True)
-            app.close()  # streams end now, so that the server need not wait for them
-            scope.cancel()
-            return
-
     # The signals are heard from the start: the Watcher may wait to start (a Redis owner's
     # lease another process holds).
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(stop_on_signal, received, tg.cancel_scope)
+            # (Streams end at once, so that the server need not wait for them.)
+            stop = functools.partial(stop_on_signal, first=app.close)
+            tg.start_soon(stop, received, tg.cancel_scope, "stopping")
             async with watcher:
                 url = await tg.start(
                     functools.partial(

@@ -22,8 +22,10 @@ import asyncio
 import errno
 import functools
 import logging
+import signal
 import socket
-from collections.abc import Awaitable, Callable, MutableMapping
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio
@@ -98,6 +100,23 @@ def format_url(scheme: str, host: str, port: int) -> str:
     """``scheme://host:port``, with brackets around an IPv6 host."""
     shown = f"[{host}]" if ":" in host else host
     return f"{scheme}://{shown}:{port}"
+
+
+async def stop_on_signal(
+    signals: AsyncIterator[int],
+    scope: anyio.CancelScope,
+    doing: str,
+    *,
+    first: Callable[[], object] | None = None,
+) -> None:
+    """On the first of ``signals``, say so (``jobwatch: SIGTERM: {doing}``), call ``first``
+    and cancel ``scope``: how ``jobwatch listen`` and ``jobwatch dashboard`` stop serving."""
+    async for signum in signals:
+        print(f"jobwatch: {signal.Signals(signum).name}: {doing}", file=sys.stderr, flush=True)
+        if first is not None:
+            first()
+        scope.cancel()
+        return
 
 
 def bind(host: str, port: int) -> socket.socket:
