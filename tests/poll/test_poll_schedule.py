@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -193,18 +194,26 @@ def _snapshot(times: list[float], now: float, start: float) -> Snapshot:
 
 
 def drive(
-    rpm: int, jobs: list[tuple[float, float, float]], seed: int
+    rpm: int,
+    jobs: list[tuple[float, float, float]],
+    seed: int,
+    *,
+    skews: Sequence[float | None] | None = None,
+    observed: Callable[[PollSchedule, str, float, float | None], None] | None = None,
 ) -> tuple[list[float], dict[str, float]]:
     """Run many jobs (added at, duration, unit) through one schedule and one budget in
-    virtual time, as the poll transport does; return the request times and detections."""
+    virtual time, as the poll transport does; return the request times and detections.
+    ``skews``: each job's API states its start this far off (None: states none);
+    ``observed(schedule, job, now, due)`` is called after each poll."""
     rng = random.Random(seed)
     budget = RequestBudget(rpm)
     s = PollSchedule(rpm=rpm, rng=random.Random(seed))
+    skews = skews or [None] * len(jobs)
     models = {
-        f"j{n}": (added, added + 0.1, [added + t for t in _job_model(rng, d, u)])
+        f"j{n}": (added, added + 0.1, [added + t for t in _job_model(rng, d, u)], skews[n])
         for n, (added, d, u) in enumerate(jobs)
     }
-    pending = sorted((added, job) for job, (added, _, _) in models.items())
+    pending = sorted((model[0], job) for job, model in models.items())
     sent: list[float] = []
     detected: dict[str, float] = {}
     now = 0.0
@@ -215,9 +224,12 @@ def drive(
         if job is not None:
             budget.take(now)
             sent.append(now)
-            _, start, times = models[job]
-            shot = _snapshot(times, now, start)
-            if s.observe(job, now, shot) is None:
+            _, start, times, skew = models[job]
+            started = None if skew is None else start + skew
+            due = s.observe(job, now, _snapshot(times, now, start), started=started)
+            if observed is not None:
+                observed(s, job, now, due)
+            if due is None:
                 detected[job] = now - times[-1]
             continue
         due = s.next_due()
@@ -567,38 +579,17 @@ def test_any_stated_start_keeps_the_budget_and_finite_due_times(
     # Whatever start an API states (its clock off either way, a stale run's, not a number),
     # the schedule stays within the budget, reports every completion, and plans every poll
     # at a finite time no sooner than the poll that planned it.
-    rng = random.Random(seed)
-    budget = RequestBudget(rpm)
-    s = PollSchedule(rpm=rpm, rng=random.Random(seed))
-    models = {
-        f"j{n}": (added, added + 0.1, [added + t for t in _job_model(rng, d, u)], skew)
-        for n, (added, d, u, skew) in enumerate(jobs)
-    }
-    pending = sorted((m[0], job) for job, m in models.items())
-    sent: list[float] = []
-    detected: set[str] = set()
-    now = 0.0
-    while len(detected) < len(models):
-        while pending and pending[0][0] <= now:
-            s.add(pending.pop(0)[1], now)
-        job = s.pick(now) if budget.delay(now) == 0 else None
-        if job is not None:
-            budget.take(now)
-            sent.append(now)
-            _, start, times, skew = models[job]
-            started = None if skew is None else start + skew
-            due = s.observe(job, now, _snapshot(times, now, start), started=started)
-            if due is None:
-                detected.add(job)
-            else:
-                assert math.isfinite(due) and due >= now
-                estimate = s.estimate(job)
-                assert estimate is None or all(
-                    math.isfinite(v) for v in (estimate.end, estimate.sigma, estimate.unit)
-                )
-            continue
-        due_next = s.next_due()
-        candidates = [t for t in (due_next, pending[0][0] if pending else None) if t is not None]
-        now = max(now + budget.delay(now), min(candidates, default=now))
+    def finite(s: PollSchedule, job: str, now: float, due: float | None) -> None:
+        if due is not None:
+            assert math.isfinite(due) and due >= now
+            estimate = s.estimate(job)
+            assert estimate is None or all(
+                math.isfinite(v) for v in (estimate.end, estimate.sigma, estimate.unit)
+            )
+
+    sent, detected = drive(
+        rpm, [job[:3] for job in jobs], seed, skews=[job[3] for job in jobs], observed=finite
+    )
+    assert len(detected) == len(jobs)
     for i, t in enumerate(sent):
         assert sum(1 for u in sent[i:] if u < t + 60.0) <= rpm
