@@ -470,16 +470,23 @@ def test_predicted_polls_are_not_jittered() -> None:
     assert due(0.5) == due(0.0)
 
 
-def _after_a_wait(started: float | None) -> Estimate | None:
-    """The estimate for a job of 20 units seen waiting at 0 s and 4 units done at 2 s, told
-    that it started at ``started`` (None: not told)."""
+def _estimate(polls: Sequence[tuple[float, Snapshot]], started: float | None) -> Estimate | None:
+    """The estimate for a job polled at these times with these answers, each of which says
+    it started at ``started`` (None: says nothing of it)."""
     s = schedule(interval=2.0, max_interval=30.0)
     s.add("j", 0.0)
-    s.pick(0.0)
-    s.observe("j", 0.0, snap("queued", 0, 20))
-    s.pick(2.0)
-    s.observe("j", 2.0, snap("processing", 4, 20), started=started)
+    for now, shot in polls:
+        s.pick(now)
+        s.observe("j", now, shot, started=started)
     return s.estimate("j")
+
+
+#: A job of 20 units seen waiting at 0 s, then with 4 units done at 2 s.
+_WAITED = [(0.0, snap("queued", 0, 20)), (2.0, snap("processing", 4, 20))]
+
+
+def _after_a_wait(started: float | None) -> Estimate | None:
+    return _estimate(_WAITED, started)
 
 
 def test_a_start_the_api_states_times_the_pace_from_there() -> None:
@@ -499,13 +506,8 @@ def test_a_start_the_api_states_times_the_pace_from_there() -> None:
 
 def test_a_stated_start_changes_nothing_for_a_job_first_seen_running() -> None:
     def unit(started: float | None) -> float:
-        s = schedule(interval=2.0, max_interval=30.0)
-        s.add("j", 0.0)
-        s.pick(0.0)
-        s.observe("j", 0.0, snap("processing", 0, 20), started=started)
-        s.pick(2.0)
-        s.observe("j", 2.0, snap("processing", 4, 20), started=started)
-        estimate = s.estimate("j")
+        polls = [(0.0, snap("processing", 0, 20)), (2.0, snap("processing", 4, 20))]
+        estimate = _estimate(polls, started)
         assert estimate is not None
         return estimate.unit
 
@@ -516,15 +518,7 @@ def test_a_stated_start_after_the_poll_is_not_taken_as_a_start_with_nothing_done
     # A server clock ahead of ours by more than the span the polls allow says nothing of when
     # the job started: the four units done by 2 s were not all done after it.
     def estimate(started: float | None) -> Estimate | None:
-        s = schedule(interval=2.0, max_interval=30.0)
-        s.add("j", 0.0)
-        s.pick(0.0)
-        s.observe("j", 0.0, snap("queued", 0, 20))
-        s.pick(2.0)
-        s.observe("j", 2.0, snap("processing", 4, 20), started=started)
-        s.pick(4.0)
-        s.observe("j", 4.0, snap("processing", 8, 20), started=started)
-        return s.estimate("j")
+        return _estimate([*_WAITED, (4.0, snap("processing", 8, 20))], started)
 
     assert estimate(100.0) == estimate(None)
 
