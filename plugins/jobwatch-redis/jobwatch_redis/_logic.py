@@ -156,16 +156,19 @@ def decode_entry(fields: Mapping[Any, bytes | str]) -> JobEvent:
 
 @attrs.define
 class Backoff:
-    """Exponential backoff with full jitter: ``initial`` doubling up to ``maximum`` seconds."""
+    """Exponential backoff with equal jitter: each delay between half and all of a ceiling
+    that doubles from ``initial`` up to ``maximum`` seconds."""
 
     initial: float = 0.05
     maximum: float = 5.0
     attempt: int = 0
 
     def next_delay(self, rng: random.Random | None = None) -> float:
-        """The next delay to wait; each call doubles the ceiling."""
+        """The next delay to wait; each call doubles the ceiling until it reaches ``maximum``
+        (and then counts no further: Redis may stay down for days)."""
         ceiling = min(self.maximum, self.initial * 2.0**self.attempt)
-        self.attempt += 1
+        if ceiling < self.maximum:
+            self.attempt += 1
         return (rng or random).uniform(ceiling / 2, ceiling)
 
     def reset(self) -> None:

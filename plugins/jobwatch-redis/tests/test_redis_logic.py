@@ -104,6 +104,17 @@ def test_backoff_doubles_to_its_maximum_and_resets() -> None:
     assert backoff.next_delay(rng) <= 0.1
 
 
+def test_backoff_stays_at_its_maximum_however_long_redis_is_down() -> None:
+    # The relay retries a publish and reconnects its consumer with one Backoff for as long as
+    # Redis is away: an hour of failures must not overflow the doubling.
+    backoff = Backoff(initial=0.05, maximum=5.0)
+    rng = random.Random(2)
+    delays = [backoff.next_delay(rng) for _ in range(3000)]
+    assert all(2.5 <= d <= 5.0 for d in delays[7:])
+    backoff.reset()
+    assert backoff.next_delay(rng) <= 0.05
+
+
 def test_in_flight_settles_entries_whose_key_left_the_inbox() -> None:
     tracker = InFlight()
     tracker.add("1-0", "j1:page:a")
