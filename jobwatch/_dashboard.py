@@ -277,7 +277,10 @@ class DashboardApp:
         if inner == REPLAY_ROUTE:
             await self._replay_route(headers, receive, send)
             return
-        query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+        # The query's bytes as the client sent them: a byte that is no UTF-8 reads as U+FFFD,
+        # as a percent-escaped one does.
+        raw = scope.get("query_string", b"").decode("utf-8", "replace")
+        query = {k: v[-1] for k, v in parse_qs(raw).items()}
         await self._route(inner, query, headers, receive, send)
 
     async def _route(

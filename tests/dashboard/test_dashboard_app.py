@@ -208,6 +208,37 @@ async def test_jobs_answers_the_table_and_the_statistics_without_secrets() -> No
     assert missing.status_code == 404
 
 
+async def test_a_query_that_is_not_utf8_is_read_with_replacements_not_a_server_error() -> None:
+    # Servers hand on the query's bytes as the client sent them (ASGI's query_string): a
+    # byte that is no UTF-8 is shown as U+FFFD, as a percent-escaped one is.
+    app = make_watcher().dashboard_app()
+    answers = {}
+    for path, query in (("/job", b"id=\xff"), ("/jobs", b"\xc3"), ("/job", b"id=%ff")):
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": path,
+            "root_path": "",
+            "query_string": query,
+            "headers": [(b"host", b"127.0.0.1:8788")],
+            "server": ("127.0.0.1", 8788),
+        }
+        await app(scope, receive, send)
+        answers[query] = (sent[0]["status"], sent[1]["body"])
+    assert (
+        answers[b"id=\xff"] == answers[b"id=%ff"] == (404, b'{"error":"no such job in the table"}')
+    )
+    assert answers[b"\xc3"][0] == 200
+
+
 # -- dead letters -------------------------------------------------------------------------------
 
 
