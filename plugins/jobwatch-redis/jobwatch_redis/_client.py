@@ -22,9 +22,7 @@ from redis.retry import Retry
 
 from jobwatch import ConfigError, JobwatchError
 
-from ._logic import describe_url
-
-__all__ = ["RedisClient", "RedisCommandError", "RedisUnavailable"]
+__all__ = ["RedisClient", "RedisCommandError", "RedisUnavailable", "describe_url"]
 
 T = TypeVar("T")
 
@@ -163,3 +161,18 @@ class RedisClient:
             client, self._redis = self._redis, None
             client.close()
             client.connection_pool.disconnect()
+
+
+def describe_url(url: str) -> str:
+    """A Redis URL without its password, for logs, ``repr()`` and ``jobwatch doctor``: the
+    user part's password (``redis://user:***@host``; a user part without one is ``***``) and
+    the value of a ``password`` query argument (``unix:///run/redis.sock?password=***``)."""
+    url = _USERINFO.sub(
+        lambda m: m[1] + (f"{m[2].partition(':')[0]}:***" if ":" in m[2] else "***") + "@", url
+    )
+    return _QUERY_PASSWORD.sub(r"\1***", url)
+
+
+# The user part runs to the last "@" before the path or query (a password may hold an "@").
+_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)([^\s/?#]*)@", re.I)
+_QUERY_PASSWORD = re.compile(r"([?&][^=&#\s]*password=)[^&#\s]*", re.I)

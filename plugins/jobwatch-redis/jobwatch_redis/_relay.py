@@ -39,8 +39,10 @@ from jobwatch import Config, ConfigError, DecodeError, JobEvent, JobwatchError, 
 from jobwatch.abc import Transport, TransportHost
 
 from . import _scripts
-from ._client import RedisClient
-from ._logic import Backoff, InFlight, as_str, decode_entry, describe_url
+from ._backoff import Backoff
+from ._client import RedisClient, describe_url
+from ._inflight import InFlight
+from ._keys import as_str, decode_entry
 from ._store import RedisStore
 
 __all__ = ["RelayOptions", "RelayTransport"]

@@ -1,6 +1,6 @@
 """The ``redis`` store: dedup, job state and inboxes shared by a fleet of receivers.
 
-Layout (every key under ``{prefix}:``; see :class:`~._logic.Keys`):
+Layout (every key under ``{prefix}:``; see :class:`~._keys.Keys`):
 
 - ``seen:{key}`` — a dedup key. Its value is ``"{expires}|{nonce}"``: the expiry on the
   *store's clock* (the injected one in tests, ``time.time`` otherwise) decides whether the key
@@ -41,17 +41,9 @@ from jobwatch import Config, ConfigError, DecodeError, JobEvent, JobwatchError
 from jobwatch.abc import JobState, Store, Verdict, kept_key, unreadable_kept
 
 from . import _scripts
-from ._client import RedisClient, RedisUnavailable
-from ._logic import (
-    Backoff,
-    Keys,
-    as_str,
-    describe_url,
-    is_fresh,
-    seen_value,
-    state_from_json,
-    state_to_json,
-)
+from ._backoff import Backoff
+from ._client import RedisClient, RedisUnavailable, describe_url
+from ._keys import Keys, as_str, is_fresh, seen_value, state_from_json, state_to_json
 
 __all__ = ["RedisOptions", "RedisStore"]
 

@@ -10,7 +10,7 @@ import attrs
 import pytest
 import redis
 from jobwatch_redis import RedisOptions, RedisStore
-from jobwatch_redis._logic import Keys, decode_entry, state_from_json, state_to_json
+from jobwatch_redis._keys import Keys, decode_entry, state_from_json, state_to_json
 
 from jobwatch import JobEvent, JobStatus
 from jobwatch._guard import decide

@@ -6,8 +6,7 @@ import socket
 
 import pytest
 from jobwatch_redis import RedisOptions, RedisStore, RedisUnavailable, RelayOptions
-from jobwatch_redis._client import RedisClient
-from jobwatch_redis._logic import describe_url
+from jobwatch_redis._client import RedisClient, describe_url
 
 from jobwatch import Config, ConfigError
 

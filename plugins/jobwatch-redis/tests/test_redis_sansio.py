@@ -7,12 +7,12 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from jobwatch_redis._logic import (
-    Backoff,
-    InFlight,
+from jobwatch_redis._backoff import Backoff
+from jobwatch_redis._client import describe_url
+from jobwatch_redis._inflight import InFlight
+from jobwatch_redis._keys import (
     Keys,
     decode_entry,
-    describe_url,
     encode_entry,
     is_fresh,
     seen_value,

@@ -1,15 +1,10 @@
-"""The sans-I/O parts of the plugin: key names, value encodings, backoff, in-flight tracking.
-
-Nothing here talks to Redis or reads a clock; the async shells in :mod:`._store` and
-:mod:`._relay` call these with values and act on what they return.
-"""
+"""The store's layout in Redis, without I/O: key names and the values written under them."""
 
 from __future__ import annotations
 
 import json
-import random
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -18,9 +13,8 @@ from jobwatch import DecodeError, JobEvent, JobStatus
 from jobwatch.abc import JobState
 
 __all__ = [
-    "Backoff",
-    "InFlight",
     "Keys",
+    "as_str",
     "decode_entry",
     "encode_entry",
     "is_fresh",
@@ -152,72 +146,6 @@ def decode_entry(fields: Mapping[Any, bytes | str]) -> JobEvent:
     if event.job_id is None:
         return event
     return attrs.evolve(event, key=unqualify(event.key))
-
-
-@attrs.define
-class Backoff:
-    """Exponential backoff with equal jitter: each delay between half and all of a ceiling
-    that doubles from ``initial`` up to ``maximum`` seconds."""
-
-    initial: float = 0.05
-    maximum: float = 5.0
-    attempt: int = 0
-
-    def next_delay(self, rng: random.Random | None = None) -> float:
-        """The next delay to wait; each call doubles the ceiling until it reaches ``maximum``
-        (and then counts no further: Redis may stay down for days)."""
-        ceiling = min(self.maximum, self.initial * 2.0**self.attempt)
-        if ceiling < self.maximum:
-            self.attempt += 1
-        return (rng or random).uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        """Start over after a success."""
-        self.attempt = 0
-
-
-@attrs.define
-class InFlight:
-    """Stream entries handed to the pipeline whose callbacks have not all finished.
-
-    The relay adds each entry id with its event key; :meth:`settled` takes the keys still in
-    the store's inbox and returns the entry ids that may be acknowledged now.
-    """
-
-    _keys: dict[str, str] = attrs.field(factory=dict)
-
-    def add(self, entry_id: str, key: str) -> None:
-        self._keys[entry_id] = unqualify(key)
-
-    def settled(self, pending_keys: Iterable[str]) -> list[str]:
-        """Entry ids whose key is no longer pending; they leave the tracker."""
-        waiting = {unqualify(k) for k in pending_keys}
-        done = [i for i, k in self._keys.items() if k not in waiting]
-        for entry_id in done:
-            del self._keys[entry_id]
-        return done
-
-    @property
-    def ids(self) -> list[str]:
-        return list(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-
-def describe_url(url: str) -> str:
-    """A Redis URL without its password, for logs, ``repr()`` and ``jobwatch doctor``: the
-    user part's password (``redis://user:***@host``; a user part without one is ``***``) and
-    the value of a ``password`` query argument (``unix:///run/redis.sock?password=***``)."""
-    url = _USERINFO.sub(
-        lambda m: m[1] + (f"{m[2].partition(':')[0]}:***" if ":" in m[2] else "***") + "@", url
-    )
-    return _QUERY_PASSWORD.sub(r"\1***", url)
-
-
-# The user part runs to the last "@" before the path or query (a password may hold an "@").
-_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)([^\s/?#]*)@", re.I)
-_QUERY_PASSWORD = re.compile(r"([?&][^=&#\s]*password=)[^&#\s]*", re.I)
 
 
 def as_str(value: Any) -> str:
