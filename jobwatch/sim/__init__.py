@@ -7,10 +7,10 @@ simulated time, which a test can speed up (`Simulator(time_scale=...)`) or drive
 """
 
 from ._clock import ManualClock
-from ._core import RequestCounts
 from ._engine import Step
 from ._faults import Faults
 from ._runner import main, running, serve
+from ._service import RequestCounts
 from ._simulator import Simulator
 from ._webhooks import DeliveryAttempt
 

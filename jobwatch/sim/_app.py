@@ -20,10 +20,10 @@ import attrs
 
 from ..transports._serve import lifespan
 from ._clock import ManualClock
-from ._core import Core
 from ._engine import TERMINAL, Step
 from ._faults import Faults
 from ._limits import StoredResponse
+from ._service import Service
 from ._streams import Frame, Subscription
 from ._validate import (
     check_read,
@@ -134,7 +134,7 @@ class StreamReply:
     subscription: Subscription
 
 
-Handler = Callable[[Core, Request], Reply | StreamReply]
+Handler = Callable[[Service, Request], Reply | StreamReply]
 
 
 @attrs.frozen(kw_only=True)
@@ -179,9 +179,9 @@ def _page_params(request: Request) -> tuple[int, int]:
     return skip, limit
 
 
-def _job_id(core: Core, request: Request) -> str:
+def _job_id(service: Service, request: Request) -> str:
     job_id = request.params["id"]
-    if not core.engine.has_job(job_id):
+    if not service.engine.has_job(job_id):
         raise ApiError("not_found", "Job not found")
     return job_id
 
@@ -189,7 +189,7 @@ def _job_id(core: Core, request: Request) -> str:
 # -- Reader routes -------------------------------------------------------------------------
 
 
-def read(core: Core, request: Request) -> Reply:
+def read(service: Service, request: Request) -> Reply:
     """``POST /v1/read``: a sync scrape, a batch job or a crawl job."""
     body = request.json()
     issues = check_read(body)
@@ -197,22 +197,22 @@ def read(core: Core, request: Request) -> Reply:
         raise _invalid(issues)
     formats = body.get("formats") or ["markdown"]
     if "urls" in body:
-        _check_can_start(core, len(body["urls"]))
-        job_id = core.create_job(urls=body["urls"], formats=formats, webhook=body.get("webhook"))
+        _check_can_start(service, len(body["urls"]))
+        job_id = service.create_job(urls=body["urls"], formats=formats, webhook=body.get("webhook"))
     elif "maxDepth" in body or "maxPages" in body:
-        _check_can_start(core, 1)
+        _check_can_start(service, 1)
         crawl = (body.get("maxDepth", 2), body.get("maxPages", 20))
-        job_id = core.create_job(
+        job_id = service.create_job(
             urls=[body["url"]], crawl=crawl, formats=formats, webhook=body.get("webhook")
         )
     else:
-        _check_credits(core, 1)
-        return _ok(core.engine.scrape(body["url"], core.now(), formats))
-    return _ok(core.engine.summary(job_id), status=201)
+        _check_credits(service, 1)
+        return _ok(service.engine.scrape(body["url"], service.now(), formats))
+    return _ok(service.engine.summary(job_id), status=201)
 
 
-def _check_credits(core: Core, required: int) -> None:
-    credits = core.engine.credits()
+def _check_credits(service: Service, required: int) -> None:
+    credits = service.engine.credits()
     if credits["balance"] < required:
         raise ApiError(
             "insufficient_credits",
@@ -226,9 +226,9 @@ def _check_credits(core: Core, required: int) -> None:
         )
 
 
-def _check_can_start(core: Core, credits: int) -> None:
-    _check_credits(core, credits)
-    active, cap = core.engine.active_jobs(), core.tier.concurrency
+def _check_can_start(service: Service, credits: int) -> None:
+    _check_credits(service, credits)
+    active, cap = service.engine.active_jobs(), service.tier.concurrency
     if active >= cap:
         raise ApiError(
             "concurrency_limited",
@@ -237,115 +237,115 @@ def _check_can_start(core: Core, credits: int) -> None:
         )
 
 
-def get_job(core: Core, request: Request) -> Reply:
+def get_job(service: Service, request: Request) -> Reply:
     """``GET /v1/jobs/{id}``: status and one page of results."""
-    job_id = _job_id(core, request)
+    job_id = _job_id(service, request)
     skip, limit = _page_params(request)
-    detail, total = core.engine.detail(job_id, skip, limit)
+    detail, total = service.engine.detail(job_id, skip, limit)
     return _ok(detail, pagination=_pagination(request, skip, limit, total))
 
 
-def cancel_job(core: Core, request: Request) -> Reply:
+def cancel_job(service: Service, request: Request) -> Reply:
     """``DELETE /v1/jobs/{id}``: cancel, or 409 when the job already finished."""
-    job_id = _job_id(core, request)
-    status = core.engine.status(job_id)
+    job_id = _job_id(service, request)
+    status = service.engine.status(job_id)
     if status in TERMINAL:
         raise ApiError("conflict", f"Job is already {status}", {"status": status})
-    core.cancel_job(job_id)
+    service.cancel_job(job_id)
     return _ok({"id": job_id, "status": "cancelled"})
 
 
-def retry_job(core: Core, request: Request) -> Reply:
+def retry_job(service: Service, request: Request) -> Reply:
     """``POST /v1/jobs/{id}/retry``: a new run over the failed URLs of a finished job."""
-    job_id = _job_id(core, request)
-    status = core.engine.status(job_id)
+    job_id = _job_id(service, request)
+    status = service.engine.status(job_id)
     if status not in TERMINAL:
         raise ApiError("conflict", f"Job is still {status}", {"status": status})
-    if not core.engine.failed_urls(job_id):
+    if not service.engine.failed_urls(job_id):
         raise ApiError("invalid_request", "Job has no failed URLs to retry")
-    _check_can_start(core, 0)
-    retrying = core.retry_job(job_id)
-    return _ok({"id": job_id, "status": core.engine.status(job_id), "retrying": retrying})
+    _check_can_start(service, 0)
+    retrying = service.retry_job(job_id)
+    return _ok({"id": job_id, "status": service.engine.status(job_id), "retrying": retrying})
 
 
-def job_stream(core: Core, request: Request) -> StreamReply:
+def job_stream(service: Service, request: Request) -> StreamReply:
     """``GET /v1/jobs/{id}/stream``: a snapshot, then frames until ``done``."""
-    job_id = _job_id(core, request)
-    snapshot = core.engine.snapshot(job_id)
+    job_id = _job_id(service, request)
+    snapshot = service.engine.snapshot(job_id)
     if snapshot["status"] in TERMINAL:
         first = Frame(name="done", data=snapshot, final=True)
     else:
         first = Frame(name="progress", data=snapshot)
-    return StreamReply(subscription=core.subscribe(job_id, [first]))
+    return StreamReply(subscription=service.subscribe(job_id, [first]))
 
 
-def events(core: Core, request: Request) -> StreamReply:
+def events(service: Service, request: Request) -> StreamReply:
     """``GET /v1/events``: the workspace stream; never ends by itself."""
-    return StreamReply(subscription=core.subscribe(None))
+    return StreamReply(subscription=service.subscribe(None))
 
 
-def create_webhook(core: Core, request: Request) -> Reply:
+def create_webhook(service: Service, request: Request) -> Reply:
     """``POST /v1/webhooks``: at most ten; the secret is echoed only here."""
     body = request.json()
     issues = check_webhook_create(body)
     if issues:
         raise _invalid(issues)
-    if core.registry.is_full():
+    if service.registry.is_full():
         raise ApiError(
             "conflict", f"Maximum of {MAX_WEBHOOKS} webhooks per workspace", {"limit": MAX_WEBHOOKS}
         )
-    return _ok(core.registry.create(body, core.engine.iso(core.now())), status=201)
+    return _ok(service.registry.create(body, service.engine.iso(service.now())), status=201)
 
 
-def list_webhooks(core: Core, request: Request) -> Reply:
+def list_webhooks(service: Service, request: Request) -> Reply:
     """``GET /v1/webhooks``: one page, secrets stripped."""
     skip, limit = _page_params(request)
-    hooks, total = core.registry.page(skip, limit)
+    hooks, total = service.registry.page(skip, limit)
     return _ok(hooks, pagination=_pagination(request, skip, limit, total))
 
 
-def update_webhook(core: Core, request: Request) -> Reply:
+def update_webhook(service: Service, request: Request) -> Reply:
     """``PATCH /v1/webhooks/{id}``."""
-    if core.registry.get(request.params["id"]) is None:
+    if service.registry.get(request.params["id"]) is None:
         raise ApiError("not_found", "Webhook not found")
     body = request.json()
     issues = check_webhook_update(body)
     if issues:
         raise _invalid(issues)
-    updated = core.registry.update(request.params["id"], body, core.engine.iso(core.now()))
+    updated = service.registry.update(request.params["id"], body, service.engine.iso(service.now()))
     return _ok(updated)
 
 
-def delete_webhook(core: Core, request: Request) -> Reply:
+def delete_webhook(service: Service, request: Request) -> Reply:
     """``DELETE /v1/webhooks/{id}``."""
-    if not core.registry.delete(request.params["id"]):
+    if not service.registry.delete(request.params["id"]):
         raise ApiError("not_found", "Webhook not found")
     return _ok({"id": request.params["id"]})
 
 
-def credits(core: Core, request: Request) -> Reply:
+def credits(service: Service, request: Request) -> Reply:
     """``GET /v1/usage/credits``."""
-    return _ok(core.engine.credits())
+    return _ok(service.engine.credits())
 
 
 # -- admin routes --------------------------------------------------------------------------
 
 
-def admin_state(core: Core, request: Request) -> Reply:
+def admin_state(service: Service, request: Request) -> Reply:
     """``GET /_sim/state``: clock, faults and their counters, requests, active jobs."""
     return _ok(
         {
-            "now": core.now(),
-            "faults": core.faults.to_spec(),
-            "faultCounts": dict(core.counters),
-            "requests": _requests_json(core),
-            "activeJobs": core.engine.active_jobs(),
+            "now": service.now(),
+            "faults": service.faults.to_spec(),
+            "faultCounts": dict(service.counters),
+            "requests": _requests_json(service),
+            "activeJobs": service.engine.active_jobs(),
         }
     )
 
 
-def _requests_json(core: Core) -> dict[str, Any]:
-    counts = core.request_counts()
+def _requests_json(service: Service) -> dict[str, Any]:
+    counts = service.request_counts()
     return {
         "byApiKey": counts.by_api_key,
         "byUserAgent": counts.by_user_agent,
@@ -354,12 +354,12 @@ def _requests_json(core: Core) -> dict[str, Any]:
     }
 
 
-def admin_requests(core: Core, request: Request) -> Reply:
+def admin_requests(service: Service, request: Request) -> Reply:
     """``GET /_sim/requests``: request counts by API key, User-Agent and endpoint."""
-    return _ok(_requests_json(core))
+    return _ok(_requests_json(service))
 
 
-def admin_deliveries(core: Core, request: Request) -> Reply:
+def admin_deliveries(service: Service, request: Request) -> Reply:
     """``GET /_sim/deliveries``: every webhook delivery attempt, oldest first."""
     return _ok(
         [
@@ -375,29 +375,29 @@ def admin_deliveries(core: Core, request: Request) -> Reply:
                 "ok": a.ok,
                 "body": a.body.decode(),
             }
-            for a in core.sender.log
+            for a in service.sender.log
         ]
     )
 
 
-def admin_set_faults(core: Core, request: Request) -> Reply:
+def admin_set_faults(service: Service, request: Request) -> Reply:
     """``PUT /_sim/faults`` with ``{"spec": "..."}``: replace the faults in force."""
     body = request.json()
     spec = body.get("spec") if isinstance(body, dict) else None
     if not isinstance(spec, str):
         raise _invalid([{"path": "spec", "code": "invalid_type", "message": "Expected string"}])
     try:
-        core.set_faults(Faults.parse(spec))
+        service.set_faults(Faults.parse(spec))
     except ValueError as exc:
         raise _invalid([{"path": "spec", "code": "custom", "message": str(exc)}]) from None
-    return _ok({"faults": core.faults.to_spec()})
+    return _ok({"faults": service.faults.to_spec()})
 
 
-def admin_advance(core: Core, request: Request) -> Reply:
+def admin_advance(service: Service, request: Request) -> Reply:
     """``POST /_sim/advance`` with ``{"seconds": N}``: move a manual clock."""
     body = request.json()
     seconds = body.get("seconds") if isinstance(body, dict) else None
-    if not isinstance(core.clock, ManualClock):
+    if not isinstance(service.clock, ManualClock):
         raise ApiError("conflict", "The simulator does not run on a ManualClock")
     if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
         raise _invalid(
@@ -409,11 +409,11 @@ def admin_advance(core: Core, request: Request) -> Reply:
                 }
             ]
         )
-    core.clock.advance(float(seconds))
-    return _ok({"now": core.now()})
+    service.clock.advance(float(seconds))
+    return _ok({"now": service.now()})
 
 
-def admin_create_job(core: Core, request: Request) -> Reply:
+def admin_create_job(service: Service, request: Request) -> Reply:
     """``POST /_sim/jobs`` with ``{"steps": [...], "pageInterval"?, "urls"?, "webhook"?}``."""
     body = request.json()
     if not isinstance(body, dict):
@@ -433,10 +433,10 @@ def admin_create_job(core: Core, request: Request) -> Reply:
                 }
             ]
         )
-    job_id = core.create_job(
+    job_id = service.create_job(
         urls=urls, steps=steps, page_interval=interval, webhook=body.get("webhook")
     )
-    return _ok(core.engine.summary(job_id), status=201)
+    return _ok(service.engine.summary(job_id), status=201)
 
 
 def _steps(raw: Any) -> list[Step] | None:
@@ -464,12 +464,12 @@ def _steps(raw: Any) -> list[Step] | None:
         ) from None
 
 
-def admin_cancel(core: Core, request: Request) -> Reply:
+def admin_cancel(service: Service, request: Request) -> Reply:
     """``POST /_sim/jobs/{id}/cancel``: cancel without the 409 check."""
-    job_id = _job_id(core, request)
-    if core.engine.status(job_id) not in TERMINAL:
-        core.cancel_job(job_id)
-    return _ok({"id": job_id, "status": core.engine.status(job_id)})
+    job_id = _job_id(service, request)
+    if service.engine.status(job_id) not in TERMINAL:
+        service.cancel_job(job_id)
+    return _ok({"id": job_id, "status": service.engine.status(job_id)})
 
 
 ROUTES = (
@@ -522,24 +522,24 @@ def _endpoint(method: str, path: str) -> str:
     return f"{method} ?"
 
 
-def _gate(core: Core, request: Request) -> None:
+def _gate(service: Service, request: Request) -> None:
     """Authentication, injected bursts and the RPM window, before any handler runs."""
-    if request.headers.get("x-api-key") != core.api_key:
+    if request.headers.get("x-api-key") != service.api_key:
         raise ApiError("unauthenticated", "Missing or invalid API key")
     if not request.path.startswith("/v1/"):
         return
-    burst = core.take_burst()
+    burst = service.take_burst()
     if burst == "error_burst":
         raise ApiError("internal_error", "Internal server error")
     if burst == "rate_limit_burst":
-        raise _rate_limited(core, 1)
-    retry_after = core.rate.hit(core.now())
+        raise _rate_limited(service, 1)
+    retry_after = service.rate.hit(service.now())
     if retry_after is not None:
-        raise _rate_limited(core, retry_after)
+        raise _rate_limited(service, retry_after)
 
 
-def _rate_limited(core: Core, retry_after: int) -> ApiError:
-    limit = core.rate.limit
+def _rate_limited(service: Service, retry_after: int) -> ApiError:
+    limit = service.rate.limit
     return ApiError(
         "rate_limited",
         f"Rate limit of {limit} requests per 60s exceeded. Retry after {retry_after}s.",
@@ -548,29 +548,29 @@ def _rate_limited(core: Core, retry_after: int) -> ApiError:
     )
 
 
-def _handle(core: Core, request: Request) -> Reply | StreamReply:
-    core.pump()
+def _handle(service: Service, request: Request) -> Reply | StreamReply:
+    service.pump()
     if request.path.startswith("/v1/"):
-        core.count_request(
+        service.count_request(
             request.headers.get("x-api-key", ""),
             request.headers.get("user-agent", ""),
             _endpoint(request.method, request.path),
         )
     try:
         if request.path.startswith(("/v1/", "/_sim/")):
-            _gate(core, request)
+            _gate(service, request)
         route, params = _match(request.method, request.path)
         key = request.headers.get("x-idempotency-key")
         idempotent = (
             key is not None and request.method == "POST" and request.path.startswith("/v1/")
         )
-        if idempotent and (stored := core.idempotency.get(key or "", core.now())) is not None:
+        if idempotent and (stored := service.idempotency.get(key or "", service.now())) is not None:
             return Reply(status=stored.status, body=json.loads(stored.body))
-        reply = route.handler(core, attrs.evolve(request, params=params))
+        reply = route.handler(service, attrs.evolve(request, params=params))
         if idempotent and isinstance(reply, Reply) and reply.status < 300:
-            core.idempotency.put(
+            service.idempotency.put(
                 key or "",
-                core.now(),
+                service.now(),
                 StoredResponse(status=reply.status, body=json.dumps(reply.body).encode()),
             )
         return reply
@@ -578,8 +578,8 @@ def _handle(core: Core, request: Request) -> Reply | StreamReply:
         return Reply(status=error.status, body=error.body(), headers=error.headers)
 
 
-def make_app(core: Core) -> ASGIApp:
-    """The ASGI 3 application serving `core`."""
+def make_app(service: Service) -> ASGIApp:
+    """The ASGI 3 application serving `service`."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -587,9 +587,9 @@ def make_app(core: Core) -> ASGIApp:
             return
         if scope["type"] != "http":
             return
-        request_id = core.request_id()
+        request_id = service.request_id()
         try:
-            reply = _handle(core, await _read_request(scope, receive))
+            reply = _handle(service, await _read_request(scope, receive))
         except ApiError as error:
             reply = Reply(status=error.status, body=error.body())
         except Exception:  # a simulator bug: still answer like Reader would

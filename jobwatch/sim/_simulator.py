@@ -11,9 +11,9 @@ import anyio.abc
 
 from ._app import ASGIApp, make_app
 from ._clock import ManualClock
-from ._core import Core, RequestCounts
 from ._engine import TIERS, Engine, Step
 from ._faults import FAULT_NAMES, Faults
+from ._service import RequestCounts, Service
 from ._webhooks import DeliveryAttempt
 
 __all__ = ["Simulator"]
@@ -84,7 +84,7 @@ class Simulator:
             page_failure_p=page_failure_p,
             job_failure_p=job_failure_p,
         )
-        self._core = Core(
+        self._service = Service(
             api_key=api_key,
             seed=seed,
             tier=TIERS[tier],
@@ -98,23 +98,23 @@ class Simulator:
             webhook_timeout=webhook_timeout,
             ping_interval=ping_interval,
         )
-        self.app: ASGIApp = make_app(self._core)
+        self.app: ASGIApp = make_app(self._service)
         """The ASGI 3 application."""
 
     @property
     def api_key(self) -> str:
         """The API key the simulator accepts."""
-        return self._core.api_key
+        return self._service.api_key
 
     @property
     def tier(self) -> str:
         """The simulated plan."""
-        return self._core.tier.name
+        return self._service.tier.name
 
     @property
     def faults(self) -> Faults:
         """The faults in force."""
-        return self._core.faults
+        return self._service.faults
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -125,34 +125,34 @@ class Simulator:
         way. Without it, state still catches up on every request, but streams get no pings and
         no webhook leaves.
         """
-        await self._core.run(task_status=task_status)
+        await self._service.run(task_status=task_status)
 
     def now(self) -> float:
         """Simulated seconds since the simulator started."""
-        return self._core.now()
+        return self._service.now()
 
     def advance(self, seconds: float) -> None:
         """Move a `ManualClock` forward; everything due runs before this returns."""
-        if not isinstance(self._core.clock, ManualClock):
+        if not isinstance(self._service.clock, ManualClock):
             raise RuntimeError("advance() needs a simulator created with clock=ManualClock()")
-        self._core.clock.advance(seconds)
+        self._service.clock.advance(seconds)
 
     def set_faults(self, faults: Faults | str) -> None:
         """Replace the faults in force; bursts and the receiver-down window start now."""
-        self._core.set_faults(Faults.parse(faults) if isinstance(faults, str) else faults)
-        self._core.wake()
+        self._service.set_faults(Faults.parse(faults) if isinstance(faults, str) else faults)
+        self._service.wake()
 
     def fault_counts(self) -> Mapping[str, int]:
         """How many times each fault was injected, keyed by the spec grammar's names."""
-        return {name: self._core.counters[name] for name in FAULT_NAMES}
+        return {name: self._service.counters[name] for name in FAULT_NAMES}
 
     def request_counts(self) -> RequestCounts:
         """How many requests arrived, by API key, by User-Agent and by endpoint."""
-        return self._core.request_counts()
+        return self._service.request_counts()
 
     def deliveries(self) -> tuple[DeliveryAttempt, ...]:
         """Every webhook delivery attempt so far, oldest first."""
-        return tuple(self._core.sender.log)
+        return tuple(self._service.sender.log)
 
     def create_job(
         self,
@@ -170,22 +170,22 @@ class Simulator:
         """
         if steps is None and not urls:
             raise ValueError("create_job needs steps or urls")
-        return self._core.create_job(
+        return self._service.create_job(
             urls=urls, steps=steps, page_interval=page_interval, webhook=webhook
         )
 
     def cancel_job(self, job_id: str) -> None:
         """Cancel a job that is queued or processing (a no-op on a finished one)."""
-        self._core.pump()
-        if self._core.engine.status(job_id) not in ("completed", "failed", "cancelled"):
-            self._core.cancel_job(job_id)
+        self._service.pump()
+        if self._service.engine.status(job_id) not in ("completed", "failed", "cancelled"):
+            self._service.cancel_job(job_id)
 
     def job(self, job_id: str) -> dict[str, Any]:
         """The job as ``GET /v1/jobs/{id}`` would show it, with every result."""
-        self._core.pump()
-        detail, _ = self._core.engine.detail(job_id, 0, 2**62)
+        self._service.pump()
+        detail, _ = self._service.engine.detail(job_id, 0, 2**62)
         return detail
 
     def set_credits(self, *, used: int | None = None, limit: int | None = None) -> None:
         """Set the workspace's used credits and/or monthly limit."""
-        self._core.engine.set_credits(used=used, limit=limit)
+        self._service.engine.set_credits(used=used, limit=limit)

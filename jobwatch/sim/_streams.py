@@ -12,7 +12,7 @@ import attrs
 
 if TYPE_CHECKING:
     from ._clock import TimerHandle
-    from ._core import Core
+    from ._service import Service
 
 __all__ = ["PING", "Frame", "Subscription"]
 
@@ -35,15 +35,15 @@ class Frame:
 
 
 class Subscription:
-    """One open SSE connection's queue of frames and pings, fed by `Core`."""
+    """One open SSE connection's queue of frames and pings, fed by `Service`."""
 
-    def __init__(self, core: Core, job_id: str | None) -> None:
+    def __init__(self, service: Service, job_id: str | None) -> None:
         self.job_id = job_id
-        self._core = core
+        self._service = service
         # A float in the queue is a ping that fell due at that simulated time.
         self._send, self._receive = anyio.create_memory_object_stream[Frame | float](math.inf)
         self._ping_handle: TimerHandle | None = None
-        self._schedule_ping(core.now())
+        self._schedule_ping(service.now())
 
     def push(self, frame: Frame | float) -> None:
         """Queue a frame (or a ping) for the connection."""
@@ -62,7 +62,7 @@ class Subscription:
         try:
             return await self._write_all(write)
         finally:
-            self._core.unsubscribe(self)
+            self._service.unsubscribe(self)
             if self._ping_handle is not None:
                 self._ping_handle.cancel()
             self._send.close()
@@ -86,27 +86,27 @@ class Subscription:
         return False
 
     def _drops(self, sent: int) -> bool:
-        faults = self._core.faults
+        faults = self._service.faults
         if faults.drop_sse_after is not None and sent >= faults.drop_sse_after:
-            self._core.counters["drop_sse_after"] += 1
+            self._service.counters["drop_sse_after"] += 1
             return True
-        if self._core.chance(faults.drop_sse_p):
-            self._core.counters["drop_sse_p"] += 1
+        if self._service.chance(faults.drop_sse_p):
+            self._service.counters["drop_sse_p"] += 1
             return True
         return False
 
     async def _maybe_stall(self, sent: int, quiet_until: float) -> float:
-        faults = self._core.faults
+        faults = self._service.faults
         if sent != faults.stall_sse_after or faults.stall_sse_for <= 0:
             return quiet_until
-        self._core.counters["stall_sse"] += 1
-        until = self._core.now() + faults.stall_sse_for
-        await self._core.sleep_until(until)
+        self._service.counters["stall_sse"] += 1
+        until = self._service.now() + faults.stall_sse_for
+        await self._service.sleep_until(until)
         return until
 
     def _schedule_ping(self, after: float) -> None:
-        when = after + self._core.ping_interval
-        self._ping_handle = self._core.call_at(when, lambda: self._ping(when))
+        when = after + self._service.ping_interval
+        self._ping_handle = self._service.call_at(when, lambda: self._ping(when))
 
     def _ping(self, when: float) -> None:
         self.push(when)

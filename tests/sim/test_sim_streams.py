@@ -231,4 +231,4 @@ async def test_closed_streams_leave_nothing_behind() -> None:
             return frames[-1][0]
 
         assert [await stream_a_job_to_its_end() for _ in range(3)] == ["done"] * 3
-    assert simulator._core._subscriptions == {}
+    assert simulator._service._subscriptions == {}

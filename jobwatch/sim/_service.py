@@ -1,7 +1,7 @@
-"""The simulator's state and its clockwork, shared by the ASGI app and the public façade.
+"""The simulated service: its state and clockwork, shared by the ASGI app and the façade.
 
-`Core` owns the engine, the limits, the webhook registry and sender, the SSE subscriptions and
-the fault state. `pump()` brings everything up to the current simulated time: the engine runs
+`Service` owns the engine, the limits, the webhook registry and sender, the SSE subscriptions
+and the fault state. `pump()` brings everything up to the current simulated time: the engine runs
 the steps that are due and each resulting notice becomes SSE frames and webhook deliveries.
 Every request pumps first, a `ManualClock` pumps on `advance`, and `run()` pumps whenever the
 next step or timer falls due, so state is always as of "now".
@@ -32,7 +32,7 @@ from ._webhooks import (
     new_delivery,
 )
 
-__all__ = ["Core", "RequestCounts"]
+__all__ = ["RequestCounts", "Service"]
 
 #: Events an inline (per-request) webhook gets when its ``events`` are not given.
 INLINE_DEFAULT_EVENTS = ("job.completed", "job.failed")
@@ -73,7 +73,7 @@ class RequestCounts:
         return sum(self.by_endpoint.values())
 
 
-class Core:
+class Service:
     """State and clockwork of one simulated Reader workspace."""
 
     def __init__(
