@@ -519,6 +519,14 @@ def test_a_malformed_delivery_is_refused(body: bytes) -> None:
 # -- answers -------------------------------------------------------------------------------
 
 
+#: GitHub's headers on the answer that used the last request of the hour.
+_SPENT = {
+    "x-ratelimit-remaining": "0",
+    "x-ratelimit-reset": "1700000120",
+    "date": "Tue, 14 Nov 2023 22:13:20 GMT",
+}
+
+
 @pytest.mark.parametrize(
     ("status", "headers", "body", "outcome", "wait"),
     [
@@ -543,6 +551,11 @@ def test_a_malformed_delivery_is_refused(body: bytes) -> None:
             60.0,
         ),
         (403, {}, {"message": "Resource not accessible by integration"}, Outcome.FATAL, None),
+        # The request that spends the hour's last unit gets its real answer, with
+        # remaining 0: the run is gone, the token refused. The budget pauses what follows.
+        (404, _SPENT, {"message": "Not Found"}, Outcome.GONE, None),
+        (401, _SPENT, {"message": "Bad credentials"}, Outcome.FATAL, None),
+        (422, _SPENT, {"message": "Validation Failed"}, Outcome.FATAL, None),
         (401, {}, {"message": "Bad credentials"}, Outcome.FATAL, None),
         (404, {}, {"message": "Not Found"}, Outcome.GONE, None),
         (502, {}, {}, Outcome.RETRY, None),
@@ -556,6 +569,10 @@ def test_github_answers(
     assert (verdict.outcome, verdict.wait) == (outcome, wait)
     error = github.error_for(answer(body, status, **headers))
     assert isinstance(error, jobwatch.RateLimited) == (outcome is Outcome.RATE_LIMITED)
+    if status == 401:
+        assert isinstance(error, jobwatch.AuthenticationError), "says to check the key"
+    if headers.get("x-ratelimit-remaining") == "0":
+        assert verdict.rate_limit is not None and verdict.rate_limit.remaining == 0
 
 
 def test_errors_say_what_to_do() -> None:
