@@ -11,6 +11,7 @@ transports. An event leaves the store's inbox once every subscriber it went to h
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import math
@@ -26,7 +27,7 @@ from ._errors import ConfigError, JobwatchError
 from ._events import EventKind, JobEvent
 from .abc import Store, Transport
 
-__all__ = ["DEFAULT_RETRY", "Callback", "Dispatcher", "Retry", "Subscription"]
+__all__ = ["DEFAULT_RETRY", "Callback", "Dispatcher", "Retry", "Subscription", "callback_failed"]
 
 log = logging.getLogger("jobwatch")
 
@@ -119,6 +120,28 @@ class Retry:
         if not self.backoff:
             return 0.0
         return self.backoff[min(failed, len(self.backoff)) - 1]
+
+
+def callback_failed(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a callback, is the callback's own failure, to retry and keep
+    as a dead letter: any Exception, and a cancellation that did not come to this task — the
+    callback awaited work that someone else cancelled (an asyncio task, a future). The task's
+    own cancellation (the Watcher stops), KeyboardInterrupt and SystemExit go on up."""
+    if isinstance(exc, Exception):
+        return True
+    return isinstance(exc, anyio.get_cancelled_exc_class()) and not _being_cancelled()
+
+
+def _being_cancelled() -> bool:
+    """Whether the current task is being cancelled: a cancel scope around it was cancelled or
+    is past its deadline, or (asyncio) someone asked for the task's cancellation."""
+    if anyio.current_effective_deadline() <= anyio.current_time():
+        return True
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no asyncio loop runs this task (trio)
+        return False
+    return task is not None and task.cancelling() > 0
 
 
 def _is_async(callback: Callback) -> bool:
@@ -335,7 +358,9 @@ class Dispatcher:
                 if sub.is_async or (result is not None and inspect.isawaitable(result)):
                     await result  # type: ignore[misc]
                 return
-            except Exception as exc:  # a callback's failure must never stop the others
+            except BaseException as exc:  # a callback's failure must never stop the others
+                if not callback_failed(exc):
+                    raise
                 self.counts.callback_errors += 1
                 error = f"{type(exc).__name__}: {exc}"
                 log.warning(

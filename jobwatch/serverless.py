@@ -35,6 +35,7 @@ from typing import Any
 import anyio
 
 from ._config import Config
+from ._dispatch import callback_failed
 from ._errors import JobwatchError
 from ._events import JobEvent
 from ._pipeline import Pipeline
@@ -279,7 +280,9 @@ class Handler:
             result = self.on_event(event)
             if inspect.isawaitable(result):
                 await result
-        except Exception as exc:  # the event stays in the inbox for the next invocation
+        except BaseException as exc:  # the event stays in the inbox for the next invocation
+            if not callback_failed(exc):  # the invocation itself is cancelled
+                raise
             self._failures[event.key] += 1
             error = f"{type(exc).__name__}: {exc}"
             log.warning(

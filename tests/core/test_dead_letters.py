@@ -519,3 +519,49 @@ async def test_a_store_file_of_an_older_jobwatch_replays_too(tmp_path: Path) -> 
         assert await again.pending() == []
     finally:
         await again.aclose()
+
+
+# -- a callback that raises a cancellation of its own ------------------------------------------
+
+
+async def cancellation_from_elsewhere() -> BaseException:
+    """The exception that work cancelled by someone else raises (an asyncio task another
+    part of the application cancelled, say), caught outside the scope that cancelled it."""
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            await anyio.sleep(1)
+        except anyio.get_cancelled_exc_class() as exc:
+            return exc
+    raise AssertionError("the scope was cancelled, so the sleep raised")
+
+
+@pytest.mark.anyio
+async def test_a_callback_that_raises_a_cancellation_not_its_own_fails_like_any_other() -> None:
+    # The callback was not cancelled: the work it awaited was. It ended the Watcher instead,
+    # leaving the body of `async with` without a word, and the other callbacks heard nothing.
+    store = MemoryStore()
+    transport = ScriptedTransport([make_event("completed", "a"), make_event("completed", "b")])
+    watcher = jobwatch.Watcher(CONFIG, transports=[transport], store=store)
+    calls: list[str | None] = []
+    others: list[str | None] = []
+
+    async def awaits_cancelled_work(event: jobwatch.JobEvent) -> None:
+        calls.append(event.job_id)
+        if event.job_id == "a":
+            raise await cancellation_from_elsewhere()
+
+    watcher.subscribe(awaits_cancelled_work, retry=jobwatch.Retry(attempts=2, backoff=0))
+    watcher.subscribe(lambda event: others.append(event.job_id))
+    body_ran = False
+    async with watcher:
+        for _ in range(10):
+            await anyio.wait_all_tasks_blocked()
+        body_ran = True
+    assert body_ran
+    assert calls == ["a", "a", "b"] and others == ["a", "b"]
+    dead = await store.dead_letters()
+    assert [(event.key, error.split(":")[0]) for event, _, error in dead] == [
+        ("a:terminal#1", type(await cancellation_from_elsewhere()).__name__)
+    ]
+    assert watcher.statistics().dead_letters == 1 and await store.pending() == []

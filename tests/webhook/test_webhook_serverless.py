@@ -390,3 +390,37 @@ def test_a_store_failing_after_the_delivery_is_recorded_still_answers_200(fail: 
     ]
     assert [reply.status for reply in replies] == [200, 200], replies
     assert seen == ["job_1:terminal#1", "job_2:started#1"]
+
+
+@pytest.mark.anyio
+async def test_a_callback_raising_a_cancellation_not_its_own_is_a_failing_callback() -> None:
+    # on_event awaited work that someone else cancelled: the invocation itself was not
+    # cancelled. It raised out of the handler (the platform answers 5xx for a delivery that
+    # was recorded) instead of counting as a failure, retried and then kept as a dead letter.
+    import anyio
+
+    async def cancellation_from_elsewhere() -> BaseException:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            try:
+                await anyio.sleep(1)
+            except anyio.get_cancelled_exc_class() as exc:
+                return exc
+        raise AssertionError("the scope was cancelled, so the sleep raised")
+
+    calls: list[str] = []
+
+    async def on_event(event: jobwatch.JobEvent) -> None:
+        calls.append(event.key)
+        if event.job_id == "job_1":
+            raise await cancellation_from_elsewhere()
+
+    store = MemoryStore()
+    handler = Handler(config(), on_event=on_event, store=store, attempts=2)
+    first = await handler.handle_async("POST", PATH, *delivery())
+    other = delivery("job.started", {"jobId": "job_2"}, delivery_id="d-2")
+    second = await handler.handle_async("POST", PATH, *other)
+    assert (first.status, second.status) == (200, 200)
+    assert calls == ["job_1:terminal#1", "job_1:terminal#1", "job_2:started#1"]
+    assert [event.key for event, _, _ in await store.dead_letters()] == ["job_1:terminal#1"]
+    assert await store.pending() == []
