@@ -170,8 +170,10 @@ class FakeAPI:
         self.clock = clock
         #: The root URL while `running_fake` serves the fake, else None.
         self.url: str | None = None
-        # The one wall-clock read: it anchors timestamps, never drives logic.
-        self.epoch = time.time() if epoch is None else epoch
+        # The one wall-clock read: it anchors timestamps, never drives logic. A stated epoch
+        # dates the jobs; signatures and Date-relative headers stay on the wall clock.
+        self._wall = time.time()
+        self.epoch = self._wall if epoch is None else epoch
         self.rng = random.Random(f"{seed}/{self.provider}")
         self.dice = random.Random(f"{seed}/{self.provider}/faults")
         self.counters: Counter[str] = Counter()
@@ -239,8 +241,9 @@ class FakeAPI:
 
     def unix_time(self) -> float:
         """Wall-clock Unix time, for signatures and ``Date``-relative headers: receivers
-        compare those with their own clock, which simulated time would leave behind."""
-        return self.epoch + self._real_elapsed()
+        compare those with their own clock, which simulated time (or a stated `epoch`) would
+        leave behind."""
+        return self._wall + self._real_elapsed()
 
     def stamp(self, at: float) -> int:
         """Unix seconds of simulated time `at`, for timestamps inside payloads."""

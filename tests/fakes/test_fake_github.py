@@ -263,3 +263,15 @@ def request(path: str, query: str = "") -> Request:
         headers={"authorization": "Bearer ghp_fake"},
         base_url="http://fake",
     )
+
+
+async def test_the_reset_is_measured_by_the_date_whatever_the_epoch(clock: ManualClock) -> None:
+    # x-ratelimit-reset is a Unix time on the server's clock, the clock of its Date header.
+    fake = GitHubActionsFake(clock=clock, rate_limit=1, epoch=1_600_000_000.0)
+    async with running_fake(fake), gh(fake) as http:
+        run_id = fake.create_run()
+        answers = [await http.get(f"{RUNS}/{run_id}") for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 403]
+    date = email.utils.parsedate_to_datetime(answers[1].headers["date"]).timestamp()
+    assert 3590 <= int(answers[1].headers["x-ratelimit-reset"]) - date <= 3610
+    assert answers[0].json()["created_at"].startswith("2020-09-13T")

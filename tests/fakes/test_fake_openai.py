@@ -199,3 +199,20 @@ async def test_held_deliveries_are_released_newest_first(
         fake.release_webhooks(reverse=True)
         received = await receiver.wait(2)
     assert [json.loads(r.body)["data"]["id"] for r in received] == [second, first]
+
+
+async def test_a_stated_epoch_dates_the_payloads_not_the_signatures(
+    clock: ManualClock, receiver: Receiver
+) -> None:
+    # OpenAI signs each delivery at the moment it sends it: a receiver checks that timestamp
+    # against its own clock, whatever times the batch itself holds.
+    epoch = 1_600_000_000.0
+    fake = OpenAIBatchFake(clock=clock, webhook_url=receiver.url, epoch=epoch)
+    async with running_fake(fake):
+        batch_id = fake.create_batch()
+        clock.advance(60)
+        (delivery,) = await receiver.wait(1)
+    verify("standard-webhooks", fake.webhook_secret, delivery)
+    batch = fake.job(batch_id)
+    assert batch["created_at"] == int(epoch)
+    assert json.loads(delivery.body)["created_at"] == batch["completed_at"] < epoch + 60
