@@ -458,6 +458,7 @@ class Relay:
         return {
             "last_event_id": self.last_event_id(),
             "notice": self.notice,
+            "max_jobs": self._max_jobs,
             "jobs": [row.to_dict(now) for row in self._jobs.values()],
         }
 

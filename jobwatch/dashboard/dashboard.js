@@ -11,7 +11,7 @@
   const jobs = new Map(); // job id -> job (see newJob)
   const state = {
     lastId: null, filter: "all", search: "", selected: null, stats: null, deadLetters: -1,
-    source: null, retryDelay: 1000, dirty: false, order: [],
+    source: null, retryDelay: 1000, dirty: false, order: [], maxJobs: null,
   };
 
   const $ = (selector) => document.querySelector(selector);
@@ -41,7 +41,10 @@
       return;
     }
     let job = jobs.get(event.job_id);
-    if (!job) job = newJob(event.job_id, event.source, Date.now());
+    if (!job) {
+      job = newJob(event.job_id, event.source, Date.now());
+      trim();
+    }
     if (job.keys.has(event.key)) return; // the same event again (replayed after a restart)
     job.keys.add(event.key);
     if (event.status !== null) job.status = event.status;
@@ -59,6 +62,7 @@
 
   function applySnapshot(snapshot) {
     const now = Date.now();
+    if (Number.isInteger(snapshot.max_jobs)) state.maxJobs = snapshot.max_jobs;
     for (const row of snapshot.jobs) {
       let job = jobs.get(row.job_id);
       if (!job) job = newJob(row.job_id, row.source, now - row.age * 1000);
@@ -76,7 +80,30 @@
       job.events = Math.max(job.events, row.events);
       changed(job);
     }
+    trim();
     if (snapshot.notice) showNotice(snapshot.notice);
+  }
+
+  // The page keeps as many jobs as the dashboard's table does, and lets go of the same ones:
+  // the oldest finished job (among the hundred seen first), else the oldest. A page left
+  // open does not grow with every job it ever saw.
+  function trim() {
+    if (state.maxJobs === null) return;
+    while (jobs.size > state.maxJobs) {
+      let victim = null;
+      let looked = 0;
+      for (const job of jobs.values()) {
+        if (victim === null) victim = job;
+        if (TERMINAL.has(job.status)) {
+          victim = job;
+          break;
+        }
+        looked += 1;
+        if (looked >= 100) break;
+      }
+      jobs.delete(victim.id);
+      scheduleRender();
+    }
   }
 
   function changed(job) {

@@ -284,3 +284,39 @@ def test_a_dead_letter_is_replayed_from_its_row(page: Any, workdir: Path, sim: S
         )
         assert handled.split() == ["handled", f"{job_id}:terminal#1"]
         assert page.dialogs == []
+
+
+def test_a_page_left_open_keeps_no_more_jobs_than_the_dashboard_does(
+    page: Any, workdir: Path, sim: Sim
+) -> None:
+    # A tab open for days on a busy account: the page holds the jobs the dashboard's table
+    # holds (`jobs`), the oldest finished leaving first, not every job it ever saw.
+    directory = workdir / "bounded"
+    directory.mkdir()
+    config = write_config(directory, sim.url, extra="jobs = 3\n\n[jobwatch.poll]\nrpm = 1000\n")
+    with running(
+        ["dashboard", "--config", str(config), "--listen", "127.0.0.1:0"], cwd=directory
+    ) as proc:
+        log_in(page, proc.url)
+        jobs = []
+        for _ in range(8):
+            jobs.append(sim.job(1, delay=0.01))
+            until(
+                lambda: row(page, jobs[-1]).get_attribute("data-status") == "completed",
+                f"{jobs[-1]} completes",
+            )
+        bearer = {"authorization": f"Bearer {TOKEN}"}
+
+        def agree() -> bool:
+            table = httpx.get(proc.url + "/jobs", headers=bearer, timeout=10).json()
+            kept = {j["job_id"] for j in table["jobs"]}
+            shown = set(
+                page.locator("#jobs tbody tr").evaluate_all(
+                    "rows => rows.map(r => r.dataset.jobId)"
+                )
+            )
+            return kept == shown and page.locator("#stat-jobs").inner_text() == str(len(kept))
+
+        until(agree, "the page shows the jobs the dashboard keeps", timeout=10)
+        assert all(row(page, j).count() == 1 for j in jobs[-3:])
+        assert page.locator("#stat-jobs").inner_text() == "3"
