@@ -374,7 +374,8 @@ class DashboardApp:
         if self._token is None or self._session is None:
             return True
         offered = headers.get("authorization", "")
-        bearer = offered[7:].strip().encode() if offered[:7].lower() == "bearer " else b""
+        # The header's own bytes (read as latin-1): a token beyond ASCII arrives as UTF-8.
+        bearer = offered[7:].strip().encode("latin-1") if offered[:7].lower() == "bearer " else b""
         cookie = _cookie(headers.get("cookie", ""), COOKIE).encode()
         # Both compared every time, each in constant time.
         by_header = hmac.compare_digest(bearer, self._token)

@@ -81,6 +81,20 @@ async def test_the_bearer_token_opens_every_route(route: str) -> None:
     assert answer.status_code == 200 or route.startswith("/job?")
 
 
+async def test_a_token_beyond_ascii_works_as_a_bearer_header_as_in_the_login() -> None:
+    token = "dashboard-schlüssel-0123456789"
+    app = make_watcher({"token": token}).dashboard_app()
+    async with client(app) as http:
+        # (Header bytes are the token's UTF-8, as curl and browsers send it.)
+        bearer = await http.get("/jobs", headers={b"authorization": b"Bearer " + token.encode()})
+        assert bearer.status_code == 200
+        latin = await http.get(
+            "/jobs", headers={b"authorization": b"Bearer " + token.encode("latin-1")}
+        )
+        assert latin.status_code == 401
+        assert (await http.post("/login", data={"token": token})).status_code == 303
+
+
 async def test_the_login_form_sets_an_httponly_samesite_cookie_that_is_not_the_token() -> None:
     app = make_watcher({"token": TOKEN}).dashboard_app()
     async with client(app) as http:
