@@ -28,6 +28,7 @@ import base64
 import binascii
 import inspect
 import logging
+import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -139,6 +140,9 @@ class Handler:
         self._opened: anyio.Event | None = None
         self._open_error: BaseException | None = None
         self._closing: anyio.Event | None = None
+        # handle() runs an event loop of its own per call: calls from several threads take
+        # turns, since what the invocations share (the store's opening) belongs to one loop.
+        self._sync_turn = threading.Lock()
         self.backend = backend
 
     def handle(
@@ -148,8 +152,13 @@ class Handler:
         headers: Mapping[str, str] | Iterable[tuple[str, str]],
         body: bytes,
     ) -> Reply:
-        """Handle one request from synchronous code; returns (status, headers, body)."""
-        return anyio.run(self.handle_async, method, path, headers, body, backend=self.backend)
+        """Handle one request from synchronous code; returns (status, headers, body).
+
+        Calls from several threads at once (a threaded runtime) take turns: each runs an
+        event loop of its own, and the store is opened in one loop at a time.
+        """
+        with self._sync_turn:
+            return anyio.run(self.handle_async, method, path, headers, body, backend=self.backend)
 
     async def handle_async(
         self,

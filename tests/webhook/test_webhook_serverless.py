@@ -424,3 +424,41 @@ async def test_a_callback_raising_a_cancellation_not_its_own_is_a_failing_callba
     assert calls == ["job_1:terminal#1", "job_1:terminal#1", "job_2:started#1"]
     assert [event.key for event, _, _ in await store.dead_letters()] == ["job_1:terminal#1"]
     assert await store.pending() == []
+
+
+def test_invocations_in_several_threads_at_once_are_each_answered(tmp_path: Path) -> None:
+    # A threaded runtime (Google's functions framework, Azure's Python worker) calls the sync
+    # handle() from several threads at once. Each ran its own event loop over one shared
+    # opening of the store: they answered 503 ("bound to a different event loop") and hung.
+    import threading
+
+    seen: list[str | None] = []
+
+    def on_event(event: jobwatch.JobEvent) -> None:
+        time.sleep(0.01)  # keeps the invocations overlapping; the outcome does not depend on it
+        seen.append(event.job_id)
+
+    handler = Handler(
+        config("sqlite", sqlite={"path": str(tmp_path / "state.db")}), on_event=on_event
+    )
+    statuses: dict[int, object] = {}
+    together = threading.Barrier(8)
+
+    def invoke(n: int) -> None:
+        headers, body = delivery(
+            payload={"jobId": f"job_{n}", "status": "completed"}, delivery_id=f"d-{n}"
+        )
+        together.wait()
+        try:
+            statuses[n] = handler.handle("POST", PATH, headers, body).status
+        except BaseException as exc:
+            statuses[n] = repr(exc)
+
+    threads = [threading.Thread(target=invoke, args=(n,), daemon=True) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads), "an invocation hung"
+    assert statuses == dict.fromkeys(range(8), 200)
+    assert sorted(seen, key=str) == [f"job_{n}" for n in range(8)]
