@@ -19,8 +19,8 @@ import httpx
 from ._budget import RequestBudget
 from ._config import Config, redact_url
 from ._errors import JobwatchError, NetworkError, RateLimited, WatcherClosed
+from ._http import Classification, Outcome, Request, Response
 from ._redact import redact
-from ._values import Classification, Outcome, Request, Response
 from .abc import Provider
 
 __all__ = ["APIClient"]

@@ -39,7 +39,7 @@ import attrs
 
 from ._config import Config
 from ._errors import ConfigError
-from ._values import RateLimit
+from ._http import RateLimit
 
 __all__ = ["BudgetOptions", "RequestBudget"]
 

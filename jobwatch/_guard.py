@@ -32,7 +32,7 @@ from ._events import (
     JobStatus,
     _slot_setters,
 )
-from ._values import JobState, make_state
+from ._state import JobState, make_state
 from .abc import Verdict
 
 __all__ = ["decide", "qualify"]

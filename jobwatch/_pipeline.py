@@ -23,7 +23,7 @@ from ._compat import takes_keyword
 from ._errors import JobwatchError
 from ._events import EventKind, JobEvent
 from ._guard import decide
-from ._values import Snapshot
+from ._state import Snapshot
 from .abc import JobState, Store, Verdict
 
 __all__ = ["JobRecord", "Pipeline"]

@@ -17,8 +17,8 @@ import re
 from collections.abc import Callable, Mapping
 
 from ._errors import JobwatchError, RateLimited
+from ._http import MAX_WAIT, Classification, RateLimit, Response
 from ._redact import redact_url
-from ._values import MAX_WAIT, Classification, RateLimit, Response
 
 __all__ = ["classify_http", "parse_rate_limit", "parse_retry_after"]
 

@@ -41,10 +41,11 @@ from ._errors import (
 )
 from ._events import JobEvent
 from ._guard import qualify, run_of
+from ._http import Request, Response
 from ._pipeline import JobRecord, Pipeline
 from ._policy import Decision, Signals, check_names, choose_transport
 from ._registry import GROUPS, base, installed, load
-from ._values import JobState, Request, Response
+from ._state import JobState
 from .abc import Outcome, Provider, Store, Transport, TransportHost, Verdict
 
 __all__ = ["Statistics", "Watcher"]

@@ -28,22 +28,14 @@ import attrs
 from anyio.abc import TaskStatus
 
 from ._budget import RequestBudget
+from ._capabilities import Capabilities
 from ._config import Config
 from ._errors import ConfigError, DecodeError, JobwatchError
 from ._events import JobEvent
+from ._http import Classification, Outcome, RateLimit, Request, Response
 from ._ratelimit import classify_http, parse_rate_limit, parse_retry_after
 from ._scheme import Scheme
-from ._values import (
-    Capabilities,
-    Classification,
-    JobState,
-    Outcome,
-    RateLimit,
-    Request,
-    Response,
-    ResultsPage,
-    Snapshot,
-)
+from ._state import JobState, ResultsPage, Snapshot
 
 if TYPE_CHECKING:
     from typing import Self

@@ -3,9 +3,9 @@ preset's description."""
 
 from __future__ import annotations
 
+from .._capabilities import Capabilities
 from .._errors import ConfigError, JobwatchError
 from .._registry import base, installed, load
-from .._values import Capabilities
 from .generic import GenericProvider, capabilities_of
 from .presets import PRESETS, Preset, preset_description, preset_text
 

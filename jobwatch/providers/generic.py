@@ -40,7 +40,7 @@ from .._errors import (
 )
 from .._events import _TERMINAL_KIND, JobEvent, JobStatus
 from .._ratelimit import redirect_note
-from .._values import MAX_COUNT, seconds
+from .._state import MAX_COUNT, seconds
 from ..abc import (
     Capabilities,
     Classification,

@@ -32,7 +32,7 @@ from .._errors import (
 )
 from .._events import EventKind, JobEvent, JobStatus
 from .._ratelimit import redirect_note
-from .._values import MAX_COUNT, seconds
+from .._state import MAX_COUNT, seconds
 from ..abc import (
     Capabilities,
     Classification,

@@ -47,7 +47,7 @@ import sniffio
 from .._config import Config
 from .._errors import ConfigError, DecodeError, JobwatchError
 from .._events import JobEvent, JobStatus
-from .._values import make_state
+from .._state import make_state
 from ..abc import JobState, Store, Verdict, kept_key, unreadable_kept
 from ._sqlite_checks import GUIDE, check_database, check_files, mark_database
 

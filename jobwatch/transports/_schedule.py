@@ -48,7 +48,7 @@ import random
 
 import attrs
 
-from .._values import Snapshot
+from .._state import Snapshot
 
 __all__ = ["Estimate", "PollSchedule"]
 

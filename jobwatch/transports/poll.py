@@ -35,7 +35,8 @@ from anyio.abc import TaskGroup, TaskStatus
 from .._budget import BudgetOptions, RequestBudget
 from .._config import Config
 from .._errors import APIError, ConfigError, JobwatchError, NetworkError
-from .._values import Classification, Outcome, Response, Snapshot
+from .._http import Classification, Outcome, Response
+from .._state import Snapshot
 from ..abc import Transport, TransportHost
 from ._schedule import PollSchedule
 
