@@ -5,7 +5,7 @@ signed webhooks and injected faults; public through :mod:`jobwatch.testing`.
 They live outside ``jobwatch.testing`` so that ``jobwatch demo`` runs without pytest.
 """
 
-from ._core import FakeFaults, FakeStep
+from ._fake_api import FakeFaults, FakeStep
 from ._serve import running_fake
 from ._webhooks import FakeDelivery
 from .github import GitHubActionsFake

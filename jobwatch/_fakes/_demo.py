@@ -12,7 +12,7 @@ from .._policy import check_served
 from .._registry import installed
 from .._watcher import Watcher
 from . import FAKES
-from ._core import FakeAPI, FakeStep
+from ._fake_api import FakeAPI, FakeStep
 from ._serve import running_fake
 from .github import GitHubActionsFake
 from .openai import OpenAIBatchFake

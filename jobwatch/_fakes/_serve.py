@@ -10,7 +10,7 @@ from typing import TypeVar
 import anyio
 
 from ..transports._serve import serve_app
-from ._core import FakeAPI
+from ._fake_api import FakeAPI
 
 __all__ = ["running_fake"]
 

@@ -19,7 +19,7 @@ import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 if TYPE_CHECKING:
-    from ._core import FakeAPI
+    from ._fake_api import FakeAPI
 
 __all__ = ["FakeDelivery", "Outgoing", "Sender", "whsec"]
 

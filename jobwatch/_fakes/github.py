@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from ..transports._signatures import GitHubScheme
-from ._core import FakeAPI, FakeFaults, FakeStep, SlidingWindow
+from ._fake_api import FakeAPI, FakeFaults, FakeStep, SlidingWindow
 from ._http import FakeError, Reply, Request, Route
 from ._http import bearer as _bearer
 from ._webhooks import Outgoing

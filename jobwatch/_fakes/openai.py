@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..transports._signatures import StandardWebhooksScheme
-from ._core import FakeAPI, FakeFaults, FakeStep, SlidingWindow
+from ._fake_api import FakeAPI, FakeFaults, FakeStep, SlidingWindow
 from ._http import FakeError, Reply, Request, Route
 from ._http import bearer as _bearer
 from ._webhooks import Outgoing, whsec

@@ -14,7 +14,7 @@ import anyio
 import attrs
 
 from ..transports._signatures import StandardWebhooksScheme
-from ._core import FakeAPI, FakeFaults, FakeStep, SlidingWindow
+from ._fake_api import FakeAPI, FakeFaults, FakeStep, SlidingWindow
 from ._http import FakeError, Reply, Request, Route, StreamReply, Write
 from ._http import bearer as _bearer
 from ._webhooks import Outgoing, whsec

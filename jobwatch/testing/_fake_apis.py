@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import pytest
 
 from .._fakes import GitHubActionsFake, OpenAIBatchFake, ReplicateFake, running_fake
-from .._fakes._core import FakeAPI
+from .._fakes._fake_api import FakeAPI
 
 __all__ = [
     "github_fake",

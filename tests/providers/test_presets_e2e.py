@@ -23,7 +23,7 @@ from jobwatch._fakes import (
     ReplicateFake,
     running_fake,
 )
-from jobwatch._fakes._core import FakeAPI
+from jobwatch._fakes._fake_api import FakeAPI
 from jobwatch.transports._signatures import GitHubScheme
 
 pytestmark = pytest.mark.anyio

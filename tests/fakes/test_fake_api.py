@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jobwatch
-from jobwatch._fakes._core import FakeAPI
+from jobwatch._fakes._fake_api import FakeAPI
 from jobwatch._fakes._http import Reply, Request
 from jobwatch._registry import installed
 from jobwatch.sim import ManualClock
