@@ -29,6 +29,7 @@ import binascii
 import inspect
 import logging
 import threading
+import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -51,6 +52,11 @@ log = logging.getLogger("jobwatch.serverless")
 
 OnEvent = Callable[[JobEvent], Awaitable[None] | None]
 _HANDLED = 10_000
+#: Seconds an instance holds an event it hands to on_event, so that no other instance sharing
+#: the store hands it over meanwhile: the longest an invocation may run (AWS Lambda's 15
+#: minutes). An instance that stopped before it acknowledged the event leaves it to the
+#: others once this is over.
+HANDING_OVER = 900.0
 _UNAVAILABLE = Reply(
     503,
     (("content-type", "application/json"),),
@@ -134,6 +140,8 @@ class Handler:
         # Keys this process has handed to on_event (or given up on): their inbox rows may
         # outlive the call that acked them by a commit, and must not be offered twice.
         self._handled: OrderedDict[str, None] = OrderedDict()
+        # Keys this process claimed in the store to hand to on_event, until when (monotonic).
+        self._claims: OrderedDict[str, float] = OrderedDict()
         # Invocations running at once in this process (handle_async in an async runtime)
         # share one opening of the store: the last one to finish closes it.
         self._users = 0
@@ -278,11 +286,38 @@ class Handler:
         for event in events:
             if event.key in self._inflight or event.key in self._handled:
                 continue
+            if not await self._take(event.key):
+                continue
             self._inflight.add(event.key)
             try:
                 await self._call(event)
             finally:
                 self._inflight.discard(event.key)
+
+    async def _take(self, key: str) -> bool:
+        """Whether this process may hand ``key`` to on_event: it holds the event's claim in
+        the store already (an earlier attempt here), or claims it now. An event claimed by
+        another instance sharing the store is that instance's to hand over (it may be doing
+        so now, its acknowledgement not yet written): it is left in the inbox."""
+        now = time.monotonic()
+        until = self._claims.get(key)
+        if until is not None and now < until:
+            return True
+        try:
+            taken = await self.store.claim(f"on_event:{key}", ttl=HANDING_OVER)
+        except Exception as exc:  # it stays in the inbox, offered again by the next invocation
+            log.warning(
+                "the %s store could not claim %s for on_event: %s; it stays in the inbox",
+                self.store.name,
+                key,
+                exc,
+            )
+            return False
+        if taken:
+            self._claims[key] = now + HANDING_OVER
+            if len(self._claims) > _HANDLED:
+                self._claims.popitem(last=False)
+        return taken
 
     async def _call(self, event: JobEvent) -> None:
         try:
@@ -327,6 +362,7 @@ class Handler:
             )
 
     def _remember(self, key: str) -> None:
+        self._claims.pop(key, None)
         self._handled[key] = None
         if len(self._handled) > _HANDLED:
             self._handled.popitem(last=False)

@@ -462,3 +462,41 @@ def test_invocations_in_several_threads_at_once_are_each_answered(tmp_path: Path
     assert not any(thread.is_alive() for thread in threads), "an invocation hung"
     assert statuses == dict.fromkeys(range(8), 200)
     assert sorted(seen, key=str) == [f"job_{n}" for n in range(8)]
+
+
+@pytest.mark.anyio
+async def test_instances_sharing_a_store_hand_an_event_to_on_event_once() -> None:
+    # One instance records a delivery and is calling on_event; another, sharing the store,
+    # starts an invocation and finds the event in the inbox (not acknowledged yet): it called
+    # on_event for it too.
+    import anyio
+
+    shared = MemoryStore()
+    calls: list[tuple[str, str]] = []
+    release = anyio.Event()
+
+    def on_event_of(instance: str) -> Any:
+        async def on_event(event: jobwatch.JobEvent) -> None:
+            calls.append((instance, event.key))
+            if event.job_id == "job_1":
+                await release.wait()
+
+        return on_event
+
+    first = Handler(config(), on_event=on_event_of("first"), store=shared)
+    second = Handler(config(), on_event=on_event_of("second"), store=shared)
+    replies = []
+
+    async def invoke(handler: Handler, headers: dict[str, str], body: bytes) -> None:
+        replies.append((await handler.handle_async("POST", PATH, headers, body)).status)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(invoke, first, *delivery())
+        await anyio.wait_all_tasks_blocked()  # the first is in on_event for job_1
+        other = delivery("job.started", {"jobId": "job_2"}, delivery_id="d-2")
+        with anyio.fail_after(5):
+            await invoke(second, *other)
+        release.set()
+    assert replies == [200, 200]
+    assert calls == [("first", "job_1:terminal#1"), ("second", "job_2:started#1")]
+    assert await shared.pending() == []
