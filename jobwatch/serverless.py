@@ -136,7 +136,12 @@ class Handler:
         self._check_path = check_path
         self._attempts = attempts
         self._failures: dict[str, int] = defaultdict(int)
-        self._inflight: set[str] = set()
+        # The event of each job being handed to on_event now (its key), and the event set
+        # when that is over: a job's events are handed over one at a time, in order.
+        self._busy: dict[str | None, tuple[str, anyio.Event]] = {}
+        # Each job's event whose on_event failed and that waits in the inbox to be offered
+        # again: the job's later events wait behind it, as a Watcher's callbacks do.
+        self._waiting: dict[str | None, str] = {}
         # Keys this process has handed to on_event (or given up on): their inbox rows may
         # outlive the call that acked them by a commit, and must not be offered twice.
         self._handled: OrderedDict[str, None] = OrderedDict()
@@ -195,6 +200,7 @@ class Handler:
             log.warning("the %s store could not be opened, answering 503: %s", self.store.name, exc)
             return _UNAVAILABLE
         try:
+            waiting = dict(self._waiting)
             try:
                 pending = await self.store.pending()
             except Exception as exc:
@@ -202,10 +208,11 @@ class Handler:
                     "the %s store could not be read, answering 503: %s", self.store.name, exc
                 )
                 return _UNAVAILABLE
-            await self._dispatch(pending)
+            self._let_go(waiting, pending)
+            await self._dispatch(pending, wait=False)
             reply = await receiver.record(fields, body)
             if reply.status == 200:
-                await self._dispatch(host.recorded)
+                await self._dispatch(host.recorded, wait=True)
             return reply
         finally:
             with anyio.CancelScope(shield=True):
@@ -282,17 +289,45 @@ class Handler:
             failures=self._refused,
         )
 
-    async def _dispatch(self, events: Sequence[JobEvent]) -> None:
+    def _let_go(self, waiting: Mapping[str | None, str], pending: Sequence[JobEvent]) -> None:
+        """Jobs whose failed event (as ``waiting`` had it before the inbox was read) is gone
+        from the inbox (acknowledged by another instance, dropped with ``jobwatch inbox``)
+        have their later events handed over again."""
+        keys = {event.key for event in pending}
+        for job, key in waiting.items():
+            if key not in keys and self._waiting.get(job) == key:
+                del self._waiting[job]
+
+    async def _dispatch(self, events: Sequence[JobEvent], *, wait: bool) -> None:
+        """Hand each event not handed over yet to on_event, each job's in order. The events of
+        a job behind one whose on_event failed stay in the inbox, offered after it. A job whose
+        event another invocation is handing over is waited for (``wait``: the invocation's own
+        events, recorded already), or its events left in the inbox for later (what the inbox
+        held before the delivery is recorded, which must not wait on another's callback)."""
+        passed: set[str | None] = set()
         for event in events:
-            if event.key in self._inflight or event.key in self._handled:
+            key, job = event.key, event.job_id
+            if job in passed:
                 continue
-            if not await self._take(event.key):
+            if not wait and job in self._busy:
+                passed.add(job)
                 continue
-            self._inflight.add(event.key)
+            handed = False
+            while (busy := self._busy.get(job)) is not None:
+                await busy[1].wait()
+                if busy[0] == key:  # the other invocation handed this one over, or tried to
+                    handed = True
+                    break
+            if handed or key in self._handled or self._waiting.get(job, key) != key:
+                continue
+            done = anyio.Event()
+            self._busy[job] = (key, done)
             try:
-                await self._call(event)
+                if await self._take(key):
+                    await self._call(event)
             finally:
-                self._inflight.discard(event.key)
+                del self._busy[job]
+                done.set()
 
     async def _take(self, key: str) -> bool:
         """Whether this process may hand ``key`` to on_event: it holds the event's claim in
@@ -337,11 +372,13 @@ class Handler:
             )
             if self._failures[event.key] >= self._attempts:
                 log.error("on_event gave up on %s; kept as a dead letter", event.key)
-                self._remember(event.key)
+                self._remember(event)
                 await self._settle(event, error)
+            else:
+                self._waiting[event.job_id] = event.key
             return
         self._failures.pop(event.key, None)
-        self._remember(event.key)
+        self._remember(event)
         await self._settle(event, None)
 
     async def _settle(self, event: JobEvent, error: str | None) -> None:
@@ -361,7 +398,10 @@ class Handler:
                 exc,
             )
 
-    def _remember(self, key: str) -> None:
+    def _remember(self, event: JobEvent) -> None:
+        key = event.key
+        if self._waiting.get(event.job_id) == key:
+            del self._waiting[event.job_id]
         self._claims.pop(key, None)
         self._handled[key] = None
         if len(self._handled) > _HANDLED:

@@ -500,3 +500,65 @@ async def test_instances_sharing_a_store_hand_an_event_to_on_event_once() -> Non
     assert replies == [200, 200]
     assert calls == [("first", "job_1:terminal#1"), ("second", "job_2:started#1")]
     assert await shared.pending() == []
+
+
+def test_a_jobs_later_events_wait_behind_one_whose_callback_failed() -> None:
+    # As a Watcher's callbacks do: on_event sees each job's events in order. The job's final
+    # event was handed over while its page waited to be offered again, and the page came
+    # after the job had ended.
+    handed: list[str] = []
+    failures = 0
+
+    def on_event(event: jobwatch.JobEvent) -> None:
+        nonlocal failures
+        if event.kind == "page" and failures < 2:
+            failures += 1
+            raise RuntimeError("downstream is down")
+        handed.append(event.key)
+
+    store = MemoryStore()
+    handler = Handler(config(), on_event=on_event, store=store, attempts=3)
+    page = {"jobId": "job_1", "url": "https://example.com/a"}
+    deliveries = [
+        delivery("job.page", page, delivery_id="d-1"),
+        delivery("job.completed", {"jobId": "job_1", "status": "completed"}, delivery_id="d-2"),
+        delivery("job.started", {"jobId": "job_2"}, delivery_id="d-3"),
+    ]
+    for headers, body in deliveries:
+        assert handler.handle("POST", PATH, headers, body).status == 200
+    job_1 = [key for key in handed if key.startswith("job_1")]
+    assert len(job_1) == 2 and "page" in job_1[0] and job_1[1] == "job_1:terminal#1", handed
+    assert trio.run(store.pending) == [] and trio.run(store.dead_letters) == []
+
+
+@pytest.mark.anyio
+async def test_overlapping_invocations_hand_over_a_jobs_events_one_at_a_time() -> None:
+    import anyio
+
+    entered: list[str] = []
+    finished: list[str] = []
+    release = anyio.Event()
+
+    async def on_event(event: jobwatch.JobEvent) -> None:
+        entered.append(event.kind)
+        if event.kind == "page":
+            await release.wait()
+        finished.append(event.kind)
+
+    handler = Handler(config(), on_event=on_event, store=MemoryStore())
+    page = delivery("job.page", {"jobId": "job_1", "url": "https://example.com/a"})
+    done = delivery("job.completed", {"jobId": "job_1", "status": "completed"}, delivery_id="d-2")
+    statuses: list[int] = []
+
+    async def invoke(headers: dict[str, str], body: bytes) -> None:
+        statuses.append((await handler.handle_async("POST", PATH, headers, body)).status)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(invoke, *page)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(invoke, *done)
+        await anyio.wait_all_tasks_blocked()
+        assert entered == ["page"]  # the job's final event waits for its page's callback
+        release.set()
+    assert statuses == [200, 200]
+    assert entered == finished == ["page", "completed"]
