@@ -33,7 +33,10 @@ __all__ = ["Config", "Secret", "load_config"]
 
 T = TypeVar("T")
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: A run of ``$`` before ``{``, and the variable's name and ``}`` where they follow. Before a
+#: brace, ``$$`` stands for one ``$`` (so ``$${X}`` is a literal ``${X}``); an odd ``$`` left
+#: over starts a variable. A ``$`` anywhere else is kept as written.
+_VAR = re.compile(r"(\$+)\{(?:([A-Za-z_][A-Za-z0-9_]*)\})?")
 _CORE_KEYS = ("provider", "base_url", "api_key", "transport", "store", "safety_poll", "dedup_ttl")
 DEFAULT_DEDUP_TTL = 7 * 24 * 3600.0
 #: The provider a configuration without ``provider`` watches, so that ``jobwatch.wait(job_id)``
@@ -162,13 +165,19 @@ def _expand(value: Any, where: str, environ: Mapping[str, str]) -> Any:
     if isinstance(value, str):
 
         def sub(match: re.Match[str]) -> str:
-            name = match.group(1)
+            dollars, name = match.group(1), match.group(2)
+            literal = "$" * (len(dollars) // 2)
+            if len(dollars) % 2 == 0 or name is None:
+                # Escaped, or no variable's name: the brace and what follows stay as written.
+                odd = "$" if len(dollars) % 2 else ""
+                return literal + odd + match.group(0)[len(dollars) :]
             if name not in environ:
                 raise ConfigError(
                     f"{where} refers to ${{{name}}}, but the environment variable {name} is not "
-                    f"set; export it or write the value into the configuration"
+                    f"set; export it or write the value into the configuration (to keep "
+                    f"${{{name}}} as written, write $${{{name}}})"
                 )
-            return environ[name]
+            return literal + environ[name]
 
         return _VAR.sub(sub, value)
     if isinstance(value, Mapping):

@@ -103,6 +103,19 @@ def test_doctor_redacts_and_reports(
     assert "jobwatch.transports: sse" in out and "HTTP 404" in out
 
 
+def test_doctor_shows_a_literal_dollar_brace_as_the_configuration_holds_it(
+    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOOK", "reader")
+    with config.open("a") as file:
+        file.write(
+            '[jobwatch.webhook]\nallow_unsigned = true\npath = "/hooks/$${HOOK}/$$${HOOK}"\n'
+        )
+    code, out, _ = run(capsys, "doctor", "--config", str(config))
+    assert code == 0, out
+    assert '"path": "/hooks/${HOOK}/$reader"' in out
+
+
 def test_doctor_flags_a_refused_key(
     sim: Sim, config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

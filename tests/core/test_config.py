@@ -194,6 +194,47 @@ def test_empty_variable_is_set() -> None:
     assert config.store == "memory"
 
 
+def test_a_doubled_dollar_before_a_brace_writes_a_literal_dollar() -> None:
+    env = {"KEY": "rdr_x", "HOST": "api.example.com"}
+    config = Config.from_mapping(
+        {
+            "jobwatch": {
+                "base_url": "https://${HOST}/v1?template=$${id}",
+                # Set or not, a name after $${ is kept as written.
+                "api_key": "k$${KEY}-$${UNSET}",
+                "generic": {
+                    "request": {"headers": {"X-Template": "$${job.id} ${HOST}"}},
+                    "list": ["$${", "$$${KEY}", "$$$${KEY}", "$$$$${KEY}"],
+                },
+            }
+        },
+        environ=env,
+    )
+    assert config.base_url == "https://api.example.com/v1?template=${id}"
+    assert config.api_key is not None and config.api_key.reveal() == "k${KEY}-${UNSET}"
+    assert config.table("generic") == {
+        "request": {"headers": {"X-Template": "${job.id} api.example.com"}},
+        # Before a brace, $$ is one $; an odd $ left over starts a variable.
+        "list": ["${", "$rdr_x", "$${KEY}", "$$rdr_x"],
+    }
+
+
+def test_dollars_that_start_no_variable_are_kept_as_written() -> None:
+    config = Config.from_mapping(
+        doc(base_url="https://x/$$HOME/$$/a$b$${1}/${1}/${X-y}"), environ={"HOME": "h"}
+    )
+    assert config.base_url == "https://x/$$HOME/$$/a$b${1}/${1}/${X-y}"
+
+
+def test_an_unset_variable_says_how_to_write_it_literally() -> None:
+    message = error(doc(api_key="abc${TOKEN}def"))
+    assert message == (
+        "[jobwatch].api_key refers to ${TOKEN}, but the environment variable TOKEN is not "
+        "set; export it or write the value into the configuration (to keep ${TOKEN} as "
+        "written, write $${TOKEN})"
+    )
+
+
 # -- strictness --------------------------------------------------------------------------------
 
 
