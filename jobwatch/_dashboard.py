@@ -400,19 +400,20 @@ class DashboardApp:
     async def _login_route(
         self, scope: Scope, receive: Receive, send: Send, method: str, root: str
     ) -> None:
-        if method == "GET":
-            await _reply(send, 200, self._login_page(), _HTML)
-            return
-        if method != "POST":
+        if method not in ("GET", "POST"):
             await _reply(
                 send, 405, b"method not allowed\n", b"text/plain", extra=[(b"allow", b"GET, POST")]
             )
             return
-        body = await _read(receive, 4096)
-        offered = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[-1].encode()
         if self._token is None or self._session is None:
+            # Nothing to log in to: the page is open already.
             await _reply(send, 303, b"", extra=[(b"location", b"./")])
             return
+        if method == "GET":
+            await _reply(send, 200, self._login_page(), _HTML)
+            return
+        body = await _read(receive, 4096)
+        offered = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[-1].encode()
         if not hmac.compare_digest(offered, self._token):
             await _reply(send, 401, self._login_page(_LOGIN_FAILED), _HTML)
             return

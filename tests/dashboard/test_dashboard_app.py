@@ -109,6 +109,21 @@ async def test_the_login_form_sets_an_httponly_samesite_cookie_that_is_not_the_t
         assert (await http.get("/jobs")).status_code == 200  # the client keeps the cookie
 
 
+async def test_without_a_token_there_is_no_login_form_only_the_way_to_the_page() -> None:
+    app = make_watcher().dashboard_app()
+    async with client(app, root_path="/ops") as http:
+        for method in ("GET", "POST"):
+            answer = await http.request(method, "/ops/login", data={"token": TOKEN})
+            assert answer.status_code == 303 and answer.headers["location"] == "./", method
+            assert "set-cookie" not in answer.headers and "<form" not in answer.text
+        assert (await http.get("/ops/login", follow_redirects=True)).url.path == "/ops/"
+    with_token = make_watcher({"token": TOKEN}).dashboard_app()
+    async with client(with_token) as http:
+        form = await http.get("/login")
+        assert form.status_code == 200
+        assert '<form class="login" method="post" action="login">' in form.text
+
+
 async def test_mounted_under_a_prefix_its_links_and_cookie_stay_under_it() -> None:
     app = make_watcher({"token": TOKEN}).dashboard_app()
     async with client(app, root_path="/ops/dash") as http:
