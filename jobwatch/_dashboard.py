@@ -151,6 +151,14 @@ _ASSETS = {
     "/favicon.svg": ("favicon.svg", b"image/svg+xml"),
 }
 _HTML = b"text/html; charset=utf-8"
+#: What the routes that answer GET answer: HEAD too, the same without the body.
+_GET = b"GET, HEAD"
+_STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    (b"x-accel-buffering", b"no"),
+    *_HEADERS,
+]
 _JSON = b"application/json"
 _LOGIN_FAILED = b'<p class="problem" role="alert">That token is not right.</p>'
 
@@ -221,7 +229,7 @@ class DashboardApp:
         return cls(
             relay,
             options,
-            stats=lambda: watcher_stats(watcher),
+            stats=lambda: watcher_stats(watcher, relay.scrubber),
             dead_letters=lambda: dead_letters(watcher, relay.scrubber),
             replay=watcher.replay_dead_letter if replays(watcher.store) else None,
         )
@@ -251,10 +259,18 @@ class DashboardApp:
             await _reply(send, 308, b"", extra=[(b"location", (root + "/").encode())])
             return
         method = scope.get("method", "GET")
+        head = method == "HEAD"
+        if head:  # the answer a GET gets, without its body
+            send = _bodiless(send)
         headers = {
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())
         }
         if inner in self._files:
+            if method not in ("GET", "HEAD"):
+                await _reply(
+                    send, 405, b"method not allowed\n", b"text/plain", extra=[(b"allow", _GET)]
+                )
+                return
             body, content_type = self._files[inner]
             await _reply(send, 200, body, content_type, cache=b"no-cache")
             return
@@ -265,8 +281,8 @@ class DashboardApp:
         if inner == "/login":
             await self._login_route(scope, receive, send, method, root)
             return
-        allowed = b"POST" if inner == REPLAY_ROUTE else b"GET"
-        if method.encode() != allowed:
+        allowed = b"POST" if inner == REPLAY_ROUTE else _GET
+        if method.encode() not in allowed.split(b", "):
             await _reply(
                 send, 405, b"method not allowed\n", b"text/plain", extra=[(b"allow", allowed)]
             )
@@ -281,7 +297,7 @@ class DashboardApp:
         # as a percent-escaped one does.
         raw = scope.get("query_string", b"").decode("utf-8", "replace")
         query = {k: v[-1] for k, v in parse_qs(raw).items()}
-        await self._route(inner, query, headers, receive, send)
+        await self._route(inner, query, headers, receive, send, head=head)
 
     async def _route(
         self,
@@ -290,12 +306,14 @@ class DashboardApp:
         headers: dict[str, str],
         receive: Receive,
         send: Send,
+        *,
+        head: bool = False,
     ) -> None:
         if inner == "/":
             await _reply(send, 200, self._page, _HTML)
         elif inner == "/events":
             last = headers.get("last-event-id") or query.get("last_event_id")
-            await self._events(receive, send, last, stats=query.get("stats") == "1")
+            await self._events(receive, send, last, stats=query.get("stats") == "1", head=head)
         elif inner == "/jobs":
             await _json(send, 200, {**self.relay.table(), "stats": self.stats()})
         elif inner == "/job":
@@ -400,16 +418,20 @@ class DashboardApp:
     async def _login_route(
         self, scope: Scope, receive: Receive, send: Send, method: str, root: str
     ) -> None:
-        if method not in ("GET", "POST"):
+        if method not in ("GET", "HEAD", "POST"):
             await _reply(
-                send, 405, b"method not allowed\n", b"text/plain", extra=[(b"allow", b"GET, POST")]
+                send,
+                405,
+                b"method not allowed\n",
+                b"text/plain",
+                extra=[(b"allow", _GET + b", POST")],
             )
             return
         if self._token is None or self._session is None:
             # Nothing to log in to: the page is open already.
             await _reply(send, 303, b"", extra=[(b"location", b"./")])
             return
-        if method == "GET":
+        if method != "POST":
             await _reply(send, 200, self._login_page(), _HTML)
             return
         body = await _read(receive, 4096)
@@ -436,23 +458,25 @@ class DashboardApp:
         return self._stats_cache[1]
 
     async def _events(
-        self, receive: Receive, send: Send, last_event_id: str | None, *, stats: bool
+        self,
+        receive: Receive,
+        send: Send,
+        last_event_id: str | None,
+        *,
+        stats: bool,
+        head: bool = False,
     ) -> None:
+        # (A list of its own: middleware may add headers to it in place.)
+        headers = list(_STREAM_HEADERS)
+        start = {"type": "http.response.start", "status": 200, "headers": headers}
+        if head:  # the stream's headers, and no stream
+            await send(start)
+            await send({"type": "http.response.body", "body": b""})
+            return
         client = self.relay.connect(last_event_id)
         watch = _Watch(receive, client, self.options.send_timeout)
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"text/event-stream; charset=utf-8"),
-                        (b"cache-control", b"no-store"),
-                        (b"x-accel-buffering", b"no"),
-                        *_HEADERS,
-                    ],
-                }
-            )
+            await send(start)
             ended = False  # (the client may leave first: the stream is then cancelled)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watch.run, tg.cancel_scope)
@@ -612,9 +636,11 @@ def _guarded(
     return call
 
 
-def watcher_stats(watcher: Watcher) -> dict[str, Any]:
-    """The Watcher's counters as the page shows them (no secret is among them)."""
+def watcher_stats(watcher: Watcher, scrubber: Scrubber | None = None) -> dict[str, Any]:
+    """The Watcher's counters as the page shows them, and the transports that stopped for
+    good with why (scrubbed of secrets: an API's error text may quote what it was sent)."""
     s = watcher.statistics()
+    scrub = scrubber.text if scrubber is not None else str
     transports = {name: dict(counts) for name, counts in s.transports.items()}
     return {
         "requests": s.requests,
@@ -630,6 +656,7 @@ def watcher_stats(watcher: Watcher) -> dict[str, Any]:
         "safety_polls": s.safety_polls,
         "dropped": dict(s.dropped),
         "transports": transports,
+        "stopped": {name: scrub(why) for name, why in s.stopped.items()},
     }
 
 
@@ -694,6 +721,22 @@ async def _read(receive: Receive, limit: int) -> bytes:
         body += chunk
         if len(body) > limit or not message.get("more_body", False):
             return body[:limit]
+
+
+def _bodiless(send: Send) -> Send:
+    """``send`` for a HEAD request: the status and headers as they are (``content-length``
+    too, the length GET would get), then an empty body in place of the body."""
+    ended = False
+
+    async def bodiless(message: Message) -> None:
+        nonlocal ended
+        if message["type"] != "http.response.body":
+            await send(message)
+        elif not ended:
+            ended = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return bodiless
 
 
 async def _reply(
