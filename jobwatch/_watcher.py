@@ -165,6 +165,12 @@ class Watcher:
         self._host = _Host(self)
         self._state = _State.NEW
         self._tg: TaskGroup | None = None
+        # The task that entered the block (whose cancel scopes the task group sits in), what
+        # aclose() in another task asks of it, and when it is done closing.
+        self._owner: int | None = None
+        self._close_asked = False
+        self._running = False
+        self._closed: anyio.Event | None = None
         # The jobs some subscriber waits on (or an earlier process left unfinished).
         self._watching: dict[str, JobRecord] = {}
         self._inherited: list[str] = []
@@ -206,6 +212,8 @@ class Watcher:
         if self._state is not _State.NEW:
             raise WatcherClosed("this Watcher was already used; create a new Watcher")
         self._state = _State.OPEN
+        self._owner = anyio.get_current_task().id
+        self._closed = anyio.Event()
         try:
             await self.store.open()
             self._api.open()
@@ -228,6 +236,9 @@ class Watcher:
         except BaseException as exc:
             await self._shutdown(type(exc), exc, exc.__traceback__)
             raise
+        self._running = True
+        if self._close_asked:  # aclose() in another task while this one was starting
+            tg.cancel_scope.cancel()
         return self
 
     async def __aexit__(
@@ -239,9 +250,23 @@ class Watcher:
         return await self._shutdown(exc_type, exc, tb)
 
     async def aclose(self) -> None:
-        """Stop every transport and task, and close the store (same as leaving the block)."""
+        """Stop every transport and task, and close the store (same as leaving the block).
+
+        Called in another task than the one in the ``async with`` block (a signal handler, a
+        callback), it cancels the block's body at its next ``await`` — the block then ends
+        without an error — and returns once the Watcher is closed.
+        """
+        if self._state is _State.NEW or self._closed is None:
+            return
         if self._state is _State.OPEN:
-            await self._shutdown(None, None, None)
+            if anyio.get_current_task().id == self._owner:
+                await self._shutdown(None, None, None)
+                return
+            # The task group sits in the owner's cancel scopes: only the owner can leave it.
+            self._close_asked = True
+            if self._running and self._tg is not None:
+                self._tg.cancel_scope.cancel()
+        await self._closed.wait()
 
     async def _shutdown(
         self,
@@ -278,8 +303,12 @@ class Watcher:
                     raise
         finally:
             with anyio.CancelScope(shield=True):
-                await self._api.aclose()
-                await self.store.aclose()
+                try:
+                    await self._api.aclose()
+                    await self.store.aclose()
+                finally:
+                    if self._closed is not None:
+                        self._closed.set()
         return result
 
     def _check_open(self, *, starting: bool = False) -> None:

@@ -4,6 +4,7 @@ watch that ends in an error while its reader is behind."""
 from __future__ import annotations
 
 import anyio
+import anyio.abc
 import httpx
 import pytest
 
@@ -118,3 +119,46 @@ async def test_a_watch_that_ends_in_an_error_behind_a_full_queue_still_raises_it
             go.set()
     assert seen == list(range(1, 1002))
     assert len(ended) == 1 and isinstance(ended[0], jobwatch.JobNotFound)
+
+
+class _Store(MemoryStore):
+    closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await super().aclose()
+
+
+async def test_aclose_in_another_task_ends_the_block_and_returns_once_closed() -> None:
+    store = _Store()
+    w = jobwatch.Watcher(CONFIG, transports=[ScriptedTransport()], store=store)
+    reached: list[str] = []
+
+    async def owner(task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with w:
+            task_status.started()
+            await w.wait("job_1", timeout=3600)
+            reached.append("after the wait")  # never: the body is cancelled
+        reached.append("after the block")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(owner)
+            await anyio.wait_all_tasks_blocked()
+            await w.aclose()
+            assert store.closed
+    assert reached == ["after the block"]
+
+
+async def test_a_callback_may_close_its_watcher() -> None:
+    transport = ScriptedTransport()
+    w = jobwatch.Watcher(CONFIG, transports=[transport], store=MemoryStore())
+
+    async def stop(event: jobwatch.JobEvent) -> None:
+        await w.aclose()
+
+    w.subscribe(stop)
+    with anyio.fail_after(5):
+        async with w:
+            await transport.send(make_event("completed"))
+            await anyio.sleep_forever()
