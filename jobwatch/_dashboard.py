@@ -44,6 +44,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+#: The largest request body read, in bytes (a replay's key, the login form's token); larger: 413.
+MAX_BODY = 4096
 #: The shortest token accepted: a shorter one could be guessed.
 MIN_TOKEN = 16
 #: Seconds between ``: ping`` comments on an idle stream (proxies close silent connections).
@@ -348,8 +350,13 @@ class DashboardApp:
                 {"error": f"a replay is a JSON POST with the header {REPLAY_HEADER}: replay"},
             )
             return
+        body = await _read(receive)
+        if body is None:
+            too_big = f'the body is over {MAX_BODY} bytes: send only {{"key": "<the event key>"}}'
+            await _json(send, 413, {"error": too_big})
+            return
         try:
-            key = json.loads(await _read(receive, 4096)).get("key")
+            key = json.loads(body).get("key")
         except (ValueError, AttributeError, RecursionError):  # deep nesting: RecursionError
             key = None
         if not isinstance(key, str) or not key:
@@ -434,7 +441,11 @@ class DashboardApp:
         if method != "POST":
             await _reply(send, 200, self._login_page(), _HTML)
             return
-        body = await _read(receive, 4096)
+        body = await _read(receive)
+        if body is None:
+            message = f"the form is over {MAX_BODY} bytes: send only the token\n"
+            await _reply(send, 413, message.encode(), b"text/plain; charset=utf-8")
+            return
         offered = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[-1].encode()
         if not hmac.compare_digest(offered, self._token):
             await _reply(send, 401, self._login_page(_LOGIN_FAILED), _HTML)
@@ -708,7 +719,8 @@ def _cookie(header: str, name: str) -> str:
     return ""
 
 
-async def _read(receive: Receive, limit: int) -> bytes:
+async def _read(receive: Receive, limit: int = MAX_BODY) -> bytes | None:
+    """The request's body; None when it is over ``limit`` bytes (read no further)."""
     body = b""
     while True:
         message = await receive()
@@ -716,8 +728,10 @@ async def _read(receive: Receive, limit: int) -> bytes:
             return body
         chunk: bytes = message.get("body", b"")
         body += chunk
-        if len(body) > limit or not message.get("more_body", False):
-            return body[:limit]
+        if len(body) > limit:
+            return None
+        if not message.get("more_body", False):
+            return body
 
 
 def _bodiless(send: Send) -> Send:

@@ -76,3 +76,29 @@ async def test_head_answers_wherever_get_does_without_a_body(token: str | None) 
         assert asset.status_code == 405 and asset.headers["allow"] == "GET, HEAD"
         put = await http.put("/login")
         assert put.status_code == 405 and put.headers["allow"] == "GET, HEAD, POST"
+
+
+REPLAY = {**BEARER, "x-jobwatch-dashboard": "replay", "content-type": "application/json"}
+
+
+def padded(size: int) -> bytes:
+    """A replay body of exactly ``size`` bytes, for a key no dead letter has."""
+    body = b'{"key": "job_1:terminal#1", "pad": ""}'
+    return body[:-2] + b"x" * (size - len(body)) + body[-2:]
+
+
+async def test_a_body_over_the_limit_is_told_so_with_413() -> None:
+    async with dashboard(token=TOKEN) as (_, http):
+        fits = await http.post("/dead-letters/replay", headers=REPLAY, content=padded(4096))
+        assert fits.status_code == 404  # read whole: no dead letter has that key
+        for body in (padded(4097), padded(200_000)):  # (the server reads the long one in parts)
+            big = await http.post("/dead-letters/replay", headers=REPLAY, content=body)
+            assert big.status_code == 413, len(body)
+            assert big.json() == {
+                "error": 'the body is over 4096 bytes: send only {"key": "<the event key>"}'
+            }
+        form = {"token": TOKEN, "pad": "x" * 4096}
+        login = await http.post("/login", data=form)
+        assert login.status_code == 413 and "set-cookie" not in login.headers
+        assert "over 4096 bytes" in login.text
+        assert (await http.post("/login", data={"token": TOKEN})).status_code == 303
