@@ -599,9 +599,30 @@ def _key_origin(watcher: Watcher, job_id: str) -> str:
         if _sends_a_key_of_its_own(watcher, job_id):
             return ""  # read by the provider itself ([auth] env): its message names it
         return "; [jobwatch] api_key is not set, nor JOBWATCH_API_KEY: set one of them"
-    if config.api_key.reveal() == os.environ.get("JOBWATCH_API_KEY"):
+    return _key_override(config)
+
+
+def _key_override(config: Config) -> str:
+    """Said of a refused key that JOBWATCH_API_KEY gave, not the file's ``api_key``."""
+    if config.api_key is not None and config.api_key.reveal() == os.environ.get("JOBWATCH_API_KEY"):
         return "; the key sent is JOBWATCH_API_KEY's, which overrides [jobwatch] api_key"
     return ""
+
+
+@contextmanager
+def _naming_the_key(config: Config) -> Iterator[None]:
+    """A refused key that ended the Watcher is said with where it came from, as ``watch``
+    says it of a job."""
+    try:
+        yield
+    except (AuthenticationError, BaseExceptionGroup) as exc:
+        error = _first_jobwatch_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        hint = _key_override(config)
+        if not isinstance(error, AuthenticationError) or not hint:
+            raise
+        raise AuthenticationError(
+            f"{error}{hint}", status=error.status, code=error.code, request_id=error.request_id
+        ) from None
 
 
 def _sends_a_key_of_its_own(watcher: Watcher, job_id: str) -> bool:
@@ -922,7 +943,7 @@ def _dashboard_command(args: argparse.Namespace) -> int:
     from ._dashboard import serve_dashboard
 
     config, environ = _load(args)
-    with _naming_address(args.listen, config, "dashboard"):
+    with _naming_address(args.listen, config, "dashboard"), _naming_the_key(config):
         anyio.run(serve_dashboard, config, args.listen, environ, backend=args.backend)
     return EXIT_OK
 

@@ -231,7 +231,7 @@ class DashboardApp:
         return cls(
             relay,
             options,
-            stats=lambda: watcher_stats(watcher),
+            stats=lambda: watcher_stats(watcher, relay.scrubber),
             dead_letters=lambda: dead_letters(watcher, relay.scrubber),
             replay=watcher.replay_dead_letter if replays(watcher.store) else None,
         )
@@ -647,9 +647,11 @@ def _guarded(
     return call
 
 
-def watcher_stats(watcher: Watcher) -> dict[str, Any]:
-    """The Watcher's counters as the page shows them (no secret is among them)."""
+def watcher_stats(watcher: Watcher, scrubber: Scrubber | None = None) -> dict[str, Any]:
+    """The Watcher's counters as the page shows them, and the transports that stopped for
+    good with why (scrubbed of secrets: an API's error text may quote what it was sent)."""
     s = watcher.statistics()
+    scrub = scrubber.text if scrubber is not None else str
     transports = {name: dict(counts) for name, counts in s.transports.items()}
     return {
         "requests": s.requests,
@@ -665,6 +667,7 @@ def watcher_stats(watcher: Watcher) -> dict[str, Any]:
         "safety_polls": s.safety_polls,
         "dropped": dict(s.dropped),
         "transports": transports,
+        "stopped": {name: scrub(why) for name, why in s.stopped.items()},
     }
 
 

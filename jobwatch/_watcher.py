@@ -24,7 +24,7 @@ from typing import Any, Self
 import anyio
 import attrs
 import httpx
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 from ._api import APIClient
 from ._budget import BudgetOptions, RequestBudget
@@ -35,6 +35,7 @@ from ._errors import (
     DecodeError,
     InvalidJobId,
     JobwatchError,
+    TransportError,
     WatcherClosed,
     WatchTimeout,
     leaves,
@@ -65,7 +66,9 @@ class Statistics:
 
     ``events_in`` counts events the transports decoded, ``events_out`` those delivered after
     dedup; ``dropped`` says why the rest were dropped. ``transports`` holds each transport's
-    own counters (requests, reconnects, fallbacks, ...).
+    own counters (requests, reconnects, fallbacks, ...). ``stopped`` names each transport
+    that stopped for good (the API refused the key of a stream, say) with why: nothing more
+    arrives through it. Once every transport has stopped, the Watcher ends with that error.
     """
 
     events_in: int
@@ -80,6 +83,7 @@ class Statistics:
     callback_errors: int
     dead_letters: int
     transports: Mapping[str, Mapping[str, int]]
+    stopped: Mapping[str, str] = attrs.field(factory=dict)
 
 
 class _State(enum.Enum):
@@ -176,6 +180,10 @@ class Watcher:
         self._inherited: list[str] = []
         self._counters: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._totals: dict[str, int] = defaultdict(int)
+        # Transports that stopped for good, by id() (a plugin's may not be hashable), and why.
+        self._stopped: dict[int, tuple[Transport, JobwatchError]] = {}
+        # The error the Watcher ends with once no transport runs any more.
+        self._failure: JobwatchError | None = None
 
     # -- construction --------------------------------------------------------------------
 
@@ -223,9 +231,11 @@ class Watcher:
             tg = anyio.create_task_group()
             await tg.__aenter__()
             self._tg = tg
+            if type(self.store).monitor is not Store.monitor:  # (the default returns at once)
+                tg.start_soon(self.store.monitor)
             self._dispatcher.start(tg)
             for transport in self._transports:
-                await tg.start(transport.run, self._host)
+                await tg.start(self._run_transport, transport)
             for job_id in list(self._watching):  # subscribed before the Watcher started
                 self._watch_transports(job_id)
                 tg.start_soon(self._mark_watched, job_id)
@@ -301,6 +311,11 @@ class Watcher:
                     if len(inner) == 1:
                         raise inner[0] from None
                     raise
+            # Every transport stopped, and the block was cancelled for it (or had ended): the
+            # block raises why. An error of the block's own, or a cancellation from outside,
+            # goes on as it is.
+            if self._failure is not None and (exc is None or result):
+                raise self._failure
         finally:
             with anyio.CancelScope(shield=True):
                 try:
@@ -310,6 +325,55 @@ class Watcher:
                     if self._closed is not None:
                         self._closed.set()
         return result
+
+    async def _run_transport(
+        self, transport: Transport, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run ``transport``; once started, a JobwatchError it raises, or a return, means
+        that it stopped for good (an error before it started fails the Watcher's start)."""
+        status = _Started(task_status)
+        try:
+            await transport.run(self._host, task_status=status)
+        except JobwatchError as exc:
+            if not status.done:
+                raise
+            error = exc
+        else:
+            if not status.done:
+                return  # anyio says that it never started
+            error = TransportError(
+                f"the {transport.name} transport stopped without saying why, so nothing more "
+                "can arrive through it; report this to the transport's authors, and use "
+                "another transport meanwhile"
+            )
+        if self._state is _State.OPEN:
+            self._transport_stopped(transport, error)
+
+    def _transport_stopped(self, transport: Transport, error: JobwatchError) -> None:
+        self._stopped[id(transport)] = (transport, error)
+        running = [t.name for t in self._transports if id(t) not in self._stopped]
+        if running:
+            log.error(
+                "the %s transport stopped: %s; the Watcher goes on with %s",
+                transport.name,
+                error,
+                ", ".join(running),
+            )
+            return
+        # Said by the error the Watcher ends with; the log only tells the story.
+        log.info(
+            "the %s transport stopped: %s; no transport can report anything any more, so "
+            "the Watcher ends",
+            transport.name,
+            error,
+        )
+        self._failure = error
+        # Whoever waits for a job hears why nothing more will come, not "the Watcher closed".
+        for record in list(self._pipeline.jobs.values()):
+            for queue in list(record.queues or ()):
+                queue.end(error)
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
 
     def _check_open(self, *, starting: bool = False) -> None:
         """Raise WatcherClosed unless the Watcher runs (``starting``: or has not started)."""
@@ -619,6 +683,7 @@ class Watcher:
             callback_errors=counts.callback_errors,
             dead_letters=counts.dead_letters,
             transports=per,
+            stopped={t.name: str(error) for t, error in self._stopped.values()},
         )
 
     # -- watched jobs ----------------------------------------------------------------------
@@ -869,6 +934,18 @@ def _identity(request: Request) -> tuple[Any, ...]:
         tuple(sorted(request.params.items())),
         tuple(sorted(request.headers.items())),
     )
+
+
+class _Started:
+    """A transport's task status that remembers whether the transport said it started."""
+
+    def __init__(self, status: TaskStatus[None]) -> None:
+        self._status = status
+        self.done = False
+
+    def started(self, value: None = None) -> None:
+        self.done = True
+        self._status.started(value)
 
 
 def _heard(record: JobRecord, now: float) -> float:

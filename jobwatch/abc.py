@@ -390,7 +390,12 @@ class Transport(abc.ABC):
     async def run(
         self, host: TransportHost, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Move bytes until cancelled, handing decoded events to ``host.deliver``."""
+        """Move bytes until cancelled, handing decoded events to ``host.deliver``.
+
+        A transport that can tell the Watcher nothing any more (the API refused its key)
+        raises a JobwatchError saying what to do; the Watcher names it in
+        ``statistics().stopped`` and ends with it once no transport runs. An error before
+        ``task_status.started()`` fails the Watcher's start."""
 
     def watch(self, job_id: str) -> None:  # noqa: B027 - optional hook
         """The application started watching ``job_id``."""
@@ -429,6 +434,18 @@ class Store(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files."""
+
+    async def monitor(self) -> None:  # noqa: B027 - optional hook
+        """Watch, while a Watcher uses the store, for a loss that must stop it; raise it then.
+
+        The Watcher runs this in its task group from start to close (after :meth:`open`), and
+        an error raised here ends the Watcher with it, as a transport's error does: its
+        callbacks stop, nothing more is dispatched, and ``async with watcher`` raises it. A
+        store that can lose, behind the process's back, what this process owns — a lease on
+        its inbox that ran out while another process adopted what it held — raises an error
+        that says what to do (restart, so that it takes a new lease). Returning ends only the
+        watch. The default returns at once: a store without such a loss has nothing to do.
+        """
 
     @abc.abstractmethod
     async def record(

@@ -187,6 +187,7 @@
       for (const part of node.dataset.stat.split(".")) value = value ? value[part] : undefined;
       node.textContent = value === undefined ? "–" : Number(value).toLocaleString();
     }
+    showStopped(stats.stopped || {});
     const dead = stats.dead_letters || 0;
     document.querySelector('[data-stat="dead_letters"]').parentElement
       .classList.toggle("alert", dead > 0);
@@ -194,6 +195,19 @@
       state.deadLetters = dead;
       loadDeadLetters();
     }
+  }
+
+  // A transport that stopped for good (a refused key, say): which, and why, as text.
+  function showStopped(stopped) {
+    const names = Object.keys(stopped).sort();
+    const list = $("#stopped-list");
+    list.replaceChildren();
+    for (const name of names) {
+      const item = el("li");
+      item.append(el("code", null, name), document.createTextNode(" stopped: " + stopped[name]));
+      list.append(item);
+    }
+    $("#stopped").hidden = names.length === 0;
   }
 
   async function loadDeadLetters() {

@@ -32,9 +32,11 @@ What makes a stream reliable (details in ``docs/streaming.md``):
   ``text/event-stream``, or ``max_failures`` failed attempts in a row degrade the stream's jobs
   to polling every ``fallback_interval`` seconds; every ``probe_interval`` seconds the stream is
   tried again, and the transport returns to it once it opens.
-- **Errors** of httpx are translated into jobwatch's tree at this seam; a 401
-  ends the affected jobs (their ``wait()`` raises AuthenticationError) instead of retrying a
-  refused key forever.
+- **Errors** of httpx are translated into jobwatch's tree at this seam. A refused key (the
+  provider's AuthenticationError) is not retried: on a job's stream it ends that job (its
+  ``wait()`` raises it); on the workspace stream, which reports every job, it stops the
+  transport — ``run`` raises it, the Watcher names it in ``statistics().stopped`` and, with no
+  other transport running, ends with it.
 
 Counters in ``Watcher.statistics().transports["sse"]``: ``streams_opened``, ``reconnects``,
 ``stalls``, ``fallbacks``, ``recoveries``, ``malformed``, ``oversized``, ``redirects``,
@@ -208,6 +210,8 @@ class SSETransport(Transport):
         self._reconcile_wake = anyio.Event()
         self._pacer = Pacer(0.0, burst=_RECONCILERS)
         self._limits = self.options.limits()
+        #: Why the transport stopped for good (the workspace stream's key was refused).
+        self._stopped: JobwatchError | None = None
 
     @property
     def reports_every_job(self) -> bool:
@@ -240,9 +244,12 @@ class SSETransport(Transport):
                 self._start_streams(host)
                 task_status.started()
         finally:
+            stopped, self._stopped = self._stopped, None
             send.close()
             self._host = self._tg = self._client = self._send = None
             self._streams.clear()
+        if stopped is not None:
+            raise stopped  # the Watcher goes on with its other transports, or ends with it
 
     def _make_client(self, host: TransportHost) -> httpx.AsyncClient:
         timeout = httpx.Timeout(None, connect=self.options.connect_timeout)
@@ -337,9 +344,8 @@ class SSETransport(Transport):
                 anyio.current_time(), ending.cause, retry_after=ending.retry_after
             )
             if plan.action is Action.END:
-                await self._refused(stream, ending.error)
-                if stream.job_id is not None:
-                    return
+                self._refused(stream, ending.error)
+                return
             elif plan.action is Action.FALLBACK:
                 if plan.fell_back:
                     host.count(self.name, "fallbacks")
@@ -360,15 +366,19 @@ class SSETransport(Transport):
                 )
                 await anyio.sleep_until(plan.at)
 
-    async def _refused(self, stream: _Stream, error: JobwatchError) -> None:
+    def _refused(self, stream: _Stream, error: JobwatchError) -> None:
+        """The API refused the key: a job's stream ends that job; the workspace stream,
+        which reports every job, stops the transport (asking again with a refused key would
+        only look healthy while nothing can arrive)."""
         host = self._require_host()
-        jobs = [stream.job_id] if stream.job_id is not None else sorted(host.watched())
-        log.error("%s: %s; ending %d watched job(s)", stream.label, error, len(jobs))
-        for job_id in jobs:
-            host.end_job(job_id, error)
-        if stream.job_id is None:
-            # The workspace stream stays: try again later, for jobs watched since.
-            await anyio.sleep(self.options.probe_interval)
+        if stream.job_id is not None:
+            log.error("%s: %s; ending the job", stream.label, error)
+            host.end_job(stream.job_id, error)
+            return
+        log.debug("%s: %s; the sse transport stops", stream.label, error)
+        self._stopped = error  # the Watcher says so
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
 
     async def _fallback(self, stream: _Stream, *, until: float) -> None:
         while True:

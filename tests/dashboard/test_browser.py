@@ -320,3 +320,27 @@ def test_a_page_left_open_keeps_no_more_jobs_than_the_dashboard_does(
         until(agree, "the page shows the jobs the dashboard keeps", timeout=10)
         assert all(row(page, j).count() == 1 for j in jobs[-3:])
         assert page.locator("#stat-jobs").inner_text() == "3"
+
+
+def test_a_transport_that_stopped_is_shown_with_why_while_the_page_stays_live(
+    page: Any, workdir: Path, sim: Sim
+) -> None:
+    # The key is refused: the workspace stream stops for good, the webhook receiver goes on.
+    # The page said "live" with no jobs and nothing else; it says which transport stopped.
+    directory = workdir / "refused"
+    directory.mkdir(exist_ok=True)
+    extra = '\n[jobwatch.webhook]\nlisten = "127.0.0.1:0"\nsecrets = ["whsec_test"]\n'
+    config = write_config(directory, sim.url, extra=extra)
+    text = config.read_text().replace('"rdr_sim"', '"rdr_wrong"')
+    config.write_text(text.replace('transport = "sse"', 'transport = ["webhook", "sse"]'))
+    with running(
+        ["dashboard", "--config", str(config), "--listen", "127.0.0.1:0"], cwd=directory
+    ) as proc:
+        log_in(page, proc.url)
+        banner = page.locator("#stopped")
+        banner.wait_for(state="visible", timeout=15_000)
+        said = page.locator("#stopped-list li").all_inner_texts()
+        assert len(said) == 1 and said[0].startswith("sse stopped: "), said
+        assert "401" in said[0] and "check api_key" in said[0] and "rdr_wrong" not in said[0]
+        assert page.locator("#connection").get_attribute("data-state") == "live"
+        page.screenshot(path=str(directory / "stopped.png"))

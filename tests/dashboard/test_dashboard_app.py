@@ -16,9 +16,11 @@ from _dashboard_support import TOKEN
 import jobwatch
 from jobwatch._dashboard import check_exposure, is_loopback
 from jobwatch.abc import Store, Verdict
+from jobwatch.sim import Simulator, running
 from jobwatch.stores.memory import MemoryStore
 from jobwatch.stores.sqlite import SQLiteStore
 from jobwatch.testing import ScriptedTransport, make_event
+from jobwatch.transports.sse import SSEOptions, SSETransport
 
 pytestmark = pytest.mark.anyio
 ASSETS = Path(jobwatch.__file__).parent / "dashboard"
@@ -477,3 +479,36 @@ def test_doctor_shows_the_dashboard_table_without_its_token() -> None:
     assert TOKEN not in str(config.redacted())
     options = jobwatch._dashboard.DashboardOptions.from_config(config)
     assert TOKEN not in repr(options)
+
+
+async def test_a_transport_that_stopped_is_shown_with_why_while_the_dashboard_serves() -> None:
+    # The workspace stream refused the key; a receiving transport still runs, so the Watcher
+    # and its dashboard go on, and the statistics say which transport stopped and why.
+    sim = Simulator(seed=1)
+    async with running(sim) as url:
+        config = jobwatch.Config.from_mapping(
+            {
+                "jobwatch": {
+                    "base_url": url,
+                    "api_key": "rdr_wrong_key_42",
+                    "store": "memory",
+                    "safety_poll": 0,
+                    "sse": {"scope": "workspace"},
+                }
+            }
+        )
+        sse = SSETransport(config.options("sse", SSEOptions))
+        watcher = jobwatch.Watcher(
+            config, transports=[ScriptedTransport(), sse], store=MemoryStore()
+        )
+        app = watcher.dashboard_app()
+        async with watcher, client(app) as http:
+            with anyio.fail_after(10):
+                while not watcher.statistics().stopped:  # noqa: ASYNC110 - the simulator's answer
+                    await anyio.sleep(0.01)
+            stats = (await http.get("/stats")).json()
+            table = (await http.get("/jobs")).json()
+    assert list(stats["stopped"]) == ["sse"]
+    assert "401" in stats["stopped"]["sse"] and "check api_key" in stats["stopped"]["sse"]
+    assert table["stats"]["stopped"] == stats["stopped"]
+    assert "rdr_wrong_key_42" not in str(stats)

@@ -3,7 +3,10 @@ a refusal to serve beyond loopback without a token."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,3 +81,31 @@ def test_a_bad_listen_address_names_the_flag(
     config = write_config(tmp_path, "http://127.0.0.1:9")
     assert main(["dashboard", "--config", str(config), "--listen", "here"]) == 2
     assert "--listen must be 'HOST:PORT'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["file", "environment"])
+def test_a_refused_key_ends_it_saying_what_to_do(tmp_path: Path, sim: Sim, key: str) -> None:
+    # The workspace stream was refused and the dashboard went on serving "live" with no jobs
+    # and nothing in its statistics: with no transport left, it ends, and says why.
+    config = write_config(tmp_path, sim.url)
+    env = {**os.environ}
+    env.pop("JOBWATCH_API_KEY", None)
+    if key == "file":
+        config.write_text(config.read_text().replace('"rdr_sim"', '"rdr_wrong"'), "utf-8")
+    else:
+        env["JOBWATCH_API_KEY"] = "rdr_wrong"
+    done = subprocess.run(
+        [sys.executable, "-m", "jobwatch", "dashboard", "--config", str(config)]
+        + ["--listen", "127.0.0.1:0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1, done
+    errors = [line for line in done.stderr.splitlines() if line.startswith("jobwatch: error: ")]
+    assert len(errors) == 1 and "401" in errors[0], done.stderr
+    assert "check api_key" in errors[0] and "rdr_wrong" not in done.stderr
+    overridden = "the key sent is JOBWATCH_API_KEY's, which overrides [jobwatch] api_key"
+    assert errors[0].endswith(overridden) == (key == "environment"), errors[0]

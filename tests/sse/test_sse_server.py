@@ -267,14 +267,17 @@ async def test_repeated_failures_fall_back_and_a_401_ends_the_jobs() -> None:
         cfg = config(
             url, scope="workspace", max_failures=3, fallback_interval=0.05, probe_interval=0.2
         )
-        async with watcher(cfg) as w:
-            sub = w.subscribe(lambda e: None, job_id=JOB)
-            await until(lambda: sse_stats(w).get("fallbacks") == 1)
-            assert len(server.stream_opens) == 3
-            server.stream_mode = 401
-            with anyio.fail_after(10), pytest.raises(jobwatch.AuthenticationError):
-                await w.wait(JOB)
-            sub.cancel()
+        # The refused workspace stream stops the only transport: the Watcher ends with it too.
+        with pytest.raises(jobwatch.AuthenticationError):
+            async with watcher(cfg) as w:
+                sub = w.subscribe(lambda e: None, job_id=JOB)
+                await until(lambda: sse_stats(w).get("fallbacks") == 1)
+                assert len(server.stream_opens) == 3
+                server.stream_mode = 401
+                with anyio.fail_after(10), pytest.raises(jobwatch.AuthenticationError):
+                    await w.wait(JOB)
+                sub.cancel()
+    assert "check api_key" in w.statistics().stopped["sse"]
 
 
 def described(url: str) -> jobwatch.Config:

@@ -173,6 +173,26 @@ async def test_a_refused_key_ends_the_job_instead_of_retrying() -> None:
     assert sim.request_counts().by_endpoint.get("GET /v1/jobs/{id}/stream", 0) == 1
 
 
+async def test_a_refused_key_on_the_workspace_stream_ends_the_watcher_saying_what_to_do() -> None:
+    # The workspace stream is what reports every job to callbacks that watch no job of their
+    # own (a dashboard, a worker): refused, it ended 0 watched jobs and tried again every
+    # probe_interval for good, while the Watcher looked healthy and nothing could arrive.
+    sim = Simulator(seed=1)
+    heard: list[JobEvent] = []
+    async with running(sim) as url:
+        cfg = config(url, api_key="rdr_wrong", scope="workspace", backoff_initial=0.01)
+        sse = transport(cfg)
+        with anyio.fail_after(10), pytest.raises(jobwatch.AuthenticationError) as caught:
+            async with jobwatch.Watcher(cfg, transports=[sse], store=MemoryStore()) as watcher:
+                watcher.subscribe(heard.append)
+                await anyio.sleep_forever()
+    assert "check api_key" in str(caught.value) and "rdr_wrong" not in str(caught.value)
+    assert sim.request_counts().by_endpoint.get("GET /v1/events", 0) == 1
+    assert heard == []
+    stopped = watcher.statistics().stopped
+    assert list(stopped) == ["sse"] and "check api_key" in stopped["sse"]
+
+
 async def test_a_job_unknown_to_the_api_ends_with_job_not_found() -> None:
     sim = Simulator(seed=1)
     async with running(sim) as url:
