@@ -162,3 +162,39 @@ async def test_a_callback_may_close_its_watcher() -> None:
         async with w:
             await transport.send(make_event("completed"))
             await anyio.sleep_forever()
+
+
+class _LosingStore(MemoryStore):
+    """A store that can lose what this process owns behind its back (as a lease runs out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = anyio.Event()
+
+    async def monitor(self) -> None:
+        await self.lost.wait()
+        raise jobwatch.JobwatchError("the inbox went to another process; restart this one")
+
+
+async def test_a_store_that_loses_its_inbox_ends_the_watcher_with_its_error() -> None:
+    # What the callbacks still held would otherwise be dispatched here and by the process
+    # that took the inbox over.
+    store = _LosingStore()
+    transport = ScriptedTransport()
+    w = jobwatch.Watcher(CONFIG, transports=[transport], store=store)
+    gate = anyio.Event()
+    handled: list[str] = []
+
+    async def slow(event: jobwatch.JobEvent) -> None:
+        await gate.wait()
+        handled.append(event.key)
+
+    w.subscribe(slow)
+    with anyio.fail_after(5), pytest.raises(jobwatch.JobwatchError, match="restart this one"):
+        async with w:
+            await transport.send(make_event("started", "job_1"), make_event("page", "job_1"))
+            await anyio.wait_all_tasks_blocked()  # the first callback waits, the second queued
+            store.lost.set()
+            await anyio.sleep_forever()  # ended by the store's error, not by the block
+    assert handled == []
+    assert len(await store.pending()) == 2  # left for whoever owns the inbox now

@@ -13,11 +13,12 @@ Both are found by jobwatch through entry points; nothing here is imported by job
 
 from ._client import RedisCommandError, RedisUnavailable
 from ._relay import RelayOptions, RelayTransport
-from ._store import RedisOptions, RedisStore
+from ._store import LeaseLost, RedisOptions, RedisStore
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LeaseLost",
     "RedisCommandError",
     "RedisOptions",
     "RedisStore",

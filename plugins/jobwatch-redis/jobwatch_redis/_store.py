@@ -11,7 +11,9 @@ Layout (every key under ``{prefix}:``; see :class:`~._keys.Keys`):
   and has not yet dispatched, in record order. Each process has its own inbox, because only
   it knows when its callbacks are done. ``lease:{owner}`` exists while that process lives
   (a heartbeat renews it); a process that starts — or restarts under the same owner name —
-  replays its own inbox and adopts the inbox of every owner whose lease has expired.
+  replays its own inbox and adopts the inbox of every owner whose lease has expired. A
+  process that cannot renew its lease in time stops (:class:`LeaseLost`, raised by
+  :meth:`RedisStore.monitor` to end the Watcher, and by every later write of its own).
 - ``checkpoints:{owner}`` — stream positions, per process (each holds its own streams).
 
 :meth:`RedisStore.record` reads the job's state, calls the pure ``decide``, and commits with
@@ -45,7 +47,7 @@ from ._backoff import Backoff
 from ._client import RedisClient, RedisUnavailable, describe_url
 from ._keys import Keys, as_str, is_fresh, seen_value, state_from_json, state_to_json
 
-__all__ = ["RedisOptions", "RedisStore"]
+__all__ = ["LeaseLost", "RedisOptions", "RedisStore"]
 
 log = logging.getLogger("jobwatch.redis")
 
@@ -61,6 +63,20 @@ _UNSURE_FOR = 600.0
 _UNSURE_KEPT = 10_000
 #: Job states kept to decide the next batch on without reading them first.
 _STATES_KEPT = 10_000
+#: The share of ``lease``, from the sending of the last renewal that Redis took, during which
+#: a process counts on its lease: past it, it stops, before Redis can let the lease run out
+#: (which happens ``lease`` seconds after Redis took the renewal) and another process adopt.
+_SURE_FOR = 0.8
+
+
+class LeaseLost(JobwatchError):
+    """This process no longer holds the lease of its owner name: it could not renew it in
+    time (Redis unreachable, or the process stalled), or another process holds it now.
+
+    Another receiver may adopt its inbox and dispatch what it holds, so the store refuses to
+    record, acknowledge or dispatch anything more, and the Watcher ends with this error.
+    Restart the process (a supervisor does): it takes a new lease.
+    """
 
 
 @attrs.frozen(kw_only=True)
@@ -129,6 +145,12 @@ class RedisStore(Store):
         )
         self._token = uuid.uuid4().hex
         self._stop = threading.Event()
+        #: Set once the lease is lost (then for good), or the store closes.
+        self._changed = threading.Event()
+        self._lost: LeaseLost | None = None
+        self._losing = threading.Lock()
+        #: time.monotonic() until which this process surely holds its lease.
+        self._deadline = math.inf
         self._heartbeat: threading.Thread | None = None
         self._adopted = False
         #: Each job's state as this process last saw Redis hold it (None: absent).
@@ -162,7 +184,10 @@ class RedisStore(Store):
         """Connect, take this owner's lease, and start renewing it."""
         deadline = anyio.current_time() + self.options.lease * 1.5
         waiting = False
-        while not await self._client.call(self._take_lease):
+        while True:
+            sent = time.monotonic()
+            if await self._client.call(self._take_lease):
+                break
             if not waiting:  # a start that waits says why, rather than seeming to hang
                 waiting = True
                 log.warning(
@@ -180,6 +205,9 @@ class RedisStore(Store):
             # The lease of a process that crashed under this owner name runs out soon.
             await anyio.sleep(min(0.5, self.options.lease / 10))
         self._stop.clear()
+        self._changed.clear()
+        self._lost = None
+        self._deadline = sent + self.options.lease * _SURE_FOR
         self._adopted = False
         self._heartbeat = threading.Thread(
             target=self._renew, name=f"jobwatch-redis-lease-{self.owner}", daemon=True
@@ -199,25 +227,83 @@ class RedisStore(Store):
         # even while the event loop is busy. The owner is named again each time: a Redis
         # that restarted empty has forgotten it, and an owner missing from the set is never
         # looked at by the others, whatever its inbox holds when it dies.
-        while not self._stop.wait(self.options.lease / 3):
+        # Once the lease is lost it is never taken again: another process may have adopted
+        # what this one holds, and only a restart, under a new lease, dispatches safely.
+        while self._lost is None and not self._stop.wait(self.options.lease / 3):
+            sent = time.monotonic()
             try:
-                self._renew_once(self._client.redis)
+                outcome = self._renew_once(self._client.redis)
             except redis.RedisError as exc:
                 log.warning("could not renew the lease of owner %s: %s", self.owner, exc)
+                self._expired()
+                continue
+            if outcome == 0:  # never taken from the process that holds it now
+                self._lose(
+                    "it is held by another process, started under the same owner name after "
+                    "this one's lease ran out",
+                    "give each receiver its own owner name ([jobwatch.redis] owner) and restart "
+                    "this one",
+                )
+            else:
+                # Redis held the lease until now (1), so nobody adopted; or took it again (2).
+                self._deadline = sent + self.options.lease * _SURE_FOR
 
-    def _renew_once(self, r: redis.Redis) -> None:
+    def _expired(self) -> bool:
+        """Whether the lease is lost: lost before, or not renewed in time (then lost now)."""
+        if self._lost is None and time.monotonic() >= self._deadline:
+            self._lose(
+                f"it could not be renewed for {self.options.lease * _SURE_FOR:.1f} s (Redis "
+                "was unreachable — a network partition — or this process stalled) and Redis "
+                f"lets it run out {self.options.lease:g} s after the last renewal",
+                "restart this process (a process supervisor does): it takes a new lease and "
+                "dispatches what is still its own. If it stalls (pauses, long garbage "
+                "collections) or loses Redis that long more than rarely, raise "
+                "[jobwatch.redis] lease",
+            )
+        return self._lost is not None
+
+    def _lose(self, why: str, advice: str) -> LeaseLost:
+        with self._losing:
+            if self._lost is None:
+                self._lost = LeaseLost(
+                    f"[jobwatch.redis] owner {self.owner!r} lost its lease: {why}. Another "
+                    "receiver may adopt its inbox and dispatch what it holds, so this process "
+                    f"stopped recording and dispatching; {advice}"
+                )
+                log.error("%s", self._lost)
+                self._changed.set()
+            return self._lost
+
+    def _holding(self) -> None:
+        """Raise LeaseLost once the lease is lost: nothing more is recorded, acknowledged or
+        dispatched from an inbox another process may adopt."""
+        if self._expired():
+            raise LeaseLost(str(self._lost))
+
+    async def monitor(self) -> None:
+        """Raise :class:`LeaseLost` once this process's lease is lost, so that the Watcher
+        ends before Redis lets the lease run out and another process adopts the inbox."""
+        lost = await anyio.to_thread.run_sync(self._await_loss, abandon_on_cancel=True)
+        if lost is not None:
+            raise LeaseLost(str(lost))
+
+    def _await_loss(self) -> LeaseLost | None:
+        # A thread of its own: the heartbeat may be stuck in a call for `timeout` seconds,
+        # and the event loop may be busy, when the deadline passes.
+        while not self._stop.is_set():
+            self._changed.wait(max(0.0, self._deadline - time.monotonic()))
+            if self._stop.is_set():
+                break
+            if self._expired():
+                return self._lost
+        return None
+
+    def _renew_once(self, r: redis.Redis) -> int:
         renew = _scripts.script(r, _scripts.RENEW)
         keys = [self.keys.lease(), self.keys.owners]
         args = [self._token, str(int(self.options.lease * 1000)), self.owner]
-        outcome = renew(keys=keys, args=args, client=r)
-        if outcome == 0:  # never taken from the process that holds it now
-            log.error(
-                "[jobwatch.redis] owner %r is held by another process that started under the "
-                "same name after this one's lease ran out; give each receiver its own owner "
-                "name — until this process stops, both dispatch that owner's inbox",
-                self.owner,
-            )
-        elif outcome == 2:
+        outcome = int(renew(keys=keys, args=args, client=r))
+        if outcome == 2:
             log.warning(
                 "the lease of owner %s had run out (Redis restarted empty, or could not be "
                 "reached for %.0f s) and is taken again; a receiver that started meanwhile "
@@ -225,10 +311,12 @@ class RedisStore(Store):
                 self.owner,
                 self.options.lease,
             )
+        return outcome
 
     async def aclose(self) -> None:
         """Stop renewing, give the lease back (others may adopt what is left), disconnect."""
         self._stop.set()
+        self._changed.set()
         if self._heartbeat is None:  # never opened (Redis was down): no lease to give back
             self._client.close()
             return
@@ -247,11 +335,16 @@ class RedisStore(Store):
 
     # -- retries ---------------------------------------------------------------------------
 
-    async def _retrying(self, fn: Callable[[], Awaitable[T]], deadline: float, what: str) -> T:
-        """``fn()``, retried with backoff while Redis is unavailable, for ``deadline`` s."""
+    async def _retrying(
+        self, fn: Callable[[], Awaitable[T]], deadline: float, what: str, *, owned: bool = False
+    ) -> T:
+        """``fn()``, retried with backoff while Redis is unavailable, for ``deadline`` s;
+        ``owned``: a write into what this owner holds, never tried once the lease is lost."""
         backoff = Backoff(initial=0.05, maximum=1.0)
         give_up = anyio.current_time() + deadline
         while True:
+            if owned:
+                self._holding()
             try:
                 return await fn()
             except RedisUnavailable as exc:
@@ -265,9 +358,9 @@ class RedisStore(Store):
             lambda: self._client.call(fn), self.options.record_deadline, what
         )
 
-    async def _write(self, fn: Callable[[redis.Redis], T], what: str) -> T:
+    async def _write(self, fn: Callable[[redis.Redis], T], what: str, *, owned: bool = False) -> T:
         return await self._retrying(
-            lambda: self._client.call(fn), self.options.write_deadline, what
+            lambda: self._client.call(fn), self.options.write_deadline, what, owned=owned
         )
 
     # -- record ----------------------------------------------------------------------------
@@ -313,6 +406,7 @@ class RedisStore(Store):
         one round trip a batch. ``claim`` is taken by the script call that commits the last
         of the batch's jobs, atomically with them.
         """
+        self._holding()
         if type(self).record is not RedisStore.record:  # a subclass's record sees every event
             return await super().record_batch(records, ttl=ttl, claim=claim)
         if not records:  # nothing to commit the claim with
@@ -370,6 +464,7 @@ class RedisStore(Store):
         committed before a later round failed, and — once Redis answers again — those whose
         commit ran although its answer was lost, found in this owner's inbox under the
         commit's nonce."""
+        self._holding()
         found = [*await super().stranded(), *self._stranded]
         self._stranded = []
         if self._unsure:
@@ -443,7 +538,9 @@ class RedisStore(Store):
 
     async def _until(self, give_up: float, fn: Callable[[redis.Redis], T]) -> T:
         remaining = max(give_up - anyio.current_time(), 0.01)
-        return await self._retrying(lambda: self._client.call(fn), remaining, "recording")
+        return await self._retrying(
+            lambda: self._client.call(fn), remaining, "recording", owned=True
+        )
 
     def _commit_args(
         self, job_id: str | None, current: bytes | None, verdict: Verdict, ttl: float
@@ -508,6 +605,7 @@ class RedisStore(Store):
         The first call after :meth:`open` (the Watcher's replay at start) first adopts the
         inboxes of owners whose lease expired, so that what they left is dispatched here.
         """
+        self._holding()
         if not self._adopted:
             await self._read(self._adopt_orphans, "adopting inboxes")
             self._adopted = True
@@ -553,7 +651,7 @@ class RedisStore(Store):
             run(keys=[self.keys.inbox(), self.keys.order()], args=[key], client=r)
 
         try:
-            await self._write(ack, "acknowledging an event")
+            await self._write(ack, "acknowledging an event", owned=True)
         except RedisUnavailable as exc:
             # Not fatal: the event stays in the inbox and is dispatched again after a restart.
             log.error("could not remove %s from the inbox: %s", key, exc)
@@ -565,7 +663,9 @@ class RedisStore(Store):
         return None if raw is None else as_str(raw)
 
     async def put_checkpoint(self, name: str, value: str) -> None:
-        await self._write(lambda r: r.hset(self.keys.checkpoints, name, value), "checkpointing")
+        await self._write(
+            lambda r: r.hset(self.keys.checkpoints, name, value), "checkpointing", owned=True
+        )
 
     async def dead_letter(self, event: JobEvent, subscriber: str, error: str) -> None:
         entry = f'{{"subscriber":{_q(subscriber)},"error":{_q(error)},"event":{event.to_json()}}}'
@@ -618,7 +718,7 @@ class RedisStore(Store):
             r.transaction(attempt, keys.dead_letters, keys.seq)
             return moved
 
-        return await self._write(move, "replaying a dead letter")
+        return await self._write(move, "replaying a dead letter", owned=True)
 
     async def drop(self, key: str) -> bool:
         """Forget ``key``: its dead letters (every owner's) and its row in this owner's inbox."""
@@ -639,7 +739,7 @@ class RedisStore(Store):
                 removed = pipe.execute()
             return bool(found) or bool(removed[-2])
 
-        return await self._write(forget, "dropping an event")
+        return await self._write(forget, "dropping an event", owned=True)
 
 
 def _dead_letter(raw: bytes | str) -> tuple[JobEvent, str, str]:

@@ -37,7 +37,9 @@ def receiver_config(url: str, prefix: str, stream: str, owner: str, secret: str)
                     "url": url,
                     "prefix": prefix,
                     "owner": owner,
-                    "lease": 3.0,
+                    # Longer than Redis is away in the restart test: a receiver that cannot
+                    # renew its lease for 0.8 x lease stops (another may adopt its inbox).
+                    "lease": 10.0,
                     "record_deadline": 1.0,
                     "timeout": 0.5,
                 },

@@ -3,8 +3,9 @@
 ``cut_after(marker, down_for)`` arms it: the next request that carries ``marker`` reaches
 Redis (which runs it), but its answer never reaches the client — every connection is closed
 at once, and for ``down_for`` seconds every new one is closed as soon as it is accepted, as
-if Redis had gone away just after running the command. Threads and plain sockets, so that it
-serves trio and asyncio tests alike.
+if Redis had gone away just after running the command. ``partition(down_for)`` cuts it off
+the same way at once, whatever is sent. Threads and plain sockets, so that it serves trio and
+asyncio tests alike.
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ class RedisProxy:
         with self._lock:
             self._marker, self._down_for = marker, down_for
         self.cut.clear()
+
+    def partition(self, *, down_for: float) -> None:
+        """Cut every connection now, and close every new one for ``down_for`` seconds: the
+        client is cut off from a Redis that others still reach (a network partition)."""
+        with self._lock:
+            self._down_until = time.monotonic() + down_for
+        self._drop_all()
 
     @property
     def down(self) -> bool:
