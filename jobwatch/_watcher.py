@@ -231,6 +231,8 @@ class Watcher:
             tg = anyio.create_task_group()
             await tg.__aenter__()
             self._tg = tg
+            if type(self.store).monitor is not Store.monitor:  # (the default returns at once)
+                tg.start_soon(self.store.monitor)
             self._dispatcher.start(tg)
             for transport in self._transports:
                 await tg.start(self._run_transport, transport)

@@ -435,6 +435,18 @@ class Store(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files."""
 
+    async def monitor(self) -> None:  # noqa: B027 - optional hook
+        """Watch, while a Watcher uses the store, for a loss that must stop it; raise it then.
+
+        The Watcher runs this in its task group from start to close (after :meth:`open`), and
+        an error raised here ends the Watcher with it, whatever transports still run: its
+        callbacks stop, nothing more is dispatched, and ``async with watcher`` raises it. A
+        store that can lose, behind the process's back, what this process owns — a lease on
+        its inbox that ran out while another process adopted what it held — raises an error
+        that says what to do (restart, so that it takes a new lease). Returning ends only the
+        watch. The default returns at once: a store without such a loss has nothing to do.
+        """
+
     @abc.abstractmethod
     async def record(
         self, job_id: str | None, decide: Callable[[JobState | None], Verdict], *, ttl: float
