@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import attrs
 
+from ..sim._clock import TimerHandle
 from ..transports._signatures import StandardWebhooksScheme
 from ._fake_api import FakeAPI, FakeFaults, FakeStep, SlidingWindow
 from ._http import FakeError, Reply, Request, Route, StreamReply, Write
@@ -25,6 +26,10 @@ __all__ = ["ReplicateFake"]
 STATUSES = ("starting", "processing", "succeeded", "failed", "canceled", "aborted")
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 WEBHOOK_EVENTS = ("start", "output", "logs", "completed")
+#: Replicate sends ``output`` and ``logs`` deliveries at most once every 500 ms (``start`` and
+#: ``completed`` always): a change within that time goes with the next one.
+THROTTLED = frozenset({"output", "logs"})
+THROTTLE = 0.5
 #: What the stream's ``done`` event says for each terminal status.
 _DONE = {
     "succeeded": {},
@@ -77,8 +82,9 @@ class ReplicateFake(FakeAPI):
     SSE stream on the fake (events ``output``, ``logs``, ``error``, ``done``, each with an
     ``id:``; a reconnect with ``Last-Event-ID`` resumes after that event). Its `webhook` gets
     the prediction itself as the body, signed with Standard Webhooks and `webhook_secret`
-    (``webhook-id`` is the delivery id); only the final (``completed``) delivery is retried,
-    after `webhook_retries`.
+    (``webhook-id`` is the delivery id); ``output`` and ``logs`` deliveries leave at most once
+    every 500 ms (changes meanwhile go with the next one, or with ``completed``); only the
+    final (``completed``) delivery is retried, after `webhook_retries`.
 
     Args:
         api_key: the only token accepted (``Authorization: Bearer`` or ``Token``); any
@@ -128,6 +134,8 @@ class ReplicateFake(FakeAPI):
         self._streams: dict[str, _Stream] = {}
         self._hooks: dict[str, _Hook] = {}
         self._started: dict[str, float] = {}  # simulated time each prediction began processing
+        # Per prediction: when its last output or logs delivery left, and the one due, if any.
+        self._throttled: dict[str, tuple[float | None, TimerHandle | None]] = {}
         forged = whsec(b"forged-" * 4)
         self._schemes = {
             False: StandardWebhooksScheme([self.webhook_secret]),
@@ -222,11 +230,11 @@ class ReplicateFake(FakeAPI):
         if step.logs is not None:
             data["logs"] += step.logs + "\n"
             self._emit(job_id, "logs", step.logs, at)
-            self._notify(job_id, "logs")
+            self._notify(job_id, "logs", at)
         if step.output is not None:
             data["output"] = [*(data["output"] or []), step.output]
             self._emit(job_id, "output", step.output, at)
-            self._notify(job_id, "output")
+            self._notify(job_id, "output", at)
         if data["status"] != before and data["status"] in TERMINAL:
             self._finish(job_id, data, at)
 
@@ -293,10 +301,35 @@ class ReplicateFake(FakeAPI):
 
     # -- webhooks ------------------------------------------------------------------------
 
-    def _notify(self, prediction_id: str, event: str) -> None:
+    def _notify(self, prediction_id: str, event: str, at: float | None = None) -> None:
         hook = self._hooks.get(prediction_id)
         if hook is None or event not in hook.events:
             return
+        if event in THROTTLED:
+            at = self.now() if at is None else at
+            last, due = self._throttled.get(prediction_id, (None, None))
+            if due is not None:
+                return  # the delivery already due carries this change too
+            if last is not None and at - last < THROTTLE:
+                when = last + THROTTLE
+                handle = self.timers.call_at(when, lambda: self._flush(prediction_id, event, when))
+                self._throttled[prediction_id] = (last, handle)
+                return
+            self._throttled[prediction_id] = (at, None)
+        elif event == "completed":
+            _, due = self._throttled.pop(prediction_id, (None, None))
+            if due is not None:
+                due.cancel()  # the final delivery carries every change
+        self._send(prediction_id, event)
+
+    def _flush(self, prediction_id: str, event: str, at: float) -> None:
+        """Send the throttled delivery due at ``at``, with the prediction as it is then."""
+        self._throttled[prediction_id] = (at, None)
+        if self._data(prediction_id)["status"] not in TERMINAL:
+            self._send(prediction_id, event)
+
+    def _send(self, prediction_id: str, event: str) -> None:
+        hook = self._hooks[prediction_id]
         body = self.render(self._data(prediction_id), self.url)
         self.sender.enqueue(
             Outgoing(

@@ -174,6 +174,31 @@ async def test_webhooks_carry_the_prediction_and_only_the_last_is_retried(
     assert final["urls"]["stream"].endswith(prediction_id)
 
 
+async def test_output_and_logs_deliveries_leave_at_most_once_every_500_ms(
+    clock: ManualClock, receiver: Receiver
+) -> None:
+    # Ten chunks of output and a line of logs 0.1 s apart: Replicate throttles these
+    # deliveries, and each one that leaves carries the prediction as it is then.
+    steps = [FakeStep(delay=0.5, status="processing")]
+    steps += [FakeStep(delay=0.1, output=str(n)) for n in range(10)]
+    steps += [FakeStep(delay=0.1, logs="done"), FakeStep(delay=0.4, status="succeeded")]
+    fake = ReplicateFake(clock=clock)
+    async with running_fake(fake):
+        fake.create_prediction(webhook=receiver.url, steps=steps)
+        for _ in range(60):
+            clock.advance(0.05)
+        made = await fake.delivered(1)
+        while made[-1].event != "completed":
+            made = await fake.delivered(len(made) + 1)
+    throttled = [d for d in made if d.event in ("output", "logs")]
+    assert [d.event for d in made][0] == "start" and len(throttled) == 3
+    # They left at 0.6 s (the first chunk), 1.1 s (the sixth) and 1.6 s (the tenth).
+    outputs = [json.loads(d.body)["output"] for d in throttled]
+    assert outputs == [[str(n) for n in range(count)] for count in (1, 6, 10)]
+    final = json.loads(made[-1].body)
+    assert final["output"] == [str(n) for n in range(10)] and final["logs"] == "done\n"
+
+
 async def test_a_failed_final_delivery_is_retried_with_the_same_webhook_id(
     clock: ManualClock, receiver: Receiver
 ) -> None:
