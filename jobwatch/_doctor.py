@@ -20,7 +20,7 @@ from ._api import describe_http_error, repeated_prefix, user_agent
 from ._config import Config, redact_url
 from ._errors import AuthenticationError, JobNotFound, JobwatchError
 from ._policy import Decision, Signals, check_names, choose_transport
-from ._registry import GROUPS, base, installed, load
+from ._registry import GROUPS, base, build, installed, load
 from .abc import Provider, Request, Response, Store
 from .stores.sqlite import SQLiteStore
 
@@ -116,7 +116,7 @@ async def doctor(
 def _provider(config: Config, report: _Report) -> Provider | None:
     try:
         with config.naming_source():
-            provider: Provider = load("provider", config.provider, Provider).from_config(config)
+            provider: Provider = build("provider", config.provider, config)
     except JobwatchError as exc:
         report.problem(f"provider {config.provider}: {exc}", str(exc))
         return None
@@ -167,13 +167,16 @@ def _policy(
 def _plugins(report: _Report) -> None:
     report.say("plugins:")
     for kind, group in GROUPS.items():
-        for point in sorted(entry_points(group=group), key=lambda p: p.name):
+        failed: set[str] = set()
+        for point in sorted(entry_points(group=group), key=lambda p: (p.name, p.value)):
             try:
                 load(kind, point.name, base(kind))
                 state = "ok"
             except JobwatchError as exc:
                 state = f"FAILS: {exc}"
-                report.problems.append(f"the {kind} plugin {point.name!r} fails to load: {exc}")
+                if point.name not in failed:  # a name two distributions register: said once
+                    failed.add(point.name)
+                    report.problems.append(f"the {kind} plugin {point.name!r} fails to load: {exc}")
             report.say(f"  {group}: {point.name} ({point.value}) {state}")
 
 
@@ -196,7 +199,7 @@ def _components(
     for kind, name in sorted(wanted, key=lambda pair: (list(GROUPS).index(pair[0]), pair[1])):
         try:
             with config.naming_source():
-                load(kind, name, base(kind)).from_config(config)
+                build(kind, name, config)
             report.say(f"  {kind} {name}: options ok")
         except JobwatchError as exc:
             report.problem(f"  {kind} {name}: {exc}", f"{kind} {name}: {exc}")
@@ -279,7 +282,7 @@ async def _store_reachable(config: Config, report: _Report) -> None:
     down is a problem. A local store is not opened (that would create its file)."""
     try:
         with config.naming_source():
-            store = load("store", config.store, Store).from_config(config)
+            store: Store = build("store", config.store, config)
     except JobwatchError:
         return  # said among the components
     if not store.shared or isinstance(store, SQLiteStore):

@@ -18,7 +18,7 @@ import attrs
 from ._config import Config
 from ._errors import ConfigError, JobwatchError
 from ._events import JobEvent
-from ._registry import load
+from ._registry import build
 from .abc import Store
 
 __all__ = ["inbox"]
@@ -83,7 +83,7 @@ async def inbox(
 
 def _store(config: Config) -> Store:
     with config.naming_source():
-        store: Store = load("store", config.store, Store).from_config(config)
+        store: Store = build("store", config.store, config)
     if store.name == "memory":
         raise ConfigError(
             "the memory store keeps nothing once its process ends: configure a "

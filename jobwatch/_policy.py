@@ -16,7 +16,7 @@ import attrs
 
 from ._config import Config
 from ._errors import ConfigError
-from ._registry import installed, load
+from ._registry import blame, build, installed, load
 from .abc import Provider, Transport
 
 __all__ = ["Decision", "Signals", "choose_transport"]
@@ -177,7 +177,7 @@ def choose_transport(
 
 def _configured_provider(config: Config) -> Provider:
     with config.naming_source():
-        provider: Provider = load("provider", config.provider, Provider).from_config(config)
+        provider: Provider = build("provider", config.provider, config)
     return provider
 
 
@@ -241,7 +241,9 @@ def _plugin_choice(config: Config, env: Mapping[str, str], signals: Signals) -> 
     for name in installed("transport"):
         if name in _BUILTIN or name not in config.tables:
             continue
-        reason = load("transport", name, Transport).fits(config, env, signals)
+        fits = load("transport", name, Transport).fits
+        with blame("transport", name, "deciding whether it fits (fits)"):
+            reason = fits(config, env, signals)
         if reason:
             return Decision(
                 transports=(name,),

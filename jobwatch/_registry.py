@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._errors import ConfigError, PluginError
+from ._errors import ConfigError, JobwatchError, PluginError
 
-__all__ = ["GROUPS", "TABLES", "base", "installed", "load"]
+if TYPE_CHECKING:
+    from ._config import Config
+
+__all__ = ["GROUPS", "TABLES", "base", "blame", "build", "installed", "load"]
 
 GROUPS = {
     "transport": "jobwatch.transports",
@@ -25,8 +30,21 @@ class UnknownPlugin(PluginError, ConfigError):
     """A configuration names a component that is not installed."""
 
 
-def _points(group: str) -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=group)}
+def _points(group: str) -> dict[str, list[EntryPoint]]:
+    points: dict[str, list[EntryPoint]] = {}
+    for point in entry_points(group=group):
+        same = points.setdefault(point.name, [])
+        if all(point.value != other.value for other in same):
+            same.append(point)
+    return points
+
+
+def _dist(point: EntryPoint) -> str:
+    return point.dist.name if point.dist is not None else "the package that provides it"
+
+
+def _origin(point: EntryPoint) -> str:
+    return f"({point.value}, from {_dist(point)})"
 
 
 def base(kind: str) -> type[Any]:
@@ -47,8 +65,7 @@ def installed(kind: str) -> list[str]:
     return sorted(_points(_KINDS[kind]))
 
 
-def load(kind: str, name: str, base: type[Any]) -> Any:
-    """Import the ``kind`` named ``name`` and check that it subclasses ``base``."""
+def _point(kind: str, name: str) -> EntryPoint:
     group = _KINDS[kind]
     points = _points(group)
     if name not in points:
@@ -57,18 +74,59 @@ def load(kind: str, name: str, base: type[Any]) -> Any:
             f"unknown {kind} {name!r}: installed {kind}s are {names} (entry point group "
             f"{group}); check the spelling, or install the package that provides it"
         )
-    point = points[name]
+    found = points[name]
+    if len(found) > 1:
+        each = " and ".join(sorted(f"{_dist(p)} ({p.value})" for p in found))
+        raise PluginError(
+            f"the {kind} {name!r} is registered {len(found)} times in the entry point group "
+            f"{group}, by {each}, so which one to use is not known; uninstall all but one of "
+            "those distributions"
+        )
+    return found[0]
+
+
+def load(kind: str, name: str, base: type[Any]) -> Any:
+    """Import the ``kind`` named ``name`` and check that it subclasses ``base``."""
+    point = _point(kind, name)
     try:
         loaded: Any = point.load()
     except Exception as exc:
-        dist = point.dist.name if point.dist is not None else "its package"
         raise PluginError(
             f"the {kind} {name!r} ({point.value}) failed to import: {exc!r}; "
-            f"reinstall {dist} or its dependencies"
+            f"reinstall {_dist(point)} or its dependencies"
         ) from exc
     if not (isinstance(loaded, type) and issubclass(loaded, base)):
         raise PluginError(
-            f"the {kind} {name!r} ({point.value}) is {loaded!r}, not a subclass of "
-            f"jobwatch.abc.{base.__name__}"
+            f"the {kind} {name!r} {_origin(point)} is {loaded!r}, not a subclass of "
+            f"jobwatch.abc.{base.__name__}; it cannot be used: upgrade {_dist(point)}, or "
+            "uninstall it and report this to its authors"
         )
     return loaded
+
+
+@contextmanager
+def blame(kind: str, name: str, doing: str) -> Iterator[None]:
+    """Turn an exception other than a JobwatchError, raised in the block by the ``kind``
+    named ``name`` while ``doing`` something, into a PluginError naming it and its
+    distribution: a plugin's bug is said, not shown as a traceback."""
+    try:
+        yield
+    except JobwatchError:
+        raise
+    except Exception as exc:
+        try:
+            origin = " " + _origin(_point(kind, name))
+        except PluginError:
+            origin = ""
+        raise PluginError(
+            f"the {kind} {name!r}{origin} failed while {doing}: {exc!r}; check its table "
+            f"[jobwatch.{name}] against its documentation, else upgrade its distribution "
+            "or report this to its authors"
+        ) from exc
+
+
+def build(kind: str, name: str, config: Config) -> Any:
+    """The ``kind`` named ``name``, built from ``config`` (its ``from_config``)."""
+    component = load(kind, name, base(kind))
+    with blame(kind, name, "reading its configuration (from_config)"):
+        return component.from_config(config)

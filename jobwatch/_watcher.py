@@ -45,7 +45,7 @@ from ._guard import qualify, run_of
 from ._http import Request, Response
 from ._pipeline import JobRecord, Pipeline
 from ._policy import Decision, Signals, check_names, choose_transport
-from ._registry import GROUPS, base, installed, load
+from ._registry import GROUPS, build, installed
 from ._state import JobState
 from .abc import Outcome, Provider, Store, Transport, TransportHost, Verdict
 
@@ -133,15 +133,13 @@ class Watcher:
     ) -> None:
         self.config = config if config is not None else load_config()
         with self.config.naming_source():  # a component's ConfigError names the file
-            self.provider = provider or load(
-                "provider", self.config.provider, Provider
-            ).from_config(self.config)
+            self.provider = provider or build("provider", self.config.provider, self.config)
             base_url = self.provider.resolve_base_url(self.config)
         # The transport names may come from the environment or a flag: not the file's to name.
         self.decision = self._decide(transports, environ, signals)
         with self.config.naming_source():
             self._transports = list(transports) if transports is not None else self._build()
-            self.store = store or load("store", self.config.store, Store).from_config(self.config)
+            self.store = store or build("store", self.config.store, self.config)
             _check_other_tables(
                 self.config,
                 {
@@ -209,10 +207,7 @@ class Watcher:
         config = self.config
         if self.decision.scope is not None and "scope" not in config.table("sse"):
             config = config.with_table("sse", scope=self.decision.scope)
-        return [
-            load("transport", name, Transport).from_config(config)
-            for name in self.decision.transports
-        ]
+        return [build("transport", name, config) for name in self.decision.transports]
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -1026,7 +1021,7 @@ def _check_other_tables(config: Config, built: set[tuple[str, str]]) -> None:
     for kind in GROUPS:
         for name in installed(kind):
             if name in config.tables and (kind, name) not in built:
-                load(kind, name, base(kind)).from_config(config)
+                build(kind, name, config)
 
 
 def _make_budget(config: Config) -> RequestBudget:

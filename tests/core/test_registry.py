@@ -6,6 +6,7 @@ Broken plugins are real: a tiny distribution (a ``.dist-info`` folder with an
 
 from __future__ import annotations
 
+import io
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 
 import jobwatch
 from jobwatch import ConfigError, PluginError
+from jobwatch._doctor import doctor
 from jobwatch._registry import GROUPS, installed, load
 from jobwatch.abc import Provider, Store, Transport
 from jobwatch.providers.reader import ReaderProvider
@@ -159,3 +161,145 @@ def test_watcher_reports_an_unknown_transport() -> None:
     with pytest.raises(ConfigError, match="unknown transport 'pigeon'") as info:
         jobwatch.Watcher(config)
     assert ", ".join(installed("transport")) in str(info.value)
+
+
+# -- plugins that break in other ways: each is said, naming its distribution ---------------
+
+TWIN_ENTRY_POINTS = """
+[jobwatch.stores]
+good = fake_jw_twin:GoodStore
+"""
+
+RAISING_ENTRY_POINTS = """
+[jobwatch.providers]
+raiser = fake_jw_raising:Raiser
+
+[jobwatch.transports]
+fitsboom = fake_jw_raising:FitsBoom
+"""
+
+RAISING = """
+from jobwatch.providers.reader import ReaderProvider
+from jobwatch.transports.poll import PollTransport
+
+
+class Raiser(ReaderProvider):
+    name = "raiser"
+
+    @classmethod
+    def from_config(cls, config):
+        return {}["region"]
+
+
+class FitsBoom(PollTransport):
+    name = "fitsboom"
+
+    @classmethod
+    def fits(cls, config, environ, signals):
+        raise RuntimeError("no fit today")
+"""
+
+
+def _distribution(folder: Path, name: str, entry_points: str) -> None:
+    info = folder / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+
+
+@pytest.fixture
+def twin_plugins(fake_plugins: Path) -> Iterator[Path]:
+    """A second distribution that registers a store under a name fake_plugins uses."""
+    _distribution(fake_plugins, "fake-jobwatch-twin", TWIN_ENTRY_POINTS)
+    (fake_plugins / "fake_jw_twin.py").write_text(textwrap.dedent(PLUGINS))
+    yield fake_plugins
+    sys.modules.pop("fake_jw_twin", None)
+
+
+@pytest.fixture
+def raising_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    _distribution(tmp_path, "fake-jobwatch-raising", RAISING_ENTRY_POINTS)
+    (tmp_path / "fake_jw_raising.py").write_text(textwrap.dedent(RAISING))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    sys.modules.pop("fake_jw_raising", None)
+
+
+def test_the_wrong_type_names_the_distribution_and_what_to_do(fake_plugins: Path) -> None:
+    with pytest.raises(PluginError) as info:
+        load("store", "number", Store)
+    message = str(info.value)
+    assert "the store 'number' (fake_jw_plugins:not_a_class, from fake-jobwatch-plugins)" in (
+        message
+    )
+    assert "upgrade fake-jobwatch-plugins, or uninstall it" in message
+
+
+def test_a_name_two_distributions_register_is_refused(twin_plugins: Path) -> None:
+    assert installed("store").count("good") == 1
+    with pytest.raises(PluginError) as info:
+        load("store", "good", Store)
+    message = str(info.value)
+    assert "the store 'good' is registered 2 times in the entry point group jobwatch.stores" in (
+        message
+    )
+    assert (
+        "by fake-jobwatch-plugins (fake_jw_plugins:GoodStore) and fake-jobwatch-twin "
+        "(fake_jw_twin:GoodStore)" in message
+    )
+    assert "uninstall all but one of those distributions" in message
+    config = jobwatch.Config.from_mapping({"jobwatch": {"store": "good", "transport": "poll"}})
+    with pytest.raises(PluginError, match="registered 2 times"):
+        jobwatch.Watcher(config, environ={})
+    # The other names of both distributions still load.
+    assert load("store", "memory", Store) is MemoryStore
+
+
+def test_a_plugin_that_raises_in_from_config_is_named(raising_plugins: Path) -> None:
+    config = jobwatch.Config.from_mapping(
+        {"jobwatch": {"provider": "raiser", "api_key": "k", "transport": "poll"}}, environ={}
+    )
+    with pytest.raises(PluginError) as info:
+        jobwatch.Watcher(config, environ={})
+    message = str(info.value)
+    assert message.startswith(
+        "the provider 'raiser' (fake_jw_raising:Raiser, from fake-jobwatch-raising) failed "
+        "while reading its configuration (from_config): KeyError('region')"
+    )
+    assert "check its table [jobwatch.raiser]" in message
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_a_plugin_transport_that_raises_in_fits_is_named(raising_plugins: Path) -> None:
+    config = jobwatch.Config.from_mapping(
+        {"jobwatch": {"api_key": "k", "fitsboom": {}}}, environ={}
+    )
+    with pytest.raises(PluginError) as info:
+        jobwatch.choose_transport(config, environ={}, signals=jobwatch.Signals())
+    assert str(info.value).startswith(
+        "the transport 'fitsboom' (fake_jw_raising:FitsBoom, from fake-jobwatch-raising) "
+        "failed while deciding whether it fits (fits): RuntimeError('no fit today')"
+    )
+
+
+@pytest.mark.anyio
+async def test_doctor_reports_broken_plugins_and_the_rest(
+    twin_plugins: Path, raising_plugins: Path
+) -> None:
+    config = jobwatch.Config.from_mapping(
+        {"jobwatch": {"provider": "raiser", "api_key": "k", "store": "memory"}}, environ={}
+    )
+    out = io.StringIO()
+    code = await doctor(config, out, environ={}, signals=jobwatch.Signals())
+    lines = out.getvalue().splitlines()
+    assert code == 1
+    assert lines[-1].startswith(
+        "doctor: jobwatch watch would fail: the provider 'raiser' (fake_jw_raising:Raiser, "
+        "from fake-jobwatch-raising) failed while reading its configuration"
+    )
+    twins = [line for line in lines if line.startswith("  jobwatch.stores: good ")]
+    assert len(twins) == 2 and all("FAILS: the store 'good' is registered" in t for t in twins)
+    assert any(line.startswith("  jobwatch.stores: number ") and "FAILS" in line for line in lines)
+    assert "  jobwatch.stores: memory (jobwatch.stores.memory:MemoryStore) ok" in lines
+    assert "  jobwatch.providers: reader (jobwatch.providers.reader:ReaderProvider) ok" in lines
+    assert "  store memory: options ok" in lines
