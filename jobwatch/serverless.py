@@ -41,7 +41,7 @@ from ._dispatch import callback_failed
 from ._errors import JobwatchError
 from ._events import JobEvent
 from ._pipeline import Pipeline
-from ._registry import build
+from ._registry import load
 from .abc import EventSink, Provider, Store
 from .transports._receiver import Receiver, Reply, VerificationFailures, normalize_headers
 from .transports.webhook import WebhookTransport
@@ -127,8 +127,8 @@ class Handler:
         transport = WebhookTransport.from_config(config)
         self.config = config
         self.on_event = on_event
-        self.provider = provider or build("provider", config.provider, config)
-        self.store = store or build("store", config.store, config)
+        self.provider = provider or load("provider", config.provider, Provider).from_config(config)
+        self.store = store or load("store", config.store, Store).from_config(config)
         self._options = transport.options
         self._scheme = transport.scheme_for(self.provider)
         self._path = transport.path_for(self.provider)
@@ -449,12 +449,21 @@ def _from_lambda(event: Mapping[str, Any]) -> tuple[str, str, list[tuple[str, st
 
 
 def _pairs(headers: Any, *, multi: bool) -> list[tuple[str, str]]:
-    if not isinstance(headers, Mapping):
+    """The header fields of an event's ``headers`` (``multi``: ``multiValueHeaders``). A header
+    whose value is null was not sent: it is left out, not read as the text "None"."""
+    if headers is None:
         return []
+    if not isinstance(headers, Mapping):
+        raise ValueError("the event's headers are not an object of header names")
     pairs: list[tuple[str, str]] = []
     for name, value in headers.items():
         values = value if multi and isinstance(value, list) else [value]
-        pairs.extend((str(name), str(v)) for v in values)
+        for one in values:
+            if one is None:
+                continue
+            if isinstance(one, bool) or not isinstance(one, str | int | float):
+                raise ValueError(f"the event's header {name!r} has a value that is not text")
+            pairs.append((str(name), str(one)))
     return pairs
 
 

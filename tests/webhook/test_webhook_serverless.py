@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,58 @@ def test_bad_deliveries_are_refused(
 def test_malformed_platform_events_are_400(event: dict[str, Any]) -> None:
     handler = lambda_handler(config(), on_event=lambda e: None, store=MemoryStore())
     assert handler(event, None)["statusCode"] == 400
+
+
+@pytest.mark.parametrize("shape", ["headers", "multiValueHeaders", "a null in the list", "v2"])
+def test_a_header_whose_value_is_null_was_not_sent(shape: str) -> None:
+    # Unsigned deliveries are told apart by their delivery id: a null one read as the text
+    # "None" made every such delivery after the first a duplicate, its events never recorded.
+    cfg = config(webhook={"secrets": [], "allow_unsigned": True})
+    seen: list[jobwatch.JobEvent] = []
+    handler = lambda_handler(cfg, on_event=seen.append, store=MemoryStore())
+    for job in ("job_1", "job_2"):
+        fields: dict[str, Any] = {
+            "Content-Type": "application/json",
+            "X-Reader-Event": "job.completed",
+            "X-Reader-Delivery": None,
+        }
+        body = json.dumps({"jobId": job, "status": "completed"}).encode()
+        event = v2_event({}, body) if shape == "v2" else v1_event({}, body)
+        if shape == "headers":
+            event["headers"] = fields
+        elif shape == "v2":
+            event["headers"] = {k.lower(): v for k, v in fields.items()}
+        else:
+            nulls = [None] if shape == "a null in the list" else None
+            event["multiValueHeaders"] = {k: nulls if v is None else [v] for k, v in fields.items()}
+        reply = handler(event, None)
+        assert (reply["statusCode"], json.loads(reply["body"])["duplicate"]) == (200, False)
+    assert [e.job_id for e in seen] == ["job_1", "job_2"]
+
+
+def test_a_signed_deliverys_null_header_is_named_as_missing() -> None:
+    handler = lambda_handler(config(), on_event=lambda e: None, store=MemoryStore())
+    headers, body = delivery()
+    unsigned: dict[str, Any] = {**headers, "x-reader-signature": None}
+    reply = handler(v1_event(unsigned, body), None)
+    assert reply["statusCode"] == 401
+    assert "no X-Reader-Signature header" in reply["body"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "named"),
+    [
+        ({"X-Reader-Event": ["job.completed"]}, "'X-Reader-Event'"),
+        ({"X-Reader-Event": {"a": 1}}, "'X-Reader-Event'"),
+        ([["content-type", "application/json"]], "headers are not an object"),
+    ],
+)
+def test_header_values_that_are_not_text_are_400(headers: Any, named: str) -> None:
+    handler = lambda_handler(config(), on_event=lambda e: None, store=MemoryStore())
+    event = v2_event({}, b"{}")
+    event["headers"] = headers
+    reply = handler(event, None)
+    assert reply["statusCode"] == 400 and named in reply["body"]
 
 
 def test_a_failing_callback_is_retried_on_the_next_invocation_then_dead_lettered() -> None:
