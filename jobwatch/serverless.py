@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import inspect
+import json
 import logging
 import threading
 import time
@@ -411,8 +412,9 @@ class Handler:
         """An AWS Lambda handler: API Gateway REST (v1) or HTTP (v2) events, function URLs."""
         try:
             method, path, headers, body = _from_lambda(event)
-        except ValueError as exc:
-            return _to_lambda(Reply(400, (("content-type", "text/plain"),), f"{exc}\n".encode()))
+        except ValueError as exc:  # answered as the receiver answers what it refuses
+            error = json.dumps({"ok": False, "error": str(exc)}, separators=(",", ":"))
+            return _to_lambda(Reply(400, (("content-type", "application/json"),), error.encode()))
         return _to_lambda(self.handle(method, path, headers, body))
 
 

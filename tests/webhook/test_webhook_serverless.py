@@ -144,7 +144,12 @@ def test_bad_deliveries_are_refused(
 )
 def test_malformed_platform_events_are_400(event: dict[str, Any]) -> None:
     handler = lambda_handler(config(), on_event=lambda e: None, store=MemoryStore())
-    assert handler(event, None)["statusCode"] == 400
+    reply = handler(event, None)
+    assert reply["statusCode"] == 400
+    # Said as the receiver says what it refuses: a sender's log shows the same JSON.
+    assert reply["headers"]["content-type"] == "application/json"
+    answer = json.loads(reply["body"])
+    assert answer["ok"] is False and answer["error"]
 
 
 @pytest.mark.parametrize("shape", ["headers", "multiValueHeaders", "a null in the list", "v2"])
