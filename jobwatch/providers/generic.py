@@ -885,11 +885,12 @@ class GenericProvider(Provider):
         if 200 <= status < 300:
             return Classification.fine(rate_limit=limits)
         hint = parse_retry_after(response) if "retry-after" in spec.signals else None
-        # A spent budget is why a 403 or 429 refused the request. On any other answer it is
-        # the state the request left (it used the last unit): a 404 is still gone, a 401
-        # still a refused key, and the request budget pauses the next requests.
-        spent = status in (403, 429) and limits is not None and limits.remaining == 0
         told = status in spec.statuses or spec.when is not None and self._says(spec.when, response)
+        # A spent budget is why a 403 or 429 refused the request, or an answer the description
+        # names as rate limited (whose reset is the wait). On any other answer it is the state
+        # the request left (it used the last unit): a 404 is still gone, a 401 still a refused
+        # key, and the request budget pauses the next requests.
+        spent = (told or status in (403, 429)) and limits is not None and limits.remaining == 0
         if (
             told
             or 400 <= status < 500

@@ -722,3 +722,12 @@ def test_a_described_snapshot_carries_when_the_job_started() -> None:
     )
     snap, _ = poll("replicate", prediction("starting"), PREDICTION)
     assert snap.started_at is None
+
+
+def test_a_declared_rate_limit_status_waits_for_the_reset_of_a_spent_budget() -> None:
+    # An API that refuses a spent budget with a status of its own (here 420) declares it in
+    # [rate_limit] statuses: its x-ratelimit-reset says how long to wait, as on a 429.
+    described_api = provider("generic", described(rate_limit__statuses=[420, 429]))
+    for status in (420, 429):
+        verdict = described_api.classify(answer({"message": "slow down"}, status, **_SPENT))
+        assert (verdict.outcome, verdict.wait) == (Outcome.RATE_LIMITED, 120.0), status
