@@ -140,8 +140,9 @@ class Handler:
         # The event of each job being handed to on_event now (its key), and the event set
         # when that is over: a job's events are handed over one at a time, in order.
         self._busy: dict[str | None, tuple[str, anyio.Event]] = {}
-        # Each job's event whose on_event failed and that waits in the inbox to be offered
-        # again: the job's later events wait behind it, as a Watcher's callbacks do.
+        # Each job's event whose on_event failed, or that could not be claimed, and that waits
+        # in the inbox to be offered again: the job's later events wait behind it, as a
+        # Watcher's callbacks do.
         self._waiting: dict[str | None, str] = {}
         # Keys this process has handed to on_event (or given up on): their inbox rows may
         # outlive the call that acked them by a commit, and must not be offered twice.
@@ -301,7 +302,9 @@ class Handler:
 
     async def _dispatch(self, events: Sequence[JobEvent], *, wait: bool) -> None:
         """Hand each event not handed over yet to on_event, each job's in order. The events of
-        a job behind one whose on_event failed stay in the inbox, offered after it. A job whose
+        a job behind one whose on_event failed stay in the inbox, offered after it, and so do
+        those behind one this process could not claim (another instance holds it, or the store
+        failed) until it is claimed here or gone from the inbox. A job whose
         event another invocation is handing over is waited for (``wait``: the invocation's own
         events, recorded already), or its events left in the inbox for later (what the inbox
         held before the delivery is recorded, which must not wait on another's callback)."""
@@ -326,6 +329,8 @@ class Handler:
             try:
                 if await self._take(key):
                     await self._call(event)
+                else:  # the job's later events stay in the inbox behind it
+                    self._waiting[job] = key
             finally:
                 del self._busy[job]
                 done.set()

@@ -620,3 +620,67 @@ async def test_overlapping_invocations_hand_over_a_jobs_events_one_at_a_time() -
         release.set()
     assert statuses == [200, 200]
     assert entered == finished == ["page", "completed"]
+
+
+class _ClaimFailsFor(MemoryStore):
+    """A store whose claim of one event for on_event fails ``times`` times (a dropped
+    connection), as any call of a remote store may."""
+
+    def __init__(self, key: str, times: int) -> None:
+        super().__init__()
+        self.key, self.times = key, times
+
+    async def claim(self, key: str, *, ttl: float) -> bool:
+        if key == f"on_event:{self.key}" and self.times > 0:
+            self.times -= 1
+            raise jobwatch.JobwatchError("the store went away")
+        return await super().claim(key, ttl=ttl)
+
+
+def _page_then_completed() -> list[tuple[dict[str, str], bytes]]:
+    page = {"jobId": "job_1", "url": "https://example.com/a"}
+    done = {"jobId": "job_1", "status": "completed"}
+    return [
+        delivery("job.page", page, delivery_id="d-1"),
+        delivery("job.completed", done, delivery_id="d-2"),
+    ]
+
+
+def test_a_jobs_later_events_wait_behind_one_that_could_not_be_claimed() -> None:
+    # The claim of the page failed: it stayed in the inbox, and the job's final event, claimed
+    # and handed over by the next invocation, came before the page.
+    handed: list[str] = []
+    store = _ClaimFailsFor("job_1:page:https://example.com/a#1", times=2)
+    handler = Handler(config(), on_event=lambda e: handed.append(e.kind), store=store)
+    other = delivery("job.started", {"jobId": "job_2"}, delivery_id="d-3")
+    for headers, body in [*_page_then_completed(), other]:
+        assert handler.handle("POST", PATH, headers, body).status == 200
+    assert [kind for kind in handed if kind != "started"] == ["page", "completed"], handed
+    assert trio.run(store.pending) == []
+
+
+def test_an_instance_leaves_a_jobs_events_behind_one_another_instance_holds() -> None:
+    # The first instance's on_event failed on the page, which it holds to offer again; the
+    # second, sharing the store, handed the job's final event over before the page.
+    shared = MemoryStore()
+    handed: list[tuple[str, str]] = []
+    failed: list[str] = []
+
+    def on_event_of(instance: str) -> Any:
+        def on_event(event: jobwatch.JobEvent) -> None:
+            if event.kind == "page" and not failed:
+                failed.append(event.key)
+                raise RuntimeError("downstream is down")
+            handed.append((instance, event.kind))
+
+        return on_event
+
+    first = Handler(config(), on_event=on_event_of("first"), store=shared)
+    second = Handler(config(), on_event=on_event_of("second"), store=shared)
+    page, done = _page_then_completed()
+    assert first.handle("POST", PATH, *page).status == 200  # its on_event failed
+    assert second.handle("POST", PATH, *done).status == 200  # the page is the first's
+    other = delivery("job.started", {"jobId": "job_2"}, delivery_id="d-3")
+    assert first.handle("POST", PATH, *other).status == 200
+    assert [h for h in handed if h[1] != "started"] == [("first", "page"), ("first", "completed")]
+    assert trio.run(shared.pending) == []
