@@ -54,9 +54,22 @@ class _Entry:
         return {**out, "event": self.event.to_dict()}
 
     def line(self) -> str:
+        """The entry on one line: what the API or a callback wrote (a job id, an error with a
+        newline, a terminal's escape sequence) is shown escaped, as ``\\n`` or ``\\x1b``."""
         event = self.event
-        said = f"{event.key}  {self.state}  {event.kind.value}  job {event.job_id or '-'}"
-        return said if self.subscriber is None else f"{said}  {self.subscriber}: {self.error}"
+        key, job = _shown(event.key), _shown(event.job_id or "-")
+        said = f"{key}  {self.state}  {event.kind.value}  job {job}"
+        if self.subscriber is None:
+            return said
+        return f"{said}  {_shown(self.subscriber)}: {_shown(self.error or '')}"
+
+
+def _shown(text: str) -> str:
+    """``text`` with each character that is not printable (a line break, a control
+    character) written as its Python escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 async def inbox(

@@ -167,3 +167,37 @@ def test_an_entry_this_jobwatch_cannot_read_is_named_and_can_be_dropped(
     assert code == 0 and out.startswith(f"dropped {key}")
     code, out, _ = run(capsys, "inbox", "list")
     assert code == 0 and key not in out and out.count("\n") == 1
+
+
+def test_list_keeps_each_entry_on_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A callback's error spanning lines (a traceback, an HTTP error with its body) and a job id
+    # holding a terminal's escape sequence broke `list` into lines that were no entries, and
+    # the escape reached the terminal.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "jobwatch.toml").write_text(
+        '[jobwatch]\napi_key = "k"\nstore = "sqlite"\n[jobwatch.sqlite]\npath = "state.db"\n'
+    )
+    dead = make_event("completed", "job_\x1b[2Jü")
+    undelivered = make_event("started", "job\n2")
+
+    async def keep() -> None:
+        store = SQLiteStore(tmp_path / "state.db")
+        await store.open()
+        for event in (dead, undelivered):
+            await store.record(event.job_id, functools.partial(recorded, event), ttl=60)
+        await store.ack(dead.key)
+        await store.dead_letter(dead, "notify", "HTTPError: 502\r\n<html>\tdown</html>")
+        await store.aclose()
+
+    trio.run(keep)
+    code, out, err = run(capsys, "inbox", "list")
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "job_\\x1b[2Jü:terminal  dead  completed  job job_\\x1b[2Jü"
+        "  notify: HTTPError: 502\\r\\n<html>\\tdown</html>",
+        "job\\n2:started  undelivered  started  job job\\n2",
+    ]
+    code, out, _ = run(capsys, "inbox", "list", "--json")  # as kept, for scripts
+    assert [json.loads(line)["key"] for line in out.splitlines()] == [dead.key, undelivered.key]
