@@ -253,6 +253,24 @@ def _plugin_choice(config: Config, env: Mapping[str, str], signals: Signals) -> 
     return None
 
 
+def _net(config: Config) -> str:
+    """What the reasons say of the safety net a push transport gets."""
+    return "safety net on" if config.safety_poll > 0 else "safety net off (safety_poll = 0)"
+
+
+def _own_scope(config: Config, provider: _Served) -> str | None:
+    """The ``[jobwatch.sse] scope`` written in the configuration, where the provider has that
+    stream: the Watcher builds the stream transport with it, whatever the table prefers."""
+    wanted = config.table("sse").get("scope")
+    caps = provider.capabilities
+    offered = {"job": caps.job_stream, "workspace": caps.workspace_stream}
+    return wanted if isinstance(wanted, str) and offered.get(wanted) else None
+
+
+def _streams(scope: str) -> str:
+    return "one workspace stream" if scope == "workspace" else "a stream per watched job"
+
+
 def _poll(*reasons: str) -> Decision:
     return Decision(transports=("poll",), safety_poll=0.0, reasons=reasons)
 
@@ -313,8 +331,20 @@ def _service(
             transports=("webhook",),
             safety_poll=config.safety_poll,
             reasons=(
-                f"{service}: a long-running service with a webhook "
-                "configured: webhook, safety net on",
+                f"{service}: a long-running service with a webhook configured: webhook, "
+                f"{_net(config)}",
+            ),
+        )
+    own = _own_scope(config, provider)
+    if own is not None:
+        return Decision(
+            transports=("sse",),
+            safety_poll=config.safety_poll,
+            scope=own,
+            reasons=(
+                f"{service}: a long-running service without a webhook",
+                *unserved,
+                f'[jobwatch.sse] scope = "{own}": {_streams(own)}, {_net(config)}',
             ),
         )
     if caps.workspace_stream:
@@ -324,7 +354,7 @@ def _service(
             scope="workspace",
             reasons=(
                 f"{service}: a long-running service without a webhook: one "
-                "workspace stream, safety net on",
+                f"workspace stream, {_net(config)}",
                 *unserved,
             ),
         )
@@ -337,7 +367,7 @@ def _service(
                 f"{service}: a long-running service without a webhook",
                 *unserved,
                 f"{who} has per-job streams only: a stream per "
-                "watched job instead of one workspace stream, safety net on",
+                f"watched job instead of one workspace stream, {_net(config)}",
             ),
         )
     advice = (
@@ -355,12 +385,23 @@ def _service(
 def _terminal(config: Config, provider: _Served) -> Decision:
     caps, who = provider.capabilities, f"the {provider.name} provider"
     where = "stdout is a terminal and CI is not set"
+    own = _own_scope(config, provider)
+    if own is not None:
+        return Decision(
+            transports=("sse",),
+            safety_poll=config.safety_poll,
+            scope=own,
+            reasons=(
+                f"{where}: a stream, falling back to polling",
+                f'[jobwatch.sse] scope = "{own}": {_streams(own)}, {_net(config)}',
+            ),
+        )
     if caps.job_stream:
         return Decision(
             transports=("sse",),
             safety_poll=config.safety_poll,
             scope="job",
-            reasons=(f"{where}: a stream per job, falling back to polling",),
+            reasons=(f"{where}: a stream per job, falling back to polling, {_net(config)}",),
         )
     if caps.workspace_stream:
         return Decision(
@@ -369,7 +410,7 @@ def _terminal(config: Config, provider: _Served) -> Decision:
             scope="workspace",
             reasons=(
                 f"{where}: a stream, falling back to polling",
-                f"{who} has a workspace stream only: one stream for every job",
+                f"{who} has a workspace stream only: one stream for every job, {_net(config)}",
             ),
         )
     return _poll(f"{where}, but {who} has no event stream: poll")

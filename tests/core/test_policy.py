@@ -573,3 +573,65 @@ def test_no_cancellation_warning_in_handler_mode() -> None:
     hooked = HOOKED.replace(safety_poll=0)
     decision = choose_transport(hooked, environ={"VERCEL": "1"}, signals=NOTHING, provider=SILENT)
     assert decision.handler_mode and CANCELLATION not in reasons(decision)
+
+
+# -- the decision says what the Watcher runs ---------------------------------------------------
+
+
+def _built_scope(config: Config, environ: dict[str, str], signals: Signals) -> tuple[Any, Any]:
+    from jobwatch import Watcher
+    from jobwatch.transports.sse import SSETransport
+
+    watcher = Watcher(config.replace(store="memory"), environ=environ, signals=signals)
+    (sse,) = (t for t in watcher._transports if isinstance(t, SSETransport))
+    return watcher.decision.scope, sse.options.scope
+
+
+@pytest.mark.parametrize(
+    ("scope", "environ", "signals"),
+    [
+        ("job", {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, NOTHING),  # the table says workspace
+        ("job", {}, Signals(web_server=True)),
+        ("workspace", {}, Signals(tty=True)),  # the table says job
+    ],
+)
+def test_a_configured_stream_scope_is_the_decisions(
+    scope: str, environ: dict[str, str], signals: Signals
+) -> None:
+    config = PLAIN.with_table("sse", scope=scope)
+    decided, built = _built_scope(config, environ, signals)
+    assert decided == built == scope
+    decision = choose(config, signals, **environ)
+    assert f'[jobwatch.sse] scope = "{scope}"' in reasons(decision)
+    other = "workspace" if scope == "job" else "job"
+    assert f"{other} stream" not in reasons(decision)
+
+
+def test_a_configured_scope_the_provider_lacks_is_not_the_decisions() -> None:
+    # A per-job provider told to use a workspace stream gets its per-job streams, as the
+    # stream transport falls back at run time.
+    config = PLAIN.with_table("sse", scope="workspace")
+    decision = choose_transport(
+        config, environ={"DYNO": "web.1"}, signals=NOTHING, provider=PER_JOB
+    )
+    assert (decision.transports, decision.scope) == (("sse",), "job")
+    assert "per-job streams only" in reasons(decision)
+
+
+@pytest.mark.parametrize(
+    ("config", "environ", "signals"),
+    [
+        (PLAIN, {"DYNO": "web.1"}, NOTHING),
+        (HOOKED, {"DYNO": "web.1"}, NOTHING),
+        (PLAIN, {}, Signals(tty=True)),
+    ],
+)
+def test_the_reasons_say_the_safety_net_is_off_when_it_is(
+    config: Config, environ: dict[str, str], signals: Signals
+) -> None:
+    on = choose(config, signals, **environ)
+    assert on.safety_poll == 300 and "safety net on" in reasons(on)
+    off = choose(config.replace(safety_poll=0), signals, **environ)
+    assert off.safety_poll == 0
+    assert "safety net on" not in reasons(off)
+    assert "safety net off (safety_poll = 0)" in reasons(off)
