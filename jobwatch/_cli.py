@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 from urllib.parse import urlsplit
 
 import anyio
@@ -103,7 +103,12 @@ def _parser() -> argparse.ArgumentParser:
         "inbox", help="the store's dead letters and undelivered events: list, show, replay, drop"
     )
     _inbox_options(inbox, argparse.SUPPRESS)
-    actions = inbox.add_subparsers(dest="action", metavar="{list,show,replay,drop}", required=True)
+    actions = inbox.add_subparsers(
+        dest="action",
+        metavar="{list,show,replay,drop}",
+        required=True,
+        parser_class=_InboxActionParser,
+    )
     for action, about in (
         ("list", "every dead letter and undelivered event"),
         ("show", "one event, with why it failed"),
@@ -116,7 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     ):
         parsed = actions.add_parser(action, help=about)
         if action != "list":
-            parsed.add_argument("key", metavar="KEY", help="the event's key")
+            parsed.add_argument(
+                "key", metavar="KEY", help="the event's key (one that begins with - after --)"
+            )
         _inbox_options(parsed, argparse.SUPPRESS)
 
     dashboard = sub.add_parser("dashboard", help="serve the live dashboard and SSE relay")
@@ -201,6 +208,17 @@ def _source(parser: argparse.ArgumentParser) -> None:
         help="the API's address, over the configuration and JOBWATCH_BASE_URL "
         "(e.g. the address `jobwatch sim` prints)",
     )
+
+
+class _InboxActionParser(argparse.ArgumentParser):
+    """The parser of an inbox action: an error in one that takes a KEY says how to give a
+    key that begins with - (an event of a job whose id does), which would be read as an
+    option."""
+
+    def error(self, message: str) -> NoReturn:
+        if any(action.dest == "key" for action in self._actions):
+            message += f"\n  (a KEY that begins with - goes after --: {self.prog} -- KEY)"
+        super().error(message)
 
 
 def _inbox_options(parser: argparse.ArgumentParser, default: Any) -> None:

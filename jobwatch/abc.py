@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import json
+import shlex
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -138,13 +139,19 @@ def kept_key(raw: str | bytes, *, within: str | None = None) -> str | None:
     return key if isinstance(key, str) else None
 
 
+def _drop_command(key: str) -> str:
+    """The ``jobwatch inbox drop`` command line that removes ``key``, quoted for a shell, a
+    key that begins with - after ``--`` (it would be read as an option)."""
+    return f"jobwatch inbox drop {'-- ' if key.startswith('-') else ''}{shlex.quote(key)}"
+
+
 def unreadable_kept(
     store: str, what: str, key: str | None, error: Exception, *, otherwise: str
 ) -> DecodeError:
     """The error for an event ``store`` kept (``what``: "the dead letter", say; its ``key``)
     that this jobwatch cannot read (``error``), with the way out: ``jobwatch inbox drop KEY``,
     or ``otherwise`` for one that names no key."""
-    way_out = f"remove it with `jobwatch inbox drop {key}`" if key else otherwise
+    way_out = f"remove it with `{_drop_command(key)}`" if key else otherwise
     return DecodeError(
         f"{store}: {what} {key!r} cannot be read by this jobwatch ({error}); a newer "
         f"jobwatch may have written it: run that one, or {way_out}"

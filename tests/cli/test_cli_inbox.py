@@ -201,3 +201,55 @@ def test_list_keeps_each_entry_on_one_line(
     ]
     code, out, _ = run(capsys, "inbox", "list", "--json")  # as kept, for scripts
     assert [json.loads(line)["key"] for line in out.splitlines()] == [dead.key, undelivered.key]
+
+
+def test_a_key_that_begins_with_a_dash_is_given_after_double_dash(
+    capsys: pytest.CaptureFixture[str], config: Path
+) -> None:
+    # The event of a job whose id begins with - has a key argparse reads as an option: the
+    # error said only that KEY was missing, or that -h took no argument.
+    flagged = make_event("started", "-h")
+    unknown = make_event("started", "--x")
+
+    async def keep() -> None:
+        store = SQLiteStore(config.parent / "state.db")
+        await store.open()
+        for event in (flagged, unknown):
+            await store.record(event.job_id, functools.partial(recorded, event), ttl=60)
+        await store.aclose()
+
+    trio.run(keep)
+    for key in (flagged.key, unknown.key):
+        with pytest.raises(SystemExit) as exit_:
+            run(capsys, "inbox", "drop", key)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2
+        assert "a KEY that begins with - goes after --: jobwatch inbox drop -- KEY" in err
+        code, out, _ = run(capsys, "inbox", "drop", "--", key)
+        assert (code, out) == (0, f"dropped {key}: it will not be dispatched\n")
+
+
+def test_the_way_out_of_an_unreadable_entry_is_a_command_that_runs(
+    capsys: pytest.CaptureFixture[str], config: Path
+) -> None:
+    flagged = make_event("started", "-job 7")
+
+    async def keep() -> None:
+        store = SQLiteStore(config.parent / "state.db")
+        await store.open()
+        await store.record(flagged.job_id, functools.partial(recorded, flagged), ttl=60)
+        await store.aclose()
+
+    trio.run(keep)
+    db = sqlite3.connect(config.parent / "state.db")
+    with db:
+        db.execute(
+            "UPDATE inbox SET event = json_set(event, '$.kind', 'paused') "
+            "WHERE json_extract(event, '$.key') = ?",
+            (flagged.key,),
+        )
+    db.close()
+    code, _, err = run(capsys, "inbox", "list")
+    assert code != 0 and "`jobwatch inbox drop -- '-job 7:started'`" in err, err
+    code, out, _ = run(capsys, "inbox", "drop", "--", flagged.key)  # as the shell passes it
+    assert code == 0 and out.startswith(f"dropped {flagged.key}")
