@@ -67,6 +67,8 @@ _STATES_KEPT = 10_000
 #: a process counts on its lease: past it, it stops, before Redis can let the lease run out
 #: (which happens ``lease`` seconds after Redis took the renewal) and another process adopt.
 _SURE_FOR = 0.8
+#: The shortest wait, in seconds, before a failed renewal is tried again.
+_RETRY_MIN = 0.05
 
 
 class LeaseLost(JobwatchError):
@@ -229,14 +231,28 @@ class RedisStore(Store):
         # looked at by the others, whatever its inbox holds when it dies.
         # Once the lease is lost it is never taken again: another process may have adopted
         # what this one holds, and only a restart, under a new lease, dispatches safely.
-        while self._lost is None and not self._stop.wait(self.options.lease / 3):
+        # A renewal that failed is tried again soon, not lease / 3 later: a Redis slow or away
+        # for a moment (a command that timed out) must not cost the lease, which only 0.8 x
+        # lease without a renewal does.
+        every = self.options.lease / 3
+        again = min(every, max(_RETRY_MIN, self.options.lease / 30))
+        wait = every
+        while self._lost is None and not self._stop.wait(wait):
             sent = time.monotonic()
             try:
                 outcome = self._renew_once(self._client.redis)
             except redis.RedisError as exc:
-                log.warning("could not renew the lease of owner %s: %s", self.owner, exc)
+                if wait == every:  # said once for a spell of failures
+                    log.warning(
+                        "could not renew the lease of owner %s: %s; trying again every %.2g s",
+                        self.owner,
+                        exc,
+                        again,
+                    )
+                wait = again
                 self._expired()
                 continue
+            wait = every
             if outcome == 0:  # never taken from the process that holds it now
                 self._lose(
                     "it is held by another process, started under the same owner name after "

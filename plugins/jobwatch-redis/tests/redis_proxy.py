@@ -4,8 +4,9 @@
 Redis (which runs it), but its answer never reaches the client — every connection is closed
 at once, and for ``down_for`` seconds every new one is closed as soon as it is accepted, as
 if Redis had gone away just after running the command. ``partition(down_for)`` cuts it off
-the same way at once, whatever is sent. Threads and plain sockets, so that it serves trio and
-asyncio tests alike.
+the same way at once, whatever is sent. ``stall(for_)`` makes Redis slow for the client: what
+it sends in the next ``for_`` seconds reaches Redis only when they are over. Threads and plain
+sockets, so that it serves trio and asyncio tests alike.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class RedisProxy:
         self._marker: bytes | None = None
         self._down_for = 0.0
         self._down_until = 0.0
+        self._stalled_until = 0.0
         self._closed = False
         #: Set once the armed command went through to Redis and its answer was lost.
         self.cut = threading.Event()
@@ -46,6 +48,12 @@ class RedisProxy:
         with self._lock:
             self._down_until = time.monotonic() + down_for
         self._drop_all()
+
+    def stall(self, for_: float) -> None:
+        """Hold what the client sends for ``for_`` seconds from now, then pass it on: a Redis
+        that answers nothing for a while (a slow disk under its append-only file, say)."""
+        with self._lock:
+            self._stalled_until = time.monotonic() + for_
 
     @property
     def down(self) -> bool:
@@ -84,6 +92,8 @@ class RedisProxy:
                     self._drop_all()
                     self.cut.set()
                     return
+                if upstream:
+                    time.sleep(max(0.0, self._stalled_until - time.monotonic()))
                 sink.sendall(chunk)
         except OSError:
             pass

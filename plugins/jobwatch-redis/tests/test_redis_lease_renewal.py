@@ -1,0 +1,66 @@
+"""A receiver keeps its lease through what it should ride out, and never takes back one it lost.
+
+The lease (``lease`` seconds in Redis) is renewed every ``lease / 3`` seconds by a thread, and
+a receiver that has not renewed it for 0.8 × ``lease`` counts it lost and stops
+(``LeaseLost``). A Redis that is slow for less than that costs answers, not the receiver; a
+receiver that did not run for longer (a long pause of the process) stops for good, whatever
+Redis says when it wakes. A proxy on loopback (``redis_proxy.py``) slows Redis for one client
+only, since other tests share the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anyio
+import pytest
+import redis
+from jobwatch_redis import RedisOptions, RedisStore
+from redis_proxy import RedisProxy
+
+pytestmark = [pytest.mark.redis, pytest.mark.anyio]
+
+
+@pytest.fixture
+def proxy() -> Iterator[RedisProxy]:
+    own = RedisProxy()
+    try:
+        yield own
+    finally:
+        own.close()
+
+
+async def _just_renewed(client: redis.Redis, key: str, lease: float) -> None:
+    """Return right after the heartbeat renewed the lease at ``key`` (its TTL jumped up)."""
+    with anyio.fail_after(lease * 2):
+        last = client.pttl(key)
+        while True:
+            await anyio.sleep(0.005)
+            now = client.pttl(key)
+            if now > last:
+                return
+            last = now
+
+
+async def test_a_renewal_that_redis_answers_late_does_not_lose_the_lease(
+    redis_url: str, prefix: str, proxy: RedisProxy
+) -> None:
+    lease, timeout = 3.0, 0.5
+    store = RedisStore(
+        RedisOptions(url=proxy.url(), prefix=prefix, owner="r1", lease=lease, timeout=timeout)
+    )
+    await store.open()
+    direct = redis.Redis.from_url(redis_url)
+    try:
+        await _just_renewed(direct, store.keys.lease(), lease)
+        # Redis answers nothing for 0.7 x lease: the next renewal (sent lease / 3 later)
+        # times out, and so does the client's one retry. That is shorter than 0.8 x lease,
+        # which the receiver rides out: it renews as soon as Redis answers again.
+        proxy.stall(lease * 0.7)
+        with anyio.move_on_after(lease * 1.5):
+            await store.monitor()  # raises LeaseLost if the lease is counted lost
+        assert await store.pending() == []
+        assert direct.get(store.keys.lease()) is not None
+    finally:
+        await store.aclose()
+        direct.close()
