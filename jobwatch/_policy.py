@@ -98,6 +98,8 @@ def split_transports(text: str, where: str) -> tuple[str, ...]:
         raise ConfigError(
             f"{where} names no transport; give poll, sse, webhook, a comma-separated list, or auto"
         )
+    if len(names) > 1:
+        _check_list(names, where)
     return names
 
 
@@ -112,11 +114,12 @@ class _Explicit:
 def _explicit(config: Config, environ: Mapping[str, str]) -> _Explicit | None:
     override = environ.get("JOBWATCH_TRANSPORT", "").strip()
     if override and override != "auto":
-        names = split_transports(override, f"JOBWATCH_TRANSPORT={override!r}")
+        where = f"JOBWATCH_TRANSPORT={override!r}"
+        names = split_transports(override, where)
         return _Explicit(
             names,
             f"JOBWATCH_TRANSPORT={override} overrides the configuration and the table",
-            f"JOBWATCH_TRANSPORT={override!r}",
+            where,
             True,
         )
     if config.transports is not None:
@@ -124,13 +127,31 @@ def _explicit(config: Config, environ: Mapping[str, str]) -> _Explicit | None:
         written = json.dumps(
             config.transport if isinstance(config.transport, str) else list(config.transport)
         )
+        where = f"[jobwatch] transport = {written}"
+        with config.naming_source():
+            _check_list(config.transports, where)
         return _Explicit(
             config.transports,
             f"transport = {joined} set in the configuration",
-            f"[jobwatch] transport = {written}",
+            where,
             False,
         )
     return None
+
+
+def _check_list(names: tuple[str, ...], where: str) -> None:
+    """A list of transports names each once, and not auto (which is a choice, not one of them):
+    a transport named twice would run twice, doubling its requests."""
+    if "auto" in names:
+        raise ConfigError(
+            f'{where} lists "auto" among transports; "auto" lets the policy choose and '
+            'stands alone: write "auto" alone, or name only transports (poll, sse, webhook)'
+        )
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(
+            f"{where} names {', '.join(twice)} more than once; name each transport once"
+        )
 
 
 def check_served(config: Config, where: str, environ: Mapping[str, str] | None = None) -> None:

@@ -635,3 +635,57 @@ def test_the_reasons_say_the_safety_net_is_off_when_it_is(
     assert off.safety_poll == 0
     assert "safety net on" not in reasons(off)
     assert "safety net off (safety_poll = 0)" in reasons(off)
+
+
+# -- a list of transports: each once, and no auto among them ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("transport", "said"),
+    [
+        (["poll", "poll"], "names poll more than once; name each transport once"),
+        (["webhook", "sse", "webhook"], "names webhook more than once"),
+        (["auto"], 'lists "auto" among transports'),
+        (["poll", "auto"], 'write "auto" alone, or name only transports'),
+    ],
+)
+def test_a_list_of_transports_names_each_once_and_no_auto(transport: list[str], said: str) -> None:
+    from jobwatch import Watcher
+
+    config = HOOKED.replace(transport=transport, store="memory")
+    written = "[" + ", ".join(f'"{n}"' for n in transport) + "]"
+    with pytest.raises(ConfigError) as info:
+        choose(config)
+    assert str(info.value).startswith(f"[jobwatch] transport = {written} ")
+    assert said in str(info.value)
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        Watcher(config, environ={})
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [("poll,poll", "names poll more than once"), ("auto,sse", 'lists "auto" among')],
+)
+def test_the_environment_variable_names_each_transport_once(value: str, said: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        choose(PLAIN, JOBWATCH_TRANSPORT=value)
+    assert str(info.value).startswith(f"JOBWATCH_TRANSPORT={value!r} {said}")
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_the_command_line_names_each_transport_once(
+    flag: bool, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jobwatch._cli import main
+
+    path = tmp_path / "jobwatch.toml"
+    path.write_text('[jobwatch]\napi_key = "k"\nstore = "memory"\n')
+    monkeypatch.delenv("JOBWATCH_TRANSPORT", raising=False)
+    args = ["watch", "job_1", "--config", str(path)]
+    if flag:
+        args += ["--transport", "auto,poll"]
+    else:
+        monkeypatch.setenv("JOBWATCH_TRANSPORT", "auto,poll")
+    assert main(args) == 2
+    where = "--transport 'auto,poll'" if flag else "JOBWATCH_TRANSPORT='auto,poll'"
+    assert f'{where} lists "auto" among transports' in capsys.readouterr().err
