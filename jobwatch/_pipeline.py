@@ -23,7 +23,7 @@ from ._compat import takes_keyword
 from ._errors import JobwatchError
 from ._events import EventKind, JobEvent
 from ._guard import decide
-from ._state import Snapshot
+from ._state import MAX_COUNT, Snapshot
 from .abc import JobState, Store, Verdict
 
 __all__ = ["JobRecord", "Pipeline"]
@@ -246,7 +246,21 @@ class Pipeline:
                 steps.append(_Step(record, event, authoritative, as_of))
         if not steps and claim is None:
             return
-        verdicts = await self._record(steps, claim)
+        try:
+            verdicts = await self._record(steps, claim)
+        except JobwatchError:
+            raise
+        except Exception:
+            # A value no durable store can keep (a plugin provider's count past 64 bits, a
+            # lone surrogate in an id): the events holding one are dropped, each said, and the
+            # rest recorded; a failure no event explains goes on up.
+            kept = [step for step in steps if not self._unwritable(step.event)]
+            if len(kept) == len(steps):
+                raise
+            steps = kept
+            if not steps and claim is None:
+                return
+            verdicts = await self._record(steps, claim)
         shared = self.store.shared
         for step, verdict in zip(steps, verdicts, strict=True):
             await self._settle(step.record, step.event, verdict, shared)
@@ -333,6 +347,22 @@ class Pipeline:
                 record.waiting.remove(turn)
             raise
 
+    def _unwritable(self, event: JobEvent) -> bool:
+        """Whether ``event`` holds a value no durable store can keep; if so it is dropped
+        (``unwritable``) and logged with what to fix."""
+        reason = unwritable(event)
+        if reason is None:
+            return False
+        log.error(
+            "dropped %s from %s: %s, which no durable store can keep; the provider that "
+            "decoded it should refuse such input (a DecodeError)",
+            event.key,
+            event.source,
+            reason,
+        )
+        self._dropped(event, "unwritable")
+        return True
+
     def _dropped(self, event: JobEvent, reason: str) -> None:
         self.dropped[reason] += 1
         self.notify(event, reason)
@@ -399,6 +429,28 @@ async def claim_recorded(store: Store, claim: tuple[str, float]) -> None:
         await store.claim(claim[0], ttl=claim[1])
     except Exception as exc:
         log.warning("could not keep the identity of a recorded webhook delivery: %s", exc)
+
+
+def unwritable(event: JobEvent) -> str | None:
+    """Why no durable store could keep ``event`` (SQLite's integers are 64-bit, its text and
+    Redis's keys UTF-8); None when any can."""
+    for name in ("completed", "total", "attempt"):
+        value = getattr(event, name)
+        if value is not None and not -MAX_COUNT - 1 <= value <= MAX_COUNT:
+            return f"its {name} ({value}) does not fit in 64 bits"
+    for name in ("job_id", "key", "source", "error"):
+        value = getattr(event, name)
+        if value is not None and not _encodable(value):
+            return f"its {name} holds a character UTF-8 has no form for (a lone surrogate)"
+    return None  # (data is always written: JobEvent.to_json escapes and stringifies)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _order(record: JobRecord) -> tuple[bool, str]:
