@@ -27,7 +27,15 @@ from ._errors import ConfigError, JobwatchError
 from ._events import EventKind, JobEvent
 from .abc import Store, Transport
 
-__all__ = ["DEFAULT_RETRY", "Callback", "Dispatcher", "Retry", "Subscription", "callback_failed"]
+__all__ = [
+    "DEFAULT_RETRY",
+    "Callback",
+    "Dispatcher",
+    "Retry",
+    "Subscription",
+    "being_cancelled",
+    "callback_failed",
+]
 
 log = logging.getLogger("jobwatch")
 
@@ -129,10 +137,10 @@ def callback_failed(exc: BaseException) -> bool:
     own cancellation (the Watcher stops), KeyboardInterrupt and SystemExit go on up."""
     if isinstance(exc, Exception):
         return True
-    return isinstance(exc, anyio.get_cancelled_exc_class()) and not _being_cancelled()
+    return isinstance(exc, anyio.get_cancelled_exc_class()) and not being_cancelled()
 
 
-def _being_cancelled() -> bool:
+def being_cancelled() -> bool:
     """Whether the current task is being cancelled: a cancel scope around it was cancelled or
     is past its deadline, or (asyncio) someone asked for the task's cancellation."""
     if anyio.current_effective_deadline() <= anyio.current_time():

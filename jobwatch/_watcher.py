@@ -29,7 +29,14 @@ from anyio.abc import TaskGroup, TaskStatus
 from ._api import APIClient
 from ._budget import BudgetOptions, RequestBudget
 from ._config import Config, load_config
-from ._dispatch import DEFAULT_RETRY, Callback, Dispatcher, Retry, Subscription
+from ._dispatch import (
+    DEFAULT_RETRY,
+    Callback,
+    Dispatcher,
+    Retry,
+    Subscription,
+    being_cancelled,
+)
 from ._errors import (
     ConfigError,
     DecodeError,
@@ -325,17 +332,19 @@ class Watcher:
         self, transport: Transport, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Run ``transport``; once started, a JobwatchError it raises, or a return, means
-        that it stopped for good (an error before it started fails the Watcher's start)."""
+        that it stopped for good (an error before it started fails the Watcher's start). One
+        that ends so while it is being cancelled (the Watcher closes, from this task or
+        another) has not stopped: it was stopped, and the Watcher ends as it was asked to."""
         status = _Started(task_status)
         try:
             await transport.run(self._host, task_status=status)
         except JobwatchError as exc:
-            if not status.done:
+            if not status.done or being_cancelled():
                 raise
             error = exc
         else:
-            if not status.done:
-                return  # anyio says that it never started
+            if not status.done or being_cancelled():
+                return  # anyio says that it never started, or it was cancelled
             error = TransportError(
                 f"the {transport.name} transport stopped without saying why, so nothing more "
                 "can arrive through it; report this to the transport's authors, and use "

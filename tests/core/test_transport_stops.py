@@ -116,3 +116,44 @@ async def test_a_transport_that_fails_before_it_has_started_still_fails_the_star
     with anyio.fail_after(5), pytest.raises(jobwatch.ConfigError, match="fix it"):
         async with jobwatch.Watcher(CONFIG, transports=[Broken()], store=MemoryStore()):
             pass
+
+
+class ReturnsWhenCancelled(Transport):
+    """A transport that ends by returning when the Watcher cancels it, as one wrapping a
+    server whose serve() returns on shutdown does."""
+
+    name = "quiet"
+
+    async def run(
+        self, host: TransportHost, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            return
+
+
+async def test_a_transport_that_returns_when_aclose_cancels_it_has_not_stopped() -> None:
+    # aclose() in another task cancels the transports and the block's body; the transport
+    # ended before the body did (here the body is in a shielded step), and was taken for one
+    # that stopped for good: the block raised "the quiet transport stopped without saying why".
+    watcher = jobwatch.Watcher(CONFIG, transports=[ReturnsWhenCancelled()], store=MemoryStore())
+    release = anyio.Event()
+    reached: list[str] = []
+
+    async def owner(task_status: TaskStatus[None]) -> None:
+        async with watcher:
+            task_status.started()
+            with anyio.CancelScope(shield=True):
+                await release.wait()
+        reached.append("after the block")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(owner)
+            tg.start_soon(watcher.aclose)
+            await anyio.wait_all_tasks_blocked()  # the transport has returned
+            release.set()
+    assert reached == ["after the block"]
+    assert watcher.statistics().stopped == {}
