@@ -894,7 +894,14 @@ def _not_open(batch: list[_Call[Any]]) -> None:
 
 def _failed(path: object, error: Exception) -> JobwatchError:
     """What a caller of the store sees of an error of SQLite's."""
-    return JobwatchError(f"the sqlite store at {path!r} failed: {error}")
+    message = f"the sqlite store at {path!r} failed: {error}"
+    if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+        message += (
+            f"; another process held the file's lock for over {_LOCK_WAIT_MS / 1000:g} s (a "
+            "sqlite3 shell or a database tool with a transaction open on it, or a process "
+            "stopped mid-commit): end that transaction or stop that process, then try again"
+        )
+    return JobwatchError(message)
 
 
 def _fail(batch: list[_Call[Any]], error: BaseException) -> None:

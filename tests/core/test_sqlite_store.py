@@ -253,6 +253,32 @@ async def test_a_record_waits_for_another_connections_lock_without_blocking_the_
 
 
 @pytest.mark.anyio
+async def test_a_lock_held_too_long_elsewhere_is_said_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sqlite3 shell left with a transaction open on the file: "database is locked" alone
+    # names no culprit and no way out.
+    monkeypatch.setattr(sqlite_store, "_LOCK_WAIT_MS", 100)
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await store.aclose()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(JobwatchError) as raised:
+            await store.open()
+            await store.pending()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        await store.aclose()
+    message = str(raised.value)
+    assert "database is locked" in message and "held the file's lock for over 0.1 s" in message
+    assert "end that transaction or stop that process, then try again" in message
+
+
+@pytest.mark.anyio
 async def test_the_wal_stops_growing_as_commits_are_checkpointed(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     store = SQLiteStore(path)
