@@ -337,10 +337,17 @@ def _table(config: Config, env: Mapping[str, str], signals: Signals, provider: _
         service = "running under an ASGI/WSGI server"
     if service is not None:
         return _service(config, service, provider, hook, unserved)
-    if signals.tty and not env.get("CI"):
+    ci = _in_ci(env)
+    if signals.tty and not ci:
         return _terminal(config, provider)
-    why = "CI is set" if env.get("CI") else "not a terminal, service or notebook"
+    why = "CI is set" if ci else "not a terminal, service or notebook"
     return _poll(f"{why}: poll")
+
+
+def _in_ci(env: Mapping[str, str]) -> bool:
+    """Whether ``CI`` says this runs in continuous integration: set, and not to a word that
+    turns it off (``CI=false`` or ``CI=0``, as a developer writes it to act as at a terminal)."""
+    return env.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def _service(

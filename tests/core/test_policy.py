@@ -103,6 +103,12 @@ def test_terminal_with_ci_polls() -> None:
     assert "CI is set" in reasons(decision)
 
 
+@pytest.mark.parametrize("value", ["false", "0", "False", "no", "off", ""])
+def test_ci_turned_off_is_a_terminal(value: str) -> None:
+    decision = choose(PLAIN, Signals(tty=True), CI=value)
+    assert decision.transports == ("sse",) and "CI is set" not in reasons(decision)
+
+
 def test_anything_else_polls() -> None:
     decision = choose(HOOKED)
     assert (decision.transports, decision.safety_poll, decision.handler_mode) == (
