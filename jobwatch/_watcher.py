@@ -234,7 +234,7 @@ class Watcher:
             await tg.__aenter__()
             self._tg = tg
             if type(self.store).monitor is not Store.monitor:  # (the default returns at once)
-                tg.start_soon(self.store.monitor)
+                tg.start_soon(self._monitor_store)
             self._dispatcher.start(tg)
             for transport in self._transports:
                 await tg.start(self._run_transport, transport)
@@ -372,12 +372,25 @@ class Watcher:
             error,
         )
         self._failure = error
+        self._end_watches(error)
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    async def _monitor_store(self) -> None:
+        """Run the store's :meth:`~jobwatch.abc.Store.monitor`; the error it raises ends the
+        Watcher (raised in its task group), and every watch() and wait() in progress with it."""
+        try:
+            await self.store.monitor()
+        except JobwatchError as exc:
+            if self._state is _State.OPEN and not being_cancelled():
+                self._end_watches(exc)
+            raise
+
+    def _end_watches(self, error: JobwatchError) -> None:
         # Whoever waits for a job hears why nothing more will come, not "the Watcher closed".
         for record in list(self._pipeline.jobs.values()):
             for queue in list(record.queues or ()):
                 queue.end(error)
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
 
     def _check_open(self, *, starting: bool = False) -> None:
         """Raise WatcherClosed unless the Watcher runs (``starting``: or has not started)."""

@@ -447,11 +447,12 @@ class Store(abc.ABC):
 
         The Watcher runs this in its task group from start to close (after :meth:`open`), and
         an error raised here ends the Watcher with it, whatever transports still run: its
-        callbacks stop, nothing more is dispatched, and ``async with watcher`` raises it. A
-        store that can lose, behind the process's back, what this process owns — a lease on
-        its inbox that ran out while another process adopted what it held — raises an error
-        that says what to do (restart, so that it takes a new lease). Returning ends only the
-        watch. The default returns at once: a store without such a loss has nothing to do.
+        callbacks stop, nothing more is dispatched, and ``async with watcher`` raises it, as
+        does every ``watch()`` and ``wait()`` in progress. A store that can lose, behind the
+        process's back, what this process owns — a lease on its inbox that ran out while
+        another process adopted what it held — raises a JobwatchError that says what to do
+        (restart, so that it takes a new lease). Returning ends only the watch. The default
+        returns at once: a store without such a loss has nothing to do.
         """
 
     @abc.abstractmethod

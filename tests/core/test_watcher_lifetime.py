@@ -198,3 +198,28 @@ async def test_a_store_that_loses_its_inbox_ends_the_watcher_with_its_error() ->
             await anyio.sleep_forever()  # ended by the store's error, not by the block
     assert handled == []
     assert len(await store.pending()) == 2  # left for whoever owns the inbox now
+
+
+async def test_a_wait_in_another_task_ends_with_the_error_of_a_store_that_lost_its_inbox() -> None:
+    # A web application's request handlers wait in tasks of their own, the Watcher in the
+    # app's lifespan: they heard "wait for the job inside the Watcher's async with block"
+    # instead of why the Watcher ended (restart this one), as they hear a transport's.
+    store = _LosingStore()
+    w = jobwatch.Watcher(CONFIG, transports=[ScriptedTransport()], store=store)
+    waited: list[BaseException] = []
+
+    async def wait() -> None:
+        try:
+            await w.wait("job_1", timeout=3600)
+        except jobwatch.JobwatchError as exc:
+            waited.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            with pytest.raises(jobwatch.JobwatchError, match="restart this one"):
+                async with w:
+                    tg.start_soon(wait)
+                    await anyio.wait_all_tasks_blocked()
+                    store.lost.set()
+                    await anyio.sleep_forever()
+    assert [str(e) for e in waited] == ["the inbox went to another process; restart this one"]
