@@ -239,6 +239,11 @@ class RedisStore(Store):
         wait = every
         while self._lost is None and not self._stop.wait(wait):
             sent = time.monotonic()
+            # A heartbeat that wakes past the deadline (the process paused: a long garbage
+            # collection, a stopped VM) must not renew: Redis may have let the lease run out
+            # meanwhile, and another process adopted what this one holds.
+            if self._expired():
+                break
             try:
                 outcome = self._renew_once(self._client.redis)
             except redis.RedisError as exc:
@@ -260,8 +265,9 @@ class RedisStore(Store):
                     "give each receiver its own owner name ([jobwatch.redis] owner) and restart "
                     "this one",
                 )
-            else:
-                # Redis held the lease until now (1), so nobody adopted; or took it again (2).
+            elif not self._expired():  # answered in time, so Redis renewed it in time:
+                # Redis held the lease until now (1), so nobody adopted; or took it again (2)
+                # after it forgot it (a restart without persistence).
                 self._deadline = sent + self.options.lease * _SURE_FOR
 
     def _expired(self) -> bool:

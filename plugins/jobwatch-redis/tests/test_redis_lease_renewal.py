@@ -10,12 +10,14 @@ only, since other tests share the server.
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Iterator
 
 import anyio
 import pytest
 import redis
-from jobwatch_redis import RedisOptions, RedisStore
+from jobwatch_redis import LeaseLost, RedisOptions, RedisStore
 from redis_proxy import RedisProxy
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
@@ -61,6 +63,42 @@ async def test_a_renewal_that_redis_answers_late_does_not_lose_the_lease(
             await store.monitor()  # raises LeaseLost if the lease is counted lost
         assert await store.pending() == []
         assert direct.get(store.keys.lease()) is not None
+    finally:
+        await store.aclose()
+        direct.close()
+
+
+def _pause_the_process(seconds: float) -> None:
+    """Run no other thread for ``seconds``, as a long garbage collection does (or a paused
+    VM): this thread keeps the interpreter all that time."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(seconds * 10)
+    try:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+    finally:
+        sys.setswitchinterval(interval)
+
+
+async def test_a_receiver_paused_past_its_lease_never_takes_it_back(
+    redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Used as the serverless handler uses it: no Watcher, so no monitor() thread either.
+    lease = 1.0
+    store = RedisStore(RedisOptions(url=redis_url, prefix=prefix, owner="r1", lease=lease))
+    await store.open()
+    direct = redis.Redis.from_url(redis_url)
+    key = store.keys.lease()
+    try:
+        # Redis lets the lease run out meanwhile: another receiver may adopt the inbox.
+        _pause_the_process(lease * 2)
+        with anyio.fail_after(lease * 3):  # the heartbeat wakes: it loses, or takes it again
+            while "lost its lease" not in caplog.text and not direct.exists(key):  # noqa: ASYNC110 - a thread logs it, or Redis holds it
+                await anyio.sleep(0.01)
+        assert not direct.exists(key), "a lease that ran out was taken again"
+        with pytest.raises(LeaseLost):
+            await store.pending()
     finally:
         await store.aclose()
         direct.close()
