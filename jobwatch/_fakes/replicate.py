@@ -323,9 +323,11 @@ class ReplicateFake(FakeAPI):
         self._send(prediction_id, event)
 
     def _flush(self, prediction_id: str, event: str, at: float) -> None:
-        """Send the throttled delivery due at ``at``, with the prediction as it is then."""
+        """Send the throttled delivery due at ``at``, with the prediction as it is then (after
+        its end only to a webhook that takes no ``completed``, which would carry the change)."""
         self._throttled[prediction_id] = (at, None)
-        if self._data(prediction_id)["status"] not in TERMINAL:
+        ended = self._data(prediction_id)["status"] in TERMINAL
+        if not ended or "completed" not in self._hooks[prediction_id].events:
             self._send(prediction_id, event)
 
     def _send(self, prediction_id: str, event: str) -> None:

@@ -199,6 +199,22 @@ async def test_output_and_logs_deliveries_leave_at_most_once_every_500_ms(
     assert final["output"] == [str(n) for n in range(10)] and final["logs"] == "done\n"
 
 
+async def test_a_webhook_without_completed_still_gets_the_last_output(
+    clock: ManualClock, receiver: Receiver
+) -> None:
+    steps = [FakeStep(delay=0.5, status="processing")]
+    steps += [FakeStep(delay=0.1, output=str(n)) for n in range(3)]
+    steps += [FakeStep(delay=0.1, status="succeeded")]
+    fake = ReplicateFake(clock=clock)
+    async with running_fake(fake):
+        fake.create_prediction(webhook=receiver.url, steps=steps, webhook_events_filter=["output"])
+        for _ in range(30):
+            clock.advance(0.05)
+        with anyio.fail_after(10):
+            made = await fake.delivered(2)
+    assert [json.loads(d.body)["output"] for d in made] == [["0"], ["0", "1", "2"]]
+
+
 async def test_a_failed_final_delivery_is_retried_with_the_same_webhook_id(
     clock: ManualClock, receiver: Receiver
 ) -> None:
