@@ -4,11 +4,13 @@ Both create a :class:`~jobwatch.Watcher` for one job, run it on trio, and hand b
 values. They work from a plain script and from a thread where an event loop already runs (a
 Jupyter notebook's asyncio loop, a trio program): there the Watcher runs on trio in a worker
 thread while the caller's thread waits — blocking the caller, as a blocking call should, without
-nesting event loops.
+nesting event loops. An interrupted caller (KeyboardInterrupt, or its asyncio task cancelled)
+stops that Watcher and waits for it to end before raising.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import threading
@@ -82,14 +84,27 @@ def iter_events(
         daemon=True,
     )
     thread.start()
+    caller = _Caller()
     try:
-        while (item := items.get()) is not _END:
+        while (item := _next(items, caller)) is not _END:
             if isinstance(item, BaseException):
                 raise item
             yield item
     finally:
         stop.stop()
         thread.join()
+
+
+def _next(items: queue.Queue[Any], caller: _Caller) -> Any:
+    """The next item, or CancelledError once the caller's asyncio task is cancelled."""
+    if caller.task is None:
+        return items.get()  # KeyboardInterrupt interrupts it
+    while True:
+        try:
+            return items.get(timeout=_LOOK_EVERY)
+        except queue.Empty:
+            if caller.cancelled():
+                raise asyncio.CancelledError from None
 
 
 def explain_timeout(exc: WatchTimeout, watcher: Watcher) -> WatchTimeout:
@@ -125,20 +140,77 @@ def _run(main: Callable[[], Awaitable[T]]) -> T:
         except BaseExceptionGroup as group:
             raise _unwrap(group) from None
     outcome: list[Any] = []
+    stop = _Stopper()
+
+    async def stoppable() -> T:
+        with trio.CancelScope() as scope:
+            stop.attach(scope)
+            return await main()
+        raise _Stopped
+
+    done = threading.Event()
 
     def target() -> None:
         try:
-            outcome.append((True, trio.run(main)))
+            outcome.append((True, trio.run(stoppable)))
         except BaseException as exc:  # handed to the caller's thread below
             outcome.append((False, _unwrap(exc)))
+        finally:
+            done.set()
 
     thread = threading.Thread(target=target, name="jobwatch-wait", daemon=True)
     thread.start()
+    _block_until(done, stop)
     thread.join()
     ok, value = outcome[0]
     if not ok:
         raise value
     return cast(T, value)
+
+
+class _Stopped(Exception):
+    """The worker's run was cancelled because the caller stopped waiting."""
+
+
+#: Seconds between two looks, by a caller blocked in a thread that runs an event loop, at
+#: whether its task was cancelled meanwhile.
+_LOOK_EVERY = 0.05
+
+
+class _Caller:
+    """The asyncio task, if any, that a blocking call is made from, and whether it has been
+    cancelled since the call began. asyncio.run() answers Ctrl-C by cancelling its main
+    task, which a call blocking that task's thread never sees otherwise: it would go on
+    waiting for the job, up to its timeout."""
+
+    def __init__(self) -> None:
+        try:
+            self.task = asyncio.current_task()
+        except RuntimeError:  # no asyncio loop runs in this thread
+            self.task = None
+        self.cancels = self.task.cancelling() if self.task is not None else 0
+
+    def cancelled(self) -> bool:
+        return self.task is not None and self.task.cancelling() > self.cancels
+
+
+def _block_until(done: threading.Event, stop: _Stopper) -> None:
+    """Block until ``done``. If the caller is interrupted meanwhile (KeyboardInterrupt, or
+    its asyncio task is cancelled), stop the worker's Watcher and wait for it to end before
+    raising, so that nothing of the watch is left running.
+
+    (An Event, not Thread.join: a join that KeyboardInterrupt interrupts can take a thread
+    that still runs for one that has ended.)
+    """
+    caller = _Caller()
+    try:
+        while not done.wait(_LOOK_EVERY):
+            if caller.cancelled():
+                raise asyncio.CancelledError
+    finally:
+        if not done.is_set():
+            stop.stop()
+            done.wait()
 
 
 class _Stopper:
@@ -173,7 +245,9 @@ def _produce(
         with trio.CancelScope() as scope:
             stop.attach(scope)
             async with Watcher(config) as watcher:
-                with trio.move_on_after(deadline) as timer:
+                # A deadline already past (0, or negative: a remaining time computed by the
+                # caller) times out at once, as wait() does; trio refuses a negative one.
+                with trio.move_on_after(max(deadline, 0)) as timer:
                     async with aclosing(watcher.watch(job_id)) as events:
                         async for event in events:
                             items.put(event)

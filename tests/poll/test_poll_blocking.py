@@ -5,8 +5,13 @@ served from its own thread."""
 from __future__ import annotations
 
 import asyncio
+import math
 import queue
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -124,3 +129,89 @@ def test_iter_events_times_out(sim: tuple[Simulator, str]) -> None:
     with pytest.raises(WatchTimeout):
         for _ in jobwatch.iter_events(job(simulator, 5000), config=config(url), timeout=0.5):
             pass
+
+
+_INTERRUPTED = """
+import asyncio, sys, threading
+import jobwatch
+
+url, job_id, helper, caller = sys.argv[1:]
+config = jobwatch.Config.from_mapping(
+    {"jobwatch": {"api_key": "rdr_sim", "base_url": url, "transport": "poll", "store": "memory",
+                  "poll": {"interval": 0.2, "max_interval": 1.0, "rpm": 1000}}}
+)
+
+def block():
+    if helper == "wait":
+        jobwatch.wait(job_id, config=config, timeout=600)
+    else:
+        for _ in jobwatch.iter_events(job_id, config=config, timeout=600):
+            pass
+
+async def cell():
+    block()
+
+try:
+    if caller == "script":
+        block()
+    elif caller == "asyncio.run":  # answers Ctrl-C by cancelling its task
+        asyncio.run(cell())
+    else:  # a notebook kernel's loop: Ctrl-C raises KeyboardInterrupt where the cell runs
+        asyncio.new_event_loop().run_until_complete(cell())
+except KeyboardInterrupt:
+    left = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    print("interrupted", left, flush=True)
+"""
+
+
+@pytest.mark.parametrize("helper", ["wait", "iter_events"])
+@pytest.mark.parametrize("caller", ["script", "asyncio.run", "notebook"])
+def test_ctrl_c_stops_the_watch_and_leaves_nothing_running(
+    sim: tuple[Simulator, str], helper: str, caller: str
+) -> None:
+    simulator, url = sim
+    job_id = job(simulator, 5000)  # 100 s of pages: far longer than the test waits
+
+    def polls() -> int:
+        counts = trio.from_thread.run_sync(
+            simulator.request_counts,
+            trio_token=simulator.token,  # type: ignore[attr-defined]
+        )
+        return int(counts.by_endpoint.get("GET /v1/jobs/{id}", 0))
+
+    before = polls()
+    proc = subprocess.Popen(
+        [sys.executable, "-W", "default", "-c", _INTERRUPTED, url, job_id, helper, caller],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while polls() == before:  # the Watcher is watching
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    # Interrupted at once (not after the job's end), with the Watcher's thread ended, its
+    # connections closed, and no coroutine left unawaited.
+    assert out == "interrupted []\n", (out, err)
+    assert "never awaited" not in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("seconds", [0, -1.0, -math.inf])
+@pytest.mark.parametrize("helper", ["wait", "iter_events"])
+def test_a_deadline_already_past_times_out_at_once(
+    sim: tuple[Simulator, str], helper: str, seconds: float
+) -> None:
+    # A negative timeout (a remaining time the caller computed) is a deadline already past,
+    # for iter_events as for wait; iter_events raised trio's "`seconds` must be non-negative".
+    simulator, url = sim
+    job_id = job(simulator, 5000)
+    with pytest.raises(WatchTimeout, match=f"{job_id} did not finish within"):
+        if helper == "wait":
+            jobwatch.wait(job_id, config=config(url), timeout=seconds)
+        else:
+            list(jobwatch.iter_events(job_id, config=config(url), timeout=seconds))
