@@ -49,6 +49,9 @@ from .abc import Provider
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED, EXIT_TIMEOUT = 0, 1, 2, 3, 4
+#: Standard output closed by its reader (`jobwatch watch JOB | head -1`): the code a shell
+#: gives a command that SIGPIPE stopped (128 + 13).
+EXIT_OUTPUT_CLOSED = 141
 
 #: Requests in a row that got no answer, from an API that never answered, before ``watch``
 #: says the API cannot be reached (a wrong base_url) instead of retrying for the timeout.
@@ -282,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("jobwatch: interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:
+            return _output_closed()
         except JobwatchError as exc:
             return _fail(args, exc)
         except BaseExceptionGroup as group:
@@ -289,10 +294,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # Ctrl-C inside a task group (the demo's simulator) arrives wrapped.
                 print("jobwatch: interrupted", file=sys.stderr)
                 return 130
+            if any(isinstance(e, BrokenPipeError) for e in leaves(group)):
+                return _output_closed()
             inner = _first_jobwatch_error(group)
             if inner is None:
                 raise
             return _fail(args, inner)
+
+
+def _output_closed() -> int:
+    """Standard output was closed by its reader (`jobwatch watch JOB | head -1` has its
+    line): stop quietly, as a command that SIGPIPE stops does. What is still buffered for it
+    goes nowhere, or Python would say it could not flush it on the way out."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor (stdout replaced in-process)
+        pass
+    return EXIT_OUTPUT_CLOSED
 
 
 def _first_jobwatch_error(group: BaseExceptionGroup) -> JobwatchError | None:
@@ -509,13 +531,14 @@ class _Outcomes:
 def _watch_command(args: argparse.Namespace) -> int:
     for job_id in args.jobs:
         check_job_id(job_id)  # InvalidJobId: a usage error
+    jobs = list(dict.fromkeys(args.jobs))  # a job named twice is watched (and shown) once
     config, environ = _load(args, args.transport)
     if not _configures_store(config):
         # A watch from a terminal needs no state between runs, and must not leave a
         # database in whatever folder it was started in.
         config = config.replace(store="memory")
     renderer = _renderer(args.json, raw=args.raw)
-    return trio.run(_watch_fresh, config, args.jobs, args.timeout, renderer, environ)
+    return trio.run(_watch_fresh, config, jobs, args.timeout, renderer, environ)
 
 
 def _configures_store(config: Config) -> bool:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -173,3 +176,41 @@ def test_the_demo_says_it_is_jobwatch(
     assert code == 0, out
     agents = made[0].request_counts().by_user_agent
     assert set(agents) == {f"jobwatch/{jobwatch.__version__}"}, agents
+
+
+@pytest.mark.parametrize("form", [[], ["--json"]])
+def test_a_reader_that_closes_the_pipe_early_stops_the_watch_quietly(
+    sim: Sim, config: Path, tmp_path: Path, form: list[str]
+) -> None:
+    # `jobwatch watch JOB | head -1`: the next line met a closed pipe, and the command ended
+    # with a BrokenPipeError traceback.
+    job = sim.job(*["page"] * 400, delay=5.0)  # a page every 0.1 s: 40 s in all
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobwatch", "watch", job, "--config", str(config), *form],
+        cwd=tmp_path,
+        # the jobwatch this test imports, wherever it is
+        env={**os.environ, "PYTHONPATH": str(Path(jobwatch.__file__).parents[1])},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with proc:
+        assert proc.stdout is not None
+        assert job in proc.stdout.readline()
+        proc.stdout.close()  # what head does once it has its line
+        try:
+            _, err = proc.communicate(timeout=20)
+        finally:
+            proc.kill()
+    assert proc.returncode == 141, err  # as a shell says of a command SIGPIPE stopped
+    assert err == ""
+
+
+def test_a_job_named_twice_is_watched_and_shown_once(
+    sim: Sim, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = sim.job("page", "page")
+    code, out, err = run(capsys, "watch", job, job, "--config", str(config), "--json")
+    assert code == 0, err
+    keys = [json.loads(line)["key"] for line in out.splitlines()]
+    assert keys and len(keys) == len(set(keys)), out
