@@ -42,7 +42,7 @@ from ._dispatch import callback_failed
 from ._errors import JobwatchError
 from ._events import JobEvent
 from ._pipeline import Pipeline
-from ._registry import load
+from ._registry import build
 from .abc import EventSink, Provider, Store
 from .transports._receiver import Receiver, Reply, VerificationFailures, normalize_headers
 from .transports.webhook import WebhookTransport
@@ -128,8 +128,8 @@ class Handler:
         transport = WebhookTransport.from_config(config)
         self.config = config
         self.on_event = on_event
-        self.provider = provider or load("provider", config.provider, Provider).from_config(config)
-        self.store = store or load("store", config.store, Store).from_config(config)
+        self.provider = provider or build("provider", config.provider, config)
+        self.store = store or build("store", config.store, config)
         self._options = transport.options
         self._scheme = transport.scheme_for(self.provider)
         self._path = transport.path_for(self.provider)

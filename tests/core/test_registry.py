@@ -270,6 +270,30 @@ def test_a_plugin_that_raises_in_from_config_is_named(raising_plugins: Path) -> 
     assert isinstance(info.value.__cause__, KeyError)
 
 
+def test_the_serverless_handler_names_a_plugin_that_raises_in_from_config(
+    raising_plugins: Path,
+) -> None:
+    from jobwatch.serverless import Handler
+
+    config = jobwatch.Config.from_mapping(
+        {
+            "jobwatch": {
+                "provider": "raiser",
+                "api_key": "k",
+                "store": "memory",
+                "webhook": {"secrets": ["s" * 32]},
+            }
+        },
+        environ={},
+    )
+    with pytest.raises(PluginError) as info:
+        Handler(config, on_event=lambda event: None)
+    assert str(info.value).startswith(
+        "the provider 'raiser' (fake_jw_raising:Raiser, from fake-jobwatch-raising) failed "
+        "while reading its configuration (from_config): KeyError('region')"
+    )
+
+
 def test_a_plugin_transport_that_raises_in_fits_is_named(raising_plugins: Path) -> None:
     config = jobwatch.Config.from_mapping(
         {"jobwatch": {"api_key": "k", "fitsboom": {}}}, environ={}
