@@ -204,6 +204,8 @@ def _block_until(done: threading.Event, stop: _Stopper) -> None:
     """
     caller = _Caller()
     try:
+        if caller.task is None:
+            done.wait()  # KeyboardInterrupt interrupts it
         while not done.wait(_LOOK_EVERY):
             if caller.cancelled():
                 raise asyncio.CancelledError
