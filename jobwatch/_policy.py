@@ -365,15 +365,8 @@ def _service(
         )
     own = _own_scope(config, provider)
     if own is not None:
-        return Decision(
-            transports=("sse",),
-            safety_poll=config.safety_poll,
-            scope=own,
-            reasons=(
-                f"{service}: a long-running service without a webhook",
-                *unserved,
-                f'[jobwatch.sse] scope = "{own}": {_streams(own)}, {_net(config)}',
-            ),
+        return _configured_scope(
+            config, own, f"{service}: a long-running service without a webhook", *unserved
         )
     if caps.workspace_stream:
         return Decision(
@@ -410,20 +403,22 @@ def _service(
     )
 
 
+def _configured_scope(config: Config, own: str, *reasons: str) -> Decision:
+    """Streams of the scope ``[jobwatch.sse] scope`` names, after ``reasons``."""
+    return Decision(
+        transports=("sse",),
+        safety_poll=config.safety_poll,
+        scope=own,
+        reasons=(*reasons, f'[jobwatch.sse] scope = "{own}": {_streams(own)}, {_net(config)}'),
+    )
+
+
 def _terminal(config: Config, provider: _Served) -> Decision:
     caps, who = provider.capabilities, f"the {provider.name} provider"
     where = "stdout is a terminal and CI is not set"
     own = _own_scope(config, provider)
     if own is not None:
-        return Decision(
-            transports=("sse",),
-            safety_poll=config.safety_poll,
-            scope=own,
-            reasons=(
-                f"{where}: a stream, falling back to polling",
-                f'[jobwatch.sse] scope = "{own}": {_streams(own)}, {_net(config)}',
-            ),
-        )
+        return _configured_scope(config, own, f"{where}: a stream, falling back to polling")
     if caps.job_stream:
         return Decision(
             transports=("sse",),
