@@ -24,6 +24,22 @@ def recorded(event: jobwatch.JobEvent, state: object) -> Verdict:
     return Verdict(event=event)
 
 
+def keep(path: Path, dead: jobwatch.JobEvent, undelivered: jobwatch.JobEvent, error: str) -> None:
+    """A sqlite store at ``path`` that keeps ``dead`` as a dead letter of ``notify`` (failed
+    with ``error``) and ``undelivered`` in its inbox."""
+
+    async def main() -> None:
+        store = SQLiteStore(path)
+        await store.open()
+        for event in (dead, undelivered):
+            await store.record(event.job_id, functools.partial(recorded, event), ttl=60)
+        await store.ack(dead.key)
+        await store.dead_letter(dead, "notify", error)
+        await store.aclose()
+
+    trio.run(main)
+
+
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A jobwatch.toml whose sqlite store keeps a dead letter and an undelivered event."""
@@ -33,16 +49,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         '[jobwatch]\napi_key = "rdr_test"\nstore = "sqlite"\n[jobwatch.sqlite]\npath = "state.db"\n'
     )
 
-    async def keep() -> None:
-        store = SQLiteStore(tmp_path / "state.db")
-        await store.open()
-        for event in (DEAD, UNDELIVERED):
-            await store.record(event.job_id, functools.partial(recorded, event), ttl=60)
-        await store.ack(DEAD.key)
-        await store.dead_letter(DEAD, "notify", "RuntimeError: mail server down")
-        await store.aclose()
-
-    trio.run(keep)
+    keep(tmp_path / "state.db", DEAD, UNDELIVERED, "RuntimeError: mail server down")
     return path
 
 
@@ -182,16 +189,7 @@ def test_list_keeps_each_entry_on_one_line(
     dead = make_event("completed", "job_\x1b[2Jü")
     undelivered = make_event("started", "job\n2")
 
-    async def keep() -> None:
-        store = SQLiteStore(tmp_path / "state.db")
-        await store.open()
-        for event in (dead, undelivered):
-            await store.record(event.job_id, functools.partial(recorded, event), ttl=60)
-        await store.ack(dead.key)
-        await store.dead_letter(dead, "notify", "HTTPError: 502\r\n<html>\tdown</html>")
-        await store.aclose()
-
-    trio.run(keep)
+    keep(tmp_path / "state.db", dead, undelivered, "HTTPError: 502\r\n<html>\tdown</html>")
     code, out, err = run(capsys, "inbox", "list")
     assert (code, err) == (0, "")
     assert out.splitlines() == [
