@@ -24,17 +24,23 @@ def recorded(event: jobwatch.JobEvent, state: object) -> Verdict:
     return Verdict(event=event)
 
 
-def keep(path: Path, dead: jobwatch.JobEvent, undelivered: jobwatch.JobEvent, error: str) -> None:
-    """A sqlite store at ``path`` that keeps ``dead`` as a dead letter of ``notify`` (failed
-    with ``error``) and ``undelivered`` in its inbox."""
+def keep(
+    path: Path,
+    *undelivered: jobwatch.JobEvent,
+    dead: jobwatch.JobEvent | None = None,
+    error: str = "",
+) -> None:
+    """A sqlite store at ``path`` that keeps ``undelivered`` in its inbox and ``dead``, if
+    given, as a dead letter of ``notify`` that failed with ``error``."""
 
     async def main() -> None:
         store = SQLiteStore(path)
         await store.open()
-        for event in (dead, undelivered):
+        for event in (*([dead] if dead else []), *undelivered):
             await store.record(event.job_id, functools.partial(recorded, event), ttl=60)
-        await store.ack(dead.key)
-        await store.dead_letter(dead, "notify", error)
+        if dead is not None:
+            await store.ack(dead.key)
+            await store.dead_letter(dead, "notify", error)
         await store.aclose()
 
     trio.run(main)
@@ -49,7 +55,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         '[jobwatch]\napi_key = "rdr_test"\nstore = "sqlite"\n[jobwatch.sqlite]\npath = "state.db"\n'
     )
 
-    keep(tmp_path / "state.db", DEAD, UNDELIVERED, "RuntimeError: mail server down")
+    keep(tmp_path / "state.db", UNDELIVERED, dead=DEAD, error="RuntimeError: mail server down")
     return path
 
 
@@ -189,7 +195,9 @@ def test_list_keeps_each_entry_on_one_line(
     dead = make_event("completed", "job_\x1b[2Jü")
     undelivered = make_event("started", "job\n2")
 
-    keep(tmp_path / "state.db", dead, undelivered, "HTTPError: 502\r\n<html>\tdown</html>")
+    keep(
+        tmp_path / "state.db", undelivered, dead=dead, error="HTTPError: 502\r\n<html>\tdown</html>"
+    )
     code, out, err = run(capsys, "inbox", "list")
     assert (code, err) == (0, "")
     assert out.splitlines() == [
@@ -209,14 +217,7 @@ def test_a_key_that_begins_with_a_dash_is_given_after_double_dash(
     flagged = make_event("started", "-h")
     unknown = make_event("started", "--x")
 
-    async def keep() -> None:
-        store = SQLiteStore(config.parent / "state.db")
-        await store.open()
-        for event in (flagged, unknown):
-            await store.record(event.job_id, functools.partial(recorded, event), ttl=60)
-        await store.aclose()
-
-    trio.run(keep)
+    keep(config.parent / "state.db", flagged, unknown)
     for key in (flagged.key, unknown.key):
         with pytest.raises(SystemExit) as exit_:
             run(capsys, "inbox", "drop", key)
@@ -232,13 +233,7 @@ def test_the_way_out_of_an_unreadable_entry_is_a_command_that_runs(
 ) -> None:
     flagged = make_event("started", "-job 7")
 
-    async def keep() -> None:
-        store = SQLiteStore(config.parent / "state.db")
-        await store.open()
-        await store.record(flagged.job_id, functools.partial(recorded, flagged), ttl=60)
-        await store.aclose()
-
-    trio.run(keep)
+    keep(config.parent / "state.db", flagged)
     db = sqlite3.connect(config.parent / "state.db")
     with db:
         db.execute(
