@@ -14,6 +14,7 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from _cancellation import cancellation_from_elsewhere
 
 import jobwatch
 from jobwatch.abc import Store, Verdict
@@ -522,18 +523,6 @@ async def test_a_store_file_of_an_older_jobwatch_replays_too(tmp_path: Path) -> 
 
 
 # -- a callback that raises a cancellation of its own ------------------------------------------
-
-
-async def cancellation_from_elsewhere() -> BaseException:
-    """The exception that work cancelled by someone else raises (an asyncio task another
-    part of the application cancelled, say), caught outside the scope that cancelled it."""
-    with anyio.CancelScope() as scope:
-        scope.cancel()
-        try:
-            await anyio.sleep(1)
-        except anyio.get_cancelled_exc_class() as exc:
-            return exc
-    raise AssertionError("the scope was cancelled, so the sleep raised")
 
 
 @pytest.mark.anyio

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import trio
+from _cancellation import cancellation_from_elsewhere
 from _webhook_helpers import PATH, SECRET, delivery
 
 import jobwatch
@@ -455,17 +456,6 @@ async def test_a_callback_raising_a_cancellation_not_its_own_is_a_failing_callba
     # on_event awaited work that someone else cancelled: the invocation itself was not
     # cancelled. It raised out of the handler (the platform answers 5xx for a delivery that
     # was recorded) instead of counting as a failure, retried and then kept as a dead letter.
-    import anyio
-
-    async def cancellation_from_elsewhere() -> BaseException:
-        with anyio.CancelScope() as scope:
-            scope.cancel()
-            try:
-                await anyio.sleep(1)
-            except anyio.get_cancelled_exc_class() as exc:
-                return exc
-        raise AssertionError("the scope was cancelled, so the sleep raised")
-
     calls: list[str] = []
 
     async def on_event(event: jobwatch.JobEvent) -> None:
@@ -684,3 +674,22 @@ def test_an_instance_leaves_a_jobs_events_behind_one_another_instance_holds() ->
     assert first.handle("POST", PATH, *other).status == 200
     assert [h for h in handed if h[1] != "started"] == [("first", "page"), ("first", "completed")]
     assert trio.run(shared.pending) == []
+
+
+def test_a_warm_handler_forgets_the_failures_of_events_it_is_done_with() -> None:
+    # A warm function serves invocations for hours: how often on_event had failed on each
+    # event it then gave up on (a dead letter), or that left the inbox by other hands (acked
+    # by another instance, dropped with `jobwatch inbox drop`), was kept for good.
+    def on_event(event: jobwatch.JobEvent) -> None:
+        raise RuntimeError("downstream is down")
+
+    store = MemoryStore()
+    handler = Handler(config(), on_event=on_event, store=store, attempts=2)
+    for n in range(300):
+        job = ("down", "gone", "down")[n % 3] + f"_{n}"
+        payload = {"jobId": job, "status": "completed"}
+        assert handler.handle("POST", PATH, *delivery(payload=payload, delivery_id=f"d-{n}"))[0]
+        if job.startswith("gone"):  # failed once here, then handed over elsewhere
+            trio.run(store.ack, f"{job}:terminal#1")
+    assert len(trio.run(store.dead_letters)) >= 190
+    assert len(handler._failures) <= 2, len(handler._failures)

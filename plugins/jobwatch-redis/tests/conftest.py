@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from redis_proxy import RedisProxy
 
 #: db 15, never db 0: the tests share the machine's Redis with anything else that uses it.
 REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -41,3 +42,14 @@ def prefix(redis_url: str) -> Iterator[str]:
         pass  # a test that stops Redis cleans nothing; the prefix is never reused
     finally:
         client.close()
+
+
+@pytest.fixture
+def proxy() -> Iterator[RedisProxy]:
+    """A TCP proxy in front of the machine's Redis that a test can cut or slow
+    (:class:`redis_proxy.RedisProxy`)."""
+    own = RedisProxy()
+    try:
+        yield own
+    finally:
+        own.close()

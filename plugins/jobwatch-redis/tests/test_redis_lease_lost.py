@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import anyio
 import httpx
@@ -29,15 +28,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 SECRET = "whsec-lease-lost-test-secret"
 PATH = "/hooks/reader"
 LEASE = 1.0
-
-
-@pytest.fixture
-def proxy() -> Iterator[RedisProxy]:
-    own = RedisProxy()
-    try:
-        yield own
-    finally:
-        own.close()
 
 
 def _delivery(job_id: str) -> tuple[bytes, dict[str, str]]:

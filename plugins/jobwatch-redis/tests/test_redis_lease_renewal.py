@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -21,15 +20,6 @@ from jobwatch_redis import LeaseLost, RedisOptions, RedisStore
 from redis_proxy import RedisProxy
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
-
-
-@pytest.fixture
-def proxy() -> Iterator[RedisProxy]:
-    own = RedisProxy()
-    try:
-        yield own
-    finally:
-        own.close()
 
 
 async def _just_renewed(client: redis.Redis, key: str, lease: float) -> None:
