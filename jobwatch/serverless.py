@@ -299,6 +299,7 @@ class Handler:
         for job, key in waiting.items():
             if key not in keys and self._waiting.get(job) == key:
                 del self._waiting[job]
+                self._failures.pop(key, None)  # never offered here again
 
     async def _dispatch(self, events: Sequence[JobEvent], *, wait: bool) -> None:
         """Hand each event not handed over yet to on_event, each job's in order. The events of
@@ -383,7 +384,6 @@ class Handler:
             else:
                 self._waiting[event.job_id] = event.key
             return
-        self._failures.pop(event.key, None)
         self._remember(event)
         await self._settle(event, None)
 
@@ -409,6 +409,7 @@ class Handler:
         if self._waiting.get(event.job_id) == key:
             del self._waiting[event.job_id]
         self._claims.pop(key, None)
+        self._failures.pop(key, None)  # handed over, or given up on: never called again
         self._handled[key] = None
         if len(self._handled) > _HANDLED:
             self._handled.popitem(last=False)
