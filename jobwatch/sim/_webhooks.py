@@ -198,6 +198,14 @@ class WebhookRegistry:
         """Remove a webhook; False when there is no such webhook."""
         return self._hooks.pop(webhook_id, None) is not None
 
+    def is_live(self, webhook_id: str | None) -> bool:
+        """Whether deliveries to this webhook may still leave: it exists and is active (a
+        job's inline webhook, with no id, always is)."""
+        if webhook_id is None:
+            return True
+        hook = self._hooks.get(webhook_id)
+        return hook is not None and hook.active
+
     def targets(self, event: str) -> list[Target]:
         """The active webhooks subscribed to `event`."""
         return [
@@ -324,6 +332,8 @@ class WebhookSender:
         if delay:
             self._counters["webhook_delay"] += 1
             await self._hooks.sleep_until(delivery.queued_at + delay)
+        if not self._registry.is_live(delivery.target.webhook_id):
+            return  # disabled or deleted meanwhile: Reader stops its deliveries at once
         if await self._attempt(delivery, 1):
             await self._maybe_duplicate(delivery)
         elif self._tg is not None:
@@ -334,6 +344,8 @@ class WebhookSender:
         for number in range(2, self._attempts + 1):
             wait = self._waits[min(number - 2, len(self._waits) - 1)] if self._waits else 0.0
             await self._hooks.sleep_until(failed_at + wait)
+            if not self._registry.is_live(delivery.target.webhook_id):
+                return  # disabled or deleted meanwhile: no more attempts, none counted failed
             if await self._attempt(delivery, number):
                 await self._maybe_duplicate(delivery)
                 return

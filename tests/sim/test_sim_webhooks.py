@@ -198,3 +198,33 @@ async def test_inactive_webhook_gets_nothing(
         assert simulator.job(job_id)["status"] == "completed"
         await anyio.sleep(0.05)
         assert receiver.received == [] and simulator.deliveries() == ()
+
+
+@pytest.mark.parametrize("how", ["deactivate", "delete"])
+async def test_disabled_webhook_gets_no_more_retries(
+    clock: ManualClock, make_client: Callable[[Simulator], httpx.AsyncClient], how: str
+) -> None:
+    # Reader: setting active:false stops deliveries immediately; a delete is permanent. A
+    # delivery whose first attempt failed is not retried into a webhook that is off or gone.
+    simulator = Simulator(clock=clock)
+    receiver = Receiver(statuses=[500, 500, 500])
+    async with (
+        serving(receiver) as url,
+        engine_running(simulator),
+        make_client(simulator) as client,
+    ):
+        hook = {"url": url, "name": "t", "events": ["job.completed"], "secret": SECRET}
+        webhook_id = (await client.post("/v1/webhooks", json=hook)).json()["data"]["id"]
+        simulator.create_job(steps=[Step(kind="page", delay=1.0)])
+        clock.advance(2.0)
+        await wait_until(lambda: len(simulator.deliveries()) == 1)
+        if how == "deactivate":
+            patched = await client.patch(f"/v1/webhooks/{webhook_id}", json={"active": False})
+            assert patched.status_code == 200
+        else:
+            assert (await client.delete(f"/v1/webhooks/{webhook_id}")).status_code == 200
+        clock.advance(1.0)
+        clock.advance(4.0)
+        await anyio.wait_all_tasks_blocked()
+        await anyio.sleep(0.05)  # a retry, were one sent, reaches the receiver meanwhile
+        assert len(receiver.received) == 1 and len(simulator.deliveries()) == 1
