@@ -40,7 +40,7 @@ What makes a stream reliable (details in ``docs/streaming.md``):
 
 Counters in ``Watcher.statistics().transports["sse"]``: ``streams_opened``, ``reconnects``,
 ``stalls``, ``fallbacks``, ``recoveries``, ``malformed``, ``oversized``, ``redirects``,
-``events``, ``requests``.
+``events``, ``requests``, ``store_errors``.
 """
 
 from __future__ import annotations
