@@ -68,7 +68,7 @@ from .._errors import (
     NetworkError,
     StreamError,
 )
-from .._events import JobEvent
+from .._events import EventKind, JobEvent, JobStatus
 from ..abc import Capabilities, Outcome, Request, Response, Transport, TransportHost
 from ._reconnect import Action, Backoff, Cause, Pacer, Reconnector
 from ._sse_parser import BodyDecoder, Frame, FrameParser, Limits
@@ -92,6 +92,18 @@ _YIELD_EVERY = 256
 _MALFORMED_LOGGED = 10
 #: Bytes read of an error answer (a JSON envelope; the rest is not wanted).
 _ERROR_BODY = 64 * 2**10
+#: Seconds the status request that asks why a job failed may hold a read's delivery.
+_EXPLAIN_DEADLINE = 5.0
+_FAILED = EventKind.FAILED
+
+
+def _no_reason(event: JobEvent) -> bool:
+    """Whether a failure carries no reason: none, or its status word (what a provider writes
+    where the API gave no failure text)."""
+    return event.error is None or event.error == _FAILED_WORD
+
+
+_FAILED_WORD = JobStatus.FAILED.value
 
 
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -669,7 +681,7 @@ class SSETransport(Transport):
                 # and reads merged into one delivery would only keep more events alive at once.
                 for batch in batches:
                     if batch.events:
-                        await self._deliver(host, batch.events)
+                        await self._deliver_read(host, batch.events)
                         host.count(self.name, "events", len(batch.events))
                 positions = {b.checkpoint: b.event_id for b in batches if b.event_id is not None}
                 for name, value in positions.items():
@@ -677,6 +689,21 @@ class SSETransport(Transport):
                         await host.store.put_checkpoint(name, value)
                     except JobwatchError as exc:  # a restart resumes earlier; dedup drops it
                         log.warning("could not save the position of %s: %s", name, exc)
+
+    async def _deliver_read(self, host: TransportHost, events: list[JobEvent]) -> None:
+        """Deliver one read's events. A job's failure the stream reports without its reason
+        (Reader's per-job ``done`` frame has none) is asked about first, by one status
+        request, so that the end delivered carries the API's reason; the stream's own comes
+        after it, as a duplicate, or alone if that request fails or takes too long."""
+        start = 0
+        for index, event in enumerate(events):
+            if event.kind is _FAILED and event.job_id is not None and _no_reason(event):
+                if index > start:
+                    await self._deliver(host, events[start:index])
+                    start = index
+                with anyio.move_on_after(_EXPLAIN_DEADLINE):
+                    await host.reconcile([event.job_id], reason="sse: a failure without why")
+        await self._deliver(host, events[start:] if start else events)
 
     async def _deliver(self, host: TransportHost, events: list[JobEvent]) -> None:
         """Hand one read's events to the pipeline, trying again while the store fails: the

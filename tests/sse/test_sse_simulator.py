@@ -204,3 +204,21 @@ async def test_a_job_unknown_to_the_api_ends_with_job_not_found() -> None:
                 await watcher.wait("job_does_not_exist")
             stats = watcher.statistics().transports["sse"]
     assert stats["fallbacks"] == 1
+
+
+@pytest.mark.parametrize("scope", ["job", "workspace"])
+async def test_a_failed_job_ends_with_the_reason_the_api_gives(scope: str) -> None:
+    # Reader's per-job stream ends a failed job with `done` {status, completed, total}: no
+    # reason. The watch ended with "failed" where a status request says why.
+    sim = Simulator(seed=5, time_scale=50.0, page_interval=1.0)
+    async with running(sim) as url:
+        cfg = config(url, scope=scope, backoff_initial=0.01)
+        async with jobwatch.Watcher(
+            cfg, transports=[transport(cfg)], store=MemoryStore()
+        ) as watcher:
+            job = sim.create_job(steps=[*pages(2), Step(kind="fail", error="quota of the origin")])
+            with anyio.fail_after(30):
+                final = await watcher.wait(job)
+    assert (final.kind, final.error) == ("failed", "quota of the origin")
+    # The poll that reconciles the opening connection, and at most one asking why.
+    assert sim.request_counts().by_endpoint.get("GET /v1/jobs/{id}", 0) <= 2
