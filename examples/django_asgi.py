@@ -33,10 +33,18 @@ def job_finished(event: jobwatch.JobEvent) -> None:
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
         await lifespan(receive, send)
-    elif scope["type"] == "http" and scope["path"].startswith("/hooks/"):
+    elif scope["type"] == "http" and _mounted_path(scope).startswith("/hooks/"):
         await hooks(scope, receive, send)
     else:
         await django_app(scope, receive, send)
+
+
+def _mounted_path(scope: dict[str, Any]) -> str:
+    """The path after the prefix a proxy strips (``root_path``), which servers keep in
+    ``path``: behind ``--root-path /api``, ``/api/hooks/reader`` is ``/hooks/reader``."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root + "/") else path
 
 
 async def lifespan(receive: Any, send: Any) -> None:

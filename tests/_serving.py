@@ -37,8 +37,9 @@ def load_example(name: str) -> ModuleType:
 
 
 @asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """Serve ``app`` with hypercorn on 127.0.0.1 at a free port; yields its base URL."""
+async def serving(app: Any, *, root_path: str = "") -> AsyncIterator[str]:
+    """Serve ``app`` with hypercorn on 127.0.0.1 at a free port; yields its base URL.
+    ``root_path``: the prefix a proxy in front would strip (hypercorn's ``--root-path``)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
@@ -48,6 +49,7 @@ async def serving(app: Any) -> AsyncIterator[str]:
     config.accesslog = None
     config.loglevel = "WARNING"
     config.graceful_timeout = 1.0
+    config.root_path = root_path
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
         if sniffio.current_async_library() == "trio":

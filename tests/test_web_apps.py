@@ -81,6 +81,20 @@ async def test_django_recipe(webhook_config: Path, monkeypatch: pytest.MonkeyPat
 
 
 @asyncio_only
+async def test_django_recipe_behind_a_root_path(
+    webhook_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Behind a proxy that strips /api (the server's --root-path), the ASGI path still holds
+    # the prefix: the recipe sent /api/hooks/reader to Django, which answered 404.
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "_django_site")
+    example = load_example("django_asgi")
+    async with serving(example.application, root_path="/api") as url:
+        job_id, statuses = await _deliver_a_job_to(url + "/api", example.finished)
+    assert statuses == [200]
+    assert example.finished == {job_id: "completed"}
+
+
+@asyncio_only
 async def test_a_watcher_that_cannot_start_fails_the_django_start_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
