@@ -964,17 +964,34 @@ async def _listen(
     from .transports._serve import stop_on_signal
 
     watcher = Watcher(config, environ=environ)
-    watcher.subscribe(renderer.event)
+    closed = anyio.Event()
+
+    def show(event: JobEvent) -> None:
+        # The Watcher would take the closed pipe for a failing callback (retried, then a
+        # dead letter) and go on serving a reader that is gone: it stops listen instead.
+        try:
+            renderer.event(event)
+        except BrokenPipeError:
+            closed.set()
+
+    async def stop_when_closed(scope: anyio.CancelScope) -> None:
+        await closed.wait()
+        scope.cancel()
+
+    watcher.subscribe(show)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with anyio.create_task_group() as tg:
             doing = "stopping after the deliveries in flight"
             tg.start_soon(stop_on_signal, signals, tg.cancel_scope, doing)
+            tg.start_soon(stop_when_closed, tg.cancel_scope)
             async with watcher:
                 url = watcher.bound_url("webhook")
                 print(f"listening on {url}", flush=True)
                 if task_status is not None:
                     task_status.started(url)
                 await anyio.sleep_forever()
+    if closed.is_set():
+        raise BrokenPipeError("standard output was closed by its reader")
 
 
 # -- dashboard -------------------------------------------------------------------------------

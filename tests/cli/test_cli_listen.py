@@ -218,3 +218,37 @@ def test_a_dashboard_waiting_for_the_lease_stops_on_a_signal(
         assert time.monotonic() - began < 4.0  # sooner than the lease could pass
     finally:
         _stop(holder)
+
+
+def test_a_reader_that_closes_the_pipe_stops_listen_quietly(tmp_path: Path) -> None:
+    # `jobwatch listen --json | head -1`: the events are printed by a callback, whose
+    # BrokenPipeError the Watcher took for a failing callback (retried, then a dead letter),
+    # so listen went on serving, printing nothing, for ever.
+    proc = _listen(_config(tmp_path, 'store = "memory"'))
+    try:
+        url = _address(proc)
+        assert proc.stdout is not None
+        proc.stdout.close()  # what head does once it has its line
+        for n in range(2):  # the first line may still fit in the pipe's buffer
+            body, headers = signed(
+                SECRET,
+                "job.completed",
+                {
+                    "jobId": f"job_pipe_{n}",
+                    "status": "completed",
+                    "completed": 1,
+                    "total": 1,
+                    "creditsUsed": 1,
+                },
+                f"d-pipe-{n}",
+            )
+            try:
+                httpx.post(f"{url}/hooks/reader", content=body, headers=headers, timeout=10)
+            except httpx.TransportError:  # listen has stopped
+                break
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 141, err  # as a shell says of a command SIGPIPE stopped
+    assert "Traceback" not in err, err
