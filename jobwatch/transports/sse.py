@@ -691,19 +691,41 @@ class SSETransport(Transport):
                         log.warning("could not save the position of %s: %s", name, exc)
 
     async def _deliver_read(self, host: TransportHost, events: list[JobEvent]) -> None:
-        """Deliver one read's events. A job's failure the stream reports without its reason
-        (Reader's per-job ``done`` frame has none) is asked about first, by one status
+        """Deliver one read's events. A watched job's failure the stream reports without its
+        reason (Reader's per-job ``done`` frame has none) is asked about first, by one status
         request, so that the end delivered carries the API's reason; the stream's own comes
-        after it, as a duplicate, or alone if that request fails or takes too long."""
-        start = 0
-        for index, event in enumerate(events):
-            if event.kind is _FAILED and event.job_id is not None and _no_reason(event):
-                if index > start:
-                    await self._deliver(host, events[start:index])
-                    start = index
-                with anyio.move_on_after(_EXPLAIN_DEADLINE):
-                    await host.reconcile([event.job_id], reason="sse: a failure without why")
-        await self._deliver(host, events[start:] if start else events)
+        after it, as a duplicate, or alone if that request fails or takes too long.
+
+        The jobs of a read are asked about together, under one deadline, and only while
+        watched: a job no one waits on, or that has ended (a failure the stream repeats),
+        costs no request. Such a job's failure, and its events after it, wait for the
+        answer; the read's other events go first, each job's in the stream's order."""
+        watched = host.watched()
+        asked: dict[str, None] = {}
+        now: list[JobEvent] = []
+        later: list[JobEvent] = []
+        for event in events:
+            job_id = event.job_id
+            if job_id is not None and job_id not in asked and job_id in watched:
+                if event.kind is _FAILED and _no_reason(event):
+                    asked[job_id] = None
+            (later if job_id is not None and job_id in asked else now).append(event)
+        if not asked:
+            await self._deliver(host, events)
+            return
+        if now:
+            await self._deliver(host, now)
+        with anyio.move_on_after(_EXPLAIN_DEADLINE):
+            async with anyio.create_task_group() as tg:
+                for job_id in asked:
+                    tg.start_soon(self._explain, host, job_id)
+        await self._deliver(host, later)
+
+    async def _explain(self, host: TransportHost, job_id: str) -> None:
+        try:
+            await host.reconcile([job_id], reason="sse: a failure without why")
+        except JobwatchError as exc:  # the stream's own failure is delivered all the same
+            log.warning("could not ask why job %s failed: %s", job_id, exc)
 
     async def _deliver(self, host: TransportHost, events: list[JobEvent]) -> None:
         """Hand one read's events to the pipeline, trying again while the store fails: the

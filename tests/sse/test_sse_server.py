@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import defaultdict
 from typing import Any
@@ -15,6 +16,7 @@ from jobwatch import JobEvent
 from jobwatch.abc import Capabilities
 from jobwatch.providers.reader import ReaderProvider
 from jobwatch.stores.memory import MemoryStore
+from jobwatch.transports import sse as sse_module
 from jobwatch.transports._serve import lifespan
 from jobwatch.transports.sse import SSEOptions, SSETransport
 
@@ -360,3 +362,68 @@ async def test_a_resumed_job_stream_that_ended_without_a_readable_final_frame_po
                 final = await w.wait("j1")
     assert final.kind == "completed" and final.source == "poll"
     assert "polling finds out how the job ended" in caplog.text
+
+
+class SlowToExplain(FakeReader):
+    """A FakeReader whose status requests for ``hung`` jobs never answer."""
+
+    hung: set[str] = set()
+
+    async def _poll(self, job_id: str, send: Any) -> None:
+        if job_id in self.hung:
+            self.polls[job_id] = self.polls.get(job_id, 0) + 1
+            await anyio.sleep_forever()
+        await super()._poll(job_id, send)
+
+
+def failed_frames(jobs: list[str]) -> str:
+    """One chunk holding a reasonless job:failed frame per job (written at once: one read)."""
+    frames = [json.dumps({"jobId": job, "completed": 1, "total": 2}) for job in jobs]
+    return "\n\nevent: job:failed\ndata: ".join(frames)
+
+
+async def test_many_failures_without_a_reason_hold_a_read_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each failure without its reason was asked about in turn, each holding the read's
+    # delivery up to the deadline: a read of four failures from an API that did not answer
+    # status requests was delivered after four deadlines, not one.
+    monkeypatch.setattr(sse_module, "_EXPLAIN_DEADLINE", 0.5)
+    jobs = [f"job_h{n}" for n in range(4)]
+    server = SlowToExplain()
+    server.hung = set(jobs)
+    async with serving(server) as url:
+        cfg = config(url, scope="workspace")
+        seen = Seen()
+        async with watcher(cfg) as w:
+            w.subscribe(seen)
+            subs = [w.subscribe(lambda e: None, job_id=job) for job in jobs]
+            await until(lambda: len(server.stream_opens) == 1)
+            server.add("job:failed", {}, raw=failed_frames(jobs), with_id=False)
+            started = anyio.current_time()
+            with anyio.fail_after(10):
+                finals = [await w.wait(job) for job in jobs]
+            took = anyio.current_time() - started
+            for sub in subs:
+                sub.cancel()
+    assert [f.kind for f in finals] == ["failed"] * 4
+    assert took < 1.5, took  # one deadline (0.5 s) for the read, not one per failure
+
+
+async def test_a_failure_of_a_job_no_one_watches_costs_no_status_request() -> None:
+    # A failure without its reason was asked about whatever the job: one status request for
+    # every failed job of the workspace, and again for a job that had ended when the stream
+    # repeated its failure (as a server replaying after a reconnect does).
+    server = FakeReader(snapshots={JOB: {"status": "failed", "completed": 1, "total": 2}})
+    async with serving(server) as url:
+        cfg = config(url, scope="workspace")
+        seen = Seen()
+        async with watcher(cfg) as w:
+            w.subscribe(seen)
+            await until(lambda: len(server.stream_opens) == 1)
+            server.add("job:failed", {"jobId": JOB, "completed": 1, "total": 2}, with_id=False)
+            await until(lambda: any(e.terminal for e in seen.events[JOB]))
+            server.add("job:failed", {"jobId": JOB, "completed": 1, "total": 2}, with_id=False)
+            progress(server, "job_other", 1)  # after the repeat: seen once it was handled
+            await until(lambda: bool(seen.events["job_other"]))
+    assert server.polls == {}
