@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import inspect
 import json
 import logging
 import threading
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -137,9 +138,9 @@ class Handler:
         self._check_path = check_path
         self._attempts = attempts
         self._failures: dict[str, int] = defaultdict(int)
-        # The event of each job being handed to on_event now (its key), and the event set
-        # when that is over: a job's events are handed over one at a time, in order.
-        self._busy: dict[str | None, tuple[str, anyio.Event]] = {}
+        # Each job whose events an invocation is handing to on_event now (its turn), and the
+        # event set when that turn is over: a job's events are handed over one turn at a time.
+        self._busy: dict[str | None, anyio.Event] = {}
         # Each job's event whose on_event failed, or that could not be claimed, and that waits
         # in the inbox to be offered again: the job's later events wait behind it, as a
         # Watcher's callbacks do.
@@ -211,10 +212,10 @@ class Handler:
                 )
                 return _UNAVAILABLE
             self._let_go(waiting, pending)
-            await self._dispatch(pending, wait=False)
+            await self._offer(pending)
             reply = await receiver.record(fields, body)
             if reply.status == 200:
-                await self._dispatch(host.recorded, wait=True)
+                await self._hand_over(host.recorded)
             return reply
         finally:
             with anyio.CancelScope(shield=True):
@@ -301,40 +302,91 @@ class Handler:
                 del self._waiting[job]
                 self._failures.pop(key, None)  # never offered here again
 
-    async def _dispatch(self, events: Sequence[JobEvent], *, wait: bool) -> None:
-        """Hand each event not handed over yet to on_event, each job's in order. The events of
-        a job behind one whose on_event failed stay in the inbox, offered after it, and so do
-        those behind one this process could not claim (another instance holds it, or the store
-        failed) until it is claimed here or gone from the inbox. A job whose
-        event another invocation is handing over is waited for (``wait``: the invocation's own
-        events, recorded already), or its events left in the inbox for later (what the inbox
-        held before the delivery is recorded, which must not wait on another's callback)."""
+    async def _offer(self, pending: Sequence[JobEvent]) -> None:
+        """Offer what the inbox held before the delivery is recorded (events an earlier
+        invocation could not hand over), each job's in inbox order. A job in another
+        invocation's turn is left to later, and so are the events behind one of its job whose
+        on_event failed or that this process could not claim: this must not wait on another's
+        callback."""
         passed: set[str | None] = set()
-        for event in events:
+        for event in pending:
             key, job = event.key, event.job_id
             if job in passed:
                 continue
-            if not wait and job in self._busy:
+            if job in self._busy:
                 passed.add(job)
                 continue
-            handed = False
-            while (busy := self._busy.get(job)) is not None:
-                await busy[1].wait()
-                if busy[0] == key:  # the other invocation handed this one over, or tried to
-                    handed = True
-                    break
-            if handed or key in self._handled or self._waiting.get(job, key) != key:
+            if key in self._handled or self._waiting.get(job, key) != key:
                 continue
-            done = anyio.Event()
-            self._busy[job] = (key, done)
-            try:
-                if await self._take(key):
-                    await self._call(event)
-                else:  # the job's later events stay in the inbox behind it
-                    self._waiting[job] = key
-            finally:
-                del self._busy[job]
-                done.set()
+            with self._turn(job):
+                await self._offer_one(event)
+
+    async def _hand_over(self, recorded: Sequence[JobEvent]) -> None:
+        """Hand the invocation's own recorded events to on_event, each job's in the order the
+        store recorded them. A job in another invocation's turn is waited for; in its own turn,
+        an invocation hands over every event of the job the inbox holds up to its own (oldest
+        first), whichever invocation recorded them: the inbox, not the order in which
+        invocations wake or hear back from the store, is the order of recording. An event
+        another turn handed over is done; one behind an event whose on_event failed, or that
+        this process could not claim, stays in the inbox, offered after it."""
+        own: dict[str | None, list[JobEvent]] = {}
+        for event in recorded:
+            own.setdefault(event.job_id, []).append(event)
+        for job, events in own.items():
+            while job not in self._waiting and any(e.key not in self._handled for e in events):
+                busy = self._busy.get(job)
+                if busy is not None:
+                    await busy.wait()
+                    continue
+                with self._turn(job):
+                    await self._hand_over_job(job, events)
+                break
+
+    async def _hand_over_job(self, job: str | None, events: Sequence[JobEvent]) -> None:
+        """In ``job``'s turn: hand over the job's events in the inbox up to the last of
+        ``events``. The inbox unreadable, the first of them not handed over stays there, and
+        the job's later events behind it."""
+        try:
+            inbox = await self.store.pending()
+        except Exception as exc:
+            log.warning(
+                "the %s store could not be read to hand over job %s's events in order: %s; "
+                "they stay in the inbox",
+                self.store.name,
+                job,
+                exc,
+            )
+            first = next((e.key for e in events if e.key not in self._handled), None)
+            if first is not None:
+                self._waiting[job] = first
+            return
+        left = {event.key for event in events}
+        for event in inbox:
+            if not left or job in self._waiting:
+                return
+            if event.job_id != job:
+                continue
+            left.discard(event.key)
+            if event.key not in self._handled:
+                await self._offer_one(event)
+
+    @contextlib.contextmanager
+    def _turn(self, job: str | None) -> Iterator[None]:
+        """The job's turn (none may be in one already): the others wait until it is over."""
+        done = self._busy[job] = anyio.Event()
+        try:
+            yield
+        finally:
+            del self._busy[job]
+            done.set()
+
+    async def _offer_one(self, event: JobEvent) -> None:
+        """Hand ``event`` to on_event if this process may; if not, the job's later events
+        stay in the inbox behind it."""
+        if await self._take(event.key):
+            await self._call(event)
+        else:
+            self._waiting[event.job_id] = event.key
 
     async def _take(self, key: str) -> bool:
         """Whether this process may hand ``key`` to on_event: it holds the event's claim in

@@ -693,3 +693,255 @@ def test_a_warm_handler_forgets_the_failures_of_events_it_is_done_with() -> None
             trio.run(store.ack, f"{job}:terminal#1")
     assert len(trio.run(store.dead_letters)) >= 190
     assert len(handler._failures) <= 2, len(handler._failures)
+
+
+def _page_of_job_1(n: int) -> tuple[dict[str, str], bytes]:
+    page = {"jobId": "job_1", "url": f"https://example.com/{n}"}
+    return delivery("job.page", page, delivery_id=f"d-{n}")
+
+
+def _page_number(event: jobwatch.JobEvent) -> int:
+    return int(str(event.data["url"]).rsplit("/", 1)[1])
+
+
+class _Pages:
+    """An on_event that notes each page of job_1 it is handed, and holds the ones in
+    ``held`` until the test lets them go."""
+
+    def __init__(self, *held: int, fail: int | None = None) -> None:
+        import anyio
+
+        self.entered: list[int] = []
+        self.held = {n: anyio.Event() for n in held}
+        self._holds = set(held)  # each page is held the first time only
+        self.fail = fail
+
+    async def __call__(self, event: jobwatch.JobEvent) -> None:
+        if event.job_id != "job_1":
+            return
+        n = _page_number(event)
+        self.entered.append(n)
+        if n in self._holds:
+            self._holds.discard(n)
+            await self.held[n].wait()
+        if n == self.fail:
+            self.fail = None
+            raise RuntimeError("downstream is down")
+
+
+@pytest.fixture(params=["as queued", "reversed"])
+def wake_order(request: pytest.FixtureRequest, anyio_backend: str, monkeypatch: Any) -> str:
+    """The order in which the event loop runs tasks woken at once. trio picks it at random
+    for each batch (so that code cannot depend on it): here it is pinned to each of the two.
+    asyncio runs them as queued."""
+    order = str(request.param)
+    if anyio_backend == "trio":
+        import random
+
+        import trio._core._run as run
+
+        class Pinned(random.Random):
+            def random(self) -> float:  # trio reverses a batch when this is below 0.5
+                return 0.0 if order == "reversed" else 0.99
+
+        monkeypatch.setattr(run, "_r", Pinned())
+    elif order == "reversed":
+        pytest.skip("asyncio runs the tasks woken at once in the order they were queued")
+    return order
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("overlapping", [3, 4])
+async def test_invocations_waiting_for_one_jobs_turn_hand_its_events_over_in_order(
+    overlapping: int, wake_order: str
+) -> None:
+    # The first invocation is in on_event for page 1; the others, recorded one after the
+    # other as the sender sent them, wait for the job's turn. All of them woke when it was
+    # over, and whichever the event loop ran first handed its page over next: page 3 before
+    # page 2 when the loop ran them in reverse.
+    import anyio
+
+    on_event = _Pages(1)
+    handler = Handler(config(), on_event=on_event, store=MemoryStore())
+    statuses: list[int] = []
+
+    async def invoke(n: int) -> None:
+        reply = await handler.handle_async("POST", PATH, *_page_of_job_1(n))
+        statuses.append(reply.status)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(1, overlapping + 1):
+            tg.start_soon(invoke, n)
+            await anyio.wait_all_tasks_blocked()
+        assert on_event.entered == [1]
+        on_event.held[1].set()
+    assert statuses == [200] * overlapping
+    assert on_event.entered == list(range(1, overlapping + 1))
+    assert await handler.store.pending() == []
+
+
+class _AnswersLate(MemoryStore):
+    """A store whose answer to a record arrives late (held on the network until ``late`` is
+    set): the record is committed, and others are recorded after it, before its answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late: Any = None
+
+    async def record_batch(self, records: Any, *, ttl: float, claim: Any = None) -> Any:
+        verdicts = await super().record_batch(records, ttl=ttl, claim=claim)
+        late, self.late = self.late, None
+        if late is not None:
+            await late.wait()
+        return verdicts
+
+
+@pytest.mark.anyio
+async def test_a_jobs_event_whose_record_is_answered_late_is_still_handed_over_first() -> None:
+    # Page 2 was recorded before page 3, but the store's answer for it came after page 3's:
+    # the invocation of page 3 reached the job's turn first and handed page 3 over first.
+    import anyio
+
+    store = _AnswersLate()
+    on_event = _Pages(1)
+    handler = Handler(config(), on_event=on_event, store=store)
+    statuses: list[int] = []
+
+    async def invoke(n: int) -> None:
+        statuses.append((await handler.handle_async("POST", PATH, *_page_of_job_1(n))).status)
+
+    answer = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(invoke, 1)
+        await anyio.wait_all_tasks_blocked()  # in on_event for page 1
+        store.late = answer
+        tg.start_soon(invoke, 2)
+        await anyio.wait_all_tasks_blocked()  # page 2 recorded, its answer on the way
+        tg.start_soon(invoke, 3)
+        await anyio.wait_all_tasks_blocked()  # page 3 recorded, waiting for the job's turn
+        on_event.held[1].set()
+        await anyio.wait_all_tasks_blocked()
+        answer.set()
+    assert statuses == [200] * 3
+    assert on_event.entered == [1, 2, 3]
+    assert await store.pending() == []
+
+
+@pytest.mark.anyio
+async def test_an_invocation_cancelled_while_it_waits_for_its_jobs_turn_keeps_the_order() -> None:
+    # The platform's deadline cancelled the invocation of page 2 while page 1 was in
+    # on_event: page 2 stayed in the inbox, and page 3 was handed over before it.
+    import anyio
+
+    on_event = _Pages(1)
+    store = MemoryStore()
+    handler = Handler(config(), on_event=on_event, store=store)
+    statuses: dict[int, int] = {}
+
+    async def invoke(n: int, scope: anyio.CancelScope | None = None) -> None:
+        with scope or anyio.CancelScope():
+            statuses[n] = (await handler.handle_async("POST", PATH, *_page_of_job_1(n))).status
+
+    deadline = anyio.CancelScope()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(invoke, 1)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(invoke, 2, deadline)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(invoke, 3)
+        await anyio.wait_all_tasks_blocked()
+        deadline.cancel()
+        await anyio.wait_all_tasks_blocked()
+        on_event.held[1].set()
+    assert statuses == {1: 200, 3: 200}  # the cancelled one never answered
+    # The sender retries page 2's delivery: a duplicate, never handed over twice.
+    await invoke(2)
+    assert statuses[2] == 200
+    assert on_event.entered == [1, 2, 3]
+    assert await store.pending() == []
+
+
+@pytest.mark.anyio
+async def test_an_invocation_cancelled_in_on_event_keeps_the_jobs_order() -> None:
+    # The invocation of page 1 was cancelled in on_event; page 2's invocation, waiting for
+    # the job's turn, handed page 2 over, and page 1 was offered again after it.
+    import anyio
+
+    on_event = _Pages(1)
+    store = MemoryStore()
+    handler = Handler(config(), on_event=on_event, store=store)
+    statuses: dict[int, int] = {}
+
+    async def invoke(n: int, scope: anyio.CancelScope | None = None) -> None:
+        with scope or anyio.CancelScope():
+            statuses[n] = (await handler.handle_async("POST", PATH, *_page_of_job_1(n))).status
+
+    deadline = anyio.CancelScope()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(invoke, 1, deadline)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(invoke, 2)
+        await anyio.wait_all_tasks_blocked()
+        deadline.cancel()
+    await invoke(3)
+    assert statuses == {2: 200, 3: 200}
+    assert on_event.entered[0] == 1 and on_event.entered[1:] == [1, 2, 3], on_event.entered
+    assert await store.pending() == []
+
+
+@pytest.mark.anyio
+async def test_a_jobs_events_waiting_behind_a_failing_on_event_are_offered_after_it() -> None:
+    # on_event failed on page 1 while the invocations of pages 2 and 3 waited for the job's
+    # turn: they are answered, their pages stay in the inbox behind page 1, and the next
+    # invocation offers the three in order.
+    import anyio
+
+    on_event = _Pages(1, fail=1)
+    store = MemoryStore()
+    handler = Handler(config(), on_event=on_event, store=store)
+    statuses: list[int] = []
+
+    async def invoke(headers: dict[str, str], body: bytes) -> None:
+        statuses.append((await handler.handle_async("POST", PATH, headers, body)).status)
+
+    async with anyio.create_task_group() as tg:
+        for n in (1, 2, 3):
+            tg.start_soon(invoke, *_page_of_job_1(n))
+            await anyio.wait_all_tasks_blocked()
+        on_event.held[1].set()
+    assert statuses == [200] * 3
+    assert on_event.entered == [1]
+    assert [_page_number(event) for event in await store.pending()] == [1, 2, 3]
+    await invoke(*delivery("job.started", {"jobId": "job_2"}, delivery_id="d-other"))
+    assert on_event.entered == [1, 1, 2, 3]
+    assert await store.pending() == []
+
+
+class _InboxUnreadableOnce(MemoryStore):
+    """A store whose inbox cannot be read once, after the delivery is recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def pending(self) -> list[jobwatch.JobEvent]:
+        self.reads += 1
+        if self.reads == 2:
+            raise jobwatch.JobwatchError("the store went away")
+        return await super().pending()
+
+
+@pytest.mark.anyio
+async def test_an_inbox_unreadable_after_recording_leaves_the_event_for_the_next_invocation() -> (
+    None
+):
+    # The delivery is recorded (200), but the inbox, which says what of the job comes
+    # before it, could not be read: the page stays there and is offered first next time.
+    on_event = _Pages()
+    store = _InboxUnreadableOnce()
+    handler = Handler(config(), on_event=on_event, store=store)
+    assert (await handler.handle_async("POST", PATH, *_page_of_job_1(1))).status == 200
+    assert on_event.entered == []
+    assert (await handler.handle_async("POST", PATH, *_page_of_job_1(2))).status == 200
+    assert on_event.entered == [1, 2]
+    assert await store.pending() == []
