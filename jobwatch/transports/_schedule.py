@@ -102,11 +102,44 @@ class Estimate:
     unit: float
 
 
+@attrs.frozen
+class _Steps:
+    """The (seconds, units) steps between first sightings of counts, as the sums the
+    estimates need: a job polled for days adds a step per poll, and keeps five numbers."""
+
+    count: int = 0
+    seconds: float = 0.0
+    units: int = 0
+    #: The sum over steps of seconds squared per unit, and of the inverse of their units.
+    squares: float = 0.0
+    inverses: float = 0.0
+
+    def plus(self, seconds: float, units: int) -> _Steps:
+        return _Steps(
+            self.count + 1,
+            self.seconds + seconds,
+            self.units + units,
+            self.squares + seconds * seconds / units,
+            self.inverses + 1 / units,
+        )
+
+    def scatter(self, unit: float) -> float:
+        """The steps' squared deviations from ``unit`` seconds per unit, normalized, less
+        what the lag of each first sighting owes (a sixth of the inverse of its units):
+        the sum over steps of ``(dt - unit * dk) ** 2 / (unit * unit * dk) - 1 / (6 * dk)``."""
+        return (
+            self.squares / (unit * unit) - 2 * self.seconds / unit + self.units - self.inverses / 6
+        )
+
+
+_NO_STEPS = _Steps()
+
+
 @attrs.frozen(kw_only=True)
 class _Evidence:
     """What one job's progress shows: the first sighting of its current count, the units left,
     and ``moved`` units in ``elapsed`` seconds since its anchor (whose time is uncertain by
-    ``spread`` seconds, a standard deviation: an estimated start). ``steps`` are the (seconds,
+    ``spread`` seconds, a standard deviation: an estimated start). ``steps`` sums the (seconds,
     units) between first sightings of counts, the anchor's too when it was one."""
 
     first: float
@@ -114,7 +147,7 @@ class _Evidence:
     moved: int
     elapsed: float
     spread: float
-    steps: tuple[tuple[float, int], ...]
+    steps: _Steps
 
     def pace(self, cv2: float) -> tuple[float, float]:
         """The job's own pace: log seconds per unit, and the variance of that estimate — the
@@ -127,10 +160,9 @@ class _Evidence:
         """The pace between first sightings only, what other jobs may lean on: an estimated
         start carries a guess of how long the job queued, which would be shared by every
         job's estimate and not average out."""
-        if not self.steps:
+        if not self.steps.count:
             return None
-        seconds = sum(dt for dt, _ in self.steps)
-        units = sum(dk for _, dk in self.steps)
+        seconds, units = self.steps.seconds, self.steps.units
         return math.log(seconds / units), cv2 / units + 1 / (6 * units**2)
 
 
@@ -153,7 +185,7 @@ class _Plan:
     evidence: _Evidence | None = None
     estimate: Estimate | None = None
     #: (seconds, units) between consecutive first sightings of counts, after the anchor's.
-    steps: list[tuple[float, int]] = attrs.Factory(list)
+    steps: _Steps = _NO_STEPS
     #: What the steps add to the schedule's measure of irregularity: (sum, degrees of freedom).
     spread: tuple[float, int] = (0.0, 0)
     #: The job's entry among the pooled paces (see :class:`_Paces`).
@@ -398,7 +430,7 @@ class PollSchedule:
                 return None
         if plan.seen is None or plan.seen[1] != done:
             if plan.seen is not None and plan.seen[1] < done and plan.seen[0] > plan.anchor[0]:
-                plan.steps.append((now - plan.seen[0], done - plan.seen[1]))
+                plan.steps = plan.steps.plus(now - plan.seen[0], done - plan.seen[1])
             plan.seen = (now, done, total)
         anchor_time, anchor_done, spread = plan.anchor
         moved = done - anchor_done
@@ -407,18 +439,14 @@ class PollSchedule:
             return None
         # Both counts were reached some time before the poll that first showed them; taking
         # the first sightings at both ends makes those offsets (about half a unit) cancel.
-        steps = tuple(plan.steps)
+        steps = plan.steps
         elapsed = first - anchor_time
         if plan.started_known:
             # A start the API stated has no sighting's lag, but the count's first sighting
             # lags it by about half a unit: time the units from there.
             elapsed *= moved / (moved + 0.5)
         elif not spread:  # the anchor is a sighting: its step to the next count is one too
-            head = (
-                first - anchor_time - sum(dt for dt, _ in steps),
-                moved - sum(k for _, k in steps),
-            )
-            steps = (head, *steps)
+            steps = steps.plus(first - anchor_time - steps.seconds, moved - steps.units)
         return _Evidence(
             first=first,
             left=max(total - done, 0),
@@ -470,18 +498,14 @@ class PollSchedule:
         against the other jobs' pace."""
         # Each first sighting lags its count by up to a unit: a step's normalized square
         # owes 1/(6 dk) to that, not to the units.
-        if len(ev.steps) >= 2:
-            unit = sum(dt for dt, _ in ev.steps) / sum(dk for _, dk in ev.steps)
-            spread = sum(
-                (dt - unit * dk) ** 2 / (unit * unit * dk) - 1 / (6 * dk) for dt, dk in ev.steps
-            )
-            measured = (spread, len(ev.steps) - 1)
-        elif ev.steps and (prior := self._paces.prior(plan.pace)) is not None:
+        steps = ev.steps
+        if steps.count >= 2:
+            unit = steps.seconds / steps.units
+            measured = (steps.scatter(unit), steps.count - 1)
+        elif steps.count and (prior := self._paces.prior(plan.pace)) is not None:
             # One step also owes to how far this job's pace may be from the others'.
             mean, var = prior
-            unit = math.exp(mean)
-            ((dt, dk),) = ev.steps
-            spread = (dt - unit * dk) ** 2 / (unit * unit * dk) - 1 / (6 * dk) - var * dk
+            spread = steps.scatter(math.exp(mean)) - var * steps.units
             measured = (spread, 1)
         else:
             return
@@ -502,7 +526,7 @@ class PollSchedule:
     @staticmethod
     def _set_anchor(plan: _Plan, now: float, done: int, total: int, started: float | None) -> None:
         plan.seen = (now, done, total)
-        plan.steps, plan.spread = [], (0.0, 0)  # what it added to the pool stays there
+        plan.steps, plan.spread = _NO_STEPS, (0.0, 0)  # what it added to the pool stays there
         plan.started_known = False
         if (
             plan.waiting is not None

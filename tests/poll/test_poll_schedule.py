@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -587,3 +588,34 @@ def test_any_stated_start_keeps_the_budget_and_finite_due_times(
     assert len(detected) == len(jobs)
     for i, t in enumerate(sent):
         assert sum(1 for u in sent[i:] if u < t + 60.0) <= rpm
+
+
+def _reachable(root: object) -> int:
+    """How many objects ``root`` holds, itself included (types not followed)."""
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, type):
+            continue
+        seen.add(id(obj))
+        todo.extend(gc.get_referents(obj))
+    return len(seen)
+
+
+def test_a_job_polled_for_days_keeps_a_plan_of_bounded_size() -> None:
+    # A batch of a million units over 24 hours moves between every two polls: the plan kept
+    # each (seconds, units) step between first sightings of its counts, one more per poll,
+    # and went over all of them again at every poll.
+    s = schedule(interval=2.0, max_interval=30.0)
+    s.add("big", 0.0)
+    now, polls, sizes = 0.0, 0, []
+    while polls < 2000:
+        assert s.pick(now) == "big"
+        due = s.observe("big", now, snap("processing", int(now * 11.5), 1_000_000))
+        assert due is not None
+        polls += 1
+        if polls in (100, 2000):
+            sizes.append(_reachable(s._plans["big"]))
+        now = due
+    assert sizes[1] <= sizes[0] + 5, sizes
