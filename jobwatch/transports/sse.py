@@ -700,19 +700,22 @@ class SSETransport(Transport):
         watched: a job no one waits on, or that has ended (a failure the stream repeats),
         costs no request. Such a job's failure, and its events after it, wait for the
         answer; the read's other events go first, each job's in the stream's order."""
-        watched = host.watched()
-        asked: dict[str, None] = {}
-        now: list[JobEvent] = []
-        later: list[JobEvent] = []
-        for event in events:
-            job_id = event.job_id
-            if job_id is not None and job_id not in asked and job_id in watched:
-                if event.kind is _FAILED and _no_reason(event):
-                    asked[job_id] = None
-            (later if job_id is not None and job_id in asked else now).append(event)
+        failed = [e.job_id for e in events if e.kind is _FAILED and _no_reason(e) and e.job_id]
+        watched = host.watched() if failed else frozenset()  # (a set of every watched job)
+        asked = dict.fromkeys(job_id for job_id in failed if job_id in watched)
         if not asked:
             await self._deliver(host, events)
             return
+        now: list[JobEvent] = []
+        later: list[JobEvent] = []
+        waiting: set[str] = set()
+        for event in events:
+            job_id = event.job_id
+            if job_id in asked and (job_id in waiting or event.kind is _FAILED):
+                waiting.add(job_id)
+                later.append(event)
+            else:
+                now.append(event)
         if now:
             await self._deliver(host, now)
         with anyio.move_on_after(_EXPLAIN_DEADLINE):

@@ -16,6 +16,7 @@ from jobwatch import JobEvent
 from jobwatch.abc import Capabilities
 from jobwatch.providers.reader import ReaderProvider
 from jobwatch.stores.memory import MemoryStore
+from jobwatch.testing import ScriptedHost
 from jobwatch.transports import sse as sse_module
 from jobwatch.transports._serve import lifespan
 from jobwatch.transports.sse import SSEOptions, SSETransport
@@ -427,3 +428,33 @@ async def test_a_failure_of_a_job_no_one_watches_costs_no_status_request() -> No
             progress(server, "job_other", 1)  # after the repeat: seen once it was handled
             await until(lambda: bool(seen.events["job_other"]))
     assert server.polls == {}
+
+
+class _CountingHost(ScriptedHost):
+    """Counts how often the transport lists the watched jobs (a set of all of them)."""
+
+    listed = 0
+
+    def watched(self) -> frozenset[str]:
+        self.listed += 1
+        return super().watched()
+
+
+async def test_reads_without_a_failure_do_not_list_the_watched_jobs() -> None:
+    # Every read listed every watched job, to look for failures without a reason among its
+    # events: with ten thousand watched jobs, a set of ten thousand for every read of a busy
+    # stream.
+    server = FakeReader()
+    async with serving(server) as url:
+        cfg = config(url, scope="workspace", reconcile_on_watch=False)
+        transport = SSETransport(cfg.options("sse", SSEOptions), rng=random.Random(0))
+        host = _CountingHost(cfg, ReaderProvider(cfg))
+        async with host, anyio.create_task_group() as tg:
+            await tg.start(transport.run, host)
+            await until(lambda: len(server.stream_opens) == 1)
+            listed = host.listed
+            for n in range(1, 21):
+                progress(server, "job_1", n)
+                await until(lambda n=n: len(host.delivered) >= n)  # one read each
+            assert host.listed == listed
+            tg.cancel_scope.cancel()
