@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import trio
 from _cancellation import cancellation_from_elsewhere
@@ -304,8 +305,6 @@ async def test_overlapping_invocations_share_the_store_and_dispatch_each_event_o
 ) -> None:
     # An async runtime (Cloud Run, an ASGI function) runs invocations at once: the first to
     # finish must not close the store under the others, nor offer their events again.
-    import anyio
-
     seen: list[str | None] = []
 
     async def on_event(event: jobwatch.JobEvent) -> None:
@@ -339,8 +338,6 @@ async def test_overlapping_invocations_share_the_store_and_dispatch_each_event_o
 
 @pytest.mark.anyio
 async def test_an_invocation_that_comes_while_the_store_closes_waits_for_it() -> None:
-    import anyio
-
     class SlowToClose(MemoryStore):
         def __init__(self) -> None:
             super().__init__()
@@ -375,8 +372,6 @@ async def test_an_invocation_that_comes_while_the_store_closes_waits_for_it() ->
 @pytest.mark.anyio
 async def test_an_invocation_cancelled_while_it_opens_the_store_fails_no_other() -> None:
     # Its sender gave up while it waited for the store; those waiting behind it open it.
-    import anyio
-
     class SlowToClose(MemoryStore):
         async def aclose(self) -> None:
             await anyio.sleep(0.05)
@@ -517,8 +512,6 @@ async def test_instances_sharing_a_store_hand_an_event_to_on_event_once() -> Non
     # One instance records a delivery and is calling on_event; another, sharing the store,
     # starts an invocation and finds the event in the inbox (not acknowledged yet): it called
     # on_event for it too.
-    import anyio
-
     shared = MemoryStore()
     calls: list[tuple[str, str]] = []
     release = anyio.Event()
@@ -581,8 +574,6 @@ def test_a_jobs_later_events_wait_behind_one_whose_callback_failed() -> None:
 
 @pytest.mark.anyio
 async def test_overlapping_invocations_hand_over_a_jobs_events_one_at_a_time() -> None:
-    import anyio
-
     entered: list[str] = []
     finished: list[str] = []
     release = anyio.Event()
@@ -709,8 +700,6 @@ class _Pages:
     ``held`` until the test lets them go."""
 
     def __init__(self, *held: int, fail: int | None = None) -> None:
-        import anyio
-
         self.entered: list[int] = []
         self.held = {n: anyio.Event() for n in held}
         self._holds = set(held)  # each page is held the first time only
@@ -727,6 +716,23 @@ class _Pages:
         if n == self.fail:
             self.fail = None
             raise RuntimeError("downstream is down")
+
+
+class _Invocations:
+    """A handler whose on_event holds page 1 of job_1 until the test lets it go, and the
+    statuses its invocations answered, by page."""
+
+    def __init__(self) -> None:
+        self.on_event = _Pages(1)
+        self.store = MemoryStore()
+        self.handler = Handler(config(), on_event=self.on_event, store=self.store)
+        self.statuses: dict[int, int] = {}
+
+    async def invoke(self, n: int, scope: anyio.CancelScope | None = None) -> None:
+        """Deliver page ``n``, within ``scope`` (a platform's deadline) if given."""
+        with scope or anyio.CancelScope():
+            reply = await self.handler.handle_async("POST", PATH, *_page_of_job_1(n))
+            self.statuses[n] = reply.status
 
 
 @pytest.fixture(params=["as queued", "reversed"])
@@ -759,8 +765,6 @@ async def test_invocations_waiting_for_one_jobs_turn_hand_its_events_over_in_ord
     # other as the sender sent them, wait for the job's turn. All of them woke when it was
     # over, and whichever the event loop ran first handed its page over next: page 3 before
     # page 2 when the loop ran them in reverse.
-    import anyio
-
     on_event = _Pages(1)
     handler = Handler(config(), on_event=on_event, store=MemoryStore())
     statuses: list[int] = []
@@ -800,8 +804,6 @@ class _AnswersLate(MemoryStore):
 async def test_a_jobs_event_whose_record_is_answered_late_is_still_handed_over_first() -> None:
     # Page 2 was recorded before page 3, but the store's answer for it came after page 3's:
     # the invocation of page 3 reached the job's turn first and handed page 3 over first.
-    import anyio
-
     store = _AnswersLate()
     on_event = _Pages(1)
     handler = Handler(config(), on_event=on_event, store=store)
@@ -831,17 +833,8 @@ async def test_a_jobs_event_whose_record_is_answered_late_is_still_handed_over_f
 async def test_an_invocation_cancelled_while_it_waits_for_its_jobs_turn_keeps_the_order() -> None:
     # The platform's deadline cancelled the invocation of page 2 while page 1 was in
     # on_event: page 2 stayed in the inbox, and page 3 was handed over before it.
-    import anyio
-
-    on_event = _Pages(1)
-    store = MemoryStore()
-    handler = Handler(config(), on_event=on_event, store=store)
-    statuses: dict[int, int] = {}
-
-    async def invoke(n: int, scope: anyio.CancelScope | None = None) -> None:
-        with scope or anyio.CancelScope():
-            statuses[n] = (await handler.handle_async("POST", PATH, *_page_of_job_1(n))).status
-
+    pages = _Invocations()
+    on_event, store, statuses, invoke = pages.on_event, pages.store, pages.statuses, pages.invoke
     deadline = anyio.CancelScope()
     async with anyio.create_task_group() as tg:
         tg.start_soon(invoke, 1)
@@ -865,17 +858,8 @@ async def test_an_invocation_cancelled_while_it_waits_for_its_jobs_turn_keeps_th
 async def test_an_invocation_cancelled_in_on_event_keeps_the_jobs_order() -> None:
     # The invocation of page 1 was cancelled in on_event; page 2's invocation, waiting for
     # the job's turn, handed page 2 over, and page 1 was offered again after it.
-    import anyio
-
-    on_event = _Pages(1)
-    store = MemoryStore()
-    handler = Handler(config(), on_event=on_event, store=store)
-    statuses: dict[int, int] = {}
-
-    async def invoke(n: int, scope: anyio.CancelScope | None = None) -> None:
-        with scope or anyio.CancelScope():
-            statuses[n] = (await handler.handle_async("POST", PATH, *_page_of_job_1(n))).status
-
+    pages = _Invocations()
+    on_event, store, statuses, invoke = pages.on_event, pages.store, pages.statuses, pages.invoke
     deadline = anyio.CancelScope()
     async with anyio.create_task_group() as tg:
         tg.start_soon(invoke, 1, deadline)
@@ -894,8 +878,6 @@ async def test_a_jobs_events_waiting_behind_a_failing_on_event_are_offered_after
     # on_event failed on page 1 while the invocations of pages 2 and 3 waited for the job's
     # turn: they are answered, their pages stay in the inbox behind page 1, and the next
     # invocation offers the three in order.
-    import anyio
-
     on_event = _Pages(1, fail=1)
     store = MemoryStore()
     handler = Handler(config(), on_event=on_event, store=store)
