@@ -393,17 +393,25 @@ async def test_a_dead_letter_of_a_run_left_since_is_news_to_callbacks_only_at_st
         await store.aclose()
 
     handed: list[str] = []
+    arrived = anyio.Event()
+
+    def hand(event: jobwatch.JobEvent) -> None:
+        handed.append(event.key)
+        arrived.set()
+
     second = jobwatch.Watcher(
         config,
         transports=[ScriptedTransport()],
         store=stores(),
         http_transport=httpx.MockTransport(api),
     )
-    second.subscribe(lambda event: handed.append(event.key))
+    second.subscribe(hand)
     async with second:
+        # (An event, not a loop of wait_all_tasks_blocked(): on trio that loop spins while the
+        # sqlite store's thread works, and the thread waits for the interpreter at each step.)
         with anyio.fail_after(5):
-            while not handed:
-                await anyio.wait_all_tasks_blocked()
+            await arrived.wait()
+        await anyio.wait_all_tasks_blocked()
         assert handed == ["j1:terminal#1"]
         with pytest.raises(jobwatch.WatchTimeout):
             await second.wait("j1", timeout=0.5)
