@@ -966,13 +966,16 @@ async def _listen(
     watcher = Watcher(config, environ=environ)
     closed = anyio.Event()
 
-    def show(event: JobEvent) -> None:
+    async def show(event: JobEvent) -> None:
         # The Watcher would take the closed pipe for a failing callback (retried, then a
         # dead letter) and go on serving a reader that is gone: it stops listen instead.
+        # The event no one read is not handled: it waits here until listen stops, and stays
+        # in the store's inbox for the next listen (so do those queued behind it).
         try:
             renderer.event(event)
         except BrokenPipeError:
             closed.set()
+            await anyio.sleep_forever()
 
     async def stop_when_closed(scope: anyio.CancelScope) -> None:
         await closed.wait()

@@ -12,11 +12,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from _cli_support import signed
 
 import jobwatch
+from jobwatch.stores.sqlite import SQLiteStore
 
 SECRET = "whsec-cli-listen-0123456789"
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -252,3 +254,46 @@ def test_a_reader_that_closes_the_pipe_stops_listen_quietly(tmp_path: Path) -> N
         proc.communicate()
     assert proc.returncode == 141, err  # as a shell says of a command SIGPIPE stopped
     assert "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_an_event_listen_could_not_print_stays_in_the_inbox(tmp_path: Path, backend: str) -> None:
+    # A closed pipe is no reader that has seen the event: it stays in the store's inbox, and
+    # the next `jobwatch listen` on that store prints it.
+    config = _config(
+        tmp_path, f'store = "sqlite"\n[jobwatch.sqlite]\npath = "{tmp_path / "state.db"}"'
+    )
+    proc = _listen(config, backend)
+    try:
+        url = _address(proc)
+        assert proc.stdout is not None
+        proc.stdout.close()
+        body, headers = signed(
+            SECRET,
+            "job.completed",
+            {
+                "jobId": "job_unread",
+                "status": "completed",
+                "completed": 1,
+                "total": 1,
+                "creditsUsed": 1,
+            },
+            "d-unread",
+        )
+        reply = httpx.post(f"{url}/hooks/reader", content=body, headers=headers, timeout=10)
+        assert reply.status_code == 200  # recorded before it is printed
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 141, err
+
+    async def inbox() -> tuple[list[str | None], int]:
+        store = SQLiteStore(tmp_path / "state.db")
+        await store.open()
+        try:
+            return [e.job_id for e in await store.pending()], len(await store.dead_letters())
+        finally:
+            await store.aclose()
+
+    assert anyio.run(inbox) == (["job_unread"], 0)
