@@ -43,7 +43,7 @@ def _mounted_path(scope: dict[str, Any]) -> str:
     """The path after the prefix a proxy strips (``root_path``), which servers keep in
     ``path``: behind ``--root-path /api``, ``/api/hooks/reader`` is ``/hooks/reader``."""
     path: str = scope["path"]
-    root: str = scope.get("root_path", "")
+    root: str = scope.get("root_path", "").rstrip("/")
     return path[len(root) :] if root and path.startswith(root + "/") else path
 
 

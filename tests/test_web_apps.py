@@ -81,14 +81,15 @@ async def test_django_recipe(webhook_config: Path, monkeypatch: pytest.MonkeyPat
 
 
 @asyncio_only
+@pytest.mark.parametrize("root_path", ["/api", "/api/"])
 async def test_django_recipe_behind_a_root_path(
-    webhook_config: Path, monkeypatch: pytest.MonkeyPatch
+    webhook_config: Path, monkeypatch: pytest.MonkeyPatch, root_path: str
 ) -> None:
     # Behind a proxy that strips /api (the server's --root-path), the ASGI path still holds
     # the prefix: the recipe sent /api/hooks/reader to Django, which answered 404.
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "_django_site")
     example = load_example("django_asgi")
-    async with serving(example.application, root_path="/api") as url:
+    async with serving(example.application, root_path=root_path) as url:
         job_id, statuses = await _deliver_a_job_to(url + "/api", example.finished)
     assert statuses == [200]
     assert example.finished == {job_id: "completed"}
