@@ -81,18 +81,29 @@ async def test_django_recipe(webhook_config: Path, monkeypatch: pytest.MonkeyPat
 
 
 @asyncio_only
-@pytest.mark.parametrize("root_path", ["/api", "/api/"])
 async def test_django_recipe_behind_a_root_path(
-    webhook_config: Path, monkeypatch: pytest.MonkeyPatch, root_path: str
+    webhook_config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Behind a proxy that strips /api (the server's --root-path), the ASGI path still holds
     # the prefix: the recipe sent /api/hooks/reader to Django, which answered 404.
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "_django_site")
     example = load_example("django_asgi")
-    async with serving(example.application, root_path=root_path) as url:
+    async with serving(example.application, root_path="/api") as url:
         job_id, statuses = await _deliver_a_job_to(url + "/api", example.finished)
     assert statuses == [200]
     assert example.finished == {job_id: "completed"}
+
+
+def test_django_recipe_takes_a_root_path_with_or_without_its_slash(
+    webhook_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # hypercorn hands the prefix on as configured; another server may keep a trailing slash.
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "_django_site")
+    mounted = load_example("django_asgi")._mounted_path
+    for root in ("/api", "/api/"):
+        assert mounted({"path": "/api/hooks/reader", "root_path": root}) == "/hooks/reader"
+    assert mounted({"path": "/hooks/reader", "root_path": "/api"}) == "/hooks/reader"
+    assert mounted({"path": "/apiary/x", "root_path": "/api"}) == "/apiary/x"
 
 
 @asyncio_only
