@@ -33,6 +33,12 @@ class _Breaks(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.broken: set[str] = set()
+        self.asked = anyio.Event()  # set at the Watcher's next look at the store
+
+    async def stranded(self) -> list[jobwatch.JobEvent]:
+        asked, self.asked = self.asked, anyio.Event()
+        asked.set()
+        return await super().stranded()
 
     async def record(self, job_id: str | None, decide: Any, *, ttl: float) -> Any:
         if job_id in self.broken:
@@ -55,6 +61,11 @@ async def test_what_a_failed_batch_recorded_is_dispatched_once_without_a_restart
                 await anyio.sleep(0.01)
         store.broken.clear()
         await transport.send(*(make_event("started", job) for job in ("j1", "j2", "j3")))
-        await anyio.sleep(1.2)  # the next look at the store finds nothing more
+        # The next look at the store finds nothing more: a look that began after the send,
+        # and dispatched what it found before the one after it began. (Looks, not a sleep: a
+        # loaded machine may not look within any short while, and nothing would be checked.)
+        for _ in range(2):
+            with anyio.fail_after(10):
+                await store.asked.wait()
     assert [e.key for e in got] == ["j1:started#1", "j2:started#1", "j3:started#1"]
     assert await store.pending() == []
