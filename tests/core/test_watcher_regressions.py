@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -10,6 +11,7 @@ import pytest
 
 import jobwatch
 from jobwatch._dispatch import Dispatcher
+from jobwatch.abc import JobState, Verdict
 from jobwatch.stores.memory import MemoryStore
 from jobwatch.stores.sqlite import SQLiteStore
 from jobwatch.testing import ScriptedTransport, make_event
@@ -56,7 +58,7 @@ async def test_dispatches_waiting_on_one_full_queue_all_get_through() -> None:
         await dispatcher.dispatch(make_event("progress", "j1", completed=1))
         for job in ("j2", "j3"):  # both wait for room in the same queue
             tg.start_soon(dispatcher.dispatch, make_event("progress", job, completed=1))
-        await anyio.sleep(0.05)
+        await anyio.wait_all_tasks_blocked()  # j1 in the callback, j2 and j3 waiting for room
         gate.set()
         with anyio.fail_after(2):
             while len(got) < 3:  # noqa: ASYNC110 - the dispatcher offers nothing to wait on
@@ -65,17 +67,88 @@ async def test_dispatches_waiting_on_one_full_queue_all_get_through() -> None:
     assert sorted(got) == ["j1:progress:1", "j2:progress:1", "j3:progress:1"]
 
 
+class _Overlapping(SQLiteStore):
+    """Marking job j1 watched overlaps the recording of its terminal event, in the one order
+    that could undo it: the mark reads (or begins) first, the terminal event is recorded,
+    and only then may the mark write."""
+
+    def __init__(self) -> None:
+        super().__init__(":memory:")
+        self.marking = anyio.Event()  # marking j1 watched has read its state, or begun
+        self.ended = anyio.Event()  # j1's terminal event is recorded
+        plain = self.record
+
+        async def record(
+            job_id: str | None, decide: Callable[[JobState | None], Verdict], *, ttl: float
+        ) -> Verdict:
+            if job_id == "j1":
+                self.marking.set()
+            return await plain(job_id, decide, ttl=ttl)
+
+        # On the instance: a subclass's own record() would take every event off the group
+        # commit (record_batch goes through record() then).
+        self.record = record  # type: ignore[method-assign]
+
+    async def get_job(self, job_id: str) -> JobState | None:
+        state = await super().get_job(job_id)
+        if job_id == "j1":
+            self.marking.set()
+        return state
+
+    async def put_job(self, state: JobState) -> None:
+        if state.job_id == "j1":
+            await self.ended.wait()
+        await super().put_job(state)
+
+    async def record_batch(
+        self,
+        records: Sequence[tuple[str | None, Callable[[JobState | None], Verdict]]],
+        *,
+        ttl: float,
+        claim: tuple[str, float] | None = None,
+    ) -> list[Verdict]:
+        ours = any(job_id == "j1" for job_id, _ in records)
+        if ours and not self.ended.is_set():
+            await self.marking.wait()
+        verdicts = await super().record_batch(records, ttl=ttl, claim=claim)
+        if ours and any(v.event is not None and v.event.terminal for v in verdicts):
+            self.ended.set()
+        return verdicts
+
+
 async def test_marking_a_job_watched_never_undoes_its_terminal_state() -> None:
-    store = SQLiteStore(":memory:")
+    store = _Overlapping()
     transport = ScriptedTransport(handler=lambda job: [make_event("completed", job)])
     seen: list[str] = []
+    completed = anyio.Event()
+    late = make_event("progress", "j1", completed=2, total=3)
+    outcome: list[str | None] = []  # what the pipeline did with the late event
+    decided = anyio.Event()
+
+    def show(event: jobwatch.JobEvent) -> None:
+        seen.append(event.kind.value)
+        if event.kind.value == "completed":
+            completed.set()
+
+    def observe(event: jobwatch.JobEvent, dropped: str | None) -> None:
+        if event.job_id == "j1" and event.kind is late.kind:
+            outcome.append(dropped)
+            decided.set()
+
     async with jobwatch.Watcher(CONFIG, transports=[transport], store=store) as watcher:
-        watcher.subscribe(lambda e: seen.append(e.kind.value))
+        watcher._pipeline.observers.append(observe)
+        watcher.subscribe(show)
         watcher.subscribe(lambda e: None, job_id="j1")  # watching makes it complete at once
-        await anyio.sleep(0.2)
-        await transport.send(make_event("progress", "j1", completed=2, total=3))  # late
-        await anyio.sleep(0.1)
+        with anyio.fail_after(5):
+            await completed.wait()
+            # Marking it watched (in a task of its own) has reached the store too.
+            while (state := await store.get_job("j1")) is None or not state.watched:
+                pass
+        await transport.send(late)
+        with anyio.fail_after(5):
+            await decided.wait()
         state = await store.get_job("j1")
+    assert outcome != [None], "the late event was dispatched after the terminal one"
     assert state is not None and state.terminal and state.watched
     assert seen == ["completed"]
 
