@@ -52,10 +52,23 @@ def _commit_marker() -> bytes:
     return hashlib.sha1(COMMIT_BATCH.encode()).hexdigest().encode()
 
 
+class _Looked(RedisStore):
+    """A Redis store that tells each of the Watcher's looks for events left undispatched."""
+
+    def __init__(self, options: RedisOptions) -> None:
+        super().__init__(options)
+        self.asked = anyio.Event()  # set at the Watcher's next look at the store
+
+    async def stranded(self) -> list[jobwatch.JobEvent]:
+        asked, self.asked = self.asked, anyio.Event()
+        asked.set()
+        return await super().stranded()
+
+
 @asynccontextmanager
 async def _receiver(
     url: str, prefix: str, owner: str, events: list[jobwatch.JobEvent]
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> AsyncIterator[tuple[httpx.AsyncClient, _Looked]]:
     cfg = jobwatch.Config.from_mapping(
         {
             "jobwatch": {
@@ -66,7 +79,7 @@ async def _receiver(
             }
         }
     )
-    store = RedisStore(
+    store = _Looked(
         RedisOptions(url=url, prefix=prefix, owner=owner, record_deadline=0.5, timeout=0.3)
     )
     watcher = jobwatch.Watcher(cfg, transports=[WebhookTransport.from_config(cfg)], store=store)
@@ -77,7 +90,7 @@ async def _receiver(
             transport=httpx.ASGITransport(app=watcher.asgi_app()), base_url="http://r"
         ) as client,
     ):
-        yield client
+        yield client, store
 
 
 def _delivery() -> tuple[bytes, dict[str, str]]:
@@ -102,11 +115,17 @@ async def _lose_the_answer(client: httpx.AsyncClient, proxy: RedisProxy) -> None
         await anyio.sleep(0.05)
 
 
-async def _until_dispatched(events: list[jobwatch.JobEvent]) -> None:
+async def _until_dispatched(events: list[jobwatch.JobEvent], store: _Looked) -> None:
     with anyio.fail_after(10):
         while not events:  # noqa: ASYNC110 - the callback sets nothing to wait on
             await anyio.sleep(0.02)
-    await anyio.sleep(1.1)  # the next look at the store finds nothing more
+    # The next look at the store finds nothing more: a look that began after the dispatch,
+    # and dispatched what it found before the one after it began. (Looks, not a sleep: a
+    # loaded machine may not look within any short while, and a second dispatch would go
+    # unseen.)
+    for _ in range(2):
+        with anyio.fail_after(10):
+            await store.asked.wait()
 
 
 def _inbox(redis_url: str, prefix: str, owner: str) -> int:
@@ -121,11 +140,11 @@ async def test_the_receiver_that_recorded_it_dispatches_it(
     redis_url: str, prefix: str, proxy: RedisProxy
 ) -> None:
     events: list[jobwatch.JobEvent] = []
-    async with _receiver(proxy.url(), prefix, "r1", events) as r1:
+    async with _receiver(proxy.url(), prefix, "r1", events) as (r1, store):
         await _lose_the_answer(r1, proxy)
         body, headers = _delivery()
         retried = await r1.post(PATH, content=body, headers=headers)  # as the sender does
-        await _until_dispatched(events)
+        await _until_dispatched(events, store)
     assert retried.status_code == 200
     assert [e.key for e in events] == [KEY]
     assert _inbox(redis_url, prefix, "r1") == 0
@@ -137,13 +156,13 @@ async def test_it_is_dispatched_when_the_retry_goes_to_another_receiver(
     first: list[jobwatch.JobEvent] = []
     other: list[jobwatch.JobEvent] = []
     async with (
-        _receiver(proxy.url(), prefix, "r1", first) as r1,
-        _receiver(redis_url, prefix, "r2", other) as r2,
+        _receiver(proxy.url(), prefix, "r1", first) as (r1, store),
+        _receiver(redis_url, prefix, "r2", other) as (r2, _),
     ):
         await _lose_the_answer(r1, proxy)
         body, headers = _delivery()
         retried = await r2.post(PATH, content=body, headers=headers)
-        await _until_dispatched(first)
+        await _until_dispatched(first, store)
     assert retried.status_code == 200
     assert [e.key for e in first] == [KEY] and other == []
     assert _inbox(redis_url, prefix, "r1") == 0
@@ -153,7 +172,7 @@ async def test_without_a_retry_it_is_dispatched_all_the_same(
     redis_url: str, prefix: str, proxy: RedisProxy
 ) -> None:
     events: list[jobwatch.JobEvent] = []
-    async with _receiver(proxy.url(), prefix, "r1", events) as r1:
+    async with _receiver(proxy.url(), prefix, "r1", events) as (r1, store):
         await _lose_the_answer(r1, proxy)
-        await _until_dispatched(events)
+        await _until_dispatched(events, store)
     assert [e.key for e in events] == [KEY]
