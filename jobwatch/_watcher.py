@@ -291,14 +291,12 @@ class Watcher:
         self._state = _State.CLOSED
         self._dispatcher.close()
         # watch() and wait() in tasks that outlive the block end now, not at their timeout.
-        for record in list(self._pipeline.jobs.values()):
-            for queue in list(record.queues or ()):
-                queue.end(
-                    WatcherClosed(
-                        f"the Watcher closed while job {record.job_id} was watched; wait "
-                        "for the job inside the Watcher's `async with` block"
-                    )
-                )
+        self._end_watches(
+            lambda job_id: WatcherClosed(
+                f"the Watcher closed while job {job_id} was watched; wait for the job inside "
+                "the Watcher's `async with` block"
+            )
+        )
         result = None
         try:
             if self._tg is not None:
@@ -372,7 +370,7 @@ class Watcher:
             error,
         )
         self._failure = error
-        self._end_watches(error)
+        self._end_watches(lambda _: error)
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
@@ -383,14 +381,16 @@ class Watcher:
             await self.store.monitor()
         except JobwatchError as exc:
             if self._state is _State.OPEN and not being_cancelled():
-                self._end_watches(exc)
+                lost = exc
+                self._end_watches(lambda _: lost)
             raise
 
-    def _end_watches(self, error: JobwatchError) -> None:
-        # Whoever waits for a job hears why nothing more will come, not "the Watcher closed".
+    def _end_watches(self, error: Callable[[str | None], JobwatchError]) -> None:
+        """End every watch() and wait() in progress with ``error(job_id)``: whoever waits for
+        a job hears why nothing more will come."""
         for record in list(self._pipeline.jobs.values()):
             for queue in list(record.queues or ()):
-                queue.end(error)
+                queue.end(error(record.job_id))
 
     def _check_open(self, *, starting: bool = False) -> None:
         """Raise WatcherClosed unless the Watcher runs (``starting``: or has not started)."""
