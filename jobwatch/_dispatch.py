@@ -39,6 +39,9 @@ __all__ = [
 
 log = logging.getLogger("jobwatch")
 
+#: Handled events are acknowledged together, at most this many at a time.
+_ACK_EVERY = 256
+
 Callback = Callable[[JobEvent], Awaitable[None] | None]
 
 
@@ -220,6 +223,7 @@ class Dispatcher:
         self._queue_size = queue_size
         self._by_job: dict[str | None, list[Subscription]] = {}
         self._outstanding: dict[str, int] = {}
+        self._acks: list[str] = []  # handled, to be acknowledged with the next flush
         self._tg: TaskGroup | None = None
         self._on_unsubscribe = on_unsubscribe
         self._noted_every_job = False
@@ -279,60 +283,80 @@ class Dispatcher:
         if self._on_unsubscribe is not None:
             self._on_unsubscribe(sub)
 
-    def _targets(self, event: JobEvent) -> list[Subscription]:
-        """The subscriptions that want ``event``: the job's own first, then everyone's."""
-        kind, by_job = event.kind, self._by_job
-        targets = []
-        for group in (
-            by_job.get(event.job_id, ()) if event.job_id is not None else (),
-            by_job.get(None, ()),
-        ):
-            for sub in group:  # Subscription.wants, inlined: this runs for every event
-                if not sub.cancelled and (sub.kinds is None or kind in sub.kinds):
-                    targets.append(sub)
-        return targets
-
     async def dispatch(self, event: JobEvent, *, callbacks_only: bool = False) -> None:
         """Queue ``event`` for every matching subscription (waits while a queue is full);
         with ``callbacks_only``, not for the Watcher's own (``watch()``, ``wait()``)."""
-        targets = self._targets(event)
-        if callbacks_only:
-            targets = [sub for sub in targets if sub.retry is not None]
-        self.counts.delivered += 1
-        key = event.key
-        self._outstanding[key] = self._outstanding.get(key, 0) + (len(targets) or 1)
-        if not targets:
-            await self._done(key)
-            return
-        for sub in targets:
-            # (A replay waits for no room: asked for from a callback, it would wait for that
-            # callback's own queue; it goes one event over the bound instead.)
-            while len(sub._queue) >= self._queue_size and not sub.cancelled and not callbacks_only:
-                if sub._space is None:  # one event for every dispatch waiting on this queue
-                    sub._space = anyio.Event()
-                await sub._space.wait()
-            sub._queue.append(event)
-            if sub._running:
-                if sub._idle is not None:
-                    sub._idle.set()
-            elif self._tg is not None:
-                sub._running = True
-                self._tg.start_soon(self._drain, sub)
+        await self.dispatch_batch((event,), callbacks_only=callbacks_only)
+
+    async def dispatch_batch(
+        self, events: Iterable[JobEvent], *, callbacks_only: bool = False
+    ) -> None:
+        """:meth:`dispatch` each of ``events`` in order: one call for a read's events."""
+        by_job, outstanding, size, counts = (
+            self._by_job,
+            self._outstanding,
+            self._queue_size,
+            self.counts,
+        )
+        for event in events:
+            kind, job_id = event.kind, event.job_id
+            targets = []
+            # The job's own subscriptions first, then everyone's (Subscription.wants, inlined:
+            # this runs for every event).
+            for group in (
+                by_job.get(job_id, ()) if job_id is not None else (),
+                by_job.get(None, ()),
+            ):
+                for sub in group:
+                    if not sub.cancelled and (sub.kinds is None or kind in sub.kinds):
+                        if not callbacks_only or sub.retry is not None:
+                            targets.append(sub)
+            counts.delivered += 1
+            key = event.key
+            if not targets:
+                if key not in outstanding:  # (else it is done when its other dispatch is)
+                    self._acks.append(key)
+                continue
+            outstanding[key] = outstanding.get(key, 0) + len(targets)
+            for sub in targets:
+                # (A replay waits for no room: asked for from a callback, it would wait for
+                # that callback's own queue; it goes one event over the bound instead.)
+                while len(sub._queue) >= size and not sub.cancelled and not callbacks_only:
+                    if sub._space is None:  # one event for every dispatch waiting on this queue
+                        sub._space = anyio.Event()
+                    await sub._space.wait()
+                sub._queue.append(event)
+                if sub._running:
+                    if sub._idle is not None:
+                        sub._idle.set()
+                elif self._tg is not None:
+                    sub._running = True
+                    self._tg.start_soon(self._drain, sub)
+        if self._acks:
+            await self._flush_acks()
 
     async def _drain(self, sub: Subscription) -> None:
         try:
             while True:
-                while sub._queue:
-                    event = sub._queue[0]
+                queue = sub._queue
+                while queue:
+                    event = queue[0]
                     # Cancelled mid-callback (shutdown, crash): the event stays in the inbox
                     # and is replayed by the next Watcher on this store.
                     if not sub.cancelled:
+                        if sub.is_async and self._acks:
+                            await self._flush_acks()  # (handled: not held up by a slow call)
                         await self._call(sub, event)
-                    sub._queue.popleft()
+                    queue.popleft()
                     if sub._space is not None:
                         sub._space.set()
                         sub._space = None
-                    await self._done(event.key)
+                    self._done(event.key)
+                    if len(self._acks) >= _ACK_EVERY:
+                        await self._flush_acks()
+                if self._acks:
+                    await self._flush_acks()
+                    continue  # events queued meanwhile found a task running: it takes them
                 if sub.job_id is not None or sub.cancelled or self._tg is None:
                     return
                 sub._idle = anyio.Event()  # a subscription to every job waits for more
@@ -342,18 +366,28 @@ class Dispatcher:
             sub._running = False
             sub._idle = None
 
-    async def _done(self, key: str) -> None:
-        left = self._outstanding.get(key, 1) - 1
+    def _done(self, key: str) -> None:
+        """One subscriber has handled the event of ``key``: the last one to do so has it
+        acknowledged with the next flush."""
+        outstanding = self._outstanding
+        left = outstanding.get(key, 1) - 1
         if left > 0:
-            self._outstanding[key] = left
+            outstanding[key] = left
             return
-        self._outstanding.pop(key, None)
+        outstanding.pop(key, None)
+        self._acks.append(key)
+
+    async def _flush_acks(self) -> None:
+        """Remove the handled events from the store's inbox, in one call."""
+        keys, self._acks = self._acks, []
         try:
-            await self._store.ack(key)
+            await self._store.ack_batch(keys)
         except JobwatchError as exc:
-            # Handled but still in the inbox: it is replayed after a restart, which callbacks
-            # that are idempotent by event.key absorb.
-            log.warning("could not remove %s from the store's inbox: %s", key, exc)
+            # Handled but still in the inbox: replayed after a restart, which callbacks that
+            # are idempotent by event.key absorb.
+            log.warning(
+                "could not remove %d handled events from the store's inbox: %s", len(keys), exc
+            )
 
     async def _call(self, sub: Subscription, event: JobEvent) -> None:
         policy = sub.retry
@@ -379,6 +413,8 @@ class Dispatcher:
                     error,
                 )
                 if policy is not None and attempt + 1 < attempts:
+                    if self._acks:
+                        await self._flush_acks()  # (what was handled: not held up meanwhile)
                     await _backoff(sub, policy.delay(attempt + 1))
                     if sub.cancelled:  # cancelled meanwhile: its event is skipped, not kept
                         return

@@ -85,7 +85,8 @@ class JobRecord:
 class Pipeline:
     """Dedup and the ordering guard between the transports and the dispatcher.
 
-    ``dispatch`` receives each delivered event once it is recorded. ``on_check(job_id)`` is
+    ``dispatch`` receives each delivered event once it is recorded; ``dispatch_batch``, when
+    given, takes its place with a batch's delivered events in one call. ``on_check(job_id)`` is
     called when a pushed event contradicts a finished run (one confirming poll is wanted);
     ``on_final(job_id)`` when a run's terminal event is delivered, ``on_new_run(job_id)`` when a
     finished job's new run begins. Deliveries wait for
@@ -101,6 +102,7 @@ class Pipeline:
         *,
         dedup_ttl: float,
         dispatch: Callable[[JobEvent], Awaitable[None]],
+        dispatch_batch: Callable[[list[JobEvent]], Awaitable[None]] | None = None,
         on_check: Callable[[str], None] = _ignore,
         on_final: Callable[[str], None] = _ignore,
         on_new_run: Callable[[str], None] = _ignore,
@@ -114,6 +116,7 @@ class Pipeline:
         self.dropped: dict[str, int] = defaultdict(int)
         self.observers: list[Callable[[JobEvent, str | None], None]] = []
         self._dispatch = dispatch
+        self._dispatch_batch = dispatch_batch
         self._on_check = on_check
         self._on_final = on_final
         self._on_new_run = on_new_run
@@ -261,9 +264,17 @@ class Pipeline:
             if not steps and claim is None:
                 return
             verdicts = await self._record(steps, claim)
-        shared = self.store.shared
-        for step, verdict in zip(steps, verdicts, strict=True):
-            await self._settle(step.record, step.event, verdict, shared)
+        shared, settle = self.store.shared, self._settle
+        delivered = [
+            new
+            for step, verdict in zip(steps, verdicts, strict=True)
+            if (new := settle(step.record, step.event, verdict, shared)) is not None
+        ]
+        if self._dispatch_batch is not None:
+            await self._dispatch_batch(delivered)
+        else:
+            for new in delivered:
+                await self._dispatch(new)
 
     async def _record(self, steps: list[_Step], claim: tuple[str, float] | None) -> list[Verdict]:
         """The verdicts of one ``record_batch`` call, which takes ``claim`` with the records."""
@@ -277,11 +288,11 @@ class Pipeline:
         await claim_recorded(store, claim)
         return verdicts
 
-    async def _settle(
+    def _settle(
         self, record: JobRecord, event: JobEvent, verdict: Verdict, shared: bool
-    ) -> None:
+    ) -> JobEvent | None:
         """Act on one recorded event's verdict: ask for a check, keep the bookkeeping of
-        starts and final events, and dispatch what was delivered."""
+        starts and final events; the event to dispatch, if it was delivered."""
         job_id = event.job_id
         if verdict.check and job_id is not None:
             self._on_check(job_id)
@@ -296,12 +307,12 @@ class Pipeline:
         delivered = verdict.event
         if delivered is None:
             self._dropped(event, verdict.dropped or "dropped")
-            return
+            return None
         self.events_out += 1
         self._keep_final(record, delivered)
         if self.observers:
             self.notify(delivered)
-        await self._dispatch(delivered)
+        return delivered
 
     def _keep_final(self, record: JobRecord, delivered: JobEvent) -> None:
         job_id = delivered.job_id

@@ -167,6 +167,7 @@ class Watcher:
             self.store,
             dedup_ttl=self.config.dedup_ttl,
             dispatch=self._dispatcher.dispatch,
+            dispatch_batch=self._dispatcher.dispatch_batch,
             on_check=self._check,
             on_final=self._unwatch_transports,
             on_new_run=self._rewatch,

@@ -550,6 +550,13 @@ class Store(abc.ABC):
     async def ack(self, key: str) -> None:
         """Remove a dispatched event from the inbox."""
 
+    async def ack_batch(self, keys: Sequence[str]) -> None:
+        """Remove dispatched events from the inbox, as :meth:`ack` of each key in order
+        does (the default); the dispatcher hands over what it handled together. A store
+        that can remove them in one go overrides it."""
+        for key in keys:
+            await self.ack(key)
+
     @abc.abstractmethod
     async def get_checkpoint(self, name: str) -> str | None:
         """A transport's saved position (an SSE stream's last event id, say)."""

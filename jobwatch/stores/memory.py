@@ -124,6 +124,13 @@ class MemoryStore(Store):
     async def ack(self, key: str) -> None:
         self._inbox.pop(key, None)
 
+    async def ack_batch(self, keys: Sequence[str]) -> None:
+        if type(self).ack is not MemoryStore.ack:  # a subclass's ack sees every key
+            return await super().ack_batch(keys)
+        pop = self._inbox.pop
+        for key in keys:
+            pop(key, None)
+
     async def get_checkpoint(self, name: str) -> str | None:
         return self._checkpoints.get(name)
 

@@ -541,9 +541,17 @@ class SQLiteStore(Store):
         return events
 
     async def ack(self, key: str) -> None:
-        # Acks ride along with the next group commit: until then the event would only be
+        await self._ack((key,))
+
+    async def ack_batch(self, keys: Sequence[str]) -> None:
+        if type(self).ack is not SQLiteStore.ack:  # a subclass's ack sees every key
+            return await super().ack_batch(keys)
+        await self._ack(keys)
+
+    async def _ack(self, keys: Sequence[str]) -> None:
+        # Acks ride along with the next group commit: until then the events would only be
         # replayed once more after a crash, which at-least-once dispatch allows anyway.
-        self._acks.append(key)
+        self._acks += keys
         if len(self._acks) >= _ACK_FLUSH:
             # An empty run of records: a commit that carries the acks, on the loop like the
             # records it joins (any other call would send the whole batch to the thread).

@@ -103,6 +103,16 @@ class StoreConformance:
         keys = [e.key for e in await store.pending()]
         assert keys == [f"j1:progress:{n}#1" for n in (0, 1, 3, 4)]
 
+    async def test_ack_batch_removes_each_key_once_and_ignores_unknown_ones(
+        self, store: Store
+    ) -> None:
+        for n in range(5):
+            await self._record(store, "progress", completed=n)
+        await store.ack_batch(["j1:progress:3#1", "j1:progress:0#1", "j1:none#1"])
+        await store.ack_batch([])
+        keys = [e.key for e in await store.pending()]
+        assert keys == [f"j1:progress:{n}#1" for n in (1, 2, 4)]
+
     async def test_pending_events_round_trip(self, store: Store) -> None:
         await self._record(store, "page", url="https://example.com/a", data={"markdown": "# a"})
         (event,) = await store.pending()

@@ -1,14 +1,19 @@
-"""The dispatcher's tasks: one kept by a subscription to every job, none for idle ones."""
+"""The dispatcher's tasks (one kept by a subscription to every job, none for idle ones), and
+how handled events leave the store's inbox."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
 import pytest
 
 import jobwatch
+from jobwatch import JobEvent
 from jobwatch._dispatch import Dispatcher
+from jobwatch._guard import decide
 from jobwatch.stores.memory import MemoryStore
 from jobwatch.testing import make_event
 
@@ -67,3 +72,131 @@ async def test_closing_ends_a_parked_task_without_cancelling_anything() -> None:
             await dispatcher.dispatch(make_event("progress", "job_1", completed=1))
             await anyio.sleep(0.01)  # handled; the task is parked
             dispatcher.close()
+
+
+class AckCountingStore(MemoryStore):
+    """A memory store that keeps the keys of each ``ack_batch`` call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+
+    async def ack_batch(self, keys: Sequence[str]) -> None:
+        self.batches.append(list(keys))
+        await super().ack_batch(keys)
+
+
+async def _recorded(store: MemoryStore, count: int, job_id: str = "job_1") -> list[JobEvent]:
+    """``count`` progress events of ``job_id``, recorded (in the store's inbox)."""
+    events = []
+    for n in range(count):
+        event = make_event("progress", job_id, completed=n + 1)
+        verdict = await store.record(job_id, functools.partial(decide, event=event), ttl=60)
+        assert verdict.event is not None
+        events.append(verdict.event)
+    return events
+
+
+async def test_handled_events_leave_the_inbox_together() -> None:
+    store = AckCountingStore()
+    dispatcher = Dispatcher(store)
+    got: list[str] = []
+    dispatcher.subscribe(lambda event: got.append(event.key))
+    events = await _recorded(store, 300)
+    async with anyio.create_task_group() as tg:
+        dispatcher.start(tg)
+        await dispatcher.dispatch_batch(events)
+        await anyio.wait_all_tasks_blocked()
+        assert got == [event.key for event in events]
+        assert [len(keys) for keys in store.batches] == [256, 44]
+        assert await store.pending() == []
+        dispatcher.close()
+
+
+async def test_an_event_no_one_wants_leaves_the_inbox_with_its_batch() -> None:
+    store = AckCountingStore()
+    dispatcher = Dispatcher(store)
+    dispatcher.subscribe(lambda event: None, kinds=("completed",))
+    events = await _recorded(store, 3)
+    await dispatcher.dispatch_batch(events)
+    assert store.batches == [[event.key for event in events]]
+    assert await store.pending() == []
+
+
+async def test_what_was_handled_leaves_the_inbox_while_a_callback_waits_to_be_retried() -> None:
+    store = AckCountingStore()
+    dispatcher = Dispatcher(store)
+    calls: list[int | None] = []
+
+    def callback(event: JobEvent) -> None:
+        calls.append(event.completed)
+        if event.completed == 2:
+            raise RuntimeError("not yet")
+
+    dispatcher.subscribe(callback, retry=jobwatch.Retry(attempts=2, backoff=3600))
+    first, second = await _recorded(store, 2)
+    async with anyio.create_task_group() as tg:
+        dispatcher.start(tg)
+        await dispatcher.dispatch_batch([first, second])
+        await anyio.wait_all_tasks_blocked()  # the second waits an hour for its retry
+        assert calls == [1, 2]
+        assert [event.key for event in await store.pending()] == [second.key]
+        tg.cancel_scope.cancel()
+
+
+async def test_what_was_handled_leaves_the_inbox_before_an_async_callback_is_awaited() -> None:
+    store = AckCountingStore()
+    dispatcher = Dispatcher(store)
+    release = anyio.Event()
+
+    async def callback(event: JobEvent) -> None:
+        if event.completed == 2:
+            await release.wait()
+
+    dispatcher.subscribe(callback)
+    first, second = await _recorded(store, 2)
+    async with anyio.create_task_group() as tg:
+        dispatcher.start(tg)
+        await dispatcher.dispatch_batch([first, second])
+        await anyio.wait_all_tasks_blocked()  # the second's callback awaits
+        assert [event.key for event in await store.pending()] == [second.key]
+        release.set()
+        await anyio.wait_all_tasks_blocked()
+        assert await store.pending() == []
+        dispatcher.close()
+
+
+class SlowAckStore(MemoryStore):
+    """A memory store whose ``ack_batch`` waits until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = anyio.Event()
+        self.acking = anyio.Event()
+
+    async def ack_batch(self, keys: Sequence[str]) -> None:
+        self.acking.set()
+        await self.release.wait()
+        await super().ack_batch(keys)
+
+
+@pytest.mark.parametrize("job_id", [None, "job_1"])
+async def test_an_event_queued_while_the_handled_ones_are_acknowledged_is_handled(
+    job_id: str | None,
+) -> None:
+    store = SlowAckStore()
+    dispatcher = Dispatcher(store)
+    got: list[int | None] = []
+    dispatcher.subscribe(lambda event: got.append(event.completed), job_id=job_id)
+    first, second = await _recorded(store, 2)
+    async with anyio.create_task_group() as tg:
+        dispatcher.start(tg)
+        await dispatcher.dispatch(first)
+        await store.acking.wait()  # the first was handled; its task acknowledges it
+        tg.start_soon(dispatcher.dispatch, second)  # its own flush waits too
+        await anyio.wait_all_tasks_blocked()
+        store.release.set()
+        await anyio.wait_all_tasks_blocked()
+        assert got == [1, 2]
+        assert await store.pending() == []
+        dispatcher.close()

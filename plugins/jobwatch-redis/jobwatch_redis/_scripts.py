@@ -172,8 +172,10 @@ return cjson.encode(out)
 #: maxmemory refuses every command queued in a transaction, even one that frees memory, but
 #: lets a script that only deletes run. KEYS: inbox hash, inbox order. ARGV: the event key.
 ACK = """
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[1], ARGV[1])
+for i = 1, #ARGV do
+  redis.call('ZREM', KEYS[2], ARGV[i])
+  redis.call('HDEL', KEYS[1], ARGV[i])
+end
 return 1
 """
 

@@ -668,15 +668,31 @@ class RedisStore(Store):
         return [raw for raw in r.hmget(self.keys.inbox(), names) if raw is not None]
 
     async def ack(self, key: str) -> None:
+        await self._ack((key,))
+
+    async def ack_batch(self, keys: Sequence[str]) -> None:
+        if type(self).ack is not RedisStore.ack:  # a subclass's ack sees every key
+            return await super().ack_batch(keys)
+        await self._ack(keys)
+
+    async def _ack(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        names = list(keys)
+
         def ack(r: redis.Redis) -> None:
             run = _scripts.script(r, _scripts.ACK)
-            run(keys=[self.keys.inbox(), self.keys.order()], args=[key], client=r)
+            run(keys=[self.keys.inbox(), self.keys.order()], args=names, client=r)
 
         try:
-            await self._write(ack, "acknowledging an event", owned=True)
+            await self._write(ack, "acknowledging events", owned=True)
         except RedisUnavailable as exc:
-            # Not fatal: the event stays in the inbox and is dispatched again after a restart.
-            log.error("could not remove %s from the inbox: %s", key, exc)
+            # Not fatal: the events stay in the inbox and are dispatched again after a restart.
+            log.error(
+                "could not remove %s from the inbox: %s",
+                names[0] if len(names) == 1 else f"{len(names)} handled events",
+                exc,
+            )
 
     # -- checkpoints and dead letters ------------------------------------------------------
 
