@@ -44,10 +44,16 @@ class Snapshot:
 
 @attrs.frozen(kw_only=True)
 class ResultsPage:
-    """One page of a job's results and the request for the next page, if any."""
+    """One page of a job's results and the request for the next page, if any.
+
+    ``then`` are requests read after the pages ``next`` leads to run out, each with the pages
+    its own answers lead to, in order: results the job keeps in several places (a batch's
+    output file, then its error file).
+    """
 
     items: tuple[Mapping[str, Any], ...]
     next: Request | None = None
+    then: tuple[Request, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

@@ -640,13 +640,17 @@ class Watcher:
         check_job_id(job_id)
         request: Request | None = self.provider.results_request(job_id)
         asked: set[tuple[Any, ...]] = set()
+        later: list[Request] = []  # what pages said to read once their own pages run out
         while request is not None:
             asked.add(_identity(request))
             response = await self._api.request_with_retry(request)
             page = self.provider.decode_results(job_id, response)
             for item in page.items:
                 yield item
+            later[:0] = page.then
             request = page.next
+            if request is None and later:
+                request = later.pop(0)
             if request is not None and _identity(request) in asked:
                 # An API that ignores its own cursor would hand out the same pages forever.
                 raise DecodeError(

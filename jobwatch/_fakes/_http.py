@@ -57,7 +57,7 @@ class Request:
 
 @attrs.frozen(kw_only=True)
 class Reply:
-    """A JSON answer."""
+    """A JSON answer (a ``body`` of bytes: sent as it is, ``application/octet-stream``)."""
 
     status: int = 200
     body: Any = None
@@ -130,9 +130,13 @@ async def send_reply(
 
 
 async def _send_json(reply: Reply, request_id: str, send: Send) -> None:
-    body = b"" if reply.body is None else json.dumps(reply.body, separators=(",", ":")).encode()
+    if isinstance(reply.body, bytes):
+        body, kind = reply.body, b"application/octet-stream"
+    else:
+        body = b"" if reply.body is None else json.dumps(reply.body, separators=(",", ":")).encode()
+        kind = b"application/json; charset=utf-8"
     headers = [
-        (b"content-type", b"application/json; charset=utf-8"),
+        (b"content-type", kind),
         (b"content-length", str(len(body)).encode()),
         (b"x-request-id", request_id.encode()),
     ]

@@ -1,9 +1,10 @@
-"""A fake of OpenAI's Batch API: ``GET /v1/batches/{id}`` and thin, signed account webhooks."""
+"""A fake of OpenAI's Batch API: ``GET /v1/batches/{id}``, the output and error files a batch
+names (``GET /v1/files/{id}/content``), and thin, signed account webhooks."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..transports._signatures import StandardWebhooksScheme
@@ -41,7 +42,9 @@ class OpenAIBatchFake(FakeAPI):
     `api_key` (or use `config`). Create batches with `create_batch`; set `webhook_url` to
     receive the project's webhooks (``batch.completed``, ``batch.failed``,
     ``batch.cancelled``, ``batch.expired``), thin bodies signed with Standard Webhooks and
-    `webhook_secret`, retried after `webhook_retries` on any answer but 2xx.
+    `webhook_secret`, retried after `webhook_retries` on any answer but 2xx. A batch that
+    ends names an output file of the requests that completed and an error file of those that
+    failed (JSONL, a line per request, keyed by ``custom_id``: ``request-1`` and on).
 
     Args:
         api_key: the only key accepted (``Authorization: Bearer``); any other gets 401.
@@ -90,6 +93,7 @@ class OpenAIBatchFake(FakeAPI):
         self.webhook_secret = webhook_secret or whsec(self.rng.randbytes(24))
         self.webhook_retries = tuple(webhook_retries)
         self._window = None if rpm is None else SlidingWindow(rpm)
+        self._files: dict[str, bytes] = {}
         self._schemes = {
             forged: StandardWebhooksScheme([secret])
             for forged, secret in ((False, self.webhook_secret), (True, whsec(b"forged-" * 4)))
@@ -190,11 +194,36 @@ class OpenAIBatchFake(FakeAPI):
         if data["status"] == before or data["status"] not in _EVENTS:
             return
         counts = data["request_counts"]
-        if data["output_file_id"] is None and counts["completed"] > 0:
-            data["output_file_id"] = f"file-{self.rng.getrandbits(96):024x}"
-        if data["error_file_id"] is None and counts["failed"] > 0:
-            data["error_file_id"] = f"file-{self.rng.getrandbits(96):024x}"
+        completed, failed = counts["completed"], counts["failed"]
+        if data["output_file_id"] is None and completed > 0:
+            data["output_file_id"] = self._file(
+                {
+                    "custom_id": f"request-{n}",
+                    "response": {"status_code": 200, "body": {"object": "chat.completion"}},
+                    "error": None,
+                }
+                for n in range(1, completed + 1)
+            )
+        if data["error_file_id"] is None and failed > 0:
+            data["error_file_id"] = self._file(
+                {
+                    "custom_id": f"request-{n}",
+                    "response": None,
+                    "error": {"code": "server_error", "message": "The request failed."},
+                }
+                for n in range(completed + 1, completed + failed + 1)
+            )
         self._notify(job_id, _EVENTS[data["status"]], at)
+
+    def _file(self, lines: Iterable[dict[str, Any]]) -> str:
+        """Keep a JSONL file of ``lines``, each with a request id; its id."""
+        file_id = f"file-{self.rng.getrandbits(96):024x}"
+        self._files[file_id] = b"".join(
+            json.dumps({"id": f"batch_req_{self.rng.getrandbits(96):024x}", **line}).encode()
+            + b"\n"
+            for line in lines
+        )
+        return file_id
 
     # -- webhooks ------------------------------------------------------------------------
 
@@ -228,13 +257,23 @@ class OpenAIBatchFake(FakeAPI):
     # -- HTTP ----------------------------------------------------------------------------
 
     def routes(self) -> Sequence[Route]:
-        return [Route(method="GET", template="/v1/batches/{batch_id}", handler=self._get)]
+        return [
+            Route(method="GET", template="/v1/batches/{batch_id}", handler=self._get),
+            Route(method="GET", template="/v1/files/{file_id}/content", handler=self._content),
+        ]
 
     def _get(self, request: Request) -> Reply:
         batch_id = request.params["batch_id"]
         if not self.has_job(batch_id):
             raise self.error(404, f"No batch found with id '{batch_id}'.")
         return Reply(body=self._data(batch_id))
+
+    def _content(self, request: Request) -> Reply:
+        file_id = request.params["file_id"]
+        self.pump()
+        if file_id not in self._files:
+            raise self.error(404, f"No such File object: {file_id}")
+        return Reply(body=self._files[file_id])
 
     def authenticate(self, request: Request) -> None:
         key = _bearer(request.headers)

@@ -283,7 +283,7 @@ class Results:
     items: Path | None
     url: Path | None
     get: Template | None
-    fields: Mapping[str, Path]
+    fields: tuple[Mapping[str, Path], ...]  # one table of placeholders per request, in turn
     format: str
     next: str
     next_path: Path | None
@@ -689,19 +689,12 @@ def _names(table: _Table, key: str) -> tuple[str, ...]:
 
 def _results(table: _Table, names: frozenset[str]) -> Results:
     source = table.choice("source", RESULT_SOURCES, "none")
-    fields_table = table.table("fields", None)
-    fields = (
-        {}
-        if fields_table is None
-        else {
-            str(name): compile_path(path, f"{fields_table.where} {name}")
-            for name, path in fields_table.data.items()
-        }
-    )
+    fields = _fields(table)
+    placeholders = frozenset(fields[0]) if fields else frozenset()
     get = None
     if "get" in table.data:
-        get = compile_template(table.get("get"), table.at("get"), names | frozenset(fields))
-        _naming_the_job(get, table.at("get"), frozenset(fields))
+        get = compile_template(table.get("get"), table.at("get"), names | placeholders)
+        _naming_the_job(get, table.at("get"), placeholders)
     needs = {"url": "url", "request": "get"}.get(source)
     if needs is not None and needs not in table.data:
         raise ConfigError(f"{table.where} source = {source!r} needs {needs}")
@@ -745,6 +738,33 @@ def _results(table: _Table, names: frozenset[str]) -> Results:
         next=next_kind,
         next_path=next_path,
         cursor_param=cursor,
+    )
+
+
+def _fields(table: _Table) -> tuple[Mapping[str, Path], ...]:
+    """``fields``: one table of placeholders, or a list of them (a request each, in turn)."""
+    value = table.get("fields", None)
+    if value is None:
+        return ()
+    where = table.at("fields")
+    several = isinstance(value, list | tuple)
+    if several and not value:
+        raise ConfigError(f"{where} is an empty list: give one table of paths per request")
+    tables = [
+        _Table(item, f"{where}[{index}]" if several else where, None)
+        for index, item in enumerate(value if several else [value])
+    ]
+    first = frozenset(tables[0].data)
+    for other in tables[1:]:
+        if frozenset(other.data) != first:
+            raise ConfigError(
+                f"{other.where} fills {', '.join(sorted(map(str, other.data))) or 'nothing'} "
+                f"where {tables[0].where} fills {', '.join(sorted(first)) or 'nothing'}: each "
+                "table fills the same placeholders of get"
+            )
+    return tuple(
+        {str(name): compile_path(path, f"{sub.where} {name}") for name, path in sub.data.items()}
+        for sub in tables
     )
 
 

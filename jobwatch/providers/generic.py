@@ -555,7 +555,10 @@ class GenericProvider(Provider):
         if spec.source == "url" or spec.fields:
             job = self._job_in(job_id, response)
             if job is not None:
-                return ResultsPage(items=(), next=self._results_from(job_id, job))
+                found = self._results_from(job_id, job)
+                return ResultsPage(
+                    items=(), next=found[0] if found else None, then=tuple(found[1:])
+                )
         if spec.format == "jsonl":
             return self._jsonl(job_id, response)
         return self._page(job_id, _parse(response.body, "the answer"), response)
@@ -571,19 +574,24 @@ class GenericProvider(Provider):
             return None
         return job
 
-    def _results_from(self, job_id: str, job: dict[str, Any]) -> Request | None:
+    def _results_from(self, job_id: str, job: dict[str, Any]) -> list[Request]:
+        """The requests of the results the job names, in order (none: it names none yet)."""
         spec = self.description.results
         if spec.url is not None:
             url = spec.url.get(job)
-            return None if url is None else self._absolute(url, repr(spec.url.text))
-        values = {JOB_ID: job_id}
-        for name, path in spec.fields.items():
-            value = path.get(job)
-            if value is None or value == "":
-                return None  # nothing there (a batch whose requests all failed, say)
-            values[name] = _text(value)
+            return [] if url is None else [self._absolute(url, repr(spec.url.text))]
         assert spec.get is not None
-        return spec.get.render(values, self._auth)
+        found = []
+        for fields in spec.fields:
+            values = {JOB_ID: job_id}
+            for name, path in fields.items():
+                value = path.get(job)
+                if value is None or value == "":
+                    break  # nothing there (no output file: a batch whose requests all failed)
+                values[name] = _text(value)
+            else:
+                found.append(spec.get.render(values, self._auth))
+        return found
 
     def _page(self, job_id: str, document: Any, response: Response) -> ResultsPage:
         spec = self.description.results

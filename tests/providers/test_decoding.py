@@ -304,7 +304,21 @@ def test_results_from_a_file_the_job_names() -> None:
     one = openai.decode_results(BATCH, Response(status=200, body=b'{"id": "batch_req_1"}'))
     assert one.items == ({"id": "batch_req_1"},)
     nothing = openai.decode_results(BATCH, answer(batch("completed", output_file_id=None)))
-    assert nothing.items == () and nothing.next is None
+    assert nothing.items == () and nothing.next is None and nothing.then == ()
+
+
+def test_results_of_a_batch_with_failures_go_on_to_its_error_file() -> None:
+    openai = provider("openai-batch")
+    both = openai.decode_results(
+        BATCH, answer(batch("completed", output_file_id="file-9", error_file_id="file-e"))
+    )
+    assert both.items == () and both.next is not None
+    assert both.next.path == "/files/file-9/content"
+    assert [request.path for request in both.then] == ["/files/file-e/content"]
+    # A batch whose requests all failed names no output file: its error file alone.
+    failed = openai.decode_results(BATCH, answer(batch("completed", error_file_id="file-e")))
+    assert failed.next is not None and failed.next.path == "/files/file-e/content"
+    assert failed.then == ()
 
 
 @pytest.mark.parametrize(

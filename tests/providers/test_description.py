@@ -315,6 +315,21 @@ def test_a_job_named_in_the_query_or_by_a_field_of_it_is_named() -> None:
 
 
 @pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ([], ("fields is an empty list",)),
+        ([{"file": "out"}, "err"], ("fields[1] must be a table",)),
+        ([{"file": "out"}, {"name": "err"}], ("fields[1] fills name", "fields[0] fills file")),
+    ],
+)
+def test_several_tables_of_fields_each_fill_the_same_placeholders(
+    fields: list[Any], words: tuple[str, ...]
+) -> None:
+    results = {"source": "request", "get": "GET /files/{file}", "fields": fields}
+    refused(described(job__id="id", results=results), "[jobwatch.generic.results]", *words)
+
+
+@pytest.mark.parametrize(
     ("results", "words"),
     [
         # next left at "none": only the first page of results was read, without a word

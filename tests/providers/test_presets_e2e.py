@@ -110,6 +110,23 @@ async def test_openai_batch_outcomes(
         assert watcher.statistics().transports["webhook"]["deliveries"] == 1
 
 
+@pytest.mark.parametrize(("total", "failed"), [(10, 3), (4, 4), (5, 0)])
+async def test_openai_batch_results_are_its_output_file_then_its_error_file(
+    total: int, failed: int
+) -> None:
+    async with (
+        running_fake(OpenAIBatchFake(time_scale=100)) as fake,
+        watching(fake, "poll") as (watcher, _),
+    ):
+        batch_id = fake.create_batch(total=total, failed=failed)
+        await watcher.wait(batch_id, timeout=20)
+        lines = [line async for line in watcher.results(batch_id)]
+    done = total - failed
+    assert [line["custom_id"] for line in lines] == [f"request-{n}" for n in range(1, total + 1)]
+    assert all(line["error"] is None for line in lines[:done])
+    assert all(line["response"] is None and line["error"] for line in lines[done:])
+
+
 async def test_openai_duplicated_and_reordered_deliveries() -> None:
     faults = FakeFaults(webhook_duplicate_p=1.0)
     async with (
