@@ -346,7 +346,8 @@ class Dispatcher:
                     if not sub.cancelled:
                         if sub.is_async and self._acks:
                             await self._flush_acks()  # (handled: not held up by a slow call)
-                        await self._call(sub, event)
+                        if not sub.cancelled:  # (cancelled meanwhile: skipped, as queued)
+                            await self._call(sub, event)
                     queue.popleft()
                     if sub._space is not None:
                         sub._space.set()

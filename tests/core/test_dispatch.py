@@ -200,3 +200,24 @@ async def test_an_event_queued_while_the_handled_ones_are_acknowledged_is_handle
         assert got == [1, 2]
         assert await store.pending() == []
         dispatcher.close()
+
+
+async def test_a_subscription_cancelled_during_an_ack_flush_is_not_called() -> None:
+    store = SlowAckStore()
+    dispatcher = Dispatcher(store)
+    got: list[int | None] = []
+
+    async def callback(event: JobEvent) -> None:
+        got.append(event.completed)
+
+    sub = dispatcher.subscribe(callback)
+    first, second = await _recorded(store, 2)
+    async with anyio.create_task_group() as tg:
+        dispatcher.start(tg)
+        await dispatcher.dispatch_batch([first, second])
+        await store.acking.wait()  # the first was handled; acknowledged before the second
+        sub.cancel()  # "events already queued are skipped"
+        store.release.set()
+        await anyio.wait_all_tasks_blocked()
+        assert got == [1]
+        dispatcher.close()
