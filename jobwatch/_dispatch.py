@@ -381,6 +381,13 @@ class Dispatcher:
     async def _flush_acks(self) -> None:
         """Remove the handled events from the store's inbox, in one call."""
         keys, self._acks = self._acks, []
+        if self._outstanding:
+            # A key handed over again since it was handled (a dead letter replayed) stays in
+            # the inbox until that dispatch is handled too: it is acknowledged then.
+            outstanding = self._outstanding
+            keys = [key for key in keys if key not in outstanding]
+            if not keys:
+                return
         try:
             await self._store.ack_batch(keys)
         except JobwatchError as exc:

@@ -221,3 +221,48 @@ async def test_a_subscription_cancelled_during_an_ack_flush_is_not_called() -> N
         await anyio.wait_all_tasks_blocked()
         assert got == [1]
         dispatcher.close()
+
+
+class SlowDeadLetterStore(MemoryStore):
+    """A memory store whose ``dead_letter`` of ``slow`` waits until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow = ""
+        self.release = anyio.Event()
+        self.keeping = anyio.Event()
+
+    async def dead_letter(self, event: JobEvent, subscriber: str, error: str) -> None:
+        if event.key == self.slow:
+            self.keeping.set()
+            await self.release.wait()
+        await super().dead_letter(event, subscriber, error)
+
+
+async def test_a_dead_letter_replayed_before_its_ack_is_flushed_stays_in_the_inbox() -> None:
+    store = SlowDeadLetterStore()
+    dispatcher = Dispatcher(store)
+    calls: list[int | None] = []
+
+    def callback(event: JobEvent) -> None:
+        calls.append(event.completed)
+        if len(calls) <= 2:
+            raise RuntimeError("down")
+
+    dispatcher.subscribe(callback, retry=jobwatch.Retry(attempts=1))
+    first, second = await _recorded(store, 2)
+    store.slow = second.key
+    async with anyio.create_task_group() as tg:
+        dispatcher.start(tg)
+        await dispatcher.dispatch_batch([first, second])
+        await store.keeping.wait()  # the first is a dead letter; the second is being kept
+        assert await store.replay_dead_letter(first.key)  # back in the inbox ...
+        await dispatcher.dispatch(first, callbacks_only=True)  # ... and handed over again
+        # Queued behind the second, not handled again yet: it stays in the inbox (a crash
+        # now replays it).
+        assert [event.key for event in await store.pending()] == [second.key, first.key]
+        store.release.set()
+        await anyio.wait_all_tasks_blocked()
+        assert calls == [1, 2, 1]
+        assert await store.pending() == []
+        dispatcher.close()
