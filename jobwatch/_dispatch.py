@@ -240,6 +240,12 @@ class Dispatcher:
             if sub._idle is not None:
                 sub._idle.set()  # a parked task ends instead of waiting for more
 
+    async def flush(self) -> None:
+        """Acknowledge what was handled and not yet acknowledged (the Watcher closes: its
+        tasks were cancelled, some between handling an event and a flush)."""
+        if self._acks:
+            await self._flush_acks()
+
     def subscribe(
         self,
         callback: Callback,

@@ -320,6 +320,8 @@ class Watcher:
         finally:
             with anyio.CancelScope(shield=True):
                 try:
+                    # Handled events leave the inbox: the next Watcher replays only the rest.
+                    await self._dispatcher.flush()
                     await self._api.aclose()
                     await self.store.aclose()
                 finally:

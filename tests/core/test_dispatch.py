@@ -15,7 +15,7 @@ from jobwatch import JobEvent
 from jobwatch._dispatch import Dispatcher
 from jobwatch._guard import decide
 from jobwatch.stores.memory import MemoryStore
-from jobwatch.testing import make_event
+from jobwatch.testing import ScriptedTransport, make_event
 
 pytestmark = pytest.mark.anyio
 
@@ -266,3 +266,38 @@ async def test_a_dead_letter_replayed_before_its_ack_is_flushed_stays_in_the_inb
         assert calls == [1, 2, 1]
         assert await store.pending() == []
         dispatcher.close()
+
+
+class StuckDeadLetterStore(MemoryStore):
+    """A memory store whose ``dead_letter`` never returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keeping = anyio.Event()
+
+    async def dead_letter(self, event: JobEvent, subscriber: str, error: str) -> None:
+        self.keeping.set()
+        await anyio.sleep_forever()
+
+
+async def test_what_was_handled_leaves_the_inbox_when_the_watcher_closes() -> None:
+    store = StuckDeadLetterStore()
+    first = make_event("progress", "job_1", completed=1)
+    second = make_event("progress", "job_1", completed=2)
+    config = jobwatch.Config.from_mapping({"jobwatch": {"api_key": "rdr_test", "store": "memory"}})
+    watcher = jobwatch.Watcher(
+        config, transports=[ScriptedTransport([[first, second]])], store=store
+    )
+    got: list[int | None] = []
+
+    def callback(event: JobEvent) -> None:
+        got.append(event.completed)
+        if event.completed == 2:
+            raise RuntimeError("down")
+
+    watcher.subscribe(callback, retry=jobwatch.Retry(attempts=1))
+    async with watcher:
+        await store.keeping.wait()  # the first was handled; the second is being kept
+    assert got == [1, 2]
+    # The next Watcher on this store replays the second (never kept), not the first.
+    assert [event.completed for event in await store.pending()] == [2]
