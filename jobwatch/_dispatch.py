@@ -322,6 +322,8 @@ class Dispatcher:
             if not targets:
                 if key not in outstanding:  # (else it is done when its other dispatch is)
                     self._acks.append(key)
+                    if len(self._acks) >= _ACK_EVERY:
+                        await self._flush_acks()
                 continue
             outstanding[key] = outstanding.get(key, 0) + len(targets)
             for sub in targets:

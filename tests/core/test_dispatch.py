@@ -301,3 +301,13 @@ async def test_what_was_handled_leaves_the_inbox_when_the_watcher_closes() -> No
     assert got == [1, 2]
     # The next Watcher on this store replays the second (never kept), not the first.
     assert [event.completed for event in await store.pending()] == [2]
+
+
+async def test_events_no_one_wants_leave_the_inbox_at_most_256_a_call() -> None:
+    store = AckCountingStore()
+    dispatcher = Dispatcher(store)
+    dispatcher.subscribe(lambda event: None, kinds=("completed",))
+    events = await _recorded(store, 600)
+    await dispatcher.dispatch_batch(events)
+    assert [len(keys) for keys in store.batches] == [256, 256, 88]
+    assert await store.pending() == []
