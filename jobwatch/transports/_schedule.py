@@ -424,17 +424,20 @@ class PollSchedule:
                 # Queued again (a retry, a new run): its progress is timed from its new start.
                 plan.anchor, plan.started_known = None, False
             return None
-        if plan.anchor is None or done < plan.anchor[1]:
+        seen = plan.seen
+        if plan.anchor is None or seen is None or done < seen[1]:
+            # First counts, or a count that went down (a run begun again without being seen
+            # queued): what came before says nothing of the units from here.
             self._set_anchor(plan, now, done, total, started)
             if plan.anchor is None or plan.anchor[1] == done:
                 return None
-        if plan.seen is None or plan.seen[1] != done:
-            if plan.seen is not None and plan.seen[1] < done and plan.seen[0] > plan.anchor[0]:
-                plan.steps = plan.steps.plus(now - plan.seen[0], done - plan.seen[1])
+        elif seen[1] != done:
+            if seen[0] > plan.anchor[0]:
+                plan.steps = plan.steps.plus(now - seen[0], done - seen[1])
             plan.seen = (now, done, total)
         anchor_time, anchor_done, spread = plan.anchor
         moved = done - anchor_done
-        first = plan.seen[0]
+        first = plan.seen[0] if plan.seen is not None else now
         if moved <= 0 or first <= anchor_time:
             return None
         # Both counts were reached some time before the poll that first showed them; taking

@@ -619,3 +619,28 @@ def test_a_job_polled_for_days_keeps_a_plan_of_bounded_size() -> None:
             sizes.append(_reachable(s._plans["big"]))
         now = due
     assert sizes[1] <= sizes[0] + 5, sizes
+
+
+def test_a_count_that_goes_down_is_timed_from_the_fall() -> None:
+    # A job of 100 units of 0.5 s, first seen with nothing done, runs again from zero at 40 s
+    # without being seen queued (a restart the API reports only by its count). Its units
+    # are timed from the fall of its count, not from its first run's start: timed from
+    # there, the new run's 17 units in 48 s made its end look hours away, and the aim after
+    # the next poll fell some 12 s after the real end.
+    def detection(restart: float | None) -> float:
+        s = schedule(interval=2.0, max_interval=30.0)
+        s.add("j", 0.0)
+        begun = 0.0 if restart is None else restart
+        end, now = begun + 50.0, 0.0
+        while True:
+            assert s.pick(now) == "j"
+            done = min(100, int((now if restart is None or now < restart else now - begun) / 0.5))
+            due = s.observe("j", now, snap("completed" if now >= end else "processing", done, 100))
+            if due is None:
+                return now - end
+            now = due
+
+    fresh = detection(None)
+    assert fresh <= 2.0
+    for restart in (40.0, 45.0, 48.0):
+        assert detection(restart) <= 2.0, restart
