@@ -419,7 +419,10 @@ class PollSchedule:
         """Note the count the poll showed; return what the job's progress now tells."""
         done, total = snap.completed, snap.total
         if done is None or not total or snap.status is None or snap.status.rank < 1:
-            plan.waiting = now
+            if snap.status is None or snap.status.rank < 1 or done == 0:
+                # Not started, or no unit done yet: the units began after this poll. (A job
+                # seen running with units done but no total began them before it.)
+                plan.waiting = now
             if snap.status is not None and snap.status.rank < 1:
                 # Queued again (a retry, a new run): its progress is timed from its new start.
                 plan.anchor, plan.started_known = None, False

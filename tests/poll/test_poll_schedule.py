@@ -644,3 +644,28 @@ def test_a_count_that_goes_down_is_timed_from_the_fall() -> None:
     assert fresh <= 2.0
     for restart in (40.0, 45.0, 48.0):
         assert detection(restart) <= 2.0, restart
+
+
+def test_a_count_seen_before_the_total_is_not_a_start() -> None:
+    # A job first seen running with 500 units done and no total yet (the total appears at the
+    # next poll): those units were done before that poll, which saw it running, not waiting.
+    # Taken for a start between the two polls, 502 units in 2 s put the end at 4 s, surely
+    # (sigma 0.06 s), when it is 500 s away.
+    polls = [
+        (0.0, snap("processing", 500, None)),
+        (2.0, snap("processing", 502, 1000)),
+        (4.0, snap("processing", 504, 1000)),
+    ]
+    late = _estimate(polls, None)
+    assert late is not None and late.unit == pytest.approx(1.0, rel=0.3)
+    assert late.end > 100.0
+    # Seen queued at 0 s and running without a total at 10 s: the start the API states (5 s)
+    # is taken, not held after the poll that saw the job running.
+    polls = [
+        (0.0, snap("queued", 0, None)),
+        (10.0, snap("processing", 5, None)),
+        (12.0, snap("processing", 7, 100)),
+    ]
+    stated = _estimate(polls, 5.0)
+    assert stated is not None
+    assert stated.unit == pytest.approx(7.0 * (7 / 7.5) / 7)
