@@ -435,9 +435,12 @@ class PollSchedule:
             if plan.anchor is None or plan.anchor[1] == done:
                 return None
         elif seen[1] != done:
-            if seen[0] > plan.anchor[0]:
-                plan.steps = plan.steps.plus(now - seen[0], done - seen[1])
-            plan.seen = (now, done, total)
+            if now > seen[0]:
+                if seen[0] > plan.anchor[0]:
+                    plan.steps = plan.steps.plus(now - seen[0], done - seen[1])
+                plan.seen = (now, done, total)
+            else:  # seen again at one clock reading: no time passed, no step to time
+                plan.seen = (seen[0], done, total)
         anchor_time, anchor_done, spread = plan.anchor
         moved = done - anchor_done
         first = plan.seen[0] if plan.seen is not None else now

@@ -669,3 +669,23 @@ def test_a_count_seen_before_the_total_is_not_a_start() -> None:
     stated = _estimate(polls, 5.0)
     assert stated is not None
     assert stated.unit == pytest.approx(7.0 * (7 / 7.5) / 7)
+
+
+def test_two_polls_at_one_clock_reading_do_not_fail_the_schedule() -> None:
+    # The clock is monotonic, not strictly increasing (a coarse clock, a virtual one that
+    # stands still): a count that moved between two polls with one reading is a step of no
+    # seconds, whose pace is no number. It raised ValueError (math domain error) from
+    # observe, which stops the poll transport.
+    s = schedule(interval=2.0, max_interval=30.0)
+    s.add("j", 0.0)
+    for now, shot in (
+        (0.0, snap("queued", 0, 1)),
+        (1.0, snap("processing", 1, 4)),
+        (1.0, snap("processing", 2, 4)),
+        (3.0, snap("processing", 3, 4)),
+    ):
+        s.pick(now)
+        due = s.observe("j", now, shot)
+        assert due is not None and math.isfinite(due) and due >= now
+    estimate = s.estimate("j")
+    assert estimate is not None and math.isfinite(estimate.end)
