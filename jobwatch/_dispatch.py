@@ -101,6 +101,18 @@ def _delays(value: Any) -> tuple[float, ...]:
     return tuple(float(d) for d in delays)
 
 
+def _check_timeout(instance: Retry, attribute: object, value: Any) -> None:
+    if value is not None and (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(
+            f"Retry timeout must be seconds, a finite number > 0 (or None: no limit), got {value!r}"
+        )
+
+
 def _check_attempts(instance: Retry, attribute: object, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(
@@ -120,11 +132,19 @@ class Retry:
     retried, the later events of its subscription wait behind it, so that each callback sees
     its events in order; other subscriptions are not held up.
 
+    ``timeout`` is how many seconds one call may take (None, the default: no limit). A call
+    that takes longer is cancelled and counts as a failure: retried, then kept as a dead
+    letter. Only what the callback awaits can be cut short — an async callback, or an
+    awaitable a sync one returns; a sync callback runs on the event loop to its end. A
+    callback that never returns holds its subscription's events, then (once its queue is
+    full) every transport's: a timeout bounds that.
+
     The default, ``Retry()``, is four calls with 0.5, 2 and 8 s between them (about 10 s).
     """
 
     attempts: int = attrs.field(default=4, validator=_check_attempts)
     backoff: tuple[float, ...] = attrs.field(default=(0.5, 2.0, 8.0), converter=_delays)
+    timeout: float | None = attrs.field(default=None, validator=_check_timeout)
 
     def delay(self, failed: int) -> float:
         """Seconds to wait after the ``failed``-th failed call (1 for the first)."""
@@ -178,6 +198,7 @@ class Subscription:
     _idle: anyio.Event | None = None
     _stop: anyio.Event | None = None
     _on_cancel: Callable[[Subscription], None] | None = None
+    _full_said: float = -math.inf  # when a full queue was last said (the loop's clock)
 
     def __repr__(self) -> str:
         kinds = "*" if self.kinds is None else ",".join(sorted(self.kinds))
@@ -332,6 +353,7 @@ class Dispatcher:
                 while len(sub._queue) >= size and not sub.cancelled and not callbacks_only:
                     if sub._space is None:  # one event for every dispatch waiting on this queue
                         sub._space = anyio.Event()
+                        _say_full(sub, size)
                     await sub._space.wait()
                 sub._queue.append(event)
                 if sub._running:
@@ -414,7 +436,9 @@ class Dispatcher:
                 # sync one returns.
                 result = sub.callback(event)
                 if sub.is_async or (result is not None and inspect.isawaitable(result)):
-                    await result  # type: ignore[misc]
+                    if not sub.is_async and self._acks:
+                        await self._flush_acks()  # (handled: not held up by a slow call)
+                    await _awaited(result, None if policy is None else policy.timeout)
                 return
             except BaseException as exc:  # a callback's failure must never stop the others
                 if not callback_failed(exc):
@@ -440,6 +464,36 @@ class Dispatcher:
             await self._store.dead_letter(event, sub.name, error)
         except JobwatchError as exc:  # the log line above is then all that is kept
             log.warning("could not keep the dead letter of %s in the store: %s", event.key, exc)
+
+
+#: A subscription whose queue keeps filling up is said so at most this often (seconds).
+_FULL_SAID_EVERY = 600.0
+
+
+def _say_full(sub: Subscription, size: int) -> None:
+    """Warn that ``sub``'s full queue holds up delivery (at most every ten minutes)."""
+    now = anyio.current_time()
+    if now - sub._full_said < _FULL_SAID_EVERY:
+        return
+    sub._full_said = now
+    log.warning(
+        "callback %s has %d events waiting: new events wait for it, and so do the transports "
+        "that deliver them; if it may hang (a request without a timeout, say), give it "
+        "retry=jobwatch.Retry(timeout=...) so that a call that takes too long is cut short",
+        sub.name,
+        size,
+    )
+
+
+async def _awaited(result: Any, limit: float | None) -> None:
+    """Await what a callback returned, cut short after ``limit`` seconds (TimeoutError)."""
+    if limit is None:
+        await result
+        return
+    with anyio.move_on_after(limit) as scope:
+        await result
+    if scope.cancelled_caught:
+        raise TimeoutError(f"the callback took longer than {limit:g} s (its Retry timeout)")
 
 
 async def _backoff(sub: Subscription, delay: float) -> None:

@@ -112,11 +112,66 @@ def test_one_attempt_keeps_the_dead_letter_at_once_and_holds_nothing_up() -> Non
         {"backoff": (math.inf,)},
         {"backoff": None},
         {"backoff": (True,)},
+        {"timeout": 0},
+        {"timeout": -5},
+        {"timeout": math.nan},
+        {"timeout": math.inf},
+        {"timeout": True},
+        {"timeout": "30s"},
     ],
 )
 def test_nonsense_is_refused_saying_what_is_expected(options: dict[str, object]) -> None:
-    with pytest.raises(jobwatch.ConfigError, match=r"Retry (attempts|backoff) must be"):
+    with pytest.raises(jobwatch.ConfigError, match=r"Retry (attempts|backoff|timeout) must be"):
         jobwatch.Retry(**options)  # type: ignore[arg-type]
+
+
+def hanging_calls(*, sync: bool) -> tuple[list[float], list[float], list[str]]:
+    """A callback whose call for the first job never returns, under Retry(attempts=2,
+    backoff=1, timeout=5), on trio's MockClock: when it was called, when the next job's event
+    reached it, and the dead letters' errors."""
+    calls: list[float] = []
+    later: list[float] = []
+    store = MemoryStore()
+
+    async def hang() -> None:
+        await trio.sleep_forever()
+
+    async def async_callback(event: jobwatch.JobEvent) -> None:
+        if event.job_id == "later":
+            later.append(trio.current_time())
+            return
+        calls.append(trio.current_time())
+        await hang()
+
+    def sync_callback(event: jobwatch.JobEvent) -> Any:
+        if event.job_id == "later":
+            later.append(trio.current_time())
+            return None
+        calls.append(trio.current_time())
+        return hang()  # an awaitable, awaited by the Watcher
+
+    async def main() -> None:
+        transport = ScriptedTransport(
+            [make_event("completed", "first"), make_event("completed", "later")]
+        )
+        watcher = jobwatch.Watcher(CONFIG, transports=[transport], store=store)
+        retry = jobwatch.Retry(attempts=2, backoff=1, timeout=5)
+        watcher.subscribe(sync_callback if sync else async_callback, retry=retry)
+        async with watcher:
+            await trio.sleep(100)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    errors = [error for _, _, error in trio.run(store.dead_letters)]
+    return [t - calls[0] for t in calls], [t - calls[0] for t in later], errors
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync returning an awaitable"])
+def test_a_call_longer_than_its_timeout_is_cut_short_retried_and_kept(sync: bool) -> None:
+    # A callback that never returned held its events, then every transport's, for ever.
+    calls, later, errors = hanging_calls(sync=sync)
+    assert close(calls, [0, 6]) and close(later, [11])
+    assert errors == ["TimeoutError: the callback took longer than 5 s (its Retry timeout)"]
+    assert jobwatch.Retry(timeout=2.5).timeout == 2.5 and jobwatch.Retry().timeout is None
 
 
 def test_a_retry_is_a_frozen_value() -> None:

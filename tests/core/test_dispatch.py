@@ -311,3 +311,51 @@ async def test_events_no_one_wants_leave_the_inbox_at_most_256_a_call() -> None:
     await dispatcher.dispatch_batch(events)
     assert [len(keys) for keys in store.batches] == [256, 256, 88]
     assert await store.pending() == []
+
+
+async def test_what_was_handled_leaves_the_inbox_before_a_returned_awaitable_is_awaited() -> None:
+    store = AckCountingStore()
+    dispatcher = Dispatcher(store)
+    release = anyio.Event()
+
+    def callback(event: JobEvent) -> Any:
+        return release.wait() if event.completed == 2 else None
+
+    dispatcher.subscribe(callback)
+    first, second = await _recorded(store, 2)
+    async with anyio.create_task_group() as tg:
+        dispatcher.start(tg)
+        await dispatcher.dispatch_batch([first, second])
+        await anyio.wait_all_tasks_blocked()  # what the second's call returned is awaited
+        assert [event.key for event in await store.pending()] == [second.key]
+        release.set()
+        await anyio.wait_all_tasks_blocked()
+        assert await store.pending() == []
+        dispatcher.close()
+
+
+async def test_a_full_queue_is_said_once_naming_the_callback_and_the_way_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = MemoryStore()
+    dispatcher = Dispatcher(store, queue_size=2)
+    release = anyio.Event()
+
+    async def stuck(event: JobEvent) -> None:
+        await release.wait()
+
+    dispatcher.subscribe(stuck)
+    events = await _recorded(store, 6)
+    async with anyio.create_task_group() as tg:
+        dispatcher.start(tg)
+        tg.start_soon(dispatcher.dispatch_batch, events)
+        await anyio.wait_all_tasks_blocked()  # the third event waits for room
+        said = [r for r in caplog.records if "events waiting" in r.getMessage()]
+        assert len(said) == 1 and said[0].levelname == "WARNING"
+        assert "stuck" in said[0].getMessage() and "Retry(timeout=" in said[0].getMessage()
+        release.set()
+        await anyio.wait_all_tasks_blocked()
+        assert await store.pending() == []
+        # Full again within ten minutes: not said again.
+        assert len([r for r in caplog.records if "events waiting" in r.getMessage()]) == 1
+        dispatcher.close()
