@@ -651,8 +651,6 @@ class Watcher:
                 yield item
             later[:0] = page.then
             request = page.next
-            if request is None and later:
-                request = later.pop(0)
             if request is not None and _identity(request) in asked:
                 # An API that ignores its own cursor would hand out the same pages forever.
                 raise DecodeError(
@@ -660,6 +658,10 @@ class Watcher:
                     f"{request.path} {dict(request.params)}) repeats a page already read; "
                     "stopped there (the API ignores the position it was asked for)"
                 )
+            while request is None and later:
+                request = later.pop(0)
+                if _identity(request) in asked:
+                    request = None  # results named twice (one file as output and errors): once
 
     def asgi_app(self) -> Any:
         """The webhook receiver as an ASGI app, to mount in your own server."""

@@ -377,3 +377,31 @@ async def test_replicate_forged_and_duplicated_deliveries() -> None:
         stats = watcher.statistics().transports["webhook"]
     assert final.kind is EventKind.COMPLETED and len(finals(seen, prediction_id)) == 1
     assert stats.get("duplicates", 0) >= 1
+
+
+async def test_results_a_job_names_twice_are_read_once() -> None:
+    # One file named as a batch's output and as its errors: its lines once, and no "repeats a
+    # page already read" error (which is for an API that ignores its own cursor).
+    asked: list[str] = []
+
+    async def api(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path == "/v1/batches/batch_1":
+            data = {
+                "id": "batch_1",
+                "status": "completed",
+                "output_file_id": "file-1",
+                "error_file_id": "file-1",
+                "request_counts": {"total": 1, "completed": 1, "failed": 0},
+            }
+            return httpx.Response(200, json=data)
+        return httpx.Response(200, content=b'{"custom_id": "request-1"}\n')
+
+    config = jobwatch.Config.from_mapping(
+        {"jobwatch": {"provider": "openai-batch", "api_key": "sk-test", "transport": "poll"}},
+        environ={},
+    )
+    async with jobwatch.Watcher(config, http_transport=httpx.MockTransport(api)) as watcher:
+        lines = [line async for line in watcher.results("batch_1")]
+    assert lines == [{"custom_id": "request-1"}]
+    assert asked == ["/v1/batches/batch_1", "/v1/files/file-1/content"]
