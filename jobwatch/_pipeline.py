@@ -92,8 +92,9 @@ class Pipeline:
     finished job's new run begins. Deliveries wait for
     :attr:`ready` (the Watcher replays its inbox first). ``events_in``, ``events_out`` and
     ``dropped`` (by reason) count what went through. Each of ``observers`` is called with
-    every event, as ``(event, None)`` just before it is dispatched and as ``(event, reason)``
-    when it is dropped; it must return at once (it runs on the path of every event).
+    every event, as ``(event, None)`` once it is recorded, before it is dispatched (a batch's
+    events are all told before the first is dispatched), and as ``(event, reason)`` when it
+    is dropped; it must return at once (it runs on the path of every event).
     """
 
     def __init__(

@@ -168,9 +168,9 @@ return cjson.encode(out)
 """
 )
 
-#: Remove a dispatched event from an inbox. A script, not MULTI/EXEC: a Redis at its
+#: Remove dispatched events from an inbox. A script, not MULTI/EXEC: a Redis at its
 #: maxmemory refuses every command queued in a transaction, even one that frees memory, but
-#: lets a script that only deletes run. KEYS: inbox hash, inbox order. ARGV: the event key.
+#: lets a script that only deletes run. KEYS: inbox hash, inbox order. ARGV: the event keys.
 ACK = """
 for i = 1, #ARGV do
   redis.call('ZREM', KEYS[2], ARGV[i])
