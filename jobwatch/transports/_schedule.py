@@ -324,30 +324,28 @@ class PollSchedule:
 
     def next_due(self) -> float | None:
         """The earliest planned poll among jobs not being polled, or None."""
-        times = [p.due for p in self._plans.values() if not p.in_flight]
-        return min(times, default=None)
-
-    def due(self, now: float) -> list[str]:
-        """Jobs due at ``now`` and not being polled, most urgent first."""
-        ready = [
-            (self._urgency(p, now), job)
-            for job, p in self._plans.items()
-            if not p.in_flight and p.due <= now
-        ]
-        return [job for _, job in sorted(ready)]
+        return min((p.due for p in self._plans.values() if not p.in_flight), default=None)
 
     def pick(self, now: float) -> str | None:
-        """The most urgent due job, marked as being polled; None when nothing is due."""
-        ready = self.due(now)
-        if not ready:
-            return None
-        self._plans[ready[0]].in_flight = True
-        return ready[0]
+        """The most urgent due job, marked as being polled; None when nothing is due.
 
-    def _urgency(self, plan: _Plan, now: float) -> tuple[int, float]:
-        est = plan.estimate
-        near_end = est is not None and now >= est.end - Z * est.sigma
-        return (0 if near_end else 1, plan.due)
+        Jobs near their predicted end come first, then the longest overdue. One pass over the
+        jobs, without sorting the due ones: thousands may be due at once (a backlog behind a
+        rate limit), at every poll.
+        """
+        best: tuple[int, float, str] | None = None
+        for job, plan in self._plans.items():
+            if plan.in_flight or plan.due > now:
+                continue
+            est = plan.estimate
+            near_end = est is not None and now >= est.end - Z * est.sigma
+            key = (0 if near_end else 1, plan.due, job)
+            if best is None or key < best:
+                best = key
+        if best is None:
+            return None
+        self._plans[best[2]].in_flight = True
+        return best[2]
 
     # -- outcomes ---------------------------------------------------------------------------
 

@@ -156,7 +156,7 @@ def test_pick_prefers_jobs_near_their_predicted_end() -> None:
     s.observe("far", 10.0, snap("processing", 10, 100))  # ~90 s to go
     s.pick(10.0)
     s.observe("near", 10.0, snap("processing", 98, 100))  # ~0.2 s to go
-    assert s.due(200.0) == ["near", "far"]
+    assert [s.pick(200.0), s.pick(200.0), s.pick(200.0)] == ["near", "far", None]
 
 
 def test_many_jobs_stretch_to_their_fair_share_of_the_budget() -> None:
