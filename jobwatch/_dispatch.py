@@ -353,8 +353,7 @@ class Dispatcher:
                 while len(sub._queue) >= size and not sub.cancelled and not callbacks_only:
                     if sub._space is None:  # one event for every dispatch waiting on this queue
                         sub._space = anyio.Event()
-                        _say_full(sub, size)
-                    await sub._space.wait()
+                    await _room(sub, sub._space, size)
                 sub._queue.append(event)
                 if sub._running:
                     if sub._idle is not None:
@@ -466,23 +465,34 @@ class Dispatcher:
             log.warning("could not keep the dead letter of %s in the store: %s", event.key, exc)
 
 
-#: A subscription whose queue keeps filling up is said so at most this often (seconds).
+#: Seconds a full queue may go without room before it is said: a flood fills a fast
+#: callback's queue too, for a moment; a callback that has not finished one event in this
+#: long holds up delivery.
+_STUCK_AFTER = 10.0
+#: A subscription whose queue stays full is said so at most this often (seconds).
 _FULL_SAID_EVERY = 600.0
 
 
-def _say_full(sub: Subscription, size: int) -> None:
-    """Warn that ``sub``'s full queue holds up delivery (at most every ten minutes)."""
-    now = anyio.current_time()
-    if now - sub._full_said < _FULL_SAID_EVERY:
+async def _room(sub: Subscription, space: anyio.Event, size: int) -> None:
+    """Wait for room in ``sub``'s full queue; warn (at most every ten minutes) when none
+    comes for ``_STUCK_AFTER`` seconds."""
+    with anyio.move_on_after(_STUCK_AFTER):
+        await space.wait()
+    if space.is_set():
         return
-    sub._full_said = now
-    log.warning(
-        "callback %s has %d events waiting: new events wait for it, and so do the transports "
-        "that deliver them; if it may hang (a request without a timeout, say), give it "
-        "retry=jobwatch.Retry(timeout=...) so that a call that takes too long is cut short",
-        sub.name,
-        size,
-    )
+    now = anyio.current_time()
+    if now - sub._full_said >= _FULL_SAID_EVERY:
+        sub._full_said = now
+        log.warning(
+            "callback %s has handled none of its %d waiting events for %g s: new events wait "
+            "for it, and so do the transports that deliver them; if it may hang (a request "
+            "without a timeout, say), give it retry=jobwatch.Retry(timeout=...) so that a "
+            "call that takes too long is cut short",
+            sub.name,
+            size,
+            _STUCK_AFTER,
+        )
+    await space.wait()
 
 
 async def _awaited(result: Any, limit: float | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sqlite3
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import trio.testing
 from _cancellation import cancellation_from_elsewhere
 
 import jobwatch
+from jobwatch._dispatch import Dispatcher
 from jobwatch.abc import Store, Verdict
 from jobwatch.stores.memory import MemoryStore
 from jobwatch.stores.sqlite import SQLiteStore
@@ -622,3 +624,55 @@ async def test_a_callback_that_raises_a_cancellation_not_its_own_fails_like_any_
         ("a:terminal#1", type(await cancellation_from_elsewhere()).__name__)
     ]
     assert watcher.statistics().dead_letters == 1 and await store.pending() == []
+
+
+def full_queue_warnings(*, stuck: bool) -> list[float]:
+    """Dispatch 50 events to a callback with a queue of 2, on trio's MockClock; the callback
+    hangs on its first event for 25 s when ``stuck``. When the full-queue warning was said."""
+    said: list[float] = []
+
+    class Said(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "Retry(timeout=" in record.getMessage():
+                said.append(trio.current_time() - start)
+
+    async def main() -> None:
+        store = MemoryStore()
+        dispatcher = Dispatcher(store, queue_size=2)
+
+        async def callback(event: jobwatch.JobEvent) -> None:
+            if stuck and event.completed == 1:
+                await trio.sleep(25)
+
+        dispatcher.subscribe(callback, retry=jobwatch.Retry(timeout=None))
+        events = [make_event("progress", "job_1", completed=n) for n in range(1, 51)]
+        async with trio.open_nursery() as nursery:
+            dispatcher.start(nursery)  # type: ignore[arg-type]
+            await dispatcher.dispatch_batch(events)
+            await trio.testing.wait_all_tasks_blocked()
+            dispatcher.close()
+
+    handler = Said()
+    logging.getLogger("jobwatch").addHandler(handler)
+    try:
+        start = 0.0
+
+        async def timed() -> None:
+            nonlocal start
+            start = trio.current_time()
+            await main()
+
+        trio.run(timed, clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        logging.getLogger("jobwatch").removeHandler(handler)
+    return said
+
+
+def test_a_queue_full_for_ten_seconds_is_said_once_naming_the_way_out() -> None:
+    # A callback that never returned held every transport once its queue was full, silently.
+    assert close(full_queue_warnings(stuck=True), [10])
+
+
+def test_a_flood_through_a_fast_callback_is_not_said() -> None:
+    # A fast callback's queue fills for a moment under a flood: that is no hang.
+    assert full_queue_warnings(stuck=False) == []

@@ -332,30 +332,3 @@ async def test_what_was_handled_leaves_the_inbox_before_a_returned_awaitable_is_
         await anyio.wait_all_tasks_blocked()
         assert await store.pending() == []
         dispatcher.close()
-
-
-async def test_a_full_queue_is_said_once_naming_the_callback_and_the_way_out(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    store = MemoryStore()
-    dispatcher = Dispatcher(store, queue_size=2)
-    release = anyio.Event()
-
-    async def stuck(event: JobEvent) -> None:
-        await release.wait()
-
-    dispatcher.subscribe(stuck)
-    events = await _recorded(store, 6)
-    async with anyio.create_task_group() as tg:
-        dispatcher.start(tg)
-        tg.start_soon(dispatcher.dispatch_batch, events)
-        await anyio.wait_all_tasks_blocked()  # the third event waits for room
-        said = [r for r in caplog.records if "events waiting" in r.getMessage()]
-        assert len(said) == 1 and said[0].levelname == "WARNING"
-        assert "stuck" in said[0].getMessage() and "Retry(timeout=" in said[0].getMessage()
-        release.set()
-        await anyio.wait_all_tasks_blocked()
-        assert await store.pending() == []
-        # Full again within ten minutes: not said again.
-        assert len([r for r in caplog.records if "events waiting" in r.getMessage()]) == 1
-        dispatcher.close()
