@@ -133,11 +133,12 @@ class Retry:
     its events in order; other subscriptions are not held up.
 
     ``timeout`` is how many seconds one call may take (None, the default: no limit). A call
-    that takes longer is cancelled and counts as a failure: retried, then kept as a dead
-    letter. Only what the callback awaits can be cut short — an async callback, or an
-    awaitable a sync one returns; a sync callback runs on the event loop to its end. A
-    callback that never returns holds its subscription's events, then (once its queue is
-    full) every transport's: a timeout bounds that.
+    that takes longer is cancelled and counts as a failure (even if the callback catches the
+    cancellation and returns): retried, then kept as a dead letter. Only what the callback
+    awaits can be cut short — an async callback, or an awaitable a sync one returns; a sync
+    callback runs on the event loop to its end. A callback that never returns holds its
+    subscription's events, then (once its queue is full) every transport's: a timeout bounds
+    that.
 
     The default, ``Retry()``, is four calls with 0.5, 2 and 8 s between them (about 10 s).
     """
@@ -502,7 +503,11 @@ async def _awaited(result: Any, limit: float | None) -> None:
         return
     with anyio.move_on_after(limit) as scope:
         await result
-    if scope.cancelled_caught:
+    # Cut short, whether the cancellation came out of the call or the callback caught it and
+    # returned: the call took longer all the same. A Watcher closing meanwhile goes on
+    # closing (its cancellation is raised here), with no failure to keep.
+    if scope.cancel_called:
+        await anyio.lowlevel.checkpoint_if_cancelled()
         raise TimeoutError(f"the callback took longer than {limit:g} s (its Retry timeout)")
 
 

@@ -127,16 +127,23 @@ def test_nonsense_is_refused_saying_what_is_expected(options: dict[str, object])
         jobwatch.Retry(**options)  # type: ignore[arg-type]
 
 
-def hanging_calls(*, sync: bool) -> tuple[list[float], list[float], list[str]]:
+def hanging_calls(
+    *, sync: bool, swallow: bool = False
+) -> tuple[list[float], list[float], list[str]]:
     """A callback whose call for the first job never returns, under Retry(attempts=2,
     backoff=1, timeout=5), on trio's MockClock: when it was called, when the next job's event
-    reached it, and the dead letters' errors."""
+    reached it, and the dead letters' errors. With ``swallow``, the call catches the
+    cancellation and returns."""
     calls: list[float] = []
     later: list[float] = []
     store = MemoryStore()
 
     async def hang() -> None:
-        await trio.sleep_forever()
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            if not swallow:
+                raise
 
     async def async_callback(event: jobwatch.JobEvent) -> None:
         if event.job_id == "later":
@@ -174,6 +181,59 @@ def test_a_call_longer_than_its_timeout_is_cut_short_retried_and_kept(sync: bool
     assert close(calls, [0, 6]) and close(later, [11])
     assert errors == ["TimeoutError: the callback took longer than 5 s (its Retry timeout)"]
     assert jobwatch.Retry(timeout=2.5).timeout == 2.5 and jobwatch.Retry().timeout is None
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync returning an awaitable"])
+def test_a_call_that_swallows_its_timeout_and_returns_still_fails(sync: bool) -> None:
+    # A call that caught the cancellation of its timeout and returned (a cleanup that ends
+    # without re-raising) took longer all the same: it counted as handled, never retried,
+    # never kept.
+    calls, later, errors = hanging_calls(sync=sync, swallow=True)
+    assert close(calls, [0, 6]) and close(later, [11])
+    assert errors == ["TimeoutError: the callback took longer than 5 s (its Retry timeout)"]
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync returning an awaitable"])
+def test_a_watcher_closing_after_a_swallowed_timeout_keeps_no_dead_letter(sync: bool) -> None:
+    # The callback catches its timeout's cancellation, then finishes a cleanup that outlasts
+    # the Watcher's closing: the Watcher closes as asked, keeps no dead letter, and leaves the
+    # event in the inbox for the next Watcher.
+    store = MemoryStore()
+    cut_short = trio.Event()
+    closing = trio.Event()
+
+    async def cleanup() -> None:
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            cut_short.set()
+            with trio.CancelScope(shield=True):
+                await closing.wait()
+
+    async def async_callback(event: jobwatch.JobEvent) -> None:
+        await cleanup()
+
+    def sync_callback(event: jobwatch.JobEvent) -> Any:
+        return cleanup()
+
+    async def main() -> None:
+        transport = ScriptedTransport([make_event("completed", "j")])
+        watcher = jobwatch.Watcher(CONFIG, transports=[transport], store=store)
+        retry = jobwatch.Retry(attempts=1, timeout=5)
+        watcher.subscribe(sync_callback if sync else async_callback, retry=retry)
+        async with trio.open_nursery() as nursery:
+            async with watcher:
+                await cut_short.wait()
+                nursery.start_soon(closing_after)
+        assert watcher.statistics().dead_letters == 0
+
+    async def closing_after() -> None:
+        await trio.testing.wait_all_tasks_blocked()  # the Watcher waits for the cleanup
+        closing.set()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert trio.run(store.dead_letters) == []
+    assert [event.key for event in trio.run(store.pending)] == ["j:terminal#1"]
 
 
 def test_a_retry_is_a_frozen_value() -> None:
