@@ -508,7 +508,8 @@ async def _awaited(result: Any, limit: float | None) -> None:
     # closing (its cancellation is raised here), with no failure to keep.
     if scope.cancel_called:
         await anyio.lowlevel.checkpoint_if_cancelled()
-        raise TimeoutError(f"the callback took longer than {limit:g} s (its Retry timeout)")
+        seconds = repr(float(limit)).removesuffix(".0")  # as given: 5, 2.5, 1234.5678
+        raise TimeoutError(f"the callback took longer than {seconds} s (its Retry timeout)")
 
 
 async def _backoff(sub: Subscription, delay: float) -> None:

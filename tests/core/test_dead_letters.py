@@ -236,6 +236,27 @@ def test_a_watcher_closing_after_a_swallowed_timeout_keeps_no_dead_letter(sync: 
     assert [event.key for event in trio.run(store.pending)] == ["j:terminal#1"]
 
 
+@pytest.mark.parametrize("timeout", [1234.5678, 0.1234567, 2.5, 5])
+def test_a_dead_letter_of_a_timeout_names_the_timeout_as_given(timeout: float) -> None:
+    # The error text rounded the timeout to six digits: "took longer than 1234.57 s".
+    store = MemoryStore()
+
+    async def hang(event: jobwatch.JobEvent) -> None:
+        await trio.sleep_forever()
+
+    async def main() -> None:
+        transport = ScriptedTransport([make_event("completed", "j")])
+        watcher = jobwatch.Watcher(CONFIG, transports=[transport], store=store)
+        watcher.subscribe(hang, retry=jobwatch.Retry(attempts=1, timeout=timeout))
+        async with watcher:
+            await trio.sleep(2 * timeout)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert [error for _, _, error in trio.run(store.dead_letters)] == [
+        f"TimeoutError: the callback took longer than {timeout} s (its Retry timeout)"
+    ]
+
+
 def test_a_retry_is_a_frozen_value() -> None:
     retry = jobwatch.Retry(attempts=2, backoff=[1])
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
