@@ -91,7 +91,7 @@ def _delays(value: Any) -> tuple[float, ...]:
         if (
             isinstance(delay, bool)
             or not isinstance(delay, int | float)
-            or not math.isfinite(delay)
+            or not _finite(delay)
             or delay < 0
         ):
             raise ConfigError(
@@ -101,11 +101,18 @@ def _delays(value: Any) -> tuple[float, ...]:
     return tuple(float(d) for d in delays)
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond a float's range
+        return False
+
+
 def _check_timeout(instance: Retry, attribute: object, value: Any) -> None:
     if value is not None and (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or not math.isfinite(value)
+        or not _finite(value)
         or value <= 0
     ):
         raise ConfigError(
@@ -484,15 +491,25 @@ async def _room(sub: Subscription, space: anyio.Event, size: int) -> None:
     now = anyio.current_time()
     if now - sub._full_said >= _FULL_SAID_EVERY:
         sub._full_said = now
-        log.warning(
-            "callback %s has handled none of its %d waiting events for %g s: new events wait "
-            "for it, and so do the transports that deliver them; if it may hang (a request "
-            "without a timeout, say), give it retry=jobwatch.Retry(timeout=...) so that a "
-            "call that takes too long is cut short",
-            sub.name,
-            size,
-            _STUCK_AFTER,
-        )
+        if sub.retry is None:  # the Watcher's own: a watch() whose loop does not read on
+            log.warning(
+                "watch(%r) has %d events its loop has not taken for %g s: new events wait "
+                "for it, and so do the transports that deliver them; take them (a loop body "
+                "that awaits long holds them up), or leave the loop to stop watching",
+                sub.job_id,
+                size,
+                _STUCK_AFTER,
+            )
+        else:
+            log.warning(
+                "callback %s has handled none of its %d waiting events for %g s: new events "
+                "wait for it, and so do the transports that deliver them; if it may hang (a "
+                "request without a timeout, say), give it retry=jobwatch.Retry(timeout=...) "
+                "so that a call that takes too long is cut short",
+                sub.name,
+                size,
+                _STUCK_AFTER,
+            )
     await space.wait()
 
 

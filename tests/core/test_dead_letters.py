@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sqlite3
@@ -120,6 +121,8 @@ def test_one_attempt_keeps_the_dead_letter_at_once_and_holds_nothing_up() -> Non
         {"timeout": math.inf},
         {"timeout": True},
         {"timeout": "30s"},
+        {"timeout": 10**400},
+        {"backoff": 10**400},
     ],
 )
 def test_nonsense_is_refused_saying_what_is_expected(options: dict[str, object]) -> None:
@@ -757,3 +760,42 @@ def test_a_queue_full_for_ten_seconds_is_said_once_naming_the_way_out() -> None:
 def test_a_flood_through_a_fast_callback_is_not_said() -> None:
     # A fast callback's queue fills for a moment under a flood: that is no hang.
     assert full_queue_warnings(stuck=False) == []
+
+
+def test_a_watch_whose_loop_does_not_take_its_events_is_said_as_such() -> None:
+    # The Watcher's own subscription of a watch() names the loop, not a Retry it cannot have.
+    said: list[str] = []
+
+    class Said(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "for 10 s" in record.getMessage():
+                said.append(record.getMessage())
+
+    async def api(request: httpx.Request) -> httpx.Response:
+        data = {"id": "job_1", "status": "processing", "completed": 0, "total": 9}
+        return httpx.Response(200, json={"success": True, "data": data})
+
+    async def main() -> None:
+        transport = ScriptedTransport()
+        watcher = jobwatch.Watcher(
+            CONFIG,
+            transports=[transport],
+            store=MemoryStore(),
+            http_transport=httpx.MockTransport(api),
+        )
+        pages = [make_event("page", "job_1", url=f"https://e/{n}") for n in range(2100)]
+        async with watcher, trio.open_nursery() as nursery:
+            async with contextlib.aclosing(watcher.watch("job_1")) as events:
+                async for _ in events:
+                    nursery.start_soon(transport.send, *pages)
+                    await trio.sleep(30)  # a loop body that takes long
+                    break
+            nursery.cancel_scope.cancel()
+
+    handler = Said()
+    logging.getLogger("jobwatch").addHandler(handler)
+    try:
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        logging.getLogger("jobwatch").removeHandler(handler)
+    assert len(said) == 1 and "watch('job_1')" in said[0] and "Retry" not in said[0], said
