@@ -14,10 +14,11 @@ from importlib.metadata import entry_points
 from typing import TextIO
 
 import anyio
+import attrs
 import httpx
 
 from ._api import describe_http_error, repeated_prefix, user_agent
-from ._config import Config, redact_url
+from ._config import Config, Secret, redact_url
 from ._errors import AuthenticationError, JobNotFound, JobwatchError
 from ._policy import Decision, Signals, check_names, choose_transport
 from ._registry import GROUPS, base, build, installed, load
@@ -213,6 +214,9 @@ async def _reachability(config: Config, provider: Provider, base_url: str, repor
     say: Callable[[str], None] = report.say
     request = provider.status_request("jobwatch-doctor-probe")
     url = redact_url(base_url.rstrip("/")) + request.path
+    carrying = _key_headers(config, provider)
+    sent = {**provider.headers(), **request.headers}
+    key_sent = any(name.lower() in carrying for name in sent)
     try:
         response = await _probe(base_url, request, provider.headers())
     except httpx.HTTPError as exc:
@@ -226,16 +230,35 @@ async def _reachability(config: Config, provider: Provider, base_url: str, repor
     # Which answers mean "the key is wrong" is the provider's to say, not a status code's.
     error = provider.error_for(response) if response.status >= 300 else None
     if isinstance(error, AuthenticationError):
-        refused = (
-            "no api_key is set; set [jobwatch] api_key"
-            if config.api_key is None
-            else "the API refused the api_key; check it"
-        )
+        if config.api_key is not None:
+            refused = "the API refused the api_key; check it"
+        elif key_sent:
+            # A provider may read its key from the environment ([auth] env of a described
+            # API): the key refused is that one, which its message names.
+            refused = f"the API refused the key the provider read from the environment: {error}"
+        else:
+            refused = f"no api_key is set; set [jobwatch] api_key ({error})"
         report.problem(f"{said}: {refused}", refused)
     elif isinstance(error, JobNotFound):
-        await _not_found(provider, base_url, request, said, report)
+        await _not_found(provider, base_url, request, said, report, carrying)
     else:
         say(f"{said}: the API answered" + (f" ({error})" if error is not None else ""))
+
+
+def _key_headers(config: Config, provider: Provider) -> frozenset[str]:
+    """The names (lower case) of the headers that carry the API key, in the provider's own
+    headers or on its status request (a described API sends its key with each request)."""
+    probe = "jobwatch-doctor-probe-key"
+    try:
+        keyed = type(provider).from_config(config.replace(api_key=Secret(probe)))
+        sent = {**keyed.headers(), **keyed.status_request("jobwatch-doctor-probe").headers}
+    except JobwatchError:
+        return frozenset()
+    return frozenset(name.lower() for name, value in sent.items() if probe in value)
+
+
+def _without(headers: Mapping[str, str], names: frozenset[str]) -> dict[str, str]:
+    return {name: value for name, value in headers.items() if name.lower() not in names}
 
 
 async def _probe(base_url: str, request: Request, headers: Mapping[str, str]) -> Response:
@@ -249,12 +272,20 @@ async def _probe(base_url: str, request: Request, headers: Mapping[str, str]) ->
 
 
 async def _not_found(
-    provider: Provider, base_url: str, request: Request, said: str, report: _Report
+    provider: Provider,
+    base_url: str,
+    request: Request,
+    said: str,
+    report: _Report,
+    carrying: frozenset[str],
 ) -> None:
     """The probe job is not found: the key counts as accepted only if the API refuses the
     same request without it; a base_url repeating the API's path prefix is a problem."""
     try:
-        bare = await _probe(base_url, request, {})
+        bare_request = attrs.evolve(request, headers=_without(request.headers, carrying))
+        # Without a known key header, none of the provider's own headers is sent.
+        static = _without(provider.headers(), carrying) if carrying else {}
+        bare = await _probe(base_url, bare_request, static)
         checked = isinstance(provider.error_for(bare), AuthenticationError)
     except httpx.HTTPError:
         checked = False

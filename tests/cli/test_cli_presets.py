@@ -1,0 +1,84 @@
+"""The command on the presets (OpenAI batches, GitHub Actions runs, Replicate predictions),
+against the fakes of their APIs served on loopback ports: what doctor and watch say."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio.from_thread
+import pytest
+from _cli_support import run
+
+from jobwatch._fakes import GitHubActionsFake, OpenAIBatchFake, running_fake
+
+
+@pytest.fixture
+def served() -> Iterator[anyio.from_thread.BlockingPortal]:
+    with anyio.from_thread.start_blocking_portal("trio") as portal:
+        yield portal
+
+
+@pytest.fixture
+def openai(served: anyio.from_thread.BlockingPortal) -> Iterator[OpenAIBatchFake]:
+    with served.wrap_async_context_manager(running_fake(OpenAIBatchFake(time_scale=100))) as fake:
+        yield fake
+
+
+@pytest.fixture
+def github(served: anyio.from_thread.BlockingPortal) -> Iterator[GitHubActionsFake]:
+    with served.wrap_async_context_manager(running_fake(GitHubActionsFake(time_scale=100))) as fake:
+        yield fake
+
+
+def _config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider: str, base_url: str, more: str = ""
+) -> Path:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "jobwatch.toml"
+    path.write_text(
+        f'[jobwatch]\nprovider = "{provider}"\nbase_url = "{base_url}"\nstore = "memory"\n'
+        'transport = "poll"\n' + more
+    )
+    return path
+
+
+def test_doctor_checks_the_key_a_preset_reads_from_the_environment(
+    openai: OpenAIBatchFake,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # api_key is left out, as docs/providers.md allows: OPENAI_API_KEY is read then.
+    config = _config(tmp_path, monkeypatch, "openai-batch", openai.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", openai.api_key)
+    code, out, _ = run(capsys, "doctor", "--config", str(config))
+    assert code == 0 and "accepted the key" in out, out
+    assert "not checked" not in out
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
+    code, out, _ = run(capsys, "doctor", "--config", str(config))
+    last = out.splitlines()[-1]
+    assert code == 1 and "no api_key is set" not in out, out
+    assert "refused" in last and "OPENAI_API_KEY" in last and "sk-wrong" not in out
+
+    monkeypatch.delenv("OPENAI_API_KEY")
+    code, out, _ = run(capsys, "doctor", "--config", str(config))
+    last = out.splitlines()[-1]
+    assert code == 1 and "no api_key is set" in last and "OPENAI_API_KEY" in last, out
+
+
+def test_doctor_says_a_key_given_in_the_file_was_checked(
+    github: GitHubActionsFake,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    more = (
+        f'api_key = "{github.api_key}"\n'
+        f'[jobwatch.github-actions]\nrepository = "{github.repository}"\n'
+    )
+    config = _config(tmp_path, monkeypatch, "github-actions", github.base_url, more)
+    code, out, _ = run(capsys, "doctor", "--config", str(config))
+    assert code == 0 and "accepted the key" in out and "not checked" not in out, out
