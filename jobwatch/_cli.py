@@ -735,13 +735,25 @@ def _hint_if_none_found(watcher: Watcher, jobs: Sequence[str], outcomes: _Outcom
             f"provider adds itself (requests went to {base}{path}); remove {repeated} "
             "from base_url"
         )
-    elif urlsplit(base_url).path.strip("/"):
-        hint = (
-            f"no job was found, and base_url {base} has a path (requests went to "
-            f"{base}{path}); check that base_url is the API's root"
-        )
     else:
-        return
+        # The provider's own base URL may have a path (OpenAI's /v1): one that has it is
+        # right, one that lacks it asks for paths the API does not serve.
+        default = watcher.provider.default_base_url
+        own = urlsplit(base_url).path.strip("/")
+        expected = urlsplit(default).path.strip("/") if default else ""
+        if expected and own != expected and not own.endswith(f"/{expected}"):
+            hint = (
+                f"no job was found, and base_url {base} lacks /{expected}, which the "
+                f"{watcher.provider.name} provider's base URL ({redact_url(default or '')}) "
+                f"has (requests went to {base}{path}); add /{expected} to base_url"
+            )
+        elif own and own != expected:
+            hint = (
+                f"no job was found, and base_url {base} has a path (requests went to "
+                f"{base}{path}); check that base_url is the API's root"
+            )
+        else:
+            return
     print(f"jobwatch: hint: {hint}", file=sys.stderr, flush=True)
 
 

@@ -82,3 +82,37 @@ def test_doctor_says_a_key_given_in_the_file_was_checked(
     config = _config(tmp_path, monkeypatch, "github-actions", github.base_url, more)
     code, out, _ = run(capsys, "doctor", "--config", str(config))
     assert code == 0 and "accepted the key" in out and "not checked" not in out, out
+
+
+def test_an_unknown_batch_gets_no_hint_against_the_presets_own_base_url(
+    openai: OpenAIBatchFake,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The preset's base URL is https://api.openai.com/v1: a path is what it should have.
+    monkeypatch.setenv("OPENAI_API_KEY", openai.api_key)
+    config = _config(tmp_path, monkeypatch, "openai-batch", openai.base_url)
+    code, out, err = run(capsys, "watch", "batch_unknown", "--config", str(config))
+    assert code == 1 and "404" in out and "check the job id" in out
+    assert err == "", err
+
+
+def test_a_base_url_without_the_presets_path_gets_a_hint(
+    served: anyio.from_thread.BlockingPortal,
+    openai: OpenAIBatchFake,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", openai.api_key)
+    root = openai.base_url.removesuffix("/v1")
+    config = _config(tmp_path, monkeypatch, "openai-batch", root)
+    batch_id = served.call(openai.create_batch)
+    code, out, err = run(capsys, "watch", batch_id, "--config", str(config))
+    assert code == 1 and "404" in out
+    assert err.splitlines() == [
+        f"jobwatch: hint: no job was found, and base_url {root} lacks /v1, which the "
+        "openai-batch provider's base URL (https://api.openai.com/v1) has (requests went to "
+        f"{root}/batches/{batch_id}); add /v1 to base_url"
+    ]
