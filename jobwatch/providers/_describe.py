@@ -357,6 +357,10 @@ class Description:
     webhook: Webhook | None
     rate_limit: RateLimits
     errors: Errors
+    #: The variables the status request was filled with, as (name, value), and the table
+    #: that sets them: a job "not found" may be one looked for in the wrong place.
+    bound: tuple[tuple[str, str], ...] = ()
+    bound_where: str = ""
 
     def bind(self, values: Mapping[str, str], where: str) -> Description:
         """The description with its variables filled from ``values`` (the keys of ``where``)."""
@@ -380,7 +384,16 @@ class Description:
         if webhook is not None and webhook.only:
             only = tuple((path, _fill(text, values)) for path, text in webhook.only)
             webhook = attrs.evolve(webhook, only=only)
-        return attrs.evolve(self, job=job, results=results, stream=stream, webhook=webhook)
+        bound = tuple((name, values[name]) for name in sorted(self.job.get.names & set(values)))
+        return attrs.evolve(
+            self,
+            job=job,
+            results=results,
+            stream=stream,
+            webhook=webhook,
+            bound=bound,
+            bound_where=where,
+        )
 
 
 def _fill(text: str, values: Mapping[str, str]) -> str:

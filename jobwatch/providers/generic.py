@@ -871,7 +871,14 @@ class GenericProvider(Provider):
             hint = f" (or set {env} in the environment)" if env else ""
             return AuthenticationError(f"{text}; check api_key in [jobwatch]{hint}", status=status)
         if status in self.description.errors.gone:
-            return JobNotFound(f"{text}; check the job id", status=status)
+            # The status request names more than the job (GitHub's repository): a job
+            # looked for in the wrong place is "not found" too.
+            where = "".join(
+                f", and {name} {value!r} ({self.description.bound_where} {name}: "
+                f"{self.description.variables.get(name, '')})"
+                for name, value in self.description.bound
+            )
+            return JobNotFound(f"{text}; check the job id{where}", status=status)
         return APIError(text + redirect_note(response), status=status)
 
     def _message(self, body: bytes) -> str | None:

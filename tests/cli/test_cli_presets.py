@@ -116,3 +116,21 @@ def test_a_base_url_without_the_presets_path_gets_a_hint(
         "openai-batch provider's base URL (https://api.openai.com/v1) has (requests went to "
         f"{root}/batches/{batch_id}); add /v1 to base_url"
     ]
+
+
+def test_a_run_not_found_names_the_repository_it_was_looked_for_in(
+    served: anyio.from_thread.BlockingPortal,
+    github: GitHubActionsFake,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GitHub answers 404 both for a run that is not there and for a repository the token
+    # cannot see: the line says which repository was asked, and where it is configured.
+    monkeypatch.setenv("GITHUB_TOKEN", github.api_key)
+    more = '[jobwatch.github-actions]\nrepository = "octo-org/elsewhere"\n'
+    config = _config(tmp_path, monkeypatch, "github-actions", github.base_url, more)
+    run_id = served.call(lambda: github.create_run(outcome="success"))
+    code, out, _ = run(capsys, "watch", run_id, "--config", str(config))
+    assert code == 1 and "HTTP 404" in out and "check the job id" in out, out
+    assert "repository 'octo-org/elsewhere' ([jobwatch.github-actions] repository" in out, out
