@@ -76,6 +76,20 @@ def repeated_prefix(base_url: str, path: str) -> str | None:
     return None
 
 
+def missing_prefix(base_url: str, default_base_url: str | None) -> str | None:
+    """The path of the provider's own base URL (``/v1`` for ``https://api.openai.com/v1``)
+    that ``base_url`` lacks, else None.
+
+    Such a base_url asks for the API's paths without their version prefix: every job is
+    "not found".
+    """
+    expected = httpx.URL(default_base_url).path.strip("/") if default_base_url else ""
+    own = httpx.URL(base_url).path.strip("/")
+    if not expected or own == expected or own.endswith(f"/{expected}"):
+        return None
+    return f"/{expected}"
+
+
 class APIClient:
     """One API's HTTP client and the request budget shared by everything a Watcher asks.
 

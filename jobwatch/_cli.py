@@ -26,7 +26,7 @@ import anyio
 import trio
 
 from . import __version__
-from ._api import repeated_prefix
+from ._api import missing_prefix, repeated_prefix
 from ._blocking import explain_timeout
 from ._config import Config, Secret, load_config, redact_url
 from ._errors import (
@@ -739,15 +739,15 @@ def _hint_if_none_found(watcher: Watcher, jobs: Sequence[str], outcomes: _Outcom
         # The provider's own base URL may have a path (OpenAI's /v1): one that has it is
         # right, one that lacks it asks for paths the API does not serve.
         default = watcher.provider.default_base_url
+        missing = missing_prefix(base_url, default)
         own = urlsplit(base_url).path.strip("/")
-        expected = urlsplit(default).path.strip("/") if default else ""
-        if expected and own != expected and not own.endswith(f"/{expected}"):
+        if missing is not None:
             hint = (
-                f"no job was found, and base_url {base} lacks /{expected}, which the "
+                f"no job was found, and base_url {base} lacks {missing}, which the "
                 f"{watcher.provider.name} provider's base URL ({redact_url(default or '')}) "
-                f"has (requests went to {base}{path}); add /{expected} to base_url"
+                f"has (requests went to {base}{path}); add {missing} to base_url"
             )
-        elif own and own != expected:
+        elif own and own != urlsplit(default or "").path.strip("/"):
             hint = (
                 f"no job was found, and base_url {base} has a path (requests went to "
                 f"{base}{path}); check that base_url is the API's root"

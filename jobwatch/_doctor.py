@@ -17,7 +17,7 @@ import anyio
 import attrs
 import httpx
 
-from ._api import describe_http_error, repeated_prefix, user_agent
+from ._api import describe_http_error, missing_prefix, repeated_prefix, user_agent
 from ._config import Config, Secret, redact_url
 from ._errors import AuthenticationError, JobNotFound, JobwatchError
 from ._policy import Decision, Signals, check_names, choose_transport
@@ -304,6 +304,15 @@ async def _not_found(
             f"base_url {redact_url(base_url)} ends in {repeated}, which the "
             f"{provider.name} provider adds itself (requests go to "
             f"{repeated}{request.path}); remove {repeated} from base_url"
+        )
+        report.problem(f"  {problem}", problem)
+    missing = missing_prefix(base_url, provider.default_base_url)
+    if missing is not None:
+        problem = (
+            f"base_url {redact_url(base_url)} lacks {missing}, which the {provider.name} "
+            f"provider's base URL ({redact_url(provider.default_base_url or '')}) has "
+            f"(requests go to {redact_url(base_url.rstrip('/'))}"
+            f"{request.path.replace('jobwatch-doctor-probe', '...')}); add {missing} to base_url"
         )
         report.problem(f"  {problem}", problem)
 

@@ -134,3 +134,25 @@ def test_a_run_not_found_names_the_repository_it_was_looked_for_in(
     code, out, _ = run(capsys, "watch", run_id, "--config", str(config))
     assert code == 1 and "HTTP 404" in out and "check the job id" in out, out
     assert "repository 'octo-org/elsewhere' ([jobwatch.github-actions] repository" in out, out
+
+
+def test_doctor_fails_a_base_url_without_the_presets_path(
+    openai: OpenAIBatchFake,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Every status request then asks for /batches/... instead of /v1/batches/...: a 404.
+    monkeypatch.setenv("OPENAI_API_KEY", openai.api_key)
+    root = openai.base_url.removesuffix("/v1")
+    config = _config(tmp_path, monkeypatch, "openai-batch", root)
+    code, out, _ = run(capsys, "doctor", "--config", str(config))
+    assert code == 1, out
+    assert out.splitlines()[-1] == (
+        f"doctor: jobwatch watch would fail: base_url {root} lacks /v1, which the openai-batch "
+        "provider's base URL (https://api.openai.com/v1) has (requests go to "
+        f"{root}/batches/...); add /v1 to base_url"
+    )
+    config = _config(tmp_path, monkeypatch, "openai-batch", openai.base_url)
+    code, out, _ = run(capsys, "doctor", "--config", str(config))
+    assert code == 0 and "lacks" not in out, out
