@@ -373,13 +373,13 @@ class Description:
         for name, help_text in self.variables.items():
             if not isinstance(values.get(name), str) or not values[name]:
                 raise ConfigError(f"{where} {name} is not set: {help_text}")
-        job = attrs.evolve(self.job, get=self.job.get.bind(values, where))
+        job = attrs.evolve(self.job, get=self.job.get.bind(values, where, self.variables))
         results = self.results
         if results.get is not None:
-            results = attrs.evolve(results, get=results.get.bind(values, where))
+            results = attrs.evolve(results, get=results.get.bind(values, where, self.variables))
         stream = self.stream
         if stream is not None and stream.url is not None:
-            stream = attrs.evolve(stream, url=stream.url.bind(values, where))
+            stream = attrs.evolve(stream, url=stream.url.bind(values, where, self.variables))
         webhook = self.webhook
         if webhook is not None and webhook.only:
             only = tuple((path, _fill(text, values)) for path, text in webhook.only)

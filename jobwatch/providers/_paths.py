@@ -203,12 +203,14 @@ def compile_condition(text: object, where: str) -> Condition:
 # -- templates ----------------------------------------------------------------------------
 
 
-def _check_variable(name: str, value: str, where: str) -> None:
+def _check_variable(name: str, value: str, where: str, help_text: str = "") -> None:
     parts = value.split("/")
     if not value or any(part in ("", ".", "..") for part in parts):
+        # The variable's own help says what it holds (GitHub's OWNER/REPO, not a URL).
+        wanted = f"; {name} is {help_text}" if help_text else ""
         raise ConfigError(
             f"{where}: the value {value!r} of {{{name}}} must be path segments separated by "
-            "single slashes (no empty, '.' or '..' segment)"
+            f"single slashes (no empty, '.' or '..' segment){wanted}"
         )
 
 
@@ -257,13 +259,16 @@ class Template:
             found |= {p[0] for p in value if isinstance(p, tuple)}
         return frozenset(found)
 
-    def bind(self, variables: Mapping[str, str], where: str) -> Template:
-        """The template with configured ``variables`` filled in (checked as path segments)."""
+    def bind(
+        self, variables: Mapping[str, str], where: str, help_texts: Mapping[str, str] | None = None
+    ) -> Template:
+        """The template with configured ``variables`` filled in (checked as path segments);
+        ``help_texts``: what each variable holds, for the message about a value that is not."""
         path: list[str | tuple[str]] = []
         for piece in self.path:
             if isinstance(piece, tuple) and piece[0] in variables:
                 value = variables[piece[0]]
-                _check_variable(piece[0], value, where)
+                _check_variable(piece[0], value, where, (help_texts or {}).get(piece[0], ""))
                 path.append("/".join(path_segment(part) for part in value.split("/")))
             else:
                 path.append(piece)

@@ -156,3 +156,18 @@ def test_doctor_fails_a_base_url_without_the_presets_path(
     config = _config(tmp_path, monkeypatch, "openai-batch", openai.base_url)
     code, out, _ = run(capsys, "doctor", "--config", str(config))
     assert code == 0 and "lacks" not in out, out
+
+
+@pytest.mark.parametrize("repository", ["https://github.com/octo-org/octo-repo", "octo-org/"])
+def test_a_repository_that_is_not_owner_slash_repo_says_what_it_should_be(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    repository: str,
+) -> None:
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_fake")
+    more = f'[jobwatch.github-actions]\nrepository = "{repository}"\n'
+    config = _config(tmp_path, monkeypatch, "github-actions", "http://127.0.0.1:9", more)
+    code, out, err = run(capsys, "watch", "123", "--config", str(config))
+    assert code == 2 and out == "", out
+    assert "[jobwatch.github-actions]" in err and "OWNER/REPO" in err, err
