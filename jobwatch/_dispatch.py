@@ -88,12 +88,7 @@ def _delays(value: Any) -> tuple[float, ...]:
         )
     delays = tuple(value)
     for delay in delays:
-        if (
-            isinstance(delay, bool)
-            or not isinstance(delay, int | float)
-            or not _finite(delay)
-            or delay < 0
-        ):
+        if not _seconds(delay) or delay < 0:
             raise ConfigError(
                 f"Retry backoff must be seconds, each a finite number >= 0, "
                 f"got {delay!r} in {value!r}"
@@ -101,7 +96,10 @@ def _delays(value: Any) -> tuple[float, ...]:
     return tuple(float(d) for d in delays)
 
 
-def _finite(value: float) -> bool:
+def _seconds(value: object) -> bool:
+    """Whether ``value`` is a finite number of seconds (of any sign; not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
     try:
         return math.isfinite(value)
     except OverflowError:  # an integer beyond a float's range
@@ -109,12 +107,7 @@ def _finite(value: float) -> bool:
 
 
 def _check_timeout(instance: Retry, attribute: object, value: Any) -> None:
-    if value is not None and (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not _finite(value)
-        or value <= 0
-    ):
+    if value is not None and (not _seconds(value) or value <= 0):
         raise ConfigError(
             f"Retry timeout must be seconds, a finite number > 0 (or None: no limit), got {value!r}"
         )
@@ -269,12 +262,6 @@ class Dispatcher:
             if sub._idle is not None:
                 sub._idle.set()  # a parked task ends instead of waiting for more
 
-    async def flush(self) -> None:
-        """Acknowledge what was handled and not yet acknowledged (the Watcher closes: its
-        tasks were cancelled, some between handling an event and a flush)."""
-        if self._acks:
-            await self._flush_acks()
-
     def subscribe(
         self,
         callback: Callback,
@@ -352,7 +339,7 @@ class Dispatcher:
                 if key not in outstanding:  # (else it is done when its other dispatch is)
                     self._acks.append(key)
                     if len(self._acks) >= _ACK_EVERY:
-                        await self._flush_acks()
+                        await self.flush()
                 continue
             outstanding[key] = outstanding.get(key, 0) + len(targets)
             for sub in targets:
@@ -369,8 +356,7 @@ class Dispatcher:
                 elif self._tg is not None:
                     sub._running = True
                     self._tg.start_soon(self._drain, sub)
-        if self._acks:
-            await self._flush_acks()
+        await self.flush()
 
     async def _drain(self, sub: Subscription) -> None:
         try:
@@ -382,7 +368,7 @@ class Dispatcher:
                     # and is replayed by the next Watcher on this store.
                     if not sub.cancelled:
                         if sub.is_async and self._acks:
-                            await self._flush_acks()  # (handled: not held up by a slow call)
+                            await self.flush()  # (handled: not held up by a slow call)
                         if not sub.cancelled:  # (cancelled meanwhile: skipped, as queued)
                             await self._call(sub, event)
                     queue.popleft()
@@ -391,9 +377,9 @@ class Dispatcher:
                         sub._space = None
                     self._done(event.key)
                     if len(self._acks) >= _ACK_EVERY:
-                        await self._flush_acks()
+                        await self.flush()
                 if self._acks:
-                    await self._flush_acks()
+                    await self.flush()
                     continue  # events queued meanwhile found a task running: it takes them
                 if sub.job_id is not None or sub.cancelled or self._tg is None:
                     return
@@ -415,8 +401,11 @@ class Dispatcher:
         outstanding.pop(key, None)
         self._acks.append(key)
 
-    async def _flush_acks(self) -> None:
-        """Remove the handled events from the store's inbox, in one call."""
+    async def flush(self) -> None:
+        """Remove the handled events not yet acknowledged from the store's inbox, in one call
+        (the drains do as they go; the Watcher, closing, for what its cancelled tasks left)."""
+        if not self._acks:
+            return
         keys, self._acks = self._acks, []
         if self._outstanding:
             # A key handed over again since it was handled (a dead letter replayed) stays in
@@ -443,8 +432,8 @@ class Dispatcher:
                 # sync one returns.
                 result = sub.callback(event)
                 if sub.is_async or (result is not None and inspect.isawaitable(result)):
-                    if not sub.is_async and self._acks:
-                        await self._flush_acks()  # (handled: not held up by a slow call)
+                    if not sub.is_async:
+                        await self.flush()  # (handled: not held up by a slow call)
                     await _awaited(result, None if policy is None else policy.timeout)
                 return
             except BaseException as exc:  # a callback's failure must never stop the others
@@ -460,8 +449,7 @@ class Dispatcher:
                     error,
                 )
                 if policy is not None and attempt + 1 < attempts:
-                    if self._acks:
-                        await self._flush_acks()  # (what was handled: not held up meanwhile)
+                    await self.flush()  # (what was handled: not held up meanwhile)
                     await _backoff(sub, policy.delay(attempt + 1))
                     if sub.cancelled:  # cancelled meanwhile: its event is skipped, not kept
                         return

@@ -441,7 +441,8 @@ class PollSchedule:
                 plan.seen = (seen[0], done, total)
         anchor_time, anchor_done, spread = plan.anchor
         moved = done - anchor_done
-        first = plan.seen[0] if plan.seen is not None else now
+        assert plan.seen is not None  # set by _set_anchor, or by the branches above
+        first = plan.seen[0]
         if moved <= 0 or first <= anchor_time:
             return None
         # Both counts were reached some time before the poll that first showed them; taking
