@@ -216,7 +216,9 @@ async def test_watchers_sharing_the_store_dispatch_each_event_once(
     config = Config.from_mapping({"jobwatch": {"transport": "poll"}})
     async with anyio.create_task_group() as tg:
         for n in (1, 2, 3):
-            store = RedisStore(attrs.evolve(options, owner=f"w{n}"))
+            # A lease of seconds, not the fixture's 0.6 s: no lease runs out here, and three
+            # Watchers in one process on a loaded machine stalled its renewal past 0.5 s.
+            store = RedisStore(attrs.evolve(options, owner=f"w{n}", lease=10.0))
             tg.start_soon(_run_watcher, config, store, events, seen)
     assert sorted(seen) == sorted(e.key + "#1" for e in events)
 
